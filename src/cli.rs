@@ -1,0 +1,278 @@
+//! Command-line interface: one subcommand per job, each a thin wrapper over the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use convscope::digits::{Digits, SIDE};
+use convscope::input::{self, Prepared};
+use convscope::summary::Summary;
+use convscope::train::{self, TrainConfig};
+use convscope::{Model, native, sample};
+
+/// A terminal explorer for convolutional neural networks.
+///
+/// With no command, shows the bundled sample model (the article's MNIST network) and its
+/// predictions on a dozen bundled digits.
+#[derive(Debug, Parser)]
+#[command(name = "convscope", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the layer table, as Keras's `model.summary()` does, with mult-adds.
+    Summary {
+        /// Model file (convscope `.safetensors`).
+        model: PathBuf,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images: the top classes with their probabilities, per image.
+    Predict {
+        /// Model file.
+        model: PathBuf,
+        /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to show per image.
+        #[arg(long, short = 'k', default_value_t = 3)]
+        top: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train the sample model on the bundled digits (8,000 train / 2,000 validation).
+    Train {
+        /// Where to write the model.
+        #[arg(short, long, default_value = "sample_models/mnist_cnn.safetensors")]
+        output: PathBuf,
+        /// Passes over the training digits.
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        /// Digits per step.
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Adam's learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        learning_rate: f64,
+        /// Seed for initialisation, shuffling and dropout.
+        #[arg(long, default_value_t = train::DEFAULT_SEED)]
+        seed: u64,
+    },
+    /// Write bundled validation digits as PNG files (`<index>_<label>.png`).
+    ExportDigits {
+        /// Folder to write into (created if missing).
+        dir: PathBuf,
+        /// How many digits.
+        #[arg(long, default_value_t = 12)]
+        count: usize,
+    },
+}
+
+/// Whether an error is a closed stdout (`convscope summary m | head`), which is success.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => overview(),
+        Some(Command::Summary { model, json }) => summary(&load(&model)?, json),
+        Some(Command::Predict { model, images, top, json }) => {
+            let model = load(&model)?;
+            let prepared = images.iter().map(|p| prepare(&model, p)).collect::<Result<Vec<_>>>()?;
+            predict(&model, &prepared, &[], top, json)
+        }
+        Some(Command::Train { output, epochs, batch_size, learning_rate, seed }) => {
+            let config = TrainConfig { epochs, batch_size, learning_rate, seed, max_steps: None };
+            train_sample(&output, &config)
+        }
+        Some(Command::ExportDigits { dir, count }) => {
+            for path in export_digits(&dir, count)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Model> {
+    Ok(Model::load(path)?)
+}
+
+fn prepare(model: &Model, path: &Path) -> Result<Prepared> {
+    let prepared = input::load_image(model, path)?;
+    if let Some(note) = &prepared.adjusted {
+        eprintln!("convscope: note: {}: {note}", path.display());
+    }
+    Ok(prepared)
+}
+
+fn summary(model: &Model, json: bool) -> Result<()> {
+    let table = Summary::of(model);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &table)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{table}")?;
+    }
+    Ok(())
+}
+
+/// The sample digits shown with no arguments: the first `count` validation digits.
+fn sample_digits(model: &Model, count: usize) -> Result<(Vec<Prepared>, Vec<usize>)> {
+    let digits = Digits::bundled()?;
+    let picked: Vec<usize> = digits.validation().take(count).collect();
+    let mut prepared = Vec::new();
+    for &i in &picked {
+        let pixels: Vec<f32> = digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
+        prepared.push(Prepared {
+            source: PathBuf::from(format!("bundled digit #{i}")),
+            tensor: input::normalise(model, &pixels)?,
+            pixels,
+            adjusted: None,
+        });
+    }
+    Ok((prepared, picked.iter().map(|&i| digits.label(i)).collect()))
+}
+
+fn overview() -> Result<()> {
+    let model = sample::model()?;
+    summary(&model, false)?;
+    let (prepared, labels) = sample_digits(&model, 12)?;
+    println!();
+    predict(&model, &prepared, &labels, 3, false)
+}
+
+fn predict(
+    model: &Model,
+    images: &[Prepared],
+    labels: &[usize],
+    top: usize,
+    json: bool,
+) -> Result<()> {
+    if images.is_empty() {
+        bail!("no images to classify");
+    }
+    let batch = candle_core::Tensor::cat(&images.iter().map(|p| &p.tensor).collect::<Vec<_>>(), 0)?;
+    let probs = model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    let mut out = std::io::stdout().lock();
+    let mut records = Vec::new();
+    for (i, (image, p)) in images.iter().zip(&probs).enumerate() {
+        let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked.truncate(top.max(1));
+        let truth = labels.get(i).copied();
+        if json {
+            records.push(serde_json::json!({
+                "image": image.source.display().to_string(),
+                "label": truth.map(|t| model.classes[t].clone()),
+                "top": ranked.iter().map(|&(c, p)| serde_json::json!({
+                    "class": model.classes[c], "index": c, "probability": p
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        let verdict = match truth {
+            Some(t) if t == ranked[0].0 => format!("  (true: {}, right)", model.classes[t]),
+            Some(t) => format!("  (true: {}, WRONG)", model.classes[t]),
+            None => String::new(),
+        };
+        writeln!(out, "{}{verdict}", image.source.display())?;
+        for &(class, prob) in &ranked {
+            let bar = "█".repeat((prob * 30.0).round() as usize);
+            writeln!(out, "  {:>8} {:>7.2}%  {bar}", model.classes[class], prob * 100.0)?;
+        }
+    }
+    if json {
+        serde_json::to_writer_pretty(&mut out, &records)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn train_sample(output: &Path, config: &TrainConfig) -> Result<()> {
+    let digits = Digits::bundled()?;
+    let mut model = train::untrained_sample_model(config.seed)?;
+    eprintln!(
+        "training {} on {} digits ({} for validation): {} epochs, batch {}, Adam {}, seed {}",
+        model.name,
+        digits.train().len(),
+        digits.validation().len(),
+        config.epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.seed
+    );
+    let started = std::time::Instant::now();
+    train::train(&mut model, &digits, config, |r| {
+        eprintln!(
+            "epoch {}/{}: loss {:.4}, validation accuracy {:.2}% ({:.0} s)",
+            r.epoch,
+            config.epochs,
+            r.loss,
+            r.validation_accuracy * 100.0,
+            started.elapsed().as_secs_f64()
+        );
+    })?;
+    let validation: Vec<usize> = digits.validation().collect();
+    let accuracy = train::accuracy(&model, &digits, &validation)?;
+    native::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "validation accuracy {:.2}% on {} held-out digits; wrote {}",
+        accuracy * 100.0,
+        validation.len(),
+        output.display()
+    );
+    record_expected(&model, output)
+}
+
+/// Writes a dozen validation digits as PNG next to the model, and the probabilities the
+/// model gives them now, so tests can tell if a later change moves the numbers.
+fn record_expected(model: &Model, output: &Path) -> Result<()> {
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let files = export_digits(&dir.join("digits"), 12)?;
+    let mut records = Vec::new();
+    for file in &files {
+        let prepared = prepare(model, file)?;
+        let probabilities = model.predict(&prepared.tensor)?.flatten_all()?.to_vec1::<f32>()?;
+        let name = file.strip_prefix(dir).unwrap_or(file).to_string_lossy().replace('\\', "/");
+        records.push(serde_json::json!({ "file": name, "probabilities": probabilities }));
+    }
+    let path = output.with_extension("expected.json");
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "digits": records }))?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "wrote {} and {} digits under {}",
+        path.display(),
+        files.len(),
+        dir.join("digits").display()
+    );
+    Ok(())
+}
+
+fn export_digits(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let digits = Digits::bundled()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for i in digits.validation().take(count) {
+        let path = dir.join(format!("{i:05}_{}.png", digits.label(i)));
+        image::GrayImage::from_raw(SIDE as u32, SIDE as u32, digits.pixels(i).to_vec())
+            .context("digit of the wrong size")?
+            .save(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}

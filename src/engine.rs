@@ -1,0 +1,520 @@
+//! Running a model: forward (keeping every node's output, which the methods read) and
+//! backward from a gradient placed on any node, down to the input and every node in
+//! between, under a chosen ReLU rule.
+//!
+//! The backward pass is our own reverse walk over the graph rather than candle's autograd:
+//! it lets the ReLU rules of the backprop modifiers reach fused and standalone ReLUs alike,
+//! returns gradients at intermediate nodes directly, routes max-pool gradients correctly,
+//! and computes weight gradients only when training asks for them.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Tensor};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Op, ValueId};
+use crate::kernels::{self, Pool, Window};
+use crate::model::Model;
+
+/// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReluRule {
+    /// The true gradient: `g·[x>0]`.
+    #[default]
+    Vanilla,
+    /// Guided backpropagation: `g·[g>0]·[y>0]`.
+    Guided,
+    /// Rectified (deconvnet): `g·[g>0]`, no forward gate.
+    #[serde(rename = "relu")]
+    Rectified,
+}
+
+impl ReluRule {
+    /// All rules, in the order the explorer cycles them.
+    pub const ALL: [ReluRule; 3] = [ReluRule::Vanilla, ReluRule::Guided, ReluRule::Rectified];
+
+    /// The name used on the command line and on screen (keras-vis's modifier names).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReluRule::Vanilla => "vanilla",
+            ReluRule::Guided => "guided",
+            ReluRule::Rectified => "relu",
+        }
+    }
+}
+
+/// Where on a node a gradient is placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    /// On the node's output.
+    Output,
+    /// Below a fused softmax: on the scores the softmax reads ("softmax swapped for
+    /// linear"). Only nodes with a fused softmax have this point.
+    PreSoftmax,
+}
+
+/// Every node's output from one forward pass.
+#[derive(Clone, Debug)]
+pub struct Activations {
+    /// Index by [`ValueId`]: the input, then each node's output.
+    values: Vec<Tensor>,
+    /// Scores before a fused softmax, per node (only for such nodes).
+    pre_softmax: Vec<Option<Tensor>>,
+    /// Scaled dropout masks, per node (training only).
+    dropout_masks: Vec<Option<Tensor>>,
+}
+
+impl Activations {
+    /// A value: the input or a node's output, batched.
+    pub fn value(&self, id: ValueId) -> &Tensor {
+        &self.values[id.0]
+    }
+
+    /// Output of node `i`.
+    pub fn node(&self, i: usize) -> &Tensor {
+        &self.values[i + 1]
+    }
+
+    /// The tensor at `(node, point)`.
+    pub fn at(&self, node: usize, point: Point) -> Result<&Tensor> {
+        match point {
+            Point::Output => Ok(self.node(node)),
+            Point::PreSoftmax => self.pre_softmax[node]
+                .as_ref()
+                .ok_or_else(|| Error::Invalid("that layer has no softmax to look under".into())),
+        }
+    }
+}
+
+/// Gradients from one backward pass.
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    values: Vec<Option<Tensor>>,
+    /// Weight gradients by weight name, when asked for.
+    pub weights: HashMap<String, Tensor>,
+}
+
+impl Gradients {
+    /// Gradient at the graph input, if the seed depends on it.
+    pub fn input(&self) -> Option<&Tensor> {
+        self.values[0].as_ref()
+    }
+
+    /// Gradient at node `i`'s output (`None` when the seed does not depend on it).
+    pub fn node(&self, i: usize) -> Option<&Tensor> {
+        self.values[i + 1].as_ref()
+    }
+}
+
+/// The gradient to propagate: `grad` (shaped like the tensor at `(node, point)`) is the
+/// derivative of some scalar with respect to that tensor.
+#[derive(Clone, Debug)]
+pub struct Seed {
+    /// The node.
+    pub node: usize,
+    /// Where on it.
+    pub point: Point,
+    /// The gradient placed there.
+    pub grad: Tensor,
+}
+
+impl Model {
+    /// Where the class scores are: below the final softmax when the model ends in one
+    /// (keras-vis's "swap softmax for linear"), else the output itself.
+    pub fn score_point(&self) -> (usize, Point) {
+        let graph = self.graph();
+        let out = graph.output_node();
+        match &graph.nodes()[out].op {
+            Op::Dense { activation: Activation::Softmax, .. } => (out, Point::PreSoftmax),
+            Op::Activation { activation: Activation::Softmax } => {
+                match graph.inputs_of(out)[0].node() {
+                    Some(prev) => (prev, Point::Output),
+                    None => (out, Point::Output),
+                }
+            }
+            _ => (out, Point::Output),
+        }
+    }
+
+    /// Forward pass at inference (dropout off) on a batch `[N, C, H, W]` (or `[N, F]`).
+    pub fn forward(&self, x: &Tensor) -> Result<Activations> {
+        self.run_forward(x, None::<&mut rand::rngs::ThreadRng>)
+    }
+
+    /// Forward pass in training mode: dropout draws its masks from `rng`.
+    pub fn forward_train(&self, x: &Tensor, rng: &mut impl Rng) -> Result<Activations> {
+        self.run_forward(x, Some(rng))
+    }
+
+    /// Softmax probabilities `[N, classes]` for a batch.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        let acts = self.forward(x)?;
+        let (node, point) = self.score_point();
+        let scores = acts.at(node, point)?;
+        let n = scores.dim(0)?;
+        softmax(&scores.reshape((n, ()))?)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let want = self.graph().input_shape();
+        if x.rank() != want.len() + 1 || &x.dims()[1..] != want {
+            return Err(Error::Invalid(format!(
+                "input batch has shape {:?}, the model takes [N, {}]",
+                x.dims(),
+                want.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if x.dtype() != self.dtype() {
+            return Err(Error::Invalid(format!(
+                "input is {:?}, the model computes in {:?}",
+                x.dtype(),
+                self.dtype()
+            )));
+        }
+        Ok(())
+    }
+
+    fn run_forward(&self, x: &Tensor, mut rng: Option<&mut impl Rng>) -> Result<Activations> {
+        self.check_input(x)?;
+        let graph = self.graph();
+        let n_nodes = graph.nodes().len();
+        let mut values = Vec::with_capacity(n_nodes + 1);
+        values.push(x.clone());
+        let mut pre_softmax = vec![None; n_nodes];
+        let mut dropout_masks = vec![None; n_nodes];
+        for (i, node) in graph.nodes().iter().enumerate() {
+            let inputs: Vec<&Tensor> = graph.inputs_of(i).iter().map(|v| &values[v.0]).collect();
+            let x = inputs[0];
+            let batch = x.dim(0)?;
+            let out_shape = graph.shape(ValueId::of_node(i));
+            let batched = |t: Tensor| -> Result<Tensor> {
+                let mut dims = vec![batch];
+                dims.extend_from_slice(out_shape);
+                Ok(t.reshape(dims)?)
+            };
+            let z = match &node.op {
+                Op::Conv2d { groups, bias, .. } => {
+                    let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
+                    kernels::conv2d(x, self.weight(i, "kernel")?, b, &self.window(i), *groups)?
+                }
+                Op::Dense { bias, .. } => {
+                    let y = x.matmul(self.weight(i, "kernel")?)?;
+                    if *bias { y.broadcast_add(self.weight(i, "bias")?)? } else { y }
+                }
+                Op::Activation { .. } => x.clone(),
+                Op::MaxPool { .. } => kernels::pool2d(x, &self.window(i), Pool::Max)?,
+                Op::AvgPool { count_include_pad, .. } => kernels::pool2d(
+                    x,
+                    &self.window(i),
+                    Pool::Avg { count_include_pad: *count_include_pad },
+                )?,
+                Op::GlobalAvgPool { .. } => batched(x.mean((2, 3))?)?,
+                Op::BatchNorm { epsilon } => {
+                    let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
+                    x.broadcast_mul(&scale)?.broadcast_add(&shift)?
+                }
+                Op::Dropout { rate } => match rng.as_deref_mut() {
+                    Some(rng) if *rate > 0.0 => {
+                        let mask = dropout_mask(x, *rate, rng)?;
+                        let y = (x * &mask)?;
+                        dropout_masks[i] = Some(mask);
+                        y
+                    }
+                    _ => x.clone(),
+                },
+                Op::Flatten | Op::Reshape { .. } => batched(x.clone())?,
+                Op::Transpose { perm } => x.permute(batch_perm(perm))?.contiguous()?,
+                Op::Add => {
+                    let mut sum = align(x, out_shape.len())?;
+                    for other in &inputs[1..] {
+                        sum = sum.broadcast_add(&align(other, out_shape.len())?)?;
+                    }
+                    sum
+                }
+                Op::Concat { axis } => Tensor::cat(&inputs, axis + 1)?,
+            };
+            let activation = node.op.activation();
+            let y = apply_activation(activation, &z)?;
+            if activation == Activation::Softmax {
+                pre_softmax[i] = Some(z);
+            }
+            values.push(y);
+        }
+        Ok(Activations { values, pre_softmax, dropout_masks })
+    }
+
+    /// Backward pass from `seed` under `rule`. Returns the gradient at the input and at
+    /// every node the seed depends on; with `weight_grads`, also at every weight below it.
+    pub fn backward(
+        &self,
+        acts: &Activations,
+        seed: &Seed,
+        rule: ReluRule,
+        weight_grads: bool,
+    ) -> Result<Gradients> {
+        let graph = self.graph();
+        let target = acts.at(seed.node, seed.point)?;
+        if seed.grad.dims() != target.dims() {
+            return Err(Error::Invalid(format!(
+                "gradient of shape {:?} placed on a tensor of shape {:?}",
+                seed.grad.dims(),
+                target.dims()
+            )));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
+        let mut weights = HashMap::new();
+        grads[seed.node + 1] = Some(seed.grad.clone());
+        for i in (0..=seed.node).rev() {
+            let Some(g) = grads[i + 1].clone() else { continue };
+            let node = &graph.nodes()[i];
+            let y = acts.node(i);
+            let gz = if i == seed.node && seed.point == Point::PreSoftmax {
+                g
+            } else {
+                activation_backward(node.op.activation(), &g, y, rule)?
+            };
+            let inputs = graph.inputs_of(i);
+            let x = acts.value(inputs[0]);
+            let mut weight_grad = |role: &str, t: Tensor| {
+                weights.insert(format!("{}.{role}", node.name), t);
+            };
+            let input_grads: Vec<Tensor> = match &node.op {
+                Op::Conv2d { groups, bias, .. } => {
+                    let kernel = self.weight(i, "kernel")?;
+                    let win = self.window(i);
+                    if weight_grads {
+                        let dims = dims4(kernel)?;
+                        let (dk, db) =
+                            kernels::conv2d_backward_weights(x, &gz, dims, &win, *groups)?;
+                        weight_grad("kernel", dk);
+                        if *bias {
+                            weight_grad("bias", db);
+                        }
+                    }
+                    vec![kernels::conv2d_backward_input(&gz, kernel, dims4(x)?, &win, *groups)?]
+                }
+                Op::Dense { bias, .. } => {
+                    let kernel = self.weight(i, "kernel")?;
+                    if weight_grads {
+                        weight_grad("kernel", x.t()?.matmul(&gz)?);
+                        if *bias {
+                            weight_grad("bias", gz.sum(0)?);
+                        }
+                    }
+                    vec![gz.matmul(&kernel.t()?)?]
+                }
+                Op::Activation { .. } => vec![gz],
+                Op::MaxPool { .. } => {
+                    vec![kernels::pool2d_backward(x, &gz, &self.window(i), Pool::Max)?]
+                }
+                Op::AvgPool { count_include_pad, .. } => vec![kernels::pool2d_backward(
+                    x,
+                    &gz,
+                    &self.window(i),
+                    Pool::Avg { count_include_pad: *count_include_pad },
+                )?],
+                Op::GlobalAvgPool { .. } => {
+                    let (n, c, h, w) = x.dims4()?;
+                    let spread = gz.reshape((n, c, 1, 1))?.affine(1.0 / (h * w) as f64, 0.0)?;
+                    vec![spread.broadcast_as((n, c, h, w))?.contiguous()?]
+                }
+                Op::BatchNorm { epsilon } => {
+                    let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
+                    if weight_grads {
+                        let mean = self.batch_norm_param(i, "moving_mean", x.rank())?;
+                        let inv_std =
+                            scale.broadcast_div(&self.batch_norm_param(i, "gamma", x.rank())?)?;
+                        let x_hat = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+                        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                        weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
+                        weight_grad("beta", gz.sum(axes)?);
+                    }
+                    vec![gz.broadcast_mul(&scale)?]
+                }
+                Op::Dropout { .. } => match &acts.dropout_masks[i] {
+                    Some(mask) => vec![(&gz * mask)?],
+                    None => vec![gz],
+                },
+                Op::Flatten | Op::Reshape { .. } => vec![gz.reshape(x.dims())?],
+                Op::Transpose { perm } => {
+                    let mut inverse = vec![0; perm.len()];
+                    for (out_axis, &in_axis) in perm.iter().enumerate() {
+                        inverse[in_axis] = out_axis;
+                    }
+                    vec![gz.permute(batch_perm(&inverse))?.contiguous()?]
+                }
+                Op::Add => inputs
+                    .iter()
+                    .map(|v| sum_to_shape(&gz, acts.value(*v).dims()))
+                    .collect::<Result<_>>()?,
+                Op::Concat { axis } => {
+                    let mut start = 0;
+                    inputs
+                        .iter()
+                        .map(|v| {
+                            let len = acts.value(*v).dim(axis + 1)?;
+                            let part = gz.narrow(axis + 1, start, len)?;
+                            start += len;
+                            Ok(part)
+                        })
+                        .collect::<Result<_>>()?
+                }
+            };
+            for (v, dx) in inputs.iter().zip(input_grads) {
+                grads[v.0] = Some(match grads[v.0].take() {
+                    Some(acc) => (acc + dx)?,
+                    None => dx,
+                });
+            }
+        }
+        Ok(Gradients { values: grads, weights })
+    }
+
+    fn window(&self, node: usize) -> Window {
+        let pads = self.graph().pads(node);
+        match &self.graph().nodes()[node].op {
+            Op::Conv2d { kernel, stride, dilation, .. } => {
+                Window { kernel: *kernel, stride: *stride, dilation: *dilation, pads }
+            }
+            Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride, .. } => {
+                Window { kernel: *kernel, stride: *stride, dilation: [1, 1], pads }
+            }
+            _ => Window { kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pads },
+        }
+    }
+
+    /// A per-channel batch-norm parameter shaped to broadcast over a batch of `rank`.
+    fn batch_norm_param(&self, node: usize, role: &str, rank: usize) -> Result<Tensor> {
+        let p = self.weight(node, role)?;
+        let mut dims = vec![1; rank];
+        dims[1] = p.elem_count();
+        Ok(p.reshape(dims)?)
+    }
+
+    /// Batch norm at inference as `x·scale + shift`.
+    fn batch_norm_affine(
+        &self,
+        node: usize,
+        epsilon: f32,
+        rank: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let param = |role| self.batch_norm_param(node, role, rank);
+        let inv_std = param("moving_variance")?.affine(1.0, f64::from(epsilon))?.sqrt()?.recip()?;
+        let scale = param("gamma")?.mul(&inv_std)?;
+        let shift = param("beta")?.sub(&param("moving_mean")?.mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+}
+
+fn dims4(t: &Tensor) -> Result<[usize; 4]> {
+    let (a, b, c, d) = t.dims4()?;
+    Ok([a, b, c, d])
+}
+
+/// A per-sample permutation extended with the batch axis in front.
+fn batch_perm(perm: &[usize]) -> Vec<usize> {
+    std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect()
+}
+
+/// Reshapes a batch so its per-sample rank is `rank`, padding with leading 1s, so numpy
+/// broadcasting of per-sample shapes works with the batch axis in front.
+fn align(t: &Tensor, rank: usize) -> Result<Tensor> {
+    let dims = t.dims();
+    if dims.len() - 1 == rank {
+        return Ok(t.clone());
+    }
+    let mut new = vec![dims[0]];
+    new.extend(std::iter::repeat_n(1, rank + 1 - dims.len()));
+    new.extend_from_slice(&dims[1..]);
+    Ok(t.reshape(new)?)
+}
+
+/// Sums a broadcast gradient back down to `shape` (the inverse of numpy broadcasting).
+fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let aligned_rank = g.rank() - 1;
+    let mut padded = vec![shape[0]];
+    padded.extend(std::iter::repeat_n(1, aligned_rank + 1 - shape.len()));
+    padded.extend_from_slice(&shape[1..]);
+    let axes: Vec<usize> =
+        (1..g.rank()).filter(|&a| padded[a] == 1 && g.dim(a).is_ok_and(|d| d != 1)).collect();
+    let summed = if axes.is_empty() { g.clone() } else { g.sum_keepdim(axes)? };
+    Ok(summed.reshape(shape)?)
+}
+
+fn dropout_mask(x: &Tensor, rate: f32, rng: &mut impl Rng) -> Result<Tensor> {
+    let keep = 1.0 - f64::from(rate);
+    let values: Vec<f64> = (0..x.elem_count())
+        .map(|_| if rng.random::<f64>() < keep { 1.0 / keep } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(values, x.dims(), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Softmax over the last axis, stable against large scores.
+pub fn softmax(z: &Tensor) -> Result<Tensor> {
+    let shifted = z.broadcast_sub(&z.max_keepdim(D::Minus1)?)?;
+    let e = shifted.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Linear => z.clone(),
+        Activation::Relu => z.relu()?,
+        Activation::LeakyRelu { alpha } => {
+            let neg = z.minimum(0.0)?.affine(f64::from(alpha), 0.0)?;
+            (z.relu()? + neg)?
+        }
+        Activation::Sigmoid => (z.neg()?.exp()? + 1.0)?.recip()?,
+        Activation::Tanh => z.tanh()?,
+        Activation::Softmax => softmax(z)?,
+    })
+}
+
+/// `[t > 0]` as 0/1 in `t`'s dtype.
+fn positive(t: &Tensor) -> Result<Tensor> {
+    Ok(t.gt(0.0)?.to_dtype(t.dtype())?)
+}
+
+/// Gradient through an activation, given the gradient `g` at its output `y`.
+fn activation_backward(
+    activation: Activation,
+    g: &Tensor,
+    y: &Tensor,
+    rule: ReluRule,
+) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Linear => g.clone(),
+        Activation::Relu => match rule {
+            // y > 0 exactly when the ReLU's input x > 0.
+            ReluRule::Vanilla => (g * positive(y)?)?,
+            ReluRule::Guided => (g.relu()? * positive(y)?)?,
+            ReluRule::Rectified => g.relu()?,
+        },
+        Activation::LeakyRelu { alpha } => {
+            let pos = positive(y)?;
+            let slope = pos.affine(1.0 - f64::from(alpha), f64::from(alpha))?;
+            (g * slope)?
+        }
+        Activation::Sigmoid => (g * (y * (y.ones_like()? - y)?)?)?,
+        Activation::Tanh => (g * (y.ones_like()? - y.sqr()?)?)?,
+        Activation::Softmax => {
+            let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+            (y * g.broadcast_sub(&dot)?)?
+        }
+    })
+}
+
+/// A convenience for methods: a one-hot gradient `[N, K]` with `1` at `class` in every row.
+pub fn one_hot(n: usize, k: usize, classes: &[usize], dtype: DType) -> Result<Tensor> {
+    let mut data = vec![0f64; n * k];
+    for (row, &c) in classes.iter().enumerate().take(n) {
+        if c >= k {
+            return Err(Error::Invalid(format!("class {c} is out of range: the model has {k}")));
+        }
+        data[row * k + c] = 1.0;
+    }
+    Ok(Tensor::from_vec(data, (n, k), &candle_core::Device::Cpu)?.to_dtype(dtype)?)
+}

@@ -1,0 +1,20 @@
+//! The `convscope` command: parses arguments, calls the library, reports errors in one line.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` puts the whole chain of causes on one line.
+            eprintln!("convscope: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! A model: a validated [`Graph`], its weights, how its input is prepared and what its
+//! classes are called. Loading from any supported file goes through [`Model::load`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+
+/// How channels are ordered in the model's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    /// One grey channel.
+    #[default]
+    Gray,
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (Caffe and OpenCV heritage).
+    Bgr,
+}
+
+/// How the framework that made the model prints shapes; the engine itself is always
+/// channels-first, this only decides how the layer table reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DisplayLayout {
+    /// `(None, H, W, C)`, as Keras prints.
+    #[default]
+    ChannelsLast,
+    /// `(None, C, H, W)`, as PyTorch prints.
+    ChannelsFirst,
+}
+
+/// What the model expects as input and how image pixels become that input:
+/// `value = (range[0] + p·(range[1] − range[0]) − mean[c]) / std[c]` for a pixel `p` in
+/// [0, 1].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// The value range a pixel is mapped to before normalisation.
+    pub range: [f32; 2],
+    /// Per-channel mean subtracted after mapping (one value applies to all channels).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean.
+    pub std: Vec<f32>,
+    /// Channel order.
+    pub channel_order: ChannelOrder,
+    /// How shapes are shown.
+    #[serde(default)]
+    pub display_layout: DisplayLayout,
+}
+
+impl Default for InputSpec {
+    fn default() -> Self {
+        InputSpec {
+            range: [0.0, 1.0],
+            mean: vec![0.0],
+            std: vec![1.0],
+            channel_order: ChannelOrder::Gray,
+            display_layout: DisplayLayout::ChannelsLast,
+        }
+    }
+}
+
+impl InputSpec {
+    /// `(mean, std)` of channel `c`.
+    pub fn normalisation(&self, c: usize) -> (f32, f32) {
+        let pick = |v: &[f32], default| v.get(c).or(v.first()).copied().unwrap_or(default);
+        (pick(&self.mean, 0.0), pick(&self.std, 1.0))
+    }
+}
+
+/// Weights by name, `<node>.<role>` (`conv2d_1.kernel`).
+pub type Weights = BTreeMap<String, Tensor>;
+
+/// A model ready to run.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// Shown in the layer table's title.
+    pub name: String,
+    graph: Graph,
+    weights: Weights,
+    /// Input preparation.
+    pub input: InputSpec,
+    /// One name per output class.
+    pub classes: Vec<String>,
+}
+
+impl Model {
+    /// Puts a model together, checking that every weight the graph needs is present with
+    /// the exact shape, and that no stray weight is left over.
+    pub fn new(
+        name: impl Into<String>,
+        graph: Graph,
+        weights: Weights,
+        input: InputSpec,
+        classes: Vec<String>,
+    ) -> Result<Model> {
+        let mut expected = 0;
+        for (i, node) in graph.nodes().iter().enumerate() {
+            for spec in graph.weight_specs(i) {
+                let key = format!("{}.{}", node.name, spec.role);
+                let tensor = weights.get(&key).ok_or_else(|| {
+                    Error::graph(&node.name, format!("weight '{key}' is missing"))
+                })?;
+                if tensor.dims() != spec.shape.as_slice() {
+                    return Err(Error::graph(
+                        &node.name,
+                        format!(
+                            "weight '{key}' has shape {:?}, expected {:?}",
+                            tensor.dims(),
+                            spec.shape
+                        ),
+                    ));
+                }
+                expected += 1;
+            }
+        }
+        if weights.len() != expected {
+            let stray = weights
+                .keys()
+                .find(|k| {
+                    let node = k.rsplit_once('.').map_or(k.as_str(), |(n, _)| n);
+                    graph.node_index(node).is_err()
+                })
+                .cloned()
+                .unwrap_or_default();
+            return Err(Error::graph(stray, "a weight belongs to no layer"));
+        }
+        let outputs = graph.shape(ValueId::of_node(graph.output_node())).iter().product::<usize>();
+        if !classes.is_empty() && classes.len() != outputs {
+            return Err(Error::Invalid(format!(
+                "{} class names for {outputs} outputs",
+                classes.len()
+            )));
+        }
+        let classes = if classes.is_empty() {
+            (0..outputs).map(|i| i.to_string()).collect()
+        } else {
+            classes
+        };
+        Ok(Model { name: name.into(), graph, weights, input, classes })
+    }
+
+    /// Reads a model file, choosing the reader by content.
+    pub fn load(path: &Path) -> Result<Model> {
+        crate::native::load(path)
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// All weights.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Replaces weights (training); shapes must stay as they were.
+    pub fn set_weights(&mut self, weights: Weights) -> Result<()> {
+        let rebuilt = Model::new(
+            self.name.clone(),
+            self.graph.clone(),
+            weights,
+            self.input.clone(),
+            self.classes.clone(),
+        )?;
+        *self = rebuilt;
+        Ok(())
+    }
+
+    /// A weight of a node, e.g. `weight("conv2d_1", "kernel")`.
+    pub fn weight(&self, node: usize, role: &str) -> Result<&Tensor> {
+        let name = &self.graph.nodes()[node].name;
+        self.weights
+            .get(&format!("{name}.{role}"))
+            .ok_or_else(|| Error::graph(name, format!("weight '{role}' is missing")))
+    }
+
+    /// The same model computing in another float type (f64 for gradient checks).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Model> {
+        let weights = self
+            .weights
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?)))
+            .collect::<Result<Weights>>()?;
+        Ok(Model { weights, ..self.clone() })
+    }
+
+    /// The float type the weights are in.
+    pub fn dtype(&self) -> DType {
+        self.weights.values().next().map_or(DType::F32, |t| t.dtype())
+    }
+
+    /// `(C, H, W)` of one input sample.
+    pub fn input_chw(&self) -> Result<[usize; 3]> {
+        match self.graph.input_shape() {
+            &[c, h, w] => Ok([c, h, w]),
+            other => Err(Error::Invalid(format!("the model's input {other:?} is not an image"))),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// `(total, trainable)` parameter counts.
+    pub fn param_counts(&self) -> (usize, usize) {
+        (0..self.graph.nodes().len()).flat_map(|i| self.graph.weight_specs(i)).fold(
+            (0, 0),
+            |(total, trainable), spec| {
+                let n: usize = spec.shape.iter().product();
+                (total + n, trainable + if spec.trainable { n } else { 0 })
+            },
+        )
+    }
+}

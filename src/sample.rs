@@ -1,0 +1,16 @@
+//! The bundled sample model: the article's MNIST network, trained by `convscope train` on
+//! the bundled digits, compiled into the program so `convscope` works from anywhere.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::model::Model;
+
+/// Where the sample model lives in the source tree (and where `convscope train` writes).
+pub const PATH: &str = "sample_models/mnist_cnn.safetensors";
+
+/// The sample model.
+pub fn model() -> Result<Model> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(PATH);
+    crate::native::load(&path)
+}

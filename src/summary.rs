@@ -1,0 +1,200 @@
+//! The layer table in Keras `model.summary()` form, with a mult-adds column Keras lacks
+//! and a "Connected to" column for models that are not a plain chain.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::graph::ValueId;
+use crate::model::{DisplayLayout, Model};
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRow {
+    /// Layer name.
+    pub name: String,
+    /// Keras class name.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Output shape per sample as the model's framework shows it (batch axis left out).
+    pub output_shape: Vec<usize>,
+    /// Parameter count.
+    pub params: usize,
+    /// Multiply-adds per sample.
+    pub mult_adds: u64,
+    /// Names of the layers it reads.
+    pub connected_to: Vec<String>,
+}
+
+/// The whole table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Model name.
+    pub model: String,
+    /// Whether each layer reads the one before it (Keras's Sequential look).
+    pub sequential: bool,
+    /// Rows, in graph order (the input first for non-sequential models, as Keras does).
+    pub layers: Vec<LayerRow>,
+    /// All parameters.
+    pub total_params: usize,
+    /// Parameters training updates.
+    pub trainable_params: usize,
+    /// Parameters training leaves (batch-norm statistics).
+    pub non_trainable_params: usize,
+    /// Multiply-adds for one sample.
+    pub total_mult_adds: u64,
+}
+
+fn displayed(shape: &[usize], layout: DisplayLayout) -> Vec<usize> {
+    match (layout, shape) {
+        (DisplayLayout::ChannelsLast, [c, h, w]) => vec![*h, *w, *c],
+        _ => shape.to_vec(),
+    }
+}
+
+impl Summary {
+    /// Builds the table for `model`.
+    pub fn of(model: &Model) -> Summary {
+        let graph = model.graph();
+        let layout = model.input.display_layout;
+        let sequential = (0..graph.nodes().len()).all(|i| graph.inputs_of(i) == [ValueId(i)]);
+        let mut layers = Vec::new();
+        if !sequential {
+            layers.push(LayerRow {
+                name: graph.spec().input_name.clone(),
+                type_name: "InputLayer".into(),
+                output_shape: displayed(graph.input_shape(), layout),
+                params: 0,
+                mult_adds: 0,
+                connected_to: Vec::new(),
+            });
+        }
+        let name_of = |v: ValueId| match v.node() {
+            Some(i) => graph.nodes()[i].name.clone(),
+            None => graph.spec().input_name.clone(),
+        };
+        for (i, node) in graph.nodes().iter().enumerate() {
+            layers.push(LayerRow {
+                name: node.name.clone(),
+                type_name: node.op.type_name().into(),
+                output_shape: displayed(graph.shape(ValueId::of_node(i)), layout),
+                params: graph
+                    .weight_specs(i)
+                    .iter()
+                    .map(|s| s.shape.iter().product::<usize>())
+                    .sum(),
+                mult_adds: graph.mult_adds(i),
+                connected_to: graph.inputs_of(i).iter().map(|&v| name_of(v)).collect(),
+            });
+        }
+        let (total, trainable) = model.param_counts();
+        Summary {
+            model: model.name.clone(),
+            sequential,
+            total_mult_adds: layers.iter().map(|l| l.mult_adds).sum(),
+            layers,
+            total_params: total,
+            trainable_params: trainable,
+            non_trainable_params: total - trainable,
+        }
+    }
+}
+
+/// `1199882` → `1,199,882`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    format!("(None, {})", dims.join(", "))
+}
+
+impl fmt::Display for Summary {
+    /// Keras 2's layout: the same column starts where names fit (29, 55), wider where they
+    /// do not (Keras would cut the name short).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut header = vec!["Layer (type)", "Output Shape", "Param #", "Mult-adds"];
+        let mut minimum = vec![29, 26, 10, 14];
+        if !self.sequential {
+            header.push("Connected to");
+            minimum.push(12);
+        }
+        let rows: Vec<Vec<Vec<String>>> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut cells = vec![
+                    vec![format!("{} ({})", l.name, l.type_name)],
+                    vec![shape_text(&l.output_shape)],
+                    vec![l.params.to_string()],
+                    vec![thousands(l.mult_adds)],
+                ];
+                if !self.sequential {
+                    // Keras lists each input on its own line.
+                    cells.push(l.connected_to.iter().map(|n| format!("{n}[0][0]")).collect());
+                }
+                cells
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|col| {
+                let content = rows
+                    .iter()
+                    .flat_map(|r| r[col].iter().map(|s| s.chars().count() + 1))
+                    .chain([header[col].len() + 1])
+                    .max()
+                    .unwrap_or(0);
+                content.max(minimum[col])
+            })
+            .collect();
+        let line_length: usize = widths.iter().sum();
+        let print_row = |f: &mut fmt::Formatter<'_>, cells: &[&str]| {
+            let mut line = String::new();
+            for (cell, width) in cells.iter().zip(&widths) {
+                line.push_str(&format!("{cell:<width$}"));
+            }
+            writeln!(f, "{}", line.trim_end())
+        };
+        writeln!(f, "Model: \"{}\"", self.model)?;
+        writeln!(f, "{}", "_".repeat(line_length))?;
+        print_row(f, &header)?;
+        writeln!(f, "{}", "=".repeat(line_length))?;
+        for (i, cells) in rows.iter().enumerate() {
+            let height = cells.iter().map(Vec::len).max().unwrap_or(1).max(1);
+            for line in 0..height {
+                let texts: Vec<&str> =
+                    cells.iter().map(|c| c.get(line).map_or("", String::as_str)).collect();
+                print_row(f, &texts)?;
+            }
+            let rule = if i + 1 == rows.len() { "=" } else { "_" };
+            writeln!(f, "{}", rule.repeat(line_length))?;
+        }
+        writeln!(f, "Total params: {}", thousands(self.total_params as u64))?;
+        writeln!(f, "Trainable params: {}", thousands(self.trainable_params as u64))?;
+        writeln!(f, "Non-trainable params: {}", thousands(self.non_trainable_params as u64))?;
+        writeln!(f, "Mult-adds per sample: {}", thousands(self.total_mult_adds))?;
+        writeln!(f, "{}", "_".repeat(line_length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1199882), "1,199,882");
+    }
+}

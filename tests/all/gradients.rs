@@ -1,0 +1,257 @@
+//! Gradients against central finite differences, in f64: to the input, to an intermediate
+//! node and to weights, through conv (padding, stride, groups), max and average pooling,
+//! batch norm, add, concat, transpose, reshape, flatten, dense and the activations.
+
+use candle_core::{DType, Tensor};
+use convscope::graph::GraphSpec;
+use convscope::{Activation, Graph, Model, Op, Padding, Point, ReluRule, Seed};
+
+use crate::support::{conv, dense, node, random_input, random_model, values};
+
+const EPS: f64 = 1e-6;
+
+fn chain() -> Model {
+    random_model(
+        &[2, 9, 9],
+        vec![
+            node("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            node(
+                "pool",
+                Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: Padding::Same },
+                &["c1"],
+            ),
+            node(
+                "c2",
+                conv(
+                    6,
+                    3,
+                    2,
+                    Padding::Explicit { top: 1, left: 0, bottom: 1, right: 1 },
+                    2,
+                    Activation::Relu,
+                ),
+                &["pool"],
+            ),
+            node("flat", Op::Flatten, &["c2"]),
+            node("d1", dense(7, Activation::Relu), &["flat"]),
+            node("drop", Op::Dropout { rate: 0.5 }, &["d1"]),
+            node("out", dense(4, Activation::Softmax), &["drop"]),
+        ],
+        11,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
+fn dag() -> Model {
+    random_model(
+        &[3, 6, 6],
+        vec![
+            node(
+                "c1",
+                conv(4, 3, 1, Padding::Same, 1, Activation::LeakyRelu { alpha: 0.1 }),
+                &["input"],
+            ),
+            node("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["c1"]),
+            node("sum", Op::Add, &["c1", "c2"]),
+            node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["sum"]),
+            node("act", Op::Activation { activation: Activation::Relu }, &["bn"]),
+            node(
+                "avg",
+                Op::AvgPool {
+                    kernel: [3, 3],
+                    stride: [2, 2],
+                    padding: Padding::Same,
+                    count_include_pad: false,
+                },
+                &["act"],
+            ),
+            node("perm", Op::Transpose { perm: vec![1, 2, 0] }, &["avg"]),
+            node("flat", Op::Reshape { shape: vec![-1] }, &["perm"]),
+            node("gap", Op::GlobalAvgPool { keep_dims: false }, &["c1"]),
+            node("cat", Op::Concat { axis: 0 }, &["flat", "gap"]),
+            node("d1", dense(5, Activation::Tanh), &["cat"]),
+            node("d2", dense(3, Activation::Sigmoid), &["d1"]),
+        ],
+        12,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
+/// `s = Σ r ⊙ (tensor at node/point)` and its gradient from the engine.
+fn probe(model: &Model, node: usize, point: Point) -> (Tensor, impl Fn(&Model, &Tensor) -> f64) {
+    let x = random_input(model, 1, 5);
+    let shape = model.forward(&x).unwrap().at(node, point).unwrap().dims().to_vec();
+    let r = Tensor::randn(0f64, 1.0, shape, x.device()).unwrap();
+    let r2 = r.clone();
+    let f = move |m: &Model, x: &Tensor| {
+        let acts = m.forward(x).unwrap();
+        (acts.at(node, point).unwrap() * &r2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    (r, f)
+}
+
+fn assert_close(analytic: &[f64], numeric: &[f64], what: &str) {
+    assert_eq!(analytic.len(), numeric.len());
+    let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    let mut nonzero = 0;
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert!((a - n).abs() <= 1e-5 * scale, "{what}[{i}]: engine {a}, finite differences {n}");
+        nonzero += usize::from(n.abs() > 1e-9);
+    }
+    assert!(nonzero * 4 >= numeric.len(), "{what}: too few non-zero gradients to mean anything");
+}
+
+fn numeric_input_grad(model: &Model, x: &Tensor, f: &impl Fn(&Model, &Tensor) -> f64) -> Vec<f64> {
+    let base = values(x);
+    (0..base.len())
+        .map(|i| {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                f(model, &Tensor::from_vec(v, x.dims(), x.device()).unwrap())
+            };
+            (at(EPS) - at(-EPS)) / (2.0 * EPS)
+        })
+        .collect()
+}
+
+fn check_input_gradient(model: &Model, node: usize, point: Point) {
+    let x = random_input(model, 1, 5);
+    let (r, f) = probe(model, node, point);
+    let acts = model.forward(&x).unwrap();
+    let grads =
+        model.backward(&acts, &Seed { node, point, grad: r }, ReluRule::Vanilla, false).unwrap();
+    let analytic = values(grads.input().unwrap());
+    assert_close(&analytic, &numeric_input_grad(model, &x, &f), "input gradient");
+}
+
+#[test]
+fn input_gradient_of_a_chain_matches_finite_differences() {
+    let model = chain();
+    let (out, point) = model.score_point();
+    assert_eq!(point, Point::PreSoftmax);
+    check_input_gradient(&model, out, point);
+    // Through the softmax itself too.
+    check_input_gradient(&model, out, Point::Output);
+}
+
+#[test]
+fn input_gradient_of_a_dag_matches_finite_differences() {
+    let model = dag();
+    check_input_gradient(&model, model.graph().output_node(), Point::Output);
+}
+
+/// The part of `model` after node `k`, reading node k's output as its input.
+fn suffix(model: &Model, k: usize) -> Model {
+    let graph = model.graph();
+    let cut = &graph.nodes()[k].name;
+    let nodes = graph.nodes()[k + 1..]
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            for input in &mut n.inputs {
+                assert!(input != "input", "suffix needs a cut every later node hangs from");
+                if input == cut {
+                    *input = "input".into();
+                }
+            }
+            n
+        })
+        .collect();
+    let spec = GraphSpec {
+        input_name: "input".into(),
+        input_shape: graph.shape(convscope::graph::ValueId::of_node(k)).to_vec(),
+        nodes,
+    };
+    let sub = Graph::new(spec).unwrap();
+    let weights = model
+        .weights()
+        .iter()
+        .filter(|(name, _)| sub.node_index(name.rsplit_once('.').unwrap().0).is_ok())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Model::new("suffix", sub, weights, model.input.clone(), model.classes.clone()).unwrap()
+}
+
+#[test]
+fn gradient_at_an_intermediate_node_matches_finite_differences() {
+    let model = chain();
+    let pool = model.graph().node_index("pool").unwrap();
+    let (out, point) = model.score_point();
+    let x = random_input(&model, 1, 5);
+    let acts = model.forward(&x).unwrap();
+    let (r, _) = probe(&model, out, point);
+    let grads = model
+        .backward(&acts, &Seed { node: out, point, grad: r.clone() }, ReluRule::Vanilla, false)
+        .unwrap();
+    let at_pool = values(grads.node(pool).unwrap());
+
+    let rest = suffix(&model, pool);
+    let (rest_out, rest_point) = rest.score_point();
+    let f = move |m: &Model, x: &Tensor| {
+        let acts = m.forward(x).unwrap();
+        (acts.at(rest_out, rest_point).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let pooled = acts.node(pool).clone();
+    assert_close(&at_pool, &numeric_input_grad(&rest, &pooled, &f), "gradient at 'pool'");
+}
+
+#[test]
+fn weight_gradients_match_finite_differences() {
+    for model in [chain(), dag()] {
+        let out = model.graph().output_node();
+        let x = random_input(&model, 3, 9);
+        let (r, f) = probe(&model, out, Point::Output);
+        let r = Tensor::cat(&[&r, &r, &r], 0).unwrap();
+        let acts = model.forward(&x).unwrap();
+        let grads = model
+            .backward(
+                &acts,
+                &Seed { node: out, point: Point::Output, grad: r },
+                ReluRule::Vanilla,
+                true,
+            )
+            .unwrap();
+        let sum_over_batch =
+            |m: &Model| (0..3).map(|i| f(m, &x.narrow(0, i, 1).unwrap())).sum::<f64>();
+        for (name, w) in model.weights() {
+            if name.contains("moving") {
+                assert!(!grads.weights.contains_key(name), "{name} is not trainable");
+                continue;
+            }
+            let analytic = values(&grads.weights[name]);
+            let base = values(w);
+            // A few entries per weight keep the test quick.
+            for i in (0..base.len()).step_by(base.len().div_ceil(5)) {
+                let at = |d: f64| {
+                    let mut v = base.clone();
+                    v[i] += d;
+                    let mut weights = model.weights().clone();
+                    weights
+                        .insert(name.clone(), Tensor::from_vec(v, w.dims(), w.device()).unwrap());
+                    let mut m = model.clone();
+                    m.set_weights(weights).unwrap();
+                    sum_over_batch(&m)
+                };
+                let numeric = (at(EPS) - at(-EPS)) / (2.0 * EPS);
+                assert!(
+                    (analytic[i] - numeric).abs() <= 1e-5 * numeric.abs().max(1e-2),
+                    "{name}[{i}]: engine {}, finite differences {numeric}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The integration tests, in one binary so the crate is linked once.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod gradients;
+mod native;
+mod relu_rules;
+mod sample;
+mod support;

@@ -1,0 +1,92 @@
+//! Small models built in code, for tests that need known shapes or known weights.
+
+use candle_core::{DType, Device, Tensor};
+use convscope::graph::GraphSpec;
+use convscope::model::{InputSpec, Weights};
+use convscope::{Activation, Graph, Model, Node, Op, Padding};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
+    Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
+}
+
+pub fn conv(
+    filters: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    groups: usize,
+    activation: Activation,
+) -> Op {
+    Op::Conv2d {
+        filters,
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding,
+        dilation: [1, 1],
+        groups,
+        bias: true,
+        activation,
+    }
+}
+
+pub fn dense(units: usize, activation: Activation) -> Op {
+    Op::Dense { units, bias: true, activation }
+}
+
+/// A model over `nodes` with seeded random weights (biases too, so ReLUs sit at varied
+/// points), classes named by index.
+pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model {
+    let graph = Graph::new(GraphSpec {
+        input_name: "input".into(),
+        input_shape: input_shape.to_vec(),
+        nodes,
+    })
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut weights = convscope::train::initial_weights(&graph, &mut rng).unwrap();
+    for (name, w) in weights.iter_mut() {
+        if name.ends_with(".bias") || name.ends_with(".beta") || name.ends_with(".moving_mean") {
+            *w = Tensor::randn(0f32, 0.1, w.dims(), &Device::Cpu).unwrap();
+        } else if name.ends_with(".moving_variance") || name.ends_with(".gamma") {
+            *w = Tensor::rand(0.5f32, 1.5, w.dims(), &Device::Cpu).unwrap();
+        }
+    }
+    Model::new("test", graph, weights, InputSpec::default(), Vec::new()).unwrap()
+}
+
+/// A model with the given weights (f32).
+pub fn model_with(
+    input_shape: &[usize],
+    nodes: Vec<Node>,
+    weights: &[(&str, Vec<f32>, Vec<usize>)],
+) -> Model {
+    let graph = Graph::new(GraphSpec {
+        input_name: "input".into(),
+        input_shape: input_shape.to_vec(),
+        nodes,
+    })
+    .unwrap();
+    let weights: Weights = weights
+        .iter()
+        .map(|(k, v, s)| {
+            (k.to_string(), Tensor::from_vec(v.clone(), s.clone(), &Device::Cpu).unwrap())
+        })
+        .collect();
+    Model::new("hand", graph, weights, InputSpec::default(), Vec::new()).unwrap()
+}
+
+pub fn random_input(model: &Model, batch: usize, seed: u64) -> Tensor {
+    let mut dims = vec![batch];
+    dims.extend_from_slice(model.graph().input_shape());
+    let n: usize = dims.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    use rand::Rng;
+    let data: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
+    Tensor::from_vec(data, dims, &Device::Cpu).unwrap().to_dtype(model.dtype()).unwrap()
+}
+
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
