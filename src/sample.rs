@@ -9,8 +9,9 @@ use crate::model::Model;
 /// Where the sample model lives in the source tree (and where `convscope train` writes).
 pub const PATH: &str = "sample_models/mnist_cnn.safetensors";
 
+static BYTES: &[u8] = include_bytes!("../sample_models/mnist_cnn.safetensors");
+
 /// The sample model.
 pub fn model() -> Result<Model> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(PATH);
-    crate::native::load(&path)
+    crate::native::from_bytes(BYTES, Path::new(PATH))
 }

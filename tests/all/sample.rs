@@ -69,3 +69,44 @@ fn sample_model_is_the_articles_network() {
         ]
     );
 }
+
+#[test]
+fn training_repeats_exactly_for_a_seed() {
+    let digits = convscope::digits::Digits::bundled().unwrap();
+    let run = |seed| {
+        let config = convscope::train::TrainConfig {
+            batch_size: 16,
+            seed,
+            max_steps: Some(3),
+            ..Default::default()
+        };
+        let mut model = convscope::train::untrained_sample_model(seed).unwrap();
+        convscope::train::train(&mut model, &digits, &config, |_| {}).unwrap();
+        model.weights()["dense_1.kernel"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let first = run(7);
+    assert_eq!(first, run(7));
+    assert_ne!(first, run(8));
+}
+
+#[test]
+fn dag_summary_has_an_input_row_and_connected_to() {
+    use crate::support::{conv, node, random_model};
+    use convscope::{Activation, Op, Padding};
+    let mut model = random_model(
+        &[3, 8, 8],
+        vec![
+            node("stem", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            node("branch", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["stem"]),
+            node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["branch"]),
+            node("add", Op::Add, &["stem", "bn"]),
+            node("gap", Op::GlobalAvgPool { keep_dims: false }, &["add"]),
+        ],
+        1,
+    );
+    model.input.display_layout = convscope::model::DisplayLayout::ChannelsFirst;
+    let summary = Summary::of(&model);
+    assert!(!summary.sequential);
+    assert_eq!(summary.non_trainable_params, 8, "moving mean and variance of 4 channels");
+    insta::assert_snapshot!("dag_summary", summary.to_string());
+}
