@@ -42,7 +42,9 @@ impl Map {
         if self.data.is_empty() {
             return (0.0, 0.0);
         }
-        self.data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        self.data
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
     }
 
     /// Min-max scaled to [0, 1] as keras-vis does, `(v − min) / (max − min + 1e-7)`: a

@@ -1,1 +1,170 @@
-//! (being written)
+//! Occlusion (Zeiler & Fergus, as the article runs it): slide a grey square over the image
+//! and watch the class probability. For each window position: the probability of the
+//! target class, the argmax class, and a count of each argmax. Occluded copies go through
+//! the network in batches.
+//!
+//! Windows start at 0 and step by `stride` until one reaches the image's edge; where the
+//! step does not land on the edge, a last window is clipped at the edge (as the article's
+//! `iter_occlusion` does), so every pixel is covered. A pixel's value is the mean over the
+//! windows that cover it; its class is the argmax of that mean probability vector.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::methods::Map;
+use crate::model::Model;
+
+/// Occlusion settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OcclusionConfig {
+    /// Side of the square, in pixels.
+    pub size: usize,
+    /// Step between windows (defaults to `size`: no overlap).
+    pub stride: usize,
+    /// Fill value as a pixel intensity in [0, 1], mapped through the model's input
+    /// description (0.5: the article's grey).
+    pub fill: f32,
+    /// Occluded copies per forward pass.
+    pub batch: usize,
+}
+
+impl Default for OcclusionConfig {
+    fn default() -> Self {
+        OcclusionConfig { size: 4, stride: 4, fill: 0.5, batch: 64 }
+    }
+}
+
+/// What occlusion found.
+#[derive(Clone, Debug)]
+pub struct Occlusion {
+    /// The class watched.
+    pub class: usize,
+    /// Its probability on the intact image.
+    pub original_probability: f32,
+    /// Per pixel: mean probability of `class` over the windows covering it.
+    pub probability: Map,
+    /// Per pixel: `original_probability − probability` ("hot = important").
+    pub drop: Map,
+    /// Per pixel: the class with the highest mean probability while occluded.
+    pub argmax: Vec<usize>,
+    /// Per class: how many window positions made it the argmax.
+    pub counts: Vec<usize>,
+    /// Window origins `(y, x)`, in the order they were run.
+    pub positions: Vec<(usize, usize)>,
+}
+
+/// Window starts along an axis of `len`: 0, s, 2s, … until a window reaches the edge.
+pub fn window_starts(len: usize, size: usize, stride: usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    while let Some(&last) = starts.last() {
+        let next = last + stride;
+        if last + size >= len || next >= len {
+            break;
+        }
+        starts.push(next);
+    }
+    starts
+}
+
+/// Runs occlusion on `x` (`[1, C, H, W]`) for `class`.
+pub fn occlusion(
+    model: &Model,
+    x: &Tensor,
+    class: usize,
+    config: &OcclusionConfig,
+) -> Result<Occlusion> {
+    let [c, h, w] = model.input_chw()?;
+    if x.dims() != [1, c, h, w] {
+        return Err(Error::Invalid(format!(
+            "expected one input [1, {c}, {h}, {w}], got {:?}",
+            x.dims()
+        )));
+    }
+    let k = model.num_classes();
+    if class >= k {
+        return Err(Error::Invalid(format!("class {class} is out of range: the model has {k}")));
+    }
+    if config.size == 0 || config.stride == 0 || config.batch == 0 {
+        return Err(Error::Invalid("occlusion size, stride and batch must be at least 1".into()));
+    }
+    let size = config.size.min(h.min(w));
+    let fill: Vec<f32> = (0..c)
+        .map(|ch| {
+            let (mean, std) = model.input.normalisation(ch);
+            let [lo, hi] = model.input.range;
+            (lo + config.fill * (hi - lo) - mean) / std
+        })
+        .collect();
+    let original =
+        model.predict(x)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let base = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let positions: Vec<(usize, usize)> = window_starts(h, size, config.stride)
+        .into_iter()
+        .flat_map(|y| window_starts(w, size, config.stride).into_iter().map(move |x| (y, x)))
+        .collect();
+
+    let mut sums = vec![0f32; h * w * k];
+    let mut covers = vec![0u32; h * w];
+    let mut counts = vec![0usize; k];
+    for chunk in positions.chunks(config.batch) {
+        let mut batch = Vec::with_capacity(chunk.len() * base.len());
+        for &(y0, x0) in chunk {
+            let mut copy = base.clone();
+            for (ch, &value) in fill.iter().enumerate() {
+                for y in y0..(y0 + size).min(h) {
+                    let row = ch * h * w + y * w;
+                    copy[row + x0..row + (x0 + size).min(w)].fill(value);
+                }
+            }
+            batch.extend(copy);
+        }
+        let input =
+            Tensor::from_vec(batch, (chunk.len(), c, h, w), x.device())?.to_dtype(model.dtype())?;
+        let probs = model.predict(&input)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        for (&(y0, x0), p) in chunk.iter().zip(&probs) {
+            counts[argmax(p)] += 1;
+            for y in y0..(y0 + size).min(h) {
+                for x in x0..(x0 + size).min(w) {
+                    let pixel = y * w + x;
+                    covers[pixel] += 1;
+                    for (s, &v) in sums[pixel * k..(pixel + 1) * k].iter_mut().zip(p) {
+                        *s += v;
+                    }
+                }
+            }
+        }
+    }
+    let mean: Vec<f32> =
+        sums.iter().enumerate().map(|(i, &s)| s / covers[i / k].max(1) as f32).collect();
+    let probability: Vec<f32> = (0..h * w).map(|p| mean[p * k + class]).collect();
+    let argmax_map = (0..h * w).map(|p| argmax(&mean[p * k..(p + 1) * k])).collect();
+    let drop = probability.iter().map(|p| original[class] - p).collect();
+    Ok(Occlusion {
+        class,
+        original_probability: original[class],
+        probability: Map::new(h, w, probability)?,
+        drop: Map::new(h, w, drop)?,
+        argmax: argmax_map,
+        counts,
+        positions,
+    })
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_starts;
+
+    #[test]
+    fn windows_reach_the_edge_once() {
+        // The article's 28-pixel digits: size 4 stride 4 → 7 windows; stride 1 → 25;
+        // size 8 stride 8 → 0, 8, 16 and a clipped 24.
+        assert_eq!(window_starts(28, 4, 4), vec![0, 4, 8, 12, 16, 20, 24]);
+        assert_eq!(window_starts(28, 4, 1).len(), 25);
+        assert_eq!(window_starts(28, 8, 8), vec![0, 8, 16, 24]);
+        assert_eq!(window_starts(5, 2, 3), vec![0, 3]);
+    }
+}

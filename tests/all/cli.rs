@@ -121,3 +121,86 @@ fn export_digits_writes_pngs_of_28_by_28() {
         assert_eq!((img.width(), img.height()), (28, 28));
     }
 }
+
+/// Shape in the header of a .npy file, after checking it is one numpy reads: magic,
+/// version 1.0, little-endian f32, C order, data aligned to 64 and of the right length.
+fn npy_shape(path: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + header_len) % 64, 0);
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = dims
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert_eq!(bytes.len() - 10 - header_len, 4 * shape.iter().product::<usize>());
+    shape
+}
+
+#[test]
+fn every_method_writes_a_png_and_an_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let digit = sample_digit();
+    let digit = digit.to_str().unwrap();
+    let cases: [(&[&str], Vec<usize>); 8] = [
+        (&["saliency", "sample", digit, "--modifier", "guided"], vec![28, 28]),
+        (&["saliency", "sample", digit, "--all-classes"], vec![10, 28, 28]),
+        (&["gradcam", "sample", digit, "--modifier", "relu", "--overlay"], vec![28, 28]),
+        (&["guided-gradcam", "sample", digit], vec![28, 28]),
+        (&["occlusion", "sample", digit, "--size", "4", "--stride", "2", "--drop"], vec![28, 28]),
+        (&["filters", "sample", "--layer", "conv2d_2"], vec![64, 32, 3, 3]),
+        (&["features", "sample", digit, "--layer", "max_pooling2d_1"], vec![64, 12, 12]),
+        (&["maxact", "sample", "--class", "3", "--iterations", "5"], vec![1, 1, 28, 28]),
+    ];
+    for (i, (args, shape)) in cases.iter().enumerate() {
+        let png = dir.path().join(format!("{i}.png"));
+        let npy = dir.path().join(format!("{i}.npy"));
+        let mut all = args.to_vec();
+        all.extend(["-o", png.to_str().unwrap(), "--raw", npy.to_str().unwrap()]);
+        let o = convscope(&all);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let img = image::open(&png).unwrap();
+        assert!(img.width().max(img.height()) >= 224, "{args:?}: {}×{}", img.width(), img.height());
+        assert_eq!(&npy_shape(&npy), shape, "{args:?}");
+    }
+    // A single map is written at 8 pixels per input pixel: 28 · 8 = 224.
+    let img = image::open(dir.path().join("0.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (224, 224));
+}
+
+#[test]
+fn inline_output_is_half_blocks_with_a_caption() {
+    let o = convscope(&["gradcam", "sample", "--color", "256"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(text.contains('▀') && text.contains("\x1b[38;5;"), "{text}");
+    assert!(
+        text.contains("grad-CAM · class 3 (p=")
+            && text.contains("layer conv2d_2 (24×24) · modifier vanilla"),
+        "{text}"
+    );
+}
+
+#[test]
+fn method_errors_are_one_line() {
+    assert_one_line_error(
+        &convscope(&["gradcam", "sample", "--layer", "flatten_1"]),
+        "grad-CAM needs a spatial",
+    );
+    assert_one_line_error(
+        &convscope(&["gradcam", "sample", "--layer", "conv9"]),
+        "no layer named 'conv9'",
+    );
+    assert_one_line_error(&convscope(&["saliency", "sample", "--class", "12"]), "no class '12'");
+    assert_one_line_error(
+        &convscope(&["filters", "sample", "--layer", "dense_1"]),
+        "not a convolution",
+    );
+}

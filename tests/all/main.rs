@@ -3,8 +3,10 @@
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod actmax;
 mod cli;
 mod gradients;
+mod methods;
 mod native;
 mod relu_rules;
 mod sample;

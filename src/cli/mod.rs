@@ -1,5 +1,7 @@
 //! Command-line interface: one subcommand per job, each a thin wrapper over the library.
 
+mod views;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use convscope::digits::{Digits, SIDE};
 use convscope::input::{self, Prepared};
+use convscope::methods::occlusion::OcclusionConfig;
 use convscope::summary::Summary;
 use convscope::train::{self, TrainConfig};
 use convscope::{Model, native, sample};
@@ -26,7 +29,7 @@ pub struct Cli {
 enum Command {
     /// Print the layer table, as Keras's `model.summary()` does, with mult-adds.
     Summary {
-        /// Model file (convscope `.safetensors`).
+        /// Model file (convscope `.safetensors`; `sample` for the bundled one).
         model: PathBuf,
         /// Print JSON instead of the table.
         #[arg(long)]
@@ -64,6 +67,103 @@ enum Command {
         #[arg(long, default_value_t = train::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Show a conv layer's filters (default: the first conv layer).
+    Filters {
+        /// Model file (`sample` for the bundled one).
+        model: PathBuf,
+        /// The conv layer.
+        #[arg(long)]
+        layer: Option<String>,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Show a layer's feature maps for an input (default: the first conv layer).
+    Features {
+        #[command(flatten)]
+        subject: views::Subject,
+        /// The layer.
+        #[arg(long)]
+        layer: Option<String>,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Activation maximisation (keras-vis): the input each class, or each filter, likes most.
+    Maxact {
+        #[command(flatten)]
+        args: views::MaxActArgs,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Occlusion: the class probability while a grey square hides each part of the image.
+    Occlusion {
+        #[command(flatten)]
+        subject: views::Subject,
+        /// Side of the square in pixels.
+        #[arg(long, default_value_t = 4)]
+        size: usize,
+        /// Step between squares (default: the size).
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Grey level of the square, in [0, 1].
+        #[arg(long, default_value_t = 0.5)]
+        fill: f32,
+        /// Show the drop p(intact) − p(occluded) instead of p ("hot = important").
+        #[arg(long)]
+        drop: bool,
+        /// Blend the heatmap over the input.
+        #[arg(long)]
+        overlay: bool,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Saliency map: |gradient| of the class score with respect to the input.
+    Saliency {
+        #[command(flatten)]
+        subject: views::Subject,
+        /// Backprop modifier.
+        #[arg(long, value_enum, default_value = "vanilla")]
+        modifier: views::Modifier,
+        /// Blend the heatmap over the input.
+        #[arg(long)]
+        overlay: bool,
+        /// One map per class, from one batched pass.
+        #[arg(long)]
+        all_classes: bool,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Grad-CAM at a spatial layer (default: the last conv layer).
+    Gradcam {
+        #[command(flatten)]
+        subject: views::Subject,
+        /// Backprop modifier.
+        #[arg(long, value_enum, default_value = "vanilla")]
+        modifier: views::Modifier,
+        /// The layer.
+        #[arg(long)]
+        layer: Option<String>,
+        /// Blend the heatmap over the input.
+        #[arg(long)]
+        overlay: bool,
+        /// One map per class, from one batched pass.
+        #[arg(long)]
+        all_classes: bool,
+        #[command(flatten)]
+        output: views::Output,
+    },
+    /// Guided grad-CAM: guided-backprop saliency times grad-CAM.
+    GuidedGradcam {
+        #[command(flatten)]
+        subject: views::Subject,
+        /// The layer for grad-CAM.
+        #[arg(long)]
+        layer: Option<String>,
+        /// Blend the heatmap over the input.
+        #[arg(long)]
+        overlay: bool,
+        #[command(flatten)]
+        output: views::Output,
+    },
     /// Write bundled validation digits as PNG files (`<index>_<label>.png`).
     ExportDigits {
         /// Folder to write into (created if missing).
@@ -97,6 +197,26 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = TrainConfig { epochs, batch_size, learning_rate, seed, max_steps: None };
             train_sample(&output, &config)
         }
+        Some(Command::Filters { model, layer, output }) => {
+            views::filters_cmd(&model, layer.as_deref(), &output)
+        }
+        Some(Command::Features { subject, layer, output }) => {
+            views::features_cmd(&subject, layer.as_deref(), &output)
+        }
+        Some(Command::Maxact { args, output }) => views::maxact_cmd(&args, &output),
+        Some(Command::Occlusion { subject, size, stride, fill, drop, overlay, output }) => {
+            let config = OcclusionConfig { size, stride: stride.unwrap_or(size), fill, batch: 64 };
+            views::occlusion_cmd(&subject, &config, drop, overlay, &output)
+        }
+        Some(Command::Saliency { subject, modifier, overlay, all_classes, output }) => {
+            views::saliency_cmd(&subject, modifier, overlay, all_classes, &output)
+        }
+        Some(Command::Gradcam { subject, modifier, layer, overlay, all_classes, output }) => {
+            views::gradcam_cmd(&subject, modifier, layer.as_deref(), overlay, all_classes, &output)
+        }
+        Some(Command::GuidedGradcam { subject, layer, overlay, output }) => {
+            views::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)
+        }
         Some(Command::ExportDigits { dir, count }) => {
             for path in export_digits(&dir, count)? {
                 println!("{}", path.display());
@@ -107,7 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn load(path: &Path) -> Result<Model> {
-    Ok(Model::load(path)?)
+    views::load_model(path)
 }
 
 fn prepare(model: &Model, path: &Path) -> Result<Prepared> {
