@@ -309,7 +309,7 @@ pub fn occlusion_cmd(
     let class_map = render::map_image(&classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo);
     let mut counts: Vec<(usize, usize)> =
         occ.counts.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
     let counts: Vec<String> =
         counts.iter().map(|(cl, n)| format!("{}×{n}", model.classes[*cl])).collect();
     let caption = format!(
