@@ -6,6 +6,7 @@
 //! bundled digits ([`digits`]), training of the sample model ([`train`]) and the layer
 //! table ([`summary`]). The binary is a thin layer of commands over it.
 
+pub mod diagram;
 pub mod digits;
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod render;
 pub mod sample;
 pub mod summary;
 pub mod train;
+pub mod views;
 
 pub use engine::{Activations, Gradients, Point, ReluRule, Seed};
 pub use error::{Error, Result};

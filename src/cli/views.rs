@@ -10,11 +10,11 @@ use clap::{Args, ValueEnum};
 use convscope::digits::Digits;
 use convscope::input::{self, Prepared};
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
-use convscope::methods::occlusion::{self, OcclusionConfig};
-use convscope::methods::{Map, inspect, saliency};
+use convscope::methods::occlusion::OcclusionConfig;
+use convscope::methods::{inspect, saliency};
 use convscope::render::{self, ColorMode, Colormap};
+use convscope::views::{self, Picture, Style, Subject as Seen};
 use convscope::{Model, ReluRule};
-use image::RgbImage;
 
 /// Backprop modifier, as keras-vis names them.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -78,39 +78,6 @@ pub struct Subject {
     /// Class to explain, by index or name (default: the predicted class).
     #[arg(long)]
     class: Option<String>,
-}
-
-/// A picture ready to show, with what it shows.
-struct View {
-    image: RgbImage,
-    caption: String,
-    /// Values behind the picture, for `--raw`: shape and data.
-    raw: (Vec<usize>, Vec<f32>),
-    /// Colour scale and value range, for the colour bar.
-    scale: Option<(Colormap, (f32, f32))>,
-    /// Things the user must be told (a map that says nothing, say).
-    warnings: Vec<String>,
-}
-
-impl View {
-    fn heatmap(map: &Map, colormap: Colormap, caption: String) -> View {
-        View {
-            image: render::map_image(map, (0.0, 1.0), colormap),
-            caption,
-            raw: (vec![map.height, map.width], map.data.clone()),
-            scale: Some((colormap, (0.0, 1.0))),
-            warnings: Vec::new(),
-        }
-    }
-
-    fn overlaid(mut self, base: Option<&Prepared>, model: &Model) -> Result<View> {
-        if let Some(base) = base {
-            let [c, h, w] = model.input_chw()?;
-            let input = render::input_image(&base.pixels, c, h, w);
-            self.image = render::overlay(&input, &self.image, 0.5);
-        }
-        Ok(self)
-    }
 }
 
 /// Loads a model; `sample` names the bundled one when no such file exists.
@@ -181,8 +148,12 @@ fn layer_or(
     })
 }
 
-fn class_label(model: &Model, class: usize, probs: &[f32]) -> String {
-    format!("class {} (p={:.3})", model.classes[class], probs[class])
+fn style(out: &Output, overlay: bool) -> Style {
+    Style { colormap: out.colormap, overlay }
+}
+
+fn classes(model: &Model, class: usize, all: bool) -> Vec<usize> {
+    if all { (0..model.num_classes()).collect() } else { vec![class] }
 }
 
 /// `convscope saliency`.
@@ -194,27 +165,10 @@ pub fn saliency_cmd(
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
-    let rule = ReluRule::from(modifier);
-    let classes: Vec<usize> = if all { (0..model.num_classes()).collect() } else { vec![class] };
-    let maps = saliency::saliency_for(&model, &input.tensor, &classes, rule)?;
-    let mut views = Vec::new();
-    for s in &maps {
-        let caption = format!(
-            "saliency · {} · modifier {}",
-            class_label(&model, s.class, &probs),
-            rule.name()
-        );
-        let mut view = View::heatmap(&s.map, out.colormap, caption);
-        if s.all_zero {
-            view.warnings.push(format!(
-                "the {} gradient of class {} is zero everywhere: this map shows nothing",
-                rule.name(),
-                model.classes[s.class]
-            ));
-        }
-        views.push(view.overlaid(overlay.then_some(&input), &model)?);
-    }
-    emit(combine(views, &input, "saliency, all classes"), out)
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    let pictures =
+        views::saliency(&seen, &classes(&model, class, all), modifier.into(), style(out, overlay))?;
+    emit(views::combine(pictures, "saliency of every class"), &input, out)
 }
 
 /// `convscope gradcam`.
@@ -227,30 +181,12 @@ pub fn gradcam_cmd(
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
-    let rule = ReluRule::from(modifier);
     let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
-    let classes: Vec<usize> = if all { (0..model.num_classes()).collect() } else { vec![class] };
-    let cams = saliency::grad_cam_for(&model, &input.tensor, &classes, rule, Some(layer))?;
-    let mut views = Vec::new();
-    for cam in &cams {
-        let caption = format!(
-            "grad-CAM · {} · layer {} ({}×{}) · modifier {}",
-            class_label(&model, cam.class, &probs),
-            cam.layer_name,
-            cam.layer_size[0],
-            cam.layer_size[1],
-            rule.name()
-        );
-        let mut view = View::heatmap(&cam.map, out.colormap, caption);
-        if cam.no_positive_evidence {
-            view.warnings.push(format!(
-                "no positive evidence for class {} at layer {}: the map is all zero",
-                model.classes[cam.class], cam.layer_name
-            ));
-        }
-        views.push(view.overlaid(overlay.then_some(&input), &model)?);
-    }
-    emit(combine(views, &input, "grad-CAM, all classes"), out)
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    let classes = classes(&model, class, all);
+    let pictures =
+        views::grad_cam(&seen, &classes, modifier.into(), Some(layer), style(out, overlay))?;
+    emit(views::combine(pictures, "grad-CAM of every class"), &input, out)
 }
 
 /// `convscope guided-gradcam`.
@@ -262,22 +198,8 @@ pub fn guided_gradcam_cmd(
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
-    let (map, cam) = saliency::guided_grad_cam(&model, &input.tensor, class, Some(layer))?;
-    let caption = format!(
-        "guided grad-CAM · {} · layer {} ({}×{})",
-        class_label(&model, class, &probs),
-        cam.layer_name,
-        cam.layer_size[0],
-        cam.layer_size[1]
-    );
-    let mut view = View::heatmap(&map, out.colormap, caption);
-    if cam.no_positive_evidence {
-        view.warnings.push(format!(
-            "no positive evidence for class {} at layer {}: the map is all zero",
-            model.classes[class], cam.layer_name
-        ));
-    }
-    emit(view.overlaid(overlay.then_some(&input), &model)?, out)
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    emit(views::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
 }
 
 /// `convscope occlusion`.
@@ -288,141 +210,24 @@ pub fn occlusion_cmd(
     overlay: bool,
     out: &Output,
 ) -> Result<()> {
-    let (model, input, class, _) = subject.resolve()?;
-    let occ = occlusion::occlusion(&model, &input.tensor, class, config)?;
-    let (map, what) = if drop { (&occ.drop, "drop in p") } else { (&occ.probability, "p") };
-    // The data's own range, as the article's imshow shows it; the colour bar gives it.
-    let (lo, hi) = map.range();
-    let mut warnings = Vec::new();
-    if hi - lo < 1e-6 {
-        warnings.push(format!(
-            "occluding changes nothing: p(class {}) stays {:.4} at every position",
-            model.classes[class], occ.original_probability
-        ));
-    }
-    let heat = render::map_image(map, (lo, hi), out.colormap);
-    let [c, h, w] = model.input_chw()?;
-    let base = render::input_image(&input.pixels, c, h, w);
-    let heat = if overlay { render::overlay(&base, &heat, 0.5) } else { heat };
-    let k = model.num_classes();
-    let classes = Map::new(h, w, occ.argmax.iter().map(|&a| a as f32).collect())?;
-    let class_map = render::map_image(&classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo);
-    let mut counts: Vec<(usize, usize)> =
-        occ.counts.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
-    counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-    let counts: Vec<String> =
-        counts.iter().map(|(cl, n)| format!("{}×{n}", model.classes[*cl])).collect();
-    let caption = format!(
-        "occlusion · {} of class {} (intact p={:.3}) | argmax class per pixel · {} windows of {}×{} stride {} · argmax counts: {}",
-        what,
-        model.classes[class],
-        occ.original_probability,
-        occ.positions.len(),
-        config.size,
-        config.size,
-        config.stride,
-        counts.join(", ")
-    );
-    let view = View {
-        image: render::grid(&[base, heat, class_map], 3, 1, [0, 0, 0]),
-        caption,
-        raw: (vec![map.height, map.width], map.data.clone()),
-        scale: Some((out.colormap, (lo, hi))),
-        warnings,
-    };
-    emit(view, out)
+    let (model, input, class, probs) = subject.resolve()?;
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    emit(views::occlusion(&seen, class, config, drop, style(out, overlay))?, &input, out)
 }
 
 /// `convscope filters`.
 pub fn filters_cmd(model: &Path, layer: Option<&str>, out: &Output) -> Result<()> {
     let model = load_model(model)?;
     let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
-    let filters = inspect::filters(&model, layer)?;
-    let range = (-filters.scale, filters.scale);
-    // Filters are signed: a diverging scale unless the user chose one.
-    let cmap = if out.colormap == Colormap::Jet { Colormap::Diverging } else { out.colormap };
-    let tiles: Vec<RgbImage> = if filters.is_rgb() {
-        filters.kernels.iter().map(|k| rgb_filter(k, filters.scale)).collect()
-    } else {
-        filters
-            .kernels
-            .iter()
-            .map(|k| {
-                let row: Vec<RgbImage> =
-                    k.iter().map(|m| render::map_image(m, range, cmap)).collect();
-                render::grid(&row, row.len(), 0, [0, 0, 0])
-            })
-            .collect()
-    };
-    let first = &filters.kernels[0][0];
-    let caption = format!(
-        "filters of {} · {} filters of {}×{}×{} · colour range ±{:.3}{}",
-        model.graph().nodes()[layer].name,
-        filters.kernels.len(),
-        first.height,
-        first.width,
-        filters.kernels[0].len(),
-        filters.scale,
-        if filters.is_rgb() { " · shown as RGB" } else { "" }
-    );
-    let raw: Vec<f32> =
-        filters.kernels.iter().flatten().flat_map(|m| m.data.iter().copied()).collect();
-    let shape = vec![filters.kernels.len(), filters.kernels[0].len(), first.height, first.width];
-    let view = View {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
-        caption,
-        raw: (shape, raw),
-        scale: Some((cmap, range)),
-        warnings: Vec::new(),
-    };
-    emit(view, out)
-}
-
-fn rgb_filter(channels: &[Map], scale: f32) -> RgbImage {
-    let (h, w) = (channels[0].height, channels[0].width);
-    let pixels: Vec<f32> = channels
-        .iter()
-        .flat_map(|m| m.data.iter().map(|v| v / (2.0 * scale.max(1e-12)) + 0.5))
-        .collect();
-    render::input_image(&pixels, 3, h, w)
+    emit_picture(views::filters(&model, layer, style(out, false))?, out)
 }
 
 /// `convscope features`.
 pub fn features_cmd(subject: &Subject, layer: Option<&str>, out: &Output) -> Result<()> {
-    let (model, input, _, _) = subject.resolve()?;
+    let (model, input, _, probs) = subject.resolve()?;
     let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
-    let acts = model.forward(&input.tensor)?;
-    let maps = inspect::feature_maps(&model, &acts, layer, 0)?;
-    // One range for the whole layer, so channels compare.
-    let (lo, hi) = maps
-        .iter()
-        .map(Map::range)
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let tiles: Vec<RgbImage> =
-        maps.iter().map(|m| render::map_image(m, (lo, hi), out.colormap)).collect();
-    let node = &model.graph().nodes()[layer];
-    let caption = format!(
-        "feature maps of {} ({}) · {} channels of {}×{} · range {lo:.3} to {hi:.3} · input {}",
-        node.name,
-        node.op.type_name(),
-        maps.len(),
-        maps[0].height,
-        maps[0].width,
-        input.source.display()
-    );
-    let raw: Vec<f32> = maps.iter().flat_map(|m| m.data.iter().copied()).collect();
-    let mut warnings = Vec::new();
-    if hi <= 0.0 && lo >= 0.0 {
-        warnings.push(format!("every activation of {} is zero for this input", node.name));
-    }
-    let view = View {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
-        caption,
-        raw: (vec![maps.len(), maps[0].height, maps[0].width], raw),
-        scale: Some((out.colormap, (lo, hi))),
-        warnings,
-    };
-    emit(view, out)
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    emit(views::features(&seen, layer, style(out, false))?, &input, out)
 }
 
 /// Settings of `convscope maxact`.
@@ -500,75 +305,35 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
     if show_progress {
         eprintln!();
     }
-    let [c, h, w] = model.input_chw()?;
-    let mut verdicts = Vec::new();
-    for (name, x) in names.iter().zip(&result.inputs) {
-        let probs = model.predict(x)?.flatten_all()?.to_vec1::<f32>()?;
-        let best = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-        verdicts.push(format!("{name}→{} ({:.2})", model.classes[best], probs[best]));
-    }
-    let tiles: Vec<RgbImage> =
-        result.images.iter().map(|img| render::input_image(img, c, h, w)).collect();
-    let caption = format!(
-        "activation maximisation · {} steps · each image's own classification: {}",
-        result.iterations_run,
-        verdicts.join(", ")
-    );
-    let raw: Vec<f32> = result.images.iter().flatten().copied().collect();
-    let view = View {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
-        caption,
-        raw: (vec![result.images.len(), c, h, w], raw),
-        scale: None,
-        warnings: Vec::new(),
-    };
-    emit(view, out)
+    emit_picture(views::maxact(&model, &result, &names)?, out)
 }
 
-/// Several views of one input as one grid (for `--all-classes`); one view stays as it is.
-fn combine(mut views: Vec<View>, input: &Prepared, title: &str) -> View {
-    if views.len() == 1 {
-        return views.remove(0);
-    }
-    let (first_shape, _) = &views[0].raw;
-    let mut shape = vec![views.len()];
-    shape.extend(first_shape);
-    let images: Vec<RgbImage> = views.iter().map(|v| v.image.clone()).collect();
-    View {
-        image: render::grid(&images, render::grid_columns(images.len()), 1, [40, 40, 40]),
-        caption: format!(
-            "{title} (in class order, row by row) · input {} · first: {}",
-            input.source.display(),
-            views[0].caption
-        ),
-        raw: (shape, views.iter().flat_map(|v| v.raw.1.iter().copied()).collect()),
-        scale: views[0].scale,
-        warnings: views.iter().flat_map(|v| v.warnings.clone()).collect(),
-    }
+/// Prints or writes a picture of an input, naming the input in the caption.
+fn emit(mut picture: Picture, input: &Prepared, out: &Output) -> Result<()> {
+    picture.caption = format!("{} · input {}", picture.caption, input.source.display());
+    emit_picture(picture, out)
 }
 
-/// Prints or writes a view.
-fn emit(view: View, out: &Output) -> Result<()> {
-    for warning in &view.warnings {
+/// Prints a picture inline (half blocks, colour bar, caption) or writes PNG; writes the
+/// raw values as .npy when asked.
+fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
+    for warning in &picture.warnings {
         eprintln!("convscope: warning: {warning}");
     }
     if let Some(path) = &out.raw {
-        render::write_npy(path, &view.raw.0, &view.raw.1)?;
+        render::write_npy(path, &picture.raw.0, &picture.raw.1)?;
     }
     let mut stdout = std::io::stdout().lock();
+    let image = &picture.image;
     if let Some(path) = &out.png {
-        let longest = view.image.width().max(view.image.height()).max(1);
+        let longest = image.width().max(image.height()).max(1);
         let scale = out.scale.unwrap_or_else(|| 224u32.div_ceil(longest)).max(1);
-        let scaled = render::scale_nearest(
-            &view.image,
-            view.image.width() * scale,
-            view.image.height() * scale,
-        );
+        let scaled = render::scale_nearest(image, image.width() * scale, image.height() * scale);
         render::save_png(&scaled, path)?;
         writeln!(
             stdout,
             "{} → {} ({}×{})",
-            view.caption,
+            picture.caption,
             path.display(),
             scaled.width(),
             scaled.height()
@@ -577,19 +342,15 @@ fn emit(view: View, out: &Output) -> Result<()> {
     }
     let mode = out.color.unwrap_or_else(ColorMode::detect);
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
-    // Leave room for the caption, the colour bar and the prompt.
-    let picture = render::fit_to_cells(
-        &view.image,
-        u32::from(cols),
-        u32::from(rows).saturating_sub(4).max(4),
-    );
-    write!(stdout, "{}", render::to_ansi(&picture, mode))?;
-    if let Some((cmap, (lo, hi))) = view.scale {
-        let bar = render::colorbar(cmap, picture.width().min(32), 2);
-        let bar_text = render::to_ansi(&bar, mode);
+    // Leave room for the colour bar, the caption and the prompt.
+    let fitted =
+        render::fit_to_cells(image, u32::from(cols), u32::from(rows).saturating_sub(4).max(4));
+    write!(stdout, "{}", render::to_ansi(&fitted, mode))?;
+    if let Some((cmap, (lo, hi))) = picture.scale {
+        let bar = render::to_ansi(&render::colorbar(cmap, fitted.width().clamp(8, 32), 2), mode);
         let decimals = (-(hi - lo).abs().max(1e-8).log10()).ceil().clamp(0.0, 6.0) as usize + 2;
-        writeln!(stdout, "{lo:.decimals$} {} {hi:.decimals$}", bar_text.trim_end())?;
+        writeln!(stdout, "{lo:.decimals$} {} {hi:.decimals$}", bar.trim_end())?;
     }
-    writeln!(stdout, "{}", view.caption).context("writing to the terminal")?;
+    writeln!(stdout, "{}", picture.caption).context("writing to the terminal")?;
     Ok(())
 }
