@@ -29,7 +29,9 @@ fn methods(c: &mut Criterion) {
     c.bench_function("grad-CAM conv2d_2", |b| {
         b.iter(|| grad_cam(&model, black_box(&x), 3, ReluRule::Vanilla, None).unwrap())
     });
-    c.bench_function("guided grad-CAM", |b| b.iter(|| guided_grad_cam(&model, black_box(&x), 3, None).unwrap()));
+    c.bench_function("guided grad-CAM", |b| {
+        b.iter(|| guided_grad_cam(&model, black_box(&x), 3, None).unwrap())
+    });
     for stride in [4, 1] {
         let config = OcclusionConfig { size: 4, stride, ..Default::default() };
         c.bench_function(&format!("occlusion 4x4 stride {stride}"), |b| {

@@ -20,6 +20,7 @@ pub mod render;
 pub mod sample;
 pub mod summary;
 pub mod train;
+pub mod tui;
 pub mod views;
 
 pub use engine::{Activations, Gradients, Point, ReluRule, Seed};

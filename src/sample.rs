@@ -11,6 +11,11 @@ pub const PATH: &str = "sample_models/mnist_cnn.safetensors";
 
 static BYTES: &[u8] = include_bytes!("../sample_models/mnist_cnn.safetensors");
 
+/// The sample model's file, as compiled in.
+pub fn bytes() -> &'static [u8] {
+    BYTES
+}
+
 /// The sample model.
 pub fn model() -> Result<Model> {
     crate::native::from_bytes(BYTES, Path::new(PATH))

@@ -45,7 +45,7 @@ pub struct Summary {
     pub total_mult_adds: u64,
 }
 
-fn displayed(shape: &[usize], layout: DisplayLayout) -> Vec<usize> {
+pub(crate) fn displayed(shape: &[usize], layout: DisplayLayout) -> Vec<usize> {
     match (layout, shape) {
         (DisplayLayout::ChannelsLast, [c, h, w]) => vec![*h, *w, *c],
         _ => shape.to_vec(),

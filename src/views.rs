@@ -310,23 +310,24 @@ pub fn maxact(model: &Model, result: &ActMaxResult, names: &[String]) -> Result<
         let best = argmax(&probs);
         verdicts.push(format!("{name}→{} ({:.2})", model.classes[best], probs[best]));
     }
-    let tiles: Vec<RgbImage> =
-        result.images.iter().map(|img| render::input_image(img, c, h, w)).collect();
     let caption = format!(
         "activation maximisation · {} steps · how the model classifies each: {}",
         result.iterations_run,
         verdicts.join(", ")
     );
-    Ok(Picture {
+    Ok(maxact_picture([c, h, w], &result.images, caption))
+}
+
+/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each).
+pub fn maxact_picture([c, h, w]: [usize; 3], images: &[Vec<f32>], caption: String) -> Picture {
+    let tiles: Vec<RgbImage> = images.iter().map(|img| render::input_image(img, c, h, w)).collect();
+    Picture {
         image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
         caption,
-        raw: (
-            vec![result.images.len(), c, h, w],
-            result.images.iter().flatten().copied().collect(),
-        ),
+        raw: (vec![images.len(), c, h, w], images.iter().flatten().copied().collect()),
         scale: None,
         warnings: Vec::new(),
-    })
+    }
 }
 
 /// Several pictures as one grid (`--all-classes`); a single picture stays as it is.

@@ -6,27 +6,51 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand};
 use convscope::digits::{Digits, SIDE};
 use convscope::input::{self, Prepared};
 use convscope::methods::occlusion::OcclusionConfig;
+use convscope::render::ColorMode;
 use convscope::summary::Summary;
 use convscope::train::{self, TrainConfig};
-use convscope::{Model, native, sample};
+use convscope::{Model, native, sample, tui};
 
 /// A terminal explorer for convolutional neural networks.
 ///
 /// With no command, shows the bundled sample model (the article's MNIST network) and its
 /// predictions on a dozen bundled digits.
 #[derive(Debug, Parser)]
-#[command(name = "convscope", version, about)]
+#[command(name = "convscope", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    explore: ExploreArgs,
+}
+
+/// What the explorer opens.
+#[derive(Debug, Args)]
+struct ExploreArgs {
+    /// Model file (default: the bundled sample model).
+    model: Option<PathBuf>,
+    /// Images to explore: files or folders (default: bundled validation digits).
+    #[arg(long, num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// Reload the model when its file changes (a checkpoint being rewritten).
+    #[arg(long)]
+    watch: bool,
+    /// Terminal colours: truecolor or 256 (default: truecolor when COLORTERM says so).
+    #[arg(long, value_parser = views::parse_color_mode)]
+    color: Option<ColorMode>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open the explorer (what `convscope [MODEL]` does): a tab per method, keys to cycle
+    /// classes, modifiers, layers and inputs.
+    Explore(ExploreArgs),
     /// Print the layer table, as Keras's `model.summary()` does, with mult-adds.
     Summary {
         /// Model file (convscope `.safetensors`; `sample` for the bundled one).
@@ -186,7 +210,14 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        None => overview(),
+        None if cli.explore.model.is_none()
+            && cli.explore.images.is_empty()
+            && !std::io::stdout().is_terminal() =>
+        {
+            overview()
+        }
+        None => explore(&cli.explore),
+        Some(Command::Explore(args)) => explore(&args),
         Some(Command::Summary { model, json }) => summary(&load(&model)?, json),
         Some(Command::Predict { model, images, top, json }) => {
             let model = load(&model)?;
@@ -224,6 +255,42 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn explore(args: &ExploreArgs) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        bail!(
+            "the explorer needs a terminal; for plain output use `convscope summary`, `predict` or a method command"
+        );
+    }
+    let (model, name, hash) = match &args.model {
+        Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
+            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            let model = convscope::native::from_bytes(&bytes, path)?;
+            let name = path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            (model, name, tui::cache::hash(&bytes))
+        }
+        _ => (
+            sample::model()?,
+            "sample model (mnist_cnn)".to_string(),
+            tui::cache::hash(sample::bytes()),
+        ),
+    };
+    if args.watch && args.model.is_none() {
+        bail!("--watch needs a model file to watch");
+    }
+    let mut notes = Vec::new();
+    let inputs = tui::load_inputs(&model, &args.images, &mut notes)?;
+    for note in notes {
+        eprintln!("convscope: note: {note}");
+    }
+    let color = args.color.unwrap_or_else(ColorMode::detect);
+    let options = tui::options(color, args.watch.then(|| args.model.clone()).flatten());
+    let app = tui::app::App::new(model, name, hash, inputs, options)?;
+    tui::run(app).context("terminal")?;
+    Ok(())
 }
 
 fn load(path: &Path) -> Result<Model> {

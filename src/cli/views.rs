@@ -44,7 +44,7 @@ fn parse_colormap(s: &str) -> Result<Colormap, String> {
     })
 }
 
-fn parse_color_mode(s: &str) -> Result<ColorMode, String> {
+pub fn parse_color_mode(s: &str) -> Result<ColorMode, String> {
     ColorMode::parse(s).ok_or_else(|| format!("unknown colour mode '{s}' (truecolor or 256)"))
 }
 

@@ -5,6 +5,7 @@
 
 mod actmax;
 mod cli;
+mod explorer;
 mod gradients;
 mod methods;
 mod native;

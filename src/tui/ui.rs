@@ -1,0 +1,323 @@
+//! Drawing: reads the app's state and computes nothing.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph, Tabs, Wrap};
+
+use crate::graph::ValueId;
+use crate::render;
+use crate::summary::Summary;
+use crate::tui::app::{App, Panel, Tab};
+use crate::tui::image::{HalfBlockImage, color};
+use crate::tui::keys::{self, BINDINGS};
+use crate::views;
+
+/// The smallest terminal the explorer draws in.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+const SIDE_WIDTH: u16 = 24;
+const ACCENT: Color = Color::Cyan;
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let text = format!(
+            "The terminal is {}×{}; convscope needs at least {}×{}.\nEnlarge it, or press q to quit.",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let [tabs, body, status] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)])
+            .areas(area);
+    draw_tabs(frame, tabs, app);
+    let [side, main] =
+        Layout::horizontal([Constraint::Length(SIDE_WIDTH), Constraint::Min(0)]).areas(body);
+    draw_side(frame, side, app);
+    draw_main(frame, main, app);
+    draw_status(frame, status, app);
+    if app.show_help {
+        draw_help(frame, area);
+    }
+}
+
+fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
+    let titles: Vec<String> =
+        Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title())).collect();
+    let selected = Tab::ALL.iter().position(|&t| t == app.tab);
+    let tabs = Tabs::new(titles)
+        .select(selected)
+        .divider("│")
+        .padding("", "")
+        .highlight_style(Style::new().fg(Color::Black).bg(ACCENT).add_modifier(Modifier::BOLD));
+    frame.render_widget(tabs, area);
+}
+
+fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
+    let k = app.model.num_classes();
+    let shown = k.min(10);
+    let [list_area, probs_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(shown as u16 + 2)]).areas(area);
+    let items: Vec<ListItem> = app
+        .inputs
+        .iter()
+        .map(|item| {
+            let predicted = views::argmax(&item.probs);
+            let mark = match item.label {
+                Some(l) if l == predicted => Span::styled(" ✓", Style::new().fg(Color::Green)),
+                Some(_) => Span::styled(" ✗", Style::new().fg(Color::Red)),
+                None => Span::raw(""),
+            };
+            let width = usize::from(SIDE_WIDTH).saturating_sub(10);
+            let name: String = item.name.chars().take(width).collect();
+            ListItem::new(Line::from(vec![
+                Span::raw(format!("{name:<width$} ")),
+                Span::styled(
+                    app.model.classes[predicted].chars().take(3).collect::<String>(),
+                    Style::new().bold(),
+                ),
+                mark,
+            ]))
+        })
+        .collect();
+    let title = format!(" Inputs {}/{} ", app.input + 1, app.inputs.len());
+    let list = List::new(items)
+        .block(Block::bordered().title(title))
+        .highlight_style(Style::new().bg(Color::DarkGray))
+        .highlight_symbol("▶");
+    let mut state = ListState::default().with_selected(Some(app.input));
+    frame.render_stateful_widget(list, list_area, &mut state);
+
+    // Probabilities of the current input: the top classes when there are many.
+    let mut lines = Vec::new();
+    if let Some(item) = app.current() {
+        let mut order: Vec<usize> = (0..k).collect();
+        if k > 10 {
+            order.sort_by(|&a, &b| item.probs[b].total_cmp(&item.probs[a]));
+            order.truncate(10);
+        }
+        let bar_width = usize::from(probs_area.width.saturating_sub(12));
+        for c in order {
+            let p = item.probs[c];
+            let filled = (p * bar_width as f32).round() as usize;
+            let style = if c == app.class { Style::new().fg(ACCENT).bold() } else { Style::new() };
+            let name: String = app.model.classes[c].chars().take(3).collect();
+            lines.push(Line::from(vec![
+                Span::styled(format!("{name:>3} "), style),
+                Span::styled("█".repeat(filled), style),
+                Span::raw(" ".repeat(bar_width - filled.min(bar_width))),
+                Span::styled(format!(" {p:.2}"), style),
+            ]));
+        }
+    }
+    let title = match app.current().and_then(|i| i.label) {
+        Some(l) => format!(" p · true {} ", app.model.classes[l]),
+        None => " Probabilities ".into(),
+    };
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), probs_area);
+}
+
+fn main_title(app: &App) -> String {
+    let class = &app.model.classes[app.class.min(app.model.num_classes().saturating_sub(1))];
+    let layer = app.layer().map(|l| app.model.graph().nodes()[l].name.clone()).unwrap_or_default();
+    match app.tab {
+        Tab::Summary => format!(" {} ", app.model_name),
+        Tab::Filters => format!(" Filters · {layer} "),
+        Tab::Features => format!(" Feature maps · {layer} "),
+        Tab::MaxAct => " Activation maximisation · every class ".into(),
+        Tab::Occlusion => format!(
+            " Occlusion · class {class} · {0}×{0} stride {1}{2} ",
+            app.occlusion.size,
+            app.occlusion.stride,
+            if app.occlusion_drop { " · drop" } else { "" }
+        ),
+        Tab::Saliency => format!(" Saliency · class {class} · {} ", app.rule.name()),
+        Tab::GradCam if app.guided => format!(" Guided grad-CAM · class {class} · {layer} "),
+        Tab::GradCam => format!(" Grad-CAM · class {class} · {layer} · {} ", app.rule.name()),
+    }
+}
+
+fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
+    let block = Block::bordered().title(main_title(app)).border_style(Style::new().fg(ACCENT));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    match &app.panel {
+        Panel::Summary => draw_summary(frame, inner, app),
+        Panel::Busy(text) => draw_busy(frame, inner, app, text),
+        Panel::Unavailable(reason) => {
+            let text = Paragraph::new(format!("Cannot show this here: {reason}"))
+                .style(Style::new().fg(Color::Yellow))
+                .wrap(Wrap { trim: true });
+            frame.render_widget(text, inner);
+        }
+        Panel::Picture(picture) => {
+            // Word wrapping loses up to a word per row: count rows as if a bit narrower.
+            let rows = |text: &str| {
+                (text.chars().count() as u16).div_ceil(inner.width.saturating_sub(8).max(1))
+            };
+            let caption_lines =
+                rows(&picture.caption) + picture.warnings.iter().map(|w| rows(w)).sum::<u16>();
+            let [image_area, bar_area, text_area] = Layout::vertical([
+                Constraint::Min(1),
+                Constraint::Length(u16::from(picture.scale.is_some())),
+                Constraint::Length(caption_lines),
+            ])
+            .areas(inner);
+            frame.render_widget(HalfBlockImage::new(&picture.image, app.options.color), image_area);
+            if let Some((cmap, (lo, hi))) = picture.scale {
+                let width = usize::from(bar_area.width.saturating_sub(20).min(40));
+                let mut spans = vec![Span::raw(format!("{lo:>8.3} "))];
+                for i in 0..width {
+                    let rgb = cmap.rgb(i as f32 / (width.max(2) - 1) as f32);
+                    spans.push(Span::styled("█", Style::new().fg(color(rgb, app.options.color))));
+                }
+                spans.push(Span::raw(format!(" {hi:.3}  {}", cmap.name())));
+                frame.render_widget(Paragraph::new(Line::from(spans)).centered(), bar_area);
+            }
+            let mut lines: Vec<Line> = picture
+                .warnings
+                .iter()
+                .map(|w| Line::styled(format!("⚠ {w}"), Style::new().fg(Color::Yellow).bold()))
+                .collect();
+            lines.push(Line::raw(picture.caption.clone()));
+            frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+        }
+    }
+}
+
+fn draw_busy(frame: &mut Frame, area: Rect, app: &App, text: &str) {
+    let [_, gauge_area, text_area, _] = Layout::vertical([
+        Constraint::Percentage(40),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    let (ratio, detail) = match app.job_status() {
+        Some((title, p)) => (f64::from(p.fraction.clamp(0.0, 1.0)), format!("{title}: {}", p.text)),
+        None => (0.0, text.to_string()),
+    };
+    let gauge = Gauge::default().ratio(ratio).gauge_style(Style::new().fg(ACCENT));
+    frame.render_widget(gauge, gauge_area.inner(ratatui::layout::Margin::new(2, 0)));
+    let text = format!("{detail}\nx cancels; keys keep working meanwhile.");
+    frame.render_widget(Paragraph::new(text).centered().wrap(Wrap { trim: true }), text_area);
+}
+
+fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
+    let summary = Summary::of(&app.model);
+    let graph = app.model.graph();
+    let name_width =
+        summary.layers.iter().map(|l| l.name.len() + l.type_name.len() + 3).max().unwrap_or(10);
+    // The batch axis (Keras's "None") is left out to fit beside the inputs list.
+    let shape_of = |s: &[usize]| {
+        format!("({})", s.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
+    };
+    let shape_width =
+        summary.layers.iter().map(|l| shape_of(&l.output_shape).len()).max().unwrap_or(5).max(12);
+    let mut lines = vec![Line::styled(
+        format!("{:<name_width$} {:<shape_width$} {:>9}", "Layer (type)", "Output shape", "Params"),
+        Style::new().bold(),
+    )];
+    for row in &summary.layers {
+        let shape = shape_of(&row.output_shape);
+        let name = format!("{} ({})", row.name, row.type_name);
+        let mut line = format!("{name:<name_width$} {shape:<shape_width$} {:>9}", row.params);
+        if !summary.sequential {
+            line.push_str(&format!("  ← {}", row.connected_to.join(", ")));
+        }
+        lines.push(Line::raw(line));
+    }
+    let count = |n: usize| crate::summary::thousands(n as u64);
+    lines.push(Line::raw(format!(
+        "Total params: {} (trainable {}, non-trainable {})",
+        count(summary.total_params),
+        count(summary.trainable_params),
+        count(summary.non_trainable_params),
+    )));
+    lines.push(Line::raw(format!(
+        "Mult-adds per sample: {}",
+        crate::summary::thousands(summary.total_mult_adds)
+    )));
+    let input = graph.shape(ValueId::INPUT);
+    lines.push(Line::raw(format!(
+        "Input {:?} in [{}, {}] · {} classes",
+        input,
+        app.model.input.range[0],
+        app.model.input.range[1],
+        app.model.num_classes()
+    )));
+    lines.push(Line::raw(""));
+    lines.extend(
+        crate::diagram::diagram(&app.model, usize::from(area.width)).into_iter().map(Line::raw),
+    );
+    let paragraph = Paragraph::new(lines).scroll((app.scroll, 0));
+    frame.render_widget(paragraph, area);
+}
+
+fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
+    // The right side (job, message, colours) matters most: it goes in first, the key
+    // hints fill what is left.
+    let mut right = vec![render_mode(app).to_string(), app.colormap.name().to_string()];
+    if let Some((title, p)) = app.job_status() {
+        right.push(format!("{title} {:.0}%", p.fraction * 100.0));
+    }
+    if let Some(message) = &app.status {
+        right.push(message.clone());
+    }
+    let right = right.join(" · ");
+    let width = usize::from(area.width);
+    let right: String = right.chars().take(width).collect();
+    let mut room = width.saturating_sub(right.chars().count() + 1);
+    let mut spans = Vec::new();
+    for (label, name) in keys::status_hints(app.tab) {
+        let hint_width = label.chars().count() + name.chars().count() + 3;
+        if hint_width > room {
+            break;
+        }
+        room -= hint_width;
+        spans.push(Span::styled(format!(" {label}"), Style::new().fg(Color::Black).bg(ACCENT)));
+        spans.push(Span::raw(format!(" {name} ")));
+    }
+    spans.push(Span::raw(" ".repeat(room + 1)));
+    spans.push(Span::styled(right, Style::new().fg(ACCENT)));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn render_mode(app: &App) -> &'static str {
+    match app.options.color {
+        render::ColorMode::TrueColor => "truecolor",
+        render::ColorMode::Ansi256 => "256 colours",
+    }
+}
+
+fn draw_help(frame: &mut Frame, area: Rect) {
+    // Two columns, so every key fits at 80×24.
+    let half = BINDINGS.len().div_ceil(2);
+    let width = area.width.saturating_sub(4);
+    let height = (half as u16 + 2).min(area.height);
+    let popup = Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height - height) / 2,
+        width,
+        height,
+    );
+    let column = usize::from(width.saturating_sub(2)) / 2;
+    let entry = |i: usize| -> Vec<Span> {
+        BINDINGS.get(i).map_or_else(Vec::new, |b| {
+            let text: String = b.help.chars().take(column.saturating_sub(8)).collect();
+            vec![
+                Span::styled(format!("{:>6}  ", b.label), Style::new().fg(ACCENT).bold()),
+                Span::raw(format!("{text:<width$}", width = column.saturating_sub(8))),
+            ]
+        })
+    };
+    let lines: Vec<Line> =
+        (0..half).map(|i| Line::from([entry(i), entry(i + half)].concat())).collect();
+    frame.render_widget(Clear, popup);
+    let block =
+        Block::bordered().title(" Keys · any key closes ").border_style(Style::new().fg(ACCENT));
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}

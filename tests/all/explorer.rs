@@ -1,0 +1,213 @@
+//! The explorer, driven by synthetic keys on a `TestBackend`: what the screen shows after
+//! each step, a snapshot per tab, background jobs started and cancelled, watch mode; and the
+//! real binary in tmux.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use convscope::render::ColorMode;
+use convscope::tui::app::{App, Options};
+use convscope::tui::{self, ui};
+use convscope::{native, sample};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
+    let model = sample::model().unwrap();
+    let mut inputs = tui::load_inputs(&model, &[], &mut Vec::new()).unwrap();
+    inputs.truncate(3);
+    let options = Options {
+        color: ColorMode::TrueColor,
+        maxact_iterations: 5,
+        cache_dir: Some(cache.to_path_buf()),
+        watch,
+    };
+    App::new(model, "sample".into(), 1, inputs, options).unwrap()
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+#[test]
+fn keys_drive_tabs_classes_modifiers_and_jobs() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("conv2d_1 (Conv2D)") && s.contains("Total params: 1,199,882"), "{s}");
+
+    press(&mut app, KeyCode::F(6));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Saliency · class 3 · vanilla"), "{s}");
+    assert!(s.contains("saliency · class 3 (p=1.000) · modifier vanilla"), "{s}");
+    press(&mut app, KeyCode::Char('m'));
+    press(&mut app, KeyCode::Right);
+    assert!(screen(&app, 80, 24).contains("Saliency · class 4 · guided"));
+    press(&mut app, KeyCode::Char('7'));
+    press(&mut app, KeyCode::Char('m'));
+    assert!(screen(&app, 80, 24).contains("Saliency · class 7 · relu"));
+
+    press(&mut app, KeyCode::Tab);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Grad-CAM · class 7 · conv2d_2 · relu"), "{s}");
+    press(&mut app, KeyCode::Char('['));
+    assert!(screen(&app, 80, 24).contains("· conv2d_1 ·"));
+    press(&mut app, KeyCode::Char('g'));
+    assert!(screen(&app, 80, 24).contains("Guided grad-CAM · class 7 · conv2d_1"));
+
+    // A new input starts on its predicted class.
+    press(&mut app, KeyCode::Down);
+    assert!(screen(&app, 80, 24).contains("Inputs 2/3"));
+    assert!(screen(&app, 80, 24).contains("class 7"), "digit #8001 is a 7");
+
+    // Activation maximisation runs in the background; x cancels, r starts again.
+    press(&mut app, KeyCode::F(4));
+    assert!(screen(&app, 80, 24).contains("activation maximisation"));
+    press(&mut app, KeyCode::Char('x'));
+    assert!(screen(&app, 80, 24).contains("cancelled"));
+    press(&mut app, KeyCode::Char('r'));
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("activation maximisation · 5 steps"), "{s}");
+
+    press(&mut app, KeyCode::F(5));
+    app.wait_for_job();
+    assert!(screen(&app, 80, 24).contains("49 windows 4×4 stride 4"));
+    press(&mut app, KeyCode::Char('+'));
+    app.wait_for_job();
+    assert!(screen(&app, 80, 24).contains("Occlusion · class 7 · 5×5 stride 5"));
+
+    press(&mut app, KeyCode::Char('?'));
+    assert!(screen(&app, 80, 24).contains("Keys · any key closes"));
+    press(&mut app, KeyCode::Char('q'));
+    assert!(!screen(&app, 80, 24).contains("Keys · any key closes"));
+    assert!(!app.quit, "the key that closes the help does nothing else");
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn every_tab_at_80_by_24() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    for (i, name) in
+        ["summary", "filters", "features", "maxact", "occlusion", "saliency", "gradcam"]
+            .iter()
+            .enumerate()
+    {
+        press(&mut app, KeyCode::F(i as u8 + 1));
+        app.wait_for_job();
+        insta::assert_snapshot!(format!("tab_{name}"), screen(&app, 80, 24));
+    }
+}
+
+#[test]
+fn a_small_terminal_is_told_so() {
+    let cache = tempfile::tempdir().unwrap();
+    let app = app_with(cache.path(), None);
+    let s = screen(&app, 60, 20);
+    assert!(s.contains("The terminal is 60×20; convscope needs at least 80×24."), "{s}");
+}
+
+#[test]
+fn activation_maximisation_is_cached_on_disk() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(4));
+    app.wait_for_job();
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    let first = screen(&app, 80, 24);
+    // A second explorer finds it without running anything.
+    let mut again = app_with(cache.path(), None);
+    press(&mut again, KeyCode::F(4));
+    assert!(again.job_running().is_none());
+    assert_eq!(screen(&again, 80, 24), first);
+}
+
+#[test]
+fn watch_mode_reloads_a_rewritten_model_and_keeps_the_old_on_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    native::save(&sample::model().unwrap(), &path).unwrap();
+    let mut app = app_with(dir.path(), Some(path.clone()));
+    press(&mut app, KeyCode::F(6));
+    press(&mut app, KeyCode::Char('5'));
+    let tick_until = |app: &mut App, needle: &str| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            app.tick();
+            if app.status_message().is_some_and(|s| s.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no '{needle}' in the status: {:?}", app.status_message());
+    };
+    // A checkpoint with other class names, written in place.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut renamed = sample::model().unwrap();
+    renamed.classes = (0..10).map(|d| format!("d{d}")).collect();
+    native::save(&renamed, &path).unwrap();
+    tick_until(&mut app, "reloaded");
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Saliency · class d5 · vanilla"), "tab, class and input kept: {s}");
+
+    std::fs::write(&path, b"not a model any more").unwrap();
+    tick_until(&mut app, "reload failed");
+    assert!(screen(&app, 80, 24).contains("class d5"), "the previous model stays");
+}
+
+#[test]
+fn the_binary_starts_draws_switches_tabs_and_restores_the_terminal() {
+    let session = format!("convscope-smoke-{}", std::process::id());
+    let binary = env!("CARGO_BIN_EXE_convscope");
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
+    let command = format!("COLORTERM=truecolor {binary}; echo convscope-exited; sleep 30");
+    let started = tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &command]);
+    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+    let capture = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let wait_for = |needle: &str| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let screen = capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let screen = capture();
+        tmux(&["kill-session", "-t", &session]);
+        panic!("'{needle}' never appeared:\n{screen}");
+    };
+    wait_for("Total params: 1,199,882");
+    tmux(&["send-keys", "-t", &session, "F6"]);
+    wait_for("Saliency · class 3 · vanilla");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let after = wait_for("convscope-exited");
+    let alternate = String::from_utf8_lossy(
+        &tmux(&["display-message", "-p", "-t", &session, "#{alternate_on}"]).stdout,
+    )
+    .into_owned();
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(alternate.trim(), "0", "left the alternate screen");
+    assert!(!after.contains("Saliency ·"), "the explorer's screen is gone:\n{after}");
+}
