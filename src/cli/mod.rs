@@ -144,15 +144,8 @@ enum Command {
     Saliency {
         #[command(flatten)]
         subject: views::Subject,
-        /// Backprop modifier.
-        #[arg(long, value_enum, default_value = "vanilla")]
-        modifier: views::Modifier,
-        /// Blend the heatmap over the input.
-        #[arg(long)]
-        overlay: bool,
-        /// One map per class, from one batched pass.
-        #[arg(long)]
-        all_classes: bool,
+        #[command(flatten)]
+        gradient: views::GradientOptions,
         #[command(flatten)]
         output: views::Output,
     },
@@ -160,18 +153,11 @@ enum Command {
     Gradcam {
         #[command(flatten)]
         subject: views::Subject,
-        /// Backprop modifier.
-        #[arg(long, value_enum, default_value = "vanilla")]
-        modifier: views::Modifier,
+        #[command(flatten)]
+        gradient: views::GradientOptions,
         /// The layer.
         #[arg(long)]
         layer: Option<String>,
-        /// Blend the heatmap over the input.
-        #[arg(long)]
-        overlay: bool,
-        /// One map per class, from one batched pass.
-        #[arg(long)]
-        all_classes: bool,
         #[command(flatten)]
         output: views::Output,
     },
@@ -239,11 +225,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = OcclusionConfig { size, stride: stride.unwrap_or(size), fill, batch: 64 };
             views::occlusion_cmd(&subject, &config, drop, overlay, &output)
         }
-        Some(Command::Saliency { subject, modifier, overlay, all_classes, output }) => {
-            views::saliency_cmd(&subject, modifier, overlay, all_classes, &output)
+        Some(Command::Saliency { subject, gradient, output }) => {
+            views::saliency_cmd(&subject, &gradient, &output)
         }
-        Some(Command::Gradcam { subject, modifier, layer, overlay, all_classes, output }) => {
-            views::gradcam_cmd(&subject, modifier, layer.as_deref(), overlay, all_classes, &output)
+        Some(Command::Gradcam { subject, gradient, layer, output }) => {
+            views::gradcam_cmd(&subject, &gradient, layer.as_deref(), &output)
         }
         Some(Command::GuidedGradcam { subject, layer, overlay, output }) => {
             views::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)

@@ -156,36 +156,43 @@ fn classes(model: &Model, class: usize, all: bool) -> Vec<usize> {
     if all { (0..model.num_classes()).collect() } else { vec![class] }
 }
 
-/// `convscope saliency`.
-pub fn saliency_cmd(
-    subject: &Subject,
+/// Options of the gradient methods.
+#[derive(Debug, Args)]
+pub struct GradientOptions {
+    /// Backprop modifier.
+    #[arg(long, value_enum, default_value = "vanilla")]
     modifier: Modifier,
+    /// Blend the heatmap over the input.
+    #[arg(long)]
     overlay: bool,
-    all: bool,
-    out: &Output,
-) -> Result<()> {
+    /// One map per class, from one batched pass.
+    #[arg(long)]
+    all_classes: bool,
+}
+
+/// `convscope saliency`.
+pub fn saliency_cmd(subject: &Subject, options: &GradientOptions, out: &Output) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    let pictures =
-        views::saliency(&seen, &classes(&model, class, all), modifier.into(), style(out, overlay))?;
+    let classes = classes(&model, class, options.all_classes);
+    let style = style(out, options.overlay);
+    let pictures = views::saliency(&seen, &classes, options.modifier.into(), style)?;
     emit(views::combine(pictures, "saliency of every class"), &input, out)
 }
 
 /// `convscope gradcam`.
 pub fn gradcam_cmd(
     subject: &Subject,
-    modifier: Modifier,
+    options: &GradientOptions,
     layer: Option<&str>,
-    overlay: bool,
-    all: bool,
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    let classes = classes(&model, class, all);
-    let pictures =
-        views::grad_cam(&seen, &classes, modifier.into(), Some(layer), style(out, overlay))?;
+    let classes = classes(&model, class, options.all_classes);
+    let style = style(out, options.overlay);
+    let pictures = views::grad_cam(&seen, &classes, options.modifier.into(), Some(layer), style)?;
     emit(views::combine(pictures, "grad-CAM of every class"), &input, out)
 }
 

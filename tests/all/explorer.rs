@@ -211,3 +211,42 @@ fn the_binary_starts_draws_switches_tabs_and_restores_the_terminal() {
     assert_eq!(alternate.trim(), "0", "left the alternate screen");
     assert!(!after.contains("Saliency ·"), "the explorer's screen is gone:\n{after}");
 }
+
+/// Bytes the real crossterm backend writes for one frame after `step` (SSH bandwidth).
+fn bytes_for(app: &mut App, step: impl FnOnce(&mut App)) -> usize {
+    #[derive(Default, Clone)]
+    struct Counter(std::sync::Arc<std::sync::Mutex<usize>>);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            *self.0.lock().unwrap() += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let counter = Counter::default();
+    let backend = ratatui::backend::CrosstermBackend::new(counter.clone());
+    let viewport = ratatui::Viewport::Fixed(ratatui::layout::Rect::new(0, 0, 80, 24));
+    let mut terminal =
+        Terminal::with_options(backend, ratatui::TerminalOptions { viewport }).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    *counter.0.lock().unwrap() = 0;
+    step(app);
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    *counter.0.lock().unwrap()
+}
+
+#[test]
+fn a_class_change_in_saliency_sends_only_what_changed() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(6));
+    let class_change = bytes_for(&mut app, |app| press(app, KeyCode::Right));
+    let nothing = bytes_for(&mut app, |_| {});
+    println!("bytes written for one class change in Saliency at 80×24 (truecolor): {class_change}");
+    // The heatmap (28×14 cells, two colours each) and a few labels change; the input, the
+    // list and the frame do not. A full truecolour redraw of 80×24 is ~40 KB.
+    assert!(class_change < 16_000, "{class_change} bytes");
+    assert!(nothing < 100, "an unchanged frame sends almost nothing: {nothing}");
+}
