@@ -19,8 +19,9 @@ use convscope::{Model, native, sample, tui};
 
 /// A terminal explorer for convolutional neural networks.
 ///
-/// With no command, shows the bundled sample model (the article's MNIST network) and its
-/// predictions on a dozen bundled digits.
+/// With no command, opens the explorer on MODEL (default: the bundled sample model, the
+/// article's MNIST network, with bundled digits). When stdout is not a terminal, plain
+/// `convscope` prints the sample model's layer table and its predictions on a dozen digits.
 #[derive(Debug, Parser)]
 #[command(name = "convscope", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -244,11 +245,6 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn explore(args: &ExploreArgs) -> Result<()> {
-    if !std::io::stdout().is_terminal() {
-        bail!(
-            "the explorer needs a terminal; for plain output use `convscope summary`, `predict` or a method command"
-        );
-    }
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
@@ -271,6 +267,11 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     let inputs = tui::load_inputs(&model, &args.images, &mut notes)?;
     for note in notes {
         eprintln!("convscope: note: {note}");
+    }
+    if !std::io::stdout().is_terminal() {
+        bail!(
+            "the explorer needs a terminal; for plain output use `convscope summary`, `predict` or a method command"
+        );
     }
     let color = args.color.unwrap_or_else(ColorMode::detect);
     let options = tui::options(color, args.watch.then(|| args.model.clone()).flatten());

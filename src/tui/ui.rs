@@ -68,10 +68,13 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             let predicted = views::argmax(&item.probs);
             let mark = match item.label {
                 Some(l) if l == predicted => Span::styled(" ✓", Style::new().fg(Color::Green)),
-                Some(_) => Span::styled(" ✗", Style::new().fg(Color::Red)),
+                Some(l) => {
+                    let truth: String = app.model.classes[l].chars().take(3).collect();
+                    Span::styled(format!(" ✗{truth}"), Style::new().fg(Color::Red))
+                }
                 None => Span::raw(""),
             };
-            let width = usize::from(SIDE_WIDTH).saturating_sub(10);
+            let width = usize::from(SIDE_WIDTH).saturating_sub(12);
             let name: String = item.name.chars().take(width).collect();
             ListItem::new(Line::from(vec![
                 Span::raw(format!("{name:<width$} ")),
