@@ -13,6 +13,11 @@ use convscope::{ReluRule, digits::Digits, sample};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn methods(c: &mut Criterion) {
+    // SAFETY: criterion has started no threads before the benchmark function runs.
+    #[allow(unsafe_code)]
+    unsafe {
+        convscope::runtime::configure_threads()
+    };
     let model = sample::model().unwrap();
     let digits = Digits::bundled().unwrap();
     let x = digits.batch(&[8000]).unwrap();

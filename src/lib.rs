@@ -17,6 +17,7 @@ pub mod methods;
 pub mod model;
 pub mod native;
 pub mod render;
+pub mod runtime;
 pub mod sample;
 pub mod summary;
 pub mod train;

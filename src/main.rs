@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread is started.
+    unsafe { convscope::runtime::configure_threads() };
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
