@@ -324,21 +324,8 @@ mod tests {
         crate::train::untrained_sample_model(1).unwrap()
     }
 
-    fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-        Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
-    }
-
     fn conv(filters: usize, activation: Activation) -> Op {
-        Op::Conv2d {
-            filters,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: Padding::Same,
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            activation,
-        }
+        Op::conv(filters, 3, Padding::Same, activation)
     }
 
     fn model(nodes: Vec<Node>, layout: DisplayLayout) -> Model {
@@ -355,12 +342,12 @@ mod tests {
     fn residual() -> Model {
         model(
             vec![
-                node("stem", conv(4, Activation::Relu), &["input"]),
-                node("branch", conv(4, Activation::Linear), &["stem"]),
-                node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["branch"]),
-                node("add", Op::Add, &["stem", "bn"]),
-                node("gap", Op::GlobalAvgPool { keep_dims: false }, &["add"]),
-                node(
+                Node::new("stem", conv(4, Activation::Relu), &["input"]),
+                Node::new("branch", conv(4, Activation::Linear), &["stem"]),
+                Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["branch"]),
+                Node::new("add", Op::Add, &["stem", "bn"]),
+                Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["add"]),
+                Node::new(
                     "dense",
                     Op::Dense { units: 10, bias: true, activation: Activation::Softmax },
                     &["gap"],
@@ -374,10 +361,10 @@ mod tests {
     fn branches() -> Model {
         model(
             vec![
-                node("stem", conv(4, Activation::Relu), &["input"]),
-                node("left", conv(2, Activation::Relu), &["stem"]),
-                node("right", conv(3, Activation::Relu), &["stem"]),
-                node("join", Op::Concat { axis: 0 }, &["left", "right"]),
+                Node::new("stem", conv(4, Activation::Relu), &["input"]),
+                Node::new("left", conv(2, Activation::Relu), &["stem"]),
+                Node::new("right", conv(3, Activation::Relu), &["stem"]),
+                Node::new("join", Op::Concat { axis: 0 }, &["left", "right"]),
             ],
             DisplayLayout::ChannelsLast,
         )
@@ -389,8 +376,8 @@ mod tests {
         let b = "b_pooling_layer_whose_name_is_just_as_long_as_the_one_before_it";
         model(
             vec![
-                node(a, conv(4, Activation::Relu), &["input"]),
-                node(b, Op::GlobalAvgPool { keep_dims: false }, &[a]),
+                Node::new(a, conv(4, Activation::Relu), &["input"]),
+                Node::new(b, Op::GlobalAvgPool { keep_dims: false }, &[a]),
             ],
             DisplayLayout::ChannelsLast,
         )

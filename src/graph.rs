@@ -239,6 +239,20 @@ impl Op {
         }
     }
 
+    /// The common convolution: a square `kernel`, stride 1, no dilation, one group, a bias.
+    pub fn conv(filters: usize, kernel: usize, padding: Padding, activation: Activation) -> Op {
+        Op::Conv2d {
+            filters,
+            kernel: [kernel, kernel],
+            stride: [1, 1],
+            padding,
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+            activation,
+        }
+    }
+
     /// The fused activation of a conv/dense node, or the activation of an activation node.
     pub fn activation(&self) -> Activation {
         match self {
@@ -265,6 +279,13 @@ pub struct Node {
     pub op: Op,
     /// Names of the nodes (or the graph input) it reads, in order.
     pub inputs: Vec<String>,
+}
+
+impl Node {
+    /// A node named `name` computing `op` on the values named `inputs`.
+    pub fn new(name: &str, op: Op, inputs: &[&str]) -> Node {
+        Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
+    }
 }
 
 /// A weight a node expects: its name suffix, shape and whether training updates it.
@@ -634,20 +655,7 @@ mod tests {
     use super::*;
 
     fn conv(name: &str, input: &str, filters: usize, padding: Padding) -> Node {
-        Node {
-            name: name.into(),
-            op: Op::Conv2d {
-                filters,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding,
-                dilation: [1, 1],
-                groups: 1,
-                bias: true,
-                activation: Activation::Relu,
-            },
-            inputs: vec![input.into()],
-        }
+        Node::new(name, Op::conv(filters, 3, padding, Activation::Relu), &[input])
     }
 
     #[test]

@@ -55,22 +55,10 @@ pub struct EpochReport {
     pub validation_accuracy: f64,
 }
 
-fn node(name: &str, op: Op, input: &str) -> Node {
-    Node { name: name.into(), op, inputs: vec![input.into()] }
-}
-
 /// The article's network (`model.summary()` in the article), with its layer names.
 pub fn sample_architecture() -> Result<Graph> {
-    let conv = |filters| Op::Conv2d {
-        filters,
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: Padding::Valid,
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        activation: Activation::Relu,
-    };
+    let conv = |filters| Op::conv(filters, 3, Padding::Valid, Activation::Relu);
+    let node = |name, op, input| Node::new(name, op, &[input]);
     let dense = |units, activation| Op::Dense { units, bias: true, activation };
     Graph::new(GraphSpec {
         input_name: "input_1".into(),

@@ -9,11 +9,11 @@ use candle_core::DType;
 use convscope::methods::actmax::{
     ActMaxConfig, ActMaxResult, LossTerms, Target, deprocess_input, maximise, regularisers,
 };
-use convscope::{Activation, Error, InputSpec, Model, Op, Point};
+use convscope::{Activation, Error, InputSpec, Model, Node, Op, Point};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::support::{dense, model_with, node, values};
+use crate::support::{dense, model_with, values};
 
 fn run(
     model: &Model,
@@ -131,8 +131,8 @@ fn linear_unit() -> Model {
     model_with(
         &[1, 2, 3],
         vec![
-            node("flatten", Op::Flatten, &["input"]),
-            node("unit", dense(1, Activation::Linear), &["flatten"]),
+            Node::new("flatten", Op::Flatten, &["input"]),
+            Node::new("unit", dense(1, Activation::Linear), &["flatten"]),
         ],
         &[("unit.kernel", W.to_vec(), vec![6, 1]), ("unit.bias", vec![0.0], vec![1])],
     )

@@ -4,9 +4,9 @@
 
 use candle_core::{DType, Tensor};
 use convscope::graph::GraphSpec;
-use convscope::{Activation, Graph, Model, Op, Padding, Point, ReluRule, Seed};
+use convscope::{Activation, Graph, Model, Node, Op, Padding, Point, ReluRule, Seed};
 
-use crate::support::{conv, dense, node, random_input, random_model, values};
+use crate::support::{conv, dense, random_input, random_model, values};
 
 const EPS: f64 = 1e-6;
 
@@ -14,13 +14,13 @@ fn chain() -> Model {
     random_model(
         &[2, 9, 9],
         vec![
-            node("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
-            node(
+            Node::new("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            Node::new(
                 "pool",
                 Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: Padding::Same },
                 &["c1"],
             ),
-            node(
+            Node::new(
                 "c2",
                 conv(
                     6,
@@ -32,10 +32,10 @@ fn chain() -> Model {
                 ),
                 &["pool"],
             ),
-            node("flat", Op::Flatten, &["c2"]),
-            node("d1", dense(7, Activation::Relu), &["flat"]),
-            node("drop", Op::Dropout { rate: 0.5 }, &["d1"]),
-            node("out", dense(4, Activation::Softmax), &["drop"]),
+            Node::new("flat", Op::Flatten, &["c2"]),
+            Node::new("d1", dense(7, Activation::Relu), &["flat"]),
+            Node::new("drop", Op::Dropout { rate: 0.5 }, &["d1"]),
+            Node::new("out", dense(4, Activation::Softmax), &["drop"]),
         ],
         11,
     )
@@ -47,16 +47,16 @@ fn dag() -> Model {
     random_model(
         &[3, 6, 6],
         vec![
-            node(
+            Node::new(
                 "c1",
                 conv(4, 3, 1, Padding::Same, 1, Activation::LeakyRelu { alpha: 0.1 }),
                 &["input"],
             ),
-            node("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["c1"]),
-            node("sum", Op::Add, &["c1", "c2"]),
-            node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["sum"]),
-            node("act", Op::Activation { activation: Activation::Relu }, &["bn"]),
-            node(
+            Node::new("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["c1"]),
+            Node::new("sum", Op::Add, &["c1", "c2"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["sum"]),
+            Node::new("act", Op::Activation { activation: Activation::Relu }, &["bn"]),
+            Node::new(
                 "avg",
                 Op::AvgPool {
                     kernel: [3, 3],
@@ -66,12 +66,12 @@ fn dag() -> Model {
                 },
                 &["act"],
             ),
-            node("perm", Op::Transpose { perm: vec![1, 2, 0] }, &["avg"]),
-            node("flat", Op::Reshape { shape: vec![-1] }, &["perm"]),
-            node("gap", Op::GlobalAvgPool { keep_dims: false }, &["c1"]),
-            node("cat", Op::Concat { axis: 0 }, &["flat", "gap"]),
-            node("d1", dense(5, Activation::Tanh), &["cat"]),
-            node("d2", dense(3, Activation::Sigmoid), &["d1"]),
+            Node::new("perm", Op::Transpose { perm: vec![1, 2, 0] }, &["avg"]),
+            Node::new("flat", Op::Reshape { shape: vec![-1] }, &["perm"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["c1"]),
+            Node::new("cat", Op::Concat { axis: 0 }, &["flat", "gap"]),
+            Node::new("d1", dense(5, Activation::Tanh), &["cat"]),
+            Node::new("d2", dense(3, Activation::Sigmoid), &["d1"]),
         ],
         12,
     )

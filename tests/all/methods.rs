@@ -7,9 +7,9 @@ use convscope::methods::saliency::{
     grad_cam, grad_cam_for, guided_grad_cam, saliency, saliency_for,
 };
 use convscope::methods::{Map, inspect};
-use convscope::{Activation, Model, Op, Padding, ReluRule, sample};
+use convscope::{Activation, Model, Node, Op, Padding, ReluRule, sample};
 
-use crate::support::{conv, dense, model_with, node};
+use crate::support::{conv, dense, model_with};
 
 fn image(values: Vec<f32>, h: usize, w: usize) -> Tensor {
     Tensor::from_vec(values, (1, 1, h, w), &Device::Cpu).unwrap()
@@ -33,9 +33,9 @@ fn hand_net() -> Model {
     model_with(
         &[1, 1, 3],
         vec![
-            node("flat", Op::Flatten, &["input"]),
-            node("hidden", dense(3, Activation::Relu), &["flat"]),
-            node("out", dense(2, Activation::Softmax), &["hidden"]),
+            Node::new("flat", Op::Flatten, &["input"]),
+            Node::new("hidden", dense(3, Activation::Relu), &["flat"]),
+            Node::new("out", dense(2, Activation::Softmax), &["hidden"]),
         ],
         &[
             ("hidden.kernel", vec![1., 2., 1., 1., 0., -1., 0., 0., -2.], vec![3, 3]),
@@ -79,9 +79,9 @@ fn blob_net() -> (Model, Tensor) {
     let model = model_with(
         &[1, 8, 8],
         vec![
-            node("detect", conv(2, 1, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
-            node("flat", Op::Flatten, &["detect"]),
-            node("out", dense(3, Activation::Softmax), &["flat"]),
+            Node::new("detect", conv(2, 1, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
+            Node::new("flat", Op::Flatten, &["detect"]),
+            Node::new("out", dense(3, Activation::Softmax), &["flat"]),
         ],
         &[
             ("detect.kernel", vec![1., -1.], vec![2, 1, 1, 1]),
@@ -151,8 +151,8 @@ fn region_net() -> Model {
     model_with(
         &[1, 8, 8],
         vec![
-            node("flat", Op::Flatten, &["input"]),
-            node("out", dense(2, Activation::Softmax), &["flat"]),
+            Node::new("flat", Op::Flatten, &["input"]),
+            Node::new("out", dense(2, Activation::Softmax), &["flat"]),
         ],
         &[("out.kernel", kernel, vec![64, 2]), ("out.bias", vec![0., -9.], vec![2])],
     )
@@ -191,8 +191,8 @@ fn overlapping_windows_average_by_hand() {
     let model = model_with(
         &[1, 4, 4],
         vec![
-            node("flat", Op::Flatten, &["input"]),
-            node("out", dense(2, Activation::Softmax), &["flat"]),
+            Node::new("flat", Op::Flatten, &["input"]),
+            Node::new("out", dense(2, Activation::Softmax), &["flat"]),
         ],
         &[("out.kernel", kernel, vec![16, 2]), ("out.bias", vec![0., -ln3], vec![2])],
     );

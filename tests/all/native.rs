@@ -5,18 +5,18 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use convscope::model::{ChannelOrder, DisplayLayout, InputSpec};
-use convscope::{Activation, Model, Op, Padding, native};
+use convscope::{Activation, Model, Node, Op, Padding, native};
 
-use crate::support::{conv, dense, node, random_input, random_model, values};
+use crate::support::{conv, dense, random_input, random_model, values};
 
 fn small() -> Model {
     let mut model = random_model(
         &[3, 8, 8],
         vec![
-            node("c", conv(4, 3, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
-            node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["c"]),
-            node("g", Op::GlobalAvgPool { keep_dims: false }, &["bn"]),
-            node("d", dense(2, Activation::Softmax), &["g"]),
+            Node::new("c", conv(4, 3, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["c"]),
+            Node::new("g", Op::GlobalAvgPool { keep_dims: false }, &["bn"]),
+            Node::new("d", dense(2, Activation::Softmax), &["g"]),
         ],
         3,
     );

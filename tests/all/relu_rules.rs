@@ -1,9 +1,9 @@
 //! The three ReLU rules on a two-layer net small enough to work out by hand, with the ReLU
 //! fused into the dense layer (Keras style) and standing alone (ONNX style).
 
-use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
+use convscope::{Activation, Model, Node, Op, Point, ReluRule, Seed};
 
-use crate::support::{dense, model_with, node, values};
+use crate::support::{dense, model_with, values};
 
 // x = [1, 2]. Hidden pre-activations, W1 columns [1, 1], [2, 0], [1, -1], no bias:
 //   a = 1 + 2 = 3, b = 2·1 = 2, c = 1 − 2 = −1  →  ReLU: h = [3, 2, 0].
@@ -46,8 +46,8 @@ fn relu_rules_on_a_fused_relu() {
     let model = model_with(
         &[2],
         vec![
-            node("hidden", dense(3, Activation::Relu), &["input"]),
-            node("out", dense(1, Activation::Linear), &["hidden"]),
+            Node::new("hidden", dense(3, Activation::Relu), &["input"]),
+            Node::new("out", dense(1, Activation::Linear), &["hidden"]),
         ],
         &weights("hidden.kernel"),
     );
@@ -59,9 +59,9 @@ fn relu_rules_on_a_standalone_relu() {
     let model = model_with(
         &[2],
         vec![
-            node("hidden", dense(3, Activation::Linear), &["input"]),
-            node("relu", Op::Activation { activation: Activation::Relu }, &["hidden"]),
-            node("out", dense(1, Activation::Linear), &["relu"]),
+            Node::new("hidden", dense(3, Activation::Linear), &["input"]),
+            Node::new("relu", Op::Activation { activation: Activation::Relu }, &["hidden"]),
+            Node::new("out", dense(1, Activation::Linear), &["relu"]),
         ],
         &weights("hidden.kernel"),
     );

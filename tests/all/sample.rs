@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use convscope::summary::Summary;
-use convscope::{Model, input, sample};
+use convscope::{Model, Node, input, sample};
 
 #[test]
 fn summary_matches_the_articles_table() {
@@ -91,16 +91,16 @@ fn training_repeats_exactly_for_a_seed() {
 
 #[test]
 fn dag_summary_has_an_input_row_and_connected_to() {
-    use crate::support::{conv, node, random_model};
+    use crate::support::{conv, random_model};
     use convscope::{Activation, Op, Padding};
     let mut model = random_model(
         &[3, 8, 8],
         vec![
-            node("stem", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
-            node("branch", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["stem"]),
-            node("bn", Op::BatchNorm { epsilon: 1e-3 }, &["branch"]),
-            node("add", Op::Add, &["stem", "bn"]),
-            node("gap", Op::GlobalAvgPool { keep_dims: false }, &["add"]),
+            Node::new("stem", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            Node::new("branch", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["stem"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["branch"]),
+            Node::new("add", Op::Add, &["stem", "bn"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["add"]),
         ],
         1,
     );

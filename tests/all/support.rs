@@ -7,10 +7,6 @@ use convscope::{Activation, Graph, Model, Node, Op, Padding};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
-}
-
 pub fn conv(
     filters: usize,
     kernel: usize,
