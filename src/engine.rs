@@ -255,6 +255,30 @@ impl Model {
         rule: ReluRule,
         weight_grads: bool,
     ) -> Result<Gradients> {
+        self.backward_down_to(acts, seed, rule, weight_grads, ValueId::INPUT)
+    }
+
+    /// Backward pass that stops once the gradient at `lowest` (a node's output, or the
+    /// input) is complete: grad-CAM needs nothing below its layer. Values below `lowest`
+    /// get no gradient, and no weight gradients are computed.
+    pub fn backward_to(
+        &self,
+        acts: &Activations,
+        seed: &Seed,
+        rule: ReluRule,
+        lowest: ValueId,
+    ) -> Result<Gradients> {
+        self.backward_down_to(acts, seed, rule, false, lowest)
+    }
+
+    fn backward_down_to(
+        &self,
+        acts: &Activations,
+        seed: &Seed,
+        rule: ReluRule,
+        weight_grads: bool,
+        lowest: ValueId,
+    ) -> Result<Gradients> {
         let graph = self.graph();
         let target = acts.at(seed.node, seed.point)?;
         if seed.grad.dims() != target.dims() {
@@ -267,7 +291,9 @@ impl Model {
         let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
         let mut weights = HashMap::new();
         grads[seed.node + 1] = Some(seed.grad.clone());
-        for i in (0..=seed.node).rev() {
+        // Only nodes after `lowest` read it (the order is topological), so once they are
+        // done its gradient is complete.
+        for i in (lowest.0..=seed.node).rev() {
             let Some(g) = grads[i + 1].clone() else { continue };
             let node = &graph.nodes()[i];
             let y = acts.node(i);
@@ -369,6 +395,11 @@ impl Model {
                     None => dx,
                 });
             }
+        }
+        // Values below `lowest` may hold part of their gradient (from nodes after the cut
+        // that read them directly): none rather than a wrong one.
+        for g in &mut grads[..lowest.0] {
+            *g = None;
         }
         Ok(Gradients { values: grads, weights })
     }

@@ -74,6 +74,7 @@ fn class_gradients(
     x: &Tensor,
     classes: &[usize],
     rule: ReluRule,
+    down_to: ValueId,
 ) -> Result<(crate::engine::Activations, crate::engine::Gradients)> {
     let batch = Tensor::cat(&vec![x; classes.len()], 0)?;
     let acts = model.forward(&batch)?;
@@ -81,7 +82,7 @@ fn class_gradients(
     let scores = acts.at(node, point)?;
     let k = scores.elem_count() / classes.len();
     let grad = one_hot(classes.len(), k, classes, scores.dtype())?.reshape(scores.dims())?;
-    let grads = model.backward(&acts, &Seed { node, point, grad }, rule, false)?;
+    let grads = model.backward_to(&acts, &Seed { node, point, grad }, rule, down_to)?;
     Ok((acts, grads))
 }
 
@@ -106,7 +107,7 @@ pub fn saliency_for(
     rule: ReluRule,
 ) -> Result<Vec<Saliency>> {
     check_input(model, x)?;
-    let (_, grads) = class_gradients(model, x, classes, rule)?;
+    let (_, grads) = class_gradients(model, x, classes, rule, ValueId::INPUT)?;
     let maps = abs_max_over_channels(input_gradient(&grads)?)?;
     Ok(classes
         .iter()
@@ -158,7 +159,7 @@ pub fn grad_cam_for(
             graph.shape(ValueId::of_node(layer))
         )));
     };
-    let (acts, grads) = class_gradients(model, x, classes, rule)?;
+    let (acts, grads) = class_gradients(model, x, classes, rule, ValueId::of_node(layer))?;
     let a = acts.node(layer);
     let g = grads.node(layer).ok_or_else(|| {
         Error::Invalid(format!("the class score does not depend on layer '{layer_name}'"))
@@ -208,7 +209,7 @@ pub fn guided_grad_cam(
 ) -> Result<(Map, GradCam)> {
     check_input(model, x)?;
     let cam = grad_cam(model, x, class, ReluRule::Vanilla, layer)?;
-    let (_, grads) = class_gradients(model, x, &[class], ReluRule::Guided)?;
+    let (_, grads) = class_gradients(model, x, &[class], ReluRule::Guided, ValueId::INPUT)?;
     let guided = first(abs_max_over_channels(input_gradient(&grads)?)?)?;
     let data = guided.data.iter().zip(&cam.map.data).map(|(g, c)| g * c).collect();
     Ok((Map { data, ..guided }.normalised(), cam))

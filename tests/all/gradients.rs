@@ -255,3 +255,22 @@ fn weight_gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn stopping_at_a_layer_gives_the_same_gradient_there_and_nothing_below() {
+    let model = dag();
+    let out = model.graph().output_node();
+    let sum = model.graph().node_index("sum").unwrap();
+    let x = random_input(&model, 2, 3);
+    let acts = model.forward(&x).unwrap();
+    let (r, _) = probe(&model, out, Point::Output);
+    let r = Tensor::cat(&[&r, &r], 0).unwrap();
+    let seed = Seed { node: out, point: Point::Output, grad: r };
+    let full = model.backward(&acts, &seed, ReluRule::Guided, false).unwrap();
+    let lowest = convscope::graph::ValueId::of_node(sum);
+    let partial = model.backward_to(&acts, &seed, ReluRule::Guided, lowest).unwrap();
+    assert_eq!(values(partial.node(sum).unwrap()), values(full.node(sum).unwrap()));
+    // 'gap' reads c1 directly, so c1 is below the cut and gets nothing.
+    let c1 = model.graph().node_index("c1").unwrap();
+    assert!(partial.node(c1).is_none() && partial.input().is_none());
+}
