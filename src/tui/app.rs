@@ -640,7 +640,7 @@ impl App {
             let model = crate::native::from_bytes(&bytes, &path).map_err(|e| e.to_string())?;
             Ok((model, cache::hash(&bytes)))
         });
-        let time = chrono_free_time();
+        let time = time_of_day();
         match loaded
             .and_then(|(model, hash)| self.replace_model(model, hash).map_err(|e| e.to_string()))
         {
@@ -709,19 +709,29 @@ fn classify(
     model: &Model,
     inputs: Vec<(String, Prepared, Option<usize>)>,
 ) -> crate::Result<Vec<InputItem>> {
-    inputs
+    let prepared = inputs
         .into_iter()
         .map(|(name, prepared, label)| {
-            let prepared =
-                Prepared { tensor: input::normalise(model, &prepared.pixels)?, ..prepared };
-            let probs = model.predict(&prepared.tensor)?.flatten_all()?.to_vec1::<f32>()?;
-            Ok(InputItem { name, prepared, label, probs })
+            let tensor = input::normalise(model, &prepared.pixels)?;
+            Ok((name, Prepared { tensor, ..prepared }, label))
         })
-        .collect()
+        .collect::<crate::Result<Vec<_>>>()?;
+    if prepared.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One batched pass for every input: this is on the way to the first frame.
+    let batch =
+        candle_core::Tensor::cat(&prepared.iter().map(|p| &p.1.tensor).collect::<Vec<_>>(), 0)?;
+    let probs = model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    Ok(prepared
+        .into_iter()
+        .zip(probs)
+        .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
+        .collect())
 }
 
 /// Wall-clock time of day (UTC) as HH:MM:SS, without a date crate.
-fn chrono_free_time() -> String {
+fn time_of_day() -> String {
     let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }

@@ -160,7 +160,8 @@ fn is_too_small(terminal: &ratatui::DefaultTerminal) -> std::io::Result<bool> {
     Ok(size.width < ui::MIN_SIZE.0 || size.height < ui::MIN_SIZE.1)
 }
 
-/// Settings for an explorer over `model` read from `path` (`None`: the bundled model).
+/// The explorer's settings: colours, the user's cache directory, and the model file to
+/// watch, if any.
 pub fn options(color: crate::render::ColorMode, watch: Option<PathBuf>) -> Options {
     Options { color, maxact_iterations: 200, cache_dir: cache::default_dir(), watch }
 }
