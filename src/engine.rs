@@ -195,14 +195,19 @@ impl Model {
                 dims.extend_from_slice(out_shape);
                 Ok(t.reshape(dims)?)
             };
+            let activation = node.op.activation();
+            // Conv and dense layers apply their ReLU as they write their output.
+            let fused_relu = activation == Activation::Relu
+                && matches!(node.op, Op::Conv2d { .. } | Op::Dense { .. });
             let z = match &node.op {
                 Op::Conv2d { groups, bias, .. } => {
                     let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
-                    kernels::conv2d(x, self.weight(i, "kernel")?, b, &self.window(i), *groups)?
+                    let kernel = self.weight(i, "kernel")?;
+                    kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused_relu)?
                 }
                 Op::Dense { bias, .. } => {
-                    let y = x.matmul(self.weight(i, "kernel")?)?;
-                    if *bias { y.broadcast_add(self.weight(i, "bias")?)? } else { y }
+                    let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
+                    kernels::dense(x, self.weight(i, "kernel")?, b, fused_relu)?
                 }
                 Op::Activation { .. } => x.clone(),
                 Op::MaxPool { .. } => kernels::pool2d(x, &self.window(i), Pool::Max)?,
@@ -236,8 +241,7 @@ impl Model {
                 }
                 Op::Concat { axis } => Tensor::cat(&inputs, axis + 1)?,
             };
-            let activation = node.op.activation();
-            let y = apply_activation(activation, &z)?;
+            let y = if fused_relu { z.clone() } else { apply_activation(activation, &z)? };
             if activation == Activation::Softmax {
                 pre_softmax[i] = Some(z);
             }
@@ -330,7 +334,7 @@ impl Model {
                             weight_grad("bias", gz.sum(0)?);
                         }
                     }
-                    vec![gz.matmul(&kernel.t()?)?]
+                    vec![kernels::dense_backward_input(&gz, kernel)?]
                 }
                 Op::Activation { .. } => vec![gz],
                 Op::MaxPool { .. } => {
@@ -520,9 +524,9 @@ fn activation_backward(
         Activation::Linear => g.clone(),
         Activation::Relu => match rule {
             // y > 0 exactly when the ReLU's input x > 0.
-            ReluRule::Vanilla => (g * positive(y)?)?,
-            ReluRule::Guided => (g.relu()? * positive(y)?)?,
-            ReluRule::Rectified => g.relu()?,
+            ReluRule::Vanilla => kernels::relu_backward(g, y, true, false)?,
+            ReluRule::Guided => kernels::relu_backward(g, y, true, true)?,
+            ReluRule::Rectified => kernels::relu_backward(g, y, false, true)?,
         },
         Activation::LeakyRelu { alpha } => {
             let pos = positive(y)?;

@@ -2,13 +2,18 @@
 //! (forward, input gradient, weight gradient) with per-axis stride and dilation, asymmetric
 //! padding and groups, and max/average pooling with a correct backward.
 //!
-//! Convolution is im2col followed by candle's matmul (the `gemm` crate). Everything that
-//! touches a convolution goes through the three `conv2d*` functions here, so a faster kernel
-//! replaces them without the engine noticing. Kernels work in f32 and f64; f64 serves the
-//! finite-difference tests.
+//! Kernels for the hot layers work on the tensors' own contiguous buffers (borrowed, not
+//! copied) and call the `gemm` crate directly: convolution is im2col (per image, into a
+//! buffer reused across the batch) followed by one matrix product per group, the input
+//! gradient a product followed by col2im; bias and ReLU are applied in the same pass as
+//! the product's output is written. A batch of several images is split image by image over
+//! the rayon pool; a single image lets gemm use the pool instead. Dense layers and the ReLU
+//! gradient have kernels here too, so a forward/backward pass costs few allocations and no
+//! per-op dispatch. Kernels work in f32 and f64; f64 serves the finite-difference tests.
 
-use candle_core::{DType, Tensor, WithDType};
+use candle_core::{DType, Storage, Tensor, WithDType};
 use num_traits::Zero;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::Pads;
@@ -55,6 +60,17 @@ impl Window {
         [axis(h, 0, self.pads[0] + self.pads[2]), axis(w, 1, self.pads[1] + self.pads[3])]
     }
 
+    /// The output coordinates `lo..hi` on axis `a` (of `out` in all) whose tap `k` reads
+    /// inside an input of `size`.
+    fn inside(&self, a: usize, k: usize, size: usize, out: usize) -> (usize, usize) {
+        let offset = (k * self.dilation[a]) as isize - self.pads[a] as isize;
+        let stride = self.stride[a] as isize;
+        let lo = if offset >= 0 { 0 } else { (-offset + stride - 1) / stride };
+        let last = size as isize - 1 - offset;
+        let hi = if last < 0 { 0 } else { (last / stride + 1).min(out as isize) };
+        (lo.min(hi) as usize, hi as usize)
+    }
+
     /// For output coordinate `o` on axis `a` and kernel tap `k`, the input coordinate, if it
     /// falls inside an input of `size` (else it reads padding).
     #[inline]
@@ -64,59 +80,248 @@ impl Window {
     }
 }
 
-fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    Ok(t.flatten_all()?.to_vec1::<T>()?)
+/// The float types the kernels compute in: exactly those `gemm` multiplies (it panics on
+/// any other), so the trait is implemented for nothing else.
+pub(crate) trait Float: WithDType + Send + Sync {}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
+/// they already lie contiguous in memory (no copy), copied out otherwise.
+fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+        return f(&cpu.as_slice::<T>()?[start..end]);
+    }
+    drop(storage);
+    f(&t.flatten_all()?.to_vec1::<T>()?)
 }
 
-/// `[n, c, h, w]` → `[n, c·kh·kw, oh·ow]`, zeros where the window reads padding.
-fn im2col<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4], win: &Window) -> Vec<T> {
+/// [`with_slice`] for an optional tensor.
+fn with_optional_slice<T: Float, R>(
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[T]>) -> Result<R>,
+) -> Result<R> {
+    match t {
+        Some(t) => with_slice(t, |s| f(Some(s))),
+        None => f(None),
+    }
+}
+
+/// A matrix view of a slice: element `(i, j)` at `i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    fn t(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `dst = a·b`, or `dst += a·b` with `accumulate`; `dst` is row-major `[a.rows, b.cols]`.
+/// `threads > 1` lets `gemm` split the product over the rayon pool.
+#[allow(unsafe_code)]
+fn matmul<T: Float>(
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() != m * n || !a.fits() || !b.fits() {
+        return Err(Error::Invalid(format!(
+            "matrix product of [{m}, {k}] and [{}, {n}] into {} values",
+            b.rows,
+            dst.len()
+        )));
+    }
+    if dst.is_empty() {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(T::zero());
+        }
+        return Ok(());
+    }
+    let parallelism =
+        if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let one = T::from_f64(1.0);
+    // SAFETY: the checks above keep every element gemm reads or writes inside the three
+    // slices (dst is row-major [m, n] with exactly m·n values, `a` and `b` fit theirs), the
+    // `&mut` keeps dst apart from the inputs, and `Float` admits only f32 and f64, types
+    // gemm computes in.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            one,
+            one,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// `z`, or `max(z, 0)` when `relu` is set.
+#[inline]
+fn activate<T: Float>(z: T, relu: bool) -> T {
+    if relu && !(z > T::zero()) { T::zero() } else { z }
+}
+
+/// `dst = a·b` for row-major `a` `[m, k]`, `b` `[k, n]` and `dst` `[m, n]` in f32: the
+/// product the conv and dense kernels run, with the same settings, public so benchmarks can
+/// measure the gemm rate on the kernels' own shapes.
+pub fn sgemm(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    [m, k, n]: [usize; 3],
+    threads: usize,
+) -> Result<()> {
+    matmul(dst, Mat::row_major(a, m, k), Mat::row_major(b, k, n), false, threads)
+}
+
+/// `y = activate(y + bias[row])` over `[rows, len]` row-major `y`, one bias per row.
+fn add_bias_relu<T: Float>(y: &mut [T], bias: Option<&[T]>, len: usize, relu: bool) {
+    if len == 0 {
+        return;
+    }
+    for (row, values) in y.chunks_exact_mut(len).enumerate() {
+        let b = bias.and_then(|b| b.get(row).copied()).unwrap_or(T::zero());
+        for v in values {
+            *v = activate(*v + b, relu);
+        }
+    }
+}
+
+/// Splits the batch over the rayon pool when it has more than one item (each item then
+/// runs single-threaded), else gives the one item the whole pool. `run(item, scratch,
+/// threads)` gets its own scratch buffer of `scratch` values per worker.
+fn for_each_item<T: Float>(
+    out: &mut [T],
+    out_len: usize,
+    input: &[T],
+    in_len: usize,
+    scratch: usize,
+    run: impl Fn(&[T], &mut [T], &mut Vec<T>, usize) -> Result<()> + Sync,
+) -> Result<()> {
+    if out_len == 0 || in_len == 0 {
+        return Ok(());
+    }
+    let items = out.len() / out_len;
+    if items <= 1 {
+        let mut buffer = vec![T::zero(); scratch];
+        let threads = rayon::current_num_threads();
+        return out
+            .chunks_exact_mut(out_len)
+            .zip(input.chunks_exact(in_len))
+            .try_for_each(|(o, i)| run(i, o, &mut buffer, threads));
+    }
+    out.par_chunks_exact_mut(out_len)
+        .zip(input.par_chunks_exact(in_len))
+        .try_for_each_init(|| vec![T::zero(); scratch], |buffer, (o, i)| run(i, o, buffer, 1))
+}
+
+/// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`. Only cells that read the image
+/// are written: those that read padding are the same for every image and stay zero from
+/// the buffer's allocation.
+fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {
     let [kh, kw] = win.kernel;
     let [oh, ow] = win.out_size(h, w);
-    let mut cols = vec![T::zero(); n * c * kh * kw * oh * ow];
+    let sw = win.stride[1];
     let mut rows = cols.chunks_exact_mut(oh * ow);
-    for plane in x.chunks_exact(h * w) {
+    for plane in img.chunks_exact(h * w).take(c) {
         for ki in 0..kh {
             for kj in 0..kw {
-                let Some(row) = rows.next() else { return cols };
+                let Some(row) = rows.next() else { return };
+                let (lo, hi) = win.inside(1, kj, w, ow);
+                if lo >= hi {
+                    continue;
+                }
                 for oy in 0..oh {
                     let Some(iy) = win.source(0, oy, ki, h) else { continue };
                     let src = &plane[iy * w..(iy + 1) * w];
-                    let dst = &mut row[oy * ow..(oy + 1) * ow];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        if let Some(ix) = win.source(1, ox, kj, w) {
-                            *d = src[ix];
+                    let dst = &mut row[oy * ow + lo..oy * ow + hi];
+                    let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[first..first + dst.len()]);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src[first..].iter().step_by(sw)) {
+                            *d = *s;
                         }
                     }
                 }
             }
         }
     }
-    cols
 }
 
-/// Adjoint of [`im2col`]: scatters-adds `[n, c·kh·kw, oh·ow]` back into `[n, c, h, w]`.
-fn col2im<T: WithDType>(cols: &[T], [n, c, h, w]: [usize; 4], win: &Window) -> Vec<T> {
+/// Adjoint of [`im2col_image`]: adds `[c·kh·kw, oh·ow]` columns into the image `img`.
+fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: &mut [T]) {
     let [kh, kw] = win.kernel;
     let [oh, ow] = win.out_size(h, w);
-    let mut x = vec![T::zero(); n * c * h * w];
+    let sw = win.stride[1];
     let mut rows = cols.chunks_exact(oh * ow);
-    for plane in x.chunks_exact_mut(h * w) {
+    for plane in img.chunks_exact_mut(h * w).take(c) {
         for ki in 0..kh {
             for kj in 0..kw {
-                let Some(row) = rows.next() else { return x };
+                let Some(row) = rows.next() else { return };
+                let (lo, hi) = win.inside(1, kj, w, ow);
+                if lo >= hi {
+                    continue;
+                }
                 for oy in 0..oh {
                     let Some(iy) = win.source(0, oy, ki, h) else { continue };
                     let dst = &mut plane[iy * w..(iy + 1) * w];
-                    for (ox, &v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                        if let Some(ix) = win.source(1, ox, kj, w) {
-                            dst[ix] += v;
-                        }
+                    let src = &row[oy * ow + lo..oy * ow + hi];
+                    let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
+                    for (d, s) in dst[first..].iter_mut().step_by(sw).zip(src) {
+                        *d += *s;
                     }
                 }
             }
         }
     }
-    x
 }
 
 fn dims4(t: &Tensor) -> Result<[usize; 4]> {
@@ -124,46 +329,95 @@ fn dims4(t: &Tensor) -> Result<[usize; 4]> {
     Ok([a, b, c, d])
 }
 
-fn columns(x: &Tensor, win: &Window) -> Result<(Tensor, usize)> {
-    let dims @ [n, c, h, w] = dims4(x)?;
-    let [oh, ow] = win.out_size(h, w);
-    let k = c * win.kernel[0] * win.kernel[1];
-    let cols = with_float!(x.dtype(), T => {
-        let data = im2col::<T>(&host::<T>(x)?, dims, win);
-        Ok(Tensor::from_vec(data, (n, k, oh * ow), x.device())?)
-    })?;
-    Ok((cols, k))
+/// Geometry of a convolution, from its input and kernel dims.
+#[derive(Clone, Copy)]
+struct ConvShape {
+    /// Input `[c, h, w]` of one image.
+    image: [usize; 3],
+    /// Output channels.
+    filters: usize,
+    /// Output pixels `oh·ow`.
+    pixels: usize,
+    /// Column rows `c·kh·kw`.
+    taps: usize,
+    groups: usize,
+    /// A 1×1 window with stride 1 and no padding reads the image as its own columns.
+    pointwise: bool,
+}
+
+impl ConvShape {
+    fn new([_, c, h, w]: [usize; 4], filters: usize, win: &Window, groups: usize) -> Self {
+        let [oh, ow] = win.out_size(h, w);
+        ConvShape {
+            image: [c, h, w],
+            filters,
+            pixels: oh * ow,
+            taps: c * win.kernel[0] * win.kernel[1],
+            groups,
+            pointwise: win.kernel == [1, 1] && win.stride == [1, 1] && win.pads == [0; 4],
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.image.iter().product()
+    }
+
+    fn out_len(&self) -> usize {
+        self.filters * self.pixels
+    }
+
+    /// Group `g`'s kernel `[filters/groups, taps/groups]` and its slice of column rows.
+    fn group_rows(&self, g: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (og, kg) = (self.filters / self.groups, self.taps / self.groups);
+        (g * og..(g + 1) * og, g * kg..(g + 1) * kg)
+    }
 }
 
 /// Convolution forward: `x` `[n, c, h, w]`, `kernel` `[o, c/groups, kh, kw]`, optional
-/// `bias` `[o]` → `[n, o, oh, ow]`.
+/// `bias` `[o]` → `[n, o, oh, ow]`, with a ReLU applied when `relu` is set.
 pub fn conv2d(
     x: &Tensor,
     kernel: &Tensor,
     bias: Option<&Tensor>,
     win: &Window,
     groups: usize,
+    relu: bool,
 ) -> Result<Tensor> {
-    let [n, _, h, w] = dims4(x)?;
+    let dims @ [n, _, h, w] = dims4(x)?;
     let [o, ..] = dims4(kernel)?;
     let [oh, ow] = win.out_size(h, w);
-    let (cols, k) = columns(x, win)?;
-    let (og, kg) = (o / groups, k / groups);
-    let per_group = (0..groups)
-        .map(|g| {
-            let w_g = kernel.narrow(0, g * og, og)?.reshape((og, kg))?;
-            let cols_g = cols.narrow(1, g * kg, kg)?;
-            Ok(w_g.broadcast_matmul(&cols_g)?)
+    let shape = ConvShape::new(dims, o, win, groups);
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        with_slice::<T, _>(kernel, |ks| {
+            with_optional_slice::<T, _>(bias, |bs| {
+                let mut out = vec![T::zero(); n * shape.out_len()];
+                let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+                for_each_item(&mut out, shape.out_len(), xs, shape.image_len(), scratch,
+                    |img, y, cols, threads| {
+                        let cols: &[T] = if shape.pointwise {
+                            img
+                        } else {
+                            im2col_image(img, shape.image, win, cols);
+                            cols
+                        };
+                        for g in 0..groups {
+                            let (filters, taps) = shape.group_rows(g);
+                            let l = shape.pixels;
+                            let a = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
+                            let b = Mat::row_major(&cols[taps.start * l..taps.end * l], taps.len(), l);
+                            matmul(&mut y[filters.start * l..filters.end * l], a, b, false, threads)?;
+                        }
+                        add_bias_relu(y, bs, shape.pixels, relu);
+                        Ok(())
+                    })?;
+                Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?)
+            })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let out = Tensor::cat(&per_group, 1)?.reshape((n, o, oh, ow))?;
-    Ok(match bias {
-        Some(b) => out.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
-        None => out,
-    })
+    }))
 }
 
-/// Gradient of [`conv2d`] with respect to its input, given the output gradient `grad`.
+/// Gradient of [`conv2d`] (without its ReLU) with respect to its input, given the output
+/// gradient `grad`.
 pub fn conv2d_backward_input(
     grad: &Tensor,
     kernel: &Tensor,
@@ -171,24 +425,35 @@ pub fn conv2d_backward_input(
     win: &Window,
     groups: usize,
 ) -> Result<Tensor> {
-    let [n, o, oh, ow] = dims4(grad)?;
-    let [_, cg, kh, kw] = dims4(kernel)?;
-    let (og, kg) = (o / groups, cg * kh * kw);
-    let grad = grad.reshape((n, o, oh * ow))?;
-    let per_group = (0..groups)
-        .map(|g| {
-            let w_t = kernel.narrow(0, g * og, og)?.reshape((og, kg))?.t()?;
-            Ok(w_t.broadcast_matmul(&grad.narrow(1, g * og, og)?)?)
+    let [_, o, ..] = dims4(grad)?;
+    let shape = ConvShape::new(input_dims, o, win, groups);
+    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
+        with_slice::<T, _>(kernel, |ks| {
+            let mut dx = vec![T::zero(); input_dims[0] * shape.image_len()];
+            let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+            // `for_each_item` walks the output (here dx) image by image alongside the input
+            // (here the gradient).
+            for_each_item(&mut dx, shape.image_len(), gs, shape.out_len(), scratch,
+                |g_img, dx_img, cols, threads| {
+                    let l = shape.pixels;
+                    let target: &mut [T] = if shape.pointwise { dx_img } else { cols };
+                    for g in 0..groups {
+                        let (filters, taps) = shape.group_rows(g);
+                        let w = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
+                        let b = Mat::row_major(&g_img[filters.start * l..filters.end * l], filters.len(), l);
+                        matmul(&mut target[taps.start * l..taps.end * l], w.t(), b, false, threads)?;
+                    }
+                    if !shape.pointwise {
+                        col2im_image(cols, shape.image, win, dx_img);
+                    }
+                    Ok(())
+                })?;
+            Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?)
         })
-        .collect::<Result<Vec<_>>>()?;
-    let cols = Tensor::cat(&per_group, 1)?;
-    with_float!(grad.dtype(), T => {
-        let data = col2im::<T>(&host::<T>(&cols)?, input_dims, win);
-        Ok(Tensor::from_vec(data, input_dims.to_vec(), grad.device())?)
-    })
+    }))
 }
 
-/// Gradients of [`conv2d`] with respect to its kernel and bias.
+/// Gradients of [`conv2d`] (without its ReLU) with respect to its kernel and bias.
 pub fn conv2d_backward_weights(
     x: &Tensor,
     grad: &Tensor,
@@ -196,21 +461,109 @@ pub fn conv2d_backward_weights(
     win: &Window,
     groups: usize,
 ) -> Result<(Tensor, Tensor)> {
-    let [n, o, oh, ow] = dims4(grad)?;
-    let (cols, k) = columns(x, win)?;
-    let (og, kg, l) = (o / groups, k / groups, oh * ow);
-    let grad = grad.reshape((n, o, l))?;
-    // One big matmul per group over the batch: [og, n·l] × [n·l, kg].
-    let per_group = (0..groups)
-        .map(|g| {
-            let g_g = grad.narrow(1, g * og, og)?.transpose(0, 1)?.reshape((og, n * l))?;
-            let c_g = cols.narrow(1, g * kg, kg)?.transpose(0, 1)?.reshape((kg, n * l))?;
-            Ok(g_g.matmul(&c_g.t()?)?)
+    let x_dims = dims4(x)?;
+    let [n, o, ..] = dims4(grad)?;
+    let shape = ConvShape::new(x_dims, o, win, groups);
+    let d_kernel = with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        with_slice::<T, _>(grad, |gs| {
+            let (og, kg, l) = (o / groups, shape.taps / groups, shape.pixels);
+            let mut dk = vec![T::zero(); o * kg];
+            let mut cols = vec![T::zero(); shape.taps * l];
+            // Sums over the batch: dK_g += grad_g · cols_gᵀ, image by image.
+            for (i, (img, g_img)) in
+                xs.chunks_exact(shape.image_len()).zip(gs.chunks_exact(shape.out_len())).enumerate().take(n)
+            {
+                im2col_image(img, shape.image, win, &mut cols);
+                for g in 0..groups {
+                    let (filters, taps) = shape.group_rows(g);
+                    let a = Mat::row_major(&g_img[filters.start * l..filters.end * l], og, l);
+                    let b = Mat::row_major(&cols[taps.start * l..taps.end * l], kg, l).t();
+                    let threads = rayon::current_num_threads();
+                    matmul(&mut dk[filters.start * kg..filters.end * kg], a, b, i > 0, threads)?;
+                }
+            }
+            Ok(Tensor::from_vec(dk, kernel_dims.to_vec(), x.device())?)
         })
-        .collect::<Result<Vec<_>>>()?;
-    let d_kernel = Tensor::cat(&per_group, 0)?.reshape(kernel_dims.to_vec())?;
-    let d_bias = grad.sum((0, 2))?;
+    }))?;
+    let d_bias = grad.sum((0, 2, 3))?;
     Ok((d_kernel, d_bias))
+}
+
+/// Dense layer forward: `x` `[n, in]` · `kernel` `[in, out]` (+ `bias` `[out]`), with a
+/// ReLU applied when `relu` is set.
+pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    let (n, inputs) = x.dims2()?;
+    let (rows, units) = kernel.dims2()?;
+    if rows != inputs {
+        return Err(Error::Invalid(format!(
+            "dense layer of {rows} inputs given {inputs} features"
+        )));
+    }
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        with_slice::<T, _>(kernel, |ks| {
+            with_optional_slice::<T, _>(bias, |bs| {
+                if bs.is_some_and(|b| b.len() != units) {
+                    return Err(Error::Invalid(format!("dense bias for {units} units has another length")));
+                }
+                let mut y = vec![T::zero(); n * units];
+                let a = Mat::row_major(xs, n, inputs);
+                let b = Mat::row_major(ks, inputs, units);
+                matmul(&mut y, a, b, false, rayon::current_num_threads())?;
+                for row in y.chunks_exact_mut(units.max(1)) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = activate(*v + bs.map_or(T::zero(), |b| b[j]), relu);
+                    }
+                }
+                Ok(Tensor::from_vec(y, (n, units), x.device())?)
+            })
+        })
+    }))
+}
+
+/// Gradient of [`dense`] (without its ReLU) with respect to its input: `grad · kernelᵀ`.
+pub fn dense_backward_input(grad: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+    let (n, units) = grad.dims2()?;
+    let (inputs, _) = kernel.dims2()?;
+    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
+        with_slice::<T, _>(kernel, |ks| {
+            let mut dx = vec![T::zero(); n * inputs];
+            let a = Mat::row_major(gs, n, units);
+            let b = Mat::row_major(ks, inputs, units).t();
+            matmul(&mut dx, a, b, false, rayon::current_num_threads())?;
+            Ok(Tensor::from_vec(dx, (n, inputs), grad.device())?)
+        })
+    }))
+}
+
+/// Gradient through a ReLU given the gradient `grad` at its output `y`: `grad`, zeroed
+/// where `y ≤ 0` when `gate_output` and where `grad ≤ 0` when `gate_grad`.
+pub fn relu_backward(
+    grad: &Tensor,
+    y: &Tensor,
+    gate_output: bool,
+    gate_grad: bool,
+) -> Result<Tensor> {
+    if grad.dims() != y.dims() {
+        return Err(Error::Invalid(format!(
+            "ReLU gradient of shape {:?} for an output of shape {:?}",
+            grad.dims(),
+            y.dims()
+        )));
+    }
+    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
+        with_slice::<T, _>(y, |ys| {
+            let zero = T::zero();
+            let dx: Vec<T> = gs
+                .iter()
+                .zip(ys)
+                .map(|(&g, &y)| {
+                    let open = (!gate_output || y > zero) && (!gate_grad || g > zero);
+                    if open { g } else { zero }
+                })
+                .collect();
+            Ok(Tensor::from_vec(dx, grad.dims(), grad.device())?)
+        })
+    }))
 }
 
 /// How a pooling window reduces.
@@ -272,12 +625,11 @@ fn first_max<T: WithDType>(x: &[T], taps: &[usize]) -> Option<usize> {
 pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let dims @ [n, c, h, w] = dims4(x)?;
     let [oh, ow] = win.out_size(h, w);
-    with_float!(x.dtype(), T => {
-        let src = host::<T>(x)?;
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         let mut out = vec![T::zero(); n * c * oh * ow];
         for_each_window(dims, win, pool, |o, taps, divisor| {
             out[o] = match pool {
-                Pool::Max => first_max(&src, taps).map_or(T::zero(), |t| src[t]),
+                Pool::Max => first_max(src, taps).map_or(T::zero(), |t| src[t]),
                 Pool::Avg { .. } => {
                     let sum = taps.iter().fold(T::zero(), |acc, &t| acc + src[t]);
                     sum / T::from_f64(divisor.max(1) as f64)
@@ -285,31 +637,31 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
             };
         });
         Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
-    })
+    }))
 }
 
 /// Gradient of [`pool2d`] with respect to its input `x`, given the output gradient.
 pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let dims = dims4(x)?;
-    with_float!(x.dtype(), T => {
-        let src = host::<T>(x)?;
-        let g = host::<T>(grad)?;
-        let mut dx = vec![T::zero(); src.len()];
-        for_each_window(dims, win, pool, |o, taps, divisor| match pool {
-            Pool::Max => {
-                if let Some(t) = first_max(&src, taps) {
-                    dx[t] += g[o];
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
+        with_slice::<T, _>(grad, |g| {
+            let mut dx = vec![T::zero(); src.len()];
+            for_each_window(dims, win, pool, |o, taps, divisor| match pool {
+                Pool::Max => {
+                    if let Some(t) = first_max(src, taps) {
+                        dx[t] += g[o];
+                    }
                 }
-            }
-            Pool::Avg { .. } => {
-                let share = g[o] / T::from_f64(divisor.max(1) as f64);
-                for &t in taps {
-                    dx[t] += share;
+                Pool::Avg { .. } => {
+                    let share = g[o] / T::from_f64(divisor.max(1) as f64);
+                    for &t in taps {
+                        dx[t] += share;
+                    }
                 }
-            }
-        });
-        Ok(Tensor::from_vec(dx, dims.to_vec(), x.device())?)
-    })
+            });
+            Ok(Tensor::from_vec(dx, dims.to_vec(), x.device())?)
+        })
+    }))
 }
 
 #[cfg(test)]
@@ -329,7 +681,7 @@ mod tests {
         let x = Tensor::arange(1f32, 10., &Device::Cpu).unwrap().reshape((1, 1, 3, 3)).unwrap();
         let k = Tensor::new(&[[[[1f32, 0.], [0., -1.]]]], &Device::Cpu).unwrap();
         let b = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
-        let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1).unwrap();
+        let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1, false).unwrap();
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![-3.5; 4]);
     }
 
@@ -338,7 +690,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (2, 4, 7, 7), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (6, 4, 3, 3), &dev).unwrap();
-        let ours = conv2d(&x, &k, None, &window(3, 2, [1; 4]), 1).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 2, [1; 4]), 1, false).unwrap();
         let theirs = x.conv2d(&k, 1, 2, 1, 1).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
@@ -349,7 +701,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (1, 4, 5, 5), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (6, 2, 3, 3), &dev).unwrap();
-        let ours = conv2d(&x, &k, None, &window(3, 1, [0; 4]), 2).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [0; 4]), 2, false).unwrap();
         let theirs = x.conv2d(&k, 0, 1, 1, 2).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
