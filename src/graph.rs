@@ -653,7 +653,7 @@ fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> std::result::Result<(Vec<usiz
         Op::Activation { activation: Activation::Softmax } if x.len() != 1 => {
             return Err(format!("softmax needs a flat input, got {x:?}"));
         }
-        Op::Activation { activation: Activation::Clip { min, max } } if !(min <= max) => {
+        Op::Activation { activation: Activation::Clip { min, max } } if min.partial_cmp(max).is_none_or(|o| o.is_gt()) => {
             return Err(format!("clip range [{min}, {max}] is empty"));
         }
         Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => (x.to_vec(), no_pad),
