@@ -73,7 +73,7 @@ fn importer_ops_model() -> Model {
             Node::new("gmp", Op::GlobalMaxPool { keep_dims: true }, &["rsub"]),
             Node::new("gate", arith(ArithKind::Add, None), &["rsub", "gmp"]),
             Node::new("diff", arith(ArithKind::Sub, None), &["gate", "c1"]),
-            Node::new("squash", Op::GlobalMaxPool { keep_dims: false }, &["diff"]),
+            Node::new("squash", Op::GlobalAvgPool { keep_dims: false }, &["diff"]),
             Node::new("out", dense(3, Activation::Softmax), &["squash"]),
         ],
         21,
@@ -102,7 +102,7 @@ fn input_gradient_through_importer_ops_matches_finite_differences() {
     let out = model.graph().output_node();
     let x = random_input(&model, 1, 3);
     let acts = model.forward(&x).unwrap();
-    let r = Tensor::randn(0f64, 1.0, acts.node(out).dims(), &Device::Cpu).unwrap();
+    let r = Tensor::new(&[[0.7f64, -1.3, 0.4]], &Device::Cpu).unwrap();
     let score = |x: &Tensor| {
         let acts = model.forward(x).unwrap();
         (acts.node(out) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
@@ -134,7 +134,7 @@ fn input_gradient_through_importer_ops_matches_finite_differences() {
         );
         nonzero += usize::from(numeric.abs() > 1e-9);
     }
-    assert!(nonzero >= base.len() / 8, "only {nonzero} non-zero gradients");
+    assert!(nonzero * 2 >= base.len(), "only {nonzero} non-zero gradients");
 }
 
 #[test]
