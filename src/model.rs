@@ -76,6 +76,85 @@ impl InputSpec {
 /// Weights by name, `<node>.<role>` (`conv2d_1.kernel`).
 pub type Weights = BTreeMap<String, Tensor>;
 
+/// What the user says about a model's input and classes, over what its file says (ONNX
+/// files carry neither; a Keras file without preprocessing layers no input range).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputOverrides {
+    /// The range pixels are scaled to.
+    pub range: Option<[f32; 2]>,
+    /// Mean per channel (or one for all), subtracted after scaling.
+    pub mean: Option<Vec<f32>>,
+    /// Standard deviation per channel (or one for all), divided by after the mean.
+    pub std: Option<Vec<f32>>,
+    /// Class names, one per output.
+    pub classes: Option<Vec<String>>,
+}
+
+impl InputOverrides {
+    /// `model` with these settings in place of its own; checked against its channels and
+    /// outputs.
+    pub fn apply(&self, mut model: Model) -> Result<Model> {
+        let channels = model.graph.input_shape()[0];
+        if let Some([lo, hi]) = self.range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(Error::Invalid(format!("input range [{lo}, {hi}] is empty")));
+            }
+            model.input.range = [lo, hi];
+        }
+        if let Some(mean) = &self.mean {
+            model.input.mean = per_channel("mean", mean, channels)?;
+        }
+        if let Some(std) = &self.std {
+            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(Error::Invalid(format!("std {std:?} must be positive")));
+            }
+            model.input.std = per_channel("std", std, channels)?;
+        }
+        if let Some(names) = &self.classes {
+            if names.len() != model.num_classes() {
+                return Err(Error::Invalid(format!(
+                    "{} class names for a model with {} outputs",
+                    names.len(),
+                    model.num_classes()
+                )));
+            }
+            model.classes = names.clone();
+        }
+        Ok(model)
+    }
+}
+
+fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> {
+    if values.len() != 1 && values.len() != channels {
+        return Err(Error::Invalid(format!(
+            "{} {what} values for an input of {channels} channels (give 1 or {channels})",
+            values.len()
+        )));
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("{what} {values:?} is not finite")));
+    }
+    Ok(values.to_vec())
+}
+
+/// The model file formats, as told apart by [`FileKind::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// convscope's safetensors file (or another safetensors file, which its reader names).
+    Native,
+    /// Nothing convscope reads.
+    Unknown,
+}
+
+impl FileKind {
+    fn of(bytes: &[u8], path: &Path) -> FileKind {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        // safetensors: an 8-byte little-endian header length, then the JSON header.
+        let safetensors = bytes.len() > 8 && bytes[8] == b'{';
+        if safetensors || extension == "safetensors" { FileKind::Native } else { FileKind::Unknown }
+    }
+}
+
 /// A model ready to run.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -147,7 +226,22 @@ impl Model {
 
     /// Reads a model file, choosing the reader by content.
     pub fn load(path: &Path) -> Result<Model> {
-        crate::native::load(path)
+        let bytes =
+            std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        Model::from_bytes(&bytes, path)
+    }
+
+    /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
+    /// extension only where the content cannot tell); `path` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+        match FileKind::of(bytes, path) {
+            FileKind::Native => crate::native::from_bytes(bytes, path),
+            FileKind::Unknown => Err(Error::bad_file(
+                path,
+                "not a convscope model, ONNX or Keras file (convscope reads its own \
+                 .safetensors, .onnx, .h5 and .keras)",
+            )),
+        }
     }
 
     /// The graph.
