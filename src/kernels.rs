@@ -505,10 +505,7 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
                 if bs.is_some_and(|b| b.len() != units) {
                     return Err(Error::Invalid(format!("dense bias for {units} units has another length")));
                 }
-                let mut y = vec![T::zero(); n * units];
-                let a = Mat::row_major(xs, n, inputs);
-                let b = Mat::row_major(ks, inputs, units);
-                matmul(&mut y, a, b, false, rayon::current_num_threads())?;
+                let mut y = dense_product(xs, ks, [n, inputs, units])?;
                 for row in y.chunks_exact_mut(units.max(1)) {
                     for (j, v) in row.iter_mut().enumerate() {
                         *v = activate(*v + bs.map_or(T::zero(), |b| b[j]), relu);
@@ -518,6 +515,46 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
             })
         })
     }))
+}
+
+/// `x · kernel` for `x` `[n, inputs]` and `kernel` `[inputs, units]`. A few rows against a
+/// large kernel is a matrix-vector product bound by reading the kernel, which gemm does on
+/// one thread: there the kernel's rows are split over the pool and the partial products
+/// summed.
+fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -> Result<Vec<T>> {
+    let threads = rayon::current_num_threads();
+    if n > 4 || threads < 2 || inputs * units < 1 << 16 {
+        let mut y = vec![T::zero(); n * units];
+        let (a, b) = (Mat::row_major(xs, n, inputs), Mat::row_major(ks, inputs, units));
+        matmul(&mut y, a, b, false, threads)?;
+        return Ok(y);
+    }
+    let chunk = inputs.div_ceil(threads);
+    let partials = (0..threads)
+        .into_par_iter()
+        .map(|part| {
+            let rows = (part * chunk).min(inputs)..((part + 1) * chunk).min(inputs);
+            let mut y = vec![T::zero(); n * units];
+            let a = Mat {
+                data: xs.get(rows.start..).unwrap_or_default(),
+                rows: n,
+                cols: rows.len(),
+                row_stride: inputs,
+                col_stride: 1,
+            };
+            let b = Mat::row_major(&ks[rows.start * units..rows.end * units], rows.len(), units);
+            matmul(&mut y, a, b, false, 1)?;
+            Ok(y)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut parts = partials.into_iter();
+    let mut y = parts.next().unwrap_or_else(|| vec![T::zero(); n * units]);
+    for part in parts {
+        for (v, p) in y.iter_mut().zip(part) {
+            *v += p;
+        }
+    }
+    Ok(y)
 }
 
 /// Gradient of [`dense`] (without its ReLU) with respect to its input: `grad · kernelᵀ`.
@@ -579,62 +616,88 @@ pub enum Pool {
     },
 }
 
-/// Calls `visit(output_index, taps)` for every pooling window of every plane, where `taps`
-/// lists the in-bounds input indices of that window, plus the window's divisor.
-fn for_each_window(
-    [n, c, h, w]: [usize; 4],
-    win: &Window,
-    pool: Pool,
-    mut visit: impl FnMut(usize, &[usize], usize),
+/// Per output coordinate along axis `a`, the in-bounds input coordinates its window reads.
+fn window_taps(win: &Window, a: usize, size: usize, out: usize) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| (0..win.kernel[a]).filter_map(|k| win.source(a, o, k, size)).collect())
+        .collect()
+}
+
+/// Runs `run(input_plane, output_plane)` over the `h·w` planes of `input` and the matching
+/// `oh·ow` planes of `output`, split over the rayon pool when there is enough work.
+fn for_each_plane<A: Sync, B: Send>(
+    input: &[A],
+    in_len: usize,
+    output: &mut [B],
+    out_len: usize,
+    run: impl Fn(&[A], &mut [B]) + Sync,
 ) {
-    let [oh, ow] = win.out_size(h, w);
-    let mut taps = Vec::with_capacity(win.kernel[0] * win.kernel[1]);
-    for plane in 0..n * c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                taps.clear();
-                for ki in 0..win.kernel[0] {
-                    let Some(iy) = win.source(0, oy, ki, h) else { continue };
-                    for kj in 0..win.kernel[1] {
-                        if let Some(ix) = win.source(1, ox, kj, w) {
-                            taps.push(plane * h * w + iy * w + ix);
-                        }
-                    }
-                }
-                let divisor = match pool {
-                    Pool::Avg { count_include_pad: true } => win.kernel[0] * win.kernel[1],
-                    _ => taps.len(),
-                };
-                visit((plane * oh + oy) * ow + ox, &taps, divisor);
-            }
-        }
+    if in_len == 0 || out_len == 0 {
+        return;
+    }
+    // Below this many values a plane loop is faster than waking the pool.
+    if output.len() < 1 << 14 {
+        output
+            .chunks_exact_mut(out_len)
+            .zip(input.chunks_exact(in_len))
+            .for_each(|(o, i)| run(i, o));
+    } else {
+        output
+            .par_chunks_exact_mut(out_len)
+            .zip(input.par_chunks_exact(in_len))
+            .for_each(|(o, i)| run(i, o));
     }
 }
 
-fn first_max<T: WithDType>(x: &[T], taps: &[usize]) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for &t in taps {
-        if best.is_none_or(|b| x[t] > x[b]) {
-            best = Some(t);
+/// The in-plane index of the first maximum of a window (row-major order), if it has cells.
+#[inline]
+fn first_max<T: Float>(plane: &[T], w: usize, rows: &[usize], cols: &[usize]) -> Option<usize> {
+    let mut best: Option<(usize, T)> = None;
+    for &iy in rows {
+        for &ix in cols {
+            let t = iy * w + ix;
+            if best.is_none_or(|(_, b)| plane[t] > b) {
+                best = Some((t, plane[t]));
+            }
         }
     }
-    best
+    best.map(|(t, _)| t)
+}
+
+fn divisor(win: &Window, pool: Pool, rows: &[usize], cols: &[usize]) -> usize {
+    match pool {
+        Pool::Avg { count_include_pad: true } => win.kernel[0] * win.kernel[1],
+        _ => rows.len() * cols.len(),
+    }
+    .max(1)
 }
 
 /// Pooling forward on `[n, c, h, w]`.
 pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
-    let dims @ [n, c, h, w] = dims4(x)?;
+    let [n, c, h, w] = dims4(x)?;
     let [oh, ow] = win.out_size(h, w);
+    let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         let mut out = vec![T::zero(); n * c * oh * ow];
-        for_each_window(dims, win, pool, |o, taps, divisor| {
-            out[o] = match pool {
-                Pool::Max => first_max(src, taps).map_or(T::zero(), |t| src[t]),
-                Pool::Avg { .. } => {
-                    let sum = taps.iter().fold(T::zero(), |acc, &t| acc + src[t]);
-                    sum / T::from_f64(divisor.max(1) as f64)
+        for_each_plane(src, h * w, &mut out, oh * ow, |plane, out| {
+            let mut out = out.iter_mut();
+            for ry in &rows {
+                for cx in &cols {
+                    let Some(o) = out.next() else { return };
+                    *o = match pool {
+                        Pool::Max => first_max(plane, w, ry, cx).map_or(T::zero(), |t| plane[t]),
+                        Pool::Avg { .. } => {
+                            let mut sum = T::zero();
+                            for &iy in ry {
+                                for &ix in cx {
+                                    sum += plane[iy * w + ix];
+                                }
+                            }
+                            sum / T::from_f64(divisor(win, pool, ry, cx) as f64)
+                        }
+                    };
                 }
-            };
+            }
         });
         Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
     }))
@@ -642,20 +705,43 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
 
 /// Gradient of [`pool2d`] with respect to its input `x`, given the output gradient.
 pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
-    let dims = dims4(x)?;
+    let dims @ [_, _, h, w] = dims4(x)?;
+    let [oh, ow] = win.out_size(h, w);
+    let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         with_slice::<T, _>(grad, |g| {
+            if g.len() * h * w != src.len() * oh * ow {
+                return Err(Error::Invalid(format!(
+                    "pooling gradient of {} values for an input of shape {dims:?}",
+                    g.len()
+                )));
+            }
             let mut dx = vec![T::zero(); src.len()];
-            for_each_window(dims, win, pool, |o, taps, divisor| match pool {
-                Pool::Max => {
-                    if let Some(t) = first_max(src, taps) {
-                        dx[t] += g[o];
-                    }
-                }
-                Pool::Avg { .. } => {
-                    let share = g[o] / T::from_f64(divisor.max(1) as f64);
-                    for &t in taps {
-                        dx[t] += share;
+            // Each task owns one plane of dx, read alongside its plane of x and of the
+            // gradient.
+            let planes: Vec<(&[T], &[T])> =
+                src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
+            for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
+                let Some(&(plane, g)) = item.first() else { return };
+                let mut g = g.iter();
+                for ry in &rows {
+                    for cx in &cols {
+                        let Some(&go) = g.next() else { return };
+                        match pool {
+                            Pool::Max => {
+                                if let Some(t) = first_max(plane, w, ry, cx) {
+                                    dx[t] += go;
+                                }
+                            }
+                            Pool::Avg { .. } => {
+                                let share = go / T::from_f64(divisor(win, pool, ry, cx) as f64);
+                                for &iy in ry {
+                                    for &ix in cx {
+                                        dx[iy * w + ix] += share;
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             });

@@ -67,23 +67,21 @@ fn check_input(model: &Model, x: &Tensor) -> Result<[usize; 3]> {
     Ok(chw)
 }
 
-/// Runs the input once per class (as one batch) and backpropagates each row's own class
-/// score under `rule`. Returns the batch's activations and gradients.
-fn class_gradients(
+/// Runs the input once per class (as one batch): the batch's activations and the seed that
+/// backpropagates each row's own class score.
+fn class_forward(
     model: &Model,
     x: &Tensor,
     classes: &[usize],
-    rule: ReluRule,
-    down_to: ValueId,
-) -> Result<(crate::engine::Activations, crate::engine::Gradients)> {
-    let batch = Tensor::cat(&vec![x; classes.len()], 0)?;
+) -> Result<(crate::engine::Activations, Seed)> {
+    let batch =
+        if classes.len() == 1 { x.clone() } else { Tensor::cat(&vec![x; classes.len()], 0)? };
     let acts = model.forward(&batch)?;
     let (node, point) = model.score_point();
     let scores = acts.at(node, point)?;
-    let k = scores.elem_count() / classes.len();
+    let k = scores.elem_count() / classes.len().max(1);
     let grad = one_hot(classes.len(), k, classes, scores.dtype())?.reshape(scores.dims())?;
-    let grads = model.backward_to(&acts, &Seed { node, point, grad }, rule, down_to)?;
-    Ok((acts, grads))
+    Ok((acts, Seed { node, point, grad }))
 }
 
 /// `max_c |g|` per row of a `[n, C, H, W]` gradient, as unscaled maps.
@@ -107,7 +105,8 @@ pub fn saliency_for(
     rule: ReluRule,
 ) -> Result<Vec<Saliency>> {
     check_input(model, x)?;
-    let (_, grads) = class_gradients(model, x, classes, rule, ValueId::INPUT)?;
+    let (acts, seed) = class_forward(model, x, classes)?;
+    let grads = model.backward(&acts, &seed, rule, false)?;
     let maps = abs_max_over_channels(input_gradient(&grads)?)?;
     Ok(classes
         .iter()
@@ -147,7 +146,21 @@ pub fn grad_cam_for(
     rule: ReluRule,
     layer: Option<usize>,
 ) -> Result<Vec<GradCam>> {
-    let [_, h, w] = check_input(model, x)?;
+    check_input(model, x)?;
+    let (acts, seed) = class_forward(model, x, classes)?;
+    cams_from(model, &acts, &seed, classes, rule, layer)
+}
+
+/// Grad-CAM for each of `classes` from the activations and seed of [`class_forward`].
+fn cams_from(
+    model: &Model,
+    acts: &crate::engine::Activations,
+    seed: &Seed,
+    classes: &[usize],
+    rule: ReluRule,
+    layer: Option<usize>,
+) -> Result<Vec<GradCam>> {
+    let [_, h, w] = model.input_chw()?;
     let layer = match layer {
         Some(l) => l,
         None => default_cam_layer(model)?,
@@ -160,7 +173,7 @@ pub fn grad_cam_for(
             graph.shape(ValueId::of_node(layer))
         )));
     };
-    let (acts, grads) = class_gradients(model, x, classes, rule, ValueId::of_node(layer))?;
+    let grads = model.backward_to(acts, seed, rule, ValueId::of_node(layer))?;
     let a = acts.node(layer);
     let g = grads.node(layer).ok_or_else(|| {
         Error::Invalid(format!("the class score does not depend on layer '{layer_name}'"))
@@ -209,8 +222,10 @@ pub fn guided_grad_cam(
     layer: Option<usize>,
 ) -> Result<(Map, GradCam)> {
     check_input(model, x)?;
-    let cam = grad_cam(model, x, class, ReluRule::Vanilla, layer)?;
-    let (_, grads) = class_gradients(model, x, &[class], ReluRule::Guided, ValueId::INPUT)?;
+    // One forward pass serves both backward passes.
+    let (acts, seed) = class_forward(model, x, &[class])?;
+    let cam = first(cams_from(model, &acts, &seed, &[class], ReluRule::Vanilla, layer)?)?;
+    let grads = model.backward(&acts, &seed, ReluRule::Guided, false)?;
     let guided = first(abs_max_over_channels(input_gradient(&grads)?)?)?;
     let data = guided.data.iter().zip(&cam.map.data).map(|(g, c)| g * c).collect();
     Ok((Map { data, ..guided }.normalised(), cam))
