@@ -315,8 +315,15 @@ fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: 
                     let dst = &mut plane[iy * w..(iy + 1) * w];
                     let src = &row[oy * ow + lo..oy * ow + hi];
                     let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
-                    for (d, s) in dst[first..].iter_mut().step_by(sw).zip(src) {
-                        *d += *s;
+                    if sw == 1 {
+                        // Contiguous: a plain zip, which the compiler vectorises.
+                        for (d, s) in dst[first..first + src.len()].iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[first..].iter_mut().step_by(sw).zip(src) {
+                            *d += *s;
+                        }
                     }
                 }
             }
