@@ -597,11 +597,13 @@ pub fn relu_backward(
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
         with_slice::<T, _>(y, |ys| {
             let zero = T::zero();
+            // Non-short-circuit `|`/`&` keep the loop free of data-dependent branches, which
+            // mispredict on ReLU gates about half the time.
             let dx: Vec<T> = gs
                 .iter()
                 .zip(ys)
                 .map(|(&g, &y)| {
-                    let open = (!gate_output || y > zero) && (!gate_grad || g > zero);
+                    let open = (!gate_output | (y > zero)) & (!gate_grad | (g > zero));
                     if open { g } else { zero }
                 })
                 .collect();
