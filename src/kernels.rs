@@ -205,7 +205,12 @@ fn matmul<T: Float>(
 /// `z`, or `max(z, 0)` when `relu` is set.
 #[inline]
 fn activate<T: Float>(z: T, relu: bool) -> T {
-    if relu && !(z > T::zero()) { T::zero() } else { z }
+    // NaN counts as not positive, as in candle's ReLU-by-mask.
+    if relu && z.partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
+        T::zero()
+    } else {
+        z
+    }
 }
 
 /// `dst = a·b` for row-major `a` `[m, k]`, `b` `[k, n]` and `dst` `[m, n]` in f32: the
