@@ -699,7 +699,15 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
                 for cx in &cols {
                     let Some(o) = out.next() else { return };
                     *o = match pool {
-                        Pool::Max => first_max(plane, w, ry, cx).map_or(T::zero(), |t| plane[t]),
+                        Pool::Max => {
+                            // The value alone, as a select rather than a branch: the same
+                            // first maximum as `first_max`, without its mispredictions.
+                            let mut taps =
+                                ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| plane[iy * w + ix]));
+                            taps.next().map_or(T::zero(), |first| {
+                                taps.fold(first, |m, v| if v > m { v } else { m })
+                            })
+                        }
                         Pool::Avg { .. } => {
                             let mut sum = T::zero();
                             for &iy in ry {
