@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod methods;
 pub mod model;
 pub mod native;
+pub mod onnx;
 pub mod render;
 pub mod runtime;
 pub mod sample;

@@ -9,6 +9,7 @@ mod explorer;
 mod gradients;
 mod methods;
 mod native;
+mod onnx;
 mod relu_rules;
 mod sample;
 mod support;

@@ -1,0 +1,483 @@
+//! The ONNX importer against ONNX Runtime's numbers on committed fixtures (made by
+//! `scripts/make_onnx_fixtures.py`), the sample model through ONNX and back, gradients
+//! through an imported DAG against finite differences, and the errors bad files give.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use convscope::onnx::proto::{
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+};
+use convscope::summary::Summary;
+use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
+use prost::Message;
+
+use crate::support::values;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
+}
+
+fn import(name: &str) -> Model {
+    let path = fixture(name);
+    convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap()
+}
+
+/// A float32 little-endian C-order `.npy` (what the fixture script writes).
+fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name} is not a .npy");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    let inside = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = inside[..inside.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
+    (shape, data)
+}
+
+fn npy_tensor(name: &str) -> Tensor {
+    let (shape, data) = npy(name);
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Within `rel` of the expected value, relative to it, with a floor of 1% of the largest
+/// expected magnitude so that values near zero are not held to digits float32 lacks.
+fn assert_close(actual: &Tensor, expected: &[f32], rel: f64, what: &str) {
+    let actual = values(actual);
+    assert_eq!(actual.len(), expected.len(), "{what}: sizes");
+    let largest = expected.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    for (i, (a, &e)) in actual.iter().zip(expected).enumerate() {
+        let e = f64::from(e);
+        let tol = rel * e.abs().max(0.01 * largest);
+        assert!((a - e).abs() <= tol, "{what}[{i}]: convscope {a}, expected {e}");
+    }
+}
+
+fn layer_names(model: &Model) -> Vec<&str> {
+    model.graph().nodes().iter().map(|n| n.name.as_str()).collect()
+}
+
+fn node_output(model: &Model, x: &Tensor, name: &str) -> Tensor {
+    let node = model.graph().node_index(name).unwrap();
+    model.forward(x).unwrap().node(node).clone()
+}
+
+/// The fixture's probabilities from ONNX Runtime, for `x` fed in convscope's layout.
+fn check_outputs(model: &Model, fixture_name: &str, x: &Tensor) {
+    let (_, expected) = npy(&format!("{fixture_name}.output.npy"));
+    assert_close(&model.predict(x).unwrap(), &expected, 1e-4, "probabilities");
+    let out = model.forward(x).unwrap();
+    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "output");
+}
+
+#[test]
+fn pytorch_chain_matches_onnx_runtime() {
+    let model = import("torch_chain.onnx");
+    assert_eq!(
+        layer_names(&model),
+        ["/conv1/Conv", "/pool/MaxPool", "/Flatten", "/fc1/Gemm", "/fc2/Gemm"]
+    );
+    let nodes = model.graph().nodes();
+    assert_eq!(nodes[0].op.activation(), Activation::Relu);
+    assert_eq!(nodes[3].op.activation(), Activation::Relu);
+    assert_eq!(nodes[4].op.activation(), Activation::Softmax);
+    assert_eq!(model.score_point(), (4, Point::PreSoftmax));
+    assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsFirst);
+    let x = npy_tensor("torch_chain.input.npy");
+    check_outputs(&model, "torch_chain", &x);
+    // The fused layer reads as the activated conv output, as ONNX's Relu output.
+    let (_, relu) = npy("torch_chain._relu_Relu_output_0.npy");
+    assert_close(&node_output(&model, &x, "/conv1/Conv"), &relu, 1e-4, "/conv1/Conv");
+}
+
+#[test]
+fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
+    let model = import("keras_nhwc.onnx");
+    // The input is fed NCHW; the Transposes around the convs cancel, and only the
+    // flatten of the NHWC value needs one.
+    assert_eq!(model.graph().input_shape(), [1, 12, 12]);
+    assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsLast);
+    assert_eq!(
+        layer_names(&model),
+        [
+            "sequential/rescaling/mul",
+            "sequential/conv2d/BiasAdd",
+            "sequential/conv2d_1/BiasAdd",
+            "sequential/conv2d_1/Relu__15",
+            "sequential/flatten/Reshape",
+            "sequential/dense/MatMul",
+        ]
+    );
+    let nodes = model.graph().nodes();
+    assert!(matches!(nodes[1].op, Op::Conv2d { activation: Activation::Relu, .. }));
+    assert!(matches!(nodes[4].op, Op::Flatten));
+    assert!(matches!(nodes[5].op, Op::Dense { bias: true, activation: Activation::Softmax, .. }));
+    let nhwc = npy_tensor("keras_nhwc.input.npy");
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    check_outputs(&model, "keras_nhwc", &x);
+    let (_, hwc) = npy("keras_nhwc.sequential_conv2d_1_Relu__15_0.npy");
+    let permuted = node_output(&model, &x, "sequential/conv2d_1/Relu__15");
+    assert_close(&permuted, &hwc, 1e-4, "NHWC conv output");
+}
+
+#[test]
+fn residual_block_matches_onnx_runtime() {
+    let model = import("residual.onnx");
+    assert_eq!(
+        layer_names(&model),
+        [
+            "normalise/sub",
+            "normalise/div",
+            "stem/conv",
+            "block/conv1",
+            "block/bn1",
+            "block/relu1",
+            "block/conv2",
+            "block/bn2",
+            "block/add",
+            "block/relu2",
+            "side/conv",
+            "pool",
+            "join",
+            "gap",
+            "squeeze",
+            "head",
+        ]
+    );
+    assert_eq!(model.input.channel_order, convscope::model::ChannelOrder::Rgb);
+    let x = npy_tensor("residual.input.npy");
+    check_outputs(&model, "residual", &x);
+    for (node, file) in [("block/relu2", "block_out"), ("join", "joined")] {
+        let (_, expected) = npy(&format!("residual.{file}.npy"));
+        assert_close(&node_output(&model, &x, node), &expected, 1e-4, node);
+    }
+}
+
+#[test]
+fn opset_21_ops_match_onnx_runtime() {
+    let model = import("ops21.onnx");
+    assert_eq!(
+        layer_names(&model),
+        [
+            "pad",
+            "depthwise",
+            "avgpool",
+            "same_lower",
+            "gate",
+            "swish",
+            "maxpool",
+            "flatten",
+            "unsqueeze",
+            "squeeze",
+            "fc/MatMul",
+            "flip",
+            "out",
+        ]
+    );
+    let nodes = model.graph().nodes();
+    assert_eq!(nodes[1].op.activation(), Activation::Clip { min: 0.0, max: 6.0 });
+    assert_eq!(nodes[3].op.activation(), Activation::LeakyRelu { alpha: 0.2 });
+    assert_eq!(nodes[10].op.activation(), Activation::Tanh);
+    let x = npy_tensor("ops21.input.npy");
+    check_outputs(&model, "ops21", &x);
+    let (_, swish) = npy("ops21.swish.npy");
+    assert_close(&node_output(&model, &x, "swish"), &swish, 1e-4, "swish");
+}
+
+fn tensor(name: &str, dims: &[usize], t: &Tensor) -> TensorProto {
+    let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: 1,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![name.to_string()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: 7, ..Default::default() }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: v, r#type: 2, ..Default::default() }
+}
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| match d {
+            Some(v) => Dimension { dim_value: Some(*v), dim_param: None },
+            None => Dimension { dim_value: None, dim_param: Some("N".into()) },
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}
+
+fn onnx_model(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        producer_name: "convscope tests".into(),
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        ..Default::default()
+    }
+}
+
+/// The sample model written as PyTorch would export it: Conv/Relu pairs, Flatten, Gemm
+/// with `transB=1` (the dense kernels transposed to `[out, in]`), Softmax.
+fn sample_as_onnx(sample: &Model) -> Vec<u8> {
+    let w = |key: &str| sample.weights()[key].clone();
+    let t = |key: &str| {
+        let k = w(key).t().unwrap().contiguous().unwrap();
+        tensor(&format!("{key}.t"), k.dims(), &k)
+    };
+    let plain = |key: &str| tensor(key, w(key).dims(), &w(key));
+    let graph = GraphProto {
+        name: "mnist_cnn".into(),
+        node: vec![
+            node("Conv", "conv2d_1", &["input_1", "conv2d_1.kernel", "conv2d_1.bias"], vec![]),
+            node("Relu", "relu_1", &["conv2d_1"], vec![]),
+            node("Conv", "conv2d_2", &["relu_1", "conv2d_2.kernel", "conv2d_2.bias"], vec![]),
+            node("Relu", "relu_2", &["conv2d_2"], vec![]),
+            node(
+                "MaxPool",
+                "max_pooling2d_1",
+                &["relu_2"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            node("Flatten", "flatten_1", &["max_pooling2d_1"], vec![]),
+            node(
+                "Gemm",
+                "dense_1",
+                &["flatten_1", "dense_1.kernel.t", "dense_1.bias"],
+                vec![int("transB", 1)],
+            ),
+            node("Relu", "relu_3", &["dense_1"], vec![]),
+            node(
+                "Gemm",
+                "preds",
+                &["relu_3", "preds.kernel.t", "preds.bias"],
+                vec![int("transB", 1)],
+            ),
+            node("Softmax", "softmax", &["preds"], vec![]),
+        ],
+        initializer: vec![
+            plain("conv2d_1.kernel"),
+            plain("conv2d_1.bias"),
+            plain("conv2d_2.kernel"),
+            plain("conv2d_2.bias"),
+            t("dense_1.kernel"),
+            plain("dense_1.bias"),
+            t("preds.kernel"),
+            plain("preds.bias"),
+        ],
+        input: vec![value_info("input_1", &[None, Some(1), Some(28), Some(28)])],
+        output: vec![value_info("softmax", &[None, Some(10)])],
+        ..Default::default()
+    };
+    onnx_model(graph).encode_to_vec()
+}
+
+#[test]
+fn sample_model_imports_back_from_onnx_with_equal_outputs() {
+    let sample = convscope::sample::model().unwrap();
+    let bytes = sample_as_onnx(&sample);
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("mnist_cnn.onnx")).unwrap();
+    assert_eq!(
+        layer_names(&model),
+        ["conv2d_1", "conv2d_2", "max_pooling2d_1", "flatten_1", "dense_1", "preds"]
+    );
+    assert_eq!(model.param_counts(), sample.param_counts());
+    let x = npy_tensor("sample_model.input.npy");
+    let ours = sample.predict(&x).unwrap();
+    assert_close(
+        &model.predict(&x).unwrap(),
+        &values(&ours).iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        1e-5,
+        "against convscope",
+    );
+    // The same export written by the fixture script, run by ONNX Runtime.
+    let (_, ort) = npy("sample_model.output.npy");
+    assert_close(&model.predict(&x).unwrap(), &ort, 1e-4, "against ONNX Runtime");
+}
+
+#[test]
+fn summary_shows_the_fused_layers_under_their_onnx_names() {
+    let summary = Summary::of(&import("torch_chain.onnx"));
+    let rows: Vec<(&str, &str)> =
+        summary.layers.iter().map(|l| (l.name.as_str(), l.type_name.as_str())).collect();
+    assert_eq!(
+        rows,
+        [
+            ("/conv1/Conv", "Conv2D"),
+            ("/pool/MaxPool", "MaxPooling2D"),
+            ("/Flatten", "Flatten"),
+            ("/fc1/Gemm", "Dense"),
+            ("/fc2/Gemm", "Dense"),
+        ]
+    );
+    assert_eq!(summary.layers[0].output_shape, [4, 12, 12]);
+    assert_eq!(summary.total_params, 4 * 9 + 4 + 144 * 16 + 16 + 16 * 10 + 10);
+}
+
+#[test]
+fn gradients_through_an_imported_dag_match_finite_differences() {
+    let model = import("residual.onnx").to_dtype(DType::F64).unwrap();
+    let x = npy_tensor("residual.input.npy").narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    let (node, point) = model.score_point();
+    assert_eq!(point, Point::PreSoftmax);
+    let weights = Tensor::new(&[[0.3f64, -1.0, 0.7, 0.2, -0.5]], &Device::Cpu).unwrap();
+    let score = |x: &Tensor| {
+        let acts = model.forward(x).unwrap();
+        (acts.at(node, point).unwrap() * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let acts = model.forward(&x).unwrap();
+    let seed = Seed { node, point, grad: weights.clone() };
+    let grads = model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap();
+    let analytic = values(grads.input().unwrap());
+    let base = values(&x);
+    let eps = 1e-6;
+    let numeric: Vec<f64> = (0..base.len())
+        .map(|i| {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                score(&Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap())
+            };
+            (at(eps) - at(-eps)) / (2.0 * eps)
+        })
+        .collect();
+    let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    for (i, (a, n)) in analytic.iter().zip(&numeric).enumerate() {
+        assert!(
+            (a - n).abs() <= 1e-5 * scale,
+            "input gradient [{i}]: engine {a}, finite differences {n}"
+        );
+    }
+    assert!(numeric.iter().filter(|v| v.abs() > 1e-9).count() * 2 > numeric.len());
+}
+
+fn import_error(bytes: &[u8]) -> String {
+    let err = convscope::onnx::from_bytes(bytes, Path::new("bad.onnx")).unwrap_err().to_string();
+    assert!(err.starts_with("bad.onnx: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    model.graph.as_mut().unwrap().node[1].op_type = "Erf".into();
+    let err = import_error(&model.encode_to_vec());
+    assert!(
+        err.contains("unsupported ONNX op 'Erf' in node '/relu/Relu'; supported ops: Add, "),
+        "{err}"
+    );
+    assert!(err.contains("Conv") && err.ends_with("Unsqueeze"), "{err}");
+}
+
+#[test]
+fn every_truncation_of_a_file_is_an_error() {
+    let bytes = std::fs::read(fixture("keras_nhwc.onnx")).unwrap();
+    for len in 0..bytes.len() {
+        import_error(&bytes[..len]);
+    }
+}
+
+#[test]
+fn garbage_is_an_error() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for len in [1, 7, 100, 4096] {
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        import_error(&bytes);
+    }
+    import_error(convscope::sample::bytes());
+    // Valid protobuf, but nothing of a model.
+    import_error(&ModelProto::default().encode_to_vec());
+}
+
+/// torch_chain with its first initializer replaced.
+fn with_initializer(t: TensorProto) -> Vec<u8> {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let name = graph.initializer[0].name.clone();
+    graph.initializer[0] = TensorProto { name, ..t };
+    model.encode_to_vec()
+}
+
+#[test]
+fn a_huge_declared_tensor_is_refused_before_allocation() {
+    for dims in [vec![1 << 40, 1 << 40], vec![1 << 62, 4], vec![4, 1, 3, 1 << 30]] {
+        let err = import_error(&with_initializer(TensorProto {
+            dims,
+            data_type: 1,
+            raw_data: vec![0; 16],
+            ..Default::default()
+        }));
+        assert!(err.contains("more values than the whole file holds"), "{err}");
+    }
+    let err = import_error(&with_initializer(TensorProto {
+        dims: vec![4, 1, 3, 3],
+        data_type: 1,
+        raw_data: vec![0; 16],
+        ..Default::default()
+    }));
+    assert!(err.contains("holds 16 bytes of data"), "{err}");
+    let err = import_error(&with_initializer(TensorProto {
+        dims: vec![4, 1, 3, 3],
+        data_type: 1,
+        data_location: 1,
+        ..Default::default()
+    }));
+    assert!(err.contains("external file"), "{err}");
+}
+
+#[test]
+fn a_dynamic_image_size_is_an_error() {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    model.graph.as_mut().unwrap().input[0] = value_info("input", &[None, Some(1), None, Some(12)]);
+    let err = import_error(&model.encode_to_vec());
+    assert!(err.contains("no fixed size on axis 2"), "{err}");
+}
