@@ -7,7 +7,7 @@
 //! layer above, and an edge names the later layers that read it (`──► add`). That stays
 //! correct for any DAG without routing lines in two dimensions.
 
-use crate::graph::{Activation, Op, Padding, ValueId};
+use crate::graph::{Activation, ArithKind, ConstOperand, Op, Padding, ValueId};
 use crate::model::{DisplayLayout, Model};
 use crate::summary::displayed;
 
@@ -225,10 +225,30 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
                 parts.push("pads counted".into());
             }
         }
-        Op::GlobalAvgPool { keep_dims } => {
-            parts.push("mean over H, W".into());
+        Op::GlobalAvgPool { keep_dims } | Op::GlobalMaxPool { keep_dims } => {
+            let what = if matches!(op, Op::GlobalMaxPool { .. }) { "max" } else { "mean" };
+            parts.push(format!("{what} over H, W"));
             if *keep_dims {
                 parts.push("kept".into());
+            }
+        }
+        Op::Arith { kind, constant } => {
+            let symbol = match kind {
+                ArithKind::Add => "+",
+                ArithKind::Sub => "−",
+                ArithKind::Mul => "×",
+                ArithKind::Div => "÷",
+            };
+            parts.push(match constant {
+                Some(ConstOperand { left: true, .. }) => format!("const {symbol} x"),
+                Some(_) => format!("x {symbol} const"),
+                None => format!("a {symbol} b"),
+            });
+        }
+        Op::Pad { pads: [top, bottom, left, right], value } => {
+            parts.push(format!("pad {top},{bottom},{left},{right}"));
+            if *value != 0.0 {
+                parts.push(format!("with {value}"));
             }
         }
         Op::BatchNorm { epsilon } => parts.push(format!("eps {epsilon}")),
@@ -285,6 +305,9 @@ fn activation_text(activation: Activation) -> Option<String> {
     match activation {
         Activation::Linear => None,
         Activation::LeakyRelu { alpha } => Some(format!("leaky_relu {alpha}")),
+        Activation::Clip { min, max } if min != 0.0 || max != 6.0 => {
+            Some(format!("clip {min}..{max}"))
+        }
         other => Some(other.keras_name().into()),
     }
 }

@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Op, ValueId};
+use crate::graph::{Activation, ArithKind, ConstOperand, Op, ValueId};
 use crate::kernels::{self, Pool, Window};
 use crate::model::Model;
 
@@ -235,6 +235,23 @@ impl Model {
                     sum
                 }
                 Op::Concat { axis } => Tensor::cat(&inputs, axis + 1)?,
+                Op::Arith { kind, constant } => {
+                    let (a, b) =
+                        self.arith_operands(i, &inputs, constant.as_ref(), out_shape.len())?;
+                    arith(*kind, &a, &b)?
+                }
+                Op::Pad { pads: [top, bottom, left, right], value } => {
+                    // Zero padding of `x - value`, shifted back, pads with `value`.
+                    let value = f64::from(*value);
+                    let shifted = if value == 0.0 { x.clone() } else { x.affine(1.0, -value)? };
+                    let padded = shifted
+                        .pad_with_zeros(2, *top, *bottom)?
+                        .pad_with_zeros(3, *left, *right)?;
+                    if value == 0.0 { padded } else { padded.affine(1.0, value)? }
+                }
+                Op::GlobalMaxPool { .. } => {
+                    batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
+                }
             };
             let activation = node.op.activation();
             let y = apply_activation(activation, &z)?;
@@ -388,6 +405,41 @@ impl Model {
                         })
                         .collect::<Result<_>>()?
                 }
+                Op::Arith { kind, constant } => {
+                    let operands: Vec<&Tensor> = inputs.iter().map(|v| acts.value(*v)).collect();
+                    let (a, b) =
+                        self.arith_operands(i, &operands, constant.as_ref(), gz.rank() - 1)?;
+                    let (grad_a, grad_b) = match kind {
+                        ArithKind::Add => (gz.clone(), gz.clone()),
+                        ArithKind::Sub => (gz.clone(), gz.neg()?),
+                        ArithKind::Mul => (gz.broadcast_mul(&b)?, gz.broadcast_mul(&a)?),
+                        ArithKind::Div => {
+                            let grad_a = gz.broadcast_div(&b)?;
+                            let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
+                            (grad_a, grad_b)
+                        }
+                    };
+                    // A constant operand is a weight, not a graph value: no gradient for it.
+                    let of_inputs = match constant {
+                        None => vec![grad_a, grad_b],
+                        Some(ConstOperand { left: true, .. }) => vec![grad_b],
+                        Some(_) => vec![grad_a],
+                    };
+                    inputs
+                        .iter()
+                        .zip(of_inputs)
+                        .map(|(v, g)| sum_to_shape(&g, acts.value(*v).dims()))
+                        .collect::<Result<_>>()?
+                }
+                Op::Pad { pads: [top, _, left, _], .. } => {
+                    let (_, _, h, w) = x.dims4()?;
+                    vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
+                }
+                Op::GlobalMaxPool { .. } => {
+                    let (n, c, _, _) = x.dims4()?;
+                    let g = gz.reshape((n, c, 1, 1))?;
+                    vec![kernels::pool2d_backward(x, &g, &whole_image_window(x)?, Pool::Max)?]
+                }
             };
             for (v, dx) in inputs.iter().zip(input_grads) {
                 grads[v.0] = Some(match grads[v.0].take() {
@@ -417,6 +469,25 @@ impl Model {
         }
     }
 
+    /// The left and right operands of an arith node, aligned to the output's per-sample
+    /// `rank`; the constant operand gets a batch axis of 1.
+    fn arith_operands(
+        &self,
+        node: usize,
+        inputs: &[&Tensor],
+        constant: Option<&ConstOperand>,
+        rank: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let x = align(inputs[0], rank)?;
+        match constant {
+            None => Ok((x, align(inputs[1], rank)?)),
+            Some(constant) => {
+                let value = align(&self.weight(node, "value")?.unsqueeze(0)?, rank)?;
+                Ok(if constant.left { (value, x) } else { (x, value) })
+            }
+        }
+    }
+
     /// A per-channel batch-norm parameter shaped to broadcast over a batch of `rank`.
     fn batch_norm_param(&self, node: usize, role: &str, rank: usize) -> Result<Tensor> {
         let p = self.weight(node, role)?;
@@ -438,6 +509,21 @@ impl Model {
         let shift = param("beta")?.sub(&param("moving_mean")?.mul(&scale)?)?;
         Ok((scale, shift))
     }
+}
+
+fn arith(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(match kind {
+        ArithKind::Add => a.broadcast_add(b)?,
+        ArithKind::Sub => a.broadcast_sub(b)?,
+        ArithKind::Mul => a.broadcast_mul(b)?,
+        ArithKind::Div => a.broadcast_div(b)?,
+    })
+}
+
+/// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.
+fn whole_image_window(x: &Tensor) -> Result<Window> {
+    let (_, _, h, w) = x.dims4()?;
+    Ok(Window { kernel: [h, w], stride: [1, 1], dilation: [1, 1], pads: [0; 4] })
 }
 
 fn dims4(t: &Tensor) -> Result<[usize; 4]> {
@@ -501,6 +587,7 @@ fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
         Activation::Sigmoid => (z.neg()?.exp()? + 1.0)?.recip()?,
         Activation::Tanh => z.tanh()?,
         Activation::Softmax => softmax(z)?,
+        Activation::Clip { min, max } => z.clamp(f64::from(min), f64::from(max))?,
     })
 }
 
@@ -534,6 +621,12 @@ fn activation_backward(
         Activation::Softmax => {
             let dot = (g * y)?.sum_keepdim(D::Minus1)?;
             (y * g.broadcast_sub(&dot)?)?
+        }
+        Activation::Clip { min, max } => {
+            // Strictly inside the range exactly when the input was.
+            let inside = (y.gt(f64::from(min))?.to_dtype(y.dtype())?
+                * y.lt(f64::from(max))?.to_dtype(y.dtype())?)?;
+            (g * inside)?
         }
     })
 }

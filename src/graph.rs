@@ -29,6 +29,14 @@ pub enum Activation {
     Tanh,
     /// Softmax over the feature axis (axis 0 of the per-sample shape).
     Softmax,
+    /// `x` clamped to `[min, max]`; ReLU6 is `Clip { min: 0, max: 6 }`. The backprop
+    /// modifiers leave it alone, as Captum's and keras-vis's leave ReLU6.
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
 }
 
 impl Activation {
@@ -41,6 +49,8 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Softmax => "softmax",
+            Activation::Clip { min, max } if min == 0.0 && max == 6.0 => "relu6",
+            Activation::Clip { .. } => "clip",
         }
     }
 }
@@ -201,6 +211,55 @@ pub enum Op {
         /// The axis (0 = channels).
         axis: usize,
     },
+    /// Elementwise arithmetic with numpy broadcasting: between two inputs, or between the
+    /// one input and the constant weight `value` (ONNX's `Sub`/`Div` by a mean and std).
+    Arith {
+        /// Which operation.
+        kind: ArithKind,
+        /// The constant operand, when there is one input.
+        #[serde(default)]
+        constant: Option<ConstOperand>,
+    },
+    /// Constant padding of the spatial axes of a `[C, H, W]` value.
+    Pad {
+        /// Pixels added `[top, bottom, left, right]` (Keras's `((top, bottom), (left,
+        /// right))` order).
+        pads: [usize; 4],
+        /// The value of the added pixels.
+        #[serde(default)]
+        value: f32,
+    },
+    /// Max over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
+    GlobalMaxPool {
+        /// Keep the spatial axes as size 1.
+        #[serde(default)]
+        keep_dims: bool,
+    },
+}
+
+/// The operation of an [`Op::Arith`] node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArithKind {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+/// The constant operand of an [`Op::Arith`] node, stored as its weight `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConstOperand {
+    /// Per-sample shape (no batch axis), broadcast numpy-style (right-aligned) against the
+    /// input's per-sample shape.
+    pub shape: Vec<usize>,
+    /// The constant is the left operand (`c - x`, `c / x`).
+    #[serde(default)]
+    pub left: bool,
 }
 
 fn ones() -> [usize; 2] {
@@ -225,6 +284,7 @@ impl Op {
             Op::Activation { activation: Activation::Relu } => "ReLU",
             Op::Activation { activation: Activation::LeakyRelu { .. } } => "LeakyReLU",
             Op::Activation { activation: Activation::Softmax } => "Softmax",
+            Op::Activation { activation: Activation::Clip { min, .. } } if *min == 0.0 => "ReLU",
             Op::Activation { .. } => "Activation",
             Op::MaxPool { .. } => "MaxPooling2D",
             Op::AvgPool { .. } => "AveragePooling2D",
@@ -236,6 +296,13 @@ impl Op {
             Op::Transpose { .. } => "Permute",
             Op::Add => "Add",
             Op::Concat { .. } => "Concatenate",
+            Op::Arith { kind: ArithKind::Add, .. } => "Add",
+            Op::Arith { kind: ArithKind::Sub, .. } => "Subtract",
+            Op::Arith { kind: ArithKind::Mul, .. } => "Multiply",
+            Op::Arith { kind: ArithKind::Div, .. } => "Divide",
+            Op::Pad { value, .. } if *value == 0.0 => "ZeroPadding2D",
+            Op::Pad { .. } => "Pad",
+            Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
         }
     }
 
@@ -466,6 +533,9 @@ impl Graph {
                     fixed("moving_variance"),
                 ]
             }
+            Op::Arith { constant: Some(constant), .. } => {
+                vec![WeightSpec { role: "value", shape: constant.shape.clone(), trainable: false }]
+            }
             _ => Vec::new(),
         }
     }
@@ -530,11 +600,13 @@ fn window_out(
 fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> std::result::Result<(Vec<usize>, Pads), String> {
     let arity = match op {
         Op::Add | Op::Concat { .. } => None,
+        Op::Arith { constant: None, .. } => Some(2),
         _ => Some(1),
     };
     match arity {
         Some(n) if in_shapes.len() != n => {
-            return Err(format!("takes {n} input, got {}", in_shapes.len()));
+            let plural = if n == 1 { "" } else { "s" };
+            return Err(format!("takes {n} input{plural}, got {}", in_shapes.len()));
         }
         None if in_shapes.len() < 2 => return Err("takes at least 2 inputs".into()),
         _ => {}
@@ -574,14 +646,34 @@ fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> std::result::Result<(Vec<usiz
             [_] => (vec![*units], no_pad),
             _ => return Err(format!("Dense needs a flat input, got {x:?}; add a Flatten")),
         },
-        Op::GlobalAvgPool { keep_dims } => {
+        Op::GlobalAvgPool { keep_dims } | Op::GlobalMaxPool { keep_dims } => {
             let [c, _, _] = spatial(x, "global pooling")?;
             (if *keep_dims { vec![c, 1, 1] } else { vec![c] }, no_pad)
         }
         Op::Activation { activation: Activation::Softmax } if x.len() != 1 => {
             return Err(format!("softmax needs a flat input, got {x:?}"));
         }
+        Op::Activation { activation: Activation::Clip { min, max } } if min.partial_cmp(max).is_none_or(|o| o.is_gt()) => {
+            return Err(format!("clip range [{min}, {max}] is empty"));
+        }
         Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => (x.to_vec(), no_pad),
+        Op::Arith { kind, constant } => {
+            let other = match constant {
+                Some(constant) => constant.shape.as_slice(),
+                None => in_shapes[1],
+            };
+            let out = broadcast_shapes(x, other)
+                .ok_or_else(|| format!("cannot {kind:?} shapes {x:?} and {other:?}"))?;
+            // A constant with more axes would broadcast into the batch axis.
+            if constant.is_some() && out.len() > x.len() {
+                return Err(format!("the constant {other:?} has more axes than the input {x:?}"));
+            }
+            (out, no_pad)
+        }
+        Op::Pad { pads: [top, bottom, left, right], .. } => {
+            let [c, h, w] = spatial(x, "padding")?;
+            (vec![c, h + top + bottom, w + left + right], no_pad)
+        }
         Op::Flatten => (vec![x.iter().product()], no_pad),
         Op::Reshape { shape } => (reshape_target(x, shape)?, no_pad),
         Op::Transpose { perm } => {

@@ -27,5 +27,5 @@ pub mod views;
 
 pub use engine::{Activations, Gradients, Point, ReluRule, Seed};
 pub use error::{Error, Result};
-pub use graph::{Activation, Graph, GraphSpec, Node, Op, Padding};
+pub use graph::{Activation, ArithKind, ConstOperand, Graph, GraphSpec, Node, Op, Padding};
 pub use model::{InputSpec, Model};

@@ -76,6 +76,32 @@ impl InputSpec {
 /// Weights by name, `<node>.<role>` (`conv2d_1.kernel`).
 pub type Weights = BTreeMap<String, Tensor>;
 
+/// The model file formats, as told apart by [`FileKind::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// convscope's safetensors file (or another safetensors file, which its reader names).
+    Native,
+    /// An ONNX protobuf: it opens with field 1, `ir_version`, as every ONNX writer orders it.
+    Onnx,
+    /// Nothing convscope reads.
+    Unknown,
+}
+
+impl FileKind {
+    fn of(bytes: &[u8], path: &Path) -> FileKind {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        // safetensors: an 8-byte little-endian header length, then the JSON header.
+        let safetensors = bytes.len() > 8 && bytes[8] == b'{';
+        if safetensors || extension == "safetensors" {
+            FileKind::Native
+        } else if bytes.first() == Some(&0x08) || extension == "onnx" {
+            FileKind::Onnx
+        } else {
+            FileKind::Unknown
+        }
+    }
+}
+
 /// A model ready to run.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -147,7 +173,23 @@ impl Model {
 
     /// Reads a model file, choosing the reader by content.
     pub fn load(path: &Path) -> Result<Model> {
-        crate::native::load(path)
+        let bytes =
+            std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        Model::from_bytes(&bytes, path)
+    }
+
+    /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
+    /// extension only where the content cannot tell); `path` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+        match FileKind::of(bytes, path) {
+            FileKind::Native => crate::native::from_bytes(bytes, path),
+            FileKind::Onnx => crate::onnx::from_bytes(bytes, path),
+            FileKind::Unknown => Err(Error::bad_file(
+                path,
+                "not a convscope model, ONNX or Keras file (convscope reads its own \
+                 .safetensors, .onnx, .h5 and .keras)",
+            )),
+        }
     }
 
     /// The graph.

@@ -248,7 +248,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-            let model = convscope::native::from_bytes(&bytes, path)?;
+            let model = Model::from_bytes(&bytes, path)?;
             let name = path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());

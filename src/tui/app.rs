@@ -637,7 +637,7 @@ impl App {
         watch.seen = Some(stamp);
         let path = watch.path.clone();
         let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-            let model = crate::native::from_bytes(&bytes, &path).map_err(|e| e.to_string())?;
+            let model = crate::Model::from_bytes(&bytes, &path).map_err(|e| e.to_string())?;
             Ok((model, cache::hash(&bytes)))
         });
         let time = time_of_day();

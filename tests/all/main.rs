@@ -10,6 +10,7 @@ mod gradients;
 mod methods;
 mod native;
 mod onnx;
+mod ops;
 mod relu_rules;
 mod sample;
 mod support;

@@ -45,7 +45,11 @@ pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model
     for (name, w) in weights.iter_mut() {
         if name.ends_with(".bias") || name.ends_with(".beta") || name.ends_with(".moving_mean") {
             *w = Tensor::randn(0f32, 0.1, w.dims(), &Device::Cpu).unwrap();
-        } else if name.ends_with(".moving_variance") || name.ends_with(".gamma") {
+        } else if name.ends_with(".moving_variance")
+            || name.ends_with(".gamma")
+            || name.ends_with(".value")
+        {
+            // Away from zero: variances, scales and arithmetic constants (divisors).
             *w = Tensor::rand(0.5f32, 1.5, w.dims(), &Device::Cpu).unwrap();
         }
     }

@@ -1,0 +1,160 @@
+//! The ops importers need beyond Keras's own layers: arithmetic with constants or between
+//! values, constant padding, global max pooling and clipping — forward against hand-computed
+//! values, backward against finite differences in f64.
+
+use candle_core::{DType, Device, Tensor};
+use convscope::{
+    Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, Point, ReluRule, Seed,
+};
+
+use crate::support::{conv, dense, model_with, random_input, random_model, values};
+
+fn arith(kind: ArithKind, constant: Option<(&[usize], bool)>) -> Op {
+    Op::Arith {
+        kind,
+        constant: constant.map(|(shape, left)| ConstOperand { shape: shape.to_vec(), left }),
+    }
+}
+
+fn value_of(model: &Model, x: &Tensor, node: &str) -> Vec<f64> {
+    let acts = model.forward(x).unwrap();
+    values(acts.node(model.graph().node_index(node).unwrap()))
+}
+
+#[test]
+fn arithmetic_padding_clipping_and_global_max_compute_what_they_say() {
+    let model = model_with(
+        &[1, 2, 2],
+        vec![
+            Node::new("rsub", arith(ArithKind::Sub, Some((&[1], true))), &["input"]),
+            Node::new("div", arith(ArithKind::Div, Some((&[1, 1, 2], false))), &["rsub"]),
+            Node::new(
+                "clip",
+                Op::Activation { activation: Activation::Clip { min: 2.0, max: 4.0 } },
+                &["div"],
+            ),
+            Node::new("sq", arith(ArithKind::Mul, None), &["clip", "div"]),
+            Node::new("pad", Op::Pad { pads: [1, 0, 0, 1], value: -1.0 }, &["clip"]),
+            Node::new("gmp", Op::GlobalMaxPool { keep_dims: false }, &["pad"]),
+        ],
+        &[("rsub.value", vec![10.0], vec![1]), ("div.value", vec![2.0, 4.0], vec![1, 1, 2])],
+    );
+    let x = Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+    assert_eq!(value_of(&model, &x, "rsub"), [9.0, 8.0, 7.0, 6.0]);
+    assert_eq!(value_of(&model, &x, "div"), [4.5, 2.0, 3.5, 1.5]);
+    assert_eq!(value_of(&model, &x, "clip"), [4.0, 2.0, 3.5, 2.0]);
+    assert_eq!(value_of(&model, &x, "sq"), [18.0, 4.0, 12.25, 3.0]);
+    assert_eq!(
+        value_of(&model, &x, "pad"),
+        [-1.0, -1.0, -1.0, 4.0, 2.0, -1.0, 3.5, 2.0, -1.0],
+        "one row on top, one column on the right, filled with -1"
+    );
+    assert_eq!(value_of(&model, &x, "gmp"), [4.0]);
+}
+
+/// A DAG through every importer op: normalisation by constants, padding, a clipped conv,
+/// products and quotients of values, a reversed subtraction, global max pooling.
+fn importer_ops_model() -> Model {
+    random_model(
+        &[2, 7, 7],
+        vec![
+            Node::new("centre", arith(ArithKind::Sub, Some((&[2, 1, 1], false))), &["input"]),
+            Node::new("scale", arith(ArithKind::Div, Some((&[2, 1, 1], false))), &["centre"]),
+            Node::new("pad", Op::Pad { pads: [1, 0, 2, 1], value: 0.5 }, &["scale"]),
+            Node::new(
+                "c1",
+                conv(4, 3, 1, Padding::Valid, 1, Activation::Clip { min: -0.4, max: 0.4 }),
+                &["pad"],
+            ),
+            Node::new("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Sigmoid), &["c1"]),
+            Node::new("ratio", arith(ArithKind::Div, None), &["c1", "c2"]),
+            Node::new("prod", arith(ArithKind::Mul, None), &["ratio", "c2"]),
+            Node::new("rsub", arith(ArithKind::Sub, Some((&[1, 1, 8], true))), &["prod"]),
+            Node::new("gmp", Op::GlobalMaxPool { keep_dims: true }, &["rsub"]),
+            Node::new("gate", arith(ArithKind::Add, None), &["rsub", "gmp"]),
+            Node::new("diff", arith(ArithKind::Sub, None), &["gate", "c1"]),
+            Node::new("squash", Op::GlobalAvgPool { keep_dims: false }, &["diff"]),
+            Node::new("out", dense(3, Activation::Softmax), &["squash"]),
+        ],
+        21,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
+#[test]
+fn shapes_follow_padding_and_broadcasting() {
+    let model = importer_ops_model();
+    let shape = |name: &str| {
+        let i = model.graph().node_index(name).unwrap();
+        model.graph().shape(convscope::graph::ValueId::of_node(i)).to_vec()
+    };
+    assert_eq!(shape("pad"), [2, 8, 10]);
+    assert_eq!(shape("c1"), [4, 6, 8]);
+    assert_eq!(shape("gmp"), [4, 1, 1]);
+    assert_eq!(shape("gate"), [4, 6, 8]);
+    assert_eq!(shape("squash"), [4]);
+}
+
+#[test]
+fn input_gradient_through_importer_ops_matches_finite_differences() {
+    let model = importer_ops_model();
+    let out = model.graph().output_node();
+    let x = random_input(&model, 1, 3);
+    let acts = model.forward(&x).unwrap();
+    let r = Tensor::new(&[[0.7f64, -1.3, 0.4]], &Device::Cpu).unwrap();
+    let score = |x: &Tensor| {
+        let acts = model.forward(x).unwrap();
+        (acts.node(out) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    let grads = model
+        .backward(
+            &acts,
+            &Seed { node: out, point: Point::Output, grad: r.clone() },
+            ReluRule::Vanilla,
+            true,
+        )
+        .unwrap();
+    assert!(grads.weights.keys().all(|k| !k.ends_with(".value")), "constants are not trained");
+    let analytic = values(grads.input().unwrap());
+    let base = values(&x);
+    let eps = 1e-6;
+    let mut nonzero = 0;
+    for i in 0..base.len() {
+        let at = |d: f64| {
+            let mut v = base.clone();
+            v[i] += d;
+            score(&Tensor::from_vec(v, x.dims(), x.device()).unwrap())
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(
+            (analytic[i] - numeric).abs() <= 1e-6 * numeric.abs().max(1e-2),
+            "input[{i}]: engine {}, finite differences {numeric}",
+            analytic[i]
+        );
+        nonzero += usize::from(numeric.abs() > 1e-9);
+    }
+    assert!(nonzero * 2 >= base.len(), "only {nonzero} non-zero gradients");
+}
+
+#[test]
+fn bad_arithmetic_shapes_name_the_layer() {
+    let graph = convscope::Graph::new(convscope::GraphSpec {
+        input_name: "input".into(),
+        input_shape: vec![3, 4, 4],
+        nodes: vec![Node::new(
+            "norm",
+            arith(ArithKind::Sub, Some((&[2, 1, 1], false))),
+            &["input"],
+        )],
+    });
+    let err = graph.unwrap_err().to_string();
+    assert!(err.starts_with("layer 'norm': cannot Sub shapes [3, 4, 4] and [2, 1, 1]"), "{err}");
+    let graph = convscope::Graph::new(convscope::GraphSpec {
+        input_name: "input".into(),
+        input_shape: vec![3],
+        nodes: vec![Node::new("wide", arith(ArithKind::Mul, Some((&[2, 3], false))), &["input"])],
+    });
+    let err = graph.unwrap_err().to_string();
+    assert!(err.contains("more axes than the input"), "{err}");
+}
