@@ -543,10 +543,10 @@ impl Importer {
         let out = match node.op_type.as_str() {
             "Identity" => self.value(first)?.clone(),
             "Dropout" => {
-                if let Some(training) = input(2) {
-                    if self.constant(training)?.scalar()? != 0.0 {
-                        return Err("dropout in training mode".into());
-                    }
+                if let Some(training) = input(2)
+                    && self.constant(training)?.scalar()? != 0.0
+                {
+                    return Err("dropout in training mode".into());
                 }
                 self.value(first)?.clone()
             }
@@ -851,7 +851,7 @@ impl Importer {
                 ));
             }
             Some(i) if i > 0 => {
-                if known == 0 || total % known != 0 {
+                if known == 0 || !total.is_multiple_of(known) {
                     return Err(format!("cannot reshape {shape:?} to {:?}", target.data));
                 }
                 per[i - 1] = total / known;
@@ -1000,13 +1000,10 @@ impl Importer {
                 kernel.dims
             ));
         };
-        if let Some(k) = a.ints("kernel_shape")? {
-            if k != [kh as i64, kw as i64] {
-                return Err(format!(
-                    "kernel_shape {k:?} disagrees with the weights {:?}",
-                    kernel.dims
-                ));
-            }
+        if let Some(k) = a.ints("kernel_shape")?
+            && k != [kh as i64, kw as i64]
+        {
+            return Err(format!("kernel_shape {k:?} disagrees with the weights {:?}", kernel.dims));
         }
         let stride = a.pair("strides", 1)?;
         let dilation = a.pair("dilations", 1)?;
@@ -1464,7 +1461,7 @@ fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Falli
     }
     if let Some(h) = hole {
         let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {dims:?} to {target:?}"));
         }
         out[h] = total / known;
