@@ -66,6 +66,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
 
 type Fallible<T> = std::result::Result<T, String>;
 
+/// Flattened values are made real before any op but a Dense (or an alias) reads them.
+const NOT_REAL: &str = "internal: a flattened value was read before it was made real";
+
 const ON_COMPUTED: &str =
     "only constants and shapes can be indexed or sliced, not values computed from the input";
 
@@ -85,6 +88,13 @@ enum Value {
     /// An integer tensor with the batch size in it (from `Shape`).
     Shape(Array<Dim>),
     Computed(Computed),
+    /// A computed value with a pending permutation, flattened: a Dense reading it takes
+    /// the flatten of the unpermuted source with its kernel rows reordered (as a Keras
+    /// model converted to channels-first does); any other reader makes it real.
+    Flattened {
+        of: Computed,
+        name: String,
+    },
 }
 
 impl Value {
@@ -331,6 +341,8 @@ struct Importer {
     taken: HashSet<String>,
     /// Transpose nodes already emitted, by source and permutation.
     transposed: HashMap<(String, Vec<usize>), String>,
+    /// Flatten/Reshape nodes already emitted, by source and shape.
+    reshaped: HashMap<(String, Vec<usize>), String>,
     /// The ONNX value each Conv/Dense node produced, for folding a following bias Add.
     produced: HashMap<String, String>,
     input_spec: InputSpec,
@@ -434,6 +446,7 @@ impl Importer {
             weights: Vec::new(),
             taken: HashSet::from([name.clone()]),
             transposed: HashMap::new(),
+            reshaped: HashMap::new(),
             produced: HashMap::new(),
             input_spec,
         })
@@ -476,7 +489,10 @@ impl Importer {
     ) -> Fallible<String> {
         let name = self.unique(base);
         self.spec.nodes.push(Node { name: name.clone(), op, inputs });
-        let graph = Graph::new(self.spec.clone()).map_err(|e| e.to_string())?;
+        let graph = Graph::new(self.spec.clone()).map_err(|e| match e {
+            Error::Graph { message, .. } => message,
+            other => other.to_string(),
+        })?;
         let shape = graph.shape(ValueId::of_node(graph.output_node())).to_vec();
         self.shapes.insert(name.clone(), shape);
         for (role, w) in weights {
@@ -540,6 +556,16 @@ impl Importer {
                 format!("its output '{extra}' is used, which convscope cannot compute").into()
             );
         }
+        let keeps_flattened =
+            matches!(node.op_type.as_str(), "MatMul" | "Gemm" | "Identity" | "Dropout");
+        for (i, name) in node.input.iter().enumerate() {
+            if let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name).cloned()
+                && !(keeps_flattened && i == 0)
+            {
+                let real = self.unflatten(&of, &flat_name)?;
+                self.values.insert(name.clone(), real);
+            }
+        }
         let out = match node.op_type.as_str() {
             "Identity" => self.value(first)?.clone(),
             "Dropout" => {
@@ -559,6 +585,7 @@ impl Importer {
                 match self.value(first)? {
                     Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
                     Value::Shape(s) => Value::from_shape(s.gather(ax, &indices)?),
+                    Value::Flattened { .. } => return Err(NOT_REAL.into()),
                     Value::Computed(_) => return Err(ON_COMPUTED.into()),
                 }
             }
@@ -582,8 +609,8 @@ impl Importer {
             "Conv" => self.conv(node, &a, &base)?,
             "Gemm" => self.gemm(node, &a, &base)?,
             "MatMul" => {
-                let (x, _) = self.real_input(first)?;
                 let kernel = self.constant(input(1).ok_or("needs B")?)?;
+                let (x, kernel) = self.dense_input(first, kernel)?;
                 self.dense(&base, x, kernel, None)?
             }
             "Add" | "Sub" | "Mul" | "Div" => self.arith(node, &base)?,
@@ -704,6 +731,7 @@ impl Importer {
             Value::Shape(s) => {
                 Array::vector(s.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
             }
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 let mut dims = vec![Dim::Batch];
                 dims.extend(self.shape(c).iter().map(|&d| Dim::Known(d as i64)));
@@ -731,6 +759,7 @@ impl Importer {
         Ok(match self.value(&node.input[0])? {
             Value::Const(c) => Value::Const(c.slice(starts[0], ends[0])?),
             Value::Shape(s) => Value::from_shape(s.slice(starts[0], ends[0])?),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
     }
@@ -803,6 +832,7 @@ impl Importer {
         base: &str,
     ) -> Fallible<Value> {
         let c = match self.value(x)? {
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => c.clone(),
             Value::Const(k) => {
                 let dims = resolve_const_shape(&k.dims, &target.data, allowzero)?;
@@ -870,21 +900,76 @@ impl Importer {
         if per == shape {
             return Ok(Value::Computed(c.clone()));
         }
+        if per.len() == 1 && c.perm.is_some() {
+            return Ok(Value::Flattened { of: c.clone(), name: base.to_string() });
+        }
         let x = self.realise(c)?;
-        if self.shapes.get(&x) == Some(&per) {
-            return Ok(Value::computed(x));
+        Ok(Value::computed(self.reshape_node(&x, per, base)?))
+    }
+
+    /// A node holding `x` under the per-sample shape `per`: a reshape of a reshape reads
+    /// the original, and the same reshape of the same value is made once.
+    fn reshape_node(&mut self, x: &str, per: Vec<usize>, base: &str) -> Fallible<String> {
+        let root = match self.spec.nodes.iter().find(|n| n.name == x) {
+            Some(n) if matches!(n.op, Op::Flatten | Op::Reshape { .. }) => n.inputs[0].clone(),
+            _ => x.to_string(),
+        };
+        if self.shapes.get(&root) == Some(&per) {
+            return Ok(root);
+        }
+        let key = (root.clone(), per.clone());
+        if let Some(done) = self.reshaped.get(&key) {
+            return Ok(done.clone());
         }
         let op = if per.len() == 1 {
             Op::Flatten
         } else {
             Op::Reshape { shape: per.iter().map(|&d| d as i64).collect() }
         };
-        Ok(Value::computed(self.emit(base, op, vec![x], Vec::new())?))
+        let name = self.emit(base, op, vec![root], Vec::new())?;
+        self.reshaped.insert(key, name.clone());
+        Ok(name)
+    }
+
+    /// A [`Value::Flattened`] made real: the permutation, then the flatten.
+    fn unflatten(&mut self, of: &Computed, name: &str) -> Fallible<Value> {
+        let x = self.realise(of)?;
+        let total = self.shape(of).iter().product();
+        Ok(Value::computed(self.reshape_node(&x, vec![total], name)?))
+    }
+
+    /// The node a Dense reads for the value `name`, and the kernel to use with it.
+    fn dense_input(&mut self, name: &str, kernel: Array<f64>) -> Fallible<(String, Array<f64>)> {
+        let Value::Flattened { of, name: flat_name } = self.value(name)?.clone() else {
+            let (x, _) = self.real_input(name)?;
+            return Ok((x, kernel));
+        };
+        let (Some(perm), Some(source_shape)) = (&of.perm, self.shapes.get(&of.source).cloned())
+        else {
+            return Err(format!("'{name}' lost its layout"));
+        };
+        let total: usize = source_shape.iter().product();
+        let &[rows, units] = kernel.dims.as_slice() else {
+            return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
+        };
+        if rows != total {
+            return Err(format!("weights of shape {:?} for {total} inputs", kernel.dims));
+        }
+        let flat = self.reshape_node(&of.source, vec![total], &flat_name)?;
+        // Input i of the permuted flatten is input order[i] of the plain one.
+        let order = Array { dims: source_shape, data: (0..total).collect() }.transpose(perm)?.data;
+        let mut reordered = vec![0.0; kernel.data.len()];
+        for (i, &o) in order.iter().enumerate() {
+            reordered[o * units..(o + 1) * units]
+                .copy_from_slice(&kernel.data[i * units..(i + 1) * units]);
+        }
+        Ok((flat, Array { dims: kernel.dims, data: reordered }))
     }
 
     fn flatten(&mut self, x: &str, a: &Attrs, base: &str) -> Fallible<Value> {
         let axis = a.int("axis", 1)?;
         match self.value(x)?.clone() {
+            Value::Flattened { .. } => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 if flatten_axis(axis, self.shape(&c).len() + 1)? != 1 {
                     return Err(format!(
@@ -916,6 +1001,7 @@ impl Importer {
             Value::Const(k) => k.dims.clone(),
             Value::Shape(s) => s.dims.clone(),
             // The batch size stands in as 0, which no squeeze takes for a 1.
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => std::iter::once(0).chain(self.shape(c)).collect(),
         };
         let dims = if unsqueeze {
@@ -945,6 +1031,7 @@ impl Importer {
         match value {
             Value::Const(k) => Ok(Value::Const(k.reshape(dims)?)),
             Value::Shape(s) => Ok(Value::from_shape(s.reshape(dims)?)),
+            Value::Flattened { .. } => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 if dims.first() != Some(&0) {
                     return Err("the batch axis would move".into());
@@ -959,6 +1046,7 @@ impl Importer {
         let rank = match &value {
             Value::Const(k) => k.dims.len(),
             Value::Shape(s) => s.dims.len(),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => self.shape(c).len() + 1,
         };
         let perm = match a.ints("perm")? {
@@ -972,6 +1060,7 @@ impl Importer {
         Ok(match value {
             Value::Const(k) => Value::Const(k.transpose(&perm)?),
             Value::Shape(s) => Value::Shape(s.transpose(&perm)?),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 if perm[0] != 0 {
                     return Err(format!("permutation {perm:?} moves the batch axis"));
@@ -1031,12 +1120,11 @@ impl Importer {
         if a.int("transA", 0)? != 0 {
             return Err("transA=1 would transpose the batch axis".into());
         }
-        let (x, _) = self.real_input(&node.input[0])?;
         let b = self.constant(node.input.get(1).ok_or("needs B")?)?;
         let b = if a.int("transB", 0)? != 0 { b.transpose(&[1, 0])? } else { b };
         let alpha = f64::from(a.float("alpha", 1.0)?);
         let beta = f64::from(a.float("beta", 1.0)?);
-        let kernel = b.map(|v| v * alpha);
+        let (x, kernel) = self.dense_input(&node.input[0], b.map(|v| v * alpha))?;
         let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
             Some(c) => Some(self.constant(c)?.map(|v| v * beta)),
             None => None,
@@ -1280,6 +1368,10 @@ impl Importer {
         };
         let out = match self.value(output)?.clone() {
             Value::Computed(c) => self.realise(&c)?,
+            Value::Flattened { of, name } => match self.unflatten(&of, &name)? {
+                Value::Computed(c) => c.source,
+                _ => return Err(format!("output '{output}' lost its layout")),
+            },
             _ => return Err(format!("output '{output}' does not depend on the input")),
         };
         if out == self.spec.input_name {
@@ -1437,7 +1529,7 @@ fn dims_of(v: &Value) -> Fallible<Array<Dim>> {
             let ints = k.ints()?;
             Ok(Array { dims: k.dims.clone(), data: ints.into_iter().map(Dim::Known).collect() })
         }
-        Value::Computed(_) => {
+        Value::Computed(_) | Value::Flattened { .. } => {
             Err("a shape computed from the input's values is not supported".into())
         }
     }

@@ -106,8 +106,8 @@ fn pytorch_chain_matches_onnx_runtime() {
 #[test]
 fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
     let model = import("keras_nhwc.onnx");
-    // The input is fed NCHW; the Transposes around the convs cancel, and only the
-    // flatten of the NHWC value needs one.
+    // The input is fed NCHW; the Transposes around the convs cancel, and the flatten of
+    // the NHWC value is a plain flatten with the dense kernel's rows reordered.
     assert_eq!(model.graph().input_shape(), [1, 12, 12]);
     assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsLast);
     assert_eq!(
@@ -116,21 +116,21 @@ fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
             "sequential/rescaling/mul",
             "sequential/conv2d/BiasAdd",
             "sequential/conv2d_1/BiasAdd",
-            "sequential/conv2d_1/Relu__15",
             "sequential/flatten/Reshape",
             "sequential/dense/MatMul",
         ]
     );
     let nodes = model.graph().nodes();
     assert!(matches!(nodes[1].op, Op::Conv2d { activation: Activation::Relu, .. }));
-    assert!(matches!(nodes[4].op, Op::Flatten));
-    assert!(matches!(nodes[5].op, Op::Dense { bias: true, activation: Activation::Softmax, .. }));
+    assert!(matches!(nodes[3].op, Op::Flatten));
+    assert!(matches!(nodes[4].op, Op::Dense { bias: true, activation: Activation::Softmax, .. }));
     let nhwc = npy_tensor("keras_nhwc.input.npy");
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     check_outputs(&model, "keras_nhwc", &x);
     let (_, hwc) = npy("keras_nhwc.sequential_conv2d_1_Relu__15_0.npy");
-    let permuted = node_output(&model, &x, "sequential/conv2d_1/Relu__15");
-    assert_close(&permuted, &hwc, 1e-4, "NHWC conv output");
+    let conv = node_output(&model, &x, "sequential/conv2d_1/BiasAdd");
+    let nhwc_conv = conv.permute((0, 2, 3, 1)).unwrap();
+    assert_close(&nhwc_conv, &hwc, 1e-4, "conv output");
 }
 
 #[test]
@@ -179,9 +179,8 @@ fn opset_21_ops_match_onnx_runtime() {
             "gate",
             "swish",
             "maxpool",
+            // Unsqueeze and Squeeze of the flatten come back to it.
             "flatten",
-            "unsqueeze",
-            "squeeze",
             "fc/MatMul",
             "flip",
             "out",
@@ -190,7 +189,7 @@ fn opset_21_ops_match_onnx_runtime() {
     let nodes = model.graph().nodes();
     assert_eq!(nodes[1].op.activation(), Activation::Clip { min: 0.0, max: 6.0 });
     assert_eq!(nodes[3].op.activation(), Activation::LeakyRelu { alpha: 0.2 });
-    assert_eq!(nodes[10].op.activation(), Activation::Tanh);
+    assert_eq!(nodes[8].op.activation(), Activation::Tanh);
     let x = npy_tensor("ops21.input.npy");
     check_outputs(&model, "ops21", &x);
     let (_, swish) = npy("ops21.swish.npy");
@@ -480,4 +479,65 @@ fn a_dynamic_image_size_is_an_error() {
     model.graph.as_mut().unwrap().input[0] = value_info("input", &[None, Some(1), None, Some(12)]);
     let err = import_error(&model.encode_to_vec());
     assert!(err.contains("no fixed size on axis 2"), "{err}");
+}
+
+/// `[N, 5, 5, 3]` input, flattened in NHWC order, then `B` (with a Relu between when
+/// `relu_first`): the flatten either reorders the dense kernel or becomes a real Permute.
+fn nhwc_flatten_model(relu_first: bool, b: &Tensor) -> ModelProto {
+    let mut nodes = vec![node("Flatten", "flat", &["x"], vec![])];
+    let mut last = "flat";
+    if relu_first {
+        nodes.push(node("Relu", "relu", &["flat"], vec![]));
+        last = "relu";
+    }
+    nodes.push(node("MatMul", "dense", &[last, "B"], vec![]));
+    onnx_model(GraphProto {
+        node: nodes,
+        initializer: vec![tensor("B", &[75, 4], b)],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("dense", &[None, Some(4)])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_flatten_of_an_nhwc_input_keeps_its_order() {
+    let b = Tensor::randn(0f32, 1.0, (75, 4), &Device::Cpu).unwrap();
+    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let flat = nhwc.reshape((2, 75)).unwrap();
+    for relu_first in [false, true] {
+        let bytes = nhwc_flatten_model(relu_first, &b).encode_to_vec();
+        let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
+        assert_eq!(model.graph().input_shape(), [3, 5, 5]);
+        let input = if relu_first { flat.relu().unwrap() } else { flat.clone() };
+        let expected = values(&input.matmul(&b).unwrap());
+        let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+        let out = model.forward(&x).unwrap();
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "dense");
+        // Only a reader other than a Dense needs the NHWC order made real.
+        let permutes =
+            model.graph().nodes().iter().filter(|n| matches!(n.op, Op::Transpose { .. }));
+        assert_eq!(permutes.count(), usize::from(relu_first));
+    }
+}
+
+#[test]
+fn the_cli_reads_onnx_files() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convscope"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let model = fixture("residual.onnx");
+    let model = model.to_str().unwrap();
+    let summary = run(&["summary", model]);
+    assert!(summary.contains("block/add (Add)") && summary.contains("head (Dense)"), "{summary}");
+    let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits/08000_3.png");
+    let predictions = run(&["predict", "--json", model, digit.to_str().unwrap()]);
+    assert!(predictions.contains("08000_3.png"), "{predictions}");
+    assert!(Model::load(&fixture("keras_nhwc.onnx")).is_ok());
 }
