@@ -541,3 +541,128 @@ fn the_cli_reads_onnx_files() {
     assert!(predictions.contains("08000_3.png"), "{predictions}");
     assert!(Model::load(&fixture("keras_nhwc.onnx")).is_ok());
 }
+
+/// A model reading `x` `[N, 2, 6, 6]` through `nodes`, whose last output is `y`.
+fn image_model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, opset: i64) -> Vec<u8> {
+    let mut model = onnx_model(GraphProto {
+        node: nodes,
+        initializer,
+        input: vec![value_info("x", &[None, Some(2), Some(6), Some(6)])],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    });
+    model.opset_import[0].version = opset;
+    model.encode_to_vec()
+}
+
+fn int64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 7,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
+}
+
+#[test]
+fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
+    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let expected = values(&x.reshape((2, 72)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    for (first, second) in [([0, 12, -1], [0, -1]), ([-1, 2, 36], [-1, 72]), ([0, 0, 36], [0, 72])]
+    {
+        let bytes = image_model(
+            vec![
+                node("Reshape", "r1", &["x", "t1"], vec![]),
+                node("Reshape", "r2", &["r1", "t2"], vec![]),
+                NodeProto {
+                    output: vec!["y".into()],
+                    ..node("MatMul", "fc", &["r2", "B"], vec![])
+                },
+            ],
+            vec![int64s("t1", &first), int64s("t2", &second), tensor("B", &[72, 3], &b)],
+            17,
+        );
+        let model = convscope::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
+        let out = model.forward(&x).unwrap();
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "reshaped");
+        // The second reshape reads the input directly; the first is left unread.
+        assert_eq!(layer_names(&model), ["r2", "fc"]);
+        assert!(matches!(model.graph().nodes()[0].op, Op::Flatten));
+    }
+}
+
+#[test]
+fn ops_outside_what_the_graph_computes_are_one_line_errors() {
+    let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
+    let cases: Vec<(Vec<NodeProto>, Vec<TensorProto>, i64, &str)> = vec![
+        (
+            vec![y(node("Softmax", "sm", &["x"], vec![int("axis", 1)]))],
+            vec![],
+            17,
+            "node 'sm' (Softmax): softmax over axis 1 of a value of per-sample shape [2, 6, 6]",
+        ),
+        (
+            vec![y(node("Pad", "pad", &["x", "p"], vec![string("mode", "reflect")]))],
+            vec![int64s("p", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            17,
+            "padding mode 'reflect'",
+        ),
+        (
+            vec![y(node("Pad", "pad", &["x", "p"], vec![]))],
+            vec![int64s("p", &[0, 1, 0, 0, 0, 0, 0, 0])],
+            17,
+            "only non-negative padding of the spatial axes",
+        ),
+        (
+            vec![y(node(
+                "MaxPool",
+                "pool",
+                &["x"],
+                vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), int("ceil_mode", 1)],
+            ))],
+            vec![],
+            17,
+            "ceil_mode=1 adds a partial window",
+        ),
+        (
+            vec![y(node("Concat", "cat", &["x", "x"], vec![int("axis", 0)]))],
+            vec![],
+            17,
+            "concatenation along the batch axis",
+        ),
+        (
+            vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]))],
+            vec![],
+            17,
+            "moves the batch axis",
+        ),
+        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 9, "ONNX opset 9 is not supported"),
+        (
+            vec![y(node("Relu", "r", &["nowhere"], vec![]))],
+            vec![],
+            17,
+            "reads 'nowhere', which is not defined before it",
+        ),
+        (
+            vec![
+                node("Shape", "s", &["x"], vec![]),
+                y(node("Reshape", "r", &["x", "s"], vec![])),
+                node("Relu", "unused", &["y"], vec![]),
+            ],
+            vec![],
+            17,
+            "output 'y' is the input itself",
+        ),
+    ];
+    for (nodes, initializer, opset, needle) in cases {
+        let err = import_error(&image_model(nodes, initializer, opset));
+        assert!(err.contains(needle), "'{needle}' not in: {err}");
+    }
+}
