@@ -11,12 +11,15 @@ The sample model's weights are exported the same way to compute ONNX Runtime's
 probabilities for it (`sample_model.*.npy`); that .onnx is 4.8 MB, so it is not committed:
 the test builds the same file in Rust and compares against these numbers.
 
+Two fixtures (keras_gray, keras_rgb) are real Keras models converted by tf2onnx; they
+need tensorflow-cpu and tf2onnx, and are skipped (left as they are) without them.
+
 Run from the repository root:
     python3 -m venv /tmp/onnxvenv
-    /tmp/onnxvenv/bin/pip install onnx onnxruntime numpy safetensors
+    /tmp/onnxvenv/bin/pip install onnx onnxruntime numpy safetensors tensorflow-cpu tf2onnx
     /tmp/onnxvenv/bin/python scripts/make_onnx_fixtures.py
 Versions used for the committed files: onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.6,
-safetensors 0.8.0, Python 3.11.7.
+safetensors 0.8.0, tensorflow-cpu 2.21.0 (Keras 3.15.1), tf2onnx 1.17.0, Python 3.11.7.
 """
 
 import json
@@ -296,6 +299,60 @@ def ops21():
     save("ops21", m, x, extra=["swish"])
 
 
+def keras_export(name, channels):
+    """A real Keras model exported by tf2onnx (opset 13): Rescaling, Conv2D+ReLU,
+    BatchNormalization, MaxPooling2D, Conv2D+ReLU6, Flatten, Dropout, Dense+softmax on an
+    NHWC input, with random weights (biases and batch-norm statistics too, so that no
+    layer is optimised away). Needs tensorflow-cpu and tf2onnx; skipped without them."""
+    try:
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError:
+        print(f"{name}: skipped (no tensorflow/tf2onnx)")
+        return
+    tf.keras.utils.set_random_seed(7)
+    # Its own generator, so that the other fixtures do not depend on whether this runs.
+    rng = np.random.default_rng(channels)
+    layers = tf.keras.layers
+    m = tf.keras.Sequential(
+        [
+            tf.keras.Input((10, 10, channels)),
+            layers.Rescaling(1 / 255.0),
+            layers.Conv2D(4, 3, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(),
+            layers.Conv2D(4, 3, activation="relu6"),
+            layers.Flatten(),
+            layers.Dropout(0.3),
+            layers.Dense(5, activation="softmax"),
+        ],
+        name=name,
+    )
+    for layer in m.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, layers.BatchNormalization):
+            c = weights[0].shape
+            weights = [rng.uniform(0.5, 1.5, c), rng.standard_normal(c) * 0.1,
+                       rng.standard_normal(c) * 0.1, rng.uniform(0.5, 1.5, c)]
+        else:
+            weights = [rng.standard_normal(w.shape) * 0.3 for w in weights]
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    spec = (tf.TensorSpec((None, 10, 10, channels), tf.float32, name="input"),)
+    # tf2onnx's from_keras does not know Keras 3; a traced function converts the same.
+    fn = tf.function(lambda x: m(x, training=False))
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=13)
+    x = (rng.random((2, 10, 10, channels)) * 255).astype(np.float32)
+    keras_out = m(x, training=False).numpy()
+    os.makedirs(OUT, exist_ok=True)
+    onnx.save(onnx_model, f"{OUT}/{name}.onnx")
+    out, _ = run(onnx_model, x)
+    assert np.allclose(out, keras_out, rtol=1e-4, atol=1e-6), "tf2onnx changed the numbers"
+    np.save(f"{OUT}/{name}.input.npy", x)
+    np.save(f"{OUT}/{name}.output.npy", out)
+    print(f"{name}: {os.path.getsize(f'{OUT}/{name}.onnx')} bytes, tensorflow {tf.__version__}, "
+          f"tf2onnx {tf2onnx.__version__}, nodes {[n.op_type for n in onnx_model.graph.node]}")
+
+
 def sample_model():
     """The bundled sample model as PyTorch would export it, run on random inputs."""
     path = "sample_models/mnist_cnn.safetensors"
@@ -340,4 +397,6 @@ if __name__ == "__main__":
     keras_nhwc()
     residual()
     ops21()
+    keras_export("keras_gray", 1)
+    keras_export("keras_rgb", 3)
     sample_model()

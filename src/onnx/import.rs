@@ -128,7 +128,14 @@ enum Batch {
 
 /// Reads `model` (decoded from a file of `file_len` bytes at `path`).
 pub fn import(model: &ModelProto, file_len: usize, path: &Path) -> Result<Model> {
-    let bad = |message: String| Error::bad_file(path, message);
+    // Names come from the file: control characters in them must not break the line.
+    let bad = |message: String| {
+        let one_line: String = message
+            .chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect();
+        Error::bad_file(path, one_line)
+    };
     let graph =
         model.graph.as_ref().ok_or_else(|| bad("not an ONNX model: it has no graph".into()))?;
     let opset = model
@@ -171,6 +178,11 @@ fn qualified_op(node: &NodeProto) -> String {
     } else {
         format!("{}.{}", node.domain, node.op_type)
     }
+}
+
+/// A node's first input, empty (and so undefined) when it has none.
+fn first_input(node: &NodeProto) -> &str {
+    node.input.first().map_or("", String::as_str)
 }
 
 fn display_name(node: &NodeProto) -> &str {
@@ -547,7 +559,7 @@ impl Importer {
         }
         let a = Attrs(&node.attribute);
         let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).map(String::as_str);
-        let first = input(0).unwrap_or_default();
+        let first = first_input(node);
         let base = display_name(node).to_string();
         // Outputs past the first (Dropout's mask, BatchNormalization's running stats,
         // MaxPool's indices) have no counterpart here.
@@ -756,7 +768,7 @@ impl Importer {
                 "only slices of a 1-D constant along axis 0 with step 1 are supported".into()
             );
         }
-        Ok(match self.value(&node.input[0])? {
+        Ok(match self.value(first_input(node))? {
             Value::Const(c) => Value::Const(c.slice(starts[0], ends[0])?),
             Value::Shape(s) => Value::from_shape(s.slice(starts[0], ends[0])?),
             Value::Flattened { .. } => return Err(NOT_REAL.into()),
@@ -900,10 +912,16 @@ impl Importer {
         if per == shape {
             return Ok(Value::Computed(c.clone()));
         }
-        if per.len() == 1 && c.perm.is_some() {
-            return Ok(Value::Flattened { of: c.clone(), name: base.to_string() });
-        }
-        let x = self.realise(c)?;
+        let source_shape = self.shapes.get(&c.source).cloned().unwrap_or_default();
+        let x = match &c.perm {
+            // A permutation that only moves axes of size 1 keeps the elements in order
+            // (tf2onnx's NHWC -> NCHW of one channel is a Reshape): reshape the source.
+            Some(p) if keeps_element_order(p, &source_shape) => c.source.clone(),
+            Some(_) if per.len() == 1 => {
+                return Ok(Value::Flattened { of: c.clone(), name: base.to_string() });
+            }
+            _ => self.realise(c)?,
+        };
         Ok(Value::computed(self.reshape_node(&x, per, base)?))
     }
 
@@ -1081,7 +1099,7 @@ impl Importer {
     }
 
     fn conv(&mut self, node: &NodeProto, a: &Attrs, base: &str) -> Fallible<Value> {
-        let (x, shape) = self.real_input(&node.input[0])?;
+        let (x, shape) = self.real_input(first_input(node))?;
         let kernel = self.constant(node.input.get(1).ok_or("needs weights")?)?;
         let &[filters, _, kh, kw] = kernel.dims.as_slice() else {
             return Err(format!(
@@ -1124,7 +1142,7 @@ impl Importer {
         let b = if a.int("transB", 0)? != 0 { b.transpose(&[1, 0])? } else { b };
         let alpha = f64::from(a.float("alpha", 1.0)?);
         let beta = f64::from(a.float("beta", 1.0)?);
-        let (x, kernel) = self.dense_input(&node.input[0], b.map(|v| v * alpha))?;
+        let (x, kernel) = self.dense_input(first_input(node), b.map(|v| v * alpha))?;
         let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
             Some(c) => Some(self.constant(c)?.map(|v| v * beta)),
             None => None,
@@ -1284,7 +1302,7 @@ impl Importer {
     }
 
     fn pool(&mut self, node: &NodeProto, a: &Attrs, base: &str) -> Fallible<Value> {
-        let (x, shape) = self.real_input(&node.input[0])?;
+        let (x, shape) = self.real_input(first_input(node))?;
         let kernel = match a.ints("kernel_shape")?.as_deref() {
             Some(&[h, w]) if h > 0 && w > 0 => [h as usize, w as usize],
             other => return Err(format!("kernel_shape {other:?}: only 2-D pooling is supported")),
@@ -1324,7 +1342,7 @@ impl Importer {
         let arg = |i: usize| node.input.get(i).filter(|s| !s.is_empty());
         let pads = self.constant(arg(1).ok_or("needs pads")?)?.ints()?;
         let value = arg(2).map(|v| self.constant(v)?.scalar()).transpose()?.unwrap_or(0.0) as f32;
-        let (x, shape) = self.real_input(&node.input[0])?;
+        let (x, shape) = self.real_input(first_input(node))?;
         let rank = shape.len() + 1;
         let axes = match arg(3) {
             Some(axes) => self
@@ -1467,6 +1485,14 @@ fn per_channel(k: &Array<f64>, units: usize, trailing: usize) -> Fallible<Array<
         _ => return Err(format!("{:?} does not fit {units} channels", k.dims)),
     };
     Ok(Array::vector(data))
+}
+
+/// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes
+/// longer than 1 keep their relative order.
+fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {
+    let moved: Vec<usize> =
+        perm.iter().copied().filter(|&a| shape.get(a).is_some_and(|&d| d > 1)).collect();
+    moved.windows(2).all(|w| w[0] < w[1])
 }
 
 /// Flatten's axis, which may be the rank itself.

@@ -133,6 +133,43 @@ fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
     assert_close(&nhwc_conv, &hwc, 1e-4, "conv output");
 }
 
+/// Real Keras models converted by tf2onnx 1.17 (TensorFlow 2.21): NHWC input of one
+/// channel (which tf2onnx turns to NCHW with a Reshape) and of three (a Transpose).
+#[test]
+fn real_tf2onnx_exports_match_onnx_runtime() {
+    for (name, channels) in [("keras_gray", 1), ("keras_rgb", 3)] {
+        let model = import(&format!("{name}.onnx"));
+        assert_eq!(model.graph().input_shape(), [channels, 10, 10], "{name}");
+        let ops: Vec<&str> = model.graph().nodes().iter().map(|n| n.op.type_name()).collect();
+        // Keras's own layers (batch norm as tf2onnx folds it: a Mul and an Add), with no
+        // Transpose or Reshape left from the layout changes.
+        assert_eq!(
+            ops,
+            [
+                "Multiply",
+                "Add",
+                "Conv2D",
+                "Multiply",
+                "Add",
+                "MaxPooling2D",
+                "Conv2D",
+                "Flatten",
+                "Dense"
+            ],
+            "{name}"
+        );
+        let nodes = model.graph().nodes();
+        assert_eq!(nodes[2].op.activation(), Activation::Relu);
+        assert_eq!(nodes[6].op.activation(), Activation::Clip { min: 0.0, max: 6.0 });
+        assert!(matches!(
+            nodes[8].op,
+            Op::Dense { bias: true, activation: Activation::Softmax, .. }
+        ));
+        let x = npy_tensor(&format!("{name}.input.npy")).permute((0, 3, 1, 2)).unwrap();
+        check_outputs(&model, name, &x.contiguous().unwrap());
+    }
+}
+
 #[test]
 fn residual_block_matches_onnx_runtime() {
     let model = import("residual.onnx");
@@ -664,5 +701,22 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
     for (nodes, initializer, opset, needle) in cases {
         let err = import_error(&image_model(nodes, initializer, opset));
         assert!(err.contains(needle), "'{needle}' not in: {err}");
+    }
+}
+
+#[test]
+fn corrupted_bytes_give_an_error_or_a_model_never_a_panic() {
+    use rand::{Rng, SeedableRng};
+    let bytes = std::fs::read(fixture("residual.onnx")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for _ in 0..300 {
+        let mut corrupt = bytes.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..corrupt.len());
+            corrupt[at] = rng.random();
+        }
+        if let Err(e) = convscope::onnx::from_bytes(&corrupt, Path::new("bad.onnx")) {
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
     }
 }
