@@ -1219,6 +1219,9 @@ impl Importer {
         left: bool,
         base: &str,
     ) -> Fallible<Value> {
+        if x.source == self.spec.input_name && !left && expects_bytes(kind, &k) {
+            self.input_spec.range = [0.0, 255.0];
+        }
         let shape = self.shape(x);
         let rank = shape.len();
         // Broadcasting is against the full shape: a leading batch axis of 1 goes.
@@ -1485,6 +1488,18 @@ fn per_channel(k: &Array<f64>, units: usize, trailing: usize) -> Fallible<Array<
         _ => return Err(format!("{:?} does not fit {units} channels", k.dims)),
     };
     Ok(Array::vector(data))
+}
+
+/// Whether `x <kind> k` applied to the raw input scales 0..255 pixels down (Keras's
+/// `Rescaling(1/255)` or `Rescaling(1/127.5, offset=-1)`), so the model expects bytes.
+fn expects_bytes(kind: ArithKind, k: &Array<f64>) -> bool {
+    let Ok(v) = k.scalar() else { return false };
+    let divisor = match kind {
+        ArithKind::Mul if v != 0.0 => 1.0 / v,
+        ArithKind::Div => v,
+        _ => return false,
+    };
+    [255.0, 127.5].iter().any(|d| (divisor - d).abs() < 1e-3 * d)
 }
 
 /// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes

@@ -96,6 +96,7 @@ fn pytorch_chain_matches_onnx_runtime() {
     assert_eq!(nodes[4].op.activation(), Activation::Softmax);
     assert_eq!(model.score_point(), (4, Point::PreSoftmax));
     assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsFirst);
+    assert_eq!(model.input.range, [0.0, 1.0]);
     let x = npy_tensor("torch_chain.input.npy");
     check_outputs(&model, "torch_chain", &x);
     // The fused layer reads as the activated conv output, as ONNX's Relu output.
@@ -140,6 +141,8 @@ fn real_tf2onnx_exports_match_onnx_runtime() {
     for (name, channels) in [("keras_gray", 1), ("keras_rgb", 3)] {
         let model = import(&format!("{name}.onnx"));
         assert_eq!(model.graph().input_shape(), [channels, 10, 10], "{name}");
+        // Keras's Rescaling(1/255) at the input: pixels are fed as 0..255.
+        assert_eq!(model.input.range, [0.0, 255.0]);
         let ops: Vec<&str> = model.graph().nodes().iter().map(|n| n.op.type_name()).collect();
         // Keras's own layers (batch norm as tf2onnx folds it: a Mul and an Add), with no
         // Transpose or Reshape left from the layout changes.
