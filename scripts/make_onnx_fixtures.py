@@ -299,11 +299,45 @@ def ops21():
     save("ops21", m, x, extra=["swish"])
 
 
-def keras_export(name, channels):
-    """A real Keras model exported by tf2onnx (opset 13): Rescaling, Conv2D+ReLU,
-    BatchNormalization, MaxPooling2D, Conv2D+ReLU6, Flatten, Dropout, Dense+softmax on an
-    NHWC input, with random weights (biases and batch-norm statistics too, so that no
-    layer is optimised away). Needs tensorflow-cpu and tf2onnx; skipped without them."""
+def keras_chain(tf, channels):
+    """Rescaling, Conv2D+ReLU, BatchNormalization, MaxPooling2D, Conv2D+ReLU6, Flatten,
+    Dropout, Dense+softmax."""
+    layers = tf.keras.layers
+    return tf.keras.Sequential([
+        tf.keras.Input((10, 10, channels)),
+        layers.Rescaling(1 / 255.0),
+        layers.Conv2D(4, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(),
+        layers.Conv2D(4, 3, activation="relu6"),
+        layers.Flatten(),
+        layers.Dropout(0.3),
+        layers.Dense(5, activation="softmax"),
+    ])
+
+
+def keras_dag(tf):
+    """A functional model: Conv2D, BatchNormalization, ReLU, a 1x1 branch joined by Add
+    and Concatenate, ZeroPadding2D, DepthwiseConv2D, GlobalAveragePooling2D, Dense."""
+    layers = tf.keras.layers
+    inp = tf.keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    y = layers.Conv2D(4, 1)(x)
+    x = layers.Add()([x, y])
+    x = layers.Concatenate()([x, y])
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.DepthwiseConv2D(3, activation="tanh")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(3, activation="softmax")(x)
+    return tf.keras.Model(inp, out)
+
+
+def keras_export(name, seed, build):
+    """A real Keras model, as `build(tf)` makes it, exported by tf2onnx (opset 13), with
+    random weights (biases and batch-norm statistics too, so that no layer is optimised
+    away). Needs tensorflow-cpu and tf2onnx; skipped without them."""
     try:
         import tensorflow as tf
         import tf2onnx
@@ -312,36 +346,23 @@ def keras_export(name, channels):
         return
     tf.keras.utils.set_random_seed(7)
     # Its own generator, so that the other fixtures do not depend on whether this runs.
-    rng = np.random.default_rng(channels)
-    layers = tf.keras.layers
-    m = tf.keras.Sequential(
-        [
-            tf.keras.Input((10, 10, channels)),
-            layers.Rescaling(1 / 255.0),
-            layers.Conv2D(4, 3, padding="same", activation="relu"),
-            layers.BatchNormalization(),
-            layers.MaxPooling2D(),
-            layers.Conv2D(4, 3, activation="relu6"),
-            layers.Flatten(),
-            layers.Dropout(0.3),
-            layers.Dense(5, activation="softmax"),
-        ],
-        name=name,
-    )
+    rng = np.random.default_rng(seed)
+    m = build(tf)
     for layer in m.layers:
         weights = layer.get_weights()
-        if isinstance(layer, layers.BatchNormalization):
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
             c = weights[0].shape
             weights = [rng.uniform(0.5, 1.5, c), rng.standard_normal(c) * 0.1,
                        rng.standard_normal(c) * 0.1, rng.uniform(0.5, 1.5, c)]
         else:
             weights = [rng.standard_normal(w.shape) * 0.3 for w in weights]
         layer.set_weights([w.astype(np.float32) for w in weights])
-    spec = (tf.TensorSpec((None, 10, 10, channels), tf.float32, name="input"),)
+    shape = (None, *m.input_shape[1:])
+    spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
     # tf2onnx's from_keras does not know Keras 3; a traced function converts the same.
     fn = tf.function(lambda x: m(x, training=False))
     onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=13)
-    x = (rng.random((2, 10, 10, channels)) * 255).astype(np.float32)
+    x = (rng.random((2, *shape[1:])) * 255).astype(np.float32)
     keras_out = m(x, training=False).numpy()
     os.makedirs(OUT, exist_ok=True)
     onnx.save(onnx_model, f"{OUT}/{name}.onnx")
@@ -397,6 +418,7 @@ if __name__ == "__main__":
     keras_nhwc()
     residual()
     ops21()
-    keras_export("keras_gray", 1)
-    keras_export("keras_rgb", 3)
+    keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
+    keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
+    keras_export("keras_dag", 8, keras_dag)
     sample_model()

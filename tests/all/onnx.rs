@@ -173,6 +173,34 @@ fn real_tf2onnx_exports_match_onnx_runtime() {
     }
 }
 
+/// A functional Keras model (Add, Concatenate, ZeroPadding2D, DepthwiseConv2D,
+/// GlobalAveragePooling2D) converted by tf2onnx.
+#[test]
+fn a_real_tf2onnx_dag_matches_onnx_runtime() {
+    let model = import("keras_dag.onnx");
+    let ops: Vec<&str> = model.graph().nodes().iter().map(|n| n.op.type_name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "Conv2D",
+            "Multiply",
+            "Add",
+            "ReLU",
+            "Conv2D",
+            "Add",
+            "Concatenate",
+            "ZeroPadding2D",
+            "DepthwiseConv2D",
+            "GlobalAveragePooling2D",
+            "Flatten",
+            "Dense"
+        ]
+    );
+    assert_eq!(model.graph().nodes()[8].op.activation(), Activation::Tanh);
+    let x = npy_tensor("keras_dag.input.npy").permute((0, 3, 1, 2)).unwrap();
+    check_outputs(&model, "keras_dag", &x.contiguous().unwrap());
+}
+
 #[test]
 fn residual_block_matches_onnx_runtime() {
     let model = import("residual.onnx");
