@@ -1407,22 +1407,68 @@ impl Importer {
         let mut nodes: Vec<Node> =
             self.spec.nodes.drain(..).filter(|n| needed.contains(&n.name)).collect();
         fuse_activations(&mut nodes);
-        let kept: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let renamed = shorten_names(&mut nodes, &self.spec.input_name);
         let weights = self
             .weights
             .iter()
-            .filter(|(key, _)| key.rsplit_once('.').is_some_and(|(node, _)| kept.contains(node)))
+            .filter_map(|(key, w)| {
+                let (node, role) = key.rsplit_once('.')?;
+                let node = renamed.get(node)?;
+                Some((format!("{node}.{role}"), w))
+            })
             .map(|(key, w)| {
                 let data: Vec<f32> = w.data.iter().map(|&v| v as f32).collect();
                 let t = Tensor::from_vec(data, w.dims.clone(), &Device::Cpu)
                     .map_err(|e| e.to_string())?;
-                Ok((key.clone(), t))
+                Ok((key, t))
             })
             .collect::<Fallible<Weights>>()?;
         let spec = GraphSpec { nodes, ..self.spec };
         let graph = Graph::new(spec).map_err(|e| e.to_string())?;
         Model::new(name, graph, weights, self.input_spec, Vec::new()).map_err(|e| e.to_string())
     }
+}
+
+/// Drops the first path component most node names share (tf2onnx prefixes every op with
+/// the model's name: `sequential_1/conv2d_1/BiasAdd`), unless names would then clash.
+/// Returns each kept node's old name -> its name now.
+fn shorten_names(nodes: &mut [Node], input_name: &str) -> HashMap<String, String> {
+    let head = |name: &str| -> Option<String> {
+        let (head, rest) = name.split_once('/')?;
+        (!head.is_empty() && !rest.is_empty()).then(|| head.to_string())
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for n in nodes.iter() {
+        if let Some(h) = head(&n.name) {
+            *counts.entry(h).or_default() += 1;
+        }
+    }
+    let prefix = counts
+        .into_iter()
+        .filter(|(_, count)| count * 2 > nodes.len())
+        .map(|(h, _)| format!("{h}/"))
+        .next();
+    let short = |name: &str| match &prefix {
+        Some(p) => name.strip_prefix(p.as_str()).unwrap_or(name).to_string(),
+        None => name.to_string(),
+    };
+    let mut seen = HashSet::from([input_name.to_string()]);
+    let unique = nodes.iter().all(|n| seen.insert(short(&n.name)));
+    let renamed: HashMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), if unique { short(&n.name) } else { n.name.clone() }))
+        .collect();
+    for n in nodes.iter_mut() {
+        for input in n.inputs.iter_mut() {
+            if let Some(to) = renamed.get(input) {
+                *input = to.clone();
+            }
+        }
+        if let Some(to) = renamed.get(&n.name) {
+            n.name = to.clone();
+        }
+    }
+    renamed
 }
 
 /// Conv/Dense nodes whose only reader is an activation node take the activation in

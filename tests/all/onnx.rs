@@ -108,18 +108,13 @@ fn pytorch_chain_matches_onnx_runtime() {
 fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
     let model = import("keras_nhwc.onnx");
     // The input is fed NCHW; the Transposes around the convs cancel, and the flatten of
-    // the NHWC value is a plain flatten with the dense kernel's rows reordered.
+    // the NHWC value is a plain flatten with the dense kernel's rows reordered. The
+    // model's name, which tf2onnx puts in front of every op's, is left out.
     assert_eq!(model.graph().input_shape(), [1, 12, 12]);
     assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsLast);
     assert_eq!(
         layer_names(&model),
-        [
-            "sequential/rescaling/mul",
-            "sequential/conv2d/BiasAdd",
-            "sequential/conv2d_1/BiasAdd",
-            "sequential/flatten/Reshape",
-            "sequential/dense/MatMul",
-        ]
+        ["rescaling/mul", "conv2d/BiasAdd", "conv2d_1/BiasAdd", "flatten/Reshape", "dense/MatMul",]
     );
     let nodes = model.graph().nodes();
     assert!(matches!(nodes[1].op, Op::Conv2d { activation: Activation::Relu, .. }));
@@ -129,7 +124,7 @@ fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     check_outputs(&model, "keras_nhwc", &x);
     let (_, hwc) = npy("keras_nhwc.sequential_conv2d_1_Relu__15_0.npy");
-    let conv = node_output(&model, &x, "sequential/conv2d_1/BiasAdd");
+    let conv = node_output(&model, &x, "conv2d_1/BiasAdd");
     let nhwc_conv = conv.permute((0, 2, 3, 1)).unwrap();
     assert_close(&nhwc_conv, &hwc, 1e-4, "conv output");
 }
