@@ -634,13 +634,11 @@ impl Importer {
             "Sigmoid" => self.activation(first, Activation::Sigmoid, &base)?,
             "Tanh" => self.activation(first, Activation::Tanh, &base)?,
             "Clip" => {
-                let bound = |i: usize, attr: &str, default: f32| -> Fallible<f32> {
-                    match input(i) {
-                        Some(n) => Ok(self.constant(n)?.scalar()? as f32),
-                        None => a.float(attr, default),
-                    }
+                // Bounds are inputs from opset 11 on (attributes before).
+                let bound = |i: usize, default: f32| -> Fallible<f32> {
+                    input(i).map_or(Ok(default), |n| Ok(self.constant(n)?.scalar()? as f32))
                 };
-                let (min, max) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+                let (min, max) = (bound(1, f32::MIN)?, bound(2, f32::MAX)?);
                 // Infinite bounds would not survive the native file's JSON.
                 let (min, max) = (min.max(f32::MIN), max.min(f32::MAX));
                 let activation = if min == 0.0 && max == f32::MAX {
