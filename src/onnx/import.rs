@@ -808,16 +808,19 @@ impl Importer {
             return Err("concatenation along the batch axis".into());
         }
         // All parts in the same pending layout: join the sources and keep the layout.
-        let perm = &computed[0].perm;
-        let (inputs, op_axis) = if perm.is_some() && computed.iter().all(|c| &c.perm == perm) {
-            let p = perm.as_deref().unwrap_or_default();
-            (computed.iter().map(|c| c.source.clone()).collect(), p[ax - 1])
-        } else {
-            let names = computed.iter().map(|c| self.realise(c)).collect::<Fallible<Vec<_>>>()?;
-            (names, ax - 1)
+        let first = &computed[0];
+        let (inputs, op_axis, like) = match &first.perm {
+            Some(p) if computed.iter().all(|c| c.perm == first.perm) => {
+                (computed.iter().map(|c| c.source.clone()).collect(), p[ax - 1], first.clone())
+            }
+            _ => {
+                let names =
+                    computed.iter().map(|c| self.realise(c)).collect::<Fallible<Vec<_>>>()?;
+                (names, ax - 1, Computed { perm: None, ..first.clone() })
+            }
         };
         let name = self.emit(base, Op::Concat { axis: op_axis }, inputs, Vec::new())?;
-        Ok(self.keep_layout(name, &computed[0]))
+        Ok(self.keep_layout(name, &like))
     }
 
     /// A new node's output in the pending layout `like` had.

@@ -746,3 +746,41 @@ fn corrupted_bytes_give_an_error_or_a_model_never_a_panic() {
         }
     }
 }
+
+/// Elementwise ops, a constant per NHWC channel and a Concat on the channel axis all run
+/// on the NCHW input without a Transpose: each keeps the pending NHWC layout.
+#[test]
+fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
+    let c = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 1.0, (150, 2), &Device::Cpu).unwrap();
+    let graph = GraphProto {
+        node: vec![
+            node("Relu", "r", &["x"], vec![]),
+            node("Sub", "s", &["r", "c"], vec![]),
+            node("Mul", "m", &["s", "r"], vec![]),
+            node("Concat", "cat", &["m", "x"], vec![int("axis", 3)]),
+            node("Reshape", "flat", &["cat", "shape"], vec![]),
+            node("MatMul", "y", &["flat", "B"], vec![]),
+        ],
+        initializer: vec![
+            tensor("c", &[3], &c),
+            int64s("shape", &[-1, 150]),
+            tensor("B", &[150, 2], &b),
+        ],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("y", &[None, Some(2)])],
+        ..Default::default()
+    };
+    let bytes = onnx_model(graph).encode_to_vec();
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc_ops.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["r", "s", "m", "cat", "flat", "y"]);
+    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let r = nhwc.relu().unwrap();
+    let m = (r.broadcast_sub(&c).unwrap() * &r).unwrap();
+    let cat = Tensor::cat(&[&m, &nhwc], 3).unwrap();
+    let expected = values(&cat.reshape((2, 150)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "y");
+}
