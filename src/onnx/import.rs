@@ -47,6 +47,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Identity",
     "LeakyRelu",
+    "LogSoftmax",
     "MatMul",
     "MaxPool",
     "Mul",
@@ -346,6 +347,8 @@ struct Importer {
     values: HashMap<String, Value>,
     /// How many node inputs (and graph outputs) read each ONNX value.
     uses: HashMap<String, usize>,
+    /// The graph's output names.
+    outputs: HashSet<String>,
     spec: GraphSpec,
     /// Per-sample shape of the input and of every node emitted.
     shapes: HashMap<String, Vec<usize>>,
@@ -453,6 +456,7 @@ impl Importer {
             batch,
             values,
             uses,
+            outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             shapes: HashMap::from([(name.clone(), input_shape.clone())]),
             spec: GraphSpec { input_name: name.clone(), input_shape, nodes: Vec::new() },
             weights: Vec::new(),
@@ -648,7 +652,14 @@ impl Importer {
                 };
                 self.activation(first, activation, &base)?
             }
-            "Softmax" => {
+            "Softmax" | "LogSoftmax" => {
+                // A classifier's final LogSoftmax ranks classes as its Softmax does, and
+                // scores are read below either: it becomes the softmax convscope shows.
+                let output = node.output.first();
+                if node.op_type == "LogSoftmax" && !output.is_some_and(|o| self.outputs.contains(o))
+                {
+                    return Err("LogSoftmax is supported only as the model's output".into());
+                }
                 let (x, shape) = self.real_input(first)?;
                 let default = if self.opset >= 13 { -1 } else { 1 };
                 let ax = array::axis(a.int("axis", default)?, shape.len() + 1)?;

@@ -708,6 +708,16 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
         ),
         (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 9, "ONNX opset 9 is not supported"),
         (
+            vec![
+                node("Flatten", "f", &["x"], vec![]),
+                node("LogSoftmax", "ls", &["f"], vec![]),
+                y(node("Relu", "r", &["ls"], vec![])),
+            ],
+            vec![],
+            17,
+            "LogSoftmax is supported only as the model's output",
+        ),
+        (
             vec![y(node("Relu", "r", &["nowhere"], vec![]))],
             vec![],
             17,
@@ -783,4 +793,29 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();
     assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "y");
+}
+
+/// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits
+/// below it, and its output is shown as the softmax.
+#[test]
+fn a_final_log_softmax_is_the_classifier_softmax() {
+    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
+    let c = Tensor::new(&[0.5f32, -0.5, 0.0], &Device::Cpu).unwrap();
+    let bytes = image_model(
+        vec![
+            node("Flatten", "flat", &["x"], vec![]),
+            node("Gemm", "fc", &["flat", "B", "C"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("LogSoftmax", "ls", &["fc"], vec![]) },
+        ],
+        vec![tensor("B", &[72, 3], &b), tensor("C", &[3], &c)],
+        13,
+    );
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("logsoftmax.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["flat", "fc"]);
+    assert_eq!(model.score_point(), (1, Point::PreSoftmax));
+    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let logits = x.reshape((2, 72)).unwrap().matmul(&b).unwrap().broadcast_add(&c).unwrap();
+    let expected = values(&convscope::engine::softmax(&logits).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    assert_close(&model.predict(&x).unwrap(), &expected, 1e-5, "probabilities");
 }
