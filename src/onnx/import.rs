@@ -5,8 +5,10 @@
 //! is how the Shape-Gather-Unsqueeze-Concat chains around `Reshape` fold away), a shape
 //! holding the batch size, or a computed value, which names a node of our graph, possibly
 //! with a permutation still to apply. Transposes are kept pending rather than emitted, so
-//! that the Transpose pairs tf2onnx wraps around every Conv cancel out; a node that needs
-//! the permuted layout gets one Transpose node. Afterwards, nodes the output does not
+//! that the Transpose pairs tf2onnx wraps around every Conv cancel out; elementwise ops
+//! and Concat run on the unpermuted source, a Dense reading the flatten of a permuted value
+//! gets its kernel rows reordered, and only another node that needs the permuted layout
+//! gets a Transpose node. Afterwards, nodes the output does not
 //! depend on are dropped and a Conv/Dense whose only reader is an activation takes that
 //! activation in, as Keras shows the layer.
 
