@@ -8,9 +8,9 @@
 //! that the Transpose pairs tf2onnx wraps around every Conv cancel out; elementwise ops
 //! and Concat run on the unpermuted source, a Dense reading the flatten of a permuted value
 //! gets its kernel rows reordered, and only another node that needs the permuted layout
-//! gets a Transpose node. Afterwards, nodes the output does not
-//! depend on are dropped and a Conv/Dense whose only reader is an activation takes that
-//! activation in, as Keras shows the layer.
+//! gets a Transpose node. Afterwards, nodes the output does not depend on are dropped and
+//! a Conv/Dense whose only reader is an activation takes that activation in, as Keras
+//! shows the layer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
