@@ -81,6 +81,8 @@ pub type Weights = BTreeMap<String, Tensor>;
 enum FileKind {
     /// convscope's safetensors file (or another safetensors file, which its reader names).
     Native,
+    /// A Keras `.h5` (HDF5) or `.keras` (zip).
+    Keras,
     /// Nothing convscope reads.
     Unknown,
 }
@@ -90,7 +92,13 @@ impl FileKind {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         // safetensors: an 8-byte little-endian header length, then the JSON header.
         let safetensors = bytes.len() > 8 && bytes[8] == b'{';
-        if safetensors || extension == "safetensors" { FileKind::Native } else { FileKind::Unknown }
+        if safetensors || extension == "safetensors" {
+            FileKind::Native
+        } else if crate::keras::is_keras(bytes) {
+            FileKind::Keras
+        } else {
+            FileKind::Unknown
+        }
     }
 }
 
@@ -175,6 +183,7 @@ impl Model {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         match FileKind::of(bytes, path) {
             FileKind::Native => crate::native::from_bytes(bytes, path),
+            FileKind::Keras => crate::keras::from_bytes(bytes, path),
             FileKind::Unknown => Err(Error::bad_file(
                 path,
                 "not a convscope model, ONNX or Keras file (convscope reads its own \
