@@ -138,6 +138,19 @@ def reshape(K):
     return K.Model(image, out, name="reshape")
 
 
+def adapted(K):
+    """A Normalization adapted to data (its statistics are weights) at the input."""
+    L = K.layers
+    image = K.Input((8, 8, 3), name="image")
+    norm = L.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(7).uniform(0, 255, (16, 8, 8, 3)).astype(np.float32))
+    x = norm(image)
+    x = L.Conv2D(3, 3, activation="relu", name="conv")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(2, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="adapted")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -152,6 +165,7 @@ MODELS = {
     "rgb": (rgb, True),
     "strided": (strided, False),
     "reshape": (reshape, False),
+    "adapted": (adapted, True),
 }
 
 
