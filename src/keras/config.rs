@@ -93,13 +93,16 @@ struct Flattener {
     input: Option<(String, Vec<Option<usize>>)>,
 }
 
-/// A batch shape (`batch_shape` in Keras 3, `batch_input_shape` in Keras 2).
-fn batch_shape(config: &Value) -> Option<Result<Vec<Option<usize>>>> {
-    let shape = config.get("batch_shape").or_else(|| config.get("batch_input_shape"))?;
-    let dims = shape
-        .as_array()
-        .map(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Vec<_>>());
-    Some(dims.ok_or_else(|| invalid(format!("input shape {shape} is not a list"))))
+/// A shape list with `null` for free sizes.
+fn shape_list(shape: &Value) -> Result<Vec<Option<usize>>> {
+    let dims = shape.as_array().ok_or_else(|| invalid(format!("shape {shape} is not a list")))?;
+    Ok(dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+}
+
+/// The declared batch shape of a layer: `batch_shape` in Keras 3, `batch_input_shape` in
+/// Keras 2.
+fn batch_shape(config: &Value) -> Option<&Value> {
+    config.get("batch_shape").or_else(|| config.get("batch_input_shape"))
 }
 
 impl Flattener {
@@ -183,13 +186,9 @@ impl Flattener {
                 // The top-level input: an InputLayer, the first layer's declared input
                 // shape (Keras 2), or the model's build shape.
                 let declared = batch_shape(layer_config)
-                    .or_else(|| {
-                        config.get("build_input_shape").map(|s| {
-                            batch_shape(&serde_json::json!({ "batch_shape": s }))
-                                .unwrap_or_else(|| Err(invalid("no input shape")))
-                        })
-                    })
-                    .ok_or_else(|| invalid("the Sequential model declares no input shape"))??;
+                    .or_else(|| config.get("build_input_shape"))
+                    .ok_or_else(|| invalid("the Sequential model declares no input shape"))?;
+                let declared = shape_list(declared)?;
                 let name = if class == "InputLayer" {
                     string(layer_config, "name", "the input layer")?
                 } else {
@@ -238,9 +237,9 @@ impl Flattener {
                 match (inputs, position) {
                     (Some(outer), Some(i)) => outer[i].clone(),
                     (None, Some(_)) => {
-                        let shape = batch_shape(layer_config).ok_or_else(|| {
-                            invalid(format!("input layer '{name}' has no shape"))
-                        })??;
+                        let shape = batch_shape(layer_config)
+                            .ok_or_else(|| invalid(format!("input layer '{name}' has no shape")))?;
+                        let shape = shape_list(shape)?;
                         self.declare_input(&name, shape)?
                     }
                     (_, None) => continue,
@@ -352,5 +351,62 @@ fn keras_tensors(v: &Value, names: &mut Vec<String>) -> std::result::Result<(), 
             }
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_sequential_takes_its_input_shape_from_the_first_layer() {
+        let arch = Architecture::parse(
+            r#"{"class_name": "Sequential", "config": {"name": "old", "layers": [
+                {"class_name": "Conv2D", "config": {"name": "c", "batch_input_shape": [null, 8, 8, 1]}},
+                {"class_name": "Flatten", "config": {"name": "f"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!((arch.input_name.as_str(), arch.output.as_str()), ("input_layer", "f"));
+        assert_eq!(arch.input_shape, [None, Some(8), Some(8), Some(1)]);
+        assert_eq!(arch.layers[0].inputs, ["input_layer"]);
+        assert_eq!(arch.layers[1].inputs, ["c"]);
+    }
+
+    fn functional(inbound_of_b: &str, outputs: &str) -> Result<Architecture> {
+        Architecture::parse(&format!(
+            r#"{{"class_name": "Functional", "config": {{"name": "m",
+                "input_layers": [["x", 0, 0]], "output_layers": {outputs},
+                "layers": [
+                  {{"class_name": "InputLayer", "name": "x", "inbound_nodes": [],
+                    "config": {{"name": "x", "batch_input_shape": [null, 4]}}}},
+                  {{"class_name": "Dense", "name": "a", "config": {{"name": "a"}},
+                    "inbound_nodes": [[["x", 0, 0, {{}}]]]}},
+                  {{"class_name": "Dense", "name": "b", "config": {{"name": "b"}},
+                    "inbound_nodes": {inbound_of_b}}}]}}}}"#
+        ))
+    }
+
+    #[test]
+    fn functional_graphs_and_what_they_may_not_do() {
+        let arch = functional(r#"[[["a", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#).unwrap();
+        assert_eq!(arch.layers[1].inputs, ["a"]);
+        let err = |inbound, outputs| functional(inbound, outputs).unwrap_err().to_string();
+        assert!(
+            err(r#"[[["a", 0, 0, {}]], [["x", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#).contains(
+                "layer 'b': the layer is called 2 times; shared layers are not supported"
+            )
+        );
+        assert!(
+            err(r#"[[["a", 0, 1, {}]]]"#, r#"[["b", 0, 0]]"#)
+                .contains("reads a second output of 'a'")
+        );
+        assert!(
+            err(r#"[[["nowhere", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#)
+                .contains("reads 'nowhere', which comes later or does not exist")
+        );
+        assert!(
+            err(r#"[[["a", 0, 0, {}]]]"#, r#"[["a", 0, 0], ["b", 0, 0]]"#)
+                .contains("models with 2 outputs are not supported")
+        );
     }
 }
