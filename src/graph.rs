@@ -554,21 +554,25 @@ impl Graph {
         }
     }
 
-    /// The last node whose output is spatial `[C, H, W]` and produced by a conv, which is
-    /// grad-CAM's default layer (Keras: "the penultimate convolutional layer output").
-    pub fn last_conv_node(&self) -> Option<usize> {
-        // A conv followed only by an activation node reads best at the activation's output,
-        // as Keras users see the activated conv output.
-        let conv = (0..self.spec.nodes.len()).rev().find(|&i| self.spec.nodes[i].op.is_conv())?;
-        let next = conv + 1;
-        match self.spec.nodes.get(next) {
-            Some(Node { op: Op::Activation { .. }, .. })
-                if self.node_inputs[next] == [ValueId::of_node(conv)] =>
-            {
-                Some(next)
-            }
-            _ => Some(conv),
-        }
+    /// Grad-CAM's default layer: the last spatial `[C, H, W]` feature map computed from a
+    /// convolution — a conv's (activated) output, or what a DAG makes of conv outputs (a
+    /// residual sum, a concat, a batch norm) — as Keras users take "the last conv layer".
+    /// Pooling, padding and reshaping only move features around, so they are skipped.
+    pub fn last_feature_map_node(&self) -> Option<usize> {
+        let first_conv = self.spec.nodes.iter().position(|n| n.op.is_conv())?;
+        (first_conv..self.spec.nodes.len()).rev().find(|&i| {
+            let computes_features = matches!(
+                self.spec.nodes[i].op,
+                Op::Conv2d { .. }
+                    | Op::Activation { .. }
+                    | Op::BatchNorm { .. }
+                    | Op::Add
+                    | Op::Arith { .. }
+                    | Op::Concat { .. }
+            );
+            let spatial = matches!(self.shape(ValueId::of_node(i)), [_, h, w] if h * w > 1);
+            computes_features && spatial
+        })
     }
 }
 
@@ -653,7 +657,9 @@ fn infer_shape(op: &Op, in_shapes: &[&[usize]]) -> std::result::Result<(Vec<usiz
         Op::Activation { activation: Activation::Softmax } if x.len() != 1 => {
             return Err(format!("softmax needs a flat input, got {x:?}"));
         }
-        Op::Activation { activation: Activation::Clip { min, max } } if min.partial_cmp(max).is_none_or(|o| o.is_gt()) => {
+        Op::Activation { activation: Activation::Clip { min, max } }
+            if min.partial_cmp(max).is_none_or(|o| o.is_gt()) =>
+        {
             return Err(format!("clip range [{min}, {max}] is empty"));
         }
         Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => (x.to_vec(), no_pad),
@@ -790,6 +796,36 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "layer 'c': reads 'nowhere', which is not defined before it");
+    }
+
+    #[test]
+    fn grad_cams_default_layer_is_the_last_feature_map_of_a_chain_or_a_dag() {
+        let graph = |nodes| {
+            Graph::new(GraphSpec { input_name: "input".into(), input_shape: vec![1, 8, 8], nodes })
+                .unwrap()
+        };
+        let pool = Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: Padding::Valid };
+        let chain = graph(vec![
+            conv("a", "input", 4, Padding::Same),
+            conv("b", "a", 4, Padding::Same),
+            Node::new("pool", pool, &["b"]),
+            Node::new("flat", Op::Flatten, &["pool"]),
+        ]);
+        assert_eq!(chain.last_feature_map_node(), Some(1));
+        let relu = Op::Activation { activation: Activation::Relu };
+        let residual = graph(vec![
+            conv("a", "input", 4, Padding::Same),
+            conv("b", "a", 4, Padding::Same),
+            Node::new("sum", Op::Add, &["a", "b"]),
+            Node::new("act", relu, &["sum"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["act"]),
+        ]);
+        assert_eq!(residual.last_feature_map_node(), Some(3), "the block's activated output");
+        let no_conv = graph(vec![
+            Node::new("norm", Op::BatchNorm { epsilon: 1e-3 }, &["input"]),
+            Node::new("flat", Op::Flatten, &["norm"]),
+        ]);
+        assert_eq!(no_conv.last_feature_map_node(), None);
     }
 
     #[test]

@@ -76,6 +76,67 @@ impl InputSpec {
 /// Weights by name, `<node>.<role>` (`conv2d_1.kernel`).
 pub type Weights = BTreeMap<String, Tensor>;
 
+/// What the user says about a model's input and classes, over what its file says (ONNX
+/// files carry neither; a Keras file without preprocessing layers no input range).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputOverrides {
+    /// The range pixels are scaled to.
+    pub range: Option<[f32; 2]>,
+    /// Mean per channel (or one for all), subtracted after scaling.
+    pub mean: Option<Vec<f32>>,
+    /// Standard deviation per channel (or one for all), divided by after the mean.
+    pub std: Option<Vec<f32>>,
+    /// Class names, one per output.
+    pub classes: Option<Vec<String>>,
+}
+
+impl InputOverrides {
+    /// `model` with these settings in place of its own; checked against its channels and
+    /// outputs.
+    pub fn apply(&self, mut model: Model) -> Result<Model> {
+        let channels = model.graph.input_shape()[0];
+        if let Some([lo, hi]) = self.range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(Error::Invalid(format!("input range [{lo}, {hi}] is empty")));
+            }
+            model.input.range = [lo, hi];
+        }
+        if let Some(mean) = &self.mean {
+            model.input.mean = per_channel("mean", mean, channels)?;
+        }
+        if let Some(std) = &self.std {
+            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(Error::Invalid(format!("std {std:?} must be positive")));
+            }
+            model.input.std = per_channel("std", std, channels)?;
+        }
+        if let Some(names) = &self.classes {
+            if names.len() != model.num_classes() {
+                return Err(Error::Invalid(format!(
+                    "{} class names for a model with {} outputs",
+                    names.len(),
+                    model.num_classes()
+                )));
+            }
+            model.classes = names.clone();
+        }
+        Ok(model)
+    }
+}
+
+fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> {
+    if values.len() != 1 && values.len() != channels {
+        return Err(Error::Invalid(format!(
+            "{} {what} values for an input of {channels} channels (give 1 or {channels})",
+            values.len()
+        )));
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("{what} {values:?} is not finite")));
+    }
+    Ok(values.to_vec())
+}
+
 /// The model file formats, as told apart by [`FileKind::of`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FileKind {

@@ -45,6 +45,8 @@ struct ExploreArgs {
     /// Terminal colours: truecolor or 256 (default: truecolor when COLORTERM says so).
     #[arg(long, value_parser = views::parse_color_mode)]
     color: Option<ColorMode>,
+    #[command(flatten)]
+    preprocessing: views::Preprocessing,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,11 +56,14 @@ enum Command {
     Explore(ExploreArgs),
     /// Print the layer table, as Keras's `model.summary()` does, with mult-adds.
     Summary {
-        /// Model file (convscope `.safetensors`; `sample` for the bundled one).
+        /// Model file: convscope `.safetensors`, `.onnx`, Keras `.h5`/`.keras`, or `sample`
+        /// for the bundled one.
         model: PathBuf,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        preprocessing: views::Preprocessing,
     },
     /// Classify images: the top classes with their probabilities, per image.
     Predict {
@@ -73,6 +78,19 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        preprocessing: views::Preprocessing,
+    },
+    /// Write any model convscope reads as a convscope `.safetensors` file, with the input
+    /// preparation and class names given here, so later commands need no flags.
+    Convert {
+        /// Model file (`.onnx`, `.h5`, `.keras`, `.safetensors`).
+        model: PathBuf,
+        /// Where to write the convscope file.
+        #[arg(short, long, value_name = "SAFETENSORS")]
+        output: PathBuf,
+        #[command(flatten)]
+        preprocessing: views::Preprocessing,
     },
     /// Train the sample model on the bundled digits (8,000 train / 2,000 validation).
     Train {
@@ -99,6 +117,8 @@ enum Command {
         /// The conv layer.
         #[arg(long)]
         layer: Option<String>,
+        #[command(flatten)]
+        preprocessing: views::Preprocessing,
         #[command(flatten)]
         output: views::Output,
     },
@@ -205,9 +225,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         None => explore(&cli.explore),
         Some(Command::Explore(args)) => explore(&args),
-        Some(Command::Summary { model, json }) => summary(&load(&model)?, json),
-        Some(Command::Predict { model, images, top, json }) => {
-            let model = load(&model)?;
+        Some(Command::Summary { model, json, preprocessing }) => {
+            summary(&views::load_model(&model, &preprocessing)?, json)
+        }
+        Some(Command::Predict { model, images, top, json, preprocessing }) => {
+            let model = views::load_model(&model, &preprocessing)?;
             let prepared = images.iter().map(|p| prepare(&model, p)).collect::<Result<Vec<_>>>()?;
             predict(&model, &prepared, &[], top, json)
         }
@@ -215,8 +237,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = TrainConfig { epochs, batch_size, learning_rate, seed, max_steps: None };
             train_sample(&output, &config)
         }
-        Some(Command::Filters { model, layer, output }) => {
-            views::filters_cmd(&model, layer.as_deref(), &output)
+        Some(Command::Convert { model, output, preprocessing }) => {
+            convert(&model, &output, &preprocessing)
+        }
+        Some(Command::Filters { model, layer, preprocessing, output }) => {
+            views::filters_cmd(&model, &preprocessing, layer.as_deref(), &output)
         }
         Some(Command::Features { subject, layer, output }) => {
             views::features_cmd(&subject, layer.as_deref(), &output)
@@ -245,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn explore(args: &ExploreArgs) -> Result<()> {
+    let overrides = args.preprocessing.overrides()?;
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
@@ -260,6 +286,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
             tui::cache::hash(sample::bytes()),
         ),
     };
+    let model = overrides.apply(model)?;
     if args.watch && args.model.is_none() {
         bail!("--watch needs a model file to watch");
     }
@@ -274,14 +301,26 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         );
     }
     let color = args.color.unwrap_or_else(ColorMode::detect);
-    let options = tui::options(color, args.watch.then(|| args.model.clone()).flatten());
+    let options = tui::options(color, args.watch.then(|| args.model.clone()).flatten(), overrides);
     let app = tui::app::App::new(model, name, hash, inputs, options)?;
     tui::run(app).context("terminal")?;
     Ok(())
 }
 
-fn load(path: &Path) -> Result<Model> {
-    views::load_model(path)
+fn convert(model: &Path, output: &Path, preprocessing: &views::Preprocessing) -> Result<()> {
+    let model = views::load_model(model, preprocessing)?;
+    native::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
+    let (params, _) = model.param_counts();
+    println!(
+        "wrote {}: {} layers, {} parameters, input {:?} in range {:?}, classes {}",
+        output.display(),
+        model.graph().nodes().len(),
+        convscope::summary::thousands(params as u64),
+        model.graph().input_shape(),
+        model.input.range,
+        model.classes.join(" ")
+    );
+    Ok(())
 }
 
 fn prepare(model: &Model, path: &Path) -> Result<Prepared> {

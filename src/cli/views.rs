@@ -12,6 +12,7 @@ use convscope::input::{self, Prepared};
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::{inspect, saliency};
+use convscope::model::InputOverrides;
 use convscope::render::{self, ColorMode, Colormap};
 use convscope::views::{self, Picture, Style, Subject as Seen};
 use convscope::{Model, ReluRule};
@@ -78,20 +79,78 @@ pub struct Subject {
     /// Class to explain, by index or name (default: the predicted class).
     #[arg(long)]
     class: Option<String>,
+    #[command(flatten)]
+    preprocessing: Preprocessing,
 }
 
-/// Loads a model; `sample` names the bundled one when no such file exists.
-pub fn load_model(path: &Path) -> Result<Model> {
-    if path == Path::new("sample") && !path.exists() {
-        return Ok(convscope::sample::model()?);
+/// How images are prepared for a model, and its class names, where its file does not say
+/// (ONNX carries neither) or says otherwise.
+#[derive(Debug, Args, Default)]
+pub struct Preprocessing {
+    /// Range pixels are scaled to before the mean and std, e.g. `0,255` or `-1,1`
+    /// (default: what the model file says, else 0,1).
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range, allow_hyphen_values = true)]
+    input_range: Option<[f32; 2]>,
+    /// Mean subtracted after scaling: one value, or one per channel (`0.485,0.456,0.406`).
+    #[arg(long, value_name = "M", value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Standard deviation divided by after the mean: one value, or one per channel.
+    #[arg(long, value_name = "S", value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Class names, one per line, in output order.
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+}
+
+impl Preprocessing {
+    /// The settings, with the class names read from their file.
+    pub fn overrides(&self) -> Result<InputOverrides> {
+        let classes = match &self.classes {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading class names from {}", path.display()))?;
+                let names: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                Some(names)
+            }
+            None => None,
+        };
+        Ok(InputOverrides {
+            range: self.input_range,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            classes,
+        })
     }
-    Ok(Model::load(path)?)
+}
+
+fn parse_range(s: &str) -> Result<[f32; 2], String> {
+    let parsed: Option<Vec<f32>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[lo, hi]) if lo < hi => Ok([lo, hi]),
+        _ => Err(format!("'{s}' is not a range LO,HI with LO < HI")),
+    }
+}
+
+/// Loads a model (`sample` names the bundled one when no such file exists) and applies the
+/// user's preprocessing settings.
+pub fn load_model(path: &Path, preprocessing: &Preprocessing) -> Result<Model> {
+    let model = if path == Path::new("sample") && !path.exists() {
+        convscope::sample::model()?
+    } else {
+        Model::load(path)?
+    };
+    Ok(preprocessing.overrides()?.apply(model)?)
 }
 
 impl Subject {
     /// The model, the prepared input, the class to explain and every class's probability.
     fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
-        let model = load_model(&self.model)?;
+        let model = load_model(&self.model, &self.preprocessing)?;
         let prepared = match &self.image {
             Some(path) => super::prepare(&model, path)?,
             None => default_input(&model)?,
@@ -223,8 +282,13 @@ pub fn occlusion_cmd(
 }
 
 /// `convscope filters`.
-pub fn filters_cmd(model: &Path, layer: Option<&str>, out: &Output) -> Result<()> {
-    let model = load_model(model)?;
+pub fn filters_cmd(
+    model: &Path,
+    preprocessing: &Preprocessing,
+    layer: Option<&str>,
+    out: &Output,
+) -> Result<()> {
+    let model = load_model(model, preprocessing)?;
     let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
     emit_picture(views::filters(&model, layer, style(out, false))?, out)
 }
@@ -260,11 +324,13 @@ pub struct MaxActArgs {
     /// Seed of the starting noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    preprocessing: Preprocessing,
 }
 
 /// `convscope maxact`.
 pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, &args.preprocessing)?;
     let (targets, names): (Vec<Target>, Vec<String>) = match &args.layer {
         Some(layer) => {
             let node = model.graph().node_index(layer)?;

@@ -130,9 +130,10 @@ fn first<T>(v: Vec<T>) -> Result<T> {
     v.into_iter().next().ok_or_else(|| Error::Invalid("no result".into()))
 }
 
-/// The layer grad-CAM uses by default: the last convolution (its activated output).
+/// The layer grad-CAM uses by default: the last feature map computed from a convolution
+/// ([`crate::graph::Graph::last_feature_map_node`]).
 pub fn default_cam_layer(model: &Model) -> Result<usize> {
-    model.graph().last_conv_node().ok_or_else(|| {
+    model.graph().last_feature_map_node().ok_or_else(|| {
         Error::Invalid("grad-CAM needs a convolutional layer and this model has none".into())
     })
 }

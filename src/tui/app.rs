@@ -124,6 +124,8 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// Reload the model when this file changes.
     pub watch: Option<PathBuf>,
+    /// The user's input preparation and class names, applied again to a reloaded model.
+    pub overrides: crate::model::InputOverrides,
 }
 
 /// Watching a model file for a complete rewrite.
@@ -637,7 +639,9 @@ impl App {
         watch.seen = Some(stamp);
         let path = watch.path.clone();
         let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-            let model = crate::Model::from_bytes(&bytes, &path).map_err(|e| e.to_string())?;
+            let model = crate::Model::from_bytes(&bytes, &path)
+                .and_then(|m| self.options.overrides.apply(m))
+                .map_err(|e| e.to_string())?;
             Ok((model, cache::hash(&bytes)))
         });
         let time = time_of_day();

@@ -162,6 +162,10 @@ fn is_too_small(terminal: &ratatui::DefaultTerminal) -> std::io::Result<bool> {
 
 /// The explorer's settings: colours, the user's cache directory, and the model file to
 /// watch, if any.
-pub fn options(color: crate::render::ColorMode, watch: Option<PathBuf>) -> Options {
-    Options { color, maxact_iterations: 200, cache_dir: cache::default_dir(), watch }
+pub fn options(
+    color: crate::render::ColorMode,
+    watch: Option<PathBuf>,
+    overrides: crate::model::InputOverrides,
+) -> Options {
+    Options { color, maxact_iterations: 200, cache_dir: cache::default_dir(), watch, overrides }
 }

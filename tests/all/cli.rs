@@ -204,3 +204,60 @@ fn method_errors_are_one_line() {
         "not a convolution",
     );
 }
+
+#[test]
+fn convert_remembers_input_preparation_and_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, names.join("\n") + "\n\n").unwrap();
+    let out = dir.path().join("converted.safetensors");
+    let o = convscope(&[
+        "convert",
+        &sample_model(),
+        "-o",
+        out.to_str().unwrap(),
+        "--input-range",
+        "-1,1",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--classes",
+        classes.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("8 layers, 1,199,882 parameters"), "{}", stdout(&o));
+    let model = convscope::Model::load(&out).unwrap();
+    assert_eq!(model.input.range, [-1.0, 1.0]);
+    assert_eq!(model.input.mean, [0.5]);
+    assert_eq!(model.input.std, [0.25]);
+    assert_eq!(model.classes, names);
+
+    // The names reach every command, and the flags override what the file says.
+    let digit = sample_digit();
+    let o = convscope(&["predict", out.to_str().unwrap(), digit.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = json[0]["top"][0]["class"].as_str().unwrap().to_string();
+    assert!(names.contains(&top.as_str()), "{top}");
+    let o = convscope(&["summary", out.to_str().unwrap(), "--input-range", "0,1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn preprocessing_that_does_not_fit_the_model_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "cat\ndog\nbird\n").unwrap();
+    let model = sample_model();
+    let o = convscope(&["summary", &model, "--classes", classes.to_str().unwrap()]);
+    assert_one_line_error(&o, "3 class names for a model with 10 outputs");
+    let o = convscope(&["summary", &model, "--mean", "0.4,0.5"]);
+    assert_one_line_error(&o, "2 mean values for an input of 1 channels");
+    let o = convscope(&["summary", &model, "--std", "0"]);
+    assert_one_line_error(&o, "must be positive");
+    let o = convscope(&["summary", &model, "--input-range", "1,0"]);
+    assert!(!o.status.success());
+    let o = convscope(&["summary", &model, "--classes", "/no/such/file"]);
+    assert_one_line_error(&o, "reading class names from /no/such/file");
+}

@@ -22,6 +22,7 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         maxact_iterations: 5,
         cache_dir: Some(cache.to_path_buf()),
         watch,
+        overrides: Default::default(),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
 }
