@@ -134,6 +134,20 @@ fn probabilities_and_gradients_match_keras() {
     }
 }
 
+/// The classes the layer table may show for a Keras class, where the engine's op names
+/// it differently.
+fn shown_as(keras: &str) -> Vec<&str> {
+    match keras {
+        // With a depth multiplier the engine's grouped conv is not recognisably depthwise.
+        "DepthwiseConv2D" => vec!["DepthwiseConv2D", "Conv2D"],
+        // The pointwise half (the depthwise half is a row `<name>/depthwise`).
+        "SeparableConv2D" => vec!["Conv2D"],
+        // A Reshape to an image ends in the transpose back to channels-first.
+        "Reshape" => vec!["Reshape", "Permute"],
+        other => vec![other],
+    }
+}
+
 #[test]
 fn the_layer_table_is_the_keras_summary() {
     let expected = expected();
@@ -176,6 +190,11 @@ fn the_layer_table_is_the_keras_summary() {
                     .collect();
                 if let Some(row) = rows.iter().find(|r| r.name == lname) {
                     assert_eq!(row.output_shape, shape, "{file}: output shape of {lname}");
+                    assert!(
+                        shown_as(class).contains(&row.type_name.as_str()),
+                        "{file}: {lname} is a {class}, shown as {}",
+                        row.type_name
+                    );
                 }
             }
             let totals = (ours.total_params, ours.trainable_params, ours.non_trainable_params);
