@@ -153,9 +153,10 @@ impl Config<'_> {
         }
     }
 
-    fn usize(&self, key: &str, default: usize) -> Result<usize> {
+    /// A count; `None` as default makes it required.
+    fn usize(&self, key: &str, default: Option<usize>) -> Result<usize> {
         match self.get(key) {
-            None => Ok(default),
+            None => default.ok_or_else(|| self.error(format!("'{key}' is missing"))),
             Some(v) => v
                 .as_u64()
                 .map(|v| v as usize)
@@ -274,6 +275,11 @@ impl<'a> Builder<'a> {
             .ok_or_else(|| Error::graph(name, "is read before it is computed"))
     }
 
+    /// All inputs of `layer`.
+    fn all_inputs(&self, layer: &Layer) -> Result<Vec<Output>> {
+        layer.inputs.iter().map(|name| self.value(name)).collect()
+    }
+
     /// The one input of `layer`.
     fn single_input(&self, layer: &Layer) -> Result<Output> {
         match layer.inputs.as_slice() {
@@ -293,8 +299,8 @@ impl<'a> Builder<'a> {
     }
 
     /// Appends the node(s) of a layer whose last node carries the layer's name.
-    fn finish(&mut self, layer: &Layer, op: Op, input: &str, order: Order) -> Result<()> {
-        let shape = self.emit(&layer.name, op, &[input])?;
+    fn finish(&mut self, layer: &Layer, op: Op, inputs: &[&str], order: Order) -> Result<()> {
+        let shape = self.emit(&layer.name, op, inputs)?;
         self.values.insert(layer.name.clone(), Output { node: layer.name.clone(), shape, order });
         Ok(())
     }
@@ -454,18 +460,9 @@ impl<'a> Builder<'a> {
             "Reshape" => self.reshape(layer),
             "Concatenate" => self.concatenate(layer),
             "Add" => {
-                let inputs = layer
-                    .inputs
-                    .iter()
-                    .map(|name| self.value(name).map(|v| v.node))
-                    .collect::<Result<Vec<_>>>()?;
-                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let shape = self.emit(&layer.name, Op::Add, &refs)?;
-                self.values.insert(
-                    layer.name.clone(),
-                    Output { node: layer.name.clone(), shape, order: Order::Keras },
-                );
-                Ok(())
+                let inputs = self.all_inputs(layer)?;
+                let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
+                self.finish(layer, Op::Add, &nodes, Order::Keras)
             }
             "Activation" => self.simple(layer, Op::Activation { activation: config.activation()? }),
             "ReLU" => {
@@ -541,7 +538,7 @@ impl<'a> Builder<'a> {
     fn simple(&mut self, layer: &Layer, op: Op) -> Result<()> {
         let input = self.single_input(layer)?;
         let order = if elementwise(layer) { input.order } else { Order::Keras };
-        self.finish(layer, op, &input.node, order)
+        self.finish(layer, op, &[&input.node], order)
     }
 
     fn image_input(&self, layer: &Layer) -> Result<(Output, usize)> {
@@ -561,9 +558,9 @@ impl<'a> Builder<'a> {
     fn conv2d(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
         let (input, c) = self.image_input(layer)?;
-        let filters = config.usize("filters", 0)?;
+        let filters = config.usize("filters", None)?;
         let kernel = config.pair("kernel_size", None)?;
-        let groups = config.usize("groups", 1)?;
+        let groups = config.usize("groups", Some(1))?;
         let bias = config.bool("use_bias", true)?;
         if groups == 0 || c % groups != 0 {
             return Err(config.error(format!("{groups} groups do not divide {c} channels")));
@@ -588,7 +585,7 @@ impl<'a> Builder<'a> {
         if let Some(b) = arrays.next() {
             self.weight(&layer.name, "bias", b, &[filters], Ok)?;
         }
-        self.finish(layer, op, &input.node, Order::Keras)
+        self.finish(layer, op, &[&input.node], Order::Keras)
     }
 
     /// A depthwise kernel `[kh, kw, C, mult]` (output channel `c·mult + m`, as in
@@ -615,7 +612,7 @@ impl<'a> Builder<'a> {
     fn depthwise(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
         let (input, c) = self.image_input(layer)?;
-        let multiplier = config.usize("depth_multiplier", 1)?;
+        let multiplier = config.usize("depth_multiplier", Some(1))?;
         let kernel = config.pair("kernel_size", None)?;
         let bias = config.bool("use_bias", true)?;
         let op = Op::Conv2d {
@@ -637,16 +634,16 @@ impl<'a> Builder<'a> {
         if let Some(b) = arrays.next() {
             self.weight(&layer.name, "bias", b, &[c * multiplier], Ok)?;
         }
-        self.finish(layer, op, &input.node, Order::Keras)
+        self.finish(layer, op, &[&input.node], Order::Keras)
     }
 
     /// SeparableConv2D as two nodes: `<name>/depthwise`, then the pointwise `<name>`.
     fn separable(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
         let (input, c) = self.image_input(layer)?;
-        let multiplier = config.usize("depth_multiplier", 1)?;
+        let multiplier = config.usize("depth_multiplier", Some(1))?;
         let kernel = config.pair("kernel_size", None)?;
-        let filters = config.usize("filters", 0)?;
+        let filters = config.usize("filters", None)?;
         let bias = config.bool("use_bias", true)?;
         let depthwise_name = format!("{}/depthwise", layer.name);
         let depthwise = Op::Conv2d {
@@ -686,7 +683,7 @@ impl<'a> Builder<'a> {
             self.weight(&layer.name, "bias", b, &[filters], Ok)?;
         }
         self.emit(&depthwise_name, depthwise, &[&input.node])?;
-        self.finish(layer, pointwise, &depthwise_name, Order::Keras)
+        self.finish(layer, pointwise, &[&depthwise_name], Order::Keras)
     }
 
     fn dense(&mut self, layer: &Layer) -> Result<()> {
@@ -698,7 +695,7 @@ impl<'a> Builder<'a> {
                 input.shape
             )));
         };
-        let units = config.usize("units", 0)?;
+        let units = config.usize("units", None)?;
         let bias = config.bool("use_bias", true)?;
         let op = Op::Dense { units, bias, activation: config.activation()? };
         let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
@@ -715,7 +712,7 @@ impl<'a> Builder<'a> {
         if let Some(b) = arrays.next() {
             self.weight(&layer.name, "bias", b, &[units], Ok)?;
         }
-        self.finish(layer, op, &input.node, Order::Keras)
+        self.finish(layer, op, &[&input.node], Order::Keras)
     }
 
     fn batch_norm(&mut self, layer: &Layer) -> Result<()> {
@@ -751,7 +748,7 @@ impl<'a> Builder<'a> {
             self.weight(&layer.name, "beta", constant(0.0), &[c], Ok)?;
         }
         let epsilon = config.f32("epsilon", 1e-3)?;
-        self.finish(layer, Op::BatchNorm { epsilon }, &input.node, Order::Keras)
+        self.finish(layer, Op::BatchNorm { epsilon }, &[&input.node], Order::Keras)
     }
 
     /// Puts an image value into Keras's element order (`[H, W, C]`) by a transpose node
@@ -778,12 +775,12 @@ impl<'a> Builder<'a> {
             return self.finish(
                 layer,
                 Op::Flatten,
-                &input.node,
+                &[&input.node],
                 Order::FlatChannelsFirst { c, h, w },
             );
         }
         let source = self.emit_channels_last(layer, &input)?;
-        self.finish(layer, Op::Flatten, &source, Order::Keras)
+        self.finish(layer, Op::Flatten, &[&source], Order::Keras)
     }
 
     fn reshape(&mut self, layer: &Layer) -> Result<()> {
@@ -805,16 +802,16 @@ impl<'a> Builder<'a> {
         }
         let source = self.emit_channels_last(layer, &input)?;
         match resolved[..] {
-            [_] => self.finish(layer, Op::Reshape { shape: vec![-1] }, &source, Order::Keras),
+            [_] => self.finish(layer, Op::Reshape { shape: vec![-1] }, &[&source], Order::Keras),
             [h, w, c] if c > 1 && h * w > 1 => {
                 let keras = format!("{}/reshape", layer.name);
                 let shape = vec![h as i64, w as i64, c as i64];
                 self.emit(&keras, Op::Reshape { shape }, &[&source])?;
-                self.finish(layer, Op::Transpose { perm: vec![2, 0, 1] }, &keras, Order::Keras)
+                self.finish(layer, Op::Transpose { perm: vec![2, 0, 1] }, &[&keras], Order::Keras)
             }
             [h, w, c] => {
                 let shape = vec![c as i64, h as i64, w as i64];
-                self.finish(layer, Op::Reshape { shape }, &source, Order::Keras)
+                self.finish(layer, Op::Reshape { shape }, &[&source], Order::Keras)
             }
             _ => Err(config.error(format!(
                 "Reshape to {target:?} is not supported (images (H, W, C) and vectors only)"
@@ -824,8 +821,7 @@ impl<'a> Builder<'a> {
 
     fn concatenate(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
-        let inputs =
-            layer.inputs.iter().map(|name| self.value(name)).collect::<Result<Vec<_>>>()?;
+        let inputs = self.all_inputs(layer)?;
         let rank = inputs.first().map_or(0, |v| v.shape.len());
         // Keras axes of [N, H, W, C] → the engine's per-sample [C, H, W].
         let axis = match (rank, config.axis(rank + 1, -1)?) {
@@ -840,12 +836,7 @@ impl<'a> Builder<'a> {
             }
         };
         let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
-        let shape = self.emit(&layer.name, Op::Concat { axis }, &nodes)?;
-        self.values.insert(
-            layer.name.clone(),
-            Output { node: layer.name.clone(), shape, order: Order::Keras },
-        );
-        Ok(())
+        self.finish(layer, Op::Concat { axis }, &nodes, Order::Keras)
     }
 }
 
