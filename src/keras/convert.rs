@@ -21,7 +21,7 @@ use crate::graph::{Activation, Graph, GraphSpec, Node, Op, Padding};
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
-pub const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
+const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
     Flatten, Reshape, ZeroPadding2D, Add, Concatenate, Rescaling and Normalization (at the input)";

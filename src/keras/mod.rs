@@ -20,8 +20,6 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-pub use convert::SUPPORTED;
-
 /// The first bytes of an HDF5 file (`.h5`).
 pub const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 /// The first bytes of a zip archive (`.keras`).
