@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod input;
+pub mod keras;
 pub mod kernels;
 pub mod methods;
 pub mod model;

@@ -142,6 +142,8 @@ fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> 
 enum FileKind {
     /// convscope's safetensors file (or another safetensors file, which its reader names).
     Native,
+    /// A Keras `.h5` (HDF5) or `.keras` (zip).
+    Keras,
     /// An ONNX protobuf: it opens with field 1, `ir_version`, as every ONNX writer orders it.
     Onnx,
     /// Nothing convscope reads.
@@ -155,6 +157,8 @@ impl FileKind {
         let safetensors = bytes.len() > 8 && bytes[8] == b'{';
         if safetensors || extension == "safetensors" {
             FileKind::Native
+        } else if crate::keras::is_keras(bytes) {
+            FileKind::Keras
         } else if bytes.first() == Some(&0x08) || extension == "onnx" {
             FileKind::Onnx
         } else {
@@ -244,6 +248,7 @@ impl Model {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         match FileKind::of(bytes, path) {
             FileKind::Native => crate::native::from_bytes(bytes, path),
+            FileKind::Keras => crate::keras::from_bytes(bytes, path),
             FileKind::Onnx => crate::onnx::from_bytes(bytes, path),
             FileKind::Unknown => Err(Error::bad_file(
                 path,

@@ -7,6 +7,7 @@ mod actmax;
 mod cli;
 mod explorer;
 mod gradients;
+mod keras;
 mod methods;
 mod native;
 mod onnx;
