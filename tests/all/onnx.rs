@@ -577,7 +577,7 @@ fn a_flatten_of_an_nhwc_input_keeps_its_order() {
         let expected = values(&input.matmul(&b).unwrap());
         let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "dense");
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "dense");
         // Only a reader other than a Dense needs the NHWC order made real.
         let permutes =
             model.graph().nodes().iter().filter(|n| matches!(n.op, Op::Transpose { .. }));
@@ -654,7 +654,7 @@ fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
         );
         let model = convscope::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "reshaped");
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "reshaped");
         // The second reshape reads the input directly; the first is left unread.
         assert_eq!(layer_names(&model), ["r2", "fc"]);
         assert!(matches!(model.graph().nodes()[0].op, Op::Flatten));
@@ -792,7 +792,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()), &expected, 1e-5, "y");
+    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "y");
 }
 
 /// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits
@@ -817,5 +817,5 @@ fn a_final_log_softmax_is_the_classifier_softmax() {
     let logits = x.reshape((2, 72)).unwrap().matmul(&b).unwrap().broadcast_add(&c).unwrap();
     let expected = values(&convscope::engine::softmax(&logits).unwrap());
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
-    assert_close(&model.predict(&x).unwrap(), &expected, 1e-5, "probabilities");
+    assert_close(&model.predict(&x).unwrap(), &expected, 1e-4, "probabilities");
 }
