@@ -612,19 +612,9 @@ impl<'a> Builder<'a> {
     fn depthwise(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
         let (input, c) = self.image_input(layer)?;
-        let multiplier = config.usize("depth_multiplier", Some(1))?;
-        let kernel = config.pair("kernel_size", None)?;
+        let (multiplier, kernel) = depthwise_shape(&config)?;
         let bias = config.bool("use_bias", true)?;
-        let op = Op::Conv2d {
-            filters: c * multiplier,
-            kernel,
-            stride: config.pair("strides", Some([1, 1]))?,
-            padding: config.padding()?,
-            dilation: config.pair("dilation_rate", Some([1, 1]))?,
-            groups: c,
-            bias,
-            activation: config.activation()?,
-        };
+        let op = depthwise_op(&config, c, bias, config.activation()?)?;
         let vars: &[&str] =
             if bias { &["depthwise_kernel", "bias"] } else { &["depthwise_kernel"] };
         let mut arrays = self.fetch(layer, vars)?.into_iter();
@@ -641,21 +631,11 @@ impl<'a> Builder<'a> {
     fn separable(&mut self, layer: &Layer) -> Result<()> {
         let config = Config { layer };
         let (input, c) = self.image_input(layer)?;
-        let multiplier = config.usize("depth_multiplier", Some(1))?;
-        let kernel = config.pair("kernel_size", None)?;
+        let (multiplier, kernel) = depthwise_shape(&config)?;
         let filters = config.usize("filters", None)?;
         let bias = config.bool("use_bias", true)?;
         let depthwise_name = format!("{}/depthwise", layer.name);
-        let depthwise = Op::Conv2d {
-            filters: c * multiplier,
-            kernel,
-            stride: config.pair("strides", Some([1, 1]))?,
-            padding: config.padding()?,
-            dilation: config.pair("dilation_rate", Some([1, 1]))?,
-            groups: c,
-            bias: false,
-            activation: Activation::Linear,
-        };
+        let depthwise = depthwise_op(&config, c, false, Activation::Linear)?;
         let pointwise = Op::Conv2d {
             filters,
             kernel: [1, 1],
@@ -866,4 +846,25 @@ fn zero_padding(config: &Config) -> Result<[usize; 4]> {
             }
         }
     }
+}
+
+/// `depth_multiplier` and `kernel_size` of a depthwise (or separable) conv layer.
+fn depthwise_shape(config: &Config) -> Result<(usize, [usize; 2])> {
+    Ok((config.usize("depth_multiplier", Some(1))?, config.pair("kernel_size", None)?))
+}
+
+/// The depthwise conv of a DepthwiseConv2D or SeparableConv2D layer on `c` channels: one
+/// group per channel, `depth_multiplier` filters each.
+fn depthwise_op(config: &Config, c: usize, bias: bool, activation: Activation) -> Result<Op> {
+    let (multiplier, kernel) = depthwise_shape(config)?;
+    Ok(Op::Conv2d {
+        filters: c * multiplier,
+        kernel,
+        stride: config.pair("strides", Some([1, 1]))?,
+        padding: config.padding()?,
+        dilation: config.pair("dilation_rate", Some([1, 1]))?,
+        groups: c,
+        bias,
+        activation,
+    })
 }
