@@ -138,8 +138,6 @@ fn probabilities_and_gradients_match_keras() {
 /// it differently.
 fn shown_as(keras: &str) -> Vec<&str> {
     match keras {
-        // With a depth multiplier the engine's grouped conv is not recognisably depthwise.
-        "DepthwiseConv2D" => vec!["DepthwiseConv2D", "Conv2D"],
         // The pointwise half (the depthwise half is a row `<name>/depthwise`).
         "SeparableConv2D" => vec!["Conv2D"],
         // A Reshape to an image ends in the transpose back to channels-first.
