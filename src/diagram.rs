@@ -66,7 +66,7 @@ pub fn diagram(model: &Model, width: usize) -> Vec<String> {
             let out_rank = graph.shape(ValueId::of_node(i)).len();
             Block {
                 name: node.name.clone(),
-                type_name: node.op.type_name(),
+                type_name: graph.type_name(i),
                 detail: detail(&node.op, layout, out_rank),
                 reads,
             }

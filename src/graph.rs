@@ -273,12 +273,10 @@ fn yes() -> bool {
 }
 
 impl Op {
-    /// Keras's class name, for the layer table.
+    /// Keras's class name, for the layer table, as far as the op alone tells
+    /// ([`Graph::type_name`] also knows a depthwise conv by its input).
     pub fn type_name(&self) -> &'static str {
         match self {
-            Op::Conv2d { groups, filters, .. } if *groups > 1 && groups == filters => {
-                "DepthwiseConv2D"
-            }
             Op::Conv2d { .. } => "Conv2D",
             Op::Dense { .. } => "Dense",
             Op::Activation { activation: Activation::Relu } => "ReLU",
@@ -485,6 +483,19 @@ impl Graph {
     /// The node whose output is the model's output (the last one).
     pub fn output_node(&self) -> usize {
         self.spec.nodes.len() - 1
+    }
+
+    /// Keras's class name of node `i`: its op's, except that a conv with one group per
+    /// input channel is a DepthwiseConv2D (whatever its depth multiplier).
+    pub fn type_name(&self, node: usize) -> &'static str {
+        match &self.spec.nodes[node].op {
+            Op::Conv2d { groups, .. }
+                if *groups > 1 && self.shape(self.node_inputs[node][0]).first() == Some(groups) =>
+            {
+                "DepthwiseConv2D"
+            }
+            op => op.type_name(),
+        }
     }
 
     /// Index of the node with that name.

@@ -142,6 +142,10 @@ fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> 
 enum FileKind {
     /// convscope's safetensors file (or another safetensors file, which its reader names).
     Native,
+    /// A Keras `.h5` (HDF5) or `.keras` (zip).
+    Keras,
+    /// An ONNX protobuf: it opens with field 1, `ir_version`, as every ONNX writer orders it.
+    Onnx,
     /// Nothing convscope reads.
     Unknown,
 }
@@ -151,7 +155,15 @@ impl FileKind {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         // safetensors: an 8-byte little-endian header length, then the JSON header.
         let safetensors = bytes.len() > 8 && bytes[8] == b'{';
-        if safetensors || extension == "safetensors" { FileKind::Native } else { FileKind::Unknown }
+        if safetensors || extension == "safetensors" {
+            FileKind::Native
+        } else if crate::keras::is_keras(bytes) {
+            FileKind::Keras
+        } else if bytes.first() == Some(&0x08) || extension == "onnx" {
+            FileKind::Onnx
+        } else {
+            FileKind::Unknown
+        }
     }
 }
 
@@ -236,6 +248,8 @@ impl Model {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         match FileKind::of(bytes, path) {
             FileKind::Native => crate::native::from_bytes(bytes, path),
+            FileKind::Keras => crate::keras::from_bytes(bytes, path),
+            FileKind::Onnx => crate::onnx::from_bytes(bytes, path),
             FileKind::Unknown => Err(Error::bad_file(
                 path,
                 "not a convscope model, ONNX or Keras file (convscope reads its own \

@@ -76,7 +76,7 @@ impl Summary {
         for (i, node) in graph.nodes().iter().enumerate() {
             layers.push(LayerRow {
                 name: node.name.clone(),
-                type_name: node.op.type_name().into(),
+                type_name: graph.type_name(i).into(),
                 output_shape: displayed(graph.shape(ValueId::of_node(i)), layout),
                 params: graph
                     .weight_specs(i)

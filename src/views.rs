@@ -281,7 +281,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
     let caption = format!(
         "feature maps of {} ({}) · {} channel{} of {}×{} · range {lo:.3} to {hi:.3}",
         node.name,
-        node.op.type_name(),
+        model.graph().type_name(layer),
         maps.len(),
         if maps.len() == 1 { "" } else { "s" },
         maps[0].height,

@@ -43,7 +43,7 @@ pub fn filters(model: &Model, layer: usize) -> Result<Filters> {
         return Err(Error::Invalid(format!(
             "layer '{}' is a {}, not a convolution: it has no filters",
             node.name,
-            node.op.type_name()
+            model.graph().type_name(layer)
         )));
     };
     let kernel = model.weight(layer, "kernel")?.to_dtype(candle_core::DType::F32)?;

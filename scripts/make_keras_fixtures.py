@@ -1,0 +1,272 @@
+"""Builds the Keras fixtures of tests/all/keras.rs with the real Keras.
+
+Made with Python 3.11, tensorflow-cpu 2.21.0, keras 3.15.1 (Keras 3: `.keras` and legacy
+`.h5`), tf-keras 2.21.0 (Keras 2: `.h5`), h5py 3.14.0, numpy 2.4.6:
+
+    python3 -m venv /tmp/kerasvenv
+    /tmp/kerasvenv/bin/pip install tensorflow-cpu==2.21.0 keras==3.15.1 tf-keras==2.21.0 h5py
+    /tmp/kerasvenv/bin/python scripts/make_keras_fixtures.py
+
+Writes tests/fixtures/keras/: for each model `<name>.keras`, `<name>.h5` (Keras 3) and
+`<name>.k2.h5` (Keras 2), and per Keras family (`k3`, `k2`) the input fed to Keras
+(`<name>.input.npy`, NHWC), its probabilities (`<name>.<family>.probs.npy`) and one input
+gradient (`<name>.<family>.grad.npy`): the gradient, with respect to the NHWC input of
+sample 0, of the score of its top class *before* the softmax (the final Dense's
+activation swapped for linear, or the output of the layer before a final Softmax layer),
+as convscope's methods define class scores. `expected.json` records, per model, the
+class, whether the input is raw 0..255 pixels (models with Rescaling/Normalization) and
+what `model.summary()` printed (per-layer name, class, output shape, params; totals).
+Weights are random (seeded), batch-norm statistics included, so nothing is an identity.
+"""
+
+import json
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "keras"
+K3, K2 = keras, tf_keras
+
+
+def leaky(K, slope, name=None):
+    if K is K3:
+        return K.layers.LeakyReLU(negative_slope=slope, name=name)
+    return K.layers.LeakyReLU(alpha=slope, name=name)
+
+
+def mnist_cnn(K):
+    """The article's network, with fewer filters and units."""
+    L = K.layers
+    return K.Sequential(
+        [
+            K.Input((28, 28, 1)),
+            L.Conv2D(2, 3, activation="relu", name="conv2d"),
+            L.Conv2D(4, 3, activation="relu", name="conv2d_1"),
+            L.MaxPooling2D(2, name="max_pooling2d"),
+            L.Dropout(0.25, name="dropout"),
+            L.Flatten(name="flatten"),
+            L.Dense(8, activation="relu", name="dense"),
+            L.Dropout(0.5, name="dropout_1"),
+            L.Dense(10, activation="softmax", name="dense_1"),
+        ],
+        name="mnist_cnn",
+    )
+
+
+def residual(K):
+    """Functional: residual Add, batch norm, a nested Sequential, Concatenate, pooling."""
+    L = K.layers
+    image = K.Input((10, 10, 1), name="image")
+    x = L.Conv2D(4, 3, padding="same", name="stem")(image)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="branch")(x)
+    added = L.Add(name="add")([x, y])
+    block = K.Sequential(
+        [
+            K.Input((10, 10, 4)),
+            L.Conv2D(3, 1, name="block_conv"),
+            L.BatchNormalization(name="block_bn"),
+            leaky(K, 0.1, name="block_leaky"),
+        ],
+        name="block",
+    )
+    z = block(added)
+    x = L.Concatenate(name="concat")([added, z])
+    x = L.AveragePooling2D(2, name="avg_pool")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="residual")
+
+
+def rgb(K):
+    """3-channel input with Rescaling and Normalization in the model."""
+    L = K.layers
+    image = K.Input((12, 12, 3), name="rgb_image")
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(image)
+    x = L.Normalization(mean=[0.1, -0.2, 0.05], variance=[0.5, 0.8, 1.2], name="norm")(x)
+    x = L.Conv2D(4, 3, activation="relu", name="conv_a")(x)
+    x = L.MaxPooling2D(2, name="pool")(x)
+    x = L.Conv2D(6, 3, name="conv_b")(x)
+    x = L.ReLU(max_value=6.0, name="relu6")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(4, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="rgb")
+
+
+def strided(K):
+    """padding="same" with strides, zero padding, depthwise/separable/grouped/dilated convs."""
+    L = K.layers
+    image = K.Input((17, 17, 1), name="image")
+    x = L.ZeroPadding2D(((1, 0), (2, 1)), name="pad")(image)
+    x = L.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="down")(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu", name="dw")(x)
+    x = L.SeparableConv2D(6, 3, strides=2, padding="same", activation="relu", name="sep")(x)
+    x = L.Conv2D(4, 3, padding="same", dilation_rate=2, groups=2, name="grouped")(x)
+    x = L.MaxPooling2D(2, padding="same", name="pool")(x)
+    x = L.GlobalMaxPooling2D(name="gmp")(x)
+    x = L.Dense(3, name="scores")(x)
+    out = L.Softmax(name="softmax")(x)
+    return K.Model(image, out, name="strided")
+
+
+def reshape(K):
+    """Flatten into Reshape and Concatenate (not a Dense), and into a Dense behind
+    dropout and an activation."""
+    L = K.layers
+    image = K.Input((6, 6, 2), name="image")
+    c = L.Conv2D(3, 3, activation="relu", name="c")(image)
+    f = L.Flatten(name="f")(c)
+    r = L.Reshape((4, 4, 3), name="r")(f)
+    r = L.Conv2D(2, 3, name="c2")(r)
+    f2 = L.Flatten(name="f2")(r)
+    g = L.GlobalAveragePooling2D(name="gap")(c)
+    f3 = L.Flatten(name="f3")(c)
+    d = L.Dropout(0.3, name="drop")(f3)
+    d = L.Activation("tanh", name="act")(d)
+    d = L.Dense(3, name="d")(d)
+    x = L.Concatenate(name="cat")([f2, g, d])
+    out = L.Dense(4, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="reshape")
+
+
+def adapted(K):
+    """A Normalization adapted to data (its statistics are weights) at the input."""
+    L = K.layers
+    image = K.Input((8, 8, 3), name="image")
+    norm = L.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(7).uniform(0, 255, (16, 8, 8, 3)).astype(np.float32))
+    x = norm(image)
+    x = L.Conv2D(3, 3, activation="relu", name="conv")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(2, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="adapted")
+
+
+def unsupported(K):
+    L = K.layers
+    return K.Sequential(
+        [K.Input((4, 4, 1)), L.Conv2DTranspose(1, 2, name="up"), L.Flatten(), L.Dense(2)],
+        name="unsupported",
+    )
+
+
+MODELS = {
+    "mnist_cnn": (mnist_cnn, False),
+    "residual": (residual, False),
+    "rgb": (rgb, True),
+    "strided": (strided, False),
+    "reshape": (reshape, False),
+    "adapted": (adapted, True),
+}
+
+
+def randomise(model, seed):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        name = getattr(w, "path", w.name)
+        shape = tuple(w.shape)
+        if "moving_variance" in name or "gamma" in name:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            value = rng.normal(0.0, 0.2, shape)
+        elif "kernel" in name:
+            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+            value = rng.normal(0.0, 1.2 / np.sqrt(fan_in), shape)
+        else:
+            continue
+        w.assign(value.astype(np.float32))
+
+
+def score_model(K, model):
+    last = model.layers[-1]
+    if isinstance(last, K.layers.Softmax):
+        return K.Model(model.inputs, model.layers[-2].output)
+    return None
+
+
+def scores_gradient(K, model, x, cls):
+    last = model.layers[-1]
+    sub = score_model(K, model)
+    saved = last.activation if sub is None else None
+    if sub is None:
+        last.activation = K.activations.linear
+    xv = tf.Variable(x[:1])
+    with tf.GradientTape() as tape:
+        s = (sub or model)(xv, training=False)[0, cls]
+    g = tape.gradient(s, xv).numpy()[0]
+    if sub is None:
+        last.activation = saved
+    return g
+
+
+def summary(K, model):
+    rows = []
+    for layer in model.layers:
+        shape = layer.output.shape if K is K3 else layer.output_shape
+        if isinstance(shape, list):  # Keras 2's InputLayer
+            (shape,) = shape
+        rows.append(
+            {
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": [d for d in tuple(shape)[1:]],
+                "params": int(layer.count_params()),
+            }
+        )
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {"layers": rows, "total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    expected = {
+        "versions": {
+            "keras": keras.__version__,
+            "tf_keras": tf_keras.__version__,
+            "tensorflow": tf.__version__,
+            "h5py": h5py.__version__,
+            "numpy": np.__version__,
+        },
+        "models": {},
+    }
+    for i, (name, (build, raw)) in enumerate(MODELS.items()):
+        rng = np.random.default_rng(100 + i)
+        entry = {"raw_pixels": raw}
+        x = None
+        for family, K in (("k3", K3), ("k2", K2)):
+            K.utils.set_random_seed(i)
+            model = build(K)
+            randomise(model, seed=10 + i)
+            if x is None:
+                shape = (3,) + tuple(model.inputs[0].shape[1:])
+                x = rng.uniform(0, 255 if raw else 1, shape).astype(np.float32)
+                np.save(OUT / f"{name}.input.npy", x)
+            probs = model(x, training=False).numpy()
+            cls = int(np.argmax(probs[0]))
+            grad = scores_gradient(K, model, x, cls)
+            np.save(OUT / f"{name}.{family}.probs.npy", probs.astype(np.float32))
+            np.save(OUT / f"{name}.{family}.grad.npy", grad.astype(np.float32))
+            entry[family] = {"class": cls, "summary": summary(K, model)}
+            if K is K3:
+                model.save(OUT / f"{name}.keras")
+                model.save(OUT / f"{name}.h5")
+            else:
+                model.save(OUT / f"{name}.k2.h5")
+        expected["models"][name] = entry
+        print(name, "ok")
+    unsupported(K3).save(OUT / "unsupported.keras")
+    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

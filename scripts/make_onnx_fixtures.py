@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Writes the ONNX importer's test fixtures under tests/fixtures/onnx/.
+
+Each fixture is a small .onnx file built with onnx.helper in the shape a real exporter
+gives (PyTorch's torch.onnx names and NCHW input, tf2onnx's NHWC input wrapped in
+Transposes, a residual block, the remaining ops at opset 21), its input `<name>.input.npy`
+and ONNX Runtime's output `<name>.output.npy` (plus `<name>.<value>.npy` for an
+intermediate value where one is worth checking, characters other than letters, digits
+and `_` in its name written as `_`).
+The sample model's weights are exported the same way to compute ONNX Runtime's
+probabilities for it (`sample_model.*.npy`); that .onnx is 4.8 MB, so it is not committed:
+the test builds the same file in Rust and compares against these numbers.
+
+Two fixtures (keras_gray, keras_rgb) are real Keras models converted by tf2onnx; they
+need tensorflow-cpu and tf2onnx, and are skipped (left as they are) without them.
+
+Run from the repository root:
+    python3 -m venv /tmp/onnxvenv
+    /tmp/onnxvenv/bin/pip install onnx onnxruntime numpy safetensors tensorflow-cpu tf2onnx
+    /tmp/onnxvenv/bin/python scripts/make_onnx_fixtures.py
+Versions used for the committed files: onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.6,
+safetensors 0.8.0, tensorflow-cpu 2.21.0 (Keras 3.15.1), tf2onnx 1.17.0, Python 3.11.7.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import load_file
+
+OUT = "tests/fixtures/onnx"
+RNG = np.random.default_rng(20261126)
+# IR versions the exporters of each opset write (ONNX's versioning table).
+IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 21: 10}
+
+
+def weight(name, *shape, scale=0.5):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def ints(name, values):
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def floats(name, values):
+    return numpy_helper.from_array(np.array(values, dtype=np.float32), name)
+
+
+def model(name, nodes, inputs, output, initializers, opset):
+    graph = helper.make_graph(nodes, name, inputs, [output], initializers)
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="convscope-fixtures",
+        ir_version=IR_FOR_OPSET[opset],
+    )
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def run(m, x, extra=()):
+    """ONNX Runtime's output, and the values named in `extra` (by making them outputs of a
+    copy of the model; the committed file keeps its one output)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    for value in extra:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(value))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    results = sess.run(None, {m.graph.input[0].name: x})
+    return results[0], dict(zip(extra, results[1:]))
+
+
+def save(name, m, x, extra=()):
+    os.makedirs(OUT, exist_ok=True)
+    out, values = run(m, x, extra)
+    if m is not None:
+        onnx.save(m, f"{OUT}/{name}.onnx")
+    np.save(f"{OUT}/{name}.input.npy", x)
+    np.save(f"{OUT}/{name}.output.npy", out)
+    for value, v in values.items():
+        np.save(f"{OUT}/{name}.{re.sub('[^A-Za-z0-9_]', '_', value)}.npy", v)
+    size = os.path.getsize(f"{OUT}/{name}.onnx") if m is not None else 0
+    print(f"{name}: {size} bytes, output {out.shape}, sum {out.sum():.6f}")
+
+
+def image_input(name, *shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def torch_chain():
+    """What torch.onnx.export writes for Conv-ReLU-MaxPool-Flatten-Linear-ReLU-Linear-Softmax
+    (node and value names as PyTorch 2 spells them), opset 17, dynamic batch."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["input", "conv1.weight", "conv1.bias"], ["/conv1/Conv_output_0"],
+          name="/conv1/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+          dilations=[1, 1], group=1),
+        n("Relu", ["/conv1/Conv_output_0"], ["/relu/Relu_output_0"], name="/relu/Relu"),
+        n("MaxPool", ["/relu/Relu_output_0"], ["/pool/MaxPool_output_0"], name="/pool/MaxPool",
+          kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], ceil_mode=0),
+        n("Flatten", ["/pool/MaxPool_output_0"], ["/Flatten_output_0"], name="/Flatten", axis=1),
+        n("Gemm", ["/Flatten_output_0", "fc1.weight", "fc1.bias"], ["/fc1/Gemm_output_0"],
+          name="/fc1/Gemm", alpha=1.0, beta=1.0, transB=1),
+        n("Relu", ["/fc1/Gemm_output_0"], ["/relu_1/Relu_output_0"], name="/relu_1/Relu"),
+        n("Gemm", ["/relu_1/Relu_output_0", "fc2.weight", "fc2.bias"], ["/fc2/Gemm_output_0"],
+          name="/fc2/Gemm", alpha=1.0, beta=1.0, transB=1),
+        n("Softmax", ["/fc2/Gemm_output_0"], ["output"], name="/Softmax", axis=1),
+    ]
+    inits = [
+        weight("conv1.weight", 4, 1, 3, 3),
+        weight("conv1.bias", 4, scale=0.1),
+        weight("fc1.weight", 16, 4 * 6 * 6, scale=0.2),
+        weight("fc1.bias", 16, scale=0.1),
+        weight("fc2.weight", 10, 16),
+        weight("fc2.bias", 10, scale=0.1),
+    ]
+    m = model("main_graph", nodes, [image_input("input", "batch_size", 1, 12, 12)],
+              image_input("output", "batch_size", 10), inits, 17)
+    x = RNG.random((2, 1, 12, 12), dtype=np.float32)
+    save("torch_chain", m, x, extra=["/relu/Relu_output_0"])
+
+
+def keras_nhwc():
+    """What tf2onnx writes for a Keras Sequential model (Rescaling, two Conv2D with ReLU,
+    Flatten, Dense with softmax) at opset 13: NHWC input with an `unk__` batch, every Conv
+    wrapped in Transposes, Flatten as a Reshape of the NHWC value, Dense as MatMul + Add."""
+    n = helper.make_node
+    p = "sequential"
+    nodes = [
+        n("Mul", ["input_1", "rescale"], [f"{p}/rescaling/mul:0"], name=f"{p}/rescaling/mul"),
+        n("Transpose", [f"{p}/rescaling/mul:0"], [f"{p}/conv2d/BiasAdd__6:0"],
+          name=f"{p}/conv2d/BiasAdd__6", perm=[0, 3, 1, 2]),
+        n("Conv", [f"{p}/conv2d/BiasAdd__6:0", "conv_k", "conv_b"], [f"{p}/conv2d/BiasAdd:0"],
+          name=f"{p}/conv2d/BiasAdd", kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1],
+          auto_pad="SAME_UPPER", group=1),
+        n("Relu", [f"{p}/conv2d/BiasAdd:0"], [f"{p}/conv2d/Relu:0"], name=f"{p}/conv2d/Relu"),
+        n("Transpose", [f"{p}/conv2d/Relu:0"], [f"{p}/conv2d/Relu__9:0"],
+          name=f"{p}/conv2d/Relu__9", perm=[0, 2, 3, 1]),
+        n("Transpose", [f"{p}/conv2d/Relu__9:0"], [f"{p}/conv2d_1/BiasAdd__12:0"],
+          name=f"{p}/conv2d_1/BiasAdd__12", perm=[0, 3, 1, 2]),
+        n("Conv", [f"{p}/conv2d_1/BiasAdd__12:0", "conv1_k", "conv1_b"],
+          [f"{p}/conv2d_1/BiasAdd:0"], name=f"{p}/conv2d_1/BiasAdd", kernel_shape=[3, 3],
+          strides=[2, 2], pads=[0, 0, 0, 0], dilations=[1, 1], group=1),
+        n("Relu", [f"{p}/conv2d_1/BiasAdd:0"], [f"{p}/conv2d_1/Relu:0"],
+          name=f"{p}/conv2d_1/Relu"),
+        n("Transpose", [f"{p}/conv2d_1/Relu:0"], [f"{p}/conv2d_1/Relu__15:0"],
+          name=f"{p}/conv2d_1/Relu__15", perm=[0, 2, 3, 1]),
+        n("Reshape", [f"{p}/conv2d_1/Relu__15:0", "const_fold_opt__20"],
+          [f"{p}/flatten/Reshape:0"], name=f"{p}/flatten/Reshape"),
+        n("MatMul", [f"{p}/flatten/Reshape:0", "dense_k"], [f"{p}/dense/MatMul:0"],
+          name=f"{p}/dense/MatMul"),
+        n("Add", [f"{p}/dense/MatMul:0", "dense_b"], [f"{p}/dense/BiasAdd:0"],
+          name=f"{p}/dense/BiasAdd"),
+        n("Softmax", [f"{p}/dense/BiasAdd:0"], ["dense"], name=f"{p}/dense/Softmax"),
+    ]
+    inits = [
+        floats("rescale", 1.0 / 255.0),
+        weight("conv_k", 4, 1, 3, 3),
+        weight("conv_b", 4, scale=0.1),
+        weight("conv1_k", 3, 4, 3, 3),
+        weight("conv1_b", 3, scale=0.1),
+        ints("const_fold_opt__20", [-1, 5 * 5 * 3]),
+        weight("dense_k", 5 * 5 * 3, 10),
+        weight("dense_b", 10, scale=0.1),
+    ]
+    m = model("tf2onnx", nodes, [image_input("input_1", "unk__24", 12, 12, 1)],
+              image_input("dense", "unk__25", 10), inits, 13)
+    x = (RNG.random((2, 12, 12, 1), dtype=np.float32) * 255).astype(np.float32)
+    save("keras_nhwc", m, x, extra=[f"{p}/conv2d_1/Relu__15:0"])
+
+
+def residual():
+    """A 3-channel residual block at opset 11: normalisation by Sub/Div constants, Conv +
+    BatchNormalization + Relu twice with an Add of the skip branch, a 1x1 conv branch
+    joined by Concat, GlobalAveragePool, Squeeze with an axes attribute, Gemm with
+    alpha/beta, Softmax with opset 11's default axis."""
+    n = helper.make_node
+    nodes = [
+        n("Sub", ["image", "mean"], ["centred"], name="normalise/sub"),
+        n("Div", ["centred", "std"], ["normalised"], name="normalise/div"),
+        n("Conv", ["normalised", "stem.w", "stem.b"], ["stem"], name="stem/conv",
+          kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Relu", ["stem"], ["stem_relu"], name="stem/relu"),
+        n("Conv", ["stem_relu", "block.conv1.w"], ["b1"], name="block/conv1",
+          kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("BatchNormalization", ["b1", "bn1.g", "bn1.b", "bn1.m", "bn1.v"], ["b1n"],
+          name="block/bn1", epsilon=1e-3),
+        n("Relu", ["b1n"], ["b1r"], name="block/relu1"),
+        n("Conv", ["b1r", "block.conv2.w"], ["b2"], name="block/conv2", kernel_shape=[3, 3],
+          pads=[1, 1, 1, 1]),
+        n("BatchNormalization", ["b2", "bn2.g", "bn2.b", "bn2.m", "bn2.v"], ["b2n"],
+          name="block/bn2"),
+        n("Add", ["b2n", "stem_relu"], ["sum"], name="block/add"),
+        n("Relu", ["sum"], ["block_out"], name="block/relu2"),
+        n("Conv", ["block_out", "side.w", "side.b"], ["side"], name="side/conv",
+          kernel_shape=[1, 1], strides=[2, 2]),
+        n("MaxPool", ["block_out"], ["pooled"], name="pool", kernel_shape=[2, 2],
+          strides=[2, 2]),
+        n("Concat", ["pooled", "side"], ["joined"], name="join", axis=1),
+        n("GlobalAveragePool", ["joined"], ["gap"], name="gap"),
+        n("Squeeze", ["gap"], ["features"], name="squeeze", axes=[2, 3]),
+        n("Gemm", ["features", "head.w", "head.b"], ["logits"], name="head", alpha=0.5,
+          beta=2.0, transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+
+    def bn(prefix, c):
+        return [
+            numpy_helper.from_array(RNG.uniform(0.5, 1.5, c).astype(np.float32), f"{prefix}.g"),
+            weight(f"{prefix}.b", c, scale=0.1),
+            weight(f"{prefix}.m", c, scale=0.1),
+            numpy_helper.from_array(RNG.uniform(0.5, 1.5, c).astype(np.float32), f"{prefix}.v"),
+        ]
+
+    inits = [
+        floats("mean", np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)),
+        floats("std", np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)),
+        weight("stem.w", 4, 3, 3, 3, scale=0.3),
+        weight("stem.b", 4, scale=0.1),
+        weight("block.conv1.w", 4, 4, 3, 3, scale=0.3),
+        *bn("bn1", 4),
+        weight("block.conv2.w", 4, 4, 3, 3, scale=0.3),
+        *bn("bn2", 4),
+        weight("side.w", 2, 4, 1, 1),
+        weight("side.b", 2, scale=0.1),
+        weight("head.w", 5, 6),
+        weight("head.b", 5, scale=0.1),
+    ]
+    m = model("residual", nodes, [image_input("image", "N", 3, 8, 8)],
+              image_input("probs", "N", 5), inits, 11)
+    x = RNG.random((2, 3, 8, 8), dtype=np.float32)
+    save("residual", m, x, extra=["block_out", "joined"])
+
+
+def ops21():
+    """The remaining ops at opset 21: Pad, depthwise Conv with dilations, strides and
+    uneven pads, Clip with min/max inputs (ReLU6), AveragePool counting padding, a Conv
+    without bias padded SAME_LOWER, LeakyRelu, Identity, Dropout, Sigmoid times its input (two computed operands),
+    MaxPool with a ceil_mode that changes nothing, PyTorch's Shape-Gather-Unsqueeze-Concat
+    flatten, Unsqueeze/Squeeze with axes inputs, MatMul + Add, Tanh, a constant on the left
+    of a Sub, Gemm without transposes, Softmax over the last axis."""
+    n = helper.make_node
+    nodes = [
+        n("Pad", ["x", "pads", "pad_value"], ["padded"], name="pad", mode="constant"),
+        n("Conv", ["padded", "dw.w", "dw.b"], ["dw"], name="depthwise", group=3,
+          kernel_shape=[3, 3], dilations=[2, 2], strides=[2, 2], pads=[2, 2, 1, 1]),
+        n("Clip", ["dw", "zero", "six"], ["dw6"], name="relu6"),
+        n("AveragePool", ["dw6"], ["avg"], name="avgpool", kernel_shape=[2, 2],
+          strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+        n("Conv", ["avg", "pw.w"], ["pw"], name="same_lower", kernel_shape=[2, 2],
+          auto_pad="SAME_LOWER"),
+        n("LeakyRelu", ["pw"], ["pwl"], name="leaky", alpha=0.2),
+        n("Identity", ["pwl"], ["same"], name="identity"),
+        n("Dropout", ["same"], ["dropped"], name="dropout"),
+        n("Sigmoid", ["dropped"], ["gate"], name="gate"),
+        n("Mul", ["dropped", "gate"], ["swish"], name="swish"),
+        n("MaxPool", ["swish"], ["mp"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2],
+          ceil_mode=1),
+        n("Shape", ["mp"], ["shape"], name="shape"),
+        n("Constant", [], ["zero_index"], name="const_zero",
+          value=numpy_helper.from_array(np.array(0, dtype=np.int64))),
+        n("Gather", ["shape", "zero_index"], ["batch"], name="gather", axis=0),
+        n("Unsqueeze", ["batch", "axis0"], ["batch1"], name="unsqueeze_batch"),
+        n("Constant", [], ["minus_one"], name="const_minus_one", value_ints=[-1]),
+        n("Concat", ["batch1", "minus_one"], ["target"], name="concat_shape", axis=0),
+        n("Reshape", ["mp", "target"], ["flat"], name="flatten"),
+        n("Unsqueeze", ["flat", "axis2"], ["flat3"], name="unsqueeze"),
+        n("Squeeze", ["flat3", "axis2"], ["flat2"], name="squeeze"),
+        n("MatMul", ["flat2", "fc.w"], ["fc"], name="fc/MatMul"),
+        n("Add", ["fc", "fc.b"], ["fcb"], name="fc/Add"),
+        n("Tanh", ["fcb"], ["fct"], name="fc/Tanh"),
+        n("Sub", ["one", "fct"], ["flipped"], name="flip"),
+        n("Gemm", ["flipped", "out.w", "out.b"], ["logits"], name="out"),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [
+        ints("pads", [0, 0, 1, 2, 0, 0, 2, 1]),
+        floats("pad_value", 0.5),
+        weight("dw.w", 6, 1, 3, 3),
+        weight("dw.b", 6, scale=0.5),
+        floats("zero", 0.0),
+        floats("six", 6.0),
+        weight("pw.w", 4, 6, 2, 2),
+        ints("axis0", [0]),
+        ints("axis2", [2]),
+        weight("fc.w", 4 * 4 * 4, 8),
+        weight("fc.b", 8, scale=0.1),
+        floats("one", [1.0]),
+        weight("out.w", 8, 3),
+        weight("out.b", 3, scale=0.1),
+    ]
+    m = model("ops21", nodes, [image_input("x", "batch", 3, 11, 11)],
+              image_input("probs", "batch", 3), inits, 21)
+    x = RNG.random((2, 3, 11, 11), dtype=np.float32)
+    save("ops21", m, x, extra=["swish"])
+
+
+def keras_chain(tf, channels):
+    """Rescaling, Conv2D+ReLU, BatchNormalization, MaxPooling2D, Conv2D+ReLU6, Flatten,
+    Dropout, Dense+softmax."""
+    layers = tf.keras.layers
+    return tf.keras.Sequential([
+        tf.keras.Input((10, 10, channels)),
+        layers.Rescaling(1 / 255.0),
+        layers.Conv2D(4, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(),
+        layers.Conv2D(4, 3, activation="relu6"),
+        layers.Flatten(),
+        layers.Dropout(0.3),
+        layers.Dense(5, activation="softmax"),
+    ])
+
+
+def keras_dag(tf):
+    """A functional model: Conv2D, BatchNormalization, ReLU, a 1x1 branch joined by Add
+    and Concatenate, ZeroPadding2D, DepthwiseConv2D, GlobalAveragePooling2D, Dense."""
+    layers = tf.keras.layers
+    inp = tf.keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    y = layers.Conv2D(4, 1)(x)
+    x = layers.Add()([x, y])
+    x = layers.Concatenate()([x, y])
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.DepthwiseConv2D(3, activation="tanh")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(3, activation="softmax")(x)
+    return tf.keras.Model(inp, out)
+
+
+def keras_export(name, seed, build):
+    """A real Keras model, as `build(tf)` makes it, exported by tf2onnx (opset 13), with
+    random weights (biases and batch-norm statistics too, so that no layer is optimised
+    away). Needs tensorflow-cpu and tf2onnx; skipped without them."""
+    try:
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError:
+        print(f"{name}: skipped (no tensorflow/tf2onnx)")
+        return
+    tf.keras.utils.set_random_seed(7)
+    # Its own generator, so that the other fixtures do not depend on whether this runs.
+    rng = np.random.default_rng(seed)
+    m = build(tf)
+    for layer in m.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            c = weights[0].shape
+            weights = [rng.uniform(0.5, 1.5, c), rng.standard_normal(c) * 0.1,
+                       rng.standard_normal(c) * 0.1, rng.uniform(0.5, 1.5, c)]
+        else:
+            weights = [rng.standard_normal(w.shape) * 0.3 for w in weights]
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    shape = (None, *m.input_shape[1:])
+    spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
+    # tf2onnx's from_keras does not know Keras 3; a traced function converts the same.
+    fn = tf.function(lambda x: m(x, training=False))
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=13)
+    x = (rng.random((2, *shape[1:])) * 255).astype(np.float32)
+    keras_out = m(x, training=False).numpy()
+    os.makedirs(OUT, exist_ok=True)
+    onnx.save(onnx_model, f"{OUT}/{name}.onnx")
+    out, _ = run(onnx_model, x)
+    assert np.allclose(out, keras_out, rtol=1e-4, atol=1e-6), "tf2onnx changed the numbers"
+    np.save(f"{OUT}/{name}.input.npy", x)
+    np.save(f"{OUT}/{name}.output.npy", out)
+    print(f"{name}: {os.path.getsize(f'{OUT}/{name}.onnx')} bytes, tensorflow {tf.__version__}, "
+          f"tf2onnx {tf2onnx.__version__}, nodes {[n.op_type for n in onnx_model.graph.node]}")
+
+
+def sample_model():
+    """The bundled sample model as PyTorch would export it, run on random inputs."""
+    path = "sample_models/mnist_cnn.safetensors"
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    graph = json.loads(header["__metadata__"]["convscope.model"])["graph"]
+    assert [n["name"] for n in graph["nodes"]] == [
+        "conv2d_1", "conv2d_2", "max_pooling2d_1", "dropout_1", "flatten_1", "dense_1",
+        "dropout_2", "preds"], "the sample model's layers changed; update this export"
+    w = load_file(path)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["input_1", "conv2d_1.kernel", "conv2d_1.bias"], ["c1"], name="conv2d_1"),
+        n("Relu", ["c1"], ["r1"], name="relu_1"),
+        n("Conv", ["r1", "conv2d_2.kernel", "conv2d_2.bias"], ["c2"], name="conv2d_2"),
+        n("Relu", ["c2"], ["r2"], name="relu_2"),
+        n("MaxPool", ["r2"], ["p"], name="max_pooling2d_1", kernel_shape=[2, 2],
+          strides=[2, 2]),
+        n("Flatten", ["p"], ["f"], name="flatten_1"),
+        # Gemm reads B as [out, in] with transB=1, as PyTorch's Linear stores it.
+        n("Gemm", ["f", "dense_1.kernel.t", "dense_1.bias"], ["d1"], name="dense_1", transB=1),
+        n("Relu", ["d1"], ["r3"], name="relu_3"),
+        n("Gemm", ["r3", "preds.kernel.t", "preds.bias"], ["logits"], name="preds", transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [numpy_helper.from_array(w[k], k) for k in
+             ["conv2d_1.kernel", "conv2d_1.bias", "conv2d_2.kernel", "conv2d_2.bias",
+              "dense_1.bias", "preds.bias"]]
+    inits += [numpy_helper.from_array(np.ascontiguousarray(w[k].T), f"{k}.t")
+              for k in ["dense_1.kernel", "preds.kernel"]]
+    m = model("mnist_cnn", nodes, [image_input("input_1", "N", 1, 28, 28)],
+              image_input("probs", "N", 10), inits, 17)
+    x = RNG.random((3, 1, 28, 28), dtype=np.float32)
+    out, _ = run(m, x)
+    np.save(f"{OUT}/sample_model.input.npy", x)
+    np.save(f"{OUT}/sample_model.output.npy", out)
+    print(f"sample_model: output {out.shape}, sum {out.sum():.6f}")
+
+
+if __name__ == "__main__":
+    torch_chain()
+    keras_nhwc()
+    residual()
+    ops21()
+    keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
+    keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
+    keras_export("keras_dag", 8, keras_dag)
+    sample_model()

@@ -1,0 +1,412 @@
+//! The architecture from a Keras model config (the `model_config` attribute of a `.h5`, or
+//! `config.json` of a `.keras`): Sequential and Functional models, nested models flattened
+//! into one list of layers named `outer/inner`, each naming the layers it reads.
+//!
+//! Keras 2 writes a Functional layer's inputs as `[[["conv2d", 0, 0, {}], …]]`; Keras 3 as
+//! `[{"args": [<keras tensors>], "kwargs": {…}}]`, a keras tensor naming its layer in
+//! `config.keras_history`. Both are read.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// One layer of the flattened model.
+#[derive(Clone, Debug)]
+pub(super) struct Layer {
+    /// Flattened name: `outer/inner` for a layer inside the nested model `outer`.
+    pub name: String,
+    /// The nested models above it, outermost first (for finding its weights).
+    pub scope: Vec<String>,
+    /// Its own Keras name.
+    pub keras_name: String,
+    /// Keras class name (`Conv2D`).
+    pub class: String,
+    /// Its `config` object.
+    pub config: Value,
+    /// Flattened names of the layers it reads, or the input's name.
+    pub inputs: Vec<String>,
+}
+
+/// The flattened model.
+#[derive(Clone, Debug)]
+pub(super) struct Architecture {
+    /// The model's name.
+    pub name: String,
+    /// Name of the input layer.
+    pub input_name: String,
+    /// Input shape as Keras gives it, batch axis first (`null` for a free size).
+    pub input_shape: Vec<Option<usize>>,
+    /// Layers in an order where each reads only the input or layers before it.
+    pub layers: Vec<Layer>,
+    /// The layer (or input) whose output is the model's output.
+    pub output: String,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::Invalid(format!("model config: {}", message.into()))
+}
+
+/// Field `key` of a JSON object, an error naming `what` if missing.
+fn field<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a Value> {
+    v.get(key).ok_or_else(|| invalid(format!("{what} has no '{key}'")))
+}
+
+fn string(v: &Value, key: &str, what: &str) -> Result<String> {
+    field(v, key, what)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| invalid(format!("'{key}' of {what} is not text")))
+}
+
+const MODEL_CLASSES: [&str; 3] = ["Sequential", "Functional", "Model"];
+
+impl Architecture {
+    /// Reads the JSON text of a model config.
+    pub fn parse(json: &str) -> Result<Architecture> {
+        let root: Value =
+            serde_json::from_str(json).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let class = string(&root, "class_name", "the model")?;
+        if !MODEL_CLASSES.contains(&class.as_str()) {
+            return Err(invalid(format!(
+                "the top object is a {class}, not a Sequential or Functional model"
+            )));
+        }
+        let mut flattener = Flattener { layers: Vec::new(), input: None };
+        let output = flattener.model(&root, &[], None)?;
+        let (input_name, input_shape) =
+            flattener.input.ok_or_else(|| invalid("the model has no input layer"))?;
+        let config = field(&root, "config", "the model")?;
+        Ok(Architecture {
+            name: config.get("name").and_then(Value::as_str).unwrap_or("model").to_string(),
+            input_name,
+            input_shape,
+            layers: flattener.layers,
+            output,
+        })
+    }
+}
+
+struct Flattener {
+    layers: Vec<Layer>,
+    input: Option<(String, Vec<Option<usize>>)>,
+}
+
+/// A shape list with `null` for free sizes.
+fn shape_list(shape: &Value) -> Result<Vec<Option<usize>>> {
+    let dims = shape.as_array().ok_or_else(|| invalid(format!("shape {shape} is not a list")))?;
+    Ok(dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+}
+
+/// The declared batch shape of a layer: `batch_shape` in Keras 3, `batch_input_shape` in
+/// Keras 2.
+fn batch_shape(config: &Value) -> Option<&Value> {
+    config.get("batch_shape").or_else(|| config.get("batch_input_shape"))
+}
+
+impl Flattener {
+    /// Declares the top-level input; a second one is an error.
+    fn declare_input(&mut self, name: &str, shape: Vec<Option<usize>>) -> Result<String> {
+        if self.input.is_some() {
+            return Err(invalid("models with more than one input are not supported"));
+        }
+        self.input = Some((name.to_string(), shape));
+        Ok(name.to_string())
+    }
+
+    /// Flattens the model `model` (`{class_name, config}`) found inside the nested models
+    /// `scope`, reading `inputs` (flattened names; `None` for the top-level model).
+    /// Returns the flattened name of its output.
+    fn model(
+        &mut self,
+        model: &Value,
+        scope: &[String],
+        inputs: Option<&[String]>,
+    ) -> Result<String> {
+        let class = string(model, "class_name", "a model")?;
+        let config = field(model, "config", "a model")?;
+        let layers = field(config, "layers", "a model's config")?
+            .as_array()
+            .ok_or_else(|| invalid("'layers' is not a list"))?;
+        if class == "Sequential" {
+            self.sequential(config, layers, scope, inputs)
+        } else {
+            self.functional(config, layers, scope, inputs)
+        }
+    }
+
+    fn flat_name(scope: &[String], name: &str) -> String {
+        scope.iter().map(String::as_str).chain([name]).collect::<Vec<_>>().join("/")
+    }
+
+    /// Adds a layer (or, for a nested model, its layers); returns its output's name.
+    fn add(&mut self, layer: &Value, scope: &[String], inputs: Vec<String>) -> Result<String> {
+        let class = string(layer, "class_name", "a layer")?;
+        let config = field(layer, "config", &format!("a {class} layer"))?;
+        let name = match layer.get("name").and_then(Value::as_str) {
+            Some(name) => name.to_string(),
+            None => string(config, "name", &format!("a {class} layer"))?,
+        };
+        if MODEL_CLASSES.contains(&class.as_str()) {
+            let mut inner = scope.to_vec();
+            inner.push(name);
+            return self.model(layer, &inner, Some(&inputs));
+        }
+        let flat = Self::flat_name(scope, &name);
+        self.layers.push(Layer {
+            name: flat.clone(),
+            scope: scope.to_vec(),
+            keras_name: name,
+            class,
+            config: config.clone(),
+            inputs,
+        });
+        Ok(flat)
+    }
+
+    fn sequential(
+        &mut self,
+        config: &Value,
+        layers: &[Value],
+        scope: &[String],
+        inputs: Option<&[String]>,
+    ) -> Result<String> {
+        let mut current = match inputs {
+            Some([one]) => Some(one.clone()),
+            Some(more) => {
+                return Err(invalid(format!("a Sequential model called on {} inputs", more.len())));
+            }
+            None => None,
+        };
+        for layer in layers {
+            let class = string(layer, "class_name", "a layer")?;
+            let layer_config = field(layer, "config", &format!("a {class} layer"))?;
+            if current.is_none() {
+                // The top-level input: an InputLayer, the first layer's declared input
+                // shape (Keras 2), or the model's build shape.
+                let declared = batch_shape(layer_config)
+                    .or_else(|| config.get("build_input_shape"))
+                    .ok_or_else(|| invalid("the Sequential model declares no input shape"))?;
+                let declared = shape_list(declared)?;
+                let name = if class == "InputLayer" {
+                    string(layer_config, "name", "the input layer")?
+                } else {
+                    "input_layer".to_string()
+                };
+                current = Some(self.declare_input(&name, declared)?);
+            }
+            if class == "InputLayer" {
+                continue;
+            }
+            let input = current.take().into_iter().collect();
+            current = Some(self.add(layer, scope, input)?);
+        }
+        current.ok_or_else(|| invalid("a Sequential model has no layers"))
+    }
+
+    fn functional(
+        &mut self,
+        config: &Value,
+        layers: &[Value],
+        scope: &[String],
+        inputs: Option<&[String]>,
+    ) -> Result<String> {
+        let input_layers = endpoints(field(config, "input_layers", "a Functional model")?)?;
+        let output_layers = endpoints(field(config, "output_layers", "a Functional model")?)?;
+        if let Some(inputs) = inputs
+            && inputs.len() != input_layers.len()
+        {
+            return Err(invalid(format!(
+                "a nested model with {} inputs is called on {}",
+                input_layers.len(),
+                inputs.len()
+            )));
+        }
+        // Keras name in this model → flattened name of the value it produces.
+        let mut produced: HashMap<String, String> = HashMap::new();
+        for layer in layers {
+            let class = string(layer, "class_name", "a layer")?;
+            let layer_config = field(layer, "config", &format!("a {class} layer"))?;
+            let name = match layer.get("name").and_then(Value::as_str) {
+                Some(name) => name.to_string(),
+                None => string(layer_config, "name", &format!("a {class} layer"))?,
+            };
+            let value = if class == "InputLayer" {
+                let position = input_layers.iter().position(|n| *n == name);
+                match (inputs, position) {
+                    (Some(outer), Some(i)) => outer[i].clone(),
+                    (None, Some(_)) => {
+                        let shape = batch_shape(layer_config)
+                            .ok_or_else(|| invalid(format!("input layer '{name}' has no shape")))?;
+                        let shape = shape_list(shape)?;
+                        self.declare_input(&name, shape)?
+                    }
+                    (_, None) => continue,
+                }
+            } else {
+                let sources = inbound(field(layer, "inbound_nodes", &format!("layer '{name}'"))?)
+                    .map_err(|e| Error::graph(Self::flat_name(scope, &name), e))?;
+                let reads = sources
+                    .iter()
+                    .map(|source| {
+                        produced.get(source).cloned().ok_or_else(|| {
+                            Error::graph(
+                                Self::flat_name(scope, &name),
+                                format!("reads '{source}', which comes later or does not exist"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.add(layer, scope, reads)?
+            };
+            produced.insert(name, value);
+        }
+        match output_layers.as_slice() {
+            [one] => produced
+                .get(one)
+                .cloned()
+                .ok_or_else(|| invalid(format!("the output layer '{one}' is not in the model"))),
+            more => Err(invalid(format!(
+                "models with {} outputs are not supported (one output only)",
+                more.len()
+            ))),
+        }
+    }
+}
+
+/// `input_layers` / `output_layers`: `[name, node, tensor]` or a list of them.
+fn endpoints(v: &Value) -> Result<Vec<String>> {
+    let list = v.as_array().ok_or_else(|| invalid("input/output layers are not a list"))?;
+    if let Some(Value::String(name)) = list.first() {
+        return Ok(vec![name.clone()]);
+    }
+    list.iter()
+        .map(|entry| {
+            entry
+                .get(0)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| invalid(format!("bad input/output entry {entry}")))
+        })
+        .collect()
+}
+
+/// Names of the layers a Functional layer reads, in argument order.
+fn inbound(nodes: &Value) -> std::result::Result<Vec<String>, String> {
+    let nodes = nodes.as_array().ok_or("'inbound_nodes' is not a list")?;
+    match nodes.as_slice() {
+        [] => Err("the layer reads nothing".into()),
+        [node] => {
+            let mut names = Vec::new();
+            match node.get("args") {
+                // Keras 3: keras tensors anywhere in the positional arguments.
+                Some(args) => keras_tensors(args, &mut names)?,
+                // Keras 2: `[[layer, node, tensor, kwargs], …]`.
+                None => {
+                    for entry in node.as_array().ok_or("an inbound node is not a list")? {
+                        let name = entry.get(0).and_then(Value::as_str);
+                        let tensor = entry.get(2).and_then(Value::as_u64);
+                        match (name, tensor) {
+                            (Some(name), Some(0)) => names.push(name.to_string()),
+                            (Some(name), Some(_)) => {
+                                return Err(format!(
+                                    "reads a second output of '{name}'; layers with several outputs are not supported"
+                                ));
+                            }
+                            _ => return Err(format!("bad inbound entry {entry}")),
+                        }
+                    }
+                }
+            }
+            Ok(names)
+        }
+        more => Err(format!(
+            "the layer is called {} times; shared layers are not supported",
+            more.len()
+        )),
+    }
+}
+
+fn keras_tensors(v: &Value, names: &mut Vec<String>) -> std::result::Result<(), String> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|item| keras_tensors(item, names)),
+        Value::Object(map)
+            if map.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") =>
+        {
+            let history = map
+                .get("config")
+                .and_then(|c| c.get("keras_history"))
+                .ok_or("a keras tensor without 'keras_history'")?;
+            let name = history.get(0).and_then(Value::as_str);
+            match (name, history.get(2).and_then(Value::as_u64)) {
+                (Some(name), Some(0)) => {
+                    names.push(name.to_string());
+                    Ok(())
+                }
+                (Some(name), Some(_)) => Err(format!(
+                    "reads a second output of '{name}'; layers with several outputs are not supported"
+                )),
+                _ => Err(format!("bad keras_history {history}")),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_sequential_takes_its_input_shape_from_the_first_layer() {
+        let arch = Architecture::parse(
+            r#"{"class_name": "Sequential", "config": {"name": "old", "layers": [
+                {"class_name": "Conv2D", "config": {"name": "c", "batch_input_shape": [null, 8, 8, 1]}},
+                {"class_name": "Flatten", "config": {"name": "f"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!((arch.input_name.as_str(), arch.output.as_str()), ("input_layer", "f"));
+        assert_eq!(arch.input_shape, [None, Some(8), Some(8), Some(1)]);
+        assert_eq!(arch.layers[0].inputs, ["input_layer"]);
+        assert_eq!(arch.layers[1].inputs, ["c"]);
+    }
+
+    fn functional(inbound_of_b: &str, outputs: &str) -> Result<Architecture> {
+        Architecture::parse(&format!(
+            r#"{{"class_name": "Functional", "config": {{"name": "m",
+                "input_layers": [["x", 0, 0]], "output_layers": {outputs},
+                "layers": [
+                  {{"class_name": "InputLayer", "name": "x", "inbound_nodes": [],
+                    "config": {{"name": "x", "batch_input_shape": [null, 4]}}}},
+                  {{"class_name": "Dense", "name": "a", "config": {{"name": "a"}},
+                    "inbound_nodes": [[["x", 0, 0, {{}}]]]}},
+                  {{"class_name": "Dense", "name": "b", "config": {{"name": "b"}},
+                    "inbound_nodes": {inbound_of_b}}}]}}}}"#
+        ))
+    }
+
+    #[test]
+    fn functional_graphs_and_what_they_may_not_do() {
+        let arch = functional(r#"[[["a", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#).unwrap();
+        assert_eq!(arch.layers[1].inputs, ["a"]);
+        let err = |inbound, outputs| functional(inbound, outputs).unwrap_err().to_string();
+        assert!(
+            err(r#"[[["a", 0, 0, {}]], [["x", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#).contains(
+                "layer 'b': the layer is called 2 times; shared layers are not supported"
+            )
+        );
+        assert!(
+            err(r#"[[["a", 0, 1, {}]]]"#, r#"[["b", 0, 0]]"#)
+                .contains("reads a second output of 'a'")
+        );
+        assert!(
+            err(r#"[[["nowhere", 0, 0, {}]]]"#, r#"[["b", 0, 0]]"#)
+                .contains("reads 'nowhere', which comes later or does not exist")
+        );
+        assert!(
+            err(r#"[[["a", 0, 0, {}]]]"#, r#"[["a", 0, 0], ["b", 0, 0]]"#)
+                .contains("models with 2 outputs are not supported")
+        );
+    }
+}

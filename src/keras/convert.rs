@@ -1,0 +1,870 @@
+//! Keras layers onto the graph: one node per Keras layer under the Keras name wherever
+//! the engine has the op (so the layer table reads like `model.summary()`), weights moved
+//! from Keras's channels-last layouts to the engine's channels-first ones.
+//!
+//! Order of flattened values: a Keras `Flatten` of `[H, W, C]` lists values as
+//! `(h·W + w)·C + c`, the engine's as `(c·H + h)·W + w`. Where everything reading the
+//! flattened vector is a Dense (through dropout and elementwise activations), the Dense's
+//! rows are permuted and the layer table stays as in Keras; anywhere else a transpose to
+//! channels-last goes in before the flatten.
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+use super::config::{Architecture, Layer};
+use super::hdf5::Array;
+use super::store::{LayerPath, Store};
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Graph, GraphSpec, Node, Op, Padding};
+use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
+
+/// Layer classes the importer reads, for the error on any other.
+const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
+    Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
+    GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
+    Flatten, Reshape, ZeroPadding2D, Add, Concatenate, Rescaling and Normalization (at the input)";
+
+/// Keras's `backend.epsilon()`, the floor of a Normalization layer's standard deviation.
+const KERAS_EPSILON: f32 = 1e-7;
+
+/// Element order of a value relative to the Keras tensor it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// The same values in the engine's layout (`[C, H, W]` for Keras `[H, W, C]`).
+    Keras,
+    /// A flattened `[C·H·W]` vector in channels-first order, where Keras has `[H·W·C]`.
+    FlatChannelsFirst { c: usize, h: usize, w: usize },
+}
+
+/// A value of the graph standing for a Keras layer's output.
+#[derive(Clone, Debug)]
+struct Output {
+    /// The node (or input) that holds it.
+    node: String,
+    /// Per-sample shape, channels first.
+    shape: Vec<usize>,
+    order: Order,
+}
+
+/// The graph, weights and input description of an architecture.
+pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weights, InputSpec)> {
+    let needed = needed_layers(arch);
+    let layers: Vec<&Layer> = arch.layers.iter().filter(|l| needed.contains(&l.name)).collect();
+    let mut consumers: HashMap<&str, Vec<&Layer>> = HashMap::new();
+    for layer in &layers {
+        for input in &layer.inputs {
+            consumers.entry(input.as_str()).or_default().push(layer);
+        }
+    }
+    let input_shape = input_shape(arch)?;
+    let mut builder = Builder {
+        arch,
+        store,
+        consumers,
+        spec: GraphSpec {
+            input_name: arch.input_name.clone(),
+            input_shape: input_shape.clone(),
+            nodes: Vec::new(),
+        },
+        weights: Weights::new(),
+        values: HashMap::new(),
+    };
+    builder.values.insert(
+        arch.input_name.clone(),
+        Output { node: arch.input_name.clone(), shape: input_shape.clone(), order: Order::Keras },
+    );
+    let (folded, input) = builder.fold_preprocessing(&layers, &input_shape)?;
+    for layer in &layers[folded..] {
+        builder.layer(layer)?;
+    }
+    let output = builder.value(&arch.output)?;
+    if output.order != Order::Keras || output.node == arch.input_name {
+        return Err(Error::Invalid(format!(
+            "model config: the output '{}' is not computed by any layer",
+            arch.output
+        )));
+    }
+    let graph = Graph::new(builder.spec)?;
+    Ok((graph, builder.weights, input))
+}
+
+/// Names of the layers the output depends on (others are left out of the graph).
+fn needed_layers(arch: &Architecture) -> HashSet<String> {
+    let by_name: HashMap<&str, &Layer> = arch.layers.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut needed = HashSet::new();
+    let mut stack = vec![arch.output.as_str()];
+    while let Some(name) = stack.pop() {
+        if let Some(layer) = by_name.get(name)
+            && needed.insert(name.to_string())
+        {
+            stack.extend(layer.inputs.iter().map(String::as_str));
+        }
+    }
+    needed
+}
+
+/// `[None, H, W, C]` → `[C, H, W]`; `[None, F]` → `[F]`.
+fn input_shape(arch: &Architecture) -> Result<Vec<usize>> {
+    let dims: Option<Vec<usize>> = arch.input_shape.iter().skip(1).copied().collect();
+    let bad = |why: &str| {
+        Error::graph(&arch.input_name, format!("input shape {:?} {why}", arch.input_shape))
+    };
+    match dims.ok_or_else(|| bad("has a free size; convscope needs a fixed input size"))?[..] {
+        [h, w, c] => Ok(vec![c, h, w]),
+        [f] => Ok(vec![f]),
+        _ => Err(bad("is neither an image (H, W, C) nor a vector")),
+    }
+}
+
+struct Builder<'a> {
+    arch: &'a Architecture,
+    store: &'a Store,
+    /// For each value (flattened Keras name), the layers that read it.
+    consumers: HashMap<&'a str, Vec<&'a Layer>>,
+    spec: GraphSpec,
+    weights: Weights,
+    /// Flattened Keras name → the value standing for its output.
+    values: HashMap<String, Output>,
+}
+
+/// Reading a layer's config.
+struct Config<'a> {
+    layer: &'a Layer,
+}
+
+impl Config<'_> {
+    fn error(&self, message: impl Into<String>) -> Error {
+        Error::graph(&self.layer.name, message)
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.layer.config.get(key).filter(|v| !v.is_null())
+    }
+
+    fn f32(&self, key: &str, default: f32) -> Result<f32> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .map(|v| v as f32)
+                .ok_or_else(|| self.error(format!("'{key}' is {v}, expected a number"))),
+        }
+    }
+
+    /// A count; `None` as default makes it required.
+    fn usize(&self, key: &str, default: Option<usize>) -> Result<usize> {
+        match self.get(key) {
+            None => default.ok_or_else(|| self.error(format!("'{key}' is missing"))),
+            Some(v) => v
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| self.error(format!("'{key}' is {v}, expected a count"))),
+        }
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.error(format!("'{key}' is {v}, expected true/false"))),
+        }
+    }
+
+    /// A pair like `kernel_size`: `[a, b]` or one number for both.
+    fn pair(&self, key: &str, default: Option<[usize; 2]>) -> Result<[usize; 2]> {
+        let bad = |v: &Value| self.error(format!("'{key}' is {v}, expected two sizes"));
+        match self.get(key) {
+            None => default.ok_or_else(|| self.error(format!("'{key}' is missing"))),
+            Some(v) => match (v.as_u64(), v.as_array().map(Vec::as_slice)) {
+                (Some(n), _) => Ok([n as usize; 2]),
+                (_, Some([a, b])) => match (a.as_u64(), b.as_u64()) {
+                    (Some(a), Some(b)) => Ok([a as usize, b as usize]),
+                    _ => Err(bad(v)),
+                },
+                _ => Err(bad(v)),
+            },
+        }
+    }
+
+    fn padding(&self) -> Result<Padding> {
+        match self.get("padding").and_then(Value::as_str).unwrap_or("valid") {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            other => Err(self.error(format!("padding '{other}' is not supported (valid, same)"))),
+        }
+    }
+
+    /// Errors on `data_format: channels_first`, which this importer does not map.
+    fn channels_last(&self) -> Result<()> {
+        match self.get("data_format").and_then(Value::as_str) {
+            Some("channels_first") => Err(self.error(
+                "data_format 'channels_first' is not supported (channels_last models only)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `axis` of a BatchNormalization/Normalization/Concatenate as a non-negative
+    /// Keras axis of a tensor of `rank` (batch included); one axis only.
+    fn axis(&self, rank: usize, default: i64) -> Result<usize> {
+        let v = self.get("axis");
+        let axis = match v {
+            None => Some(default),
+            Some(Value::Array(list)) if list.len() == 1 => list[0].as_i64(),
+            Some(other) => other.as_i64(),
+        }
+        .ok_or_else(|| self.error(format!("axis {v:?} is not one axis")))?;
+        let resolved = if axis < 0 { axis + rank as i64 } else { axis };
+        usize::try_from(resolved)
+            .ok()
+            .filter(|&a| a < rank)
+            .ok_or_else(|| self.error(format!("axis {axis} is out of range for rank {rank}")))
+    }
+
+    /// A fused `activation` (`"relu"`, …).
+    fn activation(&self) -> Result<Activation> {
+        match self.get("activation") {
+            None => Ok(Activation::Linear),
+            Some(Value::String(name)) => keras_activation(name).ok_or_else(|| {
+                self.error(format!(
+                    "activation '{name}' is not supported (linear, relu, relu6, leaky_relu, \
+                     sigmoid, tanh, softmax)"
+                ))
+            }),
+            Some(other) => Err(self.error(format!("activation {other} is not supported"))),
+        }
+    }
+}
+
+fn keras_activation(name: &str) -> Option<Activation> {
+    Some(match name {
+        "linear" => Activation::Linear,
+        "relu" => Activation::Relu,
+        "relu6" => Activation::Clip { min: 0.0, max: 6.0 },
+        // Keras 3's `leaky_relu` function defaults to a slope of 0.2.
+        "leaky_relu" => Activation::LeakyRelu { alpha: 0.2 },
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "softmax" => Activation::Softmax,
+        _ => return None,
+    })
+}
+
+fn tensor(array: Array) -> Result<Tensor> {
+    Ok(Tensor::from_vec(array.data, array.shape, &Device::Cpu)?)
+}
+
+/// Whether a layer passes each value through on its own, so that the order of a
+/// flattened vector does not matter to it.
+fn elementwise(layer: &Layer) -> bool {
+    match layer.class.as_str() {
+        "Dropout" | "ReLU" | "LeakyReLU" => true,
+        "Activation" => layer.config.get("activation").and_then(Value::as_str) != Some("softmax"),
+        _ => false,
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn value(&self, name: &str) -> Result<Output> {
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::graph(name, "is read before it is computed"))
+    }
+
+    /// All inputs of `layer`.
+    fn all_inputs(&self, layer: &Layer) -> Result<Vec<Output>> {
+        layer.inputs.iter().map(|name| self.value(name)).collect()
+    }
+
+    /// The one input of `layer`.
+    fn single_input(&self, layer: &Layer) -> Result<Output> {
+        match layer.inputs.as_slice() {
+            [one] => self.value(one),
+            more => Err(Error::graph(
+                &layer.name,
+                format!("takes one input, the config gives {}", more.len()),
+            )),
+        }
+    }
+
+    /// Appends a node and returns its output shape (checked by the graph's own inference).
+    fn emit(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<Vec<usize>> {
+        self.spec.nodes.push(Node::new(name, op, inputs));
+        let graph = Graph::new(self.spec.clone())?;
+        Ok(graph.shape(crate::graph::ValueId::of_node(graph.output_node())).to_vec())
+    }
+
+    /// Appends the node(s) of a layer whose last node carries the layer's name.
+    fn finish(&mut self, layer: &Layer, op: Op, inputs: &[&str], order: Order) -> Result<()> {
+        let shape = self.emit(&layer.name, op, inputs)?;
+        self.values.insert(layer.name.clone(), Output { node: layer.name.clone(), shape, order });
+        Ok(())
+    }
+
+    fn fetch(&self, layer: &Layer, vars: &[&str]) -> Result<Vec<Array>> {
+        self.store.fetch(&LayerPath { scope: &layer.scope, name: &layer.keras_name }, vars)
+    }
+
+    /// Stores a weight after checking the file's shape against what the config implies.
+    fn weight(
+        &mut self,
+        node: &str,
+        role: &str,
+        array: Array,
+        keras_shape: &[usize],
+        to_engine: impl FnOnce(Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<()> {
+        if array.shape != keras_shape {
+            return Err(Error::graph(
+                node,
+                format!(
+                    "weight '{role}' has shape {:?} in the file, the config implies {keras_shape:?}",
+                    array.shape
+                ),
+            ));
+        }
+        let t = to_engine(tensor(array)?)?.contiguous()?;
+        self.weights.insert(format!("{node}.{role}"), t);
+        Ok(())
+    }
+
+    /// Folds Rescaling and Normalization layers that read the input directly into the
+    /// input description (the model is then fed raw pixels 0..255, as Keras models with
+    /// these layers are). Returns how many leading layers were folded.
+    fn fold_preprocessing(
+        &mut self,
+        layers: &[&Layer],
+        input_shape: &[usize],
+    ) -> Result<(usize, InputSpec)> {
+        let channels = if input_shape.len() == 3 { input_shape[0] } else { 1 };
+        let mut current = self.arch.input_name.clone();
+        let mut rescaling: Option<(f32, f32)> = None;
+        let mut normalization: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut folded = 0;
+        for layer in layers {
+            let reads_current = layer.inputs == [current.clone()]
+                && self.consumers.get(current.as_str()).map_or(0, Vec::len) == 1;
+            let config = Config { layer };
+            match layer.class.as_str() {
+                "Rescaling" if reads_current && rescaling.is_none() && normalization.is_none() => {
+                    let number = |key| {
+                        config.f32(key, if key == "scale" { 1.0 } else { 0.0 }).map_err(|_| {
+                            config.error(format!("a per-channel '{key}' is not supported"))
+                        })
+                    };
+                    rescaling = Some((number("scale")?, number("offset")?));
+                }
+                "Normalization" if reads_current && normalization.is_none() => {
+                    normalization = Some(self.normalization(layer, input_shape.len(), channels)?);
+                }
+                _ => break,
+            }
+            let input = self.value(&current)?;
+            self.values.insert(layer.name.clone(), input);
+            current = layer.name.clone();
+            folded += 1;
+        }
+        let range = match rescaling {
+            Some((scale, offset)) => [offset, 255.0 * scale + offset],
+            None if normalization.is_some() => [0.0, 255.0],
+            None => [0.0, 1.0],
+        };
+        let (mean, std) = normalization.unwrap_or_else(|| (vec![0.0], vec![1.0]));
+        let channel_order = if channels == 3 { ChannelOrder::Rgb } else { ChannelOrder::Gray };
+        let input = InputSpec {
+            range,
+            mean,
+            std,
+            channel_order,
+            display_layout: DisplayLayout::ChannelsLast,
+        };
+        Ok((folded, input))
+    }
+
+    /// `(mean, std)` per channel of a Normalization layer at the input.
+    fn normalization(
+        &self,
+        layer: &Layer,
+        rank: usize,
+        channels: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let config = Config { layer };
+        if config.axis(rank + 1, -1)? != rank {
+            return Err(config.error("only normalisation over the channel axis is supported"));
+        }
+        if config.bool("invert", false)? {
+            return Err(config.error("an inverting Normalization is not supported"));
+        }
+        let numbers = |key: &str| -> Option<Vec<f32>> {
+            let v = config.get(key)?;
+            match v {
+                Value::Array(items) => items.iter().map(|x| x.as_f64().map(|x| x as f32)).collect(),
+                other => other.as_f64().map(|x| vec![x as f32]),
+            }
+        };
+        let (mean, variance) = match (numbers("mean"), numbers("variance")) {
+            (Some(mean), Some(variance)) => (mean, variance),
+            _ => {
+                let mut vars = self.fetch(layer, &["mean", "variance", "count"])?.into_iter();
+                match (vars.next(), vars.next()) {
+                    (Some(mean), Some(variance)) => (mean.data, variance.data),
+                    _ => return Err(config.error("mean and variance are missing")),
+                }
+            }
+        };
+        for (what, v) in [("mean", &mean), ("variance", &variance)] {
+            if v.len() != 1 && v.len() != channels {
+                return Err(
+                    config.error(format!("{what} has {} values for {channels} channels", v.len()))
+                );
+            }
+        }
+        let std = variance.iter().map(|v| v.sqrt().max(KERAS_EPSILON)).collect();
+        Ok((mean, std))
+    }
+
+    /// Whether everything that reads `name` takes a flattened vector in any order it is
+    /// told about: Dense layers, possibly behind elementwise layers.
+    fn flatten_absorbed(&self, name: &str) -> bool {
+        let readers = self.consumers.get(name).map_or(&[][..], Vec::as_slice);
+        name != self.arch.output
+            && !readers.is_empty()
+            && readers.iter().all(|reader| {
+                reader.class == "Dense"
+                    || (elementwise(reader) && self.flatten_absorbed(&reader.name))
+            })
+    }
+
+    fn layer(&mut self, layer: &'a Layer) -> Result<()> {
+        let config = Config { layer };
+        config.channels_last()?;
+        // `flatten_absorbed` sends channels-first vectors only to these.
+        if !(layer.class == "Dense" || elementwise(layer)) {
+            for input in &layer.inputs {
+                if self.value(input)?.order != Order::Keras {
+                    return Err(config.error("reads a flattened vector in the wrong order"));
+                }
+            }
+        }
+        match layer.class.as_str() {
+            "Conv2D" => self.conv2d(layer),
+            "DepthwiseConv2D" => self.depthwise(layer),
+            "SeparableConv2D" => self.separable(layer),
+            "Dense" => self.dense(layer),
+            "BatchNormalization" => self.batch_norm(layer),
+            "Flatten" => self.flatten(layer),
+            "Reshape" => self.reshape(layer),
+            "Concatenate" => self.concatenate(layer),
+            "Add" => {
+                let inputs = self.all_inputs(layer)?;
+                let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
+                self.finish(layer, Op::Add, &nodes, Order::Keras)
+            }
+            "Activation" => self.simple(layer, Op::Activation { activation: config.activation()? }),
+            "ReLU" => {
+                let max = config.get("max_value").and_then(Value::as_f64);
+                let slope = config.f32("negative_slope", 0.0)?;
+                if config.f32("threshold", 0.0)? != 0.0 {
+                    return Err(config.error("a ReLU with a threshold is not supported"));
+                }
+                let activation = match (max, slope) {
+                    (None, 0.0) => Activation::Relu,
+                    (None, alpha) => Activation::LeakyRelu { alpha },
+                    (Some(max), 0.0) => Activation::Clip { min: 0.0, max: max as f32 },
+                    _ => {
+                        return Err(config.error(
+                            "a ReLU with both max_value and negative_slope is not supported",
+                        ));
+                    }
+                };
+                self.simple(layer, Op::Activation { activation })
+            }
+            "LeakyReLU" => {
+                // Keras 3 says negative_slope, Keras 2 alpha; both default to 0.3.
+                let alpha = match config.get("negative_slope") {
+                    Some(_) => config.f32("negative_slope", 0.3)?,
+                    None => config.f32("alpha", 0.3)?,
+                };
+                self.simple(layer, Op::Activation { activation: Activation::LeakyRelu { alpha } })
+            }
+            "Softmax" => {
+                let rank = self.single_input(layer)?.shape.len() + 1;
+                if config.axis(rank, -1)? != rank - 1 {
+                    return Err(config.error("softmax over an axis other than the last"));
+                }
+                self.simple(layer, Op::Activation { activation: Activation::Softmax })
+            }
+            "Dropout" | "SpatialDropout2D" => {
+                self.simple(layer, Op::Dropout { rate: config.f32("rate", 0.0)? })
+            }
+            "MaxPooling2D" | "AveragePooling2D" => {
+                let kernel = config.pair("pool_size", Some([2, 2]))?;
+                let stride = config.pair("strides", Some(kernel))?;
+                let padding = config.padding()?;
+                let op = if layer.class == "MaxPooling2D" {
+                    Op::MaxPool { kernel, stride, padding }
+                } else {
+                    Op::AvgPool { kernel, stride, padding, count_include_pad: false }
+                };
+                self.simple(layer, op)
+            }
+            "GlobalAveragePooling2D" => {
+                self.simple(layer, Op::GlobalAvgPool { keep_dims: config.bool("keepdims", false)? })
+            }
+            "GlobalMaxPooling2D" => {
+                self.simple(layer, Op::GlobalMaxPool { keep_dims: config.bool("keepdims", false)? })
+            }
+            "ZeroPadding2D" => {
+                self.simple(layer, Op::Pad { pads: zero_padding(&config)?, value: 0.0 })
+            }
+            "Rescaling" | "Normalization" => Err(config.error(format!(
+                "{} is only supported directly after the input, where it becomes the input \
+                 description",
+                layer.class
+            ))),
+            other => Err(Error::graph(
+                &layer.name,
+                format!("{other} is not supported (supported: {SUPPORTED})"),
+            )),
+        }
+    }
+
+    /// A one-input layer without weights; elementwise ones keep the order of a flattened
+    /// input, any other needs the Keras order.
+    fn simple(&mut self, layer: &Layer, op: Op) -> Result<()> {
+        let input = self.single_input(layer)?;
+        let order = if elementwise(layer) { input.order } else { Order::Keras };
+        self.finish(layer, op, &[&input.node], order)
+    }
+
+    fn image_input(&self, layer: &Layer) -> Result<(Output, usize)> {
+        let input = self.single_input(layer)?;
+        match input.shape.as_slice() {
+            [c, _, _] => {
+                let c = *c;
+                Ok((input, c))
+            }
+            other => Err(Error::graph(
+                &layer.name,
+                format!("{} needs an image input (H, W, C), got {other:?}", layer.class),
+            )),
+        }
+    }
+
+    fn conv2d(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let (input, c) = self.image_input(layer)?;
+        let filters = config.usize("filters", None)?;
+        let kernel = config.pair("kernel_size", None)?;
+        let groups = config.usize("groups", Some(1))?;
+        let bias = config.bool("use_bias", true)?;
+        if groups == 0 || c % groups != 0 {
+            return Err(config.error(format!("{groups} groups do not divide {c} channels")));
+        }
+        let op = Op::Conv2d {
+            filters,
+            kernel,
+            stride: config.pair("strides", Some([1, 1]))?,
+            padding: config.padding()?,
+            dilation: config.pair("dilation_rate", Some([1, 1]))?,
+            groups,
+            bias,
+            activation: config.activation()?,
+        };
+        let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            // HWIO → OIHW.
+            let shape = [kernel[0], kernel[1], c / groups, filters];
+            self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[filters], Ok)?;
+        }
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// A depthwise kernel `[kh, kw, C, mult]` (output channel `c·mult + m`, as in
+    /// TensorFlow) as the engine's grouped-conv kernel `[C·mult, 1, kh, kw]`.
+    fn depthwise_kernel(
+        &mut self,
+        node: &str,
+        array: Array,
+        kernel: [usize; 2],
+        c: usize,
+        multiplier: usize,
+    ) -> Result<()> {
+        let [kh, kw] = kernel;
+        self.weight(node, "kernel", array, &[kh, kw, c, multiplier], |t| {
+            t.reshape((kh, kw, c * multiplier))?.permute((2, 0, 1))?.reshape((
+                c * multiplier,
+                1,
+                kh,
+                kw,
+            ))
+        })
+    }
+
+    fn depthwise(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let (input, c) = self.image_input(layer)?;
+        let (multiplier, kernel) = depthwise_shape(&config)?;
+        let bias = config.bool("use_bias", true)?;
+        let op = depthwise_op(&config, c, bias, config.activation()?)?;
+        let vars: &[&str] =
+            if bias { &["depthwise_kernel", "bias"] } else { &["depthwise_kernel"] };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            self.depthwise_kernel(&layer.name, k, kernel, c, multiplier)?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[c * multiplier], Ok)?;
+        }
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// SeparableConv2D as two nodes: `<name>/depthwise`, then the pointwise `<name>`.
+    fn separable(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let (input, c) = self.image_input(layer)?;
+        let (multiplier, kernel) = depthwise_shape(&config)?;
+        let filters = config.usize("filters", None)?;
+        let bias = config.bool("use_bias", true)?;
+        let depthwise_name = format!("{}/depthwise", layer.name);
+        let depthwise = depthwise_op(&config, c, false, Activation::Linear)?;
+        let pointwise = Op::Conv2d {
+            filters,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: Padding::Valid,
+            dilation: [1, 1],
+            groups: 1,
+            bias,
+            activation: config.activation()?,
+        };
+        let vars: &[&str] = if bias {
+            &["depthwise_kernel", "pointwise_kernel", "bias"]
+        } else {
+            &["depthwise_kernel", "pointwise_kernel"]
+        };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            self.depthwise_kernel(&depthwise_name, k, kernel, c, multiplier)?;
+        }
+        if let Some(k) = arrays.next() {
+            let shape = [1, 1, c * multiplier, filters];
+            self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[filters], Ok)?;
+        }
+        self.emit(&depthwise_name, depthwise, &[&input.node])?;
+        self.finish(layer, pointwise, &[&depthwise_name], Order::Keras)
+    }
+
+    fn dense(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let input = self.single_input(layer)?;
+        let [features] = input.shape[..] else {
+            return Err(config.error(format!(
+                "Dense on a {:?} input is not supported (a Flatten must come first)",
+                input.shape
+            )));
+        };
+        let units = config.usize("units", None)?;
+        let bias = config.bool("use_bias", true)?;
+        let op = Op::Dense { units, bias, activation: config.activation()? };
+        let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            self.weight(&layer.name, "kernel", k, &[features, units], |t| match input.order {
+                Order::Keras => Ok(t),
+                // Rows (h·W + w)·C + c → (c·H + h)·W + w.
+                Order::FlatChannelsFirst { c, h, w } => {
+                    t.reshape((h, w, c, units))?.permute((2, 0, 1, 3))?.reshape((features, units))
+                }
+            })?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[units], Ok)?;
+        }
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    fn batch_norm(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let input = self.single_input(layer)?;
+        let rank = input.shape.len() + 1;
+        if config.axis(rank, -1)? != rank - 1 {
+            return Err(
+                config.error("only normalisation over the channel (last) axis is supported")
+            );
+        }
+        let c = input.shape[0];
+        let scale = config.bool("scale", true)?;
+        let center = config.bool("center", true)?;
+        let mut vars = Vec::new();
+        if scale {
+            vars.push("gamma");
+        }
+        if center {
+            vars.push("beta");
+        }
+        vars.extend(["moving_mean", "moving_variance"]);
+        let arrays = self.fetch(layer, &vars)?;
+        for (role, array) in vars.iter().zip(arrays) {
+            self.weight(&layer.name, role, array, &[c], Ok)?;
+        }
+        // Without scale or centre Keras has no gamma or beta: they are 1 and 0.
+        let constant = |v: f32| Array { shape: vec![c], data: vec![v; c] };
+        if !scale {
+            self.weight(&layer.name, "gamma", constant(1.0), &[c], Ok)?;
+        }
+        if !center {
+            self.weight(&layer.name, "beta", constant(0.0), &[c], Ok)?;
+        }
+        let epsilon = config.f32("epsilon", 1e-3)?;
+        self.finish(layer, Op::BatchNorm { epsilon }, &[&input.node], Order::Keras)
+    }
+
+    /// Puts an image value into Keras's element order (`[H, W, C]`) by a transpose node
+    /// `<name>/channels_last`, unless the order is already the same (one channel, or one
+    /// pixel). Returns the node holding it.
+    fn emit_channels_last(&mut self, layer: &Layer, input: &Output) -> Result<String> {
+        match input.shape[..] {
+            [c, h, w] if c > 1 && h * w > 1 => {
+                let name = format!("{}/channels_last", layer.name);
+                self.emit(&name, Op::Transpose { perm: vec![1, 2, 0] }, &[&input.node])?;
+                Ok(name)
+            }
+            _ => Ok(input.node.clone()),
+        }
+    }
+
+    fn flatten(&mut self, layer: &Layer) -> Result<()> {
+        let input = self.single_input(layer)?;
+        if let [c, h, w] = input.shape[..]
+            && c > 1
+            && h * w > 1
+            && self.flatten_absorbed(&layer.name)
+        {
+            return self.finish(
+                layer,
+                Op::Flatten,
+                &[&input.node],
+                Order::FlatChannelsFirst { c, h, w },
+            );
+        }
+        let source = self.emit_channels_last(layer, &input)?;
+        self.finish(layer, Op::Flatten, &[&source], Order::Keras)
+    }
+
+    fn reshape(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let input = self.single_input(layer)?;
+        let target: Vec<i64> = config
+            .get("target_shape")
+            .and_then(Value::as_array)
+            .and_then(|dims| dims.iter().map(Value::as_i64).collect())
+            .ok_or_else(|| config.error("'target_shape' is not a list of sizes"))?;
+        let total: usize = input.shape.iter().product();
+        let known: i64 = target.iter().filter(|&&d| d > 0).product();
+        let resolved: Vec<usize> = target
+            .iter()
+            .map(|&d| if d == -1 { total / (known.max(1) as usize) } else { d.max(0) as usize })
+            .collect();
+        if resolved.iter().product::<usize>() != total {
+            return Err(config.error(format!("cannot reshape {total} values to {target:?}")));
+        }
+        let source = self.emit_channels_last(layer, &input)?;
+        match resolved[..] {
+            [_] => self.finish(layer, Op::Reshape { shape: vec![-1] }, &[&source], Order::Keras),
+            [h, w, c] if c > 1 && h * w > 1 => {
+                let keras = format!("{}/reshape", layer.name);
+                let shape = vec![h as i64, w as i64, c as i64];
+                self.emit(&keras, Op::Reshape { shape }, &[&source])?;
+                self.finish(layer, Op::Transpose { perm: vec![2, 0, 1] }, &[&keras], Order::Keras)
+            }
+            [h, w, c] => {
+                let shape = vec![c as i64, h as i64, w as i64];
+                self.finish(layer, Op::Reshape { shape }, &[&source], Order::Keras)
+            }
+            _ => Err(config.error(format!(
+                "Reshape to {target:?} is not supported (images (H, W, C) and vectors only)"
+            ))),
+        }
+    }
+
+    fn concatenate(&mut self, layer: &Layer) -> Result<()> {
+        let config = Config { layer };
+        let inputs = self.all_inputs(layer)?;
+        let rank = inputs.first().map_or(0, |v| v.shape.len());
+        // Keras axes of [N, H, W, C] → the engine's per-sample [C, H, W].
+        let axis = match (rank, config.axis(rank + 1, -1)?) {
+            (3, 1) => 1,
+            (3, 2) => 2,
+            (3, 3) | (1, 1) => 0,
+            (_, axis) => {
+                return Err(config.error(format!(
+                    "concatenation on axis {axis} of a rank-{} tensor is not supported",
+                    rank + 1
+                )));
+            }
+        };
+        let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
+        self.finish(layer, Op::Concat { axis }, &nodes, Order::Keras)
+    }
+}
+
+/// ZeroPadding2D's `padding`: `n`, `[h, w]` or `[[top, bottom], [left, right]]`, as
+/// `[top, bottom, left, right]`.
+fn zero_padding(config: &Config) -> Result<[usize; 4]> {
+    let bad = || config.error("'padding' is not n, (h, w) or ((top, bottom), (left, right))");
+    let n = |v: &Value| v.as_u64().map(|n| n as usize);
+    match config.get("padding") {
+        None => Ok([1; 4]),
+        Some(v) => {
+            if let Some(p) = n(v) {
+                return Ok([p; 4]);
+            }
+            match v.as_array().map(Vec::as_slice).ok_or_else(bad)? {
+                [h, w] => match (n(h), n(w), h.as_array(), w.as_array()) {
+                    (Some(h), Some(w), _, _) => Ok([h, h, w, w]),
+                    (_, _, Some(hs), Some(ws)) if hs.len() == 2 && ws.len() == 2 => {
+                        match (n(&hs[0]), n(&hs[1]), n(&ws[0]), n(&ws[1])) {
+                            (Some(t), Some(b), Some(l), Some(r)) => Ok([t, b, l, r]),
+                            _ => Err(bad()),
+                        }
+                    }
+                    _ => Err(bad()),
+                },
+                _ => Err(bad()),
+            }
+        }
+    }
+}
+
+/// `depth_multiplier` and `kernel_size` of a depthwise (or separable) conv layer.
+fn depthwise_shape(config: &Config) -> Result<(usize, [usize; 2])> {
+    Ok((config.usize("depth_multiplier", Some(1))?, config.pair("kernel_size", None)?))
+}
+
+/// The depthwise conv of a DepthwiseConv2D or SeparableConv2D layer on `c` channels: one
+/// group per channel, `depth_multiplier` filters each.
+fn depthwise_op(config: &Config, c: usize, bias: bool, activation: Activation) -> Result<Op> {
+    let (multiplier, kernel) = depthwise_shape(config)?;
+    Ok(Op::Conv2d {
+        filters: c * multiplier,
+        kernel,
+        stride: config.pair("strides", Some([1, 1]))?,
+        padding: config.padding()?,
+        dilation: config.pair("dilation_rate", Some([1, 1]))?,
+        groups: c,
+        bias,
+        activation,
+    })
+}

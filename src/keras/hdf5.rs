@@ -1,0 +1,116 @@
+//! The little of HDF5 the Keras reader needs, over `hdf5-pure`: string attributes, child
+//! groups and float datasets. Every failure becomes a one-line error naming the file.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_pure::AttrValue;
+
+use crate::error::{Error, Result};
+
+/// A float array read from the file, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Array {
+    /// Dimensions as stored.
+    pub shape: Vec<usize>,
+    /// Values, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+/// An HDF5 file held in memory.
+pub(super) struct H5 {
+    file: hdf5_pure::File,
+    path: PathBuf,
+}
+
+impl H5 {
+    /// Parses the superblock of `bytes`; `path` only names the file in errors.
+    pub fn open(bytes: Vec<u8>, path: &Path) -> Result<H5> {
+        let len = bytes.len() as u64;
+        let file = hdf5_pure::File::from_bytes(bytes)
+            .map_err(|e| Error::bad_file(path, format!("not a readable HDF5 file: {e}")))?;
+        // As libhdf5 does: a file shorter than its superblock says was cut short, even
+        // where the missing tail is one nothing reads first.
+        let superblock = file.superblock();
+        let declared = superblock.base_address.get().saturating_add(superblock.eof_address);
+        if len < declared {
+            return Err(Error::bad_file(
+                path,
+                format!("truncated HDF5 file: {len} bytes of the {declared} it declares"),
+            ));
+        }
+        Ok(H5 { file, path: path.to_path_buf() })
+    }
+
+    fn bad(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::bad_file(&self.path, format!("{what}: {e} (truncated or corrupt file?)"))
+    }
+
+    fn group(&self, group: &str) -> Result<hdf5_pure::Group> {
+        let found = if group.is_empty() { Ok(self.file.root()) } else { self.file.group(group) };
+        found.map_err(|e| self.bad(&format!("group '/{group}'"), e))
+    }
+
+    /// Whether `group` exists.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.file.group(group).is_ok()
+    }
+
+    fn attr(&self, group: &str, name: &str) -> Result<Option<AttrValue>> {
+        let attrs = self
+            .group(group)?
+            .attrs()
+            .map_err(|e| self.bad(&format!("attributes of '/{group}'"), e))?;
+        Ok(attrs.get(name).cloned())
+    }
+
+    /// A string attribute of `group` (`""` is the root), `None` when absent.
+    pub fn attr_string(&self, group: &str, name: &str) -> Result<Option<String>> {
+        match self.attr(group, name)? {
+            None => Ok(None),
+            Some(value) => value.as_str().map(|s| Some(s.to_string())).ok_or_else(|| {
+                Error::bad_file(&self.path, format!("attribute '{name}' of '/{group}' is not text"))
+            }),
+        }
+    }
+
+    /// A string-array attribute; h5py writes an empty one as an empty float array.
+    pub fn attr_strings(&self, group: &str, name: &str) -> Result<Vec<String>> {
+        match self.attr(group, name)? {
+            None => Ok(Vec::new()),
+            Some(value) => match (value.as_strings(), &value) {
+                (Some(strings), _) => Ok(strings.to_vec()),
+                (None, AttrValue::F64Array(v)) if v.is_empty() => Ok(Vec::new()),
+                _ => Err(Error::bad_file(
+                    &self.path,
+                    format!("attribute '{name}' of '/{group}' is not a list of names"),
+                )),
+            },
+        }
+    }
+
+    /// Names of the groups directly inside `group`.
+    pub fn groups(&self, group: &str) -> Result<Vec<String>> {
+        self.group(group)?.groups().map_err(|e| self.bad(&format!("group '/{group}'"), e))
+    }
+
+    /// Names of the datasets directly inside `group`.
+    pub fn datasets(&self, group: &str) -> Result<Vec<String>> {
+        self.group(group)?.datasets().map_err(|e| self.bad(&format!("group '/{group}'"), e))
+    }
+
+    /// A numeric dataset as f32.
+    pub fn array(&self, dataset: &str) -> Result<Array> {
+        let what = format!("dataset '/{dataset}'");
+        let ds = self.file.dataset(dataset).map_err(|e| self.bad(&what, e))?;
+        let shape = ds.shape().map_err(|e| self.bad(&what, e))?;
+        let shape = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|e| self.bad(&what, e)))
+            .collect::<Result<Vec<_>>>()?;
+        let data = ds.read_f32().map_err(|e| self.bad(&what, e))?;
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(self.bad(&what, format!("{} values for shape {shape:?}", data.len())));
+        }
+        Ok(Array { shape, data })
+    }
+}

@@ -1,0 +1,80 @@
+//! Keras models read directly, in pure Rust: legacy `.h5` files (Keras 2, and Keras 3's
+//! `model.save("x.h5")`) and Keras 3 `.keras` zips (`config.json` + `model.weights.h5`).
+//!
+//! The architecture comes from the model config, nested models flattened into layers
+//! named `outer/inner`; weights move from Keras's channels-last layouts to the engine's
+//! channels-first ones. Rescaling and Normalization layers right after the input become
+//! the input description: such a model is fed raw pixels 0..255, so `Rescaling(scale,
+//! offset)` maps them onto `[offset, 255·scale + offset]` and `Normalization(mean,
+//! variance)` gives the mean and `sqrt(variance)` as std (a Normalization alone maps
+//! pixels onto 0..255). Without them the input range is [0, 1].
+
+mod config;
+mod convert;
+mod hdf5;
+mod store;
+
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// The first bytes of an HDF5 file (`.h5`).
+pub const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
+/// The first bytes of a zip archive (`.keras`).
+pub const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// Whether `bytes` start like a file this reader takes (HDF5 or zip).
+pub fn is_keras(bytes: &[u8]) -> bool {
+    bytes.starts_with(HDF5_MAGIC) || bytes.starts_with(ZIP_MAGIC)
+}
+
+/// Reads a Keras model from the bytes of a `.h5` or `.keras` file; `path` only names the
+/// file in errors.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+    let (json, store) = if bytes.starts_with(HDF5_MAGIC) {
+        legacy_h5(bytes, path)?
+    } else if bytes.starts_with(ZIP_MAGIC) {
+        keras_zip(bytes, path)?
+    } else {
+        return Err(Error::bad_file(path, "neither a Keras .h5 (HDF5) nor a .keras (zip) file"));
+    };
+    let in_file = |e: Error| match e {
+        Error::BadFile { .. } => e,
+        other => Error::bad_file(path, other.to_string()),
+    };
+    let arch = config::Architecture::parse(&json).map_err(in_file)?;
+    let (graph, weights, input) = convert::build(&arch, &store).map_err(in_file)?;
+    Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)
+}
+
+fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {
+    let h5 = hdf5::H5::open(bytes.to_vec(), path)?;
+    let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
+        Error::bad_file(
+            path,
+            "an HDF5 file without a model architecture (no 'model_config'): weights only? \
+             Save the whole model with model.save()",
+        )
+    })?;
+    Ok((json, store::Store::Legacy(h5)))
+}
+
+fn keras_zip(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        Error::bad_file(path, format!("{what}: {e} (truncated or corrupt .keras file?)"))
+    };
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| bad("not a readable zip", &e))?;
+    let mut entry = |name: &str| -> Result<Vec<u8>> {
+        let mut file = archive.by_name(name).map_err(|e| bad(&format!("entry '{name}'"), &e))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(|e| bad(&format!("entry '{name}'"), &e))?;
+        Ok(data)
+    };
+    let json =
+        String::from_utf8(entry("config.json")?).map_err(|e| bad("entry 'config.json'", &e))?;
+    let weights = hdf5::H5::open(entry("model.weights.h5")?, path)?;
+    Ok((json, store::Store::v3(weights)?))
+}

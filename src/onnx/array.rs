@@ -1,0 +1,258 @@
+//! Small dense arrays for what the importer folds at load time: initializers, `Constant`
+//! nodes and the shape arithmetic exporters emit around `Reshape`. Elements are `f64`
+//! (weights and integer constants alike: shapes fit exactly) or [`Dim`] for shapes that
+//! contain the batch size, which is unknown until run time.
+
+/// An element of a shape computed from a value: a known size or the batch size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Dim {
+    /// The batch size.
+    Batch,
+    /// A known number.
+    Known(i64),
+}
+
+/// A row-major array.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Array<T> {
+    pub dims: Vec<usize>,
+    pub data: Vec<T>,
+}
+
+type Fallible<T> = Result<T, String>;
+
+/// Row-major strides of `dims`.
+fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// An axis counted from the end when negative, checked against `rank`.
+pub(crate) fn axis(axis: i64, rank: usize) -> Fallible<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a >= rank as i64 {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+impl<T: Clone> Array<T> {
+    /// A 1-D array.
+    pub fn vector(data: Vec<T>) -> Self {
+        Array { dims: vec![data.len()], data }
+    }
+
+    /// The same elements under new dimensions of the same total.
+    pub fn reshape(self, dims: Vec<usize>) -> Fallible<Self> {
+        if dims.iter().product::<usize>() != self.data.len() {
+            return Err(format!("cannot reshape {:?} to {dims:?}", self.dims));
+        }
+        Ok(Array { dims, data: self.data })
+    }
+
+    /// Axes permuted: output axis `i` is input axis `perm[i]`.
+    pub fn transpose(&self, perm: &[usize]) -> Fallible<Self> {
+        check_perm(perm, self.dims.len())?;
+        let in_strides = strides(&self.dims);
+        let dims: Vec<usize> = perm.iter().map(|&p| self.dims[p]).collect();
+        let stride_of_out: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let data = (0..self.data.len())
+            .map(|flat| {
+                let mut rest = flat;
+                let mut src = 0;
+                for (d, s) in dims.iter().zip(&stride_of_out).rev() {
+                    src += (rest % d) * s;
+                    rest /= d;
+                }
+                self.data[src].clone()
+            })
+            .collect();
+        Ok(Array { dims, data })
+    }
+
+    /// ONNX `Gather`: the entries at `indices` (negative counts from the end) along `axis`.
+    pub fn gather(&self, axis_: i64, indices: &Array<f64>) -> Fallible<Self> {
+        let ax = axis(axis_, self.dims.len())?;
+        let len = self.dims[ax];
+        let picks = indices
+            .data
+            .iter()
+            .map(|&i| {
+                let j = if i < 0.0 { i + len as f64 } else { i };
+                if j < 0.0 || j >= len as f64 || j.fract() != 0.0 {
+                    return Err(format!("index {i} is out of range for a length of {len}"));
+                }
+                Ok(j as usize)
+            })
+            .collect::<Fallible<Vec<_>>>()?;
+        let outer: usize = self.dims[..ax].iter().product();
+        let inner: usize = self.dims[ax + 1..].iter().product();
+        let mut data = Vec::with_capacity(outer * picks.len() * inner);
+        for o in 0..outer {
+            for &p in &picks {
+                let start = (o * len + p) * inner;
+                data.extend_from_slice(&self.data[start..start + inner]);
+            }
+        }
+        let mut dims = self.dims[..ax].to_vec();
+        dims.extend_from_slice(&indices.dims);
+        dims.extend_from_slice(&self.dims[ax + 1..]);
+        Ok(Array { dims, data })
+    }
+
+    /// ONNX `Concat` along `axis`.
+    pub fn concat(parts: &[Self], axis_: i64) -> Fallible<Self> {
+        let first = parts.first().ok_or("nothing to concatenate")?;
+        let ax = axis(axis_, first.dims.len())?;
+        let outer: usize = first.dims[..ax].iter().product();
+        for p in parts {
+            let fits = p.dims.len() == first.dims.len()
+                && p.dims.iter().zip(&first.dims).enumerate().all(|(i, (a, b))| i == ax || a == b);
+            if !fits {
+                return Err(format!("cannot concatenate {:?} and {:?}", first.dims, p.dims));
+            }
+        }
+        let mut data = Vec::new();
+        for o in 0..outer {
+            for p in parts {
+                let chunk = p.data.len() / outer.max(1);
+                data.extend_from_slice(&p.data[o * chunk..(o + 1) * chunk]);
+            }
+        }
+        let mut dims = first.dims.clone();
+        dims[ax] = parts.iter().map(|p| p.dims[ax]).sum();
+        Ok(Array { dims, data })
+    }
+
+    /// ONNX `Slice` of a 1-D array with step 1 (what exporters do to shapes).
+    pub fn slice(&self, start: i64, end: i64) -> Fallible<Self> {
+        if self.dims.len() != 1 {
+            return Err(format!("only 1-D constants can be sliced, not {:?}", self.dims));
+        }
+        let len = self.data.len() as i64;
+        let clamp = |i: i64| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
+        let (s, e) = (clamp(start), clamp(end));
+        Ok(Array::vector(self.data[s..e.max(s)].to_vec()))
+    }
+
+    /// The same array with `f` applied to each element.
+    pub fn map<U>(&self, f: impl Fn(&T) -> U) -> Array<U> {
+        Array { dims: self.dims.clone(), data: self.data.iter().map(f).collect() }
+    }
+}
+
+/// Checks that `perm` is a permutation of `0..rank`.
+pub(crate) fn check_perm(perm: &[usize], rank: usize) -> Fallible<()> {
+    let mut seen = vec![false; rank];
+    if perm.len() != rank
+        || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(format!("{perm:?} is not a permutation of {rank} axes"));
+    }
+    Ok(())
+}
+
+/// The permutation that undoes `perm`.
+pub(crate) fn inverse(perm: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    inv
+}
+
+impl Array<f64> {
+    /// Numpy-broadcast elementwise `f(a, b)`.
+    pub fn zip(&self, other: &Array<f64>, f: impl Fn(f64, f64) -> f64) -> Fallible<Array<f64>> {
+        let dims = crate::graph::broadcast_shapes(&self.dims, &other.dims).ok_or_else(|| {
+            format!("shapes {:?} and {:?} do not broadcast", self.dims, other.dims)
+        })?;
+        let out_strides = strides(&dims);
+        // Strides of each operand over the output's axes, 0 where it is broadcast.
+        let aligned = |a: &Array<f64>| {
+            let own = strides(&a.dims);
+            let offset = dims.len() - a.dims.len();
+            (0..dims.len())
+                .map(|i| match i.checked_sub(offset) {
+                    Some(j) if a.dims[j] != 1 => own[j],
+                    _ => 0,
+                })
+                .collect::<Vec<_>>()
+        };
+        let (sa, sb) = (aligned(self), aligned(other));
+        let n: usize = dims.iter().product();
+        let data = (0..n)
+            .map(|flat| {
+                let (mut ia, mut ib) = (0, 0);
+                for (axis, s) in out_strides.iter().enumerate() {
+                    let idx = (flat / s) % dims[axis];
+                    ia += idx * sa[axis];
+                    ib += idx * sb[axis];
+                }
+                f(self.data[ia], other.data[ib])
+            })
+            .collect();
+        Ok(Array { dims, data })
+    }
+
+    /// The elements as integers, refusing fractions (shapes, axes, pads).
+    pub fn ints(&self) -> Fallible<Vec<i64>> {
+        self.data
+            .iter()
+            .map(|&v| {
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(v as i64)
+                } else {
+                    Err(format!("{v} is not an integer"))
+                }
+            })
+            .collect()
+    }
+
+    /// The single element of a one-element array.
+    pub fn scalar(&self) -> Fallible<f64> {
+        match self.data.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(format!("expected a single value, got shape {:?}", self.dims)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_moves_axes() {
+        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect() };
+        let t = a.transpose(&[1, 0]).unwrap();
+        assert_eq!(t.dims, vec![3, 2]);
+        assert_eq!(t.data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(t.transpose(&inverse(&[1, 0])).unwrap(), a);
+    }
+
+    #[test]
+    fn gather_concat_slice_follow_onnx() {
+        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect() };
+        let g = a.gather(1, &Array { dims: vec![], data: vec![-1.0] }).unwrap();
+        assert_eq!((g.dims, g.data), (vec![2], vec![2.0, 5.0]));
+        let c = Array::concat(&[a.clone(), a.clone()], 1).unwrap();
+        assert_eq!(c.dims, vec![2, 6]);
+        assert_eq!(&c.data[..6], &[0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+        let v = Array::vector(vec![1, 2, 3, 4]);
+        assert_eq!(v.slice(1, -1).unwrap().data, vec![2, 3]);
+        assert_eq!(v.slice(-2, i64::MAX).unwrap().data, vec![3, 4]);
+    }
+
+    #[test]
+    fn zip_broadcasts() {
+        let a = Array { dims: vec![2, 1], data: vec![1.0, 2.0] };
+        let b = Array::vector(vec![10.0, 20.0, 30.0]);
+        let s = a.zip(&b, |x, y| x + y).unwrap();
+        assert_eq!(s.dims, vec![2, 3]);
+        assert_eq!(s.data, vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    }
+}

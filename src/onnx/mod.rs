@@ -1,0 +1,26 @@
+//! Reading ONNX files (PyTorch and tf2onnx/Keras exports) into a [`Model`].
+//!
+//! The protobuf is decoded with `prost` from hand-declared messages ([`proto`]), so the
+//! build needs no `protoc`; [`import`] maps the ONNX graph onto convscope's.
+
+mod array;
+mod import;
+pub mod proto;
+
+use std::path::Path;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+pub use import::SUPPORTED_OPS;
+
+/// Reads an ONNX model from the bytes of a file; `path` names it in errors and gives the
+/// model its name.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+    let model = proto::ModelProto::decode(bytes).map_err(|e| {
+        Error::bad_file(path, format!("not a readable ONNX model (truncated or corrupt?): {e}"))
+    })?;
+    import::import(&model, bytes.len(), path)
+}

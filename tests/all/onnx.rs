@@ -1,0 +1,823 @@
+//! The ONNX importer against ONNX Runtime's numbers on committed fixtures (made by
+//! `scripts/make_onnx_fixtures.py`), the sample model through ONNX and back, gradients
+//! through an imported DAG against finite differences, and the errors bad files give.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use convscope::onnx::proto::{
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+};
+use convscope::summary::Summary;
+use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
+use prost::Message;
+
+use crate::support::values;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
+}
+
+fn import(name: &str) -> Model {
+    let path = fixture(name);
+    convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap()
+}
+
+/// A float32 little-endian C-order `.npy` (what the fixture script writes).
+fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name} is not a .npy");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    let inside = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = inside[..inside.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
+    (shape, data)
+}
+
+fn npy_tensor(name: &str) -> Tensor {
+    let (shape, data) = npy(name);
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Within `rel` of the expected value, relative to it, with a floor of 1% of the largest
+/// expected magnitude so that values near zero are not held to digits float32 lacks.
+fn assert_close(actual: &Tensor, expected: &[f32], rel: f64, what: &str) {
+    let actual = values(actual);
+    assert_eq!(actual.len(), expected.len(), "{what}: sizes");
+    let largest = expected.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    for (i, (a, &e)) in actual.iter().zip(expected).enumerate() {
+        let e = f64::from(e);
+        let tol = rel * e.abs().max(0.01 * largest);
+        assert!((a - e).abs() <= tol, "{what}[{i}]: convscope {a}, expected {e}");
+    }
+}
+
+fn layer_names(model: &Model) -> Vec<&str> {
+    model.graph().nodes().iter().map(|n| n.name.as_str()).collect()
+}
+
+fn node_output(model: &Model, x: &Tensor, name: &str) -> Tensor {
+    let node = model.graph().node_index(name).unwrap();
+    model.forward(x).unwrap().node(node).clone()
+}
+
+/// The fixture's probabilities from ONNX Runtime, for `x` fed in convscope's layout.
+fn check_outputs(model: &Model, fixture_name: &str, x: &Tensor) {
+    let (_, expected) = npy(&format!("{fixture_name}.output.npy"));
+    assert_close(&model.predict(x).unwrap(), &expected, 1e-4, "probabilities");
+    let out = model.forward(x).unwrap();
+    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "output");
+}
+
+#[test]
+fn pytorch_chain_matches_onnx_runtime() {
+    let model = import("torch_chain.onnx");
+    assert_eq!(
+        layer_names(&model),
+        ["/conv1/Conv", "/pool/MaxPool", "/Flatten", "/fc1/Gemm", "/fc2/Gemm"]
+    );
+    let nodes = model.graph().nodes();
+    assert_eq!(nodes[0].op.activation(), Activation::Relu);
+    assert_eq!(nodes[3].op.activation(), Activation::Relu);
+    assert_eq!(nodes[4].op.activation(), Activation::Softmax);
+    assert_eq!(model.score_point(), (4, Point::PreSoftmax));
+    assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsFirst);
+    assert_eq!(model.input.range, [0.0, 1.0]);
+    let x = npy_tensor("torch_chain.input.npy");
+    check_outputs(&model, "torch_chain", &x);
+    // The fused layer reads as the activated conv output, as ONNX's Relu output.
+    let (_, relu) = npy("torch_chain._relu_Relu_output_0.npy");
+    assert_close(&node_output(&model, &x, "/conv1/Conv"), &relu, 1e-4, "/conv1/Conv");
+}
+
+#[test]
+fn tf2onnx_nhwc_chain_matches_onnx_runtime() {
+    let model = import("keras_nhwc.onnx");
+    // The input is fed NCHW; the Transposes around the convs cancel, and the flatten of
+    // the NHWC value is a plain flatten with the dense kernel's rows reordered. The
+    // model's name, which tf2onnx puts in front of every op's, is left out.
+    assert_eq!(model.graph().input_shape(), [1, 12, 12]);
+    assert_eq!(model.input.display_layout, convscope::model::DisplayLayout::ChannelsLast);
+    assert_eq!(
+        layer_names(&model),
+        ["rescaling/mul", "conv2d/BiasAdd", "conv2d_1/BiasAdd", "flatten/Reshape", "dense/MatMul",]
+    );
+    let nodes = model.graph().nodes();
+    assert!(matches!(nodes[1].op, Op::Conv2d { activation: Activation::Relu, .. }));
+    assert!(matches!(nodes[3].op, Op::Flatten));
+    assert!(matches!(nodes[4].op, Op::Dense { bias: true, activation: Activation::Softmax, .. }));
+    let nhwc = npy_tensor("keras_nhwc.input.npy");
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    check_outputs(&model, "keras_nhwc", &x);
+    let (_, hwc) = npy("keras_nhwc.sequential_conv2d_1_Relu__15_0.npy");
+    let conv = node_output(&model, &x, "conv2d_1/BiasAdd");
+    let nhwc_conv = conv.permute((0, 2, 3, 1)).unwrap();
+    assert_close(&nhwc_conv, &hwc, 1e-4, "conv output");
+}
+
+/// Real Keras models converted by tf2onnx 1.17 (TensorFlow 2.21): NHWC input of one
+/// channel (which tf2onnx turns to NCHW with a Reshape) and of three (a Transpose).
+#[test]
+fn real_tf2onnx_exports_match_onnx_runtime() {
+    for (name, channels) in [("keras_gray", 1), ("keras_rgb", 3)] {
+        let model = import(&format!("{name}.onnx"));
+        assert_eq!(model.graph().input_shape(), [channels, 10, 10], "{name}");
+        // Keras's Rescaling(1/255) at the input: pixels are fed as 0..255.
+        assert_eq!(model.input.range, [0.0, 255.0]);
+        let ops: Vec<&str> =
+            (0..model.graph().nodes().len()).map(|i| model.graph().type_name(i)).collect();
+        // Keras's own layers (batch norm as tf2onnx folds it: a Mul and an Add), with no
+        // Transpose or Reshape left from the layout changes.
+        assert_eq!(
+            ops,
+            [
+                "Multiply",
+                "Add",
+                "Conv2D",
+                "Multiply",
+                "Add",
+                "MaxPooling2D",
+                "Conv2D",
+                "Flatten",
+                "Dense"
+            ],
+            "{name}"
+        );
+        let nodes = model.graph().nodes();
+        assert_eq!(nodes[2].op.activation(), Activation::Relu);
+        assert_eq!(nodes[6].op.activation(), Activation::Clip { min: 0.0, max: 6.0 });
+        assert!(matches!(
+            nodes[8].op,
+            Op::Dense { bias: true, activation: Activation::Softmax, .. }
+        ));
+        let x = npy_tensor(&format!("{name}.input.npy")).permute((0, 3, 1, 2)).unwrap();
+        check_outputs(&model, name, &x.contiguous().unwrap());
+    }
+}
+
+/// A functional Keras model (Add, Concatenate, ZeroPadding2D, DepthwiseConv2D,
+/// GlobalAveragePooling2D) converted by tf2onnx.
+#[test]
+fn a_real_tf2onnx_dag_matches_onnx_runtime() {
+    let model = import("keras_dag.onnx");
+    let ops: Vec<&str> =
+        (0..model.graph().nodes().len()).map(|i| model.graph().type_name(i)).collect();
+    assert_eq!(
+        ops,
+        [
+            "Conv2D",
+            "Multiply",
+            "Add",
+            "ReLU",
+            "Conv2D",
+            "Add",
+            "Concatenate",
+            "ZeroPadding2D",
+            "DepthwiseConv2D",
+            "GlobalAveragePooling2D",
+            "Flatten",
+            "Dense"
+        ]
+    );
+    assert_eq!(model.graph().nodes()[8].op.activation(), Activation::Tanh);
+    let x = npy_tensor("keras_dag.input.npy").permute((0, 3, 1, 2)).unwrap();
+    check_outputs(&model, "keras_dag", &x.contiguous().unwrap());
+}
+
+#[test]
+fn residual_block_matches_onnx_runtime() {
+    let model = import("residual.onnx");
+    assert_eq!(
+        layer_names(&model),
+        [
+            "normalise/sub",
+            "normalise/div",
+            "stem/conv",
+            "block/conv1",
+            "block/bn1",
+            "block/relu1",
+            "block/conv2",
+            "block/bn2",
+            "block/add",
+            "block/relu2",
+            "side/conv",
+            "pool",
+            "join",
+            "gap",
+            "squeeze",
+            "head",
+        ]
+    );
+    assert_eq!(model.input.channel_order, convscope::model::ChannelOrder::Rgb);
+    let x = npy_tensor("residual.input.npy");
+    check_outputs(&model, "residual", &x);
+    for (node, file) in [("block/relu2", "block_out"), ("join", "joined")] {
+        let (_, expected) = npy(&format!("residual.{file}.npy"));
+        assert_close(&node_output(&model, &x, node), &expected, 1e-4, node);
+    }
+}
+
+#[test]
+fn opset_21_ops_match_onnx_runtime() {
+    let model = import("ops21.onnx");
+    assert_eq!(
+        layer_names(&model),
+        [
+            "pad",
+            "depthwise",
+            "avgpool",
+            "same_lower",
+            "gate",
+            "swish",
+            "maxpool",
+            // Unsqueeze and Squeeze of the flatten come back to it.
+            "flatten",
+            "fc/MatMul",
+            "flip",
+            "out",
+        ]
+    );
+    let nodes = model.graph().nodes();
+    assert_eq!(nodes[1].op.activation(), Activation::Clip { min: 0.0, max: 6.0 });
+    assert_eq!(nodes[3].op.activation(), Activation::LeakyRelu { alpha: 0.2 });
+    assert_eq!(nodes[8].op.activation(), Activation::Tanh);
+    let x = npy_tensor("ops21.input.npy");
+    check_outputs(&model, "ops21", &x);
+    let (_, swish) = npy("ops21.swish.npy");
+    assert_close(&node_output(&model, &x, "swish"), &swish, 1e-4, "swish");
+}
+
+fn tensor(name: &str, dims: &[usize], t: &Tensor) -> TensorProto {
+    let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: 1,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![name.to_string()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: 7, ..Default::default() }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: v, r#type: 2, ..Default::default() }
+}
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| match d {
+            Some(v) => Dimension { dim_value: Some(*v), dim_param: None },
+            None => Dimension { dim_value: None, dim_param: Some("N".into()) },
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}
+
+fn onnx_model(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        producer_name: "convscope tests".into(),
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        ..Default::default()
+    }
+}
+
+/// The sample model written as PyTorch would export it: Conv/Relu pairs, Flatten, Gemm
+/// with `transB=1` (the dense kernels transposed to `[out, in]`), Softmax.
+fn sample_as_onnx(sample: &Model) -> Vec<u8> {
+    let w = |key: &str| sample.weights()[key].clone();
+    let t = |key: &str| {
+        let k = w(key).t().unwrap().contiguous().unwrap();
+        tensor(&format!("{key}.t"), k.dims(), &k)
+    };
+    let plain = |key: &str| tensor(key, w(key).dims(), &w(key));
+    let graph = GraphProto {
+        name: "mnist_cnn".into(),
+        node: vec![
+            node("Conv", "conv2d_1", &["input_1", "conv2d_1.kernel", "conv2d_1.bias"], vec![]),
+            node("Relu", "relu_1", &["conv2d_1"], vec![]),
+            node("Conv", "conv2d_2", &["relu_1", "conv2d_2.kernel", "conv2d_2.bias"], vec![]),
+            node("Relu", "relu_2", &["conv2d_2"], vec![]),
+            node(
+                "MaxPool",
+                "max_pooling2d_1",
+                &["relu_2"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            node("Flatten", "flatten_1", &["max_pooling2d_1"], vec![]),
+            node(
+                "Gemm",
+                "dense_1",
+                &["flatten_1", "dense_1.kernel.t", "dense_1.bias"],
+                vec![int("transB", 1)],
+            ),
+            node("Relu", "relu_3", &["dense_1"], vec![]),
+            node(
+                "Gemm",
+                "preds",
+                &["relu_3", "preds.kernel.t", "preds.bias"],
+                vec![int("transB", 1)],
+            ),
+            node("Softmax", "softmax", &["preds"], vec![]),
+        ],
+        initializer: vec![
+            plain("conv2d_1.kernel"),
+            plain("conv2d_1.bias"),
+            plain("conv2d_2.kernel"),
+            plain("conv2d_2.bias"),
+            t("dense_1.kernel"),
+            plain("dense_1.bias"),
+            t("preds.kernel"),
+            plain("preds.bias"),
+        ],
+        input: vec![value_info("input_1", &[None, Some(1), Some(28), Some(28)])],
+        output: vec![value_info("softmax", &[None, Some(10)])],
+        ..Default::default()
+    };
+    onnx_model(graph).encode_to_vec()
+}
+
+#[test]
+fn sample_model_imports_back_from_onnx_with_equal_outputs() {
+    let sample = convscope::sample::model().unwrap();
+    let bytes = sample_as_onnx(&sample);
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("mnist_cnn.onnx")).unwrap();
+    assert_eq!(
+        layer_names(&model),
+        ["conv2d_1", "conv2d_2", "max_pooling2d_1", "flatten_1", "dense_1", "preds"]
+    );
+    assert_eq!(model.param_counts(), sample.param_counts());
+    let x = npy_tensor("sample_model.input.npy");
+    let ours = sample.predict(&x).unwrap();
+    assert_close(
+        &model.predict(&x).unwrap(),
+        &values(&ours).iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        1e-5,
+        "against convscope",
+    );
+    // The same export written by the fixture script, run by ONNX Runtime.
+    let (_, ort) = npy("sample_model.output.npy");
+    assert_close(&model.predict(&x).unwrap(), &ort, 1e-4, "against ONNX Runtime");
+}
+
+#[test]
+fn summary_shows_the_fused_layers_under_their_onnx_names() {
+    let summary = Summary::of(&import("torch_chain.onnx"));
+    let rows: Vec<(&str, &str)> =
+        summary.layers.iter().map(|l| (l.name.as_str(), l.type_name.as_str())).collect();
+    assert_eq!(
+        rows,
+        [
+            ("/conv1/Conv", "Conv2D"),
+            ("/pool/MaxPool", "MaxPooling2D"),
+            ("/Flatten", "Flatten"),
+            ("/fc1/Gemm", "Dense"),
+            ("/fc2/Gemm", "Dense"),
+        ]
+    );
+    assert_eq!(summary.layers[0].output_shape, [4, 12, 12]);
+    assert_eq!(summary.total_params, 4 * 9 + 4 + 144 * 16 + 16 + 16 * 10 + 10);
+}
+
+#[test]
+fn gradients_through_an_imported_dag_match_finite_differences() {
+    let model = import("residual.onnx").to_dtype(DType::F64).unwrap();
+    let x = npy_tensor("residual.input.npy").narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    let (node, point) = model.score_point();
+    assert_eq!(point, Point::PreSoftmax);
+    let weights = Tensor::new(&[[0.3f64, -1.0, 0.7, 0.2, -0.5]], &Device::Cpu).unwrap();
+    let score = |x: &Tensor| {
+        let acts = model.forward(x).unwrap();
+        (acts.at(node, point).unwrap() * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let acts = model.forward(&x).unwrap();
+    let seed = Seed { node, point, grad: weights.clone() };
+    let grads = model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap();
+    let analytic = values(grads.input().unwrap());
+    let base = values(&x);
+    let eps = 1e-6;
+    let numeric: Vec<f64> = (0..base.len())
+        .map(|i| {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                score(&Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap())
+            };
+            (at(eps) - at(-eps)) / (2.0 * eps)
+        })
+        .collect();
+    let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    for (i, (a, n)) in analytic.iter().zip(&numeric).enumerate() {
+        assert!(
+            (a - n).abs() <= 1e-5 * scale,
+            "input gradient [{i}]: engine {a}, finite differences {n}"
+        );
+    }
+    assert!(numeric.iter().filter(|v| v.abs() > 1e-9).count() * 2 > numeric.len());
+}
+
+fn import_error(bytes: &[u8]) -> String {
+    let err = convscope::onnx::from_bytes(bytes, Path::new("bad.onnx")).unwrap_err().to_string();
+    assert!(err.starts_with("bad.onnx: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    model.graph.as_mut().unwrap().node[1].op_type = "Erf".into();
+    let err = import_error(&model.encode_to_vec());
+    assert!(
+        err.contains("unsupported ONNX op 'Erf' in node '/relu/Relu'; supported ops: Add, "),
+        "{err}"
+    );
+    assert!(err.contains("Conv") && err.ends_with("Unsqueeze"), "{err}");
+}
+
+#[test]
+fn every_truncation_of_a_file_is_an_error() {
+    let bytes = std::fs::read(fixture("keras_nhwc.onnx")).unwrap();
+    for len in 0..bytes.len() {
+        import_error(&bytes[..len]);
+    }
+}
+
+#[test]
+fn garbage_is_an_error() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for len in [1, 7, 100, 4096] {
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        import_error(&bytes);
+    }
+    import_error(convscope::sample::bytes());
+    // Valid protobuf, but nothing of a model.
+    import_error(&ModelProto::default().encode_to_vec());
+}
+
+/// torch_chain with its first initializer replaced.
+fn with_initializer(t: TensorProto) -> Vec<u8> {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let name = graph.initializer[0].name.clone();
+    graph.initializer[0] = TensorProto { name, ..t };
+    model.encode_to_vec()
+}
+
+#[test]
+fn a_huge_declared_tensor_is_refused_before_allocation() {
+    for dims in [vec![1 << 40, 1 << 40], vec![1 << 62, 4], vec![4, 1, 3, 1 << 30]] {
+        let err = import_error(&with_initializer(TensorProto {
+            dims,
+            data_type: 1,
+            raw_data: vec![0; 16],
+            ..Default::default()
+        }));
+        assert!(err.contains("more values than the whole file holds"), "{err}");
+    }
+    let err = import_error(&with_initializer(TensorProto {
+        dims: vec![4, 1, 3, 3],
+        data_type: 1,
+        raw_data: vec![0; 16],
+        ..Default::default()
+    }));
+    assert!(err.contains("holds 16 bytes of data"), "{err}");
+    let err = import_error(&with_initializer(TensorProto {
+        dims: vec![4, 1, 3, 3],
+        data_type: 1,
+        data_location: 1,
+        ..Default::default()
+    }));
+    assert!(err.contains("external file"), "{err}");
+}
+
+#[test]
+fn a_dynamic_image_size_is_an_error() {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    model.graph.as_mut().unwrap().input[0] = value_info("input", &[None, Some(1), None, Some(12)]);
+    let err = import_error(&model.encode_to_vec());
+    assert!(err.contains("no fixed size on axis 2"), "{err}");
+}
+
+/// `[N, 5, 5, 3]` input, flattened in NHWC order, then `B` (with a Relu between when
+/// `relu_first`): the flatten either reorders the dense kernel or becomes a real Permute.
+fn nhwc_flatten_model(relu_first: bool, b: &Tensor) -> ModelProto {
+    let mut nodes = vec![node("Flatten", "flat", &["x"], vec![])];
+    let mut last = "flat";
+    if relu_first {
+        nodes.push(node("Relu", "relu", &["flat"], vec![]));
+        last = "relu";
+    }
+    nodes.push(node("MatMul", "dense", &[last, "B"], vec![]));
+    onnx_model(GraphProto {
+        node: nodes,
+        initializer: vec![tensor("B", &[75, 4], b)],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("dense", &[None, Some(4)])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_flatten_of_an_nhwc_input_keeps_its_order() {
+    let b = Tensor::randn(0f32, 1.0, (75, 4), &Device::Cpu).unwrap();
+    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let flat = nhwc.reshape((2, 75)).unwrap();
+    for relu_first in [false, true] {
+        let bytes = nhwc_flatten_model(relu_first, &b).encode_to_vec();
+        let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
+        assert_eq!(model.graph().input_shape(), [3, 5, 5]);
+        let input = if relu_first { flat.relu().unwrap() } else { flat.clone() };
+        let expected = values(&input.matmul(&b).unwrap());
+        let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+        let out = model.forward(&x).unwrap();
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "dense");
+        // Only a reader other than a Dense needs the NHWC order made real.
+        let permutes =
+            model.graph().nodes().iter().filter(|n| matches!(n.op, Op::Transpose { .. }));
+        assert_eq!(permutes.count(), usize::from(relu_first));
+    }
+}
+
+#[test]
+fn the_cli_reads_onnx_files() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convscope"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let model = fixture("residual.onnx");
+    let model = model.to_str().unwrap();
+    let summary = run(&["summary", model]);
+    assert!(summary.contains("block/add (Add)") && summary.contains("head (Dense)"), "{summary}");
+    let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits/08000_3.png");
+    let predictions = run(&["predict", "--json", model, digit.to_str().unwrap()]);
+    assert!(predictions.contains("08000_3.png"), "{predictions}");
+    assert!(Model::load(&fixture("keras_nhwc.onnx")).is_ok());
+}
+
+/// A model reading `x` `[N, 2, 6, 6]` through `nodes`, whose last output is `y`.
+fn image_model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, opset: i64) -> Vec<u8> {
+    let mut model = onnx_model(GraphProto {
+        node: nodes,
+        initializer,
+        input: vec![value_info("x", &[None, Some(2), Some(6), Some(6)])],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    });
+    model.opset_import[0].version = opset;
+    model.encode_to_vec()
+}
+
+fn int64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 7,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
+}
+
+#[test]
+fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
+    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let expected = values(&x.reshape((2, 72)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    for (first, second) in [([0, 12, -1], [0, -1]), ([-1, 2, 36], [-1, 72]), ([0, 0, 36], [0, 72])]
+    {
+        let bytes = image_model(
+            vec![
+                node("Reshape", "r1", &["x", "t1"], vec![]),
+                node("Reshape", "r2", &["r1", "t2"], vec![]),
+                NodeProto {
+                    output: vec!["y".into()],
+                    ..node("MatMul", "fc", &["r2", "B"], vec![])
+                },
+            ],
+            vec![int64s("t1", &first), int64s("t2", &second), tensor("B", &[72, 3], &b)],
+            17,
+        );
+        let model = convscope::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
+        let out = model.forward(&x).unwrap();
+        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "reshaped");
+        // The second reshape reads the input directly; the first is left unread.
+        assert_eq!(layer_names(&model), ["r2", "fc"]);
+        assert!(matches!(model.graph().nodes()[0].op, Op::Flatten));
+    }
+}
+
+#[test]
+fn ops_outside_what_the_graph_computes_are_one_line_errors() {
+    let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
+    let cases: Vec<(Vec<NodeProto>, Vec<TensorProto>, i64, &str)> = vec![
+        (
+            vec![y(node("Softmax", "sm", &["x"], vec![int("axis", 1)]))],
+            vec![],
+            17,
+            "node 'sm' (Softmax): softmax over axis 1 of a value of per-sample shape [2, 6, 6]",
+        ),
+        (
+            vec![y(node("Pad", "pad", &["x", "p"], vec![string("mode", "reflect")]))],
+            vec![int64s("p", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            17,
+            "padding mode 'reflect'",
+        ),
+        (
+            vec![y(node("Pad", "pad", &["x", "p"], vec![]))],
+            vec![int64s("p", &[0, 1, 0, 0, 0, 0, 0, 0])],
+            17,
+            "only non-negative padding of the spatial axes",
+        ),
+        (
+            vec![y(node(
+                "MaxPool",
+                "pool",
+                &["x"],
+                vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), int("ceil_mode", 1)],
+            ))],
+            vec![],
+            17,
+            "ceil_mode=1 adds a partial window",
+        ),
+        (
+            vec![y(node("Concat", "cat", &["x", "x"], vec![int("axis", 0)]))],
+            vec![],
+            17,
+            "concatenation along the batch axis",
+        ),
+        (
+            vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]))],
+            vec![],
+            17,
+            "moves the batch axis",
+        ),
+        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 9, "ONNX opset 9 is not supported"),
+        (
+            vec![
+                node("Flatten", "f", &["x"], vec![]),
+                node("LogSoftmax", "ls", &["f"], vec![]),
+                y(node("Relu", "r", &["ls"], vec![])),
+            ],
+            vec![],
+            17,
+            "LogSoftmax is supported only as the model's output",
+        ),
+        (
+            vec![y(node("Relu", "r", &["nowhere"], vec![]))],
+            vec![],
+            17,
+            "reads 'nowhere', which is not defined before it",
+        ),
+        (
+            vec![
+                node("Shape", "s", &["x"], vec![]),
+                y(node("Reshape", "r", &["x", "s"], vec![])),
+                node("Relu", "unused", &["y"], vec![]),
+            ],
+            vec![],
+            17,
+            "output 'y' is the input itself",
+        ),
+    ];
+    for (nodes, initializer, opset, needle) in cases {
+        let err = import_error(&image_model(nodes, initializer, opset));
+        assert!(err.contains(needle), "'{needle}' not in: {err}");
+    }
+}
+
+#[test]
+fn corrupted_bytes_give_an_error_or_a_model_never_a_panic() {
+    use rand::{Rng, SeedableRng};
+    let bytes = std::fs::read(fixture("residual.onnx")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for _ in 0..300 {
+        let mut corrupt = bytes.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..corrupt.len());
+            corrupt[at] = rng.random();
+        }
+        if let Err(e) = convscope::onnx::from_bytes(&corrupt, Path::new("bad.onnx")) {
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
+    }
+}
+
+/// Elementwise ops, a constant per NHWC channel and a Concat on the channel axis all run
+/// on the NCHW input without a Transpose: each keeps the pending NHWC layout.
+#[test]
+fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
+    let c = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 1.0, (150, 2), &Device::Cpu).unwrap();
+    let graph = GraphProto {
+        node: vec![
+            node("Relu", "r", &["x"], vec![]),
+            node("Sub", "s", &["r", "c"], vec![]),
+            node("Mul", "m", &["s", "r"], vec![]),
+            node("Concat", "cat", &["m", "x"], vec![int("axis", 3)]),
+            node("Reshape", "flat", &["cat", "shape"], vec![]),
+            node("MatMul", "y", &["flat", "B"], vec![]),
+        ],
+        initializer: vec![
+            tensor("c", &[3], &c),
+            int64s("shape", &[-1, 150]),
+            tensor("B", &[150, 2], &b),
+        ],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("y", &[None, Some(2)])],
+        ..Default::default()
+    };
+    let bytes = onnx_model(graph).encode_to_vec();
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc_ops.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["r", "s", "m", "cat", "flat", "y"]);
+    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let r = nhwc.relu().unwrap();
+    let m = (r.broadcast_sub(&c).unwrap() * &r).unwrap();
+    let cat = Tensor::cat(&[&m, &nhwc], 3).unwrap();
+    let expected = values(&cat.reshape((2, 150)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "y");
+}
+
+/// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits
+/// below it, and its output is shown as the softmax.
+#[test]
+fn a_final_log_softmax_is_the_classifier_softmax() {
+    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
+    let c = Tensor::new(&[0.5f32, -0.5, 0.0], &Device::Cpu).unwrap();
+    let bytes = image_model(
+        vec![
+            node("Flatten", "flat", &["x"], vec![]),
+            node("Gemm", "fc", &["flat", "B", "C"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("LogSoftmax", "ls", &["fc"], vec![]) },
+        ],
+        vec![tensor("B", &[72, 3], &b), tensor("C", &[3], &c)],
+        13,
+    );
+    let model = convscope::onnx::from_bytes(&bytes, Path::new("logsoftmax.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["flat", "fc"]);
+    assert_eq!(model.score_point(), (1, Point::PreSoftmax));
+    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let logits = x.reshape((2, 72)).unwrap().matmul(&b).unwrap().broadcast_add(&c).unwrap();
+    let expected = values(&convscope::engine::softmax(&logits).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    assert_close(&model.predict(&x).unwrap(), &expected, 1e-4, "probabilities");
+}
