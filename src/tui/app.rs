@@ -220,14 +220,17 @@ impl App {
         Ok(app)
     }
 
-    /// Layers a tab can show: conv layers for filters, spatial layers for grad-CAM, every
-    /// layer for feature maps.
+    /// Layers a tab can show: conv layers for filters, spatial layers (larger than 1×1) for
+    /// grad-CAM, every layer for feature maps.
     pub(crate) fn layers(&self, tab: Tab) -> Vec<usize> {
         let graph = self.model.graph();
         (0..graph.nodes().len())
             .filter(|&i| match tab {
                 Tab::Filters => graph.nodes()[i].op.is_conv(),
-                Tab::GradCam => graph.shape(ValueId::of_node(i)).len() == 3,
+                // A 1×1 map (a global pool kept as [C, 1, 1]) has nothing to localise.
+                Tab::GradCam => {
+                    matches!(graph.shape(ValueId::of_node(i)), [_, h, w] if h * w > 1)
+                }
                 _ => true,
             })
             .collect()
