@@ -22,29 +22,8 @@ fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
 }
 
-/// A little-endian float32, C-order `.npy` file: its shape and values.
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}");
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
-    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = dims
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| d.parse().unwrap())
-        .collect();
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-    (shape, data)
+    support::read_npy(&fixture(name))
 }
 
 /// The files of each model, with the Keras family whose numbers they must give.

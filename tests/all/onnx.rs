@@ -24,28 +24,8 @@ fn import(name: &str) -> Model {
     convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap()
 }
 
-/// A float32 little-endian C-order `.npy` (what the fixture script writes).
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name} is not a .npy");
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
-    let inside = &header[header.find("'shape': (").unwrap() + 10..];
-    let shape: Vec<usize> = inside[..inside.find(')').unwrap()]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-    (shape, data)
+    crate::support::read_npy(&fixture(name))
 }
 
 fn npy_tensor(name: &str) -> Tensor {

@@ -90,3 +90,34 @@ pub fn random_input(model: &Model, batch: usize, seed: u64) -> Tensor {
 pub fn values(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
 }
+
+/// A little-endian float32, C-order `.npy` file (what numpy and `convscope --raw` write):
+/// its shape and values.
+pub fn read_npy(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let name = path.display();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name} is not a .npy");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{name}: {header}"
+    );
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
+    assert_eq!(bytes.len() - start - header_len, 4 * data.len(), "{name}: trailing bytes");
+    (shape, data)
+}
