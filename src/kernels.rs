@@ -765,28 +765,36 @@ fn tiles(win: &Window) -> Option<[usize; 2]> {
 }
 
 /// Max pool of one plane (row length `w`) over tiles `[kh, kw]` into `out` rows of `ow`.
-/// Runs tap by tap over a whole output row, a select per value, so the loops vectorise.
 fn max_pool_tiles<T: Float>(plane: &[T], w: usize, [kh, kw]: [usize; 2], out: &mut [T], ow: usize) {
+    // Tiles 2 wide (nearly every max pool) get the loop inlined with the width a constant,
+    // which the compiler turns into vector maxima.
+    match kw {
+        2 => max_pool_tile_rows(plane, w, [kh, 2], out, ow),
+        _ => max_pool_tile_rows(plane, w, [kh, kw], out, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows<T: Float>(
+    plane: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    out: &mut [T],
+    ow: usize,
+) {
     for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
         for ky in 0..kh {
-            let row = &plane[(oy * kh + ky) * w..];
-            for kx in 0..kw {
-                let taps = row[kx..].iter().step_by(kw);
-                if ky == 0 && kx == 0 {
-                    out_row.iter_mut().zip(taps).for_each(|(o, &v)| *o = v);
-                } else {
-                    out_row
-                        .iter_mut()
-                        .zip(taps)
-                        .for_each(|(o, &v)| *o = if v > *o { v } else { *o });
-                }
+            let row = &plane[(oy * kh + ky) * w..][..ow * kw];
+            for (o, taps) in out_row.iter_mut().zip(row.chunks_exact(kw)) {
+                let tile = taps.iter().skip(1).fold(taps[0], |m, &v| if v > m { v } else { m });
+                *o = if ky == 0 || tile > *o { tile } else { *o };
             }
         }
     }
 }
 
 /// Gradient of [`max_pool_tiles`]: each output's gradient goes to the first maximum of its
-/// tile (row-major), found with selects rather than branches.
+/// tile (row-major), written a tile row at a time like the forward (`dx` starts zeroed).
 fn max_pool_tiles_backward<T: Float>(
     plane: &[T],
     grad: &[T],
@@ -795,19 +803,38 @@ fn max_pool_tiles_backward<T: Float>(
     dx: &mut [T],
     ow: usize,
 ) {
+    match kw {
+        2 => max_pool_tile_rows_backward(plane, grad, w, [kh, 2], dx, ow),
+        _ => max_pool_tile_rows_backward(plane, grad, w, [kh, kw], dx, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows_backward<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    let mut maxima = vec![T::zero(); ow];
+    // Whether a tile's gradient has been placed, as 0/1 so the loop stays branch-free.
+    let mut placed = vec![0u8; ow];
     for (oy, g_row) in grad.chunks_exact(ow.max(1)).enumerate() {
-        for (ox, &g) in g_row.iter().enumerate() {
-            let origin = oy * kh * w + ox * kw;
-            let (mut best, mut at) = (plane[origin], origin);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let t = origin + ky * w + kx;
-                    let better = plane[t] > best;
-                    best = if better { plane[t] } else { best };
-                    at = if better { t } else { at };
+        let tile_rows = (oy * kh * w)..((oy + 1) * kh * w);
+        max_pool_tile_rows(&plane[tile_rows.clone()], w, [kh, kw], &mut maxima, ow);
+        placed.fill(0);
+        for (ky, dx_row) in dx[tile_rows.clone()].chunks_exact_mut(w).enumerate() {
+            let row = &plane[tile_rows.start + ky * w..][..ow * kw];
+            let cells = dx_row[..ow * kw].chunks_exact_mut(kw).zip(row.chunks_exact(kw));
+            for ((((d, taps), &m), p), &g) in cells.zip(&maxima).zip(&mut placed).zip(g_row) {
+                for (d, &v) in d.iter_mut().zip(taps) {
+                    let hit = u8::from(v == m) & (1 - *p);
+                    *d = if hit == 1 { g } else { T::zero() };
+                    *p |= hit;
                 }
             }
-            dx[at] = g;
         }
     }
 }
