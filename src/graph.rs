@@ -92,7 +92,7 @@ impl Activation {
             Activation::Softmax => "softmax",
             Activation::Clip { min, max } if min == 0.0 && max == 6.0 => "relu6",
             Activation::Clip { .. } => "clip",
-            Activation::Elu { scale, .. } if scale == 1.0 => "elu",
+            Activation::Elu { scale: 1.0, .. } => "elu",
             Activation::Elu { .. } => "selu",
             Activation::Softplus => "softplus",
             Activation::Softsign => "softsign",
