@@ -347,6 +347,7 @@ impl Op {
             Op::Activation { activation: Activation::LeakyRelu { .. } } => "LeakyReLU",
             Op::Activation { activation: Activation::Softmax } => "Softmax",
             Op::Activation { activation: Activation::Clip { min, .. } } if *min == 0.0 => "ReLU",
+            Op::Activation { activation: Activation::Elu { scale: 1.0, .. } } => "ELU",
             Op::Activation { .. } => "Activation",
             Op::MaxPool { .. } => "MaxPooling2D",
             Op::AvgPool { .. } => "AveragePooling2D",

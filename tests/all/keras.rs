@@ -28,7 +28,8 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 6] = ["mnist_cnn", "residual", "rgb", "strided", "reshape", "adapted"];
+const MODELS: [&str; 7] =
+    ["mnist_cnn", "residual", "rgb", "strided", "reshape", "adapted", "activations"];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
 /// the input description the importer made of the model's preprocessing layers.

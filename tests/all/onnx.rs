@@ -241,6 +241,42 @@ fn opset_21_ops_match_onnx_runtime() {
     assert_close(&node_output(&model, &x, "swish"), &swish, 1e-4, "swish");
 }
 
+#[test]
+fn activations_match_onnx_runtime() {
+    let model = import("activations.onnx");
+    let nodes = model.graph().nodes();
+    let fused: Vec<(&str, Activation)> =
+        nodes.iter().map(|n| (n.name.as_str(), n.op.activation())).collect();
+    assert_eq!(
+        fused,
+        [
+            ("conv1", Activation::Elu { alpha: 0.7, scale: 1.0 }),
+            ("conv2", Activation::SELU),
+            ("conv3", Activation::HardSwish),
+            ("conv4", Activation::Gelu { approximate: false }),
+            ("conv5", Activation::Gelu { approximate: true }),
+            ("flatten", Activation::Linear),
+            ("gemm1", Activation::Softplus),
+            ("gemm2", Activation::Softsign),
+            ("gemm3", Activation::HardSigmoid { alpha: 0.3, beta: 0.4 }),
+            ("gemm4", Activation::Exponential),
+            ("gemm5", Activation::Linear),
+            ("gelu_old/Div", Activation::Linear),
+            ("gelu_old/Erf", Activation::Erf),
+            ("gelu_old/Add", Activation::Linear),
+            ("gelu_old/Mul", Activation::Linear),
+            ("gelu_old/Mul_1", Activation::Linear),
+            ("gemm6", Activation::Softmax),
+        ]
+    );
+    let x = npy_tensor("activations.input.npy");
+    check_outputs(&model, "activations", &x);
+    for (node, file) in [("conv5", "gelu_tanh"), ("gemm4", "exp")] {
+        let (_, expected) = npy(&format!("activations.{file}.npy"));
+        assert_close(&node_output(&model, &x, node), &expected, 1e-4, node);
+    }
+}
+
 fn tensor(name: &str, dims: &[usize], t: &Tensor) -> TensorProto {
     let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     TensorProto {
