@@ -63,12 +63,14 @@ const START_ROW: &str = "process start to first result";
 /// Per row, the fastest peer's time in ms and its name.
 type Peers = BTreeMap<String, (f64, String)>;
 
-/// The fastest peer per row of `scripts/peers/peers.py --json` (`{"rows": {row: {peer: ms}}}`).
-fn peers_from(path: &str) -> Peers {
+/// The fastest peer per row of `scripts/peers/peers.py --json` (`{"machine": ..., "rows":
+/// {row: {peer: ms}}}`), and the machine it ran on.
+fn peers_from(path: &str) -> (Peers, String) {
     let text = std::fs::read_to_string(path).expect("--peers: cannot read the file");
     let json: serde_json::Value = serde_json::from_str(&text).expect("--peers: not JSON");
     let rows = json["rows"].as_object().expect("--peers: no \"rows\" object");
-    rows.iter()
+    let fastest = rows
+        .iter()
         .filter_map(|(row, figures)| {
             let fastest = figures
                 .as_object()?
@@ -77,7 +79,8 @@ fn peers_from(path: &str) -> Peers {
                 .min_by(|a, b| a.0.total_cmp(&b.0))?;
             Some((row.clone(), fastest))
         })
-        .collect()
+        .collect();
+    (fastest, json["machine"].as_str().unwrap_or("machine not given").to_string())
 }
 
 fn row(name: &str, ours: Duration, peers: &Peers) {
@@ -218,7 +221,8 @@ fn main() {
     let (peers, source) = match args.iter().position(|a| a == "--peers") {
         Some(at) => {
             let path = args.get(at + 1).expect("--peers needs a file");
-            (peers_from(path), format!("the fastest in {path} (scripts/peers/peers.py)"))
+            let (peers, machine) = peers_from(path);
+            (peers, format!("the fastest in {path} (scripts/peers/peers.py on {machine})"))
         }
         None => (
             ISSUE_PEERS.iter().map(|&(row, ms, peer)| (row.into(), (ms, peer.into()))).collect(),
