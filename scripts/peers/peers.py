@@ -616,6 +616,9 @@ def main():
     if not args.convscope.exists():
         sys.exit(f"{args.convscope} is missing: run `cargo build --release` first")
     rows = {row: {} for row in ROWS}
+    # Peers' threads spin and wait on each other: under load their figures swing far more
+    # than convscope's, so the run records how busy the machine was.
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as folder:
         expected = Path(folder) / "convscope.npz"
         np.savez(expected, **convscope_outputs(args.convscope, Path(folder)))
@@ -632,8 +635,11 @@ def main():
                 rows[row][peer] = ms
             rows["process start to first result"][peer] = start_ms(framework, Path(folder))
 
-    result = {"machine": machine(), "versions": versions(), "rows": rows}
-    print(f"machine: {result['machine']}\n")
+    load.append(os.getloadavg()[0])
+    result = {"machine": machine(), "load_average": load, "versions": versions(), "rows": rows}
+    print(
+        f"machine: {result['machine']}\nload average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f}\n"
+    )
     peers = args.only or list(FRAMEWORKS)
     print("| row (median ms) | " + " | ".join(peers) + " |")
     print("|---|" + "---:|" * len(peers))
