@@ -308,8 +308,8 @@ fn weights_are_checked_against_the_config() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("channels_first"), "{err}");
-    let err = load(with_config("residual.keras", |c| c.replace("\"relu\"", "\"elu\"")))
+    let err = load(with_config("residual.keras", |c| c.replace("\"relu\"", "\"mish\"")))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("layer 'branch': activation 'elu' is not supported"), "{err}");
+    assert!(err.contains("layer 'branch': activation 'mish' is not supported"), "{err}");
 }
