@@ -1,13 +1,16 @@
 //! Prints the speed issue's table for convscope on this machine: every row as the median of
-//! several timed runs after a warm-up, next to the fastest peer's figure from the issue (PyTorch,
-//! TensorFlow or ONNX Runtime on a 2-vCPU EPYC), then the gemm rate against the conv kernels'
-//! rates on the sample model's biggest convolution, and process start to first result.
+//! several timed runs after a warm-up, next to the fastest peer's figure (PyTorch, TensorFlow
+//! or ONNX Runtime), then the gemm rate against the conv kernels' rates on the sample model's
+//! biggest convolution, and process start to first result.
 //!
 //! `cargo build --release && cargo run --release --example speed` (the start-up row runs the
 //! release `convscope` binary beside this example's; it is skipped when that is missing).
+//! The peers' figures are the issue's (another machine) unless `-- --peers FILE.json` names
+//! the output of `scripts/peers/peers.py --json`, measured on this machine.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -41,11 +44,54 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn row(name: &str, ours: Duration, peer: f64, peer_name: &str) {
+/// The issue's figures (ms): the fastest peer per row on its AVX-512 machine.
+const ISSUE_PEERS: [(&str, f64, &str); 11] = [
+    ("forward batch 1", 0.085, "ORT"),
+    ("forward batch 64", 3.24, "ORT"),
+    ("saliency vanilla", 0.65, "PyTorch"),
+    ("saliency guided", 0.77, "PyTorch"),
+    ("saliency relu", 0.76, "PyTorch"),
+    ("grad-CAM conv2d_2", 0.57, "PyTorch"),
+    ("guided grad-CAM", 1.43, "PyTorch"),
+    ("occlusion 4x4 stride 4", 11.8, "TF"),
+    ("occlusion 4x4 stride 1", 99.0, "TF"),
+    ("activation max 10 classes x 200 steps", 670.0, "PyTorch"),
+    (START_ROW, 98.0, "ORT"),
+];
+const START_ROW: &str = "process start to first result";
+
+/// Per row, the fastest peer's time in ms and its name.
+type Peers = BTreeMap<String, (f64, String)>;
+
+/// The fastest peer per row of `scripts/peers/peers.py --json` (`{"machine": ..., "rows":
+/// {row: {peer: ms}}}`), and the machine it ran on.
+fn peers_from(path: &str) -> (Peers, String) {
+    let text = std::fs::read_to_string(path).expect("--peers: cannot read the file");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("--peers: not JSON");
+    let rows = json["rows"].as_object().expect("--peers: no \"rows\" object");
+    let fastest = rows
+        .iter()
+        .filter_map(|(row, figures)| {
+            let fastest = figures
+                .as_object()?
+                .iter()
+                .filter_map(|(peer, ms)| Some((ms.as_f64()?, peer.clone())))
+                .min_by(|a, b| a.0.total_cmp(&b.0))?;
+            Some((row.clone(), fastest))
+        })
+        .collect();
+    (fastest, json["machine"].as_str().unwrap_or("machine not given").to_string())
+}
+
+fn row(name: &str, ours: Duration, peers: &Peers) {
     let ours = ms(ours);
+    let Some((peer, peer_name)) = peers.get(name) else {
+        println!("| {name:<38} | {ours:>10.3} | {:>18} | {:>7} | {:<5} |", "-", "-", "-");
+        return;
+    };
     let verdict = if ours <= peer / 2.0 { "yes" } else { "no" };
     println!(
-        "| {name:<38} | {ours:>10.3} | {peer:>9.3} {peer_name:<8} | {:>6.2}x | {verdict:<3} |",
+        "| {name:<38} | {ours:>10.3} | {peer:>9.3} {peer_name:<8} | {:>6.2}x | {verdict:<5} |",
         peer / ours
     );
 }
@@ -137,7 +183,7 @@ fn conv_rates() {
 }
 
 /// Process start to the first saliency map on the terminal, from outside the process.
-fn start_to_first_result() {
+fn start_to_first_result(peers: &Peers) {
     let Some(binary) = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join("convscope")))
@@ -157,9 +203,12 @@ fn start_to_first_result() {
     });
     println!(
         "\nprocess start to first result (`convscope saliency sample`, median of 20): {:.1} ms \
-         (ONNX Runtime start to model ready: 98 ms; goal < 100 ms)",
+         (goal < 100 ms)",
         ms(time)
     );
+    if let Some((peer, peer_name)) = peers.get(START_ROW) {
+        println!("fastest peer, process start to model ready: {peer:.1} ms {peer_name}");
+    }
 }
 
 fn main() {
@@ -167,6 +216,18 @@ fn main() {
     #[allow(unsafe_code)]
     unsafe {
         convscope::runtime::configure_threads()
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let (peers, source) = match args.iter().position(|a| a == "--peers") {
+        Some(at) => {
+            let path = args.get(at + 1).expect("--peers needs a file");
+            let (peers, machine) = peers_from(path);
+            (peers, format!("the fastest in {path} (scripts/peers/peers.py on {machine})"))
+        }
+        None => (
+            ISSUE_PEERS.iter().map(|&(row, ms, peer)| (row.into(), (ms, peer.into()))).collect(),
+            "the fastest in the issue's table (its machine, not this one)".into(),
+        ),
     };
     println!("machine: {}", machine());
     let model = sample::model().unwrap();
@@ -176,32 +237,32 @@ fn main() {
     let x64 = digits.batch(&batch64).unwrap();
     let cancel = AtomicBool::new(false);
 
-    println!("\nmedian ms; peer: the fastest in the issue's table (its machine, not this one)");
+    println!("\nmedian ms; peer: {source}");
     println!(
         "| row                                    |   convscope |      peer          | peer/us | half? |"
     );
     println!("|---|---:|---:|---:|---|");
-    row("forward batch 1", median(200, || drop(model.predict(&x).unwrap())), 0.085, "ORT");
-    row("forward batch 64", median(30, || drop(model.predict(&x64).unwrap())), 3.24, "ORT");
-    for (rule, peer) in ReluRule::ALL.into_iter().zip([0.65, 0.77, 0.76]) {
+    row("forward batch 1", median(200, || drop(model.predict(&x).unwrap())), &peers);
+    row("forward batch 64", median(30, || drop(model.predict(&x64).unwrap())), &peers);
+    for rule in ReluRule::ALL {
         let t = median(200, || drop(saliency(&model, &x, 3, rule).unwrap()));
-        row(&format!("saliency {}", rule.name()), t, peer, "PyTorch");
+        row(&format!("saliency {}", rule.name()), t, &peers);
     }
     let t = median(200, || drop(grad_cam(&model, &x, 3, ReluRule::Vanilla, None).unwrap()));
-    row("grad-CAM conv2d_2", t, 0.57, "PyTorch");
+    row("grad-CAM conv2d_2", t, &peers);
     let t = median(200, || drop(guided_grad_cam(&model, &x, 3, None).unwrap()));
-    row("guided grad-CAM", t, 1.43, "PyTorch");
-    for (stride, runs, peer, peer_name) in [(4, 30, 11.8, "TF"), (1, 10, 99.0, "TF")] {
+    row("guided grad-CAM", t, &peers);
+    for (stride, runs) in [(4, 30), (1, 10)] {
         let config = OcclusionConfig { size: 4, stride, ..Default::default() };
         let t = median(runs, || drop(occlusion(&model, &x, 3, &config).unwrap()));
-        row(&format!("occlusion 4x4 stride {stride}"), t, peer, peer_name);
+        row(&format!("occlusion 4x4 stride {stride}"), t, &peers);
     }
     let targets: Vec<Target> = (0..10).map(Target::Class).collect();
     let t = median(3, || {
         drop(maximise(&model, &targets, &ActMaxConfig::default(), &cancel, |_| {}).unwrap())
     });
-    row("activation max 10 classes x 200 steps", t, 670.0, "PyTorch");
+    row("activation max 10 classes x 200 steps", t, &peers);
 
     conv_rates();
-    start_to_first_result();
+    start_to_first_result(&peers);
 }
