@@ -111,7 +111,10 @@ impl Float for f64 {
 /// every conv call on a thread reuses one allocation instead of allocating and zeroing its
 /// column buffer (a nested user finds the scratch taken and gets a fresh buffer). Values are
 /// stale: users write every value they later read.
-struct Scratch<T: Float>(Vec<T>);
+struct Scratch<T: Float> {
+    buffer: Vec<T>,
+    len: usize,
+}
 
 impl<T: Float> Scratch<T> {
     /// Buffers up to this many bytes stay with the thread; a model with huge maps does not
@@ -120,15 +123,23 @@ impl<T: Float> Scratch<T> {
 
     fn take(len: usize) -> Self {
         let mut buffer = T::scratch().take();
-        buffer.resize(len, T::zero());
-        Scratch(buffer)
+        // Grown only, never shortened: shortening would make the next, larger user zero the
+        // difference again.
+        if buffer.len() < len {
+            buffer.resize(len, T::zero());
+        }
+        Scratch { buffer, len }
+    }
+
+    fn values(&mut self) -> &mut [T] {
+        &mut self.buffer[..self.len]
     }
 }
 
 impl<T: Float> Drop for Scratch<T> {
     fn drop(&mut self) {
-        if self.0.len() * size_of::<T>() <= Self::KEEP_BYTES {
-            T::scratch().set(std::mem::take(&mut self.0));
+        if self.buffer.len() * size_of::<T>() <= Self::KEEP_BYTES {
+            T::scratch().set(std::mem::take(&mut self.buffer));
         }
     }
 }
@@ -327,11 +338,12 @@ fn for_each_item<T: Float>(
         return out
             .chunks_exact_mut(out_len)
             .zip(input.chunks_exact(in_len))
-            .try_for_each(|(o, i)| run(i, o, &mut buffer.0, threads));
+            .try_for_each(|(o, i)| run(i, o, buffer.values(), threads));
     }
-    out.par_chunks_exact_mut(out_len)
-        .zip(input.par_chunks_exact(in_len))
-        .try_for_each_init(|| Scratch::take(scratch), |buffer, (o, i)| run(i, o, &mut buffer.0, 1))
+    out.par_chunks_exact_mut(out_len).zip(input.par_chunks_exact(in_len)).try_for_each_init(
+        || Scratch::take(scratch),
+        |buffer, (o, i)| run(i, o, buffer.values(), 1),
+    )
 }
 
 /// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`, every cell written (`cols` is a
