@@ -10,6 +10,7 @@ mod gradients;
 mod keras;
 mod methods;
 mod native;
+mod occlusion;
 mod onnx;
 mod ops;
 mod relu_rules;
