@@ -124,10 +124,12 @@ fn onnx_residual_dag_matches_full_passes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/residual.onnx");
     let model = convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
     let x = random_input(&model, 1, 7);
-    let names: Vec<String> = model.graph().nodes().iter().map(|n| n.name.clone()).collect();
-    // The first conv at least; the check prints what the plan made of the rest.
-    check(&model, &x, 3, 1, 40, &[names[0].as_str()]);
-    check(&model, &x, 4, 3, 40, &[names[0].as_str()]);
+    // 3×3 squares fill the 8×8 maps by the third conv, the rest runs on full maps; single
+    // pixels keep boxes through the sum and the strided 1×1 conv (the pool's box is its
+    // whole 4×4 map, so the concat after it runs on full maps).
+    check(&model, &x, 3, 1, 40, &["stem/conv", "block/conv1", "block/conv2"]);
+    check(&model, &x, 4, 3, 40, &["stem/conv"]);
+    check(&model, &x, 1, 1, 40, &["block/add", "block/relu2", "side/conv"]);
 }
 
 #[test]
@@ -158,13 +160,14 @@ fn dilated_strided_padded_convs_and_pools_match_full_passes() {
     let pads = |top, left, bottom, right| Padding::Explicit { top, left, bottom, right };
     let nodes = vec![
         Node::new("dilated", conv(4, [3, 2], [2, 1], [2, 3], asym, 1), &["input"]),
-        Node::new("relu", Op::Activation { activation: Activation::Relu }, &["dilated"]),
+        // Tanh values below 0, kept by the conv after it, make the max pool's padding matter.
         Node::new(
             "max",
             Op::MaxPool { kernel: [3, 3], stride: [2, 1], padding: pads(1, 2, 1, 0) },
-            &["relu"],
+            &["dilated"],
         ),
         Node::new("grouped", conv(6, [2, 3], [1, 2], [1, 1], Padding::Same, 2), &["max"]),
+        Node::new("relu", Op::Activation { activation: Activation::Relu }, &["grouped"]),
         Node::new(
             "avg_in",
             Op::AvgPool {
@@ -173,7 +176,7 @@ fn dilated_strided_padded_convs_and_pools_match_full_passes() {
                 padding: pads(1, 1, 0, 0),
                 count_include_pad: true,
             },
-            &["grouped"],
+            &["relu"],
         ),
         Node::new(
             "avg_out",
@@ -191,7 +194,7 @@ fn dilated_strided_padded_convs_and_pools_match_full_passes() {
     let model = random_model(&[2, 19, 17], nodes, 11);
     let x = random_input(&model, 1, 2);
     // Average pooling that leaves padding out of its count falls back to full maps.
-    let boxed = ["dilated", "relu", "max", "grouped", "avg_in"];
+    let boxed = ["dilated", "max", "grouped", "relu", "avg_in"];
     check(&model, &x, 3, 1, 64, &boxed);
     check(&model, &x, 5, 3, 64, &boxed);
     let planned = Plan::new(&model, &x, &rects(&model, 3, 1)).unwrap();
