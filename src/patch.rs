@@ -221,16 +221,28 @@ impl<'m> Plan<'m> {
                     self.model.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?.value
                 }
                 Step::DenseDelta { rows, base_scores } => {
-                    let z =
-                        self.dense_delta(&states, ins[0].0, windows.clone(), rows, base_scores)?;
                     let activation = graph.nodes()[i].op.activation();
-                    let y = apply_activation(activation, &z)?;
+                    let relu = activation == Activation::Relu;
+                    let (x, weights) = (ins[0].0, (rows, base_scores));
+                    let z = with_float(base_scores.dtype(), |dtype| match dtype {
+                        DType::F32 => {
+                            self.dense_delta::<f32>(&states, x, windows.clone(), weights, relu)
+                        }
+                        _ => self.dense_delta::<f64>(&states, x, windows.clone(), weights, relu),
+                    })?;
+                    let y = if relu { z.clone() } else { apply_activation(activation, &z)? };
                     if activation == Activation::Softmax {
                         pre_softmax[i] = Some(z);
                     }
                     y
                 }
-                Step::MeanDelta => self.mean_delta(&states, ins[0].0, v, windows.clone())?,
+                Step::MeanDelta => {
+                    let x = ins[0].0;
+                    with_float(self.model.dtype(), |dtype| match dtype {
+                        DType::F32 => self.mean_delta::<f32>(&states, x, v, windows.clone()),
+                        _ => self.mean_delta::<f64>(&states, x, v, windows.clone()),
+                    })?
+                }
             };
             states.push(match &self.boxes[v] {
                 Some(_) => State::Boxes(value),
@@ -294,11 +306,10 @@ impl<'m> Plan<'m> {
             _ => (self.boxes_map(v), None),
         };
         let crop = Crop { map, origins, size };
-        match base.dtype() {
+        with_float(base.dtype(), |dtype| match dtype {
             DType::F32 => crop.run::<f32>(base, changed, fill),
-            DType::F64 => crop.run::<f64>(base, changed, fill),
-            other => Err(Error::Invalid(format!("unsupported tensor type {other:?}"))),
-        }
+            _ => crop.run::<f64>(base, changed, fill),
+        })
     }
 
     /// A conv or pool node on crops, unpadded.
@@ -321,76 +332,122 @@ impl<'m> Plan<'m> {
         })
     }
 
-    /// The new and the base values in value `v`'s boxes for the rectangles `windows`.
-    fn box_change(
+    /// The change in value `v`'s boxes for the rectangles `windows`, new minus base, laid
+    /// out `[n, h, w, C]`: a box row's changes in one run, as the kernel rows of a dense
+    /// layer reading the flattened map lie once reordered. Also the boxes.
+    fn box_change<T: Float>(
         &self,
         states: &[State],
         v: usize,
         windows: Range<usize>,
-    ) -> Result<(Tensor, Tensor, &Boxes)> {
+    ) -> Result<(Vec<T>, &Boxes)> {
         let b = self.boxes[v].as_ref().ok_or_else(|| Error::Invalid("no boxes".into()))?;
-        let new = self.boxed(states, v)?.clone();
-        let origins = b.signed_origins(windows);
-        let crop = Crop { map: b.map, origins: &origins, size: b.size };
-        let base = self.base.value(ValueId(v));
-        let old = match base.dtype() {
-            DType::F32 => crop.run::<f32>(base, None, 0.0)?,
-            DType::F64 => crop.run::<f64>(base, None, 0.0)?,
-            other => return Err(Error::Invalid(format!("unsupported tensor type {other:?}"))),
-        };
-        Ok((new, old, b))
+        let [c, h, w] = b.map;
+        let [bh, bw] = b.size;
+        let change = kernels::with_slice::<T, _>(self.boxed(states, v)?, |new| {
+            kernels::with_slice::<T, _>(self.base.value(ValueId(v)), |base| {
+                let mut change = Vec::with_capacity(new.len());
+                for (boxed, &[oy, ox]) in new.chunks_exact(c * bh * bw).zip(&b.origins[windows]) {
+                    for y in 0..bh {
+                        for x in 0..bw {
+                            change.extend((0..c).map(|ch| {
+                                boxed[(ch * bh + y) * bw + x] - base[(ch * h + oy + y) * w + ox + x]
+                            }));
+                        }
+                    }
+                }
+                Ok(change)
+            })
+        })?;
+        Ok((change, b))
     }
 
-    /// Scores of a dense layer reading value `v`, a flattened box: base scores plus
-    /// `(new − old)` times the kernel rows the box reads. Rectangles whose boxes sit at the
-    /// same place share the kernel rows, so each such group is one product per box row.
-    fn dense_delta(
+    /// Scores of a dense layer reading value `v`, a flattened box: base scores plus the
+    /// box's change times the kernel rows it reads, with a ReLU when `relu` is set.
+    /// Rectangles whose boxes sit at the same place share the kernel rows, so each such
+    /// group is one product per box row.
+    fn dense_delta<T: Float>(
         &self,
         states: &[State],
         v: usize,
         windows: Range<usize>,
-        rows: &Tensor,
-        base_scores: &Tensor,
+        (rows, base_scores): (&Tensor, &Tensor),
+        relu: bool,
     ) -> Result<Tensor> {
-        let (new, old, b) = self.box_change(states, v, windows.clone())?;
-        // [n, h, w, C]: a box row's changes in the kernel rows' order.
-        let change = (new - old)?.permute((0, 2, 3, 1))?.contiguous()?;
+        let (change, b) = self.box_change::<T>(states, v, windows.clone())?;
         let mut groups: BTreeMap<[usize; 2], Vec<usize>> = BTreeMap::new();
-        for (k, origin) in b.origins[windows].iter().enumerate() {
+        for (k, origin) in b.origins[windows.clone()].iter().enumerate() {
             groups.entry(*origin).or_default().push(k);
         }
-        let shape = DenseShape { map: b.map, size: b.size, units: base_scores.elem_count() };
-        let n = change.dim(0)?;
-        match change.dtype() {
-            DType::F32 => shape.run::<f32>(&change, rows, base_scores, &groups, n),
-            DType::F64 => shape.run::<f64>(&change, rows, base_scores, &groups, n),
-            other => Err(Error::Invalid(format!("unsupported tensor type {other:?}"))),
-        }
+        let [c, _, w] = b.map;
+        let [bh, bw] = b.size;
+        let units = base_scores.elem_count();
+        let (per_window, row_len) = (bh * bw * c, bw * c);
+        let base = base_scores.flatten_all()?.to_vec1::<T>()?;
+        let zero = T::from_f64(0.0);
+        let mut scores = vec![zero; windows.len() * units];
+        kernels::with_slice::<T, _>(rows, |kernel| {
+            let (mut a, mut z) = (Vec::new(), Vec::new());
+            for (&[oy, ox], members) in &groups {
+                a.clear();
+                z.clear();
+                for &k in members {
+                    a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
+                    z.extend_from_slice(&base);
+                }
+                for r in 0..bh {
+                    let first = ((oy + r) * w + ox) * c * units;
+                    let b = &kernel[first..first + row_len * units];
+                    let dims = [members.len(), row_len, units];
+                    kernels::matmul_accumulate(&mut z, &a[r * row_len..], per_window, b, dims)?;
+                }
+                for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
+                    for (s, &v) in scores[k * units..(k + 1) * units].iter_mut().zip(z) {
+                        // NaN counts as not positive, as in the kernels' ReLU.
+                        let positive = v.partial_cmp(&zero) == Some(std::cmp::Ordering::Greater);
+                        *s = if relu && !positive { zero } else { v };
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Tensor::from_vec(scores, (windows.len(), units), base_scores.device())?)
     }
 
     /// Global average pool of value `v`'s boxes into node output `out`: the base mean plus
     /// the boxes' change in sum over the map's size.
-    fn mean_delta(
+    fn mean_delta<T: Float>(
         &self,
         states: &[State],
         v: usize,
         out: usize,
         windows: Range<usize>,
     ) -> Result<Tensor> {
-        let (new, old, b) = self.box_change(states, v, windows)?;
-        let n = new.dim(0)?;
-        let pixels = (b.map[1] * b.map[2]) as f64;
-        let change = (new - old)?.sum((2, 3))?.affine(1.0 / pixels, 0.0)?;
-        let base = self.base.value(ValueId(out)).reshape((1, b.map[0]))?;
+        let n = windows.len();
+        let (change, b) = self.box_change::<T>(states, v, windows)?;
+        let [c, h, w] = b.map;
+        let base = self.base.value(ValueId(out));
+        let base_means = base.flatten_all()?.to_vec1::<T>()?;
+        let scale = T::from_f64(1.0 / (h * w) as f64);
+        let mut means = Vec::with_capacity(n * c);
+        for window in change.chunks_exact(b.size[0] * b.size[1] * c) {
+            let mut sums = vec![T::from_f64(0.0); c];
+            for pixel in window.chunks_exact(c) {
+                for (s, &d) in sums.iter_mut().zip(pixel) {
+                    *s += d;
+                }
+            }
+            means.extend(sums.iter().zip(&base_means).map(|(&s, &m)| m + s * scale));
+        }
         let mut dims = vec![n];
         dims.extend_from_slice(self.model.graph().shape(ValueId(out)));
-        Ok(change.broadcast_add(&base)?.reshape(dims)?)
+        Ok(Tensor::from_vec(means, dims, base.device())?)
     }
 }
 
 /// Boxes laid over a map: values `[n, C, h, w]`, the box size and each box's corner.
-struct Laid<'a> {
-    values: &'a Tensor,
+struct Laid<'a, V: ?Sized = Tensor> {
+    values: &'a V,
     size: [usize; 2],
     origins: &'a [[usize; 2]],
 }
@@ -407,17 +464,27 @@ impl Crop<'_> {
     /// Crops `[n, C, size]` of `base` (one map), with `changed` (boxes `[n, C, box]` of a
     /// given size at given corners) laid over it and `fill` outside the map.
     fn run<T: Float>(&self, base: &Tensor, changed: Option<Laid>, fill: f64) -> Result<Tensor> {
-        let [c, h, w] = self.map;
+        let [c, _, _] = self.map;
         let [lh, lw] = self.size;
         let n = self.origins.len();
         let mut out = vec![T::from_f64(fill); n * c * lh * lw];
-        let base_values = kernels::with_slice::<T, _>(base, |s| Ok(s.to_vec()))?;
-        let boxes = match changed {
-            Some(Laid { values, size, origins }) => {
-                Some((values.flatten_all()?.to_vec1::<T>()?, size, origins))
+        kernels::with_slice::<T, _>(base, |base| match changed {
+            Some(Laid { values, size, origins }) => kernels::with_slice::<T, _>(values, |values| {
+                self.write(&mut out, base, Some(Laid { values, size, origins }));
+                Ok(())
+            }),
+            None => {
+                self.write(&mut out, base, None);
+                Ok(())
             }
-            None => None,
-        };
+        })?;
+        Ok(Tensor::from_vec(out, (n, c, lh, lw), base.device())?)
+    }
+
+    /// [`Crop::run`] on slices: writes the crops into `out`, which holds the fill value.
+    fn write<T: Float>(&self, out: &mut [T], base: &[T], boxes: Option<Laid<[T]>>) {
+        let [c, h, w] = self.map;
+        let [lh, lw] = self.size;
         for (k, (&[oy, ox], crop)) in
             self.origins.iter().zip(out.chunks_exact_mut(c * lh * lw)).enumerate()
         {
@@ -425,7 +492,7 @@ impl Crop<'_> {
             let x_lo = (-ox).clamp(0, lw as isize) as usize;
             let x_hi = (w as isize - ox).clamp(x_lo as isize, lw as isize) as usize;
             for (ch, plane) in crop.chunks_exact_mut(lh * lw).enumerate() {
-                let src = &base_values[ch * h * w..(ch + 1) * h * w];
+                let src = &base[ch * h * w..(ch + 1) * h * w];
                 for (i, row) in plane.chunks_exact_mut(lw).enumerate() {
                     let y = oy + i as isize;
                     if y < 0 || y >= h as isize {
@@ -434,8 +501,8 @@ impl Crop<'_> {
                     let start = y as usize * w + (ox + x_lo as isize) as usize;
                     row[x_lo..x_hi].copy_from_slice(&src[start..start + x_hi - x_lo]);
                 }
-                let Some((values, [bh, bw], corners)) = &boxes else { continue };
-                let [by, bx] = corners[k];
+                let Some(Laid { values, size: [bh, bw], origins }) = &boxes else { continue };
+                let [by, bx] = origins[k];
                 // The box's columns inside the crop, in crop coordinates.
                 let c_lo = (bx as isize - ox).clamp(0, lw as isize) as usize;
                 let c_hi = ((bx + bw) as isize - ox).clamp(c_lo as isize, lw as isize) as usize;
@@ -452,66 +519,14 @@ impl Crop<'_> {
                 }
             }
         }
-        Ok(Tensor::from_vec(out, (n, c, lh, lw), base.device())?)
     }
 }
 
-/// Geometry of a dense layer reading a flattened box.
-struct DenseShape {
-    map: [usize; 3],
-    size: [usize; 2],
-    units: usize,
-}
-
-impl DenseShape {
-    /// Base scores plus the change `[n, h, w, C]` times the reordered kernel `rows`, for
-    /// rectangles grouped by their boxes' corners.
-    fn run<T: Float>(
-        &self,
-        change: &Tensor,
-        rows: &Tensor,
-        base_scores: &Tensor,
-        groups: &BTreeMap<[usize; 2], Vec<usize>>,
-        n: usize,
-    ) -> Result<Tensor> {
-        let [c, _, w] = self.map;
-        let [bh, bw] = self.size;
-        let units = self.units;
-        let per_window = bh * bw * c;
-        let row_len = bw * c;
-        let change = change.flatten_all()?.to_vec1::<T>()?;
-        let base = base_scores.flatten_all()?.to_vec1::<T>()?;
-        let mut scores = vec![T::from_f64(0.0); n * units];
-        kernels::with_slice::<T, _>(rows, |kernel| {
-            let mut a = Vec::new();
-            let mut z = Vec::new();
-            for (&[oy, ox], members) in groups {
-                a.clear();
-                z.clear();
-                for &k in members {
-                    a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
-                    z.extend_from_slice(&base);
-                }
-                for r in 0..bh {
-                    let first = ((oy + r) * w + ox) * c * units;
-                    let b = &kernel[first..first + row_len * units];
-                    let m = members.len();
-                    kernels::matmul_accumulate(
-                        &mut z,
-                        &a[r * row_len..],
-                        per_window,
-                        b,
-                        [m, row_len, units],
-                    )?;
-                }
-                for (j, &k) in members.iter().enumerate() {
-                    scores[k * units..(k + 1) * units]
-                        .copy_from_slice(&z[j * units..(j + 1) * units]);
-                }
-            }
-            Ok(())
-        })?;
-        Ok(Tensor::from_vec(scores, (n, units), base_scores.device())?)
+/// Runs `f` with a float dtype (the kernels compute in f32 and f64), an error for others.
+fn with_float<R>(dtype: DType, f: impl FnOnce(DType) -> Result<R>) -> Result<R> {
+    match dtype {
+        DType::F32 | DType::F64 => f(dtype),
+        other => Err(Error::Invalid(format!("unsupported tensor type {other:?}: use f32 or f64"))),
     }
 }
 
