@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 use crate::engine::{Activations, Point, apply_activation};
 use crate::error::{Error, Result};
@@ -386,31 +387,37 @@ impl<'m> Plan<'m> {
         let base = base_scores.flatten_all()?.to_vec1::<T>()?;
         let zero = T::from_f64(0.0);
         let mut scores = vec![zero; windows.len() * units];
-        kernels::with_slice::<T, _>(rows, |kernel| {
-            let (mut a, mut z) = (Vec::new(), Vec::new());
-            for (&[oy, ox], members) in &groups {
-                a.clear();
-                z.clear();
-                for &k in members {
-                    a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
-                    z.extend_from_slice(&base);
-                }
-                for r in 0..bh {
-                    let first = ((oy + r) * w + ox) * c * units;
-                    let b = &kernel[first..first + row_len * units];
-                    let dims = [members.len(), row_len, units];
-                    kernels::matmul_accumulate(&mut z, &a[r * row_len..], per_window, b, dims)?;
-                }
-                for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
-                    for (s, &v) in scores[k * units..(k + 1) * units].iter_mut().zip(z) {
-                        // NaN counts as not positive, as in the kernels' ReLU.
-                        let positive = v.partial_cmp(&zero) == Some(std::cmp::Ordering::Greater);
-                        *s = if relu && !positive { zero } else { v };
+        let groups: Vec<_> = groups.into_iter().collect();
+        // Each group's scores `[members, units]`, groups spread over the rayon pool.
+        let group_scores = kernels::with_slice::<T, _>(rows, |kernel| {
+            groups
+                .par_iter()
+                .map(|([oy, ox], members)| {
+                    let mut a = Vec::with_capacity(members.len() * per_window);
+                    let mut z = Vec::with_capacity(members.len() * units);
+                    for &k in members {
+                        a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
+                        z.extend_from_slice(&base);
                     }
+                    for r in 0..bh {
+                        let first = ((oy + r) * w + ox) * c * units;
+                        let b = &kernel[first..first + row_len * units];
+                        let dims = [members.len(), row_len, units];
+                        accumulate_product(&mut z, &a[r * row_len..], per_window, b, dims)?;
+                    }
+                    Ok(z)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for ((_, members), z) in groups.iter().zip(group_scores) {
+            for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
+                for (s, &v) in scores[k * units..(k + 1) * units].iter_mut().zip(z) {
+                    // NaN counts as not positive, as in the kernels' ReLU.
+                    let positive = v.partial_cmp(&zero) == Some(std::cmp::Ordering::Greater);
+                    *s = if relu && !positive { zero } else { v };
                 }
             }
-            Ok(())
-        })?;
+        }
         Ok(Tensor::from_vec(scores, (windows.len(), units), base_scores.device())?)
     }
 
@@ -520,6 +527,46 @@ impl Crop<'_> {
             }
         }
     }
+}
+
+/// `z += a·b` for `a` `[m, k]` with rows `a_stride` apart, row-major `b` `[k, n]` and `z`
+/// `[m, n]`. A few rows are a matrix-vector product, where gemm's packing of `b` costs more
+/// than reading it once row by row.
+fn accumulate_product<T: Float>(
+    z: &mut [T],
+    a: &[T],
+    a_stride: usize,
+    b: &[T],
+    [m, k, n]: [usize; 3],
+) -> Result<()> {
+    if m >= 8 {
+        return kernels::matmul_accumulate(z, a, a_stride, b, [m, k, n]);
+    }
+    for (j, b_row) in b.chunks_exact(n).take(k).enumerate() {
+        for (i, z_row) in z.chunks_exact_mut(n).take(m).enumerate() {
+            let coefficient = a[i * a_stride + j];
+            for (zv, &bv) in z_row.iter_mut().zip(b_row) {
+                *zv += coefficient * bv;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A dense kernel `[C·H·W, units]` reading a flattened `[C, H, W]` map, its rows reordered
+/// to `[H, W, C]` order, so that a box row's kernel rows lie together.
+fn pixel_major_rows<T: Float>(kernel: &Tensor, [c, h, w]: [usize; 3]) -> Result<Tensor> {
+    let units = kernel.dim(1)?;
+    kernels::with_slice::<T, _>(kernel, |rows| {
+        let mut out = Vec::with_capacity(rows.len());
+        for pixel in 0..h * w {
+            for ch in 0..c {
+                let row = ch * h * w + pixel;
+                out.extend_from_slice(&rows[row * units..(row + 1) * units]);
+            }
+        }
+        Ok(Tensor::from_vec(out, (c * h * w, units), kernel.device())?)
+    })
 }
 
 /// Runs `f` with a float dtype (the kernels compute in f32 and f64), an error for others.
@@ -642,8 +689,10 @@ fn plan_node(
         Op::Dense { .. } if first.flat => {
             let [c, h, w] = first.map;
             let kernel = model.weight(i, "kernel")?;
-            let units = kernel.dim(1)?;
-            let rows = kernel.reshape((c, h, w, units))?.permute((1, 2, 0, 3))?.contiguous()?;
+            let rows = with_float(kernel.dtype(), |dtype| match dtype {
+                DType::F32 => pixel_major_rows::<f32>(kernel, [c, h, w]),
+                _ => pixel_major_rows::<f64>(kernel, [c, h, w]),
+            })?;
             let x = base.value(model.graph().inputs_of(i)[0]);
             let bias = if model.graph().weight_specs(i).iter().any(|s| s.role == "bias") {
                 Some(model.weight(i, "bias")?)
