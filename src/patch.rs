@@ -90,10 +90,9 @@ enum Step {
     /// Sum, arithmetic or concat of boxed inputs, by the engine, on crops of every input
     /// at the output's boxes.
     Join,
-    /// Dense layer on a flattened box: the base scores plus the box's change times the
-    /// kernel rows it reads. `rows` is the kernel reordered to `[H, W, C, units]` so that a
-    /// box row's kernel rows lie together.
-    DenseDelta { rows: Tensor, base_scores: Tensor },
+    /// Dense layer on a flattened box: the base scores (before the activation) plus the
+    /// box's change times the kernel rows it reads.
+    DenseDelta { base_scores: Tensor },
     /// Global average pool: the base mean plus the box's change over the map's size.
     MeanDelta,
 }
@@ -221,15 +220,17 @@ impl<'m> Plan<'m> {
                     let refs: Vec<&Tensor> = crops.iter().collect();
                     self.model.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?.value
                 }
-                Step::DenseDelta { rows, base_scores } => {
+                Step::DenseDelta { base_scores } => {
                     let activation = graph.nodes()[i].op.activation();
                     let relu = activation == Activation::Relu;
-                    let (x, weights) = (ins[0].0, (rows, base_scores));
+                    let x = (ins[0].0, i);
                     let z = with_float(base_scores.dtype(), |dtype| match dtype {
                         DType::F32 => {
-                            self.dense_delta::<f32>(&states, x, windows.clone(), weights, relu)
+                            self.dense_delta::<f32>(&states, x, windows.clone(), base_scores, relu)
                         }
-                        _ => self.dense_delta::<f64>(&states, x, windows.clone(), weights, relu),
+                        _ => {
+                            self.dense_delta::<f64>(&states, x, windows.clone(), base_scores, relu)
+                        }
                     })?;
                     let y = if relu { z.clone() } else { apply_activation(activation, &z)? };
                     if activation == Activation::Softmax {
@@ -333,9 +334,8 @@ impl<'m> Plan<'m> {
         })
     }
 
-    /// The change in value `v`'s boxes for the rectangles `windows`, new minus base, laid
-    /// out `[n, h, w, C]`: a box row's changes in one run, as the kernel rows of a dense
-    /// layer reading the flattened map lie once reordered. Also the boxes.
+    /// The change in value `v`'s boxes for the rectangles `windows`, new minus base,
+    /// `[n, C, h, w]`, and the boxes.
     fn box_change<T: Float>(
         &self,
         states: &[State],
@@ -349,11 +349,12 @@ impl<'m> Plan<'m> {
             kernels::with_slice::<T, _>(self.base.value(ValueId(v)), |base| {
                 let mut change = Vec::with_capacity(new.len());
                 for (boxed, &[oy, ox]) in new.chunks_exact(c * bh * bw).zip(&b.origins[windows]) {
-                    for y in 0..bh {
-                        for x in 0..bw {
-                            change.extend((0..c).map(|ch| {
-                                boxed[(ch * bh + y) * bw + x] - base[(ch * h + oy + y) * w + ox + x]
-                            }));
+                    for (ch, rows) in boxed.chunks_exact(bh * bw).enumerate() {
+                        for (y, row) in rows.chunks_exact(bw).enumerate() {
+                            let start = (ch * h + oy + y) * w + ox;
+                            change.extend(
+                                row.iter().zip(&base[start..start + bw]).map(|(&n, &o)| n - o),
+                            );
                         }
                     }
                 }
@@ -365,14 +366,14 @@ impl<'m> Plan<'m> {
 
     /// Scores of a dense layer reading value `v`, a flattened box: base scores plus the
     /// box's change times the kernel rows it reads, with a ReLU when `relu` is set.
-    /// Rectangles whose boxes sit at the same place share the kernel rows, so each such
-    /// group is one product per box row.
+    /// Rectangles whose boxes sit at the same place share those rows: each such group is
+    /// one product.
     fn dense_delta<T: Float>(
         &self,
         states: &[State],
-        v: usize,
+        (v, node): (usize, usize),
         windows: Range<usize>,
-        (rows, base_scores): (&Tensor, &Tensor),
+        base_scores: &Tensor,
         relu: bool,
     ) -> Result<Tensor> {
         let (change, b) = self.box_change::<T>(states, v, windows.clone())?;
@@ -380,35 +381,57 @@ impl<'m> Plan<'m> {
         for (k, origin) in b.origins[windows.clone()].iter().enumerate() {
             groups.entry(*origin).or_default().push(k);
         }
-        let [c, _, w] = b.map;
+        let groups: Vec<_> = groups.into_iter().collect();
+        let [c, h, w] = b.map;
         let [bh, bw] = b.size;
         let units = base_scores.elem_count();
-        let (per_window, row_len) = (bh * bw * c, bw * c);
+        let per_window = c * bh * bw;
         let base = base_scores.flatten_all()?.to_vec1::<T>()?;
         let zero = T::from_f64(0.0);
-        let mut scores = vec![zero; windows.len() * units];
-        let groups: Vec<_> = groups.into_iter().collect();
         // Each group's scores `[members, units]`, groups spread over the rayon pool.
-        let group_scores = kernels::with_slice::<T, _>(rows, |kernel| {
-            groups
-                .par_iter()
-                .map(|([oy, ox], members)| {
-                    let mut a = Vec::with_capacity(members.len() * per_window);
-                    let mut z = Vec::with_capacity(members.len() * units);
-                    for &k in members {
-                        a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
-                        z.extend_from_slice(&base);
-                    }
-                    for r in 0..bh {
-                        let first = ((oy + r) * w + ox) * c * units;
-                        let b = &kernel[first..first + row_len * units];
-                        let dims = [members.len(), row_len, units];
-                        accumulate_product(&mut z, &a[r * row_len..], per_window, b, dims)?;
-                    }
-                    Ok(z)
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let group_scores =
+            kernels::with_slice::<T, _>(self.model.weight(node, "kernel")?, |kernel| {
+                groups
+                    .par_iter()
+                    .map(|([oy, ox], members)| {
+                        // The kernel rows the box reads, in the change's order [C, h, w].
+                        let rows = (0..c).flat_map(|ch| {
+                            (0..bh).flat_map(move |y| {
+                                (0..bw).map(move |x| ((ch * h + oy + y) * w + ox + x) * units)
+                            })
+                        });
+                        let mut z = Vec::with_capacity(members.len() * units);
+                        let mut a = Vec::with_capacity(members.len() * per_window);
+                        for &k in members {
+                            z.extend_from_slice(&base);
+                            a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
+                        }
+                        if members.len() < 8 {
+                            // A matrix-vector product: each kernel row read once, where gemm
+                            // would first pack them all.
+                            for (j, row) in rows.enumerate() {
+                                let row = &kernel[row..row + units];
+                                for (z, a) in
+                                    z.chunks_exact_mut(units).zip(a.chunks_exact(per_window))
+                                {
+                                    for (zv, &kv) in z.iter_mut().zip(row) {
+                                        *zv += a[j] * kv;
+                                    }
+                                }
+                            }
+                        } else {
+                            let mut gathered = Vec::with_capacity(per_window * units);
+                            for row in rows {
+                                gathered.extend_from_slice(&kernel[row..row + units]);
+                            }
+                            let dims = [members.len(), per_window, units];
+                            kernels::matmul_accumulate(&mut z, &a, per_window, &gathered, dims)?;
+                        }
+                        Ok(z)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+        let mut scores = vec![zero; windows.len() * units];
         for ((_, members), z) in groups.iter().zip(group_scores) {
             for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
                 for (s, &v) in scores[k * units..(k + 1) * units].iter_mut().zip(z) {
@@ -438,13 +461,10 @@ impl<'m> Plan<'m> {
         let scale = T::from_f64(1.0 / (h * w) as f64);
         let mut means = Vec::with_capacity(n * c);
         for window in change.chunks_exact(b.size[0] * b.size[1] * c) {
-            let mut sums = vec![T::from_f64(0.0); c];
-            for pixel in window.chunks_exact(c) {
-                for (s, &d) in sums.iter_mut().zip(pixel) {
-                    *s += d;
-                }
-            }
-            means.extend(sums.iter().zip(&base_means).map(|(&s, &m)| m + s * scale));
+            let sums = window
+                .chunks_exact(b.size[0] * b.size[1])
+                .map(|plane| plane.iter().fold(T::from_f64(0.0), |s, &d| s + d));
+            means.extend(sums.zip(&base_means).map(|(s, &m)| m + s * scale));
         }
         let mut dims = vec![n];
         dims.extend_from_slice(self.model.graph().shape(ValueId(out)));
@@ -527,46 +547,6 @@ impl Crop<'_> {
             }
         }
     }
-}
-
-/// `z += a·b` for `a` `[m, k]` with rows `a_stride` apart, row-major `b` `[k, n]` and `z`
-/// `[m, n]`. A few rows are a matrix-vector product, where gemm's packing of `b` costs more
-/// than reading it once row by row.
-fn accumulate_product<T: Float>(
-    z: &mut [T],
-    a: &[T],
-    a_stride: usize,
-    b: &[T],
-    [m, k, n]: [usize; 3],
-) -> Result<()> {
-    if m >= 8 {
-        return kernels::matmul_accumulate(z, a, a_stride, b, [m, k, n]);
-    }
-    for (j, b_row) in b.chunks_exact(n).take(k).enumerate() {
-        for (i, z_row) in z.chunks_exact_mut(n).take(m).enumerate() {
-            let coefficient = a[i * a_stride + j];
-            for (zv, &bv) in z_row.iter_mut().zip(b_row) {
-                *zv += coefficient * bv;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A dense kernel `[C·H·W, units]` reading a flattened `[C, H, W]` map, its rows reordered
-/// to `[H, W, C]` order, so that a box row's kernel rows lie together.
-fn pixel_major_rows<T: Float>(kernel: &Tensor, [c, h, w]: [usize; 3]) -> Result<Tensor> {
-    let units = kernel.dim(1)?;
-    kernels::with_slice::<T, _>(kernel, |rows| {
-        let mut out = Vec::with_capacity(rows.len());
-        for pixel in 0..h * w {
-            for ch in 0..c {
-                let row = ch * h * w + pixel;
-                out.extend_from_slice(&rows[row * units..(row + 1) * units]);
-            }
-        }
-        Ok(Tensor::from_vec(out, (c * h * w, units), kernel.device())?)
-    })
 }
 
 /// Runs `f` with a float dtype (the kernels compute in f32 and f64), an error for others.
@@ -687,12 +667,7 @@ fn plan_node(
             Ok((Step::Join, Boxes::around(map, &spans)))
         }
         Op::Dense { .. } if first.flat => {
-            let [c, h, w] = first.map;
             let kernel = model.weight(i, "kernel")?;
-            let rows = with_float(kernel.dtype(), |dtype| match dtype {
-                DType::F32 => pixel_major_rows::<f32>(kernel, [c, h, w]),
-                _ => pixel_major_rows::<f64>(kernel, [c, h, w]),
-            })?;
             let x = base.value(model.graph().inputs_of(i)[0]);
             let bias = if model.graph().weight_specs(i).iter().any(|s| s.role == "bias") {
                 Some(model.weight(i, "bias")?)
@@ -700,7 +675,7 @@ fn plan_node(
                 None
             };
             let base_scores = kernels::dense(x, kernel, bias, false)?;
-            Ok((Step::DenseDelta { rows, base_scores }, None))
+            Ok((Step::DenseDelta { base_scores }, None))
         }
         Op::GlobalAvgPool { .. } if !first.flat => Ok((Step::MeanDelta, None)),
         _ => full,
