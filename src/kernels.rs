@@ -11,6 +11,9 @@
 //! gradient have kernels here too, so a forward/backward pass costs few allocations and no
 //! per-op dispatch. Kernels work in f32 and f64; f64 serves the finite-difference tests.
 
+use std::cell::Cell;
+use std::thread::LocalKey;
+
 use candle_core::{DType, Storage, Tensor, WithDType};
 use num_traits::Zero;
 use rayon::prelude::*;
@@ -82,9 +85,53 @@ impl Window {
 
 /// The float types the kernels compute in: exactly those `gemm` multiplies (it panics on
 /// any other), so the trait is implemented for nothing else.
-pub(crate) trait Float: WithDType + Send + Sync {}
-impl Float for f32 {}
-impl Float for f64 {}
+pub(crate) trait Float: WithDType + Send + Sync {
+    /// This thread's reusable scratch buffer for the type, see [`Scratch`].
+    fn scratch() -> &'static LocalKey<Cell<Vec<Self>>>;
+}
+
+thread_local! {
+    static SCRATCH_F32: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static SCRATCH_F64: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+}
+
+impl Float for f32 {
+    fn scratch() -> &'static LocalKey<Cell<Vec<Self>>> {
+        &SCRATCH_F32
+    }
+}
+
+impl Float for f64 {
+    fn scratch() -> &'static LocalKey<Cell<Vec<Self>>> {
+        &SCRATCH_F64
+    }
+}
+
+/// A buffer of `len` values taken from this thread's scratch and given back when dropped, so
+/// every conv call on a thread reuses one allocation instead of allocating and zeroing its
+/// column buffer (a nested user finds the scratch taken and gets a fresh buffer). Values are
+/// stale: users write every value they later read.
+struct Scratch<T: Float>(Vec<T>);
+
+impl<T: Float> Scratch<T> {
+    /// Buffers up to this many bytes stay with the thread; a model with huge maps does not
+    /// keep its peak column buffer alive between calls.
+    const KEEP_BYTES: usize = 16 << 20;
+
+    fn take(len: usize) -> Self {
+        let mut buffer = T::scratch().take();
+        buffer.resize(len, T::zero());
+        Scratch(buffer)
+    }
+}
+
+impl<T: Float> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        if self.0.len() * size_of::<T>() <= Self::KEEP_BYTES {
+            T::scratch().set(std::mem::take(&mut self.0));
+        }
+    }
+}
 
 /// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
 /// they already lie contiguous in memory (no copy), copied out otherwise.
@@ -144,7 +191,6 @@ impl<'a, T> Mat<'a, T> {
 
 /// `dst = a·b`, or `dst += a·b` with `accumulate`; `dst` is row-major `[a.rows, b.cols]`.
 /// `threads > 1` lets `gemm` split the product over the rayon pool.
-#[allow(unsafe_code)]
 fn matmul<T: Float>(
     dst: &mut [T],
     a: Mat<T>,
@@ -152,8 +198,29 @@ fn matmul<T: Float>(
     accumulate: bool,
     threads: usize,
 ) -> Result<()> {
+    matmul_strided(dst, [b.cols, 1], a, b, accumulate, threads)
+}
+
+/// [`matmul`] into a `dst` with `[row_stride, col_stride]`: `[1, rows]` stores the product
+/// transposed (column-major), so `(a·b)ᵀ` can be had as a product in gemm's fast order.
+#[allow(unsafe_code)]
+fn matmul_strided<T: Float>(
+    dst: &mut [T],
+    [dst_row_stride, dst_col_stride]: [usize; 2],
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || dst.len() != m * n || !a.fits() || !b.fits() {
+    let dst_view = Mat {
+        data: &*dst,
+        rows: m,
+        cols: n,
+        row_stride: dst_row_stride,
+        col_stride: dst_col_stride,
+    };
+    if b.rows != k || dst.len() != m * n || !dst_view.fits() || !a.fits() || !b.fits() {
         return Err(Error::Invalid(format!(
             "matrix product of [{m}, {k}] and [{}, {n}] into {} values",
             b.rows,
@@ -173,7 +240,7 @@ fn matmul<T: Float>(
         if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let one = T::from_f64(1.0);
     // SAFETY: the checks above keep every element gemm reads or writes inside the three
-    // slices (dst is row-major [m, n] with exactly m·n values, `a` and `b` fit theirs), the
+    // slices (dst has exactly m·n values and its strides fit them, `a` and `b` fit theirs), the
     // `&mut` keeps dst apart from the inputs, and `Float` admits only f32 and f64, types
     // gemm computes in.
     unsafe {
@@ -182,8 +249,8 @@ fn matmul<T: Float>(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_col_stride as isize,
+            dst_row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -254,35 +321,34 @@ fn add_bias_relu<T: Float>(y: &mut [T], bias: Option<&[T]>, len: usize, relu: bo
 
 /// Splits the batch over the rayon pool when it has more than one item (each item then
 /// runs single-threaded), else gives the one item the whole pool. `run(item, scratch,
-/// threads)` gets its own scratch buffer of `scratch` values per worker.
+/// threads)` gets a [`Scratch`] buffer of `scratch` values per worker.
 fn for_each_item<T: Float>(
     out: &mut [T],
     out_len: usize,
     input: &[T],
     in_len: usize,
     scratch: usize,
-    run: impl Fn(&[T], &mut [T], &mut Vec<T>, usize) -> Result<()> + Sync,
+    run: impl Fn(&[T], &mut [T], &mut [T], usize) -> Result<()> + Sync,
 ) -> Result<()> {
     if out_len == 0 || in_len == 0 {
         return Ok(());
     }
     let items = out.len() / out_len;
     if items <= 1 {
-        let mut buffer = vec![T::zero(); scratch];
+        let mut buffer = Scratch::take(scratch);
         let threads = rayon::current_num_threads();
         return out
             .chunks_exact_mut(out_len)
             .zip(input.chunks_exact(in_len))
-            .try_for_each(|(o, i)| run(i, o, &mut buffer, threads));
+            .try_for_each(|(o, i)| run(i, o, &mut buffer.0, threads));
     }
     out.par_chunks_exact_mut(out_len)
         .zip(input.par_chunks_exact(in_len))
-        .try_for_each_init(|| vec![T::zero(); scratch], |buffer, (o, i)| run(i, o, buffer, 1))
+        .try_for_each_init(|| Scratch::take(scratch), |buffer, (o, i)| run(i, o, &mut buffer.0, 1))
 }
 
-/// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`. Only cells that read the image
-/// are written: those that read padding are the same for every image and stay zero from
-/// the buffer's allocation.
+/// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`, every cell written (`cols` is a
+/// reused [`Scratch`]): cells that read padding get zero.
 fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {
     let [kh, kw] = win.kernel;
     let [oh, ow] = win.out_size(h, w);
@@ -293,13 +359,16 @@ fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: 
             for kj in 0..kw {
                 let Some(row) = rows.next() else { return };
                 let (lo, hi) = win.inside(1, kj, w, ow);
-                if lo >= hi {
-                    continue;
-                }
-                for oy in 0..oh {
-                    let Some(iy) = win.source(0, oy, ki, h) else { continue };
+                for (oy, out_row) in row.chunks_exact_mut(ow.max(1)).enumerate() {
+                    let source = win.source(0, oy, ki, h).filter(|_| lo < hi);
+                    let Some(iy) = source else {
+                        out_row.fill(T::zero());
+                        continue;
+                    };
+                    out_row[..lo].fill(T::zero());
+                    out_row[hi..].fill(T::zero());
                     let src = &plane[iy * w..(iy + 1) * w];
-                    let dst = &mut row[oy * ow + lo..oy * ow + hi];
+                    let dst = &mut out_row[lo..hi];
                     let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
                     if sw == 1 {
                         dst.copy_from_slice(&src[first..first + dst.len()]);
@@ -589,9 +658,11 @@ pub fn dense_backward_input(grad: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
         with_slice::<T, _>(kernel, |ks| {
             let mut dx = vec![T::zero(); n * inputs];
-            let a = Mat::row_major(gs, n, units);
-            let b = Mat::row_major(ks, inputs, units).t();
-            matmul(&mut dx, a, b, false, rayon::current_num_threads())?;
+            // Computed as dxᵀ = kernel·gradᵀ: gemm then reads the kernel row by row as it
+            // lies, where packing its transpose costs more than the product itself.
+            let a = Mat::row_major(ks, inputs, units);
+            let b = Mat::row_major(gs, n, units).t();
+            matmul_strided(&mut dx, [1, inputs], a, b, false, rayon::current_num_threads())?;
             Ok(Tensor::from_vec(dx, (n, inputs), grad.device())?)
         })
     }))
@@ -699,14 +770,100 @@ fn divisor(win: &Window, pool: Pool, rows: &[usize], cols: &[usize]) -> usize {
     .max(1)
 }
 
+/// The window `[kh, kw]` when windows tile the map (stride equal to the window, no
+/// dilation or padding: the common 2×2 max pool), which the tiled loops below handle without
+/// per-window tap lists.
+fn tiles(win: &Window) -> Option<[usize; 2]> {
+    (win.stride == win.kernel && win.dilation == [1, 1] && win.pads == [0; 4]).then_some(win.kernel)
+}
+
+/// Max pool of one plane (row length `w`) over tiles `[kh, kw]` into `out` rows of `ow`.
+fn max_pool_tiles<T: Float>(plane: &[T], w: usize, [kh, kw]: [usize; 2], out: &mut [T], ow: usize) {
+    // Tiles 2 wide (nearly every max pool) get the loop inlined with the width a constant,
+    // which the compiler turns into vector maxima.
+    match kw {
+        2 => max_pool_tile_rows(plane, w, [kh, 2], out, ow),
+        _ => max_pool_tile_rows(plane, w, [kh, kw], out, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows<T: Float>(
+    plane: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    out: &mut [T],
+    ow: usize,
+) {
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        for ky in 0..kh {
+            let row = &plane[(oy * kh + ky) * w..][..ow * kw];
+            for (o, taps) in out_row.iter_mut().zip(row.chunks_exact(kw)) {
+                let tile = taps.iter().skip(1).fold(taps[0], |m, &v| if v > m { v } else { m });
+                *o = if ky == 0 || tile > *o { tile } else { *o };
+            }
+        }
+    }
+}
+
+/// Gradient of [`max_pool_tiles`]: each output's gradient goes to the first maximum of its
+/// tile (row-major), written a tile row at a time like the forward (`dx` starts zeroed).
+fn max_pool_tiles_backward<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    match kw {
+        2 => max_pool_tile_rows_backward(plane, grad, w, [kh, 2], dx, ow),
+        _ => max_pool_tile_rows_backward(plane, grad, w, [kh, kw], dx, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows_backward<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    let mut maxima = vec![T::zero(); ow];
+    // Whether a tile's gradient has been placed, as 0/1 so the loop stays branch-free.
+    let mut placed = vec![0u8; ow];
+    for (oy, g_row) in grad.chunks_exact(ow.max(1)).enumerate() {
+        let tile_rows = (oy * kh * w)..((oy + 1) * kh * w);
+        max_pool_tile_rows(&plane[tile_rows.clone()], w, [kh, kw], &mut maxima, ow);
+        placed.fill(0);
+        for (ky, dx_row) in dx[tile_rows.clone()].chunks_exact_mut(w).enumerate() {
+            let row = &plane[tile_rows.start + ky * w..][..ow * kw];
+            let cells = dx_row[..ow * kw].chunks_exact_mut(kw).zip(row.chunks_exact(kw));
+            for ((((d, taps), &m), p), &g) in cells.zip(&maxima).zip(&mut placed).zip(g_row) {
+                for (d, &v) in d.iter_mut().zip(taps) {
+                    let hit = u8::from(v == m) & (1 - *p);
+                    *d = if hit == 1 { g } else { T::zero() };
+                    *p |= hit;
+                }
+            }
+        }
+    }
+}
+
 /// Pooling forward on `[n, c, h, w]`.
 pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let [n, c, h, w] = dims4(x)?;
     let [oh, ow] = win.out_size(h, w);
     let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
+    let tiles = tiles(win).filter(|_| pool == Pool::Max);
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         let mut out = vec![T::zero(); n * c * oh * ow];
         for_each_plane(src, h * w, &mut out, oh * ow, |plane, out| {
+            if let Some([kh, kw]) = tiles {
+                return max_pool_tiles(plane, w, [kh, kw], out, ow);
+            }
             let mut out = out.iter_mut();
             for ry in &rows {
                 for cx in &cols {
@@ -756,8 +913,12 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
             // gradient.
             let planes: Vec<(&[T], &[T])> =
                 src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
+            let tiles = tiles(win).filter(|_| pool == Pool::Max);
             for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
                 let Some(&(plane, g)) = item.first() else { return };
+                if let Some([kh, kw]) = tiles {
+                    return max_pool_tiles_backward(plane, g, w, [kh, kw], dx, ow);
+                }
                 let mut g = g.iter();
                 for ry in &rows {
                     for cx in &cols {
@@ -818,6 +979,21 @@ mod tests {
     }
 
     #[test]
+    fn padded_conv_after_a_valid_one_reads_zeros_not_stale_columns() {
+        // The first call leaves its columns in this thread's scratch; the second, padded, must
+        // not read them where it reads padding.
+        let dev = Device::Cpu;
+        let big = Tensor::randn(0f32, 1., (1, 4, 9, 9), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (3, 4, 3, 3), &dev).unwrap();
+        conv2d(&big, &k, None, &window(3, 1, [0; 4]), 1, false).unwrap();
+        let x = Tensor::randn(0f32, 1., (1, 4, 8, 8), &dev).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [1; 4]), 1, false).unwrap();
+        let theirs = x.conv2d(&k, 1, 1, 1, 1).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+
+    #[test]
     fn grouped_conv_matches_candle() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (1, 4, 5, 5), &dev).unwrap();
@@ -836,6 +1012,40 @@ mod tests {
         let g = Tensor::new(&[[[[1f32]]]], &Device::Cpu).unwrap();
         let dx = pool2d_backward(&x, &g, &window(2, 2, [0; 4]), Pool::Max).unwrap();
         assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 0., 0.]);
+    }
+
+    #[test]
+    fn tiled_max_pool_matches_candle_and_a_plain_loop() {
+        // Odd sizes leave rows and columns outside every tile; both directions must skip them.
+        let x = Tensor::randn(0f32, 1., (2, 3, 7, 9), &Device::Cpu).unwrap();
+        for k in [2, 3] {
+            let win = window(k, k, [0; 4]);
+            let ours = pool2d(&x, &win, Pool::Max).unwrap();
+            let theirs = x.max_pool2d(k).unwrap();
+            let diff = (&ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+            let g = Tensor::randn(0f32, 1., ours.dims(), &Device::Cpu).unwrap();
+            let dx = pool2d_backward(&x, &g, &win, Pool::Max).unwrap();
+            let (xs, gs) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let [oh, ow] = [7 / k, 9 / k];
+            let mut expected = vec![0f32; xs.len()];
+            for plane in 0..6 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let cells =
+                            (0..k * k).map(|t| plane * 63 + (oy * k + t / k) * 9 + ox * k + t % k);
+                        let first_max =
+                            cells.reduce(|a, b| if xs[b] > xs[a] { b } else { a }).unwrap();
+                        expected[first_max] = gs[plane * oh * ow + oy * ow + ox];
+                    }
+                }
+            }
+            assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+        }
     }
 
     #[test]
