@@ -104,6 +104,8 @@ pub struct Plan<'m> {
     steps: Vec<Step>,
     /// Per value ([`ValueId`] order): its boxes, `None` where it is computed in full.
     boxes: Vec<Option<Boxes>>,
+    /// How many rectangles the plan is for.
+    rects: usize,
 }
 
 /// A value during a run: boxes `[n, C, h, w]` or the full batch.
@@ -137,7 +139,7 @@ impl<'m> Plan<'m> {
             steps.push(step);
             boxes.push(out);
         }
-        Ok(Plan { model, base, steps, boxes })
+        Ok(Plan { model, base, steps, boxes, rects: rects.len() })
     }
 
     /// The base pass.
@@ -160,7 +162,7 @@ impl<'m> Plan<'m> {
     /// input values are given for this box.
     pub fn input_box(&self, window: usize) -> ([usize; 2], [usize; 2]) {
         match &self.boxes[0] {
-            Some(b) => (b.origins[window], b.size),
+            Some(b) => (b.origins.get(window).copied().unwrap_or_default(), b.size),
             None => ([0, 0], [self.boxes_map(0)[1], self.boxes_map(0)[2]]),
         }
     }
@@ -177,6 +179,15 @@ impl<'m> Plan<'m> {
     pub fn scores(&self, windows: Range<usize>, inputs: Tensor) -> Result<Tensor> {
         let graph = self.model.graph();
         let n = windows.len();
+        let ([_, _], [bh, bw]) = self.input_box(0);
+        let want = [n, self.boxes_map(0)[0], bh, bw];
+        if windows.end > self.rects || inputs.dims() != want {
+            return Err(Error::Invalid(format!(
+                "inputs {:?} for rectangles {windows:?} of {}: the plan wants {want:?}",
+                inputs.dims(),
+                self.rects
+            )));
+        }
         let mut states = Vec::with_capacity(self.boxes.len());
         states.push(match self.boxes[0] {
             Some(_) => State::Boxes(inputs),

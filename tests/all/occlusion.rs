@@ -200,3 +200,17 @@ fn dilated_strided_padded_convs_and_pools_match_full_passes() {
     let planned = Plan::new(&model, &x, &rects(&model, 3, 1)).unwrap();
     assert!(!planned.incremental_nodes().contains(&"avg_out"));
 }
+
+#[test]
+fn rectangles_and_inputs_that_do_not_fit_the_plan_are_errors() {
+    let model = sample::model().unwrap();
+    let outside = [Rect { y: 26, x: 0, h: 4, w: 4 }];
+    assert!(Plan::new(&model, &digit(), &outside).is_err());
+    let plan = Plan::new(&model, &digit(), &rects(&model, 4, 4)).unwrap();
+    let zeros = |dims: (usize, usize, usize, usize)| {
+        Tensor::zeros(dims, candle_core::DType::F32, &Device::Cpu).unwrap()
+    };
+    assert!(plan.scores(0..2, zeros((2, 1, 4, 4))).is_ok());
+    assert!(plan.scores(0..2, zeros((2, 1, 3, 4))).is_err());
+    assert!(plan.scores(48..50, zeros((2, 1, 4, 4))).is_err(), "49 windows");
+}
