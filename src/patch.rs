@@ -53,8 +53,9 @@ struct Boxes {
 }
 
 impl Boxes {
-    /// A box of `size` around `[lo, hi)` per rectangle and axis, moved inward where it would
-    /// leave the map; `None` when the box is the whole map (nothing left to save).
+    /// Boxes of one size holding the spans `[lo, hi)` (per rectangle, per axis), each moved
+    /// inward where it would leave the map; `None` when a box is the whole map (nothing
+    /// left to save).
     fn around(map: [usize; 3], spans: &[[(usize, usize); 2]]) -> Option<Boxes> {
         let extent = |a: usize| {
             let longest = spans.iter().map(|s| s[a].1.saturating_sub(s[a].0)).max().unwrap_or(1);
@@ -71,6 +72,7 @@ impl Boxes {
         Some(Boxes { map, flat: false, size, origins })
     }
 
+    /// The corners of the rectangles `windows`, signed as crop corners are.
     fn signed_origins(&self, windows: Range<usize>) -> Vec<[isize; 2]> {
         self.origins[windows].iter().map(|&[y, x]| [y as isize, x as isize]).collect()
     }
