@@ -5,7 +5,7 @@ Made with Python 3.11, tensorflow-cpu 2.21.0, keras 3.15.1 (Keras 3: `.keras` an
 
     python3 -m venv /tmp/kerasvenv
     /tmp/kerasvenv/bin/pip install tensorflow-cpu==2.21.0 keras==3.15.1 tf-keras==2.21.0 h5py
-    /tmp/kerasvenv/bin/python scripts/make_keras_fixtures.py
+    /tmp/kerasvenv/bin/python scripts/make_keras_fixtures.py [MODEL ...]
 
 Writes tests/fixtures/keras/: for each model `<name>.keras`, `<name>.h5` (Keras 3) and
 `<name>.k2.h5` (Keras 2), and per Keras family (`k3`, `k2`) the input fed to Keras
@@ -151,6 +151,31 @@ def adapted(K):
     return K.Model(image, out, name="adapted")
 
 
+def activations(K):
+    """Every activation beyond ReLU Keras names, fused into Conv2D and Dense layers, plus
+    the ELU layer (hard_silu in Keras 3 only: Keras 2 has none)."""
+    L = K.layers
+    hard = "hard_silu" if K is K3 else "hard_sigmoid"
+    return K.Sequential(
+        [
+            K.Input((8, 8, 1)),
+            L.Conv2D(3, 3, activation="elu", name="elu"),
+            L.Conv2D(3, 3, padding="same", activation="selu", name="selu"),
+            L.Conv2D(3, 3, padding="same", activation="gelu", name="gelu"),
+            L.Conv2D(3, 3, padding="same", activation="swish", name="swish"),
+            L.ELU(alpha=0.5, name="elu_layer"),
+            L.Conv2D(3, 3, padding="same", activation=hard, name="hard"),
+            L.Flatten(name="flatten"),
+            L.Dense(8, activation="softplus", name="softplus"),
+            L.Dense(8, activation="softsign", name="softsign"),
+            L.Dense(8, activation="hard_sigmoid", name="hard_sigmoid"),
+            L.Dense(8, activation="exponential", name="exponential"),
+            L.Dense(5, activation="softmax", name="probs"),
+        ],
+        name="activations",
+    )
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -166,6 +191,7 @@ MODELS = {
     "strided": (strided, False),
     "reshape": (reshape, False),
     "adapted": (adapted, True),
+    "activations": (activations, False),
 }
 
 
@@ -227,8 +253,10 @@ def summary(K, model):
     return {"layers": rows, "total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
-def main():
+def main(only):
+    """Builds every model, or those named in `only` (the others' files and entries stay)."""
     OUT.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((OUT / "expected.json").read_text()) if only else {"models": {}}
     expected = {
         "versions": {
             "keras": keras.__version__,
@@ -237,9 +265,11 @@ def main():
             "h5py": h5py.__version__,
             "numpy": np.__version__,
         },
-        "models": {},
+        "models": previous["models"],
     }
     for i, (name, (build, raw)) in enumerate(MODELS.items()):
+        if only and name not in only:
+            continue
         rng = np.random.default_rng(100 + i)
         entry = {"raw_pixels": raw}
         x = None
@@ -264,9 +294,12 @@ def main():
                 model.save(OUT / f"{name}.k2.h5")
         expected["models"][name] = entry
         print(name, "ok")
-    unsupported(K3).save(OUT / "unsupported.keras")
+    if not only:
+        unsupported(K3).save(OUT / "unsupported.keras")
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

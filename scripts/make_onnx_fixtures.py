@@ -35,7 +35,7 @@ from safetensors.numpy import load_file
 OUT = "tests/fixtures/onnx"
 RNG = np.random.default_rng(20261126)
 # IR versions the exporters of each opset write (ONNX's versioning table).
-IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 21: 10}
+IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 20: 9, 21: 10}
 
 
 def weight(name, *shape, scale=0.5):
@@ -374,6 +374,54 @@ def keras_export(name, seed, build):
           f"tf2onnx {tf2onnx.__version__}, nodes {[n.op_type for n in onnx_model.graph.node]}")
 
 
+def activations():
+    """Every activation beyond ReLU at opset 20: Elu, Selu, HardSwish, Gelu (exact and tanh)
+    after convs, Softplus, Softsign, HardSigmoid, Exp after Gemms, and GELU the way exports
+    before opset 20 spell it (Div, Erf, Add, Mul, Mul). Seeded on its own, so it can be
+    rebuilt alone (`make_onnx_fixtures.py activations`)."""
+    rng = np.random.default_rng(20)
+    w = lambda name, *shape, scale=0.6: numpy_helper.from_array(
+        (rng.standard_normal(shape) * scale).astype(np.float32), name)
+    n = helper.make_node
+    conv = lambda i, x, y: n("Conv", [x, f"c{i}.w", f"c{i}.b"], [y], name=f"conv{i}",
+                             kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    gemm = lambda i, x, y: n("Gemm", [x, f"g{i}.w", f"g{i}.b"], [y], name=f"gemm{i}", transB=1)
+    nodes = [
+        conv(1, "x", "c1"), n("Elu", ["c1"], ["elu"], name="elu", alpha=0.7),
+        conv(2, "elu", "c2"), n("Selu", ["c2"], ["selu"], name="selu"),
+        conv(3, "selu", "c3"), n("HardSwish", ["c3"], ["hswish"], name="hard_swish"),
+        conv(4, "hswish", "c4"), n("Gelu", ["c4"], ["gelu"], name="gelu"),
+        conv(5, "gelu", "c5"), n("Gelu", ["c5"], ["gelu_tanh"], name="gelu_tanh",
+                                 approximate="tanh"),
+        n("Flatten", ["gelu_tanh"], ["flat"], name="flatten"),
+        gemm(1, "flat", "g1"), n("Softplus", ["g1"], ["softplus"], name="softplus"),
+        gemm(2, "softplus", "g2"), n("Softsign", ["g2"], ["softsign"], name="softsign"),
+        gemm(3, "softsign", "g3"),
+        n("HardSigmoid", ["g3"], ["hsig"], name="hard_sigmoid", alpha=0.3, beta=0.4),
+        gemm(4, "hsig", "g4"), n("Exp", ["g4"], ["exp"], name="exp"),
+        gemm(5, "exp", "g5"),
+        n("Div", ["g5", "sqrt2"], ["g5_scaled"], name="gelu_old/Div"),
+        n("Erf", ["g5_scaled"], ["erf"], name="gelu_old/Erf"),
+        n("Add", ["erf", "one"], ["erf1"], name="gelu_old/Add"),
+        n("Mul", ["g5", "erf1"], ["gelu2x"], name="gelu_old/Mul"),
+        n("Mul", ["gelu2x", "half"], ["gelu_old"], name="gelu_old/Mul_1"),
+        gemm(6, "gelu_old", "logits"),
+        n("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    inits = [w("c1.w", 3, 1, 3, 3), w("c1.b", 3, scale=0.2)]
+    for i in range(2, 6):
+        inits += [w(f"c{i}.w", 3, 3, 3, 3, scale=0.4), w(f"c{i}.b", 3, scale=0.2)]
+    sizes = [3 * 6 * 6, 8, 8, 8, 8, 8, 4]
+    for i in range(1, 7):
+        inits += [w(f"g{i}.w", sizes[i], sizes[i - 1], scale=0.5 if i > 1 else 0.15),
+                  w(f"g{i}.b", sizes[i], scale=0.2)]
+    inits += [floats("sqrt2", 2.0 ** 0.5), floats("one", 1.0), floats("half", 0.5)]
+    m = model("activations", nodes, [image_input("x", "batch", 1, 6, 6)],
+              image_input("probs", "batch", 4), inits, 20)
+    x = (rng.random((2, 1, 6, 6), dtype=np.float32) * 2 - 1).astype(np.float32)
+    save("activations", m, x, extra=["gelu_tanh", "exp"])
+
+
 def sample_model():
     """The bundled sample model as PyTorch would export it, run on random inputs."""
     path = "sample_models/mnist_cnn.safetensors"
@@ -414,10 +462,18 @@ def sample_model():
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:]:
+        # Named fixtures only, e.g. `activations` (those with their own seed rebuild alone).
+        for name in sys.argv[1:]:
+            globals()[name]()
+        sys.exit()
     torch_chain()
     keras_nhwc()
     residual()
     ops21()
+    activations()
     keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
     keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
     keras_export("keras_dag", 8, keras_dag)

@@ -63,6 +63,8 @@ pub struct Activations {
     values: Vec<Tensor>,
     /// Scores before a fused softmax, per node (only for such nodes).
     pre_softmax: Vec<Option<Tensor>>,
+    /// The input of each node's activation, for those whose gradient reads it.
+    activation_inputs: Vec<Option<Tensor>>,
     /// Scaled dropout masks, per node (training only).
     dropout_masks: Vec<Option<Tensor>>,
 }
@@ -95,6 +97,8 @@ pub(crate) struct NodeOutput {
     pub(crate) value: Tensor,
     /// Its scores before a fused softmax, if it has one.
     pub(crate) pre_softmax: Option<Tensor>,
+    /// Its activation's input, when the activation's gradient reads it.
+    pub(crate) activation_input: Option<Tensor>,
     /// The scaled dropout mask it drew (training only).
     pub(crate) dropout_mask: Option<Tensor>,
 }
@@ -194,15 +198,17 @@ impl Model {
         let mut values = Vec::with_capacity(n_nodes + 1);
         values.push(x.clone());
         let mut pre_softmax = vec![None; n_nodes];
+        let mut activation_inputs = vec![None; n_nodes];
         let mut dropout_masks = vec![None; n_nodes];
         for i in 0..n_nodes {
             let inputs: Vec<&Tensor> = graph.inputs_of(i).iter().map(|v| &values[v.0]).collect();
             let out = self.forward_node(i, &inputs, rng.as_deref_mut())?;
             pre_softmax[i] = out.pre_softmax;
+            activation_inputs[i] = out.activation_input;
             dropout_masks[i] = out.dropout_mask;
             values.push(out.value);
         }
-        Ok(Activations { values, pre_softmax, dropout_masks })
+        Ok(Activations { values, pre_softmax, activation_inputs, dropout_masks })
     }
 
     /// One node's forward step on its batched `inputs` (dropout draws from `rng` when
@@ -286,8 +292,14 @@ impl Model {
             }
         };
         let y = if fused_relu { z.clone() } else { apply_activation(activation, &z)? };
-        let pre_softmax = (activation == Activation::Softmax).then_some(z);
-        Ok(NodeOutput { value: y, pre_softmax, dropout_mask: drawn_mask })
+        let (pre_softmax, activation_input) = if activation == Activation::Softmax {
+            (Some(z), None)
+        } else if activation.gradient_reads_input() {
+            (None, Some(z))
+        } else {
+            (None, None)
+        };
+        Ok(NodeOutput { value: y, pre_softmax, activation_input, dropout_mask: drawn_mask })
     }
 
     /// Backward pass from `seed` under `rule`. Returns the gradient at the input and at
@@ -344,7 +356,8 @@ impl Model {
             let gz = if i == seed.node && seed.point == Point::PreSoftmax {
                 g
             } else {
-                activation_backward(node.op.activation(), &g, y, rule)?
+                let z = acts.activation_inputs[i].as_ref();
+                activation_backward(node.op.activation(), &g, y, z, rule)?
             };
             let inputs = graph.inputs_of(i);
             let x = acts.value(inputs[0]);
@@ -611,11 +624,45 @@ pub(crate) fn apply_activation(activation: Activation, z: &Tensor) -> Result<Ten
             let neg = z.minimum(0.0)?.affine(f64::from(alpha), 0.0)?;
             (z.relu()? + neg)?
         }
-        Activation::Sigmoid => (z.neg()?.exp()? + 1.0)?.recip()?,
+        Activation::Sigmoid => sigmoid(z)?,
         Activation::Tanh => z.tanh()?,
         Activation::Softmax => softmax(z)?,
         Activation::Clip { min, max } => z.clamp(f64::from(min), f64::from(max))?,
+        Activation::Elu { alpha, scale } => {
+            let below = (z.minimum(0.0)?.exp()? - 1.0)?.affine(f64::from(alpha), 0.0)?;
+            (z.relu()? + below)?.affine(f64::from(scale), 0.0)?
+        }
+        // ln(1 + eˣ) = max(x, 0) + ln(1 + e^−|x|), which neither overflows nor loses small
+        // values.
+        Activation::Softplus => (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
+        Activation::Softsign => (z / (z.abs()? + 1.0)?)?,
+        Activation::Swish => (z * sigmoid(z)?)?,
+        Activation::Gelu { approximate: false } => (z
+            * (z.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()? + 1.0)?)?
+            .affine(0.5, 0.0)?,
+        Activation::Gelu { approximate: true } => {
+            (z * (gelu_tanh_argument(z)?.tanh()? + 1.0)?)?.affine(0.5, 0.0)?
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            z.affine(f64::from(alpha), f64::from(beta))?.clamp(0.0, 1.0)?
+        }
+        Activation::HardSwish => (z * z.affine(1.0 / 6.0, 0.5)?.clamp(0.0, 1.0)?)?,
+        Activation::Exponential => z.exp()?,
+        Activation::Erf => z.erf()?,
     })
+}
+
+fn sigmoid(z: &Tensor) -> Result<Tensor> {
+    Ok((z.neg()?.exp()? + 1.0)?.recip()?)
+}
+
+/// The constant `√(2/π)` of GELU's tanh approximation and the factor on `x³`.
+const GELU_TANH: (f64, f64) = (0.797_884_560_802_865_4, 0.044_715);
+
+/// `√(2/π)·(x + 0.044715·x³)`.
+fn gelu_tanh_argument(z: &Tensor) -> Result<Tensor> {
+    let (c, k) = GELU_TANH;
+    Ok((z + (z.powf(3.0)? * k)?)?.affine(c, 0.0)?)
 }
 
 /// `[t > 0]` as 0/1 in `t`'s dtype.
@@ -623,13 +670,20 @@ fn positive(t: &Tensor) -> Result<Tensor> {
     Ok(t.gt(0.0)?.to_dtype(t.dtype())?)
 }
 
-/// Gradient through an activation, given the gradient `g` at its output `y`.
+/// Gradient through an activation, given the gradient `g` at its output `y` and, for those
+/// whose gradient reads it, its input `z`.
 fn activation_backward(
     activation: Activation,
     g: &Tensor,
     y: &Tensor,
+    z: Option<&Tensor>,
     rule: ReluRule,
 ) -> Result<Tensor> {
+    let input = || {
+        z.ok_or_else(|| {
+            Error::Invalid(format!("the gradient of {} needs its input", activation.keras_name()))
+        })
+    };
     Ok(match activation {
         Activation::Linear => g.clone(),
         Activation::Relu => match rule {
@@ -651,11 +705,68 @@ fn activation_backward(
         }
         Activation::Clip { min, max } => {
             // Strictly inside the range exactly when the input was.
-            let inside = (y.gt(f64::from(min))?.to_dtype(y.dtype())?
-                * y.lt(f64::from(max))?.to_dtype(y.dtype())?)?;
-            (g * inside)?
+            (g * strictly_inside(y, f64::from(min), f64::from(max))?)?
+        }
+        Activation::Elu { alpha, scale } => {
+            // scale above zero; below, the derivative scale·alpha·eˣ = y + scale·alpha.
+            let z = input()?;
+            let below = y.affine(1.0, f64::from(scale) * f64::from(alpha))?;
+            let slope =
+                z.gt(0.0)?.where_cond(&y.ones_like()?.affine(f64::from(scale), 0.0)?, &below)?;
+            (g * slope)?
+        }
+        // sigmoid(x) = 1 − e^−y.
+        Activation::Softplus => (g * (y.neg()?.exp()?.neg()? + 1.0)?)?,
+        // 1/(1 + |x|)² = (1 − |y|)².
+        Activation::Softsign => (g * (y.abs()?.neg()? + 1.0)?.sqr()?)?,
+        Activation::Swish => {
+            // s + x·s·(1 − s) with s = sigmoid(x).
+            let z = input()?;
+            let s = sigmoid(z)?;
+            (g * (&s * ((z * (s.neg()? + 1.0)?)? + 1.0)?)?)?
+        }
+        Activation::Gelu { approximate: false } => {
+            // Φ(x) + x·φ(x).
+            let z = input()?;
+            let cdf =
+                (z.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()? + 1.0)?.affine(0.5, 0.0)?;
+            let pdf = (z.sqr()?.affine(-0.5, 0.0)?.exp()?
+                * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2))?;
+            (g * (cdf + (z * pdf)?)?)?
+        }
+        Activation::Gelu { approximate: true } => {
+            // (1 + t)/2 + x/2·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²) with t = tanh(…).
+            let z = input()?;
+            let (c, k) = GELU_TANH;
+            let t = gelu_tanh_argument(z)?.tanh()?;
+            let inner = z.sqr()?.affine(3.0 * k * c, c)?;
+            let slope =
+                ((&t + 1.0)? + ((z * (t.sqr()?.neg()? + 1.0)?)? * inner)?)?.affine(0.5, 0.0)?;
+            (g * slope)?
+        }
+        Activation::HardSigmoid { alpha, .. } => {
+            (g * strictly_inside(y, 0.0, 1.0)?.affine(f64::from(alpha), 0.0)?)?
+        }
+        Activation::HardSwish => {
+            // 0 below −3, 1 above 3, x/3 + 1/2 between.
+            let z = input()?;
+            let between = z.affine(1.0 / 3.0, 0.5)?;
+            let slope = z
+                .ge(3.0)?
+                .where_cond(&z.ones_like()?, &(between * strictly_inside(z, -3.0, 3.0)?)?)?;
+            (g * slope)?
+        }
+        Activation::Exponential => (g * y)?,
+        Activation::Erf => {
+            let z = input()?;
+            (g * (z.sqr()?.neg()?.exp()? * std::f64::consts::FRAC_2_SQRT_PI)?)?
         }
     })
+}
+
+/// `[lo < t < hi]` as 0/1 in `t`'s dtype.
+fn strictly_inside(t: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
+    Ok((t.gt(lo)?.to_dtype(t.dtype())? * t.lt(hi)?.to_dtype(t.dtype())?)?)
 }
 
 /// A convenience for methods: a one-hot gradient `[N, K]` with `1` at `class` in every row.

@@ -37,9 +37,50 @@ pub enum Activation {
         /// Upper bound.
         max: f32,
     },
+    /// `scale·x` for `x > 0`, else `scale·alpha·(eˣ − 1)`: ELU with `scale` 1, SELU with
+    /// its two constants.
+    Elu {
+        /// Limit of `alpha·(eˣ − 1)` below zero.
+        alpha: f32,
+        /// Factor on both sides.
+        scale: f32,
+    },
+    /// `ln(1 + eˣ)`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x·sigmoid(x)` (swish, SiLU).
+    Swish,
+    /// The Gaussian error linear unit `x·Φ(x)`, or with `approximate` its tanh form
+    /// `x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu {
+        /// The tanh approximation.
+        approximate: bool,
+    },
+    /// `clamp(alpha·x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Value at zero.
+        beta: f32,
+    },
+    /// `x·clamp(x/6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// `eˣ`.
+    Exponential,
+    /// The error function `erf(x)`, from which ONNX exports before opset 20 build GELU.
+    Erf,
 }
 
 impl Activation {
+    /// SELU's `alpha`, as Keras and ONNX define it.
+    pub const SELU_ALPHA: f32 = 1.673_263_2;
+    /// SELU's `scale` (ONNX's `gamma`).
+    pub const SELU_SCALE: f32 = 1.050_701;
+    /// SELU, with those constants.
+    pub const SELU: Activation =
+        Activation::Elu { alpha: Self::SELU_ALPHA, scale: Self::SELU_SCALE };
+
     /// Keras's name for it, as `model.summary()` and configs spell it.
     pub fn keras_name(self) -> &'static str {
         match self {
@@ -51,7 +92,30 @@ impl Activation {
             Activation::Softmax => "softmax",
             Activation::Clip { min, max } if min == 0.0 && max == 6.0 => "relu6",
             Activation::Clip { .. } => "clip",
+            Activation::Elu { scale: 1.0, .. } => "elu",
+            Activation::Elu { .. } => "selu",
+            Activation::Softplus => "softplus",
+            Activation::Softsign => "softsign",
+            Activation::Swish => "swish",
+            Activation::Gelu { .. } => "gelu",
+            Activation::HardSigmoid { .. } => "hard_sigmoid",
+            Activation::HardSwish => "hard_swish",
+            Activation::Exponential => "exponential",
+            Activation::Erf => "erf",
         }
+    }
+
+    /// Whether its gradient needs its input, not just its output (the engine then keeps
+    /// the input of a fused one).
+    pub fn gradient_reads_input(self) -> bool {
+        matches!(
+            self,
+            Activation::Elu { .. }
+                | Activation::Swish
+                | Activation::Gelu { .. }
+                | Activation::HardSwish
+                | Activation::Erf
+        )
     }
 }
 
@@ -283,6 +347,7 @@ impl Op {
             Op::Activation { activation: Activation::LeakyRelu { .. } } => "LeakyReLU",
             Op::Activation { activation: Activation::Softmax } => "Softmax",
             Op::Activation { activation: Activation::Clip { min, .. } } if *min == 0.0 => "ReLU",
+            Op::Activation { activation: Activation::Elu { scale: 1.0, .. } } => "ELU",
             Op::Activation { .. } => "Activation",
             Op::MaxPool { .. } => "MaxPooling2D",
             Op::AvgPool { .. } => "AveragePooling2D",

@@ -42,6 +42,8 @@ pub(super) struct Architecture {
     pub layers: Vec<Layer>,
     /// The layer (or input) whose output is the model's output.
     pub output: String,
+    /// Written by Keras 3 (a `.keras` file, or an `.h5` whose `keras_version` is 3.x).
+    pub keras3: bool,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -84,6 +86,7 @@ impl Architecture {
             input_shape,
             layers: flattener.layers,
             output,
+            keras3: false,
         })
     }
 }

@@ -132,6 +132,8 @@ struct Builder<'a> {
 /// Reading a layer's config.
 struct Config<'a> {
     layer: &'a Layer,
+    /// Written by Keras 3, where some activations changed their constants.
+    keras3: bool,
 }
 
 impl Config<'_> {
@@ -228,10 +230,10 @@ impl Config<'_> {
     fn activation(&self) -> Result<Activation> {
         match self.get("activation") {
             None => Ok(Activation::Linear),
-            Some(Value::String(name)) => keras_activation(name).ok_or_else(|| {
+            Some(Value::String(name)) => keras_activation(name, self.keras3).ok_or_else(|| {
                 self.error(format!(
-                    "activation '{name}' is not supported (linear, relu, relu6, leaky_relu, \
-                     sigmoid, tanh, softmax)"
+                    "activation '{name}' is not supported ({})",
+                    KERAS_ACTIVATIONS.join(", ")
                 ))
             }),
             Some(other) => Err(self.error(format!("activation {other} is not supported"))),
@@ -239,7 +241,29 @@ impl Config<'_> {
     }
 }
 
-fn keras_activation(name: &str) -> Option<Activation> {
+/// The activation names [`keras_activation`] knows.
+const KERAS_ACTIVATIONS: [&str; 18] = [
+    "linear",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "swish",
+    "silu",
+    "gelu",
+    "hard_sigmoid",
+    "hard_swish",
+    "hard_silu",
+    "exponential",
+];
+
+fn keras_activation(name: &str, keras3: bool) -> Option<Activation> {
     Some(match name {
         "linear" => Activation::Linear,
         "relu" => Activation::Relu,
@@ -249,6 +273,18 @@ fn keras_activation(name: &str) -> Option<Activation> {
         "sigmoid" => Activation::Sigmoid,
         "tanh" => Activation::Tanh,
         "softmax" => Activation::Softmax,
+        "elu" => Activation::Elu { alpha: 1.0, scale: 1.0 },
+        "selu" => Activation::SELU,
+        "softplus" => Activation::Softplus,
+        "softsign" => Activation::Softsign,
+        "swish" | "silu" => Activation::Swish,
+        // Both Keras 2 and 3 default to the exact form.
+        "gelu" => Activation::Gelu { approximate: false },
+        // Keras 3 made it relu6(x + 3)/6; Keras 2 had 0.2·x + 0.5.
+        "hard_sigmoid" if keras3 => Activation::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 },
+        "hard_sigmoid" => Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        "hard_swish" | "hard_silu" => Activation::HardSwish,
+        "exponential" => Activation::Exponential,
         _ => return None,
     })
 }
@@ -261,13 +297,17 @@ fn tensor(array: Array) -> Result<Tensor> {
 /// flattened vector does not matter to it.
 fn elementwise(layer: &Layer) -> bool {
     match layer.class.as_str() {
-        "Dropout" | "ReLU" | "LeakyReLU" => true,
+        "Dropout" | "ReLU" | "LeakyReLU" | "ELU" => true,
         "Activation" => layer.config.get("activation").and_then(Value::as_str) != Some("softmax"),
         _ => false,
     }
 }
 
 impl<'a> Builder<'a> {
+    fn config(&self, layer: &'a Layer) -> Config<'a> {
+        Config { layer, keras3: self.arch.keras3 }
+    }
+
     fn value(&self, name: &str) -> Result<Output> {
         self.values
             .get(name)
@@ -348,7 +388,7 @@ impl<'a> Builder<'a> {
         for layer in layers {
             let reads_current = layer.inputs == [current.clone()]
                 && self.consumers.get(current.as_str()).map_or(0, Vec::len) == 1;
-            let config = Config { layer };
+            let config = self.config(layer);
             match layer.class.as_str() {
                 "Rescaling" if reads_current && rescaling.is_none() && normalization.is_none() => {
                     let number = |key| {
@@ -392,7 +432,7 @@ impl<'a> Builder<'a> {
         rank: usize,
         channels: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let config = Config { layer };
+        let config = self.config(layer);
         if config.axis(rank + 1, -1)? != rank {
             return Err(config.error("only normalisation over the channel axis is supported"));
         }
@@ -440,7 +480,7 @@ impl<'a> Builder<'a> {
     }
 
     fn layer(&mut self, layer: &'a Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         config.channels_last()?;
         // `flatten_absorbed` sends channels-first vectors only to these.
         if !(layer.class == "Dense" || elementwise(layer)) {
@@ -490,6 +530,13 @@ impl<'a> Builder<'a> {
                     None => config.f32("alpha", 0.3)?,
                 };
                 self.simple(layer, Op::Activation { activation: Activation::LeakyRelu { alpha } })
+            }
+            "ELU" => {
+                let alpha = config.f32("alpha", 1.0)?;
+                self.simple(
+                    layer,
+                    Op::Activation { activation: Activation::Elu { alpha, scale: 1.0 } },
+                )
             }
             "Softmax" => {
                 let rank = self.single_input(layer)?.shape.len() + 1;
@@ -556,7 +603,7 @@ impl<'a> Builder<'a> {
     }
 
     fn conv2d(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let (input, c) = self.image_input(layer)?;
         let filters = config.usize("filters", None)?;
         let kernel = config.pair("kernel_size", None)?;
@@ -610,7 +657,7 @@ impl<'a> Builder<'a> {
     }
 
     fn depthwise(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let (input, c) = self.image_input(layer)?;
         let (multiplier, kernel) = depthwise_shape(&config)?;
         let bias = config.bool("use_bias", true)?;
@@ -629,7 +676,7 @@ impl<'a> Builder<'a> {
 
     /// SeparableConv2D as two nodes: `<name>/depthwise`, then the pointwise `<name>`.
     fn separable(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let (input, c) = self.image_input(layer)?;
         let (multiplier, kernel) = depthwise_shape(&config)?;
         let filters = config.usize("filters", None)?;
@@ -667,7 +714,7 @@ impl<'a> Builder<'a> {
     }
 
     fn dense(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let input = self.single_input(layer)?;
         let [features] = input.shape[..] else {
             return Err(config.error(format!(
@@ -696,7 +743,7 @@ impl<'a> Builder<'a> {
     }
 
     fn batch_norm(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let input = self.single_input(layer)?;
         let rank = input.shape.len() + 1;
         if config.axis(rank, -1)? != rank - 1 {
@@ -764,7 +811,7 @@ impl<'a> Builder<'a> {
     }
 
     fn reshape(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let input = self.single_input(layer)?;
         let target: Vec<i64> = config
             .get("target_shape")
@@ -800,7 +847,7 @@ impl<'a> Builder<'a> {
     }
 
     fn concatenate(&mut self, layer: &Layer) -> Result<()> {
-        let config = Config { layer };
+        let config = self.config(layer);
         let inputs = self.all_inputs(layer)?;
         let rank = inputs.first().map_or(0, |v| v.shape.len());
         // Keras axes of [N, H, W, C] → the engine's per-sample [C, H, W].

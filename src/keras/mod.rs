@@ -33,10 +33,11 @@ pub fn is_keras(bytes: &[u8]) -> bool {
 /// Reads a Keras model from the bytes of a `.h5` or `.keras` file; `path` only names the
 /// file in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
-    let (json, store) = if bytes.starts_with(HDF5_MAGIC) {
+    let (json, store, keras3) = if bytes.starts_with(HDF5_MAGIC) {
         legacy_h5(bytes, path)?
     } else if bytes.starts_with(ZIP_MAGIC) {
-        keras_zip(bytes, path)?
+        let (json, store) = keras_zip(bytes, path)?;
+        (json, store, true)
     } else {
         return Err(Error::bad_file(path, "neither a Keras .h5 (HDF5) nor a .keras (zip) file"));
     };
@@ -44,12 +45,14 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         Error::BadFile { .. } => e,
         other => Error::bad_file(path, other.to_string()),
     };
-    let arch = config::Architecture::parse(&json).map_err(in_file)?;
+    let mut arch = config::Architecture::parse(&json).map_err(in_file)?;
+    arch.keras3 = keras3;
     let (graph, weights, input) = convert::build(&arch, &store).map_err(in_file)?;
     Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)
 }
 
-fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {
+/// The model config, the weights and whether Keras 3 wrote the file.
+fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store, bool)> {
     let h5 = hdf5::H5::open(bytes.to_vec(), path)?;
     let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
         Error::bad_file(
@@ -58,7 +61,8 @@ fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {
              Save the whole model with model.save()",
         )
     })?;
-    Ok((json, store::Store::Legacy(h5)))
+    let keras3 = h5.attr_string("", "keras_version")?.is_some_and(|v| v.starts_with('3'));
+    Ok((json, store::Store::Legacy(h5), keras3))
 }
 
 fn keras_zip(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {

@@ -42,11 +42,17 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
     "Flatten",
     "Gather",
+    "Gelu",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
     "Identity",
     "LeakyRelu",
     "LogSoftmax",
@@ -56,10 +62,13 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Pad",
     "Relu",
     "Reshape",
+    "Selu",
     "Shape",
     "Sigmoid",
     "Slice",
     "Softmax",
+    "Softplus",
+    "Softsign",
     "Squeeze",
     "Sub",
     "Tanh",
@@ -639,6 +648,34 @@ impl Importer {
             }
             "Sigmoid" => self.activation(first, Activation::Sigmoid, &base)?,
             "Tanh" => self.activation(first, Activation::Tanh, &base)?,
+            "Elu" => {
+                let alpha = a.float("alpha", 1.0)?;
+                self.activation(first, Activation::Elu { alpha, scale: 1.0 }, &base)?
+            }
+            "Selu" => {
+                let alpha = a.float("alpha", Activation::SELU_ALPHA)?;
+                let scale = a.float("gamma", Activation::SELU_SCALE)?;
+                self.activation(first, Activation::Elu { alpha, scale }, &base)?
+            }
+            "Softplus" => self.activation(first, Activation::Softplus, &base)?,
+            "Softsign" => self.activation(first, Activation::Softsign, &base)?,
+            "HardSigmoid" => {
+                let (alpha, beta) = (a.float("alpha", 0.2)?, a.float("beta", 0.5)?);
+                self.activation(first, Activation::HardSigmoid { alpha, beta }, &base)?
+            }
+            "HardSwish" => self.activation(first, Activation::HardSwish, &base)?,
+            "Gelu" => {
+                let approximate = match a.string("approximate")?.as_deref() {
+                    None | Some("none") => false,
+                    Some("tanh") => true,
+                    Some(other) => {
+                        return Err(format!("Gelu approximation '{other}' is unknown").into());
+                    }
+                };
+                self.activation(first, Activation::Gelu { approximate }, &base)?
+            }
+            "Exp" => self.activation(first, Activation::Exponential, &base)?,
+            "Erf" => self.activation(first, Activation::Erf, &base)?,
             "Clip" => {
                 // Bounds are inputs from opset 11 on (attributes before).
                 let bound = |i: usize, default: f32| -> Fallible<f32> {

@@ -122,7 +122,7 @@ fn numeric_input_grad(model: &Model, x: &Tensor, f: &impl Fn(&Model, &Tensor) ->
         .collect()
 }
 
-fn check_input_gradient(model: &Model, node: usize, point: Point) {
+pub fn check_input_gradient(model: &Model, node: usize, point: Point) {
     let x = random_input(model, 1, 5);
     let (r, f) = probe(model, node, point);
     let acts = model.forward(&x).unwrap();

@@ -28,7 +28,8 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 6] = ["mnist_cnn", "residual", "rgb", "strided", "reshape", "adapted"];
+const MODELS: [&str; 7] =
+    ["mnist_cnn", "residual", "rgb", "strided", "reshape", "adapted", "activations"];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
 /// the input description the importer made of the model's preprocessing layers.
@@ -308,8 +309,8 @@ fn weights_are_checked_against_the_config() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("channels_first"), "{err}");
-    let err = load(with_config("residual.keras", |c| c.replace("\"relu\"", "\"elu\"")))
+    let err = load(with_config("residual.keras", |c| c.replace("\"relu\"", "\"mish\"")))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("layer 'branch': activation 'elu' is not supported"), "{err}");
+    assert!(err.contains("layer 'branch': activation 'mish' is not supported"), "{err}");
 }

@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod activations;
 mod actmax;
 mod cli;
 mod explorer;

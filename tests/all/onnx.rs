@@ -241,6 +241,42 @@ fn opset_21_ops_match_onnx_runtime() {
     assert_close(&node_output(&model, &x, "swish"), &swish, 1e-4, "swish");
 }
 
+#[test]
+fn activations_match_onnx_runtime() {
+    let model = import("activations.onnx");
+    let nodes = model.graph().nodes();
+    let fused: Vec<(&str, Activation)> =
+        nodes.iter().map(|n| (n.name.as_str(), n.op.activation())).collect();
+    assert_eq!(
+        fused,
+        [
+            ("conv1", Activation::Elu { alpha: 0.7, scale: 1.0 }),
+            ("conv2", Activation::SELU),
+            ("conv3", Activation::HardSwish),
+            ("conv4", Activation::Gelu { approximate: false }),
+            ("conv5", Activation::Gelu { approximate: true }),
+            ("flatten", Activation::Linear),
+            ("gemm1", Activation::Softplus),
+            ("gemm2", Activation::Softsign),
+            ("gemm3", Activation::HardSigmoid { alpha: 0.3, beta: 0.4 }),
+            ("gemm4", Activation::Exponential),
+            ("gemm5", Activation::Linear),
+            ("gelu_old/Div", Activation::Linear),
+            ("gelu_old/Erf", Activation::Erf),
+            ("gelu_old/Add", Activation::Linear),
+            ("gelu_old/Mul", Activation::Linear),
+            ("gelu_old/Mul_1", Activation::Linear),
+            ("gemm6", Activation::Softmax),
+        ]
+    );
+    let x = npy_tensor("activations.input.npy");
+    check_outputs(&model, "activations", &x);
+    for (node, file) in [("conv5", "gelu_tanh"), ("gemm4", "exp")] {
+        let (_, expected) = npy(&format!("activations.{file}.npy"));
+        assert_close(&node_output(&model, &x, node), &expected, 1e-4, node);
+    }
+}
+
 fn tensor(name: &str, dims: &[usize], t: &Tensor) -> TensorProto {
     let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     TensorProto {
@@ -450,10 +486,10 @@ fn import_error(bytes: &[u8]) -> String {
 fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
     let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
     let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
-    model.graph.as_mut().unwrap().node[1].op_type = "Erf".into();
+    model.graph.as_mut().unwrap().node[1].op_type = "Mish".into();
     let err = import_error(&model.encode_to_vec());
     assert!(
-        err.contains("unsupported ONNX op 'Erf' in node '/relu/Relu'; supported ops: Add, "),
+        err.contains("unsupported ONNX op 'Mish' in node '/relu/Relu'; supported ops: Add, "),
         "{err}"
     );
     assert!(err.contains("Conv") && err.ends_with("Unsqueeze"), "{err}");

@@ -1,0 +1,117 @@
+//! The activations beyond ReLU that imported models bring (ELU, SELU, softplus, softsign,
+//! swish, GELU in both forms, hard sigmoid, hard swish, exponential, erf): forward against
+//! values worked out by hand, gradient against finite differences in f64, fused into conv
+//! and dense layers and standing alone.
+
+use candle_core::{DType, Device, Tensor};
+use convscope::{Activation, Node, Op, Padding, Point};
+
+use crate::gradients::check_input_gradient;
+use crate::support::{conv, dense, model_with, random_model, values};
+
+const ALL: [Activation; 11] = [
+    Activation::Elu { alpha: 1.0, scale: 1.0 },
+    Activation::SELU,
+    Activation::Softplus,
+    Activation::Softsign,
+    Activation::Swish,
+    Activation::Gelu { approximate: false },
+    Activation::Gelu { approximate: true },
+    Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+    Activation::HardSwish,
+    Activation::Exponential,
+    Activation::Erf,
+];
+
+/// erf at 0.5, 1 and 2 (Abramowitz & Stegun's table): std has no erf.
+const ERF: [(f64, f64); 3] = [
+    (0.5, 0.520_499_877_813_046_5),
+    (1.0, 0.842_700_792_949_714_9),
+    (2.0, 0.995_322_265_018_952_7),
+];
+
+fn erf(x: f64) -> f64 {
+    let (_, v) = ERF.iter().find(|(at, _)| *at == x.abs()).expect("tabulated");
+    v.copysign(x)
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The activation at `x`, from its definition.
+fn by_hand(activation: Activation, x: f64) -> f64 {
+    match activation {
+        Activation::Elu { alpha, scale } => {
+            let (alpha, scale) = (f64::from(alpha), f64::from(scale));
+            scale * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }
+        }
+        Activation::Softplus => (1.0 + x.exp()).ln(),
+        Activation::Softsign => x / (1.0 + x.abs()),
+        Activation::Swish => x * sigmoid(x),
+        Activation::Gelu { approximate: false } => 0.5 * x * (1.0 + erf(x / 2f64.sqrt())),
+        Activation::Gelu { approximate: true } => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh())
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            (f64::from(alpha) * x + f64::from(beta)).clamp(0.0, 1.0)
+        }
+        Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::Exponential => x.exp(),
+        Activation::Erf => erf(x),
+        other => panic!("{other:?} is not covered here"),
+    }
+}
+
+#[test]
+fn activations_compute_their_definitions() {
+    // ±1 and ±2 in the erf cases (x/√2 is tabulated for GELU at ±√2·{0.5, 1}); elsewhere
+    // points on both sides of every kink (0, and ±3 for the hard ones).
+    for activation in ALL {
+        let points: Vec<f64> = match activation {
+            Activation::Erf => vec![-2.0, -1.0, -0.5, 0.5, 1.0, 2.0],
+            Activation::Gelu { approximate: false } => {
+                vec![-2f64.sqrt(), -0.5 * 2f64.sqrt(), 0.5 * 2f64.sqrt(), 2f64.sqrt()]
+            }
+            _ => vec![-4.0, -3.0, -1.5, -0.25, 0.0, 0.25, 1.5, 3.0, 4.0],
+        };
+        let model = model_with(
+            &[points.len()],
+            vec![Node::new("act", Op::Activation { activation }, &["input"])],
+            &[],
+        );
+        let x = Tensor::from_vec(points.clone(), (1, points.len()), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let got = values(model.forward(&x).unwrap().node(0));
+        for (p, g) in points.iter().zip(got) {
+            let want = by_hand(activation, *p);
+            assert!(
+                (g - want).abs() < 1e-6 * want.abs().max(1.0),
+                "{activation:?}({p}) = {g}, not {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn activation_gradients_match_finite_differences_fused_and_alone() {
+    for activation in ALL {
+        let model = random_model(
+            &[2, 5, 5],
+            vec![
+                Node::new("c", conv(3, 3, 1, Padding::Same, 1, activation), &["input"]),
+                Node::new("flat", Op::Flatten, &["c"]),
+                Node::new("d", dense(6, activation), &["flat"]),
+                Node::new("alone", Op::Activation { activation }, &["d"]),
+                Node::new("out", dense(3, Activation::Linear), &["alone"]),
+            ],
+            3,
+        )
+        .to_dtype(DType::F64)
+        .unwrap();
+        check_input_gradient(&model, model.graph().output_node(), Point::Output);
+    }
+}
