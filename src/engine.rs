@@ -91,6 +91,18 @@ impl Activations {
     }
 }
 
+/// What one node's forward step produced.
+pub(crate) struct NodeOutput {
+    /// The node's output.
+    pub(crate) value: Tensor,
+    /// Its scores before a fused softmax, if it has one.
+    pub(crate) pre_softmax: Option<Tensor>,
+    /// Its activation's input, when the activation's gradient reads it.
+    pub(crate) activation_input: Option<Tensor>,
+    /// The scaled dropout mask it drew (training only).
+    pub(crate) dropout_mask: Option<Tensor>,
+}
+
 /// Gradients from one backward pass.
 #[derive(Clone, Debug)]
 pub struct Gradients {
@@ -188,88 +200,106 @@ impl Model {
         let mut pre_softmax = vec![None; n_nodes];
         let mut activation_inputs = vec![None; n_nodes];
         let mut dropout_masks = vec![None; n_nodes];
-        for (i, node) in graph.nodes().iter().enumerate() {
+        for i in 0..n_nodes {
             let inputs: Vec<&Tensor> = graph.inputs_of(i).iter().map(|v| &values[v.0]).collect();
-            let x = inputs[0];
-            let batch = x.dim(0)?;
-            let out_shape = graph.shape(ValueId::of_node(i));
-            let batched = |t: Tensor| -> Result<Tensor> {
-                let mut dims = vec![batch];
-                dims.extend_from_slice(out_shape);
-                Ok(t.reshape(dims)?)
-            };
-            let activation = node.op.activation();
-            // Conv and dense layers apply their ReLU as they write their output.
-            let fused_relu = activation == Activation::Relu
-                && matches!(node.op, Op::Conv2d { .. } | Op::Dense { .. });
-            let z = match &node.op {
-                Op::Conv2d { groups, bias, .. } => {
-                    let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
-                    let kernel = self.weight(i, "kernel")?;
-                    kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused_relu)?
-                }
-                Op::Dense { bias, .. } => {
-                    let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
-                    kernels::dense(x, self.weight(i, "kernel")?, b, fused_relu)?
-                }
-                Op::Activation { .. } => x.clone(),
-                Op::MaxPool { .. } => kernels::pool2d(x, &self.window(i), Pool::Max)?,
-                Op::AvgPool { count_include_pad, .. } => kernels::pool2d(
-                    x,
-                    &self.window(i),
-                    Pool::Avg { count_include_pad: *count_include_pad },
-                )?,
-                Op::GlobalAvgPool { .. } => batched(x.mean((2, 3))?)?,
-                Op::BatchNorm { epsilon } => {
-                    let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
-                    x.broadcast_mul(&scale)?.broadcast_add(&shift)?
-                }
-                Op::Dropout { rate } => match rng.as_deref_mut() {
-                    Some(rng) if *rate > 0.0 => {
-                        let mask = dropout_mask(x, *rate, rng)?;
-                        let y = (x * &mask)?;
-                        dropout_masks[i] = Some(mask);
-                        y
-                    }
-                    _ => x.clone(),
-                },
-                Op::Flatten | Op::Reshape { .. } => batched(x.clone())?,
-                Op::Transpose { perm } => x.permute(batch_perm(perm))?.contiguous()?,
-                Op::Add => {
-                    let mut sum = align(x, out_shape.len())?;
-                    for other in &inputs[1..] {
-                        sum = sum.broadcast_add(&align(other, out_shape.len())?)?;
-                    }
-                    sum
-                }
-                Op::Concat { axis } => Tensor::cat(&inputs, axis + 1)?,
-                Op::Arith { kind, constant } => {
-                    let (a, b) =
-                        self.arith_operands(i, &inputs, constant.as_ref(), out_shape.len())?;
-                    arith(*kind, &a, &b)?
-                }
-                Op::Pad { pads: [top, bottom, left, right], value } => {
-                    // Zero padding of `x - value`, shifted back, pads with `value`.
-                    let value = f64::from(*value);
-                    let shifted = if value == 0.0 { x.clone() } else { x.affine(1.0, -value)? };
-                    let padded = shifted
-                        .pad_with_zeros(2, *top, *bottom)?
-                        .pad_with_zeros(3, *left, *right)?;
-                    if value == 0.0 { padded } else { padded.affine(1.0, value)? }
-                }
-                Op::GlobalMaxPool { .. } => {
-                    batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
-                }
-            };
-            let y = if fused_relu { z.clone() } else { apply_activation(activation, &z)? };
-            if activation == Activation::Softmax {
-                pre_softmax[i] = Some(z);
-            } else if activation.gradient_reads_input() {
-                activation_inputs[i] = Some(z);
-            }
-            values.push(y);
+            let out = self.forward_node(i, &inputs, rng.as_deref_mut())?;
+            pre_softmax[i] = out.pre_softmax;
+            activation_inputs[i] = out.activation_input;
+            dropout_masks[i] = out.dropout_mask;
+            values.push(out.value);
         }
         Ok(Activations { values, pre_softmax, activation_inputs, dropout_masks })
+    }
+
+    /// One node's forward step on its batched `inputs` (dropout draws from `rng` when
+    /// given, else is off). Occlusion's incremental pass runs nodes one by one through it.
+    pub(crate) fn forward_node(
+        &self,
+        i: usize,
+        inputs: &[&Tensor],
+        rng: Option<&mut impl Rng>,
+    ) -> Result<NodeOutput> {
+        let graph = self.graph();
+        let node = &graph.nodes()[i];
+        let mut drawn_mask = None;
+        let x = inputs[0];
+        let batch = x.dim(0)?;
+        let out_shape = graph.shape(ValueId::of_node(i));
+        let batched = |t: Tensor| -> Result<Tensor> {
+            let mut dims = vec![batch];
+            dims.extend_from_slice(out_shape);
+            Ok(t.reshape(dims)?)
+        };
+        let activation = node.op.activation();
+        // Conv and dense layers apply their ReLU as they write their output.
+        let fused_relu = activation == Activation::Relu
+            && matches!(node.op, Op::Conv2d { .. } | Op::Dense { .. });
+        let z = match &node.op {
+            Op::Conv2d { groups, bias, .. } => {
+                let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
+                let kernel = self.weight(i, "kernel")?;
+                kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused_relu)?
+            }
+            Op::Dense { bias, .. } => {
+                let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
+                kernels::dense(x, self.weight(i, "kernel")?, b, fused_relu)?
+            }
+            Op::Activation { .. } => x.clone(),
+            Op::MaxPool { .. } => kernels::pool2d(x, &self.window(i), Pool::Max)?,
+            Op::AvgPool { count_include_pad, .. } => kernels::pool2d(
+                x,
+                &self.window(i),
+                Pool::Avg { count_include_pad: *count_include_pad },
+            )?,
+            Op::GlobalAvgPool { .. } => batched(x.mean((2, 3))?)?,
+            Op::BatchNorm { epsilon } => {
+                let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
+                x.broadcast_mul(&scale)?.broadcast_add(&shift)?
+            }
+            Op::Dropout { rate } => match rng {
+                Some(rng) if *rate > 0.0 => {
+                    let mask = dropout_mask(x, *rate, rng)?;
+                    let y = (x * &mask)?;
+                    drawn_mask = Some(mask);
+                    y
+                }
+                _ => x.clone(),
+            },
+            Op::Flatten | Op::Reshape { .. } => batched(x.clone())?,
+            Op::Transpose { perm } => x.permute(batch_perm(perm))?.contiguous()?,
+            Op::Add => {
+                let mut sum = align(x, out_shape.len())?;
+                for other in &inputs[1..] {
+                    sum = sum.broadcast_add(&align(other, out_shape.len())?)?;
+                }
+                sum
+            }
+            Op::Concat { axis } => Tensor::cat(inputs, axis + 1)?,
+            Op::Arith { kind, constant } => {
+                let (a, b) = self.arith_operands(i, inputs, constant.as_ref(), out_shape.len())?;
+                arith(*kind, &a, &b)?
+            }
+            Op::Pad { pads: [top, bottom, left, right], value } => {
+                // Zero padding of `x - value`, shifted back, pads with `value`.
+                let value = f64::from(*value);
+                let shifted = if value == 0.0 { x.clone() } else { x.affine(1.0, -value)? };
+                let padded =
+                    shifted.pad_with_zeros(2, *top, *bottom)?.pad_with_zeros(3, *left, *right)?;
+                if value == 0.0 { padded } else { padded.affine(1.0, value)? }
+            }
+            Op::GlobalMaxPool { .. } => {
+                batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
+            }
+        };
+        let y = if fused_relu { z.clone() } else { apply_activation(activation, &z)? };
+        let (pre_softmax, activation_input) = if activation == Activation::Softmax {
+            (Some(z), None)
+        } else if activation.gradient_reads_input() {
+            (None, Some(z))
+        } else {
+            (None, None)
+        };
+        Ok(NodeOutput { value: y, pre_softmax, activation_input, dropout_mask: drawn_mask })
     }
 
     /// Backward pass from `seed` under `rule`. Returns the gradient at the input and at
@@ -466,7 +496,7 @@ impl Model {
         Ok(Gradients { values: grads, weights })
     }
 
-    fn window(&self, node: usize) -> Window {
+    pub(crate) fn window(&self, node: usize) -> Window {
         let pads = self.graph().pads(node);
         match &self.graph().nodes()[node].op {
             Op::Conv2d { kernel, stride, dilation, .. } => {
@@ -586,7 +616,7 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
-fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
+pub(crate) fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
     Ok(match activation {
         Activation::Linear => z.clone(),
         Activation::Relu => z.relu()?,

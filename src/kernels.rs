@@ -146,7 +146,7 @@ impl<T: Float> Drop for Scratch<T> {
 
 /// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
 /// they already lie contiguous in memory (no copy), copied out otherwise.
-fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
         return f(&cpu.as_slice::<T>()?[start..end]);
@@ -278,6 +278,19 @@ fn matmul_strided<T: Float>(
         );
     }
     Ok(())
+}
+
+/// `dst += a·b` for `a` `[m, k]` with rows `a_row_stride` apart, row-major `b` `[k, n]` and
+/// `dst` `[m, n]`, on one thread: the small products of occlusion's dense-layer update.
+pub(crate) fn matmul_accumulate<T: Float>(
+    dst: &mut [T],
+    a: &[T],
+    a_row_stride: usize,
+    b: &[T],
+    [m, k, n]: [usize; 3],
+) -> Result<()> {
+    let a = Mat { data: a, rows: m, cols: k, row_stride: a_row_stride, col_stride: 1 };
+    matmul(dst, a, Mat::row_major(b, k, n), true, 1)
 }
 
 /// `z`, or `max(z, 0)` when `relu` is set.

@@ -18,6 +18,7 @@ pub mod methods;
 pub mod model;
 pub mod native;
 pub mod onnx;
+pub mod patch;
 pub mod render;
 pub mod runtime;
 pub mod sample;

@@ -8,11 +8,13 @@
 //! `iter_occlusion` does), so every pixel is covered. A pixel's value is the mean over the
 //! windows that cover it; its class is the argmax of that mean probability vector.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
+use crate::engine::softmax;
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::model::Model;
+use crate::patch::{Plan, Rect};
 
 /// Occlusion settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,12 +68,42 @@ pub fn window_starts(len: usize, size: usize, stride: usize) -> Vec<usize> {
     starts
 }
 
-/// Runs occlusion on `x` (`[1, C, H, W]`) for `class`.
+/// Runs occlusion on `x` (`[1, C, H, W]`) for `class`. Each occluded copy is computed
+/// incrementally from one pass of the intact image: layers recompute only what the square
+/// can reach (see [`crate::patch`]).
 pub fn occlusion(
     model: &Model,
     x: &Tensor,
     class: usize,
     config: &OcclusionConfig,
+) -> Result<Occlusion> {
+    run(model, x, class, config, Passes::Incremental)
+}
+
+/// [`occlusion`] with a full forward pass of every occluded copy: the reference the
+/// incremental passes are tested and measured against.
+pub fn occlusion_full_passes(
+    model: &Model,
+    x: &Tensor,
+    class: usize,
+    config: &OcclusionConfig,
+) -> Result<Occlusion> {
+    run(model, x, class, config, Passes::Full)
+}
+
+/// How the occluded copies go through the network.
+#[derive(Clone, Copy, PartialEq)]
+enum Passes {
+    Incremental,
+    Full,
+}
+
+fn run(
+    model: &Model,
+    x: &Tensor,
+    class: usize,
+    config: &OcclusionConfig,
+    passes: Passes,
 ) -> Result<Occlusion> {
     let [c, h, w] = model.input_chw()?;
     if x.dims() != [1, c, h, w] {
@@ -95,36 +127,64 @@ pub fn occlusion(
             (lo + config.fill * (hi - lo) - mean) / std
         })
         .collect();
-    let original =
-        model.predict(x)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let base = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let base = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let positions: Vec<(usize, usize)> = window_starts(h, size, config.stride)
         .into_iter()
         .flat_map(|y| window_starts(w, size, config.stride).into_iter().map(move |x| (y, x)))
         .collect();
+    let rects: Vec<Rect> = positions
+        .iter()
+        .map(|&(y, x)| Rect { y, x, h: size.min(h - y), w: size.min(w - x) })
+        .collect();
+    let x = x.to_dtype(model.dtype())?;
+    let plan = match passes {
+        Passes::Incremental => Some(Plan::new(model, &x, &rects)?),
+        Passes::Full => None,
+    };
+    let original = match &plan {
+        Some(plan) => {
+            let (node, point) = model.score_point();
+            softmax(&plan.base().at(node, point)?.reshape((1, ()))?)?
+        }
+        None => model.predict(&x)?,
+    };
+    let original = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
 
     let mut sums = vec![0f32; h * w * k];
     let mut covers = vec![0u32; h * w];
     let mut counts = vec![0usize; k];
-    for chunk in positions.chunks(config.batch) {
-        let mut batch = Vec::with_capacity(chunk.len() * base.len());
-        for &(y0, x0) in chunk {
-            let mut copy = base.clone();
+    for (chunk_index, chunk) in rects.chunks(config.batch).enumerate() {
+        let first = chunk_index * config.batch;
+        // The occluded inputs: whole images for full passes, the plan's input boxes else.
+        let boxes: Vec<([usize; 2], [usize; 2])> = match &plan {
+            Some(plan) => (first..first + chunk.len()).map(|i| plan.input_box(i)).collect(),
+            None => vec![([0, 0], [h, w]); chunk.len()],
+        };
+        let [bh, bw] = boxes[0].1;
+        let mut batch = Vec::with_capacity(chunk.len() * c * bh * bw);
+        for (rect, &([by, bx], _)) in chunk.iter().zip(&boxes) {
             for (ch, &value) in fill.iter().enumerate() {
-                for y in y0..(y0 + size).min(h) {
-                    let row = ch * h * w + y * w;
-                    copy[row + x0..row + (x0 + size).min(w)].fill(value);
+                for y in by..by + bh {
+                    let row = &base[ch * h * w + y * w..ch * h * w + (y + 1) * w];
+                    let occluded = (rect.y..rect.y + rect.h).contains(&y);
+                    batch.extend(row[bx..bx + bw].iter().enumerate().map(|(i, &v)| {
+                        let inside = occluded && (rect.x..rect.x + rect.w).contains(&(bx + i));
+                        if inside { value } else { v }
+                    }));
                 }
             }
-            batch.extend(copy);
         }
-        let input =
-            Tensor::from_vec(batch, (chunk.len(), c, h, w), x.device())?.to_dtype(model.dtype())?;
-        let probs = model.predict(&input)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-        for (&(y0, x0), p) in chunk.iter().zip(&probs) {
+        let input = Tensor::from_vec(batch, (chunk.len(), c, bh, bw), x.device())?
+            .to_dtype(model.dtype())?;
+        let probs = match &plan {
+            Some(plan) => softmax(&plan.scores(first..first + chunk.len(), input)?)?,
+            None => model.predict(&input)?,
+        };
+        let probs = probs.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        for (rect, p) in chunk.iter().zip(&probs) {
             counts[argmax(p)] += 1;
-            for y in y0..(y0 + size).min(h) {
-                for x in x0..(x0 + size).min(w) {
+            for y in rect.y..rect.y + rect.h {
+                for x in rect.x..rect.x + rect.w {
                     let pixel = y * w + x;
                     covers[pixel] += 1;
                     for (s, &v) in sums[pixel * k..(pixel + 1) * k].iter_mut().zip(p) {

@@ -11,6 +11,7 @@ mod gradients;
 mod keras;
 mod methods;
 mod native;
+mod occlusion;
 mod onnx;
 mod ops;
 mod relu_rules;

@@ -1,0 +1,216 @@
+//! Incremental occlusion against full forward passes of every occluded copy: every class's
+//! probability for every window, on the sample model, imported DAGs (ONNX and Keras) and a
+//! hand-built graph with dilated, strided, asymmetrically padded convs and pools.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use convscope::engine::softmax;
+use convscope::methods::occlusion::{
+    OcclusionConfig, occlusion, occlusion_full_passes, window_starts,
+};
+use convscope::patch::{Plan, Rect};
+use convscope::{Activation, Model, Node, Op, Padding, sample};
+
+use crate::support::{dense, random_input, random_model, values};
+
+/// The windows occlusion runs for a square of `size` stepping by `stride`.
+fn rects(model: &Model, size: usize, stride: usize) -> Vec<Rect> {
+    let [_, h, w] = model.input_chw().unwrap();
+    let mut out = Vec::new();
+    for y in window_starts(h, size, stride) {
+        for x in window_starts(w, size, stride) {
+            out.push(Rect { y, x, h: size.min(h - y), w: size.min(w - x) });
+        }
+    }
+    out
+}
+
+/// `x` with the rectangle set to `fill` on every channel.
+fn occluded(x: &Tensor, r: &Rect, fill: f32) -> Tensor {
+    let (_, c, h, w) = x.dims4().unwrap();
+    let mut data = values(x);
+    for ch in 0..c {
+        for y in r.y..r.y + r.h {
+            for col in r.x..r.x + r.w {
+                data[(ch * h + y) * w + col] = f64::from(fill);
+            }
+        }
+    }
+    Tensor::from_vec(data, (1, c, h, w), &Device::Cpu).unwrap().to_dtype(x.dtype()).unwrap()
+}
+
+/// Checks every window's probabilities from the incremental plan against a full pass of
+/// the occluded image (≤ 1e-5 apart, same argmax), in batches of `batch`, and that the
+/// plan computes at least the `incremental` nodes incrementally.
+fn check(
+    model: &Model,
+    x: &Tensor,
+    size: usize,
+    stride: usize,
+    batch: usize,
+    incremental: &[&str],
+) {
+    let rects = rects(model, size, stride);
+    let plan = Plan::new(model, x, &rects).unwrap();
+    let planned = plan.incremental_nodes();
+    for name in incremental {
+        assert!(planned.contains(name), "{name} is not incremental: {planned:?}");
+    }
+    let fill = 0.37;
+    let mut worst = 0f64;
+    for start in (0..rects.len()).step_by(batch) {
+        let windows = start..(start + batch).min(rects.len());
+        let images: Vec<Tensor> =
+            rects[windows.clone()].iter().map(|r| occluded(x, r, fill)).collect();
+        let full = values(&model.predict(&Tensor::cat(&images, 0).unwrap()).unwrap());
+        let boxes: Vec<Tensor> = windows
+            .clone()
+            .zip(&images)
+            .map(|(i, image)| {
+                let ([y, x], [h, w]) = plan.input_box(i);
+                image.narrow(2, y, h).unwrap().narrow(3, x, w).unwrap()
+            })
+            .collect();
+        let scores = plan.scores(windows.clone(), Tensor::cat(&boxes, 0).unwrap()).unwrap();
+        let fast = values(&softmax(&scores).unwrap());
+        assert_eq!(fast.len(), full.len());
+        let k = full.len() / windows.len();
+        for (i, (a, b)) in fast.chunks(k).zip(full.chunks(k)).enumerate() {
+            let argmax = |p: &[f64]| (0..k).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+            assert_eq!(argmax(a), argmax(b), "window {} {:?}", start + i, rects[start + i]);
+            for (u, v) in a.iter().zip(b) {
+                worst = worst.max((u - v).abs());
+            }
+        }
+    }
+    assert!(worst <= 1e-5, "probabilities differ by {worst}");
+}
+
+fn digit() -> Tensor {
+    convscope::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap()
+}
+
+#[test]
+fn sample_model_windows_match_full_passes() {
+    let model = sample::model().unwrap();
+    let x = digit();
+    let convs_and_dense = ["conv2d_1", "conv2d_2", "max_pooling2d_1", "flatten_1", "dense_1"];
+    check(&model, &x, 4, 1, 160, &convs_and_dense);
+    check(&model, &x, 4, 4, 64, &convs_and_dense);
+    check(&model, &x, 5, 3, 17, &convs_and_dense);
+}
+
+#[test]
+fn occlusion_results_equal_full_passes() {
+    let model = sample::model().unwrap();
+    let x = digit();
+    for (size, stride) in [(4, 1), (4, 4), (5, 3), (8, 8)] {
+        let config = OcclusionConfig { size, stride, ..Default::default() };
+        let fast = occlusion(&model, &x, 3, &config).unwrap();
+        let full = occlusion_full_passes(&model, &x, 3, &config).unwrap();
+        assert_eq!(fast.positions, full.positions);
+        assert_eq!(fast.counts, full.counts, "size {size} stride {stride}");
+        assert_eq!(fast.argmax, full.argmax, "size {size} stride {stride}");
+        assert!((fast.original_probability - full.original_probability).abs() <= 1e-6);
+        for (a, b) in fast.probability.data.iter().zip(&full.probability.data) {
+            assert!((a - b).abs() <= 1e-5, "size {size} stride {stride}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn onnx_residual_dag_matches_full_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/residual.onnx");
+    let model = convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let x = random_input(&model, 1, 7);
+    // 3×3 squares fill the 8×8 maps by the third conv, the rest runs on full maps; single
+    // pixels keep boxes through the sum and the strided 1×1 conv (the pool's box is its
+    // whole 4×4 map, so the concat after it runs on full maps).
+    check(&model, &x, 3, 1, 40, &["stem/conv", "block/conv1", "block/conv2"]);
+    check(&model, &x, 4, 3, 40, &["stem/conv"]);
+    check(&model, &x, 1, 1, 40, &["block/add", "block/relu2", "side/conv"]);
+}
+
+#[test]
+fn keras_strided_and_residual_models_match_full_passes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras");
+    let strided = Model::load(&dir.join("strided.keras")).unwrap();
+    let x = random_input(&strided, 1, 3);
+    check(&strided, &x, 3, 1, 50, &["down", "dw"]);
+    check(&strided, &x, 4, 4, 50, &["down", "dw"]);
+    let residual = Model::load(&dir.join("residual.keras")).unwrap();
+    let x = random_input(&residual, 1, 5);
+    check(&residual, &x, 3, 1, 50, &["stem", "stem_bn", "stem_relu", "branch", "add"]);
+}
+
+#[test]
+fn dilated_strided_padded_convs_and_pools_match_full_passes() {
+    let conv = |filters, kernel: [usize; 2], stride, dilation, padding, groups| Op::Conv2d {
+        filters,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias: true,
+        activation: Activation::Tanh,
+    };
+    let asym = Padding::Explicit { top: 2, left: 0, bottom: 1, right: 3 };
+    let pads = |top, left, bottom, right| Padding::Explicit { top, left, bottom, right };
+    let nodes = vec![
+        Node::new("dilated", conv(4, [3, 2], [2, 1], [2, 3], asym, 1), &["input"]),
+        // Tanh values below 0, kept by the conv after it, make the max pool's padding matter.
+        Node::new(
+            "max",
+            Op::MaxPool { kernel: [3, 3], stride: [2, 1], padding: pads(1, 2, 1, 0) },
+            &["dilated"],
+        ),
+        Node::new("grouped", conv(6, [2, 3], [1, 2], [1, 1], Padding::Same, 2), &["max"]),
+        Node::new("relu", Op::Activation { activation: Activation::Relu }, &["grouped"]),
+        Node::new(
+            "avg_in",
+            Op::AvgPool {
+                kernel: [2, 2],
+                stride: [1, 1],
+                padding: pads(1, 1, 0, 0),
+                count_include_pad: true,
+            },
+            &["relu"],
+        ),
+        Node::new(
+            "avg_out",
+            Op::AvgPool {
+                kernel: [2, 2],
+                stride: [1, 1],
+                padding: pads(0, 1, 1, 0),
+                count_include_pad: false,
+            },
+            &["avg_in"],
+        ),
+        Node::new("flat", Op::Flatten, &["avg_out"]),
+        Node::new("out", dense(5, Activation::Softmax), &["flat"]),
+    ];
+    let model = random_model(&[2, 19, 17], nodes, 11);
+    let x = random_input(&model, 1, 2);
+    // Average pooling that leaves padding out of its count falls back to full maps.
+    let boxed = ["dilated", "max", "grouped", "relu", "avg_in"];
+    check(&model, &x, 3, 1, 64, &boxed);
+    check(&model, &x, 5, 3, 64, &boxed);
+    let planned = Plan::new(&model, &x, &rects(&model, 3, 1)).unwrap();
+    assert!(!planned.incremental_nodes().contains(&"avg_out"));
+}
+
+#[test]
+fn rectangles_and_inputs_that_do_not_fit_the_plan_are_errors() {
+    let model = sample::model().unwrap();
+    let outside = [Rect { y: 26, x: 0, h: 4, w: 4 }];
+    assert!(Plan::new(&model, &digit(), &outside).is_err());
+    let plan = Plan::new(&model, &digit(), &rects(&model, 4, 4)).unwrap();
+    let zeros = |dims: (usize, usize, usize, usize)| {
+        Tensor::zeros(dims, candle_core::DType::F32, &Device::Cpu).unwrap()
+    };
+    assert!(plan.scores(0..2, zeros((2, 1, 4, 4))).is_ok());
+    assert!(plan.scores(0..2, zeros((2, 1, 3, 4))).is_err());
+    assert!(plan.scores(48..50, zeros((2, 1, 4, 4))).is_err(), "49 windows");
+}
