@@ -103,6 +103,27 @@ pub(crate) struct NodeOutput {
     pub(crate) dropout_mask: Option<Tensor>,
 }
 
+impl NodeOutput {
+    /// The output of a node whose value before its activation is `z` (already through a
+    /// ReLU when the kernel applied it, `relu_applied`), keeping what scores and gradients
+    /// read of `z`.
+    pub(crate) fn activated(
+        activation: Activation,
+        z: Tensor,
+        relu_applied: bool,
+    ) -> Result<NodeOutput> {
+        let value = if relu_applied { z.clone() } else { apply_activation(activation, &z)? };
+        let (pre_softmax, activation_input) = if activation == Activation::Softmax {
+            (Some(z), None)
+        } else if activation.gradient_reads_input() {
+            (None, Some(z))
+        } else {
+            (None, None)
+        };
+        Ok(NodeOutput { value, pre_softmax, activation_input, dropout_mask: None })
+    }
+}
+
 /// Gradients from one backward pass.
 #[derive(Clone, Debug)]
 pub struct Gradients {
@@ -291,15 +312,10 @@ impl Model {
                 batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
             }
         };
-        let y = if fused_relu { z.clone() } else { apply_activation(activation, &z)? };
-        let (pre_softmax, activation_input) = if activation == Activation::Softmax {
-            (Some(z), None)
-        } else if activation.gradient_reads_input() {
-            (None, Some(z))
-        } else {
-            (None, None)
-        };
-        Ok(NodeOutput { value: y, pre_softmax, activation_input, dropout_mask: drawn_mask })
+        Ok(NodeOutput {
+            dropout_mask: drawn_mask,
+            ..NodeOutput::activated(activation, z, fused_relu)?
+        })
     }
 
     /// Backward pass from `seed` under `rule`. Returns the gradient at the input and at
@@ -616,7 +632,7 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
-pub(crate) fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
+fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
     Ok(match activation {
         Activation::Linear => z.clone(),
         Activation::Relu => z.relu()?,

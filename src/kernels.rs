@@ -39,6 +39,7 @@ macro_rules! with_float {
         }
     };
 }
+pub(crate) use with_float;
 
 /// Window geometry of a conv or pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

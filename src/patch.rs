@@ -20,10 +20,10 @@ use std::ops::Range;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::engine::{Activations, Point, apply_activation};
+use crate::engine::{Activations, NodeOutput, Point};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Op, ValueId};
-use crate::kernels::{self, Float, Pool, Window};
+use crate::kernels::{self, Float, Pool, Window, with_float};
 use crate::model::Model;
 
 /// A rectangle of changed input pixels (on every channel).
@@ -237,25 +237,17 @@ impl<'m> Plan<'m> {
                     let activation = graph.nodes()[i].op.activation();
                     let relu = activation == Activation::Relu;
                     let x = (ins[0].0, i);
-                    let z = with_float(base_scores.dtype(), |dtype| match dtype {
-                        DType::F32 => {
-                            self.dense_delta::<f32>(&states, x, windows.clone(), base_scores, relu)
-                        }
-                        _ => {
-                            self.dense_delta::<f64>(&states, x, windows.clone(), base_scores, relu)
-                        }
+                    let z = with_float!(base_scores.dtype(), T => {
+                        self.dense_delta::<T>(&states, x, windows.clone(), base_scores, relu)
                     })?;
-                    let y = if relu { z.clone() } else { apply_activation(activation, &z)? };
-                    if activation == Activation::Softmax {
-                        pre_softmax[i] = Some(z);
-                    }
-                    y
+                    let out = NodeOutput::activated(activation, z, relu)?;
+                    pre_softmax[i] = out.pre_softmax;
+                    out.value
                 }
                 Step::MeanDelta => {
                     let x = ins[0].0;
-                    with_float(self.model.dtype(), |dtype| match dtype {
-                        DType::F32 => self.mean_delta::<f32>(&states, x, v, windows.clone()),
-                        _ => self.mean_delta::<f64>(&states, x, v, windows.clone()),
+                    with_float!(self.model.dtype(), T => {
+                        self.mean_delta::<T>(&states, x, v, windows.clone())
                     })?
                 }
             };
@@ -321,10 +313,7 @@ impl<'m> Plan<'m> {
             _ => (self.boxes_map(v), None),
         };
         let crop = Crop { map, origins, size };
-        with_float(base.dtype(), |dtype| match dtype {
-            DType::F32 => crop.run::<f32>(base, changed, fill),
-            _ => crop.run::<f64>(base, changed, fill),
-        })
+        with_float!(base.dtype(), T => crop.run::<T>(base, changed, fill))
     }
 
     /// A conv or pool node on crops, unpadded.
@@ -335,7 +324,7 @@ impl<'m> Plan<'m> {
                 let kernel = self.model.weight(i, "kernel")?;
                 let relu = *activation == Activation::Relu;
                 let z = kernels::conv2d(x, kernel, b, win, *groups, relu)?;
-                if relu { z } else { apply_activation(*activation, &z)? }
+                NodeOutput::activated(*activation, z, relu)?.value
             }
             Op::MaxPool { .. } => kernels::pool2d(x, win, Pool::Max)?,
             Op::AvgPool { count_include_pad, .. } => {
@@ -559,14 +548,6 @@ impl Crop<'_> {
                 }
             }
         }
-    }
-}
-
-/// Runs `f` with a float dtype (the kernels compute in f32 and f64), an error for others.
-fn with_float<R>(dtype: DType, f: impl FnOnce(DType) -> Result<R>) -> Result<R> {
-    match dtype {
-        DType::F32 | DType::F64 => f(dtype),
-        other => Err(Error::Invalid(format!("unsupported tensor type {other:?}: use f32 or f64"))),
     }
 }
 
