@@ -21,6 +21,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::graph::Pads;
 
+mod direct;
+
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {
     ($dtype:expr, $T:ident => $body:expr) => {
@@ -483,6 +485,33 @@ impl ConvShape {
 /// Convolution forward: `x` `[n, c, h, w]`, `kernel` `[o, c/groups, kh, kw]`, optional
 /// `bias` `[o]` → `[n, o, oh, ow]`, with a ReLU applied when `relu` is set.
 pub fn conv2d(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    win: &Window,
+    groups: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let dims @ [n, _, h, w] = dims4(x)?;
+    let [o, ..] = dims4(kernel)?;
+    let [oh, ow] = win.out_size(h, w);
+    if x.dtype() == DType::F32 && !ConvShape::new(dims, o, win, groups).pointwise {
+        let out = with_slice::<f32, _>(kernel, |ks| {
+            let Some(plan) = direct::Plan::new(dims, o, win, groups, ks) else { return Ok(None) };
+            with_slice::<f32, _>(x, |xs| {
+                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, relu))
+            })
+            .map(Some)
+        })?;
+        if let Some(out) = out {
+            return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
+        }
+    }
+    conv2d_im2col(x, kernel, bias, win, groups, relu)
+}
+
+/// [`conv2d`] as im2col + gemm, for every window and type.
+fn conv2d_im2col(
     x: &Tensor,
     kernel: &Tensor,
     bias: Option<&Tensor>,
@@ -1059,6 +1088,60 @@ mod tests {
             }
             assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
         }
+    }
+
+    /// Largest absolute difference between two tensors.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn direct_conv_matches_im2col() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], [kh, kw], dilation, pads [top, left, bottom, right], groups)
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], Pads, usize);
+        // The first case has more taps than one pass of the kernel takes (360 > 320).
+        let cases: [Case; 10] = [
+            (1, 40, 11, [10, 13], [3, 3], [1, 1], [1; 4], 1),
+            (1, 32, 64, [26, 26], [3, 3], [1, 1], [0; 4], 1),
+            (3, 1, 32, [28, 28], [3, 3], [1, 1], [0; 4], 1),
+            (1, 3, 7, [9, 5], [3, 3], [1, 1], [1; 4], 1),
+            (2, 4, 13, [12, 7], [5, 3], [1, 2], [2, 1, 0, 3], 1),
+            (1, 6, 9, [8, 8], [2, 2], [1, 1], [0, 0, 1, 1], 3),
+            (2, 5, 5, [6, 11], [3, 3], [2, 1], [2, 1, 2, 1], 5),
+            (1, 2, 1, [4, 3], [1, 3], [1, 1], [0, 1, 0, 1], 1),
+            (2, 8, 12, [3, 3], [3, 3], [1, 1], [1; 4], 2),
+            (1, 4, 6, [30, 2], [3, 1], [3, 1], [0; 4], 1),
+        ];
+        for (n, c, o, [h, w], kernel, dilation, pads, groups) in cases {
+            let win = Window { kernel, stride: [1, 1], dilation, pads };
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1., (o, c / groups, kernel[0], kernel[1]), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
+            let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let plan = direct::Plan::new([n, c, h, w], o, &win, groups, &ks);
+            assert_eq!(plan.is_some(), direct::available(), "case {kernel:?} {pads:?}");
+            for relu in [false, true] {
+                let ours = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
+                let theirs = conv2d_im2col(&x, &k, Some(&b), &win, groups, relu).unwrap();
+                assert!(max_diff(&ours, &theirs) < 1e-4, "forward {kernel:?} {pads:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn direct_blocks_cover_the_rows_evenly() {
+        let sizes = |rows, threads| {
+            direct::blocks(rows, threads).iter().map(|b| b.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(64, 2), [6, 6, 6, 6, 5, 5, 5, 5, 5, 5, 5, 5]);
+        assert_eq!(sizes(4, 2), [4]);
+        assert_eq!(sizes(7, 2), [4, 3]);
+        assert_eq!(sizes(7, 8), [1; 7]);
+        let blocks = direct::blocks(100, 3);
+        assert_eq!(blocks.len() % 3, 0);
+        assert!(blocks.windows(2).all(|p| p[0].end == p[1].start));
+        assert_eq!((blocks[0].start, blocks[blocks.len() - 1].end), (0, 100));
     }
 
     #[test]

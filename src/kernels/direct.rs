@@ -1,0 +1,385 @@
+//! Direct convolution forward for stride-1 windows in f32 on x86-64 CPUs with AVX2 and FMA,
+//! the shape of nearly every conv in a digits CNN.
+//!
+//! Why not im2col + gemm: at these sizes (a few hundred taps, a few hundred pixels) gemm
+//! spends much of its time packing, and im2col writes the input out nine times. Here the
+//! image is copied once into a zero-padded buffer whose rows are then read in place: output
+//! pixel `p = oy·wp + ox` of a padded row width `wp` reads tap `(c, ki, kj)` at `p + offset`,
+//! so 16 consecutive pixels read 16 consecutive inputs for every tap. Pixels with `ox ≥ ow`
+//! wrap into the next row; they are computed and dropped (2 of 26 columns for a 3×3 window
+//! on 24 outputs). A tile of 6 output channels × 16 pixels keeps its 12 accumulators in
+//! registers and does 12 FMAs per 8 loads, with the kernel packed tap-major per block of 6.
+//!
+//! The kernel is chosen at run time: without AVX2 and FMA (or off x86-64) convolution goes
+//! through im2col + gemm instead, so one binary runs on any x86-64 CPU.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::{Window, activate, for_each_item};
+use crate::error::{Error, Result};
+
+/// Output pixels per tile: two AVX vectors.
+const TILE: usize = 16;
+/// Taps per pass over the tiles (see [`block`]).
+const MAX_TAPS: usize = 320;
+/// Output channels per tile: with the two input vectors and a broadcast weight, its 12
+/// accumulators fill the 16 AVX registers without spilling.
+const ROWS: usize = 6;
+
+/// Whether this CPU runs the direct kernel (std caches the detection).
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A stride-1 convolution of one image, ready to run: geometry, tap offsets into the padded
+/// buffer and the packed kernel, built once per call and shared by every image of a batch.
+pub(super) struct Plan {
+    /// Input channels, height and width of one unpadded image.
+    source: [usize; 3],
+    /// Zero padding `[top, left, bottom, right]` around it.
+    pads: [usize; 4],
+    /// Padded `[hp, wp]`.
+    padded: [usize; 2],
+    /// Output `[oh, ow]`.
+    out: [usize; 2],
+    groups: usize,
+    /// Output channels per group.
+    rows: usize,
+    /// The group's output channels split into blocks of at most [`ROWS`].
+    blocks: Vec<Range<usize>>,
+    /// Offset of each tap within one group's padded planes, in the kernel's tap order.
+    offsets: Vec<usize>,
+    /// Per group, per block of up to [`ROWS`] output channels: `[taps][block rows]`.
+    packed: Vec<f32>,
+    /// Tiles per output channel, so `stride = tiles·TILE` values per wide row.
+    tiles: usize,
+    /// Length of the padded buffer, including the slack the last tile reads past the end.
+    input_len: usize,
+}
+
+impl Plan {
+    /// The plan for a conv of `x` `[n, c, h, w]` by `ks`, a kernel `[o, c/groups, kh, kw]`;
+    /// None unless the window has stride 1 and the CPU the kernel.
+    pub(super) fn new(
+        x: [usize; 4],
+        o: usize,
+        win: &Window,
+        groups: usize,
+        ks: &[f32],
+    ) -> Option<Plan> {
+        let [_, c, h, w] = x;
+        let [kh, kw] = win.kernel;
+        let pads @ [top, left, bottom, right] = win.pads;
+        let padded @ [hp, wp] = [h + top + bottom, w + left + right];
+        let reach = [(kh - 1) * win.dilation[0], (kw - 1) * win.dilation[1]];
+        if !available()
+            || win.stride != [1, 1]
+            || groups == 0
+            || !c.is_multiple_of(groups)
+            || !o.is_multiple_of(groups)
+            || ks.len() != o * c / groups * kh * kw
+            || hp <= reach[0]
+            || wp <= reach[1]
+        {
+            return None;
+        }
+        let out = [hp - reach[0], wp - reach[1]];
+        let (channels, rows) = (c / groups, o / groups);
+        let offsets: Vec<usize> = (0..channels)
+            .flat_map(|ch| {
+                (0..kh).flat_map(move |ki| {
+                    (0..kw).map(move |kj| {
+                        ch * hp * wp + ki * win.dilation[0] * wp + kj * win.dilation[1]
+                    })
+                })
+            })
+            .collect();
+        let taps = offsets.len();
+        let blocks = blocks(rows, rayon::current_num_threads());
+        let mut packed = Vec::with_capacity(o * taps);
+        for group in ks.chunks_exact(rows * taps) {
+            pack(group, taps, &blocks, &mut packed);
+        }
+        let tiles = (out[0] * wp).div_ceil(TILE);
+        let last_read = (groups - 1) * channels * hp * wp + tiles * TILE + offsets.last()?;
+        Some(Plan {
+            source: [c, h, w],
+            pads,
+            padded,
+            out,
+            groups,
+            rows,
+            blocks,
+            offsets,
+            packed,
+            tiles,
+            input_len: last_read.max(c * hp * wp),
+        })
+    }
+
+    fn image_len(&self) -> usize {
+        self.source.iter().product()
+    }
+
+    fn out_len(&self) -> usize {
+        self.groups * self.rows * self.out[0] * self.out[1]
+    }
+
+    /// Scratch values one image needs: the padded input and the wide output rows.
+    fn scratch_len(&self) -> usize {
+        self.input_len + self.groups * self.rows * self.tiles * TILE
+    }
+
+    /// Runs the conv over a batch `xs` into `out`, adding `bias` per output channel and
+    /// applying a ReLU when `relu` is set.
+    pub(super) fn run(&self, xs: &[f32], bias: Option<&[f32]>, relu: bool) -> Result<Vec<f32>> {
+        let n = xs.len() / self.image_len().max(1);
+        if xs.len() != n * self.image_len()
+            || bias.is_some_and(|b| b.len() != self.groups * self.rows)
+        {
+            return Err(Error::Invalid(
+                "direct conv given a batch or bias of the wrong size".into(),
+            ));
+        }
+        let mut out = vec![0f32; n * self.out_len()];
+        for_each_item(
+            &mut out,
+            self.out_len(),
+            xs,
+            self.image_len(),
+            self.scratch_len(),
+            |img, y, scratch, threads| {
+                let (input, wide) = scratch.split_at_mut(self.input_len);
+                self.pad(img, input);
+                self.image(input, wide, y, bias, relu, threads)
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Copies `img` into `input` with zeros around it and in the slack after it.
+    fn pad(&self, img: &[f32], input: &mut [f32]) {
+        let [_, h, w] = self.source;
+        let [top, left, _, right] = self.pads;
+        let [hp, wp] = self.padded;
+        let (planes, slack) = input.split_at_mut(self.source[0] * hp * wp);
+        slack.fill(0.0);
+        for (plane, src) in planes.chunks_exact_mut(hp * wp).zip(img.chunks_exact(h * w)) {
+            let (above, rest) = plane.split_at_mut(top * wp);
+            above.fill(0.0);
+            let (middle, below) = rest.split_at_mut(h * wp);
+            below.fill(0.0);
+            for (row, src) in middle.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
+                row[..left].fill(0.0);
+                row[left..left + w].copy_from_slice(src);
+                row[left + w..left + w + right].fill(0.0);
+            }
+        }
+    }
+
+    /// The conv of one padded image: blocks of output channels, split over `threads`, each
+    /// into its wide rows and then, cropped, biased and rectified, into `y`.
+    fn image(
+        &self,
+        input: &[f32],
+        wide: &mut [f32],
+        y: &mut [f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+        threads: usize,
+    ) -> Result<()> {
+        let stride = self.tiles * TILE;
+        let plane = self.out[0] * self.out[1];
+        let taps = self.offsets.len();
+        // Each job: (group, first row, its wide rows, its output planes, its packed kernel).
+        let mut jobs = Vec::with_capacity(self.groups * self.blocks.len());
+        let (mut wide, mut y, mut packed) = (wide, y, self.packed.as_slice());
+        for g in 0..self.groups {
+            for block in &self.blocks {
+                let rows = block.len();
+                let (w, w_rest) = std::mem::take(&mut wide).split_at_mut(rows * stride);
+                let (o, o_rest) = std::mem::take(&mut y).split_at_mut(rows * plane);
+                let (k, k_rest) = packed.split_at(rows * taps);
+                jobs.push((g, g * self.rows + block.start, w, o, k));
+                (wide, y, packed) = (w_rest, o_rest, k_rest);
+            }
+        }
+        let group_len = (self.source[0] / self.groups) * self.padded[0] * self.padded[1];
+        let run =
+            |(g, channel, w, o, k): (usize, usize, &mut [f32], &mut [f32], &[f32])| -> Result<()> {
+                block(k, &input[g * group_len..], &self.offsets, self.tiles, w, stride)?;
+                self.crop(w, o, channel, bias, relu);
+                Ok(())
+            };
+        if threads > 1 && jobs.len() > 1 {
+            jobs.into_par_iter().try_for_each(run)
+        } else {
+            jobs.into_iter().try_for_each(run)
+        }
+    }
+
+    /// Wide rows (padded width, trailing tiles) → `[rows, oh, ow]` output planes starting at
+    /// output channel `channel`, with bias and ReLU.
+    fn crop(
+        &self,
+        wide: &[f32],
+        out: &mut [f32],
+        channel: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+    ) {
+        let [oh, ow] = self.out;
+        let (wp, stride) = (self.padded[1], self.tiles * TILE);
+        for (row, (plane, src)) in
+            out.chunks_exact_mut(oh * ow).zip(wide.chunks_exact(stride)).enumerate()
+        {
+            let b = bias.map_or(0.0, |b| b[channel + row]);
+            for (dst, src) in plane.chunks_exact_mut(ow).zip(src.chunks(wp)) {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = activate(s + b, relu);
+                }
+            }
+        }
+    }
+}
+
+/// Appends row-major `weights` `[rows, taps]` to `packed` as the tile kernel reads them:
+/// block by block, each `[taps][block rows]`.
+fn pack(weights: &[f32], taps: usize, blocks: &[Range<usize>], packed: &mut Vec<f32>) {
+    for block in blocks {
+        let rows: Vec<&[f32]> = block.clone().map(|row| &weights[row * taps..][..taps]).collect();
+        for tap in 0..taps {
+            packed.extend(rows.iter().map(|row| row[tap]));
+        }
+    }
+}
+
+/// `rows` split into blocks of at most [`ROWS`], as even as can be and, when there are
+/// several, as many as a multiple of `threads`, so a single image's blocks share the pool
+/// evenly (64 channels on 2 threads: 12 blocks of 5 or 6 rather than 10 of 6 and one of 4).
+pub(super) fn blocks(rows: usize, threads: usize) -> Vec<Range<usize>> {
+    let mut count = rows.div_ceil(ROWS);
+    if count > 1 {
+        count = count.next_multiple_of(threads.max(1)).min(rows);
+    }
+    let (base, extra) = (rows / count.max(1), rows % count.max(1));
+    let mut start = 0;
+    (0..count)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            start += len;
+            start - len..start
+        })
+        .collect()
+}
+
+/// `out[r][p] = Σ_t packed[t][r] · input[p + offsets[t]]` for the block's rows `r` and every
+/// pixel `p` of `tiles` tiles, rows `stride` apart in `out`.
+fn block(
+    packed: &[f32],
+    input: &[f32],
+    offsets: &[usize],
+    tiles: usize,
+    out: &mut [f32],
+    stride: usize,
+) -> Result<()> {
+    let rows = packed.len() / offsets.len().max(1);
+    let last_read = tiles * TILE + offsets.iter().max().copied().unwrap_or(0);
+    // The bounds the kernel's unchecked loads and stores rely on.
+    let fits = available()
+        && (1..=ROWS).contains(&rows)
+        && packed.len() == rows * offsets.len()
+        && input.len() >= last_read
+        && stride >= tiles * TILE
+        && out.len() >= (rows - 1) * stride + tiles * TILE;
+    if !fits {
+        return Err(Error::Invalid("direct conv block out of bounds".into()));
+    }
+    // Taps in chunks, each over every tile before the next adds to the tiles' sums: a
+    // chunk's packed kernel and the input rows its tiles read stay in L1 (all 576 taps of
+    // a 64-channel 3×3 window at once do not, and ran 30% slower).
+    let chunk = offsets.len().div_ceil(offsets.len().div_ceil(MAX_TAPS));
+    for (i, (offsets, packed)) in offsets.chunks(chunk).zip(packed.chunks(chunk * rows)).enumerate()
+    {
+        let add = i > 0;
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: `fits` checked that the CPU has AVX2 and FMA and bounds every access the
+        // kernel makes (see `avx2::tiles`); a chunk's offsets and weights are a part of them.
+        unsafe {
+            match rows {
+                1 => avx2::tiles::<1>(packed, input, offsets, tiles, out, stride, add),
+                2 => avx2::tiles::<2>(packed, input, offsets, tiles, out, stride, add),
+                3 => avx2::tiles::<3>(packed, input, offsets, tiles, out, stride, add),
+                4 => avx2::tiles::<4>(packed, input, offsets, tiles, out, stride, add),
+                5 => avx2::tiles::<5>(packed, input, offsets, tiles, out, stride, add),
+                _ => avx2::tiles::<ROWS>(packed, input, offsets, tiles, out, stride, add),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::TILE;
+
+    /// The tiles of one block of `R` output channels, added to `out` with `add`, else
+    /// stored.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `packed` holds `R·offsets.len()` values; `input` holds at
+    /// least `tiles·TILE + max(offsets)` values; `out` holds `(R−1)·stride + tiles·TILE`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tiles<const R: usize>(
+        packed: &[f32],
+        input: &[f32],
+        offsets: &[usize],
+        tiles: usize,
+        out: &mut [f32],
+        stride: usize,
+        add: bool,
+    ) {
+        // SAFETY: the caller's bounds cover every pointer offset and access below.
+        unsafe {
+            for tile in 0..tiles {
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                if add {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let y = out.as_ptr().add(r * stride + tile * TILE);
+                        *acc = [_mm256_loadu_ps(y), _mm256_loadu_ps(y.add(8))];
+                    }
+                }
+                let base = input.as_ptr().add(tile * TILE);
+                let mut weights = packed.as_ptr();
+                for &offset in offsets {
+                    let x = base.add(offset);
+                    let (x0, x1) = (_mm256_loadu_ps(x), _mm256_loadu_ps(x.add(8)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm256_broadcast_ss(&*weights.add(r));
+                        acc[0] = _mm256_fmadd_ps(w, x0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(w, x1, acc[1]);
+                    }
+                    weights = weights.add(R);
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let y = out.as_mut_ptr().add(r * stride + tile * TILE);
+                    _mm256_storeu_ps(y, acc[0]);
+                    _mm256_storeu_ps(y.add(8), acc[1]);
+                }
+            }
+        }
+    }
+}
