@@ -336,13 +336,13 @@ fn add_bias_relu<T: Float>(y: &mut [T], bias: Option<&[T]>, len: usize, relu: bo
 /// Splits the batch over the rayon pool when it has more than one item (each item then
 /// runs single-threaded), else gives the one item the whole pool. `run(item, scratch,
 /// threads)` gets a [`Scratch`] buffer of `scratch` values per worker.
-fn for_each_item<T: Float>(
-    out: &mut [T],
+fn for_each_item<T: Float, O: Send>(
+    out: &mut [O],
     out_len: usize,
     input: &[T],
     in_len: usize,
     scratch: usize,
-    run: impl Fn(&[T], &mut [T], &mut [T], usize) -> Result<()> + Sync,
+    run: impl Fn(&[T], &mut [O], &mut [T], usize) -> Result<()> + Sync,
 ) -> Result<()> {
     if out_len == 0 || in_len == 0 {
         return Ok(());
