@@ -151,6 +151,28 @@ pub fn grad_cam_for(
     cams_from(model, &acts, &seed, classes, rule, layer)
 }
 
+/// A tensor's values as f32, in row-major order.
+fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// `ReLU(Σ_k w_k·A_k)` over the channels `A_k` (planes of `plane` values) of one image's
+/// activations, with `w_k` the spatial mean of channel k's gradient. A plain loop: candle's
+/// sum over the channel axis cost an eighth of a grad-CAM call.
+fn class_activation(activations: &[f32], gradient: &[f32], plane: usize) -> Vec<f32> {
+    let mut cam = vec![0.0f32; plane];
+    for (a, g) in activations.chunks_exact(plane).zip(gradient.chunks_exact(plane)) {
+        let weight = g.iter().sum::<f32>() / plane as f32;
+        for (c, &a) in cam.iter_mut().zip(a) {
+            *c += weight * a;
+        }
+    }
+    for c in &mut cam {
+        *c = c.max(0.0);
+    }
+    cam
+}
+
 /// Grad-CAM for each of `classes` from the activations and seed of [`class_forward`].
 fn cams_from(
     model: &Model,
@@ -178,14 +200,14 @@ fn cams_from(
     let g = grads.node(layer).ok_or_else(|| {
         Error::Invalid(format!("the class score does not depend on layer '{layer_name}'"))
     })?;
-    // Channel weights: spatial mean of the gradient; map: ReLU of the weighted sum.
-    let weights = g.mean_keepdim((2, 3))?;
-    let cams = a.broadcast_mul(&weights)?.sum(1)?.relu()?.to_dtype(candle_core::DType::F32)?;
+    let (a, g) = (flat_f32(a)?, flat_f32(g)?);
+    let image_len = a.len() / classes.len().max(1);
     classes
         .iter()
         .enumerate()
         .map(|(i, &class)| {
-            let raw = Map::new(lh, lw, cams.get(i)?.flatten_all()?.to_vec1::<f32>()?)?;
+            let at = i * image_len..(i + 1) * image_len;
+            let raw = Map::new(lh, lw, class_activation(&a[at.clone()], &g[at], lh * lw))?;
             let no_positive_evidence = raw.is_all_zero();
             let map = upsample_bilinear(&raw, h, w).normalised();
             Ok(GradCam {
