@@ -31,7 +31,7 @@ fn conv(c: &mut Criterion) {
     // SAFETY: criterion has started no threads before the benchmark function runs.
     #[allow(unsafe_code)]
     unsafe {
-        convscope::runtime::configure_threads()
+        convscope::runtime::configure()
     };
     let dev = Device::Cpu;
     let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };

@@ -16,7 +16,7 @@ fn methods(c: &mut Criterion) {
     // SAFETY: criterion has started no threads before the benchmark function runs.
     #[allow(unsafe_code)]
     unsafe {
-        convscope::runtime::configure_threads()
+        convscope::runtime::configure()
     };
     let model = sample::model().unwrap();
     let digits = Digits::bundled().unwrap();

@@ -15,7 +15,7 @@ fn main() {
     // SAFETY: no other thread has started yet.
     #[allow(unsafe_code)]
     unsafe {
-        convscope::runtime::configure_threads()
+        convscope::runtime::configure()
     };
     let model = sample::model().unwrap();
     let x = Digits::bundled().unwrap().batch(&[8000]).unwrap();

@@ -215,7 +215,7 @@ fn main() {
     // SAFETY: first thing in main, before any thread is started.
     #[allow(unsafe_code)]
     unsafe {
-        convscope::runtime::configure_threads()
+        convscope::runtime::configure()
     };
     let args: Vec<String> = std::env::args().collect();
     let (peers, source) = match args.iter().position(|a| a == "--peers") {

@@ -730,14 +730,17 @@ pub fn relu_backward(
             let zero = T::zero();
             // Non-short-circuit `|`/`&` keep the loop free of data-dependent branches, which
             // mispredict on ReLU gates about half the time.
-            let dx: Vec<T> = gs
-                .iter()
-                .zip(ys)
-                .map(|(&g, &y)| {
-                    let open = (!gate_output | (y > zero)) & (!gate_grad | (g > zero));
-                    if open { g } else { zero }
-                })
-                .collect();
+            let gate = |(&g, &y): (&T, &T)| {
+                let open = (!gate_output | (y > zero)) & (!gate_grad | (g > zero));
+                if open { g } else { zero }
+            };
+            // Large maps (a batch of conv outputs) over the pool: on one core this pass was 7%
+            // of activation maximisation while the other core waited.
+            let dx: Vec<T> = if gs.len() < 1 << 15 {
+                gs.iter().zip(ys).map(gate).collect()
+            } else {
+                gs.par_iter().zip(ys).with_min_len(1 << 13).map(gate).collect()
+            };
             Ok(Tensor::from_vec(dx, grad.dims(), grad.device())?)
         })
     }))

@@ -9,7 +9,7 @@ use clap::Parser;
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     // SAFETY: first thing in main, before any thread is started.
-    unsafe { convscope::runtime::configure_threads() };
+    unsafe { convscope::runtime::configure() };
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
