@@ -495,7 +495,7 @@ pub fn conv2d(
     let dims @ [n, _, h, w] = dims4(x)?;
     let [o, ..] = dims4(kernel)?;
     let [oh, ow] = win.out_size(h, w);
-    if x.dtype() == DType::F32 && !ConvShape::new(dims, o, win, groups).pointwise {
+    if x.dtype() == DType::F32 {
         let out = with_slice::<f32, _>(kernel, |ks| {
             let Some(plan) = direct::Plan::new(dims, o, win, groups, ks) else { return Ok(None) };
             with_slice::<f32, _>(x, |xs| {

@@ -48,8 +48,8 @@ pub(super) struct Plan {
     source: [usize; 3],
     /// Zero padding `[top, left, bottom, right]` around it.
     pads: [usize; 4],
-    /// Padded `[hp, wp]`.
-    padded: [usize; 2],
+    /// Padded row width `wp`.
+    width: usize,
     /// Values from one padded plane to the next: `hp·wp` and a gap (see `new`).
     plane: usize,
     /// Output `[oh, ow]`.
@@ -82,9 +82,11 @@ impl Plan {
         let [_, c, h, w] = x;
         let [kh, kw] = win.kernel;
         let pads @ [top, left, bottom, right] = win.pads;
-        let padded @ [hp, wp] = [h + top + bottom, w + left + right];
+        let [hp, wp] = [h + top + bottom, w + left + right];
         let reach = [(kh - 1) * win.dilation[0], (kw - 1) * win.dilation[1]];
+        // A 1×1 window without padding is left to gemm, which reads the image as it lies.
         if !available()
+            || (win.kernel == [1, 1] && pads == [0; 4])
             || c * h * w == 0
             || win.stride != [1, 1]
             || groups == 0
@@ -99,8 +101,7 @@ impl Plan {
         let out = [hp - reach[0], wp - reach[1]];
         // Planes an odd number of cache lines apart: at a multiple of 4 KB (a 32×32 padded
         // map) every channel's rows fall into the same L1 sets (3% on a 64 → 64 conv there).
-        let plane = (hp * wp).div_ceil(16) | 1;
-        let plane = plane * 16;
+        let plane = ((hp * wp).div_ceil(16) | 1) * 16;
         let (channels, rows) = (c / groups, o / groups);
         let offsets: Vec<usize> = (0..channels)
             .flat_map(|ch| {
@@ -125,7 +126,7 @@ impl Plan {
         Some(Plan {
             source: [c, h, w],
             pads,
-            padded,
+            width: wp,
             out,
             groups,
             rows,
@@ -193,7 +194,7 @@ impl Plan {
     fn pad(&self, img: &[f32], input: &mut [f32]) {
         let [_, h, w] = self.source;
         let [top, left, _, right] = self.pads;
-        let wp = self.padded[1];
+        let wp = self.width;
         let (planes, slack) = input.split_at_mut(self.source[0] * self.plane);
         slack.fill(0.0);
         for (plane, src) in planes.chunks_exact_mut(self.plane).zip(img.chunks_exact(h * w)) {
@@ -267,7 +268,7 @@ impl Plan {
         relu: bool,
     ) {
         let [oh, ow] = self.out;
-        let (wp, stride) = (self.padded[1], self.tiles * TILE);
+        let (wp, stride) = (self.width, self.tiles * TILE);
         for (row, (plane, src)) in
             out.chunks_exact_mut(oh * ow).zip(wide.chunks_exact(stride)).enumerate()
         {
