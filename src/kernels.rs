@@ -23,6 +23,7 @@ use crate::graph::Pads;
 
 mod dense;
 mod direct;
+mod pool;
 
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {
@@ -98,6 +99,18 @@ pub(crate) trait Float: WithDType + Send + Sync {
     fn dense_backward(_gs: &[Self], _ks: &[Self], _dims: [usize; 3]) -> Option<Result<Vec<Self>>> {
         None
     }
+
+    /// The gradient of a 2×2 max pool of one plane by a type's own kernel, if it has one
+    /// (see [`pool`]): false where it did nothing.
+    fn max_pool_2x2_backward(
+        _plane: &[Self],
+        _grad: &[Self],
+        _w: usize,
+        _dx: &mut [Self],
+        _ow: usize,
+    ) -> bool {
+        false
+    }
 }
 
 thread_local! {
@@ -112,6 +125,16 @@ impl Float for f32 {
 
     fn dense_backward(gs: &[f32], ks: &[f32], dims: [usize; 3]) -> Option<Result<Vec<f32>>> {
         dense::backward_input(gs, ks, dims)
+    }
+
+    fn max_pool_2x2_backward(
+        plane: &[f32],
+        grad: &[f32],
+        w: usize,
+        dx: &mut [f32],
+        ow: usize,
+    ) -> bool {
+        pool::max_2x2_backward(plane, grad, w, dx, ow)
     }
 }
 
@@ -893,6 +916,9 @@ fn max_pool_tiles_backward<T: Float>(
     dx: &mut [T],
     ow: usize,
 ) {
+    if [kh, kw] == [2, 2] && T::max_pool_2x2_backward(plane, grad, w, dx, ow) {
+        return;
+    }
     match kw {
         2 => max_pool_tile_rows_backward(plane, grad, w, [kh, 2], dx, ow),
         _ => max_pool_tile_rows_backward(plane, grad, w, [kh, kw], dx, ow),
@@ -1089,6 +1115,31 @@ mod tests {
         let g = Tensor::new(&[[[[1f32]]]], &Device::Cpu).unwrap();
         let dx = pool2d_backward(&x, &g, &window(2, 2, [0; 4]), Pool::Max).unwrap();
         assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 0., 0.]);
+
+        // Ties in every position (ReLU outputs tie at 0 all the time): tiles [a, b, c, d]
+        // (rows [a, b] and [c, d]) and the cell their gradient goes to; nine tiles in a row
+        // so two groups of four and one left over all meet each pattern.
+        let patterns = [
+            ([0f32, 0., 0., 0.], 0),
+            ([0., 1., 2., 2.], 2),
+            ([0., 4., 4., 0.], 1),
+            ([0., 1., 1., 2.], 3),
+            ([-1., -2., -1., -1.], 0),
+        ];
+        let tiles = [0, 1, 2, 3, 4, 3, 2, 1, 2];
+        let mut x = vec![0f32; 2 * 18];
+        let mut expected = vec![0f32; 2 * 18];
+        for (i, &p) in tiles.iter().enumerate() {
+            let (cells, winner) = patterns[p];
+            for (cell, v) in cells.into_iter().enumerate() {
+                x[(cell / 2) * 18 + 2 * i + cell % 2] = v;
+            }
+            expected[(winner / 2) * 18 + 2 * i + winner % 2] = (i + 1) as f32;
+        }
+        let x = Tensor::from_vec(x, (1, 1, 2, 18), &Device::Cpu).unwrap();
+        let g = Tensor::arange(1f32, 10., &Device::Cpu).unwrap().reshape((1, 1, 1, 9)).unwrap();
+        let dx = pool2d_backward(&x, &g, &window(2, 2, [0; 4]), Pool::Max).unwrap();
+        assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
     }
 
     #[test]
