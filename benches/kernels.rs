@@ -1,13 +1,15 @@
 //! The conv kernels against gemm alone on the same products, on the sample model's biggest
-//! convolution (conv2d_2: 32 → 64 channels, 3×3, 26×26 → 24×24), at batch 1 and 64.
-//! Throughput is in FLOP (criterion prints it as elem/s): `cargo bench --bench kernels`.
+//! convolution (conv2d_2: 32 → 64 channels, 3×3, 26×26 → 24×24), at batch 1 and 64, and the
+//! other kernels of one activation-maximisation step (a batch of 10 classes) on the sample
+//! model's shapes. Conv throughput is in FLOP (criterion prints it as elem/s):
+//! `cargo bench --bench kernels`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use candle_core::{Device, Tensor};
-use convscope::kernels::{self, Window};
+use convscope::kernels::{self, Pool, Window};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 
@@ -65,5 +67,36 @@ fn conv(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, conv);
+/// The rest of a backward pass for 10 targets at once, as activation maximisation runs it:
+/// dense_1 (9216 → 128) both ways, the 2×2 max pool's gradient and conv2d_2's ReLU gradient.
+fn class_batch(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let batch = 10;
+    let features = Tensor::randn(0f32, 1., (batch, 9216), &dev).unwrap();
+    let dense_kernel = Tensor::randn(0f32, 0.01, (9216, 128), &dev).unwrap();
+    let dense_grad = Tensor::randn(0f32, 1., (batch, 128), &dev).unwrap();
+    let conv_out = Tensor::randn(0f32, 1., (batch, 64, 24, 24), &dev).unwrap().relu().unwrap();
+    let conv_grad = Tensor::randn(0f32, 1., (batch, 64, 24, 24), &dev).unwrap();
+    let pool_grad = Tensor::randn(0f32, 1., (batch, 64, 12, 12), &dev).unwrap();
+    let pool = Window { kernel: [2, 2], stride: [2, 2], dilation: [1, 1], pads: [0; 4] };
+    let mut group = c.benchmark_group(format!("class batch {batch}"));
+    group.bench_function("dense_1 forward", |bench| {
+        bench.iter(|| kernels::dense(black_box(&features), &dense_kernel, None, true).unwrap())
+    });
+    group.bench_function("dense_1 input gradient", |bench| {
+        bench.iter(|| kernels::dense_backward_input(black_box(&dense_grad), &dense_kernel).unwrap())
+    });
+    group.bench_function("max pool 2x2 gradient", |bench| {
+        bench.iter(|| {
+            kernels::pool2d_backward(black_box(&conv_out), &pool_grad, &pool, Pool::Max).unwrap()
+        })
+    });
+    group.bench_function("ReLU gradient", |bench| {
+        bench
+            .iter(|| kernels::relu_backward(black_box(&conv_grad), &conv_out, true, false).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv, class_batch);
 criterion_main!(benches);
