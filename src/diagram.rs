@@ -15,9 +15,9 @@ use crate::summary::displayed;
 const MIN_WIDTH: usize = 24;
 
 /// The text of one layer's box.
-struct Block {
+struct Block<'a> {
     name: String,
-    type_name: &'static str,
+    type_name: &'a str,
     detail: String,
     /// `◄ a, b` when the layer reads something other than just the layer above.
     reads: Option<String>,

@@ -409,12 +409,22 @@ pub struct Node {
     pub op: Op,
     /// Names of the nodes (or the graph input) it reads, in order.
     pub inputs: Vec<String>,
+    /// The class of the layer it was imported from, shown in the layer table where the op
+    /// alone would name it otherwise (a SeparableConv2D's pointwise half computes a Conv2D;
+    /// a SpatialDropout2D, at inference, a Dropout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 impl Node {
     /// A node named `name` computing `op` on the values named `inputs`.
     pub fn new(name: &str, op: Op, inputs: &[&str]) -> Node {
-        Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
+        Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            class: None,
+        }
     }
 }
 
@@ -552,7 +562,10 @@ impl Graph {
 
     /// Keras's class name of node `i`: its op's, except that a conv with one group per
     /// input channel is a DepthwiseConv2D (whatever its depth multiplier).
-    pub fn type_name(&self, node: usize) -> &'static str {
+    pub fn type_name(&self, node: usize) -> &str {
+        if let Some(class) = &self.spec.nodes[node].class {
+            return class;
+        }
         match &self.spec.nodes[node].op {
             Op::Conv2d { groups, .. }
                 if *groups > 1 && self.shape(self.node_inputs[node][0]).first() == Some(groups) =>
@@ -847,7 +860,7 @@ mod tests {
             nodes: vec![
                 conv("a", "input", 4, Padding::Valid),
                 conv("b", "a", 6, Padding::Same),
-                Node { name: "f".into(), op: Op::Flatten, inputs: vec!["b".into()] },
+                Node::new("f", Op::Flatten, &["b"]),
             ],
         })
         .unwrap();

@@ -333,14 +333,19 @@ impl<'a> Builder<'a> {
 
     /// Appends a node and returns its output shape (checked by the graph's own inference).
     fn emit(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<Vec<usize>> {
-        self.spec.nodes.push(Node::new(name, op, inputs));
+        self.push(Node::new(name, op, inputs))
+    }
+
+    fn push(&mut self, node: Node) -> Result<Vec<usize>> {
+        self.spec.nodes.push(node);
         let graph = Graph::new(self.spec.clone())?;
         Ok(graph.shape(crate::graph::ValueId::of_node(graph.output_node())).to_vec())
     }
 
-    /// Appends the node(s) of a layer whose last node carries the layer's name.
+    /// Appends the node(s) of a layer whose last node carries the layer's name and class.
     fn finish(&mut self, layer: &Layer, op: Op, inputs: &[&str], order: Order) -> Result<()> {
-        let shape = self.emit(&layer.name, op, inputs)?;
+        let node = Node { class: Some(layer.class.clone()), ..Node::new(&layer.name, op, inputs) };
+        let shape = self.push(node)?;
         self.values.insert(layer.name.clone(), Output { node: layer.name.clone(), shape, order });
         Ok(())
     }

@@ -515,7 +515,7 @@ impl Importer {
         weights: Vec<(&str, Array<f64>)>,
     ) -> Fallible<String> {
         let name = self.unique(base);
-        self.spec.nodes.push(Node { name: name.clone(), op, inputs });
+        self.spec.nodes.push(Node { name: name.clone(), op, inputs, class: None });
         let graph = Graph::new(self.spec.clone()).map_err(|e| match e {
             Error::Graph { message, .. } => message,
             other => other.to_string(),
