@@ -39,6 +39,10 @@ struct ExploreArgs {
     /// Images to explore: files or folders (default: bundled validation digits).
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
+    /// Only the inputs the model gets wrong: every bundled validation digit it misclassifies,
+    /// or the misclassified ones among labelled --images (files named `…_<class>.png`).
+    #[arg(long)]
+    mistakes: bool,
     /// Reload the model when its file changes (a checkpoint being rewritten).
     #[arg(long)]
     watch: bool,
@@ -291,7 +295,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         bail!("--watch needs a model file to watch");
     }
     let mut notes = Vec::new();
-    let inputs = tui::load_inputs(&model, &args.images, &mut notes)?;
+    let inputs = tui::load_inputs(&model, &args.images, args.mistakes, &mut notes)?;
     for note in notes {
         eprintln!("convscope: note: {note}");
     }

@@ -85,6 +85,13 @@ pub struct InputItem {
     pub probs: Vec<f32>,
 }
 
+impl InputItem {
+    /// Whether its true class is known and is not the model's top class.
+    pub fn misclassified(&self) -> bool {
+        self.label.is_some_and(|label| label != views::argmax(&self.probs))
+    }
+}
+
 /// What the main panel shows.
 #[derive(Clone, Debug)]
 pub enum Panel {
@@ -247,6 +254,14 @@ impl App {
     }
 
     /// The current input.
+    /// Makes input `i` the current one, on its predicted class.
+    fn select_input(&mut self, i: usize) {
+        self.input = i;
+        if let Some(item) = self.current() {
+            self.class = views::argmax(&item.probs);
+        }
+    }
+
     pub(crate) fn current(&self) -> Option<&InputItem> {
         self.inputs.get(self.input)
     }
@@ -325,14 +340,33 @@ impl App {
                 }
             }
             Action::NextInput | Action::PrevInput => {
-                self.input = if action == Action::NextInput {
+                let input = if action == Action::NextInput {
                     (self.input + 1) % n_inputs
                 } else {
                     (self.input + n_inputs - 1) % n_inputs
                 };
-                // A new input starts on its predicted class.
-                if let Some(item) = self.current() {
-                    self.class = views::argmax(&item.probs);
+                self.select_input(input);
+            }
+            Action::NextMistake | Action::PrevMistake => {
+                // The inputs after (or before) this one, wrapping round, this one last.
+                let order: Vec<usize> = if action == Action::NextMistake {
+                    (1..=n_inputs).map(|step| (self.input + step) % n_inputs).collect()
+                } else {
+                    (1..=n_inputs).map(|step| (self.input + n_inputs - step) % n_inputs).collect()
+                };
+                match order
+                    .into_iter()
+                    .find(|&i| self.inputs.get(i).is_some_and(InputItem::misclassified))
+                {
+                    Some(i) => self.select_input(i),
+                    None => {
+                        let labelled = self.inputs.iter().filter(|i| i.label.is_some()).count();
+                        self.status = Some(if labelled == 0 {
+                            "no input's true class is known (name files …_<class>.png)".into()
+                        } else {
+                            format!("no misclassified input: all {labelled} labelled are right")
+                        });
+                    }
                 }
             }
             Action::NextModifier => {
@@ -716,25 +750,36 @@ fn classify(
     model: &Model,
     inputs: Vec<(String, Prepared, Option<usize>)>,
 ) -> crate::Result<Vec<InputItem>> {
-    let prepared = inputs
+    let inputs = inputs
         .into_iter()
         .map(|(name, prepared, label)| {
             let tensor = input::normalise(model, &prepared.pixels)?;
             Ok((name, Prepared { tensor, ..prepared }, label))
         })
         .collect::<crate::Result<Vec<_>>>()?;
-    if prepared.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One batched pass for every input: this is on the way to the first frame.
-    let batch =
-        candle_core::Tensor::cat(&prepared.iter().map(|p| &p.1.tensor).collect::<Vec<_>>(), 0)?;
-    let probs = model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-    Ok(prepared
+    let probs = predictions(model, &inputs)?;
+    Ok(inputs
         .into_iter()
         .zip(probs)
         .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
         .collect())
+}
+
+/// The model's probabilities for each input, in batches: few passes on the way to the first
+/// frame, and memory bounded by the batch rather than the number of inputs (2,000 digits at
+/// once would hold 300 MB of conv outputs).
+pub(crate) fn predictions(
+    model: &Model,
+    inputs: &[(String, Prepared, Option<usize>)],
+) -> crate::Result<Vec<Vec<f32>>> {
+    const BATCH: usize = 64;
+    let mut probs = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(BATCH) {
+        let tensors: Vec<&candle_core::Tensor> = chunk.iter().map(|i| &i.1.tensor).collect();
+        let batch = candle_core::Tensor::cat(&tensors, 0)?;
+        probs.extend(model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?);
+    }
+    Ok(probs)
 }
 
 /// Wall-clock time of day (UTC) as HH:MM:SS, without a date crate.

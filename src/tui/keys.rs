@@ -26,6 +26,10 @@ pub enum Action {
     NextInput,
     /// Previous input.
     PrevInput,
+    /// Next input the model misclassifies.
+    NextMistake,
+    /// Previous input the model misclassifies.
+    PrevMistake,
     /// vanilla → guided → relu.
     NextModifier,
     /// Next layer.
@@ -184,6 +188,22 @@ pub const BINDINGS: &[Binding] = &[
         label: "↑ k",
         help: "previous input",
         action: Action::PrevInput,
+        tabs: &[],
+        status: None,
+    },
+    Binding {
+        keys: &[ch('n')],
+        label: "n",
+        help: "next misclassified input",
+        action: Action::NextMistake,
+        tabs: &[],
+        status: None,
+    },
+    Binding {
+        keys: &[ch('N')],
+        label: "N",
+        help: "previous misclassified input",
+        action: Action::PrevMistake,
         tabs: &[],
         status: None,
     },

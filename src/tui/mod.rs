@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::input::{self, Prepared};
 use crate::model::Model;
 use crate::tui::app::{App, Options};
+use crate::views;
 
 /// Image file extensions a folder given to `--images` is searched for.
 const IMAGE_EXTENSIONS: &[&str] =
@@ -41,37 +42,78 @@ pub fn label_from_name(model: &Model, path: &Path) -> Option<usize> {
 }
 
 /// Loads `--images` (files, or folders searched for images), or the bundled digits when
-/// none are given and the model reads 28×28 grey digits. Notes about resizing go to
-/// `notes`.
+/// none are given and the model reads 28×28 grey digits: the first [`BUNDLED_INPUTS`] of
+/// them, or with `mistakes` every validation digit the model gets wrong. Notes about
+/// resizing go to `notes`.
 pub fn load_inputs(
+    model: &Model,
+    images: &[PathBuf],
+    mistakes: bool,
+    notes: &mut Vec<String>,
+) -> Result<Vec<NamedInput>> {
+    let inputs = if images.is_empty() {
+        bundled_inputs(model, if mistakes { usize::MAX } else { BUNDLED_INPUTS })?
+    } else {
+        image_inputs(model, images, notes)?
+    };
+    if !mistakes {
+        return Ok(inputs);
+    }
+    let labelled = inputs.iter().filter(|i| i.2.is_some()).count();
+    if labelled == 0 {
+        return Err(Error::Invalid(
+            "--mistakes needs inputs whose class is known: bundled digits, or files named \
+             …_<class>.png"
+                .into(),
+        ));
+    }
+    let predicted = app::predictions(model, &inputs)?;
+    let wrong: Vec<NamedInput> = inputs
+        .into_iter()
+        .zip(predicted)
+        .filter(|((.., label), probs)| label.is_some_and(|l| l != views::argmax(probs)))
+        .map(|(input, _)| input)
+        .collect();
+    if wrong.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the model classifies all {labelled} labelled inputs correctly: nothing for --mistakes"
+        )));
+    }
+    notes.push(format!("{} of {labelled} labelled inputs are misclassified", wrong.len()));
+    Ok(wrong)
+}
+
+/// Up to `count` bundled validation digits, for models that read 28×28 grey digits.
+fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
+    if model.input_chw()? != [1, 28, 28] {
+        return Err(Error::Invalid(
+            "this model does not read 28×28 grey digits: give images with --images DIR|FILE…"
+                .into(),
+        ));
+    }
+    let digits = Digits::bundled()?;
+    digits
+        .validation()
+        .take(count)
+        .map(|i| {
+            let pixels: Vec<f32> = digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
+            let prepared = Prepared {
+                source: PathBuf::from(format!("digit #{i}")),
+                tensor: input::normalise(model, &pixels)?,
+                pixels,
+                adjusted: None,
+            };
+            Ok((format!("digit #{i}"), prepared, Some(digits.label(i))))
+        })
+        .collect()
+}
+
+/// The image files given to `--images`, folders searched for images.
+fn image_inputs(
     model: &Model,
     images: &[PathBuf],
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
-    if images.is_empty() {
-        if model.input_chw()? != [1, 28, 28] {
-            return Err(Error::Invalid(
-                "this model does not read 28×28 grey digits: give images with --images DIR|FILE…"
-                    .into(),
-            ));
-        }
-        let digits = Digits::bundled()?;
-        return digits
-            .validation()
-            .take(BUNDLED_INPUTS)
-            .map(|i| {
-                let pixels: Vec<f32> =
-                    digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
-                let prepared = Prepared {
-                    source: PathBuf::from(format!("digit #{i}")),
-                    tensor: input::normalise(model, &pixels)?,
-                    pixels,
-                    adjusted: None,
-                };
-                Ok((format!("digit #{i}"), prepared, Some(digits.label(i))))
-            })
-            .collect();
-    }
     let mut files = Vec::new();
     for path in images {
         if path.is_dir() {

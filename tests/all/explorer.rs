@@ -15,7 +15,7 @@ use ratatui::backend::TestBackend;
 
 fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let model = sample::model().unwrap();
-    let mut inputs = tui::load_inputs(&model, &[], &mut Vec::new()).unwrap();
+    let mut inputs = tui::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
     inputs.truncate(3);
     let options = Options {
         color: ColorMode::TrueColor,
@@ -25,6 +25,45 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         overrides: Default::default(),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
+}
+
+#[test]
+fn mistakes_are_listed_and_reached_by_keys() {
+    let model = sample::model().unwrap();
+    let mut notes = Vec::new();
+    let wrong = tui::load_inputs(&model, &[], true, &mut notes).unwrap();
+    // Every one is labelled and misclassified, and they are a small part of the 2,000.
+    assert!((1..100).contains(&wrong.len()), "{}", wrong.len());
+    assert_eq!(notes, [format!("{} of 2000 labelled inputs are misclassified", wrong.len())]);
+
+    // Two right inputs, a wrong one, a right one: n and N find the wrong one from either side.
+    let mut inputs = tui::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    inputs.truncate(3);
+    inputs.insert(2, wrong[0].clone());
+    let cache = tempfile::tempdir().unwrap();
+    let options = Options {
+        color: ColorMode::TrueColor,
+        maxact_iterations: 5,
+        cache_dir: Some(cache.path().to_path_buf()),
+        watch: None,
+        overrides: Default::default(),
+    };
+    let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
+    press(&mut app, KeyCode::Char('n'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Inputs 3/4") && s.contains(&format!("▶{}", wrong[0].0)), "{s}");
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char('N'));
+    assert!(screen(&app, 80, 24).contains("Inputs 3/4"));
+
+    // With none wrong, the keys say so and stay put.
+    inputs.remove(2);
+    let model = sample::model().unwrap();
+    let mut app = App::new(model, "sample".into(), 1, inputs, options).unwrap();
+    press(&mut app, KeyCode::Char('n'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Inputs 1/3"), "{s}");
+    assert!(s.contains("no misclassified input: all 3 labelled are right"), "{s}");
 }
 
 fn screen(app: &App, width: u16, height: u16) -> String {
