@@ -68,7 +68,8 @@ fn conv(c: &mut Criterion) {
 }
 
 /// The rest of a backward pass for 10 targets at once, as activation maximisation runs it:
-/// dense_1 (9216 → 128) both ways, the 2×2 max pool's gradient and conv2d_2's ReLU gradient.
+/// dense_1 (9216 → 128) both ways, the 2×2 max pool's gradient, conv2d_2's input gradient
+/// from what the pool routes (mostly zeros) and conv2d_2's ReLU gradient.
 fn class_batch(c: &mut Criterion) {
     let dev = Device::Cpu;
     let batch = 10;
@@ -89,6 +90,16 @@ fn class_batch(c: &mut Criterion) {
     group.bench_function("max pool 2x2 gradient", |bench| {
         bench.iter(|| {
             kernels::pool2d_backward(black_box(&conv_out), &pool_grad, &pool, Pool::Max).unwrap()
+        })
+    });
+    // Below the pool one gradient in four (or fewer) is not zero: the sparse kernel's case.
+    let routed = kernels::pool2d_backward(&conv_out, &pool_grad, &pool, Pool::Max).unwrap();
+    let conv_kernel = Tensor::randn(0f32, 0.1, (64, 32, 3, 3), &dev).unwrap();
+    let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };
+    group.bench_function("conv2d_2 input gradient below the pool", |bench| {
+        bench.iter(|| {
+            let dims = [batch, 32, 26, 26];
+            kernels::conv2d_backward_input(black_box(&routed), &conv_kernel, dims, &win, 1).unwrap()
         })
     });
     group.bench_function("ReLU gradient", |bench| {

@@ -24,6 +24,7 @@ use crate::graph::Pads;
 mod dense;
 mod direct;
 mod pool;
+mod sparse;
 
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {
@@ -596,6 +597,28 @@ pub fn conv2d_backward_input(
     groups: usize,
 ) -> Result<Tensor> {
     let [_, o, ..] = dims4(grad)?;
+    if grad.dtype() == DType::F32 {
+        let sparse = with_slice::<f32, _>(grad, |gs| {
+            with_slice::<f32, _>(kernel, |ks| {
+                let Some(plan) = sparse::Plan::new(gs, ks, input_dims, o, win, groups) else {
+                    return Ok(None);
+                };
+                let mut dx = vec![0.0; input_dims[0] * plan.image_len()];
+                for_each_item(
+                    &mut dx,
+                    plan.image_len(),
+                    gs,
+                    plan.out_len(),
+                    plan.scratch_len(),
+                    |g_img, dx_img, scratch, _| plan.image(g_img, dx_img, scratch),
+                )?;
+                Ok(Some(dx))
+            })
+        })?;
+        if let Some(dx) = sparse {
+            return Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?);
+        }
+    }
     let shape = ConvShape::new(input_dims, o, win, groups);
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
         with_slice::<T, _>(kernel, |ks| {
@@ -1237,6 +1260,48 @@ mod tests {
             let theirs = theirs.to_dtype(DType::F32).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-3, "{n} × {inputs} × {units}");
         }
+    }
+
+    #[test]
+    fn sparse_conv_gradient_matches_gemm() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], [kh, kw], pads): valid and padded, 1 to 3 columns, two channel
+        // blocks, more than 64 output channels (two mask words), tall windows.
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], Pads);
+        let cases: [Case; 6] = [
+            (2, 32, 64, [12, 12], [3, 3], [0; 4]),
+            (1, 32, 70, [6, 5], [3, 3], [1; 4]),
+            (1, 64, 16, [9, 7], [3, 3], [1; 4]),
+            (3, 32, 5, [6, 6], [2, 2], [0, 1, 1, 0]),
+            (1, 32, 8, [10, 8], [5, 3], [2, 1, 2, 1]),
+            (2, 32, 7, [7, 9], [3, 1], [1, 0, 1, 0]),
+        ];
+        for (n, c, o, [h, w], kernel, pads) in cases {
+            let win = Window { kernel, stride: [1, 1], dilation: [1, 1], pads };
+            let [oh, ow] = win.out_size(h, w);
+            let k = Tensor::randn(0f32, 1., (o, c, kernel[0], kernel[1]), &dev).unwrap();
+            // Four in five gradients zero, as below a max pool.
+            let g = Tensor::randn(0f32, 1., (n, o, oh, ow), &dev).unwrap();
+            let keep = Tensor::rand(0f32, 1., (n, o, oh, ow), &dev).unwrap().ge(0.8).unwrap();
+            let g = (g * keep.to_dtype(DType::F32).unwrap()).unwrap();
+            let (gs, ks) = (
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let dims = [n, c, h, w];
+            let taken = sparse::Plan::new(&gs, &ks, dims, o, &win, 1).is_some();
+            assert_eq!(taken, direct::available(), "{kernel:?} {pads:?}");
+            let ours = conv2d_backward_input(&g, &k, dims, &win, 1).unwrap();
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let theirs = conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, 1).unwrap();
+            let theirs = theirs.to_dtype(DType::F32).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-4, "{kernel:?} {pads:?}");
+        }
+        // A dense gradient goes to gemm.
+        let g: Vec<f32> = (0..64 * 100).map(|i| 1.0 + i as f32).collect();
+        let ks = vec![0.5f32; 64 * 32 * 9];
+        let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };
+        assert!(sparse::Plan::new(&g, &ks, [1, 32, 12, 12], 64, &win, 1).is_none());
     }
 
     #[test]

@@ -1,0 +1,251 @@
+//! The input gradient of a stride-1 convolution in f32 when the output gradient is mostly
+//! zeros, with AVX2 and FMA: only the non-zero gradients are spread over the input.
+//!
+//! Why: below a 2×2 max pool only one output in four gets a gradient (and the ReLU gate
+//! clears more), so im2col + gemm multiplies zeros at least three times in four. Here each
+//! output pixel has a bit mask of its non-zero channels, and for each kernel row those
+//! channels' kernel values (32 input channels by every column of the window) are summed in
+//! registers, then added to the input gradient, held channels-last and padded so the
+//! channels of one input pixel are consecutive and every window fits. The conv2d_2 input
+//! gradient below the sample model's pool measured 1.6–2× faster than im2col + gemm, and
+//! activation maximisation 1.2–1.3× (alternating runs).
+
+use super::{Window, direct};
+use crate::error::{Error, Result};
+
+/// Input channels per register block: four AVX vectors.
+const CHANNELS: usize = 32;
+/// Widest window row: with [`CHANNELS`], 12 accumulators.
+const MAX_COLUMNS: usize = 3;
+/// Above this share of non-zero gradients im2col + gemm is faster.
+const MAX_DENSITY: f64 = 0.3;
+
+/// The conv this path takes, with its kernel packed `[o][kh][kw][c]`.
+pub(super) struct Plan {
+    /// Input `[c, h, w]` of one image.
+    image: [usize; 3],
+    /// Output `[o, oh, ow]` of one image.
+    out: [usize; 3],
+    window: [usize; 2],
+    /// Padding `[top, left]`: the input gradient is cropped from the padded one.
+    pads: [usize; 2],
+    packed: Vec<f32>,
+}
+
+impl Plan {
+    /// The plan for the input gradient `grad` of a conv of `[n, c, h, w]` by `ks`
+    /// (`[o, c, kh, kw]`), or None unless the window, the channels, the CPU and the share
+    /// of zeros in `grad` suit it.
+    pub(super) fn new(
+        grad: &[f32],
+        ks: &[f32],
+        [_, c, h, w]: [usize; 4],
+        o: usize,
+        win: &Window,
+        groups: usize,
+    ) -> Option<Plan> {
+        let [kh, kw] = win.kernel;
+        let [top, left, bottom, right] = win.pads;
+        let fits = direct::available()
+            && groups == 1
+            && win.stride == [1, 1]
+            && win.dilation == [1, 1]
+            && c > 0
+            && c.is_multiple_of(CHANNELS)
+            && (1..=MAX_COLUMNS).contains(&kw)
+            && kh > 0
+            && h + top + bottom >= kh
+            && w + left + right >= kw
+            && ks.len() == o * c * kh * kw;
+        if !fits {
+            return None;
+        }
+        let nonzero = grad.iter().filter(|&&g| g != 0.0).count();
+        if nonzero as f64 > MAX_DENSITY * grad.len() as f64 {
+            return None;
+        }
+        let (oh, ow) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
+        let mut packed = Vec::with_capacity(ks.len());
+        for filter in ks.chunks_exact(c * kh * kw) {
+            for tap in 0..kh * kw {
+                packed.extend((0..c).map(|ch| filter[ch * kh * kw + tap]));
+            }
+        }
+        Some(Plan {
+            image: [c, h, w],
+            out: [o, oh, ow],
+            window: [kh, kw],
+            pads: [top, left],
+            packed,
+        })
+    }
+
+    pub(super) fn image_len(&self) -> usize {
+        self.image.iter().product()
+    }
+
+    pub(super) fn out_len(&self) -> usize {
+        self.out.iter().product()
+    }
+
+    /// Scratch values one image needs: the padded input gradient, channels-last.
+    pub(super) fn scratch_len(&self) -> usize {
+        let [c, ..] = self.image;
+        let [_, oh, ow] = self.out;
+        let [kh, kw] = self.window;
+        (oh + kh - 1) * (ow + kw - 1) * c
+    }
+
+    /// The input gradient `dx` (`[c, h, w]`) of one image from its output gradient `grad`
+    /// (`[o, oh, ow]`), using `scratch` of [`Plan::scratch_len`] values.
+    pub(super) fn image(&self, grad: &[f32], dx: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let [c, h, w] = self.image;
+        let [o, oh, ow] = self.out;
+        let [kh, kw] = self.window;
+        let wp = ow + kw - 1;
+        if grad.len() != self.out_len() || dx.len() != self.image_len() {
+            return Err(Error::Invalid("sparse conv gradient of the wrong size".into()));
+        }
+        let padded = scratch
+            .get_mut(..self.scratch_len())
+            .ok_or_else(|| Error::Invalid("sparse conv gradient scratch too short".into()))?;
+        padded.fill(0.0);
+        let plane = oh * ow;
+        // Per output pixel, a bit per channel whose gradient is not zero: built plane by
+        // plane in passes that vectorise, read bit by bit by the kernel (gathering the
+        // channels with a test per channel cost as much as the products).
+        let words = o.div_ceil(64);
+        let mut masks = vec![0u64; plane * words];
+        for (filter, g_plane) in grad.chunks_exact(plane).enumerate() {
+            let bit = 1u64 << (filter % 64);
+            let set = |mask: &mut u64, &g: &f32| *mask |= if g != 0.0 { bit } else { 0 };
+            if words == 1 {
+                masks.iter_mut().zip(g_plane).for_each(|(mask, g)| set(mask, g));
+            } else {
+                let masks = masks[filter / 64..].iter_mut().step_by(words);
+                masks.zip(g_plane).for_each(|(mask, g)| set(mask, g));
+            }
+        }
+        for (pixel, nonzero) in masks.chunks_exact(words).enumerate() {
+            if nonzero.iter().all(|&m| m == 0) {
+                continue;
+            }
+            let at = (pixel / ow * wp + pixel % ow) * c;
+            spread(&self.packed, [kh, kw, c, wp], nonzero, &grad[pixel..], plane, padded, at)?;
+        }
+        // Channels-last and padded → planar, cropped.
+        let [top, left] = self.pads;
+        for (ch, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+            for (yy, row) in plane.chunks_exact_mut(w).enumerate() {
+                let source = &padded[((yy + top) * wp + left) * c + ch..];
+                for (d, s) in row.iter_mut().zip(source.iter().step_by(c)) {
+                    *d = *s;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `padded[at + (ki·wp + kj)·c + j] += Σ_f grad[f·plane] · packed[f][ki][kj][j]` over the
+/// channels `f` whose bit is set in `nonzero`: one output pixel's non-zero gradients spread
+/// over its window of the padded input gradient (`wp` wide), for every row `ki` and column
+/// `kj` of the window and input channel `j`.
+fn spread(
+    packed: &[f32],
+    [kh, kw, c, wp]: [usize; 4],
+    nonzero: &[u64],
+    grad: &[f32],
+    plane: usize,
+    padded: &mut [f32],
+    at: usize,
+) -> Result<()> {
+    let filter_len = kh * kw * c;
+    let filters = packed.len() / filter_len.max(1);
+    // One past the highest channel with its bit set.
+    let end = nonzero
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| **m != 0)
+        .map_or(0, |(word, &m)| word * 64 + 64 - m.leading_zeros() as usize);
+    let fits = direct::available()
+        && (1..=MAX_COLUMNS).contains(&kw)
+        && c.is_multiple_of(CHANNELS)
+        && end <= filters
+        && (end == 0 || (end - 1) * plane < grad.len())
+        && at + ((kh - 1) * wp + kw - 1) * c + c <= padded.len();
+    if !fits {
+        return Err(Error::Invalid("sparse conv gradient out of bounds".into()));
+    }
+    for ki in 0..kh {
+        for block in (0..c).step_by(CHANNELS) {
+            let offset = ki * kw * c + block;
+            let padded = &mut padded[at + ki * wp * c + block..];
+            let weights = [filter_len, offset, c];
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            // SAFETY: `fits` checked the CPU features; that every channel with its bit set
+            // has a filter in `packed` (reads end at its `offset + (kw−1)·c + 32 ≤
+            // filter_len`) and a gradient `grad[f·plane]`; and that `padded` holds the
+            // window's last row (writes end at `(kw−1)·c + 32`).
+            unsafe {
+                match kw {
+                    1 => avx2::spread::<1>(packed, weights, nonzero, grad, plane, padded),
+                    2 => avx2::spread::<2>(packed, weights, nonzero, grad, plane, padded),
+                    _ => avx2::spread::<MAX_COLUMNS>(packed, weights, nonzero, grad, plane, padded),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::spread`]'s products for a window `KW` wide and one block of 32 channels:
+    /// weights from `packed` filter `f` at `f·filter_len + offset`, columns `c` apart, into
+    /// `padded` from its start.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; every channel `f` with its bit set in `nonzero` has
+    /// `grad[f·plane]` and `offset + (KW−1)·c + 32` values of `packed` from its filter's
+    /// start; `padded` holds `(KW−1)·c + 32` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn spread<const KW: usize>(
+        packed: &[f32],
+        [filter_len, offset, c]: [usize; 3],
+        nonzero: &[u64],
+        grad: &[f32],
+        plane: usize,
+        padded: &mut [f32],
+    ) {
+        // SAFETY: the caller's bounds cover every access.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 4]; KW];
+            for (word, &bits) in nonzero.iter().enumerate() {
+                let mut bits = bits;
+                while bits != 0 {
+                    let filter = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let g = _mm256_broadcast_ss(&*grad.as_ptr().add(filter * plane));
+                    let w = packed.as_ptr().add(filter * filter_len + offset);
+                    for (kj, acc) in acc.iter_mut().enumerate() {
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm256_fmadd_ps(g, _mm256_loadu_ps(w.add(kj * c + v * 8)), *acc);
+                        }
+                    }
+                }
+            }
+            for (kj, acc) in acc.iter().enumerate() {
+                for (v, acc) in acc.iter().enumerate() {
+                    let p = padded.as_mut_ptr().add(kj * c + v * 8);
+                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *acc));
+                }
+            }
+        }
+    }
+}
