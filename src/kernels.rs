@@ -6,7 +6,10 @@
 //! copied) and call the `gemm` crate directly: convolution is im2col (per image, into a
 //! buffer reused across the batch) followed by one matrix product per group, the input
 //! gradient a product followed by col2im; bias and ReLU are applied in the same pass as
-//! the product's output is written. A batch of several images is split image by image over
+//! the product's output is written. On x86-64 CPUs with AVX2 and FMA (detected at run time)
+//! f32 work takes faster paths where they apply: `direct` convolution, the `sparse` input
+//! gradient below a pool, the `dense` input gradient for a few rows; the 2×2 max pool's
+//! gradient runs in SSE2 (`pool`). A batch of several images is split image by image over
 //! the rayon pool; a single image lets gemm use the pool instead. Dense layers and the ReLU
 //! gradient have kernels here too, so a forward/backward pass costs few allocations and no
 //! per-op dispatch. Kernels work in f32 and f64; f64 serves the finite-difference tests.
