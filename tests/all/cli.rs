@@ -249,3 +249,18 @@ fn preprocessing_that_does_not_fit_the_model_is_one_line() {
     let o = convscope(&["summary", &model, "--classes", "/no/such/file"]);
     assert_one_line_error(&o, "reading class names from /no/such/file");
 }
+
+#[test]
+fn mistakes_without_known_classes_or_mistakes_is_one_line() {
+    // The file name says no class: nothing to compare the prediction with.
+    let dir = tempfile::tempdir().unwrap();
+    let unlabelled = dir.path().join("digit.png");
+    std::fs::copy(sample_digit(), &unlabelled).unwrap();
+    let o = convscope(&["explore", "--mistakes", "--images", unlabelled.to_str().unwrap()]);
+    assert_one_line_error(&o, "--mistakes needs inputs whose class is known");
+    // Named with its true class (a 3 the model gets right): no mistakes to show.
+    let labelled = dir.path().join("08000_3.png");
+    std::fs::copy(sample_digit(), &labelled).unwrap();
+    let o = convscope(&["explore", "--mistakes", "--images", labelled.to_str().unwrap()]);
+    assert_one_line_error(&o, "classifies all 1 labelled inputs correctly");
+}
