@@ -1268,12 +1268,16 @@ mod tests {
     #[test]
     fn sparse_conv_gradient_matches_gemm() {
         let dev = Device::Cpu;
-        // (n, c, o, [h, w], [kh, kw], pads): valid and padded, 1 to 3 columns, two channel
-        // blocks, more than 64 output channels (two mask words), tall windows.
+        // (n, c, o, [h, w], [kh, kw], pads): valid and padded, 1 to 3 columns, blocks of 32,
+        // 16 and 8 channels, several blocks, more than 64 output channels (two mask words),
+        // tall windows.
         type Case = (usize, usize, usize, [usize; 2], [usize; 2], Pads);
-        let cases: [Case; 6] = [
+        let cases: [Case; 9] = [
             (2, 32, 64, [12, 12], [3, 3], [0; 4]),
             (1, 32, 70, [6, 5], [3, 3], [1; 4]),
+            (1, 16, 12, [8, 8], [3, 3], [1; 4]),
+            (2, 8, 9, [7, 6], [2, 3], [0; 4]),
+            (1, 48, 6, [5, 5], [3, 1], [1; 4]),
             (1, 64, 16, [9, 7], [3, 3], [1; 4]),
             (3, 32, 5, [6, 6], [2, 2], [0, 1, 1, 0]),
             (1, 32, 8, [10, 8], [5, 3], [2, 1, 2, 1]),

@@ -4,7 +4,7 @@
 //! Why: below a 2×2 max pool only one output in four gets a gradient (and the ReLU gate
 //! clears more), so im2col + gemm multiplies zeros at least three times in four. Here each
 //! output pixel has a bit mask of its non-zero channels, and for each kernel row those
-//! channels' kernel values (32 input channels by every column of the window) are summed in
+//! channels' kernel values (32, 16 or 8 input channels by every column of the window) are summed in
 //! registers, then added to the input gradient, held channels-last and padded so the
 //! channels of one input pixel are consecutive and every window fits. The conv2d_2 input
 //! gradient below the sample model's pool measured 1.6–2× faster than im2col + gemm, and
@@ -13,9 +13,9 @@
 use super::{Window, direct};
 use crate::error::{Error, Result};
 
-/// Input channels per register block: four AVX vectors.
-const CHANNELS: usize = 32;
-/// Widest window row: with [`CHANNELS`], 12 accumulators.
+/// Most AVX vectors of input channels per register block (32 channels).
+const MAX_VECTORS: usize = 4;
+/// Widest window row: with [`MAX_VECTORS`], 12 accumulators.
 const MAX_COLUMNS: usize = 3;
 /// Most non-zero share of the gradient this path takes: it measured 1.6–2× im2col + gemm at
 /// about a quarter non-zero, so it breaks even near half; 0.3 keeps a margin.
@@ -52,7 +52,7 @@ impl Plan {
             && win.stride == [1, 1]
             && win.dilation == [1, 1]
             && c > 0
-            && c.is_multiple_of(CHANNELS)
+            && c.is_multiple_of(8)
             && (1..=MAX_COLUMNS).contains(&kw)
             && kh > 0
             && h + top + bottom >= kh
@@ -170,9 +170,11 @@ fn spread(
         .rev()
         .find(|(_, m)| **m != 0)
         .map_or(0, |(word, &m)| word * 64 + 64 - m.leading_zeros() as usize);
+    // Channels in blocks of 32, 16 or 8: the widest that divides them.
+    let vectors = [MAX_VECTORS, 2, 1].into_iter().find(|v| c.is_multiple_of(8 * v)).unwrap_or(0);
     let fits = direct::available()
         && (1..=MAX_COLUMNS).contains(&kw)
-        && c.is_multiple_of(CHANNELS)
+        && vectors > 0
         && end <= filters
         && (end == 0 || (end - 1) * plane < grad.len())
         && at + ((kh - 1) * wp + kw - 1) * c + c <= padded.len();
@@ -180,21 +182,28 @@ fn spread(
         return Err(Error::Invalid("sparse conv gradient out of bounds".into()));
     }
     for ki in 0..kh {
-        for block in (0..c).step_by(CHANNELS) {
+        for block in (0..c).step_by(8 * vectors) {
             let offset = ki * kw * c + block;
             let padded = &mut padded[at + ki * wp * c + block..];
-            let weights = [filter_len, offset, c];
+            let w = [filter_len, offset, c];
             #[cfg(target_arch = "x86_64")]
             #[allow(unsafe_code)]
             // SAFETY: `fits` checked the CPU features; that every channel with its bit set
-            // has a filter in `packed` (reads end at its `offset + (kw−1)·c + 32 ≤
+            // has a filter in `packed` (reads end at its `offset + (kw−1)·c + 8·vectors ≤
             // filter_len`) and a gradient `grad[f·plane]`; and that `padded` holds the
-            // window's last row (writes end at `(kw−1)·c + 32`).
+            // window's last row (writes end at `(kw−1)·c + 8·vectors`).
             unsafe {
-                match kw {
-                    1 => avx2::spread::<1>(packed, weights, nonzero, grad, plane, padded),
-                    2 => avx2::spread::<2>(packed, weights, nonzero, grad, plane, padded),
-                    _ => avx2::spread::<MAX_COLUMNS>(packed, weights, nonzero, grad, plane, padded),
+                use avx2::spread as run;
+                match (kw, vectors) {
+                    (1, 1) => run::<1, 1>(packed, w, nonzero, grad, plane, padded),
+                    (1, 2) => run::<1, 2>(packed, w, nonzero, grad, plane, padded),
+                    (1, _) => run::<1, MAX_VECTORS>(packed, w, nonzero, grad, plane, padded),
+                    (2, 1) => run::<2, 1>(packed, w, nonzero, grad, plane, padded),
+                    (2, 2) => run::<2, 2>(packed, w, nonzero, grad, plane, padded),
+                    (2, _) => run::<2, MAX_VECTORS>(packed, w, nonzero, grad, plane, padded),
+                    (_, 1) => run::<MAX_COLUMNS, 1>(packed, w, nonzero, grad, plane, padded),
+                    (_, 2) => run::<MAX_COLUMNS, 2>(packed, w, nonzero, grad, plane, padded),
+                    _ => run::<MAX_COLUMNS, MAX_VECTORS>(packed, w, nonzero, grad, plane, padded),
                 }
             }
         }
@@ -207,16 +216,16 @@ fn spread(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// [`super::spread`]'s products for a window `KW` wide and one block of 32 channels:
+    /// [`super::spread`]'s products for a window `KW` wide and one block of `8·V` channels:
     /// weights from `packed` filter `f` at `f·filter_len + offset`, columns `c` apart, into
     /// `padded` from its start.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; every channel `f` with its bit set in `nonzero` has
-    /// `grad[f·plane]` and `offset + (KW−1)·c + 32` values of `packed` from its filter's
-    /// start; `padded` holds `(KW−1)·c + 32` values.
+    /// `grad[f·plane]` and `offset + (KW−1)·c + 8·V` values of `packed` from its filter's
+    /// start; `padded` holds `(KW−1)·c + 8·V` values.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn spread<const KW: usize>(
+    pub(super) unsafe fn spread<const KW: usize, const V: usize>(
         packed: &[f32],
         [filter_len, offset, c]: [usize; 3],
         nonzero: &[u64],
@@ -226,7 +235,7 @@ mod avx2 {
     ) {
         // SAFETY: the caller's bounds cover every access.
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 4]; KW];
+            let mut acc = [[_mm256_setzero_ps(); V]; KW];
             for (word, &bits) in nonzero.iter().enumerate() {
                 let mut bits = bits;
                 while bits != 0 {
