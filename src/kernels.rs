@@ -726,11 +726,9 @@ fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -
         matmul(&mut y, a, b, false, threads)?;
         return Ok(y);
     }
-    let chunk = inputs.div_ceil(threads);
-    let partials = (0..threads)
+    let partials = split_evenly(inputs, threads)
         .into_par_iter()
-        .map(|part| {
-            let rows = (part * chunk).min(inputs)..((part + 1) * chunk).min(inputs);
+        .map(|rows| {
             let mut y = vec![T::zero(); n * units];
             let a = Mat {
                 data: xs.get(rows.start..).unwrap_or_default(),
@@ -752,6 +750,12 @@ fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -
         }
     }
     Ok(y)
+}
+
+/// `0..len` split into at most `parts` near-equal non-empty ranges.
+fn split_evenly(len: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, len.max(1));
+    (0..parts).map(|i| len * i / parts..len * (i + 1) / parts).filter(|r| !r.is_empty()).collect()
 }
 
 /// Gradient of [`dense`] (without its ReLU) with respect to its input: `grad · kernelᵀ`.

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::direct;
+use super::{direct, split_evenly};
 use crate::error::{Error, Result};
 
 /// Most rows this path takes; more amortise gemm's packing.
@@ -37,7 +37,7 @@ pub(super) fn backward_input(gs: &[f32], ks: &[f32], dims: [usize; 3]) -> Option
     if !applies {
         return None;
     }
-    let parts = split(inputs, rayon::current_num_threads());
+    let parts = split_evenly(inputs, rayon::current_num_threads());
     // Each part owns a range of kernel rows: one column range of every row of dx.
     let mut dx = vec![0.0; n * inputs];
     let mut columns: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::with_capacity(n)).collect();
@@ -69,12 +69,6 @@ pub(super) fn backward_input(gs: &[f32], ks: &[f32], dims: [usize; 3]) -> Option
         work.into_iter().try_for_each(part)
     };
     Some(done.map(|()| dx))
-}
-
-/// `0..len` split into at most `parts` near-equal non-empty ranges.
-fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
-    let parts = parts.clamp(1, len.max(1));
-    (0..parts).map(|i| len * i / parts..len * (i + 1) / parts).filter(|r| !r.is_empty()).collect()
 }
 
 /// `columns[b][i] = grads[b] · ks[i]` for the kernel rows `i` in `pass` of `ks` (`units`

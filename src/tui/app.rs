@@ -88,8 +88,13 @@ pub struct InputItem {
 impl InputItem {
     /// Whether its true class is known and is not the model's top class.
     pub fn misclassified(&self) -> bool {
-        self.label.is_some_and(|label| label != views::argmax(&self.probs))
+        misclassified(self.label, &self.probs)
     }
+}
+
+/// Whether the true class `label`, if known, is not the top class of `probs`.
+pub(crate) fn misclassified(label: Option<usize>, probs: &[f32]) -> bool {
+    label.is_some_and(|label| label != views::argmax(probs))
 }
 
 /// What the main panel shows.
@@ -349,15 +354,15 @@ impl App {
             }
             Action::NextMistake | Action::PrevMistake => {
                 // The inputs after (or before) this one, wrapping round, this one last.
-                let order: Vec<usize> = if action == Action::NextMistake {
-                    (1..=n_inputs).map(|step| (self.input + step) % n_inputs).collect()
-                } else {
-                    (1..=n_inputs).map(|step| (self.input + n_inputs - step) % n_inputs).collect()
-                };
-                match order
-                    .into_iter()
-                    .find(|&i| self.inputs.get(i).is_some_and(InputItem::misclassified))
-                {
+                let forward = action == Action::NextMistake;
+                let found = (1..=n_inputs)
+                    .map(|step| {
+                        let i =
+                            if forward { self.input + step } else { self.input + n_inputs - step };
+                        i % n_inputs
+                    })
+                    .find(|&i| self.inputs.get(i).is_some_and(InputItem::misclassified));
+                match found {
                     Some(i) => self.select_input(i),
                     None => {
                         let labelled = self.inputs.iter().filter(|i| i.label.is_some()).count();

@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::input::{self, Prepared};
 use crate::model::Model;
 use crate::tui::app::{App, Options};
-use crate::views;
 
 /// Image file extensions a folder given to `--images` is searched for.
 const IMAGE_EXTENSIONS: &[&str] =
@@ -71,7 +70,7 @@ pub fn load_inputs(
     let wrong: Vec<NamedInput> = inputs
         .into_iter()
         .zip(predicted)
-        .filter(|((.., label), probs)| label.is_some_and(|l| l != views::argmax(probs)))
+        .filter(|((.., label), probs)| app::misclassified(*label, probs))
         .map(|(input, _)| input)
         .collect();
     if wrong.is_empty() {
