@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use convscope::methods::actmax::{ActMaxConfig, Target, maximise};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
 use convscope::methods::saliency::{grad_cam, guided_grad_cam, saliency};
-use convscope::{ReluRule, digits::Digits, sample};
+use convscope::{ReluRule, data::digits::Digits, data::sample};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn methods(c: &mut Criterion) {

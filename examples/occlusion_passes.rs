@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use convscope::methods::occlusion::{OcclusionConfig, occlusion, occlusion_full_passes};
-use convscope::{digits::Digits, sample};
+use convscope::{data::digits::Digits, data::sample};
 
 fn main() {
     // SAFETY: no other thread has started yet.

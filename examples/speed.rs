@@ -22,7 +22,7 @@ use convscope::kernels::{self, Window};
 use convscope::methods::actmax::{ActMaxConfig, Target, maximise};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
 use convscope::methods::saliency::{grad_cam, guided_grad_cam, saliency};
-use convscope::{ReluRule, digits::Digits, sample};
+use convscope::{ReluRule, data::digits::Digits, data::sample};
 
 /// Median wall time of `runs` calls after `runs / 5 + 1` warm-up calls.
 fn median(runs: usize, mut f: impl FnMut()) -> Duration {

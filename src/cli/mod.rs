@@ -1,6 +1,6 @@
 //! Command-line interface: one subcommand per job, each a thin wrapper over the library.
 
-mod views;
+mod methods;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,13 +9,14 @@ use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
-use convscope::digits::{Digits, SIDE};
-use convscope::input::{self, Prepared};
+use convscope::data::digits::{Digits, SIDE};
+use convscope::data::input::{self, Prepared};
+use convscope::data::train::{self, TrainConfig};
+use convscope::formats;
 use convscope::methods::occlusion::OcclusionConfig;
-use convscope::render::ColorMode;
-use convscope::summary::Summary;
-use convscope::train::{self, TrainConfig};
-use convscope::{Model, native, sample, tui};
+use convscope::present::render::ColorMode;
+use convscope::present::summary::Summary;
+use convscope::{Model, data::sample, formats::native, tui};
 
 /// A terminal explorer for convolutional neural networks.
 ///
@@ -47,10 +48,10 @@ struct ExploreArgs {
     #[arg(long)]
     watch: bool,
     /// Terminal colours: truecolor or 256 (default: truecolor when COLORTERM says so).
-    #[arg(long, value_parser = views::parse_color_mode)]
+    #[arg(long, value_parser = methods::parse_color_mode)]
     color: Option<ColorMode>,
     #[command(flatten)]
-    preprocessing: views::Preprocessing,
+    preprocessing: methods::Preprocessing,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,7 +68,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        preprocessing: views::Preprocessing,
+        preprocessing: methods::Preprocessing,
     },
     /// Classify images: the top classes with their probabilities, per image.
     Predict {
@@ -83,7 +84,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        preprocessing: views::Preprocessing,
+        preprocessing: methods::Preprocessing,
     },
     /// Write any model convscope reads as a convscope `.safetensors` file, with the input
     /// preparation and class names given here, so later commands need no flags.
@@ -94,7 +95,7 @@ enum Command {
         #[arg(short, long, value_name = "SAFETENSORS")]
         output: PathBuf,
         #[command(flatten)]
-        preprocessing: views::Preprocessing,
+        preprocessing: methods::Preprocessing,
     },
     /// Train the sample model on the bundled digits (8,000 train / 2,000 validation).
     Train {
@@ -122,31 +123,31 @@ enum Command {
         #[arg(long)]
         layer: Option<String>,
         #[command(flatten)]
-        preprocessing: views::Preprocessing,
+        preprocessing: methods::Preprocessing,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Show a layer's feature maps for an input (default: the first conv layer).
     Features {
         #[command(flatten)]
-        subject: views::Subject,
+        subject: methods::Subject,
         /// The layer.
         #[arg(long)]
         layer: Option<String>,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Activation maximisation (keras-vis): the input each class, or each filter, likes most.
     Maxact {
         #[command(flatten)]
-        args: views::MaxActArgs,
+        args: methods::MaxActArgs,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Occlusion: the class probability while a grey square hides each part of the image.
     Occlusion {
         #[command(flatten)]
-        subject: views::Subject,
+        subject: methods::Subject,
         /// Side of the square in pixels.
         #[arg(long, default_value_t = 4)]
         size: usize,
@@ -163,33 +164,33 @@ enum Command {
         #[arg(long)]
         overlay: bool,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Saliency map: |gradient| of the class score with respect to the input.
     Saliency {
         #[command(flatten)]
-        subject: views::Subject,
+        subject: methods::Subject,
         #[command(flatten)]
-        gradient: views::GradientOptions,
+        gradient: methods::GradientOptions,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Grad-CAM at a spatial layer (default: the last conv layer).
     Gradcam {
         #[command(flatten)]
-        subject: views::Subject,
+        subject: methods::Subject,
         #[command(flatten)]
-        gradient: views::GradientOptions,
+        gradient: methods::GradientOptions,
         /// The layer.
         #[arg(long)]
         layer: Option<String>,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Guided grad-CAM: guided-backprop saliency times grad-CAM.
     GuidedGradcam {
         #[command(flatten)]
-        subject: views::Subject,
+        subject: methods::Subject,
         /// The layer for grad-CAM.
         #[arg(long)]
         layer: Option<String>,
@@ -197,7 +198,7 @@ enum Command {
         #[arg(long)]
         overlay: bool,
         #[command(flatten)]
-        output: views::Output,
+        output: methods::Output,
     },
     /// Write bundled validation digits as PNG files (`<index>_<label>.png`).
     ExportDigits {
@@ -230,10 +231,10 @@ pub fn run(cli: Cli) -> Result<()> {
         None => explore(&cli.explore),
         Some(Command::Explore(args)) => explore(&args),
         Some(Command::Summary { model, json, preprocessing }) => {
-            summary(&views::load_model(&model, &preprocessing)?, json)
+            summary(&methods::load_model(&model, &preprocessing)?, json)
         }
         Some(Command::Predict { model, images, top, json, preprocessing }) => {
-            let model = views::load_model(&model, &preprocessing)?;
+            let model = methods::load_model(&model, &preprocessing)?;
             let prepared = images.iter().map(|p| prepare(&model, p)).collect::<Result<Vec<_>>>()?;
             predict(&model, &prepared, &[], top, json)
         }
@@ -245,24 +246,24 @@ pub fn run(cli: Cli) -> Result<()> {
             convert(&model, &output, &preprocessing)
         }
         Some(Command::Filters { model, layer, preprocessing, output }) => {
-            views::filters_cmd(&model, &preprocessing, layer.as_deref(), &output)
+            methods::filters_cmd(&model, &preprocessing, layer.as_deref(), &output)
         }
         Some(Command::Features { subject, layer, output }) => {
-            views::features_cmd(&subject, layer.as_deref(), &output)
+            methods::features_cmd(&subject, layer.as_deref(), &output)
         }
-        Some(Command::Maxact { args, output }) => views::maxact_cmd(&args, &output),
+        Some(Command::Maxact { args, output }) => methods::maxact_cmd(&args, &output),
         Some(Command::Occlusion { subject, size, stride, fill, drop, overlay, output }) => {
             let config = OcclusionConfig { size, stride: stride.unwrap_or(size), fill, batch: 64 };
-            views::occlusion_cmd(&subject, &config, drop, overlay, &output)
+            methods::occlusion_cmd(&subject, &config, drop, overlay, &output)
         }
         Some(Command::Saliency { subject, gradient, output }) => {
-            views::saliency_cmd(&subject, &gradient, &output)
+            methods::saliency_cmd(&subject, &gradient, &output)
         }
         Some(Command::Gradcam { subject, gradient, layer, output }) => {
-            views::gradcam_cmd(&subject, &gradient, layer.as_deref(), &output)
+            methods::gradcam_cmd(&subject, &gradient, layer.as_deref(), &output)
         }
         Some(Command::GuidedGradcam { subject, layer, overlay, output }) => {
-            views::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)
+            methods::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)
         }
         Some(Command::ExportDigits { dir, count }) => {
             for path in export_digits(&dir, count)? {
@@ -278,16 +279,16 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-            let model = Model::from_bytes(&bytes, path)?;
+            let model = formats::from_bytes(&bytes, path)?;
             let name = path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-            (model, name, tui::cache::hash(&bytes))
+            (model, name, convscope::data::cache::hash(&bytes))
         }
         _ => (
             sample::model()?,
             "sample model (mnist_cnn)".to_string(),
-            tui::cache::hash(sample::bytes()),
+            convscope::data::cache::hash(sample::bytes()),
         ),
     };
     let model = overrides.apply(model)?;
@@ -295,7 +296,8 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         bail!("--watch needs a model file to watch");
     }
     let mut notes = Vec::new();
-    let inputs = tui::load_inputs(&model, &args.images, args.mistakes, &mut notes)?;
+    let inputs =
+        convscope::data::inputs::load_inputs(&model, &args.images, args.mistakes, &mut notes)?;
     for note in notes {
         eprintln!("convscope: note: {note}");
     }
@@ -311,15 +313,15 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     Ok(())
 }
 
-fn convert(model: &Path, output: &Path, preprocessing: &views::Preprocessing) -> Result<()> {
-    let model = views::load_model(model, preprocessing)?;
+fn convert(model: &Path, output: &Path, preprocessing: &methods::Preprocessing) -> Result<()> {
+    let model = methods::load_model(model, preprocessing)?;
     native::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
     let (params, _) = model.param_counts();
     println!(
         "wrote {}: {} layers, {} parameters, input {:?} in range {:?}, classes {}",
         output.display(),
         model.graph().nodes().len(),
-        convscope::summary::thousands(params as u64),
+        convscope::present::summary::thousands(params as u64),
         model.graph().input_shape(),
         model.input.range,
         model.classes.join(" ")
@@ -353,13 +355,7 @@ fn sample_digits(model: &Model, count: usize) -> Result<(Vec<Prepared>, Vec<usiz
     let picked: Vec<usize> = digits.validation().take(count).collect();
     let mut prepared = Vec::new();
     for &i in &picked {
-        let pixels: Vec<f32> = digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
-        prepared.push(Prepared {
-            source: PathBuf::from(format!("bundled digit #{i}")),
-            tensor: input::normalise(model, &pixels)?,
-            pixels,
-            adjusted: None,
-        });
+        prepared.push(input::bundled_digit(model, &digits, i, format!("bundled digit #{i}"))?);
     }
     Ok((prepared, picked.iter().map(|&i| digits.label(i)).collect()))
 }

@@ -29,7 +29,7 @@
 //!   [`InputSpec::range`](crate::model::InputSpec) mapped through each channel's mean/std,
 //!   so the start noise is per channel for models normalised per channel.
 //! - Images come back as pixels in [0, 1] whatever the model's range (keras-vis maps them
-//!   to its `input_range` at the end); [`input::normalise`](crate::input::normalise) turns
+//!   to its `input_range` at the end); [`input::normalise`](crate::data::input::normalise) turns
 //!   them back into model input.
 //! - The norm's gradient at `x = 0` is taken as 0 (TensorFlow gives NaN there).
 //! - Jitter is whole pixels only (keras-vis also takes fractions of the size).
@@ -53,8 +53,8 @@ use rand_distr::{Distribution, Normal};
 
 use crate::engine::{Point, ReluRule, Seed};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, ValueId};
 use crate::model::Model;
+use crate::model::{Activation, ValueId};
 
 /// The `p` of the L-p norm regulariser (keras-vis's default).
 pub const LP_NORM_P: i32 = 6;
@@ -81,7 +81,7 @@ pub enum Target {
 }
 
 /// Settings of the optimisation; the defaults are keras-vis's.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ActMaxConfig {
     /// Number of gradient steps (200).
     pub iterations: usize,

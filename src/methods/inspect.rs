@@ -3,9 +3,9 @@
 
 use crate::engine::Activations;
 use crate::error::{Error, Result};
-use crate::graph::{Op, ValueId};
 use crate::methods::Map;
 use crate::model::Model;
+use crate::model::{Op, ValueId};
 
 /// A conv layer's filters.
 #[derive(Clone, Debug)]

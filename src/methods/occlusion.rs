@@ -10,11 +10,11 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::softmax;
+use crate::engine::patch::{Plan, Rect};
+use crate::engine::{argmax, softmax};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::model::Model;
-use crate::patch::{Plan, Rect};
 
 /// Occlusion settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,7 +70,7 @@ pub fn window_starts(len: usize, size: usize, stride: usize) -> Vec<usize> {
 
 /// Runs occlusion on `x` (`[1, C, H, W]`) for `class`. Each occluded copy is computed
 /// incrementally from one pass of the intact image: layers recompute only what the square
-/// can reach (see [`crate::patch`]).
+/// can reach (see [`crate::engine::patch`]).
 pub fn occlusion(
     model: &Model,
     x: &Tensor,
@@ -208,10 +208,6 @@ fn run(
         counts,
         positions,
     })
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
 #[cfg(test)]

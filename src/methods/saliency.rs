@@ -15,9 +15,9 @@ use candle_core::Tensor;
 
 use crate::engine::{ReluRule, Seed, one_hot};
 use crate::error::{Error, Result};
-use crate::graph::ValueId;
 use crate::methods::Map;
 use crate::model::Model;
+use crate::model::ValueId;
 
 /// A saliency map for one class.
 #[derive(Clone, Debug)]
@@ -130,7 +130,7 @@ fn first<T>(v: Vec<T>) -> Result<T> {
 }
 
 /// The layer grad-CAM uses by default: the last feature map computed from a convolution
-/// ([`crate::graph::Graph::last_feature_map_node`]).
+/// ([`crate::model::Graph::last_feature_map_node`]).
 pub fn default_cam_layer(model: &Model) -> Result<usize> {
     model.graph().last_feature_map_node().ok_or_else(|| {
         Error::Invalid("grad-CAM needs a convolutional layer and this model has none".into())

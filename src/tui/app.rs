@@ -9,19 +9,21 @@ use std::time::{Instant, SystemTime};
 
 use crossterm::event::KeyEvent;
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
 
+use crate::data::cache::{self, Cache};
+use crate::data::input::{self, Prepared};
+use crate::data::inputs::{misclassified, predictions};
 use crate::engine::ReluRule;
-use crate::graph::ValueId;
-use crate::input::{self, Prepared};
 use crate::methods::actmax::{self, ActMaxConfig, Target};
 use crate::methods::occlusion::OcclusionConfig;
 use crate::methods::{inspect, saliency};
-use crate::model::Model;
-use crate::render::{self, ColorMode, Colormap};
-use crate::tui::cache;
+use crate::model::ValueId;
+use crate::model::{InputSpec, Model};
+use crate::present::figures::{self, Picture, Style, Subject};
+use crate::present::render::{self, ColorMode, Colormap};
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action};
-use crate::views::{self, Picture, Style, Subject};
 
 /// The tabs, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,11 +94,6 @@ impl InputItem {
     }
 }
 
-/// Whether the true class `label`, if known, is not the top class of `probs`.
-pub(crate) fn misclassified(label: Option<usize>, probs: &[f32]) -> bool {
-    label.is_some_and(|label| label != views::argmax(probs))
-}
-
 /// What the main panel shows.
 #[derive(Clone, Debug)]
 pub enum Panel {
@@ -123,6 +120,26 @@ pub struct ViewKey {
     guided: bool,
     occlusion: (usize, usize, bool),
     seed: u64,
+}
+
+/// The cache's name for activation-maximisation entries.
+const MAXACT: &str = "maxact";
+
+/// Everything an activation-maximisation picture depends on: its key in the cache.
+#[derive(Serialize)]
+struct MaxActKey {
+    /// The model file's hash.
+    model: u64,
+    input: InputSpec,
+    classes: Vec<String>,
+    config: ActMaxConfig,
+}
+
+/// An activation-maximisation picture as the cache keeps it.
+#[derive(Serialize, Deserialize)]
+struct MaxActEntry {
+    caption: String,
+    images: Vec<Vec<f32>>,
 }
 
 /// Settings the explorer starts with.
@@ -196,7 +213,7 @@ impl App {
     ) -> crate::Result<App> {
         let model = Arc::new(model);
         let inputs = classify(&model, inputs)?;
-        let class = inputs.first().map_or(0, |i| views::argmax(&i.probs));
+        let class = inputs.first().map_or(0, |i| crate::engine::argmax(&i.probs));
         let watch = options.watch.clone().map(|path| Watch {
             seen: file_stamp(&path),
             path,
@@ -263,7 +280,7 @@ impl App {
     fn select_input(&mut self, i: usize) {
         self.input = i;
         if let Some(item) = self.current() {
-            self.class = views::argmax(&item.probs);
+            self.class = crate::engine::argmax(&item.probs);
         }
     }
 
@@ -518,20 +535,20 @@ impl App {
                         "this model has no convolutional layer: no filters to show".into(),
                     )
                 })?;
-                Ok(vec![views::filters(model, layer, style)?])
+                Ok(vec![figures::filters(model, layer, style)?])
             }
-            Tab::Features => Ok(vec![views::features(&subject, layer.unwrap_or(0), style)?]),
+            Tab::Features => Ok(vec![figures::features(&subject, layer.unwrap_or(0), style)?]),
             // Every class at once, so cycling classes is instant.
-            Tab::Saliency => with_input(views::saliency(&subject, &classes, key.rule, style)?),
+            Tab::Saliency => with_input(figures::saliency(&subject, &classes, key.rule, style)?),
             Tab::GradCam if key.guided => {
                 let pictures = classes
                     .iter()
-                    .map(|&c| views::guided_grad_cam(&subject, c, layer, style))
+                    .map(|&c| figures::guided_grad_cam(&subject, c, layer, style))
                     .collect::<crate::Result<Vec<_>>>()?;
                 with_input(pictures)
             }
             Tab::GradCam => {
-                with_input(views::grad_cam(&subject, &classes, key.rule, layer, style)?)
+                with_input(figures::grad_cam(&subject, &classes, key.rule, layer, style)?)
             }
             Tab::Summary | Tab::MaxAct | Tab::Occlusion => Ok(Vec::new()),
         }
@@ -551,12 +568,19 @@ impl App {
                     seed: key.seed,
                     ..Default::default()
                 };
-                let cache_file = self.options.cache_dir.as_ref().map(|dir| {
-                    cache::maxact_path(dir, self.model_hash, config.iterations, config.seed)
-                });
-                if let Some(picture) =
-                    cache_file.as_deref().and_then(|f| cache::load_picture(f, &model))
+                let cache = self.options.cache_dir.clone().map(Cache::new);
+                let cache_key = MaxActKey {
+                    model: self.model_hash,
+                    input: model.input.clone(),
+                    classes: model.classes.clone(),
+                    config: config.clone(),
+                };
+                if let Some(entry) =
+                    cache.as_ref().and_then(|c| c.load::<_, MaxActEntry>(MAXACT, &cache_key))
+                    && let Ok(chw) = model.input_chw()
+                    && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
                 {
+                    let picture = figures::maxact_picture(chw, &entry.images, entry.caption);
                     let pictures = Arc::new(vec![picture]);
                     self.cache.insert(key, pictures.clone());
                     self.panel = self.pick(&pictures);
@@ -592,10 +616,14 @@ impl App {
                             })
                             .map_err(|e| e.to_string())?;
                         let picture =
-                            views::maxact(&model, &result, &names).map_err(|e| e.to_string())?;
-                        if let Some(file) = &cache_file {
+                            figures::maxact(&model, &result, &names).map_err(|e| e.to_string())?;
+                        if let Some(cache) = &cache {
+                            let entry = MaxActEntry {
+                                caption: picture.caption.clone(),
+                                images: result.images.clone(),
+                            };
                             // A cache that cannot be written only costs a recomputation later.
-                            let _ = cache::save_picture(file, &result, &picture);
+                            let _ = cache.store(MAXACT, &cache_key, &entry);
                         }
                         Ok(vec![picture])
                     },
@@ -615,7 +643,7 @@ impl App {
                     ctx.report(0.0, "occluded copies through the network".into());
                     let subject =
                         Subject { model: &model, input: &item.prepared, probs: &item.probs };
-                    views::occlusion(&subject, class, &config, drop, style)
+                    figures::occlusion(&subject, class, &config, drop, style)
                         .map(|p| vec![p])
                         .map_err(|e| e.to_string())
                 });
@@ -681,7 +709,7 @@ impl App {
         watch.seen = Some(stamp);
         let path = watch.path.clone();
         let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-            let model = crate::Model::from_bytes(&bytes, &path)
+            let model = crate::formats::from_bytes(&bytes, &path)
                 .and_then(|m| self.options.overrides.apply(m))
                 .map_err(|e| e.to_string())?;
             Ok((model, cache::hash(&bytes)))
@@ -768,23 +796,6 @@ fn classify(
         .zip(probs)
         .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
         .collect())
-}
-
-/// The model's probabilities for each input, in batches: few passes on the way to the first
-/// frame, and memory bounded by the batch rather than the number of inputs (2,000 digits at
-/// once would hold 300 MB of conv outputs).
-pub(crate) fn predictions(
-    model: &Model,
-    inputs: &[(String, Prepared, Option<usize>)],
-) -> crate::Result<Vec<Vec<f32>>> {
-    const BATCH: usize = 64;
-    let mut probs = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(BATCH) {
-        let tensors: Vec<&candle_core::Tensor> = chunk.iter().map(|i| &i.1.tensor).collect();
-        let batch = candle_core::Tensor::cat(&tensors, 0)?;
-        probs.extend(model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?);
-    }
-    Ok(probs)
 }
 
 /// Wall-clock time of day (UTC) as HH:MM:SS, without a date crate.

@@ -7,7 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::Color;
 use ratatui::widgets::Widget;
 
-use crate::render::{self, ColorMode};
+use crate::present::render::{self, ColorMode};
 
 /// An image to draw, centred in its area, as large as fits with its aspect kept.
 pub struct HalfBlockImage<'a> {

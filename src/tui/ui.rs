@@ -6,13 +6,12 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph, Tabs, Wrap};
 
-use crate::graph::ValueId;
-use crate::render;
-use crate::summary::Summary;
+use crate::model::ValueId;
+use crate::present::render;
+use crate::present::summary::Summary;
 use crate::tui::app::{App, Panel, Tab};
 use crate::tui::image::{HalfBlockImage, color};
 use crate::tui::keys::{self, BINDINGS};
-use crate::views;
 
 /// The smallest terminal the explorer draws in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -65,7 +64,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
         .inputs
         .iter()
         .map(|item| {
-            let predicted = views::argmax(&item.probs);
+            let predicted = crate::engine::argmax(&item.probs);
             let mark = match item.label {
                 Some(l) if l == predicted => Span::styled(" ✓", Style::new().fg(Color::Green)),
                 Some(l) => {
@@ -233,7 +232,7 @@ fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
         }
         lines.push(Line::raw(line));
     }
-    let count = |n: usize| crate::summary::thousands(n as u64);
+    let count = |n: usize| crate::present::summary::thousands(n as u64);
     lines.push(Line::raw(format!(
         "Total params: {} (trainable {}, non-trainable {})",
         count(summary.total_params),
@@ -242,7 +241,7 @@ fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
     )));
     lines.push(Line::raw(format!(
         "Mult-adds per sample: {}",
-        crate::summary::thousands(summary.total_mult_adds)
+        crate::present::summary::thousands(summary.total_mult_adds)
     )));
     let input = graph.shape(ValueId::INPUT);
     lines.push(Line::raw(format!(
@@ -254,7 +253,9 @@ fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
     )));
     lines.push(Line::raw(""));
     lines.extend(
-        crate::diagram::diagram(&app.model, usize::from(area.width)).into_iter().map(Line::raw),
+        crate::present::diagram::diagram(&app.model, usize::from(area.width))
+            .into_iter()
+            .map(Line::raw),
     );
     let paragraph = Paragraph::new(lines).scroll((app.scroll, 0));
     frame.render_widget(paragraph, area);

@@ -209,7 +209,7 @@ fn actmax_start_noise_follows_the_input_range() {
 
 #[test]
 fn actmax_ten_classes_each_image_is_its_class() {
-    let model = convscope::sample::model().unwrap();
+    let model = convscope::data::sample::model().unwrap();
     let targets: Vec<Target> = (0..10).map(Target::Class).collect();
     let start = Instant::now();
     let (result, seen) = run(&model, &targets, &ActMaxConfig::default());
@@ -238,7 +238,7 @@ fn actmax_ten_classes_each_image_is_its_class() {
 
 #[test]
 fn actmax_filter_of_conv2d_1_rises() {
-    let model = convscope::sample::model().unwrap();
+    let model = convscope::data::sample::model().unwrap();
     let node = model.graph().node_index("conv2d_1").unwrap();
     // Two filters that respond to the start noise (a filter silent there has no gradient).
     let targets: Vec<Target> =
@@ -287,7 +287,7 @@ fn actmax_filter_of_conv2d_1_rises() {
 
 #[test]
 fn actmax_same_seed_same_images() {
-    let model = convscope::sample::model().unwrap();
+    let model = convscope::data::sample::model().unwrap();
     let targets = [Target::Class(3), Target::Class(8)];
     let config = |seed| ActMaxConfig { iterations: 15, jitter: 2, seed, ..ActMaxConfig::default() };
     let (a, _) = run(&model, &targets, &config(1));
@@ -304,7 +304,7 @@ fn actmax_same_seed_same_images() {
 
 #[test]
 fn actmax_cancel_from_progress_stops_early() {
-    let model = convscope::sample::model().unwrap();
+    let model = convscope::data::sample::model().unwrap();
     let cancel = AtomicBool::new(false);
     let mut calls = 0;
     let result = maximise(
@@ -328,7 +328,7 @@ fn actmax_cancel_from_progress_stops_early() {
 
 #[test]
 fn actmax_rejects_targets_out_of_range() {
-    let model = convscope::sample::model().unwrap();
+    let model = convscope::data::sample::model().unwrap();
     let conv = model.graph().node_index("conv2d_1").unwrap();
     let n_nodes = model.graph().nodes().len();
     for bad in [

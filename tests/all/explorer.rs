@@ -5,17 +5,18 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use convscope::render::ColorMode;
+use convscope::present::render::ColorMode;
 use convscope::tui::app::{App, Options};
-use convscope::tui::{self, ui};
-use convscope::{native, sample};
+use convscope::tui::ui;
+use convscope::{data::sample, formats::native};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let model = sample::model().unwrap();
-    let mut inputs = tui::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
     inputs.truncate(3);
     let options = Options {
         color: ColorMode::TrueColor,
@@ -31,13 +32,14 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
 fn mistakes_are_listed_and_reached_by_keys() {
     let model = sample::model().unwrap();
     let mut notes = Vec::new();
-    let wrong = tui::load_inputs(&model, &[], true, &mut notes).unwrap();
+    let wrong = convscope::data::inputs::load_inputs(&model, &[], true, &mut notes).unwrap();
     // Every one is labelled and misclassified, and they are a small part of the 2,000.
     assert!((1..100).contains(&wrong.len()), "{}", wrong.len());
     assert_eq!(notes, [format!("{} of 2000 labelled inputs are misclassified", wrong.len())]);
 
     // Two right inputs, a wrong one, a right one: n and N find the wrong one from either side.
-    let mut inputs = tui::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
     inputs.truncate(3);
     inputs.insert(2, wrong[0].clone());
     let cache = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! batch norm, add, concat, transpose, reshape, flatten, dense and the activations.
 
 use candle_core::{DType, Tensor};
-use convscope::graph::GraphSpec;
+use convscope::model::GraphSpec;
 use convscope::{Activation, Graph, Model, Node, Op, Padding, Point, ReluRule, Seed};
 
 use crate::support::{conv, dense, random_input, random_model, values};
@@ -167,7 +167,7 @@ fn suffix(model: &Model, k: usize) -> Model {
         .collect();
     let spec = GraphSpec {
         input_name: "input".into(),
-        input_shape: graph.shape(convscope::graph::ValueId::of_node(k)).to_vec(),
+        input_shape: graph.shape(convscope::model::ValueId::of_node(k)).to_vec(),
         nodes,
     };
     let sub = Graph::new(spec).unwrap();
@@ -267,7 +267,7 @@ fn stopping_at_a_layer_gives_the_same_gradient_there_and_nothing_below() {
     let r = Tensor::cat(&[&r, &r], 0).unwrap();
     let seed = Seed { node: out, point: Point::Output, grad: r };
     let full = model.backward(&acts, &seed, ReluRule::Guided, false).unwrap();
-    let lowest = convscope::graph::ValueId::of_node(sum);
+    let lowest = convscope::model::ValueId::of_node(sum);
     let partial = model.backward_to(&acts, &seed, ReluRule::Guided, lowest).unwrap();
     assert_eq!(values(partial.node(sum).unwrap()), values(full.node(sum).unwrap()));
     // 'gap' reads c1 directly, so c1 is below the cut and gets nothing.

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use convscope::engine::{Point, ReluRule, Seed};
-use convscope::summary::Summary;
-use convscope::{Model, keras};
+use convscope::formats;
+use convscope::present::summary::Summary;
+use convscope::{Model, formats::keras};
 use serde_json::Value;
 
 use crate::support;
@@ -71,7 +72,7 @@ fn probabilities_and_gradients_match_keras() {
         let raw = expected["models"][name]["raw_pixels"].as_bool().unwrap();
         for (extension, family) in FILES {
             let file = format!("{name}.{extension}");
-            let model = Model::load(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let model = formats::load(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             let input = engine_input(&model, &shape, &x, raw);
 
             let (_, want) = npy(&format!("{name}.{family}.probs.npy"));
@@ -120,7 +121,7 @@ fn the_layer_table_is_the_keras_summary() {
     for name in MODELS {
         for (extension, family) in FILES {
             let file = format!("{name}.{extension}");
-            let model = Model::load(&fixture(&file)).unwrap();
+            let model = formats::load(&fixture(&file)).unwrap();
             let ours = Summary::of(&model);
             let keras = &expected["models"][name][family]["summary"];
             // An adapted Normalization's statistics become the input description.
@@ -172,7 +173,7 @@ fn the_layer_table_is_the_keras_summary() {
 
 #[test]
 fn names_and_input_description_come_from_the_file() {
-    let model = Model::load(&fixture("rgb.keras")).unwrap();
+    let model = formats::load(&fixture("rgb.keras")).unwrap();
     assert_eq!(model.name, "rgb");
     assert_eq!(model.graph().spec().input_name, "rgb_image");
     assert_eq!(model.input.range, [-1.0, 1.0]);
@@ -180,7 +181,7 @@ fn names_and_input_description_come_from_the_file() {
     let std: Vec<f32> = [0.5f32, 0.8, 1.2].iter().map(|v| v.sqrt()).collect();
     assert_eq!(model.input.std, std);
     assert_eq!(model.input.channel_order, convscope::model::ChannelOrder::Rgb);
-    let nested = Model::load(&fixture("residual.k2.h5")).unwrap();
+    let nested = formats::load(&fixture("residual.k2.h5")).unwrap();
     assert!(nested.graph().node_index("block/block_conv").is_ok());
     let names: Vec<&str> = nested.graph().nodes().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names.first(), Some(&"stem"));
@@ -245,7 +246,7 @@ fn corrupted_metadata_gives_errors() {
 
 #[test]
 fn an_unsupported_layer_is_one_line_naming_it() {
-    let err = Model::load(&fixture("unsupported.keras")).unwrap_err().to_string();
+    let err = formats::load(&fixture("unsupported.keras")).unwrap_err().to_string();
     assert!(
         err.contains("layer 'up': Conv2DTranspose is not supported (supported: InputLayer, Conv2D"),
         "{err}"
@@ -302,11 +303,11 @@ fn weights_are_checked_against_the_config() {
 #[test]
 fn a_converted_keras_model_keeps_its_layer_classes() {
     // The pointwise half of a SeparableConv2D computes a Conv2D; the table names the layer.
-    let model = Model::load(&fixture("strided.keras")).unwrap();
+    let model = formats::load(&fixture("strided.keras")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strided.safetensors");
-    convscope::native::save(&model, &path).unwrap();
-    let reloaded = Model::load(&path).unwrap();
+    convscope::formats::native::save(&model, &path).unwrap();
+    let reloaded = formats::load(&path).unwrap();
     let classes = |m: &Model| {
         Summary::of(m).layers.into_iter().map(|r| (r.name, r.type_name)).collect::<Vec<_>>()
     };

@@ -7,7 +7,7 @@ use convscope::methods::saliency::{
     grad_cam, grad_cam_for, guided_grad_cam, saliency, saliency_for,
 };
 use convscope::methods::{Map, inspect};
-use convscope::{Activation, Model, Node, Op, Padding, ReluRule, sample};
+use convscope::{Activation, Model, Node, Op, Padding, ReluRule, data::sample};
 
 use crate::support::{conv, dense, model_with};
 
@@ -211,7 +211,7 @@ fn overlapping_windows_average_by_hand() {
 #[test]
 fn all_classes_at_once_equal_one_at_a_time() {
     let model = sample::model().unwrap();
-    let digits = convscope::digits::Digits::bundled().unwrap();
+    let digits = convscope::data::digits::Digits::bundled().unwrap();
     let x = digits.batch(&[8000]).unwrap();
     let classes: Vec<usize> = (0..10).collect();
     for rule in ReluRule::ALL {
@@ -244,7 +244,7 @@ fn filters_and_feature_maps_of_the_sample_model() {
     let pool = model.graph().node_index("max_pooling2d_1").unwrap();
     assert!(inspect::filters(&model, pool).unwrap_err().to_string().contains("not a convolution"));
 
-    let x = convscope::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap();
+    let x = convscope::data::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap();
     let acts = model.forward(&x).unwrap();
     let maps = inspect::feature_maps(&model, &acts, conv1, 0).unwrap();
     assert_eq!(maps.len(), 32);

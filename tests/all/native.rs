@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use convscope::formats;
 use convscope::model::{ChannelOrder, DisplayLayout, InputSpec};
-use convscope::{Activation, Model, Node, Op, Padding, native};
+use convscope::{Activation, Model, Node, Op, Padding, formats::native};
 
 use crate::support::{conv, dense, random_input, random_model, values};
 
@@ -37,7 +38,7 @@ fn round_trip_keeps_graph_weights_input_and_classes() {
     let path = dir.path().join("m.safetensors");
     let model = small();
     native::save(&model, &path).unwrap();
-    let back = Model::load(&path).unwrap();
+    let back = formats::load(&path).unwrap();
     assert_eq!(back.graph().spec(), model.graph().spec());
     assert_eq!(back.input, model.input);
     assert_eq!(back.classes, model.classes);
@@ -53,7 +54,7 @@ fn round_trip_keeps_graph_weights_input_and_classes() {
 }
 
 fn load_error(path: &Path) -> String {
-    let err = Model::load(path).unwrap_err().to_string();
+    let err = formats::load(path).unwrap_err().to_string();
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(err.contains(&path.display().to_string()), "names the file: {err}");
     err

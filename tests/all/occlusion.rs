@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use convscope::engine::patch::{Plan, Rect};
 use convscope::engine::softmax;
+use convscope::formats;
 use convscope::methods::occlusion::{
     OcclusionConfig, occlusion, occlusion_full_passes, window_starts,
 };
-use convscope::patch::{Plan, Rect};
-use convscope::{Activation, Model, Node, Op, Padding, sample};
+use convscope::{Activation, Model, Node, Op, Padding, data::sample};
 
 use crate::support::{dense, random_input, random_model, values};
 
@@ -88,7 +89,7 @@ fn check(
 }
 
 fn digit() -> Tensor {
-    convscope::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap()
+    convscope::data::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap()
 }
 
 #[test]
@@ -122,7 +123,8 @@ fn occlusion_results_equal_full_passes() {
 #[test]
 fn onnx_residual_dag_matches_full_passes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/residual.onnx");
-    let model = convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let model =
+        convscope::formats::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
     let x = random_input(&model, 1, 7);
     // 3×3 squares fill the 8×8 maps by the third conv, the rest runs on full maps; single
     // pixels keep boxes through the sum and the strided 1×1 conv (the pool's box is its
@@ -135,11 +137,11 @@ fn onnx_residual_dag_matches_full_passes() {
 #[test]
 fn keras_strided_and_residual_models_match_full_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras");
-    let strided = Model::load(&dir.join("strided.keras")).unwrap();
+    let strided = formats::load(&dir.join("strided.keras")).unwrap();
     let x = random_input(&strided, 1, 3);
     check(&strided, &x, 3, 1, 50, &["down", "dw"]);
     check(&strided, &x, 4, 4, 50, &["down", "dw"]);
-    let residual = Model::load(&dir.join("residual.keras")).unwrap();
+    let residual = formats::load(&dir.join("residual.keras")).unwrap();
     let x = random_input(&residual, 1, 5);
     check(&residual, &x, 3, 1, 50, &["stem", "stem_bn", "stem_relu", "branch", "add"]);
 }

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use convscope::onnx::proto::{
+use convscope::formats;
+use convscope::formats::onnx::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
 };
-use convscope::summary::Summary;
+use convscope::present::summary::Summary;
 use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
 use prost::Message;
 
@@ -21,7 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn import(name: &str) -> Model {
     let path = fixture(name);
-    convscope::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap()
+    convscope::formats::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap()
 }
 
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -393,9 +394,9 @@ fn sample_as_onnx(sample: &Model) -> Vec<u8> {
 
 #[test]
 fn sample_model_imports_back_from_onnx_with_equal_outputs() {
-    let sample = convscope::sample::model().unwrap();
+    let sample = convscope::data::sample::model().unwrap();
     let bytes = sample_as_onnx(&sample);
-    let model = convscope::onnx::from_bytes(&bytes, Path::new("mnist_cnn.onnx")).unwrap();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("mnist_cnn.onnx")).unwrap();
     assert_eq!(
         layer_names(&model),
         ["conv2d_1", "conv2d_2", "max_pooling2d_1", "flatten_1", "dense_1", "preds"]
@@ -476,7 +477,8 @@ fn gradients_through_an_imported_dag_match_finite_differences() {
 }
 
 fn import_error(bytes: &[u8]) -> String {
-    let err = convscope::onnx::from_bytes(bytes, Path::new("bad.onnx")).unwrap_err().to_string();
+    let err =
+        convscope::formats::onnx::from_bytes(bytes, Path::new("bad.onnx")).unwrap_err().to_string();
     assert!(err.starts_with("bad.onnx: "), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     err
@@ -511,7 +513,7 @@ fn garbage_is_an_error() {
         let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
         import_error(&bytes);
     }
-    import_error(convscope::sample::bytes());
+    import_error(convscope::data::sample::bytes());
     // Valid protobuf, but nothing of a model.
     import_error(&ModelProto::default().encode_to_vec());
 }
@@ -589,7 +591,7 @@ fn a_flatten_of_an_nhwc_input_keeps_its_order() {
     let flat = nhwc.reshape((2, 75)).unwrap();
     for relu_first in [false, true] {
         let bytes = nhwc_flatten_model(relu_first, &b).encode_to_vec();
-        let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
+        let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
         assert_eq!(model.graph().input_shape(), [3, 5, 5]);
         let input = if relu_first { flat.relu().unwrap() } else { flat.clone() };
         let expected = values(&input.matmul(&b).unwrap());
@@ -620,7 +622,7 @@ fn the_cli_reads_onnx_files() {
     let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits/08000_3.png");
     let predictions = run(&["predict", "--json", model, digit.to_str().unwrap()]);
     assert!(predictions.contains("08000_3.png"), "{predictions}");
-    assert!(Model::load(&fixture("keras_nhwc.onnx")).is_ok());
+    assert!(formats::load(&fixture("keras_nhwc.onnx")).is_ok());
 }
 
 /// A model reading `x` `[N, 2, 6, 6]` through `nodes`, whose last output is `y`.
@@ -670,7 +672,8 @@ fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
             vec![int64s("t1", &first), int64s("t2", &second), tensor("B", &[72, 3], &b)],
             17,
         );
-        let model = convscope::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
+        let model =
+            convscope::formats::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
         let out = model.forward(&x).unwrap();
         assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "reshaped");
         // The second reshape reads the input directly; the first is left unread.
@@ -769,7 +772,7 @@ fn corrupted_bytes_give_an_error_or_a_model_never_a_panic() {
             let at = rng.random_range(0..corrupt.len());
             corrupt[at] = rng.random();
         }
-        if let Err(e) = convscope::onnx::from_bytes(&corrupt, Path::new("bad.onnx")) {
+        if let Err(e) = convscope::formats::onnx::from_bytes(&corrupt, Path::new("bad.onnx")) {
             assert_eq!(e.to_string().lines().count(), 1, "{e}");
         }
     }
@@ -800,7 +803,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
         ..Default::default()
     };
     let bytes = onnx_model(graph).encode_to_vec();
-    let model = convscope::onnx::from_bytes(&bytes, Path::new("nhwc_ops.onnx")).unwrap();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("nhwc_ops.onnx")).unwrap();
     assert_eq!(layer_names(&model), ["r", "s", "m", "cat", "flat", "y"]);
     let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
     let r = nhwc.relu().unwrap();
@@ -828,7 +831,7 @@ fn a_final_log_softmax_is_the_classifier_softmax() {
         vec![tensor("B", &[72, 3], &b), tensor("C", &[3], &c)],
         13,
     );
-    let model = convscope::onnx::from_bytes(&bytes, Path::new("logsoftmax.onnx")).unwrap();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("logsoftmax.onnx")).unwrap();
     assert_eq!(layer_names(&model), ["flat", "fc"]);
     assert_eq!(model.score_point(), (1, Point::PreSoftmax));
     let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();

@@ -87,7 +87,7 @@ fn shapes_follow_padding_and_broadcasting() {
     let model = importer_ops_model();
     let shape = |name: &str| {
         let i = model.graph().node_index(name).unwrap();
-        model.graph().shape(convscope::graph::ValueId::of_node(i)).to_vec()
+        model.graph().shape(convscope::model::ValueId::of_node(i)).to_vec()
     };
     assert_eq!(shape("pad"), [2, 8, 10]);
     assert_eq!(shape("c1"), [4, 6, 8]);

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use convscope::summary::Summary;
-use convscope::{Model, Node, input, sample};
+use convscope::present::summary::Summary;
+use convscope::{Model, Node, data::input, data::sample};
 
 #[test]
 fn summary_matches_the_articles_table() {
-    let model = convscope::train::untrained_sample_model(1).unwrap();
+    let model = convscope::data::train::untrained_sample_model(1).unwrap();
     let summary = Summary::of(&model);
     let params: Vec<usize> = summary.layers.iter().map(|l| l.params).collect();
     assert_eq!(params, vec![320, 18496, 0, 0, 0, 1179776, 0, 1290]);
@@ -72,16 +72,16 @@ fn sample_model_is_the_articles_network() {
 
 #[test]
 fn training_repeats_exactly_for_a_seed() {
-    let digits = convscope::digits::Digits::bundled().unwrap();
+    let digits = convscope::data::digits::Digits::bundled().unwrap();
     let run = |seed| {
-        let config = convscope::train::TrainConfig {
+        let config = convscope::data::train::TrainConfig {
             batch_size: 16,
             seed,
             max_steps: Some(3),
             ..Default::default()
         };
-        let mut model = convscope::train::untrained_sample_model(seed).unwrap();
-        convscope::train::train(&mut model, &digits, &config, |_| {}).unwrap();
+        let mut model = convscope::data::train::untrained_sample_model(seed).unwrap();
+        convscope::data::train::train(&mut model, &digits, &config, |_| {}).unwrap();
         model.weights()["dense_1.kernel"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };
     let first = run(7);

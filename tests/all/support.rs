@@ -1,7 +1,7 @@
 //! Small models built in code, for tests that need known shapes or known weights.
 
 use candle_core::{DType, Device, Tensor};
-use convscope::graph::GraphSpec;
+use convscope::model::GraphSpec;
 use convscope::model::{InputSpec, Weights};
 use convscope::{Activation, Graph, Model, Node, Op, Padding};
 use rand::SeedableRng;
@@ -41,7 +41,7 @@ pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model
     })
     .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut weights = convscope::train::initial_weights(&graph, &mut rng).unwrap();
+    let mut weights = convscope::data::train::initial_weights(&graph, &mut rng).unwrap();
     for (name, w) in weights.iter_mut() {
         if name.ends_with(".bias") || name.ends_with(".beta") || name.ends_with(".moving_mean") {
             *w = Tensor::randn(0f32, 0.1, w.dims(), &Device::Cpu).unwrap();

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::graph::ValueId;
+use crate::model::ValueId;
 use crate::model::{DisplayLayout, Model};
 
 /// One row of the table.

@@ -9,7 +9,7 @@ use crate::model::Model;
 /// Where the sample model lives in the source tree (and where `convscope train` writes).
 pub const PATH: &str = "sample_models/mnist_cnn.safetensors";
 
-static BYTES: &[u8] = include_bytes!("../sample_models/mnist_cnn.safetensors");
+static BYTES: &[u8] = include_bytes!("../../sample_models/mnist_cnn.safetensors");
 
 /// The sample model's file, as compiled in.
 pub fn bytes() -> &'static [u8] {
@@ -18,5 +18,5 @@ pub fn bytes() -> &'static [u8] {
 
 /// The sample model.
 pub fn model() -> Result<Model> {
-    crate::native::from_bytes(BYTES, Path::new(PATH))
+    crate::formats::native::from_bytes(BYTES, Path::new(PATH))
 }

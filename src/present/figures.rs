@@ -4,15 +4,16 @@
 
 use image::RgbImage;
 
+use crate::data::input::Prepared;
 use crate::engine::ReluRule;
+use crate::engine::argmax;
 use crate::error::Result;
-use crate::graph::ValueId;
-use crate::input::Prepared;
 use crate::methods::actmax::ActMaxResult;
 use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::{Map, inspect, saliency};
 use crate::model::Model;
-use crate::render::{self, Colormap};
+use crate::model::ValueId;
+use crate::present::render::{self, Colormap};
 
 /// A picture and what it shows.
 #[derive(Clone, Debug)]
@@ -74,11 +75,6 @@ impl Subject<'_> {
             warnings: Vec::new(),
         })
     }
-}
-
-/// Index of the highest value.
-pub fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
 /// Saliency pictures, one per class, from one batched pass.

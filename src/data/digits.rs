@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub const SIDE: usize = 28;
 const PIXELS: usize = SIDE * SIDE;
 const MAGIC: &[u8] = b"CSDIGIT1";
-static BUNDLED: &[u8] = include_bytes!("../data/mnist_digits.bin.gz");
+static BUNDLED: &[u8] = include_bytes!("../../data/mnist_digits.bin.gz");
 
 /// Digits with labels, split into training and validation.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
+use crate::data::digits::Digits;
 use crate::error::{Error, Result};
 use crate::model::{ChannelOrder, Model};
 
@@ -78,6 +79,17 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Pre
     let tensor = normalise(model, &pixels)?;
     let adjusted = (!changes.is_empty()).then(|| changes.join(", "));
     Ok(Prepared { source: source.into(), tensor, pixels, adjusted })
+}
+
+/// Bundled digit `i` prepared for `model` (a 28×28 grey model), named `source`.
+pub fn bundled_digit(model: &Model, digits: &Digits, i: usize, source: String) -> Result<Prepared> {
+    let pixels: Vec<f32> = digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
+    Ok(Prepared {
+        source: PathBuf::from(source),
+        tensor: normalise(model, &pixels)?,
+        pixels,
+        adjusted: None,
+    })
 }
 
 /// Maps `[C, H, W]` pixels in [0, 1] through the model's input description into a

@@ -22,7 +22,7 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_type, data_type,
 };
 use crate::error::{Error, Result};
-use crate::graph::{
+use crate::model::{
     Activation, ArithKind, ConstOperand, Graph, GraphSpec, Node, Op, Padding, ValueId,
 };
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Model, Weights};

@@ -1,14 +1,16 @@
-//! A model: a validated [`Graph`], its weights, how its input is prepared and what its
-//! classes are called. Loading from any supported file goes through [`Model::load`].
+//! A model: a validated [`Graph`] of [`Op`]s, its weights, how its input is prepared and
+//! what its classes are called. Files become models in [`crate::formats`].
+
+mod graph;
+
+pub use graph::*;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, ValueId};
 
 /// How channels are ordered in the model's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -137,36 +139,6 @@ fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> 
     Ok(values.to_vec())
 }
 
-/// The model file formats, as told apart by [`FileKind::of`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FileKind {
-    /// convscope's safetensors file (or another safetensors file, which its reader names).
-    Native,
-    /// A Keras `.h5` (HDF5) or `.keras` (zip).
-    Keras,
-    /// An ONNX protobuf: it opens with field 1, `ir_version`, as every ONNX writer orders it.
-    Onnx,
-    /// Nothing convscope reads.
-    Unknown,
-}
-
-impl FileKind {
-    fn of(bytes: &[u8], path: &Path) -> FileKind {
-        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        // safetensors: an 8-byte little-endian header length, then the JSON header.
-        let safetensors = bytes.len() > 8 && bytes[8] == b'{';
-        if safetensors || extension == "safetensors" {
-            FileKind::Native
-        } else if crate::keras::is_keras(bytes) {
-            FileKind::Keras
-        } else if bytes.first() == Some(&0x08) || extension == "onnx" {
-            FileKind::Onnx
-        } else {
-            FileKind::Unknown
-        }
-    }
-}
-
 /// A model ready to run.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -234,28 +206,6 @@ impl Model {
             classes
         };
         Ok(Model { name: name.into(), graph, weights, input, classes })
-    }
-
-    /// Reads a model file, choosing the reader by content.
-    pub fn load(path: &Path) -> Result<Model> {
-        let bytes =
-            std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        Model::from_bytes(&bytes, path)
-    }
-
-    /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
-    /// extension only where the content cannot tell); `path` names the file in errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
-        match FileKind::of(bytes, path) {
-            FileKind::Native => crate::native::from_bytes(bytes, path),
-            FileKind::Keras => crate::keras::from_bytes(bytes, path),
-            FileKind::Onnx => crate::onnx::from_bytes(bytes, path),
-            FileKind::Unknown => Err(Error::bad_file(
-                path,
-                "not a convscope model, ONNX or Keras file (convscope reads its own \
-                 .safetensors, .onnx, .h5 and .keras)",
-            )),
-        }
     }
 
     /// The graph.

@@ -22,7 +22,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::graph::Pads;
+use crate::model::Pads;
 
 mod dense;
 mod direct;

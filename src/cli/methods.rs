@@ -7,14 +7,15 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use convscope::digits::Digits;
-use convscope::input::{self, Prepared};
+use convscope::data::digits::Digits;
+use convscope::data::input::{self, Prepared};
+use convscope::formats;
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::{inspect, saliency};
 use convscope::model::InputOverrides;
-use convscope::render::{self, ColorMode, Colormap};
-use convscope::views::{self, Picture, Style, Subject as Seen};
+use convscope::present::figures::{self, Picture, Style, Subject as Seen};
+use convscope::present::render::{self, ColorMode, Colormap};
 use convscope::{Model, ReluRule};
 
 /// Backprop modifier, as keras-vis names them.
@@ -140,9 +141,9 @@ fn parse_range(s: &str) -> Result<[f32; 2], String> {
 /// user's preprocessing settings.
 pub fn load_model(path: &Path, preprocessing: &Preprocessing) -> Result<Model> {
     let model = if path == Path::new("sample") && !path.exists() {
-        convscope::sample::model()?
+        convscope::data::sample::model()?
     } else {
-        Model::load(path)?
+        formats::load(path)?
     };
     Ok(preprocessing.overrides()?.apply(model)?)
 }
@@ -187,13 +188,8 @@ fn default_input(model: &Model) -> Result<Prepared> {
     }
     let digits = Digits::bundled()?;
     let i = digits.validation().start;
-    let pixels: Vec<f32> = digits.pixels(i).iter().map(|&p| f32::from(p) / 255.0).collect();
-    Ok(Prepared {
-        source: PathBuf::from(format!("bundled digit #{i} (label {})", digits.label(i))),
-        tensor: input::normalise(model, &pixels)?,
-        pixels,
-        adjusted: None,
-    })
+    let source = format!("bundled digit #{i} (label {})", digits.label(i));
+    Ok(input::bundled_digit(model, &digits, i, source)?)
 }
 
 fn layer_or(
@@ -235,8 +231,8 @@ pub fn saliency_cmd(subject: &Subject, options: &GradientOptions, out: &Output) 
     let seen = Seen { model: &model, input: &input, probs: &probs };
     let classes = classes(&model, class, options.all_classes);
     let style = style(out, options.overlay);
-    let pictures = views::saliency(&seen, &classes, options.modifier.into(), style)?;
-    emit(views::combine(pictures, "saliency of every class"), &input, out)
+    let pictures = figures::saliency(&seen, &classes, options.modifier.into(), style)?;
+    emit(figures::combine(pictures, "saliency of every class"), &input, out)
 }
 
 /// `convscope gradcam`.
@@ -251,8 +247,8 @@ pub fn gradcam_cmd(
     let seen = Seen { model: &model, input: &input, probs: &probs };
     let classes = classes(&model, class, options.all_classes);
     let style = style(out, options.overlay);
-    let pictures = views::grad_cam(&seen, &classes, options.modifier.into(), Some(layer), style)?;
-    emit(views::combine(pictures, "grad-CAM of every class"), &input, out)
+    let pictures = figures::grad_cam(&seen, &classes, options.modifier.into(), Some(layer), style)?;
+    emit(figures::combine(pictures, "grad-CAM of every class"), &input, out)
 }
 
 /// `convscope guided-gradcam`.
@@ -265,7 +261,7 @@ pub fn guided_gradcam_cmd(
     let (model, input, class, probs) = subject.resolve()?;
     let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    emit(views::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
+    emit(figures::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
 }
 
 /// `convscope occlusion`.
@@ -278,7 +274,7 @@ pub fn occlusion_cmd(
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    emit(views::occlusion(&seen, class, config, drop, style(out, overlay))?, &input, out)
+    emit(figures::occlusion(&seen, class, config, drop, style(out, overlay))?, &input, out)
 }
 
 /// `convscope filters`.
@@ -290,7 +286,7 @@ pub fn filters_cmd(
 ) -> Result<()> {
     let model = load_model(model, preprocessing)?;
     let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
-    emit_picture(views::filters(&model, layer, style(out, false))?, out)
+    emit_picture(figures::filters(&model, layer, style(out, false))?, out)
 }
 
 /// `convscope features`.
@@ -298,7 +294,7 @@ pub fn features_cmd(subject: &Subject, layer: Option<&str>, out: &Output) -> Res
     let (model, input, _, probs) = subject.resolve()?;
     let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    emit(views::features(&seen, layer, style(out, false))?, &input, out)
+    emit(figures::features(&seen, layer, style(out, false))?, &input, out)
 }
 
 /// Settings of `convscope maxact`.
@@ -334,7 +330,7 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
     let (targets, names): (Vec<Target>, Vec<String>) = match &args.layer {
         Some(layer) => {
             let node = model.graph().node_index(layer)?;
-            let channels = model.graph().shape(convscope::graph::ValueId::of_node(node))[0];
+            let channels = model.graph().shape(convscope::model::ValueId::of_node(node))[0];
             let filters: Vec<usize> = if args.filter.is_empty() {
                 (0..channels.min(16)).collect()
             } else {
@@ -378,7 +374,7 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
     if show_progress {
         eprintln!();
     }
-    emit_picture(views::maxact(&model, &result, &names)?, out)
+    emit_picture(figures::maxact(&model, &result, &names)?, out)
 }
 
 /// Prints or writes a picture of an input, naming the input in the caption.

@@ -167,7 +167,7 @@ pub(crate) fn inverse(perm: &[usize]) -> Vec<usize> {
 impl Array<f64> {
     /// Numpy-broadcast elementwise `f(a, b)`.
     pub fn zip(&self, other: &Array<f64>, f: impl Fn(f64, f64) -> f64) -> Fallible<Array<f64>> {
-        let dims = crate::graph::broadcast_shapes(&self.dims, &other.dims).ok_or_else(|| {
+        let dims = crate::model::broadcast_shapes(&self.dims, &other.dims).ok_or_else(|| {
             format!("shapes {:?} and {:?} do not broadcast", self.dims, other.dims)
         })?;
         let out_strides = strides(&dims);

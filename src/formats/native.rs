@@ -12,7 +12,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, GraphSpec};
+use crate::model::{Graph, GraphSpec};
 use crate::model::{InputSpec, Model, Weights};
 
 /// Metadata key naming the format.

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 
 use crate::engine::{Activations, NodeOutput, Point};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Op, ValueId};
 use crate::kernels::{self, Float, Pool, Window, with_float};
 use crate::model::Model;
+use crate::model::{Activation, Op, ValueId};
 
 /// A rectangle of changed input pixels (on every channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,9 +7,9 @@
 //! layer above, and an edge names the later layers that read it (`──► add`). That stays
 //! correct for any DAG without routing lines in two dimensions.
 
-use crate::graph::{Activation, ArithKind, ConstOperand, Op, Padding, ValueId};
+use crate::model::{Activation, ArithKind, ConstOperand, Op, Padding, ValueId};
 use crate::model::{DisplayLayout, Model};
-use crate::summary::displayed;
+use crate::present::summary::displayed;
 
 /// Narrowest width the diagram is drawn at; below it boxes cannot hold a readable name.
 const MIN_WIDTH: usize = 24;
@@ -340,11 +340,11 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::graph::{Graph, GraphSpec, Node};
     use crate::model::InputSpec;
+    use crate::model::{Graph, GraphSpec, Node};
 
     fn sample() -> Model {
-        crate::train::untrained_sample_model(1).unwrap()
+        crate::data::train::untrained_sample_model(1).unwrap()
     }
 
     fn conv(filters: usize, activation: Activation) -> Op {
@@ -356,7 +356,7 @@ mod tests {
             Graph::new(GraphSpec { input_name: "input".into(), input_shape: vec![3, 8, 8], nodes })
                 .unwrap();
         let weights =
-            crate::train::initial_weights(&graph, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+            crate::data::train::initial_weights(&graph, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         let input = InputSpec { display_layout: layout, ..InputSpec::default() };
         Model::new("test", graph, weights, input, Vec::new()).unwrap()
     }

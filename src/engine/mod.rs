@@ -7,6 +7,8 @@
 //! returns gradients at intermediate nodes directly, routes max-pool gradients correctly,
 //! and computes weight gradients only when training asks for them.
 
+pub mod patch;
+
 use std::collections::HashMap;
 
 use candle_core::{D, DType, Tensor};
@@ -14,9 +16,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::{Activation, ArithKind, ConstOperand, Op, ValueId};
 use crate::kernels::{self, Pool, Window};
 use crate::model::Model;
+use crate::model::{Activation, ArithKind, ConstOperand, Op, ValueId};
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -623,6 +625,11 @@ fn dropout_mask(x: &Tensor, rate: f32, rng: &mut impl Rng) -> Result<Tensor> {
         .map(|_| if rng.random::<f64>() < keep { 1.0 / keep } else { 0.0 })
         .collect();
     Ok(Tensor::from_vec(values, x.dims(), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Index of the highest value (the first of equals; 0 for none).
+pub fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
 /// Softmax over the last axis, stable against large scores.

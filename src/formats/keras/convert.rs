@@ -17,7 +17,7 @@ use super::config::{Architecture, Layer};
 use super::hdf5::Array;
 use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, GraphSpec, Node, Op, Padding};
+use crate::model::{Activation, Graph, GraphSpec, Node, Op, Padding};
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
@@ -339,7 +339,7 @@ impl<'a> Builder<'a> {
     fn push(&mut self, node: Node) -> Result<Vec<usize>> {
         self.spec.nodes.push(node);
         let graph = Graph::new(self.spec.clone())?;
-        Ok(graph.shape(crate::graph::ValueId::of_node(graph.output_node())).to_vec())
+        Ok(graph.shape(crate::model::ValueId::of_node(graph.output_node())).to_vec())
     }
 
     /// Appends the node(s) of a layer whose last node carries the layer's name and class.

@@ -8,10 +8,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 
-use crate::digits::{Digits, SIDE};
+use crate::data::digits::{Digits, SIDE};
 use crate::engine::{ReluRule, Seed, one_hot, softmax};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, GraphSpec, Node, Op, Padding};
+use crate::model::{Activation, Graph, GraphSpec, Node, Op, Padding};
 use crate::model::{InputSpec, Model, Weights};
 
 /// The seed `convscope train` uses by default.

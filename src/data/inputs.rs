@@ -1,0 +1,157 @@
+//! The inputs a session works on: image files and folders given by the user, or the bundled
+//! digits, each with its true class where known, and the model's predictions for them in
+//! batches.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+
+use crate::data::digits::Digits;
+use crate::data::input::{self, Prepared};
+use crate::engine::argmax;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Image file extensions a folder given to `--images` is searched for.
+const IMAGE_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm"];
+
+/// How many bundled digits the explorer offers when no images are given.
+pub const BUNDLED_INPUTS: usize = 24;
+
+/// An input before classification: its name, pixels and true class if known.
+pub type NamedInput = (String, Prepared, Option<usize>);
+
+/// The true class of a file named `…_<class>.<ext>` (as `convscope export-digits` names
+/// them), if the suffix is one of the model's class names.
+pub fn label_from_name(model: &Model, path: &Path) -> Option<usize> {
+    let stem = path.file_stem()?.to_str()?;
+    let suffix = stem.rsplit('_').next()?;
+    (suffix != stem).then_some(())?;
+    model.classes.iter().position(|c| c == suffix)
+}
+
+/// Loads `--images` (files, or folders searched for images), or the bundled digits when
+/// none are given and the model reads 28×28 grey digits: the first [`BUNDLED_INPUTS`] of
+/// them, or with `mistakes` every validation digit the model gets wrong. Notes about
+/// resizing go to `notes`.
+pub fn load_inputs(
+    model: &Model,
+    images: &[PathBuf],
+    mistakes: bool,
+    notes: &mut Vec<String>,
+) -> Result<Vec<NamedInput>> {
+    let inputs = if images.is_empty() {
+        bundled_inputs(model, if mistakes { usize::MAX } else { BUNDLED_INPUTS })?
+    } else {
+        image_inputs(model, images, notes)?
+    };
+    if !mistakes {
+        return Ok(inputs);
+    }
+    let labelled = inputs.iter().filter(|i| i.2.is_some()).count();
+    if labelled == 0 {
+        return Err(Error::Invalid(
+            "--mistakes needs inputs whose class is known: bundled digits, or files named \
+             …_<class>.png"
+                .into(),
+        ));
+    }
+    let predicted = predictions(model, &inputs)?;
+    let wrong: Vec<NamedInput> = inputs
+        .into_iter()
+        .zip(predicted)
+        .filter(|((.., label), probs)| misclassified(*label, probs))
+        .map(|(input, _)| input)
+        .collect();
+    if wrong.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the model classifies all {labelled} labelled inputs correctly: nothing for --mistakes"
+        )));
+    }
+    notes.push(format!("{} of {labelled} labelled inputs are misclassified", wrong.len()));
+    Ok(wrong)
+}
+
+/// Up to `count` bundled validation digits, for models that read 28×28 grey digits.
+fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
+    if model.input_chw()? != [1, 28, 28] {
+        return Err(Error::Invalid(
+            "this model does not read 28×28 grey digits: give images with --images DIR|FILE…"
+                .into(),
+        ));
+    }
+    let digits = Digits::bundled()?;
+    digits
+        .validation()
+        .take(count)
+        .map(|i| {
+            let prepared = input::bundled_digit(model, &digits, i, format!("digit #{i}"))?;
+            Ok((format!("digit #{i}"), prepared, Some(digits.label(i))))
+        })
+        .collect()
+}
+
+/// The image files given to `--images`, folders searched for images.
+fn image_inputs(
+    model: &Model,
+    images: &[PathBuf],
+    notes: &mut Vec<String>,
+) -> Result<Vec<NamedInput>> {
+    let mut files = Vec::new();
+    for path in images {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|source| Error::Io { path: path.clone(), source })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(Error::bad_file(path, "no image files in this folder"));
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+        .iter()
+        .map(|path| {
+            let prepared = input::load_image(model, path)?;
+            if let Some(note) = &prepared.adjusted {
+                notes.push(format!("{}: {note}", path.display()));
+            }
+            let name = path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            Ok((name, prepared, label_from_name(model, path)))
+        })
+        .collect()
+}
+
+/// Whether the true class `label`, if known, is not the top class of `probs`.
+pub fn misclassified(label: Option<usize>, probs: &[f32]) -> bool {
+    label.is_some_and(|label| label != argmax(probs))
+}
+
+/// The model's probabilities for each input, in batches: few passes on the way to the first
+/// frame, and memory bounded by the batch rather than the number of inputs (2,000 digits at
+/// once would hold 300 MB of conv outputs).
+pub fn predictions(
+    model: &Model,
+    inputs: &[(String, Prepared, Option<usize>)],
+) -> crate::Result<Vec<Vec<f32>>> {
+    const BATCH: usize = 64;
+    let mut probs = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(BATCH) {
+        let tensors: Vec<&Tensor> = chunk.iter().map(|i| &i.1.tensor).collect();
+        let batch = Tensor::cat(&tensors, 0)?;
+        probs.extend(model.predict(&batch)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+    }
+    Ok(probs)
+}
