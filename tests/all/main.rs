@@ -9,6 +9,7 @@ mod cli;
 mod explorer;
 mod gradients;
 mod keras;
+mod layout;
 mod methods;
 mod native;
 mod occlusion;
