@@ -142,10 +142,7 @@ pub fn misclassified(label: Option<usize>, probs: &[f32]) -> bool {
 /// The model's probabilities for each input, in batches: few passes on the way to the first
 /// frame, and memory bounded by the batch rather than the number of inputs (2,000 digits at
 /// once would hold 300 MB of conv outputs).
-pub fn predictions(
-    model: &Model,
-    inputs: &[(String, Prepared, Option<usize>)],
-) -> crate::Result<Vec<Vec<f32>>> {
+pub fn predictions(model: &Model, inputs: &[NamedInput]) -> Result<Vec<Vec<f32>>> {
     const BATCH: usize = 64;
     let mut probs = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(BATCH) {
@@ -154,4 +151,42 @@ pub fn predictions(
         probs.extend(model.predict(&batch)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
     }
     Ok(probs)
+}
+
+/// An input with the model's verdict on it.
+#[derive(Clone, Debug)]
+pub struct InputItem {
+    /// Shown in the list.
+    pub name: String,
+    /// The prepared input.
+    pub prepared: Prepared,
+    /// The true class, where known (bundled digits, `…_<class>.png` files).
+    pub label: Option<usize>,
+    /// The model's probabilities.
+    pub probs: Vec<f32>,
+}
+
+impl InputItem {
+    /// Whether its true class is known and is not the model's top class.
+    pub fn misclassified(&self) -> bool {
+        misclassified(self.label, &self.probs)
+    }
+}
+
+/// Prepares `inputs` for `model` again (its dtype and input description) and runs it on
+/// them.
+pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>> {
+    let inputs = inputs
+        .into_iter()
+        .map(|(name, prepared, label)| {
+            let tensor = input::normalise(model, &prepared.pixels)?;
+            Ok((name, Prepared { tensor, ..prepared }, label))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let probs = predictions(model, &inputs)?;
+    Ok(inputs
+        .into_iter()
+        .zip(probs)
+        .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
+        .collect())
 }

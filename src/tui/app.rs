@@ -1,175 +1,57 @@
 //! The explorer's state and its one `update`: keys become actions, actions change state,
-//! and the view for the new state is computed here (from a cache when possible, in a
-//! worker when slow), never while drawing.
+//! and the view for the new state is made here (from a cache when possible, in a worker
+//! when slow), never while drawing. What each tab shows is the tab's business
+//! ([`crate::tui::tabs`]); the app keeps what the tabs share.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use crossterm::event::KeyEvent;
-use image::RgbImage;
-use serde::{Deserialize, Serialize};
+use crossterm::event::{KeyCode, KeyEvent};
 
-use crate::data::cache::{self, Cache};
-use crate::data::input::{self, Prepared};
-use crate::data::inputs::{misclassified, predictions};
-use crate::engine::ReluRule;
-use crate::methods::actmax::{self, ActMaxConfig, Target};
-use crate::methods::occlusion::OcclusionConfig;
-use crate::methods::{inspect, saliency};
-use crate::model::ValueId;
-use crate::model::{InputSpec, Model};
-use crate::present::figures::{self, Picture, Style, Subject};
-use crate::present::render::{self, ColorMode, Colormap};
+use crate::data::cache;
+use crate::data::inputs::{self, InputItem, NamedInput};
+use crate::engine::{ReluRule, argmax};
+use crate::model::Model;
+use crate::present::figures::{Picture, Style};
+use crate::present::render::{self, Colormap};
+use crate::tui::Options;
 use crate::tui::jobs::{JobProgress, Jobs};
-use crate::tui::keys::{self, Action};
-
-/// The tabs, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tab {
-    /// Layer table and architecture diagram.
-    Summary,
-    /// A conv layer's weights.
-    Filters,
-    /// A layer's output for the input.
-    Features,
-    /// Activation maximisation per class.
-    MaxAct,
-    /// Occlusion maps.
-    Occlusion,
-    /// Saliency maps.
-    Saliency,
-    /// Grad-CAM and guided grad-CAM.
-    GradCam,
-}
-
-impl Tab {
-    /// All tabs, in order.
-    pub const ALL: [Tab; 7] = [
-        Tab::Summary,
-        Tab::Filters,
-        Tab::Features,
-        Tab::MaxAct,
-        Tab::Occlusion,
-        Tab::Saliency,
-        Tab::GradCam,
-    ];
-
-    /// The tab's title.
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Summary => "Summary",
-            Tab::Filters => "Filters",
-            Tab::Features => "Features",
-            Tab::MaxAct => "Max act",
-            Tab::Occlusion => "Occlusion",
-            Tab::Saliency => "Saliency",
-            Tab::GradCam => "Grad-CAM",
-        }
-    }
-
-    fn index(self) -> usize {
-        Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
-    }
-}
-
-/// One input in the side list.
-#[derive(Clone, Debug)]
-pub struct InputItem {
-    /// Shown in the list.
-    pub name: String,
-    /// The prepared input.
-    pub prepared: Prepared,
-    /// The true class, where known (bundled digits, `…_<class>.png` files).
-    pub label: Option<usize>,
-    /// The model's probabilities.
-    pub probs: Vec<f32>,
-}
-
-impl InputItem {
-    /// Whether its true class is known and is not the model's top class.
-    pub fn misclassified(&self) -> bool {
-        misclassified(self.label, &self.probs)
-    }
-}
+use crate::tui::keys::{self, Action, Binding, Uses};
+use crate::tui::tabs::{self, Ctx, Tab, View};
+use crate::tui::watch::Watch;
 
 /// What the main panel shows.
 #[derive(Clone, Debug)]
 pub enum Panel {
     /// A picture.
     Picture(Arc<Picture>),
+    /// Lines of text.
+    Text(Arc<Vec<String>>),
     /// Work in progress.
     Busy(String),
     /// The method cannot apply here; the reason.
     Unavailable(String),
-    /// The summary tab draws itself.
-    Summary,
 }
 
 /// Everything that decides a view; equal keys show equal pictures.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ViewKey {
-    tab: Tab,
+    tab: usize,
     input: usize,
     class: usize,
     rule: ReluRule,
     layer: usize,
     colormap: Colormap,
     overlay: bool,
-    guided: bool,
-    occlusion: (usize, usize, bool),
-    seed: u64,
+    /// The tab's own settings.
+    settings: Vec<u64>,
 }
 
-/// The cache's name for activation-maximisation entries.
-const MAXACT: &str = "maxact";
-
-/// Everything an activation-maximisation picture depends on: its key in the cache.
-#[derive(Serialize)]
-struct MaxActKey {
-    /// The model file's hash.
-    model: u64,
-    input: InputSpec,
-    classes: Vec<String>,
-    config: ActMaxConfig,
-}
-
-/// An activation-maximisation picture as the cache keeps it.
-#[derive(Serialize, Deserialize)]
-struct MaxActEntry {
-    caption: String,
-    images: Vec<Vec<f32>>,
-}
-
-/// Settings the explorer starts with.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Terminal colours.
-    pub color: ColorMode,
-    /// Activation maximisation steps.
-    pub maxact_iterations: usize,
-    /// Where activation-maximisation results are kept between runs (`None`: memory only).
-    pub cache_dir: Option<PathBuf>,
-    /// Reload the model when this file changes.
-    pub watch: Option<PathBuf>,
-    /// The user's input preparation and class names, applied again to a reloaded model.
-    pub overrides: crate::model::InputOverrides,
-}
-
-/// Watching a model file for a complete rewrite.
-#[derive(Debug)]
-struct Watch {
-    path: PathBuf,
-    seen: Option<(u64, SystemTime)>,
-    /// A change seen, and when; loaded once the file stops changing.
-    pending: Option<((u64, SystemTime), Instant)>,
-}
-
-fn file_stamp(path: &Path) -> Option<(u64, SystemTime)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
-}
+/// The main panel's width before the first resize tells the real one (an 80-column
+/// terminal less the side list and borders).
+const DEFAULT_WIDTH: u16 = 54;
 
 /// The explorer.
 pub struct App {
@@ -178,24 +60,23 @@ pub struct App {
     model_hash: u64,
     pub(crate) inputs: Vec<InputItem>,
     pub(crate) input: usize,
-    pub(crate) tab: Tab,
+    pub(crate) tabs: Vec<Box<dyn Tab>>,
+    pub(crate) tab: usize,
     pub(crate) class: usize,
     pub(crate) rule: ReluRule,
     pub(crate) colormap: Colormap,
     pub(crate) overlay: bool,
-    pub(crate) guided: bool,
-    pub(crate) occlusion: OcclusionConfig,
-    pub(crate) occlusion_drop: bool,
-    layer_choice: HashMap<Tab, usize>,
-    seed: u64,
+    layer_choice: HashMap<usize, usize>,
     pub(crate) options: Options,
     pub(crate) show_help: bool,
     pub(crate) scroll: u16,
     pub(crate) status: Option<String>,
     pub(crate) panel: Panel,
+    /// The main panel's width in cells, for views laid out to it.
+    width: u16,
     cache: HashMap<ViewKey, Arc<Vec<Picture>>>,
     /// One job slot per tab, so leaving a tab does not stop its work.
-    jobs: HashMap<Tab, Jobs<ViewKey, Vec<Picture>>>,
+    jobs: HashMap<usize, Jobs<ViewKey, Vec<Picture>>>,
     watch: Option<Watch>,
     /// Set when the user asked to leave.
     pub quit: bool,
@@ -208,38 +89,32 @@ impl App {
         model: Model,
         model_name: String,
         model_hash: u64,
-        inputs: Vec<(String, Prepared, Option<usize>)>,
+        inputs: Vec<NamedInput>,
         options: Options,
     ) -> crate::Result<App> {
         let model = Arc::new(model);
-        let inputs = classify(&model, inputs)?;
-        let class = inputs.first().map_or(0, |i| crate::engine::argmax(&i.probs));
-        let watch = options.watch.clone().map(|path| Watch {
-            seen: file_stamp(&path),
-            path,
-            pending: None,
-        });
+        let inputs = inputs::classify(&model, inputs)?;
+        let class = inputs.first().map_or(0, |i| argmax(&i.probs));
+        let watch = options.watch.clone().map(Watch::new);
         let mut app = App {
             model,
             model_name,
             model_hash,
             inputs,
             input: 0,
-            tab: Tab::Summary,
+            tabs: tabs::all(),
+            tab: 0,
             class,
             rule: ReluRule::Vanilla,
             colormap: Colormap::Jet,
             overlay: false,
-            guided: false,
-            occlusion: OcclusionConfig::default(),
-            occlusion_drop: false,
             layer_choice: HashMap::new(),
-            seed: 0,
             options,
             show_help: false,
             scroll: 0,
             status: None,
-            panel: Panel::Summary,
+            panel: Panel::Busy(String::new()),
+            width: DEFAULT_WIDTH,
             cache: HashMap::new(),
             jobs: HashMap::new(),
             watch,
@@ -249,41 +124,50 @@ impl App {
         Ok(app)
     }
 
-    /// Layers a tab can show: conv layers for filters, spatial layers (larger than 1×1) for
-    /// grad-CAM, every layer for feature maps.
-    pub(crate) fn layers(&self, tab: Tab) -> Vec<usize> {
-        let graph = self.model.graph();
-        (0..graph.nodes().len())
-            .filter(|&i| match tab {
-                Tab::Filters => graph.nodes()[i].op.is_conv(),
-                // A 1×1 map (a global pool kept as [C, 1, 1]) has nothing to localise.
-                Tab::GradCam => {
-                    matches!(graph.shape(ValueId::of_node(i)), [_, h, w] if h * w > 1)
-                }
-                _ => true,
-            })
-            .collect()
+    /// The current tab.
+    pub(crate) fn current_tab(&self) -> &dyn Tab {
+        self.tabs[self.tab].as_ref()
     }
 
-    /// The layer the current tab shows (the default until the user picks one).
+    /// The current tab's own bindings and what it uses, as the key table reads a tab.
+    pub(crate) fn tab_keys(&self) -> (&'static [Binding], Uses) {
+        (self.current_tab().bindings(), self.current_tab().uses())
+    }
+
+    /// The layer the current tab shows (its start until the user picks one).
     pub(crate) fn layer(&self) -> Option<usize> {
-        let layers = self.layers(self.tab);
-        let default = match self.tab {
-            Tab::GradCam => saliency::default_cam_layer(&self.model).ok(),
-            _ => inspect::first_conv_layer(&self.model).ok().or(layers.first().copied()),
-        };
-        self.layer_choice.get(&self.tab).copied().or(default)
+        let tab = self.current_tab();
+        if !tab.uses().layer {
+            return None;
+        }
+        self.layer_choice.get(&self.tab).copied().or_else(|| tab.layers(&self.model).1)
     }
 
-    /// The current input.
+    /// What the current tab reads to make its view and title.
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            model: &self.model,
+            model_name: &self.model_name,
+            model_hash: self.model_hash,
+            input: self.current(),
+            class: self.class.min(self.model.num_classes().saturating_sub(1)),
+            rule: self.rule,
+            layer: self.layer(),
+            style: Style { colormap: self.colormap, overlay: self.overlay },
+            options: &self.options,
+            width: self.width,
+        }
+    }
+
     /// Makes input `i` the current one, on its predicted class.
     fn select_input(&mut self, i: usize) {
         self.input = i;
         if let Some(item) = self.current() {
-            self.class = crate::engine::argmax(&item.probs);
+            self.class = argmax(&item.probs);
         }
     }
 
+    /// The current input.
     pub(crate) fn current(&self) -> Option<&InputItem> {
         self.inputs.get(self.input)
     }
@@ -310,6 +194,16 @@ impl App {
         self.jobs.values_mut().fold(false, |any, j| j.cancel() | any)
     }
 
+    /// The main panel is now `width` cells wide: views laid out to the width follow.
+    pub fn resize(&mut self, width: u16) {
+        if width != self.width {
+            self.width = width;
+            if self.current_tab().uses().text {
+                self.refresh();
+            }
+        }
+    }
+
     /// Handles a key press.
     pub fn handle_key(&mut self, key: KeyEvent) {
         if self.show_help {
@@ -318,40 +212,51 @@ impl App {
             return;
         }
         let digits_are_classes = self.model.num_classes() <= 10;
-        if let Some((action, number)) = keys::lookup(&key, self.tab, digits_are_classes) {
-            let number = if key.code == crossterm::event::KeyCode::Esc { ESCAPE } else { number };
+        let found = keys::lookup(&key, self.tab_keys(), digits_are_classes, self.tabs.len());
+        if let Some((action, number)) = found {
+            if key.code == KeyCode::Esc && action == Action::Quit {
+                // Esc first stops running work, this tab's or another's; q always leaves.
+                if self.cancel_current_job() {
+                    return;
+                }
+                if self.cancel_jobs() {
+                    self.status = Some("cancelled".into());
+                    return;
+                }
+            }
             self.update(action, number);
         }
     }
 
-    /// Applies an action (`number` for numbered keys) and recomputes the view.
+    /// Cancels the current tab's job, saying so; whether there was one.
+    fn cancel_current_job(&mut self) -> bool {
+        if !self.jobs.get_mut(&self.tab).is_some_and(Jobs::cancel) {
+            return false;
+        }
+        self.status = Some("cancelled".into());
+        self.panel =
+            Panel::Unavailable("cancelled; r or a change of settings starts it again".into());
+        true
+    }
+
+    /// Applies an action (`number` for numbered keys) and remakes the view.
     pub fn update(&mut self, action: Action, number: usize) {
         let k = self.model.num_classes().max(1);
         let n_inputs = self.inputs.len().max(1);
+        let n_tabs = self.tabs.len();
         self.status = None;
         match action {
-            Action::Quit => {
-                // Esc first stops running work; q always leaves.
-                if !(key_is_escape(number) && self.cancel_jobs()) {
-                    self.quit = true;
-                }
-            }
+            Action::Quit => self.quit = true,
             Action::Cancel => {
-                if self.jobs.get_mut(&self.tab).is_some_and(Jobs::cancel) {
-                    self.status = Some("cancelled".into());
-                    self.panel = Panel::Unavailable(
-                        "cancelled; r or a change of settings starts it again".into(),
-                    );
+                if self.cancel_current_job() {
                     return;
                 }
             }
-            Action::NextTab => self.tab = Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()],
-            Action::PrevTab => {
-                self.tab = Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
-            }
+            Action::NextTab => self.tab = (self.tab + 1) % n_tabs,
+            Action::PrevTab => self.tab = (self.tab + n_tabs - 1) % n_tabs,
             Action::TabByNumber => {
-                if let Some(&tab) = Tab::ALL.get(number.wrapping_sub(1)) {
-                    self.tab = tab;
+                if (1..=n_tabs).contains(&number) {
+                    self.tab = number - 1;
                 }
             }
             Action::NextClass => self.class = (self.class + 1) % k,
@@ -361,42 +266,17 @@ impl App {
                     self.class = number;
                 }
             }
-            Action::NextInput | Action::PrevInput => {
-                let input = if action == Action::NextInput {
-                    (self.input + 1) % n_inputs
-                } else {
-                    (self.input + n_inputs - 1) % n_inputs
-                };
-                self.select_input(input);
-            }
+            Action::NextInput => self.select_input((self.input + 1) % n_inputs),
+            Action::PrevInput => self.select_input((self.input + n_inputs - 1) % n_inputs),
             Action::NextMistake | Action::PrevMistake => {
-                // The inputs after (or before) this one, wrapping round, this one last.
-                let forward = action == Action::NextMistake;
-                let found = (1..=n_inputs)
-                    .map(|step| {
-                        let i =
-                            if forward { self.input + step } else { self.input + n_inputs - step };
-                        i % n_inputs
-                    })
-                    .find(|&i| self.inputs.get(i).is_some_and(InputItem::misclassified));
-                match found {
-                    Some(i) => self.select_input(i),
-                    None => {
-                        let labelled = self.inputs.iter().filter(|i| i.label.is_some()).count();
-                        self.status = Some(if labelled == 0 {
-                            "no input's true class is known (name files …_<class>.png)".into()
-                        } else {
-                            format!("no misclassified input: all {labelled} labelled are right")
-                        });
-                    }
-                }
+                self.next_mistake(action == Action::NextMistake)
             }
             Action::NextModifier => {
                 let i = ReluRule::ALL.iter().position(|&r| r == self.rule).unwrap_or(0);
                 self.rule = ReluRule::ALL[(i + 1) % ReluRule::ALL.len()];
             }
             Action::NextLayer | Action::PrevLayer => {
-                let layers = self.layers(self.tab);
+                let layers = self.current_tab().layers(&self.model).0;
                 if !layers.is_empty() {
                     let at =
                         self.layer().and_then(|l| layers.iter().position(|&x| x == l)).unwrap_or(0);
@@ -410,26 +290,6 @@ impl App {
             }
             Action::NextColormap => self.colormap = self.colormap.next(),
             Action::ToggleOverlay => self.overlay = !self.overlay,
-            Action::ToggleGuided => self.guided = !self.guided,
-            Action::Bigger | Action::Smaller => {
-                let fine = self.occlusion.stride == 1 && self.occlusion.size > 1;
-                let size = if action == Action::Bigger {
-                    self.occlusion.size + 1
-                } else {
-                    self.occlusion.size - 1
-                };
-                let side = self.model.input_chw().map_or(28, |[_, h, w]| h.min(w));
-                self.occlusion.size = size.clamp(1, side);
-                self.occlusion.stride = if fine { 1 } else { self.occlusion.size };
-            }
-            Action::ToggleStride => {
-                self.occlusion.stride =
-                    if self.occlusion.stride == 1 { self.occlusion.size } else { 1 };
-            }
-            Action::ToggleDrop => self.occlusion_drop = !self.occlusion_drop,
-            Action::Rerun => {
-                self.seed += 1;
-            }
             Action::Export => {
                 self.status = Some(match self.export() {
                     Ok(path) => format!("wrote {}", path.display()),
@@ -440,215 +300,80 @@ impl App {
             Action::ScrollDown => self.scroll = self.scroll.saturating_add(10),
             Action::ScrollUp => self.scroll = self.scroll.saturating_sub(10),
             Action::Help => self.show_help = true,
+            Action::Own(own) => self.tabs[self.tab].act(own, &self.model),
         }
         self.refresh();
     }
 
-    fn key(&self) -> ViewKey {
-        let tab = self.tab;
-        let uses_input =
-            matches!(tab, Tab::Features | Tab::Occlusion | Tab::Saliency | Tab::GradCam);
-        let uses_class = tab == Tab::Occlusion;
-        let heat = matches!(tab, Tab::Occlusion | Tab::Saliency | Tab::GradCam);
-        ViewKey {
-            tab,
-            input: if uses_input { self.input } else { 0 },
-            class: if uses_class { self.class } else { 0 },
-            rule: if matches!(tab, Tab::Saliency | Tab::GradCam) {
-                self.rule
-            } else {
-                ReluRule::Vanilla
-            },
-            layer: self.layer().unwrap_or(0),
-            colormap: if tab == Tab::MaxAct { Colormap::Jet } else { self.colormap },
-            overlay: heat && self.overlay,
-            guided: tab == Tab::GradCam && self.guided,
-            occlusion: if tab == Tab::Occlusion {
-                (self.occlusion.size, self.occlusion.stride, self.occlusion_drop)
-            } else {
-                (0, 0, false)
-            },
-            seed: if tab == Tab::MaxAct { self.seed } else { 0 },
+    /// Goes to the next (or previous) misclassified input, wrapping round, or says there is
+    /// none.
+    fn next_mistake(&mut self, forward: bool) {
+        let n = self.inputs.len().max(1);
+        let found = (1..=n)
+            .map(|step| if forward { self.input + step } else { self.input + n - step } % n)
+            .find(|&i| self.inputs.get(i).is_some_and(InputItem::misclassified));
+        match found {
+            Some(i) => self.select_input(i),
+            None => {
+                let labelled = self.inputs.iter().filter(|i| i.label.is_some()).count();
+                self.status = Some(if labelled == 0 {
+                    "no input's true class is known (name files …_<class>.png)".into()
+                } else {
+                    format!("no misclassified input: all {labelled} labelled are right")
+                });
+            }
         }
     }
 
-    /// Which picture of a cached set shows the current state (class-batched sets hold one
-    /// per class).
+    fn key(&self) -> ViewKey {
+        let tab = self.current_tab();
+        let uses = tab.uses();
+        ViewKey {
+            tab: self.tab,
+            input: if uses.input { self.input } else { 0 },
+            // A view with a picture per class holds them all under one key.
+            class: if uses.class && !uses.per_class { self.class } else { 0 },
+            rule: if uses.modifier { self.rule } else { ReluRule::Vanilla },
+            layer: self.layer().unwrap_or(0),
+            colormap: if uses.colormap { self.colormap } else { Colormap::Jet },
+            overlay: uses.overlay && self.overlay,
+            settings: tab.settings(),
+        }
+    }
+
+    /// Which picture of a cached set shows the current state (per-class sets hold one per
+    /// class).
     fn pick(&self, pictures: &Arc<Vec<Picture>>) -> Panel {
-        let i = if pictures.len() > 1 && matches!(self.tab, Tab::Saliency | Tab::GradCam) {
-            self.class
-        } else {
-            0
-        };
-        match pictures.get(i) {
+        let per_class = self.current_tab().uses().per_class && pictures.len() > 1;
+        match pictures.get(if per_class { self.class } else { 0 }) {
             Some(p) => Panel::Picture(Arc::new(p.clone())),
             None => Panel::Unavailable("nothing to show".into()),
         }
     }
 
-    /// Recomputes the panel for the current state.
+    /// Remakes the panel for the current state.
     pub fn refresh(&mut self) {
         let key = self.key();
-        if self.tab == Tab::Summary {
-            self.panel = Panel::Summary;
-            return;
-        }
         if let Some(pictures) = self.cache.get(&key).cloned() {
             self.panel = self.pick(&pictures);
             return;
         }
-        if matches!(self.tab, Tab::MaxAct | Tab::Occlusion) {
-            self.start_job(key);
-            return;
-        }
-        self.panel = match self.compute(&key) {
-            Ok(pictures) => {
-                let pictures = Arc::new(pictures);
-                self.cache.insert(key, pictures.clone());
-                self.pick(&pictures)
-            }
-            Err(e) => Panel::Unavailable(e.to_string()),
-        };
-    }
-
-    /// Computes a quick view: everything but activation maximisation and occlusion.
-    fn compute(&self, key: &ViewKey) -> crate::Result<Vec<Picture>> {
-        let model = &self.model;
-        let style = Style { colormap: key.colormap, overlay: key.overlay };
-        let layer = self.layer();
-        let Some(item) = self.current() else {
-            return Err(crate::Error::Invalid("no input images".into()));
-        };
-        let subject = Subject { model, input: &item.prepared, probs: &item.probs };
-        let with_input = |pictures: Vec<Picture>| -> crate::Result<Vec<Picture>> {
-            if key.overlay {
-                return Ok(pictures);
-            }
-            let input = subject.input_image()?;
-            Ok(pictures.into_iter().map(|p| beside(&input, p)).collect())
-        };
-        let classes: Vec<usize> = (0..model.num_classes()).collect();
-        match key.tab {
-            Tab::Filters => {
-                let layer = layer.ok_or_else(|| {
-                    crate::Error::Invalid(
-                        "this model has no convolutional layer: no filters to show".into(),
-                    )
-                })?;
-                Ok(vec![figures::filters(model, layer, style)?])
-            }
-            Tab::Features => Ok(vec![figures::features(&subject, layer.unwrap_or(0), style)?]),
-            // Every class at once, so cycling classes is instant.
-            Tab::Saliency => with_input(figures::saliency(&subject, &classes, key.rule, style)?),
-            Tab::GradCam if key.guided => {
-                let pictures = classes
-                    .iter()
-                    .map(|&c| figures::guided_grad_cam(&subject, c, layer, style))
-                    .collect::<crate::Result<Vec<_>>>()?;
-                with_input(pictures)
-            }
-            Tab::GradCam => {
-                with_input(figures::grad_cam(&subject, &classes, key.rule, layer, style)?)
-            }
-            Tab::Summary | Tab::MaxAct | Tab::Occlusion => Ok(Vec::new()),
-        }
-    }
-
-    fn start_job(&mut self, key: ViewKey) {
-        let jobs = self.jobs.entry(key.tab).or_default();
-        if jobs.is_running(&key) {
+        if self.jobs.get(&self.tab).is_some_and(|j| j.is_running(&key)) {
             self.panel = Panel::Busy("running".into());
             return;
         }
-        let model = self.model.clone();
-        match key.tab {
-            Tab::MaxAct => {
-                let config = ActMaxConfig {
-                    iterations: self.options.maxact_iterations,
-                    seed: key.seed,
-                    ..Default::default()
-                };
-                let cache = self.options.cache_dir.clone().map(Cache::new);
-                let cache_key = MaxActKey {
-                    model: self.model_hash,
-                    input: model.input.clone(),
-                    classes: model.classes.clone(),
-                    config: config.clone(),
-                };
-                if let Some(entry) =
-                    cache.as_ref().and_then(|c| c.load::<_, MaxActEntry>(MAXACT, &cache_key))
-                    && let Ok(chw) = model.input_chw()
-                    && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
-                {
-                    let picture = figures::maxact_picture(chw, &entry.images, entry.caption);
-                    let pictures = Arc::new(vec![picture]);
-                    self.cache.insert(key, pictures.clone());
-                    self.panel = self.pick(&pictures);
-                    return;
-                }
-                self.panel = Panel::Busy("activation maximisation: starting".into());
-                self.jobs.entry(Tab::MaxAct).or_default().start(
-                    key,
-                    "activation maximisation",
-                    move |ctx| {
-                        let targets: Vec<Target> =
-                            (0..model.num_classes()).map(Target::Class).collect();
-                        let names: Vec<String> =
-                            model.classes.iter().map(|c| format!("class {c}")).collect();
-                        let result =
-                            actmax::maximise(&model, &targets, &config, ctx.cancel_flag(), |p| {
-                                let n = p.losses.len().max(1) as f32;
-                                let mean = |f: fn(&actmax::LossTerms) -> f32| {
-                                    p.losses.iter().map(f).sum::<f32>() / n
-                                };
-                                ctx.report(
-                            p.iteration as f32 / p.iterations.max(1) as f32,
-                            format!(
-                                "step {}/{} · mean loss {:.3} = act {:.3} + L6 {:.3} + TV {:.3}",
-                                p.iteration,
-                                p.iterations,
-                                mean(|l| l.total),
-                                mean(|l| l.activation),
-                                mean(|l| l.lp_norm),
-                                mean(|l| l.tv)
-                            ),
-                        );
-                            })
-                            .map_err(|e| e.to_string())?;
-                        let picture =
-                            figures::maxact(&model, &result, &names).map_err(|e| e.to_string())?;
-                        if let Some(cache) = &cache {
-                            let entry = MaxActEntry {
-                                caption: picture.caption.clone(),
-                                images: result.images.clone(),
-                            };
-                            // A cache that cannot be written only costs a recomputation later.
-                            let _ = cache.store(MAXACT, &cache_key, &entry);
-                        }
-                        Ok(vec![picture])
-                    },
-                );
+        match self.current_tab().view(&self.ctx()) {
+            View::Text(lines) => self.panel = Panel::Text(Arc::new(lines)),
+            View::Pictures(Ok(pictures)) => {
+                let pictures = Arc::new(pictures);
+                self.cache.insert(key, pictures.clone());
+                self.panel = self.pick(&pictures);
             }
-            Tab::Occlusion => {
-                let Some(item) = self.current().cloned() else {
-                    self.panel = Panel::Unavailable("no input images".into());
-                    return;
-                };
-                let class = key.class;
-                let config = self.occlusion;
-                let drop = key.occlusion.2;
-                let style = Style { colormap: key.colormap, overlay: key.overlay };
-                self.panel = Panel::Busy("occlusion: running".into());
-                self.jobs.entry(Tab::Occlusion).or_default().start(key, "occlusion", move |ctx| {
-                    ctx.report(0.0, "occluded copies through the network".into());
-                    let subject =
-                        Subject { model: &model, input: &item.prepared, probs: &item.probs };
-                    figures::occlusion(&subject, class, &config, drop, style)
-                        .map(|p| vec![p])
-                        .map_err(|e| e.to_string())
-                });
+            View::Pictures(Err(e)) => self.panel = Panel::Unavailable(e.to_string()),
+            View::Job(title, work) => {
+                self.panel = Panel::Busy(format!("{title}: starting"));
+                self.jobs.entry(self.tab).or_default().start(key, title, work);
             }
-            _ => {}
         }
     }
 
@@ -687,27 +412,13 @@ impl App {
         self.refresh();
     }
 
+    /// Reloads the watched model file once it has changed and settled.
     fn poll_watch(&mut self) -> bool {
         let Some(watch) = &mut self.watch else { return false };
-        let now = file_stamp(&watch.path);
-        if now.is_none() || now == watch.seen {
-            watch.pending = None;
+        if !watch.settled_change() {
             return false;
         }
-        let Some(stamp) = now else { return false };
-        match watch.pending {
-            // Load once the file has stopped changing for a moment: a checkpoint being
-            // written is seen half-way otherwise.
-            Some((seen, since)) if seen == stamp && since.elapsed().as_millis() >= 400 => {}
-            Some((seen, _)) if seen == stamp => return false,
-            _ => {
-                watch.pending = Some((stamp, Instant::now()));
-                return false;
-            }
-        }
-        watch.pending = None;
-        watch.seen = Some(stamp);
-        let path = watch.path.clone();
+        let path = watch.path().to_path_buf();
         let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
             let model = crate::formats::from_bytes(&bytes, &path)
                 .and_then(|m| self.options.overrides.apply(m))
@@ -730,7 +441,7 @@ impl App {
     pub fn replace_model(&mut self, model: Model, hash: u64) -> crate::Result<()> {
         let inputs = self.inputs.drain(..).map(|i| (i.name, i.prepared, i.label)).collect();
         let model = Arc::new(model);
-        let inputs = classify(&model, inputs)?;
+        let inputs = inputs::classify(&model, inputs)?;
         self.cancel_jobs();
         self.model = model;
         self.model_hash = hash;
@@ -749,7 +460,7 @@ impl App {
         };
         let name = format!(
             "convscope-{}-{}-{}.png",
-            self.tab.title().to_lowercase().replace([' ', '-'], ""),
+            self.current_tab().title().to_lowercase().replace([' ', '-'], ""),
             self.input,
             self.class
         );
@@ -762,40 +473,6 @@ impl App {
         )?;
         Ok(path)
     }
-}
-
-/// Whether the number passed with [`Action::Quit`] marks the Escape key.
-fn key_is_escape(number: usize) -> bool {
-    number == ESCAPE
-}
-
-/// The number [`App::handle_key`] passes with Escape, so Quit can tell it from `q`.
-const ESCAPE: usize = usize::MAX;
-
-/// The input image and a picture side by side.
-fn beside(input: &RgbImage, picture: Picture) -> Picture {
-    let image = render::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
-    Picture { image, ..picture }
-}
-
-/// Runs the model on every input.
-fn classify(
-    model: &Model,
-    inputs: Vec<(String, Prepared, Option<usize>)>,
-) -> crate::Result<Vec<InputItem>> {
-    let inputs = inputs
-        .into_iter()
-        .map(|(name, prepared, label)| {
-            let tensor = input::normalise(model, &prepared.pixels)?;
-            Ok((name, Prepared { tensor, ..prepared }, label))
-        })
-        .collect::<crate::Result<Vec<_>>>()?;
-    let probs = predictions(model, &inputs)?;
-    Ok(inputs
-        .into_iter()
-        .zip(probs)
-        .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
-        .collect())
 }
 
 /// Wall-clock time of day (UTC) as HH:MM:SS, without a date crate.

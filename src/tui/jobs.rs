@@ -63,7 +63,7 @@ impl<K: Clone + PartialEq, T: Send + 'static> Default for Jobs<K, T> {
 }
 
 /// The text of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -3,8 +3,6 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::tui::app::Tab;
-
 /// What a key asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -40,18 +38,6 @@ pub enum Action {
     NextColormap,
     /// Heatmap over the input, or beside it.
     ToggleOverlay,
-    /// Larger occlusion square.
-    Bigger,
-    /// Smaller occlusion square.
-    Smaller,
-    /// Occlusion stride 1 (fine) or = size.
-    ToggleStride,
-    /// Occlusion: p or its drop.
-    ToggleDrop,
-    /// Grad-CAM or guided grad-CAM.
-    ToggleGuided,
-    /// Start the tab's background job again (new seed for activation maximisation).
-    Rerun,
     /// Stop the running job.
     Cancel,
     /// Write the current view as PNG.
@@ -62,6 +48,64 @@ pub enum Action {
     ScrollUp,
     /// Show or hide the help.
     Help,
+    /// One of the current tab's own actions, numbered by the tab.
+    Own(u8),
+}
+
+/// What of the shared state a tab's view depends on; the shared keys that change the rest
+/// do nothing there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uses {
+    /// The current input.
+    pub input: bool,
+    /// The current class.
+    pub class: bool,
+    /// The backprop modifier (ReLU rule).
+    pub modifier: bool,
+    /// A layer, chosen with `[` `]`.
+    pub layer: bool,
+    /// The colour scale.
+    pub colormap: bool,
+    /// Heatmaps that can be laid over the input.
+    pub overlay: bool,
+    /// The view holds one picture per class, so a class change is a lookup.
+    pub per_class: bool,
+    /// The view is text (it scrolls).
+    pub text: bool,
+}
+
+/// Which tabs a shared binding works on: those whose view uses what it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Every tab.
+    Always,
+    /// Tabs that show a class.
+    Class,
+    /// Tabs that apply a modifier.
+    Modifier,
+    /// Tabs with a layer choice.
+    Layer,
+    /// Tabs with a colour scale.
+    Colormap,
+    /// Heatmap tabs (overlay).
+    Overlay,
+    /// Tabs that show text (scrolling).
+    Text,
+}
+
+impl Need {
+    /// Whether a tab that uses `uses` takes the binding.
+    fn met(self, uses: Uses) -> bool {
+        match self {
+            Need::Always => true,
+            Need::Class => uses.class,
+            Need::Modifier => uses.modifier,
+            Need::Layer => uses.layer,
+            Need::Colormap => uses.colormap,
+            Need::Overlay => uses.overlay,
+            Need::Text => uses.text,
+        }
+    }
 }
 
 /// One binding: the keys, how the help shows them, what they do and where.
@@ -75,19 +119,31 @@ pub struct Binding {
     pub help: &'static str,
     /// The action.
     pub action: Action,
-    /// Tabs where it works; empty means everywhere.
-    pub tabs: &'static [Tab],
+    /// Where a shared binding works (a tab's own bindings work on that tab).
+    pub need: Need,
     /// Keys and name in the status line (`None`: only in the help).
     pub status: Option<(&'static str, &'static str)>,
 }
 
-const NONE: KeyModifiers = KeyModifiers::NONE;
+impl Binding {
+    /// A tab's own binding.
+    pub const fn new(
+        keys: &'static [(KeyCode, KeyModifiers)],
+        label: &'static str,
+        help: &'static str,
+        action: Action,
+        status: Option<(&'static str, &'static str)>,
+    ) -> Binding {
+        Binding { keys, label, help, action, need: Need::Always, status }
+    }
+}
+
+/// No modifier key.
+pub const NONE: KeyModifiers = KeyModifiers::NONE;
 const SHIFT: KeyModifiers = KeyModifiers::SHIFT;
 const ALT: KeyModifiers = KeyModifiers::ALT;
-const CLASS_TABS: &[Tab] = &[Tab::Occlusion, Tab::Saliency, Tab::GradCam];
-const HEATMAP_TABS: &[Tab] = &[Tab::Occlusion, Tab::Saliency, Tab::GradCam];
-const LAYER_TABS: &[Tab] = &[Tab::Filters, Tab::Features, Tab::GradCam];
-const fn ch(c: char) -> (KeyCode, KeyModifiers) {
+/// A plain character key.
+pub const fn ch(c: char) -> (KeyCode, KeyModifiers) {
     (KeyCode::Char(c), NONE)
 }
 
@@ -98,7 +154,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "q",
         help: "quit (Esc: cancel a job first)",
         action: Action::Quit,
-        tabs: &[],
+        need: Need::Always,
         status: Some(("q", "quit")),
     },
     Binding {
@@ -106,7 +162,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "Tab",
         help: "next tab",
         action: Action::NextTab,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -114,7 +170,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "S-Tab",
         help: "previous tab",
         action: Action::PrevTab,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -126,6 +182,8 @@ pub const BINDINGS: &[Binding] = &[
             (KeyCode::F(5), NONE),
             (KeyCode::F(6), NONE),
             (KeyCode::F(7), NONE),
+            (KeyCode::F(8), NONE),
+            (KeyCode::F(9), NONE),
             (KeyCode::Char('1'), ALT),
             (KeyCode::Char('2'), ALT),
             (KeyCode::Char('3'), ALT),
@@ -133,11 +191,13 @@ pub const BINDINGS: &[Binding] = &[
             (KeyCode::Char('5'), ALT),
             (KeyCode::Char('6'), ALT),
             (KeyCode::Char('7'), ALT),
+            (KeyCode::Char('8'), ALT),
+            (KeyCode::Char('9'), ALT),
         ],
-        label: "F1-F7",
-        help: "tab by number (also Alt+1-7; plain 1-7 when digits are not classes)",
+        label: "F1…",
+        help: "tab by number (also Alt+1…; plain 1… when digits are not classes)",
         action: Action::TabByNumber,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -145,7 +205,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "→ l",
         help: "next class",
         action: Action::NextClass,
-        tabs: CLASS_TABS,
+        need: Need::Class,
         status: Some(("←/→", "class")),
     },
     Binding {
@@ -153,7 +213,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "← h",
         help: "previous class",
         action: Action::PrevClass,
-        tabs: CLASS_TABS,
+        need: Need::Class,
         status: None,
     },
     Binding {
@@ -170,9 +230,9 @@ pub const BINDINGS: &[Binding] = &[
             ch('9'),
         ],
         label: "0-9",
-        help: "class by digit (models with ≤ 10 classes; else 1-7 pick tabs)",
+        help: "class by digit (models with ≤ 10 classes; else digits pick tabs)",
         action: Action::ClassByDigit,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -180,7 +240,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "↓ j",
         help: "next input",
         action: Action::NextInput,
-        tabs: &[],
+        need: Need::Always,
         status: Some(("↑/↓", "input")),
     },
     Binding {
@@ -188,7 +248,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "↑ k",
         help: "previous input",
         action: Action::PrevInput,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -196,7 +256,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "n",
         help: "next misclassified input",
         action: Action::NextMistake,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -204,7 +264,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "N",
         help: "previous misclassified input",
         action: Action::PrevMistake,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -212,7 +272,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "m",
         help: "modifier vanilla → guided → relu",
         action: Action::NextModifier,
-        tabs: &[Tab::Saliency, Tab::GradCam],
+        need: Need::Modifier,
         status: Some(("m", "modifier")),
     },
     Binding {
@@ -220,7 +280,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "]",
         help: "next layer",
         action: Action::NextLayer,
-        tabs: LAYER_TABS,
+        need: Need::Layer,
         status: Some(("[/]", "layer")),
     },
     Binding {
@@ -228,63 +288,15 @@ pub const BINDINGS: &[Binding] = &[
         label: "[",
         help: "previous layer",
         action: Action::PrevLayer,
-        tabs: LAYER_TABS,
+        need: Need::Layer,
         status: None,
-    },
-    Binding {
-        keys: &[ch('g')],
-        label: "g",
-        help: "grad-CAM / guided grad-CAM",
-        action: Action::ToggleGuided,
-        tabs: &[Tab::GradCam],
-        status: Some(("g", "guided")),
-    },
-    Binding {
-        keys: &[ch('+'), ch('=')],
-        label: "+",
-        help: "occlusion square bigger",
-        action: Action::Bigger,
-        tabs: &[Tab::Occlusion],
-        status: Some(("+/-", "size")),
-    },
-    Binding {
-        keys: &[ch('-')],
-        label: "-",
-        help: "occlusion square smaller",
-        action: Action::Smaller,
-        tabs: &[Tab::Occlusion],
-        status: None,
-    },
-    Binding {
-        keys: &[ch('s')],
-        label: "s",
-        help: "occlusion stride 1 (fine) / = size",
-        action: Action::ToggleStride,
-        tabs: &[Tab::Occlusion],
-        status: Some(("s", "stride")),
-    },
-    Binding {
-        keys: &[ch('d')],
-        label: "d",
-        help: "occlusion: p / drop in p",
-        action: Action::ToggleDrop,
-        tabs: &[Tab::Occlusion],
-        status: None,
-    },
-    Binding {
-        keys: &[ch('r')],
-        label: "r",
-        help: "run again (new seed)",
-        action: Action::Rerun,
-        tabs: &[Tab::MaxAct],
-        status: Some(("r", "rerun")),
     },
     Binding {
         keys: &[ch('x')],
         label: "x",
         help: "cancel the running job",
         action: Action::Cancel,
-        tabs: &[],
+        need: Need::Always,
         status: None,
     },
     Binding {
@@ -292,7 +304,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "c",
         help: "colour scale",
         action: Action::NextColormap,
-        tabs: &[Tab::Features, Tab::Occlusion, Tab::Saliency, Tab::GradCam],
+        need: Need::Colormap,
         status: Some(("c", "colours")),
     },
     Binding {
@@ -300,7 +312,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "o",
         help: "overlay heatmap on the input",
         action: Action::ToggleOverlay,
-        tabs: HEATMAP_TABS,
+        need: Need::Overlay,
         status: Some(("o", "overlay")),
     },
     Binding {
@@ -308,7 +320,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "PgDn",
         help: "scroll the summary down",
         action: Action::ScrollDown,
-        tabs: &[Tab::Summary],
+        need: Need::Text,
         status: Some(("PgDn/PgUp", "scroll")),
     },
     Binding {
@@ -316,7 +328,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "PgUp",
         help: "scroll the summary up",
         action: Action::ScrollUp,
-        tabs: &[Tab::Summary],
+        need: Need::Text,
         status: None,
     },
     Binding {
@@ -324,7 +336,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "e",
         help: "export the view as PNG",
         action: Action::Export,
-        tabs: &[],
+        need: Need::Always,
         status: Some(("e", "export")),
     },
     Binding {
@@ -332,14 +344,20 @@ pub const BINDINGS: &[Binding] = &[
         label: "?",
         help: "help",
         action: Action::Help,
-        tabs: &[],
+        need: Need::Always,
         status: Some(("?", "help")),
     },
 ];
 
-/// What a key means on `tab`: the binding's action and, for numbered keys, the number.
-/// `digits_are_classes` says whether plain digits pick classes (≤ 10 classes) or tabs.
-pub fn lookup(key: &KeyEvent, tab: Tab, digits_are_classes: bool) -> Option<(Action, usize)> {
+/// What a key means on a tab with its `own` bindings that `uses` what it uses: the
+/// binding's action and, for numbered keys, the number. `digits_are_classes` says whether
+/// plain digits pick classes (≤ 10 classes) or tabs (of which there are `tab_count`).
+pub fn lookup(
+    key: &KeyEvent,
+    (own, uses): (&'static [Binding], Uses),
+    digits_are_classes: bool,
+    tab_count: usize,
+) -> Option<(Action, usize)> {
     // Shifted characters ('?', '+') arrive with SHIFT on some terminals: compare without it.
     let mods =
         if matches!(key.code, KeyCode::Char(_)) { key.modifiers - SHIFT } else { key.modifiers };
@@ -350,67 +368,117 @@ pub fn lookup(key: &KeyEvent, tab: Tab, digits_are_classes: bool) -> Option<(Act
     };
     if !digits_are_classes
         && mods == NONE
-        && (1..=7).contains(&number)
+        && (1..=tab_count).contains(&number)
         && matches!(key.code, KeyCode::Char(_))
     {
         return Some((Action::TabByNumber, number));
     }
-    BINDINGS
-        .iter()
-        .filter(|b| b.tabs.is_empty() || b.tabs.contains(&tab))
+    // A tab's own keys first: they may reuse a key the tab has no shared use for.
+    own.iter()
+        .chain(BINDINGS.iter().filter(|b| b.need.met(uses)))
         .find(|b| b.keys.iter().any(|&(code, m)| code == key.code && m == mods))
         .map(|b| (b.action, number))
 }
 
-/// The status line's key hints for `tab`: `(keys, name)`.
-pub fn status_hints(tab: Tab) -> Vec<(&'static str, &'static str)> {
-    BINDINGS
-        .iter()
-        .filter(|b| b.tabs.is_empty() || b.tabs.contains(&tab))
+/// The status line's key hints on a tab (its `own` bindings, what it `uses`): `(keys,
+/// name)`. Hints are cut from the end when the line is short, so the order is by
+/// importance: quitting and moving between inputs and classes, the tab's own keys, the
+/// other shared ones, then export and help.
+pub fn status_hints((own, uses): (&'static [Binding], Uses)) -> Vec<(&'static str, &'static str)> {
+    let last = |b: &&Binding| matches!(b.action, Action::Export | Action::Help);
+    let first = |b: &&Binding| !last(b) && matches!(b.need, Need::Always | Need::Class);
+    let shared = || BINDINGS.iter().filter(move |b| b.need.met(uses));
+    shared()
+        .filter(first)
+        .chain(own)
+        .chain(shared().filter(|b| !first(b) && !last(b)))
+        .chain(shared().filter(last))
         .filter_map(|b| b.status)
         .collect()
+}
+
+/// Every binding, for the help: the shared ones, then each tab's own (`own`, once each).
+pub fn help_entries(own: &[&'static [Binding]]) -> Vec<&'static Binding> {
+    let mut entries: Vec<&'static Binding> = BINDINGS.iter().collect();
+    for bindings in own {
+        for binding in bindings.iter() {
+            if !entries.iter().any(|e| e.label == binding.label && e.help == binding.help) {
+                entries.push(binding);
+            }
+        }
+    }
+    entries
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tui::tabs;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, NONE)
     }
 
+    /// The own bindings and uses of the tab titled `title`.
+    fn tab(title: &str) -> (&'static [Binding], Uses) {
+        let tab = tabs::all().into_iter().find(|t| t.title() == title).unwrap();
+        (tab.bindings(), tab.uses())
+    }
+
     #[test]
     fn digits_pick_classes_or_tabs() {
+        let saliency = tab("Saliency");
+        let summary = tab("Summary");
         assert_eq!(
-            lookup(&key(KeyCode::Char('3')), Tab::Saliency, true),
+            lookup(&key(KeyCode::Char('3')), saliency, true, 7),
             Some((Action::ClassByDigit, 3))
         );
         assert_eq!(
-            lookup(&key(KeyCode::Char('3')), Tab::Saliency, false),
+            lookup(&key(KeyCode::Char('3')), saliency, false, 7),
             Some((Action::TabByNumber, 3))
         );
-        assert_eq!(lookup(&key(KeyCode::F(6)), Tab::Summary, true), Some((Action::TabByNumber, 6)));
+        assert_eq!(
+            lookup(&key(KeyCode::Char('8')), saliency, false, 7),
+            Some((Action::ClassByDigit, 8)),
+            "no eighth tab"
+        );
+        assert_eq!(lookup(&key(KeyCode::F(6)), summary, true, 7), Some((Action::TabByNumber, 6)));
         let alt = KeyEvent::new(KeyCode::Char('2'), ALT);
-        assert_eq!(lookup(&alt, Tab::Summary, true), Some((Action::TabByNumber, 2)));
+        assert_eq!(lookup(&alt, summary, true, 7), Some((Action::TabByNumber, 2)));
     }
 
     #[test]
     fn keys_only_work_where_they_mean_something() {
+        let (saliency, filters, gradcam) = (tab("Saliency"), tab("Filters"), tab("Grad-CAM"));
         assert_eq!(
-            lookup(&key(KeyCode::Char('m')), Tab::Saliency, true),
+            lookup(&key(KeyCode::Char('m')), saliency, true, 7),
             Some((Action::NextModifier, 0))
         );
-        assert_eq!(lookup(&key(KeyCode::Char('m')), Tab::Filters, true), None);
+        assert_eq!(lookup(&key(KeyCode::Char('m')), filters, true, 7), None);
         let question = KeyEvent::new(KeyCode::Char('?'), SHIFT);
-        assert_eq!(lookup(&question, Tab::Filters, true), Some((Action::Help, 0)));
+        assert_eq!(lookup(&question, filters, true, 7), Some((Action::Help, 0)));
+        // A tab's own key works on it and nowhere else.
+        assert!(matches!(
+            lookup(&key(KeyCode::Char('g')), gradcam, true, 7),
+            Some((Action::Own(_), 0))
+        ));
+        assert_eq!(lookup(&key(KeyCode::Char('g')), saliency, true, 7), None);
     }
 
     #[test]
-    fn every_tab_has_hints_and_quit() {
-        for tab in Tab::ALL {
-            let hints = status_hints(tab);
-            assert!(hints.iter().any(|h| h.0 == "q"), "{tab:?}");
+    fn every_tab_has_hints_and_quit_and_every_key_is_in_the_help() {
+        let all = tabs::all();
+        for tab in &all {
+            let hints = status_hints((tab.bindings(), tab.uses()));
+            assert!(hints.iter().any(|h| h.0 == "q"), "{}", tab.title());
         }
-        assert!(status_hints(Tab::Saliency).contains(&("m", "modifier")));
+        assert!(status_hints(tab("Saliency")).contains(&("m", "modifier")));
+        let own: Vec<_> = all.iter().map(|t| t.bindings()).collect();
+        let help = help_entries(&own);
+        for tab in &all {
+            for binding in tab.bindings() {
+                assert!(help.iter().any(|h| h.label == binding.label), "{}", binding.label);
+            }
+        }
     }
 }

@@ -1,37 +1,74 @@
-//! The explorer: a ratatui app with a tab per method. [`app`] holds the state and its one
-//! update, [`ui`] draws it, [`keys`] is the table of every key, [`jobs`] runs long work off
-//! the UI thread, [`image`] draws pictures as half-block cells and [`cache`] keeps
-//! activation maximisation between runs.
+//! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
+//! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
+//! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`watch`]
+//! follows a model file and [`image`] draws pictures as half-block cells.
 
 pub mod app;
 pub mod image;
 pub mod jobs;
 pub mod keys;
+pub mod tabs;
 pub mod ui;
+pub mod watch;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossterm::event::{self, Event, KeyEventKind};
 
 use crate::data::cache;
-use crate::tui::app::{App, Options};
+use crate::model::InputOverrides;
+use crate::present::render::ColorMode;
+use crate::tui::app::App;
+
+/// Settings the explorer starts with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Terminal colours.
+    pub color: ColorMode,
+    /// Activation maximisation steps.
+    pub maxact_iterations: usize,
+    /// Where activation-maximisation results are kept between runs (`None`: memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// Reload the model when this file changes.
+    pub watch: Option<PathBuf>,
+    /// The user's input preparation and class names, applied again to a reloaded model.
+    pub overrides: InputOverrides,
+}
 
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
 /// every way out, a panic included; a panic in a worker thread is reported in the UI.
 pub fn run(mut app: App) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
-    // ratatui's hook restores the terminal on any panic; a worker's panic is caught and
-    // shown in the UI instead, so it must not tear the screen down.
+    // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
+    // panics may do that: a job's panic is caught and shown in the UI, and a pool worker's
+    // panic reaches the UI thread (if it does) as a resumed panic, which runs no hook and is
+    // caught below.
+    let ui_thread = std::thread::current().id();
+    let reported = Arc::new(AtomicBool::new(false));
     let restore_and_report = std::panic::take_hook();
+    let hook_reported = reported.clone();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some("convscope-job") {
+        if std::thread::current().id() == ui_thread {
+            hook_reported.store(true, Ordering::SeqCst);
             restore_and_report(info);
         }
     }));
-    let result = event_loop(&mut terminal, &mut app);
-    ratatui::try_restore()?;
-    result
+    app.resize(ui::main_width(terminal.size()?.width));
+    let outcome = catch_unwind(AssertUnwindSafe(|| event_loop(&mut terminal, &mut app)));
+    let restored = ratatui::try_restore();
+    match outcome {
+        Ok(result) => restored.and(result),
+        Err(payload) => {
+            if !reported.load(Ordering::SeqCst) {
+                eprintln!("convscope: internal error: {}", jobs::panic_message(payload.as_ref()));
+            }
+            std::panic::resume_unwind(payload)
+        }
+    }
 }
 
 fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> std::io::Result<()> {
@@ -52,8 +89,9 @@ fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> std::io
                     app.handle_key(key);
                     dirty = true;
                 }
-                Event::Resize(..) => {
+                Event::Resize(width, _) => {
                     terminal.autoresize()?;
+                    app.resize(ui::main_width(width));
                     dirty = true;
                 }
                 _ => {}
@@ -71,10 +109,6 @@ fn is_too_small(terminal: &ratatui::DefaultTerminal) -> std::io::Result<bool> {
 
 /// The explorer's settings: colours, the user's cache directory, and the model file to
 /// watch, if any.
-pub fn options(
-    color: crate::present::render::ColorMode,
-    watch: Option<PathBuf>,
-    overrides: crate::model::InputOverrides,
-) -> Options {
+pub fn options(color: ColorMode, watch: Option<PathBuf>, overrides: InputOverrides) -> Options {
     Options { color, maxact_iterations: 200, cache_dir: cache::default_dir(), watch, overrides }
 }

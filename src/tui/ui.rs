@@ -6,16 +6,19 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph, Tabs, Wrap};
 
-use crate::model::ValueId;
 use crate::present::render;
-use crate::present::summary::Summary;
-use crate::tui::app::{App, Panel, Tab};
+use crate::tui::app::{App, Panel};
 use crate::tui::image::{HalfBlockImage, color};
-use crate::tui::keys::{self, BINDINGS};
+use crate::tui::keys;
 
 /// The smallest terminal the explorer draws in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
 const SIDE_WIDTH: u16 = 24;
+
+/// The main panel's inner width in a terminal `width` cells wide.
+pub fn main_width(width: u16) -> u16 {
+    width.saturating_sub(SIDE_WIDTH + 2)
+}
 const ACCENT: Color = Color::Cyan;
 
 /// Draws the whole screen.
@@ -39,14 +42,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_main(frame, main, app);
     draw_status(frame, status, app);
     if app.show_help {
-        draw_help(frame, area);
+        draw_help(frame, area, app);
     }
 }
 
 fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
     let titles: Vec<String> =
-        Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title())).collect();
-    let selected = Tab::ALL.iter().position(|&t| t == app.tab);
+        app.tabs.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title())).collect();
+    let selected = Some(app.tab);
     let tabs = Tabs::new(titles)
         .select(selected)
         .divider("│")
@@ -122,32 +125,14 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), probs_area);
 }
 
-fn main_title(app: &App) -> String {
-    let class = &app.model.classes[app.class.min(app.model.num_classes().saturating_sub(1))];
-    let layer = app.layer().map(|l| app.model.graph().nodes()[l].name.clone()).unwrap_or_default();
-    match app.tab {
-        Tab::Summary => format!(" {} ", app.model_name),
-        Tab::Filters => format!(" Filters · {layer} "),
-        Tab::Features => format!(" Feature maps · {layer} "),
-        Tab::MaxAct => " Activation maximisation · every class ".into(),
-        Tab::Occlusion => format!(
-            " Occlusion · class {class} · {0}×{0} stride {1}{2} ",
-            app.occlusion.size,
-            app.occlusion.stride,
-            if app.occlusion_drop { " · drop" } else { "" }
-        ),
-        Tab::Saliency => format!(" Saliency · class {class} · {} ", app.rule.name()),
-        Tab::GradCam if app.guided => format!(" Guided grad-CAM · class {class} · {layer} "),
-        Tab::GradCam => format!(" Grad-CAM · class {class} · {layer} · {} ", app.rule.name()),
-    }
-}
-
 fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
-    let block = Block::bordered().title(main_title(app)).border_style(Style::new().fg(ACCENT));
+    let block = Block::bordered()
+        .title(app.current_tab().heading(&app.ctx()))
+        .border_style(Style::new().fg(ACCENT));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     match &app.panel {
-        Panel::Summary => draw_summary(frame, inner, app),
+        Panel::Text(lines) => draw_text(frame, inner, app, lines),
         Panel::Busy(text) => draw_busy(frame, inner, app, text),
         Panel::Unavailable(reason) => {
             let text = Paragraph::new(format!("Cannot show this here: {reason}"))
@@ -208,57 +193,16 @@ fn draw_busy(frame: &mut Frame, area: Rect, app: &App, text: &str) {
     frame.render_widget(Paragraph::new(text).centered().wrap(Wrap { trim: true }), text_area);
 }
 
-fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
-    let summary = Summary::of(&app.model);
-    let graph = app.model.graph();
-    let name_width =
-        summary.layers.iter().map(|l| l.name.len() + l.type_name.len() + 3).max().unwrap_or(10);
-    // The batch axis (Keras's "None") is left out to fit beside the inputs list.
-    let shape_of = |s: &[usize]| {
-        format!("({})", s.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
-    };
-    let shape_width =
-        summary.layers.iter().map(|l| shape_of(&l.output_shape).len()).max().unwrap_or(5).max(12);
-    let mut lines = vec![Line::styled(
-        format!("{:<name_width$} {:<shape_width$} {:>9}", "Layer (type)", "Output shape", "Params"),
-        Style::new().bold(),
-    )];
-    for row in &summary.layers {
-        let shape = shape_of(&row.output_shape);
-        let name = format!("{} ({})", row.name, row.type_name);
-        let mut line = format!("{name:<name_width$} {shape:<shape_width$} {:>9}", row.params);
-        if !summary.sequential {
-            line.push_str(&format!("  ← {}", row.connected_to.join(", ")));
-        }
-        lines.push(Line::raw(line));
-    }
-    let count = |n: usize| crate::present::summary::thousands(n as u64);
-    lines.push(Line::raw(format!(
-        "Total params: {} (trainable {}, non-trainable {})",
-        count(summary.total_params),
-        count(summary.trainable_params),
-        count(summary.non_trainable_params),
-    )));
-    lines.push(Line::raw(format!(
-        "Mult-adds per sample: {}",
-        crate::present::summary::thousands(summary.total_mult_adds)
-    )));
-    let input = graph.shape(ValueId::INPUT);
-    lines.push(Line::raw(format!(
-        "Input {:?} in [{}, {}] · {} classes",
-        input,
-        app.model.input.range[0],
-        app.model.input.range[1],
-        app.model.num_classes()
-    )));
-    lines.push(Line::raw(""));
-    lines.extend(
-        crate::present::diagram::diagram(&app.model, usize::from(area.width))
-            .into_iter()
-            .map(Line::raw),
-    );
-    let paragraph = Paragraph::new(lines).scroll((app.scroll, 0));
-    frame.render_widget(paragraph, area);
+/// Lines of text, the first (a table's header) in bold, scrolled.
+fn draw_text(frame: &mut Frame, area: Rect, app: &App, lines: &[String]) {
+    let lines: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 { Line::styled(l.clone(), Style::new().bold()) } else { Line::raw(l.clone()) }
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).scroll((app.scroll, 0)), area);
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
@@ -276,7 +220,7 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     let right: String = right.chars().take(width).collect();
     let mut room = width.saturating_sub(right.chars().count() + 1);
     let mut spans = Vec::new();
-    for (label, name) in keys::status_hints(app.tab) {
+    for (label, name) in keys::status_hints(app.tab_keys()) {
         let hint_width = label.chars().count() + name.chars().count() + 3;
         if hint_width > room {
             break;
@@ -297,9 +241,11 @@ fn render_mode(app: &App) -> &'static str {
     }
 }
 
-fn draw_help(frame: &mut Frame, area: Rect) {
+fn draw_help(frame: &mut Frame, area: Rect, app: &App) {
+    let own: Vec<_> = app.tabs.iter().map(|t| t.bindings()).collect();
+    let entries = keys::help_entries(&own);
     // Two columns, so every key fits at 80×24.
-    let half = BINDINGS.len().div_ceil(2);
+    let half = entries.len().div_ceil(2);
     let width = area.width.saturating_sub(4);
     let height = (half as u16 + 2).min(area.height);
     let popup = Rect::new(
@@ -310,7 +256,7 @@ fn draw_help(frame: &mut Frame, area: Rect) {
     );
     let column = usize::from(width.saturating_sub(2)) / 2;
     let entry = |i: usize| -> Vec<Span> {
-        BINDINGS.get(i).map_or_else(Vec::new, |b| {
+        entries.get(i).map_or_else(Vec::new, |b| {
             let text: String = b.help.chars().take(column.saturating_sub(8)).collect();
             vec![
                 Span::styled(format!("{:>6}  ", b.label), Style::new().fg(ACCENT).bold()),

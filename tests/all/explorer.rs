@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use convscope::present::render::ColorMode;
-use convscope::tui::app::{App, Options};
+use convscope::tui::Options;
+use convscope::tui::app::App;
 use convscope::tui::ui;
 use convscope::{data::sample, formats::native};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -174,13 +175,25 @@ fn activation_maximisation_is_cached_on_disk() {
     let mut app = app_with(cache.path(), None);
     press(&mut app, KeyCode::F(4));
     app.wait_for_job();
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    let entries: Vec<_> =
+        std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1);
     let first = screen(&app, 80, 24);
-    // A second explorer finds it without running anything.
+    // A second explorer shows the stored entry (marked here, to tell it from a rerun).
+    let text = std::fs::read_to_string(&entries[0]).unwrap();
+    assert!(text.contains("activation maximisation · 5 steps"), "{text}");
+    std::fs::write(&entries[0], text.replace("5 steps", "5 cached steps")).unwrap();
     let mut again = app_with(cache.path(), None);
     press(&mut again, KeyCode::F(4));
-    assert!(again.job_running().is_none());
-    assert_eq!(screen(&again, 80, 24), first);
+    again.wait_for_job();
+    let s = screen(&again, 80, 24);
+    assert!(s.contains("5 cached steps"), "{s}");
+    let picture = |s: &str| s.lines().take(16).collect::<Vec<_>>().join("\n");
+    assert_eq!(picture(&s), picture(&first));
+    // Other settings are another entry.
+    press(&mut again, KeyCode::Char('r'));
+    again.wait_for_job();
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
 }
 
 #[test]

@@ -1,0 +1,94 @@
+//! The Grad-CAM tab: grad-CAM at a spatial layer under the current modifier, every class in
+//! one batched pass, or guided grad-CAM (`g`).
+
+use crate::methods::saliency;
+use crate::model::{Model, ValueId};
+use crate::present::figures;
+use crate::tui::keys::{Action, Binding, ch};
+use crate::tui::tabs::{Ctx, Tab, Uses, View, beside_input};
+
+/// Grad-CAM and guided grad-CAM.
+#[derive(Default)]
+pub struct GradCam {
+    guided: bool,
+}
+
+const TOGGLE_GUIDED: u8 = 0;
+
+const BINDINGS: &[Binding] = &[Binding::new(
+    &[ch('g')],
+    "g",
+    "grad-CAM / guided grad-CAM",
+    Action::Own(TOGGLE_GUIDED),
+    Some(("g", "guided")),
+)];
+
+impl Tab for GradCam {
+    fn title(&self) -> &'static str {
+        "Grad-CAM"
+    }
+
+    fn uses(&self) -> Uses {
+        Uses {
+            input: true,
+            class: true,
+            modifier: true,
+            layer: true,
+            colormap: true,
+            overlay: true,
+            per_class: true,
+            ..Uses::default()
+        }
+    }
+
+    fn heading(&self, ctx: &Ctx) -> String {
+        if self.guided {
+            format!(" Guided grad-CAM · class {} · {} ", ctx.class_name(), ctx.layer_name())
+        } else {
+            format!(
+                " Grad-CAM · class {} · {} · {} ",
+                ctx.class_name(),
+                ctx.layer_name(),
+                ctx.rule.name()
+            )
+        }
+    }
+
+    fn view(&self, ctx: &Ctx) -> View {
+        let classes: Vec<usize> = (0..ctx.model.num_classes()).collect();
+        let pictures = ctx.subject().and_then(|(subject, _)| {
+            if self.guided {
+                classes
+                    .iter()
+                    .map(|&c| figures::guided_grad_cam(&subject, c, ctx.layer, ctx.style))
+                    .collect()
+            } else {
+                figures::grad_cam(&subject, &classes, ctx.rule, ctx.layer, ctx.style)
+            }
+        });
+        View::Pictures(beside_input(ctx, pictures))
+    }
+
+    /// Spatial layers: a 1×1 map (a global pool kept as `[C, 1, 1]`) has nothing to localise.
+    fn layers(&self, model: &Model) -> (Vec<usize>, Option<usize>) {
+        let graph = model.graph();
+        let spatial = (0..graph.nodes().len())
+            .filter(|&i| matches!(graph.shape(ValueId::of_node(i)), [_, h, w] if h * w > 1))
+            .collect();
+        (spatial, saliency::default_cam_layer(model).ok())
+    }
+
+    fn bindings(&self) -> &'static [Binding] {
+        BINDINGS
+    }
+
+    fn act(&mut self, action: u8, _model: &Model) {
+        if action == TOGGLE_GUIDED {
+            self.guided = !self.guided;
+        }
+    }
+
+    fn settings(&self) -> Vec<u64> {
+        vec![u64::from(self.guided)]
+    }
+}

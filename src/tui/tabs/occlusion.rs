@@ -1,0 +1,110 @@
+//! The Occlusion tab: the probability of the class (or its drop) as a grey square slides
+//! over the input, with the argmax class per position; computed in the background.
+
+use crossterm::event::KeyCode;
+
+use crate::methods::occlusion::OcclusionConfig;
+use crate::model::Model;
+use crate::present::figures;
+use crate::tui::keys::{Action, Binding, NONE, ch};
+use crate::tui::tabs::{Ctx, Tab, Uses, View};
+
+/// Occlusion maps, with the square's size and stride and what is shown.
+#[derive(Default)]
+pub struct Occlusion {
+    config: OcclusionConfig,
+    drop: bool,
+}
+
+const BIGGER: u8 = 0;
+const SMALLER: u8 = 1;
+const TOGGLE_STRIDE: u8 = 2;
+const TOGGLE_DROP: u8 = 3;
+
+const BINDINGS: &[Binding] = &[
+    Binding::new(
+        &[ch('+'), ch('=')],
+        "+",
+        "occlusion square bigger",
+        Action::Own(BIGGER),
+        Some(("+/-", "size")),
+    ),
+    Binding::new(
+        &[(KeyCode::Char('-'), NONE)],
+        "-",
+        "occlusion square smaller",
+        Action::Own(SMALLER),
+        None,
+    ),
+    Binding::new(
+        &[ch('s')],
+        "s",
+        "occlusion stride 1 (fine) / = size",
+        Action::Own(TOGGLE_STRIDE),
+        Some(("s", "stride")),
+    ),
+    Binding::new(&[ch('d')], "d", "occlusion: p / drop in p", Action::Own(TOGGLE_DROP), None),
+];
+
+impl Tab for Occlusion {
+    fn title(&self) -> &'static str {
+        "Occlusion"
+    }
+
+    fn uses(&self) -> Uses {
+        Uses { input: true, class: true, colormap: true, overlay: true, ..Uses::default() }
+    }
+
+    fn heading(&self, ctx: &Ctx) -> String {
+        format!(
+            " Occlusion · class {} · {1}×{1} stride {2}{3} ",
+            ctx.class_name(),
+            self.config.size,
+            self.config.stride,
+            if self.drop { " · drop" } else { "" }
+        )
+    }
+
+    fn view(&self, ctx: &Ctx) -> View {
+        let Some(item) = ctx.input.cloned() else {
+            return View::Pictures(Err(crate::Error::Invalid("no input images".into())));
+        };
+        let (model, class, config, drop, style) =
+            (ctx.model.clone(), ctx.class, self.config, self.drop, ctx.style);
+        View::Job(
+            "occlusion",
+            Box::new(move |job| {
+                job.report(0.0, "occluded copies through the network".into());
+                let subject =
+                    figures::Subject { model: &model, input: &item.prepared, probs: &item.probs };
+                figures::occlusion(&subject, class, &config, drop, style)
+                    .map(|p| vec![p])
+                    .map_err(|e| e.to_string())
+            }),
+        )
+    }
+
+    fn bindings(&self) -> &'static [Binding] {
+        BINDINGS
+    }
+
+    fn act(&mut self, action: u8, model: &Model) {
+        let config = &mut self.config;
+        match action {
+            BIGGER | SMALLER => {
+                let fine = config.stride == 1 && config.size > 1;
+                let size = if action == BIGGER { config.size + 1 } else { config.size - 1 };
+                let side = model.input_chw().map_or(28, |[_, h, w]| h.min(w));
+                config.size = size.clamp(1, side);
+                config.stride = if fine { 1 } else { config.size };
+            }
+            TOGGLE_STRIDE => config.stride = if config.stride == 1 { config.size } else { 1 },
+            TOGGLE_DROP => self.drop = !self.drop,
+            _ => {}
+        }
+    }
+
+    fn settings(&self) -> Vec<u64> {
+        vec![self.config.size as u64, self.config.stride as u64, u64::from(self.drop)]
+    }
+}
