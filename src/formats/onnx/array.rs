@@ -3,6 +3,8 @@
 //! (weights and integer constants alike: shapes fit exactly) or [`Dim`] for shapes that
 //! contain the batch size, which is unknown until run time.
 
+use super::Fallible;
+
 /// An element of a shape computed from a value: a known size or the batch size.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Dim {
@@ -18,8 +20,6 @@ pub(crate) struct Array<T> {
     pub dims: Vec<usize>,
     pub data: Vec<T>,
 }
-
-type Fallible<T> = Result<T, String>;
 
 /// Row-major strides of `dims`.
 fn strides(dims: &[usize]) -> Vec<usize> {

@@ -1,11 +1,18 @@
 //! Reading ONNX files (PyTorch and tf2onnx/Keras exports) into a [`Model`].
 //!
 //! The protobuf is decoded with `prost` from hand-declared messages ([`proto`]), so the
-//! build needs no `protoc`; [`import`] maps the ONNX graph onto convscope's.
+//! build needs no `protoc`; [`import`] maps the ONNX graph onto convscope's, one node at a
+//! time through the op table in [`ops`], the one place an op is added.
 
 mod array;
+mod attrs;
 mod import;
+mod layout;
+mod ops;
+mod passes;
 pub mod proto;
+mod shape;
+mod tensor;
 
 use std::path::Path;
 
@@ -14,7 +21,10 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-pub use import::SUPPORTED_OPS;
+pub use ops::SUPPORTED_OPS;
+
+/// An error without the file's name, which [`import`] adds.
+type Fallible<T> = std::result::Result<T, String>;
 
 /// Reads an ONNX model from the bytes of a file; `path` names it in errors and gives the
 /// model its name.

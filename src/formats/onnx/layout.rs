@@ -1,0 +1,215 @@
+//! Layout handling. tf2onnx feeds NHWC images and wraps every Conv in a pair of
+//! Transposes; emitting them would bury the model in Transpose nodes, so a Transpose only
+//! leaves its value pending (a [`Computed`] with a permutation) and the pairs cancel.
+//! Elementwise ops run on the unpermuted source, a Dense reading the flatten of a permuted
+//! value gets its kernel rows reordered instead, and only a reader that needs the permuted
+//! layout gets a Transpose node.
+
+use super::Fallible;
+use super::array::{self, Array};
+use super::import::{Importer, NOT_REAL, Value};
+use super::ops::OpNode;
+use super::proto::{GraphProto, NodeProto};
+use crate::model::Op;
+
+/// A value computed at run time: node (or graph input) `source`'s output, permuted by
+/// `perm` (per sample: axis `i` of the value is axis `perm[i]` of the source) when set.
+#[derive(Clone, Debug)]
+pub(super) struct Computed {
+    pub(super) source: String,
+    pub(super) perm: Option<Vec<usize>>,
+    /// Name for the Transpose node, should the permutation have to be made real.
+    pub(super) transpose_name: String,
+}
+
+impl Importer {
+    /// A new node's output in the pending layout `like` had.
+    pub(super) fn keep_layout(&self, name: String, like: &Computed) -> Value {
+        match &like.perm {
+            Some(p) if self.shapes.get(&name).is_some_and(|s| s.len() == p.len()) => {
+                Value::Computed(Computed {
+                    source: name,
+                    perm: Some(p.clone()),
+                    transpose_name: like.transpose_name.clone(),
+                })
+            }
+            _ => Value::computed(name),
+        }
+    }
+
+    /// The name of a node holding the value in its own layout, emitting a Transpose if
+    /// the permutation is still pending.
+    pub(super) fn realise(&mut self, c: &Computed) -> Fallible<String> {
+        let Some(perm) = &c.perm else { return Ok(c.source.clone()) };
+        let key = (c.source.clone(), perm.clone());
+        if let Some(done) = self.transposed.get(&key) {
+            return Ok(done.clone());
+        }
+        let name = self.emit(
+            &c.transpose_name,
+            Op::Transpose { perm: perm.clone() },
+            vec![c.source.clone()],
+            Vec::new(),
+        )?;
+        self.transposed.insert(key, name.clone());
+        Ok(name)
+    }
+
+    pub(super) fn transpose(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let value = self.value(n.first)?.clone();
+        let rank = match &value {
+            Value::Const(k) => k.dims.len(),
+            Value::Shape(s) => s.dims.len(),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) => self.shape(c).len() + 1,
+        };
+        let perm = match n.a.ints("perm")? {
+            Some(p) => p
+                .iter()
+                .map(|&i| usize::try_from(i).map_err(|_| format!("bad perm {p:?}")))
+                .collect::<Fallible<Vec<_>>>()?,
+            None => (0..rank).rev().collect(),
+        };
+        array::check_perm(&perm, rank)?;
+        Ok(match value {
+            Value::Const(k) => Value::Const(k.transpose(&perm)?),
+            Value::Shape(s) => Value::Shape(s.transpose(&perm)?),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) => {
+                if perm[0] != 0 {
+                    return Err(format!("permutation {perm:?} moves the batch axis"));
+                }
+                let own: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
+                let composed: Vec<usize> = match &c.perm {
+                    Some(q) => own.iter().map(|&i| q[i]).collect(),
+                    None => own,
+                };
+                let identity = composed.iter().enumerate().all(|(i, &p)| i == p);
+                Value::Computed(Computed {
+                    source: c.source,
+                    perm: (!identity).then_some(composed),
+                    transpose_name: n.base.to_string(),
+                })
+            }
+        })
+    }
+
+    /// A computed value under a new per-sample shape: nothing, a Flatten or a Reshape.
+    pub(super) fn reshape_computed(
+        &mut self,
+        c: &Computed,
+        per: Vec<usize>,
+        base: &str,
+    ) -> Fallible<Value> {
+        let shape = self.shape(c);
+        if per.iter().product::<usize>() != shape.iter().product::<usize>() {
+            return Err(format!("cannot reshape {shape:?} to {per:?}"));
+        }
+        if per == shape {
+            return Ok(Value::Computed(c.clone()));
+        }
+        let source_shape = self.shapes.get(&c.source).cloned().unwrap_or_default();
+        let x = match &c.perm {
+            // A permutation that only moves axes of size 1 keeps the elements in order
+            // (tf2onnx's NHWC -> NCHW of one channel is a Reshape): reshape the source.
+            Some(p) if keeps_element_order(p, &source_shape) => c.source.clone(),
+            Some(_) if per.len() == 1 => {
+                return Ok(Value::Flattened { of: c.clone(), name: base.to_string() });
+            }
+            _ => self.realise(c)?,
+        };
+        Ok(Value::computed(self.reshape_node(&x, per, base)?))
+    }
+
+    /// A node holding `x` under the per-sample shape `per`: a reshape of a reshape reads
+    /// the original, and the same reshape of the same value is made once.
+    pub(super) fn reshape_node(
+        &mut self,
+        x: &str,
+        per: Vec<usize>,
+        base: &str,
+    ) -> Fallible<String> {
+        let root = match self.spec.nodes.iter().find(|n| n.name == x) {
+            Some(n) if matches!(n.op, Op::Flatten | Op::Reshape { .. }) => n.inputs[0].clone(),
+            _ => x.to_string(),
+        };
+        if self.shapes.get(&root) == Some(&per) {
+            return Ok(root);
+        }
+        let key = (root.clone(), per.clone());
+        if let Some(done) = self.reshaped.get(&key) {
+            return Ok(done.clone());
+        }
+        let op = if per.len() == 1 {
+            Op::Flatten
+        } else {
+            Op::Reshape { shape: per.iter().map(|&d| d as i64).collect() }
+        };
+        let name = self.emit(base, op, vec![root], Vec::new())?;
+        self.reshaped.insert(key, name.clone());
+        Ok(name)
+    }
+
+    /// A [`Value::Flattened`] made real: the permutation, then the flatten.
+    pub(super) fn unflatten(&mut self, of: &Computed, name: &str) -> Fallible<Value> {
+        let x = self.realise(of)?;
+        let total = self.shape(of).iter().product();
+        Ok(Value::computed(self.reshape_node(&x, vec![total], name)?))
+    }
+
+    /// The node a Dense reads for the value `name`, and the kernel to use with it.
+    pub(super) fn dense_input(
+        &mut self,
+        name: &str,
+        kernel: Array<f64>,
+    ) -> Fallible<(String, Array<f64>)> {
+        let Value::Flattened { of, name: flat_name } = self.value(name)?.clone() else {
+            let (x, _) = self.real_input(name)?;
+            return Ok((x, kernel));
+        };
+        let (Some(perm), Some(source_shape)) = (&of.perm, self.shapes.get(&of.source).cloned())
+        else {
+            return Err(format!("'{name}' lost its layout"));
+        };
+        let total: usize = source_shape.iter().product();
+        let &[rows, units] = kernel.dims.as_slice() else {
+            return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
+        };
+        if rows != total {
+            return Err(format!("weights of shape {:?} for {total} inputs", kernel.dims));
+        }
+        let flat = self.reshape_node(&of.source, vec![total], &flat_name)?;
+        // Input i of the permuted flatten is input order[i] of the plain one.
+        let order = Array { dims: source_shape, data: (0..total).collect() }.transpose(perm)?.data;
+        let mut reordered = vec![0.0; kernel.data.len()];
+        for (i, &o) in order.iter().enumerate() {
+            reordered[o * units..(o + 1) * units]
+                .copy_from_slice(&kernel.data[i * units..(i + 1) * units]);
+        }
+        Ok((flat, Array { dims: kernel.dims, data: reordered }))
+    }
+}
+
+/// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes
+/// longer than 1 keep their relative order.
+fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {
+    let moved: Vec<usize> =
+        perm.iter().copied().filter(|&a| shape.get(a).is_some_and(|&d| d > 1)).collect();
+    moved.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Whether a rank-4 image input `[N, a, b, c]` is NHWC: every reader transposes it to
+/// NCHW (tf2onnx), or, failing that, its last axis looks like channels and its first not.
+pub(super) fn is_channels_last(graph: &GraphProto, input: &str, sizes: &[usize]) -> bool {
+    let readers: Vec<&NodeProto> =
+        graph.node.iter().filter(|n| n.input.iter().any(|i| i == input)).collect();
+    let to_nchw = |n: &&NodeProto| {
+        n.op_type == "Transpose"
+            && n.attribute.iter().any(|a| a.name == "perm" && a.ints == [0, 3, 1, 2])
+    };
+    if !readers.is_empty() && readers.iter().all(to_nchw) {
+        return true;
+    }
+    let channel_like = |d: usize| matches!(d, 1 | 3 | 4);
+    channel_like(sizes[2]) && !channel_like(sizes[0])
+}

@@ -1,0 +1,542 @@
+//! Op mapping: each ONNX op the importer reads is one entry in [`OPS`], mapping a node
+//! onto convscope [`Op`]s (or onto a folded constant), so adding an op is one entry here
+//! and [`SUPPORTED_OPS`], the error message's list, cannot fall out of step with it.
+
+use super::Fallible;
+use super::array::{self, Array};
+use super::attrs::Attrs;
+use super::import::{Importer, Value, display_name};
+use super::layout::Computed;
+use super::proto::NodeProto;
+use super::tensor::constant_attr;
+use crate::model::{Activation, ArithKind, ConstOperand, Op, Padding};
+
+/// How a node of an op becomes its output's value.
+type Mapping = fn(&mut Importer, &OpNode<'_>) -> Fallible<Value>;
+
+/// One ONNX op the importer maps.
+pub(super) struct OnnxOp {
+    name: &'static str,
+    /// Whether its first input may stay a [`Value::Flattened`]: a Dense reads it with
+    /// its kernel rows reordered, an alias passes it on.
+    pub(super) keeps_flattened: bool,
+    mapping: Mapping,
+}
+
+/// An op whose inputs are all made real first.
+const fn op(name: &'static str, mapping: Mapping) -> OnnxOp {
+    OnnxOp { name, keeps_flattened: false, mapping }
+}
+
+/// An op whose first input may stay flattened.
+const fn keeps_flattened(name: &'static str, mapping: Mapping) -> OnnxOp {
+    OnnxOp { name, keeps_flattened: true, mapping }
+}
+
+/// The ops, alphabetically (the order of [`SUPPORTED_OPS`]).
+const OPS: &[OnnxOp] = &[
+    op("Add", |im, n| im.arith(n)),
+    op("AveragePool", |im, n| im.pool(n)),
+    op("BatchNormalization", |im, n| im.batch_norm(n)),
+    op("Cast", |im, n| im.cast(n)),
+    op("Clip", |im, n| im.clip(n)),
+    op("Concat", |im, n| im.concat(n)),
+    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.file_len)?))),
+    op("Conv", |im, n| im.conv(n)),
+    op("Div", |im, n| im.arith(n)),
+    keeps_flattened("Dropout", |im, n| im.dropout(n)),
+    op("Elu", |im, n| {
+        let alpha = n.a.float("alpha", 1.0)?;
+        im.activation(n, Activation::Elu { alpha, scale: 1.0 })
+    }),
+    op("Erf", |im, n| im.activation(n, Activation::Erf)),
+    op("Exp", |im, n| im.activation(n, Activation::Exponential)),
+    op("Flatten", |im, n| im.flatten(n)),
+    op("Gather", |im, n| im.gather(n)),
+    op("Gelu", |im, n| im.gelu(n)),
+    keeps_flattened("Gemm", |im, n| im.gemm(n)),
+    op("GlobalAveragePool", |im, n| im.global_pool(n, Op::GlobalAvgPool { keep_dims: true })),
+    op("GlobalMaxPool", |im, n| im.global_pool(n, Op::GlobalMaxPool { keep_dims: true })),
+    op("HardSigmoid", |im, n| {
+        let (alpha, beta) = (n.a.float("alpha", 0.2)?, n.a.float("beta", 0.5)?);
+        im.activation(n, Activation::HardSigmoid { alpha, beta })
+    }),
+    op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
+    keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
+    op("LeakyRelu", |im, n| {
+        let alpha = n.a.float("alpha", 0.01)?;
+        im.activation(n, Activation::LeakyRelu { alpha })
+    }),
+    op("LogSoftmax", |im, n| im.softmax(n)),
+    keeps_flattened("MatMul", |im, n| im.matmul(n)),
+    op("MaxPool", |im, n| im.pool(n)),
+    op("Mul", |im, n| im.arith(n)),
+    op("Pad", |im, n| im.pad(n)),
+    op("Relu", |im, n| im.activation(n, Activation::Relu)),
+    op("Reshape", |im, n| im.reshape(n)),
+    op("Selu", |im, n| {
+        let alpha = n.a.float("alpha", Activation::SELU_ALPHA)?;
+        let scale = n.a.float("gamma", Activation::SELU_SCALE)?;
+        im.activation(n, Activation::Elu { alpha, scale })
+    }),
+    op("Shape", |im, n| im.shape_of(n)),
+    op("Sigmoid", |im, n| im.activation(n, Activation::Sigmoid)),
+    op("Slice", |im, n| im.slice(n)),
+    op("Softmax", |im, n| im.softmax(n)),
+    op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
+    op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
+    op("Squeeze", |im, n| im.squeeze(n)),
+    op("Sub", |im, n| im.arith(n)),
+    op("Tanh", |im, n| im.activation(n, Activation::Tanh)),
+    op("Transpose", |im, n| im.transpose(n)),
+    op("Unsqueeze", |im, n| im.squeeze(n)),
+];
+
+/// Op types the importer maps, in the order of the error message.
+pub const SUPPORTED_OPS: &[&str] = &{
+    let mut names = [""; OPS.len()];
+    let mut i = 0;
+    while i < OPS.len() {
+        names[i] = OPS[i].name;
+        i += 1;
+    }
+    names
+};
+
+impl OnnxOp {
+    /// The op named `op_type`, if the importer maps it.
+    pub(super) fn find(op_type: &str) -> Option<&'static OnnxOp> {
+        OPS.iter().find(|op| op.name == op_type)
+    }
+
+    /// Maps `node`, a node of this op, onto `im`'s graph; returns its output's value.
+    pub(super) fn map(&self, im: &mut Importer, node: &NodeProto) -> Fallible<Value> {
+        let n = OpNode {
+            node,
+            a: Attrs(&node.attribute),
+            first: node.input.first().map_or("", String::as_str),
+            base: display_name(node),
+        };
+        (self.mapping)(im, &n)
+    }
+}
+
+/// The node being mapped, as its mapping reads it.
+pub(super) struct OpNode<'a> {
+    pub(super) node: &'a NodeProto,
+    pub(super) a: Attrs<'a>,
+    /// The first input, empty (and so undefined) when it has none.
+    pub(super) first: &'a str,
+    /// The name the nodes it emits are given (made unique).
+    pub(super) base: &'a str,
+}
+
+impl OpNode<'_> {
+    /// Input `i`, unless absent or empty (an optional input left out).
+    pub(super) fn input(&self, i: usize) -> Option<&str> {
+        self.node.input.get(i).filter(|s| !s.is_empty()).map(String::as_str)
+    }
+}
+
+impl Importer {
+    fn dropout(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        if let Some(training) = n.input(2)
+            && self.constant(training)?.scalar()? != 0.0
+        {
+            return Err("dropout in training mode".into());
+        }
+        Ok(self.value(n.first)?.clone())
+    }
+
+    fn matmul(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let kernel = self.constant(n.input(1).ok_or("needs B")?)?;
+        let (x, kernel) = self.dense_input(n.first, kernel)?;
+        self.dense(n.base, x, kernel, None)
+    }
+
+    fn gelu(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let approximate = match n.a.string("approximate")?.as_deref() {
+            None | Some("none") => false,
+            Some("tanh") => true,
+            Some(other) => return Err(format!("Gelu approximation '{other}' is unknown")),
+        };
+        self.activation(n, Activation::Gelu { approximate })
+    }
+
+    fn clip(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        // Bounds are inputs from opset 11 on (attributes before).
+        let bound = |i: usize, default: f32| -> Fallible<f32> {
+            n.input(i).map_or(Ok(default), |name| Ok(self.constant(name)?.scalar()? as f32))
+        };
+        let (min, max) = (bound(1, f32::MIN)?, bound(2, f32::MAX)?);
+        // Infinite bounds would not survive the native file's JSON.
+        let (min, max) = (min.max(f32::MIN), max.min(f32::MAX));
+        let activation = if min == 0.0 && max == f32::MAX {
+            Activation::Relu
+        } else {
+            Activation::Clip { min, max }
+        };
+        self.activation(n, activation)
+    }
+
+    /// Softmax, and LogSoftmax as the model's output.
+    fn softmax(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        // A classifier's final LogSoftmax ranks classes as its Softmax does, and
+        // scores are read below either: it becomes the softmax convscope shows.
+        let output = n.node.output.first();
+        if n.node.op_type == "LogSoftmax" && !output.is_some_and(|o| self.outputs.contains(o)) {
+            return Err("LogSoftmax is supported only as the model's output".into());
+        }
+        let (x, shape) = self.real_input(n.first)?;
+        let default = if self.opset >= 13 { -1 } else { 1 };
+        let ax = array::axis(n.a.int("axis", default)?, shape.len() + 1)?;
+        if shape.len() != 1 || ax != 1 {
+            return Err(format!(
+                "softmax over axis {ax} of a value of per-sample shape {shape:?}; \
+                 convscope supports softmax over the features of a vector"
+            ));
+        }
+        let op = Op::Activation { activation: Activation::Softmax };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    /// GlobalAveragePool and GlobalMaxPool: `op` on the input made real.
+    fn global_pool(&mut self, n: &OpNode<'_>, op: Op) -> Fallible<Value> {
+        let (x, _) = self.real_input(n.first)?;
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if n.a.int("training_mode", 0)? != 0 {
+            return Err("batch normalisation in training mode".into());
+        }
+        let (x, _) = self.real_input(n.first)?;
+        let mut weights = Vec::new();
+        for (i, role) in ["gamma", "beta", "moving_mean", "moving_variance"].iter().enumerate() {
+            let name = n.input(i + 1).ok_or_else(|| format!("needs input {}", i + 1))?;
+            weights.push((*role, self.constant(name)?));
+        }
+        let op = Op::BatchNorm { epsilon: n.a.float("epsilon", 1e-5)? };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+    }
+
+    fn conv(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let kernel = self.constant(n.node.input.get(1).ok_or("needs weights")?)?;
+        let &[filters, _, kh, kw] = kernel.dims.as_slice() else {
+            return Err(format!(
+                "weights of shape {:?}: only 2-D convolution is supported",
+                kernel.dims
+            ));
+        };
+        if let Some(k) = n.a.ints("kernel_shape")?
+            && k != [kh as i64, kw as i64]
+        {
+            return Err(format!("kernel_shape {k:?} disagrees with the weights {:?}", kernel.dims));
+        }
+        let stride = n.a.pair("strides", 1)?;
+        let dilation = n.a.pair("dilations", 1)?;
+        let hw = spatial(&shape)?;
+        let padding = padding(&n.a, hw, [kh, kw], stride, dilation)?;
+        let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")?;
+        let bias = n.input(2).map(|b| self.constant(b)).transpose()?;
+        let op = Op::Conv2d {
+            filters,
+            kernel: [kh, kw],
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias: bias.is_some(),
+            activation: Activation::Linear,
+        };
+        let mut weights = vec![("kernel", kernel)];
+        weights.extend(bias.map(|b| ("bias", b)));
+        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+    }
+
+    fn gemm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if n.a.int("transA", 0)? != 0 {
+            return Err("transA=1 would transpose the batch axis".into());
+        }
+        let b = self.constant(n.node.input.get(1).ok_or("needs B")?)?;
+        let b = if n.a.int("transB", 0)? != 0 { b.transpose(&[1, 0])? } else { b };
+        let alpha = f64::from(n.a.float("alpha", 1.0)?);
+        let beta = f64::from(n.a.float("beta", 1.0)?);
+        let (x, kernel) = self.dense_input(n.first, b.map(|v| v * alpha))?;
+        let bias = match n.input(2) {
+            Some(c) => Some(self.constant(c)?.map(|v| v * beta)),
+            None => None,
+        };
+        self.dense(n.base, x, kernel, bias)
+    }
+
+    fn dense(
+        &mut self,
+        base: &str,
+        x: String,
+        kernel: Array<f64>,
+        bias: Option<Array<f64>>,
+    ) -> Fallible<Value> {
+        let &[_, units] = kernel.dims.as_slice() else {
+            return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
+        };
+        let bias = bias.map(|b| per_channel(&b, units, 1)).transpose()?;
+        let op = Op::Dense { units, bias: bias.is_some(), activation: Activation::Linear };
+        let mut weights = vec![("kernel", kernel)];
+        weights.extend(bias.map(|b| ("bias", b)));
+        Ok(Value::computed(self.emit(base, op, vec![x], weights)?))
+    }
+
+    fn arith(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let kind = match n.node.op_type.as_str() {
+            "Add" => ArithKind::Add,
+            "Sub" => ArithKind::Sub,
+            "Mul" => ArithKind::Mul,
+            _ => ArithKind::Div,
+        };
+        let [left, right] = n.node.input.as_slice() else { return Err("needs two inputs".into()) };
+        match (self.value(left)?.clone(), self.value(right)?.clone()) {
+            (Value::Const(l), Value::Const(r)) => {
+                Ok(Value::Const(l.zip(&r, |x, y| match kind {
+                    ArithKind::Add => x + y,
+                    ArithKind::Sub => x - y,
+                    ArithKind::Mul => x * y,
+                    ArithKind::Div => x / y,
+                })?))
+            }
+            (Value::Computed(x), Value::Const(k)) => {
+                self.arith_const(kind, &x, left, k, false, n.base)
+            }
+            (Value::Const(k), Value::Computed(x)) => {
+                self.arith_const(kind, &x, right, k, true, n.base)
+            }
+            (Value::Computed(l), Value::Computed(r)) => {
+                let (inputs, like) = if l.perm.is_some() && l.perm == r.perm {
+                    (vec![l.source.clone(), r.source.clone()], l.clone())
+                } else {
+                    (
+                        vec![self.realise(&l)?, self.realise(&r)?],
+                        Computed { perm: None, ..l.clone() },
+                    )
+                };
+                let op = match kind {
+                    ArithKind::Add => Op::Add,
+                    kind => Op::Arith { kind, constant: None },
+                };
+                let name = self.emit(n.base, op, inputs, Vec::new())?;
+                Ok(self.keep_layout(name, &like))
+            }
+            _ => Err("arithmetic on shapes with the batch size in them".into()),
+        }
+    }
+
+    fn arith_const(
+        &mut self,
+        kind: ArithKind,
+        x: &Computed,
+        x_name: &str,
+        k: Array<f64>,
+        left: bool,
+        base: &str,
+    ) -> Fallible<Value> {
+        if x.source == self.spec.input_name && !left && expects_bytes(kind, &k) {
+            self.input_spec.range = [0.0, 255.0];
+        }
+        let shape = self.shape(x);
+        let rank = shape.len();
+        // Broadcasting is against the full shape: a leading batch axis of 1 goes.
+        let mut k = k;
+        if k.dims.is_empty() {
+            k = k.reshape(vec![1])?;
+        }
+        if k.dims.len() == rank + 1 {
+            if k.dims[0] != 1 {
+                return Err(format!("constant {:?} differs along the batch axis", k.dims));
+            }
+            let dims = k.dims[1..].to_vec();
+            k = k.reshape(dims)?;
+        } else if k.dims.len() > rank + 1 {
+            return Err(format!("constant {:?} has more axes than the value", k.dims));
+        }
+        if let Some(v) = self.fold_bias(kind, x, x_name, &k, left)? {
+            return Ok(v);
+        }
+        // Applied to the source of a pending permutation, with the constant permuted back.
+        let (input, k) = match &x.perm {
+            Some(p) => {
+                let mut dims = vec![1; rank - k.dims.len()];
+                dims.extend_from_slice(&k.dims);
+                let aligned = k.reshape(dims)?;
+                (x.source.clone(), aligned.transpose(&array::inverse(p))?)
+            }
+            None => (x.source.clone(), k),
+        };
+        let op = Op::Arith { kind, constant: Some(ConstOperand { shape: k.dims.clone(), left }) };
+        let name = self.emit(base, op, vec![input], vec![("value", k)])?;
+        Ok(self.keep_layout(name, x))
+    }
+
+    fn activation(&mut self, n: &OpNode<'_>, activation: Activation) -> Fallible<Value> {
+        let c = self.computed(n.first)?;
+        // Elementwise: applied to the source of a pending permutation, which stays pending.
+        let op = Op::Activation { activation };
+        let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
+        Ok(self.keep_layout(name, &c))
+    }
+
+    fn pool(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let kernel = match n.a.ints("kernel_shape")?.as_deref() {
+            Some(&[h, w]) if h > 0 && w > 0 => [h as usize, w as usize],
+            other => return Err(format!("kernel_shape {other:?}: only 2-D pooling is supported")),
+        };
+        if n.a.pair("dilations", 1)? != [1, 1] {
+            return Err("dilated pooling is not supported".into());
+        }
+        let stride = n.a.pair("strides", 1)?;
+        let hw = spatial(&shape)?;
+        let padding = padding(&n.a, hw, kernel, stride, [1, 1])?;
+        if n.a.int("ceil_mode", 0)? != 0 {
+            let pads = padding.resolve(hw, kernel, stride, [1, 1]);
+            let partial = (0..2).any(|i| {
+                (hw[i] + pads[i] + pads[i + 2]).saturating_sub(kernel[i]) % stride[i] != 0
+            });
+            if partial {
+                return Err(
+                    "ceil_mode=1 adds a partial window here, which convscope does not compute"
+                        .into(),
+                );
+            }
+        }
+        let op = if n.node.op_type == "MaxPool" {
+            Op::MaxPool { kernel, stride, padding }
+        } else {
+            let count_include_pad = n.a.int("count_include_pad", 0)? != 0;
+            Op::AvgPool { kernel, stride, padding, count_include_pad }
+        };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    fn pad(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let mode = n.a.string("mode")?.unwrap_or_else(|| "constant".into());
+        if mode != "constant" {
+            return Err(format!("padding mode '{mode}'; only 'constant' is supported"));
+        }
+        let pads = self.constant(n.input(1).ok_or("needs pads")?)?.ints()?;
+        let value =
+            n.input(2).map(|v| self.constant(v)?.scalar()).transpose()?.unwrap_or(0.0) as f32;
+        let (x, shape) = self.real_input(n.first)?;
+        let rank = shape.len() + 1;
+        let axes = match n.input(3) {
+            Some(axes) => self
+                .constant(axes)?
+                .ints()?
+                .iter()
+                .map(|&a| array::axis(a, rank))
+                .collect::<Fallible<Vec<_>>>()?,
+            None => (0..rank).collect(),
+        };
+        if pads.len() != 2 * axes.len() {
+            return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
+        }
+        let mut full = vec![0i64; 2 * rank];
+        for (i, &ax) in axes.iter().enumerate() {
+            full[ax] = pads[i];
+            full[rank + ax] = pads[axes.len() + i];
+        }
+        let spatial_only = rank == 4 && [0, 1, 4, 5].iter().all(|&i| full[i] == 0);
+        if !spatial_only || full.iter().any(|&p| p < 0) {
+            return Err(format!(
+                "pads {pads:?}: only non-negative padding of the spatial axes of an image is supported"
+            ));
+        }
+        let p = |i: usize| full[i] as usize;
+        let op = Op::Pad { pads: [p(2), p(6), p(3), p(7)], value };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+}
+
+/// A bias-like constant as one value per channel: `k` must broadcast to `[units]` followed
+/// by `trailing - 1` axes of 1 (`[F, 1, 1]` for a conv's channels, `[F]` for a dense).
+pub(super) fn per_channel(k: &Array<f64>, units: usize, trailing: usize) -> Fallible<Array<f64>> {
+    let data = match k.data.len() {
+        1 => vec![k.data[0]; units],
+        n if n == units => {
+            let pos = k.dims.iter().rposition(|&d| d != 1);
+            if pos.map(|p| k.dims.len() - p) != Some(trailing) {
+                return Err(format!("{:?} is not one value per channel", k.dims));
+            }
+            k.data.clone()
+        }
+        _ => return Err(format!("{:?} does not fit {units} channels", k.dims)),
+    };
+    Ok(Array::vector(data))
+}
+
+/// Whether `x <kind> k` applied to the raw input scales 0..255 pixels down (Keras's
+/// `Rescaling(1/255)` or `Rescaling(1/127.5, offset=-1)`), so the model expects bytes.
+fn expects_bytes(kind: ArithKind, k: &Array<f64>) -> bool {
+    let Ok(v) = k.scalar() else { return false };
+    let divisor = match kind {
+        ArithKind::Mul if v != 0.0 => 1.0 / v,
+        ArithKind::Div => v,
+        _ => return false,
+    };
+    [255.0, 127.5].iter().any(|d| (divisor - d).abs() < 1e-3 * d)
+}
+
+/// `[H, W]` of a per-sample `[C, H, W]` shape.
+fn spatial(shape: &[usize]) -> Fallible<[usize; 2]> {
+    match shape {
+        &[_, h, w] => Ok([h, w]),
+        _ => Err(format!("needs a [C, H, W] input, got {shape:?}")),
+    }
+}
+
+/// Conv/pool padding from `auto_pad` and `pads`.
+fn padding(
+    a: &Attrs,
+    hw: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Fallible<Padding> {
+    let auto = a.string("auto_pad")?.unwrap_or_default();
+    Ok(match auto.as_str() {
+        "" | "NOTSET" => match a.ints("pads")?.as_deref() {
+            None | Some([0, 0, 0, 0]) => Padding::Valid,
+            Some(&[top, left, bottom, right])
+                if top >= 0 && left >= 0 && bottom >= 0 && right >= 0 =>
+            {
+                Padding::Explicit {
+                    top: top as usize,
+                    left: left as usize,
+                    bottom: bottom as usize,
+                    right: right as usize,
+                }
+            }
+            Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
+        },
+        "VALID" => Padding::Valid,
+        "SAME_UPPER" => Padding::Same,
+        "SAME_LOWER" => {
+            // As SAME_UPPER, with the odd pixel before rather than after.
+            let [top, left, bottom, right] = Padding::Same.resolve(hw, kernel, stride, dilation);
+            Padding::Explicit { top: bottom, left: right, bottom: top, right: left }
+        }
+        other => return Err(format!("auto_pad '{other}' is not an ONNX padding")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SUPPORTED_OPS;
+
+    #[test]
+    fn ops_are_listed_once_alphabetically() {
+        for pair in SUPPORTED_OPS.windows(2) {
+            assert!(pair[0] < pair[1], "{} must come after {}", pair[0], pair[1]);
+        }
+    }
+}

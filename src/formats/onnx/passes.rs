@@ -1,0 +1,156 @@
+//! Graph passes that make the imported graph read as Keras shows the model: a bias `Add`
+//! after a bias-less Conv/Dense folds into the layer (as nodes are mapped); afterwards,
+//! nodes the output does not depend on are dropped, a Conv/Dense whose only reader is an
+//! activation takes it in, and the name prefix tf2onnx puts on every node goes.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Fallible;
+use super::array::Array;
+use super::import::{Importer, Value};
+use super::layout::Computed;
+use super::ops::per_channel;
+use crate::model::{Activation, ArithKind, Node, Op};
+
+impl Importer {
+    /// `conv/dense + constant` (or `- constant`) where the layer has no bias and nothing
+    /// else reads its output: the constant becomes the bias, as one layer.
+    pub(super) fn fold_bias(
+        &mut self,
+        kind: ArithKind,
+        x: &Computed,
+        x_name: &str,
+        k: &Array<f64>,
+        left: bool,
+    ) -> Fallible<Option<Value>> {
+        let sign = match (kind, left) {
+            (ArithKind::Add, _) => 1.0,
+            (ArithKind::Sub, false) => -1.0,
+            _ => return Ok(None),
+        };
+        if x.perm.is_some()
+            || self.produced.get(&x.source).map(String::as_str) != Some(x_name)
+            || self.uses.get(x_name) != Some(&1)
+        {
+            return Ok(None);
+        }
+        let Some(node) = self.spec.nodes.iter_mut().find(|n| n.name == x.source) else {
+            return Ok(None);
+        };
+        let (units, channel_axes) = match &mut node.op {
+            Op::Dense { units, bias: false, activation: Activation::Linear } => (*units, 1),
+            Op::Conv2d { filters, bias: false, activation: Activation::Linear, .. } => {
+                (*filters, 3)
+            }
+            _ => return Ok(None),
+        };
+        let Ok(b) = per_channel(k, units, channel_axes) else { return Ok(None) };
+        match &mut node.op {
+            Op::Dense { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
+            _ => {}
+        }
+        self.weights.push((format!("{}.bias", x.source), b.map(|v| v * sign)));
+        Ok(Some(Value::computed(x.source.clone())))
+    }
+}
+
+/// Drops the nodes `output` does not depend on.
+pub(super) fn drop_unused(nodes: &mut Vec<Node>, output: &str) {
+    let mut needed = HashSet::from([output.to_string()]);
+    for n in nodes.iter().rev() {
+        if needed.contains(&n.name) {
+            needed.extend(n.inputs.iter().cloned());
+        }
+    }
+    nodes.retain(|n| needed.contains(&n.name));
+}
+
+/// Conv/Dense nodes whose only reader is an activation node take the activation in
+/// (softmax only into Dense), keeping the layer's name; readers of the activation read
+/// the layer.
+pub(super) fn fuse_activations(nodes: &mut Vec<Node>) {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in nodes.iter() {
+        for i in &n.inputs {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut i = 0;
+    while i < nodes.len() {
+        for input in &mut nodes[i].inputs {
+            if let Some(to) = renamed.get(input) {
+                *input = to.clone();
+            }
+        }
+        let target = match (&nodes[i].op, nodes[i].inputs.as_slice()) {
+            (Op::Activation { activation }, [from]) if readers.get(from) == Some(&1) => {
+                nodes[..i].iter().position(|n| &n.name == from).map(|j| (j, *activation))
+            }
+            _ => None,
+        };
+        if let Some((j, act)) = target {
+            let fits = match &mut nodes[j].op {
+                Op::Conv2d { activation: a @ Activation::Linear, .. }
+                    if act != Activation::Softmax =>
+                {
+                    *a = act;
+                    true
+                }
+                Op::Dense { activation: a @ Activation::Linear, .. } => {
+                    *a = act;
+                    true
+                }
+                _ => false,
+            };
+            if fits {
+                let gone = nodes.remove(i);
+                renamed.insert(gone.name, nodes[j].name.clone());
+                continue;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// Drops the first path component most node names share (tf2onnx prefixes every op with
+/// the model's name: `sequential_1/conv2d_1/BiasAdd`), unless names would then clash.
+/// Returns each kept node's old name -> its name now.
+pub(super) fn shorten_names(nodes: &mut [Node], input_name: &str) -> HashMap<String, String> {
+    let head = |name: &str| -> Option<String> {
+        let (head, rest) = name.split_once('/')?;
+        (!head.is_empty() && !rest.is_empty()).then(|| head.to_string())
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for n in nodes.iter() {
+        if let Some(h) = head(&n.name) {
+            *counts.entry(h).or_default() += 1;
+        }
+    }
+    let prefix = counts
+        .into_iter()
+        .filter(|(_, count)| count * 2 > nodes.len())
+        .map(|(h, _)| format!("{h}/"))
+        .next();
+    let short = |name: &str| match &prefix {
+        Some(p) => name.strip_prefix(p.as_str()).unwrap_or(name).to_string(),
+        None => name.to_string(),
+    };
+    let mut seen = HashSet::from([input_name.to_string()]);
+    let unique = nodes.iter().all(|n| seen.insert(short(&n.name)));
+    let renamed: HashMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), if unique { short(&n.name) } else { n.name.clone() }))
+        .collect();
+    for n in nodes.iter_mut() {
+        for input in n.inputs.iter_mut() {
+            if let Some(to) = renamed.get(input) {
+                *input = to.clone();
+            }
+        }
+        if let Some(to) = renamed.get(&n.name) {
+            n.name = to.clone();
+        }
+    }
+    renamed
+}

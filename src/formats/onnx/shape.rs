@@ -1,0 +1,341 @@
+//! Shape arithmetic and reshaping. Exporters compute `Reshape` targets at run time
+//! (`Shape` -> `Gather` -> `Unsqueeze` -> `Concat`); on constants, and on shapes whose only
+//! unknown is the batch size, those chains fold to constants here, and a reshape of a
+//! computed value becomes at most one Flatten or Reshape node.
+
+use super::Fallible;
+use super::array::{self, Array, Dim};
+use super::import::{Batch, Importer, NOT_REAL, Value};
+use super::layout::Computed;
+use super::ops::OpNode;
+use super::proto::{attribute_type, data_type};
+use crate::model::Op;
+
+const ON_COMPUTED: &str =
+    "only constants and shapes can be indexed or sliced, not values computed from the input";
+
+impl Value {
+    /// A shape array without the batch size is an ordinary constant.
+    fn from_shape(shape: Array<Dim>) -> Value {
+        let known: Option<Vec<f64>> = shape
+            .data
+            .iter()
+            .map(|d| match d {
+                Dim::Known(v) => Some(*v as f64),
+                Dim::Batch => None,
+            })
+            .collect();
+        match known {
+            Some(data) => Value::Const(Array { dims: shape.dims, data }),
+            None => Value::Shape(shape),
+        }
+    }
+}
+
+impl Importer {
+    pub(super) fn cast(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let to = n.a.int("to", 0)?;
+        let integer = !matches!(to as i32, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
+        Ok(match self.value(n.first)? {
+            Value::Const(c) if integer => Value::Const(c.map(|v| v.trunc())),
+            Value::Computed(_) if to as i32 != data_type::FLOAT => {
+                return Err(format!("casting a computed value to ONNX type {to}"));
+            }
+            other => other.clone(),
+        })
+    }
+
+    pub(super) fn shape_of(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let shape = match self.value(n.first)? {
+            Value::Const(c) => {
+                Array::vector(c.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
+            }
+            Value::Shape(s) => {
+                Array::vector(s.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
+            }
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) => {
+                let mut dims = vec![Dim::Batch];
+                dims.extend(self.shape(c).iter().map(|&d| Dim::Known(d as i64)));
+                Array::vector(dims)
+            }
+        };
+        let shape = shape.slice(n.a.int("start", 0)?, n.a.int("end", i64::MAX)?)?;
+        Ok(Value::from_shape(shape))
+    }
+
+    pub(super) fn gather(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
+        let ax = n.a.int("axis", 0)?;
+        Ok(match self.value(n.first)? {
+            Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
+            Value::Shape(s) => Value::from_shape(s.gather(ax, &indices)?),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(_) => return Err(ON_COMPUTED.into()),
+        })
+    }
+
+    pub(super) fn slice(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let arg = |i: usize| -> Fallible<Option<Vec<i64>>> {
+            match n.input(i) {
+                Some(name) => Ok(Some(self.constant(name)?.ints()?)),
+                None => Ok(None),
+            }
+        };
+        let (starts, ends) = (arg(1)?.unwrap_or_default(), arg(2)?.unwrap_or_default());
+        let one_axis = |v: Option<Vec<i64>>, default: i64| v.is_none_or(|v| v == [default]);
+        if starts.len() != 1 || ends.len() != 1 || !one_axis(arg(3)?, 0) || !one_axis(arg(4)?, 1) {
+            return Err(
+                "only slices of a 1-D constant along axis 0 with step 1 are supported".into()
+            );
+        }
+        Ok(match self.value(n.first)? {
+            Value::Const(c) => Value::Const(c.slice(starts[0], ends[0])?),
+            Value::Shape(s) => Value::from_shape(s.slice(starts[0], ends[0])?),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(_) => return Err(ON_COMPUTED.into()),
+        })
+    }
+
+    pub(super) fn concat(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let axis = n.a.get("axis", attribute_type::INT)?.ok_or("needs an axis")?.i;
+        let parts = n
+            .node
+            .input
+            .iter()
+            .map(|name| self.value(name).cloned())
+            .collect::<Fallible<Vec<_>>>()?;
+        let computed: Vec<Computed> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Value::Computed(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        if computed.is_empty() {
+            if parts.iter().all(|p| matches!(p, Value::Const(_))) {
+                let consts: Vec<Array<f64>> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Value::Const(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                return Ok(Value::Const(Array::concat(&consts, axis)?));
+            }
+            let shapes = parts.iter().map(dims_of).collect::<Fallible<Vec<_>>>()?;
+            return Ok(Value::from_shape(Array::concat(&shapes, axis)?));
+        }
+        if computed.len() != parts.len() {
+            return Err("joining computed values with constants is not supported".into());
+        }
+        let rank = self.shape(&computed[0]).len() + 1;
+        let ax = array::axis(axis, rank)?;
+        if ax == 0 {
+            return Err("concatenation along the batch axis".into());
+        }
+        // All parts in the same pending layout: join the sources and keep the layout.
+        let first = &computed[0];
+        let (inputs, op_axis, like) = match &first.perm {
+            Some(p) if computed.iter().all(|c| c.perm == first.perm) => {
+                (computed.iter().map(|c| c.source.clone()).collect(), p[ax - 1], first.clone())
+            }
+            _ => {
+                let names =
+                    computed.iter().map(|c| self.realise(c)).collect::<Fallible<Vec<_>>>()?;
+                (names, ax - 1, Computed { perm: None, ..first.clone() })
+            }
+        };
+        let name = self.emit(n.base, Op::Concat { axis: op_axis }, inputs, Vec::new())?;
+        Ok(self.keep_layout(name, &like))
+    }
+
+    pub(super) fn reshape(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let target = self.value(n.input(1).ok_or("needs a shape")?)?.clone();
+        let target = dims_of(&target)?;
+        let allowzero = n.a.int("allowzero", 0)? != 0;
+        let c = match self.value(n.first)? {
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) => c.clone(),
+            Value::Const(k) => {
+                let dims = resolve_const_shape(&k.dims, &target.data, allowzero)?;
+                return Ok(Value::Const(k.clone().reshape(dims)?));
+            }
+            Value::Shape(s) => {
+                let dims = resolve_const_shape(&s.dims, &target.data, allowzero)?;
+                return Ok(Value::from_shape(s.clone().reshape(dims)?));
+            }
+        };
+        let shape = self.shape(&c);
+        let total: usize = shape.iter().product();
+        let (first, rest) = target.data.split_first().ok_or("an empty reshape target")?;
+        // The first entry must stand for the batch axis; -1 there infers it.
+        let mut hole = match *first {
+            Dim::Batch | Dim::Known(0) if !allowzero || *first == Dim::Batch => None,
+            Dim::Known(-1) => Some(0),
+            Dim::Known(b) if self.batch == Batch::Fixed(b) => None,
+            _ => {
+                return Err(format!(
+                    "reshape target {:?} does not keep the batch axis first",
+                    target.data
+                ));
+            }
+        };
+        let mut per = Vec::with_capacity(rest.len());
+        for (i, d) in rest.iter().enumerate() {
+            per.push(match *d {
+                Dim::Known(0) if !allowzero => *shape
+                    .get(i)
+                    .ok_or_else(|| format!("target {:?} copies a missing axis", target.data))?,
+                Dim::Known(-1) if hole.is_none() => {
+                    hole = Some(i + 1);
+                    0
+                }
+                Dim::Known(v) if v > 0 => v as usize,
+                _ => return Err(format!("bad reshape target {:?}", target.data)),
+            });
+        }
+        let known: usize = per.iter().filter(|&&d| d > 0).product();
+        match hole {
+            Some(0) if known != total => {
+                return Err(format!(
+                    "reshape target {:?} would change the batch size",
+                    target.data
+                ));
+            }
+            Some(i) if i > 0 => {
+                if known == 0 || !total.is_multiple_of(known) {
+                    return Err(format!("cannot reshape {shape:?} to {:?}", target.data));
+                }
+                per[i - 1] = total / known;
+            }
+            _ => {}
+        }
+        self.reshape_computed(&c, per, n.base)
+    }
+
+    pub(super) fn flatten(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let axis = n.a.int("axis", 1)?;
+        match self.value(n.first)?.clone() {
+            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Computed(c) => {
+                if flatten_axis(axis, self.shape(&c).len() + 1)? != 1 {
+                    return Err(format!(
+                        "flattening at axis {axis} mixes the batch axis with others"
+                    ));
+                }
+                let total = self.shape(&c).iter().product();
+                self.reshape_computed(&c, vec![total], n.base)
+            }
+            Value::Const(k) => {
+                let ax = flatten_axis(axis, k.dims.len())?;
+                let outer = k.dims[..ax].iter().product();
+                let inner = k.dims[ax..].iter().product();
+                Ok(Value::Const(k.reshape(vec![outer, inner])?))
+            }
+            Value::Shape(_) => Err("flattening a shape".into()),
+        }
+    }
+
+    /// Squeeze and Unsqueeze.
+    pub(super) fn squeeze(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let axes = if self.opset >= 13 {
+            n.input(1).map(|name| self.constant(name).and_then(|c| c.ints())).transpose()?
+        } else {
+            n.a.ints("axes")?
+        };
+        let unsqueeze = n.node.op_type == "Unsqueeze";
+        let value = self.value(n.first)?.clone();
+        let full: Vec<usize> = match &value {
+            Value::Const(k) => k.dims.clone(),
+            Value::Shape(s) => s.dims.clone(),
+            // The batch size stands in as 0, which no squeeze takes for a 1.
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) => std::iter::once(0).chain(self.shape(c)).collect(),
+        };
+        let dims = if unsqueeze {
+            let axes = axes.ok_or("needs axes")?;
+            let rank = full.len() + axes.len();
+            let mut axes =
+                axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?;
+            axes.sort_unstable();
+            let mut dims = full.clone();
+            for a in axes {
+                dims.insert(a, 1);
+            }
+            dims
+        } else {
+            let axes = match axes {
+                Some(axes) => axes
+                    .iter()
+                    .map(|&a| array::axis(a, full.len()))
+                    .collect::<Fallible<Vec<_>>>()?,
+                None => (0..full.len()).filter(|&i| full[i] == 1).collect(),
+            };
+            if let Some(a) = axes.iter().find(|&&a| full[a] != 1) {
+                return Err(format!("axis {a} of {full:?} is not of size 1"));
+            }
+            full.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+        };
+        match value {
+            Value::Const(k) => Ok(Value::Const(k.reshape(dims)?)),
+            Value::Shape(s) => Ok(Value::from_shape(s.reshape(dims)?)),
+            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Computed(c) => {
+                if dims.first() != Some(&0) {
+                    return Err("the batch axis would move".into());
+                }
+                self.reshape_computed(&c, dims[1..].to_vec(), n.base)
+            }
+        }
+    }
+}
+
+/// Flatten's axis, which may be the rank itself.
+fn flatten_axis(axis: i64, rank: usize) -> Fallible<usize> {
+    let ax = if axis < 0 { axis + rank as i64 } else { axis };
+    usize::try_from(ax)
+        .ok()
+        .filter(|&a| a <= rank)
+        .ok_or_else(|| format!("axis {axis} is out of range for rank {rank}"))
+}
+
+/// A shape operand (of Reshape, Concat) as dims that may hold the batch size.
+fn dims_of(v: &Value) -> Fallible<Array<Dim>> {
+    match v {
+        Value::Shape(s) => Ok(s.clone()),
+        Value::Const(k) => {
+            let ints = k.ints()?;
+            Ok(Array { dims: k.dims.clone(), data: ints.into_iter().map(Dim::Known).collect() })
+        }
+        Value::Computed(_) | Value::Flattened { .. } => {
+            Err("a shape computed from the input's values is not supported".into())
+        }
+    }
+}
+
+/// Reshape of a constant: 0 copies (unless `allowzero`), one -1 is inferred.
+fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Fallible<Vec<usize>> {
+    let total: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(target.len());
+    let mut hole = None;
+    for (i, d) in target.iter().enumerate() {
+        out.push(match *d {
+            Dim::Known(0) if !allowzero => *dims.get(i).ok_or("copies a missing axis")?,
+            Dim::Known(-1) if hole.is_none() => {
+                hole = Some(i);
+                1
+            }
+            Dim::Known(v) if v >= 0 => v as usize,
+            _ => return Err(format!("bad reshape target {target:?} for a constant")),
+        });
+    }
+    if let Some(h) = hole {
+        let known: usize = out.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!("cannot reshape {dims:?} to {target:?}"));
+        }
+        out[h] = total / known;
+    }
+    Ok(out)
+}
