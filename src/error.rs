@@ -1,5 +1,7 @@
 //! The library's error type: every failure a user can cause (a bad file, a wrong shape, an
-//! unknown name) is a variant with the facts needed for a one-line message.
+//! unknown name) is a variant with the facts needed for a one-line message. A variant that
+//! wraps another error says only its own part and gives the other as its `source`, so each
+//! cause is said once: [`report`] (or `anyhow`'s `{:#}` in the binary) joins the chain.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -47,7 +49,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// An image could not be decoded.
-    #[error("{}: not a readable image: {source}", path.display())]
+    #[error("{}: not a readable image", path.display())]
     Image {
         /// The file.
         path: PathBuf,
@@ -55,7 +57,7 @@ pub enum Error {
         source: image::ImageError,
     },
     /// A tensor operation failed; with validated shapes this points at a bug.
-    #[error("tensor operation failed: {0}")]
+    #[error("tensor operation failed")]
     Tensor(#[from] candle_core::Error),
 }
 
@@ -66,5 +68,32 @@ impl Error {
 
     pub(crate) fn bad_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::BadFile { path: path.into(), message: message.into() }
+    }
+}
+
+/// An error and its causes on one line, each said once: `a: b: c`.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let error = Error::Io { path: "m.onnx".into(), source };
+        assert_eq!(error.to_string(), "m.onnx");
+        assert_eq!(report(&error), "m.onnx: gone");
+        let plain = Error::graph("conv", "bad");
+        assert_eq!(report(&plain), "layer 'conv': bad");
     }
 }

@@ -16,9 +16,7 @@ pub unsafe fn configure() {
 /// Sets `RAYON_NUM_THREADS` to the machine's parallelism unless the user set it.
 ///
 /// candle asks `num_cpus` (which reads cgroup files) on every matmul unless this variable
-/// is set; on the sample model that costs about a quarter of a batch-1 pass (paired
-/// criterion runs on the 2-core build machine: forward 1.96 → 1.47 ms, saliency
-/// 4.05 → 3.42 ms).
+/// is set, a large part of a small model's pass (the README's "Measured" has the figures).
 #[allow(unsafe_code)]
 unsafe fn configure_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -31,10 +29,9 @@ unsafe fn configure_threads() {
 /// Keeps large buffers (a batch's feature maps, 1–10 MB each) in glibc's heap instead of a
 /// fresh `mmap` per allocation: by default each one is mapped, zero-filled page by page on
 /// first touch and unmapped when freed (with a TLB flush on every core), and glibc's
-/// adaptive threshold only sometimes learns otherwise. Activation maximisation on the sample
-/// model ran 1.6–1.7× faster with these settings (2.5–3.2 s → 1.8–1.9 s, alternating runs on
-/// the 2-core build machine). Freed memory stays with the process up to the trim threshold;
-/// the peak of `convscope saliency sample` grew 1.3 MB (37.5 → 38.8 MB).
+/// adaptive threshold only sometimes learns otherwise (the README's "Measured" has what it
+/// saves). Freed memory stays with the process up to the trim threshold, a small cost in
+/// peak memory.
 fn configure_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]

@@ -107,7 +107,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
             Ok((name, tensor))
         })
         .collect::<Result<Weights>>()?;
-    let in_file = |e: Error| bad(e.to_string());
+    let in_file = |e: Error| bad(crate::error::report(&e));
     let graph = Graph::new(description.graph).map_err(in_file)?;
     Model::new(description.name, graph, weights, description.input, description.classes)
         .map_err(in_file)

@@ -13,6 +13,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 use crate::data::cache;
 use crate::data::inputs::{self, InputItem, NamedInput};
 use crate::engine::{ReluRule, argmax};
+use crate::error::report;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style};
 use crate::present::render::{self, Colormap};
@@ -293,7 +294,7 @@ impl App {
             Action::Export => {
                 self.status = Some(match self.export() {
                     Ok(path) => format!("wrote {}", path.display()),
-                    Err(e) => format!("export failed: {e}"),
+                    Err(e) => format!("export failed: {}", report(&e)),
                 });
                 return;
             }
@@ -369,7 +370,7 @@ impl App {
                 self.cache.insert(key, pictures.clone());
                 self.panel = self.pick(&pictures);
             }
-            View::Pictures(Err(e)) => self.panel = Panel::Unavailable(e.to_string()),
+            View::Pictures(Err(e)) => self.panel = Panel::Unavailable(report(&e)),
             View::Job(title, work) => {
                 self.panel = Panel::Busy(format!("{title}: starting"));
                 self.jobs.entry(self.tab).or_default().start(key, title, work);
@@ -419,15 +420,15 @@ impl App {
             return false;
         }
         let path = watch.path().to_path_buf();
-        let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+        let loaded = std::fs::read(&path).map_err(|e| report(&e)).and_then(|bytes| {
             let model = crate::formats::from_bytes(&bytes, &path)
                 .and_then(|m| self.options.overrides.apply(m))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| report(&e))?;
             Ok((model, cache::hash(&bytes)))
         });
         let time = time_of_day();
         match loaded
-            .and_then(|(model, hash)| self.replace_model(model, hash).map_err(|e| e.to_string()))
+            .and_then(|(model, hash)| self.replace_model(model, hash).map_err(|e| report(&e)))
         {
             Ok(()) => self.status = Some(format!("reloaded {} at {time}", path.display())),
             Err(e) => {

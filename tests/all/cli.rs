@@ -86,7 +86,10 @@ fn no_arguments_shows_the_sample_model_and_digits() {
 fn bad_input_is_one_line_and_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.safetensors");
-    assert_one_line_error(&convscope(&["summary", missing.to_str().unwrap()]), "nope.safetensors");
+    let o = convscope(&["summary", missing.to_str().unwrap()]);
+    assert_one_line_error(&o, "nope.safetensors");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "the cause is said once: {err}");
 
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, [0xffu8; 64]).unwrap();

@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use convscope::model::GraphSpec;
 use convscope::{Activation, Graph, Model, Node, Op, Padding, Point, ReluRule, Seed};
 
-use crate::support::{conv, dense, random_input, random_model, values};
+use crate::support::{conv, dense, normal, random_input, random_model, values};
 
 const EPS: f64 = 1e-6;
 
@@ -83,7 +83,7 @@ fn dag() -> Model {
 fn probe(model: &Model, node: usize, point: Point) -> (Tensor, impl Fn(&Model, &Tensor) -> f64) {
     let x = random_input(model, 1, 5);
     let shape = model.forward(&x).unwrap().at(node, point).unwrap().dims().to_vec();
-    let r = Tensor::randn(0f64, 1.0, shape, x.device()).unwrap();
+    let r = normal(&shape, 6).to_dtype(DType::F64).unwrap();
     let r2 = r.clone();
     let f = move |m: &Model, x: &Tensor| {
         let acts = m.forward(x).unwrap();

@@ -16,6 +16,7 @@ fn image(values: Vec<f32>, h: usize, w: usize) -> Tensor {
 }
 
 fn assert_map(map: &Map, expected: &[f32]) {
+    assert_eq!(map.data.len(), expected.len(), "map {:?}", map.data);
     for (i, (a, e)) in map.data.iter().zip(expected).enumerate() {
         assert!((a - e).abs() < 1e-5, "pixel {i}: {a} vs {e} (map {:?})", map.data);
     }

@@ -54,7 +54,7 @@ fn round_trip_keeps_graph_weights_input_and_classes() {
 }
 
 fn load_error(path: &Path) -> String {
-    let err = formats::load(path).unwrap_err().to_string();
+    let err = convscope::error::report(&formats::load(path).unwrap_err());
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(err.contains(&path.display().to_string()), "names the file: {err}");
     err

@@ -14,7 +14,7 @@ use convscope::present::summary::Summary;
 use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
 use prost::Message;
 
-use crate::support::values;
+use crate::support::{normal, values};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
@@ -585,8 +585,8 @@ fn nhwc_flatten_model(relu_first: bool, b: &Tensor) -> ModelProto {
 
 #[test]
 fn a_flatten_of_an_nhwc_input_keeps_its_order() {
-    let b = Tensor::randn(0f32, 1.0, (75, 4), &Device::Cpu).unwrap();
-    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let b = normal(&[75, 4], 1);
+    let nhwc = normal(&[2, 5, 5, 3], 2);
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let flat = nhwc.reshape((2, 75)).unwrap();
     for relu_first in [false, true] {
@@ -654,8 +654,8 @@ fn string(name: &str, v: &str) -> AttributeProto {
 
 #[test]
 fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
-    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let b = normal(&[72, 3], 3);
+    let x = normal(&[2, 2, 6, 6], 4);
     let expected = values(&x.reshape((2, 72)).unwrap().matmul(&b).unwrap());
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     for (first, second) in [([0, 12, -1], [0, -1]), ([-1, 2, 36], [-1, 72]), ([0, 0, 36], [0, 72])]
@@ -783,7 +783,7 @@ fn corrupted_bytes_give_an_error_or_a_model_never_a_panic() {
 #[test]
 fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let c = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
-    let b = Tensor::randn(0f32, 1.0, (150, 2), &Device::Cpu).unwrap();
+    let b = normal(&[150, 2], 5);
     let graph = GraphProto {
         node: vec![
             node("Relu", "r", &["x"], vec![]),
@@ -805,7 +805,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let bytes = onnx_model(graph).encode_to_vec();
     let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("nhwc_ops.onnx")).unwrap();
     assert_eq!(layer_names(&model), ["r", "s", "m", "cat", "flat", "y"]);
-    let nhwc = Tensor::randn(0f32, 1.0, (2, 5, 5, 3), &Device::Cpu).unwrap();
+    let nhwc = normal(&[2, 5, 5, 3], 6);
     let r = nhwc.relu().unwrap();
     let m = (r.broadcast_sub(&c).unwrap() * &r).unwrap();
     let cat = Tensor::cat(&[&m, &nhwc], 3).unwrap();
@@ -820,7 +820,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
 /// below it, and its output is shown as the softmax.
 #[test]
 fn a_final_log_softmax_is_the_classifier_softmax() {
-    let b = Tensor::randn(0f32, 1.0, (72, 3), &Device::Cpu).unwrap();
+    let b = normal(&[72, 3], 7);
     let c = Tensor::new(&[0.5f32, -0.5, 0.0], &Device::Cpu).unwrap();
     let bytes = image_model(
         vec![
@@ -834,7 +834,7 @@ fn a_final_log_softmax_is_the_classifier_softmax() {
     let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("logsoftmax.onnx")).unwrap();
     assert_eq!(layer_names(&model), ["flat", "fc"]);
     assert_eq!(model.score_point(), (1, Point::PreSoftmax));
-    let x = Tensor::randn(0f32, 1.0, (2, 2, 6, 6), &Device::Cpu).unwrap();
+    let x = normal(&[2, 2, 6, 6], 8);
     let logits = x.reshape((2, 72)).unwrap().matmul(&b).unwrap().broadcast_add(&c).unwrap();
     let expected = values(&convscope::engine::softmax(&logits).unwrap());
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();

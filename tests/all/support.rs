@@ -4,8 +4,9 @@ use candle_core::{DType, Device, Tensor};
 use convscope::model::GraphSpec;
 use convscope::model::{InputSpec, Weights};
 use convscope::{Activation, Graph, Model, Node, Op, Padding};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 
 pub fn conv(
     filters: usize,
@@ -42,15 +43,21 @@ pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model
     .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut weights = convscope::data::train::initial_weights(&graph, &mut rng).unwrap();
+    // Every value from the seeded generator, so a failure reproduces.
+    let mut draw = |dims: &[usize], value: &mut dyn FnMut(&mut ChaCha8Rng) -> f32| {
+        let values: Vec<f32> = (0..dims.iter().product()).map(|_| value(&mut rng)).collect();
+        Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+    };
     for (name, w) in weights.iter_mut() {
         if name.ends_with(".bias") || name.ends_with(".beta") || name.ends_with(".moving_mean") {
-            *w = Tensor::randn(0f32, 0.1, w.dims(), &Device::Cpu).unwrap();
+            let normal = Normal::new(0f32, 0.1).unwrap();
+            *w = draw(w.dims(), &mut |rng| normal.sample(rng));
         } else if name.ends_with(".moving_variance")
             || name.ends_with(".gamma")
             || name.ends_with(".value")
         {
             // Away from zero: variances, scales and arithmetic constants (divisors).
-            *w = Tensor::rand(0.5f32, 1.5, w.dims(), &Device::Cpu).unwrap();
+            *w = draw(w.dims(), &mut |rng| rng.random_range(0.5f32..1.5));
         }
     }
     Model::new("test", graph, weights, InputSpec::default(), Vec::new()).unwrap()
@@ -82,9 +89,16 @@ pub fn random_input(model: &Model, batch: usize, seed: u64) -> Tensor {
     dims.extend_from_slice(model.graph().input_shape());
     let n: usize = dims.iter().product();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    use rand::Rng;
     let data: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
     Tensor::from_vec(data, dims, &Device::Cpu).unwrap().to_dtype(model.dtype()).unwrap()
+}
+
+/// Standard normal values of shape `dims` (f32), from a seeded generator.
+pub fn normal(dims: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f32> =
+        (0..dims.iter().product()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+    Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
 }
 
 pub fn values(t: &Tensor) -> Vec<f64> {

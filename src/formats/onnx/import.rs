@@ -402,12 +402,13 @@ impl Importer {
             .map(|(key, w)| {
                 let data: Vec<f32> = w.data.iter().map(|&v| v as f32).collect();
                 let t = Tensor::from_vec(data, w.dims.clone(), &Device::Cpu)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::error::report(&e))?;
                 Ok((key, t))
             })
             .collect::<Fallible<Weights>>()?;
         let spec = GraphSpec { nodes, ..self.spec };
-        let graph = Graph::new(spec).map_err(|e| e.to_string())?;
-        Model::new(name, graph, weights, self.input_spec, Vec::new()).map_err(|e| e.to_string())
+        let graph = Graph::new(spec).map_err(|e| crate::error::report(&e))?;
+        Model::new(name, graph, weights, self.input_spec, Vec::new())
+            .map_err(|e| crate::error::report(&e))
     }
 }

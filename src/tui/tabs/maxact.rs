@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::cache::Cache;
+use crate::error::report;
 use crate::methods::actmax::{self, ActMaxConfig, LossTerms, Target};
 use crate::model::{InputSpec, Model};
 use crate::present::figures;
@@ -77,7 +78,7 @@ impl Tab for MaxAct {
         View::Job(
             "activation maximisation",
             Box::new(move |job| {
-                let chw = model.input_chw().map_err(|e| e.to_string())?;
+                let chw = model.input_chw().map_err(|e| report(&e))?;
                 let cached = cache.as_ref().and_then(|c| c.load::<_, Entry>(KIND, &key));
                 if let Some(entry) = cached
                     && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
@@ -103,9 +104,8 @@ impl Tab for MaxAct {
                         ),
                     );
                 })
-                .map_err(|e| e.to_string())?;
-                let picture =
-                    figures::maxact(&model, &result, &names).map_err(|e| e.to_string())?;
+                .map_err(|e| report(&e))?;
+                let picture = figures::maxact(&model, &result, &names).map_err(|e| report(&e))?;
                 if let Some(cache) = &cache {
                     let entry =
                         Entry { caption: picture.caption.clone(), images: result.images.clone() };

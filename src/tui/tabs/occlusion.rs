@@ -3,6 +3,7 @@
 
 use crossterm::event::KeyCode;
 
+use crate::error::report;
 use crate::methods::occlusion::OcclusionConfig;
 use crate::model::Model;
 use crate::present::figures;
@@ -79,7 +80,7 @@ impl Tab for Occlusion {
                     figures::Subject { model: &model, input: &item.prepared, probs: &item.probs };
                 figures::occlusion(&subject, class, &config, drop, style)
                     .map(|p| vec![p])
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| report(&e))
             }),
         )
     }
