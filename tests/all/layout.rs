@@ -73,7 +73,8 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let relative = file.strip_prefix(&src).unwrap();
-        let top = relative.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string();
+        let top =
+            relative.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string();
         if ["lib", "main", "cli"].contains(&top.as_str()) {
             continue;
         }
