@@ -20,8 +20,10 @@ use crate::methods::occlusion::OcclusionConfig;
 use crate::methods::{inspect, saliency};
 use crate::model::ValueId;
 use crate::model::{InputSpec, Model};
+use crate::present::ansi::ColorMode;
+use crate::present::colormap::Colormap;
 use crate::present::figures::{self, Picture, Style, Subject};
-use crate::present::render::{self, ColorMode, Colormap};
+use crate::present::{files, pixels};
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action};
 
@@ -756,8 +758,8 @@ impl App {
         let path = PathBuf::from(name);
         let image = &picture.image;
         let scale = 224u32.div_ceil(image.width().max(image.height()).max(1)).max(1);
-        render::save_png(
-            &render::scale_nearest(image, image.width() * scale, image.height() * scale),
+        files::save_png(
+            &pixels::scale_nearest(image, image.width() * scale, image.height() * scale),
             &path,
         )?;
         Ok(path)
@@ -774,7 +776,7 @@ const ESCAPE: usize = usize::MAX;
 
 /// The input image and a picture side by side.
 fn beside(input: &RgbImage, picture: Picture) -> Picture {
-    let image = render::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
+    let image = pixels::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
     Picture { image, ..picture }
 }
 

@@ -72,7 +72,7 @@ fn is_too_small(terminal: &ratatui::DefaultTerminal) -> std::io::Result<bool> {
 /// The explorer's settings: colours, the user's cache directory, and the model file to
 /// watch, if any.
 pub fn options(
-    color: crate::present::render::ColorMode,
+    color: crate::present::ansi::ColorMode,
     watch: Option<PathBuf>,
     overrides: crate::model::InputOverrides,
 ) -> Options {
