@@ -14,8 +14,10 @@ use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::{inspect, saliency};
 use convscope::model::InputOverrides;
+use convscope::present::ansi::{self, ColorMode};
+use convscope::present::colormap::Colormap;
 use convscope::present::figures::{self, Picture, Style, Subject as Seen};
-use convscope::present::render::{self, ColorMode, Colormap};
+use convscope::present::{files, pixels};
 use convscope::{Model, ReluRule};
 
 /// Backprop modifier, as keras-vis names them.
@@ -390,15 +392,15 @@ fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
         eprintln!("convscope: warning: {warning}");
     }
     if let Some(path) = &out.raw {
-        render::write_npy(path, &picture.raw.0, &picture.raw.1)?;
+        files::write_npy(path, &picture.raw.0, &picture.raw.1)?;
     }
     let mut stdout = std::io::stdout().lock();
     let image = &picture.image;
     if let Some(path) = &out.png {
         let longest = image.width().max(image.height()).max(1);
         let scale = out.scale.unwrap_or_else(|| 224u32.div_ceil(longest)).max(1);
-        let scaled = render::scale_nearest(image, image.width() * scale, image.height() * scale);
-        render::save_png(&scaled, path)?;
+        let scaled = pixels::scale_nearest(image, image.width() * scale, image.height() * scale);
+        files::save_png(&scaled, path)?;
         writeln!(
             stdout,
             "{} → {} ({}×{})",
@@ -413,10 +415,10 @@ fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
     // Leave room for the colour bar, the caption and the prompt.
     let fitted =
-        render::fit_to_cells(image, u32::from(cols), u32::from(rows).saturating_sub(4).max(4));
-    write!(stdout, "{}", render::to_ansi(&fitted, mode))?;
+        ansi::fit_to_cells(image, u32::from(cols), u32::from(rows).saturating_sub(4).max(4));
+    write!(stdout, "{}", ansi::to_ansi(&fitted, mode))?;
     if let Some((cmap, (lo, hi))) = picture.scale {
-        let bar = render::to_ansi(&render::colorbar(cmap, fitted.width().clamp(8, 32), 2), mode);
+        let bar = ansi::to_ansi(&pixels::colorbar(cmap, fitted.width().clamp(8, 32), 2), mode);
         let decimals = (-(hi - lo).abs().max(1e-8).log10()).ceil().clamp(0.0, 6.0) as usize + 2;
         writeln!(stdout, "{lo:.decimals$} {} {hi:.decimals$}", bar.trim_end())?;
     }

@@ -14,7 +14,7 @@ use convscope::data::input::{self, Prepared};
 use convscope::data::train::{self, TrainConfig};
 use convscope::formats;
 use convscope::methods::occlusion::OcclusionConfig;
-use convscope::present::render::ColorMode;
+use convscope::present::ansi::ColorMode;
 use convscope::present::summary::Summary;
 use convscope::{Model, data::sample, formats::native, tui};
 

@@ -18,7 +18,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Window, activate, for_each_item};
+use super::Window;
+use super::conv::for_each_item;
+use super::relu::activate;
 use crate::error::{Error, Result};
 
 /// Output pixels per tile: two AVX vectors.
@@ -411,5 +413,24 @@ mod avx2 {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocks;
+
+    #[test]
+    fn direct_blocks_cover_the_rows_evenly() {
+        let sizes =
+            |rows, threads| blocks(rows, threads).iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(64, 2), [6, 6, 6, 6, 5, 5, 5, 5, 5, 5, 5, 5]);
+        assert_eq!(sizes(4, 2), [4]);
+        assert_eq!(sizes(7, 2), [4, 3]);
+        assert_eq!(sizes(7, 8), [1; 7]);
+        let blocks = blocks(100, 3);
+        assert_eq!(blocks.len() % 3, 0);
+        assert!(blocks.windows(2).all(|p| p[0].end == p[1].start));
+        assert_eq!((blocks[0].start, blocks[blocks.len() - 1].end), (0, 100));
     }
 }

@@ -1,9 +1,267 @@
-//! The gradient of a 2×2 max pool (stride 2, no padding) in f32, four tiles at a time with
-//! SSE2, which every x86-64 CPU has.
+//! Max and average pooling, forward and backward, over any window, in f32 and f64; windows
+//! that tile the map (the common 2×2 max pool) take tiled loops without per-window tap lists.
+//!
+//! The gradient of a 2×2 max pool (stride 2, no padding) in f32 runs four tiles at a time with
+//! SSE2, which every x86-64 CPU has ([`max_2x2_backward`]).
 //!
 //! Why not plain Rust: the compiler turns the float compares that find each tile's maximum
 //! into branches, and ReLU outputs tie at 0 so often that they mispredict; the plain loop
 //! took 0.3–0.8 ms for a batch of 10 maps of 64 × 24 × 24.
+
+use candle_core::{DType, Tensor, WithDType};
+use num_traits::Zero;
+use rayon::prelude::*;
+
+use super::{Float, Window, dims4, with_float, with_slice};
+use crate::error::{Error, Result};
+
+/// How a pooling window reduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// Maximum; padded cells never win; the gradient goes to the first maximum, as
+    /// TensorFlow and PyTorch route it.
+    Max,
+    /// Mean over the window, counting padded cells or not.
+    Avg {
+        /// Whether padded cells count in the divisor.
+        count_include_pad: bool,
+    },
+}
+
+/// Per output coordinate along axis `a`, the in-bounds input coordinates its window reads.
+fn window_taps(win: &Window, a: usize, size: usize, out: usize) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| (0..win.kernel[a]).filter_map(|k| win.source(a, o, k, size)).collect())
+        .collect()
+}
+
+/// Runs `run(input_plane, output_plane)` over the `h·w` planes of `input` and the matching
+/// `oh·ow` planes of `output`, split over the rayon pool when there is enough work.
+fn for_each_plane<A: Sync, B: Send>(
+    input: &[A],
+    in_len: usize,
+    output: &mut [B],
+    out_len: usize,
+    run: impl Fn(&[A], &mut [B]) + Sync,
+) {
+    if in_len == 0 || out_len == 0 {
+        return;
+    }
+    // Below this many values a plane loop is faster than waking the pool.
+    if output.len() < 1 << 14 {
+        output
+            .chunks_exact_mut(out_len)
+            .zip(input.chunks_exact(in_len))
+            .for_each(|(o, i)| run(i, o));
+    } else {
+        output
+            .par_chunks_exact_mut(out_len)
+            .zip(input.par_chunks_exact(in_len))
+            .for_each(|(o, i)| run(i, o));
+    }
+}
+
+/// The in-plane index of the first maximum of a window (row-major order), if it has cells.
+#[inline]
+fn first_max<T: Float>(plane: &[T], w: usize, rows: &[usize], cols: &[usize]) -> Option<usize> {
+    let mut best: Option<(usize, T)> = None;
+    for &iy in rows {
+        for &ix in cols {
+            let t = iy * w + ix;
+            if best.is_none_or(|(_, b)| plane[t] > b) {
+                best = Some((t, plane[t]));
+            }
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+fn divisor(win: &Window, pool: Pool, rows: &[usize], cols: &[usize]) -> usize {
+    match pool {
+        Pool::Avg { count_include_pad: true } => win.kernel[0] * win.kernel[1],
+        _ => rows.len() * cols.len(),
+    }
+    .max(1)
+}
+
+/// The window `[kh, kw]` when windows tile the map (stride equal to the window, no
+/// dilation or padding: the common 2×2 max pool), which the tiled loops below handle without
+/// per-window tap lists.
+fn tiles(win: &Window) -> Option<[usize; 2]> {
+    (win.stride == win.kernel && win.dilation == [1, 1] && win.pads == [0; 4]).then_some(win.kernel)
+}
+
+/// Max pool of one plane (row length `w`) over tiles `[kh, kw]` into `out` rows of `ow`.
+fn max_pool_tiles<T: Float>(plane: &[T], w: usize, [kh, kw]: [usize; 2], out: &mut [T], ow: usize) {
+    // Tiles 2 wide (nearly every max pool) get the loop inlined with the width a constant,
+    // which the compiler turns into vector maxima.
+    match kw {
+        2 => max_pool_tile_rows(plane, w, [kh, 2], out, ow),
+        _ => max_pool_tile_rows(plane, w, [kh, kw], out, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows<T: Float>(
+    plane: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    out: &mut [T],
+    ow: usize,
+) {
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        for ky in 0..kh {
+            let row = &plane[(oy * kh + ky) * w..][..ow * kw];
+            for (o, taps) in out_row.iter_mut().zip(row.chunks_exact(kw)) {
+                let tile = taps.iter().skip(1).fold(taps[0], |m, &v| if v > m { v } else { m });
+                *o = if ky == 0 || tile > *o { tile } else { *o };
+            }
+        }
+    }
+}
+
+/// Gradient of [`max_pool_tiles`]: each output's gradient goes to the first maximum of its
+/// tile (row-major), written a tile row at a time like the forward (`dx` starts zeroed).
+fn max_pool_tiles_backward<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    if [kh, kw] == [2, 2] && T::max_pool_2x2_backward(plane, grad, w, dx, ow) {
+        return;
+    }
+    match kw {
+        2 => max_pool_tile_rows_backward(plane, grad, w, [kh, 2], dx, ow),
+        _ => max_pool_tile_rows_backward(plane, grad, w, [kh, kw], dx, ow),
+    }
+}
+
+#[inline(always)]
+fn max_pool_tile_rows_backward<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    let mut maxima = vec![T::zero(); ow];
+    // Whether a tile's gradient has been placed, as 0/1 so the loop stays branch-free.
+    let mut placed = vec![0u8; ow];
+    for (oy, g_row) in grad.chunks_exact(ow.max(1)).enumerate() {
+        let tile_rows = (oy * kh * w)..((oy + 1) * kh * w);
+        max_pool_tile_rows(&plane[tile_rows.clone()], w, [kh, kw], &mut maxima, ow);
+        placed.fill(0);
+        for (ky, dx_row) in dx[tile_rows.clone()].chunks_exact_mut(w).enumerate() {
+            let row = &plane[tile_rows.start + ky * w..][..ow * kw];
+            let cells = dx_row[..ow * kw].chunks_exact_mut(kw).zip(row.chunks_exact(kw));
+            for ((((d, taps), &m), p), &g) in cells.zip(&maxima).zip(&mut placed).zip(g_row) {
+                for (d, &v) in d.iter_mut().zip(taps) {
+                    let hit = u8::from(v == m) & (1 - *p);
+                    *d = if hit == 1 { g } else { T::zero() };
+                    *p |= hit;
+                }
+            }
+        }
+    }
+}
+
+/// Pooling forward on `[n, c, h, w]`.
+pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
+    let [n, c, h, w] = dims4(x)?;
+    let [oh, ow] = win.out_size(h, w);
+    let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
+    let tiles = tiles(win).filter(|_| pool == Pool::Max);
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
+        let mut out = vec![T::zero(); n * c * oh * ow];
+        for_each_plane(src, h * w, &mut out, oh * ow, |plane, out| {
+            if let Some([kh, kw]) = tiles {
+                return max_pool_tiles(plane, w, [kh, kw], out, ow);
+            }
+            let mut out = out.iter_mut();
+            for ry in &rows {
+                for cx in &cols {
+                    let Some(o) = out.next() else { return };
+                    *o = match pool {
+                        Pool::Max => {
+                            // The value alone, as a select rather than a branch: the same
+                            // first maximum as `first_max`, without its mispredictions.
+                            let mut taps =
+                                ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| plane[iy * w + ix]));
+                            taps.next().map_or(T::zero(), |first| {
+                                taps.fold(first, |m, v| if v > m { v } else { m })
+                            })
+                        }
+                        Pool::Avg { .. } => {
+                            let mut sum = T::zero();
+                            for &iy in ry {
+                                for &ix in cx {
+                                    sum += plane[iy * w + ix];
+                                }
+                            }
+                            sum / T::from_f64(divisor(win, pool, ry, cx) as f64)
+                        }
+                    };
+                }
+            }
+        });
+        Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
+    }))
+}
+
+/// Gradient of [`pool2d`] with respect to its input `x`, given the output gradient.
+pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
+    let dims @ [_, _, h, w] = dims4(x)?;
+    let [oh, ow] = win.out_size(h, w);
+    let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
+        with_slice::<T, _>(grad, |g| {
+            if g.len() * h * w != src.len() * oh * ow {
+                return Err(Error::Invalid(format!(
+                    "pooling gradient of {} values for an input of shape {dims:?}",
+                    g.len()
+                )));
+            }
+            let mut dx = vec![T::zero(); src.len()];
+            // Each task owns one plane of dx, read alongside its plane of x and of the
+            // gradient.
+            let planes: Vec<(&[T], &[T])> =
+                src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
+            let tiles = tiles(win).filter(|_| pool == Pool::Max);
+            for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
+                let Some(&(plane, g)) = item.first() else { return };
+                if let Some([kh, kw]) = tiles {
+                    return max_pool_tiles_backward(plane, g, w, [kh, kw], dx, ow);
+                }
+                let mut g = g.iter();
+                for ry in &rows {
+                    for cx in &cols {
+                        let Some(&go) = g.next() else { return };
+                        match pool {
+                            Pool::Max => {
+                                if let Some(t) = first_max(plane, w, ry, cx) {
+                                    dx[t] += go;
+                                }
+                            }
+                            Pool::Avg { .. } => {
+                                let share = go / T::from_f64(divisor(win, pool, ry, cx) as f64);
+                                for &iy in ry {
+                                    for &ix in cx {
+                                        dx[iy * w + ix] += share;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(Tensor::from_vec(dx, dims.to_vec(), x.device())?)
+        })
+    }))
+}
 
 /// Writes the gradient of one plane (rows of `w`) into `dx`: each tile's gradient in `grad`
 /// (rows of `ow`) goes to the tile's first maximum in row-major order, its other cells get
@@ -51,7 +309,7 @@ pub(super) fn max_2x2_backward(
         let dx_rest = dx_top_rest.chunks_exact_mut(2).zip(dx_bottom_rest.chunks_exact_mut(2));
         for (((t, b), &g), (dt, db)) in rest.zip(dx_rest) {
             let cells = [t[0], t[1], b[0], b[1]];
-            let at = first_max(cells);
+            let at = tile_first_max(cells);
             let pick = |cell: usize| if cell == at { g } else { 0.0 };
             [dt[0], dt[1], db[0], db[1]] = [pick(0), pick(1), pick(2), pick(3)];
         }
@@ -61,7 +319,7 @@ pub(super) fn max_2x2_backward(
 
 /// The index of a tile's first maximum in row-major order, as the forward chooses it: a
 /// cell wins only over a strictly smaller one.
-fn first_max([a, b, c, d]: [f32; 4]) -> usize {
+fn tile_first_max([a, b, c, d]: [f32; 4]) -> usize {
     let (upper, upper_at) = if b > a { (b, 1) } else { (a, 0) };
     let (lower, lower_at) = if d > c { (d, 3) } else { (c, 2) };
     if lower > upper { lower_at } else { upper_at }
@@ -72,7 +330,7 @@ fn first_max([a, b, c, d]: [f32; 4]) -> usize {
 mod sse2 {
     use std::arch::x86_64::*;
 
-    /// [`super::first_max`] for four adjacent tiles: their top and bottom rows `t` and `b`,
+    /// [`super::tile_first_max`] for four adjacent tiles: their top and bottom rows `t` and `b`,
     /// their gradients `g`, written to `dt` and `db`.
     pub(super) fn four_tiles(
         t: &[f32; 8],
@@ -107,5 +365,97 @@ mod sse2 {
             _mm_storeu_ps(db.as_mut_ptr(), _mm_unpacklo_ps(bottom_left, bottom_right));
             _mm_storeu_ps(db.as_mut_ptr().add(4), _mm_unpackhi_ps(bottom_left, bottom_right));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::kernels::testing::window;
+
+    #[test]
+    fn max_pool_gradient_goes_whole_to_the_first_maximum() {
+        // Window [[1, 3], [3, 2]]: the maximum 3 appears twice; the first (row-major) wins and
+        // gets the full gradient 1, not 1/4 (candle 0.11's bug) and not split.
+        let x = Tensor::new(&[[[[1f32, 3.], [3., 2.]]]], &Device::Cpu).unwrap();
+        let g = Tensor::new(&[[[[1f32]]]], &Device::Cpu).unwrap();
+        let dx = pool2d_backward(&x, &g, &window(2, 2, [0; 4]), Pool::Max).unwrap();
+        assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 0., 0.]);
+
+        // Ties in every position (ReLU outputs tie at 0 all the time): tiles [a, b, c, d]
+        // (rows [a, b] and [c, d]) and the cell their gradient goes to; nine tiles in a row
+        // so two groups of four and one left over all meet each pattern.
+        let patterns = [
+            ([0f32, 0., 0., 0.], 0),
+            ([0., 1., 2., 2.], 2),
+            ([0., 4., 4., 0.], 1),
+            ([0., 1., 1., 2.], 3),
+            ([-1., -2., -1., -1.], 0),
+        ];
+        let tiles = [0, 1, 2, 3, 4, 3, 2, 1, 2];
+        let mut x = vec![0f32; 2 * 18];
+        let mut expected = vec![0f32; 2 * 18];
+        for (i, &p) in tiles.iter().enumerate() {
+            let (cells, winner) = patterns[p];
+            for (cell, v) in cells.into_iter().enumerate() {
+                x[(cell / 2) * 18 + 2 * i + cell % 2] = v;
+            }
+            expected[(winner / 2) * 18 + 2 * i + winner % 2] = (i + 1) as f32;
+        }
+        let x = Tensor::from_vec(x, (1, 1, 2, 18), &Device::Cpu).unwrap();
+        let g = Tensor::arange(1f32, 10., &Device::Cpu).unwrap().reshape((1, 1, 1, 9)).unwrap();
+        let dx = pool2d_backward(&x, &g, &window(2, 2, [0; 4]), Pool::Max).unwrap();
+        assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+    }
+
+    #[test]
+    fn tiled_max_pool_matches_candle_and_a_plain_loop() {
+        // Odd sizes leave rows and columns outside every tile; both directions must skip them.
+        let x = Tensor::randn(0f32, 1., (2, 3, 7, 9), &Device::Cpu).unwrap();
+        for k in [2, 3] {
+            let win = window(k, k, [0; 4]);
+            let ours = pool2d(&x, &win, Pool::Max).unwrap();
+            let theirs = x.max_pool2d(k).unwrap();
+            let diff = (&ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+            let g = Tensor::randn(0f32, 1., ours.dims(), &Device::Cpu).unwrap();
+            let dx = pool2d_backward(&x, &g, &win, Pool::Max).unwrap();
+            let (xs, gs) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let [oh, ow] = [7 / k, 9 / k];
+            let mut expected = vec![0f32; xs.len()];
+            for plane in 0..6 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let cells =
+                            (0..k * k).map(|t| plane * 63 + (oy * k + t / k) * 9 + ox * k + t % k);
+                        let first_max =
+                            cells.reduce(|a, b| if xs[b] > xs[a] { b } else { a }).unwrap();
+                        expected[first_max] = gs[plane * oh * ow + oy * ow + ox];
+                    }
+                }
+            }
+            assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn average_pool_can_exclude_padding() {
+        // 1×1×2×2 ones, 2×2 window, stride 2, one pixel of padding top-left: windows hold
+        // 1, 2, 2 and 4 real pixels of value 1.
+        let x = Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let win = window(2, 1, [1, 1, 0, 0]);
+        let excl = pool2d(&x, &win, Pool::Avg { count_include_pad: false }).unwrap();
+        let incl = pool2d(&x, &win, Pool::Avg { count_include_pad: true }).unwrap();
+        assert_eq!(excl.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.; 4]);
+        assert_eq!(
+            incl.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.25, 0.5, 0.5, 1.0]
+        );
     }
 }

@@ -2,8 +2,12 @@
 //! what its classes are called. Files become models in [`crate::formats`].
 
 mod graph;
+mod ops;
+mod shapes;
 
 pub use graph::*;
+pub use ops::*;
+pub use shapes::broadcast_shapes;
 
 use std::collections::BTreeMap;
 

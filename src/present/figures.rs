@@ -13,7 +13,8 @@ use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::{Map, inspect, saliency};
 use crate::model::Model;
 use crate::model::ValueId;
-use crate::present::render::{self, Colormap};
+use crate::present::colormap::Colormap;
+use crate::present::pixels;
 
 /// A picture and what it shows.
 #[derive(Clone, Debug)]
@@ -54,7 +55,7 @@ impl Subject<'_> {
     /// The input drawn as an image.
     pub fn input_image(&self) -> Result<RgbImage> {
         let [c, h, w] = self.model.input_chw()?;
-        Ok(render::input_image(&self.input.pixels, c, h, w))
+        Ok(pixels::input_image(&self.input.pixels, c, h, w))
     }
 
     fn class_label(&self, class: usize) -> String {
@@ -64,9 +65,9 @@ impl Subject<'_> {
 
     /// A heatmap in [0, 1] as a picture, blended over the input when asked.
     fn heatmap(&self, map: &Map, style: Style, caption: String) -> Result<Picture> {
-        let heat = render::map_image(map, (0.0, 1.0), style.colormap);
+        let heat = pixels::map_image(map, (0.0, 1.0), style.colormap);
         let image =
-            if style.overlay { render::overlay(&self.input_image()?, &heat, 0.5) } else { heat };
+            if style.overlay { pixels::overlay(&self.input_image()?, &heat, 0.5) } else { heat };
         Ok(Picture {
             image,
             caption,
@@ -179,11 +180,11 @@ pub fn occlusion(
         ));
     }
     let base = s.input_image()?;
-    let heat = render::map_image(map, (lo, hi), style.colormap);
-    let heat = if style.overlay { render::overlay(&base, &heat, 0.5) } else { heat };
+    let heat = pixels::map_image(map, (lo, hi), style.colormap);
+    let heat = if style.overlay { pixels::overlay(&base, &heat, 0.5) } else { heat };
     let k = model.num_classes();
     let classes = Map::new(map.height, map.width, occ.argmax.iter().map(|&a| a as f32).collect())?;
-    let class_map = render::map_image(&classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo);
+    let class_map = pixels::map_image(&classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo);
     let mut counts: Vec<(usize, usize)> =
         occ.counts.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
     counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
@@ -200,7 +201,7 @@ pub fn occlusion(
         counts.join(", ")
     );
     Ok(Picture {
-        image: render::grid(&[base, heat, class_map], 3, 1, [0, 0, 0]),
+        image: pixels::grid(&[base, heat, class_map], 3, 1, [0, 0, 0]),
         caption,
         raw: (vec![map.height, map.width], map.data.clone()),
         scale: Some((style.colormap, (lo, hi))),
@@ -214,7 +215,7 @@ fn rgb_filter(channels: &[Map], scale: f32) -> RgbImage {
         .iter()
         .flat_map(|m| m.data.iter().map(|v| v / (2.0 * scale.max(1e-12)) + 0.5))
         .collect();
-    render::input_image(&pixels, 3, h, w)
+    pixels::input_image(&pixels, 3, h, w)
 }
 
 /// A conv layer's filters on one symmetric range (diverging unless another scale is
@@ -232,8 +233,8 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
             .iter()
             .map(|k| {
                 let row: Vec<RgbImage> =
-                    k.iter().map(|m| render::map_image(m, range, cmap)).collect();
-                render::grid(&row, row.len(), 0, [0, 0, 0])
+                    k.iter().map(|m| pixels::map_image(m, range, cmap)).collect();
+                pixels::grid(&row, row.len(), 0, [0, 0, 0])
             })
             .collect()
     };
@@ -252,7 +253,7 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
         filters.kernels.iter().flatten().flat_map(|m| m.data.iter().copied()).collect();
     let shape = vec![filters.kernels.len(), filters.kernels[0].len(), first.height, first.width];
     Ok(Picture {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
         caption,
         raw: (shape, raw),
         scale: Some((cmap, range)),
@@ -271,7 +272,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         .map(Map::range)
         .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
     let tiles: Vec<RgbImage> =
-        maps.iter().map(|m| render::map_image(m, (lo, hi), style.colormap)).collect();
+        maps.iter().map(|m| pixels::map_image(m, (lo, hi), style.colormap)).collect();
     let node = &model.graph().nodes()[layer];
     let shape = model.graph().shape(ValueId::of_node(layer));
     let caption = format!(
@@ -288,7 +289,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         warnings.push(format!("every activation of {} is zero for this input", node.name));
     }
     Ok(Picture {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
         caption,
         raw: (shape.to_vec(), maps.iter().flat_map(|m| m.data.iter().copied()).collect()),
         scale: Some((style.colormap, (lo, hi))),
@@ -316,9 +317,9 @@ pub fn maxact(model: &Model, result: &ActMaxResult, names: &[String]) -> Result<
 
 /// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each).
 pub fn maxact_picture([c, h, w]: [usize; 3], images: &[Vec<f32>], caption: String) -> Picture {
-    let tiles: Vec<RgbImage> = images.iter().map(|img| render::input_image(img, c, h, w)).collect();
+    let tiles: Vec<RgbImage> = images.iter().map(|img| pixels::input_image(img, c, h, w)).collect();
     Picture {
-        image: render::grid(&tiles, render::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
         caption,
         raw: (vec![images.len(), c, h, w], images.iter().flatten().copied().collect()),
         scale: None,
@@ -335,7 +336,7 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
     shape.extend(pictures.first().map(|p| p.raw.0.clone()).unwrap_or_default());
     let images: Vec<RgbImage> = pictures.iter().map(|p| p.image.clone()).collect();
     Picture {
-        image: render::grid(&images, render::grid_columns(images.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&images, pixels::grid_columns(images.len()), 1, [40, 40, 40]),
         caption: format!(
             "{title} (row by row) · first: {}",
             pictures.first().map_or("", |p| p.caption.as_str())

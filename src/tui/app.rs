@@ -16,7 +16,8 @@ use crate::engine::{ReluRule, argmax};
 use crate::error::report;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style};
-use crate::present::render::{self, Colormap};
+use crate::present::colormap::Colormap;
+use crate::present::{files, pixels};
 use crate::tui::Options;
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action, Binding, Uses};
@@ -468,8 +469,8 @@ impl App {
         let path = PathBuf::from(name);
         let image = &picture.image;
         let scale = 224u32.div_ceil(image.width().max(image.height()).max(1)).max(1);
-        render::save_png(
-            &render::scale_nearest(image, image.width() * scale, image.height() * scale),
+        files::save_png(
+            &pixels::scale_nearest(image, image.width() * scale, image.height() * scale),
             &path,
         )?;
         Ok(path)

@@ -7,7 +7,8 @@ use ratatui::layout::Rect;
 use ratatui::style::Color;
 use ratatui::widgets::Widget;
 
-use crate::present::render::{self, ColorMode};
+use crate::present::ansi::{self, ColorMode};
+use crate::present::pixels;
 
 /// An image to draw, centred in its area, as large as fits with its aspect kept.
 pub struct HalfBlockImage<'a> {
@@ -36,7 +37,7 @@ impl<'a> HalfBlockImage<'a> {
 pub fn color(rgb: [u8; 3], mode: ColorMode) -> Color {
     match mode {
         ColorMode::TrueColor => Color::Rgb(rgb[0], rgb[1], rgb[2]),
-        ColorMode::Ansi256 => Color::Indexed(render::ansi256(rgb)),
+        ColorMode::Ansi256 => Color::Indexed(ansi::ansi256(rgb)),
     }
 }
 
@@ -46,10 +47,10 @@ impl Widget for HalfBlockImage<'_> {
             return;
         }
         let (cols, rows) = HalfBlockImage::fitted_size(self.image, area.width, area.height);
-        let scaled = render::scale_nearest(self.image, u32::from(cols), u32::from(rows) * 2);
+        let scaled = pixels::scale_nearest(self.image, u32::from(cols), u32::from(rows) * 2);
         let left = area.x + (area.width - cols) / 2;
         let top = area.y + (area.height - rows) / 2;
-        for (dy, row) in render::half_blocks(&scaled).iter().enumerate() {
+        for (dy, row) in ansi::half_blocks(&scaled).iter().enumerate() {
             for (dx, cell) in row.iter().enumerate() {
                 let (x, y) = (left + dx as u16, top + dy as u16);
                 if let Some(c) = buf.cell_mut((x, y)) {

@@ -21,7 +21,7 @@ use crossterm::event::{self, Event, KeyEventKind};
 
 use crate::data::cache;
 use crate::model::InputOverrides;
-use crate::present::render::ColorMode;
+use crate::present::ansi::ColorMode;
 use crate::tui::app::App;
 
 /// Settings the explorer starts with.

@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph, Tabs, Wrap};
 
-use crate::present::render;
+use crate::present::ansi;
 use crate::tui::app::{App, Panel};
 use crate::tui::image::{HalfBlockImage, color};
 use crate::tui::keys;
@@ -236,8 +236,8 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
 
 fn render_mode(app: &App) -> &'static str {
     match app.options.color {
-        render::ColorMode::TrueColor => "truecolor",
-        render::ColorMode::Ansi256 => "256 colours",
+        ansi::ColorMode::TrueColor => "truecolor",
+        ansi::ColorMode::Ansi256 => "256 colours",
     }
 }
 

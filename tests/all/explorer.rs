@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use convscope::present::render::ColorMode;
+use convscope::present::ansi::ColorMode;
 use convscope::tui::Options;
 use convscope::tui::app::App;
 use convscope::tui::ui;

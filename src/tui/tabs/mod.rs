@@ -20,7 +20,7 @@ use crate::data::inputs::InputItem;
 use crate::engine::ReluRule;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style, Subject};
-use crate::present::render;
+use crate::present::pixels;
 use crate::tui::Options;
 use crate::tui::jobs::JobContext;
 use crate::tui::keys::Binding;
@@ -142,6 +142,6 @@ pub fn beside_input(
 
 /// The input image and a picture side by side.
 fn beside(input: &RgbImage, picture: Picture) -> Picture {
-    let image = render::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
+    let image = pixels::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
     Picture { image, ..picture }
 }

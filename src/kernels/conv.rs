@@ -1,0 +1,474 @@
+//! Convolution: forward, input gradient and weight gradient as im2col (or col2im) and gemm,
+//! for every window, group count and float type. The forward hands stride-1 f32 convs to
+//! `direct` and the input gradient hands mostly-zero f32 gradients to `sparse` where the CPU
+//! runs them; batches split image by image over the rayon pool ([`for_each_item`]).
+
+use candle_core::{DType, Tensor};
+use num_traits::Zero;
+use rayon::prelude::*;
+
+use super::matmul::{Mat, matmul};
+use super::relu::activate;
+use super::{
+    Float, Scratch, Window, dims4, direct, sparse, with_float, with_optional_slice, with_slice,
+};
+use crate::error::{Error, Result};
+
+/// `y = activate(y + bias[row])` over `[rows, len]` row-major `y`, one bias per row.
+fn add_bias_relu<T: Float>(y: &mut [T], bias: Option<&[T]>, len: usize, relu: bool) {
+    if len == 0 {
+        return;
+    }
+    for (row, values) in y.chunks_exact_mut(len).enumerate() {
+        let b = bias.and_then(|b| b.get(row).copied()).unwrap_or(T::zero());
+        for v in values {
+            *v = activate(*v + b, relu);
+        }
+    }
+}
+
+/// Splits the batch over the rayon pool when it has more than one item (each item then
+/// runs single-threaded), else gives the one item the whole pool. `run(item, scratch,
+/// threads)` gets a [`Scratch`] buffer of `scratch` values per worker.
+pub(super) fn for_each_item<T: Float, O: Send>(
+    out: &mut [O],
+    out_len: usize,
+    input: &[T],
+    in_len: usize,
+    scratch: usize,
+    run: impl Fn(&[T], &mut [O], &mut [T], usize) -> Result<()> + Sync,
+) -> Result<()> {
+    if out_len == 0 || in_len == 0 {
+        return Ok(());
+    }
+    let items = out.len() / out_len;
+    if items <= 1 {
+        let mut buffer = Scratch::take(scratch);
+        let threads = rayon::current_num_threads();
+        return out
+            .chunks_exact_mut(out_len)
+            .zip(input.chunks_exact(in_len))
+            .try_for_each(|(o, i)| run(i, o, buffer.values(), threads));
+    }
+    out.par_chunks_exact_mut(out_len).zip(input.par_chunks_exact(in_len)).try_for_each_init(
+        || Scratch::take(scratch),
+        |buffer, (o, i)| run(i, o, buffer.values(), 1),
+    )
+}
+
+/// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`, every cell written (`cols` is a
+/// reused [`Scratch`]): cells that read padding get zero.
+fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {
+    let [kh, kw] = win.kernel;
+    let [oh, ow] = win.out_size(h, w);
+    let sw = win.stride[1];
+    let mut rows = cols.chunks_exact_mut(oh * ow);
+    for plane in img.chunks_exact(h * w).take(c) {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let Some(row) = rows.next() else { return };
+                let (lo, hi) = win.inside(1, kj, w, ow);
+                for (oy, out_row) in row.chunks_exact_mut(ow.max(1)).enumerate() {
+                    let source = win.source(0, oy, ki, h).filter(|_| lo < hi);
+                    let Some(iy) = source else {
+                        out_row.fill(T::zero());
+                        continue;
+                    };
+                    out_row[..lo].fill(T::zero());
+                    out_row[hi..].fill(T::zero());
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    let dst = &mut out_row[lo..hi];
+                    let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[first..first + dst.len()]);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src[first..].iter().step_by(sw)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col_image`]: adds `[c·kh·kw, oh·ow]` columns into the image `img`.
+fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: &mut [T]) {
+    let [kh, kw] = win.kernel;
+    let [oh, ow] = win.out_size(h, w);
+    let sw = win.stride[1];
+    let mut rows = cols.chunks_exact(oh * ow);
+    for plane in img.chunks_exact_mut(h * w).take(c) {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let Some(row) = rows.next() else { return };
+                let (lo, hi) = win.inside(1, kj, w, ow);
+                if lo >= hi {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let Some(iy) = win.source(0, oy, ki, h) else { continue };
+                    let dst = &mut plane[iy * w..(iy + 1) * w];
+                    let src = &row[oy * ow + lo..oy * ow + hi];
+                    let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
+                    if sw == 1 {
+                        // Contiguous: a plain zip, which the compiler vectorises.
+                        for (d, s) in dst[first..first + src.len()].iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[first..].iter_mut().step_by(sw).zip(src) {
+                            *d += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of a convolution, from its input and kernel dims.
+#[derive(Clone, Copy)]
+struct ConvShape {
+    /// Input `[c, h, w]` of one image.
+    image: [usize; 3],
+    /// Output channels.
+    filters: usize,
+    /// Output pixels `oh·ow`.
+    pixels: usize,
+    /// Column rows `c·kh·kw`.
+    taps: usize,
+    groups: usize,
+    /// A 1×1 window with stride 1 and no padding reads the image as its own columns.
+    pointwise: bool,
+}
+
+impl ConvShape {
+    fn new([_, c, h, w]: [usize; 4], filters: usize, win: &Window, groups: usize) -> Self {
+        let [oh, ow] = win.out_size(h, w);
+        ConvShape {
+            image: [c, h, w],
+            filters,
+            pixels: oh * ow,
+            taps: c * win.kernel[0] * win.kernel[1],
+            groups,
+            pointwise: win.kernel == [1, 1] && win.stride == [1, 1] && win.pads == [0; 4],
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.image.iter().product()
+    }
+
+    fn out_len(&self) -> usize {
+        self.filters * self.pixels
+    }
+
+    /// Group `g`'s kernel `[filters/groups, taps/groups]` and its slice of column rows.
+    fn group_rows(&self, g: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (og, kg) = (self.filters / self.groups, self.taps / self.groups);
+        (g * og..(g + 1) * og, g * kg..(g + 1) * kg)
+    }
+}
+
+/// Convolution forward: `x` `[n, c, h, w]`, `kernel` `[o, c/groups, kh, kw]`, optional
+/// `bias` `[o]` → `[n, o, oh, ow]`, with a ReLU applied when `relu` is set.
+pub fn conv2d(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    win: &Window,
+    groups: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let dims @ [n, _, h, w] = dims4(x)?;
+    let [o, ..] = dims4(kernel)?;
+    let [oh, ow] = win.out_size(h, w);
+    if x.dtype() == DType::F32 {
+        let out = with_slice::<f32, _>(kernel, |ks| {
+            let Some(plan) = direct::Plan::new(dims, o, win, groups, ks) else { return Ok(None) };
+            with_slice::<f32, _>(x, |xs| {
+                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, relu))
+            })
+            .map(Some)
+        })?;
+        if let Some(out) = out {
+            return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
+        }
+    }
+    conv2d_im2col(x, kernel, bias, win, groups, relu)
+}
+
+/// [`conv2d`] as im2col + gemm, for every window and type.
+fn conv2d_im2col(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    win: &Window,
+    groups: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let dims @ [n, _, h, w] = dims4(x)?;
+    let [o, ..] = dims4(kernel)?;
+    let [oh, ow] = win.out_size(h, w);
+    let shape = ConvShape::new(dims, o, win, groups);
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        with_slice::<T, _>(kernel, |ks| {
+            with_optional_slice::<T, _>(bias, |bs| {
+                let mut out = vec![T::zero(); n * shape.out_len()];
+                let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+                for_each_item(&mut out, shape.out_len(), xs, shape.image_len(), scratch,
+                    |img, y, cols, threads| {
+                        let cols: &[T] = if shape.pointwise {
+                            img
+                        } else {
+                            im2col_image(img, shape.image, win, cols);
+                            cols
+                        };
+                        for g in 0..groups {
+                            let (filters, taps) = shape.group_rows(g);
+                            let l = shape.pixels;
+                            let a = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
+                            let b = Mat::row_major(&cols[taps.start * l..taps.end * l], taps.len(), l);
+                            matmul(&mut y[filters.start * l..filters.end * l], a, b, false, threads)?;
+                        }
+                        add_bias_relu(y, bs, shape.pixels, relu);
+                        Ok(())
+                    })?;
+                Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?)
+            })
+        })
+    }))
+}
+
+/// Gradient of [`conv2d`] (without its ReLU) with respect to its input, given the output
+/// gradient `grad`.
+pub fn conv2d_backward_input(
+    grad: &Tensor,
+    kernel: &Tensor,
+    input_dims: [usize; 4],
+    win: &Window,
+    groups: usize,
+) -> Result<Tensor> {
+    let [_, o, ..] = dims4(grad)?;
+    if grad.dtype() == DType::F32 {
+        let sparse = with_slice::<f32, _>(grad, |gs| {
+            with_slice::<f32, _>(kernel, |ks| {
+                let Some(plan) = sparse::Plan::new(gs, ks, input_dims, o, win, groups) else {
+                    return Ok(None);
+                };
+                let mut dx = vec![0.0; input_dims[0] * plan.image_len()];
+                for_each_item(
+                    &mut dx,
+                    plan.image_len(),
+                    gs,
+                    plan.out_len(),
+                    plan.scratch_len(),
+                    |g_img, dx_img, scratch, _| plan.image(g_img, dx_img, scratch),
+                )?;
+                Ok(Some(dx))
+            })
+        })?;
+        if let Some(dx) = sparse {
+            return Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?);
+        }
+    }
+    let shape = ConvShape::new(input_dims, o, win, groups);
+    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
+        with_slice::<T, _>(kernel, |ks| {
+            let mut dx = vec![T::zero(); input_dims[0] * shape.image_len()];
+            let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+            // `for_each_item` walks the output (here dx) image by image alongside the input
+            // (here the gradient).
+            for_each_item(&mut dx, shape.image_len(), gs, shape.out_len(), scratch,
+                |g_img, dx_img, cols, threads| {
+                    let l = shape.pixels;
+                    let target: &mut [T] = if shape.pointwise { dx_img } else { cols };
+                    for g in 0..groups {
+                        let (filters, taps) = shape.group_rows(g);
+                        let w = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
+                        let b = Mat::row_major(&g_img[filters.start * l..filters.end * l], filters.len(), l);
+                        matmul(&mut target[taps.start * l..taps.end * l], w.t(), b, false, threads)?;
+                    }
+                    if !shape.pointwise {
+                        col2im_image(cols, shape.image, win, dx_img);
+                    }
+                    Ok(())
+                })?;
+            Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?)
+        })
+    }))
+}
+
+/// Gradients of [`conv2d`] (without its ReLU) with respect to its kernel and bias.
+pub fn conv2d_backward_weights(
+    x: &Tensor,
+    grad: &Tensor,
+    kernel_dims: [usize; 4],
+    win: &Window,
+    groups: usize,
+) -> Result<(Tensor, Tensor)> {
+    let x_dims = dims4(x)?;
+    let [n, o, ..] = dims4(grad)?;
+    let shape = ConvShape::new(x_dims, o, win, groups);
+    let d_kernel = with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        with_slice::<T, _>(grad, |gs| {
+            let (og, kg, l) = (o / groups, shape.taps / groups, shape.pixels);
+            let mut dk = vec![T::zero(); o * kg];
+            let mut cols = vec![T::zero(); shape.taps * l];
+            // Sums over the batch: dK_g += grad_g · cols_gᵀ, image by image.
+            for (i, (img, g_img)) in
+                xs.chunks_exact(shape.image_len()).zip(gs.chunks_exact(shape.out_len())).enumerate().take(n)
+            {
+                im2col_image(img, shape.image, win, &mut cols);
+                for g in 0..groups {
+                    let (filters, taps) = shape.group_rows(g);
+                    let a = Mat::row_major(&g_img[filters.start * l..filters.end * l], og, l);
+                    let b = Mat::row_major(&cols[taps.start * l..taps.end * l], kg, l).t();
+                    let threads = rayon::current_num_threads();
+                    matmul(&mut dk[filters.start * kg..filters.end * kg], a, b, i > 0, threads)?;
+                }
+            }
+            Ok(Tensor::from_vec(dk, kernel_dims.to_vec(), x.device())?)
+        })
+    }))?;
+    let d_bias = grad.sum((0, 2, 3))?;
+    Ok((d_kernel, d_bias))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::kernels::testing::{max_diff, window};
+    use crate::model::Pads;
+
+    #[test]
+    fn conv_matches_a_hand_computed_case() {
+        // 1×1×3×3 input 1..9, 2×2 kernel [[1, 0], [0, -1]]: out[i][j] = x[i][j] - x[i+1][j+1]
+        // = -4 everywhere; bias 0.5 → -3.5.
+        let x = Tensor::arange(1f32, 10., &Device::Cpu).unwrap().reshape((1, 1, 3, 3)).unwrap();
+        let k = Tensor::new(&[[[[1f32, 0.], [0., -1.]]]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+        let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1, false).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![-3.5; 4]);
+    }
+
+    #[test]
+    fn conv_with_padding_and_stride_matches_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 4, 7, 7), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (6, 4, 3, 3), &dev).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 2, [1; 4]), 1, false).unwrap();
+        let theirs = x.conv2d(&k, 1, 2, 1, 1).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+
+    #[test]
+    fn padded_conv_after_a_valid_one_reads_zeros_not_stale_columns() {
+        // The first call leaves its columns in this thread's scratch; the second, padded, must
+        // not read them where it reads padding.
+        let dev = Device::Cpu;
+        let big = Tensor::randn(0f32, 1., (1, 4, 9, 9), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (3, 4, 3, 3), &dev).unwrap();
+        conv2d(&big, &k, None, &window(3, 1, [0; 4]), 1, false).unwrap();
+        let x = Tensor::randn(0f32, 1., (1, 4, 8, 8), &dev).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [1; 4]), 1, false).unwrap();
+        let theirs = x.conv2d(&k, 1, 1, 1, 1).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+
+    #[test]
+    fn grouped_conv_matches_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (1, 4, 5, 5), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (6, 2, 3, 3), &dev).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [0; 4]), 2, false).unwrap();
+        let theirs = x.conv2d(&k, 0, 1, 1, 2).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+
+    #[test]
+    fn direct_conv_matches_im2col() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], [kh, kw], dilation, pads [top, left, bottom, right], groups)
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], Pads, usize);
+        // The first case has more taps than one pass of the kernel takes (360 > 320).
+        let cases: [Case; 10] = [
+            (1, 40, 11, [10, 13], [3, 3], [1, 1], [1; 4], 1),
+            (1, 32, 64, [26, 26], [3, 3], [1, 1], [0; 4], 1),
+            (3, 1, 32, [28, 28], [3, 3], [1, 1], [0; 4], 1),
+            (1, 3, 7, [9, 5], [3, 3], [1, 1], [1; 4], 1),
+            (2, 4, 13, [12, 7], [5, 3], [1, 2], [2, 1, 0, 3], 1),
+            (1, 6, 9, [8, 8], [2, 2], [1, 1], [0, 0, 1, 1], 3),
+            (2, 5, 5, [6, 11], [3, 3], [2, 1], [2, 1, 2, 1], 5),
+            (1, 2, 1, [4, 3], [1, 3], [1, 1], [0, 1, 0, 1], 1),
+            (2, 8, 12, [3, 3], [3, 3], [1, 1], [1; 4], 2),
+            (1, 4, 6, [30, 2], [3, 1], [3, 1], [0; 4], 1),
+        ];
+        for (n, c, o, [h, w], kernel, dilation, pads, groups) in cases {
+            let win = Window { kernel, stride: [1, 1], dilation, pads };
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1., (o, c / groups, kernel[0], kernel[1]), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
+            let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let plan = direct::Plan::new([n, c, h, w], o, &win, groups, &ks);
+            assert_eq!(plan.is_some(), direct::available(), "case {kernel:?} {pads:?}");
+            for relu in [false, true] {
+                let ours = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
+                let theirs = conv2d_im2col(&x, &k, Some(&b), &win, groups, relu).unwrap();
+                assert!(max_diff(&ours, &theirs) < 1e-4, "forward {kernel:?} {pads:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_conv_gradient_matches_gemm() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], [kh, kw], pads): valid and padded, 1 to 3 columns, blocks of 32,
+        // 16 and 8 channels, several blocks, more than 64 output channels (two mask words),
+        // tall windows.
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], Pads);
+        let cases: [Case; 9] = [
+            (2, 32, 64, [12, 12], [3, 3], [0; 4]),
+            (1, 32, 70, [6, 5], [3, 3], [1; 4]),
+            (1, 16, 12, [8, 8], [3, 3], [1; 4]),
+            (2, 8, 9, [7, 6], [2, 3], [0; 4]),
+            (1, 48, 6, [5, 5], [3, 1], [1; 4]),
+            (1, 64, 16, [9, 7], [3, 3], [1; 4]),
+            (3, 32, 5, [6, 6], [2, 2], [0, 1, 1, 0]),
+            (1, 32, 8, [10, 8], [5, 3], [2, 1, 2, 1]),
+            (2, 32, 7, [7, 9], [3, 1], [1, 0, 1, 0]),
+        ];
+        for (n, c, o, [h, w], kernel, pads) in cases {
+            let win = Window { kernel, stride: [1, 1], dilation: [1, 1], pads };
+            let [oh, ow] = win.out_size(h, w);
+            let k = Tensor::randn(0f32, 1., (o, c, kernel[0], kernel[1]), &dev).unwrap();
+            // Four in five gradients zero, as below a max pool.
+            let g = Tensor::randn(0f32, 1., (n, o, oh, ow), &dev).unwrap();
+            let keep = Tensor::rand(0f32, 1., (n, o, oh, ow), &dev).unwrap().ge(0.8).unwrap();
+            let g = (g * keep.to_dtype(DType::F32).unwrap()).unwrap();
+            let (gs, ks) = (
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let dims = [n, c, h, w];
+            let taken = sparse::Plan::new(&gs, &ks, dims, o, &win, 1).is_some();
+            assert_eq!(taken, direct::available(), "{kernel:?} {pads:?}");
+            let ours = conv2d_backward_input(&g, &k, dims, &win, 1).unwrap();
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let theirs = conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, 1).unwrap();
+            let theirs = theirs.to_dtype(DType::F32).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-4, "{kernel:?} {pads:?}");
+        }
+        // A dense gradient goes to gemm.
+        let g: Vec<f32> = (0..64 * 100).map(|i| 1.0 + i as f32).collect();
+        let ks = vec![0.5f32; 64 * 32 * 9];
+        let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };
+        assert!(sparse::Plan::new(&g, &ks, [1, 32, 12, 12], 64, &win, 1).is_none());
+    }
+}

@@ -1,0 +1,407 @@
+//! What a node computes: the [`Op`]s, their [`Activation`]s and [`Padding`] (resolved to
+//! [`Pads`]), and the kind and shape of an arithmetic op's constant operand.
+
+use serde::{Deserialize, Serialize};
+
+/// A non-linearity, either fused into a conv/dense node (Keras style) or a node of its own
+/// (ONNX style). The backprop modifiers apply to [`Activation::Relu`] wherever it sits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` for `x > 0`, else `alpha·x`.
+    LeakyRelu {
+        /// Slope below zero.
+        alpha: f32,
+    },
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Softmax over the feature axis (axis 0 of the per-sample shape).
+    Softmax,
+    /// `x` clamped to `[min, max]`; ReLU6 is `Clip { min: 0, max: 6 }`. The backprop
+    /// modifiers leave it alone, as Captum's and keras-vis's leave ReLU6.
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `scale·x` for `x > 0`, else `scale·alpha·(eˣ − 1)`: ELU with `scale` 1, SELU with
+    /// its two constants.
+    Elu {
+        /// Limit of `alpha·(eˣ − 1)` below zero.
+        alpha: f32,
+        /// Factor on both sides.
+        scale: f32,
+    },
+    /// `ln(1 + eˣ)`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x·sigmoid(x)` (swish, SiLU).
+    Swish,
+    /// The Gaussian error linear unit `x·Φ(x)`, or with `approximate` its tanh form
+    /// `x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu {
+        /// The tanh approximation.
+        approximate: bool,
+    },
+    /// `clamp(alpha·x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Value at zero.
+        beta: f32,
+    },
+    /// `x·clamp(x/6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// `eˣ`.
+    Exponential,
+    /// The error function `erf(x)`, from which ONNX exports before opset 20 build GELU.
+    Erf,
+}
+
+impl Activation {
+    /// SELU's `alpha`, as Keras and ONNX define it.
+    pub const SELU_ALPHA: f32 = 1.673_263_2;
+    /// SELU's `scale` (ONNX's `gamma`).
+    pub const SELU_SCALE: f32 = 1.050_701;
+    /// SELU, with those constants.
+    pub const SELU: Activation =
+        Activation::Elu { alpha: Self::SELU_ALPHA, scale: Self::SELU_SCALE };
+
+    /// Keras's name for it, as `model.summary()` and configs spell it.
+    pub fn keras_name(self) -> &'static str {
+        match self {
+            Activation::Linear => "linear",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Softmax => "softmax",
+            Activation::Clip { min, max } if min == 0.0 && max == 6.0 => "relu6",
+            Activation::Clip { .. } => "clip",
+            Activation::Elu { scale: 1.0, .. } => "elu",
+            Activation::Elu { .. } => "selu",
+            Activation::Softplus => "softplus",
+            Activation::Softsign => "softsign",
+            Activation::Swish => "swish",
+            Activation::Gelu { .. } => "gelu",
+            Activation::HardSigmoid { .. } => "hard_sigmoid",
+            Activation::HardSwish => "hard_swish",
+            Activation::Exponential => "exponential",
+            Activation::Erf => "erf",
+        }
+    }
+
+    /// Whether its gradient needs its input, not just its output (the engine then keeps
+    /// the input of a fused one).
+    pub fn gradient_reads_input(self) -> bool {
+        matches!(
+            self,
+            Activation::Elu { .. }
+                | Activation::Swish
+                | Activation::Gelu { .. }
+                | Activation::HardSwish
+                | Activation::Erf
+        )
+    }
+}
+
+/// Spatial padding of a conv or pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Padding {
+    /// No padding.
+    #[default]
+    Valid,
+    /// Output size `ceil(in / stride)`, the extra pixel (if any) at the bottom/right, as
+    /// TensorFlow and ONNX `SAME_UPPER` do.
+    Same,
+    /// Explicit pixels on each side.
+    Explicit {
+        /// Rows above.
+        top: usize,
+        /// Columns to the left.
+        left: usize,
+        /// Rows below.
+        bottom: usize,
+        /// Columns to the right.
+        right: usize,
+    },
+}
+
+/// Padding resolved to pixels: `[top, left, bottom, right]`.
+pub type Pads = [usize; 4];
+
+impl Padding {
+    /// Pixels on each side for an input of `size` = `[h, w]`.
+    pub fn resolve(
+        self,
+        size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Pads {
+        match self {
+            Padding::Valid => [0; 4],
+            Padding::Explicit { top, left, bottom, right } => [top, left, bottom, right],
+            Padding::Same => {
+                let total = |axis: usize| {
+                    let out = size[axis].div_ceil(stride[axis]);
+                    let span = (kernel[axis] - 1) * dilation[axis] + 1;
+                    ((out.saturating_sub(1)) * stride[axis] + span).saturating_sub(size[axis])
+                };
+                let (th, tw) = (total(0), total(1));
+                [th / 2, tw / 2, th - th / 2, tw - tw / 2]
+            }
+        }
+    }
+}
+
+/// The operation a node performs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Op {
+    /// 2-D convolution; weights `kernel` `[filters, C/groups, kh, kw]` and `bias` `[filters]`.
+    Conv2d {
+        /// Output channels.
+        filters: usize,
+        /// Kernel size `[kh, kw]`.
+        kernel: [usize; 2],
+        /// Stride `[sh, sw]`.
+        #[serde(default = "ones")]
+        stride: [usize; 2],
+        /// Padding.
+        #[serde(default)]
+        padding: Padding,
+        /// Dilation `[dh, dw]`.
+        #[serde(default = "ones")]
+        dilation: [usize; 2],
+        /// Channel groups (1 = ordinary, C = depthwise).
+        #[serde(default = "one")]
+        groups: usize,
+        /// Whether there is a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+        /// Fused activation.
+        #[serde(default)]
+        activation: Activation,
+    },
+    /// Fully connected layer on a vector; weights `kernel` `[in, units]`, `bias` `[units]`.
+    Dense {
+        /// Output features.
+        units: usize,
+        /// Whether there is a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+        /// Fused activation.
+        #[serde(default)]
+        activation: Activation,
+    },
+    /// A standalone activation.
+    Activation {
+        /// Which one.
+        activation: Activation,
+    },
+    /// Max pooling; padded cells never win.
+    MaxPool {
+        /// Window `[kh, kw]`.
+        kernel: [usize; 2],
+        /// Stride `[sh, sw]`.
+        stride: [usize; 2],
+        /// Padding.
+        #[serde(default)]
+        padding: Padding,
+    },
+    /// Average pooling.
+    AvgPool {
+        /// Window `[kh, kw]`.
+        kernel: [usize; 2],
+        /// Stride `[sh, sw]`.
+        stride: [usize; 2],
+        /// Padding.
+        #[serde(default)]
+        padding: Padding,
+        /// Whether padded cells count in the divisor (ONNX's `count_include_pad`); Keras
+        /// and ONNX's default exclude them.
+        #[serde(default)]
+        count_include_pad: bool,
+    },
+    /// Mean over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
+    GlobalAvgPool {
+        /// Keep the spatial axes as size 1 (ONNX) instead of dropping them (Keras).
+        #[serde(default)]
+        keep_dims: bool,
+    },
+    /// Batch normalisation at inference, over axis 0 of the per-sample shape; weights
+    /// `gamma`, `beta`, `moving_mean`, `moving_variance`, each `[C]`.
+    BatchNorm {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Dropout: identity at inference, a scaled random mask in training.
+    Dropout {
+        /// Fraction of units dropped in training.
+        rate: f32,
+    },
+    /// Everything after the batch axis into one, in channels-first order.
+    Flatten,
+    /// A new per-sample shape; one entry may be -1.
+    Reshape {
+        /// Target shape without the batch axis.
+        shape: Vec<i64>,
+    },
+    /// Permutes the per-sample axes (the batch axis stays first).
+    Transpose {
+        /// `perm[i]` = which input axis becomes output axis `i`.
+        perm: Vec<usize>,
+    },
+    /// Elementwise sum of the inputs, with numpy broadcasting.
+    Add,
+    /// Joins the inputs along a per-sample axis.
+    Concat {
+        /// The axis (0 = channels).
+        axis: usize,
+    },
+    /// Elementwise arithmetic with numpy broadcasting: between two inputs, or between the
+    /// one input and the constant weight `value` (ONNX's `Sub`/`Div` by a mean and std).
+    Arith {
+        /// Which operation.
+        kind: ArithKind,
+        /// The constant operand, when there is one input.
+        #[serde(default)]
+        constant: Option<ConstOperand>,
+    },
+    /// Constant padding of the spatial axes of a `[C, H, W]` value.
+    Pad {
+        /// Pixels added `[top, bottom, left, right]` (Keras's `((top, bottom), (left,
+        /// right))` order).
+        pads: [usize; 4],
+        /// The value of the added pixels.
+        #[serde(default)]
+        value: f32,
+    },
+    /// Max over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
+    GlobalMaxPool {
+        /// Keep the spatial axes as size 1.
+        #[serde(default)]
+        keep_dims: bool,
+    },
+}
+
+/// The operation of an [`Op::Arith`] node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArithKind {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+/// The constant operand of an [`Op::Arith`] node, stored as its weight `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConstOperand {
+    /// Per-sample shape (no batch axis), broadcast numpy-style (right-aligned) against the
+    /// input's per-sample shape.
+    pub shape: Vec<usize>,
+    /// The constant is the left operand (`c - x`, `c / x`).
+    #[serde(default)]
+    pub left: bool,
+}
+
+fn ones() -> [usize; 2] {
+    [1, 1]
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Op {
+    /// Keras's class name, for the layer table, as far as the op alone tells
+    /// ([`Graph::type_name`](super::Graph::type_name) also knows a depthwise conv by its input).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Op::Conv2d { .. } => "Conv2D",
+            Op::Dense { .. } => "Dense",
+            Op::Activation { activation: Activation::Relu } => "ReLU",
+            Op::Activation { activation: Activation::LeakyRelu { .. } } => "LeakyReLU",
+            Op::Activation { activation: Activation::Softmax } => "Softmax",
+            Op::Activation { activation: Activation::Clip { min, .. } } if *min == 0.0 => "ReLU",
+            Op::Activation { activation: Activation::Elu { scale: 1.0, .. } } => "ELU",
+            Op::Activation { .. } => "Activation",
+            Op::MaxPool { .. } => "MaxPooling2D",
+            Op::AvgPool { .. } => "AveragePooling2D",
+            Op::GlobalAvgPool { .. } => "GlobalAveragePooling2D",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Dropout { .. } => "Dropout",
+            Op::Flatten => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Permute",
+            Op::Add => "Add",
+            Op::Concat { .. } => "Concatenate",
+            Op::Arith { kind: ArithKind::Add, .. } => "Add",
+            Op::Arith { kind: ArithKind::Sub, .. } => "Subtract",
+            Op::Arith { kind: ArithKind::Mul, .. } => "Multiply",
+            Op::Arith { kind: ArithKind::Div, .. } => "Divide",
+            Op::Pad { value, .. } if *value == 0.0 => "ZeroPadding2D",
+            Op::Pad { .. } => "Pad",
+            Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
+        }
+    }
+
+    /// The common convolution: a square `kernel`, stride 1, no dilation, one group, a bias.
+    pub fn conv(filters: usize, kernel: usize, padding: Padding, activation: Activation) -> Op {
+        Op::Conv2d {
+            filters,
+            kernel: [kernel, kernel],
+            stride: [1, 1],
+            padding,
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+            activation,
+        }
+    }
+
+    /// The fused activation of a conv/dense node, or the activation of an activation node.
+    pub fn activation(&self) -> Activation {
+        match self {
+            Op::Conv2d { activation, .. }
+            | Op::Dense { activation, .. }
+            | Op::Activation { activation } => *activation,
+            _ => Activation::Linear,
+        }
+    }
+
+    /// Whether the node's output keeps a spatial `[C, H, W]` layout that grad-CAM can use.
+    pub fn is_conv(&self) -> bool {
+        matches!(self, Op::Conv2d { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_last() {
+        // 5 wide, stride 2, kernel 4: out = 3, span 4, total = 2*2 + 4 - 5 = 3 → 1 before, 2 after.
+        assert_eq!(Padding::Same.resolve([5, 5], [4, 4], [2, 2], [1, 1]), [1, 1, 2, 2]);
+        assert_eq!(Padding::Same.resolve([28, 28], [3, 3], [1, 1], [1, 1]), [1, 1, 1, 1]);
+    }
+}

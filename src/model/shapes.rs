@@ -1,0 +1,192 @@
+//! Shape inference: the per-sample, channels-first output shape (and resolved padding) of
+//! each op for its input shapes, with numpy broadcasting and reshape targets. Errors are
+//! plain messages; the graph names the node.
+
+use super::ops::{Activation, Op, Padding, Pads};
+
+fn spatial(shape: &[usize], what: &str) -> std::result::Result<[usize; 3], String> {
+    match shape {
+        [c, h, w] => Ok([*c, *h, *w]),
+        _ => Err(format!("{what} needs a [C, H, W] input, got {shape:?}")),
+    }
+}
+
+fn window_out(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+) -> std::result::Result<usize, String> {
+    let span = (kernel - 1) * dilation + 1;
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err("kernel, stride and dilation must be at least 1".into());
+    }
+    if size + pad < span {
+        return Err(format!("window of {span} does not fit an input of {size} (+{pad} padding)"));
+    }
+    Ok((size + pad - span) / stride + 1)
+}
+
+/// Output shape (and resolved padding) of `op` applied to inputs of `in_shapes`.
+pub(super) fn infer_shape(
+    op: &Op,
+    in_shapes: &[&[usize]],
+) -> std::result::Result<(Vec<usize>, Pads), String> {
+    let arity = match op {
+        Op::Add | Op::Concat { .. } => None,
+        Op::Arith { constant: None, .. } => Some(2),
+        _ => Some(1),
+    };
+    match arity {
+        Some(n) if in_shapes.len() != n => {
+            let plural = if n == 1 { "" } else { "s" };
+            return Err(format!("takes {n} input{plural}, got {}", in_shapes.len()));
+        }
+        None if in_shapes.len() < 2 => return Err("takes at least 2 inputs".into()),
+        _ => {}
+    }
+    let x = in_shapes[0];
+    let no_pad = [0; 4];
+    let pooled =
+        |kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2], padding: Padding| {
+            let [c, h, w] = spatial(x, "this layer")?;
+            let pads = padding.resolve([h, w], kernel, stride, dilation);
+            let oh = window_out(h, kernel[0], stride[0], dilation[0], pads[0] + pads[2])?;
+            let ow = window_out(w, kernel[1], stride[1], dilation[1], pads[1] + pads[3])?;
+            Ok::<_, String>(([c, oh, ow], pads))
+        };
+    Ok(match op {
+        Op::Conv2d { filters, kernel, stride, padding, dilation, groups, .. } => {
+            let ([c, oh, ow], pads) = pooled(*kernel, *stride, *dilation, *padding)?;
+            if *groups == 0 || c % groups != 0 || filters % groups != 0 {
+                return Err(format!(
+                    "{groups} groups do not divide {c} input channels and {filters} filters"
+                ));
+            }
+            (vec![*filters, oh, ow], pads)
+        }
+        Op::MaxPool { kernel, stride, padding } | Op::AvgPool { kernel, stride, padding, .. } => {
+            let ([c, oh, ow], pads) = pooled(*kernel, *stride, [1, 1], *padding)?;
+            if pads[0] >= kernel[0]
+                || pads[1] >= kernel[1]
+                || pads[2] >= kernel[0]
+                || pads[3] >= kernel[1]
+            {
+                return Err("padding must be smaller than the pooling window".into());
+            }
+            (vec![c, oh, ow], pads)
+        }
+        Op::Dense { units, .. } => match x {
+            [_] => (vec![*units], no_pad),
+            _ => return Err(format!("Dense needs a flat input, got {x:?}; add a Flatten")),
+        },
+        Op::GlobalAvgPool { keep_dims } | Op::GlobalMaxPool { keep_dims } => {
+            let [c, _, _] = spatial(x, "global pooling")?;
+            (if *keep_dims { vec![c, 1, 1] } else { vec![c] }, no_pad)
+        }
+        Op::Activation { activation: Activation::Softmax } if x.len() != 1 => {
+            return Err(format!("softmax needs a flat input, got {x:?}"));
+        }
+        Op::Activation { activation: Activation::Clip { min, max } }
+            if min.partial_cmp(max).is_none_or(|o| o.is_gt()) =>
+        {
+            return Err(format!("clip range [{min}, {max}] is empty"));
+        }
+        Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => (x.to_vec(), no_pad),
+        Op::Arith { kind, constant } => {
+            let other = match constant {
+                Some(constant) => constant.shape.as_slice(),
+                None => in_shapes[1],
+            };
+            let out = broadcast_shapes(x, other)
+                .ok_or_else(|| format!("cannot {kind:?} shapes {x:?} and {other:?}"))?;
+            // A constant with more axes would broadcast into the batch axis.
+            if constant.is_some() && out.len() > x.len() {
+                return Err(format!("the constant {other:?} has more axes than the input {x:?}"));
+            }
+            (out, no_pad)
+        }
+        Op::Pad { pads: [top, bottom, left, right], .. } => {
+            let [c, h, w] = spatial(x, "padding")?;
+            (vec![c, h + top + bottom, w + left + right], no_pad)
+        }
+        Op::Flatten => (vec![x.iter().product()], no_pad),
+        Op::Reshape { shape } => (reshape_target(x, shape)?, no_pad),
+        Op::Transpose { perm } => {
+            let mut seen = vec![false; x.len()];
+            if perm.len() != x.len()
+                || perm.iter().any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "permutation {perm:?} does not fit an input of rank {}",
+                    x.len()
+                ));
+            }
+            (perm.iter().map(|&p| x[p]).collect(), no_pad)
+        }
+        Op::Add => {
+            let mut out = x.to_vec();
+            for other in &in_shapes[1..] {
+                out = broadcast_shapes(&out, other)
+                    .ok_or_else(|| format!("cannot add shapes {out:?} and {other:?}"))?;
+            }
+            (out, no_pad)
+        }
+        Op::Concat { axis } => {
+            let mut out = x.to_vec();
+            if *axis >= out.len() {
+                return Err(format!("axis {axis} is out of range for {x:?}"));
+            }
+            for other in &in_shapes[1..] {
+                let fits = other.len() == out.len()
+                    && other.iter().zip(&out).enumerate().all(|(i, (a, b))| i == *axis || a == b);
+                if !fits {
+                    return Err(format!("cannot concatenate {out:?} and {other:?} on axis {axis}"));
+                }
+                out[*axis] += other[*axis];
+            }
+            (out, no_pad)
+        }
+    })
+}
+
+/// Numpy broadcasting of two shapes, `None` if they do not broadcast.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| if i + s.len() < rank { 1 } else { s[i + s.len() - rank] };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reshape_target(x: &[usize], target: &[i64]) -> std::result::Result<Vec<usize>, String> {
+    let total: usize = x.iter().product();
+    let holes = target.iter().filter(|&&d| d == -1).count();
+    if holes > 1 || target.iter().any(|&d| d < -1 || d == 0) {
+        return Err(format!("bad reshape target {target:?}"));
+    }
+    let known: usize = target.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
+    let out: Vec<usize> =
+        target.iter().map(|&d| if d == -1 { total / known.max(1) } else { d as usize }).collect();
+    if out.iter().product::<usize>() != total {
+        return Err(format!("cannot reshape {x:?} ({total} values) to {target:?}"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(broadcast_shapes(&[3, 4, 4], &[3, 1, 1]), Some(vec![3, 4, 4]));
+        assert_eq!(broadcast_shapes(&[4], &[3, 1, 4]), Some(vec![3, 1, 4]));
+        assert_eq!(broadcast_shapes(&[3], &[4]), None);
+    }
+}

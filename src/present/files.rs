@@ -1,0 +1,160 @@
+//! The files the commands write: PNG images and float32 `.npy` arrays.
+
+use crate::error::{Error, Result};
+
+/// Saves `img` as a PNG at `path`. Errors name the path: [`Error::Io`] when the file cannot be
+/// created or written, [`Error::Invalid`] when the image cannot be encoded (an empty image).
+pub fn save_png(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
+    use std::io::Write as _;
+
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    // PNG cannot hold a 0×0 image; checking first avoids leaving an empty file behind.
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: cannot write an empty {}×{} image as PNG",
+            path.display(),
+            img.width(),
+            img.height()
+        )));
+    }
+    // The file is created here rather than by `RgbImage::save` so an I/O failure stays an
+    // `io::Error` with the path, not an `ImageError` wrapping one.
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut writer = std::io::BufWriter::new(file);
+    img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut writer)).map_err(
+        |e| match e {
+            image::ImageError::IoError(source) => io(source),
+            other => Error::Invalid(format!("{}: cannot write PNG: {other}", path.display())),
+        },
+    )?;
+    writer.flush().map_err(io)
+}
+
+/// Writes a float32 little-endian `.npy` file (format 1.0) of the given `shape`, readable by
+/// `numpy.load`; see [`npy_bytes`] for the layout and the errors.
+pub fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let bytes = npy_bytes(shape, data)?;
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// The bytes of a `.npy` file (format 1.0) holding `data` as little-endian float32 in C order
+/// with the given `shape`: the magic `\x93NUMPY`, version 1.0, a u16 header length, the header
+/// dict `{'descr': '<f4', 'fortran_order': False, 'shape': (a, b), }` (a 1-D shape as `(n,)`,
+/// 0-D as `()`) padded with spaces and a final `'\n'` so the data starts on a multiple of 64
+/// bytes, then the values. Errors if the shape's product is not `data.len()`.
+pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
+    // Magic and version (8 bytes) plus the u16 header length.
+    const PREAMBLE: usize = MAGIC.len() + 2;
+
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if count != Some(data.len()) {
+        return Err(Error::Invalid(format!(
+            "a .npy of shape {shape:?} needs {} values, got {}",
+            count.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+            data.len()
+        )));
+    }
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let parts: Vec<String> = shape.iter().map(usize::to_string).collect();
+            format!("({})", parts.join(", "))
+        }
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    // Pad so that preamble + header (ending in '\n') is a multiple of 64, as numpy does; the
+    // data then starts aligned.
+    let unpadded = PREAMBLE + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let header_len = u16::try_from(header.len()).map_err(|_| {
+        Error::Invalid(format!("a .npy header for shape {shape:?} is too long for format 1.0"))
+    })?;
+
+    let mut out = Vec::with_capacity(PREAMBLE + header.len() + 4 * data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::present::testing::img;
+
+    /// Header length and header text of `.npy` bytes.
+    fn npy_header(bytes: &[u8]) -> (usize, String) {
+        let len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        (len, String::from_utf8(bytes[10..10 + len].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn npy_bytes_layout() {
+        let data = [0.0f32, 1.5, -2.0, 3.25, f32::MAX, 1e-8];
+        let bytes = npy_bytes(&[2, 3], &data).unwrap();
+        assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"));
+        let (len, header) = npy_header(&bytes);
+        assert_eq!((10 + len) % 64, 0);
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
+        assert!(header.ends_with('\n'));
+        assert!(header.trim_end_matches('\n').trim_end().ends_with('}'));
+        let values: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(&bytes[10 + len..], &values[..]);
+    }
+
+    #[test]
+    fn npy_bytes_shapes_and_errors() {
+        let (_, header) = npy_header(&npy_bytes(&[4], &[0.0; 4]).unwrap());
+        assert!(header.contains("'shape': (4,), }"), "{header}");
+        let (_, header) = npy_header(&npy_bytes(&[], &[7.0]).unwrap());
+        assert!(header.contains("'shape': (), }"), "{header}");
+        let bytes = npy_bytes(&[2, 0, 3], &[]).unwrap();
+        let (len, header) = npy_header(&bytes);
+        assert!(header.contains("'shape': (2, 0, 3), }"), "{header}");
+        assert_eq!(bytes.len(), 10 + len);
+        assert!(matches!(npy_bytes(&[2, 3], &[0.0; 5]), Err(Error::Invalid(_))));
+        assert!(matches!(npy_bytes(&[usize::MAX, 3], &[0.0; 3]), Err(Error::Invalid(_))));
+        // Every header length keeps the data aligned.
+        for n in 0..200 {
+            let shape: Vec<usize> = vec![1; n % 40].into_iter().chain([n]).collect();
+            let bytes = npy_bytes(&shape, &vec![0.0; n]).unwrap();
+            assert_eq!((10 + npy_header(&bytes).0) % 64, 0);
+        }
+    }
+
+    #[test]
+    fn write_npy_writes_npy_bytes_and_names_path_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_npy(&path, &[1, 2], &[1.0, 2.0]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), npy_bytes(&[1, 2], &[1.0, 2.0]).unwrap());
+        let missing = dir.path().join("no/such/dir/m.npy");
+        match write_npy(&missing, &[1], &[1.0]) {
+            Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn save_png_round_trips_and_names_path_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.png");
+        let picture = img(2, 1, &[[1, 2, 3], [250, 128, 0]]);
+        save_png(&picture, &path).unwrap();
+        assert_eq!(image::open(&path).unwrap().to_rgb8(), picture);
+        let missing = dir.path().join("no/such/dir/t.png");
+        match save_png(&picture, &missing) {
+            Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        match save_png(&image::RgbImage::new(0, 0), &path) {
+            Err(Error::Invalid(message)) => assert!(message.contains("t.png"), "{message}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}
