@@ -7,8 +7,9 @@ use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 
 use convscope::methods::actmax::{ActMaxConfig, Target, maximise};
+use convscope::methods::gradcam::{grad_cam, guided_grad_cam};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
-use convscope::methods::saliency::{grad_cam, guided_grad_cam, saliency};
+use convscope::methods::saliency::saliency;
 use convscope::{ReluRule, data::digits::Digits, data::sample};
 use criterion::{Criterion, criterion_group, criterion_main};
 

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use convscope::kernels::{self, Window};
 use convscope::methods::actmax::{ActMaxConfig, Target, maximise};
+use convscope::methods::gradcam::{grad_cam, guided_grad_cam};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
-use convscope::methods::saliency::{grad_cam, guided_grad_cam, saliency};
+use convscope::methods::saliency::saliency;
 use convscope::{ReluRule, data::digits::Digits, data::sample};
 
 /// Median wall time of `runs` calls after `runs / 5 + 1` warm-up calls.

@@ -12,7 +12,8 @@ use convscope::data::input::{self, Prepared};
 use convscope::formats;
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
-use convscope::methods::{inspect, saliency};
+use convscope::methods::registry::MethodInfo;
+use convscope::methods::{features, filters, gradcam};
 use convscope::model::InputOverrides;
 use convscope::present::ansi::{self, ColorMode};
 use convscope::present::colormap::Colormap;
@@ -74,7 +75,7 @@ pub struct Output {
 
 /// A model, an input and a class.
 #[derive(Debug, Args)]
-pub struct Subject {
+pub struct SubjectArgs {
     /// Model file (`sample` for the bundled one).
     model: PathBuf,
     /// Image file (default for 28×28 grey models: the first bundled validation digit).
@@ -150,7 +151,7 @@ pub fn load_model(path: &Path, preprocessing: &Preprocessing) -> Result<Model> {
     Ok(preprocessing.overrides()?.apply(model)?)
 }
 
-impl Subject {
+impl SubjectArgs {
     /// The model, the prepared input, the class to explain and every class's probability.
     fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
         let model = load_model(&self.model, &self.preprocessing)?;
@@ -194,14 +195,12 @@ fn default_input(model: &Model) -> Result<Prepared> {
     Ok(input::bundled_digit(model, &digits, i, source)?)
 }
 
-fn layer_or(
-    model: &Model,
-    layer: Option<&str>,
-    default: impl FnOnce() -> convscope::Result<usize>,
-) -> Result<usize> {
+/// The layer a method works on: the one named, if it is of the method's kind, or the
+/// method's default.
+fn layer_for(model: &Model, method: &MethodInfo, layer: Option<&str>) -> Result<usize> {
     Ok(match layer {
-        Some(name) => model.graph().node_index(name)?,
-        None => default()?,
+        Some(name) => method.layers.check(model, model.graph().node_index(name)?)?,
+        None => method.layers.default_in(model)?,
     })
 }
 
@@ -228,7 +227,7 @@ pub struct GradientOptions {
 }
 
 /// `convscope saliency`.
-pub fn saliency_cmd(subject: &Subject, options: &GradientOptions, out: &Output) -> Result<()> {
+pub fn saliency_cmd(subject: &SubjectArgs, options: &GradientOptions, out: &Output) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
     let classes = classes(&model, class, options.all_classes);
@@ -239,13 +238,13 @@ pub fn saliency_cmd(subject: &Subject, options: &GradientOptions, out: &Output) 
 
 /// `convscope gradcam`.
 pub fn gradcam_cmd(
-    subject: &Subject,
+    subject: &SubjectArgs,
     options: &GradientOptions,
     layer: Option<&str>,
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
-    let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
+    let layer = layer_for(&model, &gradcam::INFO, layer)?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
     let classes = classes(&model, class, options.all_classes);
     let style = style(out, options.overlay);
@@ -255,20 +254,20 @@ pub fn gradcam_cmd(
 
 /// `convscope guided-gradcam`.
 pub fn guided_gradcam_cmd(
-    subject: &Subject,
+    subject: &SubjectArgs,
     layer: Option<&str>,
     overlay: bool,
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
-    let layer = layer_or(&model, layer, || saliency::default_cam_layer(&model))?;
+    let layer = layer_for(&model, &gradcam::GUIDED_INFO, layer)?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
     emit(figures::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
 }
 
 /// `convscope occlusion`.
 pub fn occlusion_cmd(
-    subject: &Subject,
+    subject: &SubjectArgs,
     config: &OcclusionConfig,
     drop: bool,
     overlay: bool,
@@ -287,14 +286,14 @@ pub fn filters_cmd(
     out: &Output,
 ) -> Result<()> {
     let model = load_model(model, preprocessing)?;
-    let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
+    let layer = layer_for(&model, &filters::INFO, layer)?;
     emit_picture(figures::filters(&model, layer, style(out, false))?, out)
 }
 
 /// `convscope features`.
-pub fn features_cmd(subject: &Subject, layer: Option<&str>, out: &Output) -> Result<()> {
+pub fn features_cmd(subject: &SubjectArgs, layer: Option<&str>, out: &Output) -> Result<()> {
     let (model, input, _, probs) = subject.resolve()?;
-    let layer = layer_or(&model, layer, || inspect::first_conv_layer(&model))?;
+    let layer = layer_for(&model, &features::INFO, layer)?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
     emit(figures::features(&seen, layer, style(out, false))?, &input, out)
 }
@@ -385,6 +384,9 @@ fn emit(mut picture: Picture, input: &Prepared, out: &Output) -> Result<()> {
     emit_picture(picture, out)
 }
 
+/// The widest picture `-o` writes: larger ones are a mistyped `--scale`, not a figure.
+const MAX_SIDE: u32 = 16_384;
+
 /// Prints a picture inline (half blocks, colour bar, caption) or writes PNG; writes the
 /// raw values as .npy when asked.
 fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
@@ -399,7 +401,15 @@ fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
     if let Some(path) = &out.png {
         let longest = image.width().max(image.height()).max(1);
         let scale = out.scale.unwrap_or_else(|| 224u32.div_ceil(longest)).max(1);
-        let scaled = pixels::scale_nearest(image, image.width() * scale, image.height() * scale);
+        let side = |n: u32| n.checked_mul(scale).filter(|&s| s <= MAX_SIDE);
+        let (Some(width), Some(height)) = (side(image.width()), side(image.height())) else {
+            bail!(
+                "--scale {scale} would make a picture of {}×{} wider than {MAX_SIDE} pixels",
+                image.width(),
+                image.height()
+            );
+        };
+        let scaled = pixels::scale_nearest(image, width, height);
         files::save_png(&scaled, path)?;
         writeln!(
             stdout,

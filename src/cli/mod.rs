@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ContextKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use convscope::data::digits::{Digits, SIDE};
 use convscope::data::input::{self, Prepared};
 use convscope::data::train::{self, TrainConfig};
 use convscope::formats;
 use convscope::methods::occlusion::OcclusionConfig;
+use convscope::methods::registry;
 use convscope::present::ansi::ColorMode;
 use convscope::present::summary::Summary;
 use convscope::{Model, data::sample, formats::native, tui};
@@ -115,7 +117,6 @@ enum Command {
         #[arg(long, default_value_t = train::DEFAULT_SEED)]
         seed: u64,
     },
-    /// Show a conv layer's filters (default: the first conv layer).
     Filters {
         /// Model file (`sample` for the bundled one).
         model: PathBuf,
@@ -127,27 +128,24 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Show a layer's feature maps for an input (default: the first conv layer).
     Features {
         #[command(flatten)]
-        subject: methods::Subject,
+        subject: methods::SubjectArgs,
         /// The layer.
         #[arg(long)]
         layer: Option<String>,
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Activation maximisation (keras-vis): the input each class, or each filter, likes most.
     Maxact {
         #[command(flatten)]
         args: methods::MaxActArgs,
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Occlusion: the class probability while a grey square hides each part of the image.
     Occlusion {
         #[command(flatten)]
-        subject: methods::Subject,
+        subject: methods::SubjectArgs,
         /// Side of the square in pixels.
         #[arg(long, default_value_t = 4)]
         size: usize,
@@ -166,19 +164,17 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Saliency map: |gradient| of the class score with respect to the input.
     Saliency {
         #[command(flatten)]
-        subject: methods::Subject,
+        subject: methods::SubjectArgs,
         #[command(flatten)]
         gradient: methods::GradientOptions,
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Grad-CAM at a spatial layer (default: the last conv layer).
     Gradcam {
         #[command(flatten)]
-        subject: methods::Subject,
+        subject: methods::SubjectArgs,
         #[command(flatten)]
         gradient: methods::GradientOptions,
         /// The layer.
@@ -187,10 +183,9 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
-    /// Guided grad-CAM: guided-backprop saliency times grad-CAM.
     GuidedGradcam {
         #[command(flatten)]
-        subject: methods::Subject,
+        subject: methods::SubjectArgs,
         /// The layer for grad-CAM.
         #[arg(long)]
         layer: Option<String>,
@@ -208,6 +203,50 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         count: usize,
     },
+}
+
+/// Parses the command line. The method commands' help comes from the method registry, so
+/// a method is described in one place. A mistake is one line on stderr and exit code 2
+/// (help and version print as clap prints them).
+pub fn parse() -> Cli {
+    let mut command = Cli::command();
+    for method in registry::METHODS {
+        command = command.mut_subcommand(method.name, |c| c.about(method.about));
+    }
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    match parsed {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("convscope: error: {}", one_line(&e));
+            std::process::exit(2)
+        }
+    }
+}
+
+/// A command-line mistake on one line: clap's first line, and its suggestion if it has one.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+    let suggestions: Vec<String> = error
+        .context()
+        .filter(|(kind, _)| {
+            matches!(
+                kind,
+                ContextKind::SuggestedSubcommand
+                    | ContextKind::SuggestedArg
+                    | ContextKind::SuggestedValue
+            )
+        })
+        .map(|(_, value)| value.to_string())
+        .collect();
+    if suggestions.is_empty() {
+        format!("{first} (convscope --help lists what there is)")
+    } else {
+        format!("{first} (did you mean {}?)", suggestions.join(" or "))
+    }
 }
 
 /// Whether an error is a closed stdout (`convscope summary m | head`), which is success.

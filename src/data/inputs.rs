@@ -87,7 +87,9 @@ fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
         .take(count)
         .map(|i| {
             let prepared = input::bundled_digit(model, &digits, i, format!("digit #{i}"))?;
-            Ok((format!("digit #{i}"), prepared, Some(digits.label(i))))
+            // A digit's label is a class of this model only if it has the ten digits'.
+            let label = (model.num_classes() == 10).then(|| digits.label(i));
+            Ok((format!("digit #{i}"), prepared, label))
         })
         .collect()
 }

@@ -51,9 +51,8 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
 
 /// `x · kernel` for `x` `[n, inputs]` and `kernel` `[inputs, units]`. A few rows against a
 /// large kernel is bound by reading the kernel, which gemm does on one thread: there the
-/// kernel's rows are split over the pool and the partial products summed. Up to 12 rows
-/// (a batch of classes): 9216 × 128 at 10 rows took 0.23–0.25 ms this way against
-/// 0.40–0.51 ms with gemm on both threads.
+/// kernel's rows are split over the pool and the partial products summed, up to 12 rows
+/// (a batch of classes; faster than gemm on both threads, see the README's "Measured").
 fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -> Result<Vec<T>> {
     let threads = rayon::current_num_threads();
     if n > 12 || threads < 2 || inputs * units < 1 << 16 {

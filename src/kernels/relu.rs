@@ -37,7 +37,7 @@ pub fn relu_backward(
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
         with_slice::<T, _>(y, |ys| {
             // One loop per rule, so the flags are constants and the loop vectorises (with
-            // them read per value it ran scalar: 9% of activation maximisation).
+            // them read per value it ran scalar).
             let gate: fn(&mut [T], &[T], &[T]) = match (gate_output, gate_grad) {
                 (true, true) => relu_gate::<T, true, true>,
                 (true, false) => relu_gate::<T, true, false>,

@@ -6,9 +6,8 @@
 //! output pixel has a bit mask of its non-zero channels, and for each kernel row those
 //! channels' kernel values (32, 16 or 8 input channels by every column of the window) are summed in
 //! registers, then added to the input gradient, held channels-last and padded so the
-//! channels of one input pixel are consecutive and every window fits. The conv2d_2 input
-//! gradient below the sample model's pool measured 1.6–2× faster than im2col + gemm, and
-//! activation maximisation 1.2–1.3× (alternating runs).
+//! channels of one input pixel are consecutive and every window fits. Below the sample
+//! model's pool this beats im2col + gemm (the README's "Measured" has the figures).
 
 use super::{Window, direct};
 use crate::error::{Error, Result};

@@ -53,8 +53,19 @@ use rand_distr::{Distribution, Normal};
 
 use crate::engine::{Point, ReluRule, Seed};
 use crate::error::{Error, Result};
+use crate::methods::registry::{Layers, MethodInfo};
 use crate::model::Model;
 use crate::model::{Activation, ValueId};
+
+/// The method as the registry lists it.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "maxact",
+    about: "Activation maximisation (keras-vis): the input each class, or each filter, likes most",
+    input: false,
+    class: true,
+    modifiers: false,
+    layers: Layers::None,
+};
 
 /// The `p` of the L-p norm regulariser (keras-vis's default).
 pub const LP_NORM_P: i32 = 6;

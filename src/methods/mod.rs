@@ -1,10 +1,15 @@
-//! The visualisation methods of the article and beyond, as library functions returning
-//! plain data ([`Map`]s and numbers). The commands and the explorer both call these, so a
-//! heatmap on screen and the PNG on disk are the same numbers.
+//! The visualisation methods of the article and beyond, one file each, as library
+//! functions returning plain data ([`Map`]s and numbers), listed with what they need in
+//! [`registry`]. The commands and the explorer both call these, so a heatmap on screen and
+//! the PNG on disk are the same numbers.
 
 pub mod actmax;
-pub mod inspect;
+pub mod features;
+pub mod filters;
+pub mod gradcam;
+mod gradients;
 pub mod occlusion;
+pub mod registry;
 pub mod saliency;
 
 use crate::error::{Error, Result};

@@ -14,7 +14,18 @@ use crate::engine::patch::{Plan, Rect};
 use crate::engine::{argmax, softmax};
 use crate::error::{Error, Result};
 use crate::methods::Map;
+use crate::methods::registry::{Layers, MethodInfo};
 use crate::model::Model;
+
+/// The method as the registry lists it.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "occlusion",
+    about: "Occlusion: the class probability while a grey square hides each part of the image",
+    input: true,
+    class: true,
+    modifiers: false,
+    layers: Layers::None,
+};
 
 /// Occlusion settings.
 #[derive(Clone, Copy, Debug, PartialEq)]

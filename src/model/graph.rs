@@ -83,6 +83,34 @@ pub struct GraphSpec {
     pub nodes: Vec<Node>,
 }
 
+impl GraphSpec {
+    /// The spec with control characters in its names escaped ([`printable`]), the way every
+    /// graph keeps them: names come from files and end up on the terminal.
+    fn printable(mut self) -> GraphSpec {
+        self.input_name = printable(&self.input_name);
+        for node in &mut self.nodes {
+            node.name = printable(&node.name);
+            for input in &mut node.inputs {
+                *input = printable(input);
+            }
+        }
+        self
+    }
+}
+
+/// `name` with its control characters (ESC, the C1 range, newlines…) written as escapes
+/// (`\x1b`), so a name from a file cannot drive the terminal it is printed on. Names
+/// without them come back as they are.
+pub fn printable(name: &str) -> String {
+    if !name.chars().any(char::is_control) {
+        return name.to_string();
+    }
+    // Control characters (Unicode's Cc) all lie below U+0100.
+    name.chars()
+        .map(|c| if c.is_control() { format!("\\x{:02x}", u32::from(c)) } else { c.to_string() })
+        .collect()
+}
+
 /// A validated graph: inputs resolved to ids and every value's shape known.
 #[derive(Clone, Debug)]
 pub struct Graph {
@@ -99,6 +127,7 @@ impl Graph {
     /// Checks the spec (unique names, inputs defined before use, shapes that fit each op)
     /// and infers every node's output shape. Errors name the node at fault.
     pub fn new(spec: GraphSpec) -> Result<Graph> {
+        let spec = spec.printable();
         if spec.nodes.is_empty() {
             return Err(Error::graph(&spec.input_name, "the graph has no layers"));
         }

@@ -124,7 +124,7 @@ impl InputOverrides {
                     model.num_classes()
                 )));
             }
-            model.classes = names.clone();
+            model.classes = names.iter().map(|c| printable(c)).collect();
         }
         Ok(model)
     }
@@ -166,6 +166,9 @@ impl Model {
         input: InputSpec,
         classes: Vec<String>,
     ) -> Result<Model> {
+        // Node names are kept printable (see [`printable`]): weight keys follow them.
+        let weights: Weights = weights.into_iter().map(|(k, v)| (printable(&k), v)).collect();
+        let classes: Vec<String> = classes.iter().map(|c| printable(c)).collect();
         let mut expected = 0;
         for (i, node) in graph.nodes().iter().enumerate() {
             for spec in graph.weight_specs(i) {
@@ -209,7 +212,7 @@ impl Model {
         } else {
             classes
         };
-        Ok(Model { name: name.into(), graph, weights, input, classes })
+        Ok(Model { name: printable(&name.into()), graph, weights, input, classes })
     }
 
     /// The graph.

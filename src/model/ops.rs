@@ -153,10 +153,16 @@ impl Padding {
             Padding::Valid => [0; 4],
             Padding::Explicit { top, left, bottom, right } => [top, left, bottom, right],
             Padding::Same => {
+                // Saturating, and a zero stride read as 1: this runs on what a file says,
+                // before shape inference rejects such windows with a message.
                 let total = |axis: usize| {
-                    let out = size[axis].div_ceil(stride[axis]);
-                    let span = (kernel[axis] - 1) * dilation[axis] + 1;
-                    ((out.saturating_sub(1)) * stride[axis] + span).saturating_sub(size[axis])
+                    let stride = stride[axis].max(1);
+                    let out = size[axis].div_ceil(stride);
+                    let span = kernel[axis].saturating_sub(1).saturating_mul(dilation[axis]) + 1;
+                    out.saturating_sub(1)
+                        .saturating_mul(stride)
+                        .saturating_add(span)
+                        .saturating_sub(size[axis])
                 };
                 let (th, tw) = (total(0), total(1));
                 [th / 2, tw / 2, th - th / 2, tw - tw / 2]

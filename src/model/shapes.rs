@@ -11,21 +11,42 @@ fn spatial(shape: &[usize], what: &str) -> std::result::Result<[usize; 3], Strin
     }
 }
 
+/// Padding up to this many pixels is allowed on any input, however small.
+const MIN_PAD_BOUND: usize = 32;
+
 fn window_out(
     size: usize,
     kernel: usize,
     stride: usize,
     dilation: usize,
-    pad: usize,
+    pads: [usize; 2],
 ) -> std::result::Result<usize, String> {
-    let span = (kernel - 1) * dilation + 1;
     if kernel == 0 || stride == 0 || dilation == 0 {
         return Err("kernel, stride and dilation must be at least 1".into());
     }
-    if size + pad < span {
-        return Err(format!("window of {span} does not fit an input of {size} (+{pad} padding)"));
+    let span = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|s| s.checked_add(1))
+        .filter(|&s| s <= size.saturating_add(pads[0]).saturating_add(pads[1]))
+        .ok_or_else(|| {
+            format!(
+                "a window of {kernel} dilated by {dilation} does not fit an input of {size} \
+                 (+{} padding)",
+                pads[0] + pads[1]
+            )
+        })?;
+    // Padding wider than the window, or far wider than the input, only adds windows of
+    // padding (no exporter writes it) and would let a file ask for any amount of work: a
+    // window's padding is bounded by the window and by the input (or a few pixels, for the
+    // small maps late in a network).
+    let pad = pads[0].max(pads[1]);
+    if pad > span || pad > size.max(MIN_PAD_BOUND) {
+        return Err(format!(
+            "padding of {pad} on an input of {size} with a window of {span} is wider than \
+             the window or the input"
+        ));
     }
-    Ok((size + pad - span) / stride + 1)
+    Ok((size + pads[0] + pads[1] - span) / stride + 1)
 }
 
 /// Output shape (and resolved padding) of `op` applied to inputs of `in_shapes`.
@@ -52,8 +73,8 @@ pub(super) fn infer_shape(
         |kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2], padding: Padding| {
             let [c, h, w] = spatial(x, "this layer")?;
             let pads = padding.resolve([h, w], kernel, stride, dilation);
-            let oh = window_out(h, kernel[0], stride[0], dilation[0], pads[0] + pads[2])?;
-            let ow = window_out(w, kernel[1], stride[1], dilation[1], pads[1] + pads[3])?;
+            let oh = window_out(h, kernel[0], stride[0], dilation[0], [pads[0], pads[2]])?;
+            let ow = window_out(w, kernel[1], stride[1], dilation[1], [pads[1], pads[3]])?;
             Ok::<_, String>(([c, oh, ow], pads))
         };
     Ok(match op {

@@ -10,7 +10,7 @@ use crate::engine::argmax;
 use crate::error::Result;
 use crate::methods::actmax::ActMaxResult;
 use crate::methods::occlusion::{self, OcclusionConfig};
-use crate::methods::{Map, inspect, saliency};
+use crate::methods::{Map, features, filters, gradcam, saliency};
 use crate::model::Model;
 use crate::model::ValueId;
 use crate::present::colormap::Colormap;
@@ -103,7 +103,7 @@ pub fn saliency(
         .collect()
 }
 
-fn no_evidence(model: &Model, cam: &saliency::GradCam) -> Option<String> {
+fn no_evidence(model: &Model, cam: &gradcam::GradCam) -> Option<String> {
     cam.no_positive_evidence.then(|| {
         format!(
             "no positive evidence for class {} at layer {}: the map is all zero",
@@ -121,7 +121,7 @@ pub fn grad_cam(
     layer: Option<usize>,
     style: Style,
 ) -> Result<Vec<Picture>> {
-    saliency::grad_cam_for(s.model, &s.input.tensor, classes, rule, layer)?
+    gradcam::grad_cam_for(s.model, &s.input.tensor, classes, rule, layer)?
         .iter()
         .map(|cam| {
             let caption = format!(
@@ -146,7 +146,7 @@ pub fn guided_grad_cam(
     layer: Option<usize>,
     style: Style,
 ) -> Result<Picture> {
-    let (map, cam) = saliency::guided_grad_cam(s.model, &s.input.tensor, class, layer)?;
+    let (map, cam) = gradcam::guided_grad_cam(s.model, &s.input.tensor, class, layer)?;
     let caption = format!(
         "guided grad-CAM · {} · layer {} ({}×{})",
         s.class_label(class),
@@ -221,7 +221,7 @@ fn rgb_filter(channels: &[Map], scale: f32) -> RgbImage {
 /// A conv layer's filters on one symmetric range (diverging unless another scale is
 /// chosen), each filter's input channels side by side, or as RGB with 3 channels.
 pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
-    let filters = inspect::filters(model, layer)?;
+    let filters = filters::filters(model, layer)?;
     let range = (-filters.scale, filters.scale);
     // Weights are signed: jet (the heatmap default) would hide where zero is.
     let cmap = if style.colormap == Colormap::Jet { Colormap::Diverging } else { style.colormap };
@@ -266,7 +266,7 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
 pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
     let model = s.model;
     let acts = model.forward(&s.input.tensor)?;
-    let maps = inspect::feature_maps(model, &acts, layer, 0)?;
+    let maps = features::feature_maps(model, &acts, layer, 0)?;
     let (lo, hi) = maps
         .iter()
         .map(Map::range)

@@ -58,6 +58,11 @@ fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(tabs, area);
 }
 
+/// The name of class `c` ("?" for a class the model does not have).
+fn class_name(app: &App, c: usize) -> &str {
+    app.model.classes.get(c).map_or("?", String::as_str)
+}
+
 fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     let k = app.model.num_classes();
     let shown = k.min(10);
@@ -71,7 +76,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             let mark = match item.label {
                 Some(l) if l == predicted => Span::styled(" ✓", Style::new().fg(Color::Green)),
                 Some(l) => {
-                    let truth: String = app.model.classes[l].chars().take(3).collect();
+                    let truth: String = class_name(app, l).chars().take(3).collect();
                     Span::styled(format!(" ✗{truth}"), Style::new().fg(Color::Red))
                 }
                 None => Span::raw(""),
@@ -81,7 +86,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             ListItem::new(Line::from(vec![
                 Span::raw(format!("{name:<width$} ")),
                 Span::styled(
-                    app.model.classes[predicted].chars().take(3).collect::<String>(),
+                    class_name(app, predicted).chars().take(3).collect::<String>(),
                     Style::new().bold(),
                 ),
                 mark,
@@ -109,7 +114,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             let p = item.probs[c];
             let filled = (p * bar_width as f32).round() as usize;
             let style = if c == app.class { Style::new().fg(ACCENT).bold() } else { Style::new() };
-            let name: String = app.model.classes[c].chars().take(3).collect();
+            let name: String = class_name(app, c).chars().take(3).collect();
             lines.push(Line::from(vec![
                 Span::styled(format!("{name:>3} "), style),
                 Span::styled("█".repeat(filled), style),
@@ -119,7 +124,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
         }
     }
     let title = match app.current().and_then(|i| i.label) {
-        Some(l) => format!(" p · true {} ", app.model.classes[l]),
+        Some(l) => format!(" p · true {} ", class_name(app, l)),
         None => " Probabilities ".into(),
     };
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), probs_area);

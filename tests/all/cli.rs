@@ -183,7 +183,7 @@ fn inline_output_is_half_blocks_with_a_caption() {
 fn method_errors_are_one_line() {
     assert_one_line_error(
         &convscope(&["gradcam", "sample", "--layer", "flatten_1"]),
-        "grad-CAM needs a spatial",
+        "has no spatial map to localise on",
     );
     assert_one_line_error(
         &convscope(&["gradcam", "sample", "--layer", "conv9"]),
@@ -266,4 +266,13 @@ fn mistakes_without_known_classes_or_mistakes_is_one_line() {
     std::fs::copy(sample_digit(), &labelled).unwrap();
     let o = convscope(&["explore", "--mistakes", "--images", labelled.to_str().unwrap()]);
     assert_one_line_error(&o, "classifies all 1 labelled inputs correctly");
+}
+
+#[test]
+fn every_method_in_the_registry_is_a_command_with_its_help() {
+    for method in convscope::methods::registry::METHODS {
+        let o = convscope(&[method.name, "--help"]);
+        assert!(o.status.success(), "{}: {}", method.name, String::from_utf8_lossy(&o.stderr));
+        assert!(stdout(&o).starts_with(method.about), "{}: {}", method.name, stdout(&o));
+    }
 }

@@ -8,6 +8,7 @@ mod actmax;
 mod cli;
 mod explorer;
 mod gradients;
+mod hostile;
 mod keras;
 mod layout;
 mod methods;

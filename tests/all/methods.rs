@@ -2,11 +2,10 @@
 //! model where only consistency can be checked.
 
 use candle_core::{Device, Tensor};
+use convscope::methods::gradcam::{grad_cam, grad_cam_for, guided_grad_cam};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
-use convscope::methods::saliency::{
-    grad_cam, grad_cam_for, guided_grad_cam, saliency, saliency_for,
-};
-use convscope::methods::{Map, inspect};
+use convscope::methods::saliency::{saliency, saliency_for};
+use convscope::methods::{Map, features, filters, registry};
 use convscope::{Activation, Model, Node, Op, Padding, ReluRule, data::sample};
 
 use crate::support::{conv, dense, model_with};
@@ -231,8 +230,8 @@ fn all_classes_at_once_equal_one_at_a_time() {
 #[test]
 fn filters_and_feature_maps_of_the_sample_model() {
     let model = sample::model().unwrap();
-    let conv1 = inspect::first_conv_layer(&model).unwrap();
-    let filters = inspect::filters(&model, conv1).unwrap();
+    let conv1 = registry::Layers::Conv.default_in(&model).unwrap();
+    let filters = filters::filters(&model, conv1).unwrap();
     assert_eq!((filters.kernels.len(), filters.kernels[0].len()), (32, 1));
     assert_eq!((filters.kernels[0][0].height, filters.kernels[0][0].width), (3, 3));
     let max = filters
@@ -243,11 +242,11 @@ fn filters_and_feature_maps_of_the_sample_model() {
         .fold(0f32, |m, v| m.max(v.abs()));
     assert_eq!(filters.scale, max);
     let pool = model.graph().node_index("max_pooling2d_1").unwrap();
-    assert!(inspect::filters(&model, pool).unwrap_err().to_string().contains("not a convolution"));
+    assert!(filters::filters(&model, pool).unwrap_err().to_string().contains("not a convolution"));
 
     let x = convscope::data::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap();
     let acts = model.forward(&x).unwrap();
-    let maps = inspect::feature_maps(&model, &acts, conv1, 0).unwrap();
+    let maps = features::feature_maps(&model, &acts, conv1, 0).unwrap();
     assert_eq!(maps.len(), 32);
     assert_eq!((maps[5].height, maps[5].width), (26, 26));
     let direct = acts
@@ -262,6 +261,6 @@ fn filters_and_feature_maps_of_the_sample_model() {
         .unwrap();
     assert_eq!(maps[5].data, direct);
     let dense = model.graph().node_index("dense_1").unwrap();
-    let row = inspect::feature_maps(&model, &acts, dense, 0).unwrap();
+    let row = features::feature_maps(&model, &acts, dense, 0).unwrap();
     assert_eq!((row.len(), row[0].height, row[0].width), (1, 1, 128));
 }

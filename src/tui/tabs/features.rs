@@ -1,7 +1,7 @@
 //! The Feature maps tab: any layer's output for the current input, one map per channel.
 
-use crate::methods::inspect;
-use crate::model::Model;
+use crate::methods::features;
+use crate::methods::registry::MethodInfo;
 use crate::present::figures;
 use crate::tui::tabs::{Ctx, Tab, Uses, View};
 
@@ -11,6 +11,10 @@ pub struct Features;
 impl Tab for Features {
     fn title(&self) -> &'static str {
         "Features"
+    }
+
+    fn method(&self) -> Option<&'static MethodInfo> {
+        Some(&features::INFO)
     }
 
     fn uses(&self) -> Uses {
@@ -25,11 +29,5 @@ impl Tab for Features {
         View::Pictures(ctx.subject().and_then(|(subject, _)| {
             figures::features(&subject, ctx.layer.unwrap_or(0), ctx.style).map(|p| vec![p])
         }))
-    }
-
-    fn layers(&self, model: &Model) -> (Vec<usize>, Option<usize>) {
-        let all: Vec<usize> = (0..model.graph().nodes().len()).collect();
-        let start = inspect::first_conv_layer(model).ok().or(all.first().copied());
-        (all, start)
     }
 }

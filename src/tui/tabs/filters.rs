@@ -1,7 +1,7 @@
 //! The Filters tab: a conv layer's weights, one thumbnail per filter.
 
-use crate::methods::inspect;
-use crate::model::Model;
+use crate::methods::filters;
+use crate::methods::registry::MethodInfo;
 use crate::present::figures;
 use crate::tui::tabs::{Ctx, Tab, Uses, View};
 
@@ -11,6 +11,10 @@ pub struct Filters;
 impl Tab for Filters {
     fn title(&self) -> &'static str {
         "Filters"
+    }
+
+    fn method(&self) -> Option<&'static MethodInfo> {
+        Some(&filters::INFO)
     }
 
     fn uses(&self) -> Uses {
@@ -28,12 +32,5 @@ impl Tab for Filters {
                 "this model has no convolutional layer: no filters to show".into(),
             )),
         })
-    }
-
-    fn layers(&self, model: &Model) -> (Vec<usize>, Option<usize>) {
-        let graph = model.graph();
-        let convs: Vec<usize> =
-            (0..graph.nodes().len()).filter(|&i| graph.nodes()[i].op.is_conv()).collect();
-        (convs, inspect::first_conv_layer(model).ok())
     }
 }

@@ -1,8 +1,9 @@
 //! The Grad-CAM tab: grad-CAM at a spatial layer under the current modifier, every class in
 //! one batched pass, or guided grad-CAM (`g`).
 
-use crate::methods::saliency;
-use crate::model::{Model, ValueId};
+use crate::methods::gradcam;
+use crate::methods::registry::MethodInfo;
+use crate::model::Model;
 use crate::present::figures;
 use crate::tui::keys::{Action, Binding, ch};
 use crate::tui::tabs::{Ctx, Tab, Uses, View, beside_input};
@@ -26,6 +27,10 @@ const BINDINGS: &[Binding] = &[Binding::new(
 impl Tab for GradCam {
     fn title(&self) -> &'static str {
         "Grad-CAM"
+    }
+
+    fn method(&self) -> Option<&'static MethodInfo> {
+        Some(&gradcam::INFO)
     }
 
     fn uses(&self) -> Uses {
@@ -67,15 +72,6 @@ impl Tab for GradCam {
             }
         });
         View::Pictures(beside_input(ctx, pictures))
-    }
-
-    /// Spatial layers: a 1×1 map (a global pool kept as `[C, 1, 1]`) has nothing to localise.
-    fn layers(&self, model: &Model) -> (Vec<usize>, Option<usize>) {
-        let graph = model.graph();
-        let spatial = (0..graph.nodes().len())
-            .filter(|&i| matches!(graph.shape(ValueId::of_node(i)), [_, h, w] if h * w > 1))
-            .collect();
-        (spatial, saliency::default_cam_layer(model).ok())
     }
 
     fn bindings(&self) -> &'static [Binding] {

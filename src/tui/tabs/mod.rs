@@ -18,6 +18,7 @@ use image::RgbImage;
 
 use crate::data::inputs::InputItem;
 use crate::engine::ReluRule;
+use crate::methods::registry::MethodInfo;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style, Subject};
 use crate::present::pixels;
@@ -108,9 +109,17 @@ pub trait Tab {
     /// How to make the view for the current state.
     fn view(&self, ctx: &Ctx) -> View;
 
+    /// The method it shows, if it shows one (its layer kind gives the tab's layers).
+    fn method(&self) -> Option<&'static MethodInfo> {
+        None
+    }
+
     /// The layers it can show (with [`Uses::layer`]), and which of them it starts on.
-    fn layers(&self, _model: &Model) -> (Vec<usize>, Option<usize>) {
-        (Vec::new(), None)
+    fn layers(&self, model: &Model) -> (Vec<usize>, Option<usize>) {
+        match self.method() {
+            Some(m) => (m.layers.of(model), m.layers.default_in(model).ok()),
+            None => (Vec::new(), None),
+        }
     }
 
     /// Its own keys, beside those every tab shares.

@@ -1,11 +1,22 @@
-//! Looking inside without gradients: a conv layer's filters, and any layer's feature maps
-//! for an input.
+//! A conv layer's filters: its weights, one small map per output filter and input channel,
+//! on one symmetric range so that colours compare across filters.
 
-use crate::engine::Activations;
+use candle_core::DType;
+
 use crate::error::{Error, Result};
 use crate::methods::Map;
-use crate::model::Model;
-use crate::model::{Op, ValueId};
+use crate::methods::registry::{Layers, MethodInfo};
+use crate::model::{Model, Op};
+
+/// The method as the registry lists it.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "filters",
+    about: "Show a conv layer's filters (default: the first conv layer)",
+    input: false,
+    class: false,
+    modifiers: false,
+    layers: Layers::Conv,
+};
 
 /// A conv layer's filters.
 #[derive(Clone, Debug)]
@@ -26,16 +37,6 @@ impl Filters {
     }
 }
 
-/// The first conv layer, where filters are easiest to read.
-pub fn first_conv_layer(model: &Model) -> Result<usize> {
-    model
-        .graph()
-        .nodes()
-        .iter()
-        .position(|n| n.op.is_conv())
-        .ok_or_else(|| Error::Invalid("this model has no convolutional layer".into()))
-}
-
 /// The weights of conv layer `layer`.
 pub fn filters(model: &Model, layer: usize) -> Result<Filters> {
     let node = &model.graph().nodes()[layer];
@@ -46,7 +47,7 @@ pub fn filters(model: &Model, layer: usize) -> Result<Filters> {
             model.graph().type_name(layer)
         )));
     };
-    let kernel = model.weight(layer, "kernel")?.to_dtype(candle_core::DType::F32)?;
+    let kernel = model.weight(layer, "kernel")?.to_dtype(DType::F32)?;
     let (o, i, kh, kw) = kernel.dims4()?;
     let values = kernel.flatten_all()?.to_vec1::<f32>()?;
     let scale = values.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -58,22 +59,4 @@ pub fn filters(model: &Model, layer: usize) -> Result<Filters> {
         })
         .collect::<Result<_>>()?;
     Ok(Filters { layer, kernels, scale })
-}
-
-/// Feature maps of node `layer` for sample `sample` of a forward pass: one map per channel
-/// of a `[C, H, W]` output, or a single row for a vector.
-pub fn feature_maps(
-    model: &Model,
-    acts: &Activations,
-    layer: usize,
-    sample: usize,
-) -> Result<Vec<Map>> {
-    let out = acts.node(layer).get(sample)?.to_dtype(candle_core::DType::F32)?;
-    let values = out.flatten_all()?.to_vec1::<f32>()?;
-    match *model.graph().shape(ValueId::of_node(layer)) {
-        [c, h, w] => {
-            values.chunks_exact(h * w).take(c).map(|ch| Map::new(h, w, ch.to_vec())).collect()
-        }
-        _ => Ok(vec![Map::new(1, values.len(), values)?]),
-    }
 }

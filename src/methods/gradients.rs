@@ -1,0 +1,64 @@
+//! What the gradient methods share: checking the input, running it once per class as one
+//! batch with each row seeded by its own class score (below a final softmax), and reading
+//! the input gradient back as maps.
+
+use candle_core::{DType, Tensor};
+
+use crate::engine::{Activations, Gradients, Seed, one_hot};
+use crate::error::{Error, Result};
+use crate::methods::Map;
+use crate::model::Model;
+
+pub(super) fn check_input(model: &Model, x: &Tensor) -> Result<[usize; 3]> {
+    let chw = model.input_chw()?;
+    if x.dims() != [1, chw[0], chw[1], chw[2]] {
+        return Err(Error::Invalid(format!(
+            "expected one input of shape [1, {}, {}, {}], got {:?}",
+            chw[0],
+            chw[1],
+            chw[2],
+            x.dims()
+        )));
+    }
+    Ok(chw)
+}
+
+/// Runs the input once per class (as one batch): the batch's activations and the seed that
+/// backpropagates each row's own class score.
+pub(super) fn class_forward(
+    model: &Model,
+    x: &Tensor,
+    classes: &[usize],
+) -> Result<(Activations, Seed)> {
+    let batch =
+        if classes.len() == 1 { x.clone() } else { Tensor::cat(&vec![x; classes.len()], 0)? };
+    let acts = model.forward(&batch)?;
+    let (node, point) = model.score_point();
+    let scores = acts.at(node, point)?;
+    let k = scores.elem_count() / classes.len().max(1);
+    let grad = one_hot(classes.len(), k, classes, scores.dtype())?.reshape(scores.dims())?;
+    Ok((acts, Seed { node, point, grad }))
+}
+
+/// `max_c |g|` per row of a `[n, C, H, W]` gradient, as unscaled maps.
+pub(super) fn abs_max_over_channels(grad: &Tensor) -> Result<Vec<Map>> {
+    let (n, _, h, w) = grad.dims4()?;
+    let reduced = grad.abs()?.max(1)?.to_dtype(DType::F32)?;
+    (0..n).map(|i| Map::new(h, w, reduced.get(i)?.flatten_all()?.to_vec1::<f32>()?)).collect()
+}
+
+pub(super) fn input_gradient(grads: &Gradients) -> Result<&Tensor> {
+    grads
+        .input()
+        .ok_or_else(|| Error::Invalid("the class score does not depend on the input".into()))
+}
+
+/// The one result of a call for one class.
+pub(super) fn first<T>(v: Vec<T>) -> Result<T> {
+    v.into_iter().next().ok_or_else(|| Error::Invalid("no result".into()))
+}
+
+/// A tensor's values as f32, in row-major order.
+pub(super) fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}

@@ -1,0 +1,130 @@
+//! Hostile and mistaken input found by fuzzing: each case is an error (or works), never a
+//! panic, a huge allocation or escape sequences on the user's terminal.
+
+use std::process::{Command, Output};
+
+use convscope::formats::native;
+use convscope::model::GraphSpec;
+use convscope::tui::Options;
+use convscope::tui::app::App;
+use convscope::{Activation, Graph, Node, Op, Padding};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::support::{conv, dense, random_model};
+
+fn convscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convscope")).args(args).output().unwrap()
+}
+
+/// A failure, not a panic or a signal, said on one line.
+fn assert_one_line_failure(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(code) if code != 0 && code != 101), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+}
+
+fn graph_error(input: &[usize], op: Op) -> String {
+    let spec = GraphSpec {
+        input_name: "input".into(),
+        input_shape: input.to_vec(),
+        nodes: vec![Node::new("w", op, &["input"])],
+    };
+    Graph::new(spec).unwrap_err().to_string()
+}
+
+#[test]
+fn impossible_windows_are_errors_not_panics() {
+    let window = |kernel, stride, dilation, padding| Op::Conv2d {
+        filters: 1,
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding,
+        dilation: [dilation, dilation],
+        groups: 1,
+        bias: false,
+        activation: Activation::Linear,
+    };
+    let err = graph_error(&[1, 8, 8], window(3, 0, 1, Padding::Same));
+    assert!(err.contains("at least 1"), "{err}");
+    let err = graph_error(&[1, 8, 8], window(3, 1, 1 << 31, Padding::Valid));
+    assert!(err.contains("does not fit"), "{err}");
+    let err = graph_error(&[1, 8, 8], window(usize::MAX, 1, 2, Padding::Same));
+    assert!(err.contains("does not fit"), "{err}");
+    let padded = Padding::Explicit { top: 100_000, left: 0, bottom: 0, right: 0 };
+    let err = graph_error(&[1, 8, 8], window(3, 1, 1, padded));
+    assert!(err.contains("wider than the window or the input"), "{err}");
+    let pool = Op::MaxPool { kernel: [1 << 32, 1 << 32], stride: [1, 1], padding: Padding::Same };
+    assert!(graph_error(&[1, 8, 8], pool).contains("wider than the window or the input"));
+}
+
+#[test]
+fn flags_out_of_range_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let o =
+        convscope(&["saliency", "sample", "-o", out.to_str().unwrap(), "--scale", "4294967295"]);
+    assert_one_line_failure(&o, "--scale 4294967295");
+    assert!(!out.exists());
+    let o = convscope(&["summary", "sample", "--input-range", "1,0"]);
+    assert_one_line_failure(&o, "LO < HI");
+    let o = convscope(&["saliency", "sample", "--modifer", "guided"]);
+    assert_one_line_failure(&o, "did you mean --modifier?");
+}
+
+#[test]
+fn names_from_files_cannot_drive_the_terminal() {
+    let evil = "conv\u{1b}[2J\u{9b}31m";
+    let model = random_model(
+        &[1, 8, 8],
+        vec![
+            Node::new(evil, conv(2, 3, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
+            Node::new("flat", Op::Flatten, &[evil]),
+            Node::new("out", dense(2, Activation::Softmax), &["flat"]),
+        ],
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.safetensors");
+    native::save(&model, &path).unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "cat\u{1b}]0;pwned\u{7}\ndog\n").unwrap();
+    let o = convscope(&["summary", path.to_str().unwrap(), "--classes", classes.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    assert!(text.contains("conv\\x1b[2J\\x9b31m"), "shown escaped: {text}");
+    // The escaped name is the one to type.
+    let o = convscope(&["filters", path.to_str().unwrap(), "--layer", "conv\\x1b[2J\\x9b31m"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // And an error that names a layer prints it escaped too.
+    let o = convscope(&["filters", path.to_str().unwrap(), "--layer", "flat"]);
+    assert_one_line_failure(&o, "conv\\x1b[2J");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains('\u{1b}'));
+}
+
+#[test]
+fn a_grey_28_by_28_model_with_few_classes_opens() {
+    let model = random_model(
+        &[1, 28, 28],
+        vec![
+            Node::new("c", conv(2, 3, 2, Padding::Valid, 1, Activation::Relu), &["input"]),
+            Node::new("flat", Op::Flatten, &["c"]),
+            Node::new("out", dense(3, Activation::Softmax), &["flat"]),
+        ],
+        2,
+    );
+    let inputs = convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    assert!(inputs.iter().all(|i| i.2.is_none()), "digit labels are not this model's classes");
+    let options = Options {
+        color: convscope::present::ansi::ColorMode::TrueColor,
+        maxact_iterations: 2,
+        cache_dir: None,
+        watch: None,
+        overrides: Default::default(),
+    };
+    let app = App::new(model, "few".into(), 1, inputs, options).unwrap();
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| convscope::tui::ui::draw(f, &app)).unwrap();
+}
