@@ -7,6 +7,8 @@
 //! This file holds the nodes and the validated [`Graph`]; what each node computes is in
 //! `ops`, the shape rules in `shapes`.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::ops::{Op, Pads};
@@ -83,21 +85,6 @@ pub struct GraphSpec {
     pub nodes: Vec<Node>,
 }
 
-impl GraphSpec {
-    /// The spec with control characters in its names escaped ([`printable`]), the way every
-    /// graph keeps them: names come from files and end up on the terminal.
-    fn printable(mut self) -> GraphSpec {
-        self.input_name = printable(&self.input_name);
-        for node in &mut self.nodes {
-            node.name = printable(&node.name);
-            for input in &mut node.inputs {
-                *input = printable(input);
-            }
-        }
-        self
-    }
-}
-
 /// `name` with its control characters (ESC, the C1 range, newlines…) written as escapes
 /// (`\x1b`), so a name from a file cannot drive the terminal it is printed on. Names
 /// without them come back as they are.
@@ -109,6 +96,80 @@ pub fn printable(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_control() { format!("\\x{:02x}", u32::from(c)) } else { c.to_string() })
         .collect()
+}
+
+/// A graph built a node at a time, each node's shape inferred as it is added: importers
+/// learn every new node's shape as they go, and importing n layers costs n inferences.
+#[derive(Clone, Debug)]
+pub struct GraphBuilder {
+    spec: GraphSpec,
+    ids: HashMap<String, ValueId>,
+    shapes: Vec<Vec<usize>>,
+    node_inputs: Vec<Vec<ValueId>>,
+    pads: Vec<Pads>,
+}
+
+impl GraphBuilder {
+    /// A graph of no nodes yet over an input named `input_name` of per-sample shape
+    /// `input_shape`.
+    pub fn new(input_name: &str, input_shape: Vec<usize>) -> Result<GraphBuilder> {
+        let input_name = printable(input_name);
+        if input_shape.is_empty() || input_shape.contains(&0) {
+            return Err(Error::graph(&input_name, format!("input shape {input_shape:?} is empty")));
+        }
+        let ids = HashMap::from([(input_name.clone(), ValueId::INPUT)]);
+        let spec = GraphSpec { input_name, input_shape: input_shape.clone(), nodes: Vec::new() };
+        Ok(GraphBuilder {
+            spec,
+            ids,
+            shapes: vec![input_shape],
+            node_inputs: Vec::new(),
+            pads: Vec::new(),
+        })
+    }
+
+    /// Adds `node` (its names made [`printable`]) after checking that its inputs exist and
+    /// their shapes fit its op; returns its output shape.
+    pub fn push(&mut self, mut node: Node) -> Result<&[usize]> {
+        node.name = printable(&node.name);
+        for input in &mut node.inputs {
+            *input = printable(input);
+        }
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|name| {
+                self.ids.get(name).copied().ok_or_else(|| {
+                    Error::graph(
+                        &node.name,
+                        format!("reads '{name}', which is not defined before it"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let in_shapes: Vec<&[usize]> = inputs.iter().map(|v| self.shapes[v.0].as_slice()).collect();
+        let (shape, pad) = infer_shape(&node.op, &in_shapes)
+            .map_err(|message| Error::graph(&node.name, message))?;
+        let id = ValueId::of_node(self.spec.nodes.len());
+        if self.ids.contains_key(&node.name) {
+            return Err(Error::graph(&node.name, "the name is used twice"));
+        }
+        self.ids.insert(node.name.clone(), id);
+        self.shapes.push(shape);
+        self.node_inputs.push(inputs);
+        self.pads.push(pad);
+        self.spec.nodes.push(node);
+        Ok(&self.shapes[id.0])
+    }
+
+    /// The graph, if it has a node.
+    pub fn finish(self) -> Result<Graph> {
+        if self.spec.nodes.is_empty() {
+            return Err(Error::graph(&self.spec.input_name, "the graph has no layers"));
+        }
+        let GraphBuilder { spec, shapes, node_inputs, pads, .. } = self;
+        Ok(Graph { spec, node_inputs, shapes, pads })
+    }
 }
 
 /// A validated graph: inputs resolved to ids and every value's shape known.
@@ -127,45 +188,11 @@ impl Graph {
     /// Checks the spec (unique names, inputs defined before use, shapes that fit each op)
     /// and infers every node's output shape. Errors name the node at fault.
     pub fn new(spec: GraphSpec) -> Result<Graph> {
-        let spec = spec.printable();
-        if spec.nodes.is_empty() {
-            return Err(Error::graph(&spec.input_name, "the graph has no layers"));
+        let mut builder = GraphBuilder::new(&spec.input_name, spec.input_shape)?;
+        for node in spec.nodes {
+            builder.push(node)?;
         }
-        if spec.input_shape.is_empty() || spec.input_shape.contains(&0) {
-            return Err(Error::graph(
-                &spec.input_name,
-                format!("input shape {:?} is empty", spec.input_shape),
-            ));
-        }
-        let mut ids = std::collections::HashMap::new();
-        ids.insert(spec.input_name.clone(), ValueId::INPUT);
-        let mut shapes = vec![spec.input_shape.clone()];
-        let mut node_inputs = Vec::with_capacity(spec.nodes.len());
-        let mut pads = Vec::with_capacity(spec.nodes.len());
-        for (i, node) in spec.nodes.iter().enumerate() {
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|name| {
-                    ids.get(name).copied().ok_or_else(|| {
-                        Error::graph(
-                            &node.name,
-                            format!("reads '{name}', which is not defined before it"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let in_shapes: Vec<&[usize]> = inputs.iter().map(|v| shapes[v.0].as_slice()).collect();
-            let (shape, pad) = infer_shape(&node.op, &in_shapes)
-                .map_err(|message| Error::graph(&node.name, message))?;
-            if ids.insert(node.name.clone(), ValueId::of_node(i)).is_some() {
-                return Err(Error::graph(&node.name, "the name is used twice"));
-            }
-            shapes.push(shape);
-            node_inputs.push(inputs);
-            pads.push(pad);
-        }
-        Ok(Graph { spec, node_inputs, shapes, pads })
+        builder.finish()
     }
 
     /// The spec it was built from.

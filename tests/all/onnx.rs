@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use convscope::formats;
 use convscope::formats::onnx::proto::{
-    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto,
+    ValueInfoProto,
 };
 use convscope::present::summary::Summary;
 use convscope::{Activation, Model, Op, Point, ReluRule, Seed};
@@ -552,7 +553,78 @@ fn a_huge_declared_tensor_is_refused_before_allocation() {
         data_location: 1,
         ..Default::default()
     }));
-    assert!(err.contains("external file"), "{err}");
+    assert!(err.contains("is stored externally but names no location"), "{err}");
+}
+
+/// `bytes` (an ONNX model) with every initializer's data moved to `data_file` beside it, as
+/// PyTorch's default exporter writes them; returns the model file's path.
+fn with_external_data(bytes: &[u8], dir: &Path, data_file: &str, location: &str) -> PathBuf {
+    let mut model = ModelProto::decode(bytes).unwrap();
+    let mut data = Vec::new();
+    for t in &mut model.graph.as_mut().unwrap().initializer {
+        let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", data.len().to_string()),
+            entry("length", t.raw_data.len().to_string()),
+        ];
+        t.data_location = 1;
+        data.append(&mut t.raw_data);
+        // Aligned as the exporter aligns them.
+        data.resize(data.len().next_multiple_of(64), 0);
+    }
+    std::fs::write(dir.join(data_file), data).unwrap();
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn weights_in_an_external_file_beside_the_model_are_read() {
+    let sample = convscope::data::sample::model().unwrap();
+    let bytes = sample_as_onnx(&sample);
+    let inline = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = with_external_data(&bytes, dir.path(), "m.onnx.data", "m.onnx.data");
+    assert!(std::fs::metadata(&path).unwrap().len() < 10_000, "the weights left the file");
+    let external = formats::load(&path).unwrap();
+    let x = npy_tensor("sample_model.input.npy");
+    assert_eq!(values(&external.predict(&x).unwrap()), values(&inline.predict(&x).unwrap()));
+    // Converted, it is one self-contained file.
+    let native = dir.path().join("m.safetensors");
+    convscope::formats::native::save(&external, &native).unwrap();
+    std::fs::remove_file(dir.path().join("m.onnx.data")).unwrap();
+    let reloaded = formats::load(&native).unwrap();
+    assert_eq!(values(&reloaded.predict(&x).unwrap()), values(&inline.predict(&x).unwrap()));
+    // Without its data file, the model is an error naming it.
+    let err = convscope::error::report(&formats::load(&path).unwrap_err());
+    assert!(err.contains("'m.onnx.data'"), "{err}");
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let sample = convscope::data::sample::model().unwrap();
+    let bytes = sample_as_onnx(&sample);
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    // A real data file one folder up, reachable by each trick below.
+    let up = with_external_data(&bytes, outer.path(), "secret.data", "secret.data");
+    std::fs::remove_file(up).unwrap();
+    let secret = outer.path().join("secret.data");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&secret, dir.join("link.data")).unwrap();
+    let absolute = secret.display().to_string();
+    let mut locations = vec!["../secret.data", absolute.as_str(), "/etc/passwd", "", "."];
+    if cfg!(unix) {
+        locations.push("link.data");
+    }
+    for location in locations {
+        let path = with_external_data(&bytes, &dir, "unused.data", location);
+        let err = convscope::error::report(&formats::load(&path).unwrap_err());
+        assert!(err.contains("not a file in the model's folder"), "{location}: {err}");
+        assert_eq!(err.lines().count(), 1);
+    }
 }
 
 #[test]

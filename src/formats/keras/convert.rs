@@ -17,7 +17,7 @@ use super::config::{Architecture, Layer};
 use super::hdf5::Array;
 use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
-use crate::model::{Activation, Graph, GraphSpec, Node, Op, Padding};
+use crate::model::{Activation, Graph, GraphBuilder, Node, Op, Padding};
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
@@ -63,11 +63,7 @@ pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weight
         arch,
         store,
         consumers,
-        spec: GraphSpec {
-            input_name: arch.input_name.clone(),
-            input_shape: input_shape.clone(),
-            nodes: Vec::new(),
-        },
+        graph: GraphBuilder::new(&arch.input_name, input_shape.clone())?,
         weights: Weights::new(),
         values: HashMap::new(),
     };
@@ -86,8 +82,7 @@ pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weight
             arch.output
         )));
     }
-    let graph = Graph::new(builder.spec)?;
-    Ok((graph, builder.weights, input))
+    Ok((builder.graph.finish()?, builder.weights, input))
 }
 
 /// Names of the layers the output depends on (others are left out of the graph).
@@ -123,7 +118,8 @@ struct Builder<'a> {
     store: &'a Store,
     /// For each value (flattened Keras name), the layers that read it.
     consumers: HashMap<&'a str, Vec<&'a Layer>>,
-    spec: GraphSpec,
+    /// The nodes so far, each shape inferred as it is added.
+    graph: GraphBuilder,
     weights: Weights,
     /// Flattened Keras name → the value standing for its output.
     values: HashMap<String, Output>,
@@ -337,9 +333,7 @@ impl<'a> Builder<'a> {
     }
 
     fn push(&mut self, node: Node) -> Result<Vec<usize>> {
-        self.spec.nodes.push(node);
-        let graph = Graph::new(self.spec.clone())?;
-        Ok(graph.shape(crate::model::ValueId::of_node(graph.output_node())).to_vec())
+        Ok(self.graph.push(node)?.to_vec())
     }
 
     /// Appends the node(s) of a layer whose last node carries the layer's name and class.

@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 
 use super::Fallible;
 use super::array::{Array, Dim};
+use super::external::Source;
 use super::layout::{Computed, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
 use super::passes::{drop_unused, fuse_activations, shorten_names};
@@ -21,7 +22,8 @@ use super::proto::{GraphProto, ModelProto, NodeProto, data_type};
 use super::tensor::tensor_array;
 use crate::error::{Error, Result};
 use crate::model::{
-    ChannelOrder, DisplayLayout, Graph, GraphSpec, InputSpec, Model, Node, Op, ValueId, Weights,
+    ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, InputSpec, Model, Node, Op,
+    Weights,
 };
 
 /// The operator-set versions this importer reads.
@@ -86,7 +88,10 @@ pub(super) fn import(model: &ModelProto, file_len: usize, path: &Path) -> Result
     if !graph.sparse_initializer.is_empty() {
         return Err(bad("sparse initializers are not supported".into()));
     }
-    let mut importer = Importer::new(graph, opset, file_len).map_err(bad)?;
+    // External data is looked for beside the file ("." for a bare file name).
+    let folder = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let source = Source { file_len, folder };
+    let mut importer = Importer::new(graph, opset, source).map_err(bad)?;
     for node in &graph.node {
         importer.node(node).map_err(|e| match e {
             NodeError::Unsupported => bad(format!(
@@ -129,7 +134,9 @@ impl From<String> for NodeError {
 
 pub(super) struct Importer {
     pub(super) opset: i64,
-    pub(super) file_len: usize,
+    /// The file's length and folder, for tensors in `Constant` nodes.
+    file_len: usize,
+    folder: Option<std::path::PathBuf>,
     pub(super) batch: Batch,
     values: HashMap<String, Value>,
     /// How many node inputs (and graph outputs) read each ONNX value.
@@ -137,6 +144,8 @@ pub(super) struct Importer {
     /// The graph's output names.
     pub(super) outputs: HashSet<String>,
     pub(super) spec: GraphSpec,
+    /// The nodes emitted so far, for their shapes (the spec is rewritten by the passes).
+    builder: GraphBuilder,
     /// Per-sample shape of the input and of every node emitted.
     pub(super) shapes: HashMap<String, Vec<usize>>,
     pub(super) weights: Vec<(String, Array<f64>)>,
@@ -151,10 +160,10 @@ pub(super) struct Importer {
 }
 
 impl Importer {
-    fn new(graph: &GraphProto, opset: i64, file_len: usize) -> Fallible<Importer> {
+    fn new(graph: &GraphProto, opset: i64, source: Source) -> Fallible<Importer> {
         let mut values = HashMap::new();
         for t in &graph.initializer {
-            values.insert(t.name.clone(), Value::Const(tensor_array(t, file_len)?));
+            values.insert(t.name.clone(), Value::Const(tensor_array(t, &source)?));
         }
         let inputs: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
         let input = match inputs.as_slice() {
@@ -239,12 +248,15 @@ impl Importer {
         );
         Ok(Importer {
             opset,
-            file_len,
+            file_len: source.file_len,
+            folder: source.folder.map(Path::to_path_buf),
             batch,
             values,
             uses,
             outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             shapes: HashMap::from([(name.clone(), input_shape.clone())]),
+            builder: GraphBuilder::new(name, input_shape.clone())
+                .map_err(|e| crate::error::report(&e))?,
             spec: GraphSpec { input_name: name.clone(), input_shape, nodes: Vec::new() },
             weights: Vec::new(),
             taken: HashSet::from([name.clone()]),
@@ -253,6 +265,11 @@ impl Importer {
             produced: HashMap::new(),
             input_spec,
         })
+    }
+
+    /// Where the model's tensors come from.
+    pub(super) fn source(&self) -> Source<'_> {
+        Source { file_len: self.file_len, folder: self.folder.as_deref() }
     }
 
     pub(super) fn value(&self, name: &str) -> Fallible<&Value> {
@@ -291,13 +308,13 @@ impl Importer {
         weights: Vec<(&str, Array<f64>)>,
     ) -> Fallible<String> {
         let name = self.unique(base);
-        self.spec.nodes.push(Node { name: name.clone(), op, inputs, class: None });
-        let graph = Graph::new(self.spec.clone()).map_err(|e| match e {
+        let node = Node { name: name.clone(), op, inputs, class: None };
+        let shape = self.builder.push(node.clone()).map_err(|e| match e {
             Error::Graph { message, .. } => message,
-            other => other.to_string(),
+            other => crate::error::report(&other),
         })?;
-        let shape = graph.shape(ValueId::of_node(graph.output_node())).to_vec();
-        self.shapes.insert(name.clone(), shape);
+        self.shapes.insert(name.clone(), shape.to_vec());
+        self.spec.nodes.push(node);
         for (role, w) in weights {
             self.weights.push((format!("{name}.{role}"), w));
         }

@@ -2,10 +2,12 @@
 //!
 //! The protobuf is decoded with `prost` from hand-declared messages ([`proto`]), so the
 //! build needs no `protoc`; [`import`] maps the ONNX graph onto convscope's, one node at a
-//! time through the op table in [`ops`], the one place an op is added.
+//! time through the op table in [`ops`], the one place an op is added. Weights kept in a
+//! side file (PyTorch's default export) are read from the model's folder only.
 
 mod array;
 mod attrs;
+mod external;
 mod import;
 mod layout;
 mod ops;

@@ -41,7 +41,7 @@ const OPS: &[OnnxOp] = &[
     op("Cast", |im, n| im.cast(n)),
     op("Clip", |im, n| im.clip(n)),
     op("Concat", |im, n| im.concat(n)),
-    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.file_len)?))),
+    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, &im.source())?))),
     op("Conv", |im, n| im.conv(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),

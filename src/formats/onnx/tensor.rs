@@ -5,19 +5,22 @@
 use super::Fallible;
 use super::array::Array;
 use super::attrs::Attrs;
+use super::external::Source;
 use super::proto::{TensorProto, attribute_type, data_type};
 
-/// A tensor's data as `f64`, refusing external data, unsupported types, and sizes that
-/// disagree with the data or could not fit in the file, before allocating anything.
-pub(super) fn tensor_array(t: &TensorProto, file_len: usize) -> Fallible<Array<f64>> {
+/// A tensor's data as `f64` (read from its external file if it has one), refusing
+/// unsupported types and sizes that disagree with the data or could not fit in the file,
+/// before allocating anything.
+pub(super) fn tensor_array(t: &TensorProto, source: &Source) -> Fallible<Array<f64>> {
     let what =
         if t.name.is_empty() { "a tensor".to_string() } else { format!("tensor '{}'", t.name) };
-    if t.data_location == 1 || !t.external_data.is_empty() {
-        return Err(format!(
-            "{what} keeps its data in an external file, which convscope does not read; \
-             save the model with its weights inside"
-        ));
-    }
+    let external = (t.data_location == 1 || !t.external_data.is_empty())
+        .then(|| source.external_bytes(t, &what))
+        .transpose()?;
+    let raw_data = external.as_deref().unwrap_or(&t.raw_data);
+    // An inline tensor cannot hold more values than the file has bytes; an external one
+    // more than its data file gave.
+    let file_len = source.file_len.max(raw_data.len());
     let dims = t
         .dims
         .iter()
@@ -31,16 +34,16 @@ pub(super) fn tensor_array(t: &TensorProto, file_len: usize) -> Fallible<Array<f
             format!("{what} declares shape {dims:?}, more values than the whole file holds")
         })?;
     let raw = |width: usize| -> Fallible<Option<&[u8]>> {
-        if t.raw_data.is_empty() {
+        if raw_data.is_empty() && external.is_none() {
             return Ok(None);
         }
-        if t.raw_data.len() != count * width {
+        if raw_data.len() != count * width {
             return Err(format!(
                 "{what} declares shape {dims:?} but holds {} bytes of data",
-                t.raw_data.len()
+                raw_data.len()
             ));
         }
-        Ok(Some(&t.raw_data))
+        Ok(Some(raw_data))
     };
     let typed = |len: usize| -> Fallible<()> {
         if len != count {
@@ -101,9 +104,9 @@ fn eight(c: &[u8]) -> [u8; 8] {
 }
 
 /// A `Constant` node's value, from whichever of its attributes is set.
-pub(super) fn constant_attr(a: &Attrs, file_len: usize) -> Fallible<Array<f64>> {
+pub(super) fn constant_attr(a: &Attrs, source: &Source) -> Fallible<Array<f64>> {
     if let Some(t) = a.get("value", attribute_type::TENSOR)?.and_then(|t| t.t.as_ref()) {
-        return tensor_array(t, file_len);
+        return tensor_array(t, source);
     }
     if let Some(f) = a.get("value_float", attribute_type::FLOAT)? {
         return Ok(Array { dims: vec![], data: vec![f64::from(f.f)] });
