@@ -146,6 +146,8 @@ pub(super) struct Importer {
     pub(super) spec: GraphSpec,
     /// The nodes emitted so far, for their shapes (the spec is rewritten by the passes).
     builder: GraphBuilder,
+    /// Where each emitted node is in the spec (nodes are only added until the end).
+    pub(super) position: HashMap<String, usize>,
     /// Per-sample shape of the input and of every node emitted.
     pub(super) shapes: HashMap<String, Vec<usize>>,
     pub(super) weights: Vec<(String, Array<f64>)>,
@@ -255,6 +257,7 @@ impl Importer {
             uses,
             outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             shapes: HashMap::from([(name.clone(), input_shape.clone())]),
+            position: HashMap::new(),
             builder: GraphBuilder::new(name, input_shape.clone())
                 .map_err(|e| crate::error::report(&e))?,
             spec: GraphSpec { input_name: name.clone(), input_shape, nodes: Vec::new() },
@@ -314,6 +317,7 @@ impl Importer {
             other => crate::error::report(&other),
         })?;
         self.shapes.insert(name.clone(), shape.to_vec());
+        self.position.insert(name.clone(), self.spec.nodes.len());
         self.spec.nodes.push(node);
         for (role, w) in weights {
             self.weights.push((format!("{name}.{role}"), w));

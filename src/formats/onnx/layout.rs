@@ -129,7 +129,7 @@ impl Importer {
         per: Vec<usize>,
         base: &str,
     ) -> Fallible<String> {
-        let root = match self.spec.nodes.iter().find(|n| n.name == x) {
+        let root = match self.position.get(x).and_then(|&i| self.spec.nodes.get(i)) {
             Some(n) if matches!(n.op, Op::Flatten | Op::Reshape { .. }) => n.inputs[0].clone(),
             _ => x.to_string(),
         };

@@ -34,7 +34,8 @@ impl Importer {
         {
             return Ok(None);
         }
-        let Some(node) = self.spec.nodes.iter_mut().find(|n| n.name == x.source) else {
+        let Some(node) = self.position.get(&x.source).and_then(|&i| self.spec.nodes.get_mut(i))
+        else {
             return Ok(None);
         };
         let (units, channel_axes) = match &mut node.op {
@@ -75,18 +76,23 @@ pub(super) fn fuse_activations(nodes: &mut Vec<Node>) {
             *readers.entry(i.clone()).or_default() += 1;
         }
     }
+    // By index, and removed at the end, so a deep model fuses in linear time.
+    let position: HashMap<String, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
     let mut renamed: HashMap<String, String> = HashMap::new();
-    let mut i = 0;
-    while i < nodes.len() {
+    let mut fused = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
         for input in &mut nodes[i].inputs {
             if let Some(to) = renamed.get(input) {
                 *input = to.clone();
             }
         }
         let target = match (&nodes[i].op, nodes[i].inputs.as_slice()) {
-            (Op::Activation { activation }, [from]) if readers.get(from) == Some(&1) => {
-                nodes[..i].iter().position(|n| &n.name == from).map(|j| (j, *activation))
-            }
+            (Op::Activation { activation }, [from]) if readers.get(from) == Some(&1) => position
+                .get(from)
+                .copied()
+                .filter(|&j| j < i && !fused[j])
+                .map(|j| (j, *activation)),
             _ => None,
         };
         if let Some((j, act)) = target {
@@ -104,13 +110,16 @@ pub(super) fn fuse_activations(nodes: &mut Vec<Node>) {
                 _ => false,
             };
             if fits {
-                let gone = nodes.remove(i);
-                renamed.insert(gone.name, nodes[j].name.clone());
-                continue;
+                fused[i] = true;
+                renamed.insert(nodes[i].name.clone(), nodes[j].name.clone());
             }
         }
-        i += 1;
     }
+    let mut index = 0;
+    nodes.retain(|_| {
+        index += 1;
+        !fused[index - 1]
+    });
 }
 
 /// Drops the first path component most node names share (tf2onnx prefixes every op with
