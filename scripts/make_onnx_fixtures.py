@@ -3,7 +3,8 @@
 
 Each fixture is a small .onnx file built with onnx.helper in the shape a real exporter
 gives (PyTorch's torch.onnx names and NCHW input, tf2onnx's NHWC input wrapped in
-Transposes, a residual block, the remaining ops at opset 21), its input `<name>.input.npy`
+Transposes, a residual block, the remaining ops at opset 21, today's exporters' patterns
+at opset 18), its input `<name>.input.npy`
 and ONNX Runtime's output `<name>.output.npy` (plus `<name>.<value>.npy` for an
 intermediate value where one is worth checking, characters other than letters, digits
 and `_` in its name written as `_`).
@@ -35,7 +36,7 @@ from safetensors.numpy import load_file
 OUT = "tests/fixtures/onnx"
 RNG = np.random.default_rng(20261126)
 # IR versions the exporters of each opset write (ONNX's versioning table).
-IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 20: 9, 21: 10}
+IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 18: 8, 20: 9, 21: 10}
 
 
 def weight(name, *shape, scale=0.5):
@@ -422,6 +423,56 @@ def activations():
     save("activations", m, x, extra=["gelu_tanh", "exp"])
 
 
+def export18():
+    """The patterns of today's exporters at opset 18: a Pad with -inf before a MaxPool (how a
+    ceil-mode or same max pool is written), ReduceMean over the spatial axes with its axes
+    as an input (the dynamo exporter's global average pool) feeding a squeeze-excite gate
+    multiplied into the feature map (two computed operands), a Concat of one input
+    (DenseNet's first dense layer), ReduceMax and ReduceSum without kept dims. Seeded on its
+    own (`make_onnx_fixtures.py export18`)."""
+    rng = np.random.default_rng(18)
+    weight = lambda name, *shape, scale=0.5: numpy_helper.from_array(
+        (rng.standard_normal(shape) * scale).astype(np.float32), name)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "c1.w", "c1.b"], ["c1"], name="conv1", kernel_shape=[3, 3],
+          pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["a"], name="relu1"),
+        n("Pad", ["a", "pool_pads", "minus_inf"], ["padded"], name="pad", mode="constant"),
+        n("MaxPool", ["padded"], ["p"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
+        n("ReduceMean", ["p", "hw"], ["squeezed"], name="se/mean", keepdims=1),
+        n("Conv", ["squeezed", "se1.w", "se1.b"], ["s1"], name="se/fc1"),
+        n("Relu", ["s1"], ["s1r"], name="se/relu"),
+        n("Conv", ["s1r", "se2.w", "se2.b"], ["s2"], name="se/fc2"),
+        n("Sigmoid", ["s2"], ["gate"], name="se/gate"),
+        n("Mul", ["p", "gate"], ["excited"], name="se/scale"),
+        n("Concat", ["excited"], ["joined"], name="concat_one", axis=1),
+        n("ReduceMax", ["joined", "hw_negative"], ["peak"], name="peak", keepdims=0),
+        n("ReduceSum", ["joined", "hw"], ["total"], name="total", keepdims=0),
+        n("Add", ["peak", "total"], ["both"], name="both"),
+        n("Gemm", ["both", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [
+        weight("c1.w", 4, 3, 3, 3),
+        weight("c1.b", 4, scale=0.1),
+        ints("pool_pads", [0, 0, 0, 0, 0, 0, 1, 1]),
+        floats("minus_inf", -np.inf),
+        ints("hw", [2, 3]),
+        ints("hw_negative", [-1, -2]),
+        weight("se1.w", 2, 4, 1, 1),
+        weight("se1.b", 2, scale=0.1),
+        weight("se2.w", 4, 2, 1, 1),
+        weight("se2.b", 4, scale=0.1),
+        weight("fc.w", 3, 4, scale=0.2),
+        weight("fc.b", 3, scale=0.1),
+    ]
+    m = model("export18", nodes, [image_input("x", "batch", 3, 9, 9)],
+              image_input("probs", "batch", 3), inits, 18)
+    x = rng.random((2, 3, 9, 9), dtype=np.float32)
+    save("export18", m, x, extra=["excited"])
+
+
 def sample_model():
     """The bundled sample model as PyTorch would export it, run on random inputs."""
     path = "sample_models/mnist_cnn.safetensors"
@@ -474,6 +525,7 @@ if __name__ == "__main__":
     residual()
     ops21()
     activations()
+    export18()
     keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
     keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
     keras_export("keras_dag", 8, keras_dag)

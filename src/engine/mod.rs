@@ -186,13 +186,37 @@ impl Model {
         self.run_forward(x, Some(rng))
     }
 
-    /// Softmax probabilities `[N, classes]` for a batch.
+    /// Softmax probabilities `[N, classes]` for a batch; an error naming the first layer
+    /// that produced a non-finite value if they are not all numbers.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let acts = self.forward(x)?;
         let (node, point) = self.score_point();
         let scores = acts.at(node, point)?;
         let n = scores.dim(0)?;
-        softmax(&scores.reshape((n, ()))?)
+        let probs = softmax(&scores.reshape((n, ()))?)?;
+        if !all_finite(&probs)? {
+            return Err(self.first_non_finite(&acts)?);
+        }
+        Ok(probs)
+    }
+
+    /// The error for a pass whose output is not all numbers: the first value (the input or
+    /// a layer's output) that holds an infinity or a NaN.
+    fn first_non_finite(&self, acts: &Activations) -> Result<Error> {
+        if !all_finite(acts.value(ValueId::INPUT))? {
+            return Ok(Error::Invalid("the input holds an infinity or NaN".into()));
+        }
+        for (i, node) in self.graph().nodes().iter().enumerate() {
+            // Padding with -inf is meant (a max pool reads it); what comes of it is not.
+            let meant = matches!(node.op, Op::Pad { value, .. } if !value.is_finite());
+            if !meant && !all_finite(acts.node(i))? {
+                return Ok(Error::graph(
+                    &node.name,
+                    "computes an infinity or NaN here, so the model's output is not a number",
+                ));
+            }
+        }
+        Ok(Error::Invalid("the model's output is not a number (inf or NaN)".into()))
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -302,14 +326,7 @@ impl Model {
                 let (a, b) = self.arith_operands(i, inputs, constant.as_ref(), out_shape.len())?;
                 arith(*kind, &a, &b)?
             }
-            Op::Pad { pads: [top, bottom, left, right], value } => {
-                // Zero padding of `x - value`, shifted back, pads with `value`.
-                let value = f64::from(*value);
-                let shifted = if value == 0.0 { x.clone() } else { x.affine(1.0, -value)? };
-                let padded =
-                    shifted.pad_with_zeros(2, *top, *bottom)?.pad_with_zeros(3, *left, *right)?;
-                if value == 0.0 { padded } else { padded.affine(1.0, value)? }
-            }
+            Op::Pad { pads, value } => kernels::pad_constant(x, *pads, f64::from(*value))?,
             Op::GlobalMaxPool { .. } => {
                 batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
             }
@@ -625,6 +642,11 @@ fn dropout_mask(x: &Tensor, rate: f32, rng: &mut impl Rng) -> Result<Tensor> {
         .map(|_| if rng.random::<f64>() < keep { 1.0 / keep } else { 0.0 })
         .collect();
     Ok(Tensor::from_vec(values, x.dims(), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Whether every value of `t` is a finite number.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().all(|v| v.is_finite()))
 }
 
 /// Index of the highest value (the first of equals; 0 for none).

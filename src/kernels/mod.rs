@@ -32,6 +32,7 @@ mod conv;
 mod dense;
 mod direct;
 mod matmul;
+mod pad;
 mod pool;
 mod relu;
 mod sparse;
@@ -40,6 +41,7 @@ pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
+pub use pad::pad_constant;
 pub use pool::{Pool, pool2d, pool2d_backward};
 pub use relu::relu_backward;
 

@@ -439,9 +439,18 @@ fn summary_shows_the_fused_layers_under_their_onnx_names() {
 fn gradients_through_an_imported_dag_match_finite_differences() {
     let model = import("residual.onnx").to_dtype(DType::F64).unwrap();
     let x = npy_tensor("residual.input.npy").narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_eq!(model.score_point().1, Point::PreSoftmax);
+    assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
+/// The engine's input gradient of a weighted sum of the class scores (below the softmax)
+/// against central finite differences, in f64.
+fn assert_input_gradient_matches_finite_differences(model: &Model, x: &Tensor) {
     let (node, point) = model.score_point();
-    assert_eq!(point, Point::PreSoftmax);
-    let weights = Tensor::new(&[[0.3f64, -1.0, 0.7, 0.2, -0.5]], &Device::Cpu).unwrap();
+    let classes = model.num_classes();
+    let pattern = [0.3f64, -1.0, 0.7, 0.2, -0.5];
+    let weights: Vec<f64> = (0..classes).map(|i| pattern[i % pattern.len()]).collect();
+    let weights = Tensor::from_vec(weights, (1, classes), &Device::Cpu).unwrap();
     let score = |x: &Tensor| {
         let acts = model.forward(x).unwrap();
         (acts.at(node, point).unwrap() * &weights)
@@ -451,11 +460,11 @@ fn gradients_through_an_imported_dag_match_finite_differences() {
             .to_scalar::<f64>()
             .unwrap()
     };
-    let acts = model.forward(&x).unwrap();
+    let acts = model.forward(x).unwrap();
     let seed = Seed { node, point, grad: weights.clone() };
     let grads = model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap();
     let analytic = values(grads.input().unwrap());
-    let base = values(&x);
+    let base = values(x);
     let eps = 1e-6;
     let numeric: Vec<f64> = (0..base.len())
         .map(|i| {
@@ -475,6 +484,54 @@ fn gradients_through_an_imported_dag_match_finite_differences() {
         );
     }
     assert!(numeric.iter().filter(|v| v.abs() > 1e-9).count() * 2 > numeric.len());
+}
+
+#[test]
+fn todays_export_patterns_match_onnx_runtime() {
+    let model = import("export18.onnx");
+    assert_eq!(
+        layer_names(&model),
+        [
+            "conv1",
+            "pad",
+            "maxpool",
+            // ReduceMean over the spatial axes is a global average pool.
+            "se/mean",
+            "se/fc1",
+            "se/fc2",
+            "se/scale",
+            // The one-input Concat is the value itself.
+            "peak",
+            "total_mean",
+            "total",
+            "both",
+            "fc",
+        ]
+    );
+    let x = npy_tensor("export18.input.npy");
+    check_outputs(&model, "export18", &x);
+    let (_, excited) = npy("export18.excited.npy");
+    assert_close(&node_output(&model, &x, "se/scale"), &excited, 1e-4, "se/scale");
+    // Gradients through the -inf padding, the reductions and the gate.
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
+#[test]
+fn a_non_finite_output_names_the_layer_that_made_it() {
+    let bytes = std::fs::read(fixture("export18.onnx")).unwrap();
+    let mut onnx = ModelProto::decode(bytes.as_slice()).unwrap();
+    // Two rows of -inf on top make the max pool's first row of windows -inf, and all
+    // that reads them.
+    let graph = onnx.graph.as_mut().unwrap();
+    let pads = graph.initializer.iter_mut().find(|t| t.name == "pool_pads").unwrap();
+    pads.raw_data = [0i64, 0, 2, 0, 0, 0, 0, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    pads.int64_data.clear();
+    let model =
+        convscope::formats::onnx::from_bytes(&onnx.encode_to_vec(), Path::new("m.onnx")).unwrap();
+    let err = model.predict(&npy_tensor("export18.input.npy")).unwrap_err().to_string();
+    assert!(err.starts_with("layer 'maxpool': computes an infinity or NaN"), "{err}");
 }
 
 fn import_error(bytes: &[u8]) -> String {

@@ -11,6 +11,14 @@ use super::proto::NodeProto;
 use super::tensor::constant_attr;
 use crate::model::{Activation, ArithKind, ConstOperand, Op, Padding};
 
+/// What a Reduce op computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reduction {
+    Max,
+    Mean,
+    Sum,
+}
+
 /// How a node of an op becomes its output's value.
 type Mapping = fn(&mut Importer, &OpNode<'_>) -> Fallible<Value>;
 
@@ -72,6 +80,9 @@ const OPS: &[OnnxOp] = &[
     op("MaxPool", |im, n| im.pool(n)),
     op("Mul", |im, n| im.arith(n)),
     op("Pad", |im, n| im.pad(n)),
+    op("ReduceMax", |im, n| im.reduce(n, Reduction::Max)),
+    op("ReduceMean", |im, n| im.reduce(n, Reduction::Mean)),
+    op("ReduceSum", |im, n| im.reduce(n, Reduction::Sum)),
     op("Relu", |im, n| im.activation(n, Activation::Relu)),
     op("Reshape", |im, n| im.reshape(n)),
     op("Selu", |im, n| {
@@ -204,6 +215,46 @@ impl Importer {
     fn global_pool(&mut self, n: &OpNode<'_>, op: Op) -> Fallible<Value> {
         let (x, _) = self.real_input(n.first)?;
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    /// A reduction over the spatial axes of an image (how exporters write global pooling,
+    /// the dynamo exporter's adaptive average pool among them).
+    fn reduce(&mut self, n: &OpNode<'_>, reduction: Reduction) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let rank = shape.len() + 1;
+        // Opset 18 moved `axes` from an attribute to an input.
+        let axes = match n.input(1) {
+            Some(axes) => Some(self.constant(axes)?.ints()?),
+            None => n.a.ints("axes")?,
+        };
+        let mut axes = match axes {
+            Some(axes) if !axes.is_empty() => {
+                axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?
+            }
+            _ if n.a.int("noop_with_empty_axes", 0)? != 0 => return Ok(Value::computed(x)),
+            _ => (0..rank).collect(),
+        };
+        axes.sort_unstable();
+        if rank != 4 || axes != [2, 3] {
+            return Err(format!(
+                "reduces axes {axes:?} of a rank-{rank} value; convscope reduces only over the \
+                 spatial axes of an image (global pooling)"
+            ));
+        }
+        let keep_dims = n.a.int("keepdims", 1)? != 0;
+        let op = match reduction {
+            Reduction::Max => Op::GlobalMaxPool { keep_dims },
+            Reduction::Mean | Reduction::Sum => Op::GlobalAvgPool { keep_dims },
+        };
+        if reduction != Reduction::Sum {
+            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+        }
+        // A sum is the mean times the number of pixels.
+        let mean = self.emit(&format!("{}_mean", n.base), op, vec![x], Vec::new())?;
+        let pixels = Array { dims: vec![1], data: vec![(shape[1] * shape[2]) as f64] };
+        let constant = ConstOperand { shape: vec![1], left: false };
+        let op = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
+        Ok(Value::computed(self.emit(n.base, op, vec![mean], vec![("value", pixels)])?))
     }
 
     fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {

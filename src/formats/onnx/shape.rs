@@ -105,6 +105,10 @@ impl Importer {
             .iter()
             .map(|name| self.value(name).cloned())
             .collect::<Fallible<Vec<_>>>()?;
+        // A concatenation of one value is that value (DenseNet's first dense layer).
+        if let [only] = parts.as_slice() {
+            return Ok(only.clone());
+        }
         let computed: Vec<Computed> = parts
             .iter()
             .filter_map(|p| match p {
