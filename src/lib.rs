@@ -2,7 +2,8 @@
 //!
 //! The crate in layers; each imports only from the layers above it in this list:
 //!
-//! - [`error`], [`runtime`]: the error type and the process settings.
+//! - [`error`], [`files`], [`runtime`]: the error type, safe file writes and the process
+//!   settings.
 //! - [`model`]: the graph of ops, its shapes, weights, input description and class names.
 //! - [`kernels`]: the numeric kernels (convolution, dense, pooling), with their SIMD paths.
 //! - [`engine`]: running a model forward and backward under the ReLU rules, and
@@ -22,6 +23,7 @@
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod formats;
 pub mod kernels;
 pub mod methods;

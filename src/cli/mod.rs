@@ -520,10 +520,11 @@ fn export_digits(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for i in digits.validation().take(count) {
         let path = dir.join(format!("{i:05}_{}.png", digits.label(i)));
-        image::GrayImage::from_raw(SIDE as u32, SIDE as u32, digits.pixels(i).to_vec())
-            .context("digit of the wrong size")?
-            .save(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let digit = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, digits.pixels(i).to_vec())
+            .context("digit of the wrong size")?;
+        let mut png = Vec::new();
+        digit.write_with_encoder(image::codecs::png::PngEncoder::new(&mut png))?;
+        convscope::files::write_bytes(&path, &png)?;
         written.push(path);
     }
     Ok(written)

@@ -6,7 +6,7 @@
 //! temporary file renamed into place. A missing, stale or unreadable entry costs a
 //! recomputation, never an error.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -71,11 +71,8 @@ impl Cache {
         let path = self.path(kind, key).ok_or_else(|| std::io::Error::other("unhashable key"))?;
         std::fs::create_dir_all(&self.dir)?;
         let entry = serde_json::json!({ "version": VERSION, "key": key, "value": value });
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(&serde_json::to_vec(&entry)?)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::files::write_bytes(&path, &serde_json::to_vec(&entry)?)
+            .map_err(|e| std::io::Error::other(crate::error::report(&e)))
     }
 }
 

@@ -3,7 +3,6 @@
 //! Any safetensors tool can read the weights; the metadata makes it a complete model.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::Device;
@@ -51,18 +50,7 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
     ]);
     let bytes = safetensors::serialize(model.weights().iter(), Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialise the weights: {e}")))?;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
-    // A temp file is private (0600); a model file is an ordinary document.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    crate::files::write_bytes(path, &bytes)
 }
 
 /// Reads a model file written by [`save`].

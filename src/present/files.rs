@@ -5,9 +5,6 @@ use crate::error::{Error, Result};
 /// Saves `img` as a PNG at `path`. Errors name the path: [`Error::Io`] when the file cannot be
 /// created or written, [`Error::Invalid`] when the image cannot be encoded (an empty image).
 pub fn save_png(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
-    use std::io::Write as _;
-
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
     // PNG cannot hold a 0×0 image; checking first avoids leaving an empty file behind.
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::Invalid(format!(
@@ -17,24 +14,17 @@ pub fn save_png(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
             img.height()
         )));
     }
-    // The file is created here rather than by `RgbImage::save` so an I/O failure stays an
-    // `io::Error` with the path, not an `ImageError` wrapping one.
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut writer = std::io::BufWriter::new(file);
-    img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut writer)).map_err(
-        |e| match e {
-            image::ImageError::IoError(source) => io(source),
-            other => Error::Invalid(format!("{}: cannot write PNG: {other}", path.display())),
-        },
-    )?;
-    writer.flush().map_err(io)
+    // Encoded first, so an encoding failure is not an I/O error and nothing is written.
+    let mut png = Vec::new();
+    img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut png))
+        .map_err(|e| Error::Invalid(format!("{}: cannot write PNG: {e}", path.display())))?;
+    crate::files::write_bytes(path, &png)
 }
 
 /// Writes a float32 little-endian `.npy` file (format 1.0) of the given `shape`, readable by
 /// `numpy.load`; see [`npy_bytes`] for the layout and the errors.
 pub fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let bytes = npy_bytes(shape, data)?;
-    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    crate::files::write_bytes(path, &npy_bytes(shape, data)?)
 }
 
 /// The bytes of a `.npy` file (format 1.0) holding `data` as little-endian float32 in C order

@@ -128,3 +128,17 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     terminal.draw(|f| convscope::tui::ui::draw(f, &app)).unwrap();
 }
+
+#[test]
+fn writes_never_replace_what_is_not_a_regular_file() {
+    #[cfg(unix)]
+    {
+        let o = convscope(&["convert", "sample", "-o", "/dev/null"]);
+        assert_one_line_failure(&o, "not a regular file");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = convscope(&["saliency", "sample", "-o", dir.path().to_str().unwrap()]);
+    assert_one_line_failure(&o, "not a regular file");
+}
