@@ -14,7 +14,7 @@ use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry::MethodInfo;
 use convscope::methods::{features, filters, gradcam};
-use convscope::model::InputOverrides;
+use convscope::model::{InputOverrides, Preprocess};
 use convscope::present::ansi::{self, ColorMode};
 use convscope::present::colormap::Colormap;
 use convscope::present::figures::{self, Picture, Style, Subject as Seen};
@@ -104,6 +104,21 @@ pub struct Preprocessing {
     /// Class names, one per line, in output order.
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
+    /// keras.applications' preparation: torch (0..1, ImageNet mean and std), tf (-1..1) or
+    /// caffe (BGR, 0..255 less ImageNet's mean); --input-range, --mean, --std then adjust it.
+    #[arg(long, value_enum)]
+    preprocess: Option<PreprocessMode>,
+}
+
+/// `--preprocess` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PreprocessMode {
+    /// 0..1, ImageNet mean and std.
+    Torch,
+    /// -1..1.
+    Tf,
+    /// BGR, 0..255 less ImageNet's mean.
+    Caffe,
 }
 
 impl Preprocessing {
@@ -128,6 +143,11 @@ impl Preprocessing {
             mean: self.mean.clone(),
             std: self.std.clone(),
             classes,
+            preprocess: self.preprocess.map(|mode| match mode {
+                PreprocessMode::Torch => Preprocess::Torch,
+                PreprocessMode::Tf => Preprocess::Tf,
+                PreprocessMode::Caffe => Preprocess::Caffe,
+            }),
         })
     }
 }
@@ -148,7 +168,19 @@ pub fn load_model(path: &Path, preprocessing: &Preprocessing) -> Result<Model> {
     } else {
         formats::load(path)?
     };
-    Ok(preprocessing.overrides()?.apply(model)?)
+    let model = preprocessing.overrides()?.apply(model)?;
+    note_assumption(&model);
+    Ok(model)
+}
+
+/// Says on stderr, once per command, what was assumed of the model's input preparation.
+pub fn note_assumption(model: &Model) {
+    if let Some(assumed) = model.input.assumption() {
+        eprintln!(
+            "convscope: note: the model file does not say how its input is prepared: assuming \
+             {assumed} (set --input-range, --mean and --std, or --preprocess torch|tf|caffe)"
+        );
+    }
 }
 
 impl SubjectArgs {

@@ -331,6 +331,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         ),
     };
     let model = overrides.apply(model)?;
+    methods::note_assumption(&model);
     if args.watch && args.model.is_none() {
         bail!("--watch needs a model file to watch");
     }

@@ -57,6 +57,11 @@ pub struct InputSpec {
     /// How shapes are shown.
     #[serde(default)]
     pub display_layout: DisplayLayout,
+    /// Nothing said how the input is prepared (an ONNX file; a Keras model without
+    /// Rescaling or Normalization layers): the range, mean and std are a guess the user
+    /// must be told of, until they set them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assumed: bool,
 }
 
 impl Default for InputSpec {
@@ -67,11 +72,27 @@ impl Default for InputSpec {
             std: vec![1.0],
             channel_order: ChannelOrder::Gray,
             display_layout: DisplayLayout::ChannelsLast,
+            assumed: false,
         }
     }
 }
 
 impl InputSpec {
+    /// What is assumed of an assumed description (`None` when the model's file said):
+    /// `pixels to [0, 1], mean 0, std 1`.
+    pub fn assumption(&self) -> Option<String> {
+        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        self.assumed.then(|| {
+            format!(
+                "pixels to [{}, {}], mean {}, std {}",
+                self.range[0],
+                self.range[1],
+                list(&self.mean),
+                list(&self.std)
+            )
+        })
+    }
+
     /// `(mean, std)` of channel `c`.
     pub fn normalisation(&self, c: usize) -> (f32, f32) {
         let pick = |v: &[f32], default| v.get(c).or(v.first()).copied().unwrap_or(default);
@@ -94,6 +115,38 @@ pub struct InputOverrides {
     pub std: Option<Vec<f32>>,
     /// Class names, one per output.
     pub classes: Option<Vec<String>>,
+    /// One of keras.applications' `preprocess_input` modes, applied before the settings
+    /// above.
+    pub preprocess: Option<Preprocess>,
+}
+
+/// keras.applications' three `preprocess_input` modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preprocess {
+    /// Pixels to [0, 1], then ImageNet's mean and std per RGB channel (PyTorch's models).
+    Torch,
+    /// Pixels to [-1, 1] (MobileNet, Inception, Xception).
+    Tf,
+    /// BGR, pixels in 0..255 less ImageNet's mean per channel (VGG, ResNet50 in Keras).
+    Caffe,
+}
+
+impl Preprocess {
+    /// The input description the mode stands for, on a model of `channels` channels.
+    fn apply(self, input: &mut InputSpec) {
+        let (range, mean, std) = match self {
+            Preprocess::Torch => ([0.0, 1.0], vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
+            Preprocess::Tf => ([-1.0, 1.0], vec![0.0], vec![1.0]),
+            Preprocess::Caffe => ([0.0, 255.0], vec![103.939, 116.779, 123.68], vec![1.0]),
+        };
+        input.range = range;
+        input.mean = mean;
+        input.std = std;
+        if input.channel_order != ChannelOrder::Gray {
+            input.channel_order =
+                if self == Preprocess::Caffe { ChannelOrder::Bgr } else { ChannelOrder::Rgb };
+        }
+    }
 }
 
 impl InputOverrides {
@@ -101,6 +154,18 @@ impl InputOverrides {
     /// outputs.
     pub fn apply(&self, mut model: Model) -> Result<Model> {
         let channels = model.graph.input_shape()[0];
+        let preparation = self.preprocess.is_some()
+            || self.range.is_some()
+            || self.mean.is_some()
+            || self.std.is_some();
+        if let Some(mode) = self.preprocess {
+            if channels != 3 {
+                return Err(Error::Invalid(format!(
+                    "--preprocess is for colour images; this model reads {channels} channel(s)"
+                )));
+            }
+            mode.apply(&mut model.input);
+        }
         if let Some([lo, hi]) = self.range {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return Err(Error::Invalid(format!("input range [{lo}, {hi}] is empty")));
@@ -126,6 +191,8 @@ impl InputOverrides {
             }
             model.classes = names.iter().map(|c| printable(c)).collect();
         }
+        // Said now: the user chose (or confirmed) the preparation.
+        model.input.assumed &= !preparation;
         Ok(model)
     }
 }

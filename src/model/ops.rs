@@ -28,8 +28,10 @@ pub enum Activation {
     /// modifiers leave it alone, as Captum's and keras-vis's leave ReLU6.
     Clip {
         /// Lower bound.
+        #[serde(with = "maybe_infinite")]
         min: f32,
         /// Upper bound.
+        #[serde(with = "maybe_infinite")]
         max: f32,
     },
     /// `scale·x` for `x > 0`, else `scale·alpha·(eˣ − 1)`: ELU with `scale` 1, SELU with
@@ -290,8 +292,8 @@ pub enum Op {
         /// Pixels added `[top, bottom, left, right]` (Keras's `((top, bottom), (left,
         /// right))` order).
         pads: [usize; 4],
-        /// The value of the added pixels.
-        #[serde(default)]
+        /// The value of the added pixels (`-inf` before a max pool).
+        #[serde(default, with = "maybe_infinite")]
         value: f32,
     },
     /// Max over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
@@ -400,8 +402,54 @@ impl Op {
     }
 }
 
+/// Floats that may be infinite, in JSON, which has no infinity (serde_json writes `null`):
+/// a number, or `"inf"`, `"-inf"`, `"nan"`.
+mod maybe_infinite {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f32, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            v if v.is_finite() => s.serialize_f32(*v),
+            v if v.is_nan() => s.serialize_str("nan"),
+            v if *v > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(f32),
+            Name(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Number(v) => Ok(v),
+            Written::Name(name) => match name.as_str() {
+                "inf" => Ok(f32::INFINITY),
+                "-inf" => Ok(f32::NEG_INFINITY),
+                "nan" => Ok(f32::NAN),
+                other => Err(D::Error::custom(format!("'{other}' is not a number"))),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn infinite_values_survive_json() {
+        for value in [f32::NEG_INFINITY, f32::INFINITY, -f32::MAX, 0.5] {
+            let op = super::Op::Pad { pads: [1, 0, 0, 1], value };
+            let json = serde_json::to_string(&op).expect("json");
+            let back: super::Op = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, op, "{json}");
+        }
+        let nan = serde_json::to_string(&super::Op::Pad { pads: [0; 4], value: f32::NAN });
+        assert!(nan.expect("json").contains("\"nan\""));
+    }
+
     use super::*;
 
     #[test]

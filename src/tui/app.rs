@@ -123,6 +123,10 @@ impl App {
             quit: false,
         };
         app.refresh();
+        // Said where it is seen: the notice printed before the explorer took the screen
+        // is hidden behind it.
+        app.status =
+            app.model.input.assumption().map(|a| format!("assumed input: {a} (--preprocess)"));
         Ok(app)
     }
 

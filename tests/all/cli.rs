@@ -276,3 +276,30 @@ fn every_method_in_the_registry_is_a_command_with_its_help() {
         assert!(stdout(&o).starts_with(method.about), "{}: {}", method.name, stdout(&o));
     }
 }
+
+#[test]
+fn an_assumed_input_preparation_is_said_once_until_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/export18.onnx");
+    let onnx = onnx.to_str().unwrap();
+    let o = convscope(&["summary", onnx]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("does not say how its input is prepared").count(), 1, "{err}");
+    assert!(err.contains("assuming pixels to [0, 1], mean 0, std 1"), "{err}");
+    // Set, it is said no more, and a converted file remembers the choice.
+    let native = dir.path().join("m.safetensors");
+    let o = convscope(&["convert", onnx, "-o", native.to_str().unwrap(), "--preprocess", "caffe"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("in range [0.0, 255.0]"), "{}", stdout(&o));
+    let o = convscope(&["summary", native.to_str().unwrap()]);
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = convscope::formats::load(&native).unwrap();
+    assert_eq!(model.input.mean, [103.939, 116.779, 123.68]);
+    assert_eq!(model.input.channel_order, convscope::model::ChannelOrder::Bgr);
+    // The bundled model's file says: nothing to note.
+    assert!(convscope(&["summary", "sample"]).stderr.is_empty());
+    // A grey model has no colour preparation.
+    let o = convscope(&["summary", "sample", "--preprocess", "torch"]);
+    assert_one_line_error(&o, "--preprocess is for colour images");
+}

@@ -27,6 +27,7 @@ fn small() -> Model {
         std: vec![58.4, 57.1, 57.4],
         channel_order: ChannelOrder::Bgr,
         display_layout: DisplayLayout::ChannelsFirst,
+        assumed: true,
     };
     model.classes = vec!["cat".into(), "dog".into()];
     model

@@ -412,6 +412,7 @@ impl<'a> Builder<'a> {
             None if normalization.is_some() => [0.0, 255.0],
             None => [0.0, 1.0],
         };
+        let assumed = rescaling.is_none() && normalization.is_none();
         let (mean, std) = normalization.unwrap_or_else(|| (vec![0.0], vec![1.0]));
         let channel_order = if channels == 3 { ChannelOrder::Rgb } else { ChannelOrder::Gray };
         let input = InputSpec {
@@ -420,6 +421,7 @@ impl<'a> Builder<'a> {
             std,
             channel_order,
             display_layout: DisplayLayout::ChannelsLast,
+            assumed,
         };
         Ok((folded, input))
     }

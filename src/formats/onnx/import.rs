@@ -238,6 +238,8 @@ impl Importer {
             } else {
                 DisplayLayout::ChannelsFirst
             },
+            // ONNX has no place for it.
+            assumed: true,
             ..InputSpec::default()
         };
         values.insert(
