@@ -44,6 +44,18 @@ pub enum Error {
         /// The layer names the model has, comma separated.
         available: String,
     },
+    /// The model leaves its input's height and width open and no size was given.
+    #[error(
+        "{}: input '{input}' leaves its height and width open: give the size to use with \
+         --input-size HxW",
+        path.display()
+    )]
+    OpenInputSize {
+        /// The model file.
+        path: PathBuf,
+        /// The input's name.
+        input: String,
+    },
     /// A request that does not fit the model (a class index out of range, a batch of the
     /// wrong shape).
     #[error("{0}")]

@@ -104,6 +104,10 @@ pub struct Preprocessing {
     /// Class names, one per line, in output order.
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
+    /// Height and width for a model that leaves them open (e.g. `224x224`; default: the
+    /// first image's).
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<[usize; 2]>,
     /// keras.applications' preparation: torch (0..1, ImageNet mean and std), tf (-1..1) or
     /// caffe (BGR, 0..255 less ImageNet's mean); --input-range, --mean, --std then adjust it.
     #[arg(long, value_enum)]
@@ -152,6 +156,18 @@ impl Preprocessing {
     }
 }
 
+fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let parsed: Option<Vec<usize>> = s.split(['x', '×']).map(|v| v.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[h, w])
+            if (1..=MAX_SIDE as usize).contains(&h) && (1..=MAX_SIDE as usize).contains(&w) =>
+        {
+            Ok([h, w])
+        }
+        _ => Err(format!("'{s}' is not a size HxW (each from 1 to {MAX_SIDE})")),
+    }
+}
+
 fn parse_range(s: &str) -> Result<[f32; 2], String> {
     let parsed: Option<Vec<f32>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
     match parsed.as_deref() {
@@ -163,14 +179,49 @@ fn parse_range(s: &str) -> Result<[f32; 2], String> {
 /// Loads a model (`sample` names the bundled one when no such file exists) and applies the
 /// user's preprocessing settings.
 pub fn load_model(path: &Path, preprocessing: &Preprocessing) -> Result<Model> {
+    load_model_for(path, preprocessing, None)
+}
+
+/// [`load_model`] for an input image: a model that leaves its input size open, with no
+/// `--input-size`, takes the image's (and says so).
+pub fn load_model_for(
+    path: &Path,
+    preprocessing: &Preprocessing,
+    image: Option<&Path>,
+) -> Result<Model> {
     let model = if path == Path::new("sample") && !path.exists() {
         convscope::data::sample::model()?
     } else {
-        formats::load(path)?
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        open_model(&bytes, path, preprocessing, image)?
     };
     let model = preprocessing.overrides()?.apply(model)?;
     note_assumption(&model);
     Ok(model)
+}
+
+/// Reads a model from its file's `bytes`, at `--input-size` or, where the file leaves the
+/// size open, at the size of `image`.
+pub fn open_model(
+    bytes: &[u8],
+    path: &Path,
+    preprocessing: &Preprocessing,
+    image: Option<&Path>,
+) -> Result<Model> {
+    match (formats::from_bytes_sized(bytes, path, preprocessing.input_size), image) {
+        (Err(convscope::Error::OpenInputSize { .. }), Some(image)) => {
+            let (w, h) = image::image_dimensions(image)
+                .with_context(|| format!("{}: reading its size", image.display()))?;
+            let size = [h as usize, w as usize];
+            eprintln!(
+                "convscope: note: the model leaves its input size open: using {h}×{w}, the size \
+                 of {} (set --input-size HxW)",
+                image.display()
+            );
+            Ok(formats::from_bytes_sized(bytes, path, Some(size))?)
+        }
+        (model, _) => Ok(model?),
+    }
 }
 
 /// Says on stderr, once per command, what was assumed of the model's input preparation.
@@ -186,7 +237,7 @@ pub fn note_assumption(model: &Model) {
 impl SubjectArgs {
     /// The model, the prepared input, the class to explain and every class's probability.
     fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
-        let model = load_model(&self.model, &self.preprocessing)?;
+        let model = load_model_for(&self.model, &self.preprocessing, self.image.as_deref())?;
         let prepared = match &self.image {
             Some(path) => super::prepare(&model, path)?,
             None => default_input(&model)?,

@@ -13,7 +13,6 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use convscope::data::digits::{Digits, SIDE};
 use convscope::data::input::{self, Prepared};
 use convscope::data::train::{self, TrainConfig};
-use convscope::formats;
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry;
 use convscope::present::ansi::ColorMode;
@@ -273,7 +272,11 @@ pub fn run(cli: Cli) -> Result<()> {
             summary(&methods::load_model(&model, &preprocessing)?, json)
         }
         Some(Command::Predict { model, images, top, json, preprocessing }) => {
-            let model = methods::load_model(&model, &preprocessing)?;
+            let model = methods::load_model_for(
+                &model,
+                &preprocessing,
+                images.first().map(|p| p.as_path()),
+            )?;
             let prepared = images.iter().map(|p| prepare(&model, p)).collect::<Result<Vec<_>>>()?;
             predict(&model, &prepared, &[], top, json)
         }
@@ -318,7 +321,8 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-            let model = formats::from_bytes(&bytes, path)?;
+            let first = convscope::data::inputs::image_files(&args.images)?.into_iter().next();
+            let model = methods::open_model(&bytes, path, &args.preprocessing, first.as_deref())?;
             let name = path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());

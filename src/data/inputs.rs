@@ -100,6 +100,24 @@ fn image_inputs(
     images: &[PathBuf],
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
+    let files = image_files(images)?;
+    files
+        .iter()
+        .map(|path| {
+            let prepared = input::load_image(model, path)?;
+            if let Some(note) = &prepared.adjusted {
+                notes.push(format!("{}: {note}", path.display()));
+            }
+            let name = path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            Ok((name, prepared, label_from_name(model, path)))
+        })
+        .collect()
+}
+
+/// The image files `images` names: files as they are, folders searched for images (sorted).
+pub fn image_files(images: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in images {
         if path.is_dir() {
@@ -121,19 +139,7 @@ fn image_inputs(
             files.push(path.clone());
         }
     }
-    files
-        .iter()
-        .map(|path| {
-            let prepared = input::load_image(model, path)?;
-            if let Some(note) = &prepared.adjusted {
-                notes.push(format!("{}: {note}", path.display()));
-            }
-            let name = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-            Ok((name, prepared, label_from_name(model, path)))
-        })
-        .collect()
+    Ok(files)
 }
 
 /// Whether the true class `label`, if known, is not the top class of `probs`.

@@ -17,17 +17,42 @@ use crate::model::Model;
 
 /// Reads a model file, choosing the reader by content.
 pub fn load(path: &Path) -> Result<Model> {
+    load_sized(path, None)
+}
+
+/// [`load`], with the input's height and width where the file leaves them open
+/// (`--input-size`); a model whose file fixes them must agree.
+pub fn load_sized(path: &Path, input_size: Option<[usize; 2]>) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    from_bytes(&bytes, path)
+    from_bytes_sized(&bytes, path, input_size)
 }
 
 /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
 /// extension only where the content cannot tell); `path` names the file in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+    from_bytes_sized(bytes, path, None)
+}
+
+/// [`from_bytes`] with an input size, as [`load_sized`].
+pub fn from_bytes_sized(
+    bytes: &[u8],
+    path: &Path,
+    input_size: Option<[usize; 2]>,
+) -> Result<Model> {
+    let fixed = |model: Model| match (input_size, model.input_chw()) {
+        (Some(size), Ok([_, h, w])) if size != [h, w] => Err(Error::bad_file(
+            path,
+            format!(
+                "its input is fixed at {h}×{w}; --input-size {}x{} does not fit it",
+                size[0], size[1]
+            ),
+        )),
+        _ => Ok(model),
+    };
     match FileKind::of(bytes, path) {
-        FileKind::Native => native::from_bytes(bytes, path),
-        FileKind::Keras => keras::from_bytes(bytes, path),
-        FileKind::Onnx => onnx::from_bytes(bytes, path),
+        FileKind::Native => native::from_bytes(bytes, path).and_then(fixed),
+        FileKind::Keras => keras::from_bytes(bytes, path).and_then(fixed),
+        FileKind::Onnx => onnx::from_bytes_sized(bytes, path, input_size),
         FileKind::Unknown => Err(Error::bad_file(
             path,
             "not a convscope model, ONNX or Keras file (convscope reads its own \

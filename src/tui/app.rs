@@ -426,9 +426,16 @@ impl App {
         }
         let path = watch.path().to_path_buf();
         let loaded = std::fs::read(&path).map_err(|e| report(&e)).and_then(|bytes| {
-            let model = crate::formats::from_bytes(&bytes, &path)
-                .and_then(|m| self.options.overrides.apply(m))
-                .map_err(|e| report(&e))?;
+            // A model that leaves its size open keeps the size it was explored at.
+            let size = self.model.input_chw().ok().map(|[_, h, w]| [h, w]);
+            let model = match crate::formats::from_bytes(&bytes, &path) {
+                Err(crate::Error::OpenInputSize { .. }) => {
+                    crate::formats::from_bytes_sized(&bytes, &path, size)
+                }
+                loaded => loaded,
+            }
+            .and_then(|m| self.options.overrides.apply(m))
+            .map_err(|e| report(&e))?;
             Ok((model, cache::hash(&bytes)))
         });
         let time = time_of_day();

@@ -685,12 +685,29 @@ fn external_data_outside_the_model_folder_is_refused() {
 }
 
 #[test]
-fn a_dynamic_image_size_is_an_error() {
+fn an_open_image_size_is_taken_from_input_size() {
     let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
     let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
-    model.graph.as_mut().unwrap().input[0] = value_info("input", &[None, Some(1), None, Some(12)]);
-    let err = import_error(&model.encode_to_vec());
-    assert!(err.contains("no fixed size on axis 2"), "{err}");
+    let fixed = npy_tensor("torch_chain.input.npy");
+    let [_, c, h, w] = fixed.dims() else { panic!("an image input") };
+    let (c, h, w) = (*c, *h, *w);
+    model.graph.as_mut().unwrap().input[0] =
+        value_info("input", &[None, Some(c as i64), None, None]);
+    let open = model.encode_to_vec();
+    let path = Path::new("open.onnx");
+    let err = convscope::formats::onnx::from_bytes(&open, path).unwrap_err();
+    assert!(matches!(err, convscope::Error::OpenInputSize { .. }), "{err}");
+    assert!(err.to_string().contains("--input-size HxW"), "{err}");
+    let sized = convscope::formats::from_bytes_sized(&open, path, Some([h, w])).unwrap();
+    assert_eq!(sized.input_chw().unwrap(), [c, h, w]);
+    check_outputs(&sized, "torch_chain", &fixed);
+    // A size the rest of the graph cannot take is the graph's error, on one line.
+    let err = convscope::formats::from_bytes_sized(&open, path, Some([h + 3, w])).unwrap_err();
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    // A file that fixes its size must agree with the one given.
+    let err = convscope::formats::from_bytes_sized(&bytes, path, Some([h + 1, w])).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+    assert!(convscope::formats::from_bytes_sized(&bytes, path, Some([h, w])).is_ok());
 }
 
 /// `[N, 5, 5, 3]` input, flattened in NHWC order, then `B` (with a Relu between when
@@ -968,4 +985,31 @@ fn a_final_log_softmax_is_the_classifier_softmax() {
     let expected = values(&convscope::engine::softmax(&logits).unwrap());
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     assert_close(&model.predict(&x).unwrap(), &expected, 1e-4, "probabilities");
+}
+
+#[test]
+fn commands_take_an_open_size_from_the_image() {
+    let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let fixed = npy_tensor("torch_chain.input.npy");
+    let &[_, c, h, w] = fixed.dims() else { panic!("an image input") };
+    model.graph.as_mut().unwrap().input[0] =
+        value_info("input", &[None, Some(c as i64), None, None]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    let image = dir.path().join("x.png");
+    image::GrayImage::from_pixel(w as u32, h as u32, image::Luma([90])).save(&image).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_convscope")).args(args).output().unwrap()
+    };
+    let (model, image) = (path.to_str().unwrap(), image.to_str().unwrap());
+    let o = run(&["predict", model, image]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("using {h}×{w}, the size of")), "{err}");
+    let o = run(&["summary", model]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--input-size HxW"));
+    let size = format!("{h}x{w}");
+    assert!(run(&["summary", model, "--input-size", &size]).status.success());
 }

@@ -18,7 +18,7 @@ use super::external::Source;
 use super::layout::{Computed, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
 use super::passes::{drop_unused, fuse_activations, shorten_names};
-use super::proto::{GraphProto, ModelProto, NodeProto, data_type};
+use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
 use super::tensor::tensor_array;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -61,7 +61,12 @@ pub(super) enum Batch {
 }
 
 /// Reads `model` (decoded from a file of `file_len` bytes at `path`).
-pub(super) fn import(model: &ModelProto, file_len: usize, path: &Path) -> Result<Model> {
+pub(super) fn import(
+    model: &ModelProto,
+    file_len: usize,
+    path: &Path,
+    input_size: Option<[usize; 2]>,
+) -> Result<Model> {
     // Names come from the file: control characters in them must not break the line.
     let bad = |message: String| {
         let one_line: String = message
@@ -91,7 +96,17 @@ pub(super) fn import(model: &ModelProto, file_len: usize, path: &Path) -> Result
     // External data is looked for beside the file ("." for a bare file name).
     let folder = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
     let source = Source { file_len, folder };
-    let mut importer = Importer::new(graph, opset, source).map_err(bad)?;
+    if input_size.is_none()
+        && let [input] = graph_inputs(graph).as_slice()
+        && let Some(shape) = input.r#type.as_ref().and_then(|t| t.tensor_type.as_ref())
+        && shape
+            .shape
+            .as_ref()
+            .is_some_and(|s| s.dim.iter().skip(1).any(|d| d.dim_value.unwrap_or(0) <= 0))
+    {
+        return Err(Error::OpenInputSize { path: path.to_path_buf(), input: input.name.clone() });
+    }
+    let mut importer = Importer::new(graph, opset, source, input_size).map_err(bad)?;
     for node in &graph.node {
         importer.node(node).map_err(|e| match e {
             NodeError::Unsupported => bad(format!(
@@ -161,13 +176,66 @@ pub(super) struct Importer {
     pub(super) input_spec: InputSpec,
 }
 
+/// The graph's inputs that are not initializers: what the model is fed.
+fn graph_inputs(graph: &GraphProto) -> Vec<&ValueInfoProto> {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect()
+}
+
+/// The per-sample sizes of input `name` of ONNX dims `dims` (batch first), with the height
+/// and width that `input_size` gives where the file leaves them open.
+fn input_sizes(
+    name: &str,
+    dims: &[Dimension],
+    input_size: Option<[usize; 2]>,
+) -> Fallible<Vec<usize>> {
+    let fixed: Vec<Option<usize>> =
+        dims.iter().skip(1).map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize)).collect();
+    let open: Vec<usize> = (0..fixed.len()).filter(|&a| fixed[a].is_none()).collect();
+    let set = |[h, w]: [usize; 2]| format!("--input-size {h}x{w}");
+    match (open.as_slice(), input_size) {
+        ([], None) => Ok(fixed.into_iter().flatten().collect()),
+        ([], Some(size)) => {
+            let sizes: Vec<usize> = fixed.into_iter().flatten().collect();
+            // [C, H, W] or [H, W, C]: the size must be the one the file fixes.
+            let fits = sizes.len() == 3 && (sizes[1..] == size || sizes[..2] == size);
+            if fits {
+                Ok(sizes)
+            } else {
+                Err(format!("input '{name}' is fixed at {sizes:?}; {} does not fit it", set(size)))
+            }
+        }
+        (&[a, b], Some([h, w])) if fixed.len() == 3 && b == a + 1 => {
+            let mut sizes: Vec<usize> = fixed.iter().map(|s| s.unwrap_or(0)).collect();
+            sizes[a] = h;
+            sizes[b] = w;
+            Ok(sizes)
+        }
+        (_, Some(size)) => Err(format!(
+            "input '{name}' leaves axes {:?} open; {} sets an image's height and width only",
+            open.iter().map(|a| a + 1).collect::<Vec<_>>(),
+            set(size)
+        )),
+        (_, None) => Err(format!(
+            "input '{name}' leaves its size open on axis {}: give the size to use with \
+             --input-size HxW",
+            open[0] + 1
+        )),
+    }
+}
+
 impl Importer {
-    fn new(graph: &GraphProto, opset: i64, source: Source) -> Fallible<Importer> {
+    fn new(
+        graph: &GraphProto,
+        opset: i64,
+        source: Source,
+        input_size: Option<[usize; 2]>,
+    ) -> Fallible<Importer> {
         let mut values = HashMap::new();
         for t in &graph.initializer {
             values.insert(t.name.clone(), Value::Const(tensor_array(t, &source)?));
         }
-        let inputs: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
+        let inputs = graph_inputs(graph);
         let input = match inputs.as_slice() {
             [one] => *one,
             _ => {
@@ -194,19 +262,7 @@ impl Importer {
             Some(n) if n > 0 => Batch::Fixed(n),
             _ => Batch::Dynamic,
         };
-        let sizes = dims
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(axis, d)| match d.dim_value {
-                Some(v) if v > 0 => Ok(v as usize),
-                _ => Err(format!(
-                    "input '{name}' has no fixed size on axis {axis} ({}); convscope needs \
-                     a fixed input size",
-                    d.dim_param.as_deref().unwrap_or("unknown")
-                )),
-            })
-            .collect::<Fallible<Vec<usize>>>()?;
+        let sizes = input_sizes(name, dims, input_size)?;
         let mut uses: HashMap<String, usize> = HashMap::new();
         for node in &graph.node {
             for i in node.input.iter().filter(|i| !i.is_empty()) {

@@ -31,8 +31,17 @@ type Fallible<T> = std::result::Result<T, String>;
 /// Reads an ONNX model from the bytes of a file; `path` names it in errors and gives the
 /// model its name.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+    from_bytes_sized(bytes, path, None)
+}
+
+/// [`from_bytes`], with the input's height and width where the file leaves them open.
+pub fn from_bytes_sized(
+    bytes: &[u8],
+    path: &Path,
+    input_size: Option<[usize; 2]>,
+) -> Result<Model> {
     let model = proto::ModelProto::decode(bytes).map_err(|e| {
         Error::bad_file(path, format!("not a readable ONNX model (truncated or corrupt?): {e}"))
     })?;
-    import::import(&model, bytes.len(), path)
+    import::import(&model, bytes.len(), path, input_size)
 }
