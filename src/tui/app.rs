@@ -162,7 +162,17 @@ impl App {
             style: Style { colormap: self.colormap, overlay: self.overlay },
             options: &self.options,
             width: self.width,
+            classes: if self.batches_classes() {
+                (0..self.model.num_classes()).collect()
+            } else {
+                vec![self.class]
+            },
         }
+    }
+
+    /// Whether the current tab's view holds every class (a few, computed in one batch).
+    fn batches_classes(&self) -> bool {
+        self.current_tab().uses().per_class && self.model.num_classes() <= tabs::BATCHED_CLASSES
     }
 
     /// Makes input `i` the current one, on its predicted class.
@@ -338,7 +348,7 @@ impl App {
             tab: self.tab,
             input: if uses.input { self.input } else { 0 },
             // A view with a picture per class holds them all under one key.
-            class: if uses.class && !uses.per_class { self.class } else { 0 },
+            class: if uses.class && !self.batches_classes() { self.class } else { 0 },
             rule: if uses.modifier { self.rule } else { ReluRule::Vanilla },
             layer: self.layer().unwrap_or(0),
             colormap: if uses.colormap { self.colormap } else { Colormap::Jet },
@@ -350,7 +360,7 @@ impl App {
     /// Which picture of a cached set shows the current state (per-class sets hold one per
     /// class).
     fn pick(&self, pictures: &Arc<Vec<Picture>>) -> Panel {
-        let per_class = self.current_tab().uses().per_class && pictures.len() > 1;
+        let per_class = self.batches_classes() && pictures.len() > 1;
         match pictures.get(if per_class { self.class } else { 0 }) {
             Some(p) => Panel::Picture(Arc::new(p.clone())),
             None => Panel::Unavailable("nothing to show".into()),

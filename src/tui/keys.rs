@@ -68,7 +68,8 @@ pub struct Uses {
     pub colormap: bool,
     /// Heatmaps that can be laid over the input.
     pub overlay: bool,
-    /// The view holds one picture per class, so a class change is a lookup.
+    /// The view can hold a picture per class: for a model of few classes every class is
+    /// computed in one batch, so a class change is a lookup.
     pub per_class: bool,
     /// The view is text (it scrolls).
     pub text: bool,

@@ -305,3 +305,54 @@ fn a_class_change_in_saliency_sends_only_what_changed() {
     assert!(class_change < 16_000, "{class_change} bytes");
     assert!(nothing < 100, "an unchanged frame sends almost nothing: {nothing}");
 }
+
+#[test]
+fn a_model_of_many_classes_computes_the_class_shown() {
+    use convscope::{Activation, Node, Op, Padding};
+    let model = crate::support::random_model(
+        &[1, 8, 8],
+        vec![
+            Node::new(
+                "c",
+                crate::support::conv(2, 3, 1, Padding::Valid, 1, Activation::Relu),
+                &["input"],
+            ),
+            Node::new("flat", Op::Flatten, &["c"]),
+            Node::new("out", crate::support::dense(40, Activation::Softmax), &["flat"]),
+        ],
+        4,
+    );
+    let image = tempfile::tempdir().unwrap();
+    let file = image.path().join("x.png");
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y * 3) as u8]))
+        .save(&file)
+        .unwrap();
+    let inputs =
+        convscope::data::inputs::load_inputs(&model, &[file], false, &mut Vec::new()).unwrap();
+    let options = Options {
+        color: ColorMode::TrueColor,
+        maxact_iterations: 2,
+        cache_dir: None,
+        watch: None,
+        overrides: Default::default(),
+    };
+    let mut app = App::new(model, "many".into(), 1, inputs, options).unwrap();
+    press(&mut app, KeyCode::F(6));
+    let first = screen(&app, 80, 24);
+    assert!(first.contains("Saliency · class"), "{first}");
+    // Plain digits pick tabs with this many classes; arrows still move the class.
+    press(&mut app, KeyCode::Right);
+    let second = screen(&app, 80, 24);
+    assert!(second.contains("saliency · class"), "{second}");
+    assert_ne!(first, second, "another class, another map");
+    press(&mut app, KeyCode::Char('7'));
+    assert!(screen(&app, 80, 24).contains("Grad-CAM"));
+    // Activation maximisation of the current class, not of all forty.
+    press(&mut app, KeyCode::F(4));
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Activation maximisation · class "), "{s}");
+    let caption = s.split("classifies each:").nth(1).unwrap_or_default();
+    let caption = caption.split('└').next().unwrap_or_default();
+    assert_eq!(caption.matches('→').count(), 1, "one target, classified: {s}");
+}

@@ -6,7 +6,7 @@ use crate::methods::registry::MethodInfo;
 use crate::model::Model;
 use crate::present::figures;
 use crate::tui::keys::{Action, Binding, ch};
-use crate::tui::tabs::{Ctx, Tab, Uses, View, beside_input};
+use crate::tui::tabs::{Ctx, Tab, Uses, View, gradient_view};
 
 /// Grad-CAM and guided grad-CAM.
 #[derive(Default)]
@@ -60,18 +60,18 @@ impl Tab for GradCam {
     }
 
     fn view(&self, ctx: &Ctx) -> View {
-        let classes: Vec<usize> = (0..ctx.model.num_classes()).collect();
-        let pictures = ctx.subject().and_then(|(subject, _)| {
-            if self.guided {
-                classes
+        let guided = self.guided;
+        gradient_view(ctx, "grad-CAM", move |r| {
+            let subject = r.subject();
+            if guided {
+                r.classes
                     .iter()
-                    .map(|&c| figures::guided_grad_cam(&subject, c, ctx.layer, ctx.style))
+                    .map(|&c| figures::guided_grad_cam(&subject, c, r.layer, r.style))
                     .collect()
             } else {
-                figures::grad_cam(&subject, &classes, ctx.rule, ctx.layer, ctx.style)
+                figures::grad_cam(&subject, &r.classes, r.rule, r.layer, r.style)
             }
-        });
-        View::Pictures(beside_input(ctx, pictures))
+        })
     }
 
     fn bindings(&self) -> &'static [Binding] {

@@ -53,16 +53,21 @@ impl Tab for MaxAct {
         "Max act"
     }
 
+    /// Every class in one batch for a model of few classes, the current one of many.
     fn uses(&self) -> Uses {
-        Uses::default()
+        Uses { class: true, per_class: true, ..Uses::default() }
     }
 
-    fn heading(&self, _ctx: &Ctx) -> String {
-        " Activation maximisation · every class ".into()
+    fn heading(&self, ctx: &Ctx) -> String {
+        match ctx.classes.as_slice() {
+            [_] => format!(" Activation maximisation · class {} ", ctx.class_name()),
+            _ => " Activation maximisation · every class ".into(),
+        }
     }
 
     fn view(&self, ctx: &Ctx) -> View {
         let model = ctx.model.clone();
+        let classes = ctx.classes.clone();
         let config = ActMaxConfig {
             iterations: ctx.options.maxact_iterations,
             seed: self.seed,
@@ -72,7 +77,7 @@ impl Tab for MaxAct {
         let key = Key {
             model: ctx.model_hash,
             input: model.input.clone(),
-            classes: model.classes.clone(),
+            classes: classes.iter().map(|&c| model.classes[c].clone()).collect(),
             config: config.clone(),
         };
         View::Job(
@@ -85,9 +90,9 @@ impl Tab for MaxAct {
                 {
                     return Ok(vec![figures::maxact_picture(chw, &entry.images, entry.caption)]);
                 }
-                let targets: Vec<Target> = (0..model.num_classes()).map(Target::Class).collect();
+                let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c)).collect();
                 let names: Vec<String> =
-                    model.classes.iter().map(|c| format!("class {c}")).collect();
+                    classes.iter().map(|&c| format!("class {}", model.classes[c])).collect();
                 let result = actmax::maximise(&model, &targets, &config, job.cancel_flag(), |p| {
                     let n = p.losses.len().max(1) as f32;
                     let mean = |f: fn(&LossTerms) -> f32| p.losses.iter().map(f).sum::<f32>() / n;

@@ -22,6 +22,7 @@ use crate::methods::registry::MethodInfo;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style, Subject};
 use crate::present::pixels;
+use crate::present::summary::Summary;
 use crate::tui::Options;
 use crate::tui::jobs::JobContext;
 use crate::tui::keys::Binding;
@@ -62,7 +63,17 @@ pub struct Ctx<'a> {
     pub options: &'a Options,
     /// Width of the main panel in cells.
     pub width: u16,
+    /// The classes a per-class view computes: all of a few, or the current one of many.
+    pub classes: Vec<usize>,
 }
+
+/// Up to this many classes, a per-class view computes every class in one batch, so cycling
+/// classes is a lookup; beyond it (an ImageNet model's 1,000) only the current class.
+pub const BATCHED_CLASSES: usize = 16;
+
+/// Mult-adds a view may cost (forward and backward, every class it computes) and still be
+/// made at once; costlier views run as background jobs, so keys never wait on them.
+const INLINE_MULT_ADDS: u64 = 2_000_000_000;
 
 impl Ctx<'_> {
     /// The current class's name.
@@ -136,17 +147,69 @@ pub trait Tab {
     }
 }
 
-/// Heatmaps with the input beside them (unless laid over it).
-pub fn beside_input(
-    ctx: &Ctx,
-    pictures: crate::Result<Vec<Picture>>,
-) -> crate::Result<Vec<Picture>> {
-    let pictures = pictures?;
-    if ctx.style.overlay {
-        return Ok(pictures);
+/// What a gradient view reads, owned, so that it can be computed in a background job.
+pub struct Request {
+    /// The model.
+    pub model: Arc<Model>,
+    /// The input explained.
+    pub item: InputItem,
+    /// The classes to compute.
+    pub classes: Vec<usize>,
+    /// The modifier.
+    pub rule: ReluRule,
+    /// The tab's layer.
+    pub layer: Option<usize>,
+    /// Colours and overlay.
+    pub style: Style,
+}
+
+impl Request {
+    /// The input as a method's subject.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject { model: &self.model, input: &self.item.prepared, probs: &self.item.probs }
     }
-    let input = ctx.subject()?.0.input_image()?;
-    Ok(pictures.into_iter().map(|p| beside(&input, p)).collect())
+
+    /// Heatmaps with the input beside them (unless laid over it).
+    fn beside_input(&self, pictures: crate::Result<Vec<Picture>>) -> crate::Result<Vec<Picture>> {
+        let pictures = pictures?;
+        if self.style.overlay {
+            return Ok(pictures);
+        }
+        let input = self.subject().input_image()?;
+        Ok(pictures.into_iter().map(|p| beside(&input, p)).collect())
+    }
+}
+
+/// The view of a gradient method (`compute`, titled `title`): made at once when cheap, in a
+/// background job when not, so keys never wait on a large model.
+pub fn gradient_view(
+    ctx: &Ctx,
+    title: &'static str,
+    compute: impl FnOnce(&Request) -> crate::Result<Vec<Picture>> + Send + 'static,
+) -> View {
+    let item = match ctx.subject() {
+        Ok((_, item)) => item.clone(),
+        Err(e) => return View::Pictures(Err(e)),
+    };
+    let request = Request {
+        model: ctx.model.clone(),
+        item,
+        classes: ctx.classes.clone(),
+        rule: ctx.rule,
+        layer: ctx.layer,
+        style: ctx.style,
+    };
+    let passes = (request.classes.len() as u64).saturating_mul(3);
+    if Summary::of(ctx.model).total_mult_adds.saturating_mul(passes) <= INLINE_MULT_ADDS {
+        return View::Pictures(request.beside_input(compute(&request)));
+    }
+    View::Job(
+        title,
+        Box::new(move |job| {
+            job.report(0.0, format!("{} class(es), forward and backward", request.classes.len()));
+            request.beside_input(compute(&request)).map_err(|e| crate::error::report(&e))
+        }),
+    )
 }
 
 /// The input image and a picture side by side.

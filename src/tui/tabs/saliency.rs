@@ -2,7 +2,7 @@
 //! batched pass so that cycling classes is a lookup.
 
 use crate::present::figures;
-use crate::tui::tabs::{Ctx, Tab, Uses, View, beside_input};
+use crate::tui::tabs::{Ctx, Tab, Uses, View, gradient_view};
 
 /// Saliency maps.
 pub struct Saliency;
@@ -29,10 +29,8 @@ impl Tab for Saliency {
     }
 
     fn view(&self, ctx: &Ctx) -> View {
-        let classes: Vec<usize> = (0..ctx.model.num_classes()).collect();
-        let pictures = ctx
-            .subject()
-            .and_then(|(subject, _)| figures::saliency(&subject, &classes, ctx.rule, ctx.style));
-        View::Pictures(beside_input(ctx, pictures))
+        gradient_view(ctx, "saliency", |r| {
+            figures::saliency(&r.subject(), &r.classes, r.rule, r.style)
+        })
     }
 }
