@@ -424,7 +424,8 @@ def activations():
 
 
 def export18():
-    """The patterns of today's exporters at opset 18: a Pad with -inf before a MaxPool (how a
+    """The patterns of today's exporters at opset 18: PRelu with a slope per channel (as
+    PyTorch writes nn.PReLU), a Pad with -inf before a MaxPool (how a
     ceil-mode or same max pool is written), ReduceMean over the spatial axes with its axes
     as an input (the dynamo exporter's global average pool) feeding a squeeze-excite gate
     multiplied into the feature map (two computed operands), a Concat of one input
@@ -437,7 +438,7 @@ def export18():
     nodes = [
         n("Conv", ["x", "c1.w", "c1.b"], ["c1"], name="conv1", kernel_shape=[3, 3],
           pads=[1, 1, 1, 1]),
-        n("Relu", ["c1"], ["a"], name="relu1"),
+        n("PRelu", ["c1", "slope"], ["a"], name="prelu"),
         n("Pad", ["a", "pool_pads", "minus_inf"], ["padded"], name="pad", mode="constant"),
         n("MaxPool", ["padded"], ["p"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
         n("ReduceMean", ["p", "hw"], ["squeezed"], name="se/mean", keepdims=1),
@@ -456,6 +457,8 @@ def export18():
     inits = [
         weight("c1.w", 4, 3, 3, 3),
         weight("c1.b", 4, scale=0.1),
+        numpy_helper.from_array(np.array([0.25, -0.5, 0.1, 1.5], np.float32).reshape(4, 1, 1),
+                                "slope"),
         ints("pool_pads", [0, 0, 0, 0, 0, 0, 1, 1]),
         floats("minus_inf", -np.inf),
         ints("hw", [2, 3]),

@@ -100,6 +100,8 @@ pub fn initial_weights(graph: &Graph, rng: &mut ChaCha8Rng) -> Result<Weights> {
                     (0..n).map(|_| dist.sample(rng)).collect()
                 }
                 "gamma" | "moving_variance" => vec![1.0; n],
+                // PyTorch's PReLU starts there.
+                "slope" => vec![0.25; n],
                 _ => vec![0.0; n],
             };
             let tensor = Tensor::from_vec(values, spec.shape.clone(), &candle_core::Device::Cpu)?;

@@ -303,6 +303,10 @@ impl Model {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
                 x.broadcast_mul(&scale)?.broadcast_add(&shift)?
             }
+            Op::PRelu => {
+                let slope = self.batch_norm_param(i, "slope", x.rank())?;
+                (x.maximum(0.0)? + x.minimum(0.0)?.broadcast_mul(&slope)?)?
+            }
             Op::Dropout { rate } => match rng {
                 Some(rng) if *rate > 0.0 => {
                     let mask = dropout_mask(x, *rate, rng)?;
@@ -451,6 +455,17 @@ impl Model {
                         weight_grad("beta", gz.sum(axes)?);
                     }
                     vec![gz.broadcast_mul(&scale)?]
+                }
+                Op::PRelu => {
+                    let slope = self.batch_norm_param(i, "slope", x.rank())?;
+                    if weight_grads {
+                        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                        weight_grad("slope", (&gz * x.minimum(0.0)?)?.sum(axes)?);
+                    }
+                    // 1 where x > 0, the slope elsewhere.
+                    let positive = x.gt(0.0)?.to_dtype(x.dtype())?;
+                    let factor = (positive.broadcast_mul(&(1.0 - &slope)?)?.broadcast_add(&slope))?;
+                    vec![(&gz * factor)?]
                 }
                 Op::Dropout { .. } => match &acts.dropout_masks[i] {
                     Some(mask) => vec![(&gz * mask)?],

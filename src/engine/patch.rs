@@ -624,7 +624,9 @@ fn plan_node(
             Ok((Step::Pointwise, same_place(out_map.unwrap_or(first.map), first.flat)))
         }
         Op::Dropout { .. } => Ok((Step::Pointwise, same_place(first.map, first.flat))),
-        Op::BatchNorm { .. } if !first.flat => Ok((Step::Pointwise, same_place(first.map, false))),
+        Op::BatchNorm { .. } | Op::PRelu if !first.flat => {
+            Ok((Step::Pointwise, same_place(first.map, false)))
+        }
         Op::Arith { constant: Some(constant), .. } if !first.flat => {
             // Only a constant that is the same at every pixel keeps the change in the box.
             let per_pixel = constant.shape.iter().rev().take(2).any(|&d| d != 1);

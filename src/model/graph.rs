@@ -295,6 +295,7 @@ impl Graph {
             Op::Arith { constant: Some(constant), .. } => {
                 vec![WeightSpec { role: "value", shape: constant.shape.clone(), trainable: false }]
             }
+            Op::PRelu => vec![trainable("slope", vec![input[0]])],
             _ => Vec::new(),
         }
     }
@@ -325,6 +326,7 @@ impl Graph {
                 Op::Conv2d { .. }
                     | Op::Activation { .. }
                     | Op::BatchNorm { .. }
+                    | Op::PRelu
                     | Op::Add
                     | Op::Arith { .. }
                     | Op::Concat { .. }

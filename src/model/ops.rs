@@ -254,6 +254,10 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// Parametric ReLU: `x` where positive, else `slope·x`, with weight `slope` one value per
+    /// channel (axis 0 of the per-sample shape). Not a ReLU for the backprop modifiers,
+    /// which leave it alone as they leave leaky ReLU.
+    PRelu,
     /// Dropout: identity at inference, a scaled random mask in training.
     Dropout {
         /// Fraction of units dropped in training.
@@ -357,6 +361,7 @@ impl Op {
             Op::GlobalAvgPool { .. } => "GlobalAveragePooling2D",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Dropout { .. } => "Dropout",
+            Op::PRelu => "PReLU",
             Op::Flatten => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Permute",

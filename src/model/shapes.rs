@@ -114,7 +114,9 @@ pub(super) fn infer_shape(
         {
             return Err(format!("clip range [{min}, {max}] is empty"));
         }
-        Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => (x.to_vec(), no_pad),
+        Op::Activation { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } | Op::PRelu => {
+            (x.to_vec(), no_pad)
+        }
         Op::Arith { kind, constant } => {
             let other = match constant {
                 Some(constant) => constant.shape.as_slice(),

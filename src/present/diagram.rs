@@ -253,7 +253,7 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
         }
         Op::BatchNorm { epsilon } => parts.push(format!("eps {epsilon}")),
         Op::Dropout { rate } => parts.push(format!("rate {rate}")),
-        Op::Flatten | Op::Add => {}
+        Op::Flatten | Op::Add | Op::PRelu => {}
         Op::Reshape { shape } => {
             let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
             parts.push(format!("to ({})", dims.join(", ")));

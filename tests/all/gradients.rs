@@ -54,7 +54,8 @@ fn dag() -> Model {
             ),
             Node::new("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["c1"]),
             Node::new("sum", Op::Add, &["c1", "c2"]),
-            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["sum"]),
+            Node::new("prelu", Op::PRelu, &["sum"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["prelu"]),
             Node::new("act", Op::Activation { activation: Activation::Relu }, &["bn"]),
             Node::new(
                 "avg",

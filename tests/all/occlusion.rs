@@ -135,6 +135,18 @@ fn onnx_residual_dag_matches_full_passes() {
 }
 
 #[test]
+fn todays_export_patterns_match_full_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/export18.onnx");
+    let model =
+        convscope::formats::onnx::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let x = random_input(&model, 1, 8);
+    // The PReLU and the -inf padding keep the square's box; the squeeze-excite mean reads
+    // the whole map, so everything after it runs on full maps.
+    check(&model, &x, 2, 1, 40, &["conv1", "prelu", "pad", "maxpool"]);
+    check(&model, &x, 3, 3, 40, &["conv1", "prelu"]);
+}
+
+#[test]
 fn keras_strided_and_residual_models_match_full_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras");
     let strided = formats::load(&dir.join("strided.keras")).unwrap();

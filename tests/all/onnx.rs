@@ -493,6 +493,7 @@ fn todays_export_patterns_match_onnx_runtime() {
         layer_names(&model),
         [
             "conv1",
+            "prelu",
             "pad",
             "maxpool",
             // ReduceMean over the spatial axes is a global average pool.
@@ -512,7 +513,9 @@ fn todays_export_patterns_match_onnx_runtime() {
     check_outputs(&model, "export18", &x);
     let (_, excited) = npy("export18.excited.npy");
     assert_close(&node_output(&model, &x, "se/scale"), &excited, 1e-4, "se/scale");
-    // Gradients through the -inf padding, the reductions and the gate.
+    let summary = Summary::of(&model);
+    assert_eq!(summary.layers.iter().find(|l| l.name == "prelu").unwrap().type_name, "PReLU");
+    // Gradients through the PReLU, the -inf padding, the reductions and the gate.
     let model = model.to_dtype(DType::F64).unwrap();
     let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
     assert_input_gradient_matches_finite_differences(&model, &x);

@@ -55,8 +55,10 @@ pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model
         } else if name.ends_with(".moving_variance")
             || name.ends_with(".gamma")
             || name.ends_with(".value")
+            || name.ends_with(".slope")
         {
-            // Away from zero: variances, scales and arithmetic constants (divisors).
+            // Away from zero: variances, scales, arithmetic constants (divisors) and PReLU
+            // slopes (at 0 a PReLU is a ReLU).
             *w = draw(w.dims(), &mut |rng| rng.random_range(0.5f32..1.5));
         }
     }

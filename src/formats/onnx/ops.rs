@@ -79,6 +79,7 @@ const OPS: &[OnnxOp] = &[
     keeps_flattened("MatMul", |im, n| im.matmul(n)),
     op("MaxPool", |im, n| im.pool(n)),
     op("Mul", |im, n| im.arith(n)),
+    op("PRelu", |im, n| im.prelu(n)),
     op("Pad", |im, n| im.pad(n)),
     op("ReduceMax", |im, n| im.reduce(n, Reduction::Max)),
     op("ReduceMean", |im, n| im.reduce(n, Reduction::Mean)),
@@ -215,6 +216,15 @@ impl Importer {
     fn global_pool(&mut self, n: &OpNode<'_>, op: Op) -> Fallible<Value> {
         let (x, _) = self.real_input(n.first)?;
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    /// A parametric ReLU: its slope, one value or one per channel, broadcast as ONNX does
+    /// (`[C, 1, 1]` for an image, `[C]` for a vector).
+    fn prelu(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let slope = self.constant(n.input(1).ok_or("needs a slope")?)?;
+        let slope = per_channel(&slope, shape[0], shape.len())?;
+        Ok(Value::computed(self.emit(n.base, Op::PRelu, vec![x], vec![("slope", slope)])?))
     }
 
     /// A reduction over the spatial axes of an image (how exporters write global pooling,
