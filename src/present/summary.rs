@@ -87,6 +87,7 @@ impl Summary {
                 connected_to: graph.inputs_of(i).iter().map(|&v| name_of(v)).collect(),
             });
         }
+        merge_separable_rows(model, &mut layers, if sequential { 0 } else { 1 });
         let (total, trainable) = model.param_counts();
         Summary {
             model: model.name.clone(),
@@ -98,6 +99,40 @@ impl Summary {
             non_trainable_params: total - trainable,
         }
     }
+}
+
+/// Keras shows a SeparableConv2D as one row: its depthwise node (`<name>/depthwise`, read
+/// by the pointwise node only) joins the layer's row, parameters and mult-adds summed.
+/// `offset` is the row of node 0 (1 after an InputLayer row).
+fn merge_separable_rows(model: &Model, rows: &mut Vec<LayerRow>, offset: usize) {
+    let graph = model.graph();
+    let nodes = graph.nodes();
+    let readers = |j: usize| {
+        (0..nodes.len()).filter(|&i| graph.inputs_of(i).contains(&ValueId::of_node(j))).count()
+    };
+    let mut merged = vec![false; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        let depthwise = format!("{}/depthwise", node.name);
+        let Some(j) = graph.inputs_of(i).first().and_then(|v| v.node()) else { continue };
+        if node.class.as_deref() == Some("SeparableConv2D")
+            && graph.inputs_of(i).len() == 1
+            && nodes[j].name == depthwise
+            && readers(j) == 1
+        {
+            let part = rows[offset + j].clone();
+            let row = &mut rows[offset + i];
+            row.params += part.params;
+            row.mult_adds += part.mult_adds;
+            row.connected_to = part.connected_to;
+            merged[j] = true;
+        }
+    }
+    let mut index = 0;
+    rows.retain(|_| {
+        let keep = index < offset || !merged[index - offset];
+        index += 1;
+        keep
+    });
 }
 
 /// `1199882` → `1,199,882`.

@@ -139,7 +139,7 @@ fn the_layer_table_is_the_keras_summary() {
                     folded += params;
                     continue;
                 }
-                // A nested model or a SeparableConv2D is several rows named under it.
+                // A nested model is several rows named under it.
                 let nested = format!("{lname}/");
                 let rows: Vec<_> = ours
                     .layers
@@ -302,7 +302,8 @@ fn weights_are_checked_against_the_config() {
 
 #[test]
 fn a_converted_keras_model_keeps_its_layer_classes() {
-    // The pointwise half of a SeparableConv2D computes a Conv2D; the table names the layer.
+    // A SeparableConv2D computes a depthwise and a pointwise conv; the table shows the
+    // layer.
     let model = formats::load(&fixture("strided.keras")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strided.safetensors");
@@ -313,5 +314,7 @@ fn a_converted_keras_model_keeps_its_layer_classes() {
     };
     let ours = classes(&reloaded);
     assert!(ours.contains(&("sep".into(), "SeparableConv2D".into())), "{ours:?}");
+    // One row, as Keras shows it: the depthwise half joins it.
+    assert!(!ours.iter().any(|(name, _)| name.starts_with("sep/")), "{ours:?}");
     assert_eq!(ours, classes(&model));
 }
