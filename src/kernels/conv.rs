@@ -186,7 +186,9 @@ pub fn conv2d(
     let [oh, ow] = win.out_size(h, w);
     if x.dtype() == DType::F32 {
         let out = with_slice::<f32, _>(kernel, |ks| {
-            let Some(plan) = direct::Plan::new(dims, o, win, groups, ks) else { return Ok(None) };
+            let Some(plan) = direct::DirectConv::new(dims, o, win, groups, ks) else {
+                return Ok(None);
+            };
             with_slice::<f32, _>(x, |xs| {
                 with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, relu))
             })
@@ -254,7 +256,8 @@ pub fn conv2d_backward_input(
     if grad.dtype() == DType::F32 {
         let sparse = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
-                let Some(plan) = sparse::Plan::new(gs, ks, input_dims, o, win, groups) else {
+                let Some(plan) = sparse::SparseGradient::new(gs, ks, input_dims, o, win, groups)
+                else {
                     return Ok(None);
                 };
                 let mut dx = vec![0.0; input_dims[0] * plan.image_len()];
@@ -416,7 +419,7 @@ mod tests {
             let k = Tensor::randn(0f32, 1., (o, c / groups, kernel[0], kernel[1]), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
             let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let plan = direct::Plan::new([n, c, h, w], o, &win, groups, &ks);
+            let plan = direct::DirectConv::new([n, c, h, w], o, &win, groups, &ks);
             assert_eq!(plan.is_some(), direct::available(), "case {kernel:?} {pads:?}");
             for relu in [false, true] {
                 let ours = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
@@ -457,7 +460,7 @@ mod tests {
                 k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             );
             let dims = [n, c, h, w];
-            let taken = sparse::Plan::new(&gs, &ks, dims, o, &win, 1).is_some();
+            let taken = sparse::SparseGradient::new(&gs, &ks, dims, o, &win, 1).is_some();
             assert_eq!(taken, direct::available(), "{kernel:?} {pads:?}");
             let ours = conv2d_backward_input(&g, &k, dims, &win, 1).unwrap();
             let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
@@ -469,6 +472,6 @@ mod tests {
         let g: Vec<f32> = (0..64 * 100).map(|i| 1.0 + i as f32).collect();
         let ks = vec![0.5f32; 64 * 32 * 9];
         let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };
-        assert!(sparse::Plan::new(&g, &ks, [1, 32, 12, 12], 64, &win, 1).is_none());
+        assert!(sparse::SparseGradient::new(&g, &ks, [1, 32, 12, 12], 64, &win, 1).is_none());
     }
 }

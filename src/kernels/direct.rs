@@ -45,7 +45,7 @@ pub(super) fn available() -> bool {
 
 /// A stride-1 convolution of one image, ready to run: geometry, tap offsets into the padded
 /// buffer and the packed kernel, built once per call and shared by every image of a batch.
-pub(super) struct Plan {
+pub(super) struct DirectConv {
     /// Input channels, height and width of one unpadded image.
     source: [usize; 3],
     /// Zero padding `[top, left, bottom, right]` around it.
@@ -71,7 +71,7 @@ pub(super) struct Plan {
     input_len: usize,
 }
 
-impl Plan {
+impl DirectConv {
     /// The plan for a conv of `x` `[n, c, h, w]` by `ks`, a kernel `[o, c/groups, kh, kw]`;
     /// None unless the window has stride 1 and the CPU the kernel.
     pub(super) fn new(
@@ -80,7 +80,7 @@ impl Plan {
         win: &Window,
         groups: usize,
         ks: &[f32],
-    ) -> Option<Plan> {
+    ) -> Option<DirectConv> {
         let [_, c, h, w] = x;
         let [kh, kw] = win.kernel;
         let pads @ [top, left, bottom, right] = win.pads;
@@ -125,7 +125,7 @@ impl Plan {
         }
         let tiles = (out[0] * wp).div_ceil(TILE);
         let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.last()?;
-        Some(Plan {
+        Some(DirectConv {
             source: [c, h, w],
             pads,
             width: wp,

@@ -21,7 +21,7 @@ const MAX_COLUMNS: usize = 3;
 const MAX_DENSITY: f64 = 0.3;
 
 /// The conv this path takes, with its kernel packed `[o][kh][kw][c]`.
-pub(super) struct Plan {
+pub(super) struct SparseGradient {
     /// Input `[c, h, w]` of one image.
     image: [usize; 3],
     /// Output `[o, oh, ow]` of one image.
@@ -32,7 +32,7 @@ pub(super) struct Plan {
     packed: Vec<f32>,
 }
 
-impl Plan {
+impl SparseGradient {
     /// The plan for the input gradient `grad` of a conv of `[n, c, h, w]` by `ks`
     /// (`[o, c, kh, kw]`), or None unless the window, the channels, the CPU and the share
     /// of zeros in `grad` suit it.
@@ -43,7 +43,7 @@ impl Plan {
         o: usize,
         win: &Window,
         groups: usize,
-    ) -> Option<Plan> {
+    ) -> Option<SparseGradient> {
         let [kh, kw] = win.kernel;
         let [top, left, bottom, right] = win.pads;
         let fits = direct::available()
@@ -71,7 +71,7 @@ impl Plan {
                 packed.extend((0..c).map(|ch| filter[ch * kh * kw + tap]));
             }
         }
-        Some(Plan {
+        Some(SparseGradient {
             image: [c, h, w],
             out: [o, oh, ow],
             window: [kh, kw],
@@ -97,7 +97,7 @@ impl Plan {
     }
 
     /// The input gradient `dx` (`[c, h, w]`) of one image from its output gradient `grad`
-    /// (`[o, oh, ow]`), using `scratch` of [`Plan::scratch_len`] values.
+    /// (`[o, oh, ow]`), using `scratch` of [`SparseGradient::scratch_len`] values.
     pub(super) fn image(&self, grad: &[f32], dx: &mut [f32], scratch: &mut [f32]) -> Result<()> {
         let [c, h, w] = self.image;
         let [o, oh, ow] = self.out;
