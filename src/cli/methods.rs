@@ -104,6 +104,10 @@ pub struct Preprocessing {
     /// Class names, one per line, in output order.
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
+    /// The output to explain, for a model with several (default: the one that looks like
+    /// class scores).
+    #[arg(long, value_name = "NAME")]
+    output: Option<String>,
     /// Height and width for a model that leaves them open (e.g. `224x224`; default: the
     /// first image's).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
@@ -126,6 +130,11 @@ pub enum PreprocessMode {
 }
 
 impl Preprocessing {
+    /// The choices the model's reader takes: input size and output.
+    pub fn load_options(&self) -> formats::Options {
+        formats::Options { input_size: self.input_size, output: self.output.clone() }
+    }
+
     /// The settings, with the class names read from their file.
     pub fn overrides(&self) -> Result<InputOverrides> {
         let classes = match &self.classes {
@@ -208,7 +217,8 @@ pub fn open_model(
     preprocessing: &Preprocessing,
     image: Option<&Path>,
 ) -> Result<Model> {
-    match (formats::from_bytes_sized(bytes, path, preprocessing.input_size), image) {
+    let options = preprocessing.load_options();
+    let model = match (formats::from_bytes_with(bytes, path, &options), image) {
         (Err(convscope::Error::OpenInputSize { .. }), Some(image)) => {
             let (w, h) = image::image_dimensions(image)
                 .with_context(|| format!("{}: reading its size", image.display()))?;
@@ -218,10 +228,15 @@ pub fn open_model(
                  of {} (set --input-size HxW)",
                 image.display()
             );
-            Ok(formats::from_bytes_sized(bytes, path, Some(size))?)
+            let sized = formats::Options { input_size: Some(size), ..options };
+            formats::from_bytes_with(bytes, path, &sized)?
         }
-        (model, _) => Ok(model?),
+        (model, _) => model?,
+    };
+    for note in &model.notes {
+        eprintln!("convscope: note: {note}");
     }
+    Ok(model)
 }
 
 /// Says on stderr, once per command, what was assumed of the model's input preparation.

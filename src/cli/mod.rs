@@ -351,7 +351,8 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         );
     }
     let color = args.color.unwrap_or_else(ColorMode::detect);
-    let options = tui::options(color, args.watch.then(|| args.model.clone()).flatten(), overrides);
+    let watch = args.watch.then(|| args.model.clone()).flatten();
+    let options = tui::options(color, watch, overrides, args.preprocessing.load_options());
     let app = tui::app::App::new(model, name, hash, inputs, options)?;
     tui::run(app).context("terminal")?;
     Ok(())

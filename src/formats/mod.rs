@@ -15,31 +15,36 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Reads a model file, choosing the reader by content.
-pub fn load(path: &Path) -> Result<Model> {
-    load_sized(path, None)
+/// What the user chooses about a model where its file leaves a choice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Height and width for an input the file leaves open (`--input-size`); a file that
+    /// fixes them must agree.
+    pub input_size: Option<[usize; 2]>,
+    /// The output to explain, of a model with several (`--output`).
+    pub output: Option<String>,
 }
 
-/// [`load`], with the input's height and width where the file leaves them open
-/// (`--input-size`); a model whose file fixes them must agree.
-pub fn load_sized(path: &Path, input_size: Option<[usize; 2]>) -> Result<Model> {
+/// Reads a model file, choosing the reader by content.
+pub fn load(path: &Path) -> Result<Model> {
+    load_with(path, &Options::default())
+}
+
+/// [`load`] with the user's choices.
+pub fn load_with(path: &Path, options: &Options) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    from_bytes_sized(&bytes, path, input_size)
+    from_bytes_with(&bytes, path, options)
 }
 
 /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
 /// extension only where the content cannot tell); `path` names the file in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
-    from_bytes_sized(bytes, path, None)
+    from_bytes_with(bytes, path, &Options::default())
 }
 
-/// [`from_bytes`] with an input size, as [`load_sized`].
-pub fn from_bytes_sized(
-    bytes: &[u8],
-    path: &Path,
-    input_size: Option<[usize; 2]>,
-) -> Result<Model> {
-    let fixed = |model: Model| match (input_size, model.input_chw()) {
+/// [`from_bytes`] with the user's choices.
+pub fn from_bytes_with(bytes: &[u8], path: &Path, options: &Options) -> Result<Model> {
+    let checked = |model: Model| match (options.input_size, model.input_chw()) {
         (Some(size), Ok([_, h, w])) if size != [h, w] => Err(Error::bad_file(
             path,
             format!(
@@ -47,12 +52,18 @@ pub fn from_bytes_sized(
                 size[0], size[1]
             ),
         )),
-        _ => Ok(model),
+        _ => match &options.output {
+            // convscope's own and Keras files have one output.
+            Some(name) if *name != model.graph().nodes()[model.graph().output_node()].name => {
+                Err(Error::bad_file(path, format!("the model has one output, not '{name}'")))
+            }
+            _ => Ok(model),
+        },
     };
     match FileKind::of(bytes, path) {
-        FileKind::Native => native::from_bytes(bytes, path).and_then(fixed),
-        FileKind::Keras => keras::from_bytes(bytes, path).and_then(fixed),
-        FileKind::Onnx => onnx::from_bytes_sized(bytes, path, input_size),
+        FileKind::Native => native::from_bytes(bytes, path).and_then(checked),
+        FileKind::Keras => keras::from_bytes(bytes, path).and_then(checked),
+        FileKind::Onnx => onnx::from_bytes_with(bytes, path, options),
         FileKind::Unknown => Err(Error::bad_file(
             path,
             "not a convscope model, ONNX or Keras file (convscope reads its own \

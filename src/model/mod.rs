@@ -221,6 +221,9 @@ pub struct Model {
     pub input: InputSpec,
     /// One name per output class.
     pub classes: Vec<String>,
+    /// What the reader chose where the file left a choice, for the user to be told once
+    /// (which of several outputs is explained).
+    pub notes: Vec<String>,
 }
 
 impl Model {
@@ -279,7 +282,14 @@ impl Model {
         } else {
             classes
         };
-        Ok(Model { name: printable(&name.into()), graph, weights, input, classes })
+        Ok(Model {
+            name: printable(&name.into()),
+            graph,
+            weights,
+            input,
+            classes,
+            notes: Vec::new(),
+        })
     }
 
     /// The graph.

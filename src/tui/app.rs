@@ -127,6 +127,9 @@ impl App {
         // is hidden behind it.
         app.status =
             app.model.input.assumption().map(|a| format!("assumed input: {a} (--preprocess)"));
+        if let Some(note) = app.model.notes.first() {
+            app.status = Some(note.clone());
+        }
         Ok(app)
     }
 
@@ -436,11 +439,14 @@ impl App {
         }
         let path = watch.path().to_path_buf();
         let loaded = std::fs::read(&path).map_err(|e| report(&e)).and_then(|bytes| {
-            // A model that leaves its size open keeps the size it was explored at.
-            let size = self.model.input_chw().ok().map(|[_, h, w]| [h, w]);
-            let model = match crate::formats::from_bytes(&bytes, &path) {
+            // The user's choices again; a model that leaves its size open keeps the size it
+            // was explored at.
+            let options = &self.options.load;
+            let model = match crate::formats::from_bytes_with(&bytes, &path, options) {
                 Err(crate::Error::OpenInputSize { .. }) => {
-                    crate::formats::from_bytes_sized(&bytes, &path, size)
+                    let input_size = self.model.input_chw().ok().map(|[_, h, w]| [h, w]);
+                    let sized = crate::formats::Options { input_size, ..options.clone() };
+                    crate::formats::from_bytes_with(&bytes, &path, &sized)
                 }
                 loaded => loaded,
             }

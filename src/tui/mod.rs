@@ -37,6 +37,8 @@ pub struct Options {
     pub watch: Option<PathBuf>,
     /// The user's input preparation and class names, applied again to a reloaded model.
     pub overrides: InputOverrides,
+    /// The user's choices of input size and output, applied again to a reloaded model.
+    pub load: crate::formats::Options,
 }
 
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
@@ -109,6 +111,18 @@ fn is_too_small(terminal: &ratatui::DefaultTerminal) -> std::io::Result<bool> {
 
 /// The explorer's settings: colours, the user's cache directory, and the model file to
 /// watch, if any.
-pub fn options(color: ColorMode, watch: Option<PathBuf>, overrides: InputOverrides) -> Options {
-    Options { color, maxact_iterations: 200, cache_dir: cache::default_dir(), watch, overrides }
+pub fn options(
+    color: ColorMode,
+    watch: Option<PathBuf>,
+    overrides: InputOverrides,
+    load: crate::formats::Options,
+) -> Options {
+    Options {
+        color,
+        maxact_iterations: 200,
+        cache_dir: cache::default_dir(),
+        watch,
+        overrides,
+        load,
+    }
 }

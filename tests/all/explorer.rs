@@ -25,6 +25,7 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         cache_dir: Some(cache.to_path_buf()),
         watch,
         overrides: Default::default(),
+        load: Default::default(),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
 }
@@ -50,6 +51,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
         cache_dir: Some(cache.path().to_path_buf()),
         watch: None,
         overrides: Default::default(),
+        load: Default::default(),
     };
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
     press(&mut app, KeyCode::Char('n'));
@@ -335,6 +337,7 @@ fn a_model_of_many_classes_computes_the_class_shown() {
         cache_dir: None,
         watch: None,
         overrides: Default::default(),
+        load: Default::default(),
     };
     let mut app = App::new(model, "many".into(), 1, inputs, options).unwrap();
     press(&mut app, KeyCode::F(6));

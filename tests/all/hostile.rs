@@ -123,6 +123,7 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
         cache_dir: None,
         watch: None,
         overrides: Default::default(),
+        load: Default::default(),
     };
     let app = App::new(model, "few".into(), 1, inputs, options).unwrap();
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();

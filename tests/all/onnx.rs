@@ -689,6 +689,10 @@ fn external_data_outside_the_model_folder_is_refused() {
 
 #[test]
 fn an_open_image_size_is_taken_from_input_size() {
+    let at = |size: [usize; 2]| convscope::formats::Options {
+        input_size: Some(size),
+        ..Default::default()
+    };
     let bytes = std::fs::read(fixture("torch_chain.onnx")).unwrap();
     let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
     let fixed = npy_tensor("torch_chain.input.npy");
@@ -701,16 +705,16 @@ fn an_open_image_size_is_taken_from_input_size() {
     let err = convscope::formats::onnx::from_bytes(&open, path).unwrap_err();
     assert!(matches!(err, convscope::Error::OpenInputSize { .. }), "{err}");
     assert!(err.to_string().contains("--input-size HxW"), "{err}");
-    let sized = convscope::formats::from_bytes_sized(&open, path, Some([h, w])).unwrap();
+    let sized = convscope::formats::from_bytes_with(&open, path, &at([h, w])).unwrap();
     assert_eq!(sized.input_chw().unwrap(), [c, h, w]);
     check_outputs(&sized, "torch_chain", &fixed);
     // A size the rest of the graph cannot take is the graph's error, on one line.
-    let err = convscope::formats::from_bytes_sized(&open, path, Some([h + 3, w])).unwrap_err();
+    let err = convscope::formats::from_bytes_with(&open, path, &at([h + 3, w])).unwrap_err();
     assert_eq!(err.to_string().lines().count(), 1, "{err}");
     // A file that fixes its size must agree with the one given.
-    let err = convscope::formats::from_bytes_sized(&bytes, path, Some([h + 1, w])).unwrap_err();
+    let err = convscope::formats::from_bytes_with(&bytes, path, &at([h + 1, w])).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
-    assert!(convscope::formats::from_bytes_sized(&bytes, path, Some([h, w])).is_ok());
+    assert!(convscope::formats::from_bytes_with(&bytes, path, &at([h, w])).is_ok());
 }
 
 /// `[N, 5, 5, 3]` input, flattened in NHWC order, then `B` (with a Relu between when
@@ -1015,4 +1019,29 @@ fn commands_take_an_open_size_from_the_image() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--input-size HxW"));
     let size = format!("{h}x{w}");
     assert!(run(&["summary", model, "--input-size", &size]).status.success());
+}
+
+#[test]
+fn of_several_outputs_the_class_scores_are_explained_unless_told() {
+    let bytes = std::fs::read(fixture("export18.onnx")).unwrap();
+    let mut onnx = ModelProto::decode(bytes.as_slice()).unwrap();
+    // A second head before the probabilities: the pooled features, 4 per sample.
+    let graph = onnx.graph.as_mut().unwrap();
+    graph.output.insert(0, value_info("both", &[None, Some(4)]));
+    let two = onnx.encode_to_vec();
+    let path = Path::new("two.onnx");
+    let model = convscope::formats::onnx::from_bytes(&two, path).unwrap();
+    assert_eq!(model.num_classes(), 3, "the softmax head");
+    assert_eq!(model.notes.len(), 1);
+    assert!(model.notes[0].contains("explaining 'probs'"), "{:?}", model.notes);
+    check_outputs(&model, "export18", &npy_tensor("export18.input.npy"));
+    let options = |output: &str| convscope::formats::Options {
+        output: Some(output.into()),
+        ..Default::default()
+    };
+    let both = convscope::formats::from_bytes_with(&two, path, &options("both")).unwrap();
+    assert_eq!(both.num_classes(), 4);
+    assert!(both.notes.is_empty());
+    let err = convscope::formats::from_bytes_with(&two, path, &options("nope")).unwrap_err();
+    assert!(err.to_string().contains("no output named 'nope' (outputs: both, probs)"), "{err}");
 }

@@ -21,9 +21,10 @@ use super::passes::{drop_unused, fuse_activations, shorten_names};
 use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
 use super::tensor::tensor_array;
 use crate::error::{Error, Result};
+use crate::formats::Options;
 use crate::model::{
-    ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, InputSpec, Model, Node, Op,
-    Weights,
+    Activation, ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, InputSpec, Model,
+    Node, Op, Weights,
 };
 
 /// The operator-set versions this importer reads.
@@ -65,8 +66,9 @@ pub(super) fn import(
     model: &ModelProto,
     file_len: usize,
     path: &Path,
-    input_size: Option<[usize; 2]>,
+    options: &Options,
 ) -> Result<Model> {
+    let input_size = options.input_size;
     // Names come from the file: control characters in them must not break the line.
     let bad = |message: String| {
         let one_line: String = message
@@ -121,7 +123,7 @@ pub(super) fn import(
         })?;
     }
     let name = path.file_stem().map_or_else(|| graph.name.clone(), |s| s.to_string_lossy().into());
-    importer.finish(graph, name).map_err(bad)
+    importer.finish(graph, name, options.output.as_deref()).map_err(bad)
 }
 
 fn qualified_op(node: &NodeProto) -> String {
@@ -445,16 +447,66 @@ impl Importer {
 
     /// Makes the graph output the last node, drops what it does not depend on, fuses
     /// activations, and builds the model.
-    fn finish(mut self, graph: &GraphProto, name: String) -> Fallible<Model> {
-        let output = match graph.output.as_slice() {
-            [one] => &one.name,
-            more => {
-                return Err(format!(
-                    "the model has {} outputs; convscope reads models with one",
-                    more.len()
-                ));
-            }
+    /// The output to explain: the one asked for, the only one, or of several the one that
+    /// looks like class scores (a vector, from a softmax or sigmoid if one is, else the
+    /// longest), with a note saying which.
+    fn choose_output<'g>(
+        &self,
+        graph: &'g GraphProto,
+        wanted: Option<&str>,
+    ) -> Fallible<(&'g str, Option<String>)> {
+        let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        if let Some(wanted) = wanted {
+            return match names.iter().find(|&&n| n == wanted) {
+                Some(&name) => Ok((name, None)),
+                None => Err(format!("no output named '{wanted}' (outputs: {})", names.join(", "))),
+            };
+        }
+        if let [one] = names.as_slice() {
+            return Ok((one, None));
+        }
+        // Per-sample length of a vector output, and whether a softmax or sigmoid made it.
+        let vector = |name: &str| match self.values.get(name) {
+            Some(Value::Computed(c)) => match self.shape(c).as_slice() {
+                [len] => {
+                    let node = self.position.get(&c.source).map(|&i| &self.spec.nodes[i].op);
+                    let scores = matches!(
+                        node,
+                        Some(Op::Activation {
+                            activation: Activation::Softmax | Activation::Sigmoid
+                        }) | Some(Op::Dense {
+                            activation: Activation::Softmax | Activation::Sigmoid,
+                            ..
+                        })
+                    );
+                    Some((scores, *len))
+                }
+                _ => None,
+            },
+            _ => None,
         };
+        let best = names.iter().filter_map(|&n| vector(n).map(|v| (v, n))).max_by_key(|&(v, _)| v);
+        match best {
+            Some((_, name)) => Ok((
+                name,
+                Some(format!(
+                    "the model has {} outputs ({}): explaining '{name}', which looks like class \
+                     scores (choose another with --output NAME)",
+                    names.len(),
+                    names.join(", ")
+                )),
+            )),
+            None => Err(format!(
+                "the model has {} outputs ({}) and none is a vector of class scores: choose one \
+                 with --output NAME",
+                names.len(),
+                names.join(", ")
+            )),
+        }
+    }
+
+    fn finish(mut self, graph: &GraphProto, name: String, wanted: Option<&str>) -> Fallible<Model> {
+        let (output, note) = self.choose_output(graph, wanted)?;
         let out = match self.value(output)?.clone() {
             Value::Computed(c) => self.realise(&c)?,
             Value::Flattened { of, name } => match self.unflatten(&of, &name)? {
@@ -487,7 +539,9 @@ impl Importer {
             .collect::<Fallible<Weights>>()?;
         let spec = GraphSpec { nodes, ..self.spec };
         let graph = Graph::new(spec).map_err(|e| crate::error::report(&e))?;
-        Model::new(name, graph, weights, self.input_spec, Vec::new())
-            .map_err(|e| crate::error::report(&e))
+        let mut model = Model::new(name, graph, weights, self.input_spec, Vec::new())
+            .map_err(|e| crate::error::report(&e))?;
+        model.notes.extend(note);
+        Ok(model)
     }
 }

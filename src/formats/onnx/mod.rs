@@ -21,6 +21,7 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::formats::Options;
 use crate::model::Model;
 
 pub use ops::SUPPORTED_OPS;
@@ -31,17 +32,13 @@ type Fallible<T> = std::result::Result<T, String>;
 /// Reads an ONNX model from the bytes of a file; `path` names it in errors and gives the
 /// model its name.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
-    from_bytes_sized(bytes, path, None)
+    from_bytes_with(bytes, path, &Options::default())
 }
 
-/// [`from_bytes`], with the input's height and width where the file leaves them open.
-pub fn from_bytes_sized(
-    bytes: &[u8],
-    path: &Path,
-    input_size: Option<[usize; 2]>,
-) -> Result<Model> {
+/// [`from_bytes`] with the user's choices of input size and output.
+pub fn from_bytes_with(bytes: &[u8], path: &Path, options: &Options) -> Result<Model> {
     let model = proto::ModelProto::decode(bytes).map_err(|e| {
         Error::bad_file(path, format!("not a readable ONNX model (truncated or corrupt?): {e}"))
     })?;
-    import::import(&model, bytes.len(), path, input_size)
+    import::import(&model, bytes.len(), path, options)
 }
