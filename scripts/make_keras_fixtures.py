@@ -296,7 +296,25 @@ def main(only):
         print(name, "ok")
     if not only:
         unsupported(K3).save(OUT / "unsupported.keras")
+        cyclic()
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+def cyclic():
+    """`adapted.keras` with its weights' first layer group linked to the container above
+    it (`layers/conv2d/layers` -> `layers`): a loop a reader must not follow forever."""
+    import io
+    import zipfile
+
+    src = zipfile.ZipFile(OUT / "adapted.keras")
+    weights = io.BytesIO(src.read("model.weights.h5"))
+    with h5py.File(weights, "r+") as f:
+        first = f["layers"][sorted(f["layers"].keys())[0]]
+        first["layers"] = f["layers"]
+    with zipfile.ZipFile(OUT / "cyclic.keras", "w", zipfile.ZIP_DEFLATED) as out:
+        for name in src.namelist():
+            data = weights.getvalue() if name == "model.weights.h5" else src.read(name)
+            out.writestr(name, data)
 
 
 if __name__ == "__main__":

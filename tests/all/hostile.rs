@@ -143,3 +143,12 @@ fn writes_never_replace_what_is_not_a_regular_file() {
     let o = convscope(&["saliency", "sample", "-o", dir.path().to_str().unwrap()]);
     assert_one_line_failure(&o, "not a regular file");
 }
+
+#[test]
+fn a_keras_file_whose_weight_groups_loop_is_an_error() {
+    // Made by scripts/make_keras_fixtures.py: a layer group linked into itself.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras/cyclic.keras");
+    let o = convscope(&["summary", path.to_str().unwrap()]);
+    assert_one_line_failure(&o, "a group linked into itself?");
+}

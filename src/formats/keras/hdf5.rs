@@ -41,6 +41,11 @@ impl H5 {
         Ok(H5 { file, path: path.to_path_buf() })
     }
 
+    /// The file, for errors.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn bad(&self, what: &str, e: impl std::fmt::Display) -> Error {
         Error::bad_file(&self.path, format!("{what}: {e} (truncated or corrupt file?)"))
     }

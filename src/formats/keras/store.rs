@@ -89,12 +89,26 @@ impl Store {
     }
 }
 
+/// Keras nests models a few levels deep; a file that goes deeper, or names more layer groups
+/// than this, has links that loop (HDF5 allows a group to contain its own parent).
+const MAX_NESTING: usize = 32;
+const MAX_GROUPS: usize = 100_000;
+
 fn index_v3(
     h5: &H5,
     prefix: &str,
     names: &[String],
     groups: &mut HashMap<Vec<String>, String>,
 ) -> Result<()> {
+    if names.len() > MAX_NESTING || groups.len() > MAX_GROUPS {
+        return Err(Error::bad_file(
+            h5.path(),
+            format!(
+                "the weights nest layers more than {MAX_NESTING} deep or hold more than \
+                 {MAX_GROUPS} layer groups (a group linked into itself?)"
+            ),
+        ));
+    }
     for container in V3_CONTAINERS {
         let container = format!("{prefix}{container}");
         if !h5.has_group(&container) {
