@@ -304,7 +304,7 @@ impl Model {
                 x.broadcast_mul(&scale)?.broadcast_add(&shift)?
             }
             Op::PRelu => {
-                let slope = self.batch_norm_param(i, "slope", x.rank())?;
+                let slope = self.channel_param(i, "slope", x.rank())?;
                 (x.maximum(0.0)? + x.minimum(0.0)?.broadcast_mul(&slope)?)?
             }
             Op::Dropout { rate } => match rng {
@@ -446,9 +446,9 @@ impl Model {
                 Op::BatchNorm { epsilon } => {
                     let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
                     if weight_grads {
-                        let mean = self.batch_norm_param(i, "moving_mean", x.rank())?;
+                        let mean = self.channel_param(i, "moving_mean", x.rank())?;
                         let inv_std =
-                            scale.broadcast_div(&self.batch_norm_param(i, "gamma", x.rank())?)?;
+                            scale.broadcast_div(&self.channel_param(i, "gamma", x.rank())?)?;
                         let x_hat = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
                         let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
                         weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
@@ -457,7 +457,7 @@ impl Model {
                     vec![gz.broadcast_mul(&scale)?]
                 }
                 Op::PRelu => {
-                    let slope = self.batch_norm_param(i, "slope", x.rank())?;
+                    let slope = self.channel_param(i, "slope", x.rank())?;
                     if weight_grads {
                         let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
                         weight_grad("slope", (&gz * x.minimum(0.0)?)?.sum(axes)?);
@@ -578,8 +578,9 @@ impl Model {
         }
     }
 
-    /// A per-channel batch-norm parameter shaped to broadcast over a batch of `rank`.
-    fn batch_norm_param(&self, node: usize, role: &str, rank: usize) -> Result<Tensor> {
+    /// A per-channel parameter (batch norm's, a PReLU's slope) shaped to broadcast over a
+    /// batch of `rank`.
+    fn channel_param(&self, node: usize, role: &str, rank: usize) -> Result<Tensor> {
         let p = self.weight(node, role)?;
         let mut dims = vec![1; rank];
         dims[1] = p.elem_count();
@@ -593,7 +594,7 @@ impl Model {
         epsilon: f32,
         rank: usize,
     ) -> Result<(Tensor, Tensor)> {
-        let param = |role| self.batch_norm_param(node, role, rank);
+        let param = |role| self.channel_param(node, role, rank);
         let inv_std = param("moving_variance")?.affine(1.0, f64::from(epsilon))?.sqrt()?.recip()?;
         let scale = param("gamma")?.mul(&inv_std)?;
         let shift = param("beta")?.sub(&param("moving_mean")?.mul(&scale)?)?;

@@ -107,9 +107,14 @@ impl Summary {
 fn merge_separable_rows(model: &Model, rows: &mut Vec<LayerRow>, offset: usize) {
     let graph = model.graph();
     let nodes = graph.nodes();
-    let readers = |j: usize| {
-        (0..nodes.len()).filter(|&i| graph.inputs_of(i).contains(&ValueId::of_node(j))).count()
-    };
+    let mut readers = vec![0usize; nodes.len()];
+    for i in 0..nodes.len() {
+        for v in graph.inputs_of(i) {
+            if let Some(j) = v.node() {
+                readers[j] += 1;
+            }
+        }
+    }
     let mut merged = vec![false; nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
         let depthwise = format!("{}/depthwise", node.name);
@@ -117,7 +122,7 @@ fn merge_separable_rows(model: &Model, rows: &mut Vec<LayerRow>, offset: usize) 
         if node.class.as_deref() == Some("SeparableConv2D")
             && graph.inputs_of(i).len() == 1
             && nodes[j].name == depthwise
-            && readers(j) == 1
+            && readers[j] == 1
         {
             let part = rows[offset + j].clone();
             let row = &mut rows[offset + i];

@@ -22,7 +22,6 @@ use crate::methods::registry::MethodInfo;
 use crate::model::Model;
 use crate::present::figures::{Picture, Style, Subject};
 use crate::present::pixels;
-use crate::present::summary::Summary;
 use crate::tui::Options;
 use crate::tui::jobs::JobContext;
 use crate::tui::keys::Binding;
@@ -200,7 +199,7 @@ pub fn gradient_view(
         style: ctx.style,
     };
     let passes = (request.classes.len() as u64).saturating_mul(3);
-    if Summary::of(ctx.model).total_mult_adds.saturating_mul(passes) <= INLINE_MULT_ADDS {
+    if ctx.model.graph().total_mult_adds().saturating_mul(passes) <= INLINE_MULT_ADDS {
         return View::Pictures(request.beside_input(compute(&request)));
     }
     View::Job(
