@@ -508,6 +508,11 @@ impl Model {
                             let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
                             (grad_a, grad_b)
                         }
+                        ArithKind::Max | ArithKind::Min => {
+                            let share_a = winner_share(*kind, &a, &b)?;
+                            let grad_a = gz.broadcast_mul(&share_a)?;
+                            (grad_a.clone(), gz.broadcast_sub(&grad_a)?)
+                        }
                     };
                     // A constant operand is a weight, not a graph value: no gradient for it.
                     let of_inputs = match constant {
@@ -608,7 +613,20 @@ fn arith(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         ArithKind::Sub => a.broadcast_sub(b)?,
         ArithKind::Mul => a.broadcast_mul(b)?,
         ArithKind::Div => a.broadcast_div(b)?,
+        ArithKind::Max => a.broadcast_maximum(b)?,
+        ArithKind::Min => a.broadcast_minimum(b)?,
     })
+}
+
+/// For `max`/`min` of `a` and `b`, the share of the gradient that goes to `a`: 1 where `a`
+/// wins, 0 where `b` does, ½ on a tie (the rest goes to `b`).
+fn winner_share(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (a_wins, ties) = match kind {
+        ArithKind::Min => (a.broadcast_lt(b)?, a.broadcast_eq(b)?),
+        _ => (a.broadcast_gt(b)?, a.broadcast_eq(b)?),
+    };
+    let half = (ties.to_dtype(a.dtype())? * 0.5)?;
+    Ok(a_wins.to_dtype(a.dtype())?.add(&half)?)
 }
 
 /// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.

@@ -320,6 +320,10 @@ pub enum ArithKind {
     Mul,
     /// `a / b`.
     Div,
+    /// `max(a, b)`; a tie splits the gradient evenly, as PyTorch's `maximum` does.
+    Max,
+    /// `min(a, b)`; a tie splits the gradient evenly.
+    Min,
 }
 
 /// The constant operand of an [`Op::Arith`] node, stored as its weight `value`.
@@ -371,6 +375,8 @@ impl Op {
             Op::Arith { kind: ArithKind::Sub, .. } => "Subtract",
             Op::Arith { kind: ArithKind::Mul, .. } => "Multiply",
             Op::Arith { kind: ArithKind::Div, .. } => "Divide",
+            Op::Arith { kind: ArithKind::Max, .. } => "Maximum",
+            Op::Arith { kind: ArithKind::Min, .. } => "Minimum",
             Op::Pad { value, .. } if *value == 0.0 => "ZeroPadding2D",
             Op::Pad { .. } => "Pad",
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",

@@ -238,6 +238,8 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
                 ArithKind::Sub => "−",
                 ArithKind::Mul => "×",
                 ArithKind::Div => "÷",
+                ArithKind::Max => "max",
+                ArithKind::Min => "min",
             };
             parts.push(match constant {
                 Some(ConstOperand { left: true, .. }) => format!("const {symbol} x"),

@@ -77,7 +77,10 @@ const OPS: &[OnnxOp] = &[
     }),
     op("LogSoftmax", |im, n| im.softmax(n)),
     keeps_flattened("MatMul", |im, n| im.matmul(n)),
+    op("Max", |im, n| im.arith(n)),
     op("MaxPool", |im, n| im.pool(n)),
+    op("Mean", |im, n| im.arith(n)),
+    op("Min", |im, n| im.arith(n)),
     op("Mul", |im, n| im.arith(n)),
     op("PRelu", |im, n| im.prelu(n)),
     op("Pad", |im, n| im.pad(n)),
@@ -99,6 +102,7 @@ const OPS: &[OnnxOp] = &[
     op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
     op("Squeeze", |im, n| im.squeeze(n)),
     op("Sub", |im, n| im.arith(n)),
+    op("Sum", |im, n| im.arith(n)),
     op("Tanh", |im, n| im.activation(n, Activation::Tanh)),
     op("Transpose", |im, n| im.transpose(n)),
     op("Unsqueeze", |im, n| im.squeeze(n)),
@@ -349,28 +353,74 @@ impl Importer {
         Ok(Value::computed(self.emit(base, op, vec![x], weights)?))
     }
 
+    /// Add/Sub/Mul/Div of two values, and Sum/Mean/Max/Min of any number, folded left.
     fn arith(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let kind = match n.node.op_type.as_str() {
-            "Add" => ArithKind::Add,
+        let op_type = n.node.op_type.as_str();
+        let kind = match op_type {
+            "Add" | "Sum" | "Mean" => ArithKind::Add,
             "Sub" => ArithKind::Sub,
             "Mul" => ArithKind::Mul,
+            "Max" => ArithKind::Max,
+            "Min" => ArithKind::Min,
             _ => ArithKind::Div,
         };
-        let [left, right] = n.node.input.as_slice() else { return Err("needs two inputs".into()) };
-        match (self.value(left)?.clone(), self.value(right)?.clone()) {
+        let names = n.node.input.as_slice();
+        let binary = matches!(op_type, "Add" | "Sub" | "Mul" | "Div");
+        if names.is_empty() || (binary && names.len() != 2) {
+            return Err(if binary { "needs two inputs" } else { "needs an input" }.into());
+        }
+        let mut left = (names[0].clone(), self.value(&names[0])?.clone());
+        for right in &names[1..] {
+            let value = self.arith_pair(kind, &left, right, n.base)?;
+            let name = match &value {
+                Value::Computed(c) => c.source.clone(),
+                _ => right.clone(),
+            };
+            left = (name, value);
+        }
+        if op_type == "Mean" && names.len() > 1 {
+            let mean = Array::vector(vec![1.0 / names.len() as f64]);
+            left.1 = self.arith_pair_with(ArithKind::Mul, &left, Value::Const(mean), "", n.base)?;
+        }
+        Ok(left.1)
+    }
+
+    fn arith_pair(
+        &mut self,
+        kind: ArithKind,
+        left: &(String, Value),
+        right: &str,
+        base: &str,
+    ) -> Fallible<Value> {
+        let value = self.value(right)?.clone();
+        self.arith_pair_with(kind, left, value, right, base)
+    }
+
+    /// `left <kind> right`, each an ONNX value with its name.
+    fn arith_pair_with(
+        &mut self,
+        kind: ArithKind,
+        (left, l): &(String, Value),
+        r: Value,
+        right: &str,
+        base: &str,
+    ) -> Fallible<Value> {
+        match (l.clone(), r) {
             (Value::Const(l), Value::Const(r)) => {
                 Ok(Value::Const(l.zip(&r, |x, y| match kind {
                     ArithKind::Add => x + y,
                     ArithKind::Sub => x - y,
                     ArithKind::Mul => x * y,
                     ArithKind::Div => x / y,
+                    ArithKind::Max => x.max(y),
+                    ArithKind::Min => x.min(y),
                 })?))
             }
             (Value::Computed(x), Value::Const(k)) => {
-                self.arith_const(kind, &x, left, k, false, n.base)
+                self.arith_const(kind, &x, left, k, false, base)
             }
             (Value::Const(k), Value::Computed(x)) => {
-                self.arith_const(kind, &x, right, k, true, n.base)
+                self.arith_const(kind, &x, right, k, true, base)
             }
             (Value::Computed(l), Value::Computed(r)) => {
                 let (inputs, like) = if l.perm.is_some() && l.perm == r.perm {
@@ -385,7 +435,7 @@ impl Importer {
                     ArithKind::Add => Op::Add,
                     kind => Op::Arith { kind, constant: None },
                 };
-                let name = self.emit(n.base, op, inputs, Vec::new())?;
+                let name = self.emit(base, op, inputs, Vec::new())?;
                 Ok(self.keep_layout(name, &like))
             }
             _ => Err("arithmetic on shapes with the batch size in them".into()),
