@@ -137,6 +137,20 @@ pub enum Padding {
         /// Columns to the right.
         right: usize,
     },
+    /// Explicit pixels, with the output size rounded up as PyTorch's and ONNX's `ceil_mode`
+    /// does: a last window that starts inside the input (or its padding before) may run
+    /// past the padding after; those cells are padding too, and resolve adds them there.
+    /// For pools only.
+    Ceil {
+        /// Rows above.
+        top: usize,
+        /// Columns to the left.
+        left: usize,
+        /// Rows below, before the partial window's extra.
+        bottom: usize,
+        /// Columns to the right, before the partial window's extra.
+        right: usize,
+    },
 }
 
 /// Padding resolved to pixels: `[top, left, bottom, right]`.
@@ -154,6 +168,21 @@ impl Padding {
         match self {
             Padding::Valid => [0; 4],
             Padding::Explicit { top, left, bottom, right } => [top, left, bottom, right],
+            Padding::Ceil { top, left, bottom, right } => {
+                let extra = |axis: usize, before: usize, after: usize| {
+                    let stride = stride[axis].max(1);
+                    let span = kernel[axis].saturating_sub(1).saturating_mul(dilation[axis]) + 1;
+                    let padded = size[axis].saturating_add(before).saturating_add(after);
+                    let Some(reach) = padded.checked_sub(span) else { return 0 };
+                    let mut last_start = reach.div_ceil(stride) * stride;
+                    // The last window must start inside the input or the padding before it.
+                    if last_start >= size[axis].saturating_add(before) {
+                        last_start -= stride;
+                    }
+                    (last_start + span).saturating_sub(padded)
+                };
+                [top, left, bottom + extra(0, top, bottom), right + extra(1, left, right)]
+            }
             Padding::Same => {
                 // Saturating, and a zero stride read as 1: this runs on what a file says,
                 // before shape inference rejects such windows with a message.
@@ -468,5 +497,19 @@ mod tests {
         // 5 wide, stride 2, kernel 4: out = 3, span 4, total = 2*2 + 4 - 5 = 3 → 1 before, 2 after.
         assert_eq!(Padding::Same.resolve([5, 5], [4, 4], [2, 2], [1, 1]), [1, 1, 2, 2]);
         assert_eq!(Padding::Same.resolve([28, 28], [3, 3], [1, 1], [1, 1]), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn ceil_mode_adds_the_partial_window_after() {
+        let ceil = |pad: usize| Padding::Ceil { top: pad, left: pad, bottom: pad, right: pad };
+        // 112 → 56 with a 3×3 window, stride 2 (GoogLeNet's first pool): floor gives 55.
+        assert_eq!(ceil(0).resolve([112, 112], [3, 3], [2, 2], [1, 1]), [0, 0, 1, 1]);
+        // Windows that tile exactly get nothing extra.
+        assert_eq!(ceil(0).resolve([8, 9], [2, 3], [2, 3], [1, 1]), [0, 0, 0, 0]);
+        // 5 with pad 1, window 2, stride 2: windows start at -1, 1, 3, 5; the one at 5
+        // starts in the padding after, so PyTorch drops it: 3 windows, no extra.
+        assert_eq!(ceil(1).resolve([5, 5], [2, 2], [2, 2], [1, 1]), [1, 1, 1, 1]);
+        // 6 with pad 1, window 3, stride 2: starts -1, 1, 3, 5 (inside): extra 1.
+        assert_eq!(ceil(1).resolve([6, 6], [3, 3], [2, 2], [1, 1]), [1, 1, 2, 2]);
     }
 }

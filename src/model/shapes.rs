@@ -78,6 +78,9 @@ pub(super) fn infer_shape(
             Ok::<_, String>(([c, oh, ow], pads))
         };
     Ok(match op {
+        Op::Conv2d { padding: Padding::Ceil { .. }, .. } => {
+            return Err("ceil-mode padding is for pools, not convolutions".into());
+        }
         Op::Conv2d { filters, kernel, stride, padding, dilation, groups, .. } => {
             let ([c, oh, ow], pads) = pooled(*kernel, *stride, *dilation, *padding)?;
             if *groups == 0 || c % groups != 0 || filters % groups != 0 {
@@ -95,6 +98,17 @@ pub(super) fn infer_shape(
                 || pads[3] >= kernel[1]
             {
                 return Err("padding must be smaller than the pooling window".into());
+            }
+            if let (
+                Op::AvgPool { count_include_pad: true, .. },
+                Padding::Ceil { bottom, right, .. },
+            ) = (op, padding)
+                && (pads[2] != *bottom || pads[3] != *right)
+            {
+                // The kernel would count the partial window's extra cells in the divisor.
+                return Err("a partial ceil-mode window with count_include_pad: pad explicitly \
+                            before the pool"
+                    .into());
             }
             (vec![c, oh, ow], pads)
         }

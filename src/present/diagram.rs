@@ -294,12 +294,20 @@ fn padding_text(padding: Padding) -> Option<String> {
         Padding::Valid => None,
         Padding::Same => Some("same".into()),
         Padding::Explicit { top, left, bottom, right } => {
-            if top == left && left == bottom && bottom == right {
-                Some(format!("pad {top}"))
-            } else {
-                Some(format!("pad {top},{left},{bottom},{right}"))
-            }
+            Some(pads_text([top, left, bottom, right]))
         }
+        Padding::Ceil { top: 0, left: 0, bottom: 0, right: 0 } => Some("ceil".into()),
+        Padding::Ceil { top, left, bottom, right } => {
+            Some(format!("{}, ceil", pads_text([top, left, bottom, right])))
+        }
+    }
+}
+
+fn pads_text([top, left, bottom, right]: [usize; 4]) -> String {
+    if top == left && left == bottom && bottom == right {
+        format!("pad {top}")
+    } else {
+        format!("pad {top},{left},{bottom},{right}")
     }
 }
 

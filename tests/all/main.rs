@@ -19,3 +19,4 @@ mod ops;
 mod relu_rules;
 mod sample;
 mod support;
+mod torch;

@@ -497,7 +497,7 @@ impl Importer {
     }
 
     fn pool(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let (x, shape) = self.real_input(n.first)?;
+        let (mut x, shape) = self.real_input(n.first)?;
         let kernel = match n.a.ints("kernel_shape")?.as_deref() {
             Some(&[h, w]) if h > 0 && w > 0 => [h as usize, w as usize],
             other => return Err(format!("kernel_shape {other:?}: only 2-D pooling is supported")),
@@ -507,23 +507,30 @@ impl Importer {
         }
         let stride = n.a.pair("strides", 1)?;
         let hw = spatial(&shape)?;
-        let padding = padding(&n.a, hw, kernel, stride, [1, 1])?;
-        if n.a.int("ceil_mode", 0)? != 0 {
-            let pads = padding.resolve(hw, kernel, stride, [1, 1]);
-            let partial = (0..2).any(|i| {
-                (hw[i] + pads[i] + pads[i + 2]).saturating_sub(kernel[i]) % stride[i] != 0
-            });
-            if partial {
-                return Err(
-                    "ceil_mode=1 adds a partial window here, which convscope does not compute"
-                        .into(),
-                );
-            }
+        let mut padding = padding(&n.a, hw, kernel, stride, [1, 1])?;
+        let pads = padding.resolve(hw, kernel, stride, [1, 1]);
+        let ceil = n.a.int("ceil_mode", 0)? != 0;
+        if ceil {
+            let [top, left, bottom, right] = pads;
+            padding = Padding::Ceil { top, left, bottom, right };
         }
+        let partial = padding.resolve(hw, kernel, stride, [1, 1]) != pads;
         let op = if n.node.op_type == "MaxPool" {
             Op::MaxPool { kernel, stride, padding }
         } else {
-            let count_include_pad = n.a.int("count_include_pad", 0)? != 0;
+            let mut count_include_pad = n.a.int("count_include_pad", 0)? != 0;
+            if count_include_pad && partial {
+                // A partial window divides by its cells inside the input and the padding
+                // the file asked for, not the extra: that padding made real, then counted
+                // as cells, is exactly that.
+                let [top, left, bottom, right] = pads;
+                if pads != [0; 4] {
+                    let pad = Op::Pad { pads: [top, bottom, left, right], value: 0.0 };
+                    x = self.emit(n.base, pad, vec![x], Vec::new())?;
+                }
+                padding = Padding::Ceil { top: 0, left: 0, bottom: 0, right: 0 };
+                count_include_pad = false;
+            }
             Op::AvgPool { kernel, stride, padding, count_include_pad }
         };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))

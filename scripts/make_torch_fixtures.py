@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch-exported ONNX fixtures under tests/fixtures/torch/.
+
+Each fixture is a small PyTorch module with one of the op patterns of torchvision's CNNs
+(ceil-mode pools, ShuffleNet's channel split and shuffle, ConvNeXt's channels-last
+LayerNorm and Linear, squeeze-excite gates, upsampling, group/instance norm, transposed
+convolutions), exported by each of PyTorch's routes:
+
+- `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
+  `path + ".data"` when it chooses so);
+- `legacy`: `dynamo=False` at its default opset;
+- `opset13`: `dynamo=False, opset_version=13`.
+
+Beside them: `<name>.input.npy` (NCHW float32, 2 samples), `<name>.probs.npy` (the
+module's softmax output) and `<name>.grad.npy`: the gradient, with respect to the input of
+sample 0, of its top class's score *before* the softmax, as convscope's methods define
+class scores. Weights are random (seeded) with batch-norm statistics away from the
+identity, so nothing is trivially zero.
+
+Run from the repository root (versions used for the committed files: torch 2.15.0,
+onnx 1.23.2, onnxscript 0.7.2, numpy 2.4.6, Python 3.11.7):
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch onnx onnxscript numpy
+    /tmp/torchvenv/bin/python scripts/make_torch_fixtures.py [NAME ...]
+"""
+
+import os
+import pathlib
+import sys
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "torch"
+ROUTES = {
+    "default": {},
+    "legacy": {"dynamo": False},
+    "opset13": {"dynamo": False, "opset_version": 13},
+}
+
+
+def randomise(module, seed):
+    """Seeded weights, with batch-norm statistics that are not an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)):
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return module.eval()
+
+
+class Classifier(nn.Module):
+    """A fixture: `logits(x)`, the class scores, under a softmax."""
+
+    def forward(self, x):
+        return F.softmax(self.logits(x), dim=1)
+
+
+class Head(nn.Module):
+    """Global average pool and Linear: the scores most fixtures end with."""
+
+    def __init__(self, channels, classes=5):
+        super().__init__()
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
+class Pools(Classifier):
+    """GoogLeNet's and SqueezeNet's ceil-mode pools: max with a partial last window, average
+    with and without counting padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2)
+        self.max = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.avg_in = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.avg_out = nn.AvgPool2d(2, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        self.max_pad = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.head = Head(6)
+
+    def logits(self, x):
+        x = self.max(F.relu(self.conv(x)))
+        x = self.avg_out(self.avg_in(x)) + 0.0
+        return self.head(self.max_pad(x))
+
+
+def channel_shuffle(x, groups):
+    n, c, h, w = x.shape
+    x = x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(n, c, h, w)
+
+
+class Shuffle(Classifier):
+    """ShuffleNetV2's units: a stride-2 unit (two branches, concatenated) and a stride-1
+    unit (the channels split in half, one half transformed), each followed by the
+    shuffle."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        half = c // 2
+
+        def branch(cin, stride):
+            return nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, half, 1, bias=False),
+                nn.BatchNorm2d(half),
+                nn.ReLU(),
+            )
+
+        self.down_left, self.down_right = branch(c, 2), branch(c, 2)
+        self.unit = branch(half, 1)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.stem(x))
+        x = channel_shuffle(torch.cat((self.down_left(x), self.down_right(x)), 1), 2)
+        keep, change = x.chunk(2, dim=1)
+        x = channel_shuffle(torch.cat((keep, self.unit(change)), 1), 2)
+        return self.head(x)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt LayerNorm2d: LayerNorm over channels, by permuting."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXt(Classifier):
+    """torchvision's ConvNeXt: a patchify stem with LayerNorm2d, one block (depthwise 7×7,
+    channels-last LayerNorm, Linear, GELU, Linear, layer scale, residual), and the head
+    (LayerNorm2d after pooling, Flatten, Linear)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 4, stride=4), LayerNorm2d(c, eps=1e-6))
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.up, self.down = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, c).view(c, 1, 1))
+        self.head_norm = LayerNorm2d(c, eps=1e-6)
+        self.fc = nn.Linear(c, 5)
+
+    def logits(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.down(F.gelu(self.up(self.norm(y)))).permute(0, 3, 1, 2)
+        x = x + self.scale * y
+        x = self.head_norm(F.adaptive_avg_pool2d(x, 1))
+        return self.fc(torch.flatten(x, 1))
+
+
+FIXTURES = {
+    # name: (module, input size [C, H, W])
+    "pools": (Pools, [3, 29, 29]),
+    "shuffle": (Shuffle, [3, 16, 16]),
+    "convnext": (ConvNeXt, [3, 32, 32]),
+}
+
+
+def export(model, x, path, route):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), **ROUTES[route])
+
+
+def make(name, seed):
+    module, shape = FIXTURES[name]
+    torch.manual_seed(seed)
+    model = randomise(module(), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand([2, *shape], generator=g)
+    with torch.no_grad():
+        probs = model(x)
+    one = x[:1].clone().requires_grad_(True)
+    scores = model.logits(one)[0]
+    top = int(scores.argmax())
+    scores[top].backward()
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.save(OUT / f"{name}.input.npy", x.numpy())
+    np.save(OUT / f"{name}.probs.npy", probs.numpy())
+    np.save(OUT / f"{name}.grad.npy", one.grad.numpy())
+    for route in ROUTES:
+        path = OUT / f"{name}.{route}.onnx"
+        for old in (path, pathlib.Path(str(path) + ".data")):
+            old.unlink(missing_ok=True)
+        export(model, x, path, route)
+        print(f"{path.name}: {path.stat().st_size} bytes, class {top}")
+
+
+if __name__ == "__main__":
+    os.chdir(pathlib.Path(__file__).resolve().parent.parent)
+    names = sys.argv[1:] or list(FIXTURES)
+    for i, name in enumerate(FIXTURES):
+        if name in names:
+            make(name, 20261203 + i)

@@ -1,0 +1,69 @@
+//! What PyTorch's exporters write for the op patterns of torchvision's CNNs
+//! (scripts/make_torch_fixtures.py): every route loads, and gives PyTorch's probabilities
+//! and input gradient.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use convscope::engine::{ReluRule, Seed};
+use convscope::formats;
+
+use crate::support;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch").join(name)
+}
+
+/// The default export (dynamo), `dynamo=False`, and `dynamo=False` at opset 13.
+const ROUTES: [&str; 3] = ["default", "legacy", "opset13"];
+
+fn max_abs(v: impl Iterator<Item = f32>) -> f32 {
+    v.fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Each route of fixture `name` against PyTorch's probabilities (both samples) and the
+/// gradient of sample 0's top class score before the softmax.
+fn matches_pytorch(name: &str) {
+    let (shape, x) = support::read_npy(&fixture(&format!("{name}.input.npy")));
+    let input = Tensor::from_vec(x, shape, &Device::Cpu).unwrap();
+    let (_, want_probs) = support::read_npy(&fixture(&format!("{name}.probs.npy")));
+    let (_, want_grad) = support::read_npy(&fixture(&format!("{name}.grad.npy")));
+    let largest = max_abs(want_grad.iter().copied());
+    assert!(largest > 0.0, "{name}: PyTorch's gradient is zero");
+    for route in ROUTES {
+        let file = format!("{name}.{route}.onnx");
+        let model = formats::load(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let got = support::values(&model.predict(&input).unwrap());
+        let worst = max_abs(got.iter().zip(&want_probs).map(|(g, w)| *g as f32 - w));
+        assert!(worst <= 1e-5, "{file}: probabilities off by {worst}");
+
+        let one = input.narrow(0, 0, 1).unwrap();
+        let acts = model.forward(&one).unwrap();
+        let (node, point) = model.score_point();
+        let scores = acts.at(node, point).unwrap();
+        let class = convscope::engine::argmax(&scores.flatten_all().unwrap().to_vec1().unwrap());
+        let mut seed = vec![0f32; scores.elem_count()];
+        seed[class] = 1.0;
+        let grad = Tensor::from_vec(seed, scores.dims(), &Device::Cpu).unwrap();
+        let grads =
+            model.backward(&acts, &Seed { node, point, grad }, ReluRule::Vanilla, false).unwrap();
+        let got = support::values(grads.input().unwrap());
+        let worst = max_abs(got.iter().zip(&want_grad).map(|(g, w)| *g as f32 - w));
+        assert!(worst <= 1e-4 * largest, "{file}: gradient off by {worst} (largest {largest})");
+    }
+}
+
+#[test]
+fn ceil_mode_pools_match_pytorch() {
+    matches_pytorch("pools");
+}
+
+#[test]
+fn channel_split_and_shuffle_match_pytorch() {
+    matches_pytorch("shuffle");
+}
+
+#[test]
+fn convnext_layer_norm_and_linear_match_pytorch() {
+    matches_pytorch("convnext");
+}
