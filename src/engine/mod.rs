@@ -326,6 +326,13 @@ impl Model {
                 sum
             }
             Op::Concat { axis } => Tensor::cat(inputs, axis + 1)?,
+            Op::Slice { axes, starts, ends } => {
+                let mut part = x.clone();
+                for ((&axis, &start), &end) in axes.iter().zip(starts).zip(ends) {
+                    part = part.narrow(axis + 1, start, end - start)?;
+                }
+                part.contiguous()?
+            }
             Op::Arith { kind, constant } => {
                 let (a, b) = self.arith_operands(i, inputs, constant.as_ref(), out_shape.len())?;
                 arith(*kind, &a, &b)?
@@ -525,6 +532,14 @@ impl Model {
                         .zip(of_inputs)
                         .map(|(v, g)| sum_to_shape(&g, acts.value(*v).dims()))
                         .collect::<Result<_>>()?
+                }
+                Op::Slice { axes, starts, .. } => {
+                    let mut g = gz.clone();
+                    for (&axis, &start) in axes.iter().zip(starts) {
+                        let after = x.dim(axis + 1)? - start - g.dim(axis + 1)?;
+                        g = g.pad_with_zeros(axis + 1, start, after)?;
+                    }
+                    vec![g]
                 }
                 Op::Pad { pads: [top, _, left, _], .. } => {
                     let (_, _, h, w) = x.dims4()?;

@@ -329,6 +329,16 @@ pub enum Op {
         #[serde(default, with = "maybe_infinite")]
         value: f32,
     },
+    /// The part `starts[i]..ends[i]` of each per-sample axis `axes[i]` (0 = channels): a
+    /// channel split, a crop.
+    Slice {
+        /// Per-sample axes.
+        axes: Vec<usize>,
+        /// First index kept, per axis.
+        starts: Vec<usize>,
+        /// One past the last index kept, per axis.
+        ends: Vec<usize>,
+    },
     /// Max over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
     GlobalMaxPool {
         /// Keep the spatial axes as size 1.
@@ -409,6 +419,7 @@ impl Op {
             Op::Pad { value, .. } if *value == 0.0 => "ZeroPadding2D",
             Op::Pad { .. } => "Pad",
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
+            Op::Slice { .. } => "Slice",
         }
     }
 

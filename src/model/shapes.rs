@@ -148,6 +148,19 @@ pub(super) fn infer_shape(
             let [c, h, w] = spatial(x, "padding")?;
             (vec![c, h + top + bottom, w + left + right], no_pad)
         }
+        Op::Slice { axes, starts, ends } => {
+            let mut out = x.to_vec();
+            if axes.len() != starts.len() || axes.len() != ends.len() {
+                return Err("a slice needs a start and an end per axis".into());
+            }
+            for ((&axis, &start), &end) in axes.iter().zip(starts).zip(ends) {
+                if axis >= x.len() || start >= end || end > x[axis] {
+                    return Err(format!("cannot take {start}..{end} of axis {axis} of {x:?}"));
+                }
+                out[axis] = end - start;
+            }
+            (out, no_pad)
+        }
         Op::Flatten => (vec![x.iter().product()], no_pad),
         Op::Reshape { shape } => (reshape_target(x, shape)?, no_pad),
         Op::Transpose { perm } => {

@@ -264,6 +264,11 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
             let dims: Vec<String> = perm.iter().map(usize::to_string).collect();
             parts.push(format!("perm ({})", dims.join(", ")));
         }
+        Op::Slice { axes, starts, ends } => {
+            for ((axis, start), end) in axes.iter().zip(starts).zip(ends) {
+                parts.push(format!("axis {axis} {start}..{end}"));
+            }
+        }
         Op::Concat { axis } => {
             if out_rank == 3 && *axis == 0 {
                 parts.push("on channels".into());

@@ -858,15 +858,22 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             "only non-negative padding of the spatial axes",
         ),
         (
-            vec![y(node(
-                "MaxPool",
-                "pool",
-                &["x"],
-                vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), int("ceil_mode", 1)],
-            ))],
-            vec![],
+            vec![y(node("Slice", "slice", &["x", "s", "e", "a"], vec![]))],
+            vec![int64s("s", &[1]), int64s("e", &[2]), int64s("a", &[0])],
             17,
-            "ceil_mode=1 adds a partial window",
+            "node 'slice' (Slice): slices the batch axis",
+        ),
+        (
+            vec![y(node("Slice", "slice", &["x", "s", "e", "a", "st"], vec![]))],
+            vec![int64s("s", &[0]), int64s("e", &[4]), int64s("a", &[1]), int64s("st", &[2])],
+            17,
+            "slices of computed values take every element (step 1)",
+        ),
+        (
+            vec![y(node("Split", "split", &["x", "sz"], vec![int("axis", 1)]))],
+            vec![int64s("sz", &[1, 1])],
+            17,
+            "cannot split 2 into [1, 1] for 1 outputs along axis 1",
         ),
         (
             vec![y(node("Concat", "cat", &["x", "x"], vec![int("axis", 0)]))],

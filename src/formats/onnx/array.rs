@@ -19,6 +19,8 @@ pub(crate) enum Dim {
 pub(crate) struct Array<T> {
     pub dims: Vec<usize>,
     pub data: Vec<T>,
+    /// Of an ONNX integer type: division truncates, as ONNX's integer `Div` does.
+    pub integer: bool,
 }
 
 /// Row-major strides of `dims`.
@@ -42,7 +44,7 @@ pub(crate) fn axis(axis: i64, rank: usize) -> Fallible<usize> {
 impl<T: Clone> Array<T> {
     /// A 1-D array.
     pub fn vector(data: Vec<T>) -> Self {
-        Array { dims: vec![data.len()], data }
+        Array { dims: vec![data.len()], data, integer: false }
     }
 
     /// The same elements under new dimensions of the same total.
@@ -50,7 +52,7 @@ impl<T: Clone> Array<T> {
         if dims.iter().product::<usize>() != self.data.len() {
             return Err(format!("cannot reshape {:?} to {dims:?}", self.dims));
         }
-        Ok(Array { dims, data: self.data })
+        Ok(Array { dims, data: self.data, integer: self.integer })
     }
 
     /// Axes permuted: output axis `i` is input axis `perm[i]`.
@@ -70,7 +72,7 @@ impl<T: Clone> Array<T> {
                 self.data[src].clone()
             })
             .collect();
-        Ok(Array { dims, data })
+        Ok(Array { dims, data, integer: self.integer })
     }
 
     /// ONNX `Gather`: the entries at `indices` (negative counts from the end) along `axis`.
@@ -100,7 +102,7 @@ impl<T: Clone> Array<T> {
         let mut dims = self.dims[..ax].to_vec();
         dims.extend_from_slice(&indices.dims);
         dims.extend_from_slice(&self.dims[ax + 1..]);
-        Ok(Array { dims, data })
+        Ok(Array { dims, data, integer: self.integer })
     }
 
     /// ONNX `Concat` along `axis`.
@@ -124,7 +126,7 @@ impl<T: Clone> Array<T> {
         }
         let mut dims = first.dims.clone();
         dims[ax] = parts.iter().map(|p| p.dims[ax]).sum();
-        Ok(Array { dims, data })
+        Ok(Array { dims, data, integer: parts.iter().all(|p| p.integer) })
     }
 
     /// ONNX `Slice` of a 1-D array with step 1 (what exporters do to shapes).
@@ -135,12 +137,16 @@ impl<T: Clone> Array<T> {
         let len = self.data.len() as i64;
         let clamp = |i: i64| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
         let (s, e) = (clamp(start), clamp(end));
-        Ok(Array::vector(self.data[s..e.max(s)].to_vec()))
+        Ok(Array { integer: self.integer, ..Array::vector(self.data[s..e.max(s)].to_vec()) })
     }
 
     /// The same array with `f` applied to each element.
     pub fn map<U>(&self, f: impl Fn(&T) -> U) -> Array<U> {
-        Array { dims: self.dims.clone(), data: self.data.iter().map(f).collect() }
+        Array {
+            dims: self.dims.clone(),
+            data: self.data.iter().map(f).collect(),
+            integer: self.integer,
+        }
     }
 }
 
@@ -195,7 +201,7 @@ impl Array<f64> {
                 f(self.data[ia], other.data[ib])
             })
             .collect();
-        Ok(Array { dims, data })
+        Ok(Array { dims, data, integer: self.integer && other.integer })
     }
 
     /// The elements as integers, refusing fractions (shapes, axes, pads).
@@ -227,7 +233,7 @@ mod tests {
 
     #[test]
     fn transpose_moves_axes() {
-        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect() };
+        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect(), integer: true };
         let t = a.transpose(&[1, 0]).unwrap();
         assert_eq!(t.dims, vec![3, 2]);
         assert_eq!(t.data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
@@ -236,8 +242,8 @@ mod tests {
 
     #[test]
     fn gather_concat_slice_follow_onnx() {
-        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect() };
-        let g = a.gather(1, &Array { dims: vec![], data: vec![-1.0] }).unwrap();
+        let a = Array { dims: vec![2, 3], data: (0..6).map(f64::from).collect(), integer: true };
+        let g = a.gather(1, &Array { dims: vec![], data: vec![-1.0], integer: true }).unwrap();
         assert_eq!((g.dims, g.data), (vec![2], vec![2.0, 5.0]));
         let c = Array::concat(&[a.clone(), a.clone()], 1).unwrap();
         assert_eq!(c.dims, vec![2, 6]);
@@ -249,7 +255,7 @@ mod tests {
 
     #[test]
     fn zip_broadcasts() {
-        let a = Array { dims: vec![2, 1], data: vec![1.0, 2.0] };
+        let a = Array { dims: vec![2, 1], data: vec![1.0, 2.0], integer: false };
         let b = Array::vector(vec![10.0, 20.0, 30.0]);
         let s = a.zip(&b, |x, y| x + y).unwrap();
         assert_eq!(s.dims, vec![2, 3]);

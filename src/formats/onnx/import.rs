@@ -173,6 +173,9 @@ pub(super) struct Importer {
     pub(super) transposed: HashMap<(String, Vec<usize>), String>,
     /// Flatten/Reshape nodes already emitted, by source and shape.
     pub(super) reshaped: HashMap<(String, Vec<usize>), String>,
+    /// The values of a node's outputs past the first, from an op that has several
+    /// (Split), taken by the node's caller.
+    pub(super) more_outputs: Vec<Value>,
     /// The ONNX value each Conv/Dense node produced, for folding a following bias Add.
     pub(super) produced: HashMap<String, String>,
     pub(super) input_spec: InputSpec,
@@ -325,6 +328,7 @@ impl Importer {
             taken: HashSet::from([name.clone()]),
             transposed: HashMap::new(),
             reshaped: HashMap::new(),
+            more_outputs: Vec::new(),
             produced: HashMap::new(),
             input_spec,
         })
@@ -412,13 +416,6 @@ impl Importer {
             return Err(NodeError::Unsupported);
         }
         let op = OnnxOp::find(&node.op_type);
-        // Outputs past the first (Dropout's mask, BatchNormalization's running stats,
-        // MaxPool's indices) have no counterpart here.
-        if let Some(extra) = node.output.iter().skip(1).find(|o| self.uses.contains_key(*o)) {
-            return Err(
-                format!("its output '{extra}' is used, which convscope cannot compute").into()
-            );
-        }
         let keeps_flattened = op.is_some_and(|op| op.keeps_flattened);
         for (i, name) in node.input.iter().enumerate() {
             if let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name).cloned()
@@ -431,6 +428,19 @@ impl Importer {
         let Some(op) = op else { return Err(NodeError::Unsupported) };
         let emitted_before = self.spec.nodes.len();
         let out = op.map(self, node)?;
+        let more = std::mem::take(&mut self.more_outputs);
+        // Outputs past those the op gives (Dropout's mask, BatchNormalization's running
+        // stats, MaxPool's indices) have no counterpart here.
+        if let Some(extra) =
+            node.output.iter().skip(1 + more.len()).find(|o| self.uses.contains_key(*o))
+        {
+            return Err(
+                format!("its output '{extra}' is used, which convscope cannot compute").into()
+            );
+        }
+        for (name, value) in node.output.iter().skip(1).zip(more) {
+            self.values.insert(name.clone(), value);
+        }
         if let Some(name) = node.output.first() {
             // A Conv/Dense this node emitted: an Add reading its output may become its bias.
             if let Value::Computed(c) = &out

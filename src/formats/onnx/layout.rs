@@ -180,13 +180,15 @@ impl Importer {
         }
         let flat = self.reshape_node(&of.source, vec![total], &flat_name)?;
         // Input i of the permuted flatten is input order[i] of the plain one.
-        let order = Array { dims: source_shape, data: (0..total).collect() }.transpose(perm)?.data;
+        let order = Array { dims: source_shape, data: (0..total).collect(), integer: true }
+            .transpose(perm)?
+            .data;
         let mut reordered = vec![0.0; kernel.data.len()];
         for (i, &o) in order.iter().enumerate() {
             reordered[o * units..(o + 1) * units]
                 .copy_from_slice(&kernel.data[i * units..(i + 1) * units]);
         }
-        Ok((flat, Array { dims: kernel.dims, data: reordered }))
+        Ok((flat, Array { dims: kernel.dims, data: reordered, integer: kernel.integer }))
     }
 }
 

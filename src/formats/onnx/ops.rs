@@ -100,6 +100,7 @@ const OPS: &[OnnxOp] = &[
     op("Softmax", |im, n| im.softmax(n)),
     op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
     op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
+    op("Split", |im, n| im.split(n)),
     op("Squeeze", |im, n| im.squeeze(n)),
     op("Sub", |im, n| im.arith(n)),
     op("Sum", |im, n| im.arith(n)),
@@ -265,7 +266,7 @@ impl Importer {
         }
         // A sum is the mean times the number of pixels.
         let mean = self.emit(&format!("{}_mean", n.base), op, vec![x], Vec::new())?;
-        let pixels = Array { dims: vec![1], data: vec![(shape[1] * shape[2]) as f64] };
+        let pixels = Array::vector(vec![(shape[1] * shape[2]) as f64]);
         let constant = ConstOperand { shape: vec![1], left: false };
         let op = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
         Ok(Value::computed(self.emit(n.base, op, vec![mean], vec![("value", pixels)])?))
@@ -407,10 +408,13 @@ impl Importer {
     ) -> Fallible<Value> {
         match (l.clone(), r) {
             (Value::Const(l), Value::Const(r)) => {
+                let integer = l.integer && r.integer;
                 Ok(Value::Const(l.zip(&r, |x, y| match kind {
                     ArithKind::Add => x + y,
                     ArithKind::Sub => x - y,
                     ArithKind::Mul => x * y,
+                    // ONNX's integer division truncates (ShuffleNet's `channels // 2`).
+                    ArithKind::Div if integer => (x / y).trunc(),
                     ArithKind::Div => x / y,
                     ArithKind::Max => x.max(y),
                     ArithKind::Min => x.min(y),

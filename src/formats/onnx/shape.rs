@@ -26,7 +26,7 @@ impl Value {
             })
             .collect();
         match known {
-            Some(data) => Value::Const(Array { dims: shape.dims, data }),
+            Some(data) => Value::Const(Array { dims: shape.dims, data, integer: true }),
             None => Value::Shape(shape),
         }
     }
@@ -37,7 +37,10 @@ impl Importer {
         let to = n.a.int("to", 0)?;
         let integer = !matches!(to as i32, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
         Ok(match self.value(n.first)? {
-            Value::Const(c) if integer => Value::Const(c.map(|v| v.trunc())),
+            Value::Const(c) => Value::Const(Array {
+                integer,
+                ..if integer { c.map(|v| v.trunc()) } else { c.clone() }
+            }),
             Value::Computed(_) if to as i32 != data_type::FLOAT => {
                 return Err(format!("casting a computed value to ONNX type {to}"));
             }
@@ -75,7 +78,10 @@ impl Importer {
         })
     }
 
-    pub(super) fn slice(&self, n: &OpNode<'_>) -> Fallible<Value> {
+    pub(super) fn slice(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if let Value::Computed(c) = self.value(n.first)?.clone() {
+            return self.slice_computed(n, &c);
+        }
         let arg = |i: usize| -> Fallible<Option<Vec<i64>>> {
             match n.input(i) {
                 Some(name) => Ok(Some(self.constant(name)?.ints()?)),
@@ -95,6 +101,104 @@ impl Importer {
             Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
+    }
+
+    /// A slice of a computed value (a channel split, a crop): constant bounds, step 1, the
+    /// batch axis whole.
+    fn slice_computed(&mut self, n: &OpNode<'_>, c: &Computed) -> Fallible<Value> {
+        let shape = self.shape(c);
+        let rank = shape.len() + 1;
+        let ints = |i: usize| n.input(i).map(|name| self.constant(name)?.ints()).transpose();
+        let (starts, ends) = (ints(1)?.ok_or("needs starts")?, ints(2)?.ok_or("needs ends")?);
+        let axes = match ints(3)? {
+            Some(axes) => {
+                axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?
+            }
+            None => (0..starts.len()).collect(),
+        };
+        if ints(4)?.is_some_and(|steps| steps.iter().any(|&s| s != 1)) {
+            return Err("slices of computed values take every element (step 1)".into());
+        }
+        if starts.len() != ends.len() || starts.len() != axes.len() {
+            return Err("needs as many starts, ends and axes".into());
+        }
+        let mut ranges = Vec::new();
+        for ((&axis, &start), &end) in axes.iter().zip(&starts).zip(&ends) {
+            if axis == 0 {
+                // The batch axis, of unknown size: only ':' (ends of 2^31 and up).
+                if start != 0 || end < i64::from(i32::MAX) {
+                    return Err("slices the batch axis".into());
+                }
+                continue;
+            }
+            let dim = shape[axis - 1] as i64;
+            let clamp = |v: i64| (if v < 0 { v + dim } else { v }).clamp(0, dim) as usize;
+            let (start, end) = (clamp(start), clamp(end));
+            if start >= end {
+                return Err(format!("slice {start}..{end} of axis {axis} is empty"));
+            }
+            if end - start < dim as usize {
+                let source_axis = c.perm.as_ref().map_or(axis - 1, |p| p[axis - 1]);
+                ranges.push((source_axis, start, end));
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(Value::Computed(c.clone()));
+        }
+        let op = Op::Slice {
+            axes: ranges.iter().map(|r| r.0).collect(),
+            starts: ranges.iter().map(|r| r.1).collect(),
+            ends: ranges.iter().map(|r| r.2).collect(),
+        };
+        let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
+        Ok(self.keep_layout(name, c))
+    }
+
+    /// Split of a computed value along one axis, into slices, one per output.
+    pub(super) fn split(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let Value::Computed(c) = self.value(n.first)?.clone() else {
+            return Err("only values computed from the input can be split".into());
+        };
+        let shape = self.shape(&c);
+        let axis = array::axis(n.a.int("axis", 0)?, shape.len() + 1)?;
+        if axis == 0 {
+            return Err("splits the batch axis".into());
+        }
+        let dim = shape[axis - 1];
+        let outputs = n.node.output.len();
+        let sizes: Vec<i64> = match n.input(1) {
+            Some(name) => self.constant(name)?.ints()?,
+            None => match n.a.ints("split")? {
+                Some(sizes) => sizes,
+                None => {
+                    // Equal parts, the last smaller if they do not divide (opset 18).
+                    let parts = n.a.int("num_outputs", outputs as i64)?.max(1) as usize;
+                    let part = dim.div_ceil(parts);
+                    (0..parts).map(|i| dim.saturating_sub(i * part).min(part) as i64).collect()
+                }
+            },
+        };
+        if sizes.len() != outputs
+            || sizes.iter().any(|&s| s <= 0)
+            || sizes.iter().sum::<i64>() != dim as i64
+        {
+            return Err(format!(
+                "cannot split {dim} into {sizes:?} for {outputs} outputs along axis {axis}"
+            ));
+        }
+        let source_axis = c.perm.as_ref().map_or(axis - 1, |p| p[axis - 1]);
+        let mut start = 0;
+        let mut parts = Vec::new();
+        for size in sizes {
+            let end = start + size as usize;
+            let op = Op::Slice { axes: vec![source_axis], starts: vec![start], ends: vec![end] };
+            let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
+            parts.push(self.keep_layout(name, &c));
+            start = end;
+        }
+        let first = parts.remove(0);
+        self.more_outputs = parts;
+        Ok(first)
     }
 
     pub(super) fn concat(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
@@ -310,7 +414,11 @@ fn dims_of(v: &Value) -> Fallible<Array<Dim>> {
         Value::Shape(s) => Ok(s.clone()),
         Value::Const(k) => {
             let ints = k.ints()?;
-            Ok(Array { dims: k.dims.clone(), data: ints.into_iter().map(Dim::Known).collect() })
+            Ok(Array {
+                dims: k.dims.clone(),
+                data: ints.into_iter().map(Dim::Known).collect(),
+                integer: true,
+            })
         }
         Value::Computed(_) | Value::Flattened { .. } => {
             Err("a shape computed from the input's values is not supported".into())

@@ -94,7 +94,8 @@ pub(super) fn tensor_array(t: &TensorProto, source: &Source) -> Fallible<Array<f
             ));
         }
     };
-    Ok(Array { dims, data })
+    let integer = matches!(t.data_type, data_type::INT64 | data_type::INT32);
+    Ok(Array { dims, data, integer })
 }
 
 fn eight(c: &[u8]) -> [u8; 8] {
@@ -109,16 +110,17 @@ pub(super) fn constant_attr(a: &Attrs, source: &Source) -> Fallible<Array<f64>> 
         return tensor_array(t, source);
     }
     if let Some(f) = a.get("value_float", attribute_type::FLOAT)? {
-        return Ok(Array { dims: vec![], data: vec![f64::from(f.f)] });
+        return Ok(Array { dims: vec![], data: vec![f64::from(f.f)], integer: false });
     }
     if let Some(i) = a.get("value_int", attribute_type::INT)? {
-        return Ok(Array { dims: vec![], data: vec![i.i as f64] });
+        return Ok(Array { dims: vec![], data: vec![i.i as f64], integer: true });
     }
     if let Some(f) = a.get("value_floats", attribute_type::FLOATS)? {
         return Ok(Array::vector(f.floats.iter().map(|&v| f64::from(v)).collect()));
     }
     if let Some(v) = a.ints("value_ints")? {
-        return Ok(Array::vector(v.iter().map(|&v| v as f64).collect()));
+        let data = v.iter().map(|&v| v as f64).collect();
+        return Ok(Array { integer: true, ..Array::vector(data) });
     }
     Err("only tensor, float and int constants are supported".into())
 }
