@@ -303,6 +303,11 @@ impl Model {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
                 x.broadcast_mul(&scale)?.broadcast_add(&shift)?
             }
+            Op::LayerNorm { axes, epsilon } => {
+                let (normalised, _) = standardise(x, axes, *epsilon)?;
+                let (gamma, beta) = self.layer_norm_affine(i, axes, x.rank())?;
+                normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)?
+            }
             Op::PRelu => {
                 let slope = self.channel_param(i, "slope", x.rank())?;
                 (x.maximum(0.0)? + x.minimum(0.0)?.broadcast_mul(&slope)?)?
@@ -463,6 +468,18 @@ impl Model {
                     }
                     vec![gz.broadcast_mul(&scale)?]
                 }
+                Op::LayerNorm { axes, epsilon } => {
+                    // d/dx of (x − μ)/σ·γ: (g − mean(g) − x̂·mean(g·x̂))/σ with g = γ·dy.
+                    let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
+                    let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
+                    let g = gz.broadcast_mul(&gamma)?;
+                    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+                    let mean_g = g.mean_keepdim(dims.clone())?;
+                    let mean_gx = g.mul(&normalised)?.mean_keepdim(dims)?;
+                    let centred =
+                        g.broadcast_sub(&mean_g)?.sub(&normalised.broadcast_mul(&mean_gx)?)?;
+                    vec![centred.broadcast_mul(&inv_std)?]
+                }
                 Op::PRelu => {
                     let slope = self.channel_param(i, "slope", x.rank())?;
                     if weight_grads {
@@ -607,6 +624,24 @@ impl Model {
         Ok(p.reshape(dims)?)
     }
 
+    /// A layer norm's `gamma` and `beta`, shaped to broadcast against a batch of `rank`
+    /// axes (1 on the batch axis and on the axes not normalised).
+    fn layer_norm_affine(
+        &self,
+        node: usize,
+        axes: &[usize],
+        rank: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut dims = vec![1; rank];
+        let input = self.graph().shape(self.graph().inputs_of(node)[0]);
+        for &a in axes {
+            dims[a + 1] = input[a];
+        }
+        let shaped =
+            |role| -> Result<Tensor> { Ok(self.weight(node, role)?.reshape(dims.clone())?) };
+        Ok((shaped("gamma")?, shaped("beta")?))
+    }
+
     /// Batch norm at inference as `x·scale + shift`.
     fn batch_norm_affine(
         &self,
@@ -642,6 +677,15 @@ fn winner_share(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     let half = (ties.to_dtype(a.dtype())? * 0.5)?;
     Ok(a_wins.to_dtype(a.dtype())?.add(&half)?)
+}
+
+/// `x` standardised over the per-sample `axes` (`(x − mean)/√(var + ε)`), with `1/√(var + ε)`.
+fn standardise(x: &Tensor, axes: &[usize], epsilon: f32) -> Result<(Tensor, Tensor)> {
+    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+    let centred = x.broadcast_sub(&x.mean_keepdim(dims.clone())?)?;
+    let variance = centred.sqr()?.mean_keepdim(dims)?;
+    let inv_std = (variance + f64::from(epsilon))?.sqrt()?.recip()?;
+    Ok((centred.broadcast_mul(&inv_std)?, inv_std))
 }
 
 /// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.

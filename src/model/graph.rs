@@ -296,6 +296,10 @@ impl Graph {
                 vec![WeightSpec { role: "value", shape: constant.shape.clone(), trainable: false }]
             }
             Op::PRelu => vec![trainable("slope", vec![input[0]])],
+            Op::LayerNorm { axes, .. } => {
+                let normalised: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
+                vec![trainable("gamma", normalised.clone()), trainable("beta", normalised)]
+            }
             _ => Vec::new(),
         }
     }
@@ -331,6 +335,7 @@ impl Graph {
                 Op::Conv2d { .. }
                     | Op::Activation { .. }
                     | Op::BatchNorm { .. }
+                    | Op::LayerNorm { .. }
                     | Op::PRelu
                     | Op::Add
                     | Op::Arith { .. }

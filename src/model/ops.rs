@@ -283,6 +283,15 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// Layer normalisation: each sample standardised over the per-sample `axes` (ascending;
+    /// `[0]` is ConvNeXt's over channels), then scaled by weight `gamma` and shifted by
+    /// `beta`, each shaped as those axes.
+    LayerNorm {
+        /// Per-sample axes normalised together, ascending.
+        axes: Vec<usize>,
+        /// Added to the variance.
+        epsilon: f32,
+    },
     /// Parametric ReLU: `x` where positive, else `slope·x`, with weight `slope` one value per
     /// channel (axis 0 of the per-sample shape). Not a ReLU for the backprop modifiers,
     /// which leave it alone as they leave leaky ReLU.
@@ -405,6 +414,7 @@ impl Op {
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Dropout { .. } => "Dropout",
             Op::PRelu => "PReLU",
+            Op::LayerNorm { .. } => "LayerNormalization",
             Op::Flatten => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Permute",

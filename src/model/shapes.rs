@@ -148,6 +148,15 @@ pub(super) fn infer_shape(
             let [c, h, w] = spatial(x, "padding")?;
             (vec![c, h + top + bottom, w + left + right], no_pad)
         }
+        Op::LayerNorm { axes, .. } => {
+            if axes.is_empty()
+                || axes.windows(2).any(|w| w[0] >= w[1])
+                || axes[axes.len() - 1] >= x.len()
+            {
+                return Err(format!("cannot normalise axes {axes:?} of {x:?}"));
+            }
+            (x.to_vec(), no_pad)
+        }
         Op::Slice { axes, starts, ends } => {
             let mut out = x.to_vec();
             if axes.len() != starts.len() || axes.len() != ends.len() {

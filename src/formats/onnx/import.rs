@@ -17,7 +17,7 @@ use super::array::{Array, Dim};
 use super::external::Source;
 use super::layout::{Computed, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
-use super::passes::{drop_unused, fuse_activations, shorten_names};
+use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, shorten_names};
 use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
 use super::tensor::tensor_array;
 use crate::error::{Error, Result};
@@ -108,8 +108,9 @@ pub(super) fn import(
     {
         return Err(Error::OpenInputSize { path: path.to_path_buf(), input: input.name.clone() });
     }
+    let nodes = fuse_layer_norms(graph, &source);
     let mut importer = Importer::new(graph, opset, source, input_size).map_err(bad)?;
-    for node in &graph.node {
+    for node in &nodes {
         importer.node(node).map_err(|e| match e {
             NodeError::Unsupported => bad(format!(
                 "unsupported ONNX op '{}' in node '{}'; supported ops: {}",
@@ -173,6 +174,9 @@ pub(super) struct Importer {
     pub(super) transposed: HashMap<(String, Vec<usize>), String>,
     /// Flatten/Reshape nodes already emitted, by source and shape.
     pub(super) reshaped: HashMap<(String, Vec<usize>), String>,
+    /// Nodes whose output is a whole batch of one flattened, batch axis included (what
+    /// the dynamo exporter makes of `as_strided`, a `Reshape` to `[-1]` then a `Gather`).
+    pub(super) batch_merged: HashSet<String>,
     /// The values of a node's outputs past the first, from an op that has several
     /// (Split), taken by the node's caller.
     pub(super) more_outputs: Vec<Value>,
@@ -329,6 +333,7 @@ impl Importer {
             transposed: HashMap::new(),
             reshaped: HashMap::new(),
             more_outputs: Vec::new(),
+            batch_merged: HashSet::new(),
             produced: HashMap::new(),
             input_spec,
         })

@@ -71,6 +71,7 @@ const OPS: &[OnnxOp] = &[
     }),
     op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
     keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
+    op("LayerNormalization", |im, n| im.layer_norm(n)),
     op("LeakyRelu", |im, n| {
         let alpha = n.a.float("alpha", 0.01)?;
         im.activation(n, Activation::LeakyRelu { alpha })
@@ -167,8 +168,81 @@ impl Importer {
 
     fn matmul(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let kernel = self.constant(n.input(1).ok_or("needs B")?)?;
+        if let Value::Computed(c) = self.value(n.first)?.clone()
+            && self.shape(&c).len() > 1
+        {
+            return self.channel_matmul(n.base, &c, kernel);
+        }
         let (x, kernel) = self.dense_input(n.first, kernel)?;
         self.dense(n.base, x, kernel, None)
+    }
+
+    /// A MatMul over the last axis of a channels-last view of a `[C, H, W]` value
+    /// (ConvNeXt's Linear layers): a 1×1 convolution of the channels-first source.
+    fn channel_matmul(&mut self, base: &str, c: &Computed, kernel: Array<f64>) -> Fallible<Value> {
+        let source = self.shapes.get(&c.source).cloned().unwrap_or_default();
+        let last = c.perm.as_ref().map_or(source.len().saturating_sub(1), |p| p[p.len() - 1]);
+        if source.len() != 3 || last != 0 {
+            return Err(format!(
+                "a MatMul over an axis of per-sample shape {:?} other than its channels",
+                self.shape(c)
+            ));
+        }
+        let &[rows, units] = kernel.dims.as_slice() else {
+            return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
+        };
+        if rows != source[0] {
+            return Err(format!("weights of shape {:?} for {} channels", kernel.dims, source[0]));
+        }
+        let kernel = kernel.transpose(&[1, 0])?.reshape(vec![units, rows, 1, 1])?;
+        let op = Op::Conv2d {
+            filters: units,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: Padding::Valid,
+            dilation: [1, 1],
+            groups: 1,
+            bias: false,
+            activation: Activation::Linear,
+        };
+        let name = self.emit(base, op, vec![c.source.clone()], vec![("kernel", kernel)])?;
+        Ok(self.keep_layout(name, c))
+    }
+
+    /// LayerNormalization over the axes from `axis` on, applied to the source of a pending
+    /// permutation (ConvNeXt's channels-last norm is a norm over the source's channels).
+    fn layer_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let c = self.computed(n.first)?;
+        let shape = self.shape(&c);
+        let axis = array::axis(n.a.int("axis", -1)?, shape.len() + 1)?;
+        if axis == 0 {
+            return Err("normalises over the batch axis".into());
+        }
+        let normalised = shape[axis - 1..].to_vec();
+        let param = |i: usize, default: f64| -> Fallible<Array<f64>> {
+            let filled = Array {
+                dims: normalised.clone(),
+                data: vec![default; normalised.iter().product()],
+                integer: false,
+            };
+            let Some(name) = n.input(i) else { return Ok(filled) };
+            let given = filled.zip(&self.constant(name)?, |_, v| v)?;
+            if given.dims != normalised {
+                return Err(format!("scale or bias of shape {:?} for {normalised:?}", given.dims));
+            }
+            Ok(given)
+        };
+        let (gamma, beta) = (param(1, 1.0)?, param(2, 0.0)?);
+        let source_axes: Vec<usize> =
+            (axis - 1..shape.len()).map(|a| c.perm.as_ref().map_or(a, |p| p[a])).collect();
+        // The weights' axes in the order of the source's.
+        let mut order: Vec<usize> = (0..source_axes.len()).collect();
+        order.sort_by_key(|&i| source_axes[i]);
+        let axes = order.iter().map(|&i| source_axes[i]).collect();
+        let op = Op::LayerNorm { axes, epsilon: n.a.float("epsilon", 1e-5)? };
+        let weights = vec![("gamma", gamma.transpose(&order)?), ("beta", beta.transpose(&order)?)];
+        let name = self.emit(n.base, op, vec![c.source.clone()], weights)?;
+        Ok(self.keep_layout(name, &c))
     }
 
     fn gelu(&mut self, n: &OpNode<'_>) -> Fallible<Value> {

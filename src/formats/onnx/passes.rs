@@ -7,9 +7,13 @@ use std::collections::{HashMap, HashSet};
 
 use super::Fallible;
 use super::array::Array;
+use super::attrs::Attrs;
+use super::external::Source;
 use super::import::{Importer, Value};
 use super::layout::Computed;
 use super::ops::per_channel;
+use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_type};
+use super::tensor::tensor_array;
 use crate::model::{Activation, ArithKind, Node, Op};
 
 impl Importer {
@@ -28,7 +32,10 @@ impl Importer {
             (ArithKind::Sub, false) => -1.0,
             _ => return Ok(None),
         };
-        if x.perm.is_some()
+        // Under a pending permutation, only a vector along the last axis, which is the
+        // source's channels (ConvNeXt's Linear over channels-last), is a per-channel bias.
+        let channels_last = |p: &Vec<usize>| p.last() == Some(&0) && k.dims.len() <= 1;
+        if x.perm.as_ref().is_some_and(|p| !channels_last(p))
             || self.produced.get(&x.source).map(String::as_str) != Some(x_name)
             || self.uses.get(x_name) != Some(&1)
         {
@@ -51,7 +58,7 @@ impl Importer {
             _ => {}
         }
         self.weights.push((format!("{}.bias", x.source), b.map(|v| v * sign)));
-        Ok(Some(Value::computed(x.source.clone())))
+        Ok(Some(Value::Computed(x.clone())))
     }
 }
 
@@ -162,4 +169,123 @@ pub(super) fn shorten_names(nodes: &mut [Node], input_name: &str) -> HashMap<Str
         }
     }
     renamed
+}
+
+/// The graph's nodes with each layer norm written out as exporters before opset 17 write
+/// it (`ReduceMean`, `Sub`, `Pow` 2, `ReduceMean`, `Add` ε, `Sqrt`, `Div`, over the last
+/// axes) replaced by one `LayerNormalization` node without scale or bias (the `Mul` and
+/// `Add` after it stay), so it imports as one layer with the layer's gradient.
+pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeProto> {
+    let nodes = &graph.node;
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for input in &n.input {
+            readers.entry(input.as_str()).or_default().push(i);
+        }
+    }
+    let constants: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .chain(nodes.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
+            let t = Attrs(&n.attribute).get("value", attribute_type::TENSOR).ok()??.t.as_ref()?;
+            Some((n.output.first()?.as_str(), t))
+        }))
+        .collect();
+    let scalar = |name: &str| -> Option<f64> {
+        tensor_array(constants.get(name)?, source).ok()?.scalar().ok()
+    };
+    // The one reader of `value`, if it is of type `op`.
+    let only_reader = |value: &str, op: &str| -> Option<usize> {
+        match readers.get(value)?.as_slice() {
+            [i] if nodes[*i].op_type == op => Some(*i),
+            _ => None,
+        }
+    };
+    let reduced_axes = |n: &NodeProto| -> Option<Vec<i64>> {
+        let a = Attrs(&n.attribute);
+        if a.int("keepdims", 1).ok()? != 1 {
+            return None;
+        }
+        match n.input.get(1) {
+            Some(axes) => tensor_array(constants.get(axes.as_str())?, source).ok()?.ints().ok(),
+            None => a.ints("axes").ok()?,
+        }
+    };
+    let mut fused: HashMap<usize, NodeProto> = HashMap::new();
+    let mut dropped: HashSet<usize> = HashSet::new();
+    for (m1, mean) in nodes.iter().enumerate() {
+        if mean.op_type != "ReduceMean" {
+            continue;
+        }
+        let Some(x) = mean.input.first() else { continue };
+        let matched = || -> Option<(Vec<usize>, usize, NodeProto)> {
+            let axes = reduced_axes(mean)?;
+            // Negative axes ending at -1: the trailing axes, LayerNormalization's `axis` on.
+            let mut sorted = axes.clone();
+            sorted.sort_unstable();
+            let first = *sorted.first()?;
+            if sorted.iter().zip(first..).any(|(&a, b)| a != b) || sorted.last() != Some(&-1) {
+                return None;
+            }
+            let out = |i: usize| nodes[i].output.first().map(String::as_str);
+            let sub = only_reader(out(m1)?, "Sub")?;
+            if nodes[sub].input != [x.clone(), out(m1)?.to_string()] {
+                return None;
+            }
+            let centred = readers.get(out(sub)?)?;
+            let (&pow, &div) = match centred.as_slice() {
+                [a, b] if nodes[*a].op_type == "Pow" => (a, b),
+                [a, b] => (b, a),
+                _ => return None,
+            };
+            let (pow_node, div_node) = (&nodes[pow], &nodes[div]);
+            if pow_node.op_type != "Pow" || div_node.op_type != "Div" {
+                return None;
+            }
+            if scalar(pow_node.input.get(1)?)? != 2.0 {
+                return None;
+            }
+            let m2 = only_reader(out(pow)?, "ReduceMean")?;
+            if reduced_axes(&nodes[m2])? != axes {
+                return None;
+            }
+            let add = only_reader(out(m2)?, "Add")?;
+            let epsilon = nodes[add].input.iter().find(|i| Some(i.as_str()) != out(m2))?;
+            let epsilon = scalar(epsilon)?;
+            let sqrt = only_reader(out(add)?, "Sqrt")?;
+            if only_reader(out(sqrt)?, "Div")? != div || div_node.input[0] != out(sub)? {
+                return None;
+            }
+            let attribute = |name: &str, r#type, i, f| AttributeProto {
+                name: name.into(),
+                r#type,
+                i,
+                f,
+                ..AttributeProto::default()
+            };
+            let node = NodeProto {
+                input: vec![x.clone()],
+                output: div_node.output.clone(),
+                name: mean.name.clone(),
+                op_type: "LayerNormalization".into(),
+                attribute: vec![
+                    attribute("axis", attribute_type::INT, first, 0.0),
+                    attribute("epsilon", attribute_type::FLOAT, 0, epsilon as f32),
+                ],
+                domain: String::new(),
+            };
+            Some((vec![m1, sub, pow, m2, add, sqrt], div, node))
+        };
+        if let Some((parts, div, node)) = matched() {
+            dropped.extend(parts);
+            fused.insert(div, node);
+        }
+    }
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(i, n)| fused.remove(&i).unwrap_or_else(|| n.clone()))
+        .collect()
 }

@@ -67,9 +67,24 @@ impl Importer {
         Ok(Value::from_shape(shape))
     }
 
-    pub(super) fn gather(&self, n: &OpNode<'_>) -> Fallible<Value> {
+    pub(super) fn gather(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
         let ax = n.a.int("axis", 0)?;
+        if let Value::Computed(c) = self.value(n.first)?.clone()
+            && self.batch_merged.contains(&c.source)
+        {
+            // Every element in order, under a batch axis of 1 again: a reshape.
+            let in_order = indices.data.iter().enumerate().all(|(i, &v)| v == i as f64);
+            let total: usize = self.shape(&c).iter().product();
+            if ax == 0
+                && in_order
+                && indices.data.len() == total
+                && indices.dims.first() == Some(&1)
+            {
+                return self.reshape_computed(&c, indices.dims[1..].to_vec(), n.base);
+            }
+            return Err("gathers from a batch flattened with its samples".into());
+        }
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
             Value::Shape(s) => Value::from_shape(s.gather(ax, &indices)?),
@@ -305,6 +320,13 @@ impl Importer {
         }
         let known: usize = per.iter().filter(|&&d| d > 0).product();
         match hole {
+            // The whole batch of one as a vector; the Gather that reads it is handled there.
+            Some(0) if rest.is_empty() && self.batch == Batch::Fixed(1) => {
+                let real = self.realise(&c)?;
+                let name = self.reshape_node(&real, vec![total], n.base)?;
+                self.batch_merged.insert(name.clone());
+                return Ok(Value::computed(name));
+            }
             Some(0) if known != total => {
                 return Err(format!(
                     "reshape target {:?} would change the batch size",
