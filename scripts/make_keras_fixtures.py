@@ -176,6 +176,77 @@ def activations(K):
     )
 
 
+def squeeze_excite(K):
+    """EfficientNet's stem (Rescaling, Normalization, then a per-channel Rescaling as for
+    its ImageNet weights) and squeeze-excite gates: a Multiply by a [1, 1, C] tensor (GAP,
+    Reshape, two 1x1 convs) and by a [C] vector (GAP, Dense)."""
+    L = K.layers
+    image = K.Input((12, 12, 3), name="image")
+    x = L.Rescaling(1 / 255, name="rescale")(image)
+    x = L.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.052, 0.05, 0.051], name="norm")(x)
+    x = L.Rescaling([0.9, 1.1, 1.05], offset=0.1, name="rescale_std")(x)
+    x = L.Conv2D(6, 3, strides=2, padding="same", activation="swish", name="stem")(x)
+    s = L.GlobalAveragePooling2D(name="se_squeeze")(x)
+    s = L.Reshape((1, 1, 6), name="se_reshape")(s)
+    s = L.Conv2D(2, 1, activation="swish", name="se_reduce")(s)
+    s = L.Conv2D(6, 1, activation="sigmoid", name="se_expand")(s)
+    x = L.Multiply(name="se_excite")([x, s])
+    x = L.Conv2D(4, 3, padding="same", name="project")(x)
+    v = L.GlobalAveragePooling2D(name="gate_squeeze")(x)
+    v = L.Dense(4, activation="sigmoid", name="gate")(v)
+    x = L.Multiply(name="gated")([x, v])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="squeeze_excite")
+
+
+def ops_layers(K):
+    """Arithmetic written as Python operators and ops on tensors, which Keras 3 saves as
+    ops layers and tf-keras as TFOpLambda: hard-swish as MobileNetV3 writes it (Keras 3's
+    `x * relu6(x + 3) / 6`, tf-keras's Multiply of x and `relu6(x + 3) * (1 / 6)`), a
+    constant on either side (`3.0 - x`, `2.0 / x`), maximum and minimum, and constants
+    per channel, per pixel and on a vector."""
+    L = K.layers
+    ops = keras.ops if K is K3 else tf.math
+    image = K.Input((6, 6, 2), name="image")
+    x = L.Conv2D(3, 3, padding="same", name="conv")(image)
+    if K is K3:
+        hs = x * L.ReLU(6.0, name="relu6")(x + 3.0) / 6.0
+    else:
+        hs = L.Multiply(name="hard_swish")([x, L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)])
+    y = 3.0 - hs
+    y = 2.0 / (L.ReLU(name="relu")(y) + 1.0)
+    y = ops.maximum(y, 0.4)
+    y = ops.minimum(1.5, y)
+    y = y * np.array([0.5, -1.0, 2.0], dtype="float32")
+    y = y + np.linspace(-1, 1, 6 * 6 * 3).reshape(1, 6, 6, 3).astype("float32")
+    y = L.Conv2D(4, 3, strides=2, name="conv2")(y)
+    v = L.GlobalAveragePooling2D(name="gap")(y)
+    v = v - np.array([0.1, 0.2, -0.3, 0.0], dtype="float32")
+    v = v * 2.0
+    out = L.Dense(3, activation="softmax", name="probs")(v)
+    return K.Model(image, out, name="ops_layers")
+
+
+def merges(K):
+    """Subtract, Average, Maximum and Minimum merges, Multiply and Add of three inputs."""
+    L = K.layers
+    image = K.Input((8, 8, 1), name="image")
+    a = L.Conv2D(3, 3, padding="same", name="a")(image)
+    b = L.Conv2D(3, 3, padding="same", name="b")(image)
+    c = L.Conv2D(3, 3, padding="same", name="c")(image)
+    d = L.Subtract(name="diff")([a, b])
+    m = L.Average(name="mean")([a, b, c])
+    hi = L.Maximum(name="hi")([d, m, c])
+    lo = L.Minimum(name="lo")([a, m])
+    p = L.Multiply(name="product")([hi, lo, b])
+    x = L.Add(name="sum")([p, d, lo])
+    x = L.Conv2D(4, 3, strides=2, name="conv")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(3, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="merges")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -192,6 +263,9 @@ MODELS = {
     "reshape": (reshape, False),
     "adapted": (adapted, True),
     "activations": (activations, False),
+    "squeeze_excite": (squeeze_excite, True),
+    "ops_layers": (ops_layers, False),
+    "merges": (merges, False),
 }
 
 
@@ -236,7 +310,8 @@ def scores_gradient(K, model, x, cls):
 
 def summary(K, model):
     rows = []
-    for layer in model.layers:
+    # Keras 3's summary also lists ops layers (`x + 3.0`), which are operations, not layers.
+    for layer in getattr(model, "operations", model.layers):
         shape = layer.output.shape if K is K3 else layer.output_shape
         if isinstance(shape, list):  # Keras 2's InputLayer
             (shape,) = shape
@@ -245,7 +320,7 @@ def summary(K, model):
                 "name": layer.name,
                 "class": type(layer).__name__,
                 "output_shape": [d for d in tuple(shape)[1:]],
-                "params": int(layer.count_params()),
+                "params": int(layer.count_params()) if isinstance(layer, K.layers.Layer) else 0,
             }
         )
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -1,6 +1,7 @@
 //! The layer table in Keras `model.summary()` form, with a mult-adds column Keras lacks
 //! and a "Connected to" column for models that are not a plain chain.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -87,7 +88,7 @@ impl Summary {
                 connected_to: graph.inputs_of(i).iter().map(|&v| name_of(v)).collect(),
             });
         }
-        merge_separable_rows(model, &mut layers, if sequential { 0 } else { 1 });
+        merge_layer_parts(model, &mut layers, if sequential { 0 } else { 1 });
         let (total, trainable) = model.param_counts();
         Summary {
             model: model.name.clone(),
@@ -101,40 +102,72 @@ impl Summary {
     }
 }
 
-/// Keras shows a SeparableConv2D as one row: its depthwise node (`<name>/depthwise`, read
-/// by the pointwise node only) joins the layer's row, parameters and mult-adds summed.
-/// `offset` is the row of node 0 (1 after an InputLayer row).
-fn merge_separable_rows(model: &Model, rows: &mut Vec<LayerRow>, offset: usize) {
+/// Keras shows each layer as one row, where an importer may have made several nodes of it:
+/// a node named `<layer>/…` (a SeparableConv2D's depthwise half, an Average's sum, the
+/// partial products of a Multiply of three inputs) that only the layer's own nodes read
+/// joins the row of the node `<layer>` after it, which carries the Keras class (ONNX nodes
+/// carry none and are left alone). Parameters and mult-adds are summed, and the row is
+/// connected to what its nodes read from outside the layer. `offset` is the row of node 0
+/// (1 after an InputLayer row).
+fn merge_layer_parts(model: &Model, rows: &mut Vec<LayerRow>, offset: usize) {
     let graph = model.graph();
     let nodes = graph.nodes();
-    let mut readers = vec![0usize; nodes.len()];
+    let index: HashMap<&str, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let mut readers = vec![Vec::new(); nodes.len()];
     for i in 0..nodes.len() {
         for v in graph.inputs_of(i) {
             if let Some(j) = v.node() {
-                readers[j] += 1;
+                readers[j].push(i);
             }
         }
     }
-    let mut merged = vec![false; nodes.len()];
-    for (i, node) in nodes.iter().enumerate() {
-        let depthwise = format!("{}/depthwise", node.name);
-        let Some(j) = graph.inputs_of(i).first().and_then(|v| v.node()) else { continue };
-        if node.class.as_deref() == Some("SeparableConv2D")
-            && graph.inputs_of(i).len() == 1
-            && nodes[j].name == depthwise
-            && readers[j] == 1
+    // The node of the layer that node i is a part of: the longest prefix of its name that
+    // names a later, Keras-classed node.
+    let mut owner: Vec<Option<usize>> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            node.name.match_indices('/').rev().find_map(|(at, _)| {
+                let j = *index.get(&node.name[..at])?;
+                (j > i && nodes[j].class.is_some()).then_some(j)
+            })
+        })
+        .collect();
+    // Readers come later, so their ownership is settled first.
+    for i in (0..nodes.len()).rev() {
+        if let Some(j) = owner[i]
+            && (readers[i].is_empty() || !readers[i].iter().all(|&r| r == j || owner[r] == Some(j)))
         {
-            let part = rows[offset + j].clone();
-            let row = &mut rows[offset + i];
-            row.params += part.params;
-            row.mult_adds += part.mult_adds;
-            row.connected_to = part.connected_to;
-            merged[j] = true;
+            owner[i] = None;
         }
+    }
+    let mut parts = vec![Vec::new(); nodes.len()];
+    for (i, j) in owner.iter().enumerate() {
+        if let Some(j) = *j {
+            parts[j].push(i);
+        }
+    }
+    for (j, parts) in parts.iter().enumerate().filter(|(_, parts)| !parts.is_empty()) {
+        let mut connected: Vec<String> = Vec::new();
+        for &k in parts.iter().chain([&j]) {
+            for (v, name) in graph.inputs_of(k).iter().zip(&rows[offset + k].connected_to) {
+                let inside = v.node().is_some_and(|n| owner[n] == Some(j));
+                if !inside && !connected.contains(name) {
+                    connected.push(name.clone());
+                }
+            }
+        }
+        let params = parts.iter().map(|&k| rows[offset + k].params).sum::<usize>();
+        let mult_adds = parts.iter().map(|&k| rows[offset + k].mult_adds).sum::<u64>();
+        let row = &mut rows[offset + j];
+        row.params += params;
+        row.mult_adds += mult_adds;
+        row.connected_to = connected;
     }
     let mut index = 0;
     rows.retain(|_| {
-        let keep = index < offset || !merged[index - offset];
+        let keep = index < offset || owner[index - offset].is_none();
         index += 1;
         keep
     });

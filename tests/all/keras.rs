@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use convscope::engine::{Point, ReluRule, Seed};
 use convscope::formats;
+use convscope::model::Op;
 use convscope::present::summary::Summary;
 use convscope::{Model, formats::keras};
 use serde_json::Value;
@@ -29,8 +30,18 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 7] =
-    ["mnist_cnn", "residual", "rgb", "strided", "reshape", "adapted", "activations"];
+const MODELS: [&str; 10] = [
+    "mnist_cnn",
+    "residual",
+    "rgb",
+    "strided",
+    "reshape",
+    "adapted",
+    "activations",
+    "squeeze_excite",
+    "ops_layers",
+    "merges",
+];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
 /// the input description the importer made of the model's preprocessing layers.
@@ -115,6 +126,24 @@ fn probabilities_and_gradients_match_keras() {
     }
 }
 
+/// Values in the constant operands of the nodes of layer `name` (its node and its
+/// `name/…` parts), or of the whole graph for `None`: weights here, call arguments in
+/// Keras (`x + 3.0`, an Average's count), which counts no parameters for them.
+fn constants(model: &Model, name: Option<&str>) -> usize {
+    model
+        .graph()
+        .nodes()
+        .iter()
+        .filter(|n| {
+            name.is_none_or(|name| n.name == name || n.name.starts_with(&format!("{name}/")))
+        })
+        .map(|n| match &n.op {
+            Op::Arith { constant: Some(c), .. } => c.shape.iter().product(),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[test]
 fn the_layer_table_is_the_keras_summary() {
     let expected = expected();
@@ -148,6 +177,7 @@ fn the_layer_table_is_the_keras_summary() {
                     .collect();
                 assert!(!rows.is_empty(), "{file}: no row for {lname}");
                 let ours_params: usize = rows.iter().map(|r| r.params).sum();
+                let params = params + constants(&model, Some(lname));
                 assert_eq!(ours_params, params, "{file}: params of {lname}");
                 let shape: Vec<usize> = layer["output_shape"]
                     .as_array()
@@ -156,15 +186,22 @@ fn the_layer_table_is_the_keras_summary() {
                     .map(|d| d.as_u64().unwrap() as usize)
                     .collect();
                 if let Some(row) = rows.iter().find(|r| r.name == lname) {
+                    // A layer of several nodes is one row, as in Keras.
+                    assert_eq!(rows.len(), 1, "{file}: {lname} is {} rows", rows.len());
                     assert_eq!(row.output_shape, shape, "{file}: output shape of {lname}");
                     assert_eq!(row.type_name, class, "{file}: the class of {lname}");
                 }
             }
             let totals = (ours.total_params, ours.trainable_params, ours.non_trainable_params);
             let count = |key: &str| keras[key].as_u64().unwrap() as usize;
+            let constants = constants(&model, None);
             assert_eq!(
                 totals,
-                (count("total") - folded, count("trainable"), count("non_trainable") - folded),
+                (
+                    count("total") - folded + constants,
+                    count("trainable"),
+                    count("non_trainable") - folded + constants
+                ),
                 "{file}"
             );
         }
@@ -317,4 +354,28 @@ fn a_converted_keras_model_keeps_its_layer_classes() {
     // One row, as Keras shows it: the depthwise half joins it.
     assert!(!ours.iter().any(|(name, _)| name.starts_with("sep/")), "{ours:?}");
     assert_eq!(ours, classes(&model));
+}
+
+#[test]
+fn a_layer_of_several_nodes_is_one_row_reading_its_inputs() {
+    let model = formats::load(&fixture("merges.keras")).unwrap();
+    // Three inputs multiply in two steps; an Average is a sum then a division.
+    assert!(model.graph().node_index("product/1").is_ok());
+    assert!(model.graph().node_index("mean/sum").is_ok());
+    let rows = Summary::of(&model).layers;
+    let connected = |name: &str| {
+        let row = rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}"));
+        row.connected_to.clone()
+    };
+    assert_eq!(connected("product"), ["hi", "lo", "b"]);
+    assert_eq!(connected("mean"), ["a", "b", "c"]);
+    assert!(!rows.iter().any(|r| r.name.contains('/')), "{rows:?}");
+}
+
+#[test]
+fn an_unsupported_ops_layer_is_one_line_naming_it() {
+    let bytes = with_config("ops_layers.keras", |c| c.replace("\"TrueDivide\"", "\"Power\""));
+    let err = keras::from_bytes(&bytes, Path::new("power.keras")).unwrap_err().to_string();
+    assert!(err.contains("layer 'true_divide': Power is not supported (supported: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -5,6 +5,12 @@
 //! Keras 2 writes a Functional layer's inputs as `[[["conv2d", 0, 0, {}], …]]`; Keras 3 as
 //! `[{"args": [<keras tensors>], "kwargs": {…}}]`, a keras tensor naming its layer in
 //! `config.keras_history`. Both are read.
+//!
+//! A layer may also be a function called on values and constants: Keras 3 writes `x + 3.0`
+//! as an ops layer (class `Add` of module `keras.src.ops.numpy`, args `[<keras tensor>,
+//! 3.0]`; the legacy `.h5` drops the module), tf-keras as a `TFOpLambda` whose inbound
+//! entry is `[x, 0, 0, {"y": 3.0}]` (`["_CONSTANT_VALUE", -1, 3.0, {"y": [x, 0, 0]}]` for
+//! `3.0 - x`). Such a layer keeps its [`Operand`]s in call order.
 
 use std::collections::HashMap;
 
@@ -27,6 +33,26 @@ pub(super) struct Layer {
     pub config: Value,
     /// Flattened names of the layers it reads, or the input's name.
     pub inputs: Vec<String>,
+    /// Its positional operands where it is called as a function on values and constants
+    /// (`x + 3.0`, `x * y`); `None` for a layer called on its input or on one list of
+    /// inputs (as a merge layer `Add()([x, y])` is).
+    pub operands: Option<Vec<Operand>>,
+}
+
+/// An operand of a layer called as a function.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Operand {
+    /// A value it reads: the flattened name of a layer or the input.
+    Value(String),
+    /// A number or nested list of numbers as written (Keras 3 wraps arrays as
+    /// `{"class_name": "__numpy__", "config": {"value": …}}`).
+    Constant(Value),
+}
+
+/// What the one call of a layer reads: layers named as in its model, in argument order.
+struct Call {
+    reads: Vec<String>,
+    operands: Option<Vec<Operand>>,
 }
 
 /// The flattened model.
@@ -144,7 +170,13 @@ impl Flattener {
     }
 
     /// Adds a layer (or, for a nested model, its layers); returns its output's name.
-    fn add(&mut self, layer: &Value, scope: &[String], inputs: Vec<String>) -> Result<String> {
+    fn add(
+        &mut self,
+        layer: &Value,
+        scope: &[String],
+        inputs: Vec<String>,
+        operands: Option<Vec<Operand>>,
+    ) -> Result<String> {
         let class = string(layer, "class_name", "a layer")?;
         let config = field(layer, "config", &format!("a {class} layer"))?;
         let name = match layer.get("name").and_then(Value::as_str) {
@@ -164,6 +196,7 @@ impl Flattener {
             class,
             config: config.clone(),
             inputs,
+            operands,
         });
         Ok(flat)
     }
@@ -203,7 +236,7 @@ impl Flattener {
                 continue;
             }
             let input = current.take().into_iter().collect();
-            current = Some(self.add(layer, scope, input)?);
+            current = Some(self.add(layer, scope, input, None)?);
         }
         current.ok_or_else(|| invalid("a Sequential model has no layers"))
     }
@@ -248,20 +281,35 @@ impl Flattener {
                     (_, None) => continue,
                 }
             } else {
-                let sources = inbound(field(layer, "inbound_nodes", &format!("layer '{name}'"))?)
-                    .map_err(|e| Error::graph(Self::flat_name(scope, &name), e))?;
-                let reads = sources
-                    .iter()
-                    .map(|source| {
-                        produced.get(source).cloned().ok_or_else(|| {
-                            Error::graph(
-                                Self::flat_name(scope, &name),
-                                format!("reads '{source}', which comes later or does not exist"),
-                            )
-                        })
+                let ops_module = layer
+                    .get("module")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.starts_with("keras.src.ops"));
+                let call =
+                    inbound(field(layer, "inbound_nodes", &format!("layer '{name}'"))?, ops_module)
+                        .map_err(|e| Error::graph(Self::flat_name(scope, &name), e))?;
+                let resolve = |source: &str| {
+                    produced.get(source).cloned().ok_or_else(|| {
+                        Error::graph(
+                            Self::flat_name(scope, &name),
+                            format!("reads '{source}', which comes later or does not exist"),
+                        )
                     })
-                    .collect::<Result<Vec<_>>>()?;
-                self.add(layer, scope, reads)?
+                };
+                let reads = call.reads.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
+                let operands = call
+                    .operands
+                    .map(|operands| {
+                        operands
+                            .into_iter()
+                            .map(|operand| match operand {
+                                Operand::Value(source) => resolve(&source).map(Operand::Value),
+                                constant => Ok(constant),
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .transpose()?;
+                self.add(layer, scope, reads, operands)?
             };
             produced.insert(name, value);
         }
@@ -295,35 +343,25 @@ fn endpoints(v: &Value) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Names of the layers a Functional layer reads, in argument order.
-fn inbound(nodes: &Value) -> std::result::Result<Vec<String>, String> {
+/// What a Functional layer's one call reads. `ops_module`: Keras 3 says the layer is an
+/// ops function (`keras.src.ops.numpy.Add`).
+fn inbound(nodes: &Value, ops_module: bool) -> std::result::Result<Call, String> {
     let nodes = nodes.as_array().ok_or("'inbound_nodes' is not a list")?;
     match nodes.as_slice() {
         [] => Err("the layer reads nothing".into()),
-        [node] => {
-            let mut names = Vec::new();
-            match node.get("args") {
-                // Keras 3: keras tensors anywhere in the positional arguments.
-                Some(args) => keras_tensors(args, &mut names)?,
-                // Keras 2: `[[layer, node, tensor, kwargs], …]`.
-                None => {
-                    for entry in node.as_array().ok_or("an inbound node is not a list")? {
-                        let name = entry.get(0).and_then(Value::as_str);
-                        let tensor = entry.get(2).and_then(Value::as_u64);
-                        match (name, tensor) {
-                            (Some(name), Some(0)) => names.push(name.to_string()),
-                            (Some(name), Some(_)) => {
-                                return Err(format!(
-                                    "reads a second output of '{name}'; layers with several outputs are not supported"
-                                ));
-                            }
-                            _ => return Err(format!("bad inbound entry {entry}")),
-                        }
-                    }
-                }
+        [node] => match (node.get("args"), node.as_array()) {
+            (Some(args), _) => keras3_call(args, ops_module),
+            // tf-keras: one entry for a function called on a value (a TFOpLambda).
+            (None, Some(entry)) if entry.first().is_some_and(Value::is_string) => {
+                function_entry(entry)
             }
-            Ok(names)
-        }
+            // Keras 2: `[[layer, node, tensor, kwargs], …]`.
+            (None, Some(entries)) => {
+                let reads = entries.iter().map(reference).collect::<Result<_, _>>()?;
+                Ok(Call { reads, operands: None })
+            }
+            (None, None) => Err("an inbound node is not a list".into()),
+        },
         more => Err(format!(
             "the layer is called {} times; shared layers are not supported",
             more.len()
@@ -331,30 +369,92 @@ fn inbound(nodes: &Value) -> std::result::Result<Vec<String>, String> {
     }
 }
 
-fn keras_tensors(v: &Value, names: &mut Vec<String>) -> std::result::Result<(), String> {
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|item| keras_tensors(item, names)),
-        Value::Object(map)
-            if map.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") =>
-        {
-            let history = map
-                .get("config")
-                .and_then(|c| c.get("keras_history"))
-                .ok_or("a keras tensor without 'keras_history'")?;
-            let name = history.get(0).and_then(Value::as_str);
-            match (name, history.get(2).and_then(Value::as_u64)) {
-                (Some(name), Some(0)) => {
-                    names.push(name.to_string());
-                    Ok(())
-                }
-                (Some(name), Some(_)) => Err(format!(
-                    "reads a second output of '{name}'; layers with several outputs are not supported"
-                )),
-                _ => Err(format!("bad keras_history {history}")),
-            }
+/// Keras 3's call: keras tensors anywhere in the positional arguments. A layer takes one
+/// (a tensor, or a list for a merge layer); more, or an ops module, make it a function
+/// whose arguments are its operands.
+fn keras3_call(args: &Value, ops_module: bool) -> std::result::Result<Call, String> {
+    let mut reads = Vec::new();
+    keras_tensors(args, &mut reads)?;
+    let positional = args.as_array().ok_or("'args' is not a list")?;
+    let operands = if ops_module || positional.len() > 1 {
+        let operand = |arg: &Value| {
+            Ok::<_, String>(match keras_tensor(arg)? {
+                Some(name) => Operand::Value(name),
+                None => Operand::Constant(arg.clone()),
+            })
+        };
+        Some(positional.iter().map(operand).collect::<Result<_, _>>()?)
+    } else {
+        None
+    };
+    Ok(Call { reads, operands })
+}
+
+/// tf-keras's `[x, node, tensor, kwargs]` of a function: `x` a layer, or
+/// `"_CONSTANT_VALUE", -1, <value>` for a constant first argument; `kwargs.y` the second
+/// operand, a constant or `[layer, node, tensor]`.
+fn function_entry(entry: &[Value]) -> std::result::Result<Call, String> {
+    let whole = Value::Array(entry.to_vec());
+    let first = match (entry[0].as_str(), entry.get(1).and_then(Value::as_i64)) {
+        (Some("_CONSTANT_VALUE"), Some(-1)) => {
+            Operand::Constant(entry.get(2).cloned().unwrap_or(Value::Null))
         }
-        _ => Ok(()),
+        _ => Operand::Value(reference(&whole)?),
+    };
+    let mut operands = vec![first];
+    if let Some(y) = entry.get(3).and_then(|kwargs| kwargs.get("y")) {
+        operands.push(match y.get(0) {
+            Some(Value::String(_)) => Operand::Value(reference(y)?),
+            _ => Operand::Constant(y.clone()),
+        });
     }
+    let reads = operands
+        .iter()
+        .filter_map(|operand| match operand {
+            Operand::Value(name) => Some(name.clone()),
+            Operand::Constant(_) => None,
+        })
+        .collect();
+    Ok(Call { reads, operands: Some(operands) })
+}
+
+/// The layer a Keras 2 `[layer, node, tensor, …]` reference reads (its first output).
+fn reference(entry: &Value) -> std::result::Result<String, String> {
+    let name = entry.get(0).and_then(Value::as_str);
+    match (name, entry.get(2).and_then(Value::as_u64)) {
+        (Some(name), Some(0)) => Ok(name.to_string()),
+        (Some(name), Some(_)) => Err(format!(
+            "reads a second output of '{name}'; layers with several outputs are not supported"
+        )),
+        _ => Err(format!("bad inbound entry {entry}")),
+    }
+}
+
+/// The layer a Keras 3 keras tensor comes from; `None` for anything else.
+fn keras_tensor(v: &Value) -> std::result::Result<Option<String>, String> {
+    if v.get("class_name").and_then(Value::as_str) != Some("__keras_tensor__") {
+        return Ok(None);
+    }
+    let history = v
+        .get("config")
+        .and_then(|c| c.get("keras_history"))
+        .ok_or("a keras tensor without 'keras_history'")?;
+    match (history.get(0).and_then(Value::as_str), history.get(2).and_then(Value::as_u64)) {
+        (Some(name), Some(0)) => Ok(Some(name.to_string())),
+        (Some(name), Some(_)) => Err(format!(
+            "reads a second output of '{name}'; layers with several outputs are not supported"
+        )),
+        _ => Err(format!("bad keras_history {history}")),
+    }
+}
+
+fn keras_tensors(v: &Value, names: &mut Vec<String>) -> std::result::Result<(), String> {
+    if let Some(name) = keras_tensor(v)? {
+        names.push(name);
+    } else if let Value::Array(items) = v {
+        items.iter().try_for_each(|item| keras_tensors(item, names))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -411,5 +511,32 @@ mod tests {
             err(r#"[[["a", 0, 0, {}]]]"#, r#"[["a", 0, 0], ["b", 0, 0]]"#)
                 .contains("models with 2 outputs are not supported")
         );
+    }
+
+    #[test]
+    fn functions_keep_their_operands_in_call_order() {
+        let layer =
+            |inbound: &str| functional(inbound, r#"[["b", 0, 0]]"#).unwrap().layers[1].clone();
+        let a = Operand::Value("a".into());
+        let three = Operand::Constant(serde_json::json!(3.0));
+        // tf-keras's TFOpLambda: `a + 3.0`, `3.0 - a`.
+        let add = layer(r#"[["a", 0, 0, {"y": 3.0, "name": null}]]"#);
+        assert_eq!(
+            (add.inputs, add.operands),
+            (vec!["a".into()], Some(vec![a.clone(), three.clone()]))
+        );
+        let sub = layer(r#"[["_CONSTANT_VALUE", -1, 3.0, {"y": ["a", 0, 0], "name": null}]]"#);
+        assert_eq!(
+            (sub.inputs, sub.operands),
+            (vec!["a".into()], Some(vec![three.clone(), a.clone()]))
+        );
+        // Keras 3's ops layer, as its legacy .h5 writes it (without the module).
+        let tensor =
+            r#"{"class_name": "__keras_tensor__", "config": {"keras_history": ["a", 0, 0]}}"#;
+        let sub = layer(&format!(r#"[{{"args": [3.0, {tensor}], "kwargs": {{}}}}]"#));
+        assert_eq!(sub.operands, Some(vec![three, a]));
+        // A merge layer reads one list of inputs.
+        let merge = layer(&format!(r#"[{{"args": [[{tensor}, {tensor}]], "kwargs": {{}}}}]"#));
+        assert_eq!((merge.inputs, merge.operands), (vec!["a".into(), "a".into()], None));
     }
 }

@@ -7,24 +7,31 @@
 //! flattened vector is a Dense (through dropout and elementwise activations), the Dense's
 //! rows are permuted and the layer table stays as in Keras; anywhere else a transpose to
 //! channels-last goes in before the flatten.
+//!
+//! Elementwise layers of several nodes (an Average is a sum then a division; a Multiply of
+//! three inputs two products) name their inner nodes `<layer>/…`, which the layer table
+//! shows as the layer's one row.
 
 use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use super::config::{Architecture, Layer};
+use super::config::{Architecture, Layer, Operand};
 use super::hdf5::Array;
 use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
-use crate::model::{Activation, Graph, GraphBuilder, Node, Op, Padding};
+use crate::model::{Activation, ArithKind, ConstOperand, Graph, GraphBuilder, Node, Op, Padding};
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Add, Concatenate, Rescaling and Normalization (at the input)";
+    Flatten, Reshape, ZeroPadding2D, Add, Subtract, Multiply, Average, Maximum, Minimum, \
+    Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
+    tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
+    or minimum of two values or a value and a constant";
 
 /// Keras's `backend.epsilon()`, the floor of a Normalization layer's standard deviation.
 const KERAS_EPSILON: f32 = 1e-7;
@@ -149,6 +156,18 @@ impl Config<'_> {
                 .map(|v| v as f32)
                 .ok_or_else(|| self.error(format!("'{key}' is {v}, expected a number"))),
         }
+    }
+
+    /// A number or a list of numbers (one per channel), as a list; `None` if missing.
+    fn numbers(&self, key: &str) -> Result<Option<Vec<f32>>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        let number = |x: &Value| x.as_f64().map(|x| x as f32);
+        match v {
+            Value::Array(items) => items.iter().map(number).collect(),
+            other => number(other).map(|x| vec![x]),
+        }
+        .map(Some)
+        .ok_or_else(|| self.error(format!("'{key}' is {v}, expected numbers")))
     }
 
     /// A count; `None` as default makes it required.
@@ -383,6 +402,7 @@ impl<'a> Builder<'a> {
         let mut current = self.arch.input_name.clone();
         let mut rescaling: Option<(f32, f32)> = None;
         let mut normalization: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut rescaled_normalization = false;
         let mut folded = 0;
         for layer in layers {
             let reads_current = layer.inputs == [current.clone()]
@@ -399,6 +419,16 @@ impl<'a> Builder<'a> {
                 }
                 "Normalization" if reads_current && normalization.is_none() => {
                     normalization = Some(self.normalization(layer, input_shape.len(), channels)?);
+                }
+                // EfficientNet's stem, for its ImageNet weights, rescales normalised values
+                // per channel.
+                "Rescaling" if reads_current && !rescaled_normalization => {
+                    if let Some(normalized) = normalization.take() {
+                        normalization = Some(rescaled(&config, normalized, channels)?);
+                        rescaled_normalization = true;
+                    } else {
+                        break;
+                    }
                 }
                 _ => break,
             }
@@ -440,14 +470,7 @@ impl<'a> Builder<'a> {
         if config.bool("invert", false)? {
             return Err(config.error("an inverting Normalization is not supported"));
         }
-        let numbers = |key: &str| -> Option<Vec<f32>> {
-            let v = config.get(key)?;
-            match v {
-                Value::Array(items) => items.iter().map(|x| x.as_f64().map(|x| x as f32)).collect(),
-                other => other.as_f64().map(|x| vec![x as f32]),
-            }
-        };
-        let (mean, variance) = match (numbers("mean"), numbers("variance")) {
+        let (mean, variance) = match (config.numbers("mean")?, config.numbers("variance")?) {
             (Some(mean), Some(variance)) => (mean, variance),
             _ => {
                 let mut vars = self.fetch(layer, &["mean", "variance", "count"])?.into_iter();
@@ -491,6 +514,9 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        if let (Some(operands), Some(kind)) = (&layer.operands, function_kind(layer)) {
+            return self.function(layer, kind, operands);
+        }
         match layer.class.as_str() {
             "Conv2D" => self.conv2d(layer),
             "DepthwiseConv2D" => self.depthwise(layer),
@@ -500,10 +526,8 @@ impl<'a> Builder<'a> {
             "Flatten" => self.flatten(layer),
             "Reshape" => self.reshape(layer),
             "Concatenate" => self.concatenate(layer),
-            "Add" => {
-                let inputs = self.all_inputs(layer)?;
-                let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
-                self.finish(layer, Op::Add, &nodes, Order::Keras)
+            "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => {
+                self.merge(layer)
             }
             "Activation" => self.simple(layer, Op::Activation { activation: config.activation()? }),
             "ReLU" => {
@@ -574,11 +598,160 @@ impl<'a> Builder<'a> {
                  description",
                 layer.class
             ))),
+            "TFOpLambda" => {
+                let function = config.get("function").and_then(Value::as_str).unwrap_or("?");
+                Err(config.error(format!(
+                    "TFOpLambda of function '{function}' is not supported (supported: {SUPPORTED})"
+                )))
+            }
             other => Err(Error::graph(
                 &layer.name,
                 format!("{other} is not supported (supported: {SUPPORTED})"),
             )),
         }
+    }
+
+    /// A merge layer: Keras's elementwise op over its list of inputs.
+    fn merge(&mut self, layer: &Layer) -> Result<()> {
+        let inputs = self.all_inputs(layer)?;
+        let count = inputs.len();
+        if count < 2 || (layer.class == "Subtract" && count != 2) {
+            let needed = if layer.class == "Subtract" { "exactly" } else { "at least" };
+            return Err(Error::graph(
+                &layer.name,
+                format!("{} takes {needed} 2 inputs, the config gives {count}", layer.class),
+            ));
+        }
+        let nodes = self.broadcastable(layer, inputs)?;
+        match layer.class.as_str() {
+            // Keras divides the sum.
+            "Average" => {
+                let sum = format!("{}/sum", layer.name);
+                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                let shape = self.emit(&sum, Op::Add, &nodes)?;
+                let count = Array { shape: Vec::new(), data: vec![count as f32] };
+                self.finish_constant(layer, ArithKind::Div, &sum, &shape, count, false)
+            }
+            class => {
+                let kind = arith_kind(class).ok_or_else(|| {
+                    Error::graph(&layer.name, format!("{class} is not an elementwise merge"))
+                })?;
+                self.fold(layer, kind, &nodes)
+            }
+        }
+    }
+
+    /// A layer called as a function: `x + 3.0`, `3.0 - x`, `x * y`.
+    fn function(&mut self, layer: &Layer, kind: ArithKind, operands: &[Operand]) -> Result<()> {
+        let config = self.config(layer);
+        match operands {
+            [Operand::Value(a), Operand::Value(b)] => {
+                let inputs = vec![self.value(a)?, self.value(b)?];
+                let nodes = self.broadcastable(layer, inputs)?;
+                self.fold(layer, kind, &nodes)
+            }
+            [Operand::Value(x), Operand::Constant(c)]
+            | [Operand::Constant(c), Operand::Value(x)] => {
+                let left = matches!(operands[0], Operand::Constant(_));
+                let constant = keras_constant(c).ok_or_else(|| {
+                    config.error("a constant operand is neither a number nor an array of numbers")
+                })?;
+                let x = self.value(x)?;
+                self.finish_constant(layer, kind, &x.node, &x.shape, constant, left)
+            }
+            _ => Err(config.error(format!(
+                "{} of {} operands is not supported (two values, or a value and a constant)",
+                layer.class,
+                operands.len()
+            ))),
+        }
+    }
+
+    /// The nodes holding `inputs`, a vector among images shaped `[F, 1, 1]` by a node
+    /// `<layer>/expand_<i>`: Keras broadcasts it along the channels (the last axis).
+    fn broadcastable(&mut self, layer: &Layer, inputs: Vec<Output>) -> Result<Vec<String>> {
+        let images = inputs.iter().any(|v| v.shape.len() == 3);
+        let mut nodes = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            nodes.push(match input.shape[..] {
+                [f] if images => {
+                    let name = format!("{}/expand_{i}", layer.name);
+                    let shape = vec![f as i64, 1, 1];
+                    self.emit(&name, Op::Reshape { shape }, &[&input.node])?;
+                    name
+                }
+                _ => input.node,
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// `kind` over two or more nodes: one sum, or folded left (`<layer>/1` = a∘b,
+    /// `<layer>/2` = that∘c, …, the last under the layer's name).
+    fn fold(&mut self, layer: &Layer, kind: ArithKind, nodes: &[String]) -> Result<()> {
+        if kind == ArithKind::Add {
+            let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            return self.finish(layer, Op::Add, &nodes, Order::Keras);
+        }
+        let op = Op::Arith { kind, constant: None };
+        let [first, rest @ ..] = nodes else {
+            return Err(Error::graph(&layer.name, "takes at least 2 inputs"));
+        };
+        let mut acc = first.clone();
+        for (i, next) in rest.iter().enumerate() {
+            if i + 1 == rest.len() {
+                return self.finish(layer, op, &[&acc, next], Order::Keras);
+            }
+            let name = format!("{}/{}", layer.name, i + 1);
+            self.emit(&name, op.clone(), &[&acc, next])?;
+            acc = name;
+        }
+        Err(Error::graph(&layer.name, "takes at least 2 inputs"))
+    }
+
+    /// The layer's node computing `kind` of the value in `node` (per-sample `shape`) and
+    /// the constant `value` (Keras's shape, broadcast against the channels-last value),
+    /// stored as the weight `value` in the engine's layout.
+    fn finish_constant(
+        &mut self,
+        layer: &Layer,
+        kind: ArithKind,
+        node: &str,
+        shape: &[usize],
+        mut value: Array,
+        left: bool,
+    ) -> Result<()> {
+        let rank = shape.len();
+        // A leading batch axis of 1 broadcasts away.
+        if value.shape.len() == rank + 1 && value.shape[0] == 1 {
+            value.shape.remove(0);
+        }
+        if value.shape.len() > rank {
+            return Err(Error::graph(
+                &layer.name,
+                format!(
+                    "a constant of shape {:?} does not fit a value of rank {}",
+                    value.shape,
+                    rank + 1
+                ),
+            ));
+        }
+        let keras_shape = match value.shape.len() {
+            0 => vec![1],
+            n if rank == 3 => [vec![1; 3 - n], value.shape.clone()].concat(),
+            _ => value.shape.clone(),
+        };
+        let engine_shape = match keras_shape[..] {
+            [h, w, c] => vec![c, h, w],
+            _ => keras_shape.clone(),
+        };
+        value.shape = keras_shape.clone();
+        self.weight(&layer.name, "value", value, &keras_shape, |t| match t.rank() {
+            3 => t.permute((2, 0, 1)),
+            _ => Ok(t),
+        })?;
+        let constant = Some(ConstOperand { shape: engine_shape, left });
+        self.finish(layer, Op::Arith { kind, constant }, &[node], Order::Keras)
     }
 
     /// A one-input layer without weights; elementwise ones keep the order of a flattened
@@ -866,6 +1039,94 @@ impl<'a> Builder<'a> {
         let nodes: Vec<&str> = inputs.iter().map(|v| v.node.as_str()).collect();
         self.finish(layer, Op::Concat { axis }, &nodes, Order::Keras)
     }
+}
+
+/// `(mean, std)` of a Normalization followed by a Rescaling: `(x − mean)/std·scale + offset`
+/// is `(x − mean')/std'` with `std' = std/scale`, `mean' = mean − offset·std'`.
+fn rescaled(
+    config: &Config,
+    (mean, std): (Vec<f32>, Vec<f32>),
+    channels: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let scale = config.numbers("scale")?.unwrap_or_else(|| vec![1.0]);
+    let offset = config.numbers("offset")?.unwrap_or_else(|| vec![0.0]);
+    for (what, v) in [("scale", &scale), ("offset", &offset)] {
+        if v.len() != 1 && v.len() != channels {
+            return Err(
+                config.error(format!("{what} has {} values for {channels} channels", v.len()))
+            );
+        }
+    }
+    if scale.iter().any(|&s| s <= 0.0) {
+        return Err(
+            config.error("a Rescaling after a Normalization must scale by positive factors")
+        );
+    }
+    let per_channel = [&mean, &std, &scale, &offset].iter().any(|v| v.len() > 1);
+    let at = |v: &[f32], c: usize| if v.len() == 1 { v[0] } else { v[c] };
+    let std: Vec<f32> =
+        (0..if per_channel { channels } else { 1 }).map(|c| at(&std, c) / at(&scale, c)).collect();
+    let mean = std.iter().enumerate().map(|(c, s)| at(&mean, c) - at(&offset, c) * s).collect();
+    Ok((mean, std))
+}
+
+/// The elementwise op of a Keras merge or ops class.
+fn arith_kind(class: &str) -> Option<ArithKind> {
+    Some(match class {
+        "Add" => ArithKind::Add,
+        "Subtract" => ArithKind::Sub,
+        "Multiply" => ArithKind::Mul,
+        "TrueDivide" | "Divide" => ArithKind::Div,
+        "Maximum" => ArithKind::Max,
+        "Minimum" => ArithKind::Min,
+        _ => return None,
+    })
+}
+
+/// The elementwise op of a layer called as a function: a Keras 3 ops class, or the
+/// function a tf-keras TFOpLambda names (`x + y` is `__operators__.add`, `x / y`
+/// `math.truediv`).
+fn function_kind(layer: &Layer) -> Option<ArithKind> {
+    if layer.class != "TFOpLambda" {
+        return arith_kind(&layer.class);
+    }
+    Some(match layer.config.get("function")?.as_str()? {
+        "__operators__.add" | "math.add" => ArithKind::Add,
+        "math.subtract" => ArithKind::Sub,
+        "math.multiply" => ArithKind::Mul,
+        "math.truediv" | "math.divide" => ArithKind::Div,
+        "math.maximum" => ArithKind::Max,
+        "math.minimum" => ArithKind::Min,
+        _ => return None,
+    })
+}
+
+/// A constant operand as written: a number, nested lists of numbers, or Keras 3's
+/// `__numpy__` or `__tensor__` wrapping of them. `None` for anything else or a ragged list.
+fn keras_constant(v: &Value) -> Option<Array> {
+    let v = match v.get("class_name").and_then(Value::as_str) {
+        Some("__numpy__" | "__tensor__") => v.get("config")?.get("value")?,
+        _ => v,
+    };
+    fn walk(v: &Value, depth: usize, shape: &mut Vec<usize>, data: &mut Vec<f32>) -> Option<()> {
+        match v {
+            Value::Number(n) if depth == shape.len() => data.push(n.as_f64()? as f32),
+            Value::Array(items) => {
+                if depth == shape.len() && data.is_empty() {
+                    shape.push(items.len());
+                } else if shape.get(depth) != Some(&items.len()) {
+                    return None;
+                }
+                items.iter().try_for_each(|item| walk(item, depth + 1, shape, data))?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+    let (mut shape, mut data) = (Vec::new(), Vec::new());
+    walk(v, 0, &mut shape, &mut data)?;
+    (!data.is_empty() && data.len() == shape.iter().product::<usize>())
+        .then_some(Array { shape, data })
 }
 
 /// ZeroPadding2D's `padding`: `n`, `[h, w]` or `[[top, bottom], [left, right]]`, as
