@@ -247,6 +247,34 @@ def merges(K):
     return K.Model(image, out, name="merges")
 
 
+def convnext(K):
+    """ConvNeXt's block as keras.applications builds it: LayerNormalization over channels,
+    a depthwise 7x7, Dense on every pixel (pointwise) with GELU, LayerScale, a residual
+    Add, and the head's LayerNormalization on the pooled vector; then NASNet's
+    Cropping2D."""
+    L = K.layers
+    if K is K3:
+        from keras.src.applications.convnext import LayerScale
+    else:
+        from tf_keras.src.applications.convnext import LayerScale
+    image = K.Input((12, 12, 3), name="image")
+    x = L.Conv2D(8, 2, strides=2, name="stem")(image)
+    x = L.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
+    y = L.DepthwiseConv2D(7, padding="same", name="depthwise")(x)
+    y = L.LayerNormalization(epsilon=1e-6, name="norm")(y)
+    y = L.Dense(32, name="pointwise_up")(y)
+    y = L.Activation("gelu", name="gelu")(y)
+    y = L.Dense(8, name="pointwise_down")(y)
+    y = LayerScale(1e-6, 8, name="layer_scale")(y)
+    x = L.Add(name="residual")([x, y])
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.Cropping2D(((1, 2), (0, 1)), name="crop")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.LayerNormalization(epsilon=1e-6, name="head_norm")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="convnext")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -266,6 +294,7 @@ MODELS = {
     "squeeze_excite": (squeeze_excite, True),
     "ops_layers": (ops_layers, False),
     "merges": (merges, False),
+    "convnext": (convnext, False),
 }
 
 

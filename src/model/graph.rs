@@ -53,6 +53,8 @@ pub struct WeightSpec {
     pub shape: Vec<usize>,
     /// Counted under "Trainable params".
     pub trainable: bool,
+    /// Counted among the parameters at all (a literal constant is not).
+    pub counted: bool,
 }
 
 /// Index of a value in the graph: 0 is the graph input, `i + 1` is node `i`'s output.
@@ -263,7 +265,7 @@ impl Graph {
     /// Weights node `i` needs, with their shapes.
     pub fn weight_specs(&self, node: usize) -> Vec<WeightSpec> {
         let input = self.shape(self.node_inputs[node][0]);
-        let trainable = |role, shape| WeightSpec { role, shape, trainable: true };
+        let trainable = |role, shape| WeightSpec { role, shape, trainable: true, counted: true };
         match &self.spec.nodes[node].op {
             Op::Conv2d { filters, kernel, groups, bias, .. } => {
                 let mut specs = vec![trainable(
@@ -284,7 +286,8 @@ impl Graph {
             }
             Op::BatchNorm { .. } => {
                 let c = vec![input[0]];
-                let fixed = |role| WeightSpec { role, shape: c.clone(), trainable: false };
+                let fixed =
+                    |role| WeightSpec { role, shape: c.clone(), trainable: false, counted: true };
                 vec![
                     trainable("gamma", c.clone()),
                     trainable("beta", c.clone()),
@@ -293,7 +296,12 @@ impl Graph {
                 ]
             }
             Op::Arith { constant: Some(constant), .. } => {
-                vec![WeightSpec { role: "value", shape: constant.shape.clone(), trainable: false }]
+                vec![WeightSpec {
+                    role: "value",
+                    shape: constant.shape.clone(),
+                    trainable: constant.learned,
+                    counted: constant.learned,
+                }]
             }
             Op::PRelu => vec![trainable("slope", vec![input[0]])],
             Op::LayerNorm { axes, .. } => {

@@ -353,12 +353,12 @@ impl Model {
 
     /// `(total, trainable)` parameter counts.
     pub fn param_counts(&self) -> (usize, usize) {
-        (0..self.graph.nodes().len()).flat_map(|i| self.graph.weight_specs(i)).fold(
-            (0, 0),
-            |(total, trainable), spec| {
+        (0..self.graph.nodes().len())
+            .flat_map(|i| self.graph.weight_specs(i))
+            .filter(|spec| spec.counted)
+            .fold((0, 0), |(total, trainable), spec| {
                 let n: usize = spec.shape.iter().product();
                 (total + n, trainable + if spec.trainable { n } else { 0 })
-            },
-        )
+            })
     }
 }

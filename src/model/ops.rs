@@ -383,6 +383,10 @@ pub struct ConstOperand {
     /// The constant is the left operand (`c - x`, `c / x`).
     #[serde(default)]
     pub left: bool,
+    /// A learned weight (ConvNeXt's layer scale), counted among the parameters; otherwise
+    /// a literal (`x + 3`, a normalisation's mean), which Keras does not count.
+    #[serde(default)]
+    pub learned: bool,
 }
 
 fn ones() -> [usize; 2] {

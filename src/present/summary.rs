@@ -82,6 +82,7 @@ impl Summary {
                 params: graph
                     .weight_specs(i)
                     .iter()
+                    .filter(|s| s.counted)
                     .map(|s| s.shape.iter().product::<usize>())
                     .sum(),
                 mult_adds: graph.mult_adds(i),

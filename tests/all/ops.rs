@@ -12,7 +12,11 @@ use crate::support::{conv, dense, model_with, random_input, random_model, values
 fn arith(kind: ArithKind, constant: Option<(&[usize], bool)>) -> Op {
     Op::Arith {
         kind,
-        constant: constant.map(|(shape, left)| ConstOperand { shape: shape.to_vec(), left }),
+        constant: constant.map(|(shape, left)| ConstOperand {
+            shape: shape.to_vec(),
+            left,
+            learned: false,
+        }),
     }
 }
 

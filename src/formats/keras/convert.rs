@@ -28,7 +28,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Add, Subtract, Multiply, Average, Maximum, Minimum, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, LayerNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
@@ -523,6 +523,8 @@ impl<'a> Builder<'a> {
             "SeparableConv2D" => self.separable(layer),
             "Dense" => self.dense(layer),
             "BatchNormalization" => self.batch_norm(layer),
+            "LayerNormalization" => self.layer_norm(layer),
+            "LayerScale" => self.layer_scale(layer),
             "Flatten" => self.flatten(layer),
             "Reshape" => self.reshape(layer),
             "Concatenate" => self.concatenate(layer),
@@ -591,7 +593,22 @@ impl<'a> Builder<'a> {
                 self.simple(layer, Op::GlobalMaxPool { keep_dims: config.bool("keepdims", false)? })
             }
             "ZeroPadding2D" => {
-                self.simple(layer, Op::Pad { pads: zero_padding(&config)?, value: 0.0 })
+                let pads = margins(&config, "padding", 1)?;
+                self.simple(layer, Op::Pad { pads, value: 0.0 })
+            }
+            "Cropping2D" => {
+                let (input, _) = self.image_input(layer)?;
+                let [top, bottom, left, right] = margins(&config, "cropping", 0)?;
+                let [h, w] = [input.shape[1], input.shape[2]];
+                if top + bottom >= h || left + right >= w {
+                    return Err(config.error(format!("cropping more than the {h}×{w} input")));
+                }
+                let op = Op::Slice {
+                    axes: vec![1, 2],
+                    starts: vec![top, left],
+                    ends: vec![h - bottom, w - right],
+                };
+                self.simple(layer, op)
             }
             "Rescaling" | "Normalization" => Err(config.error(format!(
                 "{} is only supported directly after the input, where it becomes the input \
@@ -750,7 +767,7 @@ impl<'a> Builder<'a> {
             3 => t.permute((2, 0, 1)),
             _ => Ok(t),
         })?;
-        let constant = Some(ConstOperand { shape: engine_shape, left });
+        let constant = Some(ConstOperand { shape: engine_shape, left, learned: false });
         self.finish(layer, Op::Arith { kind, constant }, &[node], Order::Keras)
     }
 
@@ -890,14 +907,20 @@ impl<'a> Builder<'a> {
     fn dense(&mut self, layer: &Layer) -> Result<()> {
         let config = self.config(layer);
         let input = self.single_input(layer)?;
-        let [features] = input.shape[..] else {
-            return Err(config.error(format!(
-                "Dense on a {:?} input is not supported (a Flatten must come first)",
-                input.shape
-            )));
+        let features = match input.shape[..] {
+            [features] | [features, _, _] => features,
+            _ => {
+                return Err(config.error(format!(
+                    "Dense on a {:?} input is not supported (a Flatten must come first)",
+                    input.shape
+                )));
+            }
         };
         let units = config.usize("units", None)?;
         let bias = config.bool("use_bias", true)?;
+        if let [c, _, _] = input.shape[..] {
+            return self.pointwise_dense(layer, &input, c, units, bias);
+        }
         let op = Op::Dense { units, bias, activation: config.activation()? };
         let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
         let mut arrays = self.fetch(layer, vars)?.into_iter();
@@ -914,6 +937,78 @@ impl<'a> Builder<'a> {
             self.weight(&layer.name, "bias", b, &[units], Ok)?;
         }
         self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// Dense on an image applies to each pixel's channels (ConvNeXt's pointwise layers): a
+    /// 1×1 convolution, still shown as Dense.
+    fn pointwise_dense(
+        &mut self,
+        layer: &Layer,
+        input: &Output,
+        c: usize,
+        units: usize,
+        bias: bool,
+    ) -> Result<()> {
+        let config = self.config(layer);
+        let mut op = Op::conv(units, 1, Padding::Valid, config.activation()?);
+        if let Op::Conv2d { bias: has_bias, .. } = &mut op {
+            *has_bias = bias;
+        }
+        let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            self.weight(&layer.name, "kernel", k, &[c, units], |t| {
+                t.t()?.reshape((units, c, 1, 1))
+            })?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[units], Ok)?;
+        }
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// LayerNormalization over the last (channel, or feature) axis.
+    fn layer_norm(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let input = self.single_input(layer)?;
+        let rank = input.shape.len() + 1;
+        if config.axis(rank, -1)? != rank - 1 || !matches!(input.order, Order::Keras) {
+            return Err(config.error("only normalisation over the last axis is supported"));
+        }
+        if config.bool("rms_scaling", false)? {
+            return Err(config.error("RMS scaling is not supported"));
+        }
+        let c = input.shape[0];
+        let (scale, center) = (config.bool("scale", true)?, config.bool("center", true)?);
+        let vars: Vec<&str> =
+            [("gamma", scale), ("beta", center)].iter().filter(|v| v.1).map(|v| v.0).collect();
+        let arrays = self.fetch(layer, &vars)?;
+        for (role, array) in vars.iter().zip(arrays) {
+            self.weight(&layer.name, role, array, &[c], Ok)?;
+        }
+        for (role, given, value) in [("gamma", scale, 1.0), ("beta", center, 0.0)] {
+            if !given {
+                let array = Array { shape: vec![c], data: vec![value; c] };
+                self.weight(&layer.name, role, array, &[c], Ok)?;
+            }
+        }
+        let op = Op::LayerNorm { axes: vec![0], epsilon: config.f32("epsilon", 1e-3)? };
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// keras.applications ConvNeXt's LayerScale: the channels times a learned `gamma`.
+    fn layer_scale(&mut self, layer: &Layer) -> Result<()> {
+        let (input, c) = self.image_input(layer)?;
+        let gamma = self.fetch(layer, &["gamma"])?.into_iter().next();
+        let gamma = gamma.ok_or_else(|| Error::graph(&layer.name, "has no weight 'gamma'"))?;
+        self.weight(&layer.name, "value", gamma, &[c], |t| t.reshape((c, 1, 1)))?;
+        let constant = Some(ConstOperand { shape: vec![c, 1, 1], left: false, learned: true });
+        self.finish(
+            layer,
+            Op::Arith { kind: ArithKind::Mul, constant },
+            &[&input.node],
+            Order::Keras,
+        )
     }
 
     fn batch_norm(&mut self, layer: &Layer) -> Result<()> {
@@ -1129,13 +1224,14 @@ fn keras_constant(v: &Value) -> Option<Array> {
         .then_some(Array { shape, data })
 }
 
-/// ZeroPadding2D's `padding`: `n`, `[h, w]` or `[[top, bottom], [left, right]]`, as
-/// `[top, bottom, left, right]`.
-fn zero_padding(config: &Config) -> Result<[usize; 4]> {
-    let bad = || config.error("'padding' is not n, (h, w) or ((top, bottom), (left, right))");
+/// ZeroPadding2D's `padding` or Cropping2D's `cropping`: `n`, `[h, w]` or
+/// `[[top, bottom], [left, right]]`, as `[top, bottom, left, right]`.
+fn margins(config: &Config, key: &str, default: usize) -> Result<[usize; 4]> {
+    let bad =
+        || config.error(format!("'{key}' is not n, (h, w) or ((top, bottom), (left, right))"));
     let n = |v: &Value| v.as_u64().map(|n| n as usize);
-    match config.get("padding") {
-        None => Ok([1; 4]),
+    match config.get(key) {
+        None => Ok([default; 4]),
         Some(v) => {
             if let Some(p) = n(v) {
                 return Ok([p; 4]);

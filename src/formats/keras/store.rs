@@ -131,6 +131,9 @@ fn index_v3(
 fn aliases(var: &str) -> &[&str] {
     match var {
         "depthwise_kernel" => &["depthwise_kernel", "kernel"],
+        // ConvNeXt's LayerScale makes its weight without a name; Keras 3's legacy .h5
+        // calls it that.
+        "gamma" => &["variable"],
         _ => &[],
     }
 }

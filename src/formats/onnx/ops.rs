@@ -341,7 +341,7 @@ impl Importer {
         // A sum is the mean times the number of pixels.
         let mean = self.emit(&format!("{}_mean", n.base), op, vec![x], Vec::new())?;
         let pixels = Array::vector(vec![(shape[1] * shape[2]) as f64]);
-        let constant = ConstOperand { shape: vec![1], left: false };
+        let constant = ConstOperand { shape: vec![1], left: false, learned: false };
         let op = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
         Ok(Value::computed(self.emit(n.base, op, vec![mean], vec![("value", pixels)])?))
     }
@@ -561,7 +561,10 @@ impl Importer {
             }
             None => (x.source.clone(), k),
         };
-        let op = Op::Arith { kind, constant: Some(ConstOperand { shape: k.dims.clone(), left }) };
+        let op = Op::Arith {
+            kind,
+            constant: Some(ConstOperand { shape: k.dims.clone(), left, learned: false }),
+        };
         let name = self.emit(base, op, vec![input], vec![("value", k)])?;
         Ok(self.keep_layout(name, x))
     }
