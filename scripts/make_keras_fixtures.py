@@ -251,7 +251,7 @@ def convnext(K):
     """ConvNeXt's block as keras.applications builds it: LayerNormalization over channels,
     a depthwise 7x7, Dense on every pixel (pointwise) with GELU, LayerScale, a residual
     Add, and the head's LayerNormalization on the pooled vector; then NASNet's
-    Cropping2D."""
+    Cropping2D and UpSampling2D, nearest and bilinear."""
     L = K.layers
     if K is K3:
         from keras.src.applications.convnext import LayerScale
@@ -269,6 +269,8 @@ def convnext(K):
     x = L.Add(name="residual")([x, y])
     x = L.ZeroPadding2D(1, name="pad")(x)
     x = L.Cropping2D(((1, 2), (0, 1)), name="crop")(x)
+    x = L.UpSampling2D(2, name="up_nearest")(x)
+    x = L.UpSampling2D((2, 3), interpolation="bilinear", name="up_bilinear")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     x = L.LayerNormalization(epsilon=1e-6, name="head_norm")(x)
     out = L.Dense(5, activation="softmax", name="probs")(x)

@@ -171,11 +171,29 @@ class ConvNeXt(Classifier):
         return self.fc(torch.flatten(x, 1))
 
 
+class Upsample(Classifier):
+    """Decoder-style resampling: nearest ×2 (PyTorch's default mode), bilinear ×2 with
+    and without aligned corners, and bilinear to a size that is not a multiple."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(4, 4, 3)
+        self.head = Head(4)
+
+    def logits(self, x):
+        x = F.interpolate(F.relu(self.a(x)), scale_factor=2.0)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear")
+        x = F.interpolate(self.b(x), scale_factor=2.0, mode="bilinear", align_corners=True)
+        x = F.interpolate(x, size=(17, 23), mode="bilinear")
+        return self.head(x)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
     "shuffle": (Shuffle, [3, 16, 16]),
     "convnext": (ConvNeXt, [3, 32, 32]),
+    "upsample": (Upsample, [3, 11, 13]),
 }
 
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Pool, Window};
 use crate::model::Model;
-use crate::model::{Activation, ArithKind, ConstOperand, Op, ValueId};
+use crate::model::{Activation, ArithKind, ConstOperand, Interpolation, Op, ValueId};
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -346,6 +346,10 @@ impl Model {
             Op::GlobalMaxPool { .. } => {
                 batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
             }
+            Op::Resize { .. } => {
+                let [rows, cols] = self.resize_matrices(i, x)?;
+                rows.broadcast_matmul(&x.broadcast_matmul(&cols.t()?)?)?
+            }
         };
         Ok(NodeOutput {
             dropout_mask: drawn_mask,
@@ -567,6 +571,10 @@ impl Model {
                     let g = gz.reshape((n, c, 1, 1))?;
                     vec![kernels::pool2d_backward(x, &g, &whole_image_window(x)?, Pool::Max)?]
                 }
+                Op::Resize { .. } => {
+                    let [rows, cols] = self.resize_matrices(i, x)?;
+                    vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
+                }
             };
             for (v, dx) in inputs.iter().zip(input_grads) {
                 grads[v.0] = Some(match grads[v.0].take() {
@@ -622,6 +630,42 @@ impl Model {
         let mut dims = vec![1; rank];
         dims[1] = p.elem_count();
         Ok(p.reshape(dims)?)
+    }
+
+    /// A resize as two matrices, `[out_h, h]` and `[out_w, w]`: each output pixel a
+    /// weighted sum of input pixels, so the forward is `R·x·Cᵀ` and the backward `Rᵀ·g·C`.
+    fn resize_matrices(&self, node: usize, x: &Tensor) -> Result<[Tensor; 2]> {
+        let Op::Resize { size, scale, interpolation, coordinates } = self.graph().nodes()[node].op
+        else {
+            return Err(Error::Invalid("not a resize".into()));
+        };
+        let (_, _, h, w) = x.dims4()?;
+        let axis = |input: usize, output: usize, scale: f32| -> Result<Tensor> {
+            let mut m = vec![0f64; output * input];
+            for o in 0..output {
+                let at = coordinates.source(o, f64::from(scale), input, output);
+                let last = (input - 1) as f64;
+                let nearest = |i: f64| i.clamp(0.0, last) as usize;
+                let row = &mut m[o * input..(o + 1) * input];
+                match interpolation {
+                    Interpolation::Linear => {
+                        let at = at.clamp(0.0, last);
+                        let low = at.floor();
+                        let high = (low + 1.0).min(last);
+                        row[low as usize] += 1.0 - (at - low);
+                        row[high as usize] += at - low;
+                    }
+                    Interpolation::NearestFloor => row[nearest(at.floor())] = 1.0,
+                    Interpolation::NearestCeil => row[nearest(at.ceil())] = 1.0,
+                    Interpolation::NearestRoundPreferFloor => {
+                        row[nearest(if at.fract() == 0.5 { at.floor() } else { at.round() })] = 1.0;
+                    }
+                    Interpolation::NearestRoundPreferCeil => row[nearest(at.round())] = 1.0,
+                }
+            }
+            Ok(Tensor::from_vec(m, (output, input), x.device())?.to_dtype(x.dtype())?)
+        };
+        Ok([axis(h, size[0], scale[0])?, axis(w, size[1], scale[1])?])
     }
 
     /// A layer norm's `gamma` and `beta`, shaped to broadcast against a batch of `rank`

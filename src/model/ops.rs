@@ -348,12 +348,72 @@ pub enum Op {
         /// One past the last index kept, per axis.
         ends: Vec<usize>,
     },
+    /// Resampling of the spatial axes of a `[C, H, W]` value to `size` (upsampling).
+    Resize {
+        /// Output `[h, w]`.
+        size: [usize; 2],
+        /// Output size over input size per axis, as the file gives it (the coordinate
+        /// mapping uses it, not the rounded sizes).
+        scale: [f32; 2],
+        /// How an output pixel takes its value from the input.
+        interpolation: Interpolation,
+        /// Where an output pixel lies in the input.
+        coordinates: Coordinates,
+    },
     /// Max over the spatial axes: `[C, H, W]` → `[C]` (or `[C, 1, 1]` with `keep_dims`).
     GlobalMaxPool {
         /// Keep the spatial axes as size 1.
         #[serde(default)]
         keep_dims: bool,
     },
+}
+
+/// How a resized pixel takes its value (ONNX `Resize`'s `mode` and `nearest_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// The nearest input pixel, halves rounded down (ONNX's default).
+    NearestRoundPreferFloor,
+    /// The nearest input pixel, halves rounded up.
+    NearestRoundPreferCeil,
+    /// The input pixel at or before (PyTorch's and Keras's `nearest`).
+    NearestFloor,
+    /// The input pixel at or after.
+    NearestCeil,
+    /// Linear in each axis between the two input pixels around (bilinear).
+    Linear,
+}
+
+/// Where output pixel `o` of a resize lies in the input, for scale `s` (ONNX's
+/// `coordinate_transformation_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coordinates {
+    /// `(o + ½)/s − ½`: pixel centres line up (PyTorch's `align_corners=False`, TF 2).
+    HalfPixel,
+    /// As half-pixel, but 0 when the output is one pixel long.
+    PytorchHalfPixel,
+    /// `o·(in − 1)/(out − 1)`: the corner pixels line up.
+    AlignCorners,
+    /// `o/s`.
+    Asymmetric,
+}
+
+impl Coordinates {
+    /// The input coordinate of output pixel `o`, for an axis of `input` → `output` pixels.
+    pub fn source(self, o: usize, scale: f64, input: usize, output: usize) -> f64 {
+        let o = o as f64;
+        match self {
+            Coordinates::HalfPixel => (o + 0.5) / scale - 0.5,
+            Coordinates::PytorchHalfPixel if output > 1 => (o + 0.5) / scale - 0.5,
+            Coordinates::PytorchHalfPixel => 0.0,
+            Coordinates::AlignCorners if output > 1 => {
+                o * (input as f64 - 1.0) / (output as f64 - 1.0)
+            }
+            Coordinates::AlignCorners => 0.0,
+            Coordinates::Asymmetric => o / scale,
+        }
+    }
 }
 
 /// The operation of an [`Op::Arith`] node.
@@ -434,6 +494,7 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
             Op::Slice { .. } => "Slice",
+            Op::Resize { .. } => "UpSampling2D",
         }
     }
 

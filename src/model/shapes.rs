@@ -157,6 +157,13 @@ pub(super) fn infer_shape(
             }
             (x.to_vec(), no_pad)
         }
+        Op::Resize { size, scale, .. } => {
+            let [c, _, _] = spatial(x, "resizing")?;
+            if size.contains(&0) || scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(format!("cannot resize to {size:?} at scale {scale:?}"));
+            }
+            (vec![c, size[0], size[1]], no_pad)
+        }
         Op::Slice { axes, starts, ends } => {
             let mut out = x.to_vec();
             if axes.len() != starts.len() || axes.len() != ends.len() {

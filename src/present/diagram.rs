@@ -268,6 +268,10 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
             let dims: Vec<String> = perm.iter().map(usize::to_string).collect();
             parts.push(format!("perm ({})", dims.join(", ")));
         }
+        Op::Resize { size, interpolation, .. } => {
+            parts.push(format!("to {}", pair(*size)));
+            parts.push(format!("{interpolation:?}").to_lowercase());
+        }
         Op::Slice { axes, starts, ends } => {
             for ((axis, start), end) in axes.iter().zip(starts).zip(ends) {
                 parts.push(format!("axis {axis} {start}..{end}"));

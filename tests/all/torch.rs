@@ -64,6 +64,11 @@ fn channel_split_and_shuffle_match_pytorch() {
 }
 
 #[test]
+fn nearest_and_bilinear_resizing_match_pytorch() {
+    matches_pytorch("upsample");
+}
+
+#[test]
 fn convnext_layer_norm_and_linear_match_pytorch() {
     matches_pytorch("convnext");
 }

@@ -21,14 +21,17 @@ use super::config::{Architecture, Layer, Operand};
 use super::hdf5::Array;
 use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
-use crate::model::{Activation, ArithKind, ConstOperand, Graph, GraphBuilder, Node, Op, Padding};
+use crate::model::{
+    Activation, ArithKind, ConstOperand, Coordinates, Graph, GraphBuilder, Interpolation, Node, Op,
+    Padding,
+};
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, LayerNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, LayerNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
@@ -595,6 +598,31 @@ impl<'a> Builder<'a> {
             "ZeroPadding2D" => {
                 let pads = margins(&config, "padding", 1)?;
                 self.simple(layer, Op::Pad { pads, value: 0.0 })
+            }
+            "UpSampling2D" => {
+                let (input, _) = self.image_input(layer)?;
+                let factor = config.pair("size", Some([2, 2]))?;
+                // Keras repeats pixels for nearest, and resizes as TensorFlow does for
+                // bilinear.
+                let (interpolation, coordinates) = match config
+                    .get("interpolation")
+                    .and_then(Value::as_str)
+                {
+                    None | Some("nearest") => {
+                        (Interpolation::NearestFloor, Coordinates::Asymmetric)
+                    }
+                    Some("bilinear") => (Interpolation::Linear, Coordinates::HalfPixel),
+                    Some(other) => {
+                        return Err(config.error(format!("'{other}' upsampling is not supported")));
+                    }
+                };
+                let op = Op::Resize {
+                    size: [input.shape[1] * factor[0], input.shape[2] * factor[1]],
+                    scale: [factor[0] as f32, factor[1] as f32],
+                    interpolation,
+                    coordinates,
+                };
+                self.simple(layer, op)
             }
             "Cropping2D" => {
                 let (input, _) = self.image_input(layer)?;

@@ -3,13 +3,13 @@
 //! and [`SUPPORTED_OPS`], the error message's list, cannot fall out of step with it.
 
 use super::Fallible;
-use super::array::{self, Array};
+use super::array::{self, Array, Dim};
 use super::attrs::Attrs;
 use super::import::{Importer, Value, display_name};
 use super::layout::Computed;
 use super::proto::NodeProto;
 use super::tensor::constant_attr;
-use crate::model::{Activation, ArithKind, ConstOperand, Op, Padding};
+use crate::model::{Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding};
 
 /// What a Reduce op computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +90,7 @@ const OPS: &[OnnxOp] = &[
     op("ReduceSum", |im, n| im.reduce(n, Reduction::Sum)),
     op("Relu", |im, n| im.activation(n, Activation::Relu)),
     op("Reshape", |im, n| im.reshape(n)),
+    op("Resize", |im, n| im.resize(n)),
     op("Selu", |im, n| {
         let alpha = n.a.float("alpha", Activation::SELU_ALPHA)?;
         let scale = n.a.float("gamma", Activation::SELU_SCALE)?;
@@ -614,6 +615,66 @@ impl Importer {
             }
             Op::AvgPool { kernel, stride, padding, count_include_pad }
         };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    /// Resize of the spatial axes, by `scales` or to `sizes`.
+    fn resize(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let [h, w] = spatial(&shape)?;
+        if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
+            return Err("antialiased resizing and resizing by axes are not supported".into());
+        }
+        let given = |i: usize| -> Fallible<Option<Array<f64>>> {
+            let array = n.input(i).map(|name| self.constant(name)).transpose()?;
+            Ok(array.filter(|a| !a.data.is_empty()))
+        };
+        // Sizes made from the input's shape hold the batch size, which does not matter here.
+        let sizes = match n.input(3).map(|name| self.value(name)).transpose()? {
+            Some(Value::Shape(s)) => {
+                Some(s.data.iter().map(|d| if let Dim::Known(v) = d { *v } else { 0 }).collect())
+            }
+            Some(_) => given(3)?.map(|a| a.ints()).transpose()?,
+            None => None,
+        };
+        let (size, scale) = match (sizes, given(2)?) {
+            (Some(sizes), _) => match sizes.as_slice() {
+                &[_, c, oh, ow] if c as usize == shape[0] && oh > 0 && ow > 0 => {
+                    let size = [oh as usize, ow as usize];
+                    (size, [(oh as f64 / h as f64) as f32, (ow as f64 / w as f64) as f32])
+                }
+                other => return Err(format!("sizes {other:?} resize more than height and width")),
+            },
+            (None, Some(scales)) => match scales.data.as_slice() {
+                &[1.0, 1.0, sh, sw] if sh > 0.0 && sw > 0.0 => {
+                    let size = [(h as f64 * sh).floor() as usize, (w as f64 * sw).floor() as usize];
+                    (size, [sh as f32, sw as f32])
+                }
+                other => return Err(format!("scales {other:?} resize more than height and width")),
+            },
+            (None, None) => return Err("needs scales or sizes".into()),
+        };
+        let coordinates = match n.a.string("coordinate_transformation_mode")?.as_deref() {
+            None | Some("half_pixel") => Coordinates::HalfPixel,
+            Some("pytorch_half_pixel") => Coordinates::PytorchHalfPixel,
+            Some("align_corners") => Coordinates::AlignCorners,
+            Some("asymmetric") => Coordinates::Asymmetric,
+            Some(other) => {
+                return Err(format!("coordinate transformation '{other}' is not supported"));
+            }
+        };
+        let interpolation = match n.a.string("mode")?.as_deref() {
+            None | Some("nearest") => match n.a.string("nearest_mode")?.as_deref() {
+                None | Some("round_prefer_floor") => Interpolation::NearestRoundPreferFloor,
+                Some("round_prefer_ceil") => Interpolation::NearestRoundPreferCeil,
+                Some("floor") => Interpolation::NearestFloor,
+                Some("ceil") => Interpolation::NearestCeil,
+                Some(other) => return Err(format!("nearest mode '{other}' is unknown")),
+            },
+            Some("linear") => Interpolation::Linear,
+            Some(other) => return Err(format!("'{other}' resizing is not supported")),
+        };
+        let op = Op::Resize { size, scale, interpolation, coordinates };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 
