@@ -188,12 +188,29 @@ class Upsample(Classifier):
         return self.head(x)
 
 
+class Norms(Classifier):
+    """Group and instance normalisation, as style-transfer and detection backbones use
+    them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 6, 3)
+        self.group = nn.GroupNorm(4, 8)
+        self.instance = nn.InstanceNorm2d(6, affine=True)
+        self.head = Head(6)
+
+    def logits(self, x):
+        x = F.relu(self.group(self.a(x)))
+        return self.head(F.relu(self.instance(self.b(x))))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
     "shuffle": (Shuffle, [3, 16, 16]),
     "convnext": (ConvNeXt, [3, 32, 32]),
     "upsample": (Upsample, [3, 11, 13]),
+    "norms": (Norms, [3, 12, 12]),
 }
 
 

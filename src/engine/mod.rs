@@ -303,6 +303,15 @@ impl Model {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
                 x.broadcast_mul(&scale)?.broadcast_add(&shift)?
             }
+            Op::GroupNorm { groups, epsilon } => {
+                let grouped = x.reshape((x.dim(0)?, *groups, ()))?;
+                let (normalised, _) = standardise(&grouped, &[1], *epsilon)?;
+                let rank = x.rank();
+                let normalised = normalised.reshape(x.dims())?;
+                let (gamma, beta) =
+                    (self.channel_param(i, "gamma", rank)?, self.channel_param(i, "beta", rank)?);
+                normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)?
+            }
             Op::LayerNorm { axes, epsilon } => {
                 let (normalised, _) = standardise(x, axes, *epsilon)?;
                 let (gamma, beta) = self.layer_norm_affine(i, axes, x.rank())?;
@@ -473,16 +482,14 @@ impl Model {
                     vec![gz.broadcast_mul(&scale)?]
                 }
                 Op::LayerNorm { axes, epsilon } => {
-                    // d/dx of (x − μ)/σ·γ: (g − mean(g) − x̂·mean(g·x̂))/σ with g = γ·dy.
-                    let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
                     let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
-                    let g = gz.broadcast_mul(&gamma)?;
-                    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
-                    let mean_g = g.mean_keepdim(dims.clone())?;
-                    let mean_gx = g.mul(&normalised)?.mean_keepdim(dims)?;
-                    let centred =
-                        g.broadcast_sub(&mean_g)?.sub(&normalised.broadcast_mul(&mean_gx)?)?;
-                    vec![centred.broadcast_mul(&inv_std)?]
+                    vec![standardise_backward(x, &gz.broadcast_mul(&gamma)?, axes, *epsilon)?]
+                }
+                Op::GroupNorm { groups, epsilon } => {
+                    let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
+                    let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
+                    let dx = standardise_backward(&grouped(x)?, &grouped(&g)?, &[1], *epsilon)?;
+                    vec![dx.reshape(x.dims())?]
                 }
                 Op::PRelu => {
                     let slope = self.channel_param(i, "slope", x.rank())?;
@@ -730,6 +737,17 @@ fn standardise(x: &Tensor, axes: &[usize], epsilon: f32) -> Result<(Tensor, Tens
     let variance = centred.sqr()?.mean_keepdim(dims)?;
     let inv_std = (variance + f64::from(epsilon))?.sqrt()?.recip()?;
     Ok((centred.broadcast_mul(&inv_std)?, inv_std))
+}
+
+/// The gradient through [`standardise`] of `x` over `axes`, given the gradient `g` at its
+/// output: `(g − mean(g) − x̂·mean(g·x̂))/σ`.
+fn standardise_backward(x: &Tensor, g: &Tensor, axes: &[usize], epsilon: f32) -> Result<Tensor> {
+    let (normalised, inv_std) = standardise(x, axes, epsilon)?;
+    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+    let mean_g = g.mean_keepdim(dims.clone())?;
+    let mean_gx = g.mul(&normalised)?.mean_keepdim(dims)?;
+    let centred = g.broadcast_sub(&mean_g)?.sub(&normalised.broadcast_mul(&mean_gx)?)?;
+    Ok(centred.broadcast_mul(&inv_std)?)
 }
 
 /// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.

@@ -304,6 +304,9 @@ impl Graph {
                 }]
             }
             Op::PRelu => vec![trainable("slope", vec![input[0]])],
+            Op::GroupNorm { .. } => {
+                vec![trainable("gamma", vec![input[0]]), trainable("beta", vec![input[0]])]
+            }
             Op::LayerNorm { axes, .. } => {
                 let normalised: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
                 vec![trainable("gamma", normalised.clone()), trainable("beta", normalised)]
@@ -344,6 +347,7 @@ impl Graph {
                     | Op::Activation { .. }
                     | Op::BatchNorm { .. }
                     | Op::LayerNorm { .. }
+                    | Op::GroupNorm { .. }
                     | Op::PRelu
                     | Op::Add
                     | Op::Arith { .. }

@@ -292,6 +292,15 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// Group normalisation: the channels (axis 0) in `groups` consecutive groups, each
+    /// group of a sample standardised over its channels and positions, then a per-channel
+    /// `gamma` and `beta`. Instance normalisation is one group per channel.
+    GroupNorm {
+        /// Number of groups; divides the channels.
+        groups: usize,
+        /// Added to the variance.
+        epsilon: f32,
+    },
     /// Parametric ReLU: `x` where positive, else `slope·x`, with weight `slope` one value per
     /// channel (axis 0 of the per-sample shape). Not a ReLU for the backprop modifiers,
     /// which leave it alone as they leave leaky ReLU.
@@ -479,6 +488,7 @@ impl Op {
             Op::Dropout { .. } => "Dropout",
             Op::PRelu => "PReLU",
             Op::LayerNorm { .. } => "LayerNormalization",
+            Op::GroupNorm { .. } => "GroupNormalization",
             Op::Flatten => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Permute",

@@ -148,6 +148,12 @@ pub(super) fn infer_shape(
             let [c, h, w] = spatial(x, "padding")?;
             (vec![c, h + top + bottom, w + left + right], no_pad)
         }
+        Op::GroupNorm { groups, .. } => {
+            if x.len() < 2 || *groups == 0 || x[0] % groups != 0 {
+                return Err(format!("{groups} groups do not divide the channels of {x:?}"));
+            }
+            (x.to_vec(), no_pad)
+        }
         Op::LayerNorm { axes, .. } => {
             if axes.is_empty()
                 || axes.windows(2).any(|w| w[0] >= w[1])

@@ -254,6 +254,10 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
             }
         }
         Op::BatchNorm { epsilon } => parts.push(format!("eps {epsilon}")),
+        Op::GroupNorm { groups, epsilon } => {
+            parts.push(format!("{groups} groups"));
+            parts.push(format!("eps {epsilon}"));
+        }
         Op::LayerNorm { axes, epsilon } => {
             parts.push(format!("axes {axes:?}"));
             parts.push(format!("eps {epsilon}"));

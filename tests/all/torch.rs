@@ -69,6 +69,11 @@ fn nearest_and_bilinear_resizing_match_pytorch() {
 }
 
 #[test]
+fn group_and_instance_norm_match_pytorch() {
+    matches_pytorch("norms");
+}
+
+#[test]
 fn convnext_layer_norm_and_linear_match_pytorch() {
     matches_pytorch("convnext");
 }

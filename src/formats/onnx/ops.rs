@@ -65,12 +65,14 @@ const OPS: &[OnnxOp] = &[
     keeps_flattened("Gemm", |im, n| im.gemm(n)),
     op("GlobalAveragePool", |im, n| im.global_pool(n, Op::GlobalAvgPool { keep_dims: true })),
     op("GlobalMaxPool", |im, n| im.global_pool(n, Op::GlobalMaxPool { keep_dims: true })),
+    op("GroupNormalization", |im, n| im.group_norm(n)),
     op("HardSigmoid", |im, n| {
         let (alpha, beta) = (n.a.float("alpha", 0.2)?, n.a.float("beta", 0.5)?);
         im.activation(n, Activation::HardSigmoid { alpha, beta })
     }),
     op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
     keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
+    op("InstanceNormalization", |im, n| im.group_norm(n)),
     op("LayerNormalization", |im, n| im.layer_norm(n)),
     op("LeakyRelu", |im, n| {
         let alpha = n.a.float("alpha", 0.01)?;
@@ -358,6 +360,32 @@ impl Importer {
             weights.push((*role, self.constant(name)?));
         }
         let op = Op::BatchNorm { epsilon: n.a.float("epsilon", 1e-5)? };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+    }
+
+    /// GroupNormalization, and InstanceNormalization as one group per channel.
+    fn group_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let c = *shape.first().ok_or("needs channels")?;
+        let groups = match n.node.op_type.as_str() {
+            "InstanceNormalization" => c,
+            _ => usize::try_from(n.a.int("num_groups", 0)?).map_err(|_| "bad num_groups")?,
+        };
+        if groups == 0 || c % groups != 0 {
+            return Err(format!("{groups} groups do not divide {c} channels"));
+        }
+        let mut weights = Vec::new();
+        for (i, role) in [(1, "gamma"), (2, "beta")] {
+            let k = self.constant(n.input(i).ok_or_else(|| format!("needs input {i}"))?)?;
+            // Opset 18's GroupNormalization gives one value per group.
+            let k = if k.data.len() == groups && groups != c {
+                Array::vector(k.data.iter().flat_map(|&v| vec![v; c / groups]).collect())
+            } else {
+                per_channel(&k, c, 1)?
+            };
+            weights.push((role, k));
+        }
+        let op = Op::GroupNorm { groups, epsilon: n.a.float("epsilon", 1e-5)? };
         Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
     }
 
