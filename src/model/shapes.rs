@@ -149,7 +149,7 @@ pub(super) fn infer_shape(
             (vec![c, h + top + bottom, w + left + right], no_pad)
         }
         Op::GroupNorm { groups, .. } => {
-            if x.len() < 2 || *groups == 0 || x[0] % groups != 0 {
+            if x.len() < 2 || *groups == 0 || !x[0].is_multiple_of(*groups) {
                 return Err(format!("{groups} groups do not divide the channels of {x:?}"));
             }
             (x.to_vec(), no_pad)

@@ -131,9 +131,6 @@ fn index_v3(
 fn aliases(var: &str) -> &[&str] {
     match var {
         "depthwise_kernel" => &["depthwise_kernel", "kernel"],
-        // ConvNeXt's LayerScale makes its weight without a name; Keras 3's legacy .h5
-        // calls it that.
-        "gamma" => &["variable"],
         _ => &[],
     }
 }
@@ -157,7 +154,16 @@ fn fetch_legacy(h5: &H5, layer: &LayerPath, vars: &[&str]) -> Result<Vec<Array>>
     };
     vars.iter()
         .map(|&var| {
-            let wanted = |v: &str| v == var || aliases(var).contains(&v);
+            // A weight made without a name (ConvNeXt's LayerScale) is `variable` or
+            // `variable_<n>` in Keras 3's legacy .h5: the one weight of a one-weight layer.
+            let unnamed = |v: &str| {
+                vars.len() == 1
+                    && v.strip_prefix("variable").is_some_and(|n| {
+                        n.is_empty()
+                            || n.strip_prefix('_').is_some_and(|n| n.parse::<u32>().is_ok())
+                    })
+            };
+            let wanted = |v: &str| v == var || aliases(var).contains(&v) || unnamed(v);
             let by_layer: Vec<&String> = names
                 .iter()
                 .filter(|n| {
