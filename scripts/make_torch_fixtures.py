@@ -204,6 +204,21 @@ class Norms(Classifier):
         return self.head(F.relu(self.instance(self.b(x))))
 
 
+class Decoder(Classifier):
+    """Transposed convolutions: stride 2 with padding and output padding, and grouped with
+    dilation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, stride=2)
+        self.up = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1)
+        self.grouped = nn.ConvTranspose2d(4, 6, 2, stride=1, groups=2, dilation=2)
+        self.head = Head(6)
+
+    def logits(self, x):
+        return self.head(self.grouped(F.relu(self.up(F.relu(self.a(x))))))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -211,6 +226,7 @@ FIXTURES = {
     "convnext": (ConvNeXt, [3, 32, 32]),
     "upsample": (Upsample, [3, 11, 13]),
     "norms": (Norms, [3, 12, 12]),
+    "decoder": (Decoder, [3, 11, 10]),
 }
 
 

@@ -291,6 +291,16 @@ impl Model {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
                 kernels::dense(x, self.weight(i, "kernel")?, b, fused_relu)?
             }
+            Op::ConvTranspose { groups, bias, .. } => {
+                let out = self.graph().shape(ValueId::of_node(i));
+                let dims = [x.dim(0)?, out[0], out[1], out[2]];
+                let kernel = self.weight(i, "kernel")?;
+                let y = kernels::conv2d_backward_input(x, kernel, dims, &self.window(i), *groups)?;
+                match bias {
+                    true => y.broadcast_add(&self.channel_param(i, "bias", 4)?)?,
+                    false => y,
+                }
+            }
             Op::Activation { .. } => x.clone(),
             Op::MaxPool { .. } => kernels::pool2d(x, &self.window(i), Pool::Max)?,
             Op::AvgPool { count_include_pad, .. } => kernels::pool2d(
@@ -443,6 +453,22 @@ impl Model {
                     }
                     vec![kernels::conv2d_backward_input(&gz, kernel, dims4(x)?, &win, *groups)?]
                 }
+                Op::ConvTranspose { groups, bias, .. } => {
+                    let kernel = self.weight(i, "kernel")?;
+                    let win = self.window(i);
+                    if weight_grads {
+                        // The output is linear in the kernel as a conv's input gradient is:
+                        // its kernel gradient is the conv's, with input and gradient swapped.
+                        let dims = dims4(kernel)?;
+                        let (dk, _) =
+                            kernels::conv2d_backward_weights(&gz, x, dims, &win, *groups)?;
+                        weight_grad("kernel", dk);
+                        if *bias {
+                            weight_grad("bias", gz.sum((0, 2, 3))?);
+                        }
+                    }
+                    vec![kernels::conv2d(&gz, kernel, None, &win, *groups, false)?]
+                }
                 Op::Dense { bias, .. } => {
                     let kernel = self.weight(i, "kernel")?;
                     if weight_grads {
@@ -483,11 +509,32 @@ impl Model {
                 }
                 Op::LayerNorm { axes, epsilon } => {
                     let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
+                    if weight_grads {
+                        let (normalised, _) = standardise(x, axes, *epsilon)?;
+                        let shape = self.weight(i, "gamma")?.dims().to_vec();
+                        let kept: Vec<usize> =
+                            (0..x.rank()).filter(|a| *a == 0 || !axes.contains(&(a - 1))).collect();
+                        let summed = |t: Tensor| -> Result<Tensor> {
+                            Ok(t.sum_keepdim(kept.clone())?.reshape(shape.clone())?)
+                        };
+                        weight_grad("gamma", summed(gz.mul(&normalised)?)?);
+                        weight_grad("beta", summed(gz.clone())?);
+                    }
                     vec![standardise_backward(x, &gz.broadcast_mul(&gamma)?, axes, *epsilon)?]
                 }
                 Op::GroupNorm { groups, epsilon } => {
                     let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
                     let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
+                    if weight_grads {
+                        let (normalised, _) = standardise(&grouped(x)?, &[1], *epsilon)?;
+                        let normalised = normalised.reshape(x.dims())?;
+                        let per_channel = |t: Tensor| -> Result<Tensor> {
+                            let (n, c) = (t.dim(0)?, t.dim(1)?);
+                            Ok(t.reshape((n, c, ()))?.sum(2)?.sum(0)?)
+                        };
+                        weight_grad("gamma", per_channel(gz.mul(&normalised)?)?);
+                        weight_grad("beta", per_channel(gz.clone())?);
+                    }
                     let dx = standardise_backward(&grouped(x)?, &grouped(&g)?, &[1], *epsilon)?;
                     vec![dx.reshape(x.dims())?]
                 }
@@ -601,7 +648,8 @@ impl Model {
     pub(crate) fn window(&self, node: usize) -> Window {
         let pads = self.graph().pads(node);
         match &self.graph().nodes()[node].op {
-            Op::Conv2d { kernel, stride, dilation, .. } => {
+            Op::Conv2d { kernel, stride, dilation, .. }
+            | Op::ConvTranspose { kernel, stride, dilation, .. } => {
                 Window { kernel: *kernel, stride: *stride, dilation: *dilation, pads }
             }
             Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride, .. } => {

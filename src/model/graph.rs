@@ -277,6 +277,16 @@ impl Graph {
                 }
                 specs
             }
+            Op::ConvTranspose { filters, kernel, groups, bias, .. } => {
+                let mut specs = vec![trainable(
+                    "kernel",
+                    vec![input[0], filters / groups, kernel[0], kernel[1]],
+                )];
+                if *bias {
+                    specs.push(trainable("bias", vec![*filters]));
+                }
+                specs
+            }
             Op::Dense { units, bias, .. } => {
                 let mut specs = vec![trainable("kernel", vec![input[0], *units])];
                 if *bias {
@@ -329,6 +339,10 @@ impl Graph {
                 let per_output = (input[0] / groups * kernel[0] * kernel[1]) as u64;
                 out.iter().product::<usize>() as u64 * per_output
             }
+            Op::ConvTranspose { filters, kernel, groups, .. } => {
+                let per_input = (filters / groups * kernel[0] * kernel[1]) as u64;
+                input.iter().product::<usize>() as u64 * per_input
+            }
             Op::Dense { units, .. } => (input[0] * units) as u64,
             _ => 0,
         }
@@ -344,6 +358,7 @@ impl Graph {
             let computes_features = matches!(
                 self.spec.nodes[i].op,
                 Op::Conv2d { .. }
+                    | Op::ConvTranspose { .. }
                     | Op::Activation { .. }
                     | Op::BatchNorm { .. }
                     | Op::LayerNorm { .. }

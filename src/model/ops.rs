@@ -231,6 +231,27 @@ pub enum Op {
         #[serde(default)]
         activation: Activation,
     },
+    /// Transposed 2-D convolution (a decoder's upsampling): the input gradient of the
+    /// convolution from its output back to its input, whose kernel `kernel` is
+    /// `[C, filters/groups, kh, kw]`; `bias` `[filters]`.
+    ConvTranspose {
+        /// Output channels.
+        filters: usize,
+        /// Kernel size `[kh, kw]`.
+        kernel: [usize; 2],
+        /// Stride `[sh, sw]`.
+        stride: [usize; 2],
+        /// Pixels cut from the full output `[top, left, bottom, right]`.
+        pads: Pads,
+        /// Rows and columns added after (which no input pixel reaches: zero plus bias).
+        output_padding: [usize; 2],
+        /// Dilation `[dh, dw]`.
+        dilation: [usize; 2],
+        /// Channel groups.
+        groups: usize,
+        /// Whether there is a bias.
+        bias: bool,
+    },
     /// Fully connected layer on a vector; weights `kernel` `[in, units]`, `bias` `[units]`.
     Dense {
         /// Output features.
@@ -474,6 +495,7 @@ impl Op {
     pub fn type_name(&self) -> &'static str {
         match self {
             Op::Conv2d { .. } => "Conv2D",
+            Op::ConvTranspose { .. } => "Conv2DTranspose",
             Op::Dense { .. } => "Dense",
             Op::Activation { activation: Activation::Relu } => "ReLU",
             Op::Activation { activation: Activation::LeakyRelu { .. } } => "LeakyReLU",

@@ -90,6 +90,43 @@ pub(super) fn infer_shape(
             }
             (vec![*filters, oh, ow], pads)
         }
+        Op::ConvTranspose {
+            filters,
+            kernel,
+            stride,
+            pads,
+            output_padding,
+            dilation,
+            groups,
+            ..
+        } => {
+            let [c, h, w] = spatial(x, "a transposed convolution")?;
+            if *groups == 0 || c % groups != 0 || filters % groups != 0 {
+                return Err(format!(
+                    "{groups} groups do not divide {c} input channels and {filters} filters"
+                ));
+            }
+            let axis = |a: usize, size: usize| -> Option<usize> {
+                if stride[a] == 0 || output_padding[a] >= stride[a] {
+                    return None;
+                }
+                let span = kernel[a].checked_sub(1)?.checked_mul(dilation[a])? + 1;
+                let full = size.checked_sub(1)?.checked_mul(stride[a])?.checked_add(span)?;
+                full.checked_add(output_padding[a])?
+                    .checked_sub(pads[a] + pads[a + 2])
+                    .filter(|&out| out > 0 && pads[a].max(pads[a + 2]) < span)
+            };
+            match (axis(0, h), axis(1, w)) {
+                (Some(oh), Some(ow)) => (vec![*filters, oh, ow], *pads),
+                _ => {
+                    return Err(format!(
+                        "a transposed convolution of {x:?} with kernel {kernel:?}, stride \
+                         {stride:?}, pads {pads:?} and output padding {output_padding:?} has no \
+                         output"
+                    ));
+                }
+            }
+        }
         Op::MaxPool { kernel, stride, padding } | Op::AvgPool { kernel, stride, padding, .. } => {
             let ([c, oh, ow], pads) = pooled(*kernel, *stride, [1, 1], *padding)?;
             if pads[0] >= kernel[0]

@@ -209,6 +209,19 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
             }
             parts.extend(activation_text(*activation));
         }
+        Op::ConvTranspose { filters, kernel, stride, pads, output_padding, groups, .. } => {
+            parts.push(format!("{filters} filters {}", pair(*kernel)));
+            parts.push(format!("stride {}", pair(*stride)));
+            if *pads != [0; 4] {
+                parts.push(pads_text(*pads));
+            }
+            if *output_padding != [0, 0] {
+                parts.push(format!("output padding {}", pair(*output_padding)));
+            }
+            if *groups > 1 {
+                parts.push(format!("{groups} groups"));
+            }
+        }
         Op::Dense { units, activation, .. } => {
             parts.push(units.to_string());
             parts.extend(activation_text(*activation));

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use convscope::model::GraphSpec;
+use convscope::model::{ArithKind, Coordinates, Interpolation};
 use convscope::{Activation, Graph, Model, Node, Op, Padding, Point, ReluRule, Seed};
 
 use crate::support::{conv, dense, normal, random_input, random_model, values};
@@ -80,6 +81,56 @@ fn dag() -> Model {
     .unwrap()
 }
 
+/// The newer ops: group norm, a grouped transposed conv, bilinear resizing, layer norm over
+/// channels, slices and an elementwise max of two values.
+fn modern() -> Model {
+    let slice = |starts: [usize; 2], ends: [usize; 2]| Op::Slice {
+        axes: vec![0, 1],
+        starts: starts.to_vec(),
+        ends: ends.to_vec(),
+    };
+    random_model(
+        &[3, 8, 8],
+        vec![
+            Node::new("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            Node::new("gn", Op::GroupNorm { groups: 2, epsilon: 1e-3 }, &["c1"]),
+            Node::new(
+                "up",
+                Op::ConvTranspose {
+                    filters: 4,
+                    kernel: [3, 3],
+                    stride: [2, 2],
+                    pads: [1, 1, 1, 1],
+                    output_padding: [1, 1],
+                    dilation: [1, 1],
+                    groups: 2,
+                    bias: true,
+                },
+                &["gn"],
+            ),
+            Node::new(
+                "resize",
+                Op::Resize {
+                    size: [20, 12],
+                    scale: [1.25, 0.75],
+                    interpolation: Interpolation::Linear,
+                    coordinates: Coordinates::HalfPixel,
+                },
+                &["up"],
+            ),
+            Node::new("ln", Op::LayerNorm { axes: vec![0], epsilon: 1e-3 }, &["resize"]),
+            Node::new("a", slice([1, 2], [4, 18]), &["ln"]),
+            Node::new("b", slice([0, 0], [3, 16]), &["ln"]),
+            Node::new("max", Op::Arith { kind: ArithKind::Max, constant: None }, &["a", "b"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["max"]),
+            Node::new("out", dense(3, Activation::Softmax), &["gap"]),
+        ],
+        13,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
 /// `s = Σ r ⊙ (tensor at node/point)` and its gradient from the engine.
 fn probe(model: &Model, node: usize, point: Point) -> (Tensor, impl Fn(&Model, &Tensor) -> f64) {
     let x = random_input(model, 1, 5);
@@ -141,6 +192,15 @@ fn input_gradient_of_a_chain_matches_finite_differences() {
     check_input_gradient(&model, out, point);
     // Through the softmax itself too.
     check_input_gradient(&model, out, Point::Output);
+}
+
+#[test]
+fn input_gradient_through_the_newer_ops_matches_finite_differences() {
+    let model = modern();
+    check_input_gradient(&model, model.graph().output_node(), Point::PreSoftmax);
+    // And at the layer norm, below the max's and slices' routing.
+    let ln = model.graph().node_index("ln").unwrap();
+    check_input_gradient(&model, ln, Point::Output);
 }
 
 #[test]
@@ -211,7 +271,7 @@ fn gradient_at_an_intermediate_node_matches_finite_differences() {
 
 #[test]
 fn weight_gradients_match_finite_differences() {
-    for model in [chain(), dag()] {
+    for model in [chain(), dag(), modern()] {
         let out = model.graph().output_node();
         let x = random_input(&model, 3, 9);
         let (r, f) = probe(&model, out, Point::Output);

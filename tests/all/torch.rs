@@ -74,6 +74,11 @@ fn group_and_instance_norm_match_pytorch() {
 }
 
 #[test]
+fn transposed_convolutions_match_pytorch() {
+    matches_pytorch("decoder");
+}
+
+#[test]
 fn convnext_layer_norm_and_linear_match_pytorch() {
     matches_pytorch("convnext");
 }

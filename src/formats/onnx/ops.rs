@@ -51,6 +51,7 @@ const OPS: &[OnnxOp] = &[
     op("Concat", |im, n| im.concat(n)),
     op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, &im.source())?))),
     op("Conv", |im, n| im.conv(n)),
+    op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),
     op("Elu", |im, n| {
@@ -386,6 +387,49 @@ impl Importer {
             weights.push((role, k));
         }
         let op = Op::GroupNorm { groups, epsilon: n.a.float("epsilon", 1e-5)? };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+    }
+
+    fn conv_transpose(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let kernel = self.constant(n.node.input.get(1).ok_or("needs weights")?)?;
+        let &[c, per_group, kh, kw] = kernel.dims.as_slice() else {
+            return Err(format!("weights of shape {:?}: only 2-D is supported", kernel.dims));
+        };
+        if shape.first() != Some(&c) {
+            return Err(format!("weights of shape {:?} for input {shape:?}", kernel.dims));
+        }
+        if n.a.ints("output_shape")?.is_some()
+            || !matches!(n.a.string("auto_pad")?.as_deref(), None | Some("NOTSET"))
+        {
+            return Err("only explicit pads are supported (no output_shape or auto_pad)".into());
+        }
+        let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")?;
+        let pads = match n.a.ints("pads")?.as_deref() {
+            None => [0; 4],
+            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
+                [t as usize, l as usize, b as usize, r as usize]
+            }
+            Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
+        };
+        let op = Op::ConvTranspose {
+            filters: per_group * groups,
+            kernel: [kh, kw],
+            stride: n.a.pair("strides", 1)?,
+            pads,
+            output_padding: match n.a.ints("output_padding")?.as_deref() {
+                None => [0, 0],
+                Some(&[h, w]) if h >= 0 && w >= 0 => [h as usize, w as usize],
+                Some(p) => return Err(format!("output_padding {p:?} is not two sizes")),
+            },
+            dilation: n.a.pair("dilations", 1)?,
+            groups,
+            bias: n.input(2).is_some(),
+        };
+        let mut weights = vec![("kernel", kernel)];
+        if let Some(b) = n.input(2) {
+            weights.push(("bias", per_channel(&self.constant(b)?, per_group * groups, 1)?));
+        }
         Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
     }
 
