@@ -224,6 +224,20 @@ pub struct Model {
     /// What the reader chose where the file left a choice, for the user to be told once
     /// (which of several outputs is explained).
     pub notes: Vec<String>,
+    /// Every output of a file with several, with its per-sample shape where the reader
+    /// computed it; the explained one is the graph's output. Empty for one output.
+    pub heads: Vec<Head>,
+}
+
+/// One output of a model with several.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Head {
+    /// The output's name in the file.
+    pub name: String,
+    /// Per-sample shape, when known.
+    pub shape: Option<Vec<usize>>,
+    /// Whether it is the one explained.
+    pub explained: bool,
 }
 
 impl Model {
@@ -289,6 +303,7 @@ impl Model {
             input,
             classes,
             notes: Vec::new(),
+            heads: Vec::new(),
         })
     }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::model::ValueId;
-use crate::model::{DisplayLayout, Model};
+use crate::model::{DisplayLayout, Head, Model};
 
 /// One row of the table.
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +44,8 @@ pub struct Summary {
     pub non_trainable_params: usize,
     /// Multiply-adds for one sample.
     pub total_mult_adds: u64,
+    /// Every output of a model with several, the explained one marked.
+    pub heads: Vec<Head>,
 }
 
 pub(crate) fn displayed(shape: &[usize], layout: DisplayLayout) -> Vec<usize> {
@@ -99,6 +101,7 @@ impl Summary {
             total_params: total,
             trainable_params: trainable,
             non_trainable_params: total - trainable,
+            heads: model.heads.clone(),
         }
     }
 }
@@ -256,6 +259,11 @@ impl fmt::Display for Summary {
         writeln!(f, "Trainable params: {}", thousands(self.trainable_params as u64))?;
         writeln!(f, "Non-trainable params: {}", thousands(self.non_trainable_params as u64))?;
         writeln!(f, "Mult-adds per sample: {}", thousands(self.total_mult_adds))?;
+        for head in &self.heads {
+            let shape = head.shape.as_ref().map_or("?".into(), |s| format!("{s:?}"));
+            let explained = if head.explained { " (explained)" } else { "" };
+            writeln!(f, "Output '{}': {shape}{explained}", head.name)?;
+        }
         writeln!(f, "{}", "_".repeat(line_length))
     }
 }

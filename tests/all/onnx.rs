@@ -1042,6 +1042,10 @@ fn of_several_outputs_the_class_scores_are_explained_unless_told() {
     assert_eq!(model.notes.len(), 1);
     assert!(model.notes[0].contains("explaining 'probs'"), "{:?}", model.notes);
     check_outputs(&model, "export18", &npy_tensor("export18.input.npy"));
+    // The layer table lists every head, the explained one marked.
+    let table = Summary::of(&model).to_string();
+    assert!(table.contains("Output 'both': [4]\n"), "{table}");
+    assert!(table.contains("Output 'probs': [3] (explained)\n"), "{table}");
     let options = |output: &str| convscope::formats::Options {
         output: Some(output.into()),
         ..Default::default()

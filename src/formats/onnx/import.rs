@@ -23,8 +23,8 @@ use super::tensor::tensor_array;
 use crate::error::{Error, Result};
 use crate::formats::Options;
 use crate::model::{
-    Activation, ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, InputSpec, Model,
-    Node, Op, Weights,
+    Activation, ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, Head, InputSpec,
+    Model, Node, Op, Weights, printable,
 };
 
 /// The operator-set versions this importer reads.
@@ -522,6 +522,21 @@ impl Importer {
 
     fn finish(mut self, graph: &GraphProto, name: String, wanted: Option<&str>) -> Fallible<Model> {
         let (output, note) = self.choose_output(graph, wanted)?;
+        let heads = match graph.output.len() {
+            1 => Vec::new(),
+            _ => graph
+                .output
+                .iter()
+                .map(|o| Head {
+                    name: printable(&o.name),
+                    shape: match self.values.get(&o.name) {
+                        Some(Value::Computed(c)) => Some(self.shape(c)),
+                        _ => None,
+                    },
+                    explained: o.name == output,
+                })
+                .collect(),
+        };
         let out = match self.value(output)?.clone() {
             Value::Computed(c) => self.realise(&c)?,
             Value::Flattened { of, name } => match self.unflatten(&of, &name)? {
@@ -557,6 +572,7 @@ impl Importer {
         let mut model = Model::new(name, graph, weights, self.input_spec, Vec::new())
             .map_err(|e| crate::error::report(&e))?;
         model.notes.extend(note);
+        model.heads = heads;
         Ok(model)
     }
 }
