@@ -385,11 +385,16 @@ def torch_worker(name, routes, exe, work):
         r = {"export_secs": round(time.time() - t, 1)}
         ort_note(r, path, x_np, ref_probs, softmax=True)
         r.update(check_convscope(exe, path, image, flags, ref_probs, ref_map, cls, d, log))
-        for entry in log:
-            entry.setdefault("route", route)
-        results[route] = r
-        shutil.rmtree(d, ignore_errors=True)
+        finish_route(results, route, r, log, d)
     return info, results, log
+
+
+def finish_route(results, route, r, log, d):
+    """Records a route's result, tags its log entries and removes its work folder."""
+    for entry in log:
+        entry.setdefault("route", route)
+    results[route] = r
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- keras
@@ -591,10 +596,7 @@ def keras_worker(name, routes, exe, work):
         else:
             flags, ref_map = pre, maps["native"]
         r.update(check_convscope(exe, path, image, flags, ref_probs, ref_map, cls, d, log))
-        for entry in log:
-            entry.setdefault("route", route)
-        results[route] = r
-        shutil.rmtree(d, ignore_errors=True)
+        finish_route(results, route, r, log, d)
     return info, results, log
 
 
