@@ -277,10 +277,27 @@ def convnext(K):
     return K.Model(image, out, name="convnext")
 
 
+def decoder(K):
+    """Conv2DTranspose as decoders use it (same and valid padding, a kernel smaller than
+    its stride, an output padding, an even kernel, a fused activation) after a
+    GroupNormalization."""
+    L = K.layers
+    image = K.Input((5, 4, 3), name="image")
+    x = L.Conv2D(6, 3, name="encode")(image)
+    x = L.GroupNormalization(groups=3, name="group_norm")(x)
+    x = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="up_same")(x)
+    x = L.Conv2DTranspose(4, 2, strides=3, name="up_valid")(x)
+    x = L.Conv2DTranspose(5, 3, strides=2, padding="same", output_padding=1, name="up_padded")(x)
+    x = L.Conv2DTranspose(5, 4, strides=2, padding="same", name="up_even")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="decoder")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
-        [K.Input((4, 4, 1)), L.Conv2DTranspose(1, 2, name="up"), L.Flatten(), L.Dense(2)],
+        [K.Input((4, 4, 2)), L.UnitNormalization(name="norm"), L.Flatten(), L.Dense(2)],
         name="unsupported",
     )
 
@@ -297,6 +314,7 @@ MODELS = {
     "ops_layers": (ops_layers, False),
     "merges": (merges, False),
     "convnext": (convnext, False),
+    "decoder": (decoder, False),
 }
 
 

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 11] = [
+const MODELS: [&str; 12] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -41,6 +41,7 @@ const MODELS: [&str; 11] = [
     "ops_layers",
     "merges",
     "convnext",
+    "decoder",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
@@ -264,7 +265,9 @@ fn corrupted_metadata_gives_errors() {
 fn an_unsupported_layer_is_one_line_naming_it() {
     let err = formats::load(&fixture("unsupported.keras")).unwrap_err().to_string();
     assert!(
-        err.contains("layer 'up': Conv2DTranspose is not supported (supported: InputLayer, Conv2D"),
+        err.contains(
+            "layer 'norm': UnitNormalization is not supported (supported: InputLayer, Conv2D"
+        ),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");

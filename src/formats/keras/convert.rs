@@ -31,7 +31,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, LayerNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
@@ -522,6 +522,8 @@ impl<'a> Builder<'a> {
         }
         match layer.class.as_str() {
             "Conv2D" => self.conv2d(layer),
+            "Conv2DTranspose" => self.conv2d_transpose(layer),
+            "GroupNormalization" => self.group_norm(layer),
             "DepthwiseConv2D" => self.depthwise(layer),
             "SeparableConv2D" => self.separable(layer),
             "Dense" => self.dense(layer),
@@ -854,6 +856,114 @@ impl<'a> Builder<'a> {
         self.finish(layer, op, &[&input.node], Order::Keras)
     }
 
+    /// Conv2DTranspose: the output length Keras computes, then the padding TensorFlow
+    /// derives from it (the conv from that output back to the input, `same` with the odd
+    /// pixel after).
+    fn conv2d_transpose(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let (input, c) = self.image_input(layer)?;
+        let filters = config.usize("filters", None)?;
+        let kernel = config.pair("kernel_size", None)?;
+        let stride = config.pair("strides", Some([1, 1]))?;
+        let dilation = config.pair("dilation_rate", Some([1, 1]))?;
+        let bias = config.bool("use_bias", true)?;
+        let same = config.padding()? == Padding::Same;
+        let asked = match config.get("output_padding") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(config.pair("output_padding", None)?),
+        };
+        let mut pads = [0; 4];
+        let mut output_padding = [0; 2];
+        for a in 0..2 {
+            let size = input.shape[a + 1];
+            let span = (kernel[a] - 1) * dilation[a] + 1;
+            let full = (size - 1) * stride[a] + span;
+            let out = match (asked, same) {
+                (None, true) => size * stride[a],
+                (None, false) => size * stride[a] + span.saturating_sub(stride[a]),
+                (Some(p), true) => full - 2 * (span / 2) + p[a],
+                (Some(p), false) => full + p[a],
+            };
+            let total = if same { full.saturating_sub(out) } else { 0 };
+            (pads[a], pads[a + 2]) = (total / 2, total - total / 2);
+            output_padding[a] = (out + total).checked_sub(full).ok_or_else(|| {
+                config.error(format!("output padding {asked:?} shrinks the output"))
+            })?;
+        }
+        let op = Op::ConvTranspose {
+            filters,
+            kernel,
+            stride,
+            pads,
+            output_padding,
+            dilation,
+            groups: 1,
+            bias,
+        };
+        let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
+        let mut arrays = self.fetch(layer, vars)?.into_iter();
+        if let Some(k) = arrays.next() {
+            // [kh, kw, filters, C] → [C, filters, kh, kw].
+            let shape = [kernel[0], kernel[1], filters, c];
+            self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
+        }
+        if let Some(b) = arrays.next() {
+            self.weight(&layer.name, "bias", b, &[filters], Ok)?;
+        }
+        let activation = config.activation()?;
+        if activation == Activation::Linear {
+            return self.finish(layer, op, &[&input.node], Order::Keras);
+        }
+        // The activation is a node of its own, in the layer's row.
+        let conv = format!("{}/transpose", layer.name);
+        self.emit(&conv, op, &[&input.node])?;
+        self.weights_renamed(&layer.name, &conv, &["kernel", "bias"]);
+        self.finish(layer, Op::Activation { activation }, &[&conv], Order::Keras)
+    }
+
+    /// GroupNormalization over consecutive groups of the channels.
+    fn group_norm(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let (input, c) = self.image_input(layer)?;
+        if config.axis(4, -1)? != 3 {
+            return Err(config.error("only groups of the channel (last) axis are supported"));
+        }
+        let groups = config.usize("groups", Some(32))?;
+        if groups == 0 || c % groups != 0 {
+            return Err(config.error(format!("{groups} groups do not divide {c} channels")));
+        }
+        let (scale, center) = (config.bool("scale", true)?, config.bool("center", true)?);
+        self.affine_weights(layer, c, scale, center)?;
+        let op = Op::GroupNorm { groups, epsilon: config.f32("epsilon", 1e-3)? };
+        self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// A norm layer's `gamma` and `beta` (`[c]`), 1 and 0 where Keras has none.
+    fn affine_weights(&mut self, layer: &Layer, c: usize, scale: bool, center: bool) -> Result<()> {
+        let vars: Vec<&str> =
+            [("gamma", scale), ("beta", center)].iter().filter(|v| v.1).map(|v| v.0).collect();
+        let arrays = self.fetch(layer, &vars)?;
+        for (role, array) in vars.iter().zip(arrays) {
+            self.weight(&layer.name, role, array, &[c], Ok)?;
+        }
+        for (role, given, value) in [("gamma", scale, 1.0), ("beta", center, 0.0)] {
+            if !given {
+                let array = Array { shape: vec![c], data: vec![value; c] };
+                self.weight(&layer.name, role, array, &[c], Ok)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves weights stored under `from` (the layer's name) to node `to`.
+    fn weights_renamed(&mut self, from: &str, to: &str, roles: &[&str]) {
+        for role in roles {
+            if let Some(t) = self.weights.remove(&format!("{from}.{role}")) {
+                self.weights.insert(format!("{to}.{role}"), t);
+            }
+        }
+    }
+
     /// A depthwise kernel `[kh, kw, C, mult]` (output channel `c·mult + m`, as in
     /// TensorFlow) as the engine's grouped-conv kernel `[C·mult, 1, kh, kw]`.
     fn depthwise_kernel(
@@ -1008,18 +1118,7 @@ impl<'a> Builder<'a> {
         }
         let c = input.shape[0];
         let (scale, center) = (config.bool("scale", true)?, config.bool("center", true)?);
-        let vars: Vec<&str> =
-            [("gamma", scale), ("beta", center)].iter().filter(|v| v.1).map(|v| v.0).collect();
-        let arrays = self.fetch(layer, &vars)?;
-        for (role, array) in vars.iter().zip(arrays) {
-            self.weight(&layer.name, role, array, &[c], Ok)?;
-        }
-        for (role, given, value) in [("gamma", scale, 1.0), ("beta", center, 0.0)] {
-            if !given {
-                let array = Array { shape: vec![c], data: vec![value; c] };
-                self.weight(&layer.name, role, array, &[c], Ok)?;
-            }
-        }
+        self.affine_weights(layer, c, scale, center)?;
         let op = Op::LayerNorm { axes: vec![0], epsilon: config.f32("epsilon", 1e-3)? };
         self.finish(layer, op, &[&input.node], Order::Keras)
     }
