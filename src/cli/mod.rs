@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 
-use clap::error::ContextKind;
+use clap::error::{ContextKind, ContextValue};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use convscope::data::digits::{Digits, SIDE};
 use convscope::data::input::{self, Prepared};
@@ -229,6 +229,12 @@ pub fn parse() -> Cli {
 fn one_line(error: &clap::Error) -> String {
     let text = error.render().to_string();
     let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+    // Clap lists missing arguments on the lines after "were not provided:".
+    if let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg)
+        && first.ends_with(':')
+    {
+        return format!("{first} {} (convscope --help lists what there is)", missing.join(", "));
+    }
     let suggestions: Vec<String> = error
         .context()
         .filter(|(kind, _)| {

@@ -251,6 +251,9 @@ fn preprocessing_that_does_not_fit_the_model_is_one_line() {
     assert!(!o.status.success());
     let o = convscope(&["summary", &model, "--classes", "/no/such/file"]);
     assert_one_line_error(&o, "reading class names from /no/such/file");
+    // A missing argument is named on the one line.
+    let o = convscope(&["predict", &model]);
+    assert_one_line_error(&o, "were not provided: <IMAGES>...");
 }
 
 #[test]
