@@ -627,6 +627,10 @@ fn plan_node(
         Op::BatchNorm { .. } | Op::PRelu if !first.flat => {
             Ok((Step::Pointwise, same_place(first.map, false)))
         }
+        // Per pixel, over its channels (ConvNeXt's norm).
+        Op::LayerNorm { axes, .. } if !first.flat && axes == &[0] => {
+            Ok((Step::Pointwise, same_place(first.map, false)))
+        }
         Op::Arith { constant: Some(constant), .. } if !first.flat => {
             // Only a constant that is the same at every pixel keeps the change in the box.
             let per_pixel = constant.shape.iter().rev().take(2).any(|&d| d != 1);

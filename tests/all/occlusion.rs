@@ -147,6 +147,31 @@ fn todays_export_patterns_match_full_passes() {
 }
 
 #[test]
+fn pytorch_export_patterns_match_full_passes() {
+    let load = |name: &str| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+        formats::load(&dir.join(format!("{name}.legacy.onnx"))).unwrap()
+    };
+    // Ceil-mode max pooling keeps the box (its extra cells are -inf padding).
+    let pools = load("pools");
+    check(&pools, &random_input(&pools, 1, 3), 3, 2, 40, &["/conv/Conv", "/max/MaxPool"]);
+    // ConvNeXt's norm over each pixel's channels, its pointwise convs and layer scale.
+    let convnext = load("convnext");
+    let boxed = ["/stem/stem.0/Conv", "/stem/stem.1/LayerNormalization"];
+    check(&convnext, &random_input(&convnext, 1, 4), 4, 4, 40, &boxed);
+    let x = random_input(&convnext, 1, 5);
+    check(&convnext, &x, 8, 8, 40, &["/norm/LayerNormalization", "/up/MatMul", "/Mul"]);
+    // ShuffleNet's shuffle (a 5-D reshape) and what follows, resizing, group norms and
+    // transposed convs run on full maps, and agree.
+    let shuffle = load("shuffle");
+    check(&shuffle, &random_input(&shuffle, 1, 6), 2, 2, 40, &["/stem/Conv", "/Concat"]);
+    for name in ["upsample", "norms", "decoder"] {
+        let model = load(name);
+        check(&model, &random_input(&model, 1, 7), 3, 2, 40, &[]);
+    }
+}
+
+#[test]
 fn keras_strided_and_residual_models_match_full_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras");
     let strided = formats::load(&dir.join("strided.keras")).unwrap();

@@ -52,6 +52,8 @@ impl Importer {
             }
             _ => return Ok(None),
         };
+        // Channels-last, the channel axis is the last one.
+        let channel_axes = if x.perm.is_some() { 1 } else { channel_axes };
         let Ok(b) = per_channel(k, units, channel_axes) else { return Ok(None) };
         match &mut node.op {
             Op::Dense { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
