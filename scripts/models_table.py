@@ -378,15 +378,20 @@ def torch_worker(name, routes, exe, work):
                 elif route == "legacy13":
                     torch.onnx.export(model, (x0,), path, dynamo=False, opset_version=13)
         except Exception as e:  # noqa: BLE001
-            results[route] = {"export_error": export_error(e)}
-            log.append({"route": route, "export_traceback": traceback.format_exc()})
-            shutil.rmtree(d, ignore_errors=True)
+            export_failed(results, route, e, log, d)
             continue
         r = {"export_secs": round(time.time() - t, 1)}
         ort_note(r, path, x_np, ref_probs, softmax=True)
         r.update(check_convscope(exe, path, image, flags, ref_probs, ref_map, cls, d, log))
         finish_route(results, route, r, log, d)
     return info, results, log
+
+
+def export_failed(results, route, e, log, d):
+    """Records a route whose export raised, with its traceback, and removes its folder."""
+    results[route] = {"export_error": export_error(e)}
+    log.append({"route": route, "export_traceback": traceback.format_exc()})
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def finish_route(results, route, r, log, d):
@@ -584,9 +589,7 @@ def keras_worker(name, routes, exe, work):
                 path = os.path.join(d, f"{name}.onnx")
                 tf2onnx.convert.from_keras(model, output_path=path)
         except Exception as e:  # noqa: BLE001
-            results[route] = {"export_error": export_error(e)}
-            log.append({"route": route, "export_traceback": traceback.format_exc()})
-            shutil.rmtree(d, ignore_errors=True)
+            export_failed(results, route, e, log, d)
             continue
         r = {"export_secs": round(time.time() - t, 1)}
         if route == "tf2onnx":
