@@ -509,8 +509,8 @@ impl Model {
                 }
                 Op::LayerNorm { axes, epsilon } => {
                     let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
+                    let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
                     if weight_grads {
-                        let (normalised, _) = standardise(x, axes, *epsilon)?;
                         let shape = self.weight(i, "gamma")?.dims().to_vec();
                         let kept: Vec<usize> =
                             (0..x.rank()).filter(|a| *a == 0 || !axes.contains(&(a - 1))).collect();
@@ -520,13 +520,14 @@ impl Model {
                         weight_grad("gamma", summed(gz.mul(&normalised)?)?);
                         weight_grad("beta", summed(gz.clone())?);
                     }
-                    vec![standardise_backward(x, &gz.broadcast_mul(&gamma)?, axes, *epsilon)?]
+                    let g = gz.broadcast_mul(&gamma)?;
+                    vec![standardise_backward(&normalised, &inv_std, &g, axes)?]
                 }
                 Op::GroupNorm { groups, epsilon } => {
                     let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
                     let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
+                    let (normalised, inv_std) = standardise(&grouped(x)?, &[1], *epsilon)?;
                     if weight_grads {
-                        let (normalised, _) = standardise(&grouped(x)?, &[1], *epsilon)?;
                         let normalised = normalised.reshape(x.dims())?;
                         let per_channel = |t: Tensor| -> Result<Tensor> {
                             let (n, c) = (t.dim(0)?, t.dim(1)?);
@@ -535,7 +536,7 @@ impl Model {
                         weight_grad("gamma", per_channel(gz.mul(&normalised)?)?);
                         weight_grad("beta", per_channel(gz.clone())?);
                     }
-                    let dx = standardise_backward(&grouped(x)?, &grouped(&g)?, &[1], *epsilon)?;
+                    let dx = standardise_backward(&normalised, &inv_std, &grouped(&g)?, &[1])?;
                     vec![dx.reshape(x.dims())?]
                 }
                 Op::PRelu => {
@@ -787,15 +788,19 @@ fn standardise(x: &Tensor, axes: &[usize], epsilon: f32) -> Result<(Tensor, Tens
     Ok((centred.broadcast_mul(&inv_std)?, inv_std))
 }
 
-/// The gradient through [`standardise`] of `x` over `axes`, given the gradient `g` at its
-/// output: `(g − mean(g) − x̂·mean(g·x̂))/σ`.
-fn standardise_backward(x: &Tensor, g: &Tensor, axes: &[usize], epsilon: f32) -> Result<Tensor> {
-    let (normalised, inv_std) = standardise(x, axes, epsilon)?;
+/// The gradient through [`standardise`] over `axes`, given its output `normalised` (x̂),
+/// `inv_std` (1/σ) and the gradient `g` at its output: `(g − mean(g) − x̂·mean(g·x̂))/σ`.
+fn standardise_backward(
+    normalised: &Tensor,
+    inv_std: &Tensor,
+    g: &Tensor,
+    axes: &[usize],
+) -> Result<Tensor> {
     let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
     let mean_g = g.mean_keepdim(dims.clone())?;
-    let mean_gx = g.mul(&normalised)?.mean_keepdim(dims)?;
+    let mean_gx = g.mul(normalised)?.mean_keepdim(dims)?;
     let centred = g.broadcast_sub(&mean_g)?.sub(&normalised.broadcast_mul(&mean_gx)?)?;
-    Ok(centred.broadcast_mul(&inv_std)?)
+    Ok(centred.broadcast_mul(inv_std)?)
 }
 
 /// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.

@@ -900,25 +900,27 @@ impl<'a> Builder<'a> {
             groups: 1,
             bias,
         };
+        // A fused activation is a node of its own, in the layer's row.
+        let activation = config.activation()?;
+        let node = match activation {
+            Activation::Linear => layer.name.clone(),
+            _ => format!("{}/transpose", layer.name),
+        };
         let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
         let mut arrays = self.fetch(layer, vars)?.into_iter();
         if let Some(k) = arrays.next() {
             // [kh, kw, filters, C] → [C, filters, kh, kw].
             let shape = [kernel[0], kernel[1], filters, c];
-            self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
+            self.weight(&node, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
         }
         if let Some(b) = arrays.next() {
-            self.weight(&layer.name, "bias", b, &[filters], Ok)?;
+            self.weight(&node, "bias", b, &[filters], Ok)?;
         }
-        let activation = config.activation()?;
         if activation == Activation::Linear {
             return self.finish(layer, op, &[&input.node], Order::Keras);
         }
-        // The activation is a node of its own, in the layer's row.
-        let conv = format!("{}/transpose", layer.name);
-        self.emit(&conv, op, &[&input.node])?;
-        self.weights_renamed(&layer.name, &conv, &["kernel", "bias"]);
-        self.finish(layer, Op::Activation { activation }, &[&conv], Order::Keras)
+        self.emit(&node, op, &[&input.node])?;
+        self.finish(layer, Op::Activation { activation }, &[&node], Order::Keras)
     }
 
     /// GroupNormalization over consecutive groups of the channels.
@@ -953,15 +955,6 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Moves weights stored under `from` (the layer's name) to node `to`.
-    fn weights_renamed(&mut self, from: &str, to: &str, roles: &[&str]) {
-        for role in roles {
-            if let Some(t) = self.weights.remove(&format!("{from}.{role}")) {
-                self.weights.insert(format!("{to}.{role}"), t);
-            }
-        }
     }
 
     /// A depthwise kernel `[kh, kw, C, mult]` (output channel `c·mult + m`, as in

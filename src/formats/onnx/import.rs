@@ -109,7 +109,7 @@ pub(super) fn import(
         return Err(Error::OpenInputSize { path: path.to_path_buf(), input: input.name.clone() });
     }
     let nodes = fuse_layer_norms(graph, &source);
-    let mut importer = Importer::new(graph, opset, source, input_size).map_err(bad)?;
+    let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {
             NodeError::Unsupported => bad(format!(
@@ -234,8 +234,10 @@ fn input_sizes(
 }
 
 impl Importer {
+    /// `nodes` are the graph's nodes after the fusing passes, which the importer maps.
     fn new(
         graph: &GraphProto,
+        nodes: &[NodeProto],
         opset: i64,
         source: Source,
         input_size: Option<[usize; 2]>,
@@ -273,7 +275,7 @@ impl Importer {
         };
         let sizes = input_sizes(name, dims, input_size)?;
         let mut uses: HashMap<String, usize> = HashMap::new();
-        for node in &graph.node {
+        for node in nodes {
             for i in node.input.iter().filter(|i| !i.is_empty()) {
                 *uses.entry(i.clone()).or_default() += 1;
             }
