@@ -14,8 +14,10 @@ The input is a fixed random RGB image (seed 0) at the model's size, written as a
 PNG, so convscope and the framework see the same pixels; 1000 ImageNet classes always.
 
 Per model and route the table says either
-    ✓ P / G    loaded; P = max |probability difference| over the 1000 classes,
-               G = max |saliency map difference|;
+    ✓ P / G / G64   loaded; P = max |probability difference| over the 1000 classes,
+               G = max |saliency map difference|, G64 the same with both sides computing
+               in float64 (convscope `--precision f64`; the framework's model cast to
+               float64, the same float32 weights);
     ✗ text     the one-line error convscope printed (full text in --log);
     export ✗   the framework's exporter failed (not convscope's fault).
 convscope's saliency (`saliency --raw`) is max over channels of |d score / d input|,
@@ -204,8 +206,9 @@ def run_convscope(exe, args, log):
     return p, None
 
 
-def check_convscope(exe, model_path, image, flags, ref_probs, ref_map, cls, work, log):
-    """Runs predict and saliency; returns the result dict of one route."""
+def check_convscope(exe, model_path, image, flags, ref_probs, ref_maps, cls, work, log):
+    """Runs predict and saliency (in float32 and, where the framework's float64 map is in
+    `ref_maps`, with `--precision f64`); returns the result dict of one route."""
     import numpy as np
 
     out = {}
@@ -219,18 +222,18 @@ def check_convscope(exe, model_path, image, flags, ref_probs, ref_map, cls, work
         probs[t["index"]] = t["probability"]
     out["prob_diff"] = float(np.abs(probs - ref_probs).max())
     out["top1"] = int(top[0]["index"])
-    npy = os.path.join(work, "saliency.npy")
-    png = os.path.join(work, "saliency.png")
-    _, err = run_convscope(
-        exe,
-        ["saliency", model_path, image, "--class", str(cls), "--raw", npy, "-o", png] + flags,
-        log,
-    )
-    if err:
-        out["saliency_error"] = err.replace(model_path + ": ", "").replace(model_path, os.path.basename(model_path))
-        return out
-    got = np.load(npy).astype(np.float64).reshape(ref_map.shape)
-    out["grad_diff"] = float(np.abs(got - ref_map).max())
+    for precision, key in (("f32", "grad_diff"), ("f64", "grad_diff64")):
+        ref_map = ref_maps.get(precision)
+        if ref_map is None:
+            continue
+        npy = os.path.join(work, f"saliency_{precision}.npy")
+        args = ["saliency", model_path, image, "--class", str(cls), "--raw", npy]
+        _, err = run_convscope(exe, args + ["--precision", precision] + flags, log)
+        if err:
+            out["saliency_error"] = err.replace(model_path + ": ", "").replace(model_path, os.path.basename(model_path))
+            return out
+        got = np.load(npy).astype(np.float64).reshape(ref_map.shape)
+        out[key] = float(np.abs(got - ref_map).max())
     return out
 
 
@@ -349,7 +352,8 @@ def torch_worker(name, routes, exe, work):
     model64 = copy.deepcopy(model).double()
     (grad64,) = torch.autograd.grad(model64(x64)[0, cls], x64)
     del model64
-    floor = float(np.abs(saliency_map(grad64[0].permute(1, 2, 0).numpy()) - ref_map).max())
+    ref_map64 = saliency_map(grad64[0].permute(1, 2, 0).numpy())
+    floor = float(np.abs(ref_map64 - ref_map).max())
     for xp in perturbed(x_np):
         xt = torch.from_numpy(xp).requires_grad_(True)
         (gp,) = torch.autograd.grad(model(xt)[0, cls], xt)
@@ -382,7 +386,8 @@ def torch_worker(name, routes, exe, work):
             continue
         r = {"export_secs": round(time.time() - t, 1)}
         ort_note(r, path, x_np, ref_probs, softmax=True)
-        r.update(check_convscope(exe, path, image, flags, ref_probs, ref_map, cls, d, log))
+        ref_maps = {"f32": ref_map, "f64": ref_map64}
+        r.update(check_convscope(exe, path, image, flags, ref_probs, ref_maps, cls, d, log))
         finish_route(results, route, r, log, d)
     return info, results, log
 
@@ -490,7 +495,7 @@ def folded_factor(model, x):
 
 def keras_f32_floor(name, model, x_np, cls, grad):
     """Max saliency difference between the float32 gradient and the same model's in
-    float64: how much float32 rounding alone moves the map."""
+    float64 (how much float32 rounding alone moves the map), and that float64 gradient."""
     import numpy as np
     import keras
     import tensorflow as tf
@@ -524,7 +529,7 @@ def keras_f32_floor(name, model, x_np, cls, grad):
             floor = max(floor, float(np.abs(saliency_map(gp) - ref).max()))
     finally:
         head.activation = softmax
-    return floor
+    return floor, g64.astype(np.float64)
 
 
 def keras_worker(name, routes, exe, work):
@@ -554,9 +559,9 @@ def keras_worker(name, routes, exe, work):
     head.activation = softmax
     factor, folded = folded_factor(model, x_np)
     try:
-        floor = keras_f32_floor(name, model, x_np, cls, grad)
+        floor, grad64 = keras_f32_floor(name, model, x_np, cls, grad)
     except Exception:  # noqa: BLE001  (a layer without a float64 kernel)
-        floor = None
+        floor, grad64 = None, None
     info = {
         "side": side,
         "class": cls,
@@ -566,10 +571,12 @@ def keras_worker(name, routes, exe, work):
         "fold_factor": [float(v) for v in factor],
         "f32_floor": floor,
     }
-    maps = {
-        "native": saliency_map(grad / factor),  # convscope differentiates after the fold
-        "onnx": saliency_map(grad),  # the ONNX graph keeps those layers as ops
-    }
+    # convscope differentiates a Keras file after the layers it folds into the input
+    # preparation; the ONNX graph keeps those layers as ops.
+    maps = {"native": {"f32": saliency_map(grad / factor)}, "onnx": {"f32": saliency_map(grad)}}
+    if grad64 is not None:
+        maps["native"]["f64"] = saliency_map(grad64 / factor)
+        maps["onnx"]["f64"] = saliency_map(grad64)
     pre = [] if mode == "raw" else ["--preprocess", mode]
     results, log = {}, []
     for route in routes:
@@ -595,10 +602,10 @@ def keras_worker(name, routes, exe, work):
         if route == "tf2onnx":
             ort_note(r, path, x_np, ref_probs, softmax=False)
             flags = ["--input-range", "0,255"] if mode == "raw" else pre
-            ref_map = maps["onnx"]
+            ref_maps = maps["onnx"]
         else:
-            flags, ref_map = pre, maps["native"]
-        r.update(check_convscope(exe, path, image, flags, ref_probs, ref_map, cls, d, log))
+            flags, ref_maps = pre, maps["native"]
+        r.update(check_convscope(exe, path, image, flags, ref_probs, ref_maps, cls, d, log))
         finish_route(results, route, r, log, d)
     return info, results, log
 
@@ -640,8 +647,10 @@ def cell(r):
     if "error" in r:
         return "✗ " + short(r["error"]) + mark
     p = fmt(r["prob_diff"])
-    g = fmt(r["grad_diff"]) if "grad_diff" in r else "✗ saliency: " + short(r.get("saliency_error", "?"))
-    return f"✓ {p} / {g}{mark}"
+    if "grad_diff" not in r:
+        return f"✓ {p} / ✗ saliency: " + short(r.get("saliency_error", "?")) + mark
+    g64 = f" / {fmt(r['grad_diff64'])}" if "grad_diff64" in r else ""
+    return f"✓ {p} / {fmt(r['grad_diff'])}{g64}{mark}"
 
 
 def short(err):
@@ -751,7 +760,8 @@ def driver(args):
         if logf:
             logf.close()
     legend = ("Cells: ✓ max |Δ probability| / max |Δ saliency| (input gradient, relative to its "
-              "maximum), ✗ convscope's error, export ✗ the exporter's. floor: max |Δ saliency| "
+              "maximum) in float32 / the same with both sides in float64 (convscope's "
+              "`--precision f64` against the framework's model in float64), ✗ convscope's error, export ✗ the exporter's. floor: max |Δ saliency| "
               "of the framework against itself in float64 and for the input moved by 1e-6 of its "
               "largest value; a saliency difference of that order is rounding, not a bug.")
     doc = "\n\n".join(out_parts) + "\n\n" + legend + "\n"

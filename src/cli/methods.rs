@@ -116,6 +116,20 @@ pub struct Preprocessing {
     /// caffe (BGR, 0..255 less ImageNet's mean); --input-range, --mean, --std then adjust it.
     #[arg(long, value_enum)]
     preprocess: Option<PreprocessMode>,
+    /// Float type of the computation: f32 (fast) or f64 (a reference, to compare maps with
+    /// another framework's float64 numbers without float32 rounding).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
+}
+
+/// `--precision` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 64-bit floats.
+    F64,
 }
 
 /// `--preprocess` values.
@@ -133,6 +147,16 @@ impl Preprocessing {
     /// The choices the model's reader takes: input size and output.
     pub fn load_options(&self) -> formats::Options {
         formats::Options { input_size: self.input_size, output: self.output.clone() }
+    }
+
+    /// `model` with these settings applied: the input preparation, the class names and the
+    /// precision.
+    pub fn apply(&self, model: Model) -> Result<Model> {
+        let model = self.overrides()?.apply(model)?;
+        Ok(match self.precision {
+            Precision::F32 => model,
+            Precision::F64 => model.to_dtype(candle_core::DType::F64)?,
+        })
     }
 
     /// The settings, with the class names read from their file.
@@ -204,7 +228,7 @@ pub fn load_model_for(
         let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
         open_model(&bytes, path, preprocessing, image)?
     };
-    let model = preprocessing.overrides()?.apply(model)?;
+    let model = preprocessing.apply(model)?;
     note_assumption(&model);
     Ok(model)
 }

@@ -323,7 +323,6 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn explore(args: &ExploreArgs) -> Result<()> {
-    let overrides = args.preprocessing.overrides()?;
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
@@ -340,7 +339,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
             convscope::data::cache::hash(sample::bytes()),
         ),
     };
-    let model = overrides.apply(model)?;
+    let model = args.preprocessing.apply(model)?;
     methods::note_assumption(&model);
     if args.watch && args.model.is_none() {
         bail!("--watch needs a model file to watch");
@@ -358,7 +357,12 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     }
     let color = args.color.unwrap_or_else(ColorMode::detect);
     let watch = args.watch.then(|| args.model.clone()).flatten();
-    let options = tui::options(color, watch, overrides, args.preprocessing.load_options());
+    let options = tui::options(
+        color,
+        watch,
+        args.preprocessing.overrides()?,
+        args.preprocessing.load_options(),
+    );
     let app = tui::app::App::new(model, name, hash, inputs, options)?;
     tui::run(app).context("terminal")?;
     Ok(())

@@ -186,8 +186,9 @@ impl Model {
         self.run_forward(x, Some(rng))
     }
 
-    /// Softmax probabilities `[N, classes]` for a batch; an error naming the first layer
-    /// that produced a non-finite value if they are not all numbers.
+    /// Softmax probabilities `[N, classes]` for a batch, in f32 whatever the model computes
+    /// in; an error naming the first layer that produced a non-finite value if they are not
+    /// all numbers.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let acts = self.forward(x)?;
         let (node, point) = self.score_point();
@@ -197,7 +198,7 @@ impl Model {
         if !all_finite(&probs)? {
             return Err(self.first_non_finite(&acts)?);
         }
-        Ok(probs)
+        Ok(probs.to_dtype(DType::F32)?)
     }
 
     /// The error for a pass whose output is not all numbers: the first value (the input or

@@ -451,6 +451,8 @@ impl App {
                 loaded => loaded,
             }
             .and_then(|m| self.options.overrides.apply(m))
+            // In the precision the explorer was started with (`--precision`).
+            .and_then(|m| m.to_dtype(self.model.dtype()))
             .map_err(|e| report(&e))?;
             Ok((model, cache::hash(&bytes)))
         });

@@ -306,3 +306,29 @@ fn an_assumed_input_preparation_is_said_once_until_set() {
     let o = convscope(&["summary", "sample", "--preprocess", "torch"]);
     assert_one_line_error(&o, "--preprocess is for colour images");
 }
+
+#[test]
+fn precision_f64_computes_the_same_maps_in_double() {
+    let dir = tempfile::tempdir().unwrap();
+    let digit = sample_digit();
+    for method in ["saliency", "gradcam", "occlusion"] {
+        let maps: Vec<Vec<f32>> = ["f32", "f64"]
+            .iter()
+            .map(|precision| {
+                let npy = dir.path().join(format!("{method}-{precision}.npy"));
+                let args =
+                    [method, "sample", digit.to_str().unwrap(), "--precision", precision, "--raw"];
+                let o = convscope(&[&args[..], &[npy.to_str().unwrap()]].concat());
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                crate::support::read_npy(&npy).1
+            })
+            .collect();
+        let max = maps[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = maps[0].iter().zip(&maps[1]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4 * max, "{method}: f32 and f64 differ by {worst} (max {max})");
+        if method != "occlusion" {
+            // Rounding differs somewhere, or the f64 path was not taken.
+            assert!(worst > 0.0, "{method}: f64 map is bit for bit the f32 one");
+        }
+    }
+}
