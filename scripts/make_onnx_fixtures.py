@@ -36,7 +36,7 @@ from safetensors.numpy import load_file
 OUT = "tests/fixtures/onnx"
 RNG = np.random.default_rng(20261126)
 # IR versions the exporters of each opset write (ONNX's versioning table).
-IR_FOR_OPSET = {11: 6, 13: 7, 17: 8, 18: 8, 20: 9, 21: 10}
+IR_FOR_OPSET = {9: 4, 11: 6, 13: 7, 17: 8, 18: 8, 20: 9, 21: 10}
 
 
 def weight(name, *shape, scale=0.5):
@@ -476,6 +476,113 @@ def export18():
     save("export18", m, x, extra=["excited"])
 
 
+def shape_ops():
+    """What exporters write around shapes, and its few uses on computed values, at opset
+    17: `F.normalize` over the pixels (ReduceL2, Clip, Expand of a computed value to the
+    Shape of another, Div), an Expand that changes nothing (`expand_as` of the same
+    shape), Pow by 2, Sqrt and Reciprocal of computed values, and two Reshape targets
+    folded from shape arithmetic: Where(Equal(t, 0), Shape(x)[0:2], t) (a 0 kept from the
+    input's shape) and Concat(ConstantOfShape, ReduceProd(Shape(x)[1:])) passed through
+    Greater, Neg, Abs, Where and a Gather by a Range. Seeded on its own."""
+    rng = np.random.default_rng(1717)
+    weight = lambda name, *shape, scale=0.5: numpy_helper.from_array(
+        (rng.standard_normal(shape) * scale).astype(np.float32), name)
+    n = helper.make_node
+    minus_one = numpy_helper.from_array(np.array([-1], np.int64), "fill")
+    nodes = [
+        n("Conv", ["x", "c.w", "c.b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Shape", ["c"], ["c_shape"], name="c_shape"),
+        n("Expand", ["c", "c_shape"], ["c_same"], name="expand_same"),
+        n("ReduceL2", ["c"], ["norm"], name="norm", axes=[2, 3], keepdims=1),
+        n("Clip", ["norm", "eps"], ["norm_safe"], name="clip"),
+        n("Expand", ["norm_safe", "c_shape"], ["norm_wide"], name="expand_norm"),
+        n("Div", ["c_same", "norm_wide"], ["d"], name="normalize"),
+        n("Pow", ["d", "two"], ["d2"], name="square"),
+        n("Add", ["d2", "one"], ["d2p1"], name="plus_one"),
+        n("Sqrt", ["d2p1"], ["root"], name="root"),
+        n("Reciprocal", ["root"], ["inv"], name="inverse"),
+        n("Mul", ["d", "inv"], ["y0"], name="soft_sign"),
+        # Target one: [0, -1] with the 0 replaced by the batch size.
+        n("Shape", ["y0"], ["y_shape"], name="y_shape"),
+        n("Gather", ["y_shape", "first_two"], ["y_n_c"], name="y_n_c", axis=0),
+        n("Equal", ["raw_target", "zero"], ["is_zero"], name="is_zero"),
+        n("Where", ["is_zero", "y_n_c", "raw_target"], ["target1"], name="target1"),
+        n("Reshape", ["y0", "target1"], ["flat1"], name="flat1"),
+        # Target two: [-1, C·H·W].
+        n("Slice", ["y_shape", "one_i", "four_i"], ["chw"], name="chw"),
+        n("ReduceProd", ["chw"], ["features"], name="features", keepdims=1),
+        n("ConstantOfShape", ["one_i"], ["minus"], name="minus", value=minus_one),
+        n("Concat", ["minus", "features"], ["t2"], name="t2", axis=0),
+        n("Greater", ["t2", "zero"], ["positive"], name="positive"),
+        n("Abs", ["t2"], ["t2_abs"], name="t2_abs"),
+        n("Neg", ["t2_abs"], ["t2_neg"], name="t2_neg"),
+        n("Where", ["positive", "t2", "t2_neg"], ["t2_signed"], name="t2_signed"),
+        n("Range", ["zero_s", "two_s", "one_s"], ["order"], name="order"),
+        n("Gather", ["t2_signed", "order"], ["target2"], name="target2", axis=0),
+        n("Reshape", ["y0", "target2"], ["flat2"], name="flat2"),
+        n("Add", ["flat1", "flat2"], ["flat"], name="both"),
+        n("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [
+        weight("c.w", 4, 2, 3, 3),
+        weight("c.b", 4, scale=0.1),
+        floats("eps", 1e-6),
+        floats("two", 2.0),
+        floats("one", 1.0),
+        ints("first_two", [0, 1]),
+        ints("raw_target", [0, -1]),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        ints("one_i", [1]),
+        ints("four_i", [4]),
+        numpy_helper.from_array(np.array(0, np.int64), "zero_s"),
+        numpy_helper.from_array(np.array(2, np.int64), "two_s"),
+        numpy_helper.from_array(np.array(1, np.int64), "one_s"),
+        weight("fc.w", 3, 144, scale=0.3),
+        weight("fc.b", 3, scale=0.1),
+    ]
+    m = model("shape_ops", nodes, [image_input("x", "batch", 2, 6, 6)],
+              image_input("probs", "batch", 3), inits, 17)
+    x = rng.random((2, 2, 6, 6), dtype=np.float32)
+    save("shape_ops", m, x, extra=["d"])
+
+
+def upsample9():
+    """Upsample at opset 9 (Resize's predecessor, which older exporters wrote), nearest and
+    linear, by 2 × 3, and the ops that took attributes then where they take inputs now:
+    Pad (pads, value), Slice (starts, ends, axes), Clip (min, max). Seeded on its own."""
+    rng = np.random.default_rng(9)
+    weight = lambda name, *shape, scale=0.5: numpy_helper.from_array(
+        (rng.standard_normal(shape) * scale).astype(np.float32), name)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "c.w", "c.b"], ["c0"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Pad", ["c0"], ["padded"], name="pad", pads=[0, 0, 1, 0, 0, 0, 0, 2], value=0.5),
+        n("Slice", ["padded"], ["sliced"], name="slice", starts=[1], ends=[3], axes=[1]),
+        n("Clip", ["sliced"], ["c"], name="clip", min=-0.5, max=0.8),
+        n("Upsample", ["c", "scales"], ["near"], name="nearest", mode="nearest"),
+        n("Upsample", ["c", "scales"], ["lin"], name="linear", mode="linear"),
+        n("Mul", ["near", "lin"], ["both"], name="both"),
+        n("Conv", ["both", "c2.w"], ["c2"], name="conv2", kernel_shape=[3, 3]),
+        n("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+        n("Flatten", ["g"], ["f"], name="flatten"),
+        n("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [
+        weight("c.w", 3, 2, 3, 3),
+        weight("c.b", 3, scale=0.1),
+        floats("scales", [1.0, 1.0, 2.0, 3.0]),
+        weight("c2.w", 4, 2, 3, 3),
+        weight("fc.w", 3, 4),
+        weight("fc.b", 3, scale=0.1),
+    ]
+    m = model("upsample9", nodes, [image_input("x", "batch", 2, 5, 4)],
+              image_input("probs", "batch", 3), inits, 9)
+    x = rng.random((2, 2, 5, 4), dtype=np.float32)
+    save("upsample9", m, x, extra=["both", "near", "lin", "c"])
+
+
 def sample_model():
     """The bundled sample model as PyTorch would export it, run on random inputs."""
     path = "sample_models/mnist_cnn.safetensors"
@@ -529,6 +636,8 @@ if __name__ == "__main__":
     ops21()
     activations()
     export18()
+    shape_ops()
+    upsample9()
     keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
     keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
     keras_export("keras_dag", 8, keras_dag)

@@ -903,6 +903,7 @@ fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
         Activation::HardSwish => (z * z.affine(1.0 / 6.0, 0.5)?.clamp(0.0, 1.0)?)?,
         Activation::Exponential => z.exp()?,
         Activation::Erf => z.erf()?,
+        Activation::Sqrt => z.sqrt()?,
     })
 }
 
@@ -1015,6 +1016,8 @@ fn activation_backward(
             let z = input()?;
             (g * (z.sqr()?.neg()?.exp()? * std::f64::consts::FRAC_2_SQRT_PI)?)?
         }
+        // d√x/dx = 1/(2√x): infinite at 0, as in PyTorch, and caught as non-finite there.
+        Activation::Sqrt => (g / y.affine(2.0, 0.0)?)?,
     })
 }
 

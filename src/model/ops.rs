@@ -67,6 +67,8 @@ pub enum Activation {
     Exponential,
     /// The error function `erf(x)`, from which ONNX exports before opset 20 build GELU.
     Erf,
+    /// `√x` (an L2 norm's last step).
+    Sqrt,
 }
 
 impl Activation {
@@ -99,6 +101,7 @@ impl Activation {
             Activation::HardSwish => "hard_swish",
             Activation::Exponential => "exponential",
             Activation::Erf => "erf",
+            Activation::Sqrt => "sqrt",
         }
     }
 

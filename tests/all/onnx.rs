@@ -552,10 +552,10 @@ fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
     model.graph.as_mut().unwrap().node[1].op_type = "Mish".into();
     let err = import_error(&model.encode_to_vec());
     assert!(
-        err.contains("unsupported ONNX op 'Mish' in node '/relu/Relu'; supported ops: Add, "),
+        err.contains("unsupported ONNX op 'Mish' in node '/relu/Relu'; supported ops: Abs, Add, "),
         "{err}"
     );
-    assert!(err.contains("Conv") && err.ends_with("Unsqueeze"), "{err}");
+    assert!(err.contains("Conv") && err.ends_with("Upsample, Where"), "{err}");
 }
 
 #[test]
@@ -887,7 +887,7 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "moves the batch axis",
         ),
-        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 9, "ONNX opset 9 is not supported"),
+        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 8, "ONNX opset 8 is not supported"),
         (
             vec![
                 node("Flatten", "f", &["x"], vec![]),
@@ -1055,4 +1055,34 @@ fn of_several_outputs_the_class_scores_are_explained_unless_told() {
     assert!(both.notes.is_empty());
     let err = convscope::formats::from_bytes_with(&two, path, &options("nope")).unwrap_err();
     assert!(err.to_string().contains("no output named 'nope' (outputs: both, probs)"), "{err}");
+}
+
+#[test]
+fn shape_arithmetic_and_normalize_patterns_match_onnx_runtime() {
+    let model = import("shape_ops.onnx");
+    let x = npy_tensor("shape_ops.input.npy");
+    check_outputs(&model, "shape_ops", &x);
+    let (_, normalized) = npy("shape_ops.d.npy");
+    assert_close(&node_output(&model, &x, "normalize"), &normalized, 1e-4, "F.normalize");
+    // The Expand to the same shape is no node; the growing one is a broadcast.
+    let names = layer_names(&model);
+    assert!(!names.contains(&"expand_same") && names.contains(&"expand_norm"), "{names:?}");
+    // Gradients through the L2 norm, the broadcast, the square root and the reciprocal.
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
+#[test]
+fn opset_9_upsample_matches_onnx_runtime() {
+    let model = import("upsample9.onnx");
+    let x = npy_tensor("upsample9.input.npy");
+    for (value, node) in [("c", "clip"), ("near", "nearest"), ("lin", "linear"), ("both", "both")] {
+        let (_, expected) = npy(&format!("upsample9.{value}.npy"));
+        assert_close(&node_output(&model, &x, node), &expected, 1e-4, value);
+    }
+    check_outputs(&model, "upsample9", &x);
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
 }

@@ -170,25 +170,25 @@ pub(crate) fn inverse(perm: &[usize]) -> Vec<usize> {
     inv
 }
 
-impl Array<f64> {
-    /// Numpy-broadcast elementwise `f(a, b)`.
-    pub fn zip(&self, other: &Array<f64>, f: impl Fn(f64, f64) -> f64) -> Fallible<Array<f64>> {
+impl<T> Array<T> {
+    /// Numpy-broadcast elementwise `f(a, b)`; the result is an integer array when both are.
+    pub fn zip<U, R>(&self, other: &Array<U>, f: impl Fn(&T, &U) -> R) -> Fallible<Array<R>> {
         let dims = crate::model::broadcast_shapes(&self.dims, &other.dims).ok_or_else(|| {
             format!("shapes {:?} and {:?} do not broadcast", self.dims, other.dims)
         })?;
         let out_strides = strides(&dims);
         // Strides of each operand over the output's axes, 0 where it is broadcast.
-        let aligned = |a: &Array<f64>| {
-            let own = strides(&a.dims);
-            let offset = dims.len() - a.dims.len();
+        let aligned = |own: &[usize]| {
+            let steps = strides(own);
+            let offset = dims.len() - own.len();
             (0..dims.len())
                 .map(|i| match i.checked_sub(offset) {
-                    Some(j) if a.dims[j] != 1 => own[j],
+                    Some(j) if own[j] != 1 => steps[j],
                     _ => 0,
                 })
                 .collect::<Vec<_>>()
         };
-        let (sa, sb) = (aligned(self), aligned(other));
+        let (sa, sb) = (aligned(&self.dims), aligned(&other.dims));
         let n: usize = dims.iter().product();
         let data = (0..n)
             .map(|flat| {
@@ -198,12 +198,14 @@ impl Array<f64> {
                     ia += idx * sa[axis];
                     ib += idx * sb[axis];
                 }
-                f(self.data[ia], other.data[ib])
+                f(&self.data[ia], &other.data[ib])
             })
             .collect();
         Ok(Array { dims, data, integer: self.integer && other.integer })
     }
+}
 
+impl Array<f64> {
     /// The elements as integers, refusing fractions (shapes, axes, pads).
     pub fn ints(&self) -> Fallible<Vec<i64>> {
         self.data

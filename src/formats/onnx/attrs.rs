@@ -28,6 +28,10 @@ impl<'a> Attrs<'a> {
         Ok(self.get(name, attribute_type::INTS)?.map(|a| a.ints.clone()))
     }
 
+    pub(super) fn floats(&self, name: &str) -> Fallible<Option<Vec<f32>>> {
+        Ok(self.get(name, attribute_type::FLOATS)?.map(|a| a.floats.clone()))
+    }
+
     pub(super) fn string(&self, name: &str) -> Fallible<Option<String>> {
         Ok(self.get(name, attribute_type::STRING)?.map(|a| String::from_utf8_lossy(&a.s).into()))
     }

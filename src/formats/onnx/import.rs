@@ -28,7 +28,7 @@ use crate::model::{
 };
 
 /// The operator-set versions this importer reads.
-const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+const OPSETS: std::ops::RangeInclusive<i64> = 9..=21;
 
 /// Flattened values are made real before any op but a Dense (or an alias) reads them.
 pub(super) const NOT_REAL: &str = "internal: a flattened value was read before it was made real";

@@ -201,7 +201,8 @@ fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {
 }
 
 /// Whether a rank-4 image input `[N, a, b, c]` is NHWC: every reader transposes it to
-/// NCHW (tf2onnx), or, failing that, its last axis looks like channels and its first not.
+/// NCHW (tf2onnx); not when a reader is an op ONNX defines on NCHW (a Conv, a pool);
+/// failing both, when its last axis looks like channels and its first not.
 pub(super) fn is_channels_last(graph: &GraphProto, input: &str, sizes: &[usize]) -> bool {
     let readers: Vec<&NodeProto> =
         graph.node.iter().filter(|n| n.input.iter().any(|i| i == input)).collect();
@@ -211,6 +212,19 @@ pub(super) fn is_channels_last(graph: &GraphProto, input: &str, sizes: &[usize])
     };
     if !readers.is_empty() && readers.iter().all(to_nchw) {
         return true;
+    }
+    const NCHW_OPS: &[&str] = &[
+        "Conv",
+        "ConvTranspose",
+        "MaxPool",
+        "AveragePool",
+        "BatchNormalization",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "InstanceNormalization",
+    ];
+    if readers.iter().any(|n| NCHW_OPS.contains(&n.op_type.as_str())) {
+        return false;
     }
     let channel_like = |d: usize| matches!(d, 1 | 3 | 4);
     channel_like(sizes[2]) && !channel_like(sizes[0])

@@ -8,6 +8,7 @@
 mod array;
 mod attrs;
 mod external;
+mod fold;
 mod import;
 mod layout;
 mod ops;

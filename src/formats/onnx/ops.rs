@@ -5,19 +5,12 @@
 use super::Fallible;
 use super::array::{self, Array, Dim};
 use super::attrs::Attrs;
+use super::fold::{self, Comparison, Reduction, Unary};
 use super::import::{Importer, Value, display_name};
 use super::layout::Computed;
 use super::proto::NodeProto;
 use super::tensor::constant_attr;
 use crate::model::{Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding};
-
-/// What a Reduce op computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reduction {
-    Max,
-    Mean,
-    Sum,
-}
 
 /// How a node of an op becomes its output's value.
 type Mapping = fn(&mut Importer, &OpNode<'_>) -> Fallible<Value>;
@@ -43,13 +36,16 @@ const fn keeps_flattened(name: &'static str, mapping: Mapping) -> OnnxOp {
 
 /// The ops, alphabetically (the order of [`SUPPORTED_OPS`]).
 const OPS: &[OnnxOp] = &[
+    op("Abs", |im, n| im.unary(n, Unary::Abs)),
     op("Add", |im, n| im.arith(n)),
     op("AveragePool", |im, n| im.pool(n)),
     op("BatchNormalization", |im, n| im.batch_norm(n)),
     op("Cast", |im, n| im.cast(n)),
+    op("Ceil", |im, n| im.unary(n, Unary::Ceil)),
     op("Clip", |im, n| im.clip(n)),
     op("Concat", |im, n| im.concat(n)),
     op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, &im.source())?))),
+    op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
     op("Conv", |im, n| im.conv(n)),
     op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Div", |im, n| im.arith(n)),
@@ -58,14 +54,18 @@ const OPS: &[OnnxOp] = &[
         let alpha = n.a.float("alpha", 1.0)?;
         im.activation(n, Activation::Elu { alpha, scale: 1.0 })
     }),
+    op("Equal", |im, n| im.compare(n, Comparison::Equal)),
     op("Erf", |im, n| im.activation(n, Activation::Erf)),
     op("Exp", |im, n| im.activation(n, Activation::Exponential)),
+    op("Expand", |im, n| im.expand(n)),
     op("Flatten", |im, n| im.flatten(n)),
+    op("Floor", |im, n| im.unary(n, Unary::Floor)),
     op("Gather", |im, n| im.gather(n)),
     op("Gelu", |im, n| im.gelu(n)),
     keeps_flattened("Gemm", |im, n| im.gemm(n)),
     op("GlobalAveragePool", |im, n| im.global_pool(n, Op::GlobalAvgPool { keep_dims: true })),
     op("GlobalMaxPool", |im, n| im.global_pool(n, Op::GlobalMaxPool { keep_dims: true })),
+    op("Greater", |im, n| im.compare(n, Comparison::Greater)),
     op("GroupNormalization", |im, n| im.group_norm(n)),
     op("HardSigmoid", |im, n| {
         let (alpha, beta) = (n.a.float("alpha", 0.2)?, n.a.float("beta", 0.5)?);
@@ -79,6 +79,7 @@ const OPS: &[OnnxOp] = &[
         let alpha = n.a.float("alpha", 0.01)?;
         im.activation(n, Activation::LeakyRelu { alpha })
     }),
+    op("Less", |im, n| im.compare(n, Comparison::Less)),
     op("LogSoftmax", |im, n| im.softmax(n)),
     keeps_flattened("MatMul", |im, n| im.matmul(n)),
     op("Max", |im, n| im.arith(n)),
@@ -86,11 +87,20 @@ const OPS: &[OnnxOp] = &[
     op("Mean", |im, n| im.arith(n)),
     op("Min", |im, n| im.arith(n)),
     op("Mul", |im, n| im.arith(n)),
+    op("Neg", |im, n| im.unary(n, Unary::Neg)),
+    op("Not", |im, n| im.unary(n, Unary::Not)),
     op("PRelu", |im, n| im.prelu(n)),
     op("Pad", |im, n| im.pad(n)),
+    op("Pow", |im, n| im.pow(n)),
+    op("Range", |im, n| im.range(n)),
+    op("Reciprocal", |im, n| im.unary(n, Unary::Reciprocal)),
+    op("ReduceL2", |im, n| im.reduce(n, Reduction::L2)),
     op("ReduceMax", |im, n| im.reduce(n, Reduction::Max)),
     op("ReduceMean", |im, n| im.reduce(n, Reduction::Mean)),
+    op("ReduceMin", |im, n| im.reduce(n, Reduction::Min)),
+    op("ReduceProd", |im, n| im.reduce(n, Reduction::Prod)),
     op("ReduceSum", |im, n| im.reduce(n, Reduction::Sum)),
+    op("ReduceSumSquare", |im, n| im.reduce(n, Reduction::SumSquare)),
     op("Relu", |im, n| im.activation(n, Activation::Relu)),
     op("Reshape", |im, n| im.reshape(n)),
     op("Resize", |im, n| im.resize(n)),
@@ -106,12 +116,15 @@ const OPS: &[OnnxOp] = &[
     op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
     op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
     op("Split", |im, n| im.split(n)),
+    op("Sqrt", |im, n| im.unary(n, Unary::Sqrt)),
     op("Squeeze", |im, n| im.squeeze(n)),
     op("Sub", |im, n| im.arith(n)),
     op("Sum", |im, n| im.arith(n)),
     op("Tanh", |im, n| im.activation(n, Activation::Tanh)),
     op("Transpose", |im, n| im.transpose(n)),
     op("Unsqueeze", |im, n| im.squeeze(n)),
+    op("Upsample", |im, n| im.upsample(n)),
+    op("Where", |im, n| im.select(n)),
 ];
 
 /// Op types the importer maps, in the order of the error message.
@@ -230,7 +243,7 @@ impl Importer {
                 integer: false,
             };
             let Some(name) = n.input(i) else { return Ok(filled) };
-            let given = filled.zip(&self.constant(name)?, |_, v| v)?;
+            let given = filled.zip(&self.constant(name)?, |_, &v| v)?;
             if given.dims != normalised {
                 return Err(format!("scale or bias of shape {:?} for {normalised:?}", given.dims));
             }
@@ -260,10 +273,14 @@ impl Importer {
 
     fn clip(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         // Bounds are inputs from opset 11 on (attributes before).
-        let bound = |i: usize, default: f32| -> Fallible<f32> {
-            n.input(i).map_or(Ok(default), |name| Ok(self.constant(name)?.scalar()? as f32))
+        let bound = |i: usize, attribute: &str, default: f32| -> Fallible<f32> {
+            match n.input(i) {
+                Some(name) => Ok(self.constant(name)?.scalar()? as f32),
+                None if self.opset < 11 => n.a.float(attribute, default),
+                None => Ok(default),
+            }
         };
-        let (min, max) = (bound(1, f32::MIN)?, bound(2, f32::MAX)?);
+        let (min, max) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
         // Infinite bounds would not survive the native file's JSON.
         let (min, max) = (min.max(f32::MIN), max.min(f32::MAX));
         let activation = if min == 0.0 && max == f32::MAX {
@@ -310,44 +327,59 @@ impl Importer {
         Ok(Value::computed(self.emit(n.base, Op::PRelu, vec![x], vec![("slope", slope)])?))
     }
 
-    /// A reduction over the spatial axes of an image (how exporters write global pooling,
-    /// the dynamo exporter's adaptive average pool among them).
+    /// A reduction: of constants, any axes; of a computed value, over the spatial axes of
+    /// an image (how exporters write global pooling, the dynamo exporter's adaptive
+    /// average pool among them).
     fn reduce(&mut self, n: &OpNode<'_>, reduction: Reduction) -> Fallible<Value> {
-        let (x, shape) = self.real_input(n.first)?;
-        let rank = shape.len() + 1;
         // Opset 18 moved `axes` from an attribute to an input.
         let axes = match n.input(1) {
             Some(axes) => Some(self.constant(axes)?.ints()?),
             None => n.a.ints("axes")?,
         };
-        let mut axes = match axes {
-            Some(axes) if !axes.is_empty() => {
-                axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?
+        let keep_dims = n.a.int("keepdims", 1)? != 0;
+        let noop =
+            axes.as_ref().is_none_or(Vec::is_empty) && n.a.int("noop_with_empty_axes", 0)? != 0;
+        if let Value::Const(k) = self.value(n.first)? {
+            if noop {
+                return Ok(Value::Const(k.clone()));
             }
-            _ if n.a.int("noop_with_empty_axes", 0)? != 0 => return Ok(Value::computed(x)),
-            _ => (0..rank).collect(),
-        };
-        axes.sort_unstable();
+            let axes = fold::reduction_axes(axes, k.dims.len())?;
+            return Ok(Value::Const(fold::reduce_array(k, &axes, keep_dims, reduction)));
+        }
+        let (mut x, shape) = self.real_input(n.first)?;
+        if noop {
+            return Ok(Value::computed(x));
+        }
+        let rank = shape.len() + 1;
+        let axes = fold::reduction_axes(axes, rank)?;
         if rank != 4 || axes != [2, 3] {
             return Err(format!(
-                "reduces axes {axes:?} of a rank-{rank} value; convscope reduces only over the \
-                 spatial axes of an image (global pooling)"
+                "reduces axes {axes:?} of a rank-{rank} value; convscope reduces computed values \
+                 only over the spatial axes of an image (global pooling)"
             ));
         }
-        let keep_dims = n.a.int("keepdims", 1)? != 0;
         let op = match reduction {
             Reduction::Max => Op::GlobalMaxPool { keep_dims },
-            Reduction::Mean | Reduction::Sum => Op::GlobalAvgPool { keep_dims },
+            Reduction::Mean | Reduction::Sum | Reduction::L2 | Reduction::SumSquare => {
+                Op::GlobalAvgPool { keep_dims }
+            }
+            other => return Err(format!("{other:?} of a value computed from the input")),
         };
-        if reduction != Reduction::Sum {
+        if matches!(reduction, Reduction::Max | Reduction::Mean) {
             return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+        }
+        if matches!(reduction, Reduction::L2 | Reduction::SumSquare) {
+            x = self.square(&format!("{}_square", n.base), x)?;
         }
         // A sum is the mean times the number of pixels.
         let mean = self.emit(&format!("{}_mean", n.base), op, vec![x], Vec::new())?;
-        let pixels = Array::vector(vec![(shape[1] * shape[2]) as f64]);
-        let constant = ConstOperand { shape: vec![1], left: false, learned: false };
-        let op = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
-        Ok(Value::computed(self.emit(n.base, op, vec![mean], vec![("value", pixels)])?))
+        let (op, weights) = fold::scale_by(ArithKind::Mul, (shape[1] * shape[2]) as f64, false);
+        if reduction != Reduction::L2 {
+            return Ok(Value::computed(self.emit(n.base, op, vec![mean], weights)?));
+        }
+        let sum = self.emit(&format!("{}_sum", n.base), op, vec![mean], weights)?;
+        let op = Op::Activation { activation: Activation::Sqrt };
+        Ok(Value::computed(self.emit(n.base, op, vec![sum], Vec::new())?))
     }
 
     fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
@@ -556,7 +588,7 @@ impl Importer {
         match (l.clone(), r) {
             (Value::Const(l), Value::Const(r)) => {
                 let integer = l.integer && r.integer;
-                Ok(Value::Const(l.zip(&r, |x, y| match kind {
+                Ok(Value::Const(l.zip(&r, |&x, &y| match kind {
                     ArithKind::Add => x + y,
                     ArithKind::Sub => x - y,
                     ArithKind::Mul => x * y,
@@ -692,6 +724,10 @@ impl Importer {
 
     /// Resize of the spatial axes, by `scales` or to `sizes`.
     fn resize(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if self.opset < 11 {
+            // Resize-10 is Upsample-9 renamed.
+            return self.upsample(n);
+        }
         let (x, shape) = self.real_input(n.first)?;
         let [h, w] = spatial(&shape)?;
         if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
@@ -717,13 +753,7 @@ impl Importer {
                 }
                 other => return Err(format!("sizes {other:?} resize more than height and width")),
             },
-            (None, Some(scales)) => match scales.data.as_slice() {
-                &[1.0, 1.0, sh, sw] if sh > 0.0 && sw > 0.0 => {
-                    let size = [(h as f64 * sh).floor() as usize, (w as f64 * sw).floor() as usize];
-                    (size, [sh as f32, sw as f32])
-                }
-                other => return Err(format!("scales {other:?} resize more than height and width")),
-            },
+            (None, Some(scales)) => scaled_size(&scales.data, [h, w])?,
             (None, None) => return Err("needs scales or sizes".into()),
         };
         let coordinates = match n.a.string("coordinate_transformation_mode")?.as_deref() {
@@ -750,14 +780,40 @@ impl Importer {
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 
+    /// `Upsample` (opsets 7 to 9) and Resize-10: scales from the attribute (opset 7) or the
+    /// second input; coordinates asymmetric, nearest rounding down (ONNX Runtime's rule).
+    fn upsample(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let scales = match n.input(1) {
+            Some(name) => self.constant(name)?.data,
+            None => {
+                n.a.floats("scales")?.ok_or("needs scales")?.iter().map(|&v| f64::from(v)).collect()
+            }
+        };
+        let (size, scale) = scaled_size(&scales, spatial(&shape)?)?;
+        let interpolation = match n.a.string("mode")?.as_deref() {
+            None | Some("nearest") => Interpolation::NearestFloor,
+            Some("linear" | "bilinear") => Interpolation::Linear,
+            Some(other) => return Err(format!("'{other}' upsampling is not supported")),
+        };
+        let op = Op::Resize { size, scale, interpolation, coordinates: Coordinates::Asymmetric };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
     fn pad(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let mode = n.a.string("mode")?.unwrap_or_else(|| "constant".into());
         if mode != "constant" {
             return Err(format!("padding mode '{mode}'; only 'constant' is supported"));
         }
-        let pads = self.constant(n.input(1).ok_or("needs pads")?)?.ints()?;
-        let value =
-            n.input(2).map(|v| self.constant(v)?.scalar()).transpose()?.unwrap_or(0.0) as f32;
+        // Pads and value are inputs from opset 11 on (attributes before).
+        let pads = match n.input(1) {
+            Some(pads) => self.constant(pads)?.ints()?,
+            None => n.a.ints("pads")?.ok_or("needs pads")?,
+        };
+        let value = match n.input(2) {
+            Some(v) => self.constant(v)?.scalar()? as f32,
+            None => n.a.float("value", 0.0)?,
+        };
         let (x, shape) = self.real_input(n.first)?;
         let rank = shape.len() + 1;
         let axes = match n.input(3) {
@@ -819,6 +875,20 @@ fn expects_bytes(kind: ArithKind, k: &Array<f64>) -> bool {
 }
 
 /// `[H, W]` of a per-sample `[C, H, W]` shape.
+/// The output size of scaling an `[N, C, H, W]` value by `scales` (height and width only),
+/// and the scales as the op keeps them.
+fn scaled_size(scales: &[f64], [h, w]: [usize; 2]) -> Fallible<([usize; 2], [f32; 2])> {
+    match *scales {
+        [1.0, 1.0, sh, sw]
+            if sh > 0.0 && sw > 0.0 && h as f64 * sh >= 1.0 && w as f64 * sw >= 1.0 =>
+        {
+            let size = [(h as f64 * sh).floor() as usize, (w as f64 * sw).floor() as usize];
+            Ok((size, [sh as f32, sw as f32]))
+        }
+        _ => Err(format!("scales {scales:?} resize more than height and width")),
+    }
+}
+
 fn spatial(shape: &[usize]) -> Fallible<[usize; 2]> {
     match shape {
         &[_, h, w] => Ok([h, w]),

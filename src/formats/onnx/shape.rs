@@ -16,7 +16,7 @@ const ON_COMPUTED: &str =
 
 impl Value {
     /// A shape array without the batch size is an ordinary constant.
-    fn from_shape(shape: Array<Dim>) -> Value {
+    pub(super) fn from_shape(shape: Array<Dim>) -> Value {
         let known: Option<Vec<f64>> = shape
             .data
             .iter()
@@ -97,12 +97,7 @@ impl Importer {
         if let Value::Computed(c) = self.value(n.first)?.clone() {
             return self.slice_computed(n, &c);
         }
-        let arg = |i: usize| -> Fallible<Option<Vec<i64>>> {
-            match n.input(i) {
-                Some(name) => Ok(Some(self.constant(name)?.ints()?)),
-                None => Ok(None),
-            }
-        };
+        let arg = |i: usize| self.slice_arg(n, i);
         let (starts, ends) = (arg(1)?.unwrap_or_default(), arg(2)?.unwrap_or_default());
         let one_axis = |v: Option<Vec<i64>>, default: i64| v.is_none_or(|v| v == [default]);
         if starts.len() != 1 || ends.len() != 1 || !one_axis(arg(3)?, 0) || !one_axis(arg(4)?, 1) {
@@ -118,12 +113,21 @@ impl Importer {
         })
     }
 
+    /// Slice's starts, ends, axes or steps (`i` = 1 to 4): inputs from opset 10 on,
+    /// attributes before (no steps).
+    fn slice_arg(&self, n: &OpNode<'_>, i: usize) -> Fallible<Option<Vec<i64>>> {
+        if self.opset < 10 {
+            return n.a.ints(["starts", "ends", "axes", "steps"][i - 1]);
+        }
+        n.input(i).map(|name| self.constant(name)?.ints()).transpose()
+    }
+
     /// A slice of a computed value (a channel split, a crop): constant bounds, step 1, the
     /// batch axis whole.
     fn slice_computed(&mut self, n: &OpNode<'_>, c: &Computed) -> Fallible<Value> {
         let shape = self.shape(c);
         let rank = shape.len() + 1;
-        let ints = |i: usize| n.input(i).map(|name| self.constant(name)?.ints()).transpose();
+        let ints = |i: usize| self.slice_arg(n, i);
         let (starts, ends) = (ints(1)?.ok_or("needs starts")?, ints(2)?.ok_or("needs ends")?);
         let axes = match ints(3)? {
             Some(axes) => {

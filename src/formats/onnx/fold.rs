@@ -1,0 +1,408 @@
+//! The elementwise, logic and generator ops exporters write around shapes (`Equal`,
+//! `Where`, `Expand`, `ConstantOfShape`, `Range`, `Not`, unary math, reductions of
+//! constants), folded to constants at load; and the few of them that also reach values
+//! computed from the input, as graph ops: `Expand` (a broadcast), `Sqrt`, `Neg`,
+//! `Reciprocal` and `Pow` by 2 or ½.
+
+use super::Fallible;
+use super::array::{self, Array, Dim};
+use super::import::{Batch, Importer, NOT_REAL, Value};
+use super::ops::OpNode;
+use super::proto::data_type;
+use super::tensor::tensor_array;
+use crate::model::{Activation, ArithKind, ConstOperand, Op};
+
+/// A comparison `Equal`, `Less` or `Greater`.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Comparison {
+    Equal,
+    Less,
+    Greater,
+}
+
+impl Comparison {
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Comparison::Equal => a == b,
+            Comparison::Less => a < b,
+            Comparison::Greater => a > b,
+        }
+    }
+
+    /// `a <op> b` where one side may be the batch size, which is at least 1: decided when
+    /// that suffices (`batch == 0`, `batch > 0`, …), else an error.
+    fn holds_for(self, a: Dim, b: Dim) -> Fallible<bool> {
+        match (a, b) {
+            (Dim::Known(a), Dim::Known(b)) => Ok(self.holds(a as f64, b as f64)),
+            (Dim::Batch, Dim::Batch) => Ok(matches!(self, Comparison::Equal)),
+            (Dim::Batch, Dim::Known(k)) if k < 1 => Ok(matches!(self, Comparison::Greater)),
+            (Dim::Known(k), Dim::Batch) if k < 1 => Ok(matches!(self, Comparison::Less)),
+            _ => Err(format!("a comparison whose result depends on the batch size ({self:?})")),
+        }
+    }
+}
+
+/// A unary op on numbers.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unary {
+    Abs,
+    Ceil,
+    Floor,
+    Neg,
+    Not,
+    Reciprocal,
+    Sqrt,
+}
+
+impl Unary {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Unary::Abs => v.abs(),
+            Unary::Ceil => v.ceil(),
+            Unary::Floor => v.floor(),
+            Unary::Neg => -v,
+            Unary::Not => f64::from(u8::from(v == 0.0)),
+            Unary::Reciprocal => 1.0 / v,
+            Unary::Sqrt => v.sqrt(),
+        }
+    }
+}
+
+/// What a reduction of constants computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reduction {
+    L2,
+    Max,
+    Mean,
+    Min,
+    Prod,
+    Sum,
+    SumSquare,
+}
+
+impl Reduction {
+    /// The reduction of `values`.
+    fn of(self, values: &[f64]) -> f64 {
+        let sum_sq = || values.iter().map(|v| v * v).sum::<f64>();
+        match self {
+            Reduction::L2 => sum_sq().sqrt(),
+            Reduction::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Reduction::Mean => values.iter().sum::<f64>() / values.len() as f64,
+            Reduction::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+            Reduction::Prod => values.iter().product(),
+            Reduction::Sum => values.iter().sum(),
+            Reduction::SumSquare => sum_sq(),
+        }
+    }
+}
+
+/// `a` reduced over `axes` (sorted, distinct), keeping them as size 1 or dropping them.
+pub(super) fn reduce_array(
+    a: &Array<f64>,
+    axes: &[usize],
+    keep_dims: bool,
+    reduction: Reduction,
+) -> Array<f64> {
+    let kept: Vec<usize> =
+        a.dims.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let out_len: usize = kept.iter().product();
+    let mut groups = vec![Vec::new(); out_len];
+    for (flat, &v) in a.data.iter().enumerate() {
+        // The output index: the element's coordinates with the reduced ones set to 0.
+        let (mut rest, mut out, mut step) = (flat, 0, 1);
+        for i in (0..a.dims.len()).rev() {
+            let coordinate = rest % a.dims[i];
+            rest /= a.dims[i];
+            if !axes.contains(&i) {
+                out += coordinate * step;
+            }
+            step *= kept[i];
+        }
+        groups[out].push(v);
+    }
+    let data = groups.iter().map(|g| reduction.of(g)).collect();
+    let dims = if keep_dims {
+        kept
+    } else {
+        a.dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+    };
+    let integer = a.integer && !matches!(reduction, Reduction::Mean | Reduction::L2);
+    Array { dims, data, integer }
+}
+
+/// `v` as an array of shape elements (the batch size among them, where it is one).
+fn dims_array(v: &Value) -> Fallible<Array<Dim>> {
+    match v {
+        Value::Shape(s) => Ok(s.clone()),
+        Value::Const(k) => {
+            let data = k.ints()?.into_iter().map(Dim::Known).collect();
+            Ok(Array { dims: k.dims.clone(), data, integer: true })
+        }
+        Value::Computed(_) | Value::Flattened { .. } => {
+            Err("a shape computed from the input's values is not supported".into())
+        }
+    }
+}
+
+impl Importer {
+    /// `Equal`, `Less`, `Greater` of constants or shapes: a constant of 0s and 1s.
+    pub(super) fn compare(&self, n: &OpNode<'_>, op: Comparison) -> Fallible<Value> {
+        let (a, b) = (self.value(n.first)?, self.value(n.input(1).ok_or("needs two inputs")?)?);
+        let result = match (a, b) {
+            (Value::Const(a), Value::Const(b)) => {
+                a.zip(b, |&x, &y| f64::from(u8::from(op.holds(x, y))))?
+            }
+            _ => {
+                let (a, b) = (dims_array(a)?, dims_array(b)?);
+                let decided = a.zip(&b, |&x, &y| op.holds_for(x, y))?;
+                let data = decided
+                    .data
+                    .into_iter()
+                    .map(|d| d.map(|holds| f64::from(u8::from(holds))))
+                    .collect::<Fallible<Vec<f64>>>()?;
+                Array { dims: decided.dims, data, integer: true }
+            }
+        };
+        Ok(Value::Const(Array { integer: true, ..result }))
+    }
+
+    /// `Where` on a constant condition choosing between constants or shapes.
+    pub(super) fn select(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let condition = self.constant(n.first)?;
+        let a = self.value(n.input(1).ok_or("needs three inputs")?)?;
+        let b = self.value(n.input(2).ok_or("needs three inputs")?)?;
+        if let (Value::Const(a), Value::Const(b)) = (a, b) {
+            let picked = condition.zip(a, |&c, &x| (c != 0.0, x))?;
+            let result = picked.zip(b, |&(c, x), &y| if c { x } else { y })?;
+            return Ok(Value::Const(Array { integer: a.integer && b.integer, ..result }));
+        }
+        let (a, b) = (dims_array(a)?, dims_array(b)?);
+        let picked = condition.zip(&a, |&c, &x| (c != 0.0, x))?;
+        Ok(Value::from_shape(picked.zip(&b, |&(c, x), &y| if c { x } else { y })?))
+    }
+
+    /// `Expand`: a constant or shape broadcast to a shape; a computed value whose shape
+    /// already is the broadcast passes through (how exporters write `expand_as`), one
+    /// that grows is multiplied by ones of the larger shape (a broadcast in the graph).
+    pub(super) fn expand(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let target = dims_array(self.value(n.input(1).ok_or("needs a shape")?)?)?;
+        let value = self.value(n.first)?.clone();
+        let known = |target: &Array<Dim>| -> Fallible<Vec<usize>> {
+            target
+                .data
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(v) if *v >= 0 => Ok(*v as usize),
+                    _ => Err(format!("cannot expand a constant to {:?}", target.data)),
+                })
+                .collect()
+        };
+        match value {
+            Value::Const(k) => {
+                let shape = known(&target)?;
+                let ones = Array {
+                    dims: shape.clone(),
+                    data: vec![(); shape.iter().product()],
+                    integer: true,
+                };
+                let expanded = k.zip(&ones, |&v, ()| v)?;
+                Ok(Value::Const(Array { integer: k.integer, ..expanded }))
+            }
+            Value::Shape(s) => {
+                let shape = known(&target)?;
+                let ones = Array {
+                    dims: shape.clone(),
+                    data: vec![(); shape.iter().product()],
+                    integer: true,
+                };
+                Ok(Value::from_shape(s.zip(&ones, |&v, ()| v)?))
+            }
+            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Computed(c) => {
+                let shape = self.shape(&c);
+                let (first, rest) = target.data.split_first().ok_or("an empty shape")?;
+                // The batch axis: its size, or 1 (broadcast to it).
+                let batch_ok = match *first {
+                    Dim::Batch | Dim::Known(1) => true,
+                    Dim::Known(b) => self.batch == Batch::Fixed(b),
+                };
+                let rest: Vec<usize> = rest
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Known(v) if *v >= 1 => Ok(*v as usize),
+                        _ => Err(format!("expands to {:?}", target.data)),
+                    })
+                    .collect::<Fallible<_>>()?;
+                if !batch_ok || target.data.len() > shape.len() + 1 {
+                    return Err(format!(
+                        "expands a value of per-sample shape {shape:?} to {:?}",
+                        target.data
+                    ));
+                }
+                let grown = crate::model::broadcast_shapes(&shape, &rest)
+                    .ok_or_else(|| format!("shape {shape:?} does not broadcast to {rest:?}"))?;
+                if grown == shape {
+                    return Ok(Value::Computed(c));
+                }
+                let (x, _) = self.real_input(n.first)?;
+                let ones = Array {
+                    dims: grown.clone(),
+                    data: vec![1.0; grown.iter().product()],
+                    integer: false,
+                };
+                let constant = ConstOperand { shape: grown, left: false, learned: false };
+                let op = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
+                Ok(Value::computed(self.emit(n.base, op, vec![x], vec![("value", ones)])?))
+            }
+        }
+    }
+
+    /// `ConstantOfShape`: a constant shape filled with the attribute's value (0 by default).
+    pub(super) fn constant_of_shape(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let shape = self
+            .constant(n.first)
+            .map_err(|_| "fills a shape that holds the batch size".to_string())?
+            .ints()?;
+        let dims = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("a negative size in {shape:?}")))
+            .collect::<Fallible<Vec<usize>>>()?;
+        let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if count.is_none_or(|c| c > 1 << 24) {
+            return Err(format!("a constant of shape {dims:?} is too large"));
+        }
+        let (fill, integer) = match n.a.get("value", super::proto::attribute_type::TENSOR)? {
+            Some(attr) => {
+                let t = attr.t.as_ref().ok_or("a value attribute without a tensor")?;
+                let value = tensor_array(t, &self.source())?;
+                let integer =
+                    !matches!(t.data_type, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
+                (value.scalar()?, integer)
+            }
+            None => (0.0, false),
+        };
+        let data = vec![fill; count.unwrap_or(0)];
+        Ok(Value::Const(Array { dims, data, integer }))
+    }
+
+    /// `Range` of constants.
+    pub(super) fn range(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let scalar = |i: usize| -> Fallible<Array<f64>> {
+            self.constant(n.input(i).ok_or("needs start, limit and delta")?)
+        };
+        let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
+        let integer = start.integer && limit.integer && delta.integer;
+        let (start, limit, delta) = (start.scalar()?, limit.scalar()?, delta.scalar()?);
+        let count = ((limit - start) / delta).ceil().max(0.0);
+        if delta == 0.0 || !count.is_finite() || count > f64::from(1 << 24) {
+            return Err(format!("a range from {start} to {limit} by {delta}"));
+        }
+        let data = (0..count as usize).map(|i| start + i as f64 * delta).collect();
+        Ok(Value::Const(Array { integer, ..Array::vector(data) }))
+    }
+
+    /// A unary op: folded on constants; on computed values `Sqrt`, `Neg` and `Reciprocal`.
+    pub(super) fn unary(&mut self, n: &OpNode<'_>, op: Unary) -> Fallible<Value> {
+        match self.value(n.first)?.clone() {
+            Value::Const(k) => {
+                let integer = k.integer && !matches!(op, Unary::Sqrt | Unary::Reciprocal);
+                Ok(Value::Const(Array { integer, ..k.map(|&v| op.apply(v)) }))
+            }
+            Value::Computed(_) => {
+                let (x, _) = self.real_input(n.first)?;
+                let (op, weights) = match op {
+                    Unary::Sqrt => (Op::Activation { activation: Activation::Sqrt }, Vec::new()),
+                    Unary::Neg => scale_by(ArithKind::Mul, -1.0, false),
+                    Unary::Reciprocal => scale_by(ArithKind::Div, 1.0, true),
+                    other => return Err(format!("{other:?} of a value computed from the input")),
+                };
+                Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+            }
+            Value::Shape(_) | Value::Flattened { .. } => {
+                Err(format!("{op:?} of a shape with the batch size in it"))
+            }
+        }
+    }
+
+    /// `Pow`: of constants; of a computed value by 1, 2 (`x·x`) or ½ (a square root).
+    pub(super) fn pow(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let exponent = self.constant(n.input(1).ok_or("needs an exponent")?)?;
+        match self.value(n.first)?.clone() {
+            Value::Const(k) => {
+                let integer = k.integer && exponent.integer;
+                Ok(Value::Const(Array { integer, ..k.zip(&exponent, |&b, &e| b.powf(e))? }))
+            }
+            Value::Computed(c) => match exponent.scalar()? {
+                1.0 => Ok(Value::Computed(c)),
+                2.0 => {
+                    let (x, _) = self.real_input(n.first)?;
+                    Ok(Value::computed(self.square(n.base, x)?))
+                }
+                0.5 => {
+                    let (x, _) = self.real_input(n.first)?;
+                    let op = Op::Activation { activation: Activation::Sqrt };
+                    Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+                }
+                e => Err(format!("a value computed from the input raised to {e}")),
+            },
+            Value::Shape(_) | Value::Flattened { .. } => Err("a power of a shape".into()),
+        }
+    }
+
+    /// `x·x` as one node reading `x` twice; returns its name.
+    pub(super) fn square(&mut self, base: &str, x: String) -> Fallible<String> {
+        let op = Op::Arith { kind: ArithKind::Mul, constant: None };
+        self.emit(base, op, vec![x.clone(), x], Vec::new())
+    }
+}
+
+/// An op applying `kind` with the scalar `value` (on the left when `left`).
+pub(super) fn scale_by(
+    kind: ArithKind,
+    value: f64,
+    left: bool,
+) -> (Op, Vec<(&'static str, Array<f64>)>) {
+    let constant = ConstOperand { shape: vec![1], left, learned: false };
+    (Op::Arith { kind, constant: Some(constant) }, vec![("value", Array::vector(vec![value]))])
+}
+
+/// The sorted axes of a reduction over an array of `rank`, from its attribute or input.
+pub(super) fn reduction_axes(axes: Option<Vec<i64>>, rank: usize) -> Fallible<Vec<usize>> {
+    let mut axes = match axes {
+        Some(axes) if !axes.is_empty() => {
+            axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?
+        }
+        _ => (0..rank).collect(),
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    Ok(axes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_of_constants_follow_numpy() {
+        let a = Array { dims: vec![2, 3], data: vec![1., -2., 3., 4., 5., -6.], integer: false };
+        let sum = reduce_array(&a, &[1], true, Reduction::Sum);
+        assert_eq!((sum.dims.as_slice(), sum.data.as_slice()), (&[2, 1][..], &[2., 3.][..]));
+        let max = reduce_array(&a, &[0], false, Reduction::Max);
+        assert_eq!((max.dims.as_slice(), max.data.as_slice()), (&[3][..], &[4., 5., 3.][..]));
+        let l2 = reduce_array(&a, &[0, 1], false, Reduction::L2);
+        assert!((l2.data[0] - 91f64.sqrt()).abs() < 1e-12 && l2.dims.is_empty());
+        let prod = reduce_array(&a, &[1], false, Reduction::Prod);
+        assert_eq!(prod.data, [-6., -120.]);
+    }
+
+    #[test]
+    fn comparisons_with_the_batch_size_are_decided_where_they_can_be() {
+        assert_eq!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(0)), Ok(false));
+        assert_eq!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(-1)), Ok(false));
+        assert_eq!(Comparison::Greater.holds_for(Dim::Batch, Dim::Known(0)), Ok(true));
+        assert_eq!(Comparison::Less.holds_for(Dim::Known(0), Dim::Batch), Ok(true));
+        assert!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(2)).is_err());
+        assert_eq!(Comparison::Less.holds_for(Dim::Known(3), Dim::Known(4)), Ok(true));
+    }
+}
