@@ -7,6 +7,8 @@ For every model the weights are redrawn (seeded) so the signal survives: conv an
 kernels He-normal over fan-in, biases N(0, 0.05); BatchNorm gamma 1 + N(0, 0.1), beta
 N(0, 0.1), and its running statistics measured on a batch of four random images (one
 training-mode pass, so every layer sees normalised activations, as a trained model does);
+torchvision's conv-BatchNorm pairs then folded in float64 (as the exporters would fold
+them in float32: see fold_batch_norms);
 LayerNorm likewise; weights left near zero by their initialiser (ConvNeXt's layer scale)
 N(0.2, 0.05); finally the classifier is rescaled so the logits on the test image have a
 standard deviation of 2 (torchvision's default init leaves MobileNet's logits near 1e-9).
@@ -327,7 +329,22 @@ def torch_model(name):
         last.weight.mul_(s)
         if last.bias is not None:
             last.bias.mul_(s)
-    return model, side
+    return fold_batch_norms(model), side
+
+
+def fold_batch_norms(model):
+    """The model with each BatchNorm that follows a conv folded into it, in float64 and
+    then rounded to float32 once. Both exporters fold those pairs in float32 otherwise, so
+    the file would hold other weights than the module; with the folding done here, the
+    file, the module and the module in float64 share their float32 weights, and convscope
+    and the framework are compared on one function. Models torch.fx cannot trace stay."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(copy.deepcopy(model).double(), inplace=True).float()
+    except Exception:  # noqa: BLE001
+        return model
+    return folded.eval()
 
 
 def torch_worker(name, routes, exe, work):

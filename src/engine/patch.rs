@@ -631,6 +631,11 @@ fn plan_node(
         Op::LayerNorm { axes, .. } if !first.flat && axes == &[0] => {
             Ok((Step::Pointwise, same_place(first.map, false)))
         }
+        // A slice of channels (a channel split) keeps every pixel where it was.
+        Op::Slice { axes, .. } if !first.flat && axes.iter().all(|&a| a == 0) => {
+            let Some(map) = out_map else { return full };
+            Ok((Step::Pointwise, same_place(map, false)))
+        }
         Op::Arith { constant: Some(constant), .. } if !first.flat => {
             // Only a constant that is the same at every pixel keeps the change in the box.
             let per_pixel = constant.shape.iter().rev().take(2).any(|&d| d != 1);

@@ -13,7 +13,7 @@ use convscope::methods::occlusion::{
 };
 use convscope::{Activation, Model, Node, Op, Padding, data::sample};
 
-use crate::support::{dense, random_input, random_model, values};
+use crate::support::{conv, dense, random_input, random_model, values};
 
 /// The windows occlusion runs for a square of `size` stepping by `stride`.
 fn rects(model: &Model, size: usize, stride: usize) -> Vec<Rect> {
@@ -181,6 +181,23 @@ fn keras_strided_and_residual_models_match_full_passes() {
     let residual = formats::load(&dir.join("residual.keras")).unwrap();
     let x = random_input(&residual, 1, 5);
     check(&residual, &x, 3, 1, 50, &["stem", "stem_bn", "stem_relu", "branch", "add"]);
+}
+
+#[test]
+fn a_channel_split_keeps_the_box() {
+    let slice = |start, end| Op::Slice { axes: vec![0], starts: vec![start], ends: vec![end] };
+    let nodes = vec![
+        Node::new("stem", conv(6, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+        Node::new("left", slice(0, 2), &["stem"]),
+        Node::new("right", slice(2, 6), &["stem"]),
+        Node::new("right_conv", conv(2, 3, 1, Padding::Same, 1, Activation::Tanh), &["right"]),
+        Node::new("join", Op::Concat { axis: 0 }, &["left", "right_conv"]),
+        Node::new("flat", Op::Flatten, &["join"]),
+        Node::new("out", dense(4, Activation::Softmax), &["flat"]),
+    ];
+    let model = random_model(&[2, 12, 10], nodes, 21);
+    let x = random_input(&model, 1, 3);
+    check(&model, &x, 3, 2, 30, &["stem", "left", "right", "right_conv", "join"]);
 }
 
 #[test]
