@@ -307,7 +307,7 @@ fn class_index(model: &Model, name: &str) -> Result<usize> {
 }
 
 /// The first bundled validation digit, for models that read 28×28 grey digits.
-fn default_input(model: &Model) -> Result<Prepared> {
+pub(super) fn default_input(model: &Model) -> Result<Prepared> {
     if model.input_chw()? != [1, 28, 28] {
         bail!("this model does not take 28×28 grey digits: give an IMAGE");
     }
@@ -387,15 +387,30 @@ pub fn guided_gradcam_cmd(
     emit(figures::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
 }
 
+/// Occlusion's square as given on the command line.
+pub struct Window {
+    /// Side (default: [`OcclusionConfig::for_input`]'s).
+    pub size: Option<usize>,
+    /// Step (default: the side).
+    pub stride: Option<usize>,
+    /// Grey level.
+    pub fill: f32,
+}
+
 /// `convscope occlusion`.
 pub fn occlusion_cmd(
     subject: &SubjectArgs,
-    config: &OcclusionConfig,
+    window: &Window,
     drop: bool,
     overlay: bool,
     out: &Output,
 ) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
+    let [_, h, w] = model.input_chw()?;
+    let default = OcclusionConfig::for_input(h, w);
+    let size = window.size.unwrap_or(default.size);
+    let stride = window.stride.unwrap_or(size);
+    let config = &OcclusionConfig { size, stride, fill: window.fill, ..default };
     let seen = Seen { model: &model, input: &input, probs: &probs };
     emit(figures::occlusion(&seen, class, config, drop, style(out, overlay))?, &input, out)
 }

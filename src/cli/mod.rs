@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per job, each a thin wrapper over the library.
 
+mod bench;
 mod methods;
 
 use std::io::Write;
@@ -13,7 +14,6 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use convscope::data::digits::{Digits, SIDE};
 use convscope::data::input::{self, Prepared};
 use convscope::data::train::{self, TrainConfig};
-use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry;
 use convscope::present::ansi::ColorMode;
 use convscope::present::summary::Summary;
@@ -145,9 +145,10 @@ enum Command {
     Occlusion {
         #[command(flatten)]
         subject: methods::SubjectArgs,
-        /// Side of the square in pixels.
-        #[arg(long, default_value_t = 4)]
-        size: usize,
+        /// Side of the square in pixels (default: 1/14 of the input's shorter side, at
+        /// least 4).
+        #[arg(long)]
+        size: Option<usize>,
         /// Step between squares (default: the size).
         #[arg(long)]
         stride: Option<usize>,
@@ -194,6 +195,9 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
+    /// Time the load, the forward pass and every method on a model, in this process:
+    /// what a user's own model costs (median, min and max of a few runs).
+    Bench(bench::BenchArgs),
     /// Write bundled validation digits as PNG files (`<index>_<label>.png`).
     ExportDigits {
         /// Folder to write into (created if missing).
@@ -301,9 +305,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Maxact { args, output }) => methods::maxact_cmd(&args, &output),
         Some(Command::Occlusion { subject, size, stride, fill, drop, overlay, output }) => {
-            let config = OcclusionConfig { size, stride: stride.unwrap_or(size), fill, batch: 64 };
-            methods::occlusion_cmd(&subject, &config, drop, overlay, &output)
+            let window = methods::Window { size, stride, fill };
+            methods::occlusion_cmd(&subject, &window, drop, overlay, &output)
         }
+        Some(Command::Bench(args)) => bench::bench(&args),
         Some(Command::Saliency { subject, gradient, output }) => {
             methods::saliency_cmd(&subject, &gradient, &output)
         }

@@ -47,6 +47,16 @@ impl Default for OcclusionConfig {
     }
 }
 
+impl OcclusionConfig {
+    /// The default for an `h`×`w` input: squares of 1/14 of the shorter side (16 pixels at
+    /// 224, 14 × 14 windows), at least the 4 pixels the article uses on 28×28 digits, not
+    /// overlapping.
+    pub fn for_input(h: usize, w: usize) -> OcclusionConfig {
+        let size = (h.min(w) / 14).max(4).min(h.min(w));
+        OcclusionConfig { size, stride: size, ..OcclusionConfig::default() }
+    }
+}
+
 /// What occlusion found.
 #[derive(Clone, Debug)]
 pub struct Occlusion {
@@ -223,7 +233,18 @@ fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::window_starts;
+    use super::{OcclusionConfig, window_starts};
+
+    #[test]
+    fn the_default_square_scales_with_the_input() {
+        let side = |h, w| {
+            let c = OcclusionConfig::for_input(h, w);
+            assert_eq!(c.size, c.stride);
+            c.size
+        };
+        // The article's 4 on digits; 14 windows a side at 224; never past the image.
+        assert_eq!([side(28, 28), side(224, 224), side(48, 192), side(3, 5)], [4, 16, 4, 3]);
+    }
 
     #[test]
     fn windows_reach_the_edge_once() {

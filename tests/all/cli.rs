@@ -332,3 +332,30 @@ fn precision_f64_computes_the_same_maps_in_double() {
         }
     }
 }
+
+#[test]
+fn bench_times_every_method_on_the_model() {
+    let o = convscope(&["bench", "sample", "--runs", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "load",
+            "forward, batch 1",
+            "forward, batch 32",
+            "saliency (vanilla)",
+            "grad-CAM (vanilla)",
+            "occlusion (4×4, stride 4)",
+            "activation maximisation, 1 step"
+        ]
+    );
+    for r in &rows {
+        let [min, median, max] = ["min_ms", "median_ms", "max_ms"].map(|k| r[k].as_f64().unwrap());
+        assert!(0.0 < min && min <= median && median <= max, "{r}");
+        assert!((1..=2).contains(&r["runs"].as_u64().unwrap()), "{r}");
+    }
+    let table = stdout(&convscope(&["bench", "sample", "--runs", "1"]));
+    assert!(table.contains("median") && table.contains("forward, batch 32"), "{table}");
+}

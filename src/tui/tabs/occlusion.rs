@@ -13,8 +13,18 @@ use crate::tui::tabs::{Ctx, Tab, Uses, View};
 /// Occlusion maps, with the square's size and stride and what is shown.
 #[derive(Default)]
 pub struct Occlusion {
-    config: OcclusionConfig,
+    /// The square as the user set it; until then, the default for the model's input size.
+    config: Option<OcclusionConfig>,
     drop: bool,
+}
+
+impl Occlusion {
+    fn config(&self, model: &Model) -> OcclusionConfig {
+        self.config.unwrap_or_else(|| match model.input_chw() {
+            Ok([_, h, w]) => OcclusionConfig::for_input(h, w),
+            Err(_) => OcclusionConfig::default(),
+        })
+    }
 }
 
 const BIGGER: u8 = 0;
@@ -57,11 +67,12 @@ impl Tab for Occlusion {
     }
 
     fn heading(&self, ctx: &Ctx) -> String {
+        let config = self.config(ctx.model);
         format!(
             " Occlusion · class {} · {1}×{1} stride {2}{3} ",
             ctx.class_name(),
-            self.config.size,
-            self.config.stride,
+            config.size,
+            config.stride,
             if self.drop { " · drop" } else { "" }
         )
     }
@@ -71,7 +82,7 @@ impl Tab for Occlusion {
             return View::Pictures(Err(crate::Error::Invalid("no input images".into())));
         };
         let (model, class, config, drop, style) =
-            (ctx.model.clone(), ctx.class, self.config, self.drop, ctx.style);
+            (ctx.model.clone(), ctx.class, self.config(ctx.model), self.drop, ctx.style);
         View::Job(
             "occlusion",
             Box::new(move |job| {
@@ -90,7 +101,7 @@ impl Tab for Occlusion {
     }
 
     fn act(&mut self, action: u8, model: &Model) {
-        let config = &mut self.config;
+        let config = self.config.insert(self.config(model));
         match action {
             BIGGER | SMALLER => {
                 let fine = config.stride == 1 && config.size > 1;
@@ -106,6 +117,8 @@ impl Tab for Occlusion {
     }
 
     fn settings(&self) -> Vec<u64> {
-        vec![self.config.size as u64, self.config.stride as u64, u64::from(self.drop)]
+        // No square set yet is the model's default, the same whatever the model.
+        let [size, stride] = self.config.map_or([0, 0], |c| [c.size as u64, c.stride as u64]);
+        vec![size, stride, u64::from(self.drop)]
     }
 }
