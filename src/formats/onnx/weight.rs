@@ -70,7 +70,8 @@ impl Weight {
         let &[rows, cols] = self.dims.as_slice() else {
             return Err(format!("weights of shape {:?}: expected a matrix", self.dims));
         };
-        let mut out = vec![0.0; rows * cols];
+        let mut out = mapped::weight_buffer(rows * cols);
+        out.resize(rows * cols, 0.0);
         // At least `TILE` rows a block, so each output row is written a run at a time (a
         // Gemm's B is 25,088 columns wide in VGG: a few rows would touch every output page
         // for a few floats).
@@ -117,7 +118,8 @@ impl Weight {
         if order.len() != rows {
             return Err(format!("{} rows moved in a matrix of {rows}", order.len()));
         }
-        let mut out = vec![0.0; rows * cols];
+        let mut out = mapped::weight_buffer(rows * cols);
+        out.resize(rows * cols, 0.0);
         self.blocks(cols, |start, block| {
             for (i, row) in block.chunks_exact(cols).enumerate() {
                 let to = order[start / cols + i];
