@@ -1,5 +1,7 @@
 //! Importing deep models: an ONNX chain of conv + ReLU layers, 1,000 and 10,000 deep, to hold
-//! import to linear time (`cargo bench --bench import`).
+//! import to linear time; and loading a wide one from its file, a VGG-style classifier of
+//! 84 MB (mapped, each weight copied once, a Gemm's B transposed in that copy)
+//! (`cargo bench --bench import`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -66,6 +68,59 @@ fn chain(layers: usize) -> Vec<u8> {
     model.encode_to_vec()
 }
 
+/// An ONNX model of a vector input through two `Gemm`s (PyTorch's `Linear`, B transposed):
+/// 4,096 → 4,096 → 1,000, 84 MB of weights.
+fn classifier() -> Vec<u8> {
+    let vector = |n: i64| TypeProto {
+        tensor_type: Some(TensorTypeProto {
+            elem_type: data_type::FLOAT,
+            shape: Some(TensorShapeProto {
+                dim: [1, n]
+                    .iter()
+                    .map(|&v| Dimension { dim_value: Some(v), ..Default::default() })
+                    .collect(),
+            }),
+        }),
+    };
+    let mut graph = GraphProto::default();
+    graph.input.push(ValueInfoProto { name: "x".into(), r#type: Some(vector(4096)) });
+    let mut last = "x".to_string();
+    for (i, (inputs, units)) in [(4096usize, 4096usize), (4096, 1000)].into_iter().enumerate() {
+        let (w, out) = (format!("w{i}"), format!("fc{i}"));
+        let values = (0..inputs * units).map(|j| (j % 7) as f32 * 0.01);
+        graph.initializer.push(TensorProto {
+            name: w.clone(),
+            dims: vec![units as i64, inputs as i64],
+            data_type: data_type::FLOAT,
+            raw_data: values.flat_map(f32::to_le_bytes).collect(),
+            ..Default::default()
+        });
+        let trans_b = AttributeProto {
+            name: "transB".into(),
+            r#type: attribute_type::INT,
+            i: 1,
+            ..Default::default()
+        };
+        graph.node.push(NodeProto {
+            op_type: "Gemm".into(),
+            name: out.clone(),
+            input: vec![last, w],
+            output: vec![out.clone()],
+            attribute: vec![trans_b],
+            ..Default::default()
+        });
+        last = out;
+    }
+    graph.output.push(ValueInfoProto { name: last, r#type: Some(vector(1000)) });
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
 fn import(c: &mut Criterion) {
     let mut group = c.benchmark_group("import ONNX chain");
     group.sample_size(10);
@@ -81,5 +136,20 @@ fn import(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, import);
+fn load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("classifier.onnx");
+    std::fs::write(&path, classifier()).unwrap();
+    let mut group = c.benchmark_group("load ONNX file");
+    group.sample_size(10);
+    group.bench_function("classifier 4096-4096-1000 (84 MB)", |b| {
+        b.iter(|| convscope::formats::load(black_box(&path)).unwrap())
+    });
+    group.bench_function("read the same file", |b| {
+        b.iter(|| std::fs::read(black_box(&path)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, import, load);
 criterion_main!(benches);

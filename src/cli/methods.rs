@@ -225,24 +225,23 @@ pub fn load_model_for(
     let model = if path == Path::new("sample") && !path.exists() {
         convscope::data::sample::model()?
     } else {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        open_model(&bytes, path, preprocessing, image)?
+        open_model(&formats::open(path)?, path, preprocessing, image)?
     };
     let model = preprocessing.apply(model)?;
     note_assumption(&model);
     Ok(model)
 }
 
-/// Reads a model from its file's `bytes`, at `--input-size` or, where the file leaves the
-/// size open, at the size of `image`.
+/// Reads a model from its `file` (see `formats::open`), at `--input-size` or, where the file
+/// leaves the size open, at the size of `image`.
 pub fn open_model(
-    bytes: &[u8],
+    file: &formats::mapped::FileBytes,
     path: &Path,
     preprocessing: &Preprocessing,
     image: Option<&Path>,
 ) -> Result<Model> {
     let options = preprocessing.load_options();
-    let model = match (formats::from_bytes_with(bytes, path, &options), image) {
+    let model = match (formats::from_file_with(file, path, &options), image) {
         (Err(convscope::Error::OpenInputSize { .. }), Some(image)) => {
             let (w, h) = image::image_dimensions(image)
                 .with_context(|| format!("{}: reading its size", image.display()))?;
@@ -253,7 +252,7 @@ pub fn open_model(
                 image.display()
             );
             let sized = formats::Options { input_size: Some(size), ..options };
-            formats::from_bytes_with(bytes, path, &sized)?
+            formats::from_file_with(file, path, &sized)?
         }
         (model, _) => model?,
     };

@@ -330,13 +330,17 @@ pub fn run(cli: Cli) -> Result<()> {
 fn explore(args: &ExploreArgs) -> Result<()> {
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
-            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            let file = convscope::formats::open(path)?;
+            // Hashed first and its pages let go, so the whole file is never resident
+            // beside the loaded weights.
+            let hash = convscope::data::cache::hash(&file);
+            file.pages().release(&file);
             let first = convscope::data::inputs::image_files(&args.images)?.into_iter().next();
-            let model = methods::open_model(&bytes, path, &args.preprocessing, first.as_deref())?;
+            let model = methods::open_model(&file, path, &args.preprocessing, first.as_deref())?;
             let name = path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-            (model, name, convscope::data::cache::hash(&bytes))
+            (model, name, hash)
         }
         _ => (
             sample::model()?,

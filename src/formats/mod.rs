@@ -5,8 +5,12 @@
 //! - [`native`]: convscope's own safetensors file (weights + a JSON graph in the metadata).
 //! - [`onnx`]: what PyTorch's exporters and tf2onnx write.
 //! - [`keras`]: Keras `.h5` and `.keras`, read directly.
+//!
+//! Files are memory-mapped ([`mapped`]): each reader copies a weight once, into the model's
+//! f32 tensor, and holds nothing else of the file's size.
 
 pub mod keras;
+pub mod mapped;
 pub mod native;
 pub mod onnx;
 
@@ -14,6 +18,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
+use mapped::FileBytes;
 
 /// What the user chooses about a model where its file leaves a choice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,8 +37,13 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// [`load`] with the user's choices.
 pub fn load_with(path: &Path, options: &Options) -> Result<Model> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    from_bytes_with(&bytes, path, options)
+    from_file_with(&open(path)?, path, options)
+}
+
+/// The bytes of the file at `path`, mapped (or read where it cannot be mapped), for
+/// [`from_file_with`].
+pub fn open(path: &Path) -> Result<FileBytes> {
+    FileBytes::open(path).map_err(|source| Error::Io { path: path.into(), source })
 }
 
 /// Reads a model from the bytes of a file, choosing the reader by its first bytes (the
@@ -42,8 +52,16 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
     from_bytes_with(bytes, path, &Options::default())
 }
 
-/// [`from_bytes`] with the user's choices.
+/// [`from_bytes`] with the user's choices. The bytes are copied once; a file is better
+/// read with [`open`] and [`from_file_with`].
 pub fn from_bytes_with(bytes: &[u8], path: &Path, options: &Options) -> Result<Model> {
+    from_file_with(&FileBytes::from(bytes.to_vec()), path, options)
+}
+
+/// Reads a model from a file's bytes (see [`open`]), choosing the reader by its first
+/// bytes; `path` names the file in errors (and external ONNX data is looked for beside it).
+pub fn from_file_with(file: &FileBytes, path: &Path, options: &Options) -> Result<Model> {
+    let bytes: &[u8] = file;
     let checked = |model: Model| match (options.input_size, model.input_chw()) {
         (Some(size), Ok([_, h, w])) if size != [h, w] => Err(Error::bad_file(
             path,
@@ -61,9 +79,9 @@ pub fn from_bytes_with(bytes: &[u8], path: &Path, options: &Options) -> Result<M
         },
     };
     match FileKind::of(bytes, path) {
-        FileKind::Native => native::from_bytes(bytes, path).and_then(checked),
-        FileKind::Keras => keras::from_bytes(bytes, path).and_then(checked),
-        FileKind::Onnx => onnx::from_bytes_with(bytes, path, options),
+        FileKind::Native => native::from_file(file, path).and_then(checked),
+        FileKind::Keras => keras::from_file(file, path).and_then(checked),
+        FileKind::Onnx => onnx::from_file_with(file, path, options),
         FileKind::Unknown => Err(Error::bad_file(
             path,
             "not a convscope model, ONNX or Keras file (convscope reads its own \

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Device;
 use candle_core::safetensors::Load;
+use candle_core::{Device, Tensor};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use super::mapped::{self, FileBytes};
 use crate::error::{Error, Result};
 use crate::model::{Graph, GraphSpec};
 use crate::model::{InputSpec, Model, Weights};
@@ -55,12 +56,18 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
 
 /// Reads a model file written by [`save`].
 pub fn load(path: &Path) -> Result<Model> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    from_bytes(&bytes, path)
+    from_file(&super::open(path)?, path)
 }
 
 /// Reads a model from the bytes of a file; `path` only names it in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+    from_file(&FileBytes::from(bytes.to_vec()), path)
+}
+
+/// [`from_bytes`] for a mapped file: f32 weights are copied once, straight into their
+/// tensors.
+pub fn from_file(file: &FileBytes, path: &Path) -> Result<Model> {
+    let bytes: &[u8] = file;
     let bad = |message: String| Error::bad_file(path, message);
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
         bad(format!("not a convscope model file (safetensors header unreadable: {e})"))
@@ -88,10 +95,17 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            let tensor = view
-                .load(&Device::Cpu)
-                .and_then(|t| t.to_dtype(candle_core::DType::F32))
-                .map_err(|e| bad(format!("weight '{name}': {e}")))?;
+            let tensor = match view.dtype() {
+                safetensors::Dtype::F32 => Tensor::from_vec(
+                    mapped::f32s(view.data(), file.pages()),
+                    view.shape(),
+                    &Device::Cpu,
+                ),
+                // Other types (convscope writes none) go through candle, then to f32.
+                _ => view.load(&Device::Cpu).and_then(|t| t.to_dtype(candle_core::DType::F32)),
+            }
+            .map_err(|e| bad(format!("weight '{name}': {e}")))?;
+            file.pages().release(view.data());
             Ok((name, tensor))
         })
         .collect::<Result<Weights>>()?;

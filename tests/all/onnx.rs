@@ -595,7 +595,7 @@ fn a_huge_declared_tensor_is_refused_before_allocation() {
         let err = import_error(&with_initializer(TensorProto {
             dims,
             data_type: 1,
-            raw_data: vec![0; 16],
+            raw_data: vec![0; 16].into(),
             ..Default::default()
         }));
         assert!(err.contains("more values than the whole file holds"), "{err}");
@@ -603,7 +603,7 @@ fn a_huge_declared_tensor_is_refused_before_allocation() {
     let err = import_error(&with_initializer(TensorProto {
         dims: vec![4, 1, 3, 3],
         data_type: 1,
-        raw_data: vec![0; 16],
+        raw_data: vec![0; 16].into(),
         ..Default::default()
     }));
     assert!(err.contains("holds 16 bytes of data"), "{err}");
@@ -629,7 +629,7 @@ fn with_external_data(bytes: &[u8], dir: &Path, data_file: &str, location: &str)
             entry("length", t.raw_data.len().to_string()),
         ];
         t.data_location = 1;
-        data.append(&mut t.raw_data);
+        data.extend_from_slice(&std::mem::take(&mut t.raw_data));
         // Aligned as the exporter aligns them.
         data.resize(data.len().next_multiple_of(64), 0);
     }

@@ -311,6 +311,30 @@ fn tensor(array: Array) -> Result<Tensor> {
     Ok(Tensor::from_vec(array.data, array.shape, &Device::Cpu)?)
 }
 
+/// Moves row `i` of a row-major matrix with rows of `len` values to row `to(i)`, in place
+/// (`to` a permutation of the rows), following each cycle with one row of scratch.
+fn move_rows(data: &mut [f32], len: usize, to: impl Fn(usize) -> usize) {
+    let rows = data.len() / len.max(1);
+    let mut placed = vec![false; rows];
+    let mut carried = vec![0.0; len];
+    for start in 0..rows {
+        if placed[start] {
+            continue;
+        }
+        carried.copy_from_slice(&data[start * len..(start + 1) * len]);
+        let mut row = start;
+        loop {
+            let next = to(row);
+            carried.swap_with_slice(&mut data[next * len..(next + 1) * len]);
+            placed[next] = true;
+            row = next;
+            if next == start {
+                break;
+            }
+        }
+    }
+}
+
 /// Whether a layer passes each value through on its own, so that the order of a
 /// flattened vector does not matter to it.
 fn elementwise(layer: &Layer) -> bool {
@@ -1055,14 +1079,17 @@ impl<'a> Builder<'a> {
         let op = Op::Dense { units, bias, activation: config.activation()? };
         let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
         let mut arrays = self.fetch(layer, vars)?.into_iter();
-        if let Some(k) = arrays.next() {
-            self.weight(&layer.name, "kernel", k, &[features, units], |t| match input.order {
-                Order::Keras => Ok(t),
-                // Rows (h·W + w)·C + c → (c·H + h)·W + w.
-                Order::FlatChannelsFirst { c, h, w } => {
-                    t.reshape((h, w, c, units))?.permute((2, 0, 1, 3))?.reshape((features, units))
-                }
-            })?;
+        if let Some(mut k) = arrays.next() {
+            // Rows (h·W + w)·C + c → (c·H + h)·W + w, in place: the kernel of a VGG's
+            // first dense layer is most of the model.
+            if let Order::FlatChannelsFirst { c, h, w } = input.order
+                && k.shape == [features, units]
+                && features == c * h * w
+            {
+                let to = |row: usize| ((row % c) * h + row / c / w) * w + row / c % w;
+                move_rows(&mut k.data, units, to);
+            }
+            self.weight(&layer.name, "kernel", k, &[features, units], Ok)?;
         }
         if let Some(b) = arrays.next() {
             self.weight(&layer.name, "bias", b, &[units], Ok)?;

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use hdf5_pure::AttrValue;
+use hdf5_pure::{AttrValue, FormatError};
 
 use crate::error::{Error, Result};
+use crate::formats::mapped::FileBytes;
 
 /// A float array read from the file, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,7 +17,7 @@ pub(super) struct Array {
     pub data: Vec<f32>,
 }
 
-/// An HDF5 file held in memory.
+/// An HDF5 file read in place (from its mapping).
 pub(super) struct H5 {
     file: hdf5_pure::File,
     path: PathBuf,
@@ -24,9 +25,9 @@ pub(super) struct H5 {
 
 impl H5 {
     /// Parses the superblock of `bytes`; `path` only names the file in errors.
-    pub fn open(bytes: Vec<u8>, path: &Path) -> Result<H5> {
+    pub fn open(bytes: FileBytes, path: &Path) -> Result<H5> {
         let len = bytes.len() as u64;
-        let file = hdf5_pure::File::from_bytes(bytes)
+        let file = hdf5_pure::File::from_source(InPlace(bytes))
             .map_err(|e| Error::bad_file(path, format!("not a readable HDF5 file: {e}")))?;
         // As libhdf5 does: a file shorter than its superblock says was cut short, even
         // where the missing tail is one nothing reads first.
@@ -117,5 +118,39 @@ impl H5 {
             return Err(self.bad(&what, format!("{} values for shape {shape:?}", data.len())));
         }
         Ok(Array { shape, data })
+    }
+}
+
+/// The file's bytes as `hdf5-pure` reads them: each read copies its range out, and a large
+/// one (a dataset's values, on their way into a weight) releases its pages, so the file is
+/// never resident as a whole.
+struct InPlace(FileBytes);
+
+/// Reads at least this long release their pages (metadata reads are short and repeated).
+const RELEASED_READ: usize = 1 << 16;
+
+impl hdf5_pure::Source for InPlace {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::result::Result<(), FormatError> {
+        let available = self.0.len();
+        let start = usize::try_from(offset).ok().filter(|&s| s <= available);
+        let range = start.and_then(|s| Some(s..s.checked_add(buf.len())?));
+        match range.filter(|r| r.end <= available) {
+            Some(range) => {
+                let part = &self.0[range];
+                buf.copy_from_slice(part);
+                if part.len() >= RELEASED_READ {
+                    self.0.pages().release(part);
+                }
+                Ok(())
+            }
+            None => Err(FormatError::UnexpectedEof {
+                expected: usize::try_from(offset).unwrap_or(usize::MAX).saturating_add(buf.len()),
+                available,
+            }),
+        }
     }
 }

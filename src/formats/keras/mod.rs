@@ -18,6 +18,7 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::formats::mapped::FileBytes;
 use crate::model::Model;
 
 /// The first bytes of an HDF5 file (`.h5`).
@@ -33,10 +34,15 @@ pub fn is_keras(bytes: &[u8]) -> bool {
 /// Reads a Keras model from the bytes of a `.h5` or `.keras` file; `path` only names the
 /// file in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
-    let (json, store, keras3) = if bytes.starts_with(HDF5_MAGIC) {
-        legacy_h5(bytes, path)?
-    } else if bytes.starts_with(ZIP_MAGIC) {
-        let (json, store) = keras_zip(bytes, path)?;
+    from_file(&FileBytes::from(bytes.to_vec()), path)
+}
+
+/// [`from_bytes`] for a mapped file: HDF5 is read in place, each weight copied out once.
+pub fn from_file(file: &FileBytes, path: &Path) -> Result<Model> {
+    let (json, store, keras3) = if file.starts_with(HDF5_MAGIC) {
+        legacy_h5(file, path)?
+    } else if file.starts_with(ZIP_MAGIC) {
+        let (json, store) = keras_zip(file, path)?;
         (json, store, true)
     } else {
         return Err(Error::bad_file(path, "neither a Keras .h5 (HDF5) nor a .keras (zip) file"));
@@ -52,8 +58,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
 }
 
 /// The model config, the weights and whether Keras 3 wrote the file.
-fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store, bool)> {
-    let h5 = hdf5::H5::open(bytes.to_vec(), path)?;
+fn legacy_h5(file: &FileBytes, path: &Path) -> Result<(String, store::Store, bool)> {
+    let h5 = hdf5::H5::open(file.clone(), path)?;
     let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
         Error::bad_file(
             path,
@@ -65,20 +71,32 @@ fn legacy_h5(bytes: &[u8], path: &Path) -> Result<(String, store::Store, bool)> 
     Ok((json, store::Store::Legacy(h5), keras3))
 }
 
-fn keras_zip(bytes: &[u8], path: &Path) -> Result<(String, store::Store)> {
+fn keras_zip(zip: &FileBytes, path: &Path) -> Result<(String, store::Store)> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         Error::bad_file(path, format!("{what}: {e} (truncated or corrupt .keras file?)"))
     };
+    let bytes: &[u8] = zip;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| bad("not a readable zip", &e))?;
-    let mut entry = |name: &str| -> Result<Vec<u8>> {
+    let mut entry = |name: &str| -> Result<FileBytes> {
         let mut file = archive.by_name(name).map_err(|e| bad(&format!("entry '{name}'"), &e))?;
+        // Keras stores its entries uncompressed: such an entry is read in place.
+        let start = file.data_start().and_then(|s| usize::try_from(s).ok());
+        if let Some(start) = start
+            && file.compression() == zip::CompressionMethod::Stored
+            && !file.encrypted()
+            && file.size() == file.compressed_size()
+            && let Some(end) = usize::try_from(file.size()).ok().and_then(|n| start.checked_add(n))
+            && end <= zip.len()
+        {
+            return Ok(zip.slice(start..end));
+        }
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|e| bad(&format!("entry '{name}'"), &e))?;
-        Ok(data)
+        Ok(FileBytes::from(data))
     };
-    let json =
-        String::from_utf8(entry("config.json")?).map_err(|e| bad("entry 'config.json'", &e))?;
+    let json = String::from_utf8(entry("config.json")?.to_vec())
+        .map_err(|e| bad("entry 'config.json'", &e))?;
     let weights = hdf5::H5::open(entry("model.weights.h5")?, path)?;
     Ok((json, store::Store::v3(weights)?))
 }

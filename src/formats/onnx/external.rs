@@ -1,26 +1,41 @@
 //! Tensors whose bytes live beside the model (`location`, `offset`, `length`), as PyTorch's
 //! default exporter writes `m.onnx.data`. The location comes from the file, so it is
 //! resolved only inside the model file's folder: an absolute path, a `..`, or a symbolic
-//! link leading out is an error before anything is opened, and only the tensor's own bytes
-//! are read.
+//! link leading out is an error before anything is opened. A data file is mapped, so only
+//! the tensors' own bytes are read.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
 
 use super::Fallible;
 use super::proto::TensorProto;
+use crate::formats::mapped::{FileBytes, Pages};
 
 /// Where a model's tensors come from: the model file's length (no inline tensor can hold
-/// more values than that) and the folder its external data must be in.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Source<'a> {
+/// more values than that) and mapping, and the folder its external data must be in.
+#[derive(Debug)]
+pub(super) struct Source {
     pub(super) file_len: usize,
-    pub(super) folder: Option<&'a Path>,
+    pub(super) folder: Option<PathBuf>,
+    /// The model file's pages, which inline tensors' bytes are slices of.
+    pub(super) pages: Pages,
+    /// The external data files mapped so far, by path: each is mapped once, however many
+    /// tensors it holds.
+    data_files: RefCell<HashMap<PathBuf, FileBytes>>,
 }
 
-impl Source<'_> {
-    /// The bytes of an external tensor `what` (`t`), checked to be `expected` bytes long.
-    pub(super) fn external_bytes(&self, t: &TensorProto, what: &str) -> Fallible<Vec<u8>> {
+impl Source {
+    pub(super) fn new(file_len: usize, folder: Option<&Path>, pages: Pages) -> Source {
+        let folder = folder.map(Path::to_path_buf);
+        Source { file_len, folder, pages, data_files: RefCell::default() }
+    }
+
+    /// The bytes of an external tensor `what` (`t`), checked to lie inside its data file,
+    /// with the pages they are in.
+    pub(super) fn external_bytes(&self, t: &TensorProto, what: &str) -> Fallible<(Bytes, Pages)> {
         let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| &e.value);
         let location = entry("location")
             .ok_or_else(|| format!("{what} is stored externally but names no location"))?;
@@ -31,22 +46,27 @@ impl Source<'_> {
         };
         let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
         let path = self.resolve(location, what)?;
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| format!("{what}: cannot open its data file '{location}': {e}"))?;
-        let size = file.metadata().map_err(|e| format!("{what}: '{location}': {e}"))?.len();
+        let mut files = self.data_files.borrow_mut();
+        let file = match files.entry(path) {
+            std::collections::hash_map::Entry::Occupied(mapped) => mapped.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let mapped = FileBytes::open(slot.key())
+                    .map_err(|e| format!("{what}: cannot open its data file '{location}': {e}"))?;
+                slot.insert(mapped)
+            }
+        };
+        let size = file.len() as u64;
         let length = length.unwrap_or(size.saturating_sub(offset));
-        if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(format!(
+        match offset.checked_add(length).filter(|&end| end <= size) {
+            // Within the file's length, so both fit in a usize.
+            Some(end) => {
+                Ok((file.bytes().slice(offset as usize..end as usize), file.pages().clone()))
+            }
+            None => Err(format!(
                 "{what}: bytes {offset}..{} lie past the end of '{location}' ({size} bytes)",
                 offset.saturating_add(length)
-            ));
+            )),
         }
-        let mut bytes =
-            vec![0; usize::try_from(length).map_err(|_| format!("{what} is too large"))?];
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|e| format!("{what}: reading '{location}': {e}"))?;
-        Ok(bytes)
     }
 
     /// `location` as a file inside the model's folder, or why it is not one.
@@ -63,7 +83,7 @@ impl Source<'_> {
         if !plain {
             return Err(outside());
         }
-        let folder = self.folder.ok_or_else(outside)?;
+        let folder = self.folder.as_deref().ok_or_else(outside)?;
         let folder = folder.canonicalize().map_err(|e| format!("the model's folder: {e}"))?;
         // Symbolic links are followed only as far as they stay inside the folder.
         let path = folder

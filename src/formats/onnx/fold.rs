@@ -274,7 +274,7 @@ impl Importer {
         let (fill, integer) = match n.a.get("value", super::proto::attribute_type::TENSOR)? {
             Some(attr) => {
                 let t = attr.t.as_ref().ok_or("a value attribute without a tensor")?;
-                let value = tensor_array(t, &self.source())?;
+                let value = tensor_array(t, self.source())?;
                 let integer =
                     !matches!(t.data_type, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
                 (value.scalar()?, integer)

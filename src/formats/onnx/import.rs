@@ -10,8 +10,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-
 use super::Fallible;
 use super::array::{Array, Dim};
 use super::external::Source;
@@ -19,9 +17,11 @@ use super::layout::{Computed, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
 use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, shorten_names};
 use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
-use super::tensor::tensor_array;
+use super::tensor::{Initializer, initializer};
+use super::weight::Weight;
 use crate::error::{Error, Result};
 use crate::formats::Options;
+use crate::formats::mapped::FileBytes;
 use crate::model::{
     Activation, ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, Head, InputSpec,
     Model, Node, Op, Weights, printable,
@@ -61,10 +61,10 @@ pub(super) enum Batch {
     Fixed(i64),
 }
 
-/// Reads `model` (decoded from a file of `file_len` bytes at `path`).
+/// Reads `model` (decoded from `file`, at `path`).
 pub(super) fn import(
     model: &ModelProto,
-    file_len: usize,
+    file: &FileBytes,
     path: &Path,
     options: &Options,
 ) -> Result<Model> {
@@ -97,7 +97,7 @@ pub(super) fn import(
     }
     // External data is looked for beside the file ("." for a bare file name).
     let folder = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
-    let source = Source { file_len, folder };
+    let source = Source::new(file.len(), folder, file.pages().clone());
     if input_size.is_none()
         && let [input] = graph_inputs(graph).as_slice()
         && let Some(shape) = input.r#type.as_ref().and_then(|t| t.tensor_type.as_ref())
@@ -127,6 +127,12 @@ pub(super) fn import(
     importer.finish(graph, name, options.output.as_deref()).map_err(bad)
 }
 
+/// Whether `op_type` reads input `i` as a layer's weights, with [`Importer::weight`]: such
+/// an input stays in the file until the model's tensor is made.
+fn reads_weights(op_type: &str, i: usize) -> bool {
+    i == 1 && matches!(op_type, "Conv" | "ConvTranspose" | "Gemm" | "MatMul")
+}
+
 fn qualified_op(node: &NodeProto) -> String {
     if node.domain.is_empty() || node.domain == "ai.onnx" {
         node.op_type.clone()
@@ -152,11 +158,13 @@ impl From<String> for NodeError {
 
 pub(super) struct Importer {
     pub(super) opset: i64,
-    /// The file's length and folder, for tensors in `Constant` nodes.
-    file_len: usize,
-    folder: Option<std::path::PathBuf>,
+    /// Where tensors in `Constant` nodes come from.
+    source: Source,
     pub(super) batch: Batch,
     values: HashMap<String, Value>,
+    /// Float initializers still in the file, until an op reads them as its weights (see
+    /// [`Importer::weight`]) or as constants (then they move to `values`).
+    file_weights: HashMap<String, Weight>,
     /// How many node inputs (and graph outputs) read each ONNX value.
     pub(super) uses: HashMap<String, usize>,
     /// The graph's output names.
@@ -168,7 +176,7 @@ pub(super) struct Importer {
     pub(super) position: HashMap<String, usize>,
     /// Per-sample shape of the input and of every node emitted.
     pub(super) shapes: HashMap<String, Vec<usize>>,
-    pub(super) weights: Vec<(String, Array<f64>)>,
+    pub(super) weights: Vec<(String, Weight)>,
     taken: HashSet<String>,
     /// Transpose nodes already emitted, by source and permutation.
     pub(super) transposed: HashMap<(String, Vec<usize>), String>,
@@ -242,9 +250,16 @@ impl Importer {
         source: Source,
         input_size: Option<[usize; 2]>,
     ) -> Fallible<Importer> {
-        let mut values = HashMap::new();
+        let (mut values, mut file_weights) = (HashMap::new(), HashMap::new());
         for t in &graph.initializer {
-            values.insert(t.name.clone(), Value::Const(tensor_array(t, &source)?));
+            match initializer(t, &source)? {
+                Initializer::Weight(w) => {
+                    file_weights.insert(t.name.clone(), w);
+                }
+                Initializer::Const(a) => {
+                    values.insert(t.name.clone(), Value::Const(a));
+                }
+            }
         }
         let inputs = graph_inputs(graph);
         let input = match inputs.as_slice() {
@@ -319,10 +334,10 @@ impl Importer {
         );
         Ok(Importer {
             opset,
-            file_len: source.file_len,
-            folder: source.folder.map(Path::to_path_buf),
+            source,
             batch,
             values,
+            file_weights,
             uses,
             outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             shapes: HashMap::from([(name.clone(), input_shape.clone())]),
@@ -342,8 +357,8 @@ impl Importer {
     }
 
     /// Where the model's tensors come from.
-    pub(super) fn source(&self) -> Source<'_> {
-        Source { file_len: self.file_len, folder: self.folder.as_deref() }
+    pub(super) fn source(&self) -> &Source {
+        &self.source
     }
 
     pub(super) fn value(&self, name: &str) -> Fallible<&Value> {
@@ -381,6 +396,18 @@ impl Importer {
         inputs: Vec<String>,
         weights: Vec<(&str, Array<f64>)>,
     ) -> Fallible<String> {
+        let weights = weights.into_iter().map(|(role, w)| (role, Weight::from(w))).collect();
+        self.emit_weights(base, op, inputs, weights)
+    }
+
+    /// [`Importer::emit`] with weights in the model's f32 layout.
+    pub(super) fn emit_weights(
+        &mut self,
+        base: &str,
+        op: Op,
+        inputs: Vec<String>,
+        weights: Vec<(&str, Weight)>,
+    ) -> Fallible<String> {
         let name = self.unique(base);
         let node = Node { name: name.clone(), op, inputs, class: None };
         let shape = self.builder.push(node.clone()).map_err(|e| match e {
@@ -400,6 +427,15 @@ impl Importer {
         match self.value(name)? {
             Value::Computed(c) => Ok(c.clone()),
             _ => Err(format!("input '{name}' must be computed from the model's input")),
+        }
+    }
+
+    /// A constant read as a layer's weights: an initializer still in the file stays there
+    /// (until the model's tensor is made), anything else is converted.
+    pub(super) fn weight(&self, name: &str) -> Fallible<Weight> {
+        match self.file_weights.get(name) {
+            Some(w) => Ok(w.clone()),
+            None => self.constant(name).map(Weight::from),
         }
     }
 
@@ -425,6 +461,11 @@ impl Importer {
         let op = OnnxOp::find(&node.op_type);
         let keeps_flattened = op.is_some_and(|op| op.keeps_flattened);
         for (i, name) in node.input.iter().enumerate() {
+            if !reads_weights(&node.op_type, i)
+                && let Some(w) = self.file_weights.remove(name)
+            {
+                self.values.insert(name.clone(), Value::Const(w.to_array()));
+            }
             if let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name).cloned()
                 && !(keeps_flattened && i == 0)
             {
@@ -554,20 +595,15 @@ impl Importer {
         drop_unused(&mut nodes, &out);
         fuse_activations(&mut nodes);
         let renamed = shorten_names(&mut nodes, &self.spec.input_name);
-        let weights = self
-            .weights
-            .iter()
+        // Each weight becomes its tensor: the one copy of a weight still in the file.
+        let weights = std::mem::take(&mut self.weights)
+            .into_iter()
             .filter_map(|(key, w)| {
                 let (node, role) = key.rsplit_once('.')?;
                 let node = renamed.get(node)?;
                 Some((format!("{node}.{role}"), w))
             })
-            .map(|(key, w)| {
-                let data: Vec<f32> = w.data.iter().map(|&v| v as f32).collect();
-                let t = Tensor::from_vec(data, w.dims.clone(), &Device::Cpu)
-                    .map_err(|e| crate::error::report(&e))?;
-                Ok((key, t))
-            })
+            .map(|(key, w)| Ok((key, w.into_tensor().map_err(|e| crate::error::report(&e))?)))
             .collect::<Fallible<Weights>>()?;
         let spec = GraphSpec { nodes, ..self.spec };
         let graph = Graph::new(spec).map_err(|e| crate::error::report(&e))?;

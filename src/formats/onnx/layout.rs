@@ -10,6 +10,7 @@ use super::array::{self, Array};
 use super::import::{Importer, NOT_REAL, Value};
 use super::ops::OpNode;
 use super::proto::{GraphProto, NodeProto};
+use super::weight::Weight;
 use crate::model::Op;
 
 /// A value computed at run time: node (or graph input) `source`'s output, permuted by
@@ -158,11 +159,7 @@ impl Importer {
     }
 
     /// The node a Dense reads for the value `name`, and the kernel to use with it.
-    pub(super) fn dense_input(
-        &mut self,
-        name: &str,
-        kernel: Array<f64>,
-    ) -> Fallible<(String, Array<f64>)> {
+    pub(super) fn dense_input(&mut self, name: &str, kernel: Weight) -> Fallible<(String, Weight)> {
         let Value::Flattened { of, name: flat_name } = self.value(name)?.clone() else {
             let (x, _) = self.real_input(name)?;
             return Ok((x, kernel));
@@ -172,7 +169,7 @@ impl Importer {
             return Err(format!("'{name}' lost its layout"));
         };
         let total: usize = source_shape.iter().product();
-        let &[rows, units] = kernel.dims.as_slice() else {
+        let &[rows, _] = kernel.dims.as_slice() else {
             return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
         };
         if rows != total {
@@ -183,12 +180,7 @@ impl Importer {
         let order = Array { dims: source_shape, data: (0..total).collect(), integer: true }
             .transpose(perm)?
             .data;
-        let mut reordered = vec![0.0; kernel.data.len()];
-        for (i, &o) in order.iter().enumerate() {
-            reordered[o * units..(o + 1) * units]
-                .copy_from_slice(&kernel.data[i * units..(i + 1) * units]);
-        }
-        Ok((flat, Array { dims: kernel.dims, data: reordered, integer: kernel.integer }))
+        Ok((flat, kernel.rows_moved(&order)?))
     }
 }
 

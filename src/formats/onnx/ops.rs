@@ -10,6 +10,7 @@ use super::import::{Importer, Value, display_name};
 use super::layout::Computed;
 use super::proto::NodeProto;
 use super::tensor::constant_attr;
+use super::weight::Weight;
 use crate::model::{Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding};
 
 /// How a node of an op becomes its output's value.
@@ -44,7 +45,7 @@ const OPS: &[OnnxOp] = &[
     op("Ceil", |im, n| im.unary(n, Unary::Ceil)),
     op("Clip", |im, n| im.clip(n)),
     op("Concat", |im, n| im.concat(n)),
-    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, &im.source())?))),
+    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.source())?))),
     op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
     op("Conv", |im, n| im.conv(n)),
     op("ConvTranspose", |im, n| im.conv_transpose(n)),
@@ -184,7 +185,7 @@ impl Importer {
     }
 
     fn matmul(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let kernel = self.constant(n.input(1).ok_or("needs B")?)?;
+        let kernel = self.weight(n.input(1).ok_or("needs B")?)?;
         if let Value::Computed(c) = self.value(n.first)?.clone()
             && self.shape(&c).len() > 1
         {
@@ -196,7 +197,7 @@ impl Importer {
 
     /// A MatMul over the last axis of a channels-last view of a `[C, H, W]` value
     /// (ConvNeXt's Linear layers): a 1×1 convolution of the channels-first source.
-    fn channel_matmul(&mut self, base: &str, c: &Computed, kernel: Array<f64>) -> Fallible<Value> {
+    fn channel_matmul(&mut self, base: &str, c: &Computed, kernel: Weight) -> Fallible<Value> {
         let source = self.shapes.get(&c.source).cloned().unwrap_or_default();
         let last = c.perm.as_ref().map_or(source.len().saturating_sub(1), |p| p[p.len() - 1]);
         if source.len() != 3 || last != 0 {
@@ -211,7 +212,7 @@ impl Importer {
         if rows != source[0] {
             return Err(format!("weights of shape {:?} for {} channels", kernel.dims, source[0]));
         }
-        let kernel = kernel.transpose(&[1, 0])?.reshape(vec![units, rows, 1, 1])?;
+        let kernel = kernel.transposed()?.reshape(vec![units, rows, 1, 1])?;
         let op = Op::Conv2d {
             filters: units,
             kernel: [1, 1],
@@ -222,7 +223,7 @@ impl Importer {
             bias: false,
             activation: Activation::Linear,
         };
-        let name = self.emit(base, op, vec![c.source.clone()], vec![("kernel", kernel)])?;
+        let name = self.emit_weights(base, op, vec![c.source.clone()], vec![("kernel", kernel)])?;
         Ok(self.keep_layout(name, c))
     }
 
@@ -424,7 +425,7 @@ impl Importer {
 
     fn conv_transpose(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let (x, shape) = self.real_input(n.first)?;
-        let kernel = self.constant(n.node.input.get(1).ok_or("needs weights")?)?;
+        let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?;
         let &[c, per_group, kh, kw] = kernel.dims.as_slice() else {
             return Err(format!("weights of shape {:?}: only 2-D is supported", kernel.dims));
         };
@@ -460,14 +461,14 @@ impl Importer {
         };
         let mut weights = vec![("kernel", kernel)];
         if let Some(b) = n.input(2) {
-            weights.push(("bias", per_channel(&self.constant(b)?, per_group * groups, 1)?));
+            weights.push(("bias", per_channel(&self.constant(b)?, per_group * groups, 1)?.into()));
         }
-        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+        Ok(Value::computed(self.emit_weights(n.base, op, vec![x], weights)?))
     }
 
     fn conv(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let (x, shape) = self.real_input(n.first)?;
-        let kernel = self.constant(n.node.input.get(1).ok_or("needs weights")?)?;
+        let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?;
         let &[filters, _, kh, kw] = kernel.dims.as_slice() else {
             return Err(format!(
                 "weights of shape {:?}: only 2-D convolution is supported",
@@ -496,19 +497,19 @@ impl Importer {
             activation: Activation::Linear,
         };
         let mut weights = vec![("kernel", kernel)];
-        weights.extend(bias.map(|b| ("bias", b)));
-        Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+        weights.extend(bias.map(|b| ("bias", b.into())));
+        Ok(Value::computed(self.emit_weights(n.base, op, vec![x], weights)?))
     }
 
     fn gemm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         if n.a.int("transA", 0)? != 0 {
             return Err("transA=1 would transpose the batch axis".into());
         }
-        let b = self.constant(n.node.input.get(1).ok_or("needs B")?)?;
-        let b = if n.a.int("transB", 0)? != 0 { b.transpose(&[1, 0])? } else { b };
-        let alpha = f64::from(n.a.float("alpha", 1.0)?);
+        let b = self.weight(n.node.input.get(1).ok_or("needs B")?)?;
+        let b = if n.a.int("transB", 0)? != 0 { b.transposed()? } else { b };
+        let alpha = n.a.float("alpha", 1.0)?;
         let beta = f64::from(n.a.float("beta", 1.0)?);
-        let (x, kernel) = self.dense_input(n.first, b.map(|v| v * alpha))?;
+        let (x, kernel) = self.dense_input(n.first, b.scaled(alpha))?;
         let bias = match n.input(2) {
             Some(c) => Some(self.constant(c)?.map(|v| v * beta)),
             None => None,
@@ -520,7 +521,7 @@ impl Importer {
         &mut self,
         base: &str,
         x: String,
-        kernel: Array<f64>,
+        kernel: Weight,
         bias: Option<Array<f64>>,
     ) -> Fallible<Value> {
         let &[_, units] = kernel.dims.as_slice() else {
@@ -529,8 +530,8 @@ impl Importer {
         let bias = bias.map(|b| per_channel(&b, units, 1)).transpose()?;
         let op = Op::Dense { units, bias: bias.is_some(), activation: Activation::Linear };
         let mut weights = vec![("kernel", kernel)];
-        weights.extend(bias.map(|b| ("bias", b)));
-        Ok(Value::computed(self.emit(base, op, vec![x], weights)?))
+        weights.extend(bias.map(|b| ("bias", b.into())));
+        Ok(Value::computed(self.emit_weights(base, op, vec![x], weights)?))
     }
 
     /// Add/Sub/Mul/Div of two values, and Sum/Mean/Max/Min of any number, folded left.

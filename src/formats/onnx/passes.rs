@@ -59,7 +59,7 @@ impl Importer {
             Op::Dense { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
             _ => {}
         }
-        self.weights.push((format!("{}.bias", x.source), b.map(|v| v * sign)));
+        self.weights.push((format!("{}.bias", x.source), b.map(|v| v * sign).into()));
         Ok(Some(Value::Computed(x.clone())))
     }
 }

@@ -2,100 +2,164 @@
 //! the file, so they are checked against the data (and the file's length) before anything
 //! is allocated.
 
+use bytes::Bytes;
+
 use super::Fallible;
 use super::array::Array;
 use super::attrs::Attrs;
 use super::external::Source;
 use super::proto::{TensorProto, attribute_type, data_type};
+use super::weight::Weight;
+use crate::formats::mapped::{self, BLOCK, Pages};
+
+/// An initializer as the importer keeps it: a float tensor with raw data (inline or
+/// external) as a [`Weight`] still in the file, anything else as an `f64` array.
+pub(super) enum Initializer {
+    Weight(Weight),
+    Const(Array<f64>),
+}
+
+/// Reads initializer `t` (see [`tensor_array`] for what is checked).
+pub(super) fn initializer(t: &TensorProto, source: &Source) -> Fallible<Initializer> {
+    let checked = Checked::new(t, source)?;
+    if t.data_type == data_type::FLOAT
+        && let Some(bytes) = checked.raw(4)?
+    {
+        let bytes = bytes.clone();
+        let pages = checked.pages.clone();
+        return Ok(Initializer::Weight(Weight::in_file(checked.dims, bytes, pages)));
+    }
+    checked.array().map(Initializer::Const)
+}
 
 /// A tensor's data as `f64` (read from its external file if it has one), refusing
 /// unsupported types and sizes that disagree with the data or could not fit in the file,
 /// before allocating anything.
 pub(super) fn tensor_array(t: &TensorProto, source: &Source) -> Fallible<Array<f64>> {
-    let what =
-        if t.name.is_empty() { "a tensor".to_string() } else { format!("tensor '{}'", t.name) };
-    let external = (t.data_location == 1 || !t.external_data.is_empty())
-        .then(|| source.external_bytes(t, &what))
-        .transpose()?;
-    let raw_data = external.as_deref().unwrap_or(&t.raw_data);
-    // An inline tensor cannot hold more values than the file has bytes; an external one
-    // more than its data file gave.
-    let file_len = source.file_len.max(raw_data.len());
-    let dims = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("{what} has a negative size {d}")))
-        .collect::<Fallible<Vec<usize>>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= file_len)
-        .ok_or_else(|| {
-            format!("{what} declares shape {dims:?}, more values than the whole file holds")
-        })?;
-    let raw = |width: usize| -> Fallible<Option<&[u8]>> {
-        if raw_data.is_empty() && external.is_none() {
-            return Ok(None);
-        }
-        if raw_data.len() != count * width {
+    Checked::new(t, source)?.array()
+}
+
+/// A tensor whose shape has been checked against the length of the file it came from.
+struct Checked<'t> {
+    t: &'t TensorProto,
+    what: String,
+    dims: Vec<usize>,
+    count: usize,
+    /// The raw data, from the model file or its external file, if it has any.
+    raw_data: Option<Bytes>,
+    /// The pages the raw data is in.
+    pages: Pages,
+}
+
+impl<'t> Checked<'t> {
+    fn new(t: &'t TensorProto, source: &Source) -> Fallible<Checked<'t>> {
+        let what =
+            if t.name.is_empty() { "a tensor".to_string() } else { format!("tensor '{}'", t.name) };
+        let (raw_data, pages) = if t.data_location == 1 || !t.external_data.is_empty() {
+            let (bytes, pages) = source.external_bytes(t, &what)?;
+            (Some(bytes), pages)
+        } else {
+            let inline = (!t.raw_data.is_empty()).then(|| t.raw_data.clone());
+            (inline, source.pages.clone())
+        };
+        // An inline tensor cannot hold more values than the file has bytes; an external
+        // one more than its data file gave.
+        let file_len = source.file_len.max(raw_data.as_ref().map_or(0, Bytes::len));
+        let dims = t
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("{what} has a negative size {d}")))
+            .collect::<Fallible<Vec<usize>>>()?;
+        let count = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= file_len)
+            .ok_or_else(|| {
+                format!("{what} declares shape {dims:?}, more values than the whole file holds")
+            })?;
+        Ok(Checked { t, what, dims, count, raw_data, pages })
+    }
+
+    /// The raw data, checked to hold `count` values of `width` bytes; `None` when the
+    /// values are in a typed field instead.
+    fn raw(&self, width: usize) -> Fallible<Option<&Bytes>> {
+        let Some(raw_data) = &self.raw_data else { return Ok(None) };
+        if raw_data.len() != self.count * width {
             return Err(format!(
-                "{what} declares shape {dims:?} but holds {} bytes of data",
+                "{} declares shape {:?} but holds {} bytes of data",
+                self.what,
+                self.dims,
                 raw_data.len()
             ));
         }
         Ok(Some(raw_data))
-    };
-    let typed = |len: usize| -> Fallible<()> {
-        if len != count {
-            return Err(format!("{what} declares shape {dims:?} but holds {len} values"));
-        }
-        Ok(())
-    };
-    let data: Vec<f64> = match t.data_type {
-        data_type::FLOAT => match raw(4)? {
-            Some(bytes) => bytes
-                .chunks_exact(4)
-                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
-            None => {
-                typed(t.float_data.len())?;
-                t.float_data.iter().map(|&v| f64::from(v)).collect()
-            }
-        },
-        data_type::DOUBLE => match raw(8)? {
-            Some(bytes) => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(eight(c))).collect(),
-            None => {
-                typed(t.double_data.len())?;
-                t.double_data.clone()
-            }
-        },
-        data_type::INT64 => match raw(8)? {
-            Some(bytes) => {
-                bytes.chunks_exact(8).map(|c| i64::from_le_bytes(eight(c)) as f64).collect()
-            }
-            None => {
-                typed(t.int64_data.len())?;
-                t.int64_data.iter().map(|&v| v as f64).collect()
-            }
-        },
-        data_type::INT32 => match raw(4)? {
-            Some(bytes) => bytes
-                .chunks_exact(4)
-                .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
-            None => {
-                typed(t.int32_data.len())?;
-                t.int32_data.iter().map(|&v| f64::from(v)).collect()
-            }
-        },
-        other => {
+    }
+
+    fn typed(&self, len: usize) -> Fallible<()> {
+        if len != self.count {
             return Err(format!(
-                "{what} has ONNX data type {other}; convscope reads float, double, int32 and int64"
+                "{} declares shape {:?} but holds {len} values",
+                self.what, self.dims
             ));
         }
-    };
-    let integer = matches!(t.data_type, data_type::INT64 | data_type::INT32);
-    Ok(Array { dims, data, integer })
+        Ok(())
+    }
+
+    fn array(self) -> Fallible<Array<f64>> {
+        let t = self.t;
+        let data: Vec<f64> = match t.data_type {
+            data_type::FLOAT => match self.raw(4)? {
+                Some(bytes) => {
+                    let mut data = Vec::with_capacity(self.count);
+                    mapped::f32_blocks(bytes, &self.pages, BLOCK, |_, block| {
+                        data.extend(block.iter().map(|&v| f64::from(v)))
+                    });
+                    data
+                }
+                None => {
+                    self.typed(t.float_data.len())?;
+                    t.float_data.iter().map(|&v| f64::from(v)).collect()
+                }
+            },
+            data_type::DOUBLE => match self.raw(8)? {
+                Some(bytes) => {
+                    bytes.chunks_exact(8).map(|c| f64::from_le_bytes(eight(c))).collect()
+                }
+                None => {
+                    self.typed(t.double_data.len())?;
+                    t.double_data.clone()
+                }
+            },
+            data_type::INT64 => match self.raw(8)? {
+                Some(bytes) => {
+                    bytes.chunks_exact(8).map(|c| i64::from_le_bytes(eight(c)) as f64).collect()
+                }
+                None => {
+                    self.typed(t.int64_data.len())?;
+                    t.int64_data.iter().map(|&v| v as f64).collect()
+                }
+            },
+            data_type::INT32 => match self.raw(4)? {
+                Some(bytes) => bytes
+                    .chunks_exact(4)
+                    .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+                None => {
+                    self.typed(t.int32_data.len())?;
+                    t.int32_data.iter().map(|&v| f64::from(v)).collect()
+                }
+            },
+            other => {
+                return Err(format!(
+                    "{} has ONNX data type {other}; convscope reads float, double, int32 and \
+                     int64",
+                    self.what
+                ));
+            }
+        };
+        let integer = matches!(t.data_type, data_type::INT64 | data_type::INT32);
+        Ok(Array { dims: self.dims, data, integer })
+    }
 }
 
 fn eight(c: &[u8]) -> [u8; 8] {

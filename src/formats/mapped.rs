@@ -1,0 +1,187 @@
+//! A model file's bytes, memory-mapped so that loading touches only what it reads: the
+//! readers parse the file's structure in place, and each weight is copied once, into the
+//! f32 layout the model keeps, with the copied pages handed back as it goes ([`Pages`]).
+//! Touched pages of a mapping count in the process's resident memory until they are let
+//! go, so without that a loaded model would cost the file's size twice.
+//!
+//! A file that cannot be mapped (a pipe, a special file) is read instead; so is anything
+//! the caller already holds in memory ([`FileBytes::from`]).
+
+#![allow(unsafe_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+/// The bytes of a model file: a slice of a mapping, or read into memory.
+#[derive(Clone, Debug)]
+pub struct FileBytes {
+    bytes: Bytes,
+    pages: Pages,
+}
+
+/// The mapping a file's bytes live in, if they were mapped: [`Pages::release`] lets the
+/// kernel drop pages that have been copied out. Read bytes have none.
+#[derive(Clone, Debug, Default)]
+pub struct Pages(Option<Arc<Mmap>>);
+
+/// `Bytes` over a shared mapping (`Bytes::from_owner` takes `AsRef<[u8]>`).
+struct Shared(Arc<Mmap>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl FileBytes {
+    /// The file at `path`, mapped, or read where it cannot be mapped.
+    pub fn open(path: &Path) -> std::io::Result<FileBytes> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: the mapping is read-only and private to this process. Its contents change
+        // only if another program rewrites the file in place while it is being loaded (a
+        // truncation would fault); convscope's own writer replaces files by renaming, and a
+        // loaded model keeps no reference into the mapping.
+        match unsafe { Mmap::map(&file) } {
+            Ok(map) => {
+                let map = Arc::new(map);
+                Ok(FileBytes {
+                    bytes: Bytes::from_owner(Shared(Arc::clone(&map))),
+                    pages: Pages(Some(map)),
+                })
+            }
+            Err(_) => Ok(FileBytes::from(std::fs::read(path)?)),
+        }
+    }
+
+    /// The bytes, shared: slices of them keep the mapping alive and copy nothing.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The mapping the bytes are in, to release copied parts of them.
+    pub fn pages(&self) -> &Pages {
+        &self.pages
+    }
+
+    /// A part of the bytes, in the same pages.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> FileBytes {
+        FileBytes { bytes: self.bytes.slice(range), pages: self.pages.clone() }
+    }
+
+    /// Whether the bytes are a mapping of the file (rather than read into memory).
+    pub fn is_mapped(&self) -> bool {
+        self.pages.0.is_some()
+    }
+}
+
+impl From<Vec<u8>> for FileBytes {
+    fn from(bytes: Vec<u8>) -> FileBytes {
+        FileBytes { bytes: Bytes::from(bytes), pages: Pages::default() }
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Pages {
+    /// Lets the kernel drop the resident pages under `part`, which has been copied out: a
+    /// later read faults them in again from the file. Does nothing for bytes that are not
+    /// in this mapping.
+    pub fn release(&self, part: &[u8]) {
+        #[cfg(unix)]
+        if let Some(map) = &self.0
+            && let Some(offset) = (part.as_ptr() as usize).checked_sub(map.as_ptr() as usize)
+            && offset.checked_add(part.len()).is_some_and(|end| end <= map.len())
+        {
+            // SAFETY: the range lies inside the mapping, which is read-only and backed by
+            // the file: dropping its pages loses nothing, since every later read of them
+            // (through any slice still alive) is served from the file again. Pages at the
+            // ends shared with neighbouring data are dropped too, equally harmlessly. A
+            // failure only means the pages stay resident.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, part.len())
+            };
+        }
+    }
+}
+
+/// Floats decoded per block: a block's pages are released once it is copied, so at most
+/// this much of a mapped tensor is resident besides its copy.
+pub const BLOCK: usize = 1 << 20;
+
+/// Calls `f` with the little-endian f32s of `bytes` (a whole number of them), in blocks of
+/// `block` floats (the last may be shorter) with the index of each block's first float,
+/// releasing each block's pages of `pages` once `f` has it.
+pub fn f32_blocks(bytes: &[u8], pages: &Pages, block: usize, mut f: impl FnMut(usize, &[f32])) {
+    let mut buffer = Vec::with_capacity(block.min(bytes.len() / 4));
+    for (i, chunk) in bytes.chunks(block.max(1) * 4).enumerate() {
+        buffer.clear();
+        buffer.extend(chunk.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        f(i * block.max(1), &buffer);
+        pages.release(chunk);
+    }
+}
+
+/// An empty vector with room for `len` floats, on huge pages where the kernel has them
+/// (Linux's transparent huge pages, on request): a weight is written once, and with 4 KB
+/// pages most of a load's time was the page faults of its fresh memory.
+pub fn weight_buffer(len: usize) -> Vec<f32> {
+    let buffer: Vec<f32> = Vec::with_capacity(len);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (buffer.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (buffer.as_ptr() as usize + len * 4) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside the vector's allocation, which nothing has
+            // touched yet; the advice only chooses the page size that backs it, never its
+            // contents. A failure leaves ordinary pages.
+            let _ = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+            };
+        }
+    }
+    buffer
+}
+
+/// The little-endian f32s of `bytes`, copied once, releasing the copied pages of `pages`.
+pub fn f32s(bytes: &[u8], pages: &Pages) -> Vec<f32> {
+    let mut out = weight_buffer(bytes.len() / 4);
+    f32_blocks(bytes, pages, BLOCK, |_, block| out.extend_from_slice(block));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_and_read_bytes_decode_alike_and_survive_release() {
+        let values: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bin");
+        std::fs::write(&path, [&[1u8, 2, 3][..], &raw].concat()).unwrap();
+        let mapped = FileBytes::open(&path).unwrap();
+        assert!(mapped.is_mapped());
+        // An unaligned slice, as a tensor inside a protobuf is.
+        let part = mapped.bytes().slice(3..);
+        assert_eq!(f32s(&part, mapped.pages()), values);
+        // Released pages read back the same from the file.
+        assert_eq!(f32s(&part, mapped.pages()), values);
+        let read = FileBytes::from(std::fs::read(&path).unwrap());
+        assert!(!read.is_mapped());
+        assert_eq!(f32s(&read[3..], read.pages()), values);
+        let mut starts = Vec::new();
+        f32_blocks(&part, mapped.pages(), 1024, |start, block| starts.push((start, block.len())));
+        assert_eq!(starts, vec![(0, 1024), (1024, 1024), (2048, 952)]);
+    }
+}
