@@ -14,13 +14,12 @@
 //! wrap-around adds nothing. Groups run in parallel over the rayon pool (images × groups
 //! jobs), so a single image uses every thread.
 //!
-//! The sums are plain Rust, compiled twice: with AVX2 and FMA where the CPU has them
-//! (detected at run time, as for `direct`), and for the baseline CPU otherwise.
+//! The sums run in AVX2 and FMA where the CPU has them (detected at run time, as for
+//! `direct`), in plain Rust otherwise.
 
 use rayon::prelude::*;
 
 use super::phased::Phased;
-use super::relu::activate;
 use super::{Scratch, Window, direct};
 use crate::error::{Error, Result};
 
@@ -195,12 +194,7 @@ impl GroupedConv {
                 for (f, y) in y.chunks_exact_mut(oh * ow).enumerate() {
                     let filter = g * filters + f;
                     correlate(input, &self.offsets, &ks[filter * taps..(filter + 1) * taps], wide)?;
-                    let b = bias.map_or(0.0, |b| b[filter]);
-                    for (dst, src) in y.chunks_exact_mut(ow).zip(wide.chunks_exact(width)) {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = activate(s + b, relu);
-                        }
-                    }
+                    crop(wide, width, y, ow, bias.map_or(0.0, |b| b[filter]), relu);
                 }
                 Ok(())
             },
@@ -272,61 +266,100 @@ pub(super) fn correlate(
     #[cfg(target_arch = "x86_64")]
     if direct::available() {
         #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        // SAFETY: the CPU has AVX2 and FMA, and `reach` bounds every load (see
+        // `avx2::correlate`).
         unsafe {
-            correlate_fma(src, offsets, weights, out)
+            avx2::correlate(src, offsets, weights, out)
         };
         return Ok(());
     }
-    correlate_chunks::<false>(src, offsets, weights, out);
+    correlate_plain(src, offsets, weights, out);
     Ok(())
 }
 
-/// [`correlate_chunks`] compiled for AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn correlate_fma(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f32]) {
-    correlate_chunks::<true>(src, offsets, weights, out);
-}
-
-/// [`correlate`] after its checks, with fused multiply-adds when `FMA` (the CPU has them).
-#[inline(always)]
-fn correlate_chunks<const FMA: bool>(
-    src: &[f32],
-    offsets: &[usize],
-    weights: &[f32],
-    out: &mut [f32],
-) {
-    let done = out.len() - out.len() % CHUNK;
-    let mut chunks = out.chunks_exact_mut(CHUNK);
-    for (i, chunk) in chunks.by_ref().enumerate() {
-        chunk.copy_from_slice(&chunk_sum::<FMA>(src, i * CHUNK, offsets, weights));
-    }
-    let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let sum = chunk_sum::<FMA>(src, done, offsets, weights);
-        tail.copy_from_slice(&sum[..tail.len()]);
+/// [`correlate`] after its checks, for any CPU.
+fn correlate_plain(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f32]) {
+    for (i, chunk) in out.chunks_mut(CHUNK).enumerate() {
+        let mut acc = [0.0f32; CHUNK];
+        for (&offset, &weight) in offsets.iter().zip(weights) {
+            let start = i * CHUNK + offset;
+            let Some(x) = src.get(start..start + CHUNK) else { continue };
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a += x * weight;
+            }
+        }
+        chunk.copy_from_slice(&acc[..chunk.len()]);
     }
 }
 
-/// The sums of the chunk of pixels from `start`, by value so they stay in registers.
-#[inline(always)]
-fn chunk_sum<const FMA: bool>(
-    src: &[f32],
-    start: usize,
-    offsets: &[usize],
-    weights: &[f32],
-) -> [f32; CHUNK] {
-    let mut acc = [0.0f32; CHUNK];
-    for (&offset, &weight) in offsets.iter().zip(weights) {
-        let Some(x) = src.get(start + offset..).and_then(<[f32]>::first_chunk::<CHUNK>) else {
-            continue;
-        };
-        for (a, &x) in acc.iter_mut().zip(x) {
-            *a = if FMA { x.mul_add(weight, *a) } else { *a + x * weight };
+/// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of `plane`,
+/// adding `bias` and applying a ReLU when `relu` is set (as [`activate`](super::relu::activate) does: NaN
+/// to zero).
+fn crop(wide: &[f32], width: usize, plane: &mut [f32], ow: usize, bias: f32, relu: bool) {
+    // The branch outside the loops, so that each loop is vectorised.
+    for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
+        if relu {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                let z = s + bias;
+                *d = if z > 0.0 { z } else { 0.0 };
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s + bias;
+            }
         }
     }
-    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::CHUNK;
+
+    /// AVX vectors per chunk.
+    const VECTORS: usize = CHUNK / 8;
+
+    /// [`correlate`](super::correlate) in AVX2 and FMA, a chunk's sums in registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `weights` is as long as `offsets`; `src` holds at least
+    /// `out.len()` rounded up to [`CHUNK`] plus `max(offsets)` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn correlate(
+        src: &[f32],
+        offsets: &[usize],
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller's bounds cover every load; stores stay inside `out` (a partial
+        // last chunk goes through `tail`).
+        unsafe {
+            for start in (0..out.len()).step_by(CHUNK) {
+                let mut acc = [_mm256_setzero_ps(); VECTORS];
+                for (&offset, &weight) in offsets.iter().zip(weights) {
+                    let x = src.as_ptr().add(start + offset);
+                    let w = _mm256_set1_ps(weight);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(8 * v)), *acc);
+                    }
+                }
+                let len = (out.len() - start).min(CHUNK);
+                if len == CHUNK {
+                    for (v, acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(start + 8 * v), *acc);
+                    }
+                } else {
+                    let mut tail = [0.0f32; CHUNK];
+                    for (v, acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(tail.as_mut_ptr().add(8 * v), *acc);
+                    }
+                    out[start..].copy_from_slice(&tail[..len]);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -403,7 +436,7 @@ mod tests {
 
     #[test]
     fn the_baseline_sums_match_the_dispatched_ones() {
-        // On an AVX2 machine `correlate` runs the FMA build; the baseline build must agree.
+        // On an AVX2 machine `correlate` runs the AVX2 kernel; the plain one must agree.
         let src: Vec<f32> = (0..400).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
         let offsets = [0, 3, 17, 40, 41, 99];
         let weights = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5];
@@ -411,7 +444,7 @@ mod tests {
             let mut dispatched = vec![0.0; len];
             correlate(&src, &offsets, &weights, &mut dispatched).unwrap();
             let mut baseline = vec![0.0; len];
-            correlate_chunks::<false>(&src, &offsets, &weights, &mut baseline);
+            correlate_plain(&src, &offsets, &weights, &mut baseline);
             let by_hand: Vec<f32> = (0..len)
                 .map(|p| offsets.iter().zip(&weights).map(|(&o, &w)| w * src[p + o]).sum())
                 .collect();

@@ -10,6 +10,8 @@
 //! "wide" output wrap into the next row; kernels compute and drop them. With stride 1 there
 //! is one phase, the plain padded plane.
 
+use std::ops::Range;
+
 use super::Window;
 
 /// The phase-split layout of one padded plane, for a window's stride, dilation and padding.
@@ -77,29 +79,32 @@ impl Phased {
     /// padded with zeros and split by phase.
     pub(super) fn pack(&self, src: &[f32], dst: &mut [f32]) {
         let [h, w] = self.source;
-        let [top, left] = self.pads;
-        let [sh, sw] = self.stride;
-        let [rows, cols] = self.cell;
-        for (phase, cell) in dst.chunks_exact_mut(self.phase_len()).enumerate() {
-            let (pv, ph) = (phase / sw, phase % sw);
-            // Phase columns `lo..hi` hold input columns `j·sw + ph − left` inside `0..w`.
-            let lo = left.saturating_sub(ph).div_ceil(sw).min(cols);
-            let hi = (w + left).saturating_sub(ph).div_ceil(sw).clamp(lo, cols);
-            for (r, row) in cell.chunks_exact_mut(cols).enumerate().take(rows) {
-                let iy = (r * sh + pv).checked_sub(top).filter(|&iy| iy < h);
-                let Some(iy) = iy.filter(|_| lo < hi) else {
-                    row.fill(0.0);
-                    continue;
-                };
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let src = &src[iy * w..(iy + 1) * w];
-                let first = lo * sw + ph - left;
-                if sw == 1 {
-                    row[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                } else {
-                    for (d, &s) in row[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                        *d = s;
+        let left = self.pads[1];
+        let (sw, phase_len) = (self.stride[1], self.phase_len());
+        dst.fill(0.0);
+        // Row by input row: each goes to one row of each of its `sw` phases.
+        for (iy, src) in src.chunks_exact(w).enumerate().take(h) {
+            let row = self.row(iy);
+            match sw {
+                1 => dst[row + left..row + left + w].copy_from_slice(src),
+                2 => {
+                    let (a, b) = pair_ranges(left, w);
+                    let (a_row, b_row) = dst[row..].split_at_mut(phase_len);
+                    let (a_row, b_row) =
+                        if left % 2 == 0 { (a_row, b_row) } else { (b_row, a_row) };
+                    let (a, b) = (&mut a_row[a], &mut b_row[b]);
+                    let mut pairs = src.chunks_exact(2);
+                    for ((x, y), pair) in a.iter_mut().zip(b.iter_mut()).zip(&mut pairs) {
+                        (*x, *y) = (pair[0], pair[1]);
+                    }
+                    if let ([last], Some(x)) = (pairs.remainder(), a.last_mut()) {
+                        *x = *last;
+                    }
+                }
+                _ => {
+                    for (ix, &v) in src.iter().enumerate() {
+                        let px = ix + left;
+                        dst[row + (px % sw) * phase_len + px / sw] = v;
                     }
                 }
             }
@@ -110,22 +115,51 @@ impl Phased {
     /// lie inside the padding, each pixel from its phase.
     pub(super) fn unpack(&self, src: &[f32], dst: &mut [f32]) {
         let [h, w] = self.source;
-        let [top, left] = self.pads;
-        let [sh, sw] = self.stride;
-        let cols = self.cell[1];
-        for (iy, row) in dst.chunks_exact_mut(w).enumerate().take(h) {
-            let py = iy + top;
-            let start = (py % sh) * sw * self.phase_len() + (py / sh) * cols;
-            if sw == 1 {
-                row.copy_from_slice(&src[start + left..start + left + w]);
-                continue;
-            }
-            for (ix, d) in row.iter_mut().enumerate() {
-                let px = ix + left;
-                *d = src[start + (px % sw) * self.phase_len() + px / sw];
+        let left = self.pads[1];
+        let (sw, phase_len) = (self.stride[1], self.phase_len());
+        for (iy, dst) in dst.chunks_exact_mut(w).enumerate().take(h) {
+            let row = self.row(iy);
+            match sw {
+                1 => dst.copy_from_slice(&src[row + left..row + left + w]),
+                2 => {
+                    let (a, b) = pair_ranges(left, w);
+                    let (a_row, b_row) =
+                        (row + (left % 2) * phase_len, row + (1 - left % 2) * phase_len);
+                    let (a, b) = (&src[a_row..][a], &src[b_row..][b]);
+                    let mut pairs = dst.chunks_exact_mut(2);
+                    for ((pair, &x), &y) in (&mut pairs).zip(a).zip(b) {
+                        (pair[0], pair[1]) = (x, y);
+                    }
+                    if let ([last], Some(&x)) = (pairs.into_remainder(), a.last()) {
+                        *last = x;
+                    }
+                }
+                _ => {
+                    for (ix, d) in dst.iter_mut().enumerate() {
+                        let px = ix + left;
+                        *d = src[row + (px % sw) * phase_len + px / sw];
+                    }
+                }
             }
         }
     }
+
+    /// Where input row `iy` starts in its vertical phase's first column phase.
+    fn row(&self, iy: usize) -> usize {
+        let py = iy + self.pads[0];
+        let [sh, sw] = self.stride;
+        (py % sh) * sw * self.phase_len() + (py / sh) * self.cell[1]
+    }
+}
+
+/// For stride 2 across: an input row's even columns `2m` land in column phase `left mod 2`
+/// (`a`), its odd ones in the other (`b`), so one pass over the pairs (which the compiler
+/// vectorises) splits a row or joins it back. The columns `a` and `b` take in their phases.
+fn pair_ranges(left: usize, w: usize) -> (Range<usize>, Range<usize>) {
+    let start = left / 2;
+    // Column 2m+1 is padded column 2m+1+left: with odd `left` one further along its phase.
+    let b_start = start + left % 2;
+    (start..start + w.div_ceil(2), b_start..b_start + w / 2)
 }
 
 #[cfg(test)]
@@ -134,30 +168,46 @@ mod tests {
 
     #[test]
     fn phases_hold_the_padded_plane_and_unpack_inverts_pack() {
-        // 5×7 plane, stride [2, 3], dilation [1, 2], pads [top 2, left 1, bottom 0, right 3].
-        let win = Window { kernel: [3, 3], stride: [2, 3], dilation: [1, 2], pads: [2, 1, 0, 3] };
-        let (h, w) = (5, 7);
-        let phased = Phased::new([h, w], &win);
-        let src: Vec<f32> = (0..h * w).map(|i| 1.0 + i as f32).collect();
-        let mut split = vec![f32::NAN; phased.len()];
-        phased.pack(&src, &mut split);
-        // Every padded position (py, px) sits in phase (py mod 2, px mod 3).
-        let [hp, wp] = [h + 2, w + 4];
-        for py in 0..hp {
-            for px in 0..wp {
-                let phase = (py % 2) * 3 + px % 3;
-                let at = phase * phased.phase_len() + (py / 2) * phased.width() + px / 3;
-                let inside = (2..2 + h).contains(&py) && (1..1 + w).contains(&px);
-                let want = if inside { src[(py - 2) * w + px - 1] } else { 0.0 };
-                assert_eq!(split[at], want, "({py}, {px})");
+        // (plane [h, w], stride, dilation, pads [top, left, bottom, right]): stride 2 across
+        // with even and odd left padding and widths, stride 3, stride 1.
+        let cases = [
+            ([5, 7], [2, 3], [1, 2], [2, 1, 0, 3]),
+            ([6, 7], [2, 2], [1, 1], [1, 1, 1, 1]),
+            ([5, 6], [1, 2], [2, 1], [0, 2, 1, 0]),
+            ([4, 9], [3, 2], [1, 1], [1, 0, 2, 3]),
+            ([3, 4], [1, 1], [1, 1], [1, 2, 0, 1]),
+        ];
+        for ([h, w], stride, dilation, pads) in cases {
+            let win = Window { kernel: [3, 3], stride, dilation, pads };
+            let phased = Phased::new([h, w], &win);
+            let src: Vec<f32> = (0..h * w).map(|i| 1.0 + i as f32).collect();
+            let mut split = vec![f32::NAN; phased.len()];
+            phased.pack(&src, &mut split);
+            // Every padded position (py, px) sits in phase (py mod sh, px mod sw).
+            let [top, left, bottom, right] = pads;
+            let [sh, sw] = stride;
+            for py in 0..h + top + bottom {
+                for px in 0..w + left + right {
+                    let phase = (py % sh) * sw + px % sw;
+                    let at = phase * phased.phase_len() + (py / sh) * phased.width() + px / sw;
+                    let inside = (top..top + h).contains(&py) && (left..left + w).contains(&px);
+                    let want = if inside { src[(py - top) * w + px - left] } else { 0.0 };
+                    assert_eq!(split[at], want, "{win:?} ({py}, {px})");
+                }
             }
+            assert!(split.iter().all(|v| v.is_finite()), "{win:?}: every value written");
+            // Tap (2, 2) of output (1, 1) reads padded (sh + 2·dh, sw + 2·dw).
+            let p = phased.width() + 1;
+            let [iy, ix] = [sh + 2 * dilation[0], sw + 2 * dilation[1]];
+            let want = if (top..top + h).contains(&iy) && (left..left + w).contains(&ix) {
+                src[(iy - top) * w + ix - left]
+            } else {
+                0.0
+            };
+            assert_eq!(split[p + phased.offset(2, 2)], want, "{win:?}");
+            let mut back = vec![0.0; h * w];
+            phased.unpack(&split, &mut back);
+            assert_eq!(back, src, "{win:?}");
         }
-        assert!(split.iter().all(|v| v.is_finite()), "every value written");
-        // Tap (2, 2) of output (1, 1) reads padded (1·2 + 2, 1·3 + 4) = (4, 7).
-        let p = phased.width() + 1;
-        assert_eq!(split[p + phased.offset(2, 2)], src[2 * w + 6]);
-        let mut back = vec![0.0; h * w];
-        phased.unpack(&split, &mut back);
-        assert_eq!(back, src);
     }
 }
