@@ -91,7 +91,7 @@ impl Phased {
                     let (a, b) = pair_ranges(left, w);
                     let (a_row, b_row) = dst[row..].split_at_mut(phase_len);
                     let (a_row, b_row) =
-                        if left % 2 == 0 { (a_row, b_row) } else { (b_row, a_row) };
+                        if left.is_multiple_of(2) { (a_row, b_row) } else { (b_row, a_row) };
                     let (a, b) = (&mut a_row[a], &mut b_row[b]);
                     let mut pairs = src.chunks_exact(2);
                     for ((x, y), pair) in a.iter_mut().zip(b.iter_mut()).zip(&mut pairs) {
