@@ -419,7 +419,7 @@ mod tests {
         type Case =
             (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads, usize);
         // The first case has more taps than one pass of the kernel takes (360 > 320).
-        let cases: [Case; 15] = [
+        let cases: [Case; 16] = [
             (1, 40, 11, [10, 13], [3, 3], [1, 1], [1, 1], [1; 4], 1),
             (1, 32, 64, [26, 26], [3, 3], [1, 1], [1, 1], [0; 4], 1),
             (3, 1, 32, [28, 28], [3, 3], [1, 1], [1, 1], [0; 4], 1),
@@ -436,6 +436,9 @@ mod tests {
             (1, 5, 9, [15, 20], [5, 3], [2, 3], [1, 2], [2, 1, 0, 3], 1),
             (1, 6, 13, [7, 7], [7, 7], [2, 2], [1, 1], [3; 4], 1),
             (1, 4, 4, [9, 9], [1, 1], [2, 2], [1, 1], [1, 0, 0, 1], 1),
+            // The largest offset is not the last tap's (tap (1, 1) reads the last phase), and
+            // the planes have no gap to absorb it.
+            (1, 1, 5, [8, 6], [3, 3], [2, 2], [1, 1], [0; 4], 1),
         ];
         for (n, c, o, [h, w], kernel, stride, dilation, pads, groups) in cases {
             let win = Window { kernel, stride, dilation, pads };

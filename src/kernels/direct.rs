@@ -124,7 +124,7 @@ impl DirectConv {
             pack(group, taps, &blocks, &mut packed);
         }
         let tiles = (out[0] * phased.width()).div_ceil(TILE);
-        let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.last()?;
+        let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.iter().max()?;
         Some(DirectConv {
             source: [c, h, w],
             phased,
