@@ -1,8 +1,9 @@
 //! The conv kernels against gemm alone on the same products, on the sample model's biggest
 //! convolution (conv2d_2: 32 → 64 channels, 3×3, 26×26 → 24×24), at batch 1 and 64, and the
 //! other kernels of one activation-maximisation step (a batch of 10 classes) on the sample
-//! model's shapes. Conv throughput is in FLOP (criterion prints it as elem/s):
-//! `cargo bench --bench kernels`.
+//! model's shapes, and the shapes ImageNet models are made of (depthwise, 1×1 and strided
+//! convolutions, one image at a time as saliency runs them). Conv throughput is in FLOP
+//! (criterion prints it as elem/s; a MAC is two): `cargo bench --bench kernels`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,6 +68,72 @@ fn conv(c: &mut Criterion) {
     }
 }
 
+/// One convolution of an ImageNet-size model, forward and input gradient, on one image.
+struct Shape {
+    name: &'static str,
+    channels: usize,
+    filters: usize,
+    side: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+}
+
+fn imagenet_shapes(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let shape = |name, channels, filters, side, kernel, stride, groups| Shape {
+        name,
+        channels,
+        filters,
+        side,
+        kernel,
+        stride,
+        groups,
+    };
+    let shapes = [
+        shape("depthwise 3x3 96ch 56x56 s1", 96, 96, 56, 3, 1, 96),
+        shape("depthwise 3x3 96ch 56x56 s2", 96, 96, 56, 3, 2, 96),
+        shape("depthwise 5x5 240ch 28x28 s1", 240, 240, 28, 5, 1, 240),
+        shape("depthwise 3x3 576ch 14x14 s1", 576, 576, 14, 3, 1, 576),
+        shape("1x1 64-256 56x56", 64, 256, 56, 1, 1, 1),
+        shape("1x1 1024-256 14x14", 1024, 256, 14, 1, 1, 1),
+        shape("1x1 256-512 56x56 s2", 256, 512, 56, 1, 2, 1),
+        shape("3x3 64-128 56x56 s2", 64, 128, 56, 3, 2, 1),
+        shape("3x3 3-32 224x224 s2", 3, 32, 224, 3, 2, 1),
+    ];
+    let mut group = c.benchmark_group("imagenet");
+    for s in shapes {
+        let pad = s.kernel / 2;
+        let win = Window {
+            kernel: [s.kernel; 2],
+            stride: [s.stride; 2],
+            dilation: [1, 1],
+            pads: [pad; 4],
+        };
+        let [oh, ow] = win.out_size(s.side, s.side);
+        let kernel_dims = (s.filters, s.channels / s.groups, s.kernel, s.kernel);
+        let kernel = Tensor::randn(0f32, 0.1, kernel_dims, &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, s.filters, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1., (1, s.channels, s.side, s.side), &dev).unwrap();
+        let grad = Tensor::randn(0f32, 1., (1, s.filters, oh, ow), &dev).unwrap();
+        let dims = [1, s.channels, s.side, s.side];
+        let macs = s.filters * oh * ow * (s.channels / s.groups) * s.kernel * s.kernel;
+        group.throughput(Throughput::Elements(2 * macs as u64));
+        group.bench_function(format!("{} forward", s.name), |bench| {
+            bench.iter(|| {
+                kernels::conv2d(black_box(&x), &kernel, Some(&bias), &win, s.groups, true).unwrap()
+            })
+        });
+        group.bench_function(format!("{} input gradient", s.name), |bench| {
+            bench.iter(|| {
+                kernels::conv2d_backward_input(black_box(&grad), &kernel, dims, &win, s.groups)
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The rest of a backward pass for 10 targets at once, as activation maximisation runs it:
 /// dense_1 (9216 → 128) both ways, the 2×2 max pool's gradient, conv2d_2's input gradient
 /// from what the pool routes (mostly zeros) and conv2d_2's ReLU gradient.
@@ -109,5 +176,5 @@ fn class_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, class_batch);
+criterion_group!(benches, conv, class_batch, imagenet_shapes);
 criterion_main!(benches);

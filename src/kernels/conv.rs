@@ -1,12 +1,14 @@
 //! Convolution: forward, input gradient and weight gradient as im2col (or col2im) and gemm,
-//! for every window, group count and float type. The forward hands stride-1 f32 convs to
-//! `direct` and the input gradient hands mostly-zero f32 gradients to `sparse` where the CPU
-//! runs them; batches split image by image over the rayon pool ([`for_each_item`]).
+//! for every window, group count and float type. In f32 the forward and the input gradient
+//! of depthwise and small grouped convs go to `depthwise`; the forward hands other convs to
+//! `direct` and the input gradient hands mostly-zero gradients to `sparse` where the CPU runs
+//! them; batches split image by image over the rayon pool ([`for_each_item`]).
 
 use candle_core::{DType, Tensor};
 use num_traits::Zero;
 use rayon::prelude::*;
 
+use super::depthwise::GroupedConv;
 use super::matmul::{Mat, matmul};
 use super::relu::activate;
 use super::{
@@ -185,6 +187,14 @@ pub fn conv2d(
     let [o, ..] = dims4(kernel)?;
     let [oh, ow] = win.out_size(h, w);
     if x.dtype() == DType::F32 {
+        if let Some(plan) = GroupedConv::new(dims, o, win, groups, kernel.elem_count()) {
+            let out = with_slice::<f32, _>(x, |xs| {
+                with_slice::<f32, _>(kernel, |ks| {
+                    with_optional_slice::<f32, _>(bias, |bs| plan.forward(xs, ks, bs, relu))
+                })
+            })?;
+            return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
+        }
         let out = with_slice::<f32, _>(kernel, |ks| {
             let Some(plan) = direct::DirectConv::new(dims, o, win, groups, ks) else {
                 return Ok(None);
@@ -254,6 +264,12 @@ pub fn conv2d_backward_input(
 ) -> Result<Tensor> {
     let [_, o, ..] = dims4(grad)?;
     if grad.dtype() == DType::F32 {
+        if let Some(plan) = GroupedConv::new(input_dims, o, win, groups, kernel.elem_count()) {
+            let dx = with_slice::<f32, _>(grad, |gs| {
+                with_slice::<f32, _>(kernel, |ks| plan.backward_input(gs, ks))
+            })?;
+            return Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?);
+        }
         let sparse = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
                 let Some(plan) = sparse::SparseGradient::new(gs, ks, input_dims, o, win, groups)
@@ -398,23 +414,34 @@ mod tests {
     #[test]
     fn direct_conv_matches_im2col() {
         let dev = Device::Cpu;
-        // (n, c, o, [h, w], [kh, kw], dilation, pads [top, left, bottom, right], groups)
-        type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], Pads, usize);
+        // (n, c, o, [h, w], [kh, kw], stride, dilation, pads [top, left, bottom, right],
+        // groups); groups here are too large for `depthwise`.
+        type Case =
+            (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads, usize);
         // The first case has more taps than one pass of the kernel takes (360 > 320).
-        let cases: [Case; 10] = [
-            (1, 40, 11, [10, 13], [3, 3], [1, 1], [1; 4], 1),
-            (1, 32, 64, [26, 26], [3, 3], [1, 1], [0; 4], 1),
-            (3, 1, 32, [28, 28], [3, 3], [1, 1], [0; 4], 1),
-            (1, 3, 7, [9, 5], [3, 3], [1, 1], [1; 4], 1),
-            (2, 4, 13, [12, 7], [5, 3], [1, 2], [2, 1, 0, 3], 1),
-            (1, 6, 9, [8, 8], [2, 2], [1, 1], [0, 0, 1, 1], 3),
-            (2, 5, 5, [6, 11], [3, 3], [2, 1], [2, 1, 2, 1], 5),
-            (1, 2, 1, [4, 3], [1, 3], [1, 1], [0, 1, 0, 1], 1),
-            (2, 8, 12, [3, 3], [3, 3], [1, 1], [1; 4], 2),
-            (1, 4, 6, [30, 2], [3, 1], [3, 1], [0; 4], 1),
+        let cases: [Case; 16] = [
+            (1, 40, 11, [10, 13], [3, 3], [1, 1], [1, 1], [1; 4], 1),
+            (1, 32, 64, [26, 26], [3, 3], [1, 1], [1, 1], [0; 4], 1),
+            (3, 1, 32, [28, 28], [3, 3], [1, 1], [1, 1], [0; 4], 1),
+            (1, 3, 7, [9, 5], [3, 3], [1, 1], [1, 1], [1; 4], 1),
+            (2, 4, 13, [12, 7], [5, 3], [1, 1], [1, 2], [2, 1, 0, 3], 1),
+            (1, 36, 18, [8, 8], [2, 2], [1, 1], [1, 1], [0, 0, 1, 1], 2),
+            (2, 5, 5, [6, 11], [3, 3], [1, 1], [2, 1], [2, 1, 2, 1], 1),
+            (1, 2, 1, [4, 3], [1, 3], [1, 1], [1, 1], [0, 1, 0, 1], 1),
+            (2, 40, 12, [3, 3], [3, 3], [1, 1], [1, 1], [1; 4], 2),
+            (1, 4, 6, [30, 2], [3, 1], [1, 1], [3, 1], [0; 4], 1),
+            // Strided: the phase-split input.
+            (1, 3, 16, [17, 17], [3, 3], [2, 2], [1, 1], [1; 4], 1),
+            (2, 8, 7, [14, 9], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 1),
+            (1, 5, 9, [15, 20], [5, 3], [2, 3], [1, 2], [2, 1, 0, 3], 1),
+            (1, 6, 13, [7, 7], [7, 7], [2, 2], [1, 1], [3; 4], 1),
+            (1, 4, 4, [9, 9], [1, 1], [2, 2], [1, 1], [1, 0, 0, 1], 1),
+            // The largest offset is not the last tap's (tap (1, 1) reads the last phase), and
+            // the planes have no gap to absorb it.
+            (1, 1, 5, [8, 6], [3, 3], [2, 2], [1, 1], [0; 4], 1),
         ];
-        for (n, c, o, [h, w], kernel, dilation, pads, groups) in cases {
-            let win = Window { kernel, stride: [1, 1], dilation, pads };
+        for (n, c, o, [h, w], kernel, stride, dilation, pads, groups) in cases {
+            let win = Window { kernel, stride, dilation, pads };
             let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
             let k = Tensor::randn(0f32, 1., (o, c / groups, kernel[0], kernel[1]), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();

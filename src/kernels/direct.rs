@@ -1,5 +1,6 @@
-//! Direct convolution forward for stride-1 windows in f32 on x86-64 CPUs with AVX2 and FMA,
-//! the shape of nearly every conv in a digits CNN.
+//! Direct convolution forward in f32 on x86-64 CPUs with AVX2 and FMA: the stride-1 windows
+//! of nearly every conv in a digits CNN, and the strided ones of ImageNet models' stems and
+//! downsamples.
 //!
 //! Why not im2col + gemm: at these sizes (a few hundred taps, a few hundred pixels) gemm
 //! spends much of its time packing, and im2col writes the input out nine times. Here the
@@ -7,7 +8,8 @@
 //! pixel `p = oy·wp + ox` of a padded row width `wp` reads tap `(c, ki, kj)` at `p + offset`,
 //! so 16 consecutive pixels read 16 consecutive inputs for every tap. Pixels with `ox ≥ ow`
 //! wrap into the next row; they are computed and dropped (2 of 26 columns for a 3×3 window
-//! on 24 outputs). A tile of 6 output channels × 16 pixels keeps its 12 accumulators in
+//! on 24 outputs). A strided window reads the padded planes split by stride phase
+//! ([`Phased`]), where the same holds with the phases' row width. A tile of 6 output channels × 16 pixels keeps its 12 accumulators in
 //! registers and does 12 FMAs per 8 loads, with the kernel packed tap-major per block of 6.
 //!
 //! The kernel is chosen at run time: without AVX2 and FMA (or off x86-64) convolution goes
@@ -20,6 +22,7 @@ use rayon::prelude::*;
 
 use super::Window;
 use super::conv::for_each_item;
+use super::phased::Phased;
 use super::relu::activate;
 use crate::error::{Error, Result};
 
@@ -48,11 +51,9 @@ pub(super) fn available() -> bool {
 pub(super) struct DirectConv {
     /// Input channels, height and width of one unpadded image.
     source: [usize; 3],
-    /// Zero padding `[top, left, bottom, right]` around it.
-    pads: [usize; 4],
-    /// Padded row width `wp`.
-    width: usize,
-    /// Values from one padded plane to the next: `hp·wp` and a gap (see `new`).
+    /// Each channel's padded, phase-split plane.
+    phased: Phased,
+    /// Values from one split plane to the next: [`Phased::len`] and a gap (see `new`).
     plane: usize,
     /// Output `[oh, ow]`.
     out: [usize; 2],
@@ -73,7 +74,7 @@ pub(super) struct DirectConv {
 
 impl DirectConv {
     /// The plan for a conv of `x` `[n, c, h, w]` by `ks`, a kernel `[o, c/groups, kh, kw]`;
-    /// None unless the window has stride 1 and the CPU the kernel.
+    /// None unless the CPU has the kernel.
     pub(super) fn new(
         x: [usize; 4],
         o: usize,
@@ -83,14 +84,15 @@ impl DirectConv {
     ) -> Option<DirectConv> {
         let [_, c, h, w] = x;
         let [kh, kw] = win.kernel;
-        let pads @ [top, left, bottom, right] = win.pads;
+        let [top, left, bottom, right] = win.pads;
         let [hp, wp] = [h + top + bottom, w + left + right];
         let reach = [(kh - 1) * win.dilation[0], (kw - 1) * win.dilation[1]];
-        // A 1×1 window without padding is left to gemm, which reads the image as it lies.
+        // A 1×1 window without padding is left to gemm, which reads the image as it lies (or
+        // subsampled, at a stride).
         if !available()
-            || (win.kernel == [1, 1] && pads == [0; 4])
-            || c * h * w == 0
-            || win.stride != [1, 1]
+            || (win.kernel == [1, 1] && win.pads == [0; 4])
+            || c * h * w * kh * kw == 0
+            || win.stride.contains(&0)
             || groups == 0
             || !c.is_multiple_of(groups)
             || !o.is_multiple_of(groups)
@@ -100,18 +102,16 @@ impl DirectConv {
         {
             return None;
         }
-        let out = [hp - reach[0], wp - reach[1]];
+        let out = win.out_size(h, w);
+        let phased = Phased::new([h, w], win);
         // Planes an odd number of cache lines apart: at a multiple of 4 KB (a 32×32 padded
         // map) every channel's rows fall into the same L1 sets (3% on a 64 → 64 conv there).
-        let plane = ((hp * wp).div_ceil(16) | 1) * 16;
+        let plane = (phased.len().div_ceil(16) | 1) * 16;
         let (channels, rows) = (c / groups, o / groups);
         let offsets: Vec<usize> = (0..channels)
             .flat_map(|ch| {
-                (0..kh).flat_map(move |ki| {
-                    (0..kw).map(move |kj| {
-                        ch * plane + ki * win.dilation[0] * wp + kj * win.dilation[1]
-                    })
-                })
+                (0..kh)
+                    .flat_map(move |ki| (0..kw).map(move |kj| ch * plane + phased.offset(ki, kj)))
             })
             .collect();
         let taps = offsets.len();
@@ -123,12 +123,11 @@ impl DirectConv {
         for group in ks.chunks_exact(rows * taps) {
             pack(group, taps, &blocks, &mut packed);
         }
-        let tiles = (out[0] * wp).div_ceil(TILE);
-        let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.last()?;
+        let tiles = (out[0] * phased.width()).div_ceil(TILE);
+        let last_read = (groups - 1) * channels * plane + tiles * TILE + offsets.iter().max()?;
         Some(DirectConv {
             source: [c, h, w],
-            pads,
-            width: wp,
+            phased,
             out,
             groups,
             rows,
@@ -192,23 +191,16 @@ impl DirectConv {
         Ok(out)
     }
 
-    /// Copies `img` into `input` with zeros around it and in the slack after it.
+    /// Copies `img` into `input`, padded with zeros and split by phase, with zeros in the
+    /// gaps and the slack after it.
     fn pad(&self, img: &[f32], input: &mut [f32]) {
         let [_, h, w] = self.source;
-        let [top, left, _, right] = self.pads;
-        let wp = self.width;
         let (planes, slack) = input.split_at_mut(self.source[0] * self.plane);
         slack.fill(0.0);
         for (plane, src) in planes.chunks_exact_mut(self.plane).zip(img.chunks_exact(h * w)) {
-            let (above, rest) = plane.split_at_mut(top * wp);
-            above.fill(0.0);
-            let (middle, below) = rest.split_at_mut(h * wp);
-            below.fill(0.0);
-            for (row, src) in middle.chunks_exact_mut(wp).zip(src.chunks_exact(w)) {
-                row[..left].fill(0.0);
-                row[left..left + w].copy_from_slice(src);
-                row[left + w..left + w + right].fill(0.0);
-            }
+            let (split, gap) = plane.split_at_mut(self.phased.len());
+            self.phased.pack(src, split);
+            gap.fill(0.0);
         }
     }
 
@@ -259,7 +251,7 @@ impl DirectConv {
         }
     }
 
-    /// Wide rows (padded width, trailing tiles) → `[rows, oh, ow]` output planes starting at
+    /// Wide rows (phase width, trailing tiles) → `[rows, oh, ow]` output planes starting at
     /// output channel `channel`, with bias and ReLU.
     fn crop(
         &self,
@@ -270,7 +262,7 @@ impl DirectConv {
         relu: bool,
     ) {
         let [oh, ow] = self.out;
-        let (wp, stride) = (self.width, self.tiles * TILE);
+        let (wp, stride) = (self.phased.width(), self.tiles * TILE);
         for (row, (plane, src)) in
             out.chunks_exact_mut(oh * ow).zip(wide.chunks_exact(stride)).enumerate()
         {

@@ -1,0 +1,457 @@
+//! Depthwise and small grouped convolutions in f32, forward and input gradient, computed
+//! directly one group (of one image) at a time, for any window.
+//!
+//! Why not im2col + gemm: a depthwise conv's group is one channel, so gemm multiplies one row
+//! by nine per group: all packing and call overhead, no arithmetic (1–3 GMAC/s against 40–79
+//! for ordinary 3×3 convs). Here a group's input channels are copied once into padded planes
+//! split by stride phase ([`Phased`]), where each tap of each output pixel sits at a fixed
+//! offset, and every output channel is a sum over its taps of a weight times a contiguous run
+//! of inputs ([`correlate`]), [`CHUNK`] pixels at a time in registers.
+//!
+//! The input gradient is the same sum the other way round: each phase of the padded input's
+//! gradient gathers, from the output gradient laid out wide with a frame of zeros before it,
+//! the taps that read that phase. The wide layout's dropped columns hold zeros there, so the
+//! wrap-around adds nothing. Groups run in parallel over the rayon pool (images × groups
+//! jobs), so a single image uses every thread.
+//!
+//! The sums run in AVX2 and FMA where the CPU has them (detected at run time, as for
+//! `direct`), in plain Rust otherwise.
+
+use rayon::prelude::*;
+
+use super::phased::Phased;
+use super::{Scratch, Window, direct};
+use crate::error::{Error, Result};
+
+/// Output pixels summed at once: eight AVX vectors of accumulators.
+const CHUNK: usize = 64;
+/// Most input channels per group this path takes (ResNeXt's groups of 4 fit). A guess, not a
+/// measured crossover: larger groups stay with im2col + gemm, whose products grow with them.
+const MAX_CHANNELS: usize = 16;
+/// Most output channels per group (each reads the group's input once more); a guess too.
+const MAX_FILTERS: usize = 16;
+
+/// A grouped conv this path takes, for a batch `[n, c, h, w]` and a kernel
+/// `[o, c/groups, kh, kw]`.
+pub(super) struct GroupedConv {
+    /// `[c, h, w]` of one image.
+    image: [usize; 3],
+    /// `[o, oh, ow]` of one image.
+    out: [usize; 3],
+    groups: usize,
+    phased: Phased,
+    /// Offsets of a group's taps, in the kernel's order `[c/groups][kh][kw]`, within its
+    /// split input planes, from a wide output pixel.
+    offsets: Vec<usize>,
+    /// For the input gradient, per input channel of a group and phase: the taps that read
+    /// that phase, as (offset into the framed output gradient, index into the group's
+    /// kernel).
+    gathers: Vec<Vec<(usize, usize)>>,
+    /// Zeros before each output gradient plane (see [`GroupedConv::backward_input`]).
+    frame: usize,
+}
+
+impl GroupedConv {
+    /// The plan, or None unless the conv has groups of at most [`MAX_CHANNELS`] inputs and
+    /// [`MAX_FILTERS`] outputs and its window fits the input.
+    pub(super) fn new(
+        [_, c, h, w]: [usize; 4],
+        o: usize,
+        win: &Window,
+        groups: usize,
+        kernel_len: usize,
+    ) -> Option<GroupedConv> {
+        let [kh, kw] = win.kernel;
+        let [top, left, bottom, right] = win.pads;
+        let span = |a: usize| (win.kernel[a] - 1) * win.dilation[a] + 1;
+        let fits = groups > 1
+            && c.is_multiple_of(groups)
+            && o.is_multiple_of(groups)
+            && c / groups <= MAX_CHANNELS
+            && o / groups <= MAX_FILTERS
+            && h * w * kh * kw > 0
+            && win.stride.iter().chain(&win.dilation).all(|&s| s > 0)
+            && h + top + bottom >= span(0)
+            && w + left + right >= span(1)
+            && kernel_len == o * (c / groups) * kh * kw;
+        if !fits {
+            return None;
+        }
+        let [oh, ow] = win.out_size(h, w);
+        let phased = Phased::new([h, w], win);
+        let (channels, filters) = (c / groups, o / groups);
+        let taps = channels * kh * kw;
+        let offsets = (0..channels)
+            .flat_map(|ch| {
+                (0..kh).flat_map(move |ki| {
+                    (0..kw).map(move |kj| ch * phased.len() + phased.offset(ki, kj))
+                })
+            })
+            .collect();
+        let frame = (0..kh).flat_map(|ki| (0..kw).map(move |kj| phased.tap(ki, kj).1)).max()?;
+        let framed = frame + phased.phase_len();
+        let mut gathers = vec![Vec::new(); channels * phased.phases()];
+        for f in 0..filters {
+            for ch in 0..channels {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let (phase, within) = phased.tap(ki, kj);
+                        let weight = f * taps + (ch * kh + ki) * kw + kj;
+                        let offset = f * framed + frame - within;
+                        gathers[ch * phased.phases() + phase].push((offset, weight));
+                    }
+                }
+            }
+        }
+        Some(GroupedConv {
+            image: [c, h, w],
+            out: [o, oh, ow],
+            groups,
+            phased,
+            offsets,
+            gathers,
+            frame,
+        })
+    }
+
+    /// Input and output channels of one group.
+    fn group(&self) -> (usize, usize) {
+        (self.image[0] / self.groups, self.out[0] / self.groups)
+    }
+
+    /// Values of one image's group of inputs and of outputs.
+    fn group_lens(&self) -> (usize, usize) {
+        let (channels, filters) = self.group();
+        let [_, h, w] = self.image;
+        let [_, oh, ow] = self.out;
+        (channels * h * w, filters * oh * ow)
+    }
+
+    /// Runs `job(group, input part, output part, scratch)` for every image's every group
+    /// over the rayon pool: group `g` of image `i` is the `i·groups + g`-th part of each.
+    fn for_each_group(
+        &self,
+        input: &[f32],
+        in_len: usize,
+        output: &mut [f32],
+        out_len: usize,
+        scratch: usize,
+        job: impl Fn(usize, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync,
+    ) -> Result<()> {
+        output
+            .par_chunks_exact_mut(out_len)
+            .zip(input.par_chunks_exact(in_len))
+            .enumerate()
+            .try_for_each_init(
+                || Scratch::take(scratch),
+                |buffer, (part, (out, inp))| job(part % self.groups, inp, out, buffer.values()),
+            )
+    }
+
+    /// The conv of a batch `xs` by the kernel `ks`, adding `bias` per output channel and
+    /// applying a ReLU when `relu` is set.
+    pub(super) fn forward(
+        &self,
+        xs: &[f32],
+        ks: &[f32],
+        bias: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<Vec<f32>> {
+        let (in_len, out_len) = self.group_lens();
+        let (channels, filters) = self.group();
+        let parts = xs.len() / in_len;
+        if xs.len() != parts * in_len
+            || ks.len() != self.out[0] * self.offsets.len()
+            || bias.is_some_and(|b| b.len() != self.out[0])
+        {
+            return Err(Error::Invalid(
+                "grouped conv given a batch or bias of the wrong size".into(),
+            ));
+        }
+        let [_, h, w] = self.image;
+        let [_, oh, ow] = self.out;
+        let (width, taps) = (self.phased.width(), self.offsets.len());
+        let planes = channels * self.phased.len();
+        // The wide output's dropped columns and its last chunk read past the planes: zeros.
+        let reach = (oh * width).next_multiple_of(CHUNK) + self.offsets.iter().max().unwrap_or(&0);
+        let input_len = planes.max(reach);
+        let mut out = vec![0.0; parts * out_len];
+        self.for_each_group(
+            xs,
+            in_len,
+            &mut out,
+            out_len,
+            input_len + oh * width,
+            |g, x, y, scratch| {
+                let (input, wide) = scratch.split_at_mut(input_len);
+                let (split, slack) = input.split_at_mut(planes);
+                slack.fill(0.0);
+                for (plane, src) in
+                    split.chunks_exact_mut(self.phased.len()).zip(x.chunks_exact(h * w))
+                {
+                    self.phased.pack(src, plane);
+                }
+                for (f, y) in y.chunks_exact_mut(oh * ow).enumerate() {
+                    let filter = g * filters + f;
+                    correlate(input, &self.offsets, &ks[filter * taps..(filter + 1) * taps], wide)?;
+                    crop(wide, width, y, ow, bias.map_or(0.0, |b| b[filter]), relu);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The input gradient of a batch from its output gradient `gs` and the kernel `ks`.
+    pub(super) fn backward_input(&self, gs: &[f32], ks: &[f32]) -> Result<Vec<f32>> {
+        let (in_len, out_len) = self.group_lens();
+        let filters = self.group().1;
+        let parts = gs.len() / out_len;
+        if gs.len() != parts * out_len || ks.len() != self.out[0] * self.offsets.len() {
+            return Err(Error::Invalid("grouped conv gradient of the wrong size".into()));
+        }
+        let [_, h, w] = self.image;
+        let [_, oh, ow] = self.out;
+        let width = self.phased.width();
+        let phase_len = self.phased.phase_len();
+        let taps = self.offsets.len();
+        // Each filter's gradient, wide, after `frame` zeros: a phase's gather reads it from
+        // `frame − within` on, up to a chunk past the next one's start (or the end's slack).
+        let framed = self.frame + phase_len;
+        let grads_len = filters * framed + CHUNK;
+        let mut dx = vec![0.0; parts * in_len];
+        let scratch = grads_len + self.phased.len();
+        self.for_each_group(gs, out_len, &mut dx, in_len, scratch, |g, grad, dx, scratch| {
+            let (grads, split) = scratch.split_at_mut(grads_len);
+            grads.fill(0.0);
+            for (framed, src) in grads.chunks_exact_mut(framed).zip(grad.chunks_exact(oh * ow)) {
+                for (dst, src) in
+                    framed[self.frame..].chunks_exact_mut(width).zip(src.chunks_exact(ow))
+                {
+                    dst[..ow].copy_from_slice(src);
+                }
+            }
+            let kernel = &ks[g * filters * taps..(g + 1) * filters * taps];
+            let mut offsets = Vec::new();
+            let mut weights = Vec::new();
+            for (ch, dx) in dx.chunks_exact_mut(h * w).enumerate() {
+                let gathers = &self.gathers[ch * self.phased.phases()..][..self.phased.phases()];
+                for (gather, phase) in gathers.iter().zip(split.chunks_exact_mut(phase_len)) {
+                    offsets.clear();
+                    weights.clear();
+                    offsets.extend(gather.iter().map(|&(offset, _)| offset));
+                    weights.extend(gather.iter().map(|&(_, weight)| kernel[weight]));
+                    correlate(grads, &offsets, &weights, phase)?;
+                }
+                self.phased.unpack(split, dx);
+            }
+            Ok(())
+        })?;
+        Ok(dx)
+    }
+}
+
+/// `out[p] = Σ_t weights[t] · src[p + offsets[t]]` for every `p` in `out`; `src` must reach
+/// a chunk past: `out.len()` rounded up to [`CHUNK`] plus the largest offset.
+pub(super) fn correlate(
+    src: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    let reach = out.len().next_multiple_of(CHUNK) + offsets.iter().max().unwrap_or(&0);
+    if offsets.len() != weights.len() || src.len() < reach {
+        return Err(Error::Invalid("direct grouped conv out of bounds".into()));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if direct::available() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, and `reach` bounds every load (see
+        // `avx2::correlate`).
+        unsafe {
+            avx2::correlate(src, offsets, weights, out)
+        };
+        return Ok(());
+    }
+    correlate_plain(src, offsets, weights, out);
+    Ok(())
+}
+
+/// [`correlate`] after its checks, for any CPU.
+fn correlate_plain(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f32]) {
+    for (i, chunk) in out.chunks_mut(CHUNK).enumerate() {
+        let mut acc = [0.0f32; CHUNK];
+        for (&offset, &weight) in offsets.iter().zip(weights) {
+            let start = i * CHUNK + offset;
+            let Some(x) = src.get(start..start + CHUNK) else { continue };
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a += x * weight;
+            }
+        }
+        chunk.copy_from_slice(&acc[..chunk.len()]);
+    }
+}
+
+/// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of `plane`,
+/// adding `bias` and applying a ReLU when `relu` is set (as [`activate`](super::relu::activate) does: NaN
+/// to zero).
+fn crop(wide: &[f32], width: usize, plane: &mut [f32], ow: usize, bias: f32, relu: bool) {
+    // The branch outside the loops, so that each loop is vectorised.
+    for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
+        if relu {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                let z = s + bias;
+                *d = if z > 0.0 { z } else { 0.0 };
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s + bias;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::CHUNK;
+
+    /// AVX vectors per chunk.
+    const VECTORS: usize = CHUNK / 8;
+
+    /// [`correlate`](super::correlate) in AVX2 and FMA, a chunk's sums in registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `weights` is as long as `offsets`; `src` holds at least
+    /// `out.len()` rounded up to [`CHUNK`] plus `max(offsets)` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn correlate(
+        src: &[f32],
+        offsets: &[usize],
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller's bounds cover every load; stores stay inside `out` (a partial
+        // last chunk goes through `tail`).
+        unsafe {
+            for start in (0..out.len()).step_by(CHUNK) {
+                let mut acc = [_mm256_setzero_ps(); VECTORS];
+                for (&offset, &weight) in offsets.iter().zip(weights) {
+                    let x = src.as_ptr().add(start + offset);
+                    let w = _mm256_set1_ps(weight);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(8 * v)), *acc);
+                    }
+                }
+                let len = (out.len() - start).min(CHUNK);
+                if len == CHUNK {
+                    for (v, acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(start + 8 * v), *acc);
+                    }
+                } else {
+                    let mut tail = [0.0f32; CHUNK];
+                    for (v, acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(tail.as_mut_ptr().add(8 * v), *acc);
+                    }
+                    out[start..].copy_from_slice(&tail[..len]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+    use crate::kernels::testing::max_diff;
+    use crate::kernels::{conv2d, conv2d_backward_input};
+    use crate::model::Pads;
+
+    #[test]
+    fn grouped_conv_and_its_gradient_match_the_f64_gemm_path() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], kernel, stride, dilation, pads, groups): depthwise at stride 1, 2
+        // and 3, multipliers 2 and 3, groups of 2 channels (groups = c/2), dilation,
+        // asymmetric pads, 1×1 windows, odd sizes, maps over several chunks, batches.
+        type Case =
+            (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads, usize);
+        let cases: [Case; 10] = [
+            (1, 8, 8, [9, 11], [3, 3], [1, 1], [1, 1], [1; 4], 8),
+            (2, 6, 6, [10, 7], [3, 3], [2, 2], [1, 1], [1; 4], 6),
+            (1, 5, 10, [13, 9], [5, 5], [2, 1], [1, 1], [2, 1, 0, 2], 5),
+            (2, 8, 4, [8, 8], [3, 3], [1, 1], [2, 2], [2; 4], 4),
+            (1, 12, 12, [7, 7], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 6),
+            (1, 4, 8, [5, 6], [1, 1], [2, 2], [1, 1], [0; 4], 4),
+            (1, 3, 9, [20, 70], [3, 7], [3, 2], [2, 1], [1, 3, 2, 0], 3),
+            (3, 16, 16, [4, 4], [3, 3], [1, 1], [1, 1], [1; 4], 16),
+            (1, 32, 32, [33, 33], [3, 3], [2, 2], [1, 1], [1; 4], 32),
+            (2, 32, 16, [6, 5], [2, 3], [1, 2], [1, 1], [0, 2, 1, 0], 2),
+        ];
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        for (n, c, o, [h, w], kernel, stride, dilation, pads, groups) in cases {
+            let win = Window { kernel, stride, dilation, pads };
+            let dims = [n, c, h, w];
+            let label = format!("{dims:?} {win:?} groups {groups}");
+            let k_dims = (o, c / groups, kernel[0], kernel[1]);
+            let plan = GroupedConv::new(
+                dims,
+                o,
+                &win,
+                groups,
+                k_dims.0 * k_dims.1 * kernel[0] * kernel[1],
+            );
+            assert!(plan.is_some(), "{label}");
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1., k_dims, &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
+            for relu in [false, true] {
+                let ours = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
+                let theirs = conv2d(&f64s(&x), &f64s(&k), Some(&f64s(&b)), &win, groups, relu);
+                assert!(max_diff(&ours, &f32s(&theirs.unwrap())) < 1e-4, "forward {label}");
+            }
+            let [oh, ow] = win.out_size(h, w);
+            let g = Tensor::randn(0f32, 1., (n, o, oh, ow), &dev).unwrap();
+            let ours = conv2d_backward_input(&g, &k, dims, &win, groups).unwrap();
+            let theirs = conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, groups).unwrap();
+            assert!(max_diff(&ours, &f32s(&theirs)) < 1e-4, "gradient {label}");
+        }
+    }
+
+    #[test]
+    fn large_groups_and_ungrouped_convs_are_left_to_gemm() {
+        let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [1; 4] };
+        assert!(GroupedConv::new([1, 64, 8, 8], 64, &win, 1, 64 * 64 * 9).is_none());
+        assert!(GroupedConv::new([1, 64, 8, 8], 64, &win, 2, 64 * 32 * 9).is_none());
+        assert!(GroupedConv::new([1, 64, 8, 8], 64, &win, 4, 64 * 16 * 9).is_some());
+        // A window larger than the padded input.
+        assert!(GroupedConv::new([1, 4, 2, 2], 4, &win.clone(), 4, 4 * 9).is_some());
+        let big = Window { kernel: [5, 5], ..win };
+        assert!(GroupedConv::new([1, 4, 2, 2], 4, &big, 4, 4 * 25).is_none());
+    }
+
+    #[test]
+    fn the_baseline_sums_match_the_dispatched_ones() {
+        // On an AVX2 machine `correlate` runs the AVX2 kernel; the plain one must agree.
+        let src: Vec<f32> = (0..400).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        let offsets = [0, 3, 17, 40, 41, 99];
+        let weights = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5];
+        for len in [1, 63, 64, 65, 200] {
+            let mut dispatched = vec![0.0; len];
+            correlate(&src, &offsets, &weights, &mut dispatched).unwrap();
+            let mut baseline = vec![0.0; len];
+            correlate_plain(&src, &offsets, &weights, &mut baseline);
+            let by_hand: Vec<f32> = (0..len)
+                .map(|p| offsets.iter().zip(&weights).map(|(&o, &w)| w * src[p + o]).sum())
+                .collect();
+            assert_eq!(baseline, by_hand, "{len}");
+            assert_eq!(dispatched, by_hand, "{len}");
+        }
+        // Past the end of `src`: an error, not a read out of bounds.
+        assert!(correlate(&src, &offsets, &weights, &mut vec![0.0; 320]).is_err());
+    }
+}
