@@ -1,12 +1,14 @@
 //! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
 //! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
-//! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`watch`]
-//! follows a model file and [`image`] draws pictures as half-block cells.
+//! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`picker`]
+//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures as
+//! half-block cells.
 
 pub mod app;
 pub mod image;
 pub mod jobs;
 pub mod keys;
+pub mod picker;
 pub mod tabs;
 pub mod ui;
 pub mod watch;
