@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent};
 
@@ -88,6 +88,10 @@ pub struct App {
     /// One job slot per tab, so leaving a tab does not stop its work.
     jobs: HashMap<usize, Jobs<ViewKey, Vec<Picture>>>,
     watch: Option<Watch>,
+    /// When the user last pressed a key or a map arrived (prefetching waits for quiet).
+    quiet_since: Instant,
+    /// A prefetch failed: no more until the next key (it would only fail again).
+    prefetch_failed: bool,
     /// Set when the user asked to leave.
     pub quit: bool,
 }
@@ -129,6 +133,8 @@ impl App {
             cache: HashMap::new(),
             jobs: HashMap::new(),
             watch,
+            quiet_since: Instant::now(),
+            prefetch_failed: false,
             quit: false,
         };
         app.refresh();
@@ -255,6 +261,8 @@ impl App {
 
     /// Handles a key press.
     pub fn handle_key(&mut self, key: KeyEvent) {
+        self.quiet_since = Instant::now();
+        self.prefetch_failed = false;
         if self.show_help {
             // Any key closes the help; it does nothing else.
             self.show_help = false;
@@ -451,11 +459,14 @@ impl App {
     /// On a per-class tab of a model with too many classes to batch, asks the idle job slot
     /// for the first view not yet cached of: the next and previous classes (← →), then the
     /// input's most probable ones. One at a time, each after the current view, so a class
-    /// change is never queued behind more than one of them; none while the class search
+    /// change is never queued behind more than one of them; none until keys have been left
+    /// alone a moment ([`crate::tui::Options::prefetch_after`]), nor while the class search
     /// box is open (the user is heading elsewhere).
     fn prefetch(&mut self) {
         let (k, class) = (self.model.num_classes(), self.class);
         if self.picker.is_some()
+            || self.prefetch_failed
+            || self.quiet_since.elapsed() < self.options.prefetch_after
             || !self.current_tab().uses().per_class
             || self.batches_classes()
             || k < 2
@@ -484,6 +495,9 @@ impl App {
             self.accept(key, outcome);
             changed = true;
         }
+        if matches!(self.panel, Panel::Picture(_)) {
+            self.prefetch();
+        }
         changed | self.poll_watch()
     }
 
@@ -496,6 +510,10 @@ impl App {
     }
 
     fn accept(&mut self, key: ViewKey, outcome: Result<Vec<Picture>, String>) {
+        if key == self.key() {
+            // The user looks at the new map from now.
+            self.quiet_since = Instant::now();
+        }
         match outcome {
             Ok(pictures) => {
                 self.cache.insert(key, Arc::new(pictures));
@@ -504,6 +522,8 @@ impl App {
                 self.status = Some(message.clone());
                 if self.key() == key {
                     self.panel = Panel::Unavailable(message);
+                } else {
+                    self.prefetch_failed = true;
                 }
                 return;
             }

@@ -22,6 +22,7 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
+        prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
         watch,
         overrides: Default::default(),
@@ -48,6 +49,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
+        prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.path().to_path_buf()),
         watch: None,
         overrides: Default::default(),
@@ -313,8 +315,9 @@ fn a_class_change_in_saliency_sends_only_what_changed() {
 }
 
 /// A 1,000-class model (a small conv net with an ImageNet-size head) over one 32×32 colour
-/// image, classes named "thing 000"… but for two cats; and the image's probabilities.
-fn thousand_class_app() -> (App, Vec<f32>) {
+/// image, classes named "thing 000"… but for two cats, prefetching once keys have been left
+/// alone for `prefetch_after`; and the image's probabilities.
+fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
     use convscope::{Activation, Node, Op, Padding};
     let mut model = crate::support::random_model(
         &[3, 32, 32],
@@ -342,6 +345,7 @@ fn thousand_class_app() -> (App, Vec<f32>) {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 2,
+        prefetch_after,
         cache_dir: None,
         watch: None,
         overrides: Default::default(),
@@ -357,7 +361,7 @@ fn is_busy(app: &App) -> bool {
 
 #[test]
 fn a_thousand_class_model_computes_maps_in_the_background_and_prefetches() {
-    let (mut app, _) = thousand_class_app();
+    let (mut app, _) = thousand_class_app(Duration::ZERO);
     let first = screen(&app, 80, 24);
     assert!(first.contains("Top 17 of 1000"), "{first}");
     // Each key returns before any map is computed: the view says what it waits for, and
@@ -380,6 +384,14 @@ fn a_thousand_class_model_computes_maps_in_the_background_and_prefetches() {
     press(&mut app, KeyCode::Left);
     press(&mut app, KeyCode::Left);
     assert!(!is_busy(&app), "the previous class was prefetched");
+    // No prefetch before keys have been left alone a while.
+    let (mut patient, _) = thousand_class_app(Duration::from_secs(3600));
+    press(&mut patient, KeyCode::F(6));
+    patient.wait_for_job();
+    patient.tick();
+    press(&mut patient, KeyCode::Right);
+    assert!(is_busy(&patient), "nothing was prefetched yet");
+
     // Another modifier is another map, computed in the background too.
     press(&mut app, KeyCode::Char('m'));
     assert!(is_busy(&app));
@@ -402,7 +414,7 @@ fn a_thousand_class_model_computes_maps_in_the_background_and_prefetches() {
 
 #[test]
 fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
-    let (mut app, probs) = thousand_class_app();
+    let (mut app, probs) = thousand_class_app(Duration::ZERO);
     press(&mut app, KeyCode::F(6));
     let type_text = |app: &mut App, text: &str| {
         for c in text.chars() {
