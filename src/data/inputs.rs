@@ -179,6 +179,18 @@ impl InputItem {
     pub fn misclassified(&self) -> bool {
         misclassified(self.label, &self.probs)
     }
+
+    /// The `n` most probable classes, most probable first.
+    pub fn top_classes(&self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.probs.len()).collect();
+        let by_probability = |a: &usize, b: &usize| self.probs[*b].total_cmp(&self.probs[*a]);
+        if n < order.len() {
+            order.select_nth_unstable_by(n, by_probability);
+            order.truncate(n);
+        }
+        order.sort_by(by_probability);
+        order
+    }
 }
 
 /// Prepares `inputs` for `model` again (its dtype and input description) and runs it on

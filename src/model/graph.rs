@@ -325,11 +325,6 @@ impl Graph {
         }
     }
 
-    /// Multiply-adds of the whole graph for one sample.
-    pub fn total_mult_adds(&self) -> u64 {
-        (0..self.spec.nodes.len()).map(|i| self.mult_adds(i)).sum()
-    }
-
     /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0).
     pub fn mult_adds(&self, node: usize) -> u64 {
         let out = self.shape(ValueId::of_node(node));

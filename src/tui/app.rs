@@ -1,12 +1,14 @@
 //! The explorer's state and its one `update`: keys become actions, actions change state,
-//! and the view for the new state is made here (from a cache when possible, in a worker
-//! when slow), never while drawing. What each tab shows is the tab's business
-//! ([`crate::tui::tabs`]); the app keeps what the tabs share.
+//! and the view for the new state is looked up in a cache or asked of a background job,
+//! never computed on the UI thread nor while drawing. Once the view is there, the app
+//! prefetches the classes the user is likely to look at next (the neighbours, the most
+//! probable) on a per-class tab of a many-class model. What each tab shows is the tab's
+//! business ([`crate::tui::tabs`]); the app keeps what the tabs share.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent};
 
@@ -21,6 +23,7 @@ use crate::present::{files, pixels};
 use crate::tui::Options;
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action, Binding, Uses};
+use crate::tui::picker::{ClassPicker, Picked};
 use crate::tui::tabs::{self, Ctx, Tab, View};
 use crate::tui::watch::Watch;
 
@@ -31,7 +34,7 @@ pub enum Panel {
     Picture(Arc<Picture>),
     /// Lines of text.
     Text(Arc<Vec<String>>),
-    /// Work in progress.
+    /// Work in progress: what is computed ("saliency of class 3").
     Busy(String),
     /// The method cannot apply here; the reason.
     Unavailable(String),
@@ -55,6 +58,9 @@ pub struct ViewKey {
 /// terminal less the side list and borders).
 const DEFAULT_WIDTH: u16 = 54;
 
+/// How many of the most probable classes are prefetched (after the neighbours).
+const PREFETCH_TOP: usize = 5;
+
 /// The explorer.
 pub struct App {
     pub(crate) model: Arc<Model>,
@@ -71,6 +77,8 @@ pub struct App {
     layer_choice: HashMap<usize, usize>,
     pub(crate) options: Options,
     pub(crate) show_help: bool,
+    /// The class search box, while open.
+    pub(crate) picker: Option<ClassPicker>,
     pub(crate) scroll: u16,
     pub(crate) status: Option<String>,
     pub(crate) panel: Panel,
@@ -80,6 +88,10 @@ pub struct App {
     /// One job slot per tab, so leaving a tab does not stop its work.
     jobs: HashMap<usize, Jobs<ViewKey, Vec<Picture>>>,
     watch: Option<Watch>,
+    /// When the user last pressed a key or a map arrived (prefetching waits for quiet).
+    quiet_since: Instant,
+    /// A prefetch failed: no more until the next key (it would only fail again).
+    prefetch_failed: bool,
     /// Set when the user asked to leave.
     pub quit: bool,
 }
@@ -113,6 +125,7 @@ impl App {
             layer_choice: HashMap::new(),
             options,
             show_help: false,
+            picker: None,
             scroll: 0,
             status: None,
             panel: Panel::Busy(String::new()),
@@ -120,6 +133,8 @@ impl App {
             cache: HashMap::new(),
             jobs: HashMap::new(),
             watch,
+            quiet_since: Instant::now(),
+            prefetch_failed: false,
             quit: false,
         };
         app.refresh();
@@ -154,12 +169,18 @@ impl App {
 
     /// What the current tab reads to make its view and title.
     pub(crate) fn ctx(&self) -> Ctx<'_> {
+        self.ctx_for(self.class)
+    }
+
+    /// What the current tab reads to make its view for `class`.
+    fn ctx_for(&self, class: usize) -> Ctx<'_> {
+        let class = class.min(self.model.num_classes().saturating_sub(1));
         Ctx {
             model: &self.model,
             model_name: &self.model_name,
             model_hash: self.model_hash,
             input: self.current(),
-            class: self.class.min(self.model.num_classes().saturating_sub(1)),
+            class,
             rule: self.rule,
             layer: self.layer(),
             style: Style { colormap: self.colormap, overlay: self.overlay },
@@ -168,7 +189,7 @@ impl App {
             classes: if self.batches_classes() {
                 (0..self.model.num_classes()).collect()
             } else {
-                vec![self.class]
+                vec![class]
             },
         }
     }
@@ -199,9 +220,19 @@ impl App {
             .or_else(|| self.jobs.values().find_map(Jobs::status))
     }
 
-    /// The running job of the current tab, if any (its title).
-    pub fn job_running(&self) -> Option<String> {
-        self.jobs.get(&self.tab).and_then(Jobs::status).map(|(title, _)| title)
+    /// What the main panel shows.
+    pub fn panel(&self) -> &Panel {
+        &self.panel
+    }
+
+    /// The current class.
+    pub fn class(&self) -> usize {
+        self.class
+    }
+
+    /// The model's class names.
+    pub fn model_classes(&self) -> &[String] {
+        &self.model.classes
     }
 
     /// The message in the status line (a reload, an export, an error).
@@ -209,8 +240,13 @@ impl App {
         self.status.as_deref()
     }
 
+    /// Cancels the work the user waits for on every tab (prefetches run on); whether there
+    /// was any.
     fn cancel_jobs(&mut self) -> bool {
-        self.jobs.values_mut().fold(false, |any, j| j.cancel() | any)
+        self.jobs
+            .values_mut()
+            .filter(|j| j.status().is_some())
+            .fold(false, |any, j| j.cancel() | any)
     }
 
     /// The main panel is now `width` cells wide: views laid out to the width follow.
@@ -225,9 +261,24 @@ impl App {
 
     /// Handles a key press.
     pub fn handle_key(&mut self, key: KeyEvent) {
+        self.quiet_since = Instant::now();
+        self.prefetch_failed = false;
         if self.show_help {
             // Any key closes the help; it does nothing else.
             self.show_help = false;
+            return;
+        }
+        if let Some(picker) = &mut self.picker {
+            // The search box takes every key while it is open.
+            match picker.handle(&key, &self.model.classes) {
+                Picked::Open => {}
+                Picked::Cancelled => self.picker = None,
+                Picked::Class(class) => {
+                    self.picker = None;
+                    self.class = class;
+                    self.refresh();
+                }
+            }
             return;
         }
         let digits_are_classes = self.model.num_classes() <= 10;
@@ -249,7 +300,8 @@ impl App {
 
     /// Cancels the current tab's job, saying so; whether there was one.
     fn cancel_current_job(&mut self) -> bool {
-        if !self.jobs.get_mut(&self.tab).is_some_and(Jobs::cancel) {
+        let waited_for = |j: &mut Jobs<_, _>| j.status().is_some() && j.cancel();
+        if !self.jobs.get_mut(&self.tab).is_some_and(waited_for) {
             return false;
         }
         self.status = Some("cancelled".into());
@@ -319,6 +371,7 @@ impl App {
             Action::ScrollDown => self.scroll = self.scroll.saturating_add(10),
             Action::ScrollUp => self.scroll = self.scroll.saturating_sub(10),
             Action::Help => self.show_help = true,
+            Action::FindClass => self.picker = Some(ClassPicker::default()),
             Action::Own(own) => self.tabs[self.tab].act(own, &self.model),
         }
         self.refresh();
@@ -345,13 +398,18 @@ impl App {
     }
 
     fn key(&self) -> ViewKey {
+        self.key_for(self.class)
+    }
+
+    /// The current tab's view key for `class`.
+    fn key_for(&self, class: usize) -> ViewKey {
         let tab = self.current_tab();
         let uses = tab.uses();
         ViewKey {
             tab: self.tab,
             input: if uses.input { self.input } else { 0 },
             // A view with a picture per class holds them all under one key.
-            class: if uses.class && !self.batches_classes() { self.class } else { 0 },
+            class: if uses.class && !self.batches_classes() { class } else { 0 },
             rule: if uses.modifier { self.rule } else { ReluRule::Vanilla },
             layer: self.layer().unwrap_or(0),
             colormap: if uses.colormap { self.colormap } else { Colormap::Jet },
@@ -370,15 +428,17 @@ impl App {
         }
     }
 
-    /// Remakes the panel for the current state.
+    /// Remakes the panel for the current state: from the cache, or "computing …" while a
+    /// job makes it. Then prefetches.
     pub fn refresh(&mut self) {
         let key = self.key();
         if let Some(pictures) = self.cache.get(&key).cloned() {
             self.panel = self.pick(&pictures);
+            self.prefetch();
             return;
         }
-        if self.jobs.get(&self.tab).is_some_and(|j| j.is_running(&key)) {
-            self.panel = Panel::Busy("running".into());
+        if let Some(title) = self.jobs.get_mut(&self.tab).and_then(|j| j.claim(&key)) {
+            self.panel = Panel::Busy(title.to_string());
             return;
         }
         match self.current_tab().view(&self.ctx()) {
@@ -389,10 +449,40 @@ impl App {
                 self.panel = self.pick(&pictures);
             }
             View::Pictures(Err(e)) => self.panel = Panel::Unavailable(report(&e)),
-            View::Job(title, work) => {
-                self.panel = Panel::Busy(format!("{title}: starting"));
-                self.jobs.entry(self.tab).or_default().start(key, title, work);
+            View::Job(job) => {
+                self.panel = Panel::Busy(job.title.clone());
+                self.jobs.entry(self.tab).or_default().start(key, job);
             }
+        }
+    }
+
+    /// On a per-class tab of a model with too many classes to batch, asks the idle job slot
+    /// for the first view not yet cached of: the next and previous classes (← →), then the
+    /// input's most probable ones. One at a time, each after the current view, so a class
+    /// change is never queued behind more than one of them; none until keys have been left
+    /// alone a moment ([`crate::tui::Options::prefetch_after`]), nor while the class search
+    /// box is open (the user is heading elsewhere).
+    fn prefetch(&mut self) {
+        let (k, class) = (self.model.num_classes(), self.class);
+        if self.picker.is_some()
+            || self.prefetch_failed
+            || self.quiet_since.elapsed() < self.options.prefetch_after
+            || !self.current_tab().uses().per_class
+            || self.batches_classes()
+            || k < 2
+            || !self.jobs.get(&self.tab).is_none_or(Jobs::is_idle)
+        {
+            return;
+        }
+        let top = self.current().map_or_else(Vec::new, |item| item.top_classes(PREFETCH_TOP));
+        let wanted = [(class + 1) % k, (class + k - 1) % k].into_iter().chain(top);
+        let Some((key, next)) =
+            wanted.map(|c| (self.key_for(c), c)).find(|(key, _)| !self.cache.contains_key(key))
+        else {
+            return;
+        };
+        if let View::Job(job) = self.current_tab().view(&self.ctx_for(next)) {
+            self.jobs.entry(self.tab).or_default().prefetch(key, job);
         }
     }
 
@@ -405,17 +495,25 @@ impl App {
             self.accept(key, outcome);
             changed = true;
         }
+        if matches!(self.panel, Panel::Picture(_)) {
+            self.prefetch();
+        }
         changed | self.poll_watch()
     }
 
-    /// Blocks until the current tab's job ends and takes its result (tests, scripted use).
+    /// Blocks until the current tab's jobs, prefetches included, have ended, taking their
+    /// results (tests, scripted use).
     pub fn wait_for_job(&mut self) {
-        if let Some((key, outcome)) = self.jobs.get_mut(&self.tab).and_then(Jobs::wait) {
+        while let Some((key, outcome)) = self.jobs.get_mut(&self.tab).and_then(Jobs::wait) {
             self.accept(key, outcome);
         }
     }
 
     fn accept(&mut self, key: ViewKey, outcome: Result<Vec<Picture>, String>) {
+        if key == self.key() {
+            // The user looks at the new map from now.
+            self.quiet_since = Instant::now();
+        }
         match outcome {
             Ok(pictures) => {
                 self.cache.insert(key, Arc::new(pictures));
@@ -424,6 +522,8 @@ impl App {
                 self.status = Some(message.clone());
                 if self.key() == key {
                     self.panel = Panel::Unavailable(message);
+                } else {
+                    self.prefetch_failed = true;
                 }
                 return;
             }
@@ -473,7 +573,10 @@ impl App {
         let inputs = self.inputs.drain(..).map(|i| (i.name, i.prepared, i.label)).collect();
         let model = Arc::new(model);
         let inputs = inputs::classify(&model, inputs)?;
-        self.cancel_jobs();
+        // Nothing computed for the old model may reach the cache.
+        for jobs in self.jobs.values_mut() {
+            jobs.cancel();
+        }
         self.model = model;
         self.model_hash = hash;
         self.inputs = inputs;

@@ -20,6 +20,8 @@ pub enum Action {
     PrevClass,
     /// The class numbered by the digit key (models with at most 10 classes).
     ClassByDigit,
+    /// Open the class search box.
+    FindClass,
     /// Next input.
     NextInput,
     /// Previous input.
@@ -237,6 +239,14 @@ pub const BINDINGS: &[Binding] = &[
         status: None,
     },
     Binding {
+        keys: &[ch('/')],
+        label: "/",
+        help: "find a class by name (type, ↑↓, Enter; Esc)",
+        action: Action::FindClass,
+        need: Need::Class,
+        status: Some(("/", "find")),
+    },
+    Binding {
         keys: &[(KeyCode::Down, NONE), ch('j')],
         label: "↓ j",
         help: "next input",
@@ -384,11 +394,16 @@ pub fn lookup(
 /// The status line's key hints on a tab (its `own` bindings, what it `uses`): `(keys,
 /// name)`. Hints are cut from the end when the line is short, so the order is by
 /// importance: quitting and moving between inputs and classes, the tab's own keys, the
-/// other shared ones, then export and help.
-pub fn status_hints((own, uses): (&'static [Binding], Uses)) -> Vec<(&'static str, &'static str)> {
+/// other shared ones, then export and help. The class search box is hinted only where
+/// digits do not pick classes (a model of more than ten).
+pub fn status_hints(
+    (own, uses): (&'static [Binding], Uses),
+    digits_are_classes: bool,
+) -> Vec<(&'static str, &'static str)> {
     let last = |b: &&Binding| matches!(b.action, Action::Export | Action::Help);
     let first = |b: &&Binding| !last(b) && matches!(b.need, Need::Always | Need::Class);
-    let shared = || BINDINGS.iter().filter(move |b| b.need.met(uses));
+    let hinted = move |b: &&Binding| !(digits_are_classes && b.action == Action::FindClass);
+    let shared = || BINDINGS.iter().filter(move |b| b.need.met(uses)).filter(hinted);
     shared()
         .filter(first)
         .chain(own)
@@ -470,10 +485,12 @@ mod tests {
     fn every_tab_has_hints_and_quit_and_every_key_is_in_the_help() {
         let all = tabs::all();
         for tab in &all {
-            let hints = status_hints((tab.bindings(), tab.uses()));
+            let hints = status_hints((tab.bindings(), tab.uses()), true);
             assert!(hints.iter().any(|h| h.0 == "q"), "{}", tab.title());
         }
-        assert!(status_hints(tab("Saliency")).contains(&("m", "modifier")));
+        assert!(status_hints(tab("Saliency"), true).contains(&("m", "modifier")));
+        assert!(!status_hints(tab("Saliency"), true).contains(&("/", "find")));
+        assert!(status_hints(tab("Saliency"), false).contains(&("/", "find")));
         let own: Vec<_> = all.iter().map(|t| t.bindings()).collect();
         let help = help_entries(&own);
         for tab in &all {

@@ -1,12 +1,14 @@
 //! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
 //! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
-//! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`watch`]
-//! follows a model file and [`image`] draws pictures as half-block cells.
+//! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`picker`]
+//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures as
+//! half-block cells.
 
 pub mod app;
 pub mod image;
 pub mod jobs;
 pub mod keys;
+pub mod picker;
 pub mod tabs;
 pub mod ui;
 pub mod watch;
@@ -31,6 +33,10 @@ pub struct Options {
     pub color: ColorMode,
     /// Activation maximisation steps.
     pub maxact_iterations: usize,
+    /// How long the user leaves keys alone, after a key or a map's arrival, before the
+    /// explorer prefetches other classes (a prefetch under way delays a jump elsewhere by
+    /// up to one map's time, as a map cannot be stopped half-way).
+    pub prefetch_after: Duration,
     /// Where activation-maximisation results are kept between runs (`None`: memory only).
     pub cache_dir: Option<PathBuf>,
     /// Reload the model when this file changes.
@@ -120,6 +126,7 @@ pub fn options(
     Options {
         color,
         maxact_iterations: 200,
+        prefetch_after: Duration::from_millis(300),
         cache_dir: cache::default_dir(),
         watch,
         overrides,

@@ -10,6 +10,7 @@ use crate::present::ansi;
 use crate::tui::app::{App, Panel};
 use crate::tui::image::{HalfBlockImage, color};
 use crate::tui::keys;
+use crate::tui::picker::ClassPicker;
 
 /// The smallest terminal the explorer draws in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -40,6 +41,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Layout::horizontal([Constraint::Length(SIDE_WIDTH), Constraint::Min(0)]).areas(body);
     draw_side(frame, side, app);
     draw_main(frame, main, app);
+    if let Some(picker) = &app.picker {
+        draw_picker(frame, main, app, picker);
+    }
     draw_status(frame, status, app);
     if app.show_help {
         draw_help(frame, area, app);
@@ -63,9 +67,24 @@ fn class_name(app: &App, c: usize) -> &str {
     app.model.classes.get(c).map_or("?", String::as_str)
 }
 
+/// Rows of the probability panel in a side panel `height` rows high: every class of a
+/// model of up to ten; of more, the most probable ones, as many as the input list leaves
+/// room for, and at least ten.
+fn probability_rows(app: &App, height: u16) -> usize {
+    let k = app.model.num_classes();
+    if k <= 10 {
+        return k;
+    }
+    let list_rows = u16::try_from(app.inputs.len()).unwrap_or(u16::MAX).saturating_add(2);
+    let room = height.saturating_sub(list_rows).saturating_sub(2).max(10);
+    // The input list keeps three rows (a border and one input).
+    let most = height.saturating_sub(3 + 2);
+    k.min(usize::from(room.min(most)))
+}
+
 fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     let k = app.model.num_classes();
-    let shown = k.min(10);
+    let shown = probability_rows(app, area.height);
     let [list_area, probs_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(shown as u16 + 2)]).areas(area);
     let items: Vec<ListItem> = app
@@ -101,22 +120,35 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     let mut state = ListState::default().with_selected(Some(app.input));
     frame.render_stateful_widget(list, list_area, &mut state);
 
-    // Probabilities of the current input: the top classes when there are many.
+    // Probabilities of the current input: every class of a few; of many the most probable,
+    // and the current class in the last row when it is not among them (with its rank).
     let mut lines = Vec::new();
     if let Some(item) = app.current() {
         let mut order: Vec<usize> = (0..k).collect();
         if k > 10 {
-            order.sort_by(|&a, &b| item.probs[b].total_cmp(&item.probs[a]));
-            order.truncate(10);
+            order = item.top_classes(shown);
+            if !order.contains(&app.class)
+                && let Some(last) = order.last_mut()
+            {
+                *last = app.class;
+            }
         }
-        let bar_width = usize::from(probs_area.width.saturating_sub(12));
-        for c in order {
+        let name_width = if k <= 10 { 3 } else { 9 };
+        let bar_width = usize::from(probs_area.width.saturating_sub(9)).saturating_sub(name_width);
+        for (row, c) in order.into_iter().enumerate() {
             let p = item.probs[c];
             let filled = (p * bar_width as f32).round() as usize;
             let style = if c == app.class { Style::new().fg(ACCENT).bold() } else { Style::new() };
-            let name: String = class_name(app, c).chars().take(3).collect();
+            // Rows of many classes go by probability: a lower rank is the current class's.
+            let rank = 1 + item.probs.iter().filter(|&&q| q > p).count();
+            let name = if k > 10 && rank > row + 1 {
+                format!("#{rank} {}", class_name(app, c))
+            } else {
+                class_name(app, c).to_string()
+            };
+            let name: String = name.chars().take(name_width).collect();
             lines.push(Line::from(vec![
-                Span::styled(format!("{name:>3} "), style),
+                Span::styled(format!("{name:>name_width$} "), style),
                 Span::styled("█".repeat(filled), style),
                 Span::raw(" ".repeat(bar_width - filled.min(bar_width))),
                 Span::styled(format!(" {p:.2}"), style),
@@ -125,6 +157,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     }
     let title = match app.current().and_then(|i| i.label) {
         Some(l) => format!(" p · true {} ", class_name(app, l)),
+        None if k > 10 => format!(" Top {shown} of {k} "),
         None => " Probabilities ".into(),
     };
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), probs_area);
@@ -184,18 +217,71 @@ fn draw_busy(frame: &mut Frame, area: Rect, app: &App, text: &str) {
     let [_, gauge_area, text_area, _] = Layout::vertical([
         Constraint::Percentage(40),
         Constraint::Length(1),
-        Constraint::Length(2),
+        Constraint::Length(3),
         Constraint::Min(0),
     ])
     .areas(area);
+    // What this view waits for, and the job under way: its own, or one it waits behind.
     let (ratio, detail) = match app.job_status() {
-        Some((title, p)) => (f64::from(p.fraction.clamp(0.0, 1.0)), format!("{title}: {}", p.text)),
-        None => (0.0, text.to_string()),
+        Some((title, p)) if title == text => {
+            (f64::from(p.fraction.clamp(0.0, 1.0)), format!("computing {title}: {}", p.text))
+        }
+        Some((title, p)) => (
+            f64::from(p.fraction.clamp(0.0, 1.0)),
+            format!("computing {text}…\n{title}: {}", p.text),
+        ),
+        None => (0.0, format!("computing {text}…")),
     };
     let gauge = Gauge::default().ratio(ratio).gauge_style(Style::new().fg(ACCENT));
     frame.render_widget(gauge, gauge_area.inner(ratatui::layout::Margin::new(2, 0)));
     let text = format!("{detail}\nx cancels; keys keep working meanwhile.");
     frame.render_widget(Paragraph::new(text).centered().wrap(Wrap { trim: true }), text_area);
+}
+
+/// The class search box over the main panel: the query, then the matches (with the current
+/// input's probability), the chosen one highlighted.
+fn draw_picker(frame: &mut Frame, area: Rect, app: &App, picker: &ClassPicker) {
+    let matches = picker.matches(&app.model.classes);
+    let width = area.width.saturating_sub(4).min(60);
+    let height = area.height.saturating_sub(2).min(matches.len() as u16 + 4).max(5);
+    let popup = Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height.saturating_sub(height)) / 2,
+        width,
+        height.min(area.height),
+    );
+    frame.render_widget(Clear, popup);
+    let title = format!(" Find a class · {} of {} ", matches.len(), app.model.num_classes());
+    let block = Block::bordered()
+        .title(title)
+        .title_bottom(" ↑↓ Enter chooses · Esc cancels ")
+        .border_style(Style::new().fg(ACCENT));
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
+    let [query_area, list_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let query = Line::from(vec![
+        Span::styled("/ ", Style::new().fg(ACCENT).bold()),
+        Span::raw(picker.query.clone()),
+        Span::styled("▏", Style::new().fg(ACCENT)),
+    ]);
+    frame.render_widget(Paragraph::new(query), query_area);
+    let probs = app.current().map(|i| i.probs.as_slice()).unwrap_or_default();
+    let items: Vec<ListItem> = matches
+        .iter()
+        .map(|&c| {
+            let p = probs.get(c).map_or(String::new(), |p| format!("  p={p:.3}"));
+            ListItem::new(Line::from(vec![
+                Span::raw(class_name(app, c).to_string()),
+                Span::styled(p, Style::new().fg(Color::DarkGray)),
+            ]))
+        })
+        .collect();
+    let list = List::new(items)
+        .highlight_style(Style::new().fg(Color::Black).bg(ACCENT))
+        .highlight_symbol("▶");
+    let mut state = ListState::default().with_selected(Some(picker.selected));
+    frame.render_stateful_widget(list, list_area, &mut state);
 }
 
 /// Lines of text, the first (a table's header) in bold, scrolled.
@@ -225,7 +311,8 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     let right: String = right.chars().take(width).collect();
     let mut room = width.saturating_sub(right.chars().count() + 1);
     let mut spans = Vec::new();
-    for (label, name) in keys::status_hints(app.tab_keys()) {
+    let digits_are_classes = app.model.num_classes() <= 10;
+    for (label, name) in keys::status_hints(app.tab_keys(), digits_are_classes) {
         let hint_width = label.chars().count() + name.chars().count() + 3;
         if hint_width > room {
             break;

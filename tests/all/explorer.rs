@@ -22,6 +22,7 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
+        prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
         watch,
         overrides: Default::default(),
@@ -48,6 +49,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
+        prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.path().to_path_buf()),
         watch: None,
         overrides: Default::default(),
@@ -99,6 +101,9 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     assert!(s.contains("conv2d_1 (Conv2D)") && s.contains("Total params: 1,199,882"), "{s}");
 
     press(&mut app, KeyCode::F(6));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("computing saliency of every class"), "a background job: {s}");
+    app.wait_for_job();
     let s = screen(&app, 80, 24);
     assert!(s.contains("Saliency · class 3 · vanilla"), "{s}");
     assert!(s.contains("saliency · class 3 (p=1.000) · modifier vanilla"), "{s}");
@@ -299,6 +304,7 @@ fn a_class_change_in_saliency_sends_only_what_changed() {
     let cache = tempfile::tempdir().unwrap();
     let mut app = app_with(cache.path(), None);
     press(&mut app, KeyCode::F(6));
+    app.wait_for_job();
     let class_change = bytes_for(&mut app, |app| press(app, KeyCode::Right));
     let nothing = bytes_for(&mut app, |_| {});
     println!("bytes written for one class change in Saliency at 80×24 (truecolor): {class_change}");
@@ -308,25 +314,30 @@ fn a_class_change_in_saliency_sends_only_what_changed() {
     assert!(nothing < 100, "an unchanged frame sends almost nothing: {nothing}");
 }
 
-#[test]
-fn a_model_of_many_classes_computes_the_class_shown() {
+/// A 1,000-class model (a small conv net with an ImageNet-size head) over one 32×32 colour
+/// image, classes named "thing 000"… but for two cats, prefetching once keys have been left
+/// alone for `prefetch_after`; and the image's probabilities.
+fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
     use convscope::{Activation, Node, Op, Padding};
-    let model = crate::support::random_model(
-        &[1, 8, 8],
+    let mut model = crate::support::random_model(
+        &[3, 32, 32],
         vec![
             Node::new(
                 "c",
-                crate::support::conv(2, 3, 1, Padding::Valid, 1, Activation::Relu),
+                crate::support::conv(4, 3, 2, Padding::Valid, 1, Activation::Relu),
                 &["input"],
             ),
             Node::new("flat", Op::Flatten, &["c"]),
-            Node::new("out", crate::support::dense(40, Activation::Softmax), &["flat"]),
+            Node::new("out", crate::support::dense(1000, Activation::Softmax), &["flat"]),
         ],
         4,
     );
+    model.classes = (0..1000).map(|i| format!("thing {i:03}")).collect();
+    model.classes[281] = "tabby cat".into();
+    model.classes[282] = "tiger cat".into();
     let image = tempfile::tempdir().unwrap();
     let file = image.path().join("x.png");
-    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y * 3) as u8]))
+    image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 99]))
         .save(&file)
         .unwrap();
     let inputs =
@@ -334,23 +345,64 @@ fn a_model_of_many_classes_computes_the_class_shown() {
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 2,
+        prefetch_after,
         cache_dir: None,
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
     };
-    let mut app = App::new(model, "many".into(), 1, inputs, options).unwrap();
-    press(&mut app, KeyCode::F(6));
+    let probs = convscope::data::inputs::predictions(&model, &inputs).unwrap().remove(0);
+    (App::new(model, "many".into(), 1, inputs, options).unwrap(), probs)
+}
+
+fn is_busy(app: &App) -> bool {
+    matches!(app.panel(), convscope::tui::app::Panel::Busy(_))
+}
+
+#[test]
+fn a_thousand_class_model_computes_maps_in_the_background_and_prefetches() {
+    let (mut app, _) = thousand_class_app(Duration::ZERO);
     let first = screen(&app, 80, 24);
-    assert!(first.contains("Saliency · class"), "{first}");
-    // Plain digits pick tabs with this many classes; arrows still move the class.
+    assert!(first.contains("Top 17 of 1000"), "{first}");
+    // Each key returns before any map is computed: the view says what it waits for, and
+    // the map arrives only from the job slot.
+    press(&mut app, KeyCode::F(6));
+    let class = app.class();
+    let name = format!("class thing {class:03}");
+    let s = screen(&app, 80, 24);
+    assert!(is_busy(&app), "{s}");
+    assert!(s.contains(&format!("computing saliency of {name}")), "{s}");
+    assert!(s.contains(&format!("Saliency · {name} · vanilla")), "{s}");
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains(&format!("saliency · {name} (p=")), "{s}");
+    // The neighbours were prefetched: a class change is a lookup.
     press(&mut app, KeyCode::Right);
-    let second = screen(&app, 80, 24);
-    assert!(second.contains("saliency · class"), "{second}");
-    assert_ne!(first, second, "another class, another map");
+    assert!(!is_busy(&app), "the next class was prefetched");
+    let s = screen(&app, 80, 24);
+    assert!(s.contains(&format!("saliency · class thing {:03} (p=", class + 1)), "{s}");
+    press(&mut app, KeyCode::Left);
+    press(&mut app, KeyCode::Left);
+    assert!(!is_busy(&app), "the previous class was prefetched");
+    // No prefetch before keys have been left alone a while.
+    let (mut patient, _) = thousand_class_app(Duration::from_secs(3600));
+    press(&mut patient, KeyCode::F(6));
+    patient.wait_for_job();
+    patient.tick();
+    press(&mut patient, KeyCode::Right);
+    assert!(is_busy(&patient), "nothing was prefetched yet");
+
+    // Another modifier is another map, computed in the background too.
+    press(&mut app, KeyCode::Char('m'));
+    assert!(is_busy(&app));
+    app.wait_for_job();
+    assert!(screen(&app, 80, 24).contains("modifier guided"));
+
+    // Plain digits pick tabs with this many classes; the grad-CAM tab's view is a job too.
     press(&mut app, KeyCode::Char('7'));
-    assert!(screen(&app, 80, 24).contains("Grad-CAM"));
-    // Activation maximisation of the current class, not of all forty.
+    assert!(is_busy(&app));
+    assert!(screen(&app, 80, 24).contains("computing grad-CAM of class"));
+    // Activation maximisation of the current class, not of all thousand.
     press(&mut app, KeyCode::F(4));
     app.wait_for_job();
     let s = screen(&app, 80, 24);
@@ -358,4 +410,61 @@ fn a_model_of_many_classes_computes_the_class_shown() {
     let caption = s.split("classifies each:").nth(1).unwrap_or_default();
     let caption = caption.split('└').next().unwrap_or_default();
     assert_eq!(caption.matches('→').count(), 1, "one target, classified: {s}");
+}
+
+#[test]
+fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
+    let (mut app, probs) = thousand_class_app(Duration::ZERO);
+    press(&mut app, KeyCode::F(6));
+    let type_text = |app: &mut App, text: &str| {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    };
+    // Case-insensitive substring, as typed; digits and letters go to the box, not to keys.
+    press(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "TABBY");
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Find a class · 1 of 1000") && s.contains("▶tabby cat"), "{s}");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.class(), 281);
+    assert!(screen(&app, 80, 24).contains("Saliency · class tabby cat · vanilla"));
+    press(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "cat");
+    assert!(screen(&app, 80, 24).contains("Find a class · 2 of 1000"));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.class(), 282, "tiger cat");
+    // Esc closes the box and changes nothing (nor quits).
+    press(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "thing 5");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.class(), 282);
+    assert!(!app.quit && !screen(&app, 80, 24).contains("Find a class"));
+
+    // The panel: the 17 most probable classes that fit, in order, with the current class
+    // (ranked far lower) in the last row.
+    let mut order: Vec<usize> = (0..1000).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let rank = order.iter().position(|&c| c == 282).unwrap() + 1;
+    assert!(rank > 17, "the test wants a current class outside the top");
+    let s = screen(&app, 80, 24);
+    let panel: Vec<&str> = s.lines().skip_while(|l| !l.contains("Top 17 of 1000")).collect();
+    for (row, &class) in order[..16].iter().enumerate() {
+        let name: String = format!("thing {class:03}").chars().take(9).collect();
+        assert!(
+            panel[row + 1].contains(&name),
+            "row {row}: {}
+{s}",
+            panel[row + 1]
+        );
+    }
+    let current: String = format!("#{rank} tiger cat").chars().take(9).collect();
+    assert!(
+        panel[17].contains(&current),
+        "{}
+{s}",
+        panel[17]
+    );
+    assert!(!s.contains(&format!("thing {:03}", order[16])), "the 17th gave way: {s}");
 }

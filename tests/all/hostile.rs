@@ -120,6 +120,7 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
     let options = Options {
         color: convscope::present::ansi::ColorMode::TrueColor,
         maxact_iterations: 2,
+        prefetch_after: std::time::Duration::ZERO,
         cache_dir: None,
         watch: None,
         overrides: Default::default(),

@@ -61,7 +61,8 @@ impl Tab for GradCam {
 
     fn view(&self, ctx: &Ctx) -> View {
         let guided = self.guided;
-        gradient_view(ctx, "grad-CAM", move |r| {
+        let method = if guided { "guided grad-CAM" } else { "grad-CAM" };
+        gradient_view(ctx, method, move |r| {
             let subject = r.subject();
             if guided {
                 r.classes

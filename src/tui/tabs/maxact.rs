@@ -9,6 +9,7 @@ use crate::error::report;
 use crate::methods::actmax::{self, ActMaxConfig, LossTerms, Target};
 use crate::model::{InputSpec, Model};
 use crate::present::figures;
+use crate::tui::jobs::{Job, Superseded};
 use crate::tui::keys::{Action, Binding, ch};
 use crate::tui::tabs::{Ctx, Tab, Uses, View};
 
@@ -80,9 +81,11 @@ impl Tab for MaxAct {
             classes: classes.iter().map(|&c| model.classes[c].clone()).collect(),
             config: config.clone(),
         };
-        View::Job(
-            "activation maximisation",
-            Box::new(move |job| {
+        View::Job(Job {
+            title: format!("activation maximisation of {}", ctx.classes_computed()),
+            // A run stopped early is partial: a newer request replaces it.
+            superseded: Superseded::Cancel,
+            work: Box::new(move |job| {
                 let chw = model.input_chw().map_err(|e| report(&e))?;
                 let cached = cache.as_ref().and_then(|c| c.load::<_, Entry>(KIND, &key));
                 if let Some(entry) = cached
@@ -119,7 +122,7 @@ impl Tab for MaxAct {
                 }
                 Ok(vec![picture])
             }),
-        )
+        })
     }
 
     fn bindings(&self) -> &'static [Binding] {

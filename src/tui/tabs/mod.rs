@@ -23,7 +23,7 @@ use crate::model::Model;
 use crate::present::figures::{Picture, Style, Subject};
 use crate::present::pixels;
 use crate::tui::Options;
-use crate::tui::jobs::JobContext;
+use crate::tui::jobs::{Job, Superseded};
 use crate::tui::keys::Binding;
 pub use crate::tui::keys::Uses;
 
@@ -67,12 +67,9 @@ pub struct Ctx<'a> {
 }
 
 /// Up to this many classes, a per-class view computes every class in one batch, so cycling
-/// classes is a lookup; beyond it (an ImageNet model's 1,000) only the current class.
+/// classes is a lookup; beyond it (an ImageNet model's 1,000) only the current class, and
+/// the app prefetches the classes the user is likely to look at next.
 pub const BATCHED_CLASSES: usize = 16;
-
-/// Mult-adds a view may cost (forward and backward, every class it computes) and still be
-/// made at once; costlier views run as background jobs, so keys never wait on them.
-const INLINE_MULT_ADDS: u64 = 2_000_000_000;
 
 impl Ctx<'_> {
     /// The current class's name.
@@ -80,29 +77,42 @@ impl Ctx<'_> {
         self.model.classes.get(self.class).map_or("", String::as_str)
     }
 
+    /// What a per-class view computes, for titles: "class NAME" or "every class".
+    pub fn classes_computed(&self) -> String {
+        match self.classes.as_slice() {
+            [_] => format!("class {}", self.class_name()),
+            _ => "every class".into(),
+        }
+    }
+
     /// The tab's layer's name.
     pub fn layer_name(&self) -> &str {
         self.layer.and_then(|l| self.model.graph().nodes().get(l)).map_or("", |n| &n.name)
     }
 
-    /// The current input as a method's subject.
-    pub fn subject(&self) -> crate::Result<(Subject<'_>, &InputItem)> {
+    /// What a view of the current input reads, owned, for a background job.
+    pub fn request(&self) -> crate::Result<Request> {
         let item = self.input.ok_or_else(|| crate::Error::Invalid("no input images".into()))?;
-        Ok((Subject { model: self.model, input: &item.prepared, probs: &item.probs }, item))
+        Ok(Request {
+            model: self.model.clone(),
+            item: item.clone(),
+            classes: self.classes.clone(),
+            rule: self.rule,
+            layer: self.layer,
+            style: self.style,
+        })
     }
 }
-
-/// Work for the job slot: computes the view's pictures off the UI thread.
-pub type JobWork = Box<dyn FnOnce(&JobContext) -> Result<Vec<Picture>, String> + Send>;
 
 /// How a tab's view is made.
 pub enum View {
     /// Lines of text, drawn as they are (scrollable).
     Text(Vec<String>),
-    /// Pictures computed at once (quick methods).
+    /// Pictures computed at once (quick methods that read no input: no pass through the
+    /// network).
     Pictures(crate::Result<Vec<Picture>>),
-    /// Pictures computed in the background, with a title for the progress gauge.
-    Job(&'static str, JobWork),
+    /// Pictures computed in the background.
+    Job(Job<Vec<Picture>>),
 }
 
 /// One tab of the explorer.
@@ -146,7 +156,7 @@ pub trait Tab {
     }
 }
 
-/// What a gradient view reads, owned, so that it can be computed in a background job.
+/// What a view of an input reads, owned, so that it can be computed in a background job.
 pub struct Request {
     /// The model.
     pub model: Arc<Model>,
@@ -179,36 +189,26 @@ impl Request {
     }
 }
 
-/// The view of a gradient method (`compute`, titled `title`): made at once when cheap, in a
-/// background job when not, so keys never wait on a large model.
+/// The view of a gradient method (`compute`, named `method`), made in a background job so
+/// that keys never wait on it; a newer request lets it finish, as its map stays valid (a
+/// prefetched class).
 pub fn gradient_view(
     ctx: &Ctx,
-    title: &'static str,
+    method: &str,
     compute: impl FnOnce(&Request) -> crate::Result<Vec<Picture>> + Send + 'static,
 ) -> View {
-    let item = match ctx.subject() {
-        Ok((_, item)) => item.clone(),
+    let request = match ctx.request() {
+        Ok(request) => request,
         Err(e) => return View::Pictures(Err(e)),
     };
-    let request = Request {
-        model: ctx.model.clone(),
-        item,
-        classes: ctx.classes.clone(),
-        rule: ctx.rule,
-        layer: ctx.layer,
-        style: ctx.style,
-    };
-    let passes = (request.classes.len() as u64).saturating_mul(3);
-    if ctx.model.graph().total_mult_adds().saturating_mul(passes) <= INLINE_MULT_ADDS {
-        return View::Pictures(request.beside_input(compute(&request)));
-    }
-    View::Job(
-        title,
-        Box::new(move |job| {
-            job.report(0.0, format!("{} class(es), forward and backward", request.classes.len()));
+    View::Job(Job {
+        title: format!("{method} of {}", ctx.classes_computed()),
+        superseded: Superseded::Finish,
+        work: Box::new(move |job| {
+            job.report(0.0, "forward and backward".into());
             request.beside_input(compute(&request)).map_err(|e| crate::error::report(&e))
         }),
-    )
+    })
 }
 
 /// The input image and a picture side by side.

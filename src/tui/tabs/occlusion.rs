@@ -7,6 +7,7 @@ use crate::error::report;
 use crate::methods::occlusion::OcclusionConfig;
 use crate::model::Model;
 use crate::present::figures;
+use crate::tui::jobs::{Job, Superseded};
 use crate::tui::keys::{Action, Binding, NONE, ch};
 use crate::tui::tabs::{Ctx, Tab, Uses, View};
 
@@ -83,9 +84,11 @@ impl Tab for Occlusion {
         };
         let (model, class, config, drop, style) =
             (ctx.model.clone(), ctx.class, self.config(ctx.model), self.drop, ctx.style);
-        View::Job(
-            "occlusion",
-            Box::new(move |job| {
+        View::Job(Job {
+            title: format!("occlusion of class {}", ctx.class_name()),
+            // It cannot stop early, and its map stays valid for its settings.
+            superseded: Superseded::Finish,
+            work: Box::new(move |job| {
                 job.report(0.0, "occluded copies through the network".into());
                 let subject =
                     figures::Subject { model: &model, input: &item.prepared, probs: &item.probs };
@@ -93,7 +96,7 @@ impl Tab for Occlusion {
                     .map(|p| vec![p])
                     .map_err(|e| report(&e))
             }),
-        )
+        })
     }
 
     fn bindings(&self) -> &'static [Binding] {
