@@ -32,11 +32,18 @@ pub fn default_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "convscope").map(|d| d.cache_dir().to_path_buf())
 }
 
-/// FNV-1a, 64 bits: a stable fingerprint of a model file (not for security).
+/// A stable 64-bit fingerprint of a model file (not for security).
 pub fn hash(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    // FNV-1a over 8-byte words (a byte at a time took 0.5 s on a 531 MB model), the tail
+    // zero-padded and the length mixed in so that padding cannot collide.
+    let mut words = bytes.chunks_exact(8);
+    let step = |h: u64, word: u64| (h ^ word).wrapping_mul(0x0100_0000_01b3);
+    let h = words.by_ref().fold(0xcbf2_9ce4_8422_2325, |h, w| {
+        step(h, u64::from_le_bytes(w.try_into().unwrap_or_default()))
+    });
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    step(step(h, u64::from_le_bytes(tail)), bytes.len() as u64)
 }
 
 impl Cache {
@@ -101,10 +108,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_is_fnv1a() {
-        // Published FNV-1a 64 test vectors.
-        assert_eq!(hash(b""), 0xcbf29ce484222325);
-        assert_eq!(hash(b"a"), 0xaf63dc4c8601ec8c);
+    fn hash_tells_apart_one_byte_and_trailing_zeros() {
+        let base: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let mut changed = base.clone();
+        changed[997] ^= 1;
+        assert_ne!(hash(&base), hash(&changed));
+        assert_eq!(hash(&base), hash(&base.clone()));
+        assert_ne!(hash(b"a"), hash(b"a\0"));
+        assert_ne!(hash(b""), hash(b"\0\0\0\0\0\0\0\0"));
     }
 
     #[test]

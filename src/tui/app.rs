@@ -538,15 +538,18 @@ impl App {
             return false;
         }
         let path = watch.path().to_path_buf();
-        let loaded = std::fs::read(&path).map_err(|e| report(&e)).and_then(|bytes| {
+        let loaded = crate::formats::open(&path).map_err(|e| report(&e)).and_then(|file| {
+            // Hashed first and its pages let go, as at start.
+            let hash = cache::hash(&file);
+            file.pages().release(&file);
             // The user's choices again; a model that leaves its size open keeps the size it
             // was explored at.
             let options = &self.options.load;
-            let model = match crate::formats::from_bytes_with(&bytes, &path, options) {
+            let model = match crate::formats::from_file_with(&file, &path, options) {
                 Err(crate::Error::OpenInputSize { .. }) => {
                     let input_size = self.model.input_chw().ok().map(|[_, h, w]| [h, w]);
                     let sized = crate::formats::Options { input_size, ..options.clone() };
-                    crate::formats::from_bytes_with(&bytes, &path, &sized)
+                    crate::formats::from_file_with(&file, &path, &sized)
                 }
                 loaded => loaded,
             }
@@ -554,7 +557,7 @@ impl App {
             // In the precision the explorer was started with (`--precision`).
             .and_then(|m| m.to_dtype(self.model.dtype()))
             .map_err(|e| report(&e))?;
-            Ok((model, cache::hash(&bytes)))
+            Ok((model, hash))
         });
         let time = time_of_day();
         match loaded
