@@ -59,13 +59,7 @@ fn chain(layers: usize) -> Vec<u8> {
         last = relu;
     }
     graph.output.push(ValueInfoProto { name: last, r#type: Some(dims(&[1, 1, 16, 16])) });
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        graph: Some(graph),
-        ..Default::default()
-    };
-    model.encode_to_vec()
+    encode(graph)
 }
 
 /// An ONNX model of a vector input through two `Gemm`s (PyTorch's `Linear`, B transposed):
@@ -112,6 +106,11 @@ fn classifier() -> Vec<u8> {
         last = out;
     }
     graph.output.push(ValueInfoProto { name: last, r#type: Some(vector(1000)) });
+    encode(graph)
+}
+
+/// An opset-17 file holding `graph`.
+fn encode(graph: GraphProto) -> Vec<u8> {
     let model = ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],

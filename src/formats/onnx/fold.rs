@@ -187,36 +187,24 @@ impl Importer {
     pub(super) fn expand(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let target = dims_array(self.value(n.input(1).ok_or("needs a shape")?)?)?;
         let value = self.value(n.first)?.clone();
-        let known = |target: &Array<Dim>| -> Fallible<Vec<usize>> {
-            target
+        // An array of the target shape (of nothing) to broadcast a constant or shape against.
+        let grid = || -> Fallible<Array<()>> {
+            let dims = target
                 .data
                 .iter()
                 .map(|d| match d {
                     Dim::Known(v) if *v >= 0 => Ok(*v as usize),
                     _ => Err(format!("cannot expand a constant to {:?}", target.data)),
                 })
-                .collect()
+                .collect::<Fallible<Vec<usize>>>()?;
+            Ok(Array { data: vec![(); dims.iter().product()], dims, integer: true })
         };
         match value {
             Value::Const(k) => {
-                let shape = known(&target)?;
-                let ones = Array {
-                    dims: shape.clone(),
-                    data: vec![(); shape.iter().product()],
-                    integer: true,
-                };
-                let expanded = k.zip(&ones, |&v, ()| v)?;
+                let expanded = k.zip(&grid()?, |&v, ()| v)?;
                 Ok(Value::Const(Array { integer: k.integer, ..expanded }))
             }
-            Value::Shape(s) => {
-                let shape = known(&target)?;
-                let ones = Array {
-                    dims: shape.clone(),
-                    data: vec![(); shape.iter().product()],
-                    integer: true,
-                };
-                Ok(Value::from_shape(s.zip(&ones, |&v, ()| v)?))
-            }
+            Value::Shape(s) => Ok(Value::from_shape(s.zip(&grid()?, |&v, ()| v)?)),
             Value::Flattened { .. } => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 let shape = self.shape(&c);
