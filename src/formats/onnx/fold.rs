@@ -296,15 +296,19 @@ impl Importer {
                 let integer = k.integer && !matches!(op, Unary::Sqrt | Unary::Reciprocal);
                 Ok(Value::Const(Array { integer, ..k.map(|&v| op.apply(v)) }))
             }
-            Value::Computed(_) => {
-                let (x, _) = self.real_input(n.first)?;
-                let (op, weights) = match op {
-                    Unary::Sqrt => (Op::Activation { activation: Activation::Sqrt }, Vec::new()),
-                    Unary::Neg => scale_by(ArithKind::Mul, -1.0, false),
-                    Unary::Reciprocal => scale_by(ArithKind::Div, 1.0, true),
-                    other => return Err(format!("{other:?} of a value computed from the input")),
-                };
-                Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+            // Elementwise, through the ops that keep a pending layout pending.
+            Value::Computed(c) => {
+                let scalar = |v: f64| Array::vector(vec![v]);
+                match op {
+                    Unary::Sqrt => self.activation(n, Activation::Sqrt),
+                    Unary::Neg => {
+                        self.arith_const(ArithKind::Mul, &c, n.first, scalar(-1.0), false, n.base)
+                    }
+                    Unary::Reciprocal => {
+                        self.arith_const(ArithKind::Div, &c, n.first, scalar(1.0), true, n.base)
+                    }
+                    other => Err(format!("{other:?} of a value computed from the input")),
+                }
             }
             Value::Shape(_) | Value::Flattened { .. } => {
                 Err(format!("{op:?} of a shape with the batch size in it"))
@@ -323,14 +327,10 @@ impl Importer {
             Value::Computed(c) => match exponent.scalar()? {
                 1.0 => Ok(Value::Computed(c)),
                 2.0 => {
-                    let (x, _) = self.real_input(n.first)?;
-                    Ok(Value::computed(self.square(n.base, x)?))
+                    let x = (n.first.to_string(), Value::Computed(c.clone()));
+                    self.arith_pair_with(ArithKind::Mul, &x, Value::Computed(c), n.first, n.base)
                 }
-                0.5 => {
-                    let (x, _) = self.real_input(n.first)?;
-                    let op = Op::Activation { activation: Activation::Sqrt };
-                    Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
-                }
+                0.5 => self.activation(n, Activation::Sqrt),
                 e => Err(format!("a value computed from the input raised to {e}")),
             },
             Value::Shape(_) | Value::Flattened { .. } => Err("a power of a shape".into()),

@@ -578,7 +578,7 @@ impl Importer {
     }
 
     /// `left <kind> right`, each an ONNX value with its name.
-    fn arith_pair_with(
+    pub(super) fn arith_pair_with(
         &mut self,
         kind: ArithKind,
         (left, l): &(String, Value),
@@ -626,7 +626,7 @@ impl Importer {
         }
     }
 
-    fn arith_const(
+    pub(super) fn arith_const(
         &mut self,
         kind: ArithKind,
         x: &Computed,
@@ -675,7 +675,7 @@ impl Importer {
         Ok(self.keep_layout(name, x))
     }
 
-    fn activation(&mut self, n: &OpNode<'_>, activation: Activation) -> Fallible<Value> {
+    pub(super) fn activation(&mut self, n: &OpNode<'_>, activation: Activation) -> Fallible<Value> {
         let c = self.computed(n.first)?;
         // Elementwise: applied to the source of a pending permutation, which stays pending.
         let op = Op::Activation { activation };
