@@ -32,7 +32,7 @@ pub mod present;
 pub mod runtime;
 pub mod tui;
 
-pub use engine::{Activations, Gradients, Point, ReluRule, Seed};
+pub use engine::{Activations, Gradients, Keep, Point, ReluRule, Seed};
 pub use error::{Error, Result};
 pub use model::{
     Activation, ArithKind, ConstOperand, Graph, GraphSpec, InputSpec, Model, Node, Op, Padding,

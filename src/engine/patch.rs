@@ -305,7 +305,7 @@ impl<'m> Plan<'m> {
         size: [usize; 2],
         fill: f64,
     ) -> Result<Tensor> {
-        let base = self.base.value(ValueId(v));
+        let base = self.base.value(ValueId(v))?;
         let (map, changed) = match (&states[v], &self.boxes[v]) {
             (State::Boxes(t), Some(b)) => {
                 (b.map, Some(Laid { values: t, size: b.size, origins: &b.origins[windows] }))
@@ -348,7 +348,7 @@ impl<'m> Plan<'m> {
         let [c, h, w] = b.map;
         let [bh, bw] = b.size;
         let change = kernels::with_slice::<T, _>(self.boxed(states, v)?, |new| {
-            kernels::with_slice::<T, _>(self.base.value(ValueId(v)), |base| {
+            kernels::with_slice::<T, _>(self.base.value(ValueId(v))?, |base| {
                 let mut change = Vec::with_capacity(new.len());
                 for (boxed, &[oy, ox]) in new.chunks_exact(c * bh * bw).zip(&b.origins[windows]) {
                     for (ch, rows) in boxed.chunks_exact(bh * bw).enumerate() {
@@ -458,7 +458,7 @@ impl<'m> Plan<'m> {
         let n = windows.len();
         let (change, b) = self.box_change::<T>(states, v, windows)?;
         let [c, h, w] = b.map;
-        let base = self.base.value(ValueId(out));
+        let base = self.base.value(ValueId(out))?;
         let base_means = base.flatten_all()?.to_vec1::<T>()?;
         let scale = T::from_f64(1.0 / (h * w) as f64);
         let mut means = Vec::with_capacity(n * c);
@@ -673,7 +673,7 @@ fn plan_node(
         }
         Op::Dense { .. } if first.flat => {
             let kernel = model.weight(i, "kernel")?;
-            let x = base.value(model.graph().inputs_of(i)[0]);
+            let x = base.value(model.graph().inputs_of(i)[0])?;
             let bias = if model.graph().weight_specs(i).iter().any(|s| s.role == "bias") {
                 Some(model.weight(i, "bias")?)
             } else {

@@ -26,7 +26,7 @@ pub fn feature_maps(
     layer: usize,
     sample: usize,
 ) -> Result<Vec<Map>> {
-    let out = acts.node(layer).get(sample)?.to_dtype(DType::F32)?;
+    let out = acts.node(layer)?.get(sample)?.to_dtype(DType::F32)?;
     let values = out.flatten_all()?.to_vec1::<f32>()?;
     match *model.graph().shape(ValueId::of_node(layer)) {
         [c, h, w] => {

@@ -75,8 +75,17 @@ pub fn grad_cam_for(
     layer: Option<usize>,
 ) -> Result<Vec<GradCam>> {
     check_input(model, x)?;
-    let (acts, seed) = class_forward(model, x, classes)?;
+    let layer = cam_layer(model, layer)?;
+    let (acts, seed) = class_forward(model, x, classes, ValueId::of_node(layer))?;
     cams_from(model, &acts, &seed, classes, rule, layer)
+}
+
+/// The layer asked for, else the default one.
+fn cam_layer(model: &Model, layer: Option<usize>) -> Result<usize> {
+    match layer {
+        Some(l) => Ok(l),
+        None => default_cam_layer(model),
+    }
 }
 
 /// `ReLU(Σ_k w_k·A_k)` over the channels `A_k` (planes of `plane` values) of one image's
@@ -103,13 +112,9 @@ fn cams_from(
     seed: &Seed,
     classes: &[usize],
     rule: ReluRule,
-    layer: Option<usize>,
+    layer: usize,
 ) -> Result<Vec<GradCam>> {
     let [_, h, w] = model.input_chw()?;
-    let layer = match layer {
-        Some(l) => l,
-        None => default_cam_layer(model)?,
-    };
     let graph = model.graph();
     let layer_name = graph.nodes()[layer].name.clone();
     let &[_, lh, lw] = graph.shape(ValueId::of_node(layer)) else {
@@ -119,7 +124,7 @@ fn cams_from(
         )));
     };
     let grads = model.backward_to(acts, seed, rule, ValueId::of_node(layer))?;
-    let a = acts.node(layer);
+    let a = acts.node(layer)?;
     let g = grads.node(layer).ok_or_else(|| {
         Error::Invalid(format!("the class score does not depend on layer '{layer_name}'"))
     })?;
@@ -167,8 +172,9 @@ pub fn guided_grad_cam(
     layer: Option<usize>,
 ) -> Result<(Map, GradCam)> {
     check_input(model, x)?;
+    let layer = cam_layer(model, layer)?;
     // One forward pass serves both backward passes.
-    let (acts, seed) = class_forward(model, x, &[class])?;
+    let (acts, seed) = class_forward(model, x, &[class], ValueId::INPUT)?;
     let cam = first(cams_from(model, &acts, &seed, &[class], ReluRule::Vanilla, layer)?)?;
     let grads = model.backward(&acts, &seed, ReluRule::Guided, false)?;
     let guided = first(abs_max_over_channels(input_gradient(&grads)?)?)?;

@@ -4,10 +4,10 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Gradients, Seed, one_hot};
+use crate::engine::{Activations, Gradients, Keep, Seed, one_hot};
 use crate::error::{Error, Result};
 use crate::methods::Map;
-use crate::model::Model;
+use crate::model::{Model, ValueId};
 
 pub(super) fn check_input(model: &Model, x: &Tensor) -> Result<[usize; 3]> {
     let chw = model.input_chw()?;
@@ -23,17 +23,19 @@ pub(super) fn check_input(model: &Model, x: &Tensor) -> Result<[usize; 3]> {
     Ok(chw)
 }
 
-/// Runs the input once per class (as one batch): the batch's activations and the seed that
-/// backpropagates each row's own class score.
+/// Runs the input once per class (as one batch): the batch's activations, kept for a
+/// backward pass down to `lowest`, and the seed that backpropagates each row's own class
+/// score.
 pub(super) fn class_forward(
     model: &Model,
     x: &Tensor,
     classes: &[usize],
+    lowest: ValueId,
 ) -> Result<(Activations, Seed)> {
     let batch =
         if classes.len() == 1 { x.clone() } else { Tensor::cat(&vec![x; classes.len()], 0)? };
-    let acts = model.forward(&batch)?;
     let (node, point) = model.score_point();
+    let acts = model.forward_keeping(&batch, Keep::Backward { seed: node, lowest })?;
     let scores = acts.at(node, point)?;
     let k = scores.elem_count() / classes.len().max(1);
     let grad = one_hot(classes.len(), k, classes, scores.dtype())?.reshape(scores.dims())?;

@@ -12,7 +12,7 @@ use crate::methods::gradients::{
     abs_max_over_channels, check_input, class_forward, first, input_gradient,
 };
 use crate::methods::registry::{Layers, MethodInfo};
-use crate::model::Model;
+use crate::model::{Model, ValueId};
 
 /// The method as the registry lists it.
 pub const INFO: MethodInfo = MethodInfo {
@@ -45,7 +45,7 @@ pub fn saliency_for(
     rule: ReluRule,
 ) -> Result<Vec<Saliency>> {
     check_input(model, x)?;
-    let (acts, seed) = class_forward(model, x, classes)?;
+    let (acts, seed) = class_forward(model, x, classes, ValueId::INPUT)?;
     let grads = model.backward(&acts, &seed, rule, false)?;
     let maps = abs_max_over_channels(input_gradient(&grads)?)?;
     Ok(classes

@@ -85,7 +85,7 @@ fn activations_compute_their_definitions() {
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();
-        let got = values(model.forward(&x).unwrap().node(0));
+        let got = values(model.forward(&x).unwrap().node(0).unwrap());
         for (p, g) in points.iter().zip(got) {
             let want = by_hand(activation, *p);
             assert!(

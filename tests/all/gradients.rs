@@ -5,7 +5,7 @@
 use candle_core::{DType, Tensor};
 use convscope::model::GraphSpec;
 use convscope::model::{ArithKind, Coordinates, Interpolation};
-use convscope::{Activation, Graph, Model, Node, Op, Padding, Point, ReluRule, Seed};
+use convscope::{Activation, Graph, Keep, Model, Node, Op, Padding, Point, ReluRule, Seed};
 
 use crate::support::{conv, dense, normal, random_input, random_model, values};
 
@@ -265,7 +265,7 @@ fn gradient_at_an_intermediate_node_matches_finite_differences() {
             .to_scalar::<f64>()
             .unwrap()
     };
-    let pooled = acts.node(pool).clone();
+    let pooled = acts.node(pool).unwrap().clone();
     assert_close(&at_pool, &numeric_input_grad(&rest, &pooled, &f), "gradient at 'pool'");
 }
 
@@ -334,4 +334,29 @@ fn stopping_at_a_layer_gives_the_same_gradient_there_and_nothing_below() {
     // 'gap' reads c1 directly, so c1 is below the cut and gets nothing.
     let c1 = model.graph().node_index("c1").unwrap();
     assert!(partial.node(c1).is_none() && partial.input().is_none());
+}
+
+#[test]
+fn a_pass_keeping_what_the_backward_reads_gives_the_same_gradients_and_drops_the_rest() {
+    let model = dag();
+    let graph = model.graph();
+    let (out, sum, c2) = (graph.output_node(), graph.node_index("sum").unwrap(), 1);
+    let x = random_input(&model, 2, 3);
+    let (r, _) = probe(&model, out, Point::Output);
+    let r = Tensor::cat(&[&r, &r], 0).unwrap();
+    let seed = Seed { node: out, point: Point::Output, grad: r };
+    let lowest = convscope::model::ValueId::of_node(sum);
+    let all = model.forward(&x).unwrap();
+    let kept = model.forward_keeping(&x, Keep::Backward { seed: out, lowest }).unwrap();
+    let want = model.backward_to(&all, &seed, ReluRule::Guided, lowest).unwrap();
+    let got = model.backward_to(&kept, &seed, ReluRule::Guided, lowest).unwrap();
+    assert_eq!(values(got.node(sum).unwrap()), values(want.node(sum).unwrap()));
+    // c1 is read above the cut (by 'gap') so it stays; c2 and the input are not.
+    assert!(kept.node(0).is_ok());
+    assert!(kept.node(c2).is_err() && kept.value(convscope::model::ValueId::INPUT).is_err());
+
+    let scores = model.forward_keeping(&x, Keep::Scores).unwrap();
+    let (node, point) = model.score_point();
+    assert_eq!(values(scores.at(node, point).unwrap()), values(all.at(node, point).unwrap()));
+    assert!((0..graph.nodes().len()).filter(|&i| scores.node(i).is_ok()).eq([node]));
 }

@@ -251,6 +251,7 @@ fn filters_and_feature_maps_of_the_sample_model() {
     assert_eq!((maps[5].height, maps[5].width), (26, 26));
     let direct = acts
         .node(conv1)
+        .unwrap()
         .get(0)
         .unwrap()
         .get(5)

@@ -54,7 +54,7 @@ fn layer_names(model: &Model) -> Vec<&str> {
 
 fn node_output(model: &Model, x: &Tensor, name: &str) -> Tensor {
     let node = model.graph().node_index(name).unwrap();
-    model.forward(x).unwrap().node(node).clone()
+    model.forward(x).unwrap().node(node).unwrap().clone()
 }
 
 /// The fixture's probabilities from ONNX Runtime, for `x` fed in convscope's layout.
@@ -62,7 +62,7 @@ fn check_outputs(model: &Model, fixture_name: &str, x: &Tensor) {
     let (_, expected) = npy(&format!("{fixture_name}.output.npy"));
     assert_close(&model.predict(x).unwrap(), &expected, 1e-4, "probabilities");
     let out = model.forward(x).unwrap();
-    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "output");
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "output");
 }
 
 #[test]
@@ -750,7 +750,7 @@ fn a_flatten_of_an_nhwc_input_keeps_its_order() {
         let expected = values(&input.matmul(&b).unwrap());
         let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "dense");
+        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "dense");
         // Only a reader other than a Dense needs the NHWC order made real.
         let permutes =
             model.graph().nodes().iter().filter(|n| matches!(n.op, Op::Transpose { .. }));
@@ -828,7 +828,7 @@ fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
         let model =
             convscope::formats::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "reshaped");
+        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "reshaped");
         // The second reshape reads the input directly; the first is left unread.
         assert_eq!(layer_names(&model), ["r2", "fc"]);
         assert!(matches!(model.graph().nodes()[0].op, Op::Flatten));
@@ -973,7 +973,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()), &expected, 1e-4, "y");
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
 }
 
 /// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits

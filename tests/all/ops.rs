@@ -22,7 +22,7 @@ fn arith(kind: ArithKind, constant: Option<(&[usize], bool)>) -> Op {
 
 fn value_of(model: &Model, x: &Tensor, node: &str) -> Vec<f64> {
     let acts = model.forward(x).unwrap();
-    values(acts.node(model.graph().node_index(node).unwrap()))
+    values(acts.node(model.graph().node_index(node).unwrap()).unwrap())
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn input_gradient_through_importer_ops_matches_finite_differences() {
     let r = Tensor::new(&[[0.7f64, -1.3, 0.4]], &Device::Cpu).unwrap();
     let score = |x: &Tensor| {
         let acts = model.forward(x).unwrap();
-        (acts.node(out) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        (acts.node(out).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
     };
     let grads = model
         .backward(
