@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use candle_core::Tensor;
 use clap::Args;
-use convscope::Model;
 use convscope::data::input;
 use convscope::engine::{Keep, ReluRule};
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::{self, OcclusionConfig};
 use convscope::methods::{gradcam, saliency};
+use convscope::model::ValueId;
+use convscope::{Model, Op};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -36,6 +37,10 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time each layer of the batch-1 forward and show the N slowest, then the time by
+    /// kind of layer: where the model's time goes.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "15")]
+    layers: Option<usize>,
     #[command(flatten)]
     preprocessing: Preprocessing,
 }
@@ -48,6 +53,16 @@ struct Row {
     min_ms: f64,
     max_ms: f64,
     runs: usize,
+}
+
+/// One layer's share of the batch-1 forward.
+#[derive(Debug, Serialize)]
+struct LayerRow {
+    name: String,
+    kind: String,
+    output: Vec<usize>,
+    mult_adds: u64,
+    median_ms: f64,
 }
 
 /// After this much time on one row, no further runs of it start.
@@ -129,13 +144,71 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Ok(actmax::maximise(&model, &[Target::Class(class)], &one_step, &cancel, |_| {})
             .map(drop)?)
     })?);
-    print_rows(&rows, &source, class, args.json)
+    let layers = match args.layers {
+        Some(_) => Some(time_layers(&model, &x, runs)?),
+        None => None,
+    };
+    print_rows(&rows, &source, class, args.json, layers.as_deref(), args.layers.unwrap_or(0))
 }
 
-fn print_rows(rows: &[Row], source: &str, class: usize, json: bool) -> Result<()> {
+/// Median time of each layer over `runs` batch-1 forward passes.
+fn time_layers(model: &Model, x: &Tensor, runs: u32) -> Result<Vec<LayerRow>> {
+    let graph = model.graph();
+    let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); graph.nodes().len()];
+    let started = Instant::now();
+    while per_node[0].len() < runs as usize
+        && (per_node[0].is_empty() || started.elapsed() < ROW_BUDGET)
+    {
+        let (_, times) = model.forward_timed(x)?;
+        for (all, t) in per_node.iter_mut().zip(times) {
+            all.push(t.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(per_node
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut times)| {
+            times.sort_by(f64::total_cmp);
+            LayerRow {
+                name: graph.nodes()[i].name.clone(),
+                kind: layer_kind(model, i),
+                output: graph.shape(ValueId::of_node(i)).to_vec(),
+                mult_adds: graph.mult_adds(i),
+                median_ms: times[times.len() / 2],
+            }
+        })
+        .collect())
+}
+
+/// The layer's class with what decides a conv's cost: `Conv2D 3×3/2`.
+fn layer_kind(model: &Model, node: usize) -> String {
+    let graph = model.graph();
+    match &graph.nodes()[node].op {
+        Op::Conv2d { kernel: [kh, kw], stride: [sh, sw], .. } => {
+            let stride = if (*sh, *sw) == (1, 1) { String::new() } else { format!("/{sh}") };
+            format!("{} {kh}×{kw}{stride}", graph.type_name(node))
+        }
+        _ => graph.type_name(node).to_string(),
+    }
+}
+
+fn print_rows(
+    rows: &[Row],
+    source: &str,
+    class: usize,
+    json: bool,
+    layers: Option<&[LayerRow]>,
+    slowest: usize,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, rows)?;
+        match layers {
+            Some(layers) => serde_json::to_writer_pretty(
+                &mut out,
+                &serde_json::json!({ "rows": rows, "layers": layers }),
+            )?,
+            None => serde_json::to_writer_pretty(&mut out, rows)?,
+        }
         writeln!(out)?;
         return Ok(());
     }
@@ -150,5 +223,68 @@ fn print_rows(rows: &[Row], source: &str, class: usize, json: bool) -> Result<()
             r.name, r.median_ms, r.min_ms, r.max_ms, r.runs
         )?;
     }
+    if let Some(layers) = layers {
+        print_layers(&mut out, layers, slowest)?;
+    }
     Ok(())
+}
+
+/// The slowest layers, then the time by kind, each with its share and its rate.
+fn print_layers(out: &mut impl Write, layers: &[LayerRow], slowest: usize) -> Result<()> {
+    let total: f64 = layers.iter().map(|l| l.median_ms).sum();
+    let rate = |mult_adds: u64, ms: f64| match mult_adds {
+        0 => String::new(),
+        m => format!("{:.1}", m as f64 / (ms * 1e6)),
+    };
+    let mut by_time: Vec<&LayerRow> = layers.iter().collect();
+    by_time.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+    writeln!(out, "\nslowest layers of the batch-1 forward ({total:.1} ms in all)")?;
+    writeln!(
+        out,
+        "{:28} {:22} {:>16} {:>9} {:>6} {:>7}",
+        "layer", "kind", "output", "ms", "share", "GMAC/s"
+    )?;
+    for l in by_time.iter().take(slowest) {
+        let shape = l.output.iter().map(usize::to_string).collect::<Vec<_>>().join("×");
+        writeln!(
+            out,
+            "{:28} {:22} {:>16} {:>9.2} {:>5.1}% {:>7}",
+            clip(&l.name, 28),
+            l.kind,
+            shape,
+            l.median_ms,
+            100.0 * l.median_ms / total,
+            rate(l.mult_adds, l.median_ms)
+        )?;
+    }
+    let mut kinds: Vec<(String, usize, f64, u64)> = Vec::new();
+    for l in layers {
+        match kinds.iter_mut().find(|k| k.0 == l.kind) {
+            Some(k) => (k.1, k.2, k.3) = (k.1 + 1, k.2 + l.median_ms, k.3 + l.mult_adds),
+            None => kinds.push((l.kind.clone(), 1, l.median_ms, l.mult_adds)),
+        }
+    }
+    kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
+    writeln!(out, "\nby kind of layer")?;
+    writeln!(out, "{:28} {:>6} {:>9} {:>6} {:>7}", "kind", "layers", "ms", "share", "GMAC/s")?;
+    for (kind, count, ms, mult_adds) in kinds {
+        writeln!(
+            out,
+            "{:28} {:>6} {:>9.2} {:>5.1}% {:>7}",
+            kind,
+            count,
+            ms,
+            100.0 * ms / total,
+            rate(mult_adds, ms)
+        )?;
+    }
+    Ok(())
+}
+
+/// `name` cut to `width` characters, with an ellipsis when cut.
+fn clip(name: &str, width: usize) -> String {
+    match name.chars().count() > width {
+        true => name.chars().take(width - 1).chain(['…']).collect(),
+        false => name.to_string(),
+    }
 }

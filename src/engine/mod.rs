@@ -10,6 +10,7 @@
 pub mod patch;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use candle_core::{D, DType, Tensor};
 use rand::Rng;
@@ -206,12 +207,25 @@ impl Model {
 
     /// Forward pass at inference that keeps only what `keep` asks for.
     pub fn forward_keeping(&self, x: &Tensor, keep: Keep) -> Result<Activations> {
-        self.run_forward(x, None::<&mut rand::rngs::ThreadRng>, keep)
+        self.run_forward(x, None::<&mut rand::rngs::ThreadRng>, keep, None)
+    }
+
+    /// A prediction's forward pass (keeping the scores) that also returns the wall time of
+    /// each node: where a model's time goes.
+    pub fn forward_timed(&self, x: &Tensor) -> Result<(Activations, Vec<Duration>)> {
+        let mut times = Vec::with_capacity(self.graph().nodes().len());
+        let acts = self.run_forward(
+            x,
+            None::<&mut rand::rngs::ThreadRng>,
+            Keep::Scores,
+            Some(&mut times),
+        )?;
+        Ok((acts, times))
     }
 
     /// Forward pass in training mode: dropout draws its masks from `rng`.
     pub fn forward_train(&self, x: &Tensor, rng: &mut impl Rng) -> Result<Activations> {
-        self.run_forward(x, Some(rng), Keep::All)
+        self.run_forward(x, Some(rng), Keep::All, None)
     }
 
     /// Softmax probabilities `[N, classes]` for a batch, in f32 whatever the model computes
@@ -273,6 +287,7 @@ impl Model {
         x: &Tensor,
         mut rng: Option<&mut impl Rng>,
         keep: Keep,
+        mut node_times: Option<&mut Vec<Duration>>,
     ) -> Result<Activations> {
         self.check_input(x)?;
         let graph = self.graph();
@@ -301,7 +316,12 @@ impl Model {
                         })
                     })
                     .collect::<Result<Vec<&Tensor>>>()?;
-                self.forward_node(i, &inputs, rng.as_deref_mut())?
+                let start = Instant::now();
+                let out = self.forward_node(i, &inputs, rng.as_deref_mut())?;
+                if let Some(times) = node_times.as_deref_mut() {
+                    times.push(start.elapsed());
+                }
+                out
             };
             let keep_output = kept[i + 1];
             if keep_output {
@@ -400,7 +420,7 @@ impl Model {
             Op::GlobalAvgPool { .. } => batched(x.mean((2, 3))?)?,
             Op::BatchNorm { epsilon } => {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
-                x.broadcast_mul(&scale)?.broadcast_add(&shift)?
+                kernels::channel_affine(x, &scale, Some(&shift))?
             }
             Op::GroupNorm { groups, epsilon } => {
                 let grouped = x.reshape((x.dim(0)?, *groups, ()))?;
@@ -434,7 +454,7 @@ impl Model {
             Op::Add => {
                 let mut sum = align(x, out_shape.len())?;
                 for other in &inputs[1..] {
-                    sum = sum.broadcast_add(&align(other, out_shape.len())?)?;
+                    sum = add(&sum, &align(other, out_shape.len())?)?;
                 }
                 sum
             }
@@ -594,7 +614,7 @@ impl Model {
                         weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
                         weight_grad("beta", gz.sum(axes)?);
                     }
-                    vec![gz.broadcast_mul(&scale)?]
+                    vec![kernels::channel_affine(&gz, &scale, None)?]
                 }
                 Op::LayerNorm { axes, epsilon } => {
                     let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
@@ -723,7 +743,7 @@ impl Model {
             };
             for (v, dx) in inputs.iter().zip(input_grads) {
                 grads[v.0] = Some(match grads[v.0].take() {
-                    Some(acc) => (acc + dx)?,
+                    Some(acc) => add(&acc, &dx)?,
                     None => dx,
                 });
             }
@@ -847,9 +867,17 @@ impl Model {
     }
 }
 
+/// `a + b`, broadcast when their shapes differ.
+fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match kernels::add_same_shape(a, b)? {
+        Some(sum) => Ok(sum),
+        None => Ok(a.broadcast_add(b)?),
+    }
+}
+
 fn arith(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(match kind {
-        ArithKind::Add => a.broadcast_add(b)?,
+        ArithKind::Add => add(a, b)?,
         ArithKind::Sub => a.broadcast_sub(b)?,
         ArithKind::Mul => a.broadcast_mul(b)?,
         ArithKind::Div => a.broadcast_div(b)?,
@@ -962,7 +990,7 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
 fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
     Ok(match activation {
         Activation::Linear => z.clone(),
-        Activation::Relu => z.relu()?,
+        Activation::Relu => kernels::relu(z)?,
         Activation::LeakyRelu { alpha } => {
             let neg = z.minimum(0.0)?.affine(f64::from(alpha), 0.0)?;
             (z.relu()? + neg)?

@@ -34,6 +34,7 @@ mod conv;
 mod dense;
 mod depthwise;
 mod direct;
+mod elementwise;
 mod matmul;
 mod pad;
 mod phased;
@@ -43,11 +44,12 @@ mod sparse;
 
 pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
+pub use elementwise::{add_same_shape, channel_affine};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
 pub use pad::pad_constant;
 pub use pool::{Pool, pool2d, pool2d_backward};
-pub use relu::relu_backward;
+pub use relu::{relu, relu_backward};
 
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {

@@ -19,6 +19,26 @@ pub(super) fn activate<T: Float>(z: T, relu: bool) -> T {
     }
 }
 
+/// `max(x, 0)` of a whole tensor, split over the pool for large maps (candle's own ReLU
+/// runs on its barrier pool, which then contends with rayon's for the cores).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        let mut y = vec![T::zero(); xs.len()];
+        let apply = |(y, x): (&mut [T], &[T])| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = activate(x, true);
+            }
+        };
+        const CHUNK: usize = 1 << 14;
+        if xs.len() < 2 * CHUNK {
+            apply((&mut y, xs));
+        } else {
+            y.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(apply);
+        }
+        Ok(Tensor::from_vec(y, x.dims(), x.device())?)
+    }))
+}
+
 /// Gradient through a ReLU given the gradient `grad` at its output `y`: `grad`, zeroed
 /// where `y ≤ 0` when `gate_output` and where `grad ≤ 0` when `gate_grad`.
 pub fn relu_backward(
@@ -69,5 +89,22 @@ fn relu_gate<T: Float, const OUTPUT: bool, const GRAD: bool>(dx: &mut [T], gs: &
         // mispredict on ReLU gates about half the time.
         let open = (!OUTPUT | (y > zero)) & (!GRAD | (g > zero));
         *dx = if open { g } else { zero };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn relu_equals_candles_small_and_split() {
+        for n in [7, 1 << 16] {
+            let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.7).sin()).collect();
+            let x = Tensor::from_vec(v, (n,), &Device::Cpu).unwrap();
+            let want = x.relu().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(relu(&x).unwrap().to_vec1::<f32>().unwrap(), want);
+        }
     }
 }

@@ -245,7 +245,14 @@ fn actmax_filter_of_conv2d_1_rises() {
         [4, 25].iter().map(|&index| Target::Filter { node, index }).collect();
     let mean_of = |input: &candle_core::Tensor, index: usize| {
         let out = model.forward(input).unwrap();
-        out.node(node).unwrap().narrow(1, index, 1).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        out.node(node)
+            .unwrap()
+            .narrow(1, index, 1)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     };
 
     // With keras-vis's weights the regularisers dominate a first-layer filter, so the
