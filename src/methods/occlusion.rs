@@ -171,8 +171,12 @@ fn run(
     };
     let original = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
 
-    let mut sums = vec![0f32; h * w * k];
-    let mut covers = vec![0u32; h * w];
+    // Pixels covered by the same windows share a mean, so the sums are kept per cell of
+    // the grid the windows' edges cut: 14×14 cells for 1,000 classes at 224 pixels instead
+    // of a class vector per pixel (200 MB there, 1 GB at 512).
+    let cells = Cells::new(h, w, &rects);
+    let mut sums = vec![0f32; cells.len() * k];
+    let mut covers = vec![0u32; cells.len()];
     let mut counts = vec![0usize; k];
     for (chunk_index, chunk) in rects.chunks(config.batch).enumerate() {
         let first = chunk_index * config.batch;
@@ -204,21 +208,21 @@ fn run(
         let probs = probs.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         for (rect, p) in chunk.iter().zip(&probs) {
             counts[argmax(p)] += 1;
-            for y in rect.y..rect.y + rect.h {
-                for x in rect.x..rect.x + rect.w {
-                    let pixel = y * w + x;
-                    covers[pixel] += 1;
-                    for (s, &v) in sums[pixel * k..(pixel + 1) * k].iter_mut().zip(p) {
-                        *s += v;
-                    }
+            for cell in cells.inside(rect) {
+                covers[cell] += 1;
+                for (s, &v) in sums[cell * k..(cell + 1) * k].iter_mut().zip(p) {
+                    *s += v;
                 }
             }
         }
     }
     let mean: Vec<f32> =
         sums.iter().enumerate().map(|(i, &s)| s / covers[i / k].max(1) as f32).collect();
-    let probability: Vec<f32> = (0..h * w).map(|p| mean[p * k + class]).collect();
-    let argmax_map = (0..h * w).map(|p| argmax(&mean[p * k..(p + 1) * k])).collect();
+    let cell_class: Vec<usize> =
+        (0..cells.len()).map(|c| argmax(&mean[c * k..(c + 1) * k])).collect();
+    let pixel_cells = cells.of_pixels();
+    let probability: Vec<f32> = pixel_cells.iter().map(|&c| mean[c * k + class]).collect();
+    let argmax_map = pixel_cells.iter().map(|&c| cell_class[c]).collect();
     let drop = probability.iter().map(|p| original[class] - p).collect();
     Ok(Occlusion {
         class,
@@ -231,9 +235,82 @@ fn run(
     })
 }
 
+/// The grid that the windows' edges cut the image into: every pixel of a cell is covered
+/// by the same windows.
+struct Cells {
+    /// Row edges, ascending from 0 to the height; cell row `i` is `rows[i]..rows[i + 1]`.
+    rows: Vec<usize>,
+    /// Column edges, likewise.
+    cols: Vec<usize>,
+}
+
+impl Cells {
+    fn new(h: usize, w: usize, rects: &[Rect]) -> Cells {
+        let edges = |side: usize, spans: &mut dyn Iterator<Item = (usize, usize)>| {
+            let mut edges = vec![0, side];
+            for (start, len) in spans {
+                edges.extend([start, start + len]);
+            }
+            edges.sort_unstable();
+            edges.dedup();
+            edges
+        };
+        Cells {
+            rows: edges(h, &mut rects.iter().map(|r| (r.y, r.h))),
+            cols: edges(w, &mut rects.iter().map(|r| (r.x, r.w))),
+        }
+    }
+
+    fn len(&self) -> usize {
+        (self.rows.len() - 1) * (self.cols.len() - 1)
+    }
+
+    /// The cells `rect` covers (its edges are cell edges).
+    fn inside(&self, rect: &Rect) -> impl Iterator<Item = usize> + '_ {
+        let span = |edges: &[usize], start: usize, len: usize| {
+            let first = edges.partition_point(|&e| e < start);
+            first..edges.partition_point(|&e| e < start + len)
+        };
+        let (rows, cols) = (span(&self.rows, rect.y, rect.h), span(&self.cols, rect.x, rect.w));
+        let width = self.cols.len() - 1;
+        rows.flat_map(move |r| cols.clone().map(move |c| r * width + c))
+    }
+
+    /// Each pixel's cell, row by row.
+    fn of_pixels(&self) -> Vec<usize> {
+        let width = self.cols.len() - 1;
+        let mut cells = Vec::with_capacity(self.rows.last().copied().unwrap_or(0) * width);
+        for (r, rows) in self.rows.windows(2).enumerate() {
+            for _ in rows[0]..rows[1] {
+                for (c, cols) in self.cols.windows(2).enumerate() {
+                    cells.extend(std::iter::repeat_n(r * width + c, cols[1] - cols[0]));
+                }
+            }
+        }
+        cells
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{OcclusionConfig, window_starts};
+    use super::{Cells, OcclusionConfig, Rect, window_starts};
+
+    #[test]
+    fn cells_are_cut_by_every_window_edge() {
+        // Two overlapping 3×3 windows on a 4×5 image: rows cut at 0,1,3,4; columns at
+        // 0,2,3,5.
+        let rects = [Rect { y: 0, x: 0, h: 3, w: 3 }, Rect { y: 1, x: 2, h: 3, w: 3 }];
+        let cells = Cells::new(4, 5, &rects);
+        assert_eq!((cells.rows.clone(), cells.cols.clone()), (vec![0, 1, 3, 4], vec![0, 2, 3, 5]));
+        assert_eq!(cells.len(), 9);
+        assert_eq!(cells.inside(&rects[0]).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+        assert_eq!(cells.inside(&rects[1]).collect::<Vec<_>>(), vec![4, 5, 7, 8]);
+        let pixels = cells.of_pixels();
+        assert_eq!(pixels.len(), 20);
+        // Pixel (2, 2) lies under both windows: cell (1, 1).
+        assert_eq!(pixels[2 * 5 + 2], 4);
+        assert_eq!(&pixels[..5], &[0, 0, 1, 2, 2]);
+    }
 
     #[test]
     fn the_default_square_scales_with_the_input() {

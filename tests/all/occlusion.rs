@@ -121,6 +121,40 @@ fn occlusion_results_equal_full_passes() {
 }
 
 #[test]
+fn each_pixel_is_the_mean_over_the_windows_that_cover_it() {
+    // Overlapping windows (size 5, stride 3) with a clipped last one, on the sample model:
+    // the per-pixel probability and argmax class from a naive per-pixel accumulation of
+    // every window's full pass.
+    let model = sample::model().unwrap();
+    let x = digit();
+    let config = OcclusionConfig { size: 5, stride: 3, fill: 0.5, ..Default::default() };
+    let occ = occlusion(&model, &x, 3, &config).unwrap();
+    let (h, w) = (28, 28);
+    let k = model.num_classes();
+    let mut sums = vec![0f64; h * w * k];
+    let mut covers = vec![0usize; h * w];
+    for r in rects(&model, 5, 3) {
+        let p = values(&model.predict(&occluded(&x, &r, 0.5)).unwrap());
+        for y in r.y..r.y + r.h {
+            for col in r.x..r.x + r.w {
+                covers[y * w + col] += 1;
+                for (s, v) in sums[(y * w + col) * k..][..k].iter_mut().zip(&p) {
+                    *s += v;
+                }
+            }
+        }
+    }
+    for pixel in 0..h * w {
+        let mean: Vec<f64> =
+            sums[pixel * k..][..k].iter().map(|s| s / covers[pixel] as f64).collect();
+        let want = (0..k).max_by(|&i, &j| mean[i].total_cmp(&mean[j])).unwrap();
+        assert_eq!(occ.argmax[pixel], want, "pixel {pixel}");
+        let got = f64::from(occ.probability.data[pixel]);
+        assert!((got - mean[3]).abs() <= 1e-5, "pixel {pixel}: {got} vs {}", mean[3]);
+    }
+}
+
+#[test]
 fn onnx_residual_dag_matches_full_passes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/residual.onnx");
     let model =
