@@ -456,7 +456,7 @@ pub struct MaxActArgs {
     /// Model file (`sample` for the bundled one).
     model: PathBuf,
     /// Classes to maximise, by index or name (default: all).
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    #[arg(long, num_args = 1.., allow_negative_numbers = true)]
     class: Vec<String>,
     /// Maximise channels of this layer instead of classes.
     #[arg(long)]

@@ -519,3 +519,22 @@ fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
     );
     assert!(!s.contains(&format!("thing {:03}", order[16])), "the 17th gave way: {s}");
 }
+
+#[test]
+fn a_new_model_the_inputs_do_not_fit_leaves_the_explorer_as_it_was() {
+    use convscope::{Activation, Node, Op};
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    let colour = crate::support::random_model(
+        &[3, 5, 7],
+        vec![
+            Node::new("flat", Op::Flatten, &["input"]),
+            Node::new("out", crate::support::dense(2, Activation::Softmax), &["flat"]),
+        ],
+        1,
+    );
+    let err = app.replace_model(colour, 2).unwrap_err();
+    assert!(err.to_string().contains("pixel values for an input of 3×5×7"), "{err}");
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Inputs 1/3") && s.contains("conv2d_1 (Conv2D)"), "{s}");
+}

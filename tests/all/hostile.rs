@@ -79,6 +79,7 @@ fn flags_out_of_range_are_one_line() {
         (&["summary", "sample", "--std", "nan"], "must be positive"),
         (&["summary", "sample", "--mean", "1,2"], "(give 1)"),
         (&["saliency", "sample", "--class", "-1"], "no class '-1'"),
+        (&["maxact", "sample", "--class", "-1", "--iterations", "1"], "no class '-1'"),
         (&["occlusion", "sample", "--fill", "nan"], "'nan' is not a number from 0 to 1"),
         (&["occlusion", "sample", "--size", "0"], "at least 1"),
         (&["train", "--batch-size", "0"], "--batch-size"),
