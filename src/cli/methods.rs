@@ -14,7 +14,7 @@ use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry::MethodInfo;
 use convscope::methods::{features, filters, gradcam};
-use convscope::model::{InputOverrides, Preprocess};
+use convscope::model::{InputOverrides, Preprocess, printable_path};
 use convscope::present::ansi::{self, ColorMode};
 use convscope::present::colormap::Colormap;
 use convscope::present::figures::{self, Picture, Style, Subject as Seen};
@@ -81,7 +81,7 @@ pub struct SubjectArgs {
     /// Image file (default for 28×28 grey models: the first bundled validation digit).
     image: Option<PathBuf>,
     /// Class to explain, by index or name (default: the predicted class).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     class: Option<String>,
     #[command(flatten)]
     preprocessing: Preprocessing,
@@ -99,7 +99,7 @@ pub struct Preprocessing {
     #[arg(long, value_name = "M", value_delimiter = ',', allow_hyphen_values = true)]
     mean: Option<Vec<f32>>,
     /// Standard deviation divided by after the mean: one value, or one per channel.
-    #[arg(long, value_name = "S", value_delimiter = ',')]
+    #[arg(long, value_name = "S", value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Class names, one per line, in output order.
     #[arg(long, value_name = "FILE")]
@@ -204,8 +204,24 @@ fn parse_size(s: &str) -> Result<[usize; 2], String> {
 fn parse_range(s: &str) -> Result<[f32; 2], String> {
     let parsed: Option<Vec<f32>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
     match parsed.as_deref() {
-        Some(&[lo, hi]) if lo < hi => Ok([lo, hi]),
-        _ => Err(format!("'{s}' is not a range LO,HI with LO < HI")),
+        Some(&[lo, hi]) if lo.is_finite() && hi.is_finite() && lo < hi => Ok([lo, hi]),
+        _ => Err(format!("'{s}' is not a range LO,HI of finite numbers with LO < HI")),
+    }
+}
+
+/// A finite number above zero.
+pub fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// A number from `lo` to `hi`, both included (NaN is not).
+pub fn parse_between(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number from {lo} to {hi}")),
     }
 }
 
@@ -440,7 +456,7 @@ pub struct MaxActArgs {
     /// Model file (`sample` for the bundled one).
     model: PathBuf,
     /// Classes to maximise, by index or name (default: all).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., allow_negative_numbers = true)]
     class: Vec<String>,
     /// Maximise channels of this layer instead of classes.
     #[arg(long)]
@@ -516,7 +532,7 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
 
 /// Prints or writes a picture of an input, naming the input in the caption.
 fn emit(mut picture: Picture, input: &Prepared, out: &Output) -> Result<()> {
-    picture.caption = format!("{} · input {}", picture.caption, input.source.display());
+    picture.caption = format!("{} · input {}", picture.caption, printable_path(&input.source));
     emit_picture(picture, out)
 }
 

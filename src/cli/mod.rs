@@ -15,6 +15,7 @@ use convscope::data::digits::{Digits, SIDE};
 use convscope::data::input::{self, Prepared};
 use convscope::data::train::{self, TrainConfig};
 use convscope::methods::registry;
+use convscope::model::printable_path;
 use convscope::present::ansi::ColorMode;
 use convscope::present::summary::Summary;
 use convscope::{Model, data::sample, formats::native, tui};
@@ -107,10 +108,11 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         epochs: usize,
         /// Digits per step.
-        #[arg(long, default_value_t = 128)]
-        batch_size: usize,
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=8000))]
+        batch_size: u32,
         /// Adam's learning rate.
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true,
+              value_parser = methods::parse_positive)]
         learning_rate: f64,
         /// Seed for initialisation, shuffling and dropout.
         #[arg(long, default_value_t = train::DEFAULT_SEED)]
@@ -153,7 +155,8 @@ enum Command {
         #[arg(long)]
         stride: Option<usize>,
         /// Grey level of the square, in [0, 1].
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, allow_hyphen_values = true,
+              value_parser = |s: &str| methods::parse_between(s, 0.0, 1.0).map(|v| v as f32))]
         fill: f32,
         /// Show the drop p(intact) − p(occluded) instead of p ("hot = important").
         #[arg(long)]
@@ -291,6 +294,7 @@ pub fn run(cli: Cli) -> Result<()> {
             predict(&model, &prepared, &[], top, json)
         }
         Some(Command::Train { output, epochs, batch_size, learning_rate, seed }) => {
+            let batch_size = batch_size as usize;
             let config = TrainConfig { epochs, batch_size, learning_rate, seed, max_steps: None };
             train_sample(&output, &config)
         }
@@ -337,9 +341,7 @@ fn explore(args: &ExploreArgs) -> Result<()> {
             file.pages().release(&file);
             let first = convscope::data::inputs::image_files(&args.images)?.into_iter().next();
             let model = methods::open_model(&file, path, &args.preprocessing, first.as_deref())?;
-            let name = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let name = printable_path(path.file_name().map_or(path.as_path(), Path::new));
             (model, name, hash)
         }
         _ => (
@@ -396,7 +398,7 @@ fn convert(model: &Path, output: &Path, preprocessing: &methods::Preprocessing) 
 fn prepare(model: &Model, path: &Path) -> Result<Prepared> {
     let prepared = input::load_image(model, path)?;
     if let Some(note) = &prepared.adjusted {
-        eprintln!("convscope: note: {}: {note}", path.display());
+        eprintln!("convscope: note: {}: {note}", printable_path(path));
     }
     Ok(prepared)
 }
@@ -466,7 +468,7 @@ fn predict(
             Some(t) => format!("  (true: {}, WRONG)", model.classes[t]),
             None => String::new(),
         };
-        writeln!(out, "{}{verdict}", image.source.display())?;
+        writeln!(out, "{}{verdict}", printable_path(&image.source))?;
         for &(class, prob) in &ranked {
             let bar = "█".repeat((prob * 30.0).round() as usize);
             writeln!(out, "  {:>8} {:>7.2}%  {bar}", model.classes[class], prob * 100.0)?;
@@ -529,7 +531,7 @@ fn record_expected(model: &Model, output: &Path) -> Result<()> {
     }
     let path = output.with_extension("expected.json");
     let text = serde_json::to_string_pretty(&serde_json::json!({ "digits": records }))?;
-    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    convscope::files::write_bytes(&path, (text + "\n").as_bytes())?;
     println!(
         "wrote {} and {} digits under {}",
         path.display(),

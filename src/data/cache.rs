@@ -149,4 +149,20 @@ mod tests {
             assert_eq!(cache.load::<_, Vec<f32>>("t", &1), None);
         }
     }
+
+    #[test]
+    fn oversized_entries_are_not_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::new(dir.path());
+        cache.store("t", &1, &vec![1.0f32]).expect("store");
+        let path = cache.path("t", &1).expect("path");
+        assert_eq!(cache.load::<_, Vec<f32>>("t", &1), Some(vec![1.0]));
+        let size = std::fs::metadata(&path).expect("size").len();
+        assert!(read_regular_file(&path, size).is_some());
+        assert_eq!(read_regular_file(&path, size - 1), None, "one byte over the cap");
+        // Past the cap (a sparse file: nothing is read, nothing allocated).
+        let file = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+        file.set_len(MAX_ENTRY_BYTES + 1).expect("grow");
+        assert_eq!(cache.load::<_, Vec<f32>>("t", &1), None);
+    }
 }

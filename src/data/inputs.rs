@@ -10,7 +10,7 @@ use crate::data::digits::Digits;
 use crate::data::input::{self, Prepared};
 use crate::engine::argmax;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, printable_path};
 
 /// Image file extensions a folder given to `--images` is searched for.
 const IMAGE_EXTENSIONS: &[&str] =
@@ -106,11 +106,9 @@ fn image_inputs(
         .map(|path| {
             let prepared = input::load_image(model, path)?;
             if let Some(note) = &prepared.adjusted {
-                notes.push(format!("{}: {note}", path.display()));
+                notes.push(format!("{}: {note}", printable_path(path)));
             }
-            let name = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let name = printable_path(path.file_name().map_or(path.as_path(), Path::new));
             Ok((name, prepared, label_from_name(model, path)))
         })
         .collect()

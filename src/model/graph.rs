@@ -87,17 +87,34 @@ pub struct GraphSpec {
     pub nodes: Vec<Node>,
 }
 
-/// `name` with its control characters (ESC, the C1 range, newlines…) written as escapes
-/// (`\x1b`), so a name from a file cannot drive the terminal it is printed on. Names
-/// without them come back as they are.
+/// `name` with its control characters (ESC, the C1 range, newlines, DEL…) written as
+/// escapes (`\x1b`), and the bidirectional overrides that reorder what follows them on
+/// screen written as `\u{202e}`, so a name from a file can neither drive the terminal it is
+/// printed on nor disguise itself. Names without them come back as they are.
 pub fn printable(name: &str) -> String {
-    if !name.chars().any(char::is_control) {
+    if !name.chars().any(is_unprintable) {
         return name.to_string();
     }
-    // Control characters (Unicode's Cc) all lie below U+0100.
     name.chars()
-        .map(|c| if c.is_control() { format!("\\x{:02x}", u32::from(c)) } else { c.to_string() })
+        .map(|c| match u32::from(c) {
+            // Control characters (Unicode's Cc) all lie below U+0100.
+            code if c.is_control() => format!("\\x{code:02x}"),
+            code if is_unprintable(c) => format!("\\u{{{code:04x}}}"),
+            _ => c.to_string(),
+        })
         .collect()
+}
+
+/// A path as [`printable`] writes it: file names are data too (a folder given to
+/// `--images` may hold any).
+pub fn printable_path(path: &std::path::Path) -> String {
+    printable(&path.display().to_string())
+}
+
+/// A control character, or a bidirectional embedding, override or isolate (U+202A–U+202E,
+/// U+2066–U+2069): what [`printable`] escapes.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A graph built a node at a time, each node's shape inferred as it is added: importers
@@ -373,6 +390,14 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::model::{Activation, Padding};
+
+    #[test]
+    fn printable_escapes_controls_and_bidi_overrides_only() {
+        assert_eq!(printable("conv_1/ü·x"), "conv_1/ü·x");
+        assert_eq!(printable("a\u{1b}[2J\u{7}\u{7f}\u{9b}b"), "a\\x1b[2J\\x07\\x7f\\x9bb");
+        assert_eq!(printable("\u{202e}gnp.exe\u{2066}"), "\\u{202e}gnp.exe\\u{2066}");
+        assert_eq!(printable("a\nb\tc"), "a\\x0ab\\x09c");
+    }
 
     fn conv(name: &str, input: &str, filters: usize, padding: Padding) -> Node {
         Node::new(name, Op::conv(filters, 3, padding, Activation::Relu), &[input])

@@ -168,7 +168,9 @@ impl InputOverrides {
         }
         if let Some([lo, hi]) = self.range {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                return Err(Error::Invalid(format!("input range [{lo}, {hi}] is empty")));
+                return Err(Error::Invalid(format!(
+                    "input range [{lo}, {hi}] must be two finite numbers, low before high"
+                )));
             }
             model.input.range = [lo, hi];
         }
@@ -177,7 +179,7 @@ impl InputOverrides {
         }
         if let Some(std) = &self.std {
             if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                return Err(Error::Invalid(format!("std {std:?} must be positive")));
+                return Err(Error::Invalid(format!("std {std:?} must be positive and finite")));
             }
             model.input.std = per_channel("std", std, channels)?;
         }
@@ -199,8 +201,9 @@ impl InputOverrides {
 
 fn per_channel(what: &str, values: &[f32], channels: usize) -> Result<Vec<f32>> {
     if values.len() != 1 && values.len() != channels {
+        let wanted = if channels == 1 { "1".to_string() } else { format!("1 or {channels}") };
         return Err(Error::Invalid(format!(
-            "{} {what} values for an input of {channels} channels (give 1 or {channels})",
+            "{} {what} values for an input of {channels} channel(s) (give {wanted})",
             values.len()
         )));
     }

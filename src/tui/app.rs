@@ -16,7 +16,7 @@ use crate::data::cache;
 use crate::data::inputs::{self, InputItem, NamedInput};
 use crate::engine::{ReluRule, argmax};
 use crate::error::report;
-use crate::model::Model;
+use crate::model::{Model, printable_path};
 use crate::present::colormap::Colormap;
 use crate::present::figures::{Picture, Style};
 use crate::present::{files, pixels};
@@ -538,7 +538,9 @@ impl App {
             return false;
         }
         let path = watch.path().to_path_buf();
-        let loaded = crate::formats::open(&path).map_err(|e| report(&e)).and_then(|file| {
+        // A loader's panic on a hostile file is a failed reload, not the end of the session.
+        let loaded = super::recovering(|| {
+            let file = crate::formats::open(&path).map_err(|e| report(&e))?;
             // Hashed first and its pages let go, as at start.
             let hash = cache::hash(&file);
             file.pages().release(&file);
@@ -560,10 +562,11 @@ impl App {
             Ok((model, hash))
         });
         let time = time_of_day();
-        match loaded
-            .and_then(|(model, hash)| self.replace_model(model, hash).map_err(|e| report(&e)))
-        {
-            Ok(()) => self.status = Some(format!("reloaded {} at {time}", path.display())),
+        let replaced = loaded.and_then(|(model, hash)| {
+            super::recovering(|| self.replace_model(model, hash).map_err(|e| report(&e)))
+        });
+        match replaced {
+            Ok(()) => self.status = Some(format!("reloaded {} at {time}", printable_path(&path))),
             Err(e) => {
                 self.status = Some(format!("reload failed at {time}, kept the previous model: {e}"))
             }
@@ -573,7 +576,9 @@ impl App {
 
     /// Swaps in a new model, keeping tab, class and input.
     pub fn replace_model(&mut self, model: Model, hash: u64) -> crate::Result<()> {
-        let inputs = self.inputs.drain(..).map(|i| (i.name, i.prepared, i.label)).collect();
+        // Copied, not taken: a model the inputs do not fit leaves the explorer as it was.
+        let inputs =
+            self.inputs.iter().map(|i| (i.name.clone(), i.prepared.clone(), i.label)).collect();
         let model = Arc::new(model);
         let inputs = inputs::classify(&model, inputs)?;
         // Nothing computed for the old model may reach the cache.
@@ -601,7 +606,7 @@ impl App {
             self.input,
             self.class
         );
-        let path = PathBuf::from(name);
+        let path = self.options.export_dir.join(name);
         let image = &picture.image;
         let scale = 224u32.div_ceil(image.width().max(image.height()).max(1)).max(1);
         files::save_png(

@@ -13,10 +13,11 @@ pub mod tabs;
 pub mod ui;
 pub mod watch;
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use crossterm::event::{self, Event, KeyEventKind};
@@ -39,6 +40,8 @@ pub struct Options {
     pub prefetch_after: Duration,
     /// Where activation-maximisation results are kept between runs (`None`: memory only).
     pub cache_dir: Option<PathBuf>,
+    /// Where `e` writes its PNG files (empty: the working directory).
+    pub export_dir: PathBuf,
     /// Reload the model when this file changes.
     pub watch: Option<PathBuf>,
     /// The user's input preparation and class names, applied again to a reloaded model.
@@ -47,9 +50,49 @@ pub struct Options {
     pub load: crate::formats::Options,
 }
 
+thread_local! {
+    /// Set while [`recovering`] runs work whose panic the UI survives.
+    static RECOVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` on the calling (UI) thread, a panic in it becoming an error message: the
+/// panic hook then leaves the terminal as it is, since the explorer goes on (a `--watch`
+/// reload of a file that trips a loader bug keeps the previous model).
+pub(crate) fn recovering<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let was = RECOVERING.replace(true);
+    let outcome = catch_unwind(AssertUnwindSafe(work));
+    RECOVERING.set(was);
+    outcome.unwrap_or_else(|p| Err(format!("internal error: {}", jobs::panic_message(p.as_ref()))))
+}
+
+/// The termination signal received (0: none); the event loop then leaves, restoring the
+/// terminal.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+#[cfg(unix)]
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    // An atomic store is all a signal handler may safely do.
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+/// SIGINT, SIGTERM and SIGHUP end the explorer through its own way out instead of killing
+/// the process with the terminal in raw mode on the alternate screen.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn catch_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let handler: extern "C" fn(libc::c_int) = on_stop_signal;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+}
+
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
-/// every way out, a panic included; a panic in a worker thread is reported in the UI.
+/// every way out, a panic and SIGINT/SIGTERM/SIGHUP included; a panic in a worker thread is
+/// reported in the UI.
 pub fn run(mut app: App) -> std::io::Result<()> {
+    #[cfg(unix)]
+    catch_stop_signals();
     let mut terminal = ratatui::try_init()?;
     // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
     // panics may do that: a job's panic is caught and shown in the UI, and a pool worker's
@@ -60,7 +103,7 @@ pub fn run(mut app: App) -> std::io::Result<()> {
     let restore_and_report = std::panic::take_hook();
     let hook_reported = reported.clone();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() == ui_thread {
+        if std::thread::current().id() == ui_thread && !RECOVERING.get() {
             hook_reported.store(true, Ordering::SeqCst);
             restore_and_report(info);
         }
@@ -82,6 +125,17 @@ pub fn run(mut app: App) -> std::io::Result<()> {
 fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> std::io::Result<()> {
     let mut dirty = true;
     while !app.quit {
+        // Numbered as POSIX numbers them.
+        let signal = match STOP_SIGNAL.load(Ordering::SeqCst) {
+            0 => None,
+            2 => Some("SIGINT".to_string()),
+            15 => Some("SIGTERM".to_string()),
+            1 => Some("SIGHUP".to_string()),
+            other => Some(format!("signal {other}")),
+        };
+        if let Some(signal) = signal {
+            return Err(std::io::Error::other(format!("stopped by {signal}")));
+        }
         if dirty {
             terminal.draw(|frame| ui::draw(frame, app))?;
             dirty = false;
@@ -128,8 +182,22 @@ pub fn options(
         maxact_iterations: 200,
         prefetch_after: Duration::from_millis(300),
         cache_dir: cache::default_dir(),
+        export_dir: PathBuf::new(),
         watch,
         overrides,
         load,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovering_turns_a_panic_into_an_error_and_keeps_the_flag() {
+        let outcome: Result<(), String> = recovering(|| panic!("a loader bug"));
+        assert_eq!(outcome, Err("internal error: a loader bug".to_string()));
+        assert!(!RECOVERING.get(), "the hook restores the terminal again afterwards");
+        assert_eq!(recovering(|| Ok(3)), Ok(3));
     }
 }

@@ -244,7 +244,7 @@ fn preprocessing_that_does_not_fit_the_model_is_one_line() {
     let o = convscope(&["summary", &model, "--classes", classes.to_str().unwrap()]);
     assert_one_line_error(&o, "3 class names for a model with 10 outputs");
     let o = convscope(&["summary", &model, "--mean", "0.4,0.5"]);
-    assert_one_line_error(&o, "2 mean values for an input of 1 channels");
+    assert_one_line_error(&o, "2 mean values for an input of 1 channel");
     let o = convscope(&["summary", &model, "--std", "0"]);
     assert_one_line_error(&o, "must be positive");
     let o = convscope(&["summary", &model, "--input-range", "1,0"]);

@@ -24,6 +24,7 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         maxact_iterations: 5,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
+        export_dir: std::path::PathBuf::new(),
         watch,
         overrides: Default::default(),
         load: Default::default(),
@@ -51,6 +52,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
         maxact_iterations: 5,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.path().to_path_buf()),
+        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
@@ -274,6 +276,54 @@ fn the_binary_starts_draws_switches_tabs_and_restores_the_terminal() {
     assert!(!after.contains("Saliency ·"), "the explorer's screen is gone:\n{after}");
 }
 
+#[test]
+fn a_termination_signal_restores_the_terminal() {
+    let session = format!("convscope-signal-{}", std::process::id());
+    let binary = env!("CARGO_BIN_EXE_convscope");
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
+    let command = format!("{binary}; echo convscope-exited $?; sleep 30");
+    let started = tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &command]);
+    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+    let capture = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let wait_for = |needle: &str| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let screen = capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let screen = capture();
+        tmux(&["kill-session", "-t", &session]);
+        panic!("'{needle}' never appeared:\n{screen}");
+    };
+    wait_for("Total params: 1,199,882");
+    // The shell tmux started runs the explorer as its child.
+    let shell = String::from_utf8_lossy(
+        &tmux(&["display-message", "-p", "-t", &session, "#{pane_pid}"]).stdout,
+    )
+    .trim()
+    .to_string();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"));
+    let explorer = children.unwrap_or_default().split_whitespace().next().map(str::to_string);
+    let Some(explorer) = explorer else {
+        tmux(&["kill-session", "-t", &session]);
+        panic!("no explorer process under the shell {shell}");
+    };
+    std::process::Command::new("kill").args(["-TERM", &explorer]).status().unwrap();
+    let after = wait_for("convscope-exited 1");
+    let alternate = String::from_utf8_lossy(
+        &tmux(&["display-message", "-p", "-t", &session, "#{alternate_on}"]).stdout,
+    )
+    .into_owned();
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(alternate.trim(), "0", "left the alternate screen");
+    assert!(after.contains("stopped by SIGTERM"), "{after}");
+}
+
 /// Bytes the real crossterm backend writes for one frame after `step` (SSH bandwidth).
 fn bytes_for(app: &mut App, step: impl FnOnce(&mut App)) -> usize {
     #[derive(Default, Clone)]
@@ -347,6 +397,7 @@ fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
         maxact_iterations: 2,
         prefetch_after,
         cache_dir: None,
+        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
@@ -467,4 +518,23 @@ fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
         panel[17]
     );
     assert!(!s.contains(&format!("thing {:03}", order[16])), "the 17th gave way: {s}");
+}
+
+#[test]
+fn a_new_model_the_inputs_do_not_fit_leaves_the_explorer_as_it_was() {
+    use convscope::{Activation, Node, Op};
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    let colour = crate::support::random_model(
+        &[3, 5, 7],
+        vec![
+            Node::new("flat", Op::Flatten, &["input"]),
+            Node::new("out", crate::support::dense(2, Activation::Softmax), &["flat"]),
+        ],
+        1,
+    );
+    let err = app.replace_model(colour, 2).unwrap_err();
+    assert!(err.to_string().contains("pixel values for an input of 3×5×7"), "{err}");
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Inputs 1/3") && s.contains("conv2d_1 (Conv2D)"), "{s}");
 }

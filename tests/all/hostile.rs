@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use convscope::formats::native;
 use convscope::model::GraphSpec;
 use convscope::tui::Options;
-use convscope::tui::app::App;
+use convscope::tui::app::{App, Panel};
 use convscope::{Activation, Graph, Node, Op, Padding};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -71,6 +71,23 @@ fn flags_out_of_range_are_one_line() {
     assert_one_line_failure(&o, "LO < HI");
     let o = convscope(&["saliency", "sample", "--modifer", "guided"]);
     assert_one_line_failure(&o, "did you mean --modifier?");
+    // Negative, zero, infinite and NaN values reach their own checks, never a panic or
+    // clap's "unexpected argument '-1'".
+    for (args, needle) in [
+        (&["summary", "sample", "--input-range", "0,inf"][..], "finite numbers with LO < HI"),
+        (&["summary", "sample", "--std", "-1"], "must be positive"),
+        (&["summary", "sample", "--std", "nan"], "must be positive"),
+        (&["summary", "sample", "--mean", "1,2"], "(give 1)"),
+        (&["saliency", "sample", "--class", "-1"], "no class '-1'"),
+        (&["maxact", "sample", "--class", "-1", "--iterations", "1"], "no class '-1'"),
+        (&["occlusion", "sample", "--fill", "nan"], "'nan' is not a number from 0 to 1"),
+        (&["occlusion", "sample", "--size", "0"], "at least 1"),
+        (&["train", "--batch-size", "0"], "--batch-size"),
+        (&["train", "--learning-rate", "-1"], "'-1' is not a positive number"),
+        (&["train", "--learning-rate", "nan"], "'nan' is not a positive number"),
+    ] {
+        assert_one_line_failure(&convscope(args), needle);
+    }
 }
 
 #[test]
@@ -122,6 +139,7 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
         maxact_iterations: 2,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: None,
+        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
@@ -136,6 +154,9 @@ fn writes_never_replace_what_is_not_a_regular_file() {
     #[cfg(unix)]
     {
         let o = convscope(&["convert", "sample", "-o", "/dev/null"]);
+        assert_one_line_failure(&o, "not a regular file");
+        // A device that fails every write (a full disk) is refused before anything is written.
+        let o = convscope(&["saliency", "sample", "-o", "/dev/full"]);
         assert_one_line_failure(&o, "not a regular file");
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
@@ -152,4 +173,107 @@ fn a_keras_file_whose_weight_groups_loop_is_an_error() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras/cyclic.keras");
     let o = convscope(&["summary", path.to_str().unwrap()]);
     assert_one_line_failure(&o, "a group linked into itself?");
+}
+
+/// The explorer under random keys and resizes on every kind of model, and a `--watch`
+/// file replaced by garbage (a short run; `cargo run --release --example fuzz -- --target
+/// explorer --seconds N` is the long one).
+#[test]
+fn the_explorer_survives_random_keys_resizes_and_garbage_reloads() {
+    match explorer_fuzz::run(0.0, 17) {
+        Ok(summary) => println!("{summary}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+#[path = "../../examples/fuzz/explorer.rs"]
+mod explorer_fuzz;
+
+/// What the Max act tab shows for `model` (file hash `hash`) with entries in `cache`.
+fn maxact_caption(
+    model: convscope::Model,
+    hash: u64,
+    cache: &std::path::Path,
+    steps: usize,
+) -> String {
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    inputs.truncate(1);
+    let options = Options {
+        color: convscope::present::ansi::ColorMode::TrueColor,
+        maxact_iterations: steps,
+        prefetch_after: std::time::Duration::ZERO,
+        cache_dir: Some(cache.to_path_buf()),
+        export_dir: std::path::PathBuf::new(),
+        watch: None,
+        overrides: Default::default(),
+        load: Default::default(),
+    };
+    let mut app = App::new(model, "cached".into(), hash, inputs, options).unwrap();
+    app.handle_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::F(4)));
+    app.wait_for_job();
+    match app.panel() {
+        Panel::Picture(picture) => picture.caption.clone(),
+        other => panic!("no picture: {other:?}"),
+    }
+}
+
+#[test]
+fn cache_entries_of_other_models_or_settings_and_odd_files_are_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = || convscope::data::sample::model().unwrap();
+    maxact_caption(sample(), 1, dir.path(), 2);
+    let entries: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let [entry] = entries.as_slice() else { panic!("one entry: {entries:?}") };
+    // An entry marked so that the test tells a cached picture from a recomputed one.
+    let mut marked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
+    marked["value"]["caption"] = "FROM THE CACHE".into();
+    let write_marked = || std::fs::write(entry, serde_json::to_vec(&marked).unwrap()).unwrap();
+    write_marked();
+    assert_eq!(maxact_caption(sample(), 1, dir.path(), 2), "FROM THE CACHE");
+
+    // The same entry does not serve another model file, input preparation, class names,
+    // precision or setting.
+    let renamed = |mut m: convscope::Model| {
+        m.classes[0] = "zero".into();
+        m
+    };
+    let rescaled = |mut m: convscope::Model| {
+        m.input.range = [0.0, 255.0];
+        m
+    };
+    let wider = |m: convscope::Model| m.to_dtype(candle_core::DType::F64).unwrap();
+    for (what, model, hash, steps) in [
+        ("another file", sample(), 2, 2),
+        ("other class names", renamed(sample()), 1, 2),
+        ("another preparation", rescaled(sample()), 1, 2),
+        ("another precision", wider(sample()), 1, 2),
+        ("another setting", sample(), 1, 3),
+    ] {
+        assert_ne!(maxact_caption(model, hash, dir.path(), steps), "FROM THE CACHE", "{what}");
+    }
+    assert_eq!(maxact_caption(sample(), 1, dir.path(), 2), "FROM THE CACHE", "still there");
+
+    // Files that are not entries are passed over, without a hang or a large read.
+    #[cfg(unix)]
+    {
+        let odd_files: [(&str, &dyn Fn()); 3] = [
+            ("a FIFO", &|| assert!(Command::new("mkfifo").arg(entry).status().unwrap().success())),
+            ("a symlink to /dev/zero", &|| std::os::unix::fs::symlink("/dev/zero", entry).unwrap()),
+            ("an oversized file", &|| {
+                write_marked();
+                let file = std::fs::OpenOptions::new().append(true).open(entry).unwrap();
+                file.set_len(1 << 30).unwrap();
+            }),
+        ];
+        for (what, make) in odd_files {
+            std::fs::remove_file(entry).unwrap();
+            make();
+            let started = std::time::Instant::now();
+            assert_ne!(maxact_caption(sample(), 1, dir.path(), 2), "FROM THE CACHE", "{what}");
+            assert!(started.elapsed().as_secs() < 20, "{what}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::cache::Cache;
+use crate::data::cache::{self, Cache};
 use crate::error::report;
 use crate::methods::actmax::{self, ActMaxConfig, LossTerms, Target};
 use crate::model::{InputSpec, Model};
@@ -37,9 +37,34 @@ const KIND: &str = "maxact";
 struct Key {
     /// The model file's hash.
     model: u64,
+    /// The graph as loaded: one file loads to several (`--output`, `--input-size`).
+    graph: u64,
+    precision: String,
     input: InputSpec,
-    classes: Vec<String>,
+    /// Each class computed, by output index and name.
+    classes: Vec<(usize, String)>,
     config: ActMaxConfig,
+}
+
+impl Key {
+    /// The key of `classes` of `model` (its file hashed to `model_hash`) under `config`;
+    /// `None` if the graph cannot be written down to be hashed.
+    fn new(
+        model: &Model,
+        model_hash: u64,
+        classes: &[usize],
+        config: &ActMaxConfig,
+    ) -> Option<Key> {
+        let graph = serde_json::to_vec(model.graph().spec()).ok()?;
+        Some(Key {
+            model: model_hash,
+            graph: cache::hash(&graph),
+            precision: format!("{:?}", model.dtype()),
+            input: model.input.clone(),
+            classes: classes.iter().map(|&c| (c, model.classes[c].clone())).collect(),
+            config: config.clone(),
+        })
+    }
 }
 
 /// A picture as the cache keeps it.
@@ -75,19 +100,16 @@ impl Tab for MaxAct {
             ..Default::default()
         };
         let cache = ctx.options.cache_dir.clone().map(Cache::new);
-        let key = Key {
-            model: ctx.model_hash,
-            input: model.input.clone(),
-            classes: classes.iter().map(|&c| model.classes[c].clone()).collect(),
-            config: config.clone(),
-        };
+        let model_hash = ctx.model_hash;
         View::Job(Job {
             title: format!("activation maximisation of {}", ctx.classes_computed()),
             // A run stopped early is partial: a newer request replaces it.
             superseded: Superseded::Cancel,
             work: Box::new(move |job| {
                 let chw = model.input_chw().map_err(|e| report(&e))?;
-                let cached = cache.as_ref().and_then(|c| c.load::<_, Entry>(KIND, &key));
+                // Made here, off the UI thread: hashing a large graph takes a moment.
+                let cache = cache.zip(Key::new(&model, model_hash, &classes, &config));
+                let cached = cache.as_ref().and_then(|(c, key)| c.load::<_, Entry>(KIND, key));
                 if let Some(entry) = cached
                     && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
                 {
@@ -114,11 +136,11 @@ impl Tab for MaxAct {
                 })
                 .map_err(|e| report(&e))?;
                 let picture = figures::maxact(&model, &result, &names).map_err(|e| report(&e))?;
-                if let Some(cache) = &cache {
+                if let Some((cache, key)) = &cache {
                     let entry =
                         Entry { caption: picture.caption.clone(), images: result.images.clone() };
                     // A cache that cannot be written only costs a recomputation later.
-                    let _ = cache.store(KIND, &key, &entry);
+                    let _ = cache.store(KIND, key, &entry);
                 }
                 Ok(vec![picture])
             }),
