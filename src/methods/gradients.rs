@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Gradients, Keep, Seed, one_hot};
+use crate::engine::{Activations, Gradients, Keep, ReluRule, Seed, one_hot};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::model::{Model, ValueId};
@@ -34,12 +34,39 @@ pub(super) fn class_forward(
 ) -> Result<(Activations, Seed)> {
     let batch =
         if classes.len() == 1 { x.clone() } else { Tensor::cat(&vec![x; classes.len()], 0)? };
+    rows_forward(model, &batch, classes, lowest)
+}
+
+/// Runs a batch whose row `i` is explained for `classes[i]`: the activations, kept for a
+/// backward pass down to `lowest`, and the seed that backpropagates each row's class score.
+pub(super) fn rows_forward(
+    model: &Model,
+    batch: &Tensor,
+    classes: &[usize],
+    lowest: ValueId,
+) -> Result<(Activations, Seed)> {
     let (node, point) = model.score_point();
-    let acts = model.forward_keeping(&batch, Keep::Backward { seed: node, lowest })?;
+    let acts = model.forward_keeping(batch, Keep::Backward { seed: node, lowest })?;
     let scores = acts.at(node, point)?;
     let k = scores.elem_count() / classes.len().max(1);
     let grad = one_hot(classes.len(), k, classes, scores.dtype())?.reshape(scores.dims())?;
     Ok((acts, Seed { node, point, grad }))
+}
+
+/// The class score of each row of a batch and its gradient with respect to the row, under
+/// `rule`: `([n, C, H, W], n scores)`.
+pub(super) fn score_gradients(
+    model: &Model,
+    batch: &Tensor,
+    class: usize,
+    rule: ReluRule,
+) -> Result<(Tensor, Vec<f64>)> {
+    let n = batch.dim(0)?;
+    let (acts, seed) = rows_forward(model, batch, &vec![class; n], ValueId::INPUT)?;
+    let scores = acts.at(seed.node, seed.point)?.reshape((n, ()))?.narrow(1, class, 1)?;
+    let scores = scores.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let grads = model.backward(&acts, &seed, rule, false)?;
+    Ok((input_gradient(&grads)?.clone(), scores))
 }
 
 /// `max_c |g|` per row of a `[n, C, H, W]` gradient, as unscaled maps.

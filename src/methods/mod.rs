@@ -4,6 +4,7 @@
 //! the PNG on disk are the same numbers.
 
 pub mod actmax;
+pub mod attribution;
 pub mod features;
 pub mod filters;
 pub mod gradcam;

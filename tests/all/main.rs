@@ -5,6 +5,7 @@
 
 mod activations;
 mod actmax;
+mod attribution;
 mod cli;
 mod explorer;
 mod gradients;
