@@ -113,8 +113,14 @@ fn main() {
     let inputs =
         convscope::data::inputs::load_inputs(&model, &images, false, &mut Vec::new()).unwrap();
     // The explorer's own settings, but for the disk cache.
-    let defaults =
-        convscope::tui::options(ColorMode::TrueColor, None, Default::default(), Default::default());
+    let defaults = convscope::tui::options(
+        ColorMode::TrueColor,
+        None,
+        Default::default(),
+        Default::default(),
+        convscope::tui::image::Graphics::Halfblocks,
+        ".".into(),
+    );
     let options = Options { cache_dir: None, ..defaults };
     let pause = options.prefetch_after;
     let hash = convscope::data::cache::hash(&bytes);

@@ -1,5 +1,6 @@
-//! Turning image files into model input: decode (PNG, JPEG, BMP, …), convert to the model's
-//! channels, resize to its input size, map to its value range and normalise.
+//! Turning image files into model input: decode (PNG, JPEG, BMP, …), fit to the model's
+//! aspect ([`Fit`]), convert to its channels, resize to its input size, map to its value
+//! range and normalise; every change is noted for the user.
 
 use std::path::{Path, PathBuf};
 
@@ -24,22 +25,142 @@ pub struct Prepared {
     pub adjusted: Option<String>,
 }
 
-/// Decodes `path` and prepares it for `model`.
-pub fn load_image(model: &Model, path: &Path) -> Result<Prepared> {
+/// How an image of another aspect ratio is made the model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fit {
+    /// The centre at the model's aspect, the rest cut off: the default, as torchvision's
+    /// and Keras's evaluation transforms do (resize, centre crop), so shapes are not
+    /// distorted and no border the model never saw is added.
+    #[default]
+    Crop,
+    /// The whole image, with borders of its edge colour added.
+    Pad,
+    /// The whole image, squashed or stretched.
+    Stretch,
+}
+
+impl Fit {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fit::Crop => "crop",
+            Fit::Pad => "pad",
+            Fit::Stretch => "stretch",
+        }
+    }
+}
+
+/// Decodes `path` and prepares it for `model`, fitted as `fit` says.
+pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
     let image = image::ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.into(), source })?
         .with_guessed_format()
         .map_err(|source| Error::Io { path: path.into(), source })?
         .decode()
         .map_err(|source| Error::Image { path: path.into(), source })?;
-    prepare(model, &image, path)
+    prepare(model, &image, path, fit)
 }
 
-/// Prepares a decoded image for `model`.
-pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Prepared> {
+/// `image` at the aspect ratio `w`:`h` as `fit` says, and a note of what was done (`None`
+/// when the aspect already matches to within a pixel).
+fn fit_aspect(
+    image: &DynamicImage,
+    w: usize,
+    h: usize,
+    fit: Fit,
+) -> (DynamicImage, Option<String>) {
+    let (iw, ih) = image.dimensions();
+    // The image's width at the model's aspect, for its height.
+    let at_aspect = (u64::from(ih) * w as u64).div_ceil(h.max(1) as u64);
+    if u64::from(iw).abs_diff(at_aspect) <= 1 || fit == Fit::Stretch {
+        let note = (u64::from(iw).abs_diff(at_aspect) > 1).then(|| {
+            format!("stretched from aspect {iw}:{ih} to {w}:{h} (--fit crop|pad keep shapes)")
+        });
+        return (image.clone(), note);
+    }
+    let wide = u64::from(iw) > at_aspect;
+    // The side that stays, and the other side at the model's aspect.
+    let (cw, ch) = if wide {
+        (at_aspect as u32, ih)
+    } else {
+        (iw, (u64::from(iw) * h as u64 / w.max(1) as u64) as u32)
+    };
+    match fit {
+        Fit::Crop => {
+            let (x, y) = ((iw - cw.min(iw)) / 2, (ih - ch.min(ih)) / 2);
+            let note = format!(
+                "cropped to its centre {cw}×{ch} (aspect {iw}:{ih}, the model's {w}:{h}; --fit pad|stretch keep all of it)"
+            );
+            (image.crop_imm(x, y, cw.min(iw), ch.min(ih)), Some(note))
+        }
+        Fit::Pad | Fit::Stretch => {
+            // Padded out to the aspect: the longer side stays, the shorter grows.
+            let (pw, ph) = if wide {
+                (iw, (u64::from(iw) * h as u64).div_ceil(w.max(1) as u64) as u32)
+            } else {
+                (at_aspect as u32, ih)
+            };
+            let rgba = image.to_rgba8();
+            let fill = edge_colour(&rgba);
+            let mut canvas = image::RgbaImage::from_pixel(pw, ph, fill);
+            image::imageops::replace(
+                &mut canvas,
+                &rgba,
+                i64::from((pw - iw) / 2),
+                i64::from((ph - ih) / 2),
+            );
+            let note = format!(
+                "padded to {pw}×{ph} with its edge colour (aspect {iw}:{ih}, the model's {w}:{h}; --fit crop|stretch fill the frame)"
+            );
+            (DynamicImage::ImageRgba8(canvas), Some(note))
+        }
+    }
+}
+
+/// The mean colour of an image's outermost pixels: a padding that continues its
+/// background.
+fn edge_colour(img: &image::RgbaImage) -> image::Rgba<u8> {
+    let (w, h) = img.dimensions();
+    let mut sum = [0u64; 4];
+    let mut n = 0u64;
+    for (x, y, p) in img.enumerate_pixels() {
+        if x == 0 || y == 0 || x + 1 == w || y + 1 == h {
+            for (s, v) in sum.iter_mut().zip(p.0) {
+                *s += u64::from(v);
+            }
+            n += 1;
+        }
+    }
+    image::Rgba(sum.map(|s| (s / n.max(1)) as u8))
+}
+
+/// The digits model (28×28 grey, ten classes, trained on MNIST) reads light strokes on a
+/// dark ground; a grey input whose border is mostly light is the other way round.
+fn polarity_note(model: &Model, pixels: &[f32], h: usize, w: usize) -> Option<String> {
+    if model.input_chw().ok()? != [1, 28, 28] || model.num_classes() != 10 {
+        return None;
+    }
+    let border: Vec<f32> = (0..h * w)
+        .filter(|i| i / w == 0 || i / w == h - 1 || i % w == 0 || i % w == w - 1)
+        .filter_map(|i| pixels.get(i).copied())
+        .collect();
+    let mean = border.iter().sum::<f32>() / border.len().max(1) as f32;
+    (mean > 0.5).then(|| {
+        format!(
+            "looks dark-on-light (border mean {mean:.2}); digit models like this one expect light strokes on a dark ground (MNIST): invert it for a fair answer"
+        )
+    })
+}
+
+/// Prepares a decoded image for `model`, fitted to its aspect as `fit` says.
+pub fn prepare(model: &Model, image: &DynamicImage, source: &Path, fit: Fit) -> Result<Prepared> {
     let [c, h, w] = model.input_chw()?;
     let mut changes = Vec::new();
-    let (iw, ih) = image.dimensions();
+    let source_color = image.color();
+    let (fitted, aspect) = fit_aspect(image, w, h, fit);
+    changes.extend(aspect);
+    let (iw, ih) = fitted.dimensions();
+    let image = &fitted;
     let resized = if (iw as usize, ih as usize) != (w, h) {
         changes.push(format!("resized from {iw}×{ih} to {w}×{h}"));
         image.resize_exact(w as u32, h as u32, FilterType::Triangle)
@@ -47,7 +168,7 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Pre
         image.clone()
     };
     let is_gray = matches!(
-        image.color(),
+        source_color,
         image::ColorType::L8
             | image::ColorType::L16
             | image::ColorType::La8
@@ -76,8 +197,11 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Pre
             )));
         }
     };
+    if c == 1 {
+        changes.extend(polarity_note(model, &pixels, h, w));
+    }
     let tensor = normalise(model, &pixels)?;
-    let adjusted = (!changes.is_empty()).then(|| changes.join(", "));
+    let adjusted = (!changes.is_empty()).then(|| changes.join("; "));
     Ok(Prepared { source: source.into(), tensor, pixels, adjusted })
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 
 use crate::data::digits::Digits;
-use crate::data::input::{self, Prepared};
+use crate::data::input::{self, Fit, Prepared};
 use crate::engine::argmax;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -31,20 +31,22 @@ pub fn label_from_name(model: &Model, path: &Path) -> Option<usize> {
     model.classes.iter().position(|c| c == suffix)
 }
 
-/// Loads `--images` (files, or folders searched for images), or the bundled digits when
-/// none are given and the model reads 28×28 grey digits: the first [`BUNDLED_INPUTS`] of
-/// them, or with `mistakes` every validation digit the model gets wrong. Notes about
-/// resizing go to `notes`.
+/// Loads `--images` (files, or folders searched for images; fitted to the model's aspect
+/// as `fit` says), or the bundled digits when none are given and the model reads 28×28
+/// grey digits: the first [`BUNDLED_INPUTS`] of them, or with `mistakes` every validation
+/// digit the model gets wrong. A file that cannot be read is skipped; that, and what was
+/// changed to fit the others, go to `notes`.
 pub fn load_inputs(
     model: &Model,
     images: &[PathBuf],
+    fit: Fit,
     mistakes: bool,
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
     let inputs = if images.is_empty() {
         bundled_inputs(model, if mistakes { usize::MAX } else { BUNDLED_INPUTS })?
     } else {
-        image_inputs(model, images, notes)?
+        image_inputs(model, images, fit, notes)?
     };
     if !mistakes {
         return Ok(inputs);
@@ -94,26 +96,42 @@ fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
         .collect()
 }
 
-/// The image files given to `--images`, folders searched for images.
+/// The image files given to `--images`, folders searched for images. One that cannot be
+/// read is skipped with a note ("skipped …: why"), so one bad file does not stop the rest;
+/// none readable at all is an error.
 fn image_inputs(
     model: &Model,
     images: &[PathBuf],
+    fit: Fit,
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
     let files = image_files(images)?;
-    files
-        .iter()
-        .map(|path| {
-            let prepared = input::load_image(model, path)?;
-            if let Some(note) = &prepared.adjusted {
-                notes.push(format!("{}: {note}", path.display()));
+    let mut inputs = Vec::new();
+    let mut skipped = Vec::new();
+    for path in &files {
+        match input::load_image(model, path, fit) {
+            Ok(prepared) => {
+                if let Some(note) = &prepared.adjusted {
+                    notes.push(format!("{}: {note}", path.display()));
+                }
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                inputs.push((name, prepared, label_from_name(model, path)));
             }
-            let name = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-            Ok((name, prepared, label_from_name(model, path)))
-        })
-        .collect()
+            Err(e) => skipped.push(format!("skipped {}", crate::error::report(&e))),
+        }
+    }
+    if inputs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "none of the {} image files could be read: {}",
+            files.len(),
+            skipped.join("; ")
+        )));
+    }
+    notes.extend(skipped);
+    Ok(inputs)
 }
 
 /// The image files `images` names: files as they are, folders searched for images (sorted).

@@ -1,8 +1,8 @@
 //! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
 //! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
 //! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`picker`]
-//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures as
-//! half-block cells.
+//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures
+//! (true pixels where the terminal can, half-block cells elsewhere).
 
 pub mod app;
 pub mod image;
@@ -45,12 +45,19 @@ pub struct Options {
     pub overrides: InputOverrides,
     /// The user's choices of input size and output, applied again to a reloaded model.
     pub load: crate::formats::Options,
+    /// How pictures reach the terminal: asked of the terminal when the explorer starts
+    /// (never in tests, which do not call [`run`]).
+    pub graphics: image::Graphics,
+    /// Where `e` writes its figures.
+    pub export_dir: PathBuf,
 }
 
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
 /// every way out, a panic included; a panic in a worker thread is reported in the UI.
 pub fn run(mut app: App) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
+    // Asked now: the query needs the raw mode just entered, and must come before keys are read.
+    app.set_pixels(image::Pixels::detect(app.options.graphics));
     // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
     // panics may do that: a job's panic is caught and shown in the UI, and a pool worker's
     // panic reaches the UI thread (if it does) as a resumed panic, which runs no hook and is
@@ -122,6 +129,8 @@ pub fn options(
     watch: Option<PathBuf>,
     overrides: InputOverrides,
     load: crate::formats::Options,
+    graphics: image::Graphics,
+    export_dir: PathBuf,
 ) -> Options {
     Options {
         color,
@@ -131,5 +140,7 @@ pub fn options(
         watch,
         overrides,
         load,
+        graphics,
+        export_dir,
     }
 }

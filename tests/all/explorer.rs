@@ -27,6 +27,8 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         watch,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
 }
@@ -54,6 +56,8 @@ fn mistakes_are_listed_and_reached_by_keys() {
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
     press(&mut app, KeyCode::Char('n'));
@@ -350,6 +354,8 @@ fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let probs = convscope::data::inputs::predictions(&model, &inputs).unwrap().remove(0);
     (App::new(model, "many".into(), 1, inputs, options).unwrap(), probs)
@@ -467,4 +473,60 @@ fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
         panel[17]
     );
     assert!(!s.contains(&format!("thing {:03}", order[16])), "the 17th gave way: {s}");
+}
+
+/// The screen with each cell of a kitty picture as `▒`, and the cell that carries the
+/// picture's transmission as `K`: the pixels are base64 and the placeholders invisible.
+fn screen_with_kitty_cells(app: &App, width: u16, height: u16) -> (String, Vec<String>) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut escapes = Vec::new();
+    let text = (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| {
+                    let symbol = buffer[(x, y)].symbol();
+                    if symbol.contains('\x1b') {
+                        escapes.push(symbol.to_string());
+                        "K".to_string()
+                    } else if symbol.starts_with('\u{10EEEE}') {
+                        "▒".to_string()
+                    } else {
+                        symbol.to_string()
+                    }
+                })
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (text, escapes)
+}
+
+#[test]
+fn saliency_in_true_pixels_with_kitty_and_in_half_blocks_without() {
+    use convscope::tui::image::{Graphics, Pixels};
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(6));
+    app.wait_for_job();
+    let (off, escapes) = screen_with_kitty_cells(&app, 80, 24);
+    assert!(escapes.is_empty(), "half blocks send no escapes of their own");
+    assert!(off.contains('▀'));
+    insta::assert_snapshot!("saliency_graphics_off", off);
+
+    // A 2×4-pixel cell keeps the transmitted pixels small.
+    app.set_pixels(Pixels::with(Graphics::Kitty, (2, 4)));
+    let (on, escapes) = screen_with_kitty_cells(&app, 80, 24);
+    assert_eq!(escapes.len(), 1, "one picture, sent once");
+    assert!(escapes[0].starts_with("\x1b_Gq=2,i="), "{}", &escapes[0][..40]);
+    assert!(escapes[0].contains(",a=T,U=1,f=32,"), "a virtual placement of RGBA pixels");
+    assert!(!on.contains('▀'), "no half blocks where the picture is");
+    assert!(on.matches('▒').count() > 100, "{on}");
+    insta::assert_snapshot!("saliency_graphics_kitty", on);
+    // Drawn again, the picture is not sent again: the terminal keeps it by its id.
+    let (_, again) = screen_with_kitty_cells(&app, 80, 24);
+    assert!(again.is_empty(), "{} escapes on the second frame", again.len());
 }

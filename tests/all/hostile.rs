@@ -125,6 +125,8 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let app = App::new(model, "few".into(), 1, inputs, options).unwrap();
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();

@@ -20,7 +20,7 @@ use crate::data::inputs::InputItem;
 use crate::engine::ReluRule;
 use crate::methods::registry::MethodInfo;
 use crate::model::Model;
-use crate::present::figures::{Picture, Style, Subject};
+use crate::present::figures::{Panels, Picture, Style, Subject};
 use crate::present::pixels;
 use crate::tui::Options;
 use crate::tui::jobs::{Job, Superseded};
@@ -211,8 +211,13 @@ pub fn gradient_view(
     })
 }
 
-/// The input image and a picture side by side.
+/// The input image and a picture side by side (a picture of several panels, such as the
+/// modifier row, already shows the input).
 fn beside(input: &RgbImage, picture: Picture) -> Picture {
+    if picture.panels.labels.len() > 1 {
+        return picture;
+    }
     let image = pixels::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
-    Picture { image, ..picture }
+    let labels = std::iter::once("input".to_string()).chain(picture.panels.labels.clone());
+    Picture { image, panels: Panels::grid(2, 2, labels.collect()), ..picture }
 }
