@@ -110,8 +110,14 @@ fn main() {
     println!("load: {}", ms(start.elapsed()));
 
     let start = Instant::now();
-    let inputs =
-        convscope::data::inputs::load_inputs(&model, &images, false, &mut Vec::new()).unwrap();
+    let inputs = convscope::data::inputs::load_inputs(
+        &model,
+        &images,
+        convscope::data::input::Fit::default(),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
     // The explorer's own settings, but for the disk cache.
     let defaults = convscope::tui::options(
         ColorMode::TrueColor,

@@ -29,9 +29,9 @@ use convscope::{Model, data::sample, formats::native, tui};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// How pictures reach the terminal: auto (ask it), kitty, sixel, iterm2, or halfblocks
-    /// (every terminal, tmux and plain SSH included). Default: auto on a terminal,
-    /// halfblocks otherwise.
+    /// How pictures reach the terminal: auto (what TERM, TERM_PROGRAM and the like say),
+    /// kitty, sixel, iterm2, or halfblocks (every terminal, tmux and plain SSH included).
+    /// Default: auto on a terminal, halfblocks otherwise.
     #[arg(long, global = true, value_parser = methods::parse_graphics)]
     graphics: Option<convscope::tui::image::Graphics>,
     #[command(flatten)]

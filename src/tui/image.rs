@@ -15,7 +15,7 @@ use ratatui::layout::{Rect, Size};
 use ratatui::style::Color;
 use ratatui::widgets::Widget;
 use ratatui_image::FontSize;
-use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui_image::picker::ProtocolType;
 use ratatui_image::protocol::Protocol;
 use ratatui_image::protocol::iterm2::Iterm2;
 use ratatui_image::protocol::kitty::Kitty;
@@ -27,7 +27,8 @@ use crate::present::pixels;
 /// How pictures reach the terminal (`--graphics`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Graphics {
-    /// Ask the terminal (a query answered within a moment) and use the best it speaks.
+    /// What the terminal's environment says it speaks ([`from_environment`]), else half
+    /// blocks.
     Auto,
     /// The kitty graphics protocol (kitty, Ghostty, recent WezTerm and Konsole).
     Kitty,
@@ -99,26 +100,26 @@ impl Pixels {
         }
     }
 
-    /// What `choice` means on this terminal. `Halfblocks` asks nothing; `Auto` asks the
-    /// terminal which protocol it speaks and its cell size (escape sequences on stdout, the
-    /// answer read from stdin with a timeout: call it with a terminal on both, before
-    /// reading keys); a named protocol asks only for the cell size. A terminal that does
-    /// not answer gets half blocks (`Auto`) or a 10×20-pixel cell.
+    /// What `choice` means on this terminal. `Halfblocks` asks nothing; `Auto` reads the
+    /// environment ([`from_environment`]); a protocol, named or found, takes the cell size
+    /// in pixels from the terminal's window size (10×20 where it does not say). Nothing is
+    /// written to the terminal or read from it: no query can eat a key or race the
+    /// explorer's raw mode.
     pub fn detect(choice: Graphics) -> Pixels {
-        if choice == Graphics::Halfblocks {
-            return Pixels::halfblocks();
-        }
-        let picker = Picker::from_query_stdio().ok();
-        let protocol = match (choice.protocol(), &picker) {
-            (Some(p), _) => Some(p),
-            (None, Some(picker)) => {
-                Some(picker.protocol_type()).filter(|&p| p != ProtocolType::Halfblocks)
-            }
-            (None, None) => None,
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let protocol = match choice {
+            Graphics::Halfblocks => None,
+            Graphics::Auto => from_environment(var),
+            named => named.protocol(),
         };
-        let font = picker.as_ref().map_or(FontSize::new(10, 20), Picker::font_size);
-        let tmux = picker.as_ref().is_some_and(Picker::tmux_detected);
-        Pixels { protocol: protocol.map(|p| (p, font, tmux)), last: RefCell::default() }
+        let cell = crossterm::terminal::window_size()
+            .ok()
+            .filter(|s| s.width > 0 && s.height > 0 && s.columns > 0 && s.rows > 0)
+            .map_or((10, 20), |s| (s.width / s.columns, s.height / s.rows));
+        Pixels {
+            protocol: protocol.map(|p| (p, FontSize::new(cell.0, cell.1), var("TMUX").is_some())),
+            last: RefCell::default(),
+        }
     }
 
     /// The protocol's name, for the status line.
@@ -174,6 +175,30 @@ impl Pixels {
         let protocol = self.encode(image, width, height)?;
         *last = Some((key, protocol.clone()));
         Some(protocol)
+    }
+}
+
+/// The protocol a terminal speaks, from what it puts in the environment (`var` reads a
+/// variable): kitty's (kitty, Ghostty), iTerm2's (iTerm2, WezTerm) or sixel (foot,
+/// mlterm); none inside tmux, which passes none of them through by default, or anywhere
+/// else (plain SSH keeps `TERM` only).
+pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<ProtocolType> {
+    if var("TMUX").is_some() {
+        return None;
+    }
+    let term = var("TERM").unwrap_or_default();
+    let program = var("TERM_PROGRAM").unwrap_or_default();
+    if term.contains("kitty") || var("KITTY_WINDOW_ID").is_some() || term.contains("ghostty") {
+        Some(ProtocolType::Kitty)
+    } else if program == "iTerm.app"
+        || program == "WezTerm"
+        || var("LC_TERMINAL").as_deref() == Some("iTerm2")
+    {
+        Some(ProtocolType::Iterm2)
+    } else if term.starts_with("foot") || term.starts_with("mlterm") {
+        Some(ProtocolType::Sixel)
+    } else {
+        None
     }
 }
 
@@ -316,6 +341,40 @@ impl Widget for HalfBlockImage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_protocol_comes_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(from_environment(env(&[("TERM", "xterm-kitty")])), Some(ProtocolType::Kitty));
+        assert_eq!(from_environment(env(&[("KITTY_WINDOW_ID", "1")])), Some(ProtocolType::Kitty));
+        assert_eq!(
+            from_environment(env(&[("TERM_PROGRAM", "iTerm.app")])),
+            Some(ProtocolType::Iterm2)
+        );
+        assert_eq!(from_environment(env(&[("TERM", "foot")])), Some(ProtocolType::Sixel));
+        assert_eq!(from_environment(env(&[("TERM", "xterm-256color")])), None);
+        assert_eq!(from_environment(env(&[("TERM", "xterm-kitty"), ("TMUX", "/tmp/t")])), None);
+        assert_eq!(Pixels::detect(Graphics::Halfblocks).name(), "half blocks");
+        assert_eq!(Graphics::parse("KITTY"), Some(Graphics::Kitty));
+        assert_eq!(Graphics::parse("png"), None);
+    }
+
+    #[test]
+    fn inline_kitty_output_is_the_transmission_then_placeholder_rows() {
+        let img = RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]));
+        let pixels = Pixels::with(Graphics::Kitty, (2, 4));
+        let out = inline(&img, &pixels, ColorMode::TrueColor, 10, 10);
+        // 8×8 pixels in 10×10 cells of 2×4: 2 rows (8 / 4) of 4 columns, a line each.
+        assert!(out.starts_with("\x1b[38;2;"), "{out:?}");
+        assert!(out.contains("\x1b_Gq=2,i=") && out.contains(",a=T,U=1,f=32,"));
+        assert_eq!(out.matches('\u{10EEEE}').count(), 8);
+        assert_eq!(out.matches('\n').count(), 2);
+        // Half blocks: no escapes of a protocol.
+        let plain = inline(&img, &Pixels::halfblocks(), ColorMode::TrueColor, 10, 10);
+        assert!(plain.contains('▀') && !plain.contains("\x1b_G"));
+    }
 
     #[test]
     fn two_pixels_per_cell_with_exact_colours() {

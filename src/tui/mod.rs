@@ -55,9 +55,8 @@ pub struct Options {
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
 /// every way out, a panic included; a panic in a worker thread is reported in the UI.
 pub fn run(mut app: App) -> std::io::Result<()> {
-    let mut terminal = ratatui::try_init()?;
-    // Asked now: the query needs the raw mode just entered, and must come before keys are read.
     app.set_pixels(image::Pixels::detect(app.options.graphics));
+    let mut terminal = ratatui::try_init()?;
     // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
     // panics may do that: a job's panic is caught and shown in the UI, and a pool worker's
     // panic reaches the UI thread (if it does) as a resumed panic, which runs no hook and is

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use convscope::data::input::Fit;
 use convscope::present::ansi::ColorMode;
 use convscope::tui::Options;
 use convscope::tui::app::App;
@@ -17,7 +18,8 @@ use ratatui::backend::TestBackend;
 fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let model = sample::model().unwrap();
     let mut inputs =
-        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     inputs.truncate(3);
     let options = Options {
         color: ColorMode::TrueColor,
@@ -37,14 +39,16 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
 fn mistakes_are_listed_and_reached_by_keys() {
     let model = sample::model().unwrap();
     let mut notes = Vec::new();
-    let wrong = convscope::data::inputs::load_inputs(&model, &[], true, &mut notes).unwrap();
+    let wrong = convscope::data::inputs::load_inputs(&model, &[], Fit::default(), true, &mut notes)
+        .unwrap();
     // Every one is labelled and misclassified, and they are a small part of the 2,000.
     assert!((1..100).contains(&wrong.len()), "{}", wrong.len());
     assert_eq!(notes, [format!("{} of 2000 labelled inputs are misclassified", wrong.len())]);
 
     // Two right inputs, a wrong one, a right one: n and N find the wrong one from either side.
     let mut inputs =
-        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     inputs.truncate(3);
     inputs.insert(2, wrong[0].clone());
     let cache = tempfile::tempdir().unwrap();
@@ -344,8 +348,14 @@ fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
     image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 99]))
         .save(&file)
         .unwrap();
-    let inputs =
-        convscope::data::inputs::load_inputs(&model, &[file], false, &mut Vec::new()).unwrap();
+    let inputs = convscope::data::inputs::load_inputs(
+        &model,
+        &[file],
+        Fit::default(),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 2,

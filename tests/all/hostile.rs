@@ -3,6 +3,7 @@
 
 use std::process::{Command, Output};
 
+use convscope::data::input::Fit;
 use convscope::formats::native;
 use convscope::model::GraphSpec;
 use convscope::tui::Options;
@@ -115,7 +116,9 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
         ],
         2,
     );
-    let inputs = convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    let inputs =
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     assert!(inputs.iter().all(|i| i.2.is_none()), "digit labels are not this model's classes");
     let options = Options {
         color: convscope::present::ansi::ColorMode::TrueColor,
