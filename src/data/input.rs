@@ -238,3 +238,75 @@ pub fn normalise(model: &Model, pixels: &[f32]) -> Result<Tensor> {
         .collect();
     Ok(Tensor::from_vec(values, (1, c, h, w), &Device::Cpu)?.to_dtype(model.dtype())?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 40×20 grey image: a light ground with a dark square in the middle 20×20.
+    fn wide() -> DynamicImage {
+        DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 20, |x, _| {
+            image::Luma([if (10..30).contains(&x) { 0 } else { 250 }])
+        }))
+    }
+
+    #[test]
+    fn crop_keeps_the_centre_at_the_models_aspect() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Crop);
+        assert_eq!(out.dimensions(), (20, 20));
+        assert!(out.to_luma8().pixels().all(|p| p.0 == [0]), "the dark middle only");
+        assert!(note.unwrap().starts_with("cropped to its centre 20×20 (aspect 40:20"));
+        // Taller than wide: the middle rows.
+        let tall = DynamicImage::ImageLuma8(image::GrayImage::from_fn(10, 30, |_, y| {
+            image::Luma([y as u8])
+        }));
+        let (out, _) = fit_aspect(&tall, 28, 28, Fit::Crop);
+        assert_eq!(out.dimensions(), (10, 10));
+        assert_eq!(out.to_luma8().get_pixel(0, 0).0, [10]);
+    }
+
+    #[test]
+    fn pad_keeps_everything_on_its_edge_colour() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Pad);
+        assert_eq!(out.dimensions(), (40, 40));
+        let grey = out.to_luma8();
+        // The image in the middle rows, the added rows the edge's mean colour: the edge is
+        // all light but the 20 dark pixels of the top and bottom rows' middle.
+        assert_eq!(grey.get_pixel(20, 20).0, [0]);
+        assert_eq!(grey.get_pixel(0, 20).0, [250]);
+        let edge = ((40 + 40 + 2 * 18 - 40) * 250 / (40 + 40 + 2 * 18)) as u8;
+        assert_eq!(grey.get_pixel(20, 0).0, [edge]);
+        assert!(note.unwrap().starts_with("padded to 40×40 with its edge colour"));
+    }
+
+    #[test]
+    fn stretch_and_a_matching_aspect_change_nothing_but_say_so() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Stretch);
+        assert_eq!(out.dimensions(), (40, 20));
+        assert!(note.unwrap().starts_with("stretched from aspect 40:20 to 28:28"));
+        for fit in [Fit::Crop, Fit::Pad, Fit::Stretch] {
+            let (out, note) = fit_aspect(&wide(), 56, 28, fit);
+            assert_eq!((out.dimensions(), note), ((40, 20), None));
+        }
+    }
+
+    #[test]
+    fn a_dark_on_light_digit_is_noted_and_every_change_is_said() {
+        let model = crate::data::sample::model().unwrap();
+        let prepared = prepare(&model, &wide(), Path::new("w.png"), Fit::Crop).unwrap();
+        // The cropped middle is all dark: light-on-dark as the model wants.
+        assert_eq!(
+            prepared.adjusted.as_deref(),
+            Some(
+                "cropped to its centre 20×20 (aspect 40:20, the model's 28:28; --fit pad|stretch \
+                 keep all of it); resized from 20×20 to 28×28"
+            )
+        );
+        let light = DynamicImage::ImageRgb8(image::RgbImage::from_fn(28, 28, |x, _| {
+            image::Rgb([if x == 14 { 0 } else { 240 }; 3])
+        }));
+        let prepared = prepare(&model, &light, Path::new("l.png"), Fit::Crop).unwrap();
+        let note = prepared.adjusted.unwrap();
+        assert!(note.starts_with("converted to greyscale; looks dark-on-light"), "{note}");
+    }
+}

@@ -228,3 +228,30 @@ pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>
         .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_file_is_skipped_with_a_note_and_only_bad_files_are_an_error() {
+        let model = crate::data::sample::model().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        image::GrayImage::from_pixel(28, 28, image::Luma([0]))
+            .save(dir.path().join("a_3.png"))
+            .unwrap();
+        std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
+        let mut notes = Vec::new();
+        let inputs =
+            load_inputs(&model, &[dir.path().to_path_buf()], Fit::Crop, false, &mut notes).unwrap();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!((inputs[0].0.as_str(), inputs[0].2), ("a_3.png", Some(3)));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("skipped ") && notes[0].contains("b.png: not a readable image")
+        );
+        let bad = dir.path().join("b.png");
+        let error = load_inputs(&model, &[bad], Fit::Crop, false, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().starts_with("none of the 1 image files could be read"));
+    }
+}

@@ -666,3 +666,69 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(image: RgbImage, panels: Panels, scale: Option<(Colormap, (f32, f32))>) -> Picture {
+        Picture {
+            image,
+            caption: "a caption".into(),
+            raw: (vec![], vec![]),
+            scale,
+            warnings: vec!["careful".into()],
+            panels,
+        }
+    }
+
+    #[test]
+    fn panel_images_undo_the_grid() {
+        let tiles: Vec<RgbImage> =
+            (0..5u8).map(|i| RgbImage::from_pixel(3, 2, image::Rgb([i * 40; 3]))).collect();
+        let labels: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let p = picture(pixels::grid(&tiles, 3, 1, [9; 3]), Panels::grid(3, 1, labels), None);
+        assert_eq!(p.panel_images(), tiles);
+        let single = picture(tiles[0].clone(), Panels::single("x"), None);
+        assert_eq!(single.panel_images(), vec![tiles[0].clone()]);
+    }
+
+    #[test]
+    fn ticks_span_the_range_with_the_decimals_it_needs() {
+        let t = |range, n| -> Vec<String> { ticks(range, n).into_iter().map(|(_, s)| s).collect() };
+        assert_eq!(t((0.0, 1.0), 5), ["0.00", "0.25", "0.50", "0.75", "1.00"]);
+        assert_eq!(t((-0.01, 0.01), 3), ["-0.010", "0.000", "0.010"]);
+        assert_eq!(t((0.998, 1.0), 2), ["0.998", "1.000"]);
+        assert_eq!(t((-1e-9, 1e-9), 3)[1], "0.000000000");
+        assert_eq!(t((2.0, 2.0), 2), ["2.000", "2.000"]);
+    }
+
+    #[test]
+    fn a_figure_has_its_title_panels_bar_and_warnings_in_place() {
+        let tiles: [RgbImage; 2] =
+            std::array::from_fn(|_| RgbImage::from_pixel(4, 4, image::Rgb([0, 0, 200])));
+        let p = picture(
+            pixels::grid(&tiles, 2, 1, [0; 3]),
+            Panels::grid(2, 1, vec!["left".into(), "right".into()]),
+            Some((Colormap::Gray, (0.0, 1.0))),
+        );
+        let f = p.figure(10);
+        // Text size 1 (panels 2 × 40 wide): margin 6, title 10, gap 6, label 10, panels 40,
+        // bar 40, one warning line 10, margin 6; at least 320 wide.
+        assert_eq!(f.dimensions(), (320, 6 + 10 + 6 + 10 + 40 + 40 + 10 + 6));
+        let left = (320 - (40 + 6 + 40)) / 2;
+        assert_eq!(f.get_pixel(left, 32).0, [0, 0, 200], "first panel's corner");
+        assert_eq!(f.get_pixel(left - 1, 32).0, FRAME, "its frame");
+        assert_eq!(f.get_pixel(left + 46, 71).0, [0, 0, 200], "second panel's far corner");
+        let ink = |x0: u32, y0: u32, w: u32, h: u32, c: [u8; 3]| {
+            (y0..y0 + h).any(|y| (x0..x0 + w).any(|x| f.get_pixel(x, y).0 == c))
+        };
+        assert!(ink(0, 6, 320, 8, INK), "title");
+        assert!(ink(left, 22, 40, 8, INK) && ink(left + 46, 22, 40, 8, INK), "labels");
+        // The bar one line under the panels: grey from black to white, left to right.
+        let (bar_y, bar_w) = (72 + 10 + 5, 86);
+        assert_eq!(f.get_pixel(left, bar_y).0, [0; 3]);
+        assert_eq!(f.get_pixel(left + bar_w - 1, bar_y).0, [255; 3]);
+        assert!(ink(0, 72 + 40, 320, 8, WARNING_INK), "the warning");
+    }
+}
