@@ -366,11 +366,11 @@ mod tests {
         let img = RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]));
         let pixels = Pixels::with(Graphics::Kitty, (2, 4));
         let out = inline(&img, &pixels, ColorMode::TrueColor, 10, 10);
-        // 8×8 pixels in 10×10 cells of 2×4: 2 rows (8 / 4) of 4 columns, a line each.
+        // 8×8 pixels scaled 2.5× to fill 10×10 cells of 2×4: 5 rows of 10, a line each.
         assert!(out.starts_with("\x1b[38;2;"), "{out:?}");
         assert!(out.contains("\x1b_Gq=2,i=") && out.contains(",a=T,U=1,f=32,"));
-        assert_eq!(out.matches('\u{10EEEE}').count(), 8);
-        assert_eq!(out.matches('\n').count(), 2);
+        assert_eq!(out.matches('\u{10EEEE}').count(), 50);
+        assert_eq!(out.matches('\n').count(), 5);
         // Half blocks: no escapes of a protocol.
         let plain = inline(&img, &Pixels::halfblocks(), ColorMode::TrueColor, 10, 10);
         assert!(plain.contains('▀') && !plain.contains("\x1b_G"));
