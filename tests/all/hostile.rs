@@ -145,8 +145,11 @@ fn writes_never_replace_what_is_not_a_regular_file() {
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
+    // A folder named like a figure.
     let dir = tempfile::tempdir().unwrap();
-    let o = convscope(&["saliency", "sample", "-o", dir.path().to_str().unwrap()]);
+    let folder = dir.path().join("figure.png");
+    std::fs::create_dir(&folder).unwrap();
+    let o = convscope(&["saliency", "sample", "-o", folder.to_str().unwrap()]);
     assert_one_line_failure(&o, "not a regular file");
 }
 
