@@ -540,3 +540,26 @@ fn saliency_in_true_pixels_with_kitty_and_in_half_blocks_without() {
     let (_, again) = screen_with_kitty_cells(&app, 80, 24);
     assert!(again.is_empty(), "{} escapes on the second frame", again.len());
 }
+
+#[test]
+fn a_shows_every_modifier_side_by_side_in_saliency_and_grad_cam() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    for tab in [6, 7] {
+        press(&mut app, KeyCode::F(tab));
+        press(&mut app, KeyCode::Char('a'));
+        app.wait_for_job();
+        let convscope::tui::app::Panel::Picture(picture) = app.panel() else {
+            panic!("no picture on tab {tab}")
+        };
+        assert_eq!(picture.panels.labels, ["input", "vanilla", "guided", "relu"], "tab {tab}");
+        assert!(screen(&app, 80, 24).contains("every modifier"), "tab {tab}");
+        // Another class is a lookup: every class's row came from one pass per modifier.
+        press(&mut app, KeyCode::Right);
+        assert!(matches!(app.panel(), convscope::tui::app::Panel::Picture(_)), "tab {tab}");
+        press(&mut app, KeyCode::Char('a'));
+        app.wait_for_job();
+        let convscope::tui::app::Panel::Picture(picture) = app.panel() else { panic!() };
+        assert_eq!(picture.panels.labels.len(), 2, "input and the map again");
+    }
+}
