@@ -30,7 +30,8 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         overrides: Default::default(),
         load: Default::default(),
         graphics: convscope::tui::image::Graphics::Halfblocks,
-        export_dir: std::path::PathBuf::from("."),
+        // `e` writes beside the cache, in the test's own folder.
+        export_dir: cache.to_path_buf(),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
 }
@@ -562,4 +563,20 @@ fn a_shows_every_modifier_side_by_side_in_saliency_and_grad_cam() {
         let convscope::tui::app::Panel::Picture(picture) = app.panel() else { panic!() };
         assert_eq!(picture.panels.labels.len(), 2, "input and the map again");
     }
+}
+
+#[test]
+fn e_writes_a_figure_into_the_export_folder_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app_with(dir.path(), None);
+    press(&mut app, KeyCode::F(5));
+    app.wait_for_job();
+    press(&mut app, KeyCode::Char('e'));
+    let path = dir.path().join("convscope-occlusion-0-3.png");
+    let figure = image::open(&path).unwrap().to_rgb8();
+    // A figure on a white page, wider than its three 224-pixel panels.
+    assert_eq!(figure.get_pixel(0, 0).0, [255, 255, 255]);
+    assert!(figure.width() > 3 * 224, "{}", figure.width());
+    let shown = screen(&app, 200, 24);
+    assert!(shown.contains(&format!("wrote {}", path.display())), "{shown}");
 }
