@@ -110,11 +110,23 @@ fn main() {
     println!("load: {}", ms(start.elapsed()));
 
     let start = Instant::now();
-    let inputs =
-        convscope::data::inputs::load_inputs(&model, &images, false, &mut Vec::new()).unwrap();
+    let inputs = convscope::data::inputs::load_inputs(
+        &model,
+        &images,
+        convscope::data::input::Fit::default(),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
     // The explorer's own settings, but for the disk cache.
-    let defaults =
-        convscope::tui::options(ColorMode::TrueColor, None, Default::default(), Default::default());
+    let defaults = convscope::tui::options(
+        ColorMode::TrueColor,
+        None,
+        Default::default(),
+        Default::default(),
+        convscope::tui::image::Graphics::Halfblocks,
+        ".".into(),
+    );
     let options = Options { cache_dir: None, ..defaults };
     let pause = options.prefetch_after;
     let hash = convscope::data::cache::hash(&bytes);

@@ -22,7 +22,8 @@ pub fn write_atomically(
     }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // Dropped on any error below, the temporary file is deleted with it.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| io(without_temporary_path(e)))?;
     {
         let mut writer = BufWriter::new(tmp.as_file_mut());
         write(&mut writer).map_err(io)?;
@@ -39,6 +40,18 @@ pub fn write_atomically(
     Ok(())
 }
 
+/// `tempfile` wraps the cause in a message that adds the temporary file's path ("No such
+/// file or directory (os error 2) at path \"/d/.tmpX\""); the error already names the real
+/// path, so only the cause is kept.
+fn without_temporary_path(e: std::io::Error) -> std::io::Error {
+    // Its wrapper gives no access to the cause but through its message.
+    let message = e.get_ref().map(ToString::to_string);
+    match message.as_deref().and_then(|m| m.rsplit_once(" at path ")) {
+        Some((cause, _)) => std::io::Error::new(e.kind(), cause.to_string()),
+        None => e,
+    }
+}
+
 /// Writes `bytes` to `path` with [`write_atomically`].
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(path, |w| w.write_all(bytes))
@@ -47,6 +60,17 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_folder_is_said_once_without_the_temporary_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("no/such/folder/x.png");
+        let error = write_bytes(&path, b"x").expect_err("no folder");
+        let text = crate::error::report(&error);
+        assert!(text.starts_with(&path.display().to_string()), "{text}");
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(!text.contains(" at path "), "{text}");
+    }
 
     #[test]
     fn writes_replace_regular_files_only() {

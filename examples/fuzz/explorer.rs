@@ -134,8 +134,9 @@ impl Fixtures {
 
     /// The explorer on `model`, as `convscope MODEL --images …` would open it.
     fn app(&self, model: Model, images: &[PathBuf], watch: Option<PathBuf>) -> Result<App, String> {
-        let inputs = inputs::load_inputs(&model, images, false, &mut Vec::new())
-            .map_err(|e| format!("inputs: {e}"))?;
+        let inputs =
+            inputs::load_inputs(&model, images, Default::default(), false, &mut Vec::new())
+                .map_err(|e| format!("inputs: {e}"))?;
         let options = Options {
             color: ColorMode::TrueColor,
             maxact_iterations: 3,
@@ -145,6 +146,7 @@ impl Fixtures {
             watch,
             overrides: Default::default(),
             load: Default::default(),
+            graphics: convscope::tui::image::Graphics::Halfblocks,
         };
         App::new(model, "fuzzed".into(), 1, inputs, options).map_err(|e| format!("the app: {e}"))
     }

@@ -92,7 +92,10 @@ fn measure(name: &str, runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<R
 /// The input the methods run on, and what it is.
 fn bench_input(model: &Model, args: &BenchArgs) -> Result<(Tensor, String)> {
     if let Some(path) = &args.image {
-        return Ok((super::prepare(model, path)?.tensor, path.display().to_string()));
+        return Ok((
+            super::prepare(model, path, convscope::data::input::Fit::default())?.tensor,
+            path.display().to_string(),
+        ));
     }
     if let Ok(digit) = methods::default_input(model) {
         return Ok((digit.tensor, digit.source.display().to_string()));

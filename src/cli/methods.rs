@@ -1,8 +1,10 @@
 //! The method commands: each computes with the library, turns the result into a picture
-//! and a caption, then prints it inline (half-block cells) or writes PNG / .npy.
+//! and a caption, then prints it inline (the terminal's pixels, or half-block cells) or
+//! writes a figure (PNG, JPEG) or the values (.npy).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
@@ -17,11 +19,12 @@ use convscope::methods::{features, filters, gradcam};
 use convscope::model::{InputOverrides, Preprocess, printable_path};
 use convscope::present::ansi::{self, ColorMode};
 use convscope::present::colormap::Colormap;
-use convscope::present::figures::{self, Picture, Style, Subject as Seen};
-use convscope::present::{files, pixels};
+use convscope::present::figures::{self, OcclusionShows, Picture, Style, Subject as Seen};
+use convscope::present::files::{self, OutputFormat};
+use convscope::tui::image::{self as terminal_image, Graphics, Pixels};
 use convscope::{Model, ReluRule};
 
-/// Backprop modifier, as keras-vis names them.
+/// Backprop modifier, as keras-vis names them, or all three in one figure.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Modifier {
     /// The true gradient.
@@ -30,16 +33,45 @@ pub enum Modifier {
     Guided,
     /// Rectified (deconvnet): only positive gradients pass a ReLU.
     Relu,
+    /// The article's row: input | vanilla | guided | relu.
+    All,
 }
 
-impl From<Modifier> for ReluRule {
-    fn from(m: Modifier) -> ReluRule {
-        match m {
-            Modifier::Vanilla => ReluRule::Vanilla,
-            Modifier::Guided => ReluRule::Guided,
-            Modifier::Relu => ReluRule::Rectified,
+impl Modifier {
+    /// The one rule, or `None` for all of them.
+    fn rule(self) -> Option<ReluRule> {
+        match self {
+            Modifier::Vanilla => Some(ReluRule::Vanilla),
+            Modifier::Guided => Some(ReluRule::Guided),
+            Modifier::Relu => Some(ReluRule::Rectified),
+            Modifier::All => None,
         }
     }
+}
+
+/// `--graphics`, set once by [`set_graphics`] before a command runs.
+static GRAPHICS: OnceLock<Graphics> = OnceLock::new();
+
+/// How the commands print pictures (`--graphics`; default: ask the terminal when stdout is
+/// one, half blocks otherwise).
+pub fn set_graphics(choice: Option<Graphics>) {
+    let _ = GRAPHICS.set(choice.unwrap_or_else(default_graphics));
+}
+
+/// Without `--graphics`: the terminal is asked only when there is one to answer.
+pub fn default_graphics() -> Graphics {
+    if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        Graphics::Auto
+    } else {
+        Graphics::Halfblocks
+    }
+}
+
+pub fn parse_graphics(s: &str) -> Result<Graphics, String> {
+    Graphics::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Graphics::ALL.iter().map(|g| g.name()).collect();
+        format!("unknown graphics '{s}' (choose from {})", names.join(", "))
+    })
 }
 
 fn parse_colormap(s: &str) -> Result<Colormap, String> {
@@ -56,8 +88,9 @@ pub fn parse_color_mode(s: &str) -> Result<ColorMode, String> {
 /// Where and how a picture goes.
 #[derive(Debug, Args)]
 pub struct Output {
-    /// Write the picture as PNG here instead of printing it.
-    #[arg(short = 'o', long = "output", value_name = "PNG")]
+    /// Write the figure here instead of printing it: `.png`, `.jpg`/`.jpeg` (title, labelled
+    /// panels, colour bar) or `.npy` (the values).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
     png: Option<PathBuf>,
     /// Also write the float map(s) as a .npy file, for numpy.
     #[arg(long, value_name = "NPY")]
@@ -65,7 +98,8 @@ pub struct Output {
     /// Colour scale: jet, viridis, inferno, turbo, gray, diverging.
     #[arg(long, default_value = "jet", value_parser = parse_colormap)]
     colormap: Colormap,
-    /// PNG pixels per map pixel (default: the smallest that makes it 224 pixels or more).
+    /// Figure pixels per map pixel (default: the smallest that makes each panel 224 pixels
+    /// or more).
     #[arg(long)]
     scale: Option<u32>,
     /// Terminal colours (default: truecolor when COLORTERM says so, else 256).
@@ -120,6 +154,33 @@ pub struct Preprocessing {
     /// another framework's float64 numbers without float32 rounding).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
+    /// How an image of another aspect ratio is fitted to the model's: crop (the centre, as
+    /// torchvision's and Keras's evaluation transforms do: no distortion, no border the
+    /// model never saw), pad (all of it, with borders of its edge colour) or stretch.
+    #[arg(long, value_enum, default_value = "crop")]
+    pub fit: FitMode,
+}
+
+/// `--fit` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FitMode {
+    /// The centre at the model's aspect.
+    #[default]
+    Crop,
+    /// All of the image, padded with its edge colour.
+    Pad,
+    /// All of the image, squashed or stretched.
+    Stretch,
+}
+
+impl From<FitMode> for input::Fit {
+    fn from(f: FitMode) -> input::Fit {
+        match f {
+            FitMode::Crop => input::Fit::Crop,
+            FitMode::Pad => input::Fit::Pad,
+            FitMode::Stretch => input::Fit::Stretch,
+        }
+    }
 }
 
 /// `--precision` values.
@@ -293,7 +354,7 @@ impl SubjectArgs {
     fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
         let model = load_model_for(&self.model, &self.preprocessing, self.image.as_deref())?;
         let prepared = match &self.image {
-            Some(path) => super::prepare(&model, path)?,
+            Some(path) => super::prepare(&model, path, self.preprocessing.fit.into())?,
             None => default_input(&model)?,
         };
         let probs = model.predict(&prepared.tensor)?.flatten_all()?.to_vec1::<f32>()?;
@@ -352,7 +413,7 @@ fn classes(model: &Model, class: usize, all: bool) -> Vec<usize> {
 /// Options of the gradient methods.
 #[derive(Debug, Args)]
 pub struct GradientOptions {
-    /// Backprop modifier.
+    /// Backprop modifier (`all`: the input and the three maps side by side).
     #[arg(long, value_enum, default_value = "vanilla")]
     modifier: Modifier,
     /// Blend the heatmap over the input.
@@ -367,10 +428,25 @@ pub struct GradientOptions {
 pub fn saliency_cmd(subject: &SubjectArgs, options: &GradientOptions, out: &Output) -> Result<()> {
     let (model, input, class, probs) = subject.resolve()?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    let classes = classes(&model, class, options.all_classes);
     let style = style(out, options.overlay);
-    let pictures = figures::saliency(&seen, &classes, options.modifier.into(), style)?;
+    let Some(rule) = options.modifier.rule() else {
+        no_all_classes(options)?;
+        let row = seen.modifier_row(class, "saliency", |rule| {
+            Ok(figures::saliency(&seen, &[class], rule, style)?.remove(0))
+        })?;
+        return emit(row, &input, out);
+    };
+    let classes = classes(&model, class, options.all_classes);
+    let pictures = figures::saliency(&seen, &classes, rule, style)?;
     emit(figures::combine(pictures, "saliency of every class"), &input, out)
+}
+
+/// `--modifier all` draws one class's row.
+fn no_all_classes(options: &GradientOptions) -> Result<()> {
+    if options.all_classes {
+        bail!("--modifier all draws one class: leave out --all-classes, or pick one modifier");
+    }
+    Ok(())
 }
 
 /// `convscope gradcam`.
@@ -383,9 +459,16 @@ pub fn gradcam_cmd(
     let (model, input, class, probs) = subject.resolve()?;
     let layer = layer_for(&model, &gradcam::INFO, layer)?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    let classes = classes(&model, class, options.all_classes);
     let style = style(out, options.overlay);
-    let pictures = figures::grad_cam(&seen, &classes, options.modifier.into(), Some(layer), style)?;
+    let Some(rule) = options.modifier.rule() else {
+        no_all_classes(options)?;
+        let row = seen.modifier_row(class, "grad-CAM", |rule| {
+            Ok(figures::grad_cam(&seen, &[class], rule, Some(layer), style)?.remove(0))
+        })?;
+        return emit(row, &input, out);
+    };
+    let classes = classes(&model, class, options.all_classes);
+    let pictures = figures::grad_cam(&seen, &classes, rule, Some(layer), style)?;
     emit(figures::combine(pictures, "grad-CAM of every class"), &input, out)
 }
 
@@ -402,6 +485,24 @@ pub fn guided_gradcam_cmd(
     emit(figures::guided_grad_cam(&seen, class, Some(layer), style(out, overlay))?, &input, out)
 }
 
+/// `occlusion --show` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shows {
+    /// p(intact) − p(occluded), centred at 0.
+    Drop,
+    /// p(occluded), on 0..1.
+    P,
+}
+
+impl From<Shows> for OcclusionShows {
+    fn from(s: Shows) -> OcclusionShows {
+        match s {
+            Shows::Drop => OcclusionShows::Drop,
+            Shows::P => OcclusionShows::Probability,
+        }
+    }
+}
+
 /// Occlusion's square as given on the command line.
 pub struct Window {
     /// Side (default: [`OcclusionConfig::for_input`]'s).
@@ -416,7 +517,7 @@ pub struct Window {
 pub fn occlusion_cmd(
     subject: &SubjectArgs,
     window: &Window,
-    drop: bool,
+    shows: OcclusionShows,
     overlay: bool,
     out: &Output,
 ) -> Result<()> {
@@ -427,7 +528,7 @@ pub fn occlusion_cmd(
     let stride = window.stride.unwrap_or(size);
     let config = &OcclusionConfig { size, stride, fill: window.fill, ..default };
     let seen = Seen { model: &model, input: &input, probs: &probs };
-    emit(figures::occlusion(&seen, class, config, drop, style(out, overlay))?, &input, out)
+    emit(figures::occlusion(&seen, class, config, shows, style(out, overlay))?, &input, out)
 }
 
 /// `convscope filters`.
@@ -536,11 +637,11 @@ fn emit(mut picture: Picture, input: &Prepared, out: &Output) -> Result<()> {
     emit_picture(picture, out)
 }
 
-/// The widest picture `-o` writes: larger ones are a mistyped `--scale`, not a figure.
+/// The widest figure `-o` writes: larger ones are a mistyped `--scale`, not a figure.
 const MAX_SIDE: u32 = 16_384;
 
-/// Prints a picture inline (half blocks, colour bar, caption) or writes PNG; writes the
-/// raw values as .npy when asked.
+/// Prints a picture inline (the picture, colour bar, caption) or writes it as `-o`'s
+/// extension says; writes the raw values as .npy when asked.
 fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
     for warning in &picture.warnings {
         eprintln!("convscope: warning: {warning}");
@@ -549,40 +650,46 @@ fn emit_picture(picture: Picture, out: &Output) -> Result<()> {
         files::write_npy(path, &picture.raw.0, &picture.raw.1)?;
     }
     let mut stdout = std::io::stdout().lock();
-    let image = &picture.image;
     if let Some(path) = &out.png {
-        let longest = image.width().max(image.height()).max(1);
-        let scale = out.scale.unwrap_or_else(|| 224u32.div_ceil(longest)).max(1);
-        let side = |n: u32| n.checked_mul(scale).filter(|&s| s <= MAX_SIDE);
-        let (Some(width), Some(height)) = (side(image.width()), side(image.height())) else {
+        if OutputFormat::of(path)? == OutputFormat::Npy {
+            files::write_npy(path, &picture.raw.0, &picture.raw.1)?;
+            let shape: Vec<String> = picture.raw.0.iter().map(usize::to_string).collect();
+            writeln!(stdout, "{} → {} ({})", picture.caption, path.display(), shape.join("×"))?;
+            return Ok(());
+        }
+        let scale = out.scale.unwrap_or_else(|| picture.figure_scale()).max(1);
+        let image = &picture.image;
+        if image.width().max(image.height()).checked_mul(scale).is_none_or(|s| s > MAX_SIDE) {
             bail!(
                 "--scale {scale} would make a picture of {}×{} wider than {MAX_SIDE} pixels",
                 image.width(),
                 image.height()
             );
-        };
-        let scaled = pixels::scale_nearest(image, width, height);
-        files::save_png(&scaled, path)?;
+        }
+        let figure = picture.figure(scale);
+        files::save_image(&figure, path)?;
         writeln!(
             stdout,
             "{} → {} ({}×{})",
             picture.caption,
             path.display(),
-            scaled.width(),
-            scaled.height()
+            figure.width(),
+            figure.height()
         )?;
         return Ok(());
     }
     let mode = out.color.unwrap_or_else(ColorMode::detect);
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let pixels = Pixels::detect(GRAPHICS.get().copied().unwrap_or(Graphics::Halfblocks));
     // Leave room for the colour bar, the caption and the prompt.
-    let fitted =
-        ansi::fit_to_cells(image, u32::from(cols), u32::from(rows).saturating_sub(4).max(4));
-    write!(stdout, "{}", ansi::to_ansi(&fitted, mode))?;
-    if let Some((cmap, (lo, hi))) = picture.scale {
-        let bar = ansi::to_ansi(&pixels::colorbar(cmap, fitted.width().clamp(8, 32), 2), mode);
-        let decimals = (-(hi - lo).abs().max(1e-8).log10()).ceil().clamp(0.0, 6.0) as usize + 2;
-        writeln!(stdout, "{lo:.decimals$} {} {hi:.decimals$}", bar.trim_end())?;
+    let image =
+        terminal_image::inline(&picture.image, &pixels, mode, cols, rows.saturating_sub(4).max(4));
+    write!(stdout, "{image}")?;
+    if let Some((cmap, range)) = picture.scale {
+        let bar = ansi::to_ansi(&convscope::present::pixels::colorbar(cmap, 32, 2), mode);
+        let ticks = figures::ticks(range, 2);
+        let (lo, hi) = (&ticks[0].1, &ticks[ticks.len() - 1].1);
+        writeln!(stdout, "{lo} {} {hi}", bar.trim_end())?;
     }
     writeln!(stdout, "{}", picture.caption).context("writing to the terminal")?;
     Ok(())

@@ -30,6 +30,11 @@ use convscope::{Model, data::sample, formats::native, tui};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How pictures reach the terminal: auto (what TERM, TERM_PROGRAM and the like say),
+    /// kitty, sixel, iterm2, or halfblocks (every terminal, tmux and plain SSH included).
+    /// Default: auto on a terminal, halfblocks otherwise.
+    #[arg(long, global = true, value_parser = methods::parse_graphics)]
+    graphics: Option<convscope::tui::image::Graphics>,
     #[command(flatten)]
     explore: ExploreArgs,
 }
@@ -52,6 +57,9 @@ struct ExploreArgs {
     /// Terminal colours: truecolor or 256 (default: truecolor when COLORTERM says so).
     #[arg(long, value_parser = methods::parse_color_mode)]
     color: Option<ColorMode>,
+    /// Folder the `e` key writes figures into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    export_dir: PathBuf,
     #[command(flatten)]
     preprocessing: methods::Preprocessing,
 }
@@ -158,9 +166,10 @@ enum Command {
         #[arg(long, default_value_t = 0.5, allow_hyphen_values = true,
               value_parser = |s: &str| methods::parse_between(s, 0.0, 1.0).map(|v| v as f32))]
         fill: f32,
-        /// Show the drop p(intact) − p(occluded) instead of p ("hot = important").
-        #[arg(long)]
-        drop: bool,
+        /// What the map shows: drop, p(intact) − p(occluded) on a scale centred at 0 (red:
+        /// hiding the patch lowers p, so it mattered), or p, the probability itself on 0..1.
+        #[arg(long, value_enum, default_value = "drop")]
+        show: methods::Shows,
         /// Blend the heatmap over the input.
         #[arg(long)]
         overlay: bool,
@@ -219,8 +228,13 @@ pub fn parse() -> Cli {
     for method in registry::METHODS {
         command = command.mut_subcommand(method.name, |c| c.about(method.about));
     }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(message) = misspelt_command(&command, &args) {
+        eprintln!("convscope: error: {message}");
+        std::process::exit(2)
+    }
     let parsed = command
-        .try_get_matches_from_mut(std::env::args_os())
+        .try_get_matches_from_mut(args)
         .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
     match parsed {
         Ok(cli) => cli,
@@ -230,6 +244,40 @@ pub fn parse() -> Cli {
             std::process::exit(2)
         }
     }
+}
+
+/// The first argument, when it is no file and no command but close to a command's name
+/// (`gradcm`): clap would take it for the explorer's MODEL and complain about the next
+/// argument instead.
+fn misspelt_command(command: &clap::Command, args: &[std::ffi::OsString]) -> Option<String> {
+    let first = args.get(1)?.to_str()?;
+    if first.starts_with('-') || first == "sample" || Path::new(first).exists() {
+        return None;
+    }
+    let names: Vec<&str> = command.get_subcommands().map(clap::Command::get_name).collect();
+    if names.contains(&first) {
+        return None;
+    }
+    let (distance, best) = names.iter().map(|n| (edit_distance(first, n), *n)).min()?;
+    (distance <= 2.max(first.len() / 4))
+        .then(|| format!("no command '{first}' (and no such model file): did you mean `{best}`?"))
+}
+
+/// Levenshtein distance: the fewest single-character insertions, deletions and
+/// substitutions that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// A command-line mistake on one line: clap's first line, and its suggestion if it has one.
@@ -272,6 +320,7 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    methods::set_graphics(cli.graphics);
     match cli.command {
         None if cli.explore.model.is_none()
             && cli.explore.images.is_empty()
@@ -279,8 +328,8 @@ pub fn run(cli: Cli) -> Result<()> {
         {
             overview()
         }
-        None => explore(&cli.explore),
-        Some(Command::Explore(args)) => explore(&args),
+        None => explore(&cli.explore, cli.graphics),
+        Some(Command::Explore(args)) => explore(&args, cli.graphics),
         Some(Command::Summary { model, json, preprocessing }) => {
             summary(&methods::load_model(&model, &preprocessing)?, json)
         }
@@ -290,8 +339,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 &preprocessing,
                 images.first().map(|p| p.as_path()),
             )?;
-            let prepared = images.iter().map(|p| prepare(&model, p)).collect::<Result<Vec<_>>>()?;
-            predict(&model, &prepared, &[], top, json)
+            let fit = preprocessing.fit.into();
+            let prepared =
+                images.iter().map(|p| prepare(&model, p, fit)).collect::<Result<Vec<_>>>()?;
+            // Labels from `…_<class>.png` names, as the explorer reads them.
+            let labels: Vec<Option<usize>> = images
+                .iter()
+                .map(|p| convscope::data::inputs::label_from_name(&model, p))
+                .collect();
+            predict(&model, &prepared, &labels, top, json)
         }
         Some(Command::Train { output, epochs, batch_size, learning_rate, seed }) => {
             let batch_size = batch_size as usize;
@@ -308,9 +364,9 @@ pub fn run(cli: Cli) -> Result<()> {
             methods::features_cmd(&subject, layer.as_deref(), &output)
         }
         Some(Command::Maxact { args, output }) => methods::maxact_cmd(&args, &output),
-        Some(Command::Occlusion { subject, size, stride, fill, drop, overlay, output }) => {
+        Some(Command::Occlusion { subject, size, stride, fill, show, overlay, output }) => {
             let window = methods::Window { size, stride, fill };
-            methods::occlusion_cmd(&subject, &window, drop, overlay, &output)
+            methods::occlusion_cmd(&subject, &window, show.into(), overlay, &output)
         }
         Some(Command::Bench(args)) => bench::bench(&args),
         Some(Command::Saliency { subject, gradient, output }) => {
@@ -331,7 +387,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn explore(args: &ExploreArgs) -> Result<()> {
+fn explore(args: &ExploreArgs, graphics: Option<convscope::tui::image::Graphics>) -> Result<()> {
     let (model, name, hash) = match &args.model {
         Some(path) if path.as_path() != Path::new("sample") || path.exists() => {
             let file = convscope::formats::open(path)?;
@@ -356,9 +412,10 @@ fn explore(args: &ExploreArgs) -> Result<()> {
         bail!("--watch needs a model file to watch");
     }
     let mut notes = Vec::new();
+    let fit = args.preprocessing.fit.into();
     let inputs =
-        convscope::data::inputs::load_inputs(&model, &args.images, args.mistakes, &mut notes)?;
-    for note in notes {
+        convscope::data::inputs::load_inputs(&model, &args.images, fit, args.mistakes, &mut notes)?;
+    for note in &notes {
         eprintln!("convscope: note: {note}");
     }
     if !std::io::stdout().is_terminal() {
@@ -368,20 +425,33 @@ fn explore(args: &ExploreArgs) -> Result<()> {
     }
     let color = args.color.unwrap_or_else(ColorMode::detect);
     let watch = args.watch.then(|| args.model.clone()).flatten();
+    if !args.export_dir.is_dir() {
+        bail!("--export-dir {}: no such folder", args.export_dir.display());
+    }
     let options = tui::options(
         color,
         watch,
         args.preprocessing.overrides()?,
         args.preprocessing.load_options(),
+        graphics.unwrap_or_else(methods::default_graphics),
+        args.export_dir.clone(),
     );
-    let app = tui::app::App::new(model, name, hash, inputs, options)?;
+    let mut app = tui::app::App::new(model, name, hash, inputs, options)?;
+    // Said on stderr too, but the explorer's screen hides it: a skipped file goes on the
+    // status line (each input's own notes are shown under its pictures).
+    let skipped: Vec<&str> =
+        notes.iter().map(String::as_str).filter(|n| n.starts_with("skipped ")).collect();
+    if !skipped.is_empty() {
+        app.set_status(skipped.join("; "));
+    }
     tui::run(app).context("terminal")?;
     Ok(())
 }
 
 fn convert(model: &Path, output: &Path, preprocessing: &methods::Preprocessing) -> Result<()> {
     let model = methods::load_model(model, preprocessing)?;
-    native::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
+    // The error names the file.
+    native::save(&model, output)?;
     let (params, _) = model.param_counts();
     println!(
         "wrote {}: {} layers, {} parameters, input {:?} in range {:?}, classes {}",
@@ -395,8 +465,8 @@ fn convert(model: &Path, output: &Path, preprocessing: &methods::Preprocessing) 
     Ok(())
 }
 
-fn prepare(model: &Model, path: &Path) -> Result<Prepared> {
-    let prepared = input::load_image(model, path)?;
+fn prepare(model: &Model, path: &Path, fit: input::Fit) -> Result<Prepared> {
+    let prepared = input::load_image(model, path, fit)?;
     if let Some(note) = &prepared.adjusted {
         eprintln!("convscope: note: {}: {note}", printable_path(path));
     }
@@ -431,13 +501,14 @@ fn overview() -> Result<()> {
     summary(&model, false)?;
     let (prepared, labels) = sample_digits(&model, 12)?;
     println!();
+    let labels: Vec<Option<usize>> = labels.into_iter().map(Some).collect();
     predict(&model, &prepared, &labels, 3, false)
 }
 
 fn predict(
     model: &Model,
     images: &[Prepared],
-    labels: &[usize],
+    labels: &[Option<usize>],
     top: usize,
     json: bool,
 ) -> Result<()> {
@@ -452,7 +523,7 @@ fn predict(
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked.truncate(top.max(1));
-        let truth = labels.get(i).copied();
+        let truth = labels.get(i).copied().flatten();
         if json {
             records.push(serde_json::json!({
                 "image": image.source.display().to_string(),
@@ -477,6 +548,18 @@ fn predict(
     if json {
         serde_json::to_writer_pretty(&mut out, &records)?;
         writeln!(out)?;
+        return Ok(());
+    }
+    let known: Vec<(usize, &Vec<f32>)> =
+        labels.iter().zip(&probs).filter_map(|(label, p)| label.map(|l| (l, p))).collect();
+    if !known.is_empty() {
+        let right = known.iter().filter(|(l, p)| *l == convscope::engine::argmax(p)).count();
+        writeln!(
+            out,
+            "accuracy {right}/{} = {:.1}% on the images whose names give their class",
+            known.len(),
+            100.0 * right as f64 / known.len() as f64
+        )?;
     }
     Ok(())
 }
@@ -507,7 +590,8 @@ fn train_sample(output: &Path, config: &TrainConfig) -> Result<()> {
     })?;
     let validation: Vec<usize> = digits.validation().collect();
     let accuracy = train::accuracy(&model, &digits, &validation)?;
-    native::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
+    // The error names the file.
+    native::save(&model, output)?;
     println!(
         "validation accuracy {:.2}% on {} held-out digits; wrote {}",
         accuracy * 100.0,
@@ -524,7 +608,7 @@ fn record_expected(model: &Model, output: &Path) -> Result<()> {
     let files = export_digits(&dir.join("digits"), 12)?;
     let mut records = Vec::new();
     for file in &files {
-        let prepared = prepare(model, file)?;
+        let prepared = prepare(model, file, input::Fit::default())?;
         let probabilities = model.predict(&prepared.tensor)?.flatten_all()?.to_vec1::<f32>()?;
         let name = file.strip_prefix(dir).unwrap_or(file).to_string_lossy().replace('\\', "/");
         records.push(serde_json::json!({ "file": name, "probabilities": probabilities }));

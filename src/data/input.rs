@@ -1,5 +1,6 @@
-//! Turning image files into model input: decode (PNG, JPEG, BMP, …), convert to the model's
-//! channels, resize to its input size, map to its value range and normalise.
+//! Turning image files into model input: decode (PNG, JPEG, BMP, …), fit to the model's
+//! aspect ([`Fit`]), convert to its channels, resize to its input size, map to its value
+//! range and normalise; every change is noted for the user.
 
 use std::path::{Path, PathBuf};
 
@@ -24,22 +25,142 @@ pub struct Prepared {
     pub adjusted: Option<String>,
 }
 
-/// Decodes `path` and prepares it for `model`.
-pub fn load_image(model: &Model, path: &Path) -> Result<Prepared> {
+/// How an image of another aspect ratio is made the model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fit {
+    /// The centre at the model's aspect, the rest cut off: the default, as torchvision's
+    /// and Keras's evaluation transforms do (resize, centre crop), so shapes are not
+    /// distorted and no border the model never saw is added.
+    #[default]
+    Crop,
+    /// The whole image, with borders of its edge colour added.
+    Pad,
+    /// The whole image, squashed or stretched.
+    Stretch,
+}
+
+impl Fit {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fit::Crop => "crop",
+            Fit::Pad => "pad",
+            Fit::Stretch => "stretch",
+        }
+    }
+}
+
+/// Decodes `path` and prepares it for `model`, fitted as `fit` says.
+pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
     let image = image::ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.into(), source })?
         .with_guessed_format()
         .map_err(|source| Error::Io { path: path.into(), source })?
         .decode()
         .map_err(|source| Error::Image { path: path.into(), source })?;
-    prepare(model, &image, path)
+    prepare(model, &image, path, fit)
 }
 
-/// Prepares a decoded image for `model`.
-pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Prepared> {
+/// `image` at the aspect ratio `w`:`h` as `fit` says, and a note of what was done (`None`
+/// when the aspect already matches to within a pixel).
+fn fit_aspect(
+    image: &DynamicImage,
+    w: usize,
+    h: usize,
+    fit: Fit,
+) -> (DynamicImage, Option<String>) {
+    let (iw, ih) = image.dimensions();
+    // The image's width at the model's aspect, for its height.
+    let at_aspect = (u64::from(ih) * w as u64).div_ceil(h.max(1) as u64);
+    if u64::from(iw).abs_diff(at_aspect) <= 1 || fit == Fit::Stretch {
+        let note = (u64::from(iw).abs_diff(at_aspect) > 1).then(|| {
+            format!("stretched from aspect {iw}:{ih} to {w}:{h} (--fit crop|pad keep shapes)")
+        });
+        return (image.clone(), note);
+    }
+    let wide = u64::from(iw) > at_aspect;
+    // The side that stays, and the other side at the model's aspect.
+    let (cw, ch) = if wide {
+        (at_aspect as u32, ih)
+    } else {
+        (iw, (u64::from(iw) * h as u64 / w.max(1) as u64) as u32)
+    };
+    match fit {
+        Fit::Crop => {
+            let (x, y) = ((iw - cw.min(iw)) / 2, (ih - ch.min(ih)) / 2);
+            let note = format!(
+                "cropped to its centre {cw}×{ch} (aspect {iw}:{ih}, the model's {w}:{h}; --fit pad|stretch keep all of it)"
+            );
+            (image.crop_imm(x, y, cw.min(iw), ch.min(ih)), Some(note))
+        }
+        Fit::Pad | Fit::Stretch => {
+            // Padded out to the aspect: the longer side stays, the shorter grows.
+            let (pw, ph) = if wide {
+                (iw, (u64::from(iw) * h as u64).div_ceil(w.max(1) as u64) as u32)
+            } else {
+                (at_aspect as u32, ih)
+            };
+            let rgba = image.to_rgba8();
+            let fill = edge_colour(&rgba);
+            let mut canvas = image::RgbaImage::from_pixel(pw, ph, fill);
+            image::imageops::replace(
+                &mut canvas,
+                &rgba,
+                i64::from((pw - iw) / 2),
+                i64::from((ph - ih) / 2),
+            );
+            let note = format!(
+                "padded to {pw}×{ph} with its edge colour (aspect {iw}:{ih}, the model's {w}:{h}; --fit crop|stretch fill the frame)"
+            );
+            (DynamicImage::ImageRgba8(canvas), Some(note))
+        }
+    }
+}
+
+/// The mean colour of an image's outermost pixels: a padding that continues its
+/// background.
+fn edge_colour(img: &image::RgbaImage) -> image::Rgba<u8> {
+    let (w, h) = img.dimensions();
+    let mut sum = [0u64; 4];
+    let mut n = 0u64;
+    for (x, y, p) in img.enumerate_pixels() {
+        if x == 0 || y == 0 || x + 1 == w || y + 1 == h {
+            for (s, v) in sum.iter_mut().zip(p.0) {
+                *s += u64::from(v);
+            }
+            n += 1;
+        }
+    }
+    image::Rgba(sum.map(|s| (s / n.max(1)) as u8))
+}
+
+/// The digits model (28×28 grey, ten classes, trained on MNIST) reads light strokes on a
+/// dark ground; a grey input whose border is mostly light is the other way round.
+fn polarity_note(model: &Model, pixels: &[f32], h: usize, w: usize) -> Option<String> {
+    if model.input_chw().ok()? != [1, 28, 28] || model.num_classes() != 10 {
+        return None;
+    }
+    let border: Vec<f32> = (0..h * w)
+        .filter(|i| i / w == 0 || i / w == h - 1 || i % w == 0 || i % w == w - 1)
+        .filter_map(|i| pixels.get(i).copied())
+        .collect();
+    let mean = border.iter().sum::<f32>() / border.len().max(1) as f32;
+    (mean > 0.5).then(|| {
+        format!(
+            "looks dark-on-light (border mean {mean:.2}); digit models like this one expect light strokes on a dark ground (MNIST): invert it for a fair answer"
+        )
+    })
+}
+
+/// Prepares a decoded image for `model`, fitted to its aspect as `fit` says.
+pub fn prepare(model: &Model, image: &DynamicImage, source: &Path, fit: Fit) -> Result<Prepared> {
     let [c, h, w] = model.input_chw()?;
     let mut changes = Vec::new();
-    let (iw, ih) = image.dimensions();
+    let source_color = image.color();
+    let (fitted, aspect) = fit_aspect(image, w, h, fit);
+    changes.extend(aspect);
+    let (iw, ih) = fitted.dimensions();
+    let image = &fitted;
     let resized = if (iw as usize, ih as usize) != (w, h) {
         changes.push(format!("resized from {iw}×{ih} to {w}×{h}"));
         image.resize_exact(w as u32, h as u32, FilterType::Triangle)
@@ -47,7 +168,7 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Pre
         image.clone()
     };
     let is_gray = matches!(
-        image.color(),
+        source_color,
         image::ColorType::L8
             | image::ColorType::L16
             | image::ColorType::La8
@@ -76,8 +197,11 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path) -> Result<Pre
             )));
         }
     };
+    if c == 1 {
+        changes.extend(polarity_note(model, &pixels, h, w));
+    }
     let tensor = normalise(model, &pixels)?;
-    let adjusted = (!changes.is_empty()).then(|| changes.join(", "));
+    let adjusted = (!changes.is_empty()).then(|| changes.join("; "));
     Ok(Prepared { source: source.into(), tensor, pixels, adjusted })
 }
 
@@ -113,4 +237,76 @@ pub fn normalise(model: &Model, pixels: &[f32]) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(values, (1, c, h, w), &Device::Cpu)?.to_dtype(model.dtype())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 40×20 grey image: a light ground with a dark square in the middle 20×20.
+    fn wide() -> DynamicImage {
+        DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 20, |x, _| {
+            image::Luma([if (10..30).contains(&x) { 0 } else { 250 }])
+        }))
+    }
+
+    #[test]
+    fn crop_keeps_the_centre_at_the_models_aspect() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Crop);
+        assert_eq!(out.dimensions(), (20, 20));
+        assert!(out.to_luma8().pixels().all(|p| p.0 == [0]), "the dark middle only");
+        assert!(note.unwrap().starts_with("cropped to its centre 20×20 (aspect 40:20"));
+        // Taller than wide: the middle rows.
+        let tall = DynamicImage::ImageLuma8(image::GrayImage::from_fn(10, 30, |_, y| {
+            image::Luma([y as u8])
+        }));
+        let (out, _) = fit_aspect(&tall, 28, 28, Fit::Crop);
+        assert_eq!(out.dimensions(), (10, 10));
+        assert_eq!(out.to_luma8().get_pixel(0, 0).0, [10]);
+    }
+
+    #[test]
+    fn pad_keeps_everything_on_its_edge_colour() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Pad);
+        assert_eq!(out.dimensions(), (40, 40));
+        let grey = out.to_luma8();
+        // The image in the middle rows, the added rows the edge's mean colour: the edge is
+        // all light but the 20 dark pixels of the top and bottom rows' middle.
+        assert_eq!(grey.get_pixel(20, 20).0, [0]);
+        assert_eq!(grey.get_pixel(0, 20).0, [250]);
+        let edge = ((40 + 40 + 2 * 18 - 40) * 250 / (40 + 40 + 2 * 18)) as u8;
+        assert_eq!(grey.get_pixel(20, 0).0, [edge]);
+        assert!(note.unwrap().starts_with("padded to 40×40 with its edge colour"));
+    }
+
+    #[test]
+    fn stretch_and_a_matching_aspect_change_nothing_but_say_so() {
+        let (out, note) = fit_aspect(&wide(), 28, 28, Fit::Stretch);
+        assert_eq!(out.dimensions(), (40, 20));
+        assert!(note.unwrap().starts_with("stretched from aspect 40:20 to 28:28"));
+        for fit in [Fit::Crop, Fit::Pad, Fit::Stretch] {
+            let (out, note) = fit_aspect(&wide(), 56, 28, fit);
+            assert_eq!((out.dimensions(), note), ((40, 20), None));
+        }
+    }
+
+    #[test]
+    fn a_dark_on_light_digit_is_noted_and_every_change_is_said() {
+        let model = crate::data::sample::model().unwrap();
+        let prepared = prepare(&model, &wide(), Path::new("w.png"), Fit::Crop).unwrap();
+        // The cropped middle is all dark: light-on-dark as the model wants.
+        assert_eq!(
+            prepared.adjusted.as_deref(),
+            Some(
+                "cropped to its centre 20×20 (aspect 40:20, the model's 28:28; --fit pad|stretch \
+                 keep all of it); resized from 20×20 to 28×28"
+            )
+        );
+        let light = DynamicImage::ImageRgb8(image::RgbImage::from_fn(28, 28, |x, _| {
+            image::Rgb([if x == 14 { 0 } else { 240 }; 3])
+        }));
+        let prepared = prepare(&model, &light, Path::new("l.png"), Fit::Crop).unwrap();
+        let note = prepared.adjusted.unwrap();
+        assert!(note.starts_with("converted to greyscale; looks dark-on-light"), "{note}");
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 
 use crate::data::digits::Digits;
-use crate::data::input::{self, Prepared};
+use crate::data::input::{self, Fit, Prepared};
 use crate::engine::argmax;
 use crate::error::{Error, Result};
 use crate::model::{Model, printable_path};
@@ -31,20 +31,22 @@ pub fn label_from_name(model: &Model, path: &Path) -> Option<usize> {
     model.classes.iter().position(|c| c == suffix)
 }
 
-/// Loads `--images` (files, or folders searched for images), or the bundled digits when
-/// none are given and the model reads 28×28 grey digits: the first [`BUNDLED_INPUTS`] of
-/// them, or with `mistakes` every validation digit the model gets wrong. Notes about
-/// resizing go to `notes`.
+/// Loads `--images` (files, or folders searched for images; fitted to the model's aspect
+/// as `fit` says), or the bundled digits when none are given and the model reads 28×28
+/// grey digits: the first [`BUNDLED_INPUTS`] of them, or with `mistakes` every validation
+/// digit the model gets wrong. A file that cannot be read is skipped; that, and what was
+/// changed to fit the others, go to `notes`.
 pub fn load_inputs(
     model: &Model,
     images: &[PathBuf],
+    fit: Fit,
     mistakes: bool,
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
     let inputs = if images.is_empty() {
         bundled_inputs(model, if mistakes { usize::MAX } else { BUNDLED_INPUTS })?
     } else {
-        image_inputs(model, images, notes)?
+        image_inputs(model, images, fit, notes)?
     };
     if !mistakes {
         return Ok(inputs);
@@ -94,24 +96,39 @@ fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
         .collect()
 }
 
-/// The image files given to `--images`, folders searched for images.
+/// The image files given to `--images`, folders searched for images. One that cannot be
+/// read is skipped with a note ("skipped …: why"), so one bad file does not stop the rest;
+/// none readable at all is an error.
 fn image_inputs(
     model: &Model,
     images: &[PathBuf],
+    fit: Fit,
     notes: &mut Vec<String>,
 ) -> Result<Vec<NamedInput>> {
     let files = image_files(images)?;
-    files
-        .iter()
-        .map(|path| {
-            let prepared = input::load_image(model, path)?;
-            if let Some(note) = &prepared.adjusted {
-                notes.push(format!("{}: {note}", printable_path(path)));
+    let mut inputs = Vec::new();
+    let mut skipped = Vec::new();
+    for path in &files {
+        match input::load_image(model, path, fit) {
+            Ok(prepared) => {
+                if let Some(note) = &prepared.adjusted {
+                    notes.push(format!("{}: {note}", printable_path(path)));
+                }
+                let name = printable_path(path.file_name().map_or(path.as_path(), Path::new));
+                inputs.push((name, prepared, label_from_name(model, path)));
             }
-            let name = printable_path(path.file_name().map_or(path.as_path(), Path::new));
-            Ok((name, prepared, label_from_name(model, path)))
-        })
-        .collect()
+            Err(e) => skipped.push(format!("skipped {}", crate::error::report(&e))),
+        }
+    }
+    if inputs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "none of the {} image files could be read: {}",
+            files.len(),
+            skipped.join("; ")
+        )));
+    }
+    notes.extend(skipped);
+    Ok(inputs)
 }
 
 /// The image files `images` names: files as they are, folders searched for images (sorted).
@@ -207,4 +224,31 @@ pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>
         .zip(probs)
         .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_file_is_skipped_with_a_note_and_only_bad_files_are_an_error() {
+        let model = crate::data::sample::model().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        image::GrayImage::from_pixel(28, 28, image::Luma([0]))
+            .save(dir.path().join("a_3.png"))
+            .unwrap();
+        std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
+        let mut notes = Vec::new();
+        let inputs =
+            load_inputs(&model, &[dir.path().to_path_buf()], Fit::Crop, false, &mut notes).unwrap();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!((inputs[0].0.as_str(), inputs[0].2), ("a_3.png", Some(3)));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("skipped ") && notes[0].contains("b.png: not a readable image")
+        );
+        let bad = dir.path().join("b.png");
+        let error = load_inputs(&model, &[bad], Fit::Crop, false, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().starts_with("none of the 1 image files could be read"));
+    }
 }

@@ -29,6 +29,226 @@ pub struct Picture {
     pub scale: Option<(Colormap, (f32, f32))>,
     /// What the user must be told: a map that says nothing, a method that cannot apply.
     pub warnings: Vec<String>,
+    /// How `image` divides into labelled panels.
+    pub panels: Panels,
+}
+
+/// How a picture's image divides into panels: a grid as [`pixels::grid`] lays it out, of
+/// `labels.len()` equal cells in `columns` columns with `gap` pixels between them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Panels {
+    /// Cells per row.
+    pub columns: usize,
+    /// Pixels between cells.
+    pub gap: u32,
+    /// One label per cell, row by row.
+    pub labels: Vec<String>,
+}
+
+impl Panels {
+    /// One panel: the whole image.
+    pub fn single(label: impl Into<String>) -> Panels {
+        Panels { columns: 1, gap: 0, labels: vec![label.into()] }
+    }
+
+    /// A grid of labelled cells.
+    pub fn grid(columns: usize, gap: u32, labels: Vec<String>) -> Panels {
+        Panels { columns, gap, labels }
+    }
+}
+
+/// Figure colours: the article's (matplotlib's) white page and black text.
+const PAGE: [u8; 3] = [255, 255, 255];
+const INK: [u8; 3] = [0, 0, 0];
+const FRAME: [u8; 3] = [150, 150, 150];
+const WARNING_INK: [u8; 3] = [190, 0, 0];
+
+impl Picture {
+    /// The cells of `image` as [`Panels`] describes them (the whole image when it names
+    /// none).
+    pub fn panel_images(&self) -> Vec<RgbImage> {
+        let n = self.panels.labels.len();
+        if n <= 1 {
+            return vec![self.image.clone()];
+        }
+        let (cols, gap) = (self.panels.columns.clamp(1, n) as u32, self.panels.gap);
+        let rows = n.div_ceil(cols as usize) as u32;
+        let cell_w = self.image.width().saturating_sub((cols - 1) * gap) / cols;
+        let cell_h = self.image.height().saturating_sub((rows - 1) * gap) / rows;
+        (0..n as u32)
+            .map(|i| {
+                let (x, y) = ((i % cols) * (cell_w + gap), (i / cols) * (cell_h + gap));
+                image::imageops::crop_imm(&self.image, x, y, cell_w, cell_h).to_image()
+            })
+            .collect()
+    }
+
+    /// The scale [`Picture::figure`] draws at by default: the smallest that makes each
+    /// panel 224 pixels or more on its longer side, but no more than keeps the panels
+    /// within 2,048 pixels side by side.
+    pub fn figure_scale(&self) -> u32 {
+        let (w, h) = self.panel_images().first().map_or((1, 1), RgbImage::dimensions);
+        let cols = dim(self.panels.columns.clamp(1, self.panels.labels.len().max(1)));
+        let wanted = 224u32.div_ceil(w.max(h).max(1));
+        wanted.min(2048 / (cols * w.max(1)).max(1)).max(1)
+    }
+
+    /// The picture as the article's figures show it, for `-o` and the explorer's export: a
+    /// title (the caption), each panel `scale` times its size with its label above it, a
+    /// colour bar with tick values under them, and the warnings, on a white page.
+    pub fn figure(&self, scale: u32) -> RgbImage {
+        let scale = scale.max(1);
+        let panels = self.panel_images();
+        let (cell_w, cell_h) = panels.first().map_or((1, 1), |p| (p.width(), p.height()));
+        let (cell_w, cell_h) = (cell_w.max(1) * scale, cell_h.max(1) * scale);
+        let cols = self.panels.columns.clamp(1, panels.len().max(1)) as u32;
+        let rows = panels.len().div_ceil(cols as usize) as u32;
+        // Text at twice the font's size once the figure is wide enough to need it.
+        let text = if cols * cell_w >= 600 { 2 } else { 1 };
+        let (line, margin, gap) = (10 * text, 6 * text, 6 * text);
+        let grid_w = cols * cell_w + (cols - 1) * gap;
+        let width = (grid_w + 2 * margin).max(320 * text);
+        let chars = ((width - 2 * margin) / (pixels::GLYPH * text)) as usize;
+        let title = pixels::wrap(&self.caption, chars);
+        let warnings: Vec<String> = self
+            .warnings
+            .iter()
+            .flat_map(|w| pixels::wrap(&format!("warning: {w}"), chars))
+            .collect();
+        let labelled = self.panels.labels.iter().any(|l| !l.is_empty());
+        let label_h = if labelled { line } else { 0 };
+        let bar_h = if self.scale.is_some() { 4 * line } else { 0 };
+        let title_h = dim(title.len()) * line;
+        let height = margin
+            + title_h
+            + gap
+            + rows * (label_h + cell_h)
+            + (rows - 1) * gap
+            + bar_h
+            + dim(warnings.len()) * line
+            + margin;
+        let mut out = RgbImage::from_pixel(width, height, image::Rgb(PAGE));
+        let mut y = margin;
+        for l in &title {
+            pixels::draw_text(&mut out, margin, y, l, INK, text);
+            y += line;
+        }
+        y += gap;
+        let left = (width - grid_w) / 2;
+        for (i, panel) in panels.iter().enumerate() {
+            let (col, row) = (i as u32 % cols, i as u32 / cols);
+            let x = left + col * (cell_w + gap);
+            let top = y + row * (label_h + cell_h + gap);
+            if let Some(label) = self.panels.labels.get(i) {
+                let label = pixels::truncate(label, (cell_w / (pixels::GLYPH * text)) as usize);
+                let lx = x + cell_w.saturating_sub(pixels::text_width(&label, text)) / 2;
+                pixels::draw_text(&mut out, lx, top, &label, INK, text);
+            }
+            let scaled = pixels::scale_nearest(panel, cell_w, cell_h);
+            image::imageops::replace(&mut out, &scaled, i64::from(x), i64::from(top + label_h));
+            frame(&mut out, x, top + label_h, cell_w, cell_h);
+        }
+        y += rows * (label_h + cell_h) + (rows - 1) * gap;
+        if let Some((cmap, range)) = self.scale {
+            colour_bar(
+                &mut out,
+                (left, y + line),
+                grid_w.min(width - 2 * margin),
+                cmap,
+                range,
+                text,
+            );
+            y += bar_h;
+        }
+        for l in &warnings {
+            pixels::draw_text(&mut out, margin, y, l, WARNING_INK, text);
+            y += line;
+        }
+        out
+    }
+}
+
+/// A one-pixel frame just outside the `w`×`h` box at (`x`, `y`) (panels of white or
+/// near-white pixels stay visible on the white page).
+fn frame(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
+    let mut put = |px: i64, py: i64| {
+        if let (Ok(px), Ok(py)) = (u32::try_from(px), u32::try_from(py))
+            && px < img.width()
+            && py < img.height()
+        {
+            img.put_pixel(px, py, image::Rgb(FRAME));
+        }
+    };
+    let (x, y, w, h) = (i64::from(x), i64::from(y), i64::from(w), i64::from(h));
+    for px in x - 1..=x + w {
+        put(px, y - 1);
+        put(px, y + h);
+    }
+    for py in y..y + h {
+        put(x - 1, py);
+        put(x + w, py);
+    }
+}
+
+/// Tick values for a colour bar over `(lo, hi)`: `count` (at least 2), evenly spaced, with
+/// as many decimals as the range needs to tell them apart.
+pub fn ticks((lo, hi): (f32, f32), count: usize) -> Vec<(f32, String)> {
+    let count = count.max(2);
+    let span = (hi - lo).abs();
+    let decimals = if span > 0.0 && span.is_finite() {
+        (-(span / (count - 1) as f32).log10()).ceil().clamp(0.0, 8.0) as usize + 1
+    } else {
+        3
+    };
+    (0..count)
+        .map(|k| {
+            let t = k as f32 / (count - 1) as f32;
+            let v = lo + t * (hi - lo);
+            // "-0.000" reads as a sign error; a tick at zero is "0".
+            let text = format!("{v:.decimals$}");
+            let text = if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+                format!("{:.decimals$}", 0.0)
+            } else {
+                text
+            };
+            (t, text)
+        })
+        .collect()
+}
+
+/// A colour bar `width` wide with its top-left corner at `at`: the gradient, a tick under
+/// each of [`ticks`]' values and the value under the tick.
+fn colour_bar(
+    img: &mut RgbImage,
+    (x, y): (u32, u32),
+    width: u32,
+    cmap: Colormap,
+    range: (f32, f32),
+    text: u32,
+) {
+    let bar_h = 10 * text;
+    let bar = pixels::colorbar(cmap, width, bar_h);
+    image::imageops::replace(img, &bar, i64::from(x), i64::from(y));
+    frame(img, x, y, width, bar_h);
+    // Five ticks where their values fit side by side with room between, else three.
+    let widest = ticks(range, 5).iter().map(|(_, l)| pixels::text_width(l, text)).max();
+    let count = if widest.unwrap_or(0) * 5 * 3 / 2 <= width { 5 } else { 3 };
+    for (t, label) in ticks(range, count) {
+        let tx = x + (t * width.saturating_sub(1) as f32).round() as u32;
+        for dy in 0..3 * text {
+            if tx < img.width() && y + bar_h + dy < img.height() {
+                img.put_pixel(tx, y + bar_h + dy, image::Rgb(INK));
+            }
+        }
+        let w = pixels::text_width(&label, text);
+        // Centred under its tick, kept inside the bar's span.
+        let lx = tx.saturating_sub(w / 2).clamp(x, (x + width).saturating_sub(w).max(x));
+        pixels::draw_text(img, lx, y + bar_h + 4 * text, &label, INK, text);
+    }
+}
+
+fn dim(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// How heatmaps are drawn.
@@ -59,12 +279,17 @@ impl Subject<'_> {
     }
 
     fn class_label(&self, class: usize) -> String {
-        let p = self.probs.get(class).copied().unwrap_or(f32::NAN);
-        format!("class {} (p={p:.3})", self.model.classes[class])
+        format!("class {}", self.short_label(class))
     }
 
-    /// A heatmap in [0, 1] as a picture, blended over the input when asked.
-    fn heatmap(&self, map: &Map, style: Style, caption: String) -> Result<Picture> {
+    /// A panel's label: the class's name and probability.
+    fn short_label(&self, class: usize) -> String {
+        let p = self.probs.get(class).copied().unwrap_or(f32::NAN);
+        format!("{} (p={p:.3})", self.model.classes[class])
+    }
+
+    /// A heatmap in [0, 1] of `class` as a picture, blended over the input when asked.
+    fn heatmap(&self, map: &Map, class: usize, style: Style, caption: String) -> Result<Picture> {
         let heat = pixels::map_image(map, (0.0, 1.0), style.colormap);
         let image =
             if style.overlay { pixels::overlay(&self.input_image()?, &heat, 0.5) } else { heat };
@@ -74,6 +299,53 @@ impl Subject<'_> {
             raw: (vec![map.height, map.width], map.data.clone()),
             scale: Some((style.colormap, (0.0, 1.0))),
             warnings: Vec::new(),
+            panels: Panels::single(self.short_label(class)),
+        })
+    }
+
+    /// The article's row for one class: the input, then the map under each modifier
+    /// (`map_for` makes one), as one picture.
+    pub fn modifier_row(
+        &self,
+        class: usize,
+        method: &str,
+        mut map_for: impl FnMut(ReluRule) -> Result<Picture>,
+    ) -> Result<Picture> {
+        let input = self.input_image()?;
+        let mut tiles = vec![input.clone()];
+        let mut labels = vec!["input".to_string()];
+        let mut first = None;
+        let mut warnings = Vec::new();
+        let mut raw = Vec::new();
+        for rule in ReluRule::ALL {
+            let picture = map_for(rule)?;
+            // Every panel at the input's size, so the row's cells match.
+            tiles.push(if picture.image.dimensions() == input.dimensions() {
+                picture.image.clone()
+            } else {
+                pixels::scale_nearest(&picture.image, input.width(), input.height())
+            });
+            labels.push(rule.name().to_string());
+            warnings.extend(picture.warnings.iter().cloned());
+            raw.extend(picture.raw.1.iter().copied());
+            first.get_or_insert(picture);
+        }
+        let Some(first) = first else {
+            return Err(crate::Error::Invalid("no modifiers".into()));
+        };
+        let mut shape = vec![ReluRule::ALL.len()];
+        shape.extend(first.raw.0.iter().copied());
+        Ok(Picture {
+            image: pixels::grid(&tiles, tiles.len(), 2, [0, 0, 0]),
+            caption: format!(
+                "{method} · {} · input | {}",
+                self.class_label(class),
+                ReluRule::ALL.map(ReluRule::name).join(" | ")
+            ),
+            raw: (shape, raw),
+            scale: first.scale,
+            warnings,
+            panels: Panels::grid(tiles.len(), 2, labels),
         })
     }
 }
@@ -90,7 +362,7 @@ pub fn saliency(
         .map(|m| {
             let caption =
                 format!("saliency · {} · modifier {}", s.class_label(m.class), rule.name());
-            let mut picture = s.heatmap(&m.map, style, caption)?;
+            let mut picture = s.heatmap(&m.map, m.class, style, caption)?;
             if m.all_zero {
                 picture.warnings.push(format!(
                     "the {} gradient of class {} is zero everywhere: this map shows nothing",
@@ -132,7 +404,7 @@ pub fn grad_cam(
                 cam.layer_size[1],
                 rule.name()
             );
-            let mut picture = s.heatmap(&cam.map, style, caption)?;
+            let mut picture = s.heatmap(&cam.map, cam.class, style, caption)?;
             picture.warnings.extend(no_evidence(s.model, cam));
             Ok(picture)
         })
@@ -154,33 +426,62 @@ pub fn guided_grad_cam(
         cam.layer_size[0],
         cam.layer_size[1]
     );
-    let mut picture = s.heatmap(&map, style, caption)?;
+    let mut picture = s.heatmap(&map, class, style, caption)?;
     picture.warnings.extend(no_evidence(s.model, &cam));
     Ok(picture)
 }
 
-/// The occlusion picture: the input, the heatmap of p (or of its drop with `drop`) in the
-/// data's own range (as the article's `imshow` shows it), and the argmax class per pixel.
+/// What the occlusion picture shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OcclusionShows {
+    /// The drop p(intact) − p(occluded), on a diverging scale centred at 0 ("red =
+    /// important"; blue where hiding a patch makes the class more likely).
+    #[default]
+    Drop,
+    /// p(occluded) itself, on the fixed scale 0 to 1.
+    Probability,
+}
+
+/// The smallest half-width of the drop's colour scale: a drop of 0.0004 stays a pale tint
+/// instead of filling the scale.
+const DROP_SCALE_FLOOR: f32 = 0.01;
+
+/// Below this, the drop's whole range is too small to mean anything, and the picture says
+/// so.
+const INSENSITIVE: f32 = 1e-3;
+
+/// The occlusion picture: the input, the heatmap of the drop in p (or of p), and the argmax
+/// class per position. Honest scales: the drop on a diverging scale centred at 0 spanning
+/// at least ±0.01, p on 0 to 1, the actual range in the caption, and a warning when the
+/// probability hardly moves.
 pub fn occlusion(
     s: &Subject,
     class: usize,
     config: &OcclusionConfig,
-    drop: bool,
+    shows: OcclusionShows,
     style: Style,
 ) -> Result<Picture> {
     let model = s.model;
     let occ = occlusion::occlusion(model, &s.input.tensor, class, config)?;
-    let (map, what) = if drop { (&occ.drop, "drop in p") } else { (&occ.probability, "p") };
-    let (lo, hi) = map.range();
+    let (lo, hi) = occ.drop.range();
     let mut warnings = Vec::new();
-    if hi - lo < 1e-6 {
+    let most = lo.abs().max(hi.abs());
+    if most < INSENSITIVE {
         warnings.push(format!(
-            "occluding changes nothing: p(class {}) stays {:.4} at every position",
+            "probability changes by at most {most:.4} — the model is insensitive here (p(class {}) stays {:.4})",
             model.classes[class], occ.original_probability
         ));
     }
+    let (map, what, range, cmap) = match shows {
+        OcclusionShows::Drop => {
+            let half = most.max(DROP_SCALE_FLOOR);
+            // Signed values need a scale whose middle is zero, whatever the user's scale.
+            (&occ.drop, "drop in p", (-half, half), Colormap::Diverging)
+        }
+        OcclusionShows::Probability => (&occ.probability, "p", (0.0, 1.0), style.colormap),
+    };
     let base = s.input_image()?;
-    let heat = pixels::map_image(map, (lo, hi), style.colormap);
+    let heat = pixels::map_image(map, range, cmap);
     let heat = if style.overlay { pixels::overlay(&base, &heat, 0.5) } else { heat };
     let k = model.num_classes();
     let classes = Map::new(map.height, map.width, occ.argmax.iter().map(|&a| a as f32).collect())?;
@@ -191,7 +492,7 @@ pub fn occlusion(
     let counts: Vec<String> =
         counts.iter().map(|(c, n)| format!("{}×{n}", model.classes[*c])).collect();
     let caption = format!(
-        "occlusion · input | {what} of class {} (intact {:.3}) | argmax class · {} windows {}×{} stride {} · argmax counts {}",
+        "occlusion · {what} of class {} (intact p={:.4}) · drop from {lo:.4} to {hi:.4} · {} windows {}×{} stride {} · argmax counts {}",
         model.classes[class],
         occ.original_probability,
         occ.positions.len(),
@@ -204,8 +505,9 @@ pub fn occlusion(
         image: pixels::grid(&[base, heat, class_map], 3, 1, [0, 0, 0]),
         caption,
         raw: (vec![map.height, map.width], map.data.clone()),
-        scale: Some((style.colormap, (lo, hi))),
+        scale: Some((cmap, range)),
         warnings,
+        panels: Panels::grid(3, 1, vec!["input".into(), what.into(), "argmax class".into()]),
     })
 }
 
@@ -252,12 +554,14 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
     let raw: Vec<f32> =
         filters.kernels.iter().flatten().flat_map(|m| m.data.iter().copied()).collect();
     let shape = vec![filters.kernels.len(), filters.kernels[0].len(), first.height, first.width];
+    let columns = pixels::grid_columns(tiles.len());
     Ok(Picture {
-        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, columns, 1, [40, 40, 40]),
         caption,
         raw: (shape, raw),
         scale: Some((cmap, range)),
         warnings: Vec::new(),
+        panels: Panels::grid(columns, 1, (0..tiles.len()).map(|i| format!("#{i}")).collect()),
     })
 }
 
@@ -288,12 +592,14 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
     if lo == 0.0 && hi == 0.0 {
         warnings.push(format!("every activation of {} is zero for this input", node.name));
     }
+    let columns = pixels::grid_columns(tiles.len());
     Ok(Picture {
-        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, columns, 1, [40, 40, 40]),
         caption,
         raw: (shape.to_vec(), maps.iter().flat_map(|m| m.data.iter().copied()).collect()),
         scale: Some((style.colormap, (lo, hi))),
         warnings,
+        panels: Panels::grid(columns, 1, (0..tiles.len()).map(|i| format!("#{i}")).collect()),
     })
 }
 
@@ -312,18 +618,26 @@ pub fn maxact(model: &Model, result: &ActMaxResult, names: &[String]) -> Result<
         result.iterations_run,
         verdicts.join(", ")
     );
-    Ok(maxact_picture([c, h, w], &result.images, caption))
+    Ok(maxact_picture([c, h, w], &result.images, caption, names.to_vec()))
 }
 
-/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each).
-pub fn maxact_picture([c, h, w]: [usize; 3], images: &[Vec<f32>], caption: String) -> Picture {
+/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each), each
+/// labelled with its target.
+pub fn maxact_picture(
+    [c, h, w]: [usize; 3],
+    images: &[Vec<f32>],
+    caption: String,
+    labels: Vec<String>,
+) -> Picture {
     let tiles: Vec<RgbImage> = images.iter().map(|img| pixels::input_image(img, c, h, w)).collect();
+    let columns = pixels::grid_columns(tiles.len());
     Picture {
-        image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&tiles, columns, 1, [40, 40, 40]),
         caption,
         raw: (vec![images.len(), c, h, w], images.iter().flatten().copied().collect()),
         scale: None,
         warnings: Vec::new(),
+        panels: Panels::grid(columns, 1, labels),
     }
 }
 
@@ -335,8 +649,9 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
     let mut shape = vec![pictures.len()];
     shape.extend(pictures.first().map(|p| p.raw.0.clone()).unwrap_or_default());
     let images: Vec<RgbImage> = pictures.iter().map(|p| p.image.clone()).collect();
+    let columns = pixels::grid_columns(images.len());
     Picture {
-        image: pixels::grid(&images, pixels::grid_columns(images.len()), 1, [40, 40, 40]),
+        image: pixels::grid(&images, columns, 1, [40, 40, 40]),
         caption: format!(
             "{title} (row by row) · first: {}",
             pictures.first().map_or("", |p| p.caption.as_str())
@@ -344,5 +659,76 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
         raw: (shape, pictures.iter().flat_map(|p| p.raw.1.iter().copied()).collect()),
         scale: pictures.first().and_then(|p| p.scale),
         warnings: pictures.iter().flat_map(|p| p.warnings.clone()).collect(),
+        panels: Panels::grid(
+            columns,
+            1,
+            pictures.iter().map(|p| p.panels.labels.join(" ")).collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(image: RgbImage, panels: Panels, scale: Option<(Colormap, (f32, f32))>) -> Picture {
+        Picture {
+            image,
+            caption: "a caption".into(),
+            raw: (vec![], vec![]),
+            scale,
+            warnings: vec!["careful".into()],
+            panels,
+        }
+    }
+
+    #[test]
+    fn panel_images_undo_the_grid() {
+        let tiles: Vec<RgbImage> =
+            (0..5u8).map(|i| RgbImage::from_pixel(3, 2, image::Rgb([i * 40; 3]))).collect();
+        let labels: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let p = picture(pixels::grid(&tiles, 3, 1, [9; 3]), Panels::grid(3, 1, labels), None);
+        assert_eq!(p.panel_images(), tiles);
+        let single = picture(tiles[0].clone(), Panels::single("x"), None);
+        assert_eq!(single.panel_images(), vec![tiles[0].clone()]);
+    }
+
+    #[test]
+    fn ticks_span_the_range_with_the_decimals_it_needs() {
+        let t = |range, n| -> Vec<String> { ticks(range, n).into_iter().map(|(_, s)| s).collect() };
+        assert_eq!(t((0.0, 1.0), 5), ["0.00", "0.25", "0.50", "0.75", "1.00"]);
+        assert_eq!(t((-0.01, 0.01), 3), ["-0.010", "0.000", "0.010"]);
+        assert_eq!(t((0.998, 1.0), 2), ["0.9980", "1.0000"]);
+        assert_eq!(t((-1e-9, 1e-9), 3)[1], "0.000000000");
+        assert_eq!(t((2.0, 2.0), 2), ["2.000", "2.000"]);
+    }
+
+    #[test]
+    fn a_figure_has_its_title_panels_bar_and_warnings_in_place() {
+        let tiles: [RgbImage; 2] =
+            std::array::from_fn(|_| RgbImage::from_pixel(4, 4, image::Rgb([0, 0, 200])));
+        let p = picture(
+            pixels::grid(&tiles, 2, 1, [0; 3]),
+            Panels::grid(2, 1, vec!["left".into(), "right".into()]),
+            Some((Colormap::Gray, (0.0, 1.0))),
+        );
+        let f = p.figure(10);
+        // Text size 1 (panels 2 × 40 wide): margin 6, title 10, gap 6, label 10, panels 40,
+        // bar 40, one warning line 10, margin 6; at least 320 wide.
+        assert_eq!(f.dimensions(), (320, 6 + 10 + 6 + 10 + 40 + 40 + 10 + 6));
+        let left = (320 - (40 + 6 + 40)) / 2;
+        assert_eq!(f.get_pixel(left, 32).0, [0, 0, 200], "first panel's corner");
+        assert_eq!(f.get_pixel(left - 1, 32).0, FRAME, "its frame");
+        assert_eq!(f.get_pixel(left + 46, 71).0, [0, 0, 200], "second panel's far corner");
+        let ink = |x0: u32, y0: u32, w: u32, h: u32, c: [u8; 3]| {
+            (y0..y0 + h).any(|y| (x0..x0 + w).any(|x| f.get_pixel(x, y).0 == c))
+        };
+        assert!(ink(0, 6, 320, 8, INK), "title");
+        assert!(ink(left, 22, 40, 8, INK) && ink(left + 46, 22, 40, 8, INK), "labels");
+        // The bar one line under the panels: grey from black to white, left to right.
+        let (bar_y, bar_w) = (72 + 10 + 5, 86);
+        assert_eq!(f.get_pixel(left, bar_y).0, [0; 3]);
+        assert_eq!(f.get_pixel(left + bar_w - 1, bar_y).0, [255; 3]);
+        assert!(ink(0, 72 + 40, 320, 8, WARNING_INK), "the warning");
     }
 }

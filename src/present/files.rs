@@ -1,4 +1,5 @@
-//! The files the commands write: PNG images and float32 `.npy` arrays.
+//! The files the commands write: PNG and JPEG images and float32 `.npy` arrays, the format
+//! chosen by the file's extension.
 
 use crate::error::{Error, Result};
 
@@ -19,6 +20,65 @@ pub fn save_png(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
     img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut png))
         .map_err(|e| Error::Invalid(format!("{}: cannot write PNG: {e}", path.display())))?;
     crate::files::write_bytes(path, &png)
+}
+
+/// What `-o` writes, by the file's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `.png`: the figure, lossless.
+    Png,
+    /// `.jpg` / `.jpeg`: the figure as JPEG.
+    Jpeg,
+    /// `.npy`: the values behind the picture.
+    Npy,
+}
+
+impl OutputFormat {
+    /// The format `path`'s extension names (case-insensitive); any other extension, or none,
+    /// is an error naming the ones there are.
+    pub fn of(path: &std::path::Path) -> Result<OutputFormat> {
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+        match ext.as_deref() {
+            Some("png") => Ok(OutputFormat::Png),
+            Some("jpg" | "jpeg") => Ok(OutputFormat::Jpeg),
+            Some("npy") => Ok(OutputFormat::Npy),
+            _ => Err(Error::Invalid(format!(
+                "{}: cannot tell the format from the name: end it in .png, .jpg, .jpeg or .npy",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// JPEG quality of written figures: high enough that thin text and colour-bar ticks stay
+/// sharp.
+const JPEG_QUALITY: u8 = 92;
+
+/// Saves `img` at `path` as PNG or JPEG, as its extension says ([`OutputFormat::of`]; `.npy`
+/// is an error here: it holds values, not pixels).
+pub fn save_image(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
+    match OutputFormat::of(path)? {
+        OutputFormat::Png => save_png(img, path),
+        OutputFormat::Jpeg => {
+            if img.width() == 0 || img.height() == 0 {
+                return Err(Error::Invalid(format!(
+                    "{}: cannot write an empty image as JPEG",
+                    path.display()
+                )));
+            }
+            let mut jpeg = Vec::new();
+            let encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY);
+            img.write_with_encoder(encoder).map_err(|e| {
+                Error::Invalid(format!("{}: cannot write JPEG: {e}", path.display()))
+            })?;
+            crate::files::write_bytes(path, &jpeg)
+        }
+        OutputFormat::Npy => Err(Error::Invalid(format!(
+            "{}: a .npy file holds values, not a picture",
+            path.display()
+        ))),
+    }
 }
 
 /// Writes a float32 little-endian `.npy` file (format 1.0) of the given `shape`, readable by
@@ -128,6 +188,32 @@ mod tests {
             Err(Error::Io { path, .. }) => assert_eq!(path, missing),
             other => panic!("expected an I/O error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn save_image_follows_the_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = image::RgbImage::from_pixel(16, 16, image::Rgb([200, 40, 40]));
+        let png = dir.path().join("a.PNG");
+        save_image(&picture, &png).unwrap();
+        assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+        for name in ["a.jpg", "a.jpeg"] {
+            let path = dir.path().join(name);
+            save_image(&picture, &path).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "{name} is not JPEG");
+            let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            let p = back.get_pixel(8, 8).0;
+            assert!(p.iter().zip([200, 40, 40]).all(|(&a, b)| a.abs_diff(b) < 8), "{p:?}");
+        }
+        for name in ["a.gif", "a", "a.npy"] {
+            match save_image(&picture, &dir.path().join(name)) {
+                Err(Error::Invalid(message)) => assert!(message.contains(name), "{message}"),
+                other => panic!("{name}: expected Invalid, got {other:?}"),
+            }
+            assert!(!dir.path().join(name).exists());
+        }
+        assert_eq!(OutputFormat::of(std::path::Path::new("m.NPY")).unwrap(), OutputFormat::Npy);
     }
 
     #[test]

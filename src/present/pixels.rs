@@ -1,5 +1,6 @@
 //! Images from numbers: maps through a colormap, network inputs, heatmap overlays,
-//! nearest-neighbour scaling, grids of tiles and colour bars, as `image::RgbImage`.
+//! nearest-neighbour scaling, grids of tiles, colour bars and bitmap text, as
+//! `image::RgbImage`.
 
 use super::colormap::{Colormap, to_byte};
 use crate::methods::Map;
@@ -144,9 +145,152 @@ pub fn colorbar(cmap: Colormap, width: u32, height: u32) -> image::RgbImage {
     image::RgbImage::from_fn(width, height, |x, _| image::Rgb(cmap.rgb(x as f32 / last)))
 }
 
+/// Height and width in pixels of one character of [`draw_text`] at size 1.
+pub const GLYPH: u32 = 8;
+
+/// The 8×8 bitmap of `c` (rows top down, bit 0 the leftmost pixel): ASCII, Latin-1 and
+/// Greek from `font8x8`; the few other signs captions use are drawn as their ASCII
+/// spelling's first character; anything else as `?`.
+fn glyph(c: char) -> [u8; 8] {
+    use font8x8::UnicodeFonts;
+    let c = match c {
+        '−' | '–' | '—' => '-',
+        '→' => '>',
+        '…' => '.',
+        '✓' => 'v',
+        '✗' => 'x',
+        '≈' => '~',
+        c => c,
+    };
+    font8x8::BASIC_FONTS
+        .get(c)
+        .or_else(|| font8x8::LATIN_FONTS.get(c))
+        .or_else(|| font8x8::GREEK_FONTS.get(c))
+        .or_else(|| font8x8::BASIC_FONTS.get('?'))
+        .unwrap_or([0; 8])
+}
+
+/// Width in pixels of `text` drawn at `size` (each character `8·size` wide).
+pub fn text_width(text: &str, size: u32) -> u32 {
+    dim(text.chars().count()).saturating_mul(GLYPH * size)
+}
+
+/// Draws `text` with its top-left corner at (`x`, `y`), each font pixel a `size`×`size`
+/// square of `color`; whatever falls outside `img` is left out.
+pub fn draw_text(img: &mut image::RgbImage, x: u32, y: u32, text: &str, color: [u8; 3], size: u32) {
+    let size = size.max(1);
+    for (i, c) in text.chars().enumerate() {
+        let left = x.saturating_add(dim(i).saturating_mul(GLYPH * size));
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..8u32 {
+                if bits >> col & 1 == 0 {
+                    continue;
+                }
+                for dy in 0..size {
+                    for dx in 0..size {
+                        let px = left.saturating_add(col * size + dx);
+                        let py = y.saturating_add(row as u32 * size + dy);
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, image::Rgb(color));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `text` cut to at most `chars` characters, the cut marked by a final `.`.
+pub fn truncate(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(chars.saturating_sub(1)).collect();
+    if chars > 0 {
+        cut.push('.');
+    }
+    cut
+}
+
+/// `text` broken into lines of at most `chars` characters, at spaces where it can (a word
+/// longer than a line is cut).
+pub fn wrap(text: &str, chars: usize) -> Vec<String> {
+    let chars = chars.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        loop {
+            let (len, wlen) = (line.chars().count(), word.chars().count());
+            if len > 0 && len + 1 + wlen <= chars {
+                line.push(' ');
+                line.push_str(&word);
+                break;
+            }
+            if len == 0 && wlen <= chars {
+                line = word;
+                break;
+            }
+            if len > 0 {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            // A word longer than a whole line.
+            lines.push(word.chars().take(chars).collect());
+            word = word.chars().skip(chars).collect();
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draw_text_sets_the_glyph_pixels_only() {
+        let mut canvas = image::RgbImage::from_pixel(20, 10, image::Rgb([255; 3]));
+        draw_text(&mut canvas, 1, 1, "I", [0, 0, 0], 1);
+        let ink: Vec<(u32, u32)> = canvas
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0 == [0, 0, 0])
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        // font8x8's 'I': rows 0x1E, 0x0C ×5, 0x1E, 0 (bit 0 leftmost).
+        let expected: Vec<(u32, u32)> = (0..7u32)
+            .flat_map(|row| {
+                let bits: u32 = if row == 0 || row == 6 { 0x1E } else { 0x0C };
+                (0..8u32).filter(move |c| bits >> c & 1 == 1).map(move |c| (1 + c, 1 + row))
+            })
+            .collect();
+        let mut ink_sorted = ink.clone();
+        ink_sorted.sort_by_key(|&(x, y)| (y, x));
+        assert_eq!(ink_sorted, expected);
+        // Size 2 doubles each pixel; text past the edge is clipped without a panic.
+        let mut big = image::RgbImage::new(40, 20);
+        draw_text(&mut big, 0, 0, "I", [255, 0, 0], 2);
+        assert_eq!(big.pixels().filter(|p| p.0 == [255, 0, 0]).count(), ink.len() * 4);
+        draw_text(&mut big, 35, 15, "WWW", [255, 0, 0], 3);
+        assert_eq!(text_width("ab×", 2), 48);
+        assert_eq!(glyph('→'), glyph('>'));
+        assert_eq!(glyph('\u{4E00}'), glyph('?'));
+    }
+
+    #[test]
+    fn wrap_and_truncate() {
+        assert_eq!(
+            wrap("saliency · class 7 (p=0.999)", 12),
+            ["saliency ·", "class 7", "(p=0.999)"]
+        );
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
+        assert_eq!(truncate("vanilla", 10), "vanilla");
+        assert_eq!(truncate("vanilla", 4), "van.");
+        assert_eq!(truncate("vanilla", 0), "");
+    }
     use crate::present::testing::img;
 
     #[test]

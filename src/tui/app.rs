@@ -19,8 +19,9 @@ use crate::error::report;
 use crate::model::{Model, printable_path};
 use crate::present::colormap::Colormap;
 use crate::present::figures::{Picture, Style};
-use crate::present::{files, pixels};
+use crate::present::files;
 use crate::tui::Options;
+use crate::tui::image::Pixels;
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action, Binding, Uses};
 use crate::tui::picker::{ClassPicker, Picked};
@@ -92,6 +93,8 @@ pub struct App {
     quiet_since: Instant,
     /// A prefetch failed: no more until the next key (it would only fail again).
     prefetch_failed: bool,
+    /// How pictures are drawn: half blocks until [`App::set_pixels`].
+    pub(crate) pixels: Pixels,
     /// Set when the user asked to leave.
     pub quit: bool,
 }
@@ -133,6 +136,7 @@ impl App {
             cache: HashMap::new(),
             jobs: HashMap::new(),
             watch,
+            pixels: Pixels::halfblocks(),
             quiet_since: Instant::now(),
             prefetch_failed: false,
             quit: false,
@@ -595,7 +599,24 @@ impl App {
         Ok(())
     }
 
-    /// Writes the current picture as PNG in the working directory.
+    /// Shows `message` on the status line (until the next message).
+    pub fn set_status(&mut self, message: String) {
+        self.status = Some(message);
+    }
+
+    /// What was changed to fit the current input to the model (resized, converted,
+    /// cropped, its polarity), if anything.
+    pub(crate) fn input_note(&self) -> Option<&str> {
+        self.inputs.get(self.input)?.prepared.adjusted.as_deref()
+    }
+
+    /// Draws pictures as `pixels` says (the terminal's graphics protocol, once found).
+    pub fn set_pixels(&mut self, pixels: Pixels) {
+        self.pixels = pixels;
+    }
+
+    /// Writes the current picture as a PNG figure (title, labelled panels, colour bar) in
+    /// the export folder.
     fn export(&self) -> crate::Result<PathBuf> {
         let Panel::Picture(picture) = &self.panel else {
             return Err(crate::Error::Invalid("nothing to export on this tab".into()));
@@ -607,12 +628,7 @@ impl App {
             self.class
         );
         let path = self.options.export_dir.join(name);
-        let image = &picture.image;
-        let scale = 224u32.div_ceil(image.width().max(image.height()).max(1)).max(1);
-        files::save_png(
-            &pixels::scale_nearest(image, image.width() * scale, image.height() * scale),
-            &path,
-        )?;
+        files::save_png(&picture.figure(picture.figure_scale()), &path)?;
         Ok(path)
     }
 }

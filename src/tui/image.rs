@@ -1,14 +1,289 @@
-//! A ratatui widget that draws an image as half-block cells (`▀`: foreground = upper
-//! pixel, background = lower pixel), scaled nearest-neighbour to the space it is given.
+//! Pictures in the terminal: at the terminal's own pixel resolution where it speaks a
+//! graphics protocol (kitty, sixel, iTerm2 inline images, encoded by `ratatui-image`), else
+//! as half-block cells (`▀`: foreground = upper pixel, background = lower pixel). Either
+//! way scaled nearest-neighbour (a heatmap's cells stay crisp) to the space there is, with
+//! the aspect kept. [`Graphics`] is the user's choice, [`Pixels`] what was found and a cache
+//! of the last encoded picture, [`PictureWidget`] the widget, [`inline`] the same for a
+//! command's output.
+
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
 
 use image::RgbImage;
-use ratatui::buffer::Buffer;
-use ratatui::layout::Rect;
+use ratatui::buffer::{Buffer, CellDiffOption};
+use ratatui::layout::{Rect, Size};
 use ratatui::style::Color;
 use ratatui::widgets::Widget;
+use ratatui_image::FontSize;
+use ratatui_image::picker::ProtocolType;
+use ratatui_image::protocol::Protocol;
+use ratatui_image::protocol::iterm2::Iterm2;
+use ratatui_image::protocol::kitty::Kitty;
+use ratatui_image::protocol::sixel::Sixel;
 
 use crate::present::ansi::{self, ColorMode};
 use crate::present::pixels;
+
+/// How pictures reach the terminal (`--graphics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graphics {
+    /// What the terminal's environment says it speaks ([`from_environment`]), else half
+    /// blocks.
+    Auto,
+    /// The kitty graphics protocol (kitty, Ghostty, recent WezTerm and Konsole).
+    Kitty,
+    /// Sixel (xterm -ti vt340, foot, mlterm, Windows Terminal).
+    Sixel,
+    /// iTerm2's inline images (iTerm2, WezTerm).
+    Iterm2,
+    /// Half-block cells: every terminal, tmux and plain SSH included.
+    Halfblocks,
+}
+
+impl Graphics {
+    /// Every choice, in `--help`'s order.
+    pub const ALL: [Graphics; 5] =
+        [Graphics::Auto, Graphics::Kitty, Graphics::Sixel, Graphics::Iterm2, Graphics::Halfblocks];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Graphics::Auto => "auto",
+            Graphics::Kitty => "kitty",
+            Graphics::Sixel => "sixel",
+            Graphics::Iterm2 => "iterm2",
+            Graphics::Halfblocks => "halfblocks",
+        }
+    }
+
+    /// The choice called `name` (case-insensitive).
+    pub fn parse(name: &str) -> Option<Graphics> {
+        Graphics::ALL.into_iter().find(|g| g.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    fn protocol(self) -> Option<ProtocolType> {
+        match self {
+            Graphics::Kitty => Some(ProtocolType::Kitty),
+            Graphics::Sixel => Some(ProtocolType::Sixel),
+            Graphics::Iterm2 => Some(ProtocolType::Iterm2),
+            Graphics::Auto | Graphics::Halfblocks => None,
+        }
+    }
+}
+
+/// The terminal's pixel protocol as found (none: half blocks), its cell size in pixels,
+/// and the last picture encoded for it (encoding a picture costs far more than drawing a
+/// frame, and the kitty protocol sends the pixels only once per picture).
+#[derive(Clone, Default)]
+pub struct Pixels {
+    protocol: Option<(ProtocolType, FontSize, bool)>,
+    last: RefCell<Option<(u64, Protocol)>>,
+}
+
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Pixels {
+    /// Half-block cells only: nothing is asked of the terminal.
+    pub fn halfblocks() -> Pixels {
+        Pixels::default()
+    }
+
+    /// A protocol with a known cell size in pixels (tests; a terminal already asked).
+    pub fn with(protocol: Graphics, cell: (u16, u16)) -> Pixels {
+        Pixels {
+            protocol: protocol.protocol().map(|p| (p, FontSize::new(cell.0, cell.1), false)),
+            last: RefCell::default(),
+        }
+    }
+
+    /// What `choice` means on this terminal. `Halfblocks` asks nothing; `Auto` reads the
+    /// environment ([`from_environment`]); a protocol, named or found, takes the cell size
+    /// in pixels from the terminal's window size (10×20 where it does not say). Nothing is
+    /// written to the terminal or read from it: no query can eat a key or race the
+    /// explorer's raw mode.
+    pub fn detect(choice: Graphics) -> Pixels {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let protocol = match choice {
+            Graphics::Halfblocks => None,
+            Graphics::Auto => from_environment(var),
+            named => named.protocol(),
+        };
+        let cell = crossterm::terminal::window_size()
+            .ok()
+            .filter(|s| s.width > 0 && s.height > 0 && s.columns > 0 && s.rows > 0)
+            .map_or((10, 20), |s| (s.width / s.columns, s.height / s.rows));
+        Pixels {
+            protocol: protocol.map(|p| (p, FontSize::new(cell.0, cell.1), var("TMUX").is_some())),
+            last: RefCell::default(),
+        }
+    }
+
+    /// The protocol's name, for the status line.
+    pub fn name(&self) -> &'static str {
+        match self.protocol {
+            None => "half blocks",
+            Some((ProtocolType::Kitty, ..)) => "kitty graphics",
+            Some((ProtocolType::Sixel, ..)) => "sixel",
+            Some((ProtocolType::Iterm2, ..)) => "iTerm2 images",
+            Some((ProtocolType::Halfblocks, ..)) => "half blocks",
+        }
+    }
+
+    /// `image` encoded for the protocol, as large as fits in `width` × `height` cells with
+    /// its aspect kept; `None` with half blocks, or when it cannot be encoded.
+    fn encode(&self, image: &RgbImage, width: u16, height: u16) -> Option<Protocol> {
+        let (protocol, font, tmux) = self.protocol?;
+        let (cw, ch) = (f32::from(font.width.max(1)), f32::from(font.height.max(1)));
+        let (w, h) = (image.width().max(1) as f32, image.height().max(1) as f32);
+        let scale = (f32::from(width) * cw / w).min(f32::from(height) * ch / h);
+        let cols = ((w * scale / cw).floor() as u16).clamp(1, width.max(1));
+        let rows = ((h * scale / ch).floor() as u16).clamp(1, height.max(1));
+        let scaled = pixels::scale_nearest(
+            image,
+            u32::from(cols) * u32::from(font.width),
+            u32::from(rows) * u32::from(font.height),
+        );
+        let size = Size::new(cols, rows);
+        let dynamic = image::DynamicImage::ImageRgb8(scaled);
+        let encoded = match protocol {
+            ProtocolType::Kitty => {
+                // The id names the picture to the terminal: the same picture, the same id.
+                let id = (hash_of(image, width, height) as u32).max(1);
+                Kitty::new(dynamic, size, id, tmux, false).map(Protocol::Kitty)
+            }
+            ProtocolType::Sixel => Sixel::new(dynamic, size, tmux).map(Protocol::Sixel),
+            ProtocolType::Iterm2 => Iterm2::new(dynamic, size, tmux).map(Protocol::ITerm2),
+            ProtocolType::Halfblocks => return None,
+        };
+        encoded.ok()
+    }
+
+    /// [`Pixels::encode`], reusing the last picture's encoding when it is asked again.
+    fn encoded(&self, image: &RgbImage, width: u16, height: u16) -> Option<Protocol> {
+        self.protocol?;
+        let key = hash_of(image, width, height);
+        let mut last = self.last.borrow_mut();
+        if let Some((k, protocol)) = last.as_ref()
+            && *k == key
+        {
+            return Some(protocol.clone());
+        }
+        let protocol = self.encode(image, width, height)?;
+        *last = Some((key, protocol.clone()));
+        Some(protocol)
+    }
+}
+
+/// The protocol a terminal speaks, from what it puts in the environment (`var` reads a
+/// variable): kitty's (kitty, Ghostty), iTerm2's (iTerm2, WezTerm) or sixel (foot,
+/// mlterm); none inside tmux, which passes none of them through by default, or anywhere
+/// else (plain SSH keeps `TERM` only).
+pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<ProtocolType> {
+    if var("TMUX").is_some() {
+        return None;
+    }
+    let term = var("TERM").unwrap_or_default();
+    let program = var("TERM_PROGRAM").unwrap_or_default();
+    if term.contains("kitty") || var("KITTY_WINDOW_ID").is_some() || term.contains("ghostty") {
+        Some(ProtocolType::Kitty)
+    } else if program == "iTerm.app"
+        || program == "WezTerm"
+        || var("LC_TERMINAL").as_deref() == Some("iTerm2")
+    {
+        Some(ProtocolType::Iterm2)
+    } else if term.starts_with("foot") || term.starts_with("mlterm") {
+        Some(ProtocolType::Sixel)
+    } else {
+        None
+    }
+}
+
+fn hash_of(image: &RgbImage, width: u16, height: u16) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (image.dimensions(), image.as_raw(), width, height).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A picture, centred in its area and as large as fits: true pixels when [`Pixels`] has a
+/// protocol, half blocks otherwise.
+pub struct PictureWidget<'a> {
+    image: &'a RgbImage,
+    pixels: &'a Pixels,
+    mode: ColorMode,
+}
+
+impl<'a> PictureWidget<'a> {
+    /// The widget for `image`, drawn as `pixels` says, half blocks in colour `mode`.
+    pub fn new(image: &'a RgbImage, pixels: &'a Pixels, mode: ColorMode) -> Self {
+        PictureWidget { image, pixels, mode }
+    }
+}
+
+impl Widget for PictureWidget<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        if area.is_empty() {
+            return;
+        }
+        match self.pixels.encoded(self.image, area.width, area.height) {
+            Some(protocol) => {
+                let size = protocol.size();
+                let (w, h) = (size.width.min(area.width), size.height.min(area.height));
+                let at =
+                    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h);
+                ratatui_image::Image::new(&protocol).render(at, buf);
+            }
+            None => HalfBlockImage::new(self.image, self.mode).render(area, buf),
+        }
+    }
+}
+
+/// `image` as text for a command's output, at most `width` × `height` cells: the protocol's
+/// escape sequences (kitty's placeholder cells coloured with the picture's id), or
+/// half-block cells.
+pub fn inline(
+    image: &RgbImage,
+    pixels: &Pixels,
+    mode: ColorMode,
+    width: u16,
+    height: u16,
+) -> String {
+    let Some(protocol) = pixels.encode(image, width, height) else {
+        return ansi::to_ansi(
+            &ansi::fit_to_cells(image, u32::from(width), u32::from(height)),
+            mode,
+        );
+    };
+    let size = protocol.size();
+    let area = Rect::new(0, 0, size.width, size.height);
+    let mut buf = Buffer::empty(area);
+    ratatui_image::Image::new(&protocol).render(area, &mut buf);
+    let mut out = String::new();
+    for y in 0..area.height {
+        let mut wrote = false;
+        for x in 0..area.width {
+            let cell = &buf[(x, y)];
+            if cell.diff_option == CellDiffOption::Skip {
+                continue;
+            }
+            wrote = true;
+            if let Color::Rgb(r, g, b) = cell.fg {
+                out.push_str(&format!("\x1b[38;2;{r};{g};{b}m"));
+            }
+            out.push_str(cell.symbol());
+        }
+        // A sixel or iTerm2 picture is one sequence in its first cell. Sixel leaves the
+        // cursor on the picture's last row; iTerm2's sequence (`doNotMoveCursor`) at its
+        // first, so every row needs its line.
+        if wrote || matches!(protocol, Protocol::ITerm2(_)) {
+            out.push_str("\x1b[0m\n");
+        }
+    }
+    out
+}
 
 /// An image to draw, centred in its area, as large as fits with its aspect kept.
 pub struct HalfBlockImage<'a> {
@@ -66,6 +341,40 @@ impl Widget for HalfBlockImage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_protocol_comes_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(from_environment(env(&[("TERM", "xterm-kitty")])), Some(ProtocolType::Kitty));
+        assert_eq!(from_environment(env(&[("KITTY_WINDOW_ID", "1")])), Some(ProtocolType::Kitty));
+        assert_eq!(
+            from_environment(env(&[("TERM_PROGRAM", "iTerm.app")])),
+            Some(ProtocolType::Iterm2)
+        );
+        assert_eq!(from_environment(env(&[("TERM", "foot")])), Some(ProtocolType::Sixel));
+        assert_eq!(from_environment(env(&[("TERM", "xterm-256color")])), None);
+        assert_eq!(from_environment(env(&[("TERM", "xterm-kitty"), ("TMUX", "/tmp/t")])), None);
+        assert_eq!(Pixels::detect(Graphics::Halfblocks).name(), "half blocks");
+        assert_eq!(Graphics::parse("KITTY"), Some(Graphics::Kitty));
+        assert_eq!(Graphics::parse("png"), None);
+    }
+
+    #[test]
+    fn inline_kitty_output_is_the_transmission_then_placeholder_rows() {
+        let img = RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]));
+        let pixels = Pixels::with(Graphics::Kitty, (2, 4));
+        let out = inline(&img, &pixels, ColorMode::TrueColor, 10, 10);
+        // 8×8 pixels scaled 2.5× to fill 10×10 cells of 2×4: 5 rows of 10, a line each.
+        assert!(out.starts_with("\x1b[38;2;"), "{out:?}");
+        assert!(out.contains("\x1b_Gq=2,i=") && out.contains(",a=T,U=1,f=32,"));
+        assert_eq!(out.matches('\u{10EEEE}').count(), 50);
+        assert_eq!(out.matches('\n').count(), 5);
+        // Half blocks: no escapes of a protocol.
+        let plain = inline(&img, &Pixels::halfblocks(), ColorMode::TrueColor, 10, 10);
+        assert!(plain.contains('▀') && !plain.contains("\x1b_G"));
+    }
 
     #[test]
     fn two_pixels_per_cell_with_exact_colours() {

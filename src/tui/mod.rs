@@ -1,8 +1,8 @@
 //! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
 //! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
 //! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`picker`]
-//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures as
-//! half-block cells.
+//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures
+//! (true pixels where the terminal can, half-block cells elsewhere).
 
 pub mod app;
 pub mod image;
@@ -40,14 +40,17 @@ pub struct Options {
     pub prefetch_after: Duration,
     /// Where activation-maximisation results are kept between runs (`None`: memory only).
     pub cache_dir: Option<PathBuf>,
-    /// Where `e` writes its PNG files (empty: the working directory).
-    pub export_dir: PathBuf,
     /// Reload the model when this file changes.
     pub watch: Option<PathBuf>,
     /// The user's input preparation and class names, applied again to a reloaded model.
     pub overrides: InputOverrides,
     /// The user's choices of input size and output, applied again to a reloaded model.
     pub load: crate::formats::Options,
+    /// How pictures reach the terminal: asked of the terminal when the explorer starts
+    /// (never in tests, which do not call [`run`]).
+    pub graphics: image::Graphics,
+    /// Where `e` writes its figures.
+    pub export_dir: PathBuf,
 }
 
 thread_local! {
@@ -93,6 +96,7 @@ fn catch_stop_signals() {
 pub fn run(mut app: App) -> std::io::Result<()> {
     #[cfg(unix)]
     catch_stop_signals();
+    app.set_pixels(image::Pixels::detect(app.options.graphics));
     let mut terminal = ratatui::try_init()?;
     // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
     // panics may do that: a job's panic is caught and shown in the UI, and a pool worker's
@@ -176,16 +180,19 @@ pub fn options(
     watch: Option<PathBuf>,
     overrides: InputOverrides,
     load: crate::formats::Options,
+    graphics: image::Graphics,
+    export_dir: PathBuf,
 ) -> Options {
     Options {
         color,
         maxact_iterations: 200,
         prefetch_after: Duration::from_millis(300),
         cache_dir: cache::default_dir(),
-        export_dir: PathBuf::new(),
         watch,
         overrides,
         load,
+        graphics,
+        export_dir,
     }
 }
 

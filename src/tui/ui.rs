@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph
 
 use crate::present::ansi;
 use crate::tui::app::{App, Panel};
-use crate::tui::image::{HalfBlockImage, color};
+use crate::tui::image::{PictureWidget, color};
 use crate::tui::keys;
 use crate::tui::picker::ClassPicker;
 
@@ -183,15 +183,18 @@ fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
             let rows = |text: &str| {
                 (text.chars().count() as u16).div_ceil(inner.width.saturating_sub(8).max(1))
             };
-            let caption_lines =
-                rows(&picture.caption) + picture.warnings.iter().map(|w| rows(w)).sum::<u16>();
+            let note = app.input_note().map(|n| format!("input: {n}"));
+            let caption_lines = rows(&picture.caption)
+                + picture.warnings.iter().map(|w| rows(w)).sum::<u16>()
+                + note.as_deref().map_or(0, rows);
             let [image_area, bar_area, text_area] = Layout::vertical([
                 Constraint::Min(1),
                 Constraint::Length(u16::from(picture.scale.is_some())),
                 Constraint::Length(caption_lines),
             ])
             .areas(inner);
-            frame.render_widget(HalfBlockImage::new(&picture.image, app.options.color), image_area);
+            let widget = PictureWidget::new(&picture.image, &app.pixels, app.options.color);
+            frame.render_widget(widget, image_area);
             if let Some((cmap, (lo, hi))) = picture.scale {
                 let width = usize::from(bar_area.width.saturating_sub(20).min(40));
                 let mut spans = vec![Span::raw(format!("{lo:>8.3} "))];
@@ -208,6 +211,7 @@ fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
                 .map(|w| Line::styled(format!("⚠ {w}"), Style::new().fg(Color::Yellow).bold()))
                 .collect();
             lines.push(Line::raw(picture.caption.clone()));
+            lines.extend(note.map(|n| Line::styled(n, Style::new().fg(Color::Cyan))));
             frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
         }
     }

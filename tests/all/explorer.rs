@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use convscope::data::input::Fit;
 use convscope::present::ansi::ColorMode;
 use convscope::tui::Options;
 use convscope::tui::app::App;
@@ -17,17 +18,20 @@ use ratatui::backend::TestBackend;
 fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let model = sample::model().unwrap();
     let mut inputs =
-        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     inputs.truncate(3);
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
-        export_dir: std::path::PathBuf::new(),
         watch,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        // `e` writes beside the cache, in the test's own folder.
+        export_dir: cache.to_path_buf(),
     };
     App::new(model, "sample".into(), 1, inputs, options).unwrap()
 }
@@ -36,14 +40,16 @@ fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
 fn mistakes_are_listed_and_reached_by_keys() {
     let model = sample::model().unwrap();
     let mut notes = Vec::new();
-    let wrong = convscope::data::inputs::load_inputs(&model, &[], true, &mut notes).unwrap();
+    let wrong = convscope::data::inputs::load_inputs(&model, &[], Fit::default(), true, &mut notes)
+        .unwrap();
     // Every one is labelled and misclassified, and they are a small part of the 2,000.
     assert!((1..100).contains(&wrong.len()), "{}", wrong.len());
     assert_eq!(notes, [format!("{} of 2000 labelled inputs are misclassified", wrong.len())]);
 
     // Two right inputs, a wrong one, a right one: n and N find the wrong one from either side.
     let mut inputs =
-        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     inputs.truncate(3);
     inputs.insert(2, wrong[0].clone());
     let cache = tempfile::tempdir().unwrap();
@@ -52,10 +58,11 @@ fn mistakes_are_listed_and_reached_by_keys() {
         maxact_iterations: 5,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.path().to_path_buf()),
-        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
     press(&mut app, KeyCode::Char('n'));
@@ -390,17 +397,24 @@ fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
     image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 99]))
         .save(&file)
         .unwrap();
-    let inputs =
-        convscope::data::inputs::load_inputs(&model, &[file], false, &mut Vec::new()).unwrap();
+    let inputs = convscope::data::inputs::load_inputs(
+        &model,
+        &[file],
+        Fit::default(),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
     let options = Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 2,
         prefetch_after,
         cache_dir: None,
-        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let probs = convscope::data::inputs::predictions(&model, &inputs).unwrap().remove(0);
     (App::new(model, "many".into(), 1, inputs, options).unwrap(), probs)
@@ -537,4 +551,99 @@ fn a_new_model_the_inputs_do_not_fit_leaves_the_explorer_as_it_was() {
     assert!(err.to_string().contains("pixel values for an input of 3×5×7"), "{err}");
     let s = screen(&app, 80, 24);
     assert!(s.contains("Inputs 1/3") && s.contains("conv2d_1 (Conv2D)"), "{s}");
+}
+
+/// The screen with each cell of a kitty picture as `▒`, and the cell that carries the
+/// picture's transmission as `K`: the pixels are base64 and the placeholders invisible.
+fn screen_with_kitty_cells(app: &App, width: u16, height: u16) -> (String, Vec<String>) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut escapes = Vec::new();
+    let text = (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| {
+                    let symbol = buffer[(x, y)].symbol();
+                    if symbol.contains('\x1b') {
+                        escapes.push(symbol.to_string());
+                        "K".to_string()
+                    } else if symbol.starts_with('\u{10EEEE}') {
+                        "▒".to_string()
+                    } else {
+                        symbol.to_string()
+                    }
+                })
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (text, escapes)
+}
+
+#[test]
+fn saliency_in_true_pixels_with_kitty_and_in_half_blocks_without() {
+    use convscope::tui::image::{Graphics, Pixels};
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(6));
+    app.wait_for_job();
+    let (off, escapes) = screen_with_kitty_cells(&app, 80, 24);
+    assert!(escapes.is_empty(), "half blocks send no escapes of their own");
+    assert!(off.contains('▀'));
+    insta::assert_snapshot!("saliency_graphics_off", off);
+
+    // A 2×4-pixel cell keeps the transmitted pixels small.
+    app.set_pixels(Pixels::with(Graphics::Kitty, (2, 4)));
+    let (on, escapes) = screen_with_kitty_cells(&app, 80, 24);
+    assert_eq!(escapes.len(), 1, "one picture, sent once");
+    assert!(escapes[0].starts_with("\x1b_Gq=2,i="), "{}", &escapes[0][..40]);
+    assert!(escapes[0].contains(",a=T,U=1,f=32,"), "a virtual placement of RGBA pixels");
+    assert!(!on.contains('▀'), "no half blocks where the picture is");
+    assert!(on.matches('▒').count() > 100, "{on}");
+    insta::assert_snapshot!("saliency_graphics_kitty", on);
+    // Drawn again, the picture is not sent again: the terminal keeps it by its id.
+    let (_, again) = screen_with_kitty_cells(&app, 80, 24);
+    assert!(again.is_empty(), "{} escapes on the second frame", again.len());
+}
+
+#[test]
+fn a_shows_every_modifier_side_by_side_in_saliency_and_grad_cam() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    for tab in [6, 7] {
+        press(&mut app, KeyCode::F(tab));
+        press(&mut app, KeyCode::Char('a'));
+        app.wait_for_job();
+        let convscope::tui::app::Panel::Picture(picture) = app.panel() else {
+            panic!("no picture on tab {tab}")
+        };
+        assert_eq!(picture.panels.labels, ["input", "vanilla", "guided", "relu"], "tab {tab}");
+        assert!(screen(&app, 80, 24).contains("every modifier"), "tab {tab}");
+        // Another class is a lookup: every class's row came from one pass per modifier.
+        press(&mut app, KeyCode::Right);
+        assert!(matches!(app.panel(), convscope::tui::app::Panel::Picture(_)), "tab {tab}");
+        press(&mut app, KeyCode::Char('a'));
+        app.wait_for_job();
+        let convscope::tui::app::Panel::Picture(picture) = app.panel() else { panic!() };
+        assert_eq!(picture.panels.labels.len(), 2, "input and the map again");
+    }
+}
+
+#[test]
+fn e_writes_a_figure_into_the_export_folder_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app_with(dir.path(), None);
+    press(&mut app, KeyCode::F(5));
+    app.wait_for_job();
+    press(&mut app, KeyCode::Char('e'));
+    let path = dir.path().join("convscope-occlusion-0-3.png");
+    let figure = image::open(&path).unwrap().to_rgb8();
+    // A figure on a white page, wider than its three 224-pixel panels.
+    assert_eq!(figure.get_pixel(0, 0).0, [255, 255, 255]);
+    assert!(figure.width() > 3 * 224, "{}", figure.width());
+    let shown = screen(&app, 200, 24);
+    assert!(shown.contains(&format!("wrote {}", path.display())), "{shown}");
 }

@@ -3,6 +3,7 @@
 
 use std::process::{Command, Output};
 
+use convscope::data::input::Fit;
 use convscope::formats::native;
 use convscope::model::GraphSpec;
 use convscope::tui::Options;
@@ -132,17 +133,20 @@ fn a_grey_28_by_28_model_with_few_classes_opens() {
         ],
         2,
     );
-    let inputs = convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    let inputs =
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
     assert!(inputs.iter().all(|i| i.2.is_none()), "digit labels are not this model's classes");
     let options = Options {
         color: convscope::present::ansi::ColorMode::TrueColor,
         maxact_iterations: 2,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: None,
-        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: std::path::PathBuf::from("."),
     };
     let app = App::new(model, "few".into(), 1, inputs, options).unwrap();
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
@@ -155,14 +159,21 @@ fn writes_never_replace_what_is_not_a_regular_file() {
     {
         let o = convscope(&["convert", "sample", "-o", "/dev/null"]);
         assert_one_line_failure(&o, "not a regular file");
-        // A device that fails every write (a full disk) is refused before anything is written.
-        let o = convscope(&["saliency", "sample", "-o", "/dev/full"]);
+        // A device that fails every write (a full disk), under a figure's name, is refused
+        // before anything is written.
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.png");
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let o = convscope(&["saliency", "sample", "-o", full.to_str().unwrap()]);
         assert_one_line_failure(&o, "not a regular file");
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
+    // A folder named like a figure.
     let dir = tempfile::tempdir().unwrap();
-    let o = convscope(&["saliency", "sample", "-o", dir.path().to_str().unwrap()]);
+    let folder = dir.path().join("figure.png");
+    std::fs::create_dir(&folder).unwrap();
+    let o = convscope(&["saliency", "sample", "-o", folder.to_str().unwrap()]);
     assert_one_line_failure(&o, "not a regular file");
 }
 
@@ -196,18 +207,25 @@ fn maxact_caption(
     cache: &std::path::Path,
     steps: usize,
 ) -> String {
-    let mut inputs =
-        convscope::data::inputs::load_inputs(&model, &[], false, &mut Vec::new()).unwrap();
+    let mut inputs = convscope::data::inputs::load_inputs(
+        &model,
+        &[],
+        Default::default(),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
     inputs.truncate(1);
     let options = Options {
         color: convscope::present::ansi::ColorMode::TrueColor,
         maxact_iterations: steps,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
-        export_dir: std::path::PathBuf::new(),
         watch: None,
         overrides: Default::default(),
         load: Default::default(),
+        graphics: convscope::tui::image::Graphics::Halfblocks,
+        export_dir: cache.to_path_buf(),
     };
     let mut app = App::new(model, "cached".into(), hash, inputs, options).unwrap();
     app.handle_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::F(4)));

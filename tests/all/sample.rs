@@ -30,7 +30,7 @@ fn sample_model_reproduces_the_probabilities_recorded_at_training_time() {
     let mut right = 0;
     for digit in digits {
         let file = digit["file"].as_str().unwrap();
-        let prepared = input::load_image(&model, &dir.join(file)).unwrap();
+        let prepared = input::load_image(&model, &dir.join(file), input::Fit::default()).unwrap();
         assert!(prepared.adjusted.is_none(), "{file} is already 28×28 grey");
         let probs: Vec<f32> =
             model.predict(&prepared.tensor).unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -110,14 +110,15 @@ impl Tab for MaxAct {
                 // Made here, off the UI thread: hashing a large graph takes a moment.
                 let cache = cache.zip(Key::new(&model, model_hash, &classes, &config));
                 let cached = cache.as_ref().and_then(|(c, key)| c.load::<_, Entry>(KIND, key));
+                let names: Vec<String> =
+                    classes.iter().map(|&c| format!("class {}", model.classes[c])).collect();
                 if let Some(entry) = cached
                     && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
                 {
-                    return Ok(vec![figures::maxact_picture(chw, &entry.images, entry.caption)]);
+                    let picture = figures::maxact_picture(chw, &entry.images, entry.caption, names);
+                    return Ok(vec![picture]);
                 }
                 let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c)).collect();
-                let names: Vec<String> =
-                    classes.iter().map(|&c| format!("class {}", model.classes[c])).collect();
                 let result = actmax::maximise(&model, &targets, &config, job.cancel_flag(), |p| {
                     let n = p.losses.len().max(1) as f32;
                     let mean = |f: fn(&LossTerms) -> f32| p.losses.iter().map(f).sum::<f32>() / n;

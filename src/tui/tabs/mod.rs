@@ -20,7 +20,7 @@ use crate::data::inputs::InputItem;
 use crate::engine::ReluRule;
 use crate::methods::registry::MethodInfo;
 use crate::model::Model;
-use crate::present::figures::{Picture, Style, Subject};
+use crate::present::figures::{Panels, Picture, Style, Subject};
 use crate::present::pixels;
 use crate::tui::Options;
 use crate::tui::jobs::{Job, Superseded};
@@ -35,7 +35,7 @@ pub fn all() -> Vec<Box<dyn Tab>> {
         Box::new(features::Features),
         Box::new(maxact::MaxAct::default()),
         Box::new(occlusion::Occlusion::default()),
-        Box::new(saliency::Saliency),
+        Box::new(saliency::Saliency::default()),
         Box::new(gradcam::GradCam::default()),
     ]
 }
@@ -211,8 +211,51 @@ pub fn gradient_view(
     })
 }
 
-/// The input image and a picture side by side.
+/// The article's row (input | vanilla | guided | relu) of each class of the request, from
+/// one batched pass per modifier (`maps` makes a modifier's pictures, one per class).
+pub fn modifier_rows(
+    r: &Request,
+    method: &str,
+    maps: impl Fn(ReluRule) -> crate::Result<Vec<Picture>>,
+) -> crate::Result<Vec<Picture>> {
+    let by_rule = ReluRule::ALL.map(&maps);
+    let subject = r.subject();
+    r.classes
+        .iter()
+        .enumerate()
+        .map(|(i, &class)| {
+            subject.modifier_row(class, method, |rule| {
+                let k = ReluRule::ALL.iter().position(|&x| x == rule).unwrap_or(0);
+                match &by_rule[k] {
+                    Ok(pictures) => pictures.get(i).cloned().ok_or_else(|| {
+                        crate::Error::Invalid(format!("no {} map of class {class}", rule.name()))
+                    }),
+                    Err(e) => Err(crate::Error::Invalid(crate::error::report(e))),
+                }
+            })
+        })
+        .collect()
+}
+
+/// A tab's key that shows every modifier side by side.
+pub const ALL_MODIFIERS: Binding = Binding::new(
+    &[crate::tui::keys::ch('a')],
+    "a",
+    "every modifier side by side: input | vanilla | guided | relu",
+    crate::tui::keys::Action::Own(ALL_MODIFIERS_ACTION),
+    None,
+);
+
+/// The action number of [`ALL_MODIFIERS`].
+pub const ALL_MODIFIERS_ACTION: u8 = 7;
+
+/// The input image and a picture side by side (a picture of several panels, such as the
+/// modifier row, already shows the input).
 fn beside(input: &RgbImage, picture: Picture) -> Picture {
+    if picture.panels.labels.len() > 1 {
+        return picture;
+    }
     let image = pixels::grid(&[input.clone(), picture.image.clone()], 2, 2, [0, 0, 0]);
-    Picture { image, ..picture }
+    let labels = std::iter::once("input".to_string()).chain(picture.panels.labels.clone());
+    Picture { image, panels: Panels::grid(2, 2, labels.collect()), ..picture }
 }

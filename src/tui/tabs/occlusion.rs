@@ -1,12 +1,13 @@
-//! The Occlusion tab: the probability of the class (or its drop) as a grey square slides
-//! over the input, with the argmax class per position; computed in the background.
+//! The Occlusion tab: the drop in the class's probability (or the probability) as a grey
+//! square slides over the input, on honest scales (see [`figures::occlusion`]), with the
+//! argmax class per position; computed in the background.
 
 use crossterm::event::KeyCode;
 
 use crate::error::report;
 use crate::methods::occlusion::OcclusionConfig;
 use crate::model::Model;
-use crate::present::figures;
+use crate::present::figures::{self, OcclusionShows};
 use crate::tui::jobs::{Job, Superseded};
 use crate::tui::keys::{Action, Binding, NONE, ch};
 use crate::tui::tabs::{Ctx, Tab, Uses, View};
@@ -16,7 +17,7 @@ use crate::tui::tabs::{Ctx, Tab, Uses, View};
 pub struct Occlusion {
     /// The square as the user set it; until then, the default for the model's input size.
     config: Option<OcclusionConfig>,
-    drop: bool,
+    shows: OcclusionShows,
 }
 
 impl Occlusion {
@@ -55,7 +56,7 @@ const BINDINGS: &[Binding] = &[
         Action::Own(TOGGLE_STRIDE),
         Some(("s", "stride")),
     ),
-    Binding::new(&[ch('d')], "d", "occlusion: p / drop in p", Action::Own(TOGGLE_DROP), None),
+    Binding::new(&[ch('d')], "d", "occlusion: drop in p / p", Action::Own(TOGGLE_DROP), None),
 ];
 
 impl Tab for Occlusion {
@@ -74,7 +75,7 @@ impl Tab for Occlusion {
             ctx.class_name(),
             config.size,
             config.stride,
-            if self.drop { " · drop" } else { "" }
+            if self.shows == OcclusionShows::Probability { " · p" } else { " · drop in p" }
         )
     }
 
@@ -82,8 +83,8 @@ impl Tab for Occlusion {
         let Some(item) = ctx.input.cloned() else {
             return View::Pictures(Err(crate::Error::Invalid("no input images".into())));
         };
-        let (model, class, config, drop, style) =
-            (ctx.model.clone(), ctx.class, self.config(ctx.model), self.drop, ctx.style);
+        let (model, class, config, shows, style) =
+            (ctx.model.clone(), ctx.class, self.config(ctx.model), self.shows, ctx.style);
         View::Job(Job {
             title: format!("occlusion of class {}", ctx.class_name()),
             // It cannot stop early, and its map stays valid for its settings.
@@ -92,7 +93,7 @@ impl Tab for Occlusion {
                 job.report(0.0, "occluded copies through the network".into());
                 let subject =
                     figures::Subject { model: &model, input: &item.prepared, probs: &item.probs };
-                figures::occlusion(&subject, class, &config, drop, style)
+                figures::occlusion(&subject, class, &config, shows, style)
                     .map(|p| vec![p])
                     .map_err(|e| report(&e))
             }),
@@ -114,7 +115,12 @@ impl Tab for Occlusion {
                 config.stride = if fine { 1 } else { config.size };
             }
             TOGGLE_STRIDE => config.stride = if config.stride == 1 { config.size } else { 1 },
-            TOGGLE_DROP => self.drop = !self.drop,
+            TOGGLE_DROP => {
+                self.shows = match self.shows {
+                    OcclusionShows::Drop => OcclusionShows::Probability,
+                    OcclusionShows::Probability => OcclusionShows::Drop,
+                }
+            }
             _ => {}
         }
     }
@@ -122,6 +128,6 @@ impl Tab for Occlusion {
     fn settings(&self) -> Vec<u64> {
         // No square set yet is the model's default, the same whatever the model.
         let [size, stride] = self.config.map_or([0, 0], |c| [c.size as u64, c.stride as u64]);
-        vec![size, stride, u64::from(self.drop)]
+        vec![size, stride, u64::from(self.shows == OcclusionShows::Probability)]
     }
 }

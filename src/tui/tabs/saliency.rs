@@ -1,11 +1,20 @@
 //! The Saliency tab: `|∂score/∂input|` under the current modifier, every class in one
 //! batched pass so that cycling classes is a lookup.
 
+use crate::model::Model;
 use crate::present::figures;
-use crate::tui::tabs::{Ctx, Tab, Uses, View, gradient_view};
+use crate::tui::keys::Binding;
+use crate::tui::tabs::{
+    ALL_MODIFIERS, ALL_MODIFIERS_ACTION, Ctx, Tab, Uses, View, gradient_view, modifier_rows,
+};
 
-/// Saliency maps.
-pub struct Saliency;
+/// Saliency maps, under the current modifier or all of them side by side (`a`).
+#[derive(Default)]
+pub struct Saliency {
+    all: bool,
+}
+
+const BINDINGS: &[Binding] = &[ALL_MODIFIERS];
 
 impl Tab for Saliency {
     fn title(&self) -> &'static str {
@@ -25,12 +34,29 @@ impl Tab for Saliency {
     }
 
     fn heading(&self, ctx: &Ctx) -> String {
-        format!(" Saliency · class {} · {} ", ctx.class_name(), ctx.rule.name())
+        let rule = if self.all { "every modifier" } else { ctx.rule.name() };
+        format!(" Saliency · class {} · {rule} ", ctx.class_name())
     }
 
     fn view(&self, ctx: &Ctx) -> View {
-        gradient_view(ctx, "saliency", |r| {
-            figures::saliency(&r.subject(), &r.classes, r.rule, r.style)
+        let all = self.all;
+        gradient_view(ctx, "saliency", move |r| {
+            let maps = |rule| figures::saliency(&r.subject(), &r.classes, rule, r.style);
+            if all { modifier_rows(r, "saliency", maps) } else { maps(r.rule) }
         })
+    }
+
+    fn bindings(&self) -> &'static [Binding] {
+        BINDINGS
+    }
+
+    fn act(&mut self, action: u8, _model: &Model) {
+        if action == ALL_MODIFIERS_ACTION {
+            self.all = !self.all;
+        }
+    }
+
+    fn settings(&self) -> Vec<u64> {
+        vec![u64::from(self.all)]
     }
 }
