@@ -100,8 +100,42 @@ pub fn printable(name: &str) -> String {
         .collect()
 }
 
+/// Bytes per value of the activations a forward keeps (f32).
+const VALUE_BYTES: u128 = 4;
+
+/// Checks a value of `shape` against the memory budget ([`crate::runtime::memory_budget`]),
+/// with `kept` the bytes of the values before it a forward keeps too; returns the new total.
+fn within_budget(node: &str, shape: &[usize], kept: u128) -> Result<u128> {
+    use crate::runtime::{human_size, memory_budget};
+    let budget = u128::from(memory_budget());
+    let over = |what: String| {
+        Error::graph(
+            node,
+            format!("{what}, more than the memory budget of {} (--max-memory)", human_size(budget)),
+        )
+    };
+    // In u128, checked: a product that overflows even that is over any budget.
+    let bytes = shape
+        .iter()
+        .try_fold(VALUE_BYTES, |acc, &d| acc.checked_mul(d as u128))
+        .unwrap_or(u128::MAX);
+    if bytes > budget {
+        return Err(over(format!("its output of shape {shape:?} takes {}", human_size(bytes))));
+    }
+    let total = kept.saturating_add(bytes);
+    if total > budget {
+        return Err(over(format!(
+            "the outputs a forward pass keeps reach {} here",
+            human_size(total)
+        )));
+    }
+    Ok(total)
+}
+
 /// A graph built a node at a time, each node's shape inferred as it is added: importers
 /// learn every new node's shape as they go, and importing n layers costs n inferences.
+/// Every value is held to the memory budget as it is added, before anything of its size
+/// is allocated.
 #[derive(Clone, Debug)]
 pub struct GraphBuilder {
     spec: GraphSpec,
@@ -109,6 +143,8 @@ pub struct GraphBuilder {
     shapes: Vec<Vec<usize>>,
     node_inputs: Vec<Vec<ValueId>>,
     pads: Vec<Pads>,
+    /// Bytes of the values so far, each kept by a forward pass for one sample.
+    kept: u128,
 }
 
 impl GraphBuilder {
@@ -119,6 +155,7 @@ impl GraphBuilder {
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(Error::graph(&input_name, format!("input shape {input_shape:?} is empty")));
         }
+        let kept = within_budget(&input_name, &input_shape, 0)?;
         let ids = HashMap::from([(input_name.clone(), ValueId::INPUT)]);
         let spec = GraphSpec { input_name, input_shape: input_shape.clone(), nodes: Vec::new() };
         Ok(GraphBuilder {
@@ -127,6 +164,7 @@ impl GraphBuilder {
             shapes: vec![input_shape],
             node_inputs: Vec::new(),
             pads: Vec::new(),
+            kept,
         })
     }
 
@@ -156,6 +194,7 @@ impl GraphBuilder {
         if self.ids.contains_key(&node.name) {
             return Err(Error::graph(&node.name, "the name is used twice"));
         }
+        self.kept = within_budget(&node.name, &shape, self.kept)?;
         self.ids.insert(node.name.clone(), id);
         self.shapes.push(shape);
         self.node_inputs.push(inputs);

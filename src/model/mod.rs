@@ -7,7 +7,7 @@ mod shapes;
 
 pub use graph::*;
 pub use ops::*;
-pub use shapes::broadcast_shapes;
+pub use shapes::{broadcast_shapes, elements};
 
 use std::collections::BTreeMap;
 
