@@ -195,6 +195,24 @@ impl GraphBuilder {
             return Err(Error::graph(&node.name, "the name is used twice"));
         }
         self.kept = within_budget(&node.name, &shape, self.kept)?;
+        if let (Op::Resize { .. }, [_, in_h, in_w], [_, out_h, out_w]) =
+            (&node.op, in_shapes[0], shape.as_slice())
+        {
+            // The engine resizes by two interpolation matrices, output × input, in f64.
+            let matrix = |a: usize, b: usize| (a as u128).saturating_mul(b as u128);
+            let values = matrix(*in_h, *out_h).saturating_add(matrix(*in_w, *out_w));
+            let as_f32 = usize::try_from(values.saturating_mul(2)).unwrap_or(usize::MAX);
+            within_budget(&node.name, &[as_f32], 0).map_err(|_| {
+                Error::graph(
+                    &node.name,
+                    format!(
+                        "resizing {in_h}×{in_w} to {out_h}×{out_w} takes interpolation \
+                             matrices of {values} values, more than the memory budget \
+                             (--max-memory)"
+                    ),
+                )
+            })?;
+        }
         self.ids.insert(node.name.clone(), id);
         self.shapes.push(shape);
         self.node_inputs.push(inputs);

@@ -46,7 +46,18 @@ fn window_out(
              the window or the input"
         ));
     }
-    Ok((size + pads[0] + pads[1] - span) / stride + 1)
+    // A stride or dilation past the padded input only repeats the one window there is
+    // (a 1×1 map late in a network may still meet a stride of 2); bounded like padding,
+    // so that no kernel sizes a buffer by it.
+    let padded = size + pads[0] + pads[1];
+    if stride.max(dilation) > padded.max(MIN_PAD_BOUND) {
+        return Err(format!(
+            "a stride of {stride} or dilation of {dilation} is wider than the input of {size} \
+             (+{} padding)",
+            pads[0] + pads[1]
+        ));
+    }
+    Ok((padded - span) / stride + 1)
 }
 
 /// Output shape (and resolved padding) of `op` applied to inputs of `in_shapes`.

@@ -63,6 +63,18 @@ fn impossible_windows_are_errors_not_panics() {
     assert!(err.contains("wider than the window or the input"), "{err}");
     let pool = Op::MaxPool { kernel: [1 << 32, 1 << 32], stride: [1, 1], padding: Padding::Same };
     assert!(graph_error(&[1, 8, 8], pool).contains("wider than the window or the input"));
+    // Found by the fuzzer: a stride far past the input (a kernel sized a buffer by it).
+    let err = graph_error(&[1, 8, 8], window(3, 1 << 40, 1, Padding::Same));
+    assert!(err.contains("a stride of 1099511627776 or dilation of 1 is wider than the input"));
+    let err = graph_error(&[1, 8, 8], window(1, 1, 1 << 40, Padding::Valid));
+    assert!(err.contains("dilation of 1099511627776 is wider than the input"), "{err}");
+    // A 1×1 map late in a network may still meet a stride of 2.
+    let spec = GraphSpec {
+        input_name: "input".into(),
+        input_shape: vec![4, 1, 1],
+        nodes: vec![Node::new("w", window(1, 2, 1, Padding::Same), &["input"])],
+    };
+    assert_eq!(Graph::new(spec).unwrap().shape(convscope::model::ValueId::of_node(0)), &[1, 1, 1]);
 }
 
 #[test]
@@ -342,6 +354,15 @@ fn the_issues_sizes_are_one_line_errors_under_a_memory_cap() {
         &onnx_bytes(&[1, 1, 8, 8], vec![pool(1, 1 << 32)], &[]),
         &["node 'pool' (MaxPool)", "4294967296"],
     );
+
+    // Found by the fuzzer: a resize whose output fits, but not the engine's interpolation
+    // matrices (output × input).
+    let resize = node("Resize", "resized", &["x", "", "", "sizes"], vec![]);
+    let path = dir.path().join("resize.onnx");
+    let sizes = vec![1, 1, 1 << 24, 1];
+    std::fs::write(&path, onnx_bytes(&[1, 1, 128, 1], vec![resize], &[("sizes", sizes)])).unwrap();
+    let o = convscope_capped(&["summary", path.to_str().unwrap(), "--max-memory", "1G"]);
+    assert_one_line_failure(&o, "resizing 128×1 to 16777216×1 takes interpolation matrices");
 
     // Keras: a dilation of 10^12, and a weight whose stored dims claim 36 TB.
     assert_refused(

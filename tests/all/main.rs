@@ -7,6 +7,7 @@ mod activations;
 mod actmax;
 mod cli;
 mod explorer;
+mod fuzz;
 mod gradients;
 mod hostile;
 mod keras;
