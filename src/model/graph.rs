@@ -382,20 +382,21 @@ impl Graph {
         }
     }
 
-    /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0).
+    /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0),
+    /// saturating: a file's sizes are bounded in memory, not in work.
     pub fn mult_adds(&self, node: usize) -> u64 {
         let out = self.shape(ValueId::of_node(node));
         let input = self.shape(self.node_inputs[node][0]);
+        let product =
+            |sizes: &[usize]| sizes.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
         match &self.spec.nodes[node].op {
             Op::Conv2d { kernel, groups, .. } => {
-                let per_output = (input[0] / groups * kernel[0] * kernel[1]) as u64;
-                out.iter().product::<usize>() as u64 * per_output
+                product(out).saturating_mul(product(&[input[0] / groups, kernel[0], kernel[1]]))
             }
             Op::ConvTranspose { filters, kernel, groups, .. } => {
-                let per_input = (filters / groups * kernel[0] * kernel[1]) as u64;
-                input.iter().product::<usize>() as u64 * per_input
+                product(input).saturating_mul(product(&[filters / groups, kernel[0], kernel[1]]))
             }
-            Op::Dense { units, .. } => (input[0] * units) as u64,
+            Op::Dense { units, .. } => product(&[input[0], *units]),
             _ => 0,
         }
     }
