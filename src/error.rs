@@ -83,13 +83,22 @@ impl Error {
     }
 }
 
-/// An error and its causes on one line, each said once: `a: b: c`.
+/// An error and its causes on one line, each said once: `a: b: c`. A cause whose message
+/// runs over lines (the JPEG decoder's do) has them joined with spaces.
 pub fn report(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
+    let one_line = |e: &dyn std::error::Error| {
+        let text = e.to_string();
+        if text.contains('\n') {
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+        } else {
+            text
+        }
+    };
+    let mut line = one_line(error);
     let mut cause = error.source();
     while let Some(c) = cause {
         line.push_str(": ");
-        line.push_str(&c.to_string());
+        line.push_str(&one_line(c));
         cause = c.source();
     }
     line
@@ -107,5 +116,8 @@ mod tests {
         assert_eq!(report(&error), "m.onnx: gone");
         let plain = Error::graph("conv", "bad");
         assert_eq!(report(&plain), "layer 'conv': bad");
+        let source = std::io::Error::other("not enough bytes\n: expected 1\n");
+        let error = Error::Io { path: "x.jpg".into(), source };
+        assert_eq!(report(&error), "x.jpg: not enough bytes : expected 1");
     }
 }

@@ -51,3 +51,123 @@ fn configure_allocator() {
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
 }
+
+/// The memory a model may ask for, in bytes (`--max-memory`); 0 until set.
+static MEMORY_BUDGET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// When neither /proc/meminfo nor an address-space limit says how much there is.
+const FALLBACK_BUDGET: u64 = 8 << 30;
+
+/// Sets the memory budget every model is checked against at load (`--max-memory`).
+pub fn set_memory_budget(bytes: u64) {
+    MEMORY_BUDGET.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The memory budget: what [`set_memory_budget`] set, else half of the physical memory,
+/// or of the process's address-space limit (`ulimit -v`) where that is lower, so that a
+/// model too large for the machine is an error at load rather than an abort mid-way.
+pub fn memory_budget() -> u64 {
+    match MEMORY_BUDGET.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            let total = physical_memory().into_iter().chain(address_space_limit()).min();
+            total.map_or(FALLBACK_BUDGET, |t| t / 2)
+        }
+        set => set,
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The soft `RLIMIT_AS`, if the process has one.
+fn address_space_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `getrlimit` only writes the struct it is given, which lives on this stack.
+        #[allow(unsafe_code)]
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+        (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// A size such as `4G`, `512M`, `64k` or `1000000` (bytes); suffixes are powers of 1024.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{text}' is not a size: give a number with K, M, G or T")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| format!("'{text}' is not a size: give a positive number, e.g. 4G"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `bytes` as a short human size: `1.5 GB`, `200 MB`, `512 bytes` (powers of 1024).
+pub fn human_size(bytes: u128) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let digits = if value < 10.0 { 1 } else { 0 };
+    format!("{value:.digits$} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("1e30T").is_err());
+        assert_eq!(human_size(512), "512 bytes");
+        assert_eq!(human_size(3 << 29), "1.5 GB");
+        assert_eq!(human_size(160_032_002_048), "149 GB");
+    }
+
+    #[test]
+    fn the_default_budget_is_below_the_memory_there_is() {
+        let budget = memory_budget();
+        assert!(budget > 0);
+        if let Some(total) = physical_memory() {
+            assert!(budget <= total / 2);
+        }
+    }
+}

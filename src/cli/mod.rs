@@ -37,6 +37,10 @@ pub struct Cli {
     graphics: Option<convscope::tui::image::Graphics>,
     #[command(flatten)]
     explore: ExploreArgs,
+    /// The most memory a model may ask for, e.g. 4G or 512M: a model whose activations
+    /// or tensors need more is refused at load (default: half the physical memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = convscope::runtime::parse_size)]
+    max_memory: Option<u64>,
 }
 
 /// What the explorer opens.
@@ -321,6 +325,9 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     methods::set_graphics(cli.graphics);
+    if let Some(bytes) = cli.max_memory {
+        convscope::runtime::set_memory_budget(bytes);
+    }
     match cli.command {
         None if cli.explore.model.is_none()
             && cli.explore.images.is_empty()

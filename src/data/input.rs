@@ -52,13 +52,29 @@ impl Fit {
 
 /// Decodes `path` and prepares it for `model`, fitted as `fit` says.
 pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
-    let image = image::ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.into(), source })?
+    let reader =
+        image::ImageReader::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    prepare(model, &decode(reader, path)?, path, fit)
+}
+
+/// Decodes an image file's `bytes` (`source` names it in errors) and prepares it for
+/// `model`, as [`load_image`] does a file.
+pub fn image_from_bytes(model: &Model, bytes: &[u8], source: &Path, fit: Fit) -> Result<Prepared> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    prepare(model, &decode(reader, source)?, source, fit)
+}
+
+/// Decodes whatever format the content is in, within the `image` crate's default limits
+/// (512 MB per image), so a decompression bomb is an error.
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+) -> Result<DynamicImage> {
+    reader
         .with_guessed_format()
         .map_err(|source| Error::Io { path: path.into(), source })?
         .decode()
-        .map_err(|source| Error::Image { path: path.into(), source })?;
-    prepare(model, &image, path, fit)
+        .map_err(|source| Error::Image { path: path.into(), source })
 }
 
 /// `image` at the aspect ratio `w`:`h` as `fit` says, and a note of what was done (`None`

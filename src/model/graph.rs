@@ -117,8 +117,42 @@ pub fn is_unprintable(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Bytes per value of the activations a forward keeps (f32).
+const VALUE_BYTES: u128 = 4;
+
+/// Checks a value of `shape` against the memory budget ([`crate::runtime::memory_budget`]),
+/// with `kept` the bytes of the values before it a forward keeps too; returns the new total.
+fn within_budget(node: &str, shape: &[usize], kept: u128) -> Result<u128> {
+    use crate::runtime::{human_size, memory_budget};
+    let budget = u128::from(memory_budget());
+    let over = |what: String| {
+        Error::graph(
+            node,
+            format!("{what}, more than the memory budget of {} (--max-memory)", human_size(budget)),
+        )
+    };
+    // In u128, checked: a product that overflows even that is over any budget.
+    let bytes = shape
+        .iter()
+        .try_fold(VALUE_BYTES, |acc, &d| acc.checked_mul(d as u128))
+        .unwrap_or(u128::MAX);
+    if bytes > budget {
+        return Err(over(format!("its output of shape {shape:?} takes {}", human_size(bytes))));
+    }
+    let total = kept.saturating_add(bytes);
+    if total > budget {
+        return Err(over(format!(
+            "the outputs a forward pass keeps reach {} here",
+            human_size(total)
+        )));
+    }
+    Ok(total)
+}
+
 /// A graph built a node at a time, each node's shape inferred as it is added: importers
 /// learn every new node's shape as they go, and importing n layers costs n inferences.
+/// Every value is held to the memory budget as it is added, before anything of its size
+/// is allocated.
 #[derive(Clone, Debug)]
 pub struct GraphBuilder {
     spec: GraphSpec,
@@ -126,6 +160,8 @@ pub struct GraphBuilder {
     shapes: Vec<Vec<usize>>,
     node_inputs: Vec<Vec<ValueId>>,
     pads: Vec<Pads>,
+    /// Bytes of the values so far, each kept by a forward pass for one sample.
+    kept: u128,
 }
 
 impl GraphBuilder {
@@ -136,6 +172,7 @@ impl GraphBuilder {
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(Error::graph(&input_name, format!("input shape {input_shape:?} is empty")));
         }
+        let kept = within_budget(&input_name, &input_shape, 0)?;
         let ids = HashMap::from([(input_name.clone(), ValueId::INPUT)]);
         let spec = GraphSpec { input_name, input_shape: input_shape.clone(), nodes: Vec::new() };
         Ok(GraphBuilder {
@@ -144,6 +181,7 @@ impl GraphBuilder {
             shapes: vec![input_shape],
             node_inputs: Vec::new(),
             pads: Vec::new(),
+            kept,
         })
     }
 
@@ -172,6 +210,25 @@ impl GraphBuilder {
         let id = ValueId::of_node(self.spec.nodes.len());
         if self.ids.contains_key(&node.name) {
             return Err(Error::graph(&node.name, "the name is used twice"));
+        }
+        self.kept = within_budget(&node.name, &shape, self.kept)?;
+        if let (Op::Resize { .. }, [_, in_h, in_w], [_, out_h, out_w]) =
+            (&node.op, in_shapes[0], shape.as_slice())
+        {
+            // The engine resizes by two interpolation matrices, output × input, in f64.
+            let matrix = |a: usize, b: usize| (a as u128).saturating_mul(b as u128);
+            let values = matrix(*in_h, *out_h).saturating_add(matrix(*in_w, *out_w));
+            let as_f32 = usize::try_from(values.saturating_mul(2)).unwrap_or(usize::MAX);
+            within_budget(&node.name, &[as_f32], 0).map_err(|_| {
+                Error::graph(
+                    &node.name,
+                    format!(
+                        "resizing {in_h}×{in_w} to {out_h}×{out_w} takes interpolation \
+                             matrices of {values} values, more than the memory budget \
+                             (--max-memory)"
+                    ),
+                )
+            })?;
         }
         self.ids.insert(node.name.clone(), id);
         self.shapes.push(shape);
@@ -342,20 +399,21 @@ impl Graph {
         }
     }
 
-    /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0).
+    /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0),
+    /// saturating: a file's sizes are bounded in memory, not in work.
     pub fn mult_adds(&self, node: usize) -> u64 {
         let out = self.shape(ValueId::of_node(node));
         let input = self.shape(self.node_inputs[node][0]);
+        let product =
+            |sizes: &[usize]| sizes.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
         match &self.spec.nodes[node].op {
             Op::Conv2d { kernel, groups, .. } => {
-                let per_output = (input[0] / groups * kernel[0] * kernel[1]) as u64;
-                out.iter().product::<usize>() as u64 * per_output
+                product(out).saturating_mul(product(&[input[0] / groups, kernel[0], kernel[1]]))
             }
             Op::ConvTranspose { filters, kernel, groups, .. } => {
-                let per_input = (filters / groups * kernel[0] * kernel[1]) as u64;
-                input.iter().product::<usize>() as u64 * per_input
+                product(input).saturating_mul(product(&[filters / groups, kernel[0], kernel[1]]))
             }
-            Op::Dense { units, .. } => (input[0] * units) as u64,
+            Op::Dense { units, .. } => product(&[input[0], *units]),
             _ => 0,
         }
     }

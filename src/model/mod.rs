@@ -7,7 +7,7 @@ mod shapes;
 
 pub use graph::*;
 pub use ops::*;
-pub use shapes::broadcast_shapes;
+pub use shapes::{broadcast_shapes, elements};
 
 use std::collections::BTreeMap;
 
@@ -277,11 +277,14 @@ impl Model {
             }
         }
         if weights.len() != expected {
+            // A set: a lookup per weight in the node list is quadratic in a deep model.
+            let nodes: std::collections::HashSet<&str> =
+                graph.nodes().iter().map(|n| n.name.as_str()).collect();
             let stray = weights
                 .keys()
                 .find(|k| {
                     let node = k.rsplit_once('.').map_or(k.as_str(), |(n, _)| n);
-                    graph.node_index(node).is_err()
+                    !nodes.contains(node)
                 })
                 .cloned()
                 .unwrap_or_default();

@@ -32,7 +32,7 @@ fn window_out(
             format!(
                 "a window of {kernel} dilated by {dilation} does not fit an input of {size} \
                  (+{} padding)",
-                pads[0] + pads[1]
+                u128::from(pads[0] as u64) + u128::from(pads[1] as u64)
             )
         })?;
     // Padding wider than the window, or far wider than the input, only adds windows of
@@ -46,7 +46,18 @@ fn window_out(
              the window or the input"
         ));
     }
-    Ok((size + pads[0] + pads[1] - span) / stride + 1)
+    // A stride or dilation past the padded input only repeats the one window there is
+    // (a 1×1 map late in a network may still meet a stride of 2); bounded like padding,
+    // so that no kernel sizes a buffer by it.
+    let padded = size + pads[0] + pads[1];
+    if stride.max(dilation) > padded.max(MIN_PAD_BOUND) {
+        return Err(format!(
+            "a stride of {stride} or dilation of {dilation} is wider than the input of {size} \
+             (+{} padding)",
+            pads[0] + pads[1]
+        ));
+    }
+    Ok((padded - span) / stride + 1)
 }
 
 /// Output shape (and resolved padding) of `op` applied to inputs of `in_shapes`.
@@ -110,10 +121,10 @@ pub(super) fn infer_shape(
                 if stride[a] == 0 || output_padding[a] >= stride[a] {
                     return None;
                 }
-                let span = kernel[a].checked_sub(1)?.checked_mul(dilation[a])? + 1;
+                let span = kernel[a].checked_sub(1)?.checked_mul(dilation[a])?.checked_add(1)?;
                 let full = size.checked_sub(1)?.checked_mul(stride[a])?.checked_add(span)?;
                 full.checked_add(output_padding[a])?
-                    .checked_sub(pads[a] + pads[a + 2])
+                    .checked_sub(pads[a].checked_add(pads[a + 2])?)
                     .filter(|&out| out > 0 && pads[a].max(pads[a + 2]) < span)
             };
             match (axis(0, h), axis(1, w)) {
@@ -183,7 +194,18 @@ pub(super) fn infer_shape(
         }
         Op::Pad { pads: [top, bottom, left, right], .. } => {
             let [c, h, w] = spatial(x, "padding")?;
-            (vec![c, h + top + bottom, w + left + right], no_pad)
+            let grown = |size: usize, before: usize, after: usize| {
+                size.checked_add(before)?.checked_add(after)
+            };
+            match (grown(h, *top, *bottom), grown(w, *left, *right)) {
+                (Some(oh), Some(ow)) => (vec![c, oh, ow], no_pad),
+                _ => {
+                    return Err(format!(
+                        "padding {h}×{w} by {:?} overflows",
+                        [top, bottom, left, right]
+                    ));
+                }
+            }
         }
         Op::GroupNorm { groups, .. } => {
             if x.len() < 2 || *groups == 0 || !x[0].is_multiple_of(*groups) {
@@ -220,7 +242,9 @@ pub(super) fn infer_shape(
             }
             (out, no_pad)
         }
-        Op::Flatten => (vec![x.iter().product()], no_pad),
+        Op::Flatten => {
+            (vec![elements(x).ok_or_else(|| format!("flattening {x:?} overflows"))?], no_pad)
+        }
         Op::Reshape { shape } => (reshape_target(x, shape)?, no_pad),
         Op::Transpose { perm } => {
             let mut seen = vec![false; x.len()];
@@ -253,11 +277,18 @@ pub(super) fn infer_shape(
                 if !fits {
                     return Err(format!("cannot concatenate {out:?} and {other:?} on axis {axis}"));
                 }
-                out[*axis] += other[*axis];
+                out[*axis] = out[*axis]
+                    .checked_add(other[*axis])
+                    .ok_or_else(|| format!("concatenating on axis {axis} overflows"))?;
             }
             (out, no_pad)
         }
     })
+}
+
+/// The number of values in a tensor of `shape`, `None` where that overflows.
+pub fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Numpy broadcasting of two shapes, `None` if they do not broadcast.
@@ -274,15 +305,18 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 fn reshape_target(x: &[usize], target: &[i64]) -> std::result::Result<Vec<usize>, String> {
-    let total: usize = x.iter().product();
+    let total = elements(x).ok_or_else(|| format!("the size of {x:?} overflows"))?;
     let holes = target.iter().filter(|&&d| d == -1).count();
     if holes > 1 || target.iter().any(|&d| d < -1 || d == 0) {
         return Err(format!("bad reshape target {target:?}"));
     }
-    let known: usize = target.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
-    let out: Vec<usize> =
-        target.iter().map(|&d| if d == -1 { total / known.max(1) } else { d as usize }).collect();
-    if out.iter().product::<usize>() != total {
+    let known: Vec<usize> = target.iter().filter(|&&d| d > 0).map(|&d| d as usize).collect();
+    let known = elements(&known);
+    let out: Vec<usize> = target
+        .iter()
+        .map(|&d| if d == -1 { total / known.unwrap_or(1).max(1) } else { d as usize })
+        .collect();
+    if known.is_none() || elements(&out) != Some(total) {
         return Err(format!("cannot reshape {x:?} ({total} values) to {target:?}"));
     }
     Ok(out)

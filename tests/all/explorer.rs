@@ -15,7 +15,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
+pub(crate) fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
     let model = sample::model().unwrap();
     let mut inputs =
         convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())

@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::support::{normal, values};
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
 }
 
@@ -290,7 +290,7 @@ fn tensor(name: &str, dims: &[usize], t: &Tensor) -> TensorProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+pub(crate) fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -301,15 +301,15 @@ fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> No
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: v.to_vec(), r#type: 7, ..Default::default() }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), i: v, r#type: 2, ..Default::default() }
 }
 
-fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| match d {
@@ -328,7 +328,7 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
     }
 }
 
-fn onnx_model(graph: GraphProto) -> ModelProto {
+pub(crate) fn onnx_model(graph: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: 8,
         producer_name: "convscope tests".into(),

@@ -642,8 +642,12 @@ impl<'a> Builder<'a> {
                         return Err(config.error(format!("'{other}' upsampling is not supported")));
                     }
                 };
+                let grown = |a: usize| input.shape[a + 1].checked_mul(factor[a]);
+                let (Some(h), Some(w)) = (grown(0), grown(1)) else {
+                    return Err(config.error(format!("upsampling by {factor:?} overflows")));
+                };
                 let op = Op::Resize {
-                    size: [input.shape[1] * factor[0], input.shape[2] * factor[1]],
+                    size: [h, w],
                     scale: [factor[0] as f32, factor[1] as f32],
                     interpolation,
                     coordinates,
@@ -654,7 +658,7 @@ impl<'a> Builder<'a> {
                 let (input, _) = self.image_input(layer)?;
                 let [top, bottom, left, right] = margins(&config, "cropping", 0)?;
                 let [h, w] = [input.shape[1], input.shape[2]];
-                if top + bottom >= h || left + right >= w {
+                if top.saturating_add(bottom) >= h || left.saturating_add(right) >= w {
                     return Err(config.error(format!("cropping more than the {h}×{w} input")));
                 }
                 let op = Op::Slice {
@@ -900,19 +904,32 @@ impl<'a> Builder<'a> {
         let mut output_padding = [0; 2];
         for a in 0..2 {
             let size = input.shape[a + 1];
-            let span = (kernel[a] - 1) * dilation[a] + 1;
-            let full = (size - 1) * stride[a] + span;
-            let out = match (asked, same) {
-                (None, true) => size * stride[a],
-                (None, false) => size * stride[a] + span.saturating_sub(stride[a]),
-                (Some(p), true) => full - 2 * (span / 2) + p[a],
-                (Some(p), false) => full + p[a],
+            // Checked: the sizes come from the file (shape inference bounds them after).
+            let sizes = || {
+                let span = kernel[a].checked_sub(1)?.checked_mul(dilation[a])?.checked_add(1)?;
+                let full = (size - 1).checked_mul(stride[a])?.checked_add(span)?;
+                let out = match (asked, same) {
+                    (None, true) => size.checked_mul(stride[a])?,
+                    (None, false) => {
+                        size.checked_mul(stride[a])?.checked_add(span.saturating_sub(stride[a]))?
+                    }
+                    (Some(p), true) => (full - 2 * (span / 2)).checked_add(p[a])?,
+                    (Some(p), false) => full.checked_add(p[a])?,
+                };
+                Some((full, out))
             };
+            let (full, out) = sizes().ok_or_else(|| {
+                config.error(format!(
+                    "kernel {kernel:?}, strides {stride:?} and dilation {dilation:?} do not fit \
+                     an input of {size}"
+                ))
+            })?;
             let total = if same { full.saturating_sub(out) } else { 0 };
             (pads[a], pads[a + 2]) = (total / 2, total - total / 2);
-            output_padding[a] = (out + total).checked_sub(full).ok_or_else(|| {
-                config.error(format!("output padding {asked:?} shrinks the output"))
-            })?;
+            output_padding[a] =
+                out.checked_add(total).and_then(|v| v.checked_sub(full)).ok_or_else(|| {
+                    config.error(format!("output padding {asked:?} shrinks the output"))
+                })?;
         }
         let op = Op::ConvTranspose {
             filters,
@@ -1409,8 +1426,11 @@ fn depthwise_shape(config: &Config) -> Result<(usize, [usize; 2])> {
 /// group per channel, `depth_multiplier` filters each.
 fn depthwise_op(config: &Config, c: usize, bias: bool, activation: Activation) -> Result<Op> {
     let (multiplier, kernel) = depthwise_shape(config)?;
+    let filters = c.checked_mul(multiplier).ok_or_else(|| {
+        config.error(format!("a depth multiplier of {multiplier} on {c} channels overflows"))
+    })?;
     Ok(Op::Conv2d {
-        filters: c * multiplier,
+        filters,
         kernel,
         stride: config.pair("strides", Some([1, 1]))?,
         padding: config.padding()?,

@@ -21,6 +21,8 @@ pub(super) struct Array {
 pub(super) struct H5 {
     file: hdf5_pure::File,
     path: PathBuf,
+    /// The file's length in bytes.
+    len: u64,
 }
 
 impl H5 {
@@ -39,7 +41,7 @@ impl H5 {
                 format!("truncated HDF5 file: {len} bytes of the {declared} it declares"),
             ));
         }
-        Ok(H5 { file, path: path.to_path_buf() })
+        Ok(H5 { file, path: path.to_path_buf(), len })
     }
 
     /// The file, for errors.
@@ -113,11 +115,41 @@ impl H5 {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|e| self.bad(&what, e)))
             .collect::<Result<Vec<_>>>()?;
+        self.check_size(&ds, &what, &shape)?;
         let data = ds.read_f32().map_err(|e| self.bad(&what, e))?;
         if data.len() != shape.iter().product::<usize>() {
             return Err(self.bad(&what, format!("{} values for shape {shape:?}", data.len())));
         }
         Ok(Array { shape, data })
+    }
+}
+
+impl H5 {
+    /// Refuses a dataset of `shape` before it is read: one stored uncompressed cannot hold
+    /// more bytes than the file, and none may take more than the memory budget as f32.
+    fn check_size(&self, ds: &hdf5_pure::Dataset, what: &str, shape: &[usize]) -> Result<()> {
+        let element = ds.element_size().map_err(|e| self.bad(what, e))?;
+        let bytes = crate::model::elements(shape)
+            .and_then(|n| u64::try_from(n).ok())
+            .and_then(|n| n.checked_mul(element));
+        let chunked = matches!(ds.layout(), Ok(hdf5_pure::Layout::Chunked { .. }));
+        let budget = crate::runtime::memory_budget();
+        let as_f32 = crate::model::elements(shape).and_then(|n| (n as u64).checked_mul(4));
+        match (bytes, as_f32) {
+            (Some(bytes), _) if !chunked && bytes > self.len => Err(Error::bad_file(
+                &self.path,
+                format!("{what} declares shape {shape:?}, {bytes} bytes in a file of {}", self.len),
+            )),
+            (Some(_), Some(f32_bytes)) if f32_bytes <= budget => Ok(()),
+            _ => Err(Error::bad_file(
+                &self.path,
+                format!(
+                    "{what} declares shape {shape:?}, more than the memory budget of {} \
+                     (--max-memory)",
+                    crate::runtime::human_size(budget.into())
+                ),
+            )),
+        }
     }
 }
 

@@ -91,8 +91,31 @@ fn keras_zip(zip: &FileBytes, path: &Path) -> Result<(String, store::Store)> {
         {
             return Ok(zip.slice(start..end));
         }
+        // A compressed entry is read up to the size it declares, which the memory budget
+        // bounds: a decompression bomb stops there.
+        let declared = file.size();
+        let budget = crate::runtime::memory_budget();
+        if declared > budget {
+            return Err(bad(
+                &format!("entry '{name}'"),
+                &format!(
+                    "it declares {}, more than the memory budget of {} (--max-memory)",
+                    crate::runtime::human_size(declared.into()),
+                    crate::runtime::human_size(budget.into())
+                ),
+            ));
+        }
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|e| bad(&format!("entry '{name}'"), &e))?;
+        file.by_ref()
+            .take(declared.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| bad(&format!("entry '{name}'"), &e))?;
+        if data.len() as u64 != declared {
+            return Err(bad(
+                &format!("entry '{name}'"),
+                &format!("{} bytes where it declares {declared}", data.len()),
+            ));
+        }
         Ok(FileBytes::from(data))
     };
     let json = String::from_utf8(entry("config.json")?.to_vec())

@@ -51,7 +51,7 @@ impl Store {
     /// Indexes a Keras 3 weights file.
     pub fn v3(h5: H5) -> Result<Store> {
         let mut groups = HashMap::new();
-        index_v3(&h5, "", &[], &mut groups)?;
+        index_v3(&h5, "", &[], &mut groups, &mut 0)?;
         Ok(Store::V3 { h5, groups })
     }
 
@@ -94,13 +94,18 @@ impl Store {
 const MAX_NESTING: usize = 32;
 const MAX_GROUPS: usize = 100_000;
 
+/// Indexes the layer groups under `prefix`; `visited` counts the groups walked so far, so
+/// a group linked into itself several times (whose walk grows exponentially with depth)
+/// stops after [`MAX_GROUPS`] visits however deep it has got.
 fn index_v3(
     h5: &H5,
     prefix: &str,
     names: &[String],
     groups: &mut HashMap<Vec<String>, String>,
+    visited: &mut usize,
 ) -> Result<()> {
-    if names.len() > MAX_NESTING || groups.len() > MAX_GROUPS {
+    *visited += 1;
+    if names.len() > MAX_NESTING || *visited > MAX_GROUPS {
         return Err(Error::bad_file(
             h5.path(),
             format!(
@@ -120,7 +125,7 @@ fn index_v3(
             let name = if h5.has_group(&vars) { h5.attr_string(&vars, "name")? } else { None };
             let mut key = names.to_vec();
             key.push(name.unwrap_or(slot));
-            index_v3(h5, &format!("{path}/"), &key, groups)?;
+            index_v3(h5, &format!("{path}/"), &key, groups, visited)?;
             groups.insert(key, path);
         }
     }

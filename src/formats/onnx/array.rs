@@ -23,6 +23,17 @@ pub(crate) struct Array<T> {
     pub integer: bool,
 }
 
+/// The most values a constant folded at load may have (128 MB of f64): broadcasting or
+/// gathering small constants from a file could otherwise ask for any amount of memory.
+const MAX_FOLDED: usize = 1 << 24;
+
+/// The number of values of a folded constant of `dims`, an error past [`MAX_FOLDED`].
+pub(crate) fn folded_len(dims: &[usize]) -> Fallible<usize> {
+    crate::model::elements(dims)
+        .filter(|&n| n <= MAX_FOLDED)
+        .ok_or_else(|| format!("a constant of shape {dims:?} is too large to fold"))
+}
+
 /// Row-major strides of `dims`.
 fn strides(dims: &[usize]) -> Vec<usize> {
     let mut s = vec![1; dims.len()];
@@ -49,7 +60,7 @@ impl<T: Clone> Array<T> {
 
     /// The same elements under new dimensions of the same total.
     pub fn reshape(self, dims: Vec<usize>) -> Fallible<Self> {
-        if dims.iter().product::<usize>() != self.data.len() {
+        if crate::model::elements(&dims) != Some(self.data.len()) {
             return Err(format!("cannot reshape {:?} to {dims:?}", self.dims));
         }
         Ok(Array { dims, data: self.data, integer: self.integer })
@@ -92,16 +103,16 @@ impl<T: Clone> Array<T> {
             .collect::<Fallible<Vec<_>>>()?;
         let outer: usize = self.dims[..ax].iter().product();
         let inner: usize = self.dims[ax + 1..].iter().product();
-        let mut data = Vec::with_capacity(outer * picks.len() * inner);
+        let mut dims = self.dims[..ax].to_vec();
+        dims.extend_from_slice(&indices.dims);
+        dims.extend_from_slice(&self.dims[ax + 1..]);
+        let mut data = Vec::with_capacity(folded_len(&dims)?);
         for o in 0..outer {
             for &p in &picks {
                 let start = (o * len + p) * inner;
                 data.extend_from_slice(&self.data[start..start + inner]);
             }
         }
-        let mut dims = self.dims[..ax].to_vec();
-        dims.extend_from_slice(&indices.dims);
-        dims.extend_from_slice(&self.dims[ax + 1..]);
         Ok(Array { dims, data, integer: self.integer })
     }
 
@@ -189,7 +200,7 @@ impl<T> Array<T> {
                 .collect::<Vec<_>>()
         };
         let (sa, sb) = (aligned(&self.dims), aligned(&other.dims));
-        let n: usize = dims.iter().product();
+        let n = folded_len(&dims)?;
         let data = (0..n)
             .map(|flat| {
                 let (mut ia, mut ib) = (0, 0);

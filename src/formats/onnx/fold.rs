@@ -5,7 +5,7 @@
 //! `Reciprocal` and `Pow` by 2 or ½.
 
 use super::Fallible;
-use super::array::{self, Array, Dim};
+use super::array::{self, Array, Dim, folded_len};
 use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::ops::OpNode;
 use super::proto::data_type;
@@ -197,7 +197,7 @@ impl Importer {
                     _ => Err(format!("cannot expand a constant to {:?}", target.data)),
                 })
                 .collect::<Fallible<Vec<usize>>>()?;
-            Ok(Array { data: vec![(); dims.iter().product()], dims, integer: true })
+            Ok(Array { data: vec![(); folded_len(&dims)?], dims, integer: true })
         };
         match value {
             Value::Const(k) => {
@@ -235,7 +235,7 @@ impl Importer {
                 let (x, _) = self.real_input(n.first)?;
                 let ones = Array {
                     dims: grown.clone(),
-                    data: vec![1.0; grown.iter().product()],
+                    data: vec![1.0; folded_len(&grown)?],
                     integer: false,
                 };
                 let constant = ConstOperand { shape: grown, left: false, learned: false };
@@ -255,10 +255,7 @@ impl Importer {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| format!("a negative size in {shape:?}")))
             .collect::<Fallible<Vec<usize>>>()?;
-        let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if count.is_none_or(|c| c > 1 << 24) {
-            return Err(format!("a constant of shape {dims:?} is too large"));
-        }
+        let count = folded_len(&dims)?;
         let (fill, integer) = match n.a.get("value", super::proto::attribute_type::TENSOR)? {
             Some(attr) => {
                 let t = attr.t.as_ref().ok_or("a value attribute without a tensor")?;
@@ -269,7 +266,7 @@ impl Importer {
             }
             None => (0.0, false),
         };
-        let data = vec![fill; count.unwrap_or(0)];
+        let data = vec![fill; count];
         Ok(Value::Const(Array { dims, data, integer }))
     }
 

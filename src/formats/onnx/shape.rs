@@ -322,7 +322,11 @@ impl Importer {
                 _ => return Err(format!("bad reshape target {:?}", target.data)),
             });
         }
-        let known: usize = per.iter().filter(|&&d| d > 0).product();
+        let known = per
+            .iter()
+            .filter(|&&d| d > 0)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("reshape target {:?} overflows", target.data))?;
         match hole {
             // The whole batch of one as a vector; the Gather that reads it is handled there.
             Some(0) if rest.is_empty() && self.batch == Batch::Fixed(1) => {
@@ -469,7 +473,7 @@ fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Falli
         });
     }
     if let Some(h) = hole {
-        let known: usize = out.iter().product();
+        let known = crate::model::elements(&out).unwrap_or(0);
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {dims:?} to {target:?}"));
         }
