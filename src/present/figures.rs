@@ -29,6 +29,21 @@ pub struct Picture {
     pub scale: Option<(Colormap, (f32, f32))>,
     /// What the user must be told: a map that says nothing, a method that cannot apply.
     pub warnings: Vec<String>,
+    /// The panels of a grid picture (filters, feature maps, act-max images), for a viewer
+    /// that lays them out itself; empty for a single picture.
+    pub tiles: Vec<Tile>,
+}
+
+/// One panel of a grid picture.
+#[derive(Clone, Debug)]
+pub struct Tile {
+    /// What it shows: a filter's index, a class's name.
+    pub label: String,
+    /// Its pixels on the picture's shared scale.
+    pub image: RgbImage,
+    /// Its pixels on a scale of its own and that scale's range, where the picture has a
+    /// colour scale.
+    pub own: Option<(RgbImage, (f32, f32))>,
 }
 
 /// How heatmaps are drawn.
@@ -74,6 +89,7 @@ impl Subject<'_> {
             raw: (vec![map.height, map.width], map.data.clone()),
             scale: Some((style.colormap, (0.0, 1.0))),
             warnings: Vec::new(),
+            tiles: Vec::new(),
         })
     }
 }
@@ -206,6 +222,7 @@ pub fn occlusion(
         raw: (vec![map.height, map.width], map.data.clone()),
         scale: Some((style.colormap, (lo, hi))),
         warnings,
+        tiles: Vec::new(),
     })
 }
 
@@ -225,19 +242,32 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
     let range = (-filters.scale, filters.scale);
     // Weights are signed: jet (the heatmap default) would hide where zero is.
     let cmap = if style.colormap == Colormap::Jet { Colormap::Diverging } else { style.colormap };
-    let tiles: Vec<RgbImage> = if filters.is_rgb() {
-        filters.kernels.iter().map(|k| rgb_filter(k, filters.scale)).collect()
-    } else {
-        filters
-            .kernels
-            .iter()
-            .map(|k| {
-                let row: Vec<RgbImage> =
-                    k.iter().map(|m| pixels::map_image(m, range, cmap)).collect();
-                pixels::grid(&row, row.len(), 0, [0, 0, 0])
-            })
-            .collect()
+    // A filter as one picture on a symmetric range: as RGB, or its input channels
+    // side by side (one row, for the PNG) or in a near-square block (a tile).
+    let draw = |k: &[Map], scale: f32, columns: usize| -> RgbImage {
+        if filters.is_rgb() {
+            return rgb_filter(k, scale);
+        }
+        let part: Vec<RgbImage> =
+            k.iter().map(|m| pixels::map_image(m, (-scale, scale), cmap)).collect();
+        pixels::grid(&part, columns, u32::from(columns < k.len()), [0, 0, 0])
     };
+    let tiles: Vec<RgbImage> =
+        filters.kernels.iter().map(|k| draw(k, filters.scale, k.len())).collect();
+    let panels: Vec<Tile> = filters
+        .kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let columns = pixels::grid_columns(k.len());
+            let own = k.iter().flat_map(|m| m.data.iter()).fold(0.0f32, |a, v| a.max(v.abs()));
+            Tile {
+                label: i.to_string(),
+                image: draw(k, filters.scale, columns),
+                own: Some((draw(k, own, columns), (-own, own))),
+            }
+        })
+        .collect();
     let first = &filters.kernels[0][0];
     let caption = format!(
         "filters of {} · {} filters of {}×{}×{} · colour range ±{:.3}{}",
@@ -258,6 +288,7 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
         raw: (shape, raw),
         scale: Some((cmap, range)),
         warnings: Vec::new(),
+        tiles: panels,
     })
 }
 
@@ -271,8 +302,16 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         .iter()
         .map(Map::range)
         .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let tiles: Vec<RgbImage> =
-        maps.iter().map(|m| pixels::map_image(m, (lo, hi), style.colormap)).collect();
+    let panels: Vec<Tile> = maps
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Tile {
+            label: i.to_string(),
+            image: pixels::map_image(m, (lo, hi), style.colormap),
+            own: Some((pixels::map_image(m, m.range(), style.colormap), m.range())),
+        })
+        .collect();
+    let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
     let node = &model.graph().nodes()[layer];
     let shape = model.graph().shape(ValueId::of_node(layer));
     let caption = format!(
@@ -294,6 +333,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         raw: (shape.to_vec(), maps.iter().flat_map(|m| m.data.iter().copied()).collect()),
         scale: Some((style.colormap, (lo, hi))),
         warnings,
+        tiles: panels,
     })
 }
 
@@ -312,18 +352,30 @@ pub fn maxact(model: &Model, result: &ActMaxResult, names: &[String]) -> Result<
         result.iterations_run,
         verdicts.join(", ")
     );
-    Ok(maxact_picture([c, h, w], &result.images, caption))
+    Ok(maxact_picture([c, h, w], &result.images, names, caption))
 }
 
-/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each).
-pub fn maxact_picture([c, h, w]: [usize; 3], images: &[Vec<f32>], caption: String) -> Picture {
+/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each), the
+/// tiles labelled by `names`.
+pub fn maxact_picture(
+    [c, h, w]: [usize; 3],
+    images: &[Vec<f32>],
+    names: &[String],
+    caption: String,
+) -> Picture {
     let tiles: Vec<RgbImage> = images.iter().map(|img| pixels::input_image(img, c, h, w)).collect();
+    let panels = tiles
+        .iter()
+        .zip(names)
+        .map(|(image, name)| Tile { label: name.clone(), image: image.clone(), own: None })
+        .collect();
     Picture {
         image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),
         caption,
         raw: (vec![images.len(), c, h, w], images.iter().flatten().copied().collect()),
         scale: None,
         warnings: Vec::new(),
+        tiles: panels,
     }
 }
 
@@ -344,5 +396,6 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
         raw: (shape, pictures.iter().flat_map(|p| p.raw.1.iter().copied()).collect()),
         scale: pictures.first().and_then(|p| p.scale),
         warnings: pictures.iter().flat_map(|p| p.warnings.clone()).collect(),
+        tiles: Vec::new(),
     }
 }

@@ -5,6 +5,7 @@
 //! half-block cells.
 
 pub mod app;
+pub mod grid;
 pub mod image;
 pub mod jobs;
 pub mod keys;

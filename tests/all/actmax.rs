@@ -255,11 +255,11 @@ fn actmax_filters_of_both_conv_layers_rise_tenfold() {
         let (result, seen) = run(&model, &targets, &config);
         check_images(&result, targets.len());
         let (start, _) = run(&model, &targets, &ActMaxConfig { iterations: 0, ..config });
-        for index in 0..targets.len() {
+        for (index, first) in seen[0].iter().enumerate() {
             let before = filter_mean(&model, node, index, &start.inputs[index]);
             let after = filter_mean(&model, node, index, &result.inputs[index]);
             // What the optimiser saw at its first step is the start noise.
-            assert!((before + f64::from(seen[0][index].activation)).abs() < 1e-4);
+            assert!((before + f64::from(first.activation)).abs() < 1e-4);
             assert!(
                 after >= 10.0 * before && after > 0.1,
                 "{layer}[{index}]: {before} at the start noise, {after} in the image"

@@ -58,7 +58,11 @@ fn mistakes_are_listed_and_reached_by_keys() {
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
     press(&mut app, KeyCode::Char('n'));
     let s = screen(&app, 80, 24);
-    assert!(s.contains("Inputs 3/4") && s.contains(&format!("▶{}", wrong[0].0)), "{s}");
+    // The list says which is the prediction and which the truth.
+    assert!(s.contains("Inputs 3/4"), "{s}");
+    let row = s.lines().find(|l| l.contains('▶')).unwrap();
+    let truth = wrong[0].2.unwrap();
+    assert!(row.contains(&format!(" · true {truth}")) && row.contains("▶digit pred "), "{row}");
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Char('N'));
     assert!(screen(&app, 80, 24).contains("Inputs 3/4"));
@@ -144,10 +148,21 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     app.wait_for_job();
     assert!(screen(&app, 80, 24).contains("Occlusion · class 7 · 5×5 stride 5"));
 
+    // The help wraps and scrolls at 80×24: ↓ scrolls it, any other key closes it.
     press(&mut app, KeyCode::Char('?'));
-    assert!(screen(&app, 80, 24).contains("Keys · any key closes"));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Keys 1–") && s.contains("any other key closes"), "{s}");
+    press(&mut app, KeyCode::Down);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Keys 2–"), "{s}");
+    for _ in 0..100 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    // Scrolled to the end, and no further: the last entry (Grad-CAM's own key) is in view.
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("grad-CAM / guided grad-CAM"), "{s}");
     press(&mut app, KeyCode::Char('q'));
-    assert!(!screen(&app, 80, 24).contains("Keys · any key closes"));
+    assert!(!screen(&app, 80, 24).contains("any other key closes"));
     assert!(!app.quit, "the key that closes the help does nothing else");
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);

@@ -56,7 +56,7 @@ impl Tab for MaxAct {
 
     /// Every class in one batch for a model of few classes, the current one of many.
     fn uses(&self) -> Uses {
-        Uses { class: true, per_class: true, ..Uses::default() }
+        Uses { class: true, per_class: true, grid: true, ..Uses::default() }
     }
 
     fn heading(&self, ctx: &Ctx) -> String {
@@ -87,15 +87,17 @@ impl Tab for MaxAct {
             superseded: Superseded::Cancel,
             work: Box::new(move |job| {
                 let chw = model.input_chw().map_err(|e| report(&e))?;
+                let names: Vec<String> =
+                    classes.iter().map(|&c| model.classes[c].clone()).collect();
                 let cached = cache.as_ref().and_then(|c| c.load::<_, Entry>(KIND, &key));
                 if let Some(entry) = cached
                     && entry.images.iter().all(|i| i.len() == chw.iter().product::<usize>())
                 {
-                    return Ok(vec![figures::maxact_picture(chw, &entry.images, entry.caption)]);
+                    let picture =
+                        figures::maxact_picture(chw, &entry.images, &names, entry.caption);
+                    return Ok(vec![picture]);
                 }
                 let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c)).collect();
-                let names: Vec<String> =
-                    classes.iter().map(|&c| format!("class {}", model.classes[c])).collect();
                 let result = actmax::maximise(&model, &targets, &config, job.cancel_flag(), |p| {
                     let n = p.losses.len().max(1) as f32;
                     let mean = |f: fn(&LossTerms) -> f32| p.losses.iter().map(f).sum::<f32>() / n;
