@@ -44,7 +44,13 @@ pub struct Tile {
     /// Its pixels on a scale of its own and that scale's range, where the picture has a
     /// colour scale.
     pub own: Option<(RgbImage, (f32, f32))>,
+    /// The narrowest it may be drawn, in pixels: a block of 3×3 kernels must keep every
+    /// pixel, a feature map can lose some.
+    pub smallest: u32,
 }
+
+/// A smooth picture (a map, an image) stays readable down to this many pixels across.
+const SMALLEST_MAP: u32 = 10;
 
 /// How heatmaps are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,9 +267,11 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
         .map(|(i, k)| {
             let columns = pixels::grid_columns(k.len());
             let own = k.iter().flat_map(|m| m.data.iter()).fold(0.0f32, |a, v| a.max(v.abs()));
+            let image = draw(k, filters.scale, columns);
             Tile {
                 label: i.to_string(),
-                image: draw(k, filters.scale, columns),
+                smallest: image.width(),
+                image,
                 own: Some((draw(k, own, columns), (-own, own))),
             }
         })
@@ -309,6 +317,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
             label: i.to_string(),
             image: pixels::map_image(m, (lo, hi), style.colormap),
             own: Some((pixels::map_image(m, m.range(), style.colormap), m.range())),
+            smallest: SMALLEST_MAP,
         })
         .collect();
     let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
@@ -367,7 +376,12 @@ pub fn maxact_picture(
     let panels = tiles
         .iter()
         .zip(names)
-        .map(|(image, name)| Tile { label: name.clone(), image: image.clone(), own: None })
+        .map(|(image, name)| Tile {
+            label: name.clone(),
+            image: image.clone(),
+            own: None,
+            smallest: SMALLEST_MAP,
+        })
         .collect();
     Picture {
         image: pixels::grid(&tiles, pixels::grid_columns(tiles.len()), 1, [40, 40, 40]),

@@ -420,6 +420,8 @@ impl App {
                         (at + layers.len() - 1) % layers.len()
                     };
                     self.layer_choice.insert(self.tab, layers[next]);
+                    // Another layer's tiles: start at its first.
+                    self.grids.entry(self.tab).or_default().selected = 0;
                 }
             }
             Action::NextColormap => self.colormap = self.colormap.next(),

@@ -15,9 +15,6 @@ use crate::tui::image::HalfBlockImage;
 /// Tiles narrower than this many cells are scaled up to it (a 3×3 kernel to 6×6 pixels),
 /// so a label fits and the pixels show.
 const MIN_SMALL_TILE: u32 = 6;
-/// Larger tiles are not shrunk below this many cells across (a 26×26 map to 10×10 pixels):
-/// below it pages come instead.
-const MIN_LARGE_TILE: u32 = 10;
 
 /// How a grid's tiles sit in an area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +41,10 @@ impl GridLayout {
 
 /// Lays out `count` tiles of `size` pixels (width, height) in `area` cells (width, rows):
 /// the widest tile that lets all fit on one page, scaled by whole steps when tiles are
-/// small (so every pixel is the same size); if none does, the smallest legible tile and as
-/// many as fit per page. A cell is one pixel wide and two tall; each tile has a label row.
-pub fn layout(size: (u32, u32), count: usize, area: (u16, u16)) -> GridLayout {
+/// small (so every pixel is the same size); if none does, the smallest legible tile (not
+/// narrower than `smallest` pixels) and as many as fit per page. A cell is one pixel wide
+/// and two tall; each tile has a label row.
+pub fn layout(size: (u32, u32), smallest: u32, count: usize, area: (u16, u16)) -> GridLayout {
     let (tw, th) = (size.0.max(1), size.1.max(1));
     let (aw, ah) = (u32::from(area.0), u32::from(area.1));
     let fit = |cw: u32| {
@@ -56,7 +54,7 @@ pub fn layout(size: (u32, u32), count: usize, area: (u16, u16)) -> GridLayout {
         (rows_of_tile, columns as usize, rows as usize)
     };
     let small = tw < MIN_SMALL_TILE;
-    let smallest = if small { tw * MIN_SMALL_TILE.div_ceil(tw) } else { tw.min(MIN_LARGE_TILE) };
+    let smallest = if small { tw * MIN_SMALL_TILE.div_ceil(tw) } else { tw.min(smallest.max(1)) };
     let widths = (smallest..=aw.max(smallest)).rev().filter(|cw| !small || cw % tw == 0);
     let mut chosen = None;
     for cw in widths {
@@ -95,8 +93,9 @@ pub struct TileGrid<'a> {
 impl TileGrid<'_> {
     /// The layout of these tiles in `area`.
     pub fn layout_in(&self, area: Rect) -> GridLayout {
-        let size = self.tiles.first().map_or((1, 1), |t| t.image.dimensions());
-        layout(size, self.tiles.len(), (area.width, area.height))
+        let (size, smallest) =
+            self.tiles.first().map_or(((1, 1), 1), |t| (t.image.dimensions(), t.smallest));
+        layout(size, smallest, self.tiles.len(), (area.width, area.height))
     }
 }
 
@@ -155,12 +154,12 @@ mod tests {
     #[test]
     fn small_kernels_scale_by_whole_steps_and_fit_one_page() {
         // 32 kernels of 3×3 in 54×16 cells: 6 cells (2×) each, 3 rows of tile + label.
-        let g = layout((3, 3), 32, (54, 16));
+        let g = layout((3, 3), 3, 32, (54, 16));
         assert_eq!(g.tile, (6, 3));
         assert_eq!((g.columns, g.rows), (7, 4));
         assert_eq!(g.pages(32), 2);
         // With room for all, tiles grow in whole steps.
-        let g = layout((3, 3), 4, (54, 16));
+        let g = layout((3, 3), 3, 4, (54, 16));
         assert_eq!(g.tile.0 % 3, 0);
         assert!(g.per_page() >= 4 && g.tile.0 > 6);
     }
@@ -168,15 +167,18 @@ mod tests {
     #[test]
     fn large_maps_shrink_to_fit_then_page() {
         // Ten 28×28 images in 54×16: the widest that fits all ten.
-        let g = layout((28, 28), 10, (54, 16));
+        let g = layout((28, 28), 10, 10, (54, 16));
         assert!(g.per_page() >= 10, "{g:?}");
-        assert!(g.tile.0 >= MIN_LARGE_TILE as u16);
+        assert!(g.tile.0 >= 10);
         // 64 maps of 26×26 cannot fit at a legible size: pages, each tile ≥ 10 cells.
-        let g = layout((26, 26), 64, (54, 16));
+        let g = layout((26, 26), 10, 64, (54, 16));
         assert_eq!(g.tile.0, 10);
         assert!(g.pages(64) > 1);
+        // A block of kernels keeps every pixel: 23 pixels across stay 23 cells.
+        let g = layout((23, 23), 23, 64, (54, 16));
+        assert_eq!(g.tile.0, 23);
         // A tile larger than the area: one per page.
-        let g = layout((28, 28), 3, (8, 3));
+        let g = layout((28, 28), 10, 3, (8, 3));
         assert_eq!(g.per_page(), 1);
     }
 }

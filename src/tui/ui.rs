@@ -288,7 +288,8 @@ fn draw_tiles(frame: &mut Frame, area: Rect, bar_area: Rect, app: &App, picture:
         app.tiles_per_page.set(layout.per_page());
         frame.render_widget(widget, area);
     }
-    let layout = grid::layout(tile.image.dimensions(), count, (area.width, area.height));
+    let layout =
+        grid::layout(tile.image.dimensions(), tile.smallest, count, (area.width, area.height));
     let page = format!(" · page {}/{}", selected / layout.per_page() + 1, layout.pages(count));
     let page = if state.zoom { String::new() } else { page };
     let range = match (&tile.own, picture.scale) {
