@@ -484,11 +484,14 @@ fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
     assert!(!s.contains(&format!("thing {:03}", order[16])), "the 17th gave way: {s}");
 }
 
+/// A tile found on screen: its cells (x, y, width, height), its distinct colours, its label.
+type ScreenTile = ((u16, u16, u16, u16), usize, String);
+
 /// The tiles of a grid on the main panel of an 80×24 screen, found from the screen
 /// alone: the blocks of half-block cells between blank columns and rows. Per tile: its
 /// cells (x, y, width, height), how many distinct colours it shows, and the text of the
 /// row under it (its label).
-fn tiles_at_80_by_24(app: &App) -> Vec<((u16, u16, u16, u16), usize, String)> {
+fn tiles_at_80_by_24(app: &App) -> Vec<ScreenTile> {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     terminal.draw(|f| ui::draw(f, app)).unwrap();
     let buffer = terminal.backend().buffer().clone();
@@ -538,7 +541,7 @@ fn tiles_at_80_by_24(app: &App) -> Vec<((u16, u16, u16, u16), usize, String)> {
 }
 
 /// Every grid separator is one blank column, and tiles are labelled in order from `first`.
-fn check_grid(tiles: &[((u16, u16, u16, u16), usize, String)], first: usize, what: &str) {
+fn check_grid(tiles: &[ScreenTile], first: usize, what: &str) {
     let mut xs: Vec<(u16, u16)> = tiles.iter().map(|t| (t.0.0, t.0.2)).collect();
     xs.sort();
     xs.dedup();
