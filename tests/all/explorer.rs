@@ -613,4 +613,19 @@ fn grids_at_80_by_24_show_labelled_tiles_with_pages_and_zoom() {
     assert_eq!(tiles.len(), 10, "{tiles:?}");
     check_grid(&tiles, 0, "act-max images");
     assert!(tiles.iter().all(|t| t.1 >= 4 && t.0.2 >= 10), "{tiles:?}");
+
+    // ] goes to conv2d_1's filters, ← → pick the filter; each runs as a job of its own.
+    press(&mut app, KeyCode::Char(']'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("conv2d_1 filter 0 of 32") && s.contains("computing"), "{s}");
+    app.wait_for_job();
+    press(&mut app, KeyCode::Right);
+    assert!(screen(&app, 80, 24).contains("conv2d_1 filter 1 of 32"));
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("conv2d_1[1]") && s.contains("tf-keras-vis"), "{s}");
+    let tiles = tiles_at_80_by_24(&app);
+    assert!(tiles.len() == 1 && tiles[0].1 >= 10 && tiles[0].0.2 >= 20, "{tiles:?}");
+    press(&mut app, KeyCode::Char('['));
+    assert!(screen(&app, 80, 24).contains("every class"));
 }
