@@ -151,10 +151,11 @@ impl ActMaxConfig {
     /// filters of `conv2d_2` switched off everywhere, without gradient. tf-keras-vis's
     /// start and result ([`Recipe::TfKerasVis`]) and its norm weight 0.3 fix that; its
     /// total-variation weight 1 (made for VGG16 at 0–255, as its documentation warns) still
-    /// holds first-layer filters of the sample model to 2–5× their start, so total
-    /// variation weighs 0.1. Regulariser forms and step stay keras-vis's: tf-keras-vis's
-    /// L1 forms and its RMSProp scaled to the input range reached 1–7× (measured on the
-    /// first 16 filters of `conv2d_1` and `conv2d_2`, 200 steps, seed 0).
+    /// holds some first-layer filters of the sample model to 2–9× their start, so total
+    /// variation weighs 0.1. Regulariser forms and step stay keras-vis's: with tf-keras-vis's
+    /// L1 forms some filters stayed below 3×, and its RMSProp with the rate scaled to the
+    /// input range moved too little (7–8× without any regulariser) (measured on the first
+    /// 16 filters of `conv2d_1` and `conv2d_2`, 200 steps, seed 0).
     pub fn filters() -> Self {
         ActMaxConfig {
             lp_norm_weight: 0.3,
