@@ -96,6 +96,8 @@ pub struct App {
     pub(crate) scroll: u16,
     pub(crate) status: Option<String>,
     pub(crate) panel: Panel,
+    /// Per tab: the last picture it showed, shown again when its next job is cancelled.
+    shown: HashMap<usize, Arc<Picture>>,
     /// Per grid tab: the selected tile, zoom and scale.
     grids: HashMap<usize, GridState>,
     /// Tiles on a page as last drawn (paging moves by it).
@@ -148,6 +150,7 @@ impl App {
             scroll: 0,
             status: None,
             panel: Panel::Busy(String::new()),
+            shown: HashMap::new(),
             grids: HashMap::new(),
             tiles_per_page: Cell::new(1),
             width: DEFAULT_WIDTH,
@@ -367,9 +370,19 @@ impl App {
         if !self.jobs.get_mut(&self.tab).is_some_and(waited_for) {
             return false;
         }
-        self.status = Some("cancelled".into());
-        self.panel =
-            Panel::Unavailable("cancelled; r or a change of settings starts it again".into());
+        // The previous result stays in view rather than nothing.
+        match self.shown.get(&self.tab) {
+            Some(picture) => {
+                self.status = Some("cancelled; previous result kept".into());
+                self.panel = Panel::Picture(picture.clone());
+            }
+            None => {
+                self.status = Some("cancelled".into());
+                self.panel = Panel::Unavailable(
+                    "cancelled; r or a change of settings starts it again".into(),
+                );
+            }
+        }
         true
     }
 
@@ -516,6 +529,9 @@ impl App {
         let key = self.key();
         if let Some(pictures) = self.cache.get(&key).cloned() {
             self.panel = self.pick(&pictures);
+            if let Panel::Picture(picture) = &self.panel {
+                self.shown.insert(self.tab, picture.clone());
+            }
             self.prefetch();
             return;
         }

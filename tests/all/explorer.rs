@@ -140,6 +140,15 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     app.wait_for_job();
     let s = screen(&app, 80, 24);
     assert!(s.contains("activation maximisation · 5 steps"), "{s}");
+    // A rerun cancelled with x leaves the previous result in view.
+    press(&mut app, KeyCode::Char('r'));
+    assert!(screen(&app, 80, 24).contains("computing"));
+    press(&mut app, KeyCode::Char('x'));
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("activation maximisation · 5 steps") && s.contains("cancelled; previous"),
+        "{s}"
+    );
 
     press(&mut app, KeyCode::F(5));
     app.wait_for_job();
