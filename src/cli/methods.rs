@@ -559,7 +559,9 @@ pub struct MaxActArgs {
     /// Classes to maximise, by index or name (default: all).
     #[arg(long, num_args = 1.., allow_negative_numbers = true)]
     class: Vec<String>,
-    /// Maximise channels of this layer instead of classes.
+    /// Maximise channels of this layer instead of classes, with tf-keras-vis's settings
+    /// (total variation 1, norm 0.3, a uniform start, the last input): keras-vis's leave a
+    /// filter's image at its start noise.
     #[arg(long)]
     layer: Option<String>,
     /// Channels of --layer to maximise (default: the first 16).
@@ -607,11 +609,13 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
                 .unzip()
         }
     };
+    let settings =
+        if args.layer.is_some() { ActMaxConfig::filters() } else { ActMaxConfig::default() };
     let config = ActMaxConfig {
         iterations: args.iterations,
         jitter: args.jitter,
         seed: args.seed,
-        ..Default::default()
+        ..settings
     };
     let cancel = AtomicBool::new(false);
     let show_progress = std::io::stderr().is_terminal();
@@ -627,6 +631,14 @@ pub fn maxact_cmd(args: &MaxActArgs, out: &Output) -> Result<()> {
     })?;
     if show_progress {
         eprintln!();
+    }
+    for (name, &stuck) in names.iter().zip(&result.no_gradient) {
+        if stuck {
+            eprintln!(
+                "convscope: warning: {name} had no gradient at any step: {} (try another --seed)",
+                actmax::NO_GRADIENT
+            );
+        }
     }
     emit_picture(figures::maxact(&model, &result, &names)?, out)
 }

@@ -39,9 +39,12 @@
 //!
 //! A consequence of keras-vis's scheme worth knowing: the first RMSProp step moves every
 //! pixel by about ±4.5 whatever the input range, so total variation starts huge. Class
-//! scores grow far faster than it and win; a first-layer filter's mean does not, and its
-//! lowest total can stay at the start noise while the activation itself climbs. Lower
-//! regulariser weights show such filters.
+//! scores grow far faster than it and win; a filter's mean does not, and its lowest total
+//! stays at the start noise bit for bit while the activation itself climbs. And keras-vis's
+//! flat start leaves many filters of a deeper layer switched off everywhere (ReLU at 0), so
+//! they have no gradient at all. Filters therefore get tf-keras-vis's settings
+//! ([`ActMaxConfig::filters`]: lower weights, a uniform start, the last input), and
+//! [`ActMaxResult::no_gradient`] says when a target never had a gradient.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::engine::{Point, ReluRule, Seed};
 use crate::error::{Error, Result};
@@ -69,6 +72,9 @@ pub const INFO: MethodInfo = MethodInfo {
 
 /// The `p` of the L-p norm regulariser (keras-vis's default).
 pub const LP_NORM_P: i32 = 6;
+/// Why a target can have no gradient, for the warnings that say so.
+pub const NO_GRADIENT: &str =
+    "its ReLU is off for every pixel of the start noise, so the image shows the regularisers only";
 /// keras-vis's `K.epsilon()`.
 const EPSILON: f64 = 1e-7;
 /// RMSProp decay of keras-vis's optimiser.
@@ -91,7 +97,19 @@ pub enum Target {
     },
 }
 
-/// Settings of the optimisation; the defaults are keras-vis's.
+/// Where the optimisation starts and which input comes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Recipe {
+    /// keras-vis 0.4: normal noise around the middle of the input range (std 0.05 of its
+    /// width); the input of the lowest total loss comes back.
+    KerasVis,
+    /// tf-keras-vis 0.8: uniform noise over the whole input range, which switches on far
+    /// more filters; the input after the last step comes back.
+    TfKerasVis,
+}
+
+/// Settings of the optimisation; the defaults are keras-vis's, [`ActMaxConfig::filters`]
+/// tf-keras-vis's.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ActMaxConfig {
     /// Number of gradient steps (200).
@@ -108,6 +126,8 @@ pub struct ActMaxConfig {
     pub jitter: usize,
     /// Seeds the start noise and the jitter.
     pub seed: u64,
+    /// Whose start and result (keras-vis's).
+    pub recipe: Recipe,
 }
 
 impl Default for ActMaxConfig {
@@ -119,6 +139,29 @@ impl Default for ActMaxConfig {
             tv_weight: 10.0,
             jitter: 0,
             seed: 0,
+            recipe: Recipe::KerasVis,
+        }
+    }
+}
+
+impl ActMaxConfig {
+    /// The settings for filters (channels of a layer). With keras-vis's a filter's image
+    /// is its start noise bit for bit: the first step raises total variation far more than
+    /// a filter's mean, so the lowest total is the start; and the flat start leaves most
+    /// filters of `conv2d_2` switched off everywhere, without gradient. tf-keras-vis's
+    /// start and result ([`Recipe::TfKerasVis`]) and its norm weight 0.3 fix that; its
+    /// total-variation weight 1 (made for VGG16 at 0–255, as its documentation warns) still
+    /// holds some first-layer filters of the sample model to 2–9× their start, so total
+    /// variation weighs 0.1. Regulariser forms and step stay keras-vis's: with tf-keras-vis's
+    /// L1 forms some filters stayed below 3×, and its RMSProp with the rate scaled to the
+    /// input range moved too little (7–8× without any regulariser) (measured on the first
+    /// 16 filters of `conv2d_1` and `conv2d_2`, 200 steps, seed 0).
+    pub fn filters() -> Self {
+        ActMaxConfig {
+            lp_norm_weight: 0.3,
+            tv_weight: 0.1,
+            recipe: Recipe::TfKerasVis,
+            ..ActMaxConfig::default()
         }
     }
 }
@@ -155,13 +198,16 @@ pub struct ActMaxResult {
     /// (standardised to std 0.1 around 0.5, clipped) to pixels in [0, 1], planar `[C, H, W]`.
     /// Always [0, 1], also for models whose input range is another.
     pub images: Vec<Vec<f32>>,
-    /// Per target: the loss terms of the best input.
+    /// Per target: the loss terms of the input returned.
     pub best: Vec<LossTerms>,
     /// Per target: the best input as the model sees it (not deprocessed), `[1, C, H, W]` in
     /// the model's dtype, so callers can classify it.
     pub inputs: Vec<Tensor>,
     /// Iterations actually run (fewer than asked if cancelled).
     pub iterations_run: usize,
+    /// Per target: true when the activation had no gradient at any step (a filter whose
+    /// ReLU stayed off everywhere), so the image shows the regularisers only.
+    pub no_gradient: Vec<bool>,
 }
 
 /// The two regularisers on one input and the gradient of their sum.
@@ -311,8 +357,9 @@ impl Problem<'_> {
     }
 
     /// Losses of every row of `x` (`[B, C, H, W]` flat) and, when asked, the gradient of
-    /// each row's total loss with respect to that row.
-    fn evaluate(&self, x: &[f32], with_gradient: bool) -> Result<(Vec<LossTerms>, Vec<f64>)> {
+    /// each row's total loss with respect to that row and whether its activation part
+    /// was anything but zero.
+    fn evaluate(&self, x: &[f32], with_gradient: bool) -> Result<Evaluation> {
         let [c, h, w] = self.chw;
         let n = self.sample_len();
         let batch = self.targets.len();
@@ -356,6 +403,11 @@ impl Problem<'_> {
             }
         }
 
+        let activation_moves: Vec<bool> = if with_gradient {
+            gradient.chunks_exact(n).map(|g| g.iter().any(|&v| v != 0.0)).collect()
+        } else {
+            Vec::new()
+        };
         let mut losses = Vec::with_capacity(batch);
         for (row, sample) in x.chunks_exact(n).enumerate() {
             let sample: Vec<f64> = sample.iter().map(|&v| f64::from(v)).collect();
@@ -377,8 +429,17 @@ impl Problem<'_> {
                 total: (activation[row] + reg.lp_norm + reg.tv) as f32,
             });
         }
-        Ok((losses, gradient))
+        Ok(Evaluation { losses, gradient, activation_moves })
     }
+}
+
+/// What [`Problem::evaluate`] found.
+struct Evaluation {
+    losses: Vec<LossTerms>,
+    /// Per row, flat; empty when not asked for.
+    gradient: Vec<f64>,
+    /// Per row: the activation's gradient has a non-zero entry; empty when not asked for.
+    activation_moves: Vec<bool>,
 }
 
 /// The model's value range per channel, in the space the model reads (after mean/std).
@@ -440,14 +501,26 @@ pub fn maximise(
     let mut x = Vec::with_capacity(batch * n);
     for _ in 0..batch {
         for &(lo, hi) in &ranges {
-            let noise = Normal::new((lo + hi) / 2.0, 0.05 * (hi - lo).abs()).map_err(|e| {
+            let no_noise = |e: &dyn std::fmt::Display| {
                 Error::Invalid(format!("the model's input range gives no start noise: {e}"))
-            })?;
-            x.extend((0..plane).map(|_| noise.sample(&mut rng) as f32));
+            };
+            match config.recipe {
+                Recipe::KerasVis => {
+                    let noise = Normal::new((lo + hi) / 2.0, 0.05 * (hi - lo).abs())
+                        .map_err(|e| no_noise(&e))?;
+                    x.extend((0..plane).map(|_| noise.sample(&mut rng) as f32));
+                }
+                Recipe::TfKerasVis => {
+                    let noise =
+                        Uniform::new_inclusive(lo.min(hi), lo.max(hi)).map_err(|e| no_noise(&e))?;
+                    x.extend((0..plane).map(|_| noise.sample(&mut rng) as f32));
+                }
+            }
         }
     }
 
     let mut cache = vec![0.0f64; batch * n];
+    let mut no_gradient = vec![true; batch];
     let mut best: Vec<Option<(LossTerms, Vec<f32>)>> = vec![None; batch];
     let keep_best =
         |best: &mut [Option<(LossTerms, Vec<f32>)>], losses: &[LossTerms], x: &[f32]| {
@@ -475,8 +548,14 @@ pub fn maximise(
             }
         }
         let evaluated = if jitter > 0 { &rolled } else { &x };
-        let (losses, gradient) = problem.evaluate(evaluated, true)?;
-        keep_best(&mut best, &losses, &x);
+        let Evaluation { losses, gradient, activation_moves } =
+            problem.evaluate(evaluated, true)?;
+        for (stuck, moves) in no_gradient.iter_mut().zip(activation_moves) {
+            *stuck &= !moves;
+        }
+        if config.recipe == Recipe::KerasVis {
+            keep_best(&mut best, &losses, &x);
+        }
 
         for (row, shift) in shifts.iter().enumerate() {
             let range = row * n..(row + 1) * n;
@@ -509,11 +588,20 @@ pub fn maximise(
             losses: &losses,
         });
     }
-    let (losses, _) = problem.evaluate(&x, false)?;
-    keep_best(&mut best, &losses, &x);
+    let last = problem.evaluate(&x, false)?;
+    if config.recipe == Recipe::TfKerasVis {
+        best.fill(None);
+    }
+    keep_best(&mut best, &last.losses, &x);
 
-    let mut result =
-        ActMaxResult { images: Vec::new(), best: Vec::new(), inputs: Vec::new(), iterations_run };
+    let mut result = ActMaxResult {
+        images: Vec::new(),
+        best: Vec::new(),
+        inputs: Vec::new(),
+        iterations_run,
+        // Without a single step nothing is known about the gradient.
+        no_gradient: if iterations_run == 0 { vec![false; batch] } else { no_gradient },
+    };
     for (loss, input) in best.into_iter().flatten() {
         result.images.push(deprocess_input(&input));
         result.inputs.push(

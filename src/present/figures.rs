@@ -31,6 +31,9 @@ pub struct Picture {
     pub warnings: Vec<String>,
     /// How `image` divides into labelled panels.
     pub panels: Panels,
+    /// The panels of a grid picture (filters, feature maps, act-max images), for a viewer
+    /// that lays them out itself; empty for a single picture.
+    pub tiles: Vec<Tile>,
 }
 
 /// How a picture's image divides into panels: a grid as [`pixels::grid`] lays it out, of
@@ -251,6 +254,24 @@ fn dim(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// One panel of a grid picture.
+#[derive(Clone, Debug)]
+pub struct Tile {
+    /// What it shows: a filter's index, a class's name.
+    pub label: String,
+    /// Its pixels on the picture's shared scale.
+    pub image: RgbImage,
+    /// Its pixels on a scale of its own and that scale's range, where the picture has a
+    /// colour scale.
+    pub own: Option<(RgbImage, (f32, f32))>,
+    /// The narrowest it may be drawn, in pixels: a block of 3×3 kernels must keep every
+    /// pixel, a feature map can lose some.
+    pub smallest: u32,
+}
+
+/// A smooth picture (a map, an image) stays readable down to this many pixels across.
+const SMALLEST_MAP: u32 = 10;
+
 /// How heatmaps are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Style {
@@ -300,6 +321,7 @@ impl Subject<'_> {
             scale: Some((style.colormap, (0.0, 1.0))),
             warnings: Vec::new(),
             panels: Panels::single(self.short_label(class)),
+            tiles: Vec::new(),
         })
     }
 
@@ -346,6 +368,7 @@ impl Subject<'_> {
             scale: first.scale,
             warnings,
             panels: Panels::grid(tiles.len(), 2, labels),
+            tiles: Vec::new(),
         })
     }
 }
@@ -508,6 +531,7 @@ pub fn occlusion(
         scale: Some((cmap, range)),
         warnings,
         panels: Panels::grid(3, 1, vec!["input".into(), what.into(), "argmax class".into()]),
+        tiles: Vec::new(),
     })
 }
 
@@ -527,19 +551,34 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
     let range = (-filters.scale, filters.scale);
     // Weights are signed: jet (the heatmap default) would hide where zero is.
     let cmap = if style.colormap == Colormap::Jet { Colormap::Diverging } else { style.colormap };
-    let tiles: Vec<RgbImage> = if filters.is_rgb() {
-        filters.kernels.iter().map(|k| rgb_filter(k, filters.scale)).collect()
-    } else {
-        filters
-            .kernels
-            .iter()
-            .map(|k| {
-                let row: Vec<RgbImage> =
-                    k.iter().map(|m| pixels::map_image(m, range, cmap)).collect();
-                pixels::grid(&row, row.len(), 0, [0, 0, 0])
-            })
-            .collect()
+    // A filter as one picture on a symmetric range: as RGB, or its input channels
+    // side by side (one row, for the PNG) or in a near-square block (a tile).
+    let draw = |k: &[Map], scale: f32, columns: usize| -> RgbImage {
+        if filters.is_rgb() {
+            return rgb_filter(k, scale);
+        }
+        let part: Vec<RgbImage> =
+            k.iter().map(|m| pixels::map_image(m, (-scale, scale), cmap)).collect();
+        pixels::grid(&part, columns, u32::from(columns < k.len()), [0, 0, 0])
     };
+    let tiles: Vec<RgbImage> =
+        filters.kernels.iter().map(|k| draw(k, filters.scale, k.len())).collect();
+    let panels: Vec<Tile> = filters
+        .kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let columns = pixels::grid_columns(k.len());
+            let own = k.iter().flat_map(|m| m.data.iter()).fold(0.0f32, |a, v| a.max(v.abs()));
+            let image = draw(k, filters.scale, columns);
+            Tile {
+                label: i.to_string(),
+                smallest: image.width(),
+                image,
+                own: Some((draw(k, own, columns), (-own, own))),
+            }
+        })
+        .collect();
     let first = &filters.kernels[0][0];
     let caption = format!(
         "filters of {} · {} filters of {}×{}×{} · colour range ±{:.3}{}",
@@ -562,6 +601,7 @@ pub fn filters(model: &Model, layer: usize, style: Style) -> Result<Picture> {
         scale: Some((cmap, range)),
         warnings: Vec::new(),
         panels: Panels::grid(columns, 1, (0..tiles.len()).map(|i| format!("#{i}")).collect()),
+        tiles: panels,
     })
 }
 
@@ -575,8 +615,17 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         .iter()
         .map(Map::range)
         .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let tiles: Vec<RgbImage> =
-        maps.iter().map(|m| pixels::map_image(m, (lo, hi), style.colormap)).collect();
+    let panels: Vec<Tile> = maps
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Tile {
+            label: i.to_string(),
+            image: pixels::map_image(m, (lo, hi), style.colormap),
+            own: Some((pixels::map_image(m, m.range(), style.colormap), m.range())),
+            smallest: SMALLEST_MAP,
+        })
+        .collect();
+    let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
     let node = &model.graph().nodes()[layer];
     let shape = model.graph().shape(ValueId::of_node(layer));
     let caption = format!(
@@ -600,6 +649,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         scale: Some((style.colormap, (lo, hi))),
         warnings,
         panels: Panels::grid(columns, 1, (0..tiles.len()).map(|i| format!("#{i}")).collect()),
+        tiles: panels,
     })
 }
 
@@ -618,26 +668,37 @@ pub fn maxact(model: &Model, result: &ActMaxResult, names: &[String]) -> Result<
         result.iterations_run,
         verdicts.join(", ")
     );
-    Ok(maxact_picture([c, h, w], &result.images, caption, names.to_vec()))
+    Ok(maxact_picture([c, h, w], &result.images, names, caption))
 }
 
-/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each), each
-/// labelled with its target.
+/// The grid of activation-maximisation images (pixels `[C, H, W]` in [0, 1] each), the
+/// tiles labelled by `names`.
 pub fn maxact_picture(
     [c, h, w]: [usize; 3],
     images: &[Vec<f32>],
+    names: &[String],
     caption: String,
-    labels: Vec<String>,
 ) -> Picture {
     let tiles: Vec<RgbImage> = images.iter().map(|img| pixels::input_image(img, c, h, w)).collect();
     let columns = pixels::grid_columns(tiles.len());
+    let grid_tiles = tiles
+        .iter()
+        .zip(names)
+        .map(|(image, name)| Tile {
+            label: name.clone(),
+            image: image.clone(),
+            own: None,
+            smallest: SMALLEST_MAP,
+        })
+        .collect();
     Picture {
         image: pixels::grid(&tiles, columns, 1, [40, 40, 40]),
         caption,
         raw: (vec![images.len(), c, h, w], images.iter().flatten().copied().collect()),
         scale: None,
         warnings: Vec::new(),
-        panels: Panels::grid(columns, 1, labels),
+        panels: Panels::grid(columns, 1, names.to_vec()),
+        tiles: grid_tiles,
     }
 }
 
@@ -664,6 +725,7 @@ pub fn combine(mut pictures: Vec<Picture>, title: &str) -> Picture {
             1,
             pictures.iter().map(|p| p.panels.labels.join(" ")).collect(),
         ),
+        tiles: Vec::new(),
     }
 }
 
@@ -679,6 +741,7 @@ mod tests {
             scale,
             warnings: vec!["careful".into()],
             panels,
+            tiles: Vec::new(),
         }
     }
 

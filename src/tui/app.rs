@@ -5,6 +5,7 @@
 //! probable) on a per-class tab of a many-class model. What each tab shows is the tab's
 //! business ([`crate::tui::tabs`]); the app keeps what the tabs share.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,17 @@ pub struct ViewKey {
     settings: Vec<u64>,
 }
 
+/// How a grid tab shows its tiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GridState {
+    /// The selected tile (on a tab whose tiles are classes, the class is).
+    pub selected: usize,
+    /// The selected tile over the whole panel.
+    pub zoom: bool,
+    /// Each tile on a colour scale of its own.
+    pub own_scale: bool,
+}
+
 /// The main panel's width before the first resize tells the real one (an 80-column
 /// terminal less the side list and borders).
 const DEFAULT_WIDTH: u16 = 54;
@@ -78,11 +90,19 @@ pub struct App {
     layer_choice: HashMap<usize, usize>,
     pub(crate) options: Options,
     pub(crate) show_help: bool,
+    /// The help's first line shown.
+    pub(crate) help_scroll: u16,
     /// The class search box, while open.
     pub(crate) picker: Option<ClassPicker>,
     pub(crate) scroll: u16,
     pub(crate) status: Option<String>,
     pub(crate) panel: Panel,
+    /// Per tab: the last picture it showed, shown again when its next job is cancelled.
+    shown: HashMap<usize, Arc<Picture>>,
+    /// Per grid tab: the selected tile, zoom and scale.
+    grids: HashMap<usize, GridState>,
+    /// Tiles on a page as last drawn (paging moves by it).
+    pub(crate) tiles_per_page: Cell<usize>,
     /// The main panel's width in cells, for views laid out to it.
     width: u16,
     cache: HashMap<ViewKey, Arc<Vec<Picture>>>,
@@ -128,10 +148,14 @@ impl App {
             layer_choice: HashMap::new(),
             options,
             show_help: false,
+            help_scroll: 0,
             picker: None,
             scroll: 0,
             status: None,
             panel: Panel::Busy(String::new()),
+            shown: HashMap::new(),
+            grids: HashMap::new(),
+            tiles_per_page: Cell::new(1),
             width: DEFAULT_WIDTH,
             cache: HashMap::new(),
             jobs: HashMap::new(),
@@ -211,6 +235,40 @@ impl App {
         }
     }
 
+    /// How the current tab shows its tiles; the selected tile is the class where tiles
+    /// are classes.
+    pub fn grid(&self) -> GridState {
+        let state = self.grids.get(&self.tab).copied().unwrap_or_default();
+        if self.current_tab().uses().class {
+            GridState { selected: self.class, ..state }
+        } else {
+            state
+        }
+    }
+
+    /// Moves the selected tile by `step`, wrapping round the tiles, or (pages) stopping at
+    /// the first and last.
+    fn move_tile(&mut self, step: isize, wrap: bool) {
+        let count = match &self.panel {
+            Panel::Picture(p) => p.tiles.len(),
+            _ => 0,
+        };
+        if count == 0 {
+            return;
+        }
+        let at = self.grid().selected.min(count - 1) as isize;
+        let to = if wrap {
+            (at + step).rem_euclid(count as isize)
+        } else {
+            (at + step).clamp(0, count as isize - 1)
+        } as usize;
+        if self.current_tab().uses().class {
+            self.class = to;
+        } else {
+            self.grids.entry(self.tab).or_default().selected = to;
+        }
+    }
+
     /// The current input.
     pub(crate) fn current(&self) -> Option<&InputItem> {
         self.inputs.get(self.input)
@@ -268,8 +326,16 @@ impl App {
         self.quiet_since = Instant::now();
         self.prefetch_failed = false;
         if self.show_help {
-            // Any key closes the help; it does nothing else.
-            self.show_help = false;
+            // Arrows and pages scroll the help; any other key closes it and does nothing else.
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => self.help_scroll += 1,
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.help_scroll = self.help_scroll.saturating_sub(1)
+                }
+                KeyCode::PageDown | KeyCode::Char(' ') => self.help_scroll += 10,
+                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                _ => self.show_help = false,
+            }
             return;
         }
         if let Some(picker) = &mut self.picker {
@@ -308,9 +374,19 @@ impl App {
         if !self.jobs.get_mut(&self.tab).is_some_and(waited_for) {
             return false;
         }
-        self.status = Some("cancelled".into());
-        self.panel =
-            Panel::Unavailable("cancelled; r or a change of settings starts it again".into());
+        // The previous result stays in view rather than nothing.
+        match self.shown.get(&self.tab) {
+            Some(picture) => {
+                self.status = Some("cancelled; previous result kept".into());
+                self.panel = Panel::Picture(picture.clone());
+            }
+            None => {
+                self.status = Some("cancelled".into());
+                self.panel = Panel::Unavailable(
+                    "cancelled; r or a change of settings starts it again".into(),
+                );
+            }
+        }
         true
     }
 
@@ -361,6 +437,8 @@ impl App {
                         (at + layers.len() - 1) % layers.len()
                     };
                     self.layer_choice.insert(self.tab, layers[next]);
+                    // Another layer's tiles: start at its first.
+                    self.grids.entry(self.tab).or_default().selected = 0;
                 }
             }
             Action::NextColormap => self.colormap = self.colormap.next(),
@@ -374,7 +452,24 @@ impl App {
             }
             Action::ScrollDown => self.scroll = self.scroll.saturating_add(10),
             Action::ScrollUp => self.scroll = self.scroll.saturating_sub(10),
-            Action::Help => self.show_help = true,
+            Action::Help => {
+                self.show_help = true;
+                self.help_scroll = 0;
+            }
+            Action::NextTile => self.move_tile(1, true),
+            Action::PrevTile => self.move_tile(-1, true),
+            Action::NextPage | Action::PrevPage => {
+                let page = self.tiles_per_page.get().max(1) as isize;
+                self.move_tile(if action == Action::NextPage { page } else { -page }, false);
+            }
+            Action::Zoom => {
+                let grid = self.grids.entry(self.tab).or_default();
+                grid.zoom = !grid.zoom;
+            }
+            Action::TileScale => {
+                let grid = self.grids.entry(self.tab).or_default();
+                grid.own_scale = !grid.own_scale;
+            }
             Action::FindClass => self.picker = Some(ClassPicker::default()),
             Action::Own(own) => self.tabs[self.tab].act(own, &self.model),
         }
@@ -438,6 +533,9 @@ impl App {
         let key = self.key();
         if let Some(pictures) = self.cache.get(&key).cloned() {
             self.panel = self.pick(&pictures);
+            if let Panel::Picture(picture) = &self.panel {
+                self.shown.insert(self.tab, picture.clone());
+            }
             self.prefetch();
             return;
         }

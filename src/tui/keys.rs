@@ -50,6 +50,18 @@ pub enum Action {
     ScrollUp,
     /// Show or hide the help.
     Help,
+    /// Next tile of a grid.
+    NextTile,
+    /// Previous tile of a grid.
+    PrevTile,
+    /// Next page of a grid.
+    NextPage,
+    /// Previous page of a grid.
+    PrevPage,
+    /// One tile over the whole panel, or the grid again.
+    Zoom,
+    /// One colour scale for every tile, or one per tile.
+    TileScale,
     /// One of the current tab's own actions, numbered by the tab.
     Own(u8),
 }
@@ -75,6 +87,8 @@ pub struct Uses {
     pub per_class: bool,
     /// The view is text (it scrolls).
     pub text: bool,
+    /// The view is a grid of tiles (pages, a selected tile, zoom).
+    pub grid: bool,
 }
 
 /// Which tabs a shared binding works on: those whose view uses what it changes.
@@ -94,6 +108,10 @@ pub enum Need {
     Overlay,
     /// Tabs that show text (scrolling).
     Text,
+    /// Tabs that show a grid of tiles.
+    Grid,
+    /// Grid tabs whose tiles are not classes (there ← → pick a tile, not a class).
+    Tiles,
 }
 
 impl Need {
@@ -107,6 +125,8 @@ impl Need {
             Need::Colormap => uses.colormap,
             Need::Overlay => uses.overlay,
             Need::Text => uses.text,
+            Need::Grid => uses.grid,
+            Need::Tiles => uses.grid && !uses.class,
         }
     }
 }
@@ -201,6 +221,22 @@ pub const BINDINGS: &[Binding] = &[
         help: "tab by number (also Alt+1…; plain 1… when digits are not classes)",
         action: Action::TabByNumber,
         need: Need::Always,
+        status: None,
+    },
+    Binding {
+        keys: &[(KeyCode::Right, NONE), ch('l')],
+        label: "→ l",
+        help: "next tile",
+        action: Action::NextTile,
+        need: Need::Tiles,
+        status: Some(("←/→", "tile")),
+    },
+    Binding {
+        keys: &[(KeyCode::Left, NONE), ch('h')],
+        label: "← h",
+        help: "previous tile",
+        action: Action::PrevTile,
+        need: Need::Tiles,
         status: None,
     },
     Binding {
@@ -341,6 +377,38 @@ pub const BINDINGS: &[Binding] = &[
         action: Action::ScrollUp,
         need: Need::Text,
         status: None,
+    },
+    Binding {
+        keys: &[(KeyCode::PageDown, NONE), ch(' ')],
+        label: "PgDn",
+        help: "next page of tiles",
+        action: Action::NextPage,
+        need: Need::Grid,
+        status: Some(("PgDn/PgUp", "page")),
+    },
+    Binding {
+        keys: &[(KeyCode::PageUp, NONE)],
+        label: "PgUp",
+        help: "previous page of tiles",
+        action: Action::PrevPage,
+        need: Need::Grid,
+        status: None,
+    },
+    Binding {
+        keys: &[(KeyCode::Enter, NONE)],
+        label: "Enter",
+        help: "zoom: the selected tile over the panel, or the grid",
+        action: Action::Zoom,
+        need: Need::Grid,
+        status: Some(("Enter", "zoom")),
+    },
+    Binding {
+        keys: &[ch('t')],
+        label: "t",
+        help: "tiles: one colour scale for all, or one each",
+        action: Action::TileScale,
+        need: Need::Grid,
+        status: Some(("t", "scale")),
     },
     Binding {
         keys: &[ch('e')],

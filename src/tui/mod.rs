@@ -5,6 +5,7 @@
 //! (true pixels where the terminal can, half-block cells elsewhere).
 
 pub mod app;
+pub mod grid;
 pub mod image;
 pub mod jobs;
 pub mod keys;

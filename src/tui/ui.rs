@@ -7,8 +7,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, List, ListItem, ListState, Paragraph, Tabs, Wrap};
 
 use crate::present::ansi;
+use crate::present::colormap::Colormap;
+use crate::present::figures::Picture;
 use crate::tui::app::{App, Panel};
-use crate::tui::image::{PictureWidget, color};
+use crate::tui::grid::{self, TileGrid};
+use crate::tui::image::{HalfBlockImage, PictureWidget, color};
 use crate::tui::keys;
 use crate::tui::picker::ClassPicker;
 
@@ -92,23 +95,31 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
         .iter()
         .map(|item| {
             let predicted = crate::engine::argmax(&item.probs);
-            let mark = match item.label {
-                Some(l) if l == predicted => Span::styled(" ✓", Style::new().fg(Color::Green)),
+            // The verdict first, the file name in what is left (at least a few letters).
+            let room = usize::from(SIDE_WIDTH).saturating_sub(3);
+            let most = room.saturating_sub(6);
+            let cut = |text: String, width: usize| -> String { text.chars().take(width).collect() };
+            let pred = format!("pred {}", class_name(app, predicted));
+            let (verdict, colour) = match item.label {
+                Some(l) if l == predicted => (format!("{pred} ✓"), Color::Green),
                 Some(l) => {
-                    let truth: String = class_name(app, l).chars().take(3).collect();
-                    Span::styled(format!(" ✗{truth}"), Style::new().fg(Color::Red))
+                    // Each name gets half of what the words leave, so "true" stays in view.
+                    let half = most.saturating_sub(14) / 2;
+                    let truth = cut(class_name(app, l).to_string(), half.max(1));
+                    let pred = format!(
+                        "pred {}",
+                        cut(class_name(app, predicted).to_string(), half.max(1))
+                    );
+                    (format!("{pred} · true {truth}"), Color::Red)
                 }
-                None => Span::raw(""),
+                None => (pred, Color::Reset),
             };
-            let width = usize::from(SIDE_WIDTH).saturating_sub(12);
-            let name: String = item.name.chars().take(width).collect();
+            let verdict = cut(verdict, most);
+            let width = room.saturating_sub(verdict.chars().count() + 1);
+            let name = cut(item.name.clone(), width);
             ListItem::new(Line::from(vec![
                 Span::raw(format!("{name:<width$} ")),
-                Span::styled(
-                    class_name(app, predicted).chars().take(3).collect::<String>(),
-                    Style::new().bold(),
-                ),
-                mark,
+                Span::styled(verdict, Style::new().fg(colour).bold()),
             ]))
         })
         .collect();
@@ -133,7 +144,12 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
                 *last = app.class;
             }
         }
-        let name_width = if k <= 10 { 3 } else { 9 };
+        // Names get the width there is, the bar keeps at least a few cells.
+        let longest = order
+            .iter()
+            .map(|&c| class_name(app, c).chars().count() + if k > 10 { 5 } else { 0 })
+            .max();
+        let name_width = longest.unwrap_or(1).min(usize::from(probs_area.width).saturating_sub(11));
         let bar_width = usize::from(probs_area.width.saturating_sub(9)).saturating_sub(name_width);
         for (row, c) in order.into_iter().enumerate() {
             let p = item.probs[c];
@@ -184,26 +200,28 @@ fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
                 (text.chars().count() as u16).div_ceil(inner.width.saturating_sub(8).max(1))
             };
             let note = app.input_note().map(|n| format!("input: {n}"));
-            let caption_lines = rows(&picture.caption)
+            let mut caption_lines = rows(&picture.caption)
                 + picture.warnings.iter().map(|w| rows(w)).sum::<u16>()
                 + note.as_deref().map_or(0, rows);
+            let tiled = !picture.tiles.is_empty();
+            if tiled {
+                // The tiles need the room more than a long caption does.
+                caption_lines = caption_lines.min(2 + picture.warnings.len() as u16);
+            }
             let [image_area, bar_area, text_area] = Layout::vertical([
                 Constraint::Min(1),
-                Constraint::Length(u16::from(picture.scale.is_some())),
+                Constraint::Length(u16::from(picture.scale.is_some() || tiled)),
                 Constraint::Length(caption_lines),
             ])
             .areas(inner);
-            let widget = PictureWidget::new(&picture.image, &app.pixels, app.options.color);
-            frame.render_widget(widget, image_area);
-            if let Some((cmap, (lo, hi))) = picture.scale {
-                let width = usize::from(bar_area.width.saturating_sub(20).min(40));
-                let mut spans = vec![Span::raw(format!("{lo:>8.3} "))];
-                for i in 0..width {
-                    let rgb = cmap.rgb(i as f32 / (width.max(2) - 1) as f32);
-                    spans.push(Span::styled("█", Style::new().fg(color(rgb, app.options.color))));
+            if tiled {
+                draw_tiles(frame, image_area, bar_area, app, picture);
+            } else {
+                let widget = PictureWidget::new(&picture.image, &app.pixels, app.options.color);
+                frame.render_widget(widget, image_area);
+                if let Some((cmap, range)) = picture.scale {
+                    draw_colour_bar(frame, bar_area, app, cmap, range, "");
                 }
-                spans.push(Span::raw(format!(" {hi:.3}  {}", cmap.name())));
-                frame.render_widget(Paragraph::new(Line::from(spans)).centered(), bar_area);
             }
             let mut lines: Vec<Line> = picture
                 .warnings
@@ -214,6 +232,78 @@ fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
             lines.extend(note.map(|n| Line::styled(n, Style::new().fg(Color::Cyan))));
             frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
         }
+    }
+}
+
+/// A colour bar for `cmap` over `range`, `note` after its name.
+fn draw_colour_bar(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    cmap: Colormap,
+    (lo, hi): (f32, f32),
+    note: &str,
+) {
+    let (left, right) = (format!("{lo:>8.3} "), format!(" {hi:.3}  {}{note}", cmap.name()));
+    let text = (left.chars().count() + right.chars().count()) as u16;
+    let width = usize::from(area.width.saturating_sub(text + 1).min(40));
+    let mut spans = vec![Span::raw(left)];
+    for i in 0..width {
+        let rgb = cmap.rgb(i as f32 / (width.max(2) - 1) as f32);
+        spans.push(Span::styled("█", Style::new().fg(color(rgb, app.options.color))));
+    }
+    spans.push(Span::raw(right));
+    frame.render_widget(Paragraph::new(Line::from(spans)).centered(), area);
+}
+
+/// A grid picture: one page of labelled tiles with the page and scale under it, or the
+/// selected tile zoomed with its own colour bar.
+fn draw_tiles(frame: &mut Frame, area: Rect, bar_area: Rect, app: &App, picture: &Picture) {
+    let state = app.grid();
+    let count = picture.tiles.len();
+    let selected = state.selected.min(count - 1);
+    let tile = &picture.tiles[selected];
+    let own = state.own_scale && tile.own.is_some();
+    if state.zoom {
+        let [image_area, label_area] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
+        frame.render_widget(
+            HalfBlockImage::new(grid::tile_image(tile, own), app.options.color),
+            image_area,
+        );
+        let label =
+            format!("{} ({} of {count}) · Enter: back to the grid", tile.label, selected + 1);
+        frame.render_widget(
+            Paragraph::new(label).centered().style(Style::new().fg(ACCENT)),
+            label_area,
+        );
+    } else {
+        let widget = TileGrid {
+            tiles: &picture.tiles,
+            selected,
+            own_scale: own,
+            mode: app.options.color,
+            accent: ACCENT,
+        };
+        let layout = widget.layout_in(area);
+        app.tiles_per_page.set(layout.per_page());
+        frame.render_widget(widget, area);
+    }
+    let layout =
+        grid::layout(tile.image.dimensions(), tile.smallest, count, (area.width, area.height));
+    let page = format!(" · page {}/{}", selected / layout.per_page() + 1, layout.pages(count));
+    let page = if state.zoom { String::new() } else { page };
+    let range = match (&tile.own, picture.scale) {
+        (Some((_, range)), Some((cmap, _))) if own => Some((cmap, *range, " · own scale each")),
+        (_, Some((cmap, range))) => Some((cmap, range, " · one scale")),
+        _ => None,
+    };
+    match range {
+        Some((cmap, range, note)) => {
+            draw_colour_bar(frame, bar_area, app, cmap, range, &format!("{note}{page}"))
+        }
+        None => frame
+            .render_widget(Paragraph::new(format!("{} tiles{page}", count)).centered(), bar_area),
     }
 }
 
@@ -316,12 +406,21 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     let mut room = width.saturating_sub(right.chars().count() + 1);
     let mut spans = Vec::new();
     let digits_are_classes = app.model.num_classes() <= 10;
-    for (label, name) in keys::status_hints(app.tab_keys(), digits_are_classes) {
-        let hint_width = label.chars().count() + name.chars().count() + 3;
-        if hint_width > room {
+    let hints = keys::status_hints(app.tab_keys(), digits_are_classes);
+    let hint_width =
+        |(label, name): &(&str, &str)| label.chars().count() + name.chars().count() + 3;
+    // `? help` always shows: its room is kept first, the others drop from the end.
+    let (help, others): (Vec<_>, Vec<_>) = hints.into_iter().partition(|h| h.0 == "?");
+    room = room.saturating_sub(help.iter().map(hint_width).sum());
+    let mut shown = Vec::new();
+    for hint in others {
+        if hint_width(&hint) > room {
             break;
         }
-        room -= hint_width;
+        room -= hint_width(&hint);
+        shown.push(hint);
+    }
+    for (label, name) in shown.into_iter().chain(help) {
         spans.push(Span::styled(format!(" {label}"), Style::new().fg(Color::Black).bg(ACCENT)));
         spans.push(Span::raw(format!(" {name} ")));
     }
@@ -340,30 +439,79 @@ fn render_mode(app: &App) -> &'static str {
 fn draw_help(frame: &mut Frame, area: Rect, app: &App) {
     let own: Vec<_> = app.tabs.iter().map(|t| t.bindings()).collect();
     let entries = keys::help_entries(&own);
-    // Two columns, so every key fits at 80×24.
-    let half = entries.len().div_ceil(2);
-    let width = area.width.saturating_sub(4);
-    let height = (half as u16 + 2).min(area.height);
-    let popup = Rect::new(
-        area.x + (area.width - width) / 2,
-        area.y + (area.height - height) / 2,
-        width,
-        height,
-    );
-    let column = usize::from(width.saturating_sub(2)) / 2;
-    let entry = |i: usize| -> Vec<Span> {
-        entries.get(i).map_or_else(Vec::new, |b| {
-            let text: String = b.help.chars().take(column.saturating_sub(8)).collect();
-            vec![
-                Span::styled(format!("{:>6}  ", b.label), Style::new().fg(ACCENT).bold()),
-                Span::raw(format!("{text:<width$}", width = column.saturating_sub(8))),
-            ]
-        })
+    let popup = area.inner(ratatui::layout::Margin::new(2, 1));
+    let inner_width = usize::from(popup.width.saturating_sub(2));
+    // Wide enough: two columns; else one. A description wraps under itself.
+    let columns = if inner_width >= 100 { 2 } else { 1 };
+    let column = inner_width / columns;
+    let text_width = column.saturating_sub(9).max(10);
+    let wrap = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for word in text.split(' ') {
+            match lines.last_mut() {
+                Some(last) if last.chars().count() + 1 + word.chars().count() <= text_width => {
+                    last.push(' ');
+                    last.push_str(word);
+                }
+                _ => lines.push(word.to_string()),
+            }
+        }
+        lines
     };
-    let lines: Vec<Line> =
-        (0..half).map(|i| Line::from([entry(i), entry(i + half)].concat())).collect();
+    // Each entry as rows of (key, text), the key on its first row only.
+    let rows: Vec<Vec<(String, String)>> = entries
+        .iter()
+        .map(|b| {
+            wrap(b.help)
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| (if i == 0 { b.label.to_string() } else { String::new() }, text))
+                .collect()
+        })
+        .collect();
+    let half = rows.len().div_ceil(columns);
+    let column_rows = |from: usize, to: usize| -> Vec<(String, String)> {
+        rows[from.min(rows.len())..to.min(rows.len())].concat()
+    };
+    let left = column_rows(0, half);
+    let right = if columns == 2 { column_rows(half, rows.len()) } else { Vec::new() };
+    let cell = |row: Option<&(String, String)>| -> Vec<Span> {
+        row.map_or_else(
+            || vec![Span::raw(" ".repeat(column))],
+            |(key, text)| {
+                vec![
+                    Span::styled(format!("{key:>7}  "), Style::new().fg(ACCENT).bold()),
+                    Span::raw(format!("{text:<text_width$}")),
+                ]
+            },
+        )
+    };
+    let lines: Vec<Line> = (0..left.len().max(right.len()))
+        .map(|i| {
+            let mut spans = cell(left.get(i));
+            if columns == 2 {
+                spans.extend(cell(right.get(i)));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    let visible = usize::from(popup.height.saturating_sub(2));
+    let last_start = lines.len().saturating_sub(visible);
+    let scroll = usize::from(app.help_scroll).min(last_start);
+    let title = if last_start > 0 {
+        format!(
+            " Keys {}–{} of {} · ↑↓ PgUp PgDn scroll · any other key closes ",
+            scroll + 1,
+            (scroll + visible).min(lines.len()),
+            lines.len()
+        )
+    } else {
+        " Keys · any key closes ".to_string()
+    };
     frame.render_widget(Clear, popup);
-    let block =
-        Block::bordered().title(" Keys · any key closes ").border_style(Style::new().fg(ACCENT));
-    frame.render_widget(Paragraph::new(lines).block(block), popup);
+    let block = Block::bordered().title(title).border_style(Style::new().fg(ACCENT));
+    frame.render_widget(
+        Paragraph::new(lines).block(block).scroll((u16::try_from(scroll).unwrap_or(0), 0)),
+        popup,
+    );
 }

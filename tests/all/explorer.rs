@@ -67,7 +67,11 @@ fn mistakes_are_listed_and_reached_by_keys() {
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
     press(&mut app, KeyCode::Char('n'));
     let s = screen(&app, 80, 24);
-    assert!(s.contains("Inputs 3/4") && s.contains(&format!("▶{}", wrong[0].0)), "{s}");
+    // The list says which is the prediction and which the truth.
+    assert!(s.contains("Inputs 3/4"), "{s}");
+    let row = s.lines().find(|l| l.contains('▶')).unwrap();
+    let truth = wrong[0].2.unwrap();
+    assert!(row.contains(&format!(" · true {truth}")) && row.contains("▶digit pred "), "{row}");
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Char('N'));
     assert!(screen(&app, 80, 24).contains("Inputs 3/4"));
@@ -145,6 +149,15 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     app.wait_for_job();
     let s = screen(&app, 80, 24);
     assert!(s.contains("activation maximisation · 5 steps"), "{s}");
+    // A rerun cancelled with x leaves the previous result in view.
+    press(&mut app, KeyCode::Char('r'));
+    assert!(screen(&app, 80, 24).contains("computing"));
+    press(&mut app, KeyCode::Char('x'));
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("activation maximisation · 5 steps") && s.contains("cancelled; previous"),
+        "{s}"
+    );
 
     press(&mut app, KeyCode::F(5));
     app.wait_for_job();
@@ -153,10 +166,21 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     app.wait_for_job();
     assert!(screen(&app, 80, 24).contains("Occlusion · class 7 · 5×5 stride 5"));
 
+    // The help wraps and scrolls at 80×24: ↓ scrolls it, any other key closes it.
     press(&mut app, KeyCode::Char('?'));
-    assert!(screen(&app, 80, 24).contains("Keys · any key closes"));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Keys 1–") && s.contains("any other key closes"), "{s}");
+    press(&mut app, KeyCode::Down);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Keys 2–"), "{s}");
+    for _ in 0..100 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    // Scrolled to the end, and no further: the last entry (Grad-CAM's own key) is in view.
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("grad-CAM / guided grad-CAM"), "{s}");
     press(&mut app, KeyCode::Char('q'));
-    assert!(!screen(&app, 80, 24).contains("Keys · any key closes"));
+    assert!(!screen(&app, 80, 24).contains("any other key closes"));
     assert!(!app.quit, "the key that closes the help does nothing else");
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
@@ -646,4 +670,150 @@ fn e_writes_a_figure_into_the_export_folder_and_says_where() {
     assert!(figure.width() > 3 * 224, "{}", figure.width());
     let shown = screen(&app, 200, 24);
     assert!(shown.contains(&format!("wrote {}", path.display())), "{shown}");
+}
+
+/// A tile found on screen: its cells (x, y, width, height), its distinct colours, its label.
+type ScreenTile = ((u16, u16, u16, u16), usize, String);
+
+/// The tiles of a grid on the main panel of an 80×24 screen, found from the screen
+/// alone: the blocks of half-block cells between blank columns and rows. Per tile: its
+/// cells (x, y, width, height), how many distinct colours it shows, and the text of the
+/// row under it (its label).
+fn tiles_at_80_by_24(app: &App) -> Vec<ScreenTile> {
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    // The main panel's inside: right of the side panel, between the borders.
+    let (xs, ys) = (25..79u16, 2..22u16);
+    let pixel = |x: u16, y: u16| buffer[(x, y)].symbol() == "▀";
+    let runs = |along: Vec<bool>, start: u16| -> Vec<(u16, u16)> {
+        let mut runs = Vec::new();
+        let mut open: Option<u16> = None;
+        for (i, &on) in along.iter().chain([false].iter()).enumerate() {
+            let at = start + i as u16;
+            match (on, open) {
+                (true, None) => open = Some(at),
+                (false, Some(from)) => {
+                    runs.push((from, at - from));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        runs
+    };
+    let columns = runs(xs.clone().map(|x| ys.clone().any(|y| pixel(x, y))).collect(), xs.start);
+    let rows = runs(ys.clone().map(|y| xs.clone().any(|x| pixel(x, y))).collect(), ys.start);
+    let mut tiles = Vec::new();
+    for &(y, h) in &rows {
+        for &(x, w) in &columns {
+            let mut colours = std::collections::HashSet::new();
+            let mut any = false;
+            for cy in y..y + h {
+                for cx in x..x + w {
+                    if pixel(cx, cy) {
+                        any = true;
+                        colours.insert(format!("{:?}", buffer[(cx, cy)].fg));
+                        colours.insert(format!("{:?}", buffer[(cx, cy)].bg));
+                    }
+                }
+            }
+            let label: String =
+                (x..x + w).map(|cx| buffer[(cx, y + h)].symbol().to_string()).collect();
+            if any {
+                tiles.push(((x, y, w, h), colours.len(), label.trim().to_string()));
+            }
+        }
+    }
+    tiles
+}
+
+/// Every grid separator is one blank column, and tiles are labelled in order from `first`.
+fn check_grid(tiles: &[ScreenTile], first: usize, what: &str) {
+    let mut xs: Vec<(u16, u16)> = tiles.iter().map(|t| (t.0.0, t.0.2)).collect();
+    xs.sort();
+    xs.dedup();
+    for pair in xs.windows(2) {
+        assert_eq!(pair[1].0 - (pair[0].0 + pair[0].1), 1, "{what}: uneven separators {xs:?}");
+    }
+    for (i, tile) in tiles.iter().enumerate() {
+        assert!(!tile.2.is_empty(), "{what}: tile {i} has no label");
+        if first != usize::MAX {
+            assert_eq!(tile.2, (first + i).to_string(), "{what}: tile {i}");
+        }
+    }
+}
+
+#[test]
+fn grids_at_80_by_24_show_labelled_tiles_with_pages_and_zoom() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+
+    // Filters of conv2d_1: 3×3 kernels, each tile ≥ 6 cells wide with ≥ 3 colours.
+    press(&mut app, KeyCode::F(2));
+    let tiles = tiles_at_80_by_24(&app);
+    assert!(tiles.len() >= 16, "{} tiles", tiles.len());
+    check_grid(&tiles, 0, "conv2d_1 filters");
+    for (rect, colours, label) in &tiles {
+        assert!(rect.2 >= 6 && *colours >= 3, "filter {label}: {rect:?}, {colours} colours");
+    }
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("page 1/2"), "{s}");
+    press(&mut app, KeyCode::PageDown);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("page 2/2"), "{s}");
+    check_grid(&tiles_at_80_by_24(&app), tiles.len(), "conv2d_1 filters, page 2");
+
+    // Filters of conv2d_2 (32 input channels each): a block per filter, every pixel kept.
+    press(&mut app, KeyCode::Char(']'));
+    let tiles = tiles_at_80_by_24(&app);
+    assert!(!tiles.is_empty());
+    check_grid(&tiles, 0, "conv2d_2 filters");
+    for (rect, colours, label) in &tiles {
+        assert!(rect.2 >= 23 && *colours >= 10, "filter {label}: {rect:?}, {colours} colours");
+    }
+    // The selected tile zoomed fills the panel; Enter again goes back.
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Enter);
+    let zoomed = tiles_at_80_by_24(&app);
+    assert_eq!(zoomed.len(), 1, "{zoomed:?}");
+    assert!(zoomed[0].0.3 >= 12 && zoomed[0].1 >= 20, "{zoomed:?}");
+    assert!(screen(&app, 80, 24).contains("1 (2 of 64)"));
+    press(&mut app, KeyCode::Enter);
+    // One scale per tile, said under the grid.
+    press(&mut app, KeyCode::Char('t'));
+    assert!(screen(&app, 80, 24).contains("own scale each"));
+
+    // Feature maps: maps of 26×26 at least 10 cells wide; most show structure.
+    press(&mut app, KeyCode::F(3));
+    app.wait_for_job();
+    let tiles = tiles_at_80_by_24(&app);
+    assert!(tiles.len() >= 8, "{} tiles", tiles.len());
+    check_grid(&tiles, 0, "feature maps");
+    assert!(tiles.iter().all(|t| t.0.2 >= 10));
+    let varied = tiles.iter().filter(|t| t.1 >= 4).count();
+    assert!(varied * 4 >= tiles.len() * 3, "{varied} of {} maps show structure", tiles.len());
+
+    // Max act: ten images, one page, each named by its class and distinct.
+    press(&mut app, KeyCode::F(4));
+    app.wait_for_job();
+    let tiles = tiles_at_80_by_24(&app);
+    assert_eq!(tiles.len(), 10, "{tiles:?}");
+    check_grid(&tiles, 0, "act-max images");
+    assert!(tiles.iter().all(|t| t.1 >= 4 && t.0.2 >= 10), "{tiles:?}");
+
+    // ] goes to conv2d_1's filters, ← → pick the filter; each runs as a job of its own.
+    press(&mut app, KeyCode::Char(']'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("conv2d_1 filter 0 of 32") && s.contains("computing"), "{s}");
+    app.wait_for_job();
+    press(&mut app, KeyCode::Right);
+    assert!(screen(&app, 80, 24).contains("conv2d_1 filter 1 of 32"));
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("conv2d_1[1]") && s.contains("tf-keras-vis"), "{s}");
+    let tiles = tiles_at_80_by_24(&app);
+    assert!(tiles.len() == 1 && tiles[0].1 >= 10 && tiles[0].0.2 >= 20, "{tiles:?}");
+    press(&mut app, KeyCode::Char('['));
+    assert!(screen(&app, 80, 24).contains("every class"));
 }

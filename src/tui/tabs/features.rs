@@ -20,7 +20,7 @@ impl Tab for Features {
     }
 
     fn uses(&self) -> Uses {
-        Uses { input: true, layer: true, colormap: true, ..Uses::default() }
+        Uses { input: true, layer: true, colormap: true, grid: true, ..Uses::default() }
     }
 
     fn heading(&self, ctx: &Ctx) -> String {

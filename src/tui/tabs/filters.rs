@@ -18,7 +18,7 @@ impl Tab for Filters {
     }
 
     fn uses(&self) -> Uses {
-        Uses { layer: true, colormap: true, ..Uses::default() }
+        Uses { layer: true, colormap: true, grid: true, ..Uses::default() }
     }
 
     fn heading(&self, ctx: &Ctx) -> String {
