@@ -269,89 +269,89 @@ fn watch_mode_reloads_a_rewritten_model_and_keeps_the_old_on_a_bad_one() {
     assert!(screen(&app, 80, 24).contains("class d5"), "the previous model stays");
 }
 
-#[test]
-fn the_binary_starts_draws_switches_tabs_and_restores_the_terminal() {
-    let session = format!("convscope-smoke-{}", std::process::id());
-    let binary = env!("CARGO_BIN_EXE_convscope");
-    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
-    let command = format!("COLORTERM=truecolor {binary}; echo convscope-exited; sleep 30");
-    let started = tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &command]);
-    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
-    let capture = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
-    let wait_for = |needle: &str| {
+/// The binary run by a shell in a detached 80×24 tmux session, the session killed when
+/// dropped.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
+        let tmux = Tmux { session: format!("convscope-{name}-{}", std::process::id()) };
+        let started =
+            tmux.run(&["new-session", "-d", "-s", &tmux.session, "-x", "80", "-y", "24", command]);
+        assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux").args(args).output().unwrap()
+    }
+
+    /// Output of a tmux command on the session.
+    fn ask(&self, command: &str, arg: &str) -> String {
+        let out = self.run(&[command, "-p", "-t", &self.session, arg]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.session]).stdout)
+            .into_owned()
+    }
+
+    fn send(&self, key: &str) {
+        self.run(&["send-keys", "-t", &self.session, key]);
+    }
+
+    /// The screen once it shows `needle` (a test failure after 10 s).
+    fn wait_for(&self, needle: &str) -> String {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            let screen = capture();
+            let screen = self.screen();
             if screen.contains(needle) {
                 return screen;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let screen = capture();
-        tmux(&["kill-session", "-t", &session]);
-        panic!("'{needle}' never appeared:\n{screen}");
-    };
-    wait_for("Total params: 1,199,882");
-    tmux(&["send-keys", "-t", &session, "F6"]);
-    wait_for("Saliency · class 3 · vanilla");
-    tmux(&["send-keys", "-t", &session, "q"]);
-    let after = wait_for("convscope-exited");
-    let alternate = String::from_utf8_lossy(
-        &tmux(&["display-message", "-p", "-t", &session, "#{alternate_on}"]).stdout,
-    )
-    .into_owned();
-    tmux(&["kill-session", "-t", &session]);
-    assert_eq!(alternate.trim(), "0", "left the alternate screen");
+        panic!("'{needle}' never appeared:\n{}", self.screen());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-session", "-t", &self.session]);
+    }
+}
+
+#[test]
+fn the_binary_starts_draws_switches_tabs_and_restores_the_terminal() {
+    let binary = env!("CARGO_BIN_EXE_convscope");
+    let tmux = Tmux::start(
+        "smoke",
+        &format!("COLORTERM=truecolor {binary}; echo convscope-exited; sleep 30"),
+    );
+    tmux.wait_for("Total params: 1,199,882");
+    tmux.send("F6");
+    tmux.wait_for("Saliency · class 3 · vanilla");
+    tmux.send("q");
+    let after = tmux.wait_for("convscope-exited");
+    assert_eq!(tmux.ask("display-message", "#{alternate_on}"), "0", "left the alternate screen");
     assert!(!after.contains("Saliency ·"), "the explorer's screen is gone:\n{after}");
 }
 
 #[test]
 fn a_termination_signal_restores_the_terminal() {
-    let session = format!("convscope-signal-{}", std::process::id());
     let binary = env!("CARGO_BIN_EXE_convscope");
-    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
-    let command = format!("{binary}; echo convscope-exited $?; sleep 30");
-    let started = tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &command]);
-    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
-    let capture = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
-    let wait_for = |needle: &str| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            let screen = capture();
-            if screen.contains(needle) {
-                return screen;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let screen = capture();
-        tmux(&["kill-session", "-t", &session]);
-        panic!("'{needle}' never appeared:\n{screen}");
-    };
-    wait_for("Total params: 1,199,882");
+    let tmux = Tmux::start("signal", &format!("{binary}; echo convscope-exited $?; sleep 30"));
+    tmux.wait_for("Total params: 1,199,882");
     // The shell tmux started runs the explorer as its child.
-    let shell = String::from_utf8_lossy(
-        &tmux(&["display-message", "-p", "-t", &session, "#{pane_pid}"]).stdout,
-    )
-    .trim()
-    .to_string();
+    let shell = tmux.ask("display-message", "#{pane_pid}");
     let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"));
     let explorer = children.unwrap_or_default().split_whitespace().next().map(str::to_string);
-    let Some(explorer) = explorer else {
-        tmux(&["kill-session", "-t", &session]);
-        panic!("no explorer process under the shell {shell}");
-    };
+    let Some(explorer) = explorer else { panic!("no explorer process under the shell {shell}") };
     std::process::Command::new("kill").args(["-TERM", &explorer]).status().unwrap();
-    let after = wait_for("convscope-exited 1");
-    let alternate = String::from_utf8_lossy(
-        &tmux(&["display-message", "-p", "-t", &session, "#{alternate_on}"]).stdout,
-    )
-    .into_owned();
-    tmux(&["kill-session", "-t", &session]);
-    assert_eq!(alternate.trim(), "0", "left the alternate screen");
+    let after = tmux.wait_for("convscope-exited 1");
+    assert_eq!(tmux.ask("display-message", "#{alternate_on}"), "0", "left the alternate screen");
     assert!(after.contains("stopped by SIGTERM"), "{after}");
 }
 
