@@ -13,6 +13,9 @@ use convscope::data::digits::Digits;
 use convscope::data::input::{self, Prepared};
 use convscope::formats;
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
+use convscope::methods::attribution::{
+    self, Baseline, IntegratedConfig, Quadrature, SmoothConfig, Smoothing,
+};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry::MethodInfo;
 use convscope::methods::{features, filters, gradcam};
@@ -439,6 +442,199 @@ pub fn saliency_cmd(subject: &SubjectArgs, options: &GradientOptions, out: &Outp
     let classes = classes(&model, class, options.all_classes);
     let pictures = figures::saliency(&seen, &classes, rule, style)?;
     emit(figures::combine(pictures, "saliency of every class"), &input, out)
+}
+
+/// Options of Integrated Gradients.
+#[derive(Debug, Args)]
+pub struct IntegratedOptions {
+    /// Steps along the path from the baseline to the input.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    steps: u32,
+    /// How the steps are placed (Captum's `method`).
+    #[arg(long, value_enum, default_value = "gausslegendre")]
+    method: QuadratureArg,
+    /// Where the path starts: zero (in the model's input space), blur (the input blurred
+    /// by a Gaussian of --blur pixels) or uniform (noise over the input's range, --seed).
+    #[arg(long, value_enum, default_value = "zero")]
+    baseline: BaselineArg,
+    /// The blur baseline's standard deviation, in pixels.
+    #[arg(long, default_value_t = 5.0, value_parser = |s: &str| parse_between(s, 0.01, 1e4))]
+    blur: f64,
+    /// Seed of the uniform baseline.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Integrated Gradients' quadrature rules, as Captum names them.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum QuadratureArg {
+    /// Gauss–Legendre (Captum's default).
+    #[value(name = "gausslegendre")]
+    GaussLegendre,
+    /// Left Riemann sum.
+    #[value(name = "riemann-left")]
+    Left,
+    /// Right Riemann sum.
+    #[value(name = "riemann-right")]
+    Right,
+    /// Middle Riemann sum.
+    #[value(name = "riemann-middle")]
+    Middle,
+    /// Captum's trapezoid rule.
+    #[value(name = "riemann-trapezoid")]
+    Trapezoid,
+}
+
+/// Integrated Gradients' baselines.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BaselineArg {
+    /// All zero.
+    Zero,
+    /// The input blurred.
+    Blur,
+    /// Uniform noise.
+    Uniform,
+}
+
+/// Options of SmoothGrad.
+#[derive(Debug, Args)]
+pub struct SmoothOptions {
+    /// Noise standard deviation as a fraction of the input's range (max − min).
+    #[arg(long, default_value_t = 0.15, value_parser = |s: &str| parse_between(s, 0.0, 100.0))]
+    noise: f64,
+    /// Noisy copies of the input.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    samples: u32,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// What is taken of the copies' gradient magnitudes: mean (SmoothGrad), squared (the
+    /// mean of their squares, SmoothGrad²) or variance (VarGrad).
+    #[arg(long, value_enum, default_value = "mean")]
+    variant: SmoothVariant,
+}
+
+/// SmoothGrad's variants.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SmoothVariant {
+    /// SmoothGrad.
+    Mean,
+    /// SmoothGrad².
+    Squared,
+    /// VarGrad.
+    Variance,
+}
+
+/// A per-class attribution command: `picture` of the class (or of each class with
+/// `--all-classes`) under the modifier, or the modifier row.
+fn attribution_cmd(
+    subject: &SubjectArgs,
+    options: &GradientOptions,
+    out: &Output,
+    method: &str,
+    picture: impl Fn(&Seen, usize, ReluRule, Style) -> convscope::Result<Picture>,
+) -> Result<()> {
+    let (model, input, class, probs) = subject.resolve()?;
+    let seen = Seen { model: &model, input: &input, probs: &probs };
+    let style = style(out, options.overlay);
+    let Some(rule) = options.modifier.rule() else {
+        no_all_classes(options)?;
+        let row = seen.modifier_row(class, method, |rule| picture(&seen, class, rule, style))?;
+        return emit(row, &input, out);
+    };
+    let pictures = classes(&model, class, options.all_classes)
+        .into_iter()
+        .map(|c| picture(&seen, c, rule, style))
+        .collect::<convscope::Result<Vec<_>>>()?;
+    emit(figures::combine(pictures, &format!("{method} of every class")), &input, out)
+}
+
+/// `convscope input-x-gradient`.
+pub fn input_x_gradient_cmd(
+    subject: &SubjectArgs,
+    options: &GradientOptions,
+    out: &Output,
+) -> Result<()> {
+    let method = "input × gradient";
+    attribution_cmd(subject, options, out, method, |seen, class, rule, style| {
+        let a = attribution::input_x_gradient(seen.model, &seen.input.tensor, class, rule)?;
+        figures::attribution(seen, &a, method, "", style)
+    })
+}
+
+/// `convscope integrated-gradients`.
+pub fn integrated_gradients_cmd(
+    subject: &SubjectArgs,
+    options: &GradientOptions,
+    integrated: &IntegratedOptions,
+    out: &Output,
+) -> Result<()> {
+    let config = IntegratedConfig {
+        steps: integrated.steps as usize,
+        quadrature: match integrated.method {
+            QuadratureArg::GaussLegendre => Quadrature::GaussLegendre,
+            QuadratureArg::Left => Quadrature::RiemannLeft,
+            QuadratureArg::Right => Quadrature::RiemannRight,
+            QuadratureArg::Middle => Quadrature::RiemannMiddle,
+            QuadratureArg::Trapezoid => Quadrature::RiemannTrapezoid,
+        },
+        baseline: match integrated.baseline {
+            BaselineArg::Zero => Baseline::Zero,
+            BaselineArg::Blur => Baseline::Blurred { sigma: integrated.blur },
+            BaselineArg::Uniform => Baseline::Uniform { seed: integrated.seed },
+        },
+        ..IntegratedConfig::default()
+    };
+    let method = "integrated gradients";
+    attribution_cmd(subject, options, out, method, |seen, class, rule, style| {
+        let ig = attribution::integrated_gradients(
+            seen.model,
+            &seen.input.tensor,
+            class,
+            rule,
+            &config,
+        )?;
+        let gap = ig.score - ig.baseline_score;
+        let details = format!(
+            " · {} steps · score {:.4} − baseline {:.4} · completeness error {:.2e} ({:.2}%)",
+            config.steps,
+            ig.score,
+            ig.baseline_score,
+            ig.completeness_error,
+            100.0 * ig.completeness_error.abs() / gap.abs().max(f64::MIN_POSITIVE)
+        );
+        figures::attribution(seen, &ig.attribution, method, &details, style)
+    })
+}
+
+/// `convscope smoothgrad`.
+pub fn smoothgrad_cmd(
+    subject: &SubjectArgs,
+    options: &GradientOptions,
+    smooth: &SmoothOptions,
+    out: &Output,
+) -> Result<()> {
+    let config = SmoothConfig {
+        level: smooth.noise,
+        samples: smooth.samples as usize,
+        seed: smooth.seed,
+        smoothing: match smooth.variant {
+            SmoothVariant::Mean => Smoothing::Mean,
+            SmoothVariant::Squared => Smoothing::Squared,
+            SmoothVariant::Variance => Smoothing::Variance,
+        },
+        ..SmoothConfig::default()
+    };
+    let method = match smooth.variant {
+        SmoothVariant::Mean => "smoothgrad",
+        SmoothVariant::Squared => "smoothgrad²",
+        SmoothVariant::Variance => "vargrad",
+    };
+    let details = format!(" · {} copies · noise {}", config.samples, config.level);
+    attribution_cmd(subject, options, out, method, |seen, class, rule, style| {
+        let a = attribution::smoothgrad(seen.model, &seen.input.tensor, class, rule, &config)?;
+        figures::attribution(seen, &a, method, &details, style)
+    })
 }
 
 /// `--modifier all` draws one class's row.

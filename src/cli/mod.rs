@@ -211,6 +211,34 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
+    InputXGradient {
+        #[command(flatten)]
+        subject: methods::SubjectArgs,
+        #[command(flatten)]
+        gradient: methods::GradientOptions,
+        #[command(flatten)]
+        output: methods::Output,
+    },
+    IntegratedGradients {
+        #[command(flatten)]
+        subject: methods::SubjectArgs,
+        #[command(flatten)]
+        gradient: methods::GradientOptions,
+        #[command(flatten)]
+        integrated: methods::IntegratedOptions,
+        #[command(flatten)]
+        output: methods::Output,
+    },
+    Smoothgrad {
+        #[command(flatten)]
+        subject: methods::SubjectArgs,
+        #[command(flatten)]
+        gradient: methods::GradientOptions,
+        #[command(flatten)]
+        smooth: methods::SmoothOptions,
+        #[command(flatten)]
+        output: methods::Output,
+    },
     /// Time the load, the forward pass and every method on a model, in this process:
     /// what a user's own model costs (median, min and max of a few runs).
     Bench(bench::BenchArgs),
@@ -378,6 +406,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(args)) => bench::bench(&args),
         Some(Command::Saliency { subject, gradient, output }) => {
             methods::saliency_cmd(&subject, &gradient, &output)
+        }
+        Some(Command::InputXGradient { subject, gradient, output }) => {
+            methods::input_x_gradient_cmd(&subject, &gradient, &output)
+        }
+        Some(Command::IntegratedGradients { subject, gradient, integrated, output }) => {
+            methods::integrated_gradients_cmd(&subject, &gradient, &integrated, &output)
+        }
+        Some(Command::Smoothgrad { subject, gradient, smooth, output }) => {
+            methods::smoothgrad_cmd(&subject, &gradient, &smooth, &output)
         }
         Some(Command::Gradcam { subject, gradient, layer, output }) => {
             methods::gradcam_cmd(&subject, &gradient, layer.as_deref(), &output)

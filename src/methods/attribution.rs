@@ -13,7 +13,38 @@ use crate::engine::{Keep, ReluRule};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::methods::gradients::{check_input, score_gradients};
+use crate::methods::registry::{Layers, MethodInfo};
 use crate::model::Model;
+
+/// The methods as the registry lists them.
+pub const INPUT_X_GRADIENT_INFO: MethodInfo = MethodInfo {
+    name: "input-x-gradient",
+    about: "Input × Gradient: each input value times the class score's gradient there",
+    input: true,
+    class: true,
+    modifiers: true,
+    layers: Layers::None,
+};
+
+/// Integrated Gradients as the registry lists it.
+pub const INTEGRATED_INFO: MethodInfo = MethodInfo {
+    name: "integrated-gradients",
+    about: "Integrated Gradients: the gradient summed along the path from a baseline, with its completeness error",
+    input: true,
+    class: true,
+    modifiers: true,
+    layers: Layers::None,
+};
+
+/// SmoothGrad as the registry lists it.
+pub const SMOOTHGRAD_INFO: MethodInfo = MethodInfo {
+    name: "smoothgrad",
+    about: "SmoothGrad: the saliency averaged over noisy copies of the input (or SmoothGrad², VarGrad)",
+    input: true,
+    class: true,
+    modifiers: true,
+    layers: Layers::None,
+};
 
 /// A signed attribution of every input value to one class's score.
 #[derive(Clone, Debug)]

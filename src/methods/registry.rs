@@ -3,10 +3,10 @@
 //! checks from here and the explorer its layer lists, so a method is described once.
 
 use crate::error::{Error, Result};
-use crate::methods::{actmax, features, filters, gradcam, occlusion, saliency};
+use crate::methods::{actmax, attribution, features, filters, gradcam, occlusion, saliency};
 use crate::model::{Model, ValueId};
 
-/// The methods, in the order the article shows them.
+/// The methods, in the order the article shows them, then those that go past it.
 pub const METHODS: &[MethodInfo] = &[
     filters::INFO,
     features::INFO,
@@ -15,6 +15,9 @@ pub const METHODS: &[MethodInfo] = &[
     saliency::INFO,
     gradcam::INFO,
     gradcam::GUIDED_INFO,
+    attribution::INPUT_X_GRADIENT_INFO,
+    attribution::INTEGRATED_INFO,
+    attribution::SMOOTHGRAD_INFO,
 ];
 
 /// What a method is and needs.

@@ -9,6 +9,7 @@ use crate::engine::ReluRule;
 use crate::engine::argmax;
 use crate::error::Result;
 use crate::methods::actmax::ActMaxResult;
+use crate::methods::attribution::Attribution;
 use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::{Map, features, filters, gradcam, saliency};
 use crate::model::Model;
@@ -396,6 +397,27 @@ pub fn saliency(
             Ok(picture)
         })
         .collect()
+}
+
+/// An attribution as a picture: the largest magnitude over the channels, min-max scaled,
+/// `details` after the class and modifier in the caption.
+pub fn attribution(
+    s: &Subject,
+    attribution: &Attribution,
+    method: &str,
+    details: &str,
+    style: Style,
+) -> Result<Picture> {
+    let (class, rule) = (attribution.class, attribution.rule.name());
+    let caption = format!("{method} · {} · modifier {rule}{details}", s.class_label(class));
+    let mut picture = s.heatmap(&attribution.map.normalised(), class, style, caption)?;
+    if attribution.map.is_all_zero() {
+        picture.warnings.push(format!(
+            "the {rule} {method} of class {} is zero everywhere: this map shows nothing",
+            s.model.classes[class]
+        ));
+    }
+    Ok(picture)
 }
 
 fn no_evidence(model: &Model, cam: &gradcam::GradCam) -> Option<String> {

@@ -601,3 +601,40 @@ fn bench_times_every_method_on_the_model() {
     let table = stdout(&convscope(&["bench", "sample", "--runs", "1"]));
     assert!(table.contains("median") && table.contains("forward, batch 32"), "{table}");
 }
+
+#[test]
+fn the_attribution_commands_draw_their_maps_and_say_how_complete_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let ig = convscope(&["integrated-gradients", "sample", "--steps", "32"]);
+    assert!(ig.status.success(), "{}", String::from_utf8_lossy(&ig.stderr));
+    let text = stdout(&ig);
+    assert!(text.contains("integrated gradients · class 3") && text.contains("completeness error"));
+    let npy = dir.path().join("smooth.npy");
+    let smooth = convscope(&[
+        "smoothgrad",
+        "sample",
+        "--samples",
+        "4",
+        "--variant",
+        "squared",
+        "-o",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(smooth.status.success(), "{}", String::from_utf8_lossy(&smooth.stderr));
+    let (shape, values) = crate::support::read_npy(&npy);
+    assert_eq!(shape, vec![28, 28]);
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)) && values.iter().any(|&v| v > 0.999));
+    let png = dir.path().join("ixg.png");
+    let row = convscope(&[
+        "input-x-gradient",
+        "sample",
+        "--modifier",
+        "all",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert!(row.status.success(), "{}", String::from_utf8_lossy(&row.stderr));
+    assert!(image::open(&png).unwrap().width() > 4 * 224);
+    let o = convscope(&["integrated-gradients", "sample", "--steps", "0"]);
+    assert_one_line_error(&o, "--steps");
+}
