@@ -382,18 +382,37 @@ pub fn smoothgrad(
     rule: ReluRule,
     config: &SmoothConfig,
 ) -> Result<Attribution> {
-    let chw @ [c, h, w] = check_input(model, x)?;
-    if config.samples == 0 || config.batch == 0 {
-        return Err(Error::Invalid("SmoothGrad needs at least one sample per batch".into()));
-    }
+    check_input(model, x)?;
     if !(config.level >= 0.0 && config.level.is_finite()) {
         return Err(Error::Invalid(format!("noise level {} is not ≥ 0", config.level)));
     }
     let input = flat(x)?;
     let (lo, hi) = input.iter().fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)));
-    let sigma = config.level * f64::from(hi - lo).max(0.0);
-    let noise =
-        smoothgrad_noise(input.len(), config.samples, sigma.max(f64::MIN_POSITIVE), config.seed)?;
+    let sigma = (config.level * f64::from(hi - lo)).max(f64::MIN_POSITIVE);
+    let noise = smoothgrad_noise(input.len(), config.samples, sigma, config.seed)?;
+    smoothgrad_with_noise(model, x, class, rule, &noise, config)
+}
+
+/// [`smoothgrad`] with the noise given: `samples` copies of the input's length, one after
+/// the other (the configured level, samples and seed are not used). What a comparison with
+/// another implementation passes the same noise to.
+pub fn smoothgrad_with_noise(
+    model: &Model,
+    x: &Tensor,
+    class: usize,
+    rule: ReluRule,
+    noise: &[f32],
+    config: &SmoothConfig,
+) -> Result<Attribution> {
+    let chw @ [c, h, w] = check_input(model, x)?;
+    let input = flat(x)?;
+    if noise.is_empty() || !noise.len().is_multiple_of(input.len()) || config.batch == 0 {
+        return Err(Error::Invalid(format!(
+            "{} noise values for inputs of {}: SmoothGrad needs whole noisy copies, batched",
+            noise.len(),
+            input.len()
+        )));
+    }
     let (mut sum, mut squares) = (vec![0f64; input.len()], vec![0f64; input.len()]);
     for noise in noise.chunks(config.batch * input.len()) {
         let n = noise.len() / input.len();
@@ -411,7 +430,7 @@ pub fn smoothgrad(
             }
         }
     }
-    let n = config.samples as f64;
+    let n = (noise.len() / input.len()) as f64;
     let values = sum
         .iter()
         .zip(&squares)

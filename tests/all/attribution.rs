@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use convscope::engine::one_hot;
 use convscope::methods::attribution::{
     Baseline, IntegratedConfig, Quadrature, SmoothConfig, Smoothing, input_x_gradient,
-    integrated_gradients, smoothgrad, smoothgrad_noise,
+    integrated_gradients, smoothgrad, smoothgrad_noise, smoothgrad_with_noise,
 };
 use convscope::{Activation, Model, Node, Op, ReluRule, Seed, data::sample};
 
@@ -114,4 +114,50 @@ fn smoothgrad_is_the_mean_gradient_over_the_same_noisy_copies() {
     let scale = mean.iter().fold(0f64, |m, v| m.max(*v));
     assert!(scale > 0.0);
     close(&got.values, &mean, 1e-5 * scale, "smoothgrad");
+}
+
+/// A Captum reference of `tests/fixtures/captum` (scripts/make_attribution_refs.py).
+fn captum(name: &str) -> Vec<f32> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/captum")
+        .join(format!("{name}.npy"));
+    crate::support::read_npy(&path).1
+}
+
+/// Within 1e-4 of the reference's largest magnitude, everywhere (measured: 0–1e-7).
+fn matches_captum(got: &[f32], name: &str) {
+    let want = captum(name);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{name} is all zero");
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+    assert_eq!(got.len(), want.len(), "{name}");
+    assert!(worst <= 1e-4 * scale, "{name}: off by {worst} of {scale}");
+}
+
+#[test]
+fn every_gradient_attribution_equals_captums_on_the_sample_model() {
+    let model = sample::model().unwrap().to_dtype(DType::F64).unwrap();
+    let x = Tensor::from_vec(
+        captum("input").into_iter().map(f64::from).collect::<Vec<_>>(),
+        (1, 1, 28, 28),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let vanilla = ReluRule::Vanilla;
+    matches_captum(&input_x_gradient(&model, &x, 3, vanilla).unwrap().values, "ixg");
+    let ig = |quadrature, steps| {
+        let config = IntegratedConfig { steps, quadrature, ..Default::default() };
+        integrated_gradients(&model, &x, 3, vanilla, &config).unwrap().attribution.values
+    };
+    matches_captum(&ig(Quadrature::GaussLegendre, 50), "ig");
+    matches_captum(&ig(Quadrature::RiemannTrapezoid, 16), "ig_trapezoid");
+    let noise = captum("noise");
+    let smooth = |smoothing, rule| {
+        let config = SmoothConfig { smoothing, batch: 4, ..Default::default() };
+        smoothgrad_with_noise(&model, &x, 3, rule, &noise, &config).unwrap().values
+    };
+    matches_captum(&smooth(Smoothing::Mean, vanilla), "smoothgrad");
+    matches_captum(&smooth(Smoothing::Squared, vanilla), "smoothgrad_sq");
+    matches_captum(&smooth(Smoothing::Variance, vanilla), "vargrad");
+    matches_captum(&smooth(Smoothing::Mean, ReluRule::Guided), "guided_smoothgrad");
 }
