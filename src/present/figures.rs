@@ -400,7 +400,8 @@ pub fn saliency(
 }
 
 /// An attribution as a picture: the largest magnitude over the channels, min-max scaled,
-/// `details` after the class and modifier in the caption.
+/// `details` after the class and modifier in the caption; its raw values are the signed
+/// attribution, `[C, H, W]`.
 pub fn attribution(
     s: &Subject,
     attribution: &Attribution,
@@ -411,6 +412,10 @@ pub fn attribution(
     let (class, rule) = (attribution.class, attribution.rule.name());
     let caption = format!("{method} · {} · modifier {rule}{details}", s.class_label(class));
     let mut picture = s.heatmap(&attribution.map.normalised(), class, style, caption)?;
+    // The values numpy gets (`--raw`, `-o x.npy`): the signed attribution of every input
+    // value, not the picture's scaled magnitudes.
+    let (h, w) = (attribution.map.height, attribution.map.width);
+    picture.raw = (vec![attribution.channels, h, w], attribution.values.clone());
     if attribution.map.is_all_zero() {
         picture.warnings.push(format!(
             "the {rule} {method} of class {} is zero everywhere: this map shows nothing",

@@ -621,9 +621,19 @@ fn the_attribution_commands_draw_their_maps_and_say_how_complete_they_are() {
         npy.to_str().unwrap(),
     ]);
     assert!(smooth.status.success(), "{}", String::from_utf8_lossy(&smooth.stderr));
+    // The .npy holds the attribution itself, [C, H, W], as the library computes it.
     let (shape, values) = crate::support::read_npy(&npy);
-    assert_eq!(shape, vec![28, 28]);
-    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)) && values.iter().any(|&v| v > 0.999));
+    assert_eq!(shape, vec![1, 28, 28]);
+    let model = convscope::data::sample::model().unwrap();
+    let x = convscope::data::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap();
+    let config = convscope::methods::attribution::SmoothConfig {
+        samples: 4,
+        smoothing: convscope::methods::attribution::Smoothing::Squared,
+        ..Default::default()
+    };
+    let vanilla = convscope::ReluRule::Vanilla;
+    let want = convscope::methods::attribution::smoothgrad(&model, &x, 3, vanilla, &config);
+    assert_eq!(values, want.unwrap().values);
     let png = dir.path().join("ixg.png");
     let row = convscope(&[
         "input-x-gradient",
