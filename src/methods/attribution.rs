@@ -285,8 +285,7 @@ fn baseline(input: &[f32], [c, h, w]: [usize; 3], kind: Baseline) -> Result<Vec<
             input.chunks_exact(h * w).flat_map(|plane| blur(plane, h, w, sigma)).collect()
         }
         Baseline::Uniform { seed } => {
-            let (lo, hi) =
-                input.iter().fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)));
+            let (lo, hi) = value_range(input);
             if lo >= hi {
                 return Ok(vec![lo; c * h * w]);
             }
@@ -387,7 +386,7 @@ pub fn smoothgrad(
         return Err(Error::Invalid(format!("noise level {} is not ≥ 0", config.level)));
     }
     let input = flat(x)?;
-    let (lo, hi) = input.iter().fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)));
+    let (lo, hi) = value_range(&input);
     let sigma = (config.level * f64::from(hi - lo)).max(f64::MIN_POSITIVE);
     let noise = smoothgrad_noise(input.len(), config.samples, sigma, config.seed)?;
     smoothgrad_with_noise(model, x, class, rule, &noise, config)
@@ -443,6 +442,11 @@ pub fn smoothgrad_with_noise(
         })
         .collect();
     Attribution::new(class, rule, values, chw)
+}
+
+/// The smallest and largest of `values`.
+fn value_range(values: &[f32]) -> (f32, f32) {
+    values.iter().fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)))
 }
 
 /// A tensor's values as f32, row-major.
