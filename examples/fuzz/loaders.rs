@@ -92,7 +92,17 @@ fn load_and_run(bytes: &[u8], name: &str) -> Result<(), String> {
     forward(&model, &x)
 }
 
+/// Mult-adds above which a loaded model is not run: a mutated size can make a valid model whose
+/// forward takes seconds (1 G mult-adds is about 1 s on the 2-core machine), which would read as
+/// a hang under load without being one.
+const FORWARD_WORK_LIMIT: u64 = 200_000_000;
+
 fn forward(model: &Model, x: &Tensor) -> Result<(), String> {
+    let graph = model.graph();
+    let work = (0..graph.nodes().len()).fold(0u64, |sum, i| sum.saturating_add(graph.mult_adds(i)));
+    if work > FORWARD_WORK_LIMIT {
+        return Ok(());
+    }
     model.predict(x).map(drop).map_err(|e| convscope::error::report(&e))
 }
 
