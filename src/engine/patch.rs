@@ -93,8 +93,9 @@ enum Step {
     /// at the output's boxes.
     Join,
     /// Dense layer on a flattened box: the base scores (before the activation) plus the
-    /// box's change times the kernel rows it reads.
-    DenseDelta { base_scores: Tensor },
+    /// box's change times the kernel rows it reads (from `kernel`, the layer's kernel laid
+    /// out row by row, copied once per plan where the model's is a transposed view).
+    DenseDelta { base_scores: Tensor, kernel: Tensor },
     /// Global average pool: the base mean plus the box's change over the map's size.
     MeanDelta,
 }
@@ -248,10 +249,10 @@ impl<'m> Plan<'m> {
                     let refs: Vec<&Tensor> = crops.iter().collect();
                     self.model.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?.value
                 }
-                Step::DenseDelta { base_scores } => {
+                Step::DenseDelta { base_scores, kernel } => {
                     let activation = graph.nodes()[i].op.activation();
                     let relu = activation == Activation::Relu;
-                    let x = (ins[0].0, i);
+                    let x = (ins[0].0, kernel);
                     let z = with_float!(base_scores.dtype(), T => {
                         self.dense_delta::<T>(&states, x, windows.clone(), base_scores, relu)
                     })?;
@@ -390,14 +391,15 @@ impl<'m> Plan<'m> {
         Ok((change, b))
     }
 
-    /// Scores of a dense layer reading value `v`, a flattened box: base scores plus the
-    /// box's change times the kernel rows it reads, with a ReLU when `relu` is set.
+    /// Scores of a dense layer (`kernel`, row by row) reading value `v`, a flattened box: base
+    /// scores plus the box's change times the kernel rows it reads, with a ReLU when `relu`
+    /// is set.
     /// Rectangles whose boxes sit at the same place share those rows: each such group is
     /// one product.
     fn dense_delta<T: Float>(
         &self,
         states: &[State],
-        (v, node): (usize, usize),
+        (v, kernel): (usize, &Tensor),
         windows: Range<usize>,
         base_scores: &Tensor,
         relu: bool,
@@ -415,48 +417,46 @@ impl<'m> Plan<'m> {
         let base = base_scores.flatten_all()?.to_vec1::<T>()?;
         let zero = T::from_f64(0.0);
         // Each group's scores `[members, units]`, groups spread over the rayon pool.
-        let group_scores =
-            kernels::with_slice::<T, _>(self.model.weight(node, "kernel")?, |kernel| {
-                groups
-                    .par_iter()
-                    .map(|([oy, ox], members)| {
-                        // The kernel rows the box reads, in the change's order [C, h, w].
-                        let rows = (0..c).flat_map(|ch| {
-                            (0..bh).flat_map(move |y| {
-                                (0..bw).map(move |x| ((ch * h + oy + y) * w + ox + x) * units)
-                            })
-                        });
-                        let mut z = Vec::with_capacity(members.len() * units);
-                        let mut a = Vec::with_capacity(members.len() * per_window);
-                        for &k in members {
-                            z.extend_from_slice(&base);
-                            a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
-                        }
-                        if members.len() < 8 {
-                            // A matrix-vector product: each kernel row read once, where gemm
-                            // would first pack them all.
-                            for (j, row) in rows.enumerate() {
-                                let row = &kernel[row..row + units];
-                                for (z, a) in
-                                    z.chunks_exact_mut(units).zip(a.chunks_exact(per_window))
-                                {
-                                    for (zv, &kv) in z.iter_mut().zip(row) {
-                                        *zv += a[j] * kv;
-                                    }
+        let group_scores = kernels::with_slice::<T, _>(kernel, |kernel| {
+            groups
+                .par_iter()
+                .map(|([oy, ox], members)| {
+                    // The kernel rows the box reads, in the change's order [C, h, w].
+                    let rows = (0..c).flat_map(|ch| {
+                        (0..bh).flat_map(move |y| {
+                            (0..bw).map(move |x| ((ch * h + oy + y) * w + ox + x) * units)
+                        })
+                    });
+                    let mut z = Vec::with_capacity(members.len() * units);
+                    let mut a = Vec::with_capacity(members.len() * per_window);
+                    for &k in members {
+                        z.extend_from_slice(&base);
+                        a.extend_from_slice(&change[k * per_window..(k + 1) * per_window]);
+                    }
+                    if members.len() < 8 {
+                        // A matrix-vector product: each kernel row read once, where gemm
+                        // would first pack them all.
+                        for (j, row) in rows.enumerate() {
+                            let row = &kernel[row..row + units];
+                            for (z, a) in z.chunks_exact_mut(units).zip(a.chunks_exact(per_window))
+                            {
+                                for (zv, &kv) in z.iter_mut().zip(row) {
+                                    *zv += a[j] * kv;
                                 }
                             }
-                        } else {
-                            let mut gathered = Vec::with_capacity(per_window * units);
-                            for row in rows {
-                                gathered.extend_from_slice(&kernel[row..row + units]);
-                            }
-                            let dims = [members.len(), per_window, units];
-                            kernels::matmul_accumulate(&mut z, &a, per_window, &gathered, dims)?;
                         }
-                        Ok(z)
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?;
+                    } else {
+                        let mut gathered = Vec::with_capacity(per_window * units);
+                        for row in rows {
+                            gathered.extend_from_slice(&kernel[row..row + units]);
+                        }
+                        let dims = [members.len(), per_window, units];
+                        kernels::matmul_accumulate(&mut z, &a, per_window, &gathered, dims)?;
+                    }
+                    Ok(z)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
         let mut scores = vec![zero; windows.len() * units];
         for ((_, members), z) in groups.iter().zip(group_scores) {
             for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
@@ -704,7 +704,7 @@ fn plan_node(
                 None
             };
             let base_scores = kernels::dense(x, kernel, bias, false)?;
-            Ok((Step::DenseDelta { base_scores }, None))
+            Ok((Step::DenseDelta { base_scores, kernel: kernel.contiguous()? }, None))
         }
         Op::GlobalAvgPool { .. } if !first.flat => Ok((Step::MeanDelta, None)),
         _ => full,

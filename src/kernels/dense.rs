@@ -1,14 +1,19 @@
 //! Dense layers: the forward `x·K` (+ bias, ReLU) and the input gradient `g·Kᵀ`, by gemm, and
-//! for a few rows (one image, a batch of classes) in f32 with AVX2 and FMA the input gradient
-//! by a kernel of its own ([`backward_input`]): `dx = g·Kᵀ` as dot products of the kernel's
-//! rows with the gradient rows, two kernel rows at a time against up to five gradient rows.
+//! for a few rows (one image, a batch of classes) in f32 with AVX2 and FMA a product with a
+//! transposed matrix by a kernel of its own ([`product_with_transpose`]): `a·bᵀ` as dot
+//! products of `b`'s rows with `a`'s rows, two `b` rows at a time against up to five `a` rows.
+//!
+//! The kernel `K` `[in, out]` lies either row by row (Keras, convscope's files) or as its
+//! transpose (PyTorch's `Linear` weight `[out, in]` in an ONNX `Gemm` with `transB=1`,
+//! imported as a view, not moved). The two layouts swap the products: the forward is `x·K`
+//! or `x·(Kᵀ)ᵀ`, the gradient `g·Kᵀ` or `g·(Kᵀ)`.
 //!
 //! Why not gemm: with a handful of rows against a large kernel (9216 × 128 in the digits
 //! CNN) the product is bound by reading the kernel, and gemm packs (copies) all of it on
 //! every call first. Here it is read once, in order, where it lies; the pool splits it by
 //! rows, so each thread owns its part of every row of `dx`. (For the forward, `x·K`, gemm
 //! on each thread's rows of the kernel measured faster than the direct conv's tiles reading
-//! the kernel in place: see `dense_product`.)
+//! the kernel in place: see `product`.)
 
 use std::ops::Range;
 
@@ -21,6 +26,26 @@ use super::relu::activate;
 use super::{Float, direct, with_float, with_optional_slice, with_slice};
 use crate::error::{Error, Result};
 
+/// How a dense kernel `[in, out]`'s values lie.
+#[derive(Clone, Copy)]
+enum Kernel<'a, T> {
+    /// Row by row: `[in, out]`.
+    RowMajor(&'a [T]),
+    /// As its transpose, row by row: `[out, in]`.
+    Transposed(&'a [T]),
+}
+
+/// Calls `f` with `kernel`'s values as they lie (a copy only for any other layout).
+fn with_kernel<T: Float, R>(
+    kernel: &Tensor,
+    f: impl FnOnce(Kernel<'_, T>) -> Result<R>,
+) -> Result<R> {
+    if !kernel.is_contiguous() && kernel.t()?.is_contiguous() {
+        return with_slice::<T, _>(&kernel.t()?, |ks| f(Kernel::Transposed(ks)));
+    }
+    with_slice::<T, _>(kernel, |ks| f(Kernel::RowMajor(ks)))
+}
+
 /// Dense layer forward: `x` `[n, in]` · `kernel` `[in, out]` (+ `bias` `[out]`), with a
 /// ReLU applied when `relu` is set.
 pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
@@ -32,12 +57,15 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
         )));
     }
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
-        with_slice::<T, _>(kernel, |ks| {
+        with_kernel::<T, _>(kernel, |ks| {
             with_optional_slice::<T, _>(bias, |bs| {
                 if bs.is_some_and(|b| b.len() != units) {
                     return Err(Error::Invalid(format!("dense bias for {units} units has another length")));
                 }
-                let mut y = dense_product(xs, ks, [n, inputs, units])?;
+                let mut y = match ks {
+                    Kernel::RowMajor(ks) => product(xs, ks, [n, inputs, units])?,
+                    Kernel::Transposed(ks) => product_with_transpose(xs, ks, [n, inputs, units])?,
+                };
                 for row in y.chunks_exact_mut(units.max(1)) {
                     for (j, v) in row.iter_mut().enumerate() {
                         *v = activate(*v + bs.map_or(T::zero(), |b| b[j]), relu);
@@ -49,11 +77,26 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
     }))
 }
 
-/// `x · kernel` for `x` `[n, inputs]` and `kernel` `[inputs, units]`. A few rows against a
-/// large kernel is bound by reading the kernel, which gemm does on one thread: there the
-/// kernel's rows are split over the pool and the partial products summed, up to 12 rows
-/// (a batch of classes; faster than gemm on both threads, see the README's "Measured").
-fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -> Result<Vec<T>> {
+/// Gradient of [`dense`] (without its ReLU) with respect to its input: `grad · kernelᵀ`.
+pub fn dense_backward_input(grad: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+    let (n, units) = grad.dims2()?;
+    let (inputs, _) = kernel.dims2()?;
+    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
+        with_kernel::<T, _>(kernel, |ks| {
+            let dx = match ks {
+                Kernel::RowMajor(ks) => product_with_transpose(gs, ks, [n, units, inputs])?,
+                Kernel::Transposed(ks) => product(gs, ks, [n, units, inputs])?,
+            };
+            Ok(Tensor::from_vec(dx, (n, inputs), grad.device())?)
+        })
+    }))
+}
+
+/// `a · b` for `a` `[n, k]` and `b` `[k, m]`. A few rows against a large `b` is bound by
+/// reading `b`, which gemm does on one thread: there `b`'s rows are split over the pool and
+/// the partial products summed, up to 12 rows (a batch of classes; faster than gemm on both
+/// threads, see the README's "Measured").
+fn product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -> Result<Vec<T>> {
     let threads = rayon::current_num_threads();
     if n > 12 || threads < 2 || inputs * units < 1 << 16 {
         let mut y = vec![T::zero(); n * units];
@@ -87,30 +130,24 @@ fn dense_product<T: Float>(xs: &[T], ks: &[T], [n, inputs, units]: [usize; 3]) -
     Ok(y)
 }
 
+/// `a · bᵀ` for `a` `[n, k]` and `b` `[m, k]`: `[n, m]`.
+fn product_with_transpose<T: Float>(a: &[T], b: &[T], [n, k, m]: [usize; 3]) -> Result<Vec<T>> {
+    if let Some(out) = T::product_with_transpose(a, b, [n, m, k]) {
+        return out;
+    }
+    let mut out = vec![T::zero(); n * m];
+    // Computed as outᵀ = b·aᵀ: gemm then reads `b` row by row as it lies, where packing
+    // its transpose costs more than the product itself.
+    let lhs = Mat::row_major(b, m, k);
+    let rhs = Mat::row_major(a, n, k).t();
+    matmul_strided(&mut out, [1, m], lhs, rhs, false, rayon::current_num_threads())?;
+    Ok(out)
+}
+
 /// `0..len` split into at most `parts` near-equal non-empty ranges.
 fn split_evenly(len: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, len.max(1));
     (0..parts).map(|i| len * i / parts..len * (i + 1) / parts).filter(|r| !r.is_empty()).collect()
-}
-
-/// Gradient of [`dense`] (without its ReLU) with respect to its input: `grad · kernelᵀ`.
-pub fn dense_backward_input(grad: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-    let (n, units) = grad.dims2()?;
-    let (inputs, _) = kernel.dims2()?;
-    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
-        with_slice::<T, _>(kernel, |ks| {
-            if let Some(dx) = T::dense_backward(gs, ks, [n, inputs, units]) {
-                return Ok(Tensor::from_vec(dx?, (n, inputs), grad.device())?);
-            }
-            let mut dx = vec![T::zero(); n * inputs];
-            // Computed as dxᵀ = kernel·gradᵀ: gemm then reads the kernel row by row as it
-            // lies, where packing its transpose costs more than the product itself.
-            let a = Mat::row_major(ks, inputs, units);
-            let b = Mat::row_major(gs, n, units).t();
-            matmul_strided(&mut dx, [1, inputs], a, b, false, rayon::current_num_threads())?;
-            Ok(Tensor::from_vec(dx, (n, inputs), grad.device())?)
-        })
-    }))
 }
 
 /// Most rows this path takes; more amortise gemm's packing.
@@ -121,9 +158,13 @@ const ROWS_PER_PASS: usize = 16;
 /// Gradient rows per dot-product tile: with two kernel rows that is 10 accumulators.
 const GRAD_ROWS: usize = 5;
 
-/// `grad·kernelᵀ` for `grad` `[n, units]` and `kernel` `[inputs, units]`, or None where this
-/// path does not apply.
-pub(super) fn backward_input(gs: &[f32], ks: &[f32], dims: [usize; 3]) -> Option<Result<Vec<f32>>> {
+/// `a·bᵀ` with `a` `[n, units]` and `b` `[inputs, units]` (the input gradient `grad·kernelᵀ`,
+/// or the forward of a transposed kernel), or None where this path does not apply.
+pub(super) fn transposed_product_f32(
+    gs: &[f32],
+    ks: &[f32],
+    dims: [usize; 3],
+) -> Option<Result<Vec<f32>>> {
     let [n, inputs, units] = dims;
     let applies = (1..=MAX_ROWS).contains(&n)
         && units.is_multiple_of(8)
@@ -278,13 +319,40 @@ mod tests {
                 g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             );
-            let taken = backward_input(&gs, &ks, [n, inputs, units]).is_some();
+            let taken = transposed_product_f32(&gs, &ks, [n, inputs, units]).is_some();
             assert_eq!(taken, n <= 12 && direct::available(), "{n} rows");
             let ours = dense_backward_input(&g, &k).unwrap();
             let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
             let theirs = dense_backward_input(&f64s(&g), &f64s(&k)).unwrap();
             let theirs = theirs.to_dtype(DType::F32).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-3, "{n} × {inputs} × {units}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_lying_transposed_gives_the_same_forward_and_gradient() {
+        let dev = Device::Cpu;
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        // Few rows (own kernels, split over the pool), many rows (gemm), small and large.
+        for (n, inputs, units) in [(1, 4096, 64), (3, 1032, 72), (20, 700, 128), (2, 9, 5)] {
+            let x = Tensor::randn(0f32, 1., (n, inputs), &dev).unwrap();
+            let g = Tensor::randn(0f32, 1., (n, units), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., units, &dev).unwrap();
+            // As an ONNX Gemm's B with transB=1 is imported: `[out, in]` viewed as `[in, out]`.
+            let lying = Tensor::randn(0f32, 1., (units, inputs), &dev).unwrap();
+            let kernel = lying.t().unwrap();
+            assert!(!kernel.is_contiguous());
+            let row_major = f64s(&kernel.contiguous().unwrap());
+            for relu in [false, true] {
+                let ours = dense(&x, &kernel, Some(&bias), relu).unwrap();
+                let reference = dense(&f64s(&x), &row_major, Some(&f64s(&bias)), relu).unwrap();
+                let reference = reference.to_dtype(DType::F32).unwrap();
+                assert!(max_diff(&ours, &reference) < 1e-3, "forward {n} × {inputs} × {units}");
+            }
+            let ours = dense_backward_input(&g, &kernel).unwrap();
+            let reference = dense_backward_input(&f64s(&g), &row_major).unwrap();
+            let reference = reference.to_dtype(DType::F32).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-3, "gradient {n} × {inputs} × {units}");
         }
     }
 }

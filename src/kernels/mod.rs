@@ -120,9 +120,13 @@ pub(crate) trait Float: WithDType + Send + Sync {
     /// This thread's reusable scratch buffer for the type, see [`Scratch`].
     fn scratch() -> &'static LocalKey<Cell<Vec<Self>>>;
 
-    /// `grad·kernelᵀ` for `[n, units]·[inputs, units]ᵀ` by a type's own kernel, where it has
+    /// `a·bᵀ` for `[n, k]·[m, k]ᵀ` (dims `[n, m, k]`) by a type's own kernel, where it has
     /// one for the shape (see [`dense`](self::dense)).
-    fn dense_backward(_gs: &[Self], _ks: &[Self], _dims: [usize; 3]) -> Option<Result<Vec<Self>>> {
+    fn product_with_transpose(
+        _a: &[Self],
+        _b: &[Self],
+        _dims: [usize; 3],
+    ) -> Option<Result<Vec<Self>>> {
         None
     }
 
@@ -149,8 +153,8 @@ impl Float for f32 {
         &SCRATCH_F32
     }
 
-    fn dense_backward(gs: &[f32], ks: &[f32], dims: [usize; 3]) -> Option<Result<Vec<f32>>> {
-        dense::backward_input(gs, ks, dims)
+    fn product_with_transpose(a: &[f32], b: &[f32], dims: [usize; 3]) -> Option<Result<Vec<f32>>> {
+        dense::transposed_product_f32(a, b, dims)
     }
 
     fn max_pool_2x2_backward(

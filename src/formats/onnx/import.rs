@@ -464,7 +464,7 @@ impl Importer {
             if !reads_weights(&node.op_type, i)
                 && let Some(w) = self.file_weights.remove(name)
             {
-                self.values.insert(name.clone(), Value::Const(w.to_array()));
+                self.values.insert(name.clone(), Value::Const(w.to_array()?));
             }
             if let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name).cloned()
                 && !(keeps_flattened && i == 0)
