@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use hdf5_pure::{AttrValue, FormatError};
 
 use crate::error::{Error, Result};
-use crate::formats::mapped::FileBytes;
+use crate::formats::mapped::{self, FileBytes};
 
 /// A float array read from the file, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +20,8 @@ pub(super) struct Array {
 /// An HDF5 file read in place (from its mapping).
 pub(super) struct H5 {
     file: hdf5_pure::File,
+    /// The same bytes, for datasets copied straight out of them.
+    bytes: FileBytes,
     path: PathBuf,
     /// The file's length in bytes.
     len: u64,
@@ -29,7 +31,7 @@ impl H5 {
     /// Parses the superblock of `bytes`; `path` only names the file in errors.
     pub fn open(bytes: FileBytes, path: &Path) -> Result<H5> {
         let len = bytes.len() as u64;
-        let file = hdf5_pure::File::from_source(InPlace(bytes))
+        let file = hdf5_pure::File::from_source(InPlace(bytes.clone()))
             .map_err(|e| Error::bad_file(path, format!("not a readable HDF5 file: {e}")))?;
         // As libhdf5 does: a file shorter than its superblock says was cut short, even
         // where the missing tail is one nothing reads first.
@@ -41,7 +43,7 @@ impl H5 {
                 format!("truncated HDF5 file: {len} bytes of the {declared} it declares"),
             ));
         }
-        Ok(H5 { file, path: path.to_path_buf(), len })
+        Ok(H5 { file, bytes, path: path.to_path_buf(), len })
     }
 
     /// The file, for errors.
@@ -116,7 +118,11 @@ impl H5 {
             .map(|&d| usize::try_from(d).map_err(|e| self.bad(&what, e)))
             .collect::<Result<Vec<_>>>()?;
         self.check_size(&ds, &what, &shape)?;
-        let data = ds.read_f32().map_err(|e| self.bad(&what, e))?;
+        let count = shape.iter().product::<usize>();
+        let data = match self.stored_f32s(&ds, count) {
+            Some(data) => data,
+            None => ds.read_f32().map_err(|e| self.bad(&what, e))?,
+        };
         if data.len() != shape.iter().product::<usize>() {
             return Err(self.bad(&what, format!("{} values for shape {shape:?}", data.len())));
         }
@@ -125,6 +131,34 @@ impl H5 {
 }
 
 impl H5 {
+    /// The `count` values of a dataset stored as one run of little-endian IEEE float32s,
+    /// unfiltered (what h5py writes for Keras), copied once straight out of the file;
+    /// `None` for any other storage, which `hdf5-pure` reads (a copy of the bytes, then
+    /// another into floats).
+    fn stored_f32s(&self, ds: &hdf5_pure::Dataset, count: usize) -> Option<Vec<f32>> {
+        let Ok(hdf5_pure::Layout::Contiguous { address: Some(address), size }) = ds.layout() else {
+            return None;
+        };
+        let Ok(hdf5_pure::Datatype::FloatingPoint {
+            size: 4,
+            byte_order: hdf5_pure::DatatypeByteOrder::LittleEndian,
+            layout,
+        }) = ds.datatype()
+        else {
+            return None;
+        };
+        let bytes = count.checked_mul(4)?;
+        if layout != hdf5_pure::FloatingPointLayout::IEEE754_BINARY32
+            || size != bytes as u64
+            || !ds.filters().is_empty()
+        {
+            return None;
+        }
+        let start = usize::try_from(address).ok()?;
+        let stored = self.bytes.get(start..start.checked_add(bytes)?)?;
+        Some(mapped::f32s(stored, self.bytes.pages()))
+    }
+
     /// Refuses a dataset of `shape` before it is read: one stored uncompressed cannot hold
     /// more bytes than the file, and none may take more than the memory budget as f32.
     fn check_size(&self, ds: &hdf5_pure::Dataset, what: &str, shape: &[usize]) -> Result<()> {
@@ -183,6 +217,25 @@ impl hdf5_pure::Source for InPlace {
                 expected: usize::try_from(offset).unwrap_or(usize::MAX).saturating_add(buf.len()),
                 available,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_datasets_stored_in_one_run_are_copied_straight_and_read_alike() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras/mnist_cnn.h5");
+        let h5 = H5::open(FileBytes::open(&path).unwrap(), &path).unwrap();
+        for name in ["conv2d_1/mnist_cnn/conv2d_1/kernel", "dense/mnist_cnn/dense/kernel"] {
+            let ds = h5.file.dataset(&format!("model_weights/{name}")).unwrap();
+            let library = ds.read_f32().unwrap();
+            let straight = h5.stored_f32s(&ds, library.len()).expect("stored in one run");
+            assert_eq!(straight, library, "{name}");
+            // A count that disagrees with the stored size falls back to the library.
+            assert!(h5.stored_f32s(&ds, library.len() + 1).is_none());
         }
     }
 }
