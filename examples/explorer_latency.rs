@@ -135,7 +135,7 @@ fn main() {
     let mut t = Timed { app, terminal, slowest_key: Duration::ZERO };
     t.draw();
     println!(
-        "first frame after the load ({} inputs read and classified): {}",
+        "first frame after the load ({} inputs read; classified in the background): {}",
         images.len(),
         ms(start.elapsed())
     );
