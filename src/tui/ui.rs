@@ -14,6 +14,7 @@ use crate::tui::grid::{self, TileGrid};
 use crate::tui::image::{HalfBlockImage, PictureWidget, color};
 use crate::tui::keys;
 use crate::tui::picker::ClassPicker;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The smallest terminal the explorer draws in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -65,6 +66,25 @@ fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(tabs, area);
 }
 
+/// `text` cut to at most `width` terminal cells (a CJK character takes two).
+pub(crate) fn cut_to_cells(text: &str, width: usize) -> String {
+    let mut used = 0;
+    text.chars()
+        .take_while(|c| {
+            used += c.width().unwrap_or(0);
+            used <= width
+        })
+        .collect()
+}
+
+/// `text` cut and padded to exactly `width` terminal cells, on the right (`right`: aligned
+/// right) or on the left.
+fn pad_to_cells(text: &str, width: usize, right: bool) -> String {
+    let text = cut_to_cells(text, width);
+    let fill = " ".repeat(width - text.width());
+    if right { format!("{fill}{text}") } else { format!("{text}{fill}") }
+}
+
 /// The name of class `c` ("?" for a class the model does not have).
 fn class_name(app: &App, c: usize) -> &str {
     app.model.classes.get(c).map_or("?", String::as_str)
@@ -98,7 +118,7 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             // The verdict first, the file name in what is left (at least a few letters).
             let room = usize::from(SIDE_WIDTH).saturating_sub(3);
             let most = room.saturating_sub(6);
-            let cut = |text: String, width: usize| -> String { text.chars().take(width).collect() };
+            let cut = |text: String, width: usize| cut_to_cells(&text, width);
             let pred = format!("pred {}", class_name(app, predicted));
             let (verdict, colour) = match item.label {
                 // Not yet classified (the explorer classifies in the background).
@@ -117,10 +137,10 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
                 None => (pred, Color::Reset),
             };
             let verdict = cut(verdict, most);
-            let width = room.saturating_sub(verdict.chars().count() + 1);
-            let name = cut(item.name.clone(), width);
+            let width = room.saturating_sub(verdict.width() + 1);
+            let name = pad_to_cells(&item.name, width, false);
             ListItem::new(Line::from(vec![
-                Span::raw(format!("{name:<width$} ")),
+                Span::raw(format!("{name} ")),
                 Span::styled(verdict, Style::new().fg(colour).bold()),
             ]))
         })
@@ -154,10 +174,8 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             }
         }
         // Names get the width there is, the bar keeps at least a few cells.
-        let longest = order
-            .iter()
-            .map(|&c| class_name(app, c).chars().count() + if k > 10 { 5 } else { 0 })
-            .max();
+        let longest =
+            order.iter().map(|&c| class_name(app, c).width() + if k > 10 { 5 } else { 0 }).max();
         let name_width = longest.unwrap_or(1).min(usize::from(probs_area.width).saturating_sub(11));
         let bar_width = usize::from(probs_area.width.saturating_sub(9)).saturating_sub(name_width);
         for (row, c) in order.into_iter().enumerate() {
@@ -171,9 +189,9 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             } else {
                 class_name(app, c).to_string()
             };
-            let name: String = name.chars().take(name_width).collect();
+            let name = pad_to_cells(&name, name_width, true);
             lines.push(Line::from(vec![
-                Span::styled(format!("{name:>name_width$} "), style),
+                Span::styled(format!("{name} "), style),
                 Span::styled("█".repeat(filled), style),
                 Span::raw(" ".repeat(bar_width - filled.min(bar_width))),
                 Span::styled(format!(" {p:.2}"), style),
@@ -273,16 +291,15 @@ fn draw_picture(frame: &mut Frame, inner: Rect, app: &App, picture: &Picture, fo
         let (ratio, detail) = busy_progress(app, title);
         let [gauge_area, detail_area] =
             Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(text_area);
-        let label = format!("{:.0}% · the previous picture until the new one", ratio * 100.0);
+        let label = format!("{:.0}% · previous picture meanwhile · x cancels", ratio * 100.0);
         let gauge = Gauge::default().ratio(ratio).label(label).gauge_style(Style::new().fg(ACCENT));
         frame.render_widget(gauge, gauge_area);
-        let detail = format!("{} · x cancels", detail.replace('\n', " · "));
-        frame.render_widget(Paragraph::new(detail), detail_area);
+        frame.render_widget(Paragraph::new(detail.replace('\n', " · ")), detail_area);
         return;
     }
     let mut lines: Vec<Line> = Vec::new();
     if cancelled > 0 {
-        let text = format!("{} · the previous picture:", app.cancelled_note());
+        let text = format!("{} · previous picture:", app.cancelled_note());
         lines.push(Line::styled(text, Style::new().fg(Color::Yellow).bold()));
     }
     lines.extend(

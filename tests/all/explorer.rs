@@ -924,12 +924,14 @@ fn x_keeps_the_previous_picture_in_view_while_the_new_one_is_computed() {
     // A rerun: the old picture stays, with the gauge under it.
     press(&mut app, KeyCode::Char('r'));
     let s = screen(&app, 80, 24);
+    println!("A rerun under way:\n{s}");
     assert!(s.contains("computing activation maximisation"), "{s}");
-    assert!(s.contains("the previous picture until the new one"), "{s}");
+    assert!(s.contains("previous picture meanwhile · x cancels"), "{s}");
     assert!(picture_cells(&s) >= cells * 9 / 10, "the previous picture: {s}");
     // Esc returns to it, with its caption, and says how to run again.
     press(&mut app, KeyCode::Esc);
     let s = screen(&app, 80, 24);
+    println!("The rerun cancelled:\n{s}");
     assert!(s.contains("activation maximisation · 5 steps"), "{s}");
     assert!(s.contains("cancelled — Enter (or r) to run"), "{s}");
     assert!(!s.contains("computing") && picture_cells(&s) >= cells * 9 / 10, "{s}");
@@ -953,6 +955,7 @@ fn the_first_frame_comes_before_the_inputs_are_classified() {
     // Nothing classified is taken before the event loop's first tick: the first frame shows
     // every input pending, and the keys work.
     let s = screen(&app, 80, 24);
+    println!("The first frame:\n{s}");
     assert!(s.contains("classifying 0/5") && s.matches("pred …").count() == 5, "{s}");
     assert!(s.contains("classifying…"), "the probabilities wait: {s}");
     press(&mut app, KeyCode::F(6));
@@ -972,4 +975,25 @@ fn the_first_frame_comes_before_the_inputs_are_classified() {
     app.wait_for_job();
     let s = screen(&app, 80, 24);
     assert!(s.contains("Saliency · class 7 · vanilla"), "digit #8001 is a 7: {s}");
+}
+
+#[test]
+fn greek_and_cjk_class_names_keep_their_columns_in_the_terminal() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut model = sample::model().unwrap();
+    model.classes =
+        ["零", "一", "二", "τρία", "四", "五", "六", "七", "八", "九"].map(String::from).to_vec();
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
+    inputs.truncate(3);
+    let mut app = App::new(model, "names".into(), 1, inputs, app_options(cache.path())).unwrap();
+    app.wait_for_classification();
+    let s = screen(&app, 80, 24);
+    // The names as they are, and every probability row still ends with its value by the
+    // border (a CJK character takes two cells).
+    assert!(s.contains("pred τρία ✓") && s.contains("pred 七"), "{s}");
+    let rows = s.lines().filter(|l| l.contains(" 0.00 ││") || l.contains(" 1.00 ││")).count();
+    assert_eq!(rows, 10, "{s}");
+    assert!(s.contains("τρία") && s.contains('零') && s.contains('九'), "{s}");
 }
