@@ -157,20 +157,28 @@ pub fn image_files(images: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Whether the true class `label`, if known, is not the top class of `probs`.
+/// Whether the true class `label`, if known, is not the top class of `probs` (none while
+/// `probs` is empty: not yet classified).
 pub fn misclassified(label: Option<usize>, probs: &[f32]) -> bool {
-    label.is_some_and(|label| label != argmax(probs))
+    label.is_some_and(|label| !probs.is_empty() && label != argmax(probs))
 }
 
-/// The model's probabilities for each input, in batches: few passes on the way to the first
-/// frame, and memory bounded by the batch rather than the number of inputs (2,000 digits at
-/// once would hold 300 MB of conv outputs).
+/// Inputs per pass when classifying many: memory bounded by the batch rather than the number
+/// of inputs (2,000 digits at once would hold 300 MB of conv outputs).
+pub const BATCH: usize = 64;
+
+/// The model's probabilities for each input.
 pub fn predictions(model: &Model, inputs: &[NamedInput]) -> Result<Vec<Vec<f32>>> {
-    const BATCH: usize = 64;
-    let mut probs = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(BATCH) {
-        let tensors: Vec<&Tensor> = chunk.iter().map(|i| &i.1.tensor).collect();
-        let batch = Tensor::cat(&tensors, 0)?;
+    let tensors: Vec<&Tensor> = inputs.iter().map(|i| &i.1.tensor).collect();
+    predictions_of(model, &tensors)
+}
+
+/// The model's probabilities for each prepared input tensor (`[1, C, H, W]`), in passes of
+/// [`BATCH`].
+pub fn predictions_of(model: &Model, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+    let mut probs = Vec::with_capacity(tensors.len());
+    for chunk in tensors.chunks(BATCH) {
+        let batch = Tensor::cat(chunk, 0)?;
         probs.extend(model.predict(&batch)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
     }
     Ok(probs)
@@ -185,11 +193,17 @@ pub struct InputItem {
     pub prepared: Prepared,
     /// The true class, where known (bundled digits, `…_<class>.png` files).
     pub label: Option<usize>,
-    /// The model's probabilities.
+    /// The model's probabilities; empty until it is classified (the explorer classifies in
+    /// the background).
     pub probs: Vec<f32>,
 }
 
 impl InputItem {
+    /// Whether the model's probabilities are known.
+    pub fn is_classified(&self) -> bool {
+        !self.probs.is_empty()
+    }
+
     /// Whether its true class is known and is not the model's top class.
     pub fn misclassified(&self) -> bool {
         misclassified(self.label, &self.probs)
@@ -208,22 +222,28 @@ impl InputItem {
     }
 }
 
-/// Prepares `inputs` for `model` again (its dtype and input description) and runs it on
-/// them.
-pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>> {
-    let inputs = inputs
+/// Prepares `inputs` for `model` again (its dtype and input description), not yet
+/// classified.
+pub fn prepare(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>> {
+    inputs
         .into_iter()
         .map(|(name, prepared, label)| {
             let tensor = input::normalise(model, &prepared.pixels)?;
-            Ok((name, Prepared { tensor, ..prepared }, label))
+            let prepared = Prepared { tensor, ..prepared };
+            Ok(InputItem { name, prepared, label, probs: Vec::new() })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let probs = predictions(model, &inputs)?;
-    Ok(inputs
-        .into_iter()
-        .zip(probs)
-        .map(|((name, prepared, label), probs)| InputItem { name, prepared, label, probs })
-        .collect())
+        .collect()
+}
+
+/// Prepares `inputs` for `model` again and runs it on them.
+pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>> {
+    let mut items = prepare(model, inputs)?;
+    let tensors: Vec<&Tensor> = items.iter().map(|i| &i.prepared.tensor).collect();
+    let probs = predictions_of(model, &tensors)?;
+    for (item, probs) in items.iter_mut().zip(probs) {
+        item.probs = probs;
+    }
+    Ok(items)
 }
 
 #[cfg(test)]

@@ -821,4 +821,31 @@ mod tests {
         assert_eq!(f.get_pixel(left + bar_w - 1, bar_y).0, [255; 3]);
         assert!(ink(0, 72 + 40, 320, 8, WARNING_INK), "the warning");
     }
+
+    /// Whether `img` shows `glyph` in `INK` at size 1 somewhere: its set bits inked, the
+    /// others not.
+    fn shows_glyph(img: &RgbImage, glyph: [u8; 8]) -> bool {
+        let fits = |x0: u32, y0: u32| {
+            (0..8u32).all(|row| {
+                (0..8u32).all(|col| {
+                    let inked = img.get_pixel(x0 + col, y0 + row).0 == INK;
+                    inked == (glyph[row as usize] >> col & 1 == 1)
+                })
+            })
+        };
+        (0..img.height() - 8).any(|y| (0..img.width() - 8).any(|x| fits(x, y)))
+    }
+
+    #[test]
+    fn greek_and_cjk_names_are_drawn_with_their_glyphs_or_a_box_never_a_question_mark() {
+        let images = vec![vec![0.5; 16], vec![0.2; 16]];
+        let names = vec!["λύκος".to_string(), "猫".to_string()];
+        let p = maxact_picture([1, 4, 4], &images, &names, "class λύκος · 猫".into());
+        let f = p.figure(10);
+        for c in ['λ', 'ύ', 'κ', 'ο', 'ς'] {
+            assert!(shows_glyph(&f, pixels::glyph(c)), "{c} drawn with its Greek glyph");
+        }
+        assert!(shows_glyph(&f, pixels::MISSING_GLYPH), "猫 drawn as a box");
+        assert!(!shows_glyph(&f, pixels::glyph('?')), "no question mark anywhere");
+    }
 }

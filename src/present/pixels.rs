@@ -148,10 +148,15 @@ pub fn colorbar(cmap: Colormap, width: u32, height: u32) -> image::RgbImage {
 /// Height and width in pixels of one character of [`draw_text`] at size 1.
 pub const GLYPH: u32 = 8;
 
-/// The 8×8 bitmap of `c` (rows top down, bit 0 the leftmost pixel): ASCII, Latin-1 and
-/// Greek from `font8x8`; the few other signs captions use are drawn as their ASCII
-/// spelling's first character; anything else as `?`.
-fn glyph(c: char) -> [u8; 8] {
+/// What a character no table of `font8x8` has is drawn as: an empty box (a CJK class name
+/// then shows one box per character, its length visible, never a misleading `?`).
+pub const MISSING_GLYPH: [u8; 8] = [0x7E, 0x42, 0x42, 0x42, 0x42, 0x42, 0x7E, 0x00];
+
+/// The 8×8 bitmap of `c` (rows top down, bit 0 the leftmost pixel): from `font8x8`'s tables
+/// (ASCII, Latin-1, Greek, box drawing, blocks, hiragana, a few signs); the few other signs
+/// captions use are drawn as their ASCII spelling's first character; anything else as
+/// [`MISSING_GLYPH`].
+pub fn glyph(c: char) -> [u8; 8] {
     use font8x8::UnicodeFonts;
     let c = match c {
         '−' | '–' | '—' => '-',
@@ -166,8 +171,11 @@ fn glyph(c: char) -> [u8; 8] {
         .get(c)
         .or_else(|| font8x8::LATIN_FONTS.get(c))
         .or_else(|| font8x8::GREEK_FONTS.get(c))
-        .or_else(|| font8x8::BASIC_FONTS.get('?'))
-        .unwrap_or([0; 8])
+        .or_else(|| font8x8::BOX_FONTS.get(c))
+        .or_else(|| font8x8::BLOCK_FONTS.get(c))
+        .or_else(|| font8x8::HIRAGANA_FONTS.get(c))
+        .or_else(|| font8x8::MISC_FONTS.get(c))
+        .unwrap_or(MISSING_GLYPH)
 }
 
 /// Width in pixels of `text` drawn at `size` (each character `8·size` wide).
@@ -276,7 +284,15 @@ mod tests {
         draw_text(&mut big, 35, 15, "WWW", [255, 0, 0], 3);
         assert_eq!(text_width("ab×", 2), 48);
         assert_eq!(glyph('→'), glyph('>'));
-        assert_eq!(glyph('\u{4E00}'), glyph('?'));
+        // Every table font8x8 has; a box, not `?`, for what none has (a CJK name).
+        use font8x8::UnicodeFonts;
+        assert_eq!(Some(glyph('α')), font8x8::GREEK_FONTS.get('α'));
+        assert_eq!(Some(glyph('é')), font8x8::LATIN_FONTS.get('é'));
+        assert_eq!(Some(glyph('ね')), font8x8::HIRAGANA_FONTS.get('ね'));
+        assert_eq!(Some(glyph('┼')), font8x8::BOX_FONTS.get('┼'));
+        assert_eq!(Some(glyph('≤')), font8x8::MISC_FONTS.get('≤'));
+        assert_eq!(glyph('猫'), MISSING_GLYPH);
+        assert_ne!(glyph('猫'), glyph('?'));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! business ([`crate::tui::tabs`]); the app keeps what the tabs share.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -22,6 +22,7 @@ use crate::present::colormap::Colormap;
 use crate::present::figures::{Picture, Style};
 use crate::present::files;
 use crate::tui::Options;
+use crate::tui::classifier::{Classifier, Predictions};
 use crate::tui::image::Pixels;
 use crate::tui::jobs::{JobProgress, Jobs};
 use crate::tui::keys::{self, Action, Binding, Uses};
@@ -36,8 +37,20 @@ pub enum Panel {
     Picture(Arc<Picture>),
     /// Lines of text.
     Text(Arc<Vec<String>>),
-    /// Work in progress: what is computed ("saliency of class 3").
-    Busy(String),
+    /// Work in progress: what is computed ("saliency of class 3"), and the tab's previous
+    /// picture, shown until the new one arrives.
+    Busy {
+        /// What is computed.
+        title: String,
+        /// The tab's last picture, if it showed one.
+        previous: Option<Arc<Picture>>,
+    },
+    /// The user cancelled this view's job: it runs again only when asked (Enter, or r where
+    /// the tab has it); the tab's previous picture, if any, stays in view.
+    Cancelled {
+        /// The tab's last picture, if it showed one.
+        previous: Option<Arc<Picture>>,
+    },
     /// The method cannot apply here; the reason.
     Unavailable(String),
 }
@@ -97,8 +110,16 @@ pub struct App {
     pub(crate) scroll: u16,
     pub(crate) status: Option<String>,
     pub(crate) panel: Panel,
-    /// Per tab: the last picture it showed, shown again when its next job is cancelled.
+    /// Per tab: the last picture it showed, shown while its next job runs and after that
+    /// job is cancelled.
     shown: HashMap<usize, Arc<Picture>>,
+    /// Views whose job the user cancelled: not started again until asked ([`App::rerun`]).
+    cancelled: HashSet<ViewKey>,
+    /// Classifies the inputs in the background until all are.
+    classifier: Option<Classifier>,
+    /// The class follows the current input's prediction when it arrives (the user has not
+    /// chosen one since the input was selected).
+    follow_prediction: bool,
     /// Per grid tab: the selected tile, zoom and scale.
     grids: HashMap<usize, GridState>,
     /// Tiles on a page as last drawn (paging moves by it).
@@ -130,8 +151,11 @@ impl App {
         options: Options,
     ) -> crate::Result<App> {
         let model = Arc::new(model);
-        let inputs = inputs::classify(&model, inputs)?;
-        let class = inputs.first().map_or(0, |i| argmax(&i.probs));
+        // Prepared here (quick, and a model the inputs do not fit is an error at once),
+        // classified in the background: the first frame does not wait for a pass.
+        let inputs = inputs::prepare(&model, inputs)?;
+        let tensors = inputs.iter().map(|i| i.prepared.tensor.clone()).collect();
+        let classifier = Classifier::start(model.clone(), tensors);
         let watch = options.watch.clone().map(Watch::new);
         let mut app = App {
             model,
@@ -141,7 +165,7 @@ impl App {
             input: 0,
             tabs: tabs::all(),
             tab: 0,
-            class,
+            class: 0,
             rule: ReluRule::Vanilla,
             colormap: Colormap::Jet,
             overlay: false,
@@ -152,8 +176,11 @@ impl App {
             picker: None,
             scroll: 0,
             status: None,
-            panel: Panel::Busy(String::new()),
+            panel: Panel::Unavailable(String::new()),
             shown: HashMap::new(),
+            cancelled: HashSet::new(),
+            classifier: Some(classifier),
+            follow_prediction: true,
             grids: HashMap::new(),
             tiles_per_page: Cell::new(1),
             width: DEFAULT_WIDTH,
@@ -227,11 +254,58 @@ impl App {
         self.current_tab().uses().per_class && self.model.num_classes() <= tabs::BATCHED_CLASSES
     }
 
-    /// Makes input `i` the current one, on its predicted class.
+    /// Makes input `i` the current one, on its predicted class (once it is known).
     fn select_input(&mut self, i: usize) {
         self.input = i;
-        if let Some(item) = self.current() {
+        self.follow_prediction = true;
+        self.follow();
+    }
+
+    /// Moves to the current input's predicted class if the class follows it and the
+    /// prediction is known.
+    fn follow(&mut self) {
+        if let Some(item) = self.inputs.get(self.input).filter(|i| i.is_classified())
+            && self.follow_prediction
+        {
             self.class = argmax(&item.probs);
+            self.follow_prediction = false;
+        }
+    }
+
+    /// Takes predictions from the background classification; whether any arrived.
+    fn take_predictions(&mut self, arrived: Vec<Predictions>) -> bool {
+        if arrived.is_empty() {
+            return false;
+        }
+        for message in arrived {
+            match message {
+                Ok((first, probs)) => {
+                    for (item, probs) in self.inputs.iter_mut().skip(first).zip(probs) {
+                        item.probs = probs;
+                    }
+                }
+                Err(e) => self.status = Some(format!("classifying the inputs failed: {e}")),
+            }
+        }
+        if self.classifier.as_ref().is_some_and(Classifier::finished) {
+            self.classifier = None;
+        }
+        self.follow();
+        self.refresh();
+        true
+    }
+
+    /// Inputs classified so far and how many there are, while the background
+    /// classification runs.
+    pub fn classifying(&self) -> Option<(usize, usize)> {
+        self.classifier.as_ref().map(Classifier::progress)
+    }
+
+    /// Blocks until every input is classified (tests, scripted use).
+    pub fn wait_for_classification(&mut self) {
+        if let Some(classifier) = &mut self.classifier {
+            let arrived = classifier.wait();
+            self.take_predictions(arrived);
         }
     }
 
@@ -264,6 +338,7 @@ impl App {
         } as usize;
         if self.current_tab().uses().class {
             self.class = to;
+            self.follow_prediction = false;
         } else {
             self.grids.entry(self.tab).or_default().selected = to;
         }
@@ -302,13 +377,18 @@ impl App {
         self.status.as_deref()
     }
 
-    /// Cancels the work the user waits for on every tab (prefetches run on); whether there
-    /// was any.
+    /// Cancels the work the user waits for on every tab (prefetches run on), marking its
+    /// views cancelled; whether there was any.
     fn cancel_jobs(&mut self) -> bool {
-        self.jobs
+        let cancelled: Vec<ViewKey> = self
+            .jobs
             .values_mut()
             .filter(|j| j.status().is_some())
-            .fold(false, |any, j| j.cancel() | any)
+            .flat_map(|j| j.cancel())
+            .collect();
+        let any = !cancelled.is_empty();
+        self.cancelled.extend(cancelled);
+        any
     }
 
     /// The main panel is now `width` cells wide: views laid out to the width follow.
@@ -346,9 +426,13 @@ impl App {
                 Picked::Class(class) => {
                     self.picker = None;
                     self.class = class;
+                    self.follow_prediction = false;
                     self.refresh();
                 }
             }
+            return;
+        }
+        if key.code == KeyCode::Enter && self.rerun() {
             return;
         }
         let digits_are_classes = self.model.num_classes() <= 10;
@@ -368,26 +452,40 @@ impl App {
         }
     }
 
-    /// Cancels the current tab's job, saying so; whether there was one.
+    /// Cancels the current tab's job, saying so; whether there was one. Its view then
+    /// shows the previous picture, if the tab had one, until the user asks again.
     fn cancel_current_job(&mut self) -> bool {
-        let waited_for = |j: &mut Jobs<_, _>| j.status().is_some() && j.cancel();
-        if !self.jobs.get_mut(&self.tab).is_some_and(waited_for) {
+        let Some(jobs) = self.jobs.get_mut(&self.tab).filter(|j| j.status().is_some()) else {
+            return false;
+        };
+        let cancelled = jobs.cancel();
+        if cancelled.is_empty() {
             return false;
         }
-        // The previous result stays in view rather than nothing.
-        match self.shown.get(&self.tab) {
-            Some(picture) => {
-                self.status = Some("cancelled; previous result kept".into());
-                self.panel = Panel::Picture(picture.clone());
-            }
-            None => {
-                self.status = Some("cancelled".into());
-                self.panel = Panel::Unavailable(
-                    "cancelled; r or a change of settings starts it again".into(),
-                );
-            }
-        }
+        self.cancelled.extend(cancelled);
+        self.status = Some("cancelled".into());
+        self.refresh();
         true
+    }
+
+    /// Runs the current view's cancelled job again; whether it was cancelled.
+    fn rerun(&mut self) -> bool {
+        if !self.cancelled.remove(&self.key()) {
+            return false;
+        }
+        self.status = None;
+        self.refresh();
+        true
+    }
+
+    /// What the current view, cancelled, says: the keys that run it again.
+    pub(crate) fn cancelled_note(&self) -> &'static str {
+        let r = KeyEvent::new(KeyCode::Char('r'), crossterm::event::KeyModifiers::NONE);
+        let digits = self.model.num_classes() <= 10;
+        match keys::lookup(&r, self.tab_keys(), digits, self.tabs.len()) {
+            Some((Action::Own(_), _)) => "cancelled — Enter (or r) to run",
+            _ => "cancelled — Enter to run",
+        }
     }
 
     /// Applies an action (`number` for numbered keys) and remakes the view.
@@ -410,11 +508,18 @@ impl App {
                     self.tab = number - 1;
                 }
             }
-            Action::NextClass => self.class = (self.class + 1) % k,
-            Action::PrevClass => self.class = (self.class + k - 1) % k,
+            Action::NextClass => {
+                self.class = (self.class + 1) % k;
+                self.follow_prediction = false;
+            }
+            Action::PrevClass => {
+                self.class = (self.class + k - 1) % k;
+                self.follow_prediction = false;
+            }
             Action::ClassByDigit => {
                 if number < k {
                     self.class = number;
+                    self.follow_prediction = false;
                 }
             }
             Action::NextInput => self.select_input((self.input + 1) % n_inputs),
@@ -487,7 +592,9 @@ impl App {
             Some(i) => self.select_input(i),
             None => {
                 let labelled = self.inputs.iter().filter(|i| i.label.is_some()).count();
-                self.status = Some(if labelled == 0 {
+                self.status = Some(if let Some((done, total)) = self.classifying() {
+                    format!("none found yet: {done} of {total} inputs classified")
+                } else if labelled == 0 {
                     "no input's true class is known (name files …_<class>.png)".into()
                 } else {
                     format!("no misclassified input: all {labelled} labelled are right")
@@ -528,7 +635,8 @@ impl App {
     }
 
     /// Remakes the panel for the current state: from the cache, or "computing …" while a
-    /// job makes it. Then prefetches.
+    /// job makes it (or the current input's classification, which a view of it waits
+    /// for), or "cancelled" where the user cancelled it. Then prefetches.
     pub fn refresh(&mut self) {
         let key = self.key();
         if let Some(pictures) = self.cache.get(&key).cloned() {
@@ -539,8 +647,18 @@ impl App {
             self.prefetch();
             return;
         }
+        let previous = self.shown.get(&self.tab).cloned();
         if let Some(title) = self.jobs.get_mut(&self.tab).and_then(|j| j.claim(&key)) {
-            self.panel = Panel::Busy(title.to_string());
+            self.panel = Panel::Busy { title: title.to_string(), previous };
+            return;
+        }
+        if self.cancelled.contains(&key) {
+            self.panel = Panel::Cancelled { previous };
+            return;
+        }
+        if self.current_tab().uses().input && self.current().is_some_and(|i| !i.is_classified()) {
+            let title = "the model's prediction for this input".to_string();
+            self.panel = Panel::Busy { title, previous };
             return;
         }
         match self.current_tab().view(&self.ctx()) {
@@ -552,7 +670,7 @@ impl App {
             }
             View::Pictures(Err(e)) => self.panel = Panel::Unavailable(report(&e)),
             View::Job(job) => {
-                self.panel = Panel::Busy(job.title.clone());
+                self.panel = Panel::Busy { title: job.title.clone(), previous };
                 self.jobs.entry(self.tab).or_default().start(key, job);
             }
         }
@@ -578,8 +696,10 @@ impl App {
         }
         let top = self.current().map_or_else(Vec::new, |item| item.top_classes(PREFETCH_TOP));
         let wanted = [(class + 1) % k, (class + k - 1) % k].into_iter().chain(top);
-        let Some((key, next)) =
-            wanted.map(|c| (self.key_for(c), c)).find(|(key, _)| !self.cache.contains_key(key))
+        // A view the user cancelled is not started behind their back.
+        let Some((key, next)) = wanted
+            .map(|c| (self.key_for(c), c))
+            .find(|(key, _)| !self.cache.contains_key(key) && !self.cancelled.contains(key))
         else {
             return;
         };
@@ -591,7 +711,8 @@ impl App {
     /// Takes finished work and checks the watched model file; returns whether anything
     /// changed on screen.
     pub fn tick(&mut self) -> bool {
-        let mut changed = self.job_status().is_some();
+        let arrived = self.classifier.as_mut().map(Classifier::poll).unwrap_or_default();
+        let mut changed = self.take_predictions(arrived) | self.job_status().is_some();
         let finished: Vec<_> = self.jobs.values_mut().filter_map(Jobs::poll).collect();
         for (key, outcome) in finished {
             self.accept(key, outcome);
@@ -603,9 +724,10 @@ impl App {
         changed | self.poll_watch()
     }
 
-    /// Blocks until the current tab's jobs, prefetches included, have ended, taking their
-    /// results (tests, scripted use).
+    /// Blocks until the inputs are classified and the current tab's jobs, prefetches
+    /// included, have ended, taking their results (tests, scripted use).
     pub fn wait_for_job(&mut self) {
+        self.wait_for_classification();
         while let Some((key, outcome)) = self.jobs.get_mut(&self.tab).and_then(Jobs::wait) {
             self.accept(key, outcome);
         }
@@ -687,10 +809,12 @@ impl App {
         for jobs in self.jobs.values_mut() {
             jobs.cancel();
         }
+        self.classifier = None;
         self.model = model;
         self.model_hash = hash;
         self.inputs = inputs;
         self.cache.clear();
+        self.cancelled.clear();
         self.class = self.class.min(self.model.num_classes().saturating_sub(1));
         self.layer_choice.clear();
         self.refresh();

@@ -7,6 +7,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::widgets::Widget;
+use unicode_width::UnicodeWidthStr;
 
 use crate::present::ansi::ColorMode;
 use crate::present::figures::Tile;
@@ -107,11 +108,6 @@ pub fn tile_image(tile: &Tile, own_scale: bool) -> &image::RgbImage {
     }
 }
 
-/// A label cut to `width` characters.
-fn fitted(label: &str, width: usize) -> String {
-    label.chars().take(width).collect()
-}
-
 impl Widget for TileGrid<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         if self.tiles.is_empty() || area.is_empty() {
@@ -138,8 +134,8 @@ impl Widget for TileGrid<'_> {
             } else {
                 Style::new().fg(Color::Gray)
             };
-            let label = fitted(&tile.label, usize::from(tw));
-            let label_x = x + (tw - label.chars().count() as u16) / 2;
+            let label = crate::tui::ui::cut_to_cells(&tile.label, usize::from(tw));
+            let label_x = x + (tw - label.width() as u16) / 2;
             if y + th < area.bottom() {
                 buf.set_string(label_x, y + th, label, style);
             }

@@ -71,13 +71,26 @@ impl Graphics {
     }
 }
 
-/// The terminal's pixel protocol as found (none: half blocks), its cell size in pixels,
-/// and the last picture encoded for it (encoding a picture costs far more than drawing a
-/// frame, and the kitty protocol sends the pixels only once per picture).
+/// The terminal's pixel protocol as found (none: half blocks) and the last picture encoded
+/// for it (encoding a picture costs far more than drawing a frame, and the kitty protocol
+/// sends the pixels only once per picture).
 #[derive(Clone, Default)]
 pub struct Pixels {
-    protocol: Option<(ProtocolType, FontSize, bool)>,
+    protocol: Option<Found>,
     last: RefCell<Option<(u64, Protocol)>>,
+}
+
+/// A protocol and how to speak it.
+#[derive(Clone, Copy)]
+struct Found {
+    protocol: ProtocolType,
+    /// A cell's size in pixels.
+    cell: FontSize,
+    /// Inside tmux: sequences are wrapped for its passthrough.
+    tmux: bool,
+    /// kitty pictures are sent zlib-compressed (`o=z`): only where the terminal is known
+    /// to inflate them (kitty, Ghostty), as one that cannot drops the picture.
+    compress: bool,
 }
 
 impl std::fmt::Debug for Pixels {
@@ -92,10 +105,16 @@ impl Pixels {
         Pixels::default()
     }
 
-    /// A protocol with a known cell size in pixels (tests; a terminal already asked).
+    /// A protocol with a known cell size in pixels (tests; a terminal already asked), kitty
+    /// pictures compressed as kitty itself takes them.
     pub fn with(protocol: Graphics, cell: (u16, u16)) -> Pixels {
         Pixels {
-            protocol: protocol.protocol().map(|p| (p, FontSize::new(cell.0, cell.1), false)),
+            protocol: protocol.protocol().map(|protocol| Found {
+                protocol,
+                cell: FontSize::new(cell.0, cell.1),
+                tmux: false,
+                compress: true,
+            }),
             last: RefCell::default(),
         }
     }
@@ -104,7 +123,8 @@ impl Pixels {
     /// environment ([`from_environment`]); a protocol, named or found, takes the cell size
     /// in pixels from the terminal's window size (10×20 where it does not say). Nothing is
     /// written to the terminal or read from it: no query can eat a key or race the
-    /// explorer's raw mode.
+    /// explorer's raw mode. kitty pictures are compressed where the environment names kitty
+    /// or Ghostty (a named `kitty` elsewhere may be a terminal that cannot inflate them).
     pub fn detect(choice: Graphics) -> Pixels {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let protocol = match choice {
@@ -117,26 +137,30 @@ impl Pixels {
             .filter(|s| s.width > 0 && s.height > 0 && s.columns > 0 && s.rows > 0)
             .map_or((10, 20), |s| (s.width / s.columns, s.height / s.rows));
         Pixels {
-            protocol: protocol.map(|p| (p, FontSize::new(cell.0, cell.1), var("TMUX").is_some())),
+            protocol: protocol.map(|protocol| Found {
+                protocol,
+                cell: FontSize::new(cell.0, cell.1),
+                tmux: var("TMUX").is_some(),
+                compress: is_kitty(&var),
+            }),
             last: RefCell::default(),
         }
     }
 
     /// The protocol's name, for the status line.
     pub fn name(&self) -> &'static str {
-        match self.protocol {
-            None => "half blocks",
-            Some((ProtocolType::Kitty, ..)) => "kitty graphics",
-            Some((ProtocolType::Sixel, ..)) => "sixel",
-            Some((ProtocolType::Iterm2, ..)) => "iTerm2 images",
-            Some((ProtocolType::Halfblocks, ..)) => "half blocks",
+        match self.protocol.map(|f| f.protocol) {
+            None | Some(ProtocolType::Halfblocks) => "half blocks",
+            Some(ProtocolType::Kitty) => "kitty graphics",
+            Some(ProtocolType::Sixel) => "sixel",
+            Some(ProtocolType::Iterm2) => "iTerm2 images",
         }
     }
 
     /// `image` encoded for the protocol, as large as fits in `width` × `height` cells with
     /// its aspect kept; `None` with half blocks, or when it cannot be encoded.
     fn encode(&self, image: &RgbImage, width: u16, height: u16) -> Option<Protocol> {
-        let (protocol, font, tmux) = self.protocol?;
+        let Found { protocol, cell: font, tmux, compress } = self.protocol?;
         let (cw, ch) = (f32::from(font.width.max(1)), f32::from(font.height.max(1)));
         let (w, h) = (image.width().max(1) as f32, image.height().max(1) as f32);
         let scale = (f32::from(width) * cw / w).min(f32::from(height) * ch / h);
@@ -153,7 +177,7 @@ impl Pixels {
             ProtocolType::Kitty => {
                 // The id names the picture to the terminal: the same picture, the same id.
                 let id = (hash_of(image, width, height) as u32).max(1);
-                Kitty::new(dynamic, size, id, tmux, false).map(Protocol::Kitty)
+                Kitty::new(dynamic, size, id, tmux, compress).map(Protocol::Kitty)
             }
             ProtocolType::Sixel => Sixel::new(dynamic, size, tmux).map(Protocol::Sixel),
             ProtocolType::Iterm2 => Iterm2::new(dynamic, size, tmux).map(Protocol::ITerm2),
@@ -186,9 +210,9 @@ pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<Protocol
     if var("TMUX").is_some() {
         return None;
     }
-    let term = var("TERM").unwrap_or_default();
     let program = var("TERM_PROGRAM").unwrap_or_default();
-    if term.contains("kitty") || var("KITTY_WINDOW_ID").is_some() || term.contains("ghostty") {
+    let term = var("TERM").unwrap_or_default();
+    if is_kitty(&var) {
         Some(ProtocolType::Kitty)
     } else if program == "iTerm.app"
         || program == "WezTerm"
@@ -200,6 +224,13 @@ pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<Protocol
     } else {
         None
     }
+}
+
+/// Whether the environment names kitty or Ghostty (inside tmux too: `KITTY_WINDOW_ID`
+/// survives there).
+fn is_kitty(var: &impl Fn(&str) -> Option<String>) -> bool {
+    let term = var("TERM").unwrap_or_default();
+    term.contains("kitty") || term.contains("ghostty") || var("KITTY_WINDOW_ID").is_some()
 }
 
 fn hash_of(image: &RgbImage, width: u16, height: u16) -> u64 {
@@ -374,6 +405,49 @@ mod tests {
         // Half blocks: no escapes of a protocol.
         let plain = inline(&img, &Pixels::halfblocks(), ColorMode::TrueColor, 10, 10);
         assert!(plain.contains('▀') && !plain.contains("\x1b_G"));
+    }
+
+    /// Bytes of a 224×224 heatmap sent with the kitty protocol in the explorer's picture
+    /// area at 80×24 (54×14 cells of 10×20 pixels), raw and zlib-compressed: a smooth map
+    /// (grad-CAM's, upsampled) and a noisy one (a vanilla gradient's).
+    #[test]
+    fn kitty_pictures_are_sent_compressed_where_the_terminal_inflates_them() {
+        use crate::present::colormap::Colormap;
+        let heatmap = |value: &dyn Fn(f32, f32) -> f32| {
+            RgbImage::from_fn(224, 224, |x, y| {
+                image::Rgb(Colormap::Jet.rgb(value(x as f32, y as f32).clamp(0.0, 1.0)))
+            })
+        };
+        let smooth = heatmap(&|x, y| {
+            // grad-CAM of a 7×7 layer: blocks of 32 pixels, a blob in the middle.
+            let (bx, by) = ((x / 32.0).floor() - 3.0, (y / 32.0).floor() - 3.0);
+            (-(bx * bx + by * by) / 4.0).exp()
+        });
+        let noisy = heatmap(&|x, y| {
+            let h = (x * 12.9898 + y * 78.233).sin() * 43758.545;
+            (h - h.floor()) * (-((x - 112.0).powi(2) + (y - 112.0).powi(2)) / 5000.0).exp()
+        });
+        let kitty = |compress| Pixels {
+            protocol: Some(Found {
+                protocol: ProtocolType::Kitty,
+                cell: FontSize::new(10, 20),
+                tmux: false,
+                compress,
+            }),
+            last: RefCell::default(),
+        };
+        let sent = |image: &RgbImage, compress| {
+            inline(image, &kitty(compress), ColorMode::TrueColor, 54, 14).len()
+        };
+        for (name, image, most) in [("grad-CAM-like", &smooth, 0.05), ("noisy", &noisy, 0.9)] {
+            let (raw, compressed) = (sent(image, false), sent(image, true));
+            println!(
+                "kitty bytes for a 224×224 {name} heatmap at 54×14 cells: {raw} → {compressed}"
+            );
+            assert!((compressed as f64) < most * raw as f64, "{name}: {raw} → {compressed}");
+        }
+        let out = inline(&smooth, &kitty(true), ColorMode::TrueColor, 54, 14);
+        assert!(out.contains(",f=32,o=z,t=d,s=280,v=280,"), "{}", &out[..80]);
     }
 
     #[test]

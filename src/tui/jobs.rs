@@ -168,18 +168,20 @@ impl<K: Clone + PartialEq, T: Send + 'static> Jobs<K, T> {
     }
 
     /// Cancels the running job (its result will be dropped) and the waiting request,
-    /// prefetches too; whether there was anything the user waited for.
-    pub fn cancel(&mut self) -> bool {
-        let waiting = self.waiting.take().is_some_and(|r| !r.prefetch);
-        let running = match &mut self.worker {
-            Some(worker) if worker.wanted => {
-                worker.cancel.store(true, Ordering::Relaxed);
-                worker.wanted = false;
-                !worker.prefetch
+    /// prefetches too; the keys of those the user waited for.
+    pub fn cancel(&mut self) -> Vec<K> {
+        let mut waited_for = Vec::new();
+        if let Some(request) = self.waiting.take().filter(|r| !r.prefetch) {
+            waited_for.push(request.key);
+        }
+        if let Some(worker) = self.worker.as_mut().filter(|w| w.wanted) {
+            worker.cancel.store(true, Ordering::Relaxed);
+            worker.wanted = false;
+            if !worker.prefetch {
+                waited_for.push(worker.key.clone());
             }
-            _ => false,
-        };
-        waiting | running
+        }
+        waited_for
     }
 
     /// The title of the work asked for `key`, running or waiting, if any; a prefetch of it

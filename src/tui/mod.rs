@@ -1,10 +1,12 @@
 //! The explorer: a ratatui app with a tab per method. [`app`] holds the shared state and its
 //! one update, [`tabs`] what each tab shows (one file each), [`ui`] draws it all, [`keys`]
 //! is the table of every shared key, [`jobs`] runs long work off the UI thread, [`picker`]
-//! is the class search box, [`watch`] follows a model file and [`image`] draws pictures
+//! is the class search box, [`classifier`] classifies the inputs in the background, [`watch`]
+//! follows a model file and [`image`] draws pictures
 //! (true pixels where the terminal can, half-block cells elsewhere).
 
 pub mod app;
+pub mod classifier;
 pub mod grid;
 pub mod image;
 pub mod jobs;

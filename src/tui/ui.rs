@@ -14,6 +14,7 @@ use crate::tui::grid::{self, TileGrid};
 use crate::tui::image::{HalfBlockImage, PictureWidget, color};
 use crate::tui::keys;
 use crate::tui::picker::ClassPicker;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The smallest terminal the explorer draws in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -65,6 +66,25 @@ fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(tabs, area);
 }
 
+/// `text` cut to at most `width` terminal cells (a CJK character takes two).
+pub(crate) fn cut_to_cells(text: &str, width: usize) -> String {
+    let mut used = 0;
+    text.chars()
+        .take_while(|c| {
+            used += c.width().unwrap_or(0);
+            used <= width
+        })
+        .collect()
+}
+
+/// `text` cut and padded to exactly `width` terminal cells, on the right (`right`: aligned
+/// right) or on the left.
+fn pad_to_cells(text: &str, width: usize, right: bool) -> String {
+    let text = cut_to_cells(text, width);
+    let fill = " ".repeat(width - text.width());
+    if right { format!("{fill}{text}") } else { format!("{text}{fill}") }
+}
+
 /// The name of class `c` ("?" for a class the model does not have).
 fn class_name(app: &App, c: usize) -> &str {
     app.model.classes.get(c).map_or("?", String::as_str)
@@ -98,9 +118,11 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             // The verdict first, the file name in what is left (at least a few letters).
             let room = usize::from(SIDE_WIDTH).saturating_sub(3);
             let most = room.saturating_sub(6);
-            let cut = |text: String, width: usize| -> String { text.chars().take(width).collect() };
+            let cut = |text: String, width: usize| cut_to_cells(&text, width);
             let pred = format!("pred {}", class_name(app, predicted));
             let (verdict, colour) = match item.label {
+                // Not yet classified (the explorer classifies in the background).
+                _ if !item.is_classified() => ("pred …".to_string(), Color::DarkGray),
                 Some(l) if l == predicted => (format!("{pred} ✓"), Color::Green),
                 Some(l) => {
                     // Each name gets half of what the words leave, so "true" stays in view.
@@ -115,17 +137,21 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
                 None => (pred, Color::Reset),
             };
             let verdict = cut(verdict, most);
-            let width = room.saturating_sub(verdict.chars().count() + 1);
-            let name = cut(item.name.clone(), width);
+            let width = room.saturating_sub(verdict.width() + 1);
+            let name = pad_to_cells(&item.name, width, false);
             ListItem::new(Line::from(vec![
-                Span::raw(format!("{name:<width$} ")),
+                Span::raw(format!("{name} ")),
                 Span::styled(verdict, Style::new().fg(colour).bold()),
             ]))
         })
         .collect();
     let title = format!(" Inputs {}/{} ", app.input + 1, app.inputs.len());
+    let mut block = Block::bordered().title(title);
+    if let Some((done, total)) = app.classifying() {
+        block = block.title_bottom(format!(" classifying {done}/{total} "));
+    }
     let list = List::new(items)
-        .block(Block::bordered().title(title))
+        .block(block)
         .highlight_style(Style::new().bg(Color::DarkGray))
         .highlight_symbol("▶");
     let mut state = ListState::default().with_selected(Some(app.input));
@@ -134,7 +160,10 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
     // Probabilities of the current input: every class of a few; of many the most probable,
     // and the current class in the last row when it is not among them (with its rank).
     let mut lines = Vec::new();
-    if let Some(item) = app.current() {
+    if app.current().is_some_and(|i| !i.is_classified()) {
+        lines.push(Line::styled("classifying…", Style::new().fg(Color::DarkGray)));
+    }
+    if let Some(item) = app.current().filter(|i| i.is_classified()) {
         let mut order: Vec<usize> = (0..k).collect();
         if k > 10 {
             order = item.top_classes(shown);
@@ -145,10 +174,8 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             }
         }
         // Names get the width there is, the bar keeps at least a few cells.
-        let longest = order
-            .iter()
-            .map(|&c| class_name(app, c).chars().count() + if k > 10 { 5 } else { 0 })
-            .max();
+        let longest =
+            order.iter().map(|&c| class_name(app, c).width() + if k > 10 { 5 } else { 0 }).max();
         let name_width = longest.unwrap_or(1).min(usize::from(probs_area.width).saturating_sub(11));
         let bar_width = usize::from(probs_area.width.saturating_sub(9)).saturating_sub(name_width);
         for (row, c) in order.into_iter().enumerate() {
@@ -162,9 +189,9 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App) {
             } else {
                 class_name(app, c).to_string()
             };
-            let name: String = name.chars().take(name_width).collect();
+            let name = pad_to_cells(&name, name_width, true);
             lines.push(Line::from(vec![
-                Span::styled(format!("{name:>name_width$} "), style),
+                Span::styled(format!("{name} "), style),
                 Span::styled("█".repeat(filled), style),
                 Span::raw(" ".repeat(bar_width - filled.min(bar_width))),
                 Span::styled(format!(" {p:.2}"), style),
@@ -187,52 +214,103 @@ fn draw_main(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(block, area);
     match &app.panel {
         Panel::Text(lines) => draw_text(frame, inner, app, lines),
-        Panel::Busy(text) => draw_busy(frame, inner, app, text),
+        Panel::Busy { title, previous: None } => draw_busy(frame, inner, app, title),
+        Panel::Busy { title, previous: Some(picture) } => {
+            draw_picture(frame, inner, app, picture, Footer::Busy(title))
+        }
+        Panel::Cancelled { previous: Some(picture) } => {
+            draw_picture(frame, inner, app, picture, Footer::Cancelled)
+        }
+        Panel::Cancelled { previous: None } => {
+            let text = Paragraph::new(app.cancelled_note())
+                .centered()
+                .style(Style::new().fg(Color::Yellow).bold())
+                .wrap(Wrap { trim: true });
+            frame.render_widget(
+                text,
+                inner.inner(ratatui::layout::Margin::new(0, inner.height / 3)),
+            );
+        }
         Panel::Unavailable(reason) => {
             let text = Paragraph::new(format!("Cannot show this here: {reason}"))
                 .style(Style::new().fg(Color::Yellow))
                 .wrap(Wrap { trim: true });
             frame.render_widget(text, inner);
         }
-        Panel::Picture(picture) => {
-            // Word wrapping loses up to a word per row: count rows as if a bit narrower.
-            let rows = |text: &str| {
-                (text.chars().count() as u16).div_ceil(inner.width.saturating_sub(8).max(1))
-            };
-            let note = app.input_note().map(|n| format!("input: {n}"));
-            let mut caption_lines = rows(&picture.caption)
+        Panel::Picture(picture) => draw_picture(frame, inner, app, picture, Footer::Caption),
+    }
+}
+
+/// What a picture has under it.
+enum Footer<'a> {
+    /// Its caption, warnings and the input's note.
+    Caption,
+    /// A job making the view's new picture (its title): the gauge and its progress, the
+    /// picture being the previous one until the new one arrives.
+    Busy(&'a str),
+    /// The caption under the note that the view's job was cancelled (the picture is the
+    /// previous one).
+    Cancelled,
+}
+
+/// A picture (one image with its colour bar, or a grid of tiles) and its footer.
+fn draw_picture(frame: &mut Frame, inner: Rect, app: &App, picture: &Picture, footer: Footer) {
+    // Word wrapping loses up to a word per row: count rows as if a bit narrower.
+    let rows =
+        |text: &str| (text.chars().count() as u16).div_ceil(inner.width.saturating_sub(8).max(1));
+    let note = app.input_note().map(|n| format!("input: {n}"));
+    let cancelled = u16::from(matches!(footer, Footer::Cancelled));
+    let tiled = !picture.tiles.is_empty();
+    let footer_lines = match footer {
+        Footer::Busy(_) => 2,
+        Footer::Caption | Footer::Cancelled => {
+            let lines = cancelled
+                + rows(&picture.caption)
                 + picture.warnings.iter().map(|w| rows(w)).sum::<u16>()
                 + note.as_deref().map_or(0, rows);
-            let tiled = !picture.tiles.is_empty();
-            if tiled {
-                // The tiles need the room more than a long caption does.
-                caption_lines = caption_lines.min(2 + picture.warnings.len() as u16);
-            }
-            let [image_area, bar_area, text_area] = Layout::vertical([
-                Constraint::Min(1),
-                Constraint::Length(u16::from(picture.scale.is_some() || tiled)),
-                Constraint::Length(caption_lines),
-            ])
-            .areas(inner);
-            if tiled {
-                draw_tiles(frame, image_area, bar_area, app, picture);
-            } else {
-                let widget = PictureWidget::new(&picture.image, &app.pixels, app.options.color);
-                frame.render_widget(widget, image_area);
-                if let Some((cmap, range)) = picture.scale {
-                    draw_colour_bar(frame, bar_area, app, cmap, range, "");
-                }
-            }
-            let mut lines: Vec<Line> = picture
-                .warnings
-                .iter()
-                .map(|w| Line::styled(format!("⚠ {w}"), Style::new().fg(Color::Yellow).bold()))
-                .collect();
-            lines.push(Line::raw(picture.caption.clone()));
-            lines.extend(note.map(|n| Line::styled(n, Style::new().fg(Color::Cyan))));
-            frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+            // The tiles need the room more than a long caption does.
+            if tiled { lines.min(2 + cancelled + picture.warnings.len() as u16) } else { lines }
+        }
+    };
+    let [image_area, bar_area, text_area] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(u16::from(picture.scale.is_some() || tiled)),
+        Constraint::Length(footer_lines),
+    ])
+    .areas(inner);
+    if tiled {
+        draw_tiles(frame, image_area, bar_area, app, picture);
+    } else {
+        let widget = PictureWidget::new(&picture.image, &app.pixels, app.options.color);
+        frame.render_widget(widget, image_area);
+        if let Some((cmap, range)) = picture.scale {
+            draw_colour_bar(frame, bar_area, app, cmap, range, "");
         }
     }
+    if let Footer::Busy(title) = footer {
+        let (ratio, detail) = busy_progress(app, title);
+        let [gauge_area, detail_area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(text_area);
+        let label = format!("{:.0}% · previous picture meanwhile · x cancels", ratio * 100.0);
+        let gauge = Gauge::default().ratio(ratio).label(label).gauge_style(Style::new().fg(ACCENT));
+        frame.render_widget(gauge, gauge_area);
+        frame.render_widget(Paragraph::new(detail.replace('\n', " · ")), detail_area);
+        return;
+    }
+    let mut lines: Vec<Line> = Vec::new();
+    if cancelled > 0 {
+        let text = format!("{} · previous picture:", app.cancelled_note());
+        lines.push(Line::styled(text, Style::new().fg(Color::Yellow).bold()));
+    }
+    lines.extend(
+        picture
+            .warnings
+            .iter()
+            .map(|w| Line::styled(format!("⚠ {w}"), Style::new().fg(Color::Yellow).bold())),
+    );
+    lines.push(Line::raw(picture.caption.clone()));
+    lines.extend(note.map(|n| Line::styled(n, Style::new().fg(Color::Cyan))));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
 }
 
 /// A colour bar for `cmap` over `range`, `note` after its name.
@@ -315,8 +393,17 @@ fn draw_busy(frame: &mut Frame, area: Rect, app: &App, text: &str) {
         Constraint::Min(0),
     ])
     .areas(area);
-    // What this view waits for, and the job under way: its own, or one it waits behind.
-    let (ratio, detail) = match app.job_status() {
+    let (ratio, detail) = busy_progress(app, text);
+    let gauge = Gauge::default().ratio(ratio).gauge_style(Style::new().fg(ACCENT));
+    frame.render_widget(gauge, gauge_area.inner(ratatui::layout::Margin::new(2, 0)));
+    let text = format!("{detail}\nx cancels; keys keep working meanwhile.");
+    frame.render_widget(Paragraph::new(text).centered().wrap(Wrap { trim: true }), text_area);
+}
+
+/// How far the work a view (computing `text`) waits for is, and what it says: the view's
+/// own job, or the one it waits behind.
+fn busy_progress(app: &App, text: &str) -> (f64, String) {
+    match app.job_status() {
         Some((title, p)) if title == text => {
             (f64::from(p.fraction.clamp(0.0, 1.0)), format!("computing {title}: {}", p.text))
         }
@@ -325,11 +412,7 @@ fn draw_busy(frame: &mut Frame, area: Rect, app: &App, text: &str) {
             format!("computing {text}…\n{title}: {}", p.text),
         ),
         None => (0.0, format!("computing {text}…")),
-    };
-    let gauge = Gauge::default().ratio(ratio).gauge_style(Style::new().fg(ACCENT));
-    frame.render_widget(gauge, gauge_area.inner(ratatui::layout::Margin::new(2, 0)));
-    let text = format!("{detail}\nx cancels; keys keep working meanwhile.");
-    frame.render_widget(Paragraph::new(text).centered().wrap(Wrap { trim: true }), text_area);
+    }
 }
 
 /// The class search box over the main panel: the query, then the matches (with the current
@@ -391,27 +474,40 @@ fn draw_text(frame: &mut Frame, area: Rect, app: &App, lines: &[String]) {
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
-    // The right side (job, message, colours) matters most: it goes in first, the key
-    // hints fill what is left.
-    let mut right = vec![render_mode(app).to_string(), app.colormap.name().to_string()];
-    if let Some((title, p)) = app.job_status() {
-        right.push(format!("{title} {:.0}%", p.fraction * 100.0));
-    }
-    if let Some(message) = &app.status {
-        right.push(message.clone());
-    }
-    let right = right.join(" · ");
-    let width = usize::from(area.width);
-    let right: String = right.chars().take(width).collect();
-    let mut room = width.saturating_sub(right.chars().count() + 1);
-    let mut spans = Vec::new();
+    frame.render_widget(Paragraph::new(status_line(app, area.width)), area);
+}
+
+/// The status line `width` cells wide: key hints on the left; colour mode, colour scale,
+/// the job under way and the last message on the right. What does not fit drops by
+/// priority: `? help` always shows, then the job and the message (cut to the room left),
+/// then the hints in their order, then the colour scale and the colour mode.
+pub fn status_line(app: &App, width: u16) -> Line<'static> {
+    let width = usize::from(width);
     let digits_are_classes = app.model.num_classes() <= 10;
     let hints = keys::status_hints(app.tab_keys(), digits_are_classes);
     let hint_width =
         |(label, name): &(&str, &str)| label.chars().count() + name.chars().count() + 3;
-    // `? help` always shows: its room is kept first, the others drop from the end.
     let (help, others): (Vec<_>, Vec<_>) = hints.into_iter().partition(|h| h.0 == "?");
-    room = room.saturating_sub(help.iter().map(hint_width).sum());
+    // One cell between the hints and the right side.
+    let mut room = width.saturating_sub(help.iter().map(hint_width).sum::<usize>() + 1);
+    // Each part of the right side costs its text and a " · " before it; the job and the
+    // message are cut to the room there is rather than left out.
+    fn take(room: &mut usize, text: String, cut: bool) -> Option<String> {
+        let need = text.chars().count() + 3;
+        if need <= *room {
+            *room -= need;
+            Some(text)
+        } else if cut && *room > 4 {
+            let kept: String = text.chars().take(*room - 4).collect();
+            *room = 0;
+            Some(format!("{kept}…"))
+        } else {
+            None
+        }
+    }
+    let job = app.job_status().map(|(title, p)| format!("{title} {:.0}%", p.fraction * 100.0));
+    let job = job.and_then(|j| take(&mut room, j, true));
+    let message = app.status.clone().and_then(|m| take(&mut room, m, true));
     let mut shown = Vec::new();
     for hint in others {
         if hint_width(&hint) > room {
@@ -420,13 +516,21 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
         room -= hint_width(&hint);
         shown.push(hint);
     }
+    let colormap = take(&mut room, app.colormap.name().to_string(), false);
+    let mode = take(&mut room, render_mode(app).to_string(), false);
+    let right = [mode, colormap, job, message].into_iter().flatten().collect::<Vec<_>>();
+    let right = right.join(" · ");
+    let mut spans = Vec::new();
+    let mut used = 0;
     for (label, name) in shown.into_iter().chain(help) {
+        used += hint_width(&(label, name));
         spans.push(Span::styled(format!(" {label}"), Style::new().fg(Color::Black).bg(ACCENT)));
         spans.push(Span::raw(format!(" {name} ")));
     }
-    spans.push(Span::raw(" ".repeat(room + 1)));
+    let gap = width.saturating_sub(used + right.chars().count()).max(1);
+    spans.push(Span::raw(" ".repeat(gap)));
     spans.push(Span::styled(right, Style::new().fg(ACCENT)));
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    Line::from(spans)
 }
 
 fn render_mode(app: &App) -> &'static str {

@@ -21,19 +21,26 @@ pub(crate) fn app_with(cache: &Path, watch: Option<std::path::PathBuf>) -> App {
         convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
             .unwrap();
     inputs.truncate(3);
-    let options = Options {
+    let options = Options { watch, ..app_options(cache) };
+    let mut app = App::new(model, "sample".into(), 1, inputs, options).unwrap();
+    app.wait_for_classification();
+    app
+}
+
+/// The test explorer's settings: act-max of 5 steps, its cache in `cache`.
+fn app_options(cache: &Path) -> Options {
+    Options {
         color: ColorMode::TrueColor,
         maxact_iterations: 5,
         prefetch_after: std::time::Duration::ZERO,
         cache_dir: Some(cache.to_path_buf()),
-        watch,
+        watch: None,
         overrides: Default::default(),
         load: Default::default(),
         graphics: convscope::tui::image::Graphics::Halfblocks,
         // `e` writes beside the cache, in the test's own folder.
         export_dir: cache.to_path_buf(),
-    };
-    App::new(model, "sample".into(), 1, inputs, options).unwrap()
+    }
 }
 
 #[test]
@@ -65,6 +72,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
         export_dir: std::path::PathBuf::from("."),
     };
     let mut app = App::new(model, "sample".into(), 1, inputs.clone(), options.clone()).unwrap();
+    app.wait_for_classification();
     press(&mut app, KeyCode::Char('n'));
     let s = screen(&app, 80, 24);
     // The list says which is the prediction and which the truth.
@@ -80,6 +88,7 @@ fn mistakes_are_listed_and_reached_by_keys() {
     inputs.remove(2);
     let model = sample::model().unwrap();
     let mut app = App::new(model, "sample".into(), 1, inputs, options).unwrap();
+    app.wait_for_classification();
     press(&mut app, KeyCode::Char('n'));
     let s = screen(&app, 80, 24);
     assert!(s.contains("Inputs 1/3"), "{s}");
@@ -144,7 +153,7 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     press(&mut app, KeyCode::F(4));
     assert!(screen(&app, 80, 24).contains("activation maximisation"));
     press(&mut app, KeyCode::Char('x'));
-    assert!(screen(&app, 80, 24).contains("cancelled"));
+    assert!(screen(&app, 80, 24).contains("cancelled — Enter (or r) to run"));
     press(&mut app, KeyCode::Char('r'));
     app.wait_for_job();
     let s = screen(&app, 80, 24);
@@ -155,7 +164,7 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
     press(&mut app, KeyCode::Char('x'));
     let s = screen(&app, 80, 24);
     assert!(
-        s.contains("activation maximisation · 5 steps") && s.contains("cancelled; previous"),
+        s.contains("activation maximisation · 5 steps") && s.contains("cancelled — Enter"),
         "{s}"
     );
 
@@ -441,11 +450,13 @@ fn thousand_class_app(prefetch_after: Duration) -> (App, Vec<f32>) {
         export_dir: std::path::PathBuf::from("."),
     };
     let probs = convscope::data::inputs::predictions(&model, &inputs).unwrap().remove(0);
-    (App::new(model, "many".into(), 1, inputs, options).unwrap(), probs)
+    let mut app = App::new(model, "many".into(), 1, inputs, options).unwrap();
+    app.wait_for_classification();
+    (app, probs)
 }
 
 fn is_busy(app: &App) -> bool {
-    matches!(app.panel(), convscope::tui::app::Panel::Busy(_))
+    matches!(app.panel(), convscope::tui::app::Panel::Busy { .. })
 }
 
 #[test]
@@ -816,4 +827,173 @@ fn grids_at_80_by_24_show_labelled_tiles_with_pages_and_zoom() {
     assert!(tiles.len() == 1 && tiles[0].1 >= 10 && tiles[0].0.2 >= 20, "{tiles:?}");
     press(&mut app, KeyCode::Char('['));
     assert!(screen(&app, 80, 24).contains("every class"));
+}
+
+#[test]
+fn the_status_line_keeps_help_and_drops_hints_by_priority_with_another_tabs_job() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    // Act-max runs on its tab (no tick takes its result); the Filters tab is shown.
+    press(&mut app, KeyCode::F(4));
+    press(&mut app, KeyCode::F(2));
+    app.set_status(format!("wrote {}", cache.path().join("convscope-filters-0-3.png").display()));
+    // The line's text and its key labels (the highlighted spans), in order.
+    let line = |width: u16| -> (String, Vec<String>) {
+        let line = ui::status_line(&app, width);
+        let text = line.spans.iter().map(|s| s.content.to_string()).collect();
+        let labels = line
+            .spans
+            .iter()
+            .filter(|s| s.style.bg == Some(ratatui::style::Color::Cyan))
+            .map(|s| s.content.trim().to_string())
+            .collect();
+        (text, labels)
+    };
+    let mut previous: Vec<String> = Vec::new();
+    for width in [40u16, 80, 120] {
+        let (text, labels) = line(width);
+        assert!(text.chars().count() <= usize::from(width), "{width}: {text:?}");
+        assert!(text.contains(" ? help "), "{width}: {text:?}");
+        assert_eq!(labels.last().map(String::as_str), Some("?"), "{width}: {text:?}");
+        assert!(text.contains("activation maximisation"), "the other tab's job: {text:?}");
+        // A wider line shows the same first hints and more: they drop from the end.
+        let others = &labels[..labels.len() - 1];
+        assert!(others.starts_with(&previous), "{width}: {labels:?} after {previous:?}");
+        assert!(others.len() > previous.len() || width < 120, "{width}: {text:?}");
+        previous = others.to_vec();
+    }
+    let (wide, _) = line(120);
+    assert!(wide.contains("wrote "), "{wide}");
+    let s = screen(&app, 80, 24);
+    assert!(s.lines().last().unwrap().contains("? help"), "{s}");
+}
+
+/// Cells drawn as half blocks: a picture's.
+fn picture_cells(s: &str) -> usize {
+    s.matches('▀').count()
+}
+
+#[test]
+fn esc_cancels_and_the_view_runs_again_only_on_enter() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(4));
+    assert!(screen(&app, 80, 24).contains("computing activation maximisation"));
+    press(&mut app, KeyCode::Esc);
+    assert!(!app.quit, "Esc cancels first");
+    // Keys that redraw or move within the view, leaving it and coming back, and the event
+    // loop's ticks: nothing starts by itself.
+    for key in [KeyCode::Right, KeyCode::Down, KeyCode::F(1), KeyCode::F(4), KeyCode::Left] {
+        press(&mut app, key);
+        app.tick();
+        if key == KeyCode::F(1) {
+            continue;
+        }
+        let s = screen(&app, 80, 24);
+        assert!(s.contains("cancelled — Enter (or r) to run"), "after {key:?}: {s}");
+        assert!(!s.contains("computing") && !s.contains('%'), "after {key:?}: {s}");
+    }
+    // Enter runs it.
+    press(&mut app, KeyCode::Enter);
+    assert!(screen(&app, 80, 24).contains("computing activation maximisation"));
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("activation maximisation · 5 steps") && !s.contains("cancelled"), "{s}");
+    // On a tab without r, Enter alone is offered.
+    press(&mut app, KeyCode::F(5));
+    press(&mut app, KeyCode::Esc);
+    // Another input's view starts as ever; back on this one (its predicted class 7, then
+    // the class 6 cancelled), it waits for Enter.
+    press(&mut app, KeyCode::Down);
+    assert!(screen(&app, 80, 24).contains("computing occlusion"));
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Left);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("cancelled — Enter to run") && !s.contains("computing"), "{s}");
+}
+
+#[test]
+fn x_keeps_the_previous_picture_in_view_while_the_new_one_is_computed() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(4));
+    app.wait_for_job();
+    let before = screen(&app, 80, 24);
+    let cells = picture_cells(&before);
+    assert!(cells > 100, "{before}");
+    // A rerun: the old picture stays, with the gauge under it.
+    press(&mut app, KeyCode::Char('r'));
+    let s = screen(&app, 80, 24);
+    println!("A rerun under way:\n{s}");
+    assert!(s.contains("computing activation maximisation"), "{s}");
+    assert!(s.contains("previous picture meanwhile · x cancels"), "{s}");
+    assert!(picture_cells(&s) >= cells * 9 / 10, "the previous picture: {s}");
+    // Esc returns to it, with its caption, and says how to run again.
+    press(&mut app, KeyCode::Esc);
+    let s = screen(&app, 80, 24);
+    println!("The rerun cancelled:\n{s}");
+    assert!(s.contains("activation maximisation · 5 steps"), "{s}");
+    assert!(s.contains("cancelled — Enter (or r) to run"), "{s}");
+    assert!(!s.contains("computing") && picture_cells(&s) >= cells * 9 / 10, "{s}");
+    // A cancelled run is not kept on disk: run again, it computes (gauge) rather than
+    // reading a partial result.
+    press(&mut app, KeyCode::Enter);
+    assert!(screen(&app, 80, 24).contains("computing activation maximisation"));
+    app.wait_for_job();
+    assert!(!screen(&app, 80, 24).contains("cancelled"));
+}
+
+#[test]
+fn the_first_frame_comes_before_the_inputs_are_classified() {
+    let model = sample::model().unwrap();
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
+    inputs.truncate(5);
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = App::new(model, "sample".into(), 1, inputs, app_options(cache.path())).unwrap();
+    // Nothing classified is taken before the event loop's first tick: the first frame shows
+    // every input pending, and the keys work.
+    let s = screen(&app, 80, 24);
+    println!("The first frame:\n{s}");
+    assert!(s.contains("classifying 0/5") && s.matches("pred …").count() == 5, "{s}");
+    assert!(s.contains("classifying…"), "the probabilities wait: {s}");
+    press(&mut app, KeyCode::F(6));
+    press(&mut app, KeyCode::Down);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("computing the model's prediction for this input"), "{s}");
+    assert!(s.contains("Inputs 2/5"), "{s}");
+    // The list fills in as predictions arrive; the view follows the input's prediction.
+    let start = Instant::now();
+    while app.classifying().is_some() {
+        app.tick();
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let s = screen(&app, 80, 24);
+    assert!(!s.contains("pred …") && !s.contains("classifying"), "{s}");
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Saliency · class 7 · vanilla"), "digit #8001 is a 7: {s}");
+}
+
+#[test]
+fn greek_and_cjk_class_names_keep_their_columns_in_the_terminal() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut model = sample::model().unwrap();
+    model.classes =
+        ["零", "一", "二", "τρία", "四", "五", "六", "七", "八", "九"].map(String::from).to_vec();
+    let mut inputs =
+        convscope::data::inputs::load_inputs(&model, &[], Fit::default(), false, &mut Vec::new())
+            .unwrap();
+    inputs.truncate(3);
+    let mut app = App::new(model, "names".into(), 1, inputs, app_options(cache.path())).unwrap();
+    app.wait_for_classification();
+    let s = screen(&app, 80, 24);
+    // The names as they are, and every probability row still ends with its value by the
+    // border (a CJK character takes two cells).
+    assert!(s.contains("pred τρία ✓") && s.contains("pred 七"), "{s}");
+    let rows = s.lines().filter(|l| l.contains(" 0.00 ││") || l.contains(" 1.00 ││")).count();
+    assert_eq!(rows, 10, "{s}");
+    assert!(s.contains("τρία") && s.contains('零') && s.contains('九'), "{s}");
 }

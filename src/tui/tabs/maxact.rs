@@ -212,7 +212,10 @@ impl Tab for MaxAct {
                         actmax::NO_GRADIENT
                     ));
                 }
-                if let Some((cache, key)) = &cache {
+                // A run stopped early (cancelled) is partial: never kept as the result.
+                if let Some((cache, key)) = &cache
+                    && result.iterations_run == config.iterations
+                {
                     let entry =
                         Entry { caption: picture.caption.clone(), images: result.images.clone() };
                     // A cache that cannot be written only costs a recomputation later.
