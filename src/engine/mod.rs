@@ -8,6 +8,7 @@
 //! and computes weight gradients only when training asks for them.
 
 pub mod patch;
+mod pointwise;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -695,7 +696,7 @@ impl Model {
                     let (grad_a, grad_b) = match kind {
                         ArithKind::Add => (gz.clone(), gz.clone()),
                         ArithKind::Sub => (gz.clone(), gz.neg()?),
-                        ArithKind::Mul => (gz.broadcast_mul(&b)?, gz.broadcast_mul(&a)?),
+                        ArithKind::Mul => (mul(&gz, &b)?, mul(&gz, &a)?),
                         ArithKind::Div => {
                             let grad_a = gz.broadcast_div(&b)?;
                             let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
@@ -875,11 +876,19 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `a · b`, broadcast when their shapes differ.
+fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match kernels::mul_fast(a, b)? {
+        Some(product) => Ok(product),
+        None => Ok(a.broadcast_mul(b)?),
+    }
+}
+
 fn arith(kind: ArithKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(match kind {
         ArithKind::Add => add(a, b)?,
         ArithKind::Sub => a.broadcast_sub(b)?,
-        ArithKind::Mul => a.broadcast_mul(b)?,
+        ArithKind::Mul => mul(a, b)?,
         ArithKind::Div => a.broadcast_div(b)?,
         ArithKind::Max => a.broadcast_maximum(b)?,
         ArithKind::Min => a.broadcast_minimum(b)?,
@@ -988,6 +997,9 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
 }
 
 fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
+    if let Some(y) = pointwise::activate(activation, z)? {
+        return Ok(y);
+    }
     Ok(match activation {
         Activation::Linear => z.clone(),
         Activation::Relu => kernels::relu(z)?,
@@ -1051,6 +1063,9 @@ fn activation_backward(
     z: Option<&Tensor>,
     rule: ReluRule,
 ) -> Result<Tensor> {
+    if let Some(dz) = pointwise::slope_times(activation, g, y, z)? {
+        return Ok(dz);
+    }
     let input = || {
         z.ok_or_else(|| {
             Error::Invalid(format!("the gradient of {} needs its input", activation.keras_name()))

@@ -1,9 +1,12 @@
 //! Elementwise passes the forward and backward make on whole feature maps: the sum of
-//! same-shaped values (residual adds, gradient accumulation) and a per-channel affine map
-//! (batch norm at inference and its gradient). candle's binary ops split such passes over
+//! same-shaped values (residual adds, gradient accumulation), products (a squeeze-and-
+//! excitation block's channel scale), a per-channel affine map (batch norm at inference and
+//! its gradient) and any function of one or two values (activations and their slopes). candle's binary ops split such passes over
 //! its own barrier pool, which spun for about a third of their time on the 2-core machine;
 //! these split them over rayon's in large chunks, and compute the affine map in one pass
 //! instead of a multiply and an add.
+
+use std::mem::MaybeUninit;
 
 use candle_core::{DType, Tensor};
 use num_traits::Zero;
@@ -16,41 +19,121 @@ use crate::error::{Error, Result};
 /// noise, small enough that both cores get work on a 56×56 map.
 const CHUNK: usize = 1 << 14;
 
-/// `a + b` for tensors of the same shape; `None` when the shapes differ (the caller
-/// broadcasts).
-pub fn add_same_shape(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+/// `f` of every value of `xs`, split over the pool in large chunks.
+pub(crate) fn map<T: Copy + Send + Sync>(xs: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    filled(xs.len(), |start, out| {
+        for (o, &x) in out.iter_mut().zip(&xs[start..]) {
+            o.write(f(x));
+        }
+    })
+}
+
+/// `f` of every pair of values of `xs` and `ys` (the same length), split over the pool.
+pub(crate) fn zip_map<T: Copy + Send + Sync>(
+    xs: &[T],
+    ys: &[T],
+    f: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
+    filled(xs.len().min(ys.len()), |start, out| {
+        for ((o, &x), &y) in out.iter_mut().zip(&xs[start..]).zip(&ys[start..]) {
+            o.write(f(x, y));
+        }
+    })
+}
+
+/// A vector of `len` values, written by `fill(start, chunk)` for chunks of it split over
+/// the pool: `fill` writes every value of its chunk. Not zeroed first: on a fresh map that
+/// pass cost as much as a swish.
+fn filled<T: Send + Sync>(
+    len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len < 2 * CHUNK {
+        fill(0, spare);
+    } else {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| fill(i * CHUNK, chunk));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks cover `0..len` and `fill` wrote every value of each (`map` and
+    // `zip_map` zip their chunk with inputs at least as long).
+    unsafe {
+        out.set_len(len)
+    };
+    out
+}
+
+/// `f` of every pair of values of two tensors of the same shape and type; `None` when they
+/// differ (the caller broadcasts).
+fn zip_same_shape(
+    a: &Tensor,
+    b: &Tensor,
+    f32s: impl Fn(f32, f32) -> f32 + Sync,
+    f64s: impl Fn(f64, f64) -> f64 + Sync,
+) -> Result<Option<Tensor>> {
     if a.dims() != b.dims() || a.dtype() != b.dtype() {
         return Ok(None);
     }
-    with_float!(a.dtype(), T => with_slice::<T, _>(a, |xs| {
-        with_slice::<T, _>(b, |ys| {
-            let mut sum = vec![T::zero(); xs.len()];
-            let add = |(s, (x, y)): (&mut [T], (&[T], &[T]))| {
-                for ((s, &x), &y) in s.iter_mut().zip(x).zip(y) {
-                    *s = x + y;
-                }
-            };
-            if xs.len() < 2 * CHUNK {
-                add((&mut sum, (xs, ys)));
-            } else {
-                sum.par_chunks_mut(CHUNK)
-                    .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-                    .for_each(add);
-            }
-            Ok(Some(Tensor::from_vec(sum, a.dims(), a.device())?))
-        })
-    }))
+    let values = |out: Result<Tensor>| out.map(Some);
+    match a.dtype() {
+        DType::F32 => values(with_slice::<f32, _>(a, |xs| {
+            with_slice::<f32, _>(b, |ys| {
+                Ok(Tensor::from_vec(zip_map(xs, ys, &f32s), a.dims(), a.device())?)
+            })
+        })),
+        DType::F64 => values(with_slice::<f64, _>(a, |xs| {
+            with_slice::<f64, _>(b, |ys| {
+                Ok(Tensor::from_vec(zip_map(xs, ys, &f64s), a.dims(), a.device())?)
+            })
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// `a + b` for tensors of the same shape; `None` when the shapes differ (the caller
+/// broadcasts).
+pub fn add_same_shape(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    zip_same_shape(a, b, |x, y| x + y, |x, y| x + y)
+}
+
+/// `a · b` where that is one pass: the same shapes, or one of them a value per channel
+/// (`[N or 1, C, 1, …]`, a squeeze-and-excitation scale) of the other `[N, C, …]`; `None`
+/// otherwise (the caller broadcasts).
+pub fn mul_fast(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if let Some(product) = zip_same_shape(a, b, |x, y| x * y, |x, y| x * y)? {
+        return Ok(Some(product));
+    }
+    let per_channel_of = |s: &Tensor, x: &Tensor| {
+        let (sd, xd) = (s.dims(), x.dims());
+        sd.len() == xd.len()
+            && xd.len() >= 3
+            && (sd[0] == 1 || sd[0] == xd[0])
+            && sd[1] == xd[1]
+            && sd[2..].iter().all(|&d| d == 1)
+            && s.dtype() == x.dtype()
+    };
+    let scaled = |x: &Tensor, s: &Tensor| channel_affine(x, &s.flatten_all()?, None).map(Some);
+    if per_channel_of(b, a) {
+        scaled(a, b)
+    } else if per_channel_of(a, b) {
+        scaled(b, a)
+    } else {
+        Ok(None)
+    }
 }
 
 /// `x·scale[c] + shift[c]` over a batch `[N, C, …]`, with `scale` and `shift` holding one
-/// value per channel (`shift` none: zero).
+/// value per channel, or one per channel of each item (`N·C`; `shift` none: zero).
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims();
     let channels = *dims.get(1).ok_or_else(|| {
         Error::Invalid(format!("a per-channel scale needs channels, got shape {dims:?}"))
     })?;
     let plane: usize = dims[2..].iter().product();
-    if scale.elem_count() != channels || shift.is_some_and(|s| s.elem_count() != channels) {
+    let per_item = channels * dims[0];
+    let fits = |n: usize| n == channels || n == per_item;
+    if !fits(scale.elem_count()) || shift.is_some_and(|s| !fits(s.elem_count())) {
         return Err(Error::Invalid(format!(
             "{channels} channels but {} scales",
             scale.elem_count()
@@ -63,8 +146,8 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Res
             None => vec![T::zero(); channels],
         };
         let mut out = vec![T::zero(); xs.len()];
-        let map = |(c, (o, x)): (usize, (&mut [T], &[T]))| {
-            let (a, b) = (scale[c % channels], shift[c % channels]);
+        let map = |(p, (o, x)): (usize, (&mut [T], &[T]))| {
+            let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
             for (o, &x) in o.iter_mut().zip(x) {
                 *o = x * a + b;
             }
@@ -124,6 +207,32 @@ mod tests {
             assert!(close(&channel_affine(&x, &scale, Some(&shift)).unwrap(), &want));
             let scaled = x.broadcast_mul(&s).unwrap();
             assert!(close(&channel_affine(&x, &scale, None).unwrap(), &scaled));
+        }
+    }
+
+    #[test]
+    fn maps_split_over_the_pool_equal_one_pass() {
+        let xs: Vec<f32> = (0..5 * CHUNK + 7).map(|i| (i as f32 * 0.37).sin()).collect();
+        let ys: Vec<f32> = xs.iter().map(|v| v * 0.5 - 0.25).collect();
+        let squares = map(&xs, |x| x * x);
+        assert!(squares.iter().zip(&xs).all(|(s, x)| *s == x * x));
+        let products = zip_map(&xs, &ys, |x, y| x * y - 1.0);
+        assert!(products.iter().zip(xs.iter().zip(&ys)).all(|(p, (x, y))| *p == x * y - 1.0));
+    }
+
+    #[test]
+    fn products_equal_candles_for_same_shapes_and_channel_scales() {
+        for dtype in [DType::F32, DType::F64] {
+            let x = ramp(&[2, 3, 40, 50], dtype);
+            for scale in [vec![2, 3, 1, 1], vec![1, 3, 1, 1], vec![2, 3, 40, 50]] {
+                let s = ramp(&scale, dtype).affine(2.0, 0.5).unwrap();
+                let want = x.broadcast_mul(&s).unwrap();
+                assert!(close(&mul_fast(&x, &s).unwrap().unwrap(), &want), "{scale:?}");
+                assert!(close(&mul_fast(&s, &x).unwrap().unwrap(), &want), "{scale:?}");
+            }
+            // Shapes it leaves to broadcasting.
+            let row = ramp(&[1, 1, 1, 50], dtype);
+            assert!(mul_fast(&x, &row).unwrap().is_none());
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The activations beyond ReLU that imported models bring (ELU, SELU, softplus, softsign,
-//! swish, GELU in both forms, hard sigmoid, hard swish, exponential, erf): forward against
+//! The activations beyond ReLU that imported models bring (sigmoid, tanh, clip, leaky ReLU,
+//! ELU, SELU, softplus, softsign, swish, GELU in both forms, hard sigmoid, hard swish,
+//! exponential, erf): forward against
 //! values worked out by hand, gradient against finite differences in f64, fused into conv
 //! and dense layers and standing alone.
 
@@ -9,7 +10,11 @@ use convscope::{Activation, Node, Op, Padding, Point};
 use crate::gradients::check_input_gradient;
 use crate::support::{conv, dense, model_with, random_model, values};
 
-const ALL: [Activation; 11] = [
+const ALL: [Activation; 15] = [
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Clip { min: 0.0, max: 6.0 },
+    Activation::LeakyRelu { alpha: 0.1 },
     Activation::Elu { alpha: 1.0, scale: 1.0 },
     Activation::SELU,
     Activation::Softplus,
@@ -42,6 +47,16 @@ fn sigmoid(x: f64) -> f64 {
 /// The activation at `x`, from its definition.
 fn by_hand(activation: Activation, x: f64) -> f64 {
     match activation {
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Tanh => x.tanh(),
+        Activation::Clip { min, max } => x.clamp(f64::from(min), f64::from(max)),
+        Activation::LeakyRelu { alpha } => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(alpha) * x
+            }
+        }
         Activation::Elu { alpha, scale } => {
             let (alpha, scale) = (f64::from(alpha), f64::from(scale));
             scale * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }
@@ -74,7 +89,7 @@ fn activations_compute_their_definitions() {
             Activation::Gelu { approximate: false } => {
                 vec![-2f64.sqrt(), -0.5 * 2f64.sqrt(), 0.5 * 2f64.sqrt(), 2f64.sqrt()]
             }
-            _ => vec![-4.0, -3.0, -1.5, -0.25, 0.0, 0.25, 1.5, 3.0, 4.0],
+            _ => vec![-4.0, -3.0, -1.5, -0.25, 0.0, 0.25, 1.5, 3.0, 4.0, 6.0, 7.5],
         };
         let model = model_with(
             &[points.len()],

@@ -1,0 +1,220 @@
+//! The activations of real CNNs (sigmoid and swish in EfficientNet's blocks, hard swish in
+//! MobileNetV3, ReLU6's clip in MobileNetV2) and their slopes, each in one pass over the map
+//! on rayon. As chains of candle ops (a negation, an exponential, an add, a reciprocal, a
+//! product: a tensor each, on one thread) they were 73% of efficientnet_b0's forward pass.
+//! Each formula is the one the candle chain in `apply_activation`/`activation_backward`
+//! computes, in the same order, so both give the same values; activations not listed here
+//! stay on that chain.
+
+use candle_core::{DType, Tensor};
+use num_traits::{Float, One, Zero};
+
+use crate::error::{Error, Result};
+use crate::kernels::{self, with_float, with_slice};
+use crate::model::Activation;
+
+/// Whether the one-pass maps take tensors of this type (candle's chain takes the rest).
+fn mapped(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F64)
+}
+
+/// `activation(z)` in one pass, or `None` for an activation left to candle's ops.
+pub(super) fn activate(activation: Activation, z: &Tensor) -> Result<Option<Tensor>> {
+    if !mapped(z.dtype()) {
+        return Ok(None);
+    }
+    with_float!(z.dtype(), T => with_slice::<T, _>(z, |zs| {
+        let values = match activation {
+            Activation::Sigmoid => kernels::map(zs, sigmoid),
+            Activation::Swish => kernels::map(zs, |x| x * sigmoid(x)),
+            Activation::Tanh => kernels::map(zs, T::tanh),
+            Activation::Exponential => kernels::map(zs, MapFloat::exp_fast),
+            Activation::Clip { min, max } => {
+                let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
+                kernels::map(zs, |x| x.max(lo).min(hi))
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                let (a, b) = (constant::<T>(alpha.into()), constant::<T>(beta.into()));
+                kernels::map(zs, |x| (x * a + b).max(T::zero()).min(T::one()))
+            }
+            Activation::HardSwish => {
+                let (sixth, half) = (constant::<T>(1.0 / 6.0), constant::<T>(0.5));
+                kernels::map(zs, |x| x * (x * sixth + half).max(T::zero()).min(T::one()))
+            }
+            Activation::LeakyRelu { alpha } => {
+                let a = constant::<T>(alpha.into());
+                kernels::map(zs, |x| x.max(T::zero()) + x.min(T::zero()) * a)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Tensor::from_vec(values, z.dims(), z.device())?))
+    }))
+}
+
+/// The gradient `g` through `activation` at output `y` (input `z`) in one pass, or `None`
+/// for an activation left to candle's ops (or a missing input, which the caller reports).
+pub(super) fn slope_times(
+    activation: Activation,
+    g: &Tensor,
+    y: &Tensor,
+    z: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let reads = match activation {
+        Activation::Swish | Activation::HardSwish => z,
+        _ => Some(y),
+    };
+    let Some(at) = reads.filter(|t| t.dims() == g.dims() && t.dtype() == g.dtype()) else {
+        return Ok(None);
+    };
+    if !mapped(g.dtype()) {
+        return Ok(None);
+    }
+    with_float!(g.dtype(), T => with_slice::<T, _>(g, |gs| {
+        with_slice::<T, _>(at, |ats| {
+            let one = T::one();
+            let inside = |v: T, lo: T, hi: T| if v > lo && v < hi { one } else { T::zero() };
+            let values = match activation {
+                Activation::Sigmoid => kernels::zip_map(gs, ats, |g, y| g * (y * (one - y))),
+                Activation::Tanh => kernels::zip_map(gs, ats, |g, y| g * (one - y * y)),
+                Activation::Exponential => kernels::zip_map(gs, ats, |g, y| g * y),
+                Activation::Swish => kernels::zip_map(gs, ats, |g, x| {
+                    let s = sigmoid(x);
+                    g * (s * (x * (one - s) + one))
+                }),
+                Activation::Clip { min, max } => {
+                    let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
+                    kernels::zip_map(gs, ats, |g, y| g * inside(y, lo, hi))
+                }
+                Activation::HardSigmoid { alpha, .. } => {
+                    let a = constant::<T>(alpha.into());
+                    kernels::zip_map(gs, ats, |g, y| g * (inside(y, T::zero(), one) * a))
+                }
+                Activation::HardSwish => {
+                    let (third, half, three) =
+                        (constant::<T>(1.0 / 3.0), constant::<T>(0.5), constant::<T>(3.0));
+                    kernels::zip_map(gs, ats, |g, x| {
+                        let slope = match x >= three {
+                            true => one,
+                            false => (x * third + half) * inside(x, -three, three),
+                        };
+                        g * slope
+                    })
+                }
+                Activation::LeakyRelu { alpha } => {
+                    let a = constant::<T>(alpha.into());
+                    kernels::zip_map(gs, ats, |g, y| g * if y > T::zero() { one } else { a })
+                }
+                _ => return Ok(None),
+            };
+            Ok(Some(Tensor::from_vec(values, g.dims(), g.device())?))
+        })
+    }))
+}
+
+/// `1 / (1 + e^−x)`, as `(e^−x + 1)⁻¹` in candle's chain.
+fn sigmoid<T: MapFloat>(x: T) -> T {
+    ((-x).exp_fast() + T::one()).recip()
+}
+
+/// The float types the maps compute in, with the exponential they use.
+pub(crate) trait MapFloat: Float {
+    /// `e^x`: for f32 by a polynomial the compiler vectorises (libm's `expf` is a call per
+    /// value, and was most of a swish's time), within 2 ulp of it; for f64, the reference
+    /// precision, by std.
+    fn exp_fast(self) -> Self;
+}
+
+impl MapFloat for f64 {
+    fn exp_fast(self) -> f64 {
+        self.exp()
+    }
+}
+
+impl MapFloat for f32 {
+    /// Cephes' `expf`: `x = n·ln 2 + r` with `n` rounded to nearest (by the 1.5·2²³ trick,
+    /// no call to `floor`), `e^r` by its degree-7 polynomial on `|r| ≤ ln 2 / 2`, then
+    /// `2ⁿ` put into the exponent bits. Inputs are clamped where e^x leaves f32's normal
+    /// range (beyond them the result is within a factor of 1.01 of 0 or the largest
+    /// float, which a sigmoid cannot tell from 0 or ∞).
+    fn exp_fast(self) -> f32 {
+        const ROUND: f32 = 12_582_912.0;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let x = self.clamp(-87.33654, 88.37626);
+        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let p = 1.987_569_1e-4_f32;
+        let p = p * r + 1.398_199_9e-3;
+        let p = p * r + 8.333_452e-3;
+        let p = p * r + 4.166_579_6e-2;
+        let p = p * r + 1.666_666_5e-1;
+        let p = p * r + 5.000_000_1e-1;
+        let e_r = p * r * r + r + 1.0;
+        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        // NaN stays NaN (the clamp passes it through, and so does the product).
+        e_r * scale
+    }
+}
+
+/// A constant in the map's type, cast from f64 as candle's `affine` and `clamp` cast theirs.
+fn constant<T: Float>(v: f64) -> T {
+    T::from(v).unwrap_or_else(T::nan)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn the_f32_exponential_is_within_2_ulp_of_f64s_over_its_range() {
+        let mut x = -87.3f32;
+        while x < 88.3 {
+            let (fast, exact) = (x.exp_fast(), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * exact;
+            assert!((f64::from(fast) - exact).abs() <= 2.0 * ulp, "e^{x}: {fast}, not {exact}");
+            x += 0.0137;
+        }
+        assert!(f32::NAN.exp_fast().is_nan());
+        // Far outside the clamp: 0 and 1 to within what f32 can tell.
+        assert!((0.0..1e-37).contains(&sigmoid(-1000f32)));
+        assert_eq!(sigmoid(1000f32), 1.0);
+    }
+
+    #[test]
+    fn one_pass_activations_equal_the_f64_chain_on_a_map_split_over_the_pool() {
+        let n = 3 * 64 * 32 * 32;
+        let values: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.0137).sin() * 9.0).collect();
+        let z64 = Tensor::from_vec(values, (3, 64, 32, 32), &Device::Cpu).unwrap();
+        let z32 = z64.to_dtype(DType::F32).unwrap();
+        let g32 = z32.affine(0.5, 0.1).unwrap();
+        for activation in [
+            Activation::Sigmoid,
+            Activation::Swish,
+            Activation::Tanh,
+            Activation::HardSwish,
+            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::Clip { min: 0.0, max: 6.0 },
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::Exponential,
+        ] {
+            let fast = activate(activation, &z32).unwrap().unwrap();
+            let exact = activate(activation, &z64).unwrap().unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+                let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+                let (a, b) = (a.to_vec1::<f64>().unwrap(), b.to_vec1::<f64>().unwrap());
+                a.iter().zip(&b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max)
+            };
+            assert!(diff(&fast, &exact) < 1e-5, "{activation:?} forward");
+            let g64 = g32.to_dtype(DType::F64).unwrap();
+            let slope32 = slope_times(activation, &g32, &fast, Some(&z32)).unwrap().unwrap();
+            let slope64 = slope_times(activation, &g64, &exact, Some(&z64)).unwrap().unwrap();
+            assert!(diff(&slope32, &slope64) < 1e-4, "{activation:?} slope");
+        }
+        // Left to candle's chain: GELU, and a slope without the input it needs.
+        assert!(activate(Activation::Gelu { approximate: false }, &z32).unwrap().is_none());
+        assert!(slope_times(Activation::Swish, &g32, &z32, None).unwrap().is_none());
+    }
+}
