@@ -19,7 +19,8 @@ use crate::methods::gradients::{check_input, flat_f32};
 use crate::model::Model;
 
 /// What replaces a removed pixel (deletion) and where insertion starts.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Replacement {
     /// The input blurred by a Gaussian of this standard deviation, in pixels.
     Blur {
