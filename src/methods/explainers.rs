@@ -22,6 +22,8 @@ pub type MapFn = fn(&Model, &Tensor, usize) -> Result<Map>;
 pub struct Explainer {
     /// Its name in tables ("saliency guided").
     pub name: &'static str,
+    /// At most four letters, for a label under a small tile ("salG").
+    pub short: &'static str,
     /// The registry's method, whose view shows it.
     pub method: &'static MethodInfo,
     /// The ReLU rule it runs under, where the method has rules.
@@ -36,17 +38,17 @@ pub struct Explainer {
 /// Every method, each with its map for faithfulness, the sanity check and the Compare tab.
 #[rustfmt::skip]
 pub const EXPLAINERS: &[Explainer] = &[
-    Explainer { name: "saliency", method: &saliency::INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Vanilla)?.map) },
-    Explainer { name: "saliency guided", method: &saliency::INFO, rule: Some(Guided), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Guided)?.map) },
-    Explainer { name: "saliency relu", method: &saliency::INFO, rule: Some(Rectified), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Rectified)?.map) },
-    Explainer { name: "grad-CAM", method: &gradcam::INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Vanilla, None)?.map) },
-    Explainer { name: "grad-CAM guided", method: &gradcam::INFO, rule: Some(Guided), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Guided, None)?.map) },
-    Explainer { name: "grad-CAM relu", method: &gradcam::INFO, rule: Some(Rectified), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Rectified, None)?.map) },
-    Explainer { name: "guided grad-CAM", method: &gradcam::GUIDED_INFO, rule: None, signed: false, map: |m, x, c| Ok(gradcam::guided_grad_cam(m, x, c, None)?.0) },
-    Explainer { name: "occlusion", method: &occlusion::INFO, rule: None, signed: true, map: |m, x, c| Ok(occlusion::occlusion(m, x, c, &occlusion_config(m)?)?.drop) },
-    Explainer { name: "input×gradient", method: &attribution::INPUT_X_GRADIENT_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::input_x_gradient(m, x, c, Vanilla)?) },
-    Explainer { name: "integrated gradients", method: &attribution::INTEGRATED_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::integrated_gradients(m, x, c, Vanilla, &IntegratedConfig::default())?.attribution) },
-    Explainer { name: "smoothgrad", method: &attribution::SMOOTHGRAD_INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(attribution::smoothgrad(m, x, c, Vanilla, &SmoothConfig::default())?.map) },
+    Explainer { name: "saliency", short: "sal", method: &saliency::INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Vanilla)?.map) },
+    Explainer { name: "saliency guided", short: "salG", method: &saliency::INFO, rule: Some(Guided), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Guided)?.map) },
+    Explainer { name: "saliency relu", short: "salR", method: &saliency::INFO, rule: Some(Rectified), signed: false, map: |m, x, c| Ok(saliency::saliency(m, x, c, Rectified)?.map) },
+    Explainer { name: "grad-CAM", short: "cam", method: &gradcam::INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Vanilla, None)?.map) },
+    Explainer { name: "grad-CAM guided", short: "camG", method: &gradcam::INFO, rule: Some(Guided), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Guided, None)?.map) },
+    Explainer { name: "grad-CAM relu", short: "camR", method: &gradcam::INFO, rule: Some(Rectified), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Rectified, None)?.map) },
+    Explainer { name: "guided grad-CAM", short: "gcam", method: &gradcam::GUIDED_INFO, rule: None, signed: false, map: |m, x, c| Ok(gradcam::guided_grad_cam(m, x, c, None)?.0) },
+    Explainer { name: "occlusion", short: "occ", method: &occlusion::INFO, rule: None, signed: true, map: |m, x, c| Ok(occlusion::occlusion(m, x, c, &occlusion_config(m)?)?.drop) },
+    Explainer { name: "input×gradient", short: "ixg", method: &attribution::INPUT_X_GRADIENT_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::input_x_gradient(m, x, c, Vanilla)?) },
+    Explainer { name: "integrated gradients", short: "ig", method: &attribution::INTEGRATED_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::integrated_gradients(m, x, c, Vanilla, &IntegratedConfig::default())?.attribution) },
+    Explainer { name: "smoothgrad", short: "sg", method: &attribution::SMOOTHGRAD_INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(attribution::smoothgrad(m, x, c, Vanilla, &SmoothConfig::default())?.map) },
 ];
 
 /// Occlusion's square for the model's input size.
@@ -78,7 +80,8 @@ mod tests {
         let model = sample::model().expect("sample model");
         let x = Tensor::full(0.5f32, (1, 1, 28, 28), &candle_core::Device::Cpu).expect("x");
         for (i, e) in EXPLAINERS.iter().enumerate() {
-            assert!(EXPLAINERS[..i].iter().all(|o| o.name != e.name), "{}", e.name);
+            assert!(EXPLAINERS[..i].iter().all(|o| o.name != e.name && o.short != e.short));
+            assert!(e.short.chars().count() <= 4, "{}", e.short);
             let map = (e.map)(&model, &x, 3).expect(e.name);
             assert_eq!((map.height, map.width), (28, 28), "{}", e.name);
         }

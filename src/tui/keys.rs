@@ -91,6 +91,13 @@ pub struct Uses {
     pub grid: bool,
 }
 
+impl Uses {
+    /// The tiles are the classes (a per-class grid): picking a tile picks the class.
+    pub fn tiles_are_classes(self) -> bool {
+        self.grid && self.per_class
+    }
+}
+
 /// Which tabs a shared binding works on: those whose view uses what it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -126,7 +133,7 @@ impl Need {
             Need::Overlay => uses.overlay,
             Need::Text => uses.text,
             Need::Grid => uses.grid,
-            Need::Tiles => uses.grid && !uses.class,
+            Need::Tiles => uses.grid && !uses.tiles_are_classes(),
         }
     }
 }
