@@ -119,6 +119,8 @@ pub enum Need {
     Grid,
     /// Grid tabs whose tiles are not classes (there ← → pick a tile, not a class).
     Tiles,
+    /// Tabs that show a class where ← → do not pick a tile.
+    ClassByArrows,
 }
 
 impl Need {
@@ -134,6 +136,7 @@ impl Need {
             Need::Text => uses.text,
             Need::Grid => uses.grid,
             Need::Tiles => uses.grid && !uses.tiles_are_classes(),
+            Need::ClassByArrows => uses.class && !Need::Tiles.met(uses),
         }
     }
 }
@@ -251,7 +254,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "→ l",
         help: "next class",
         action: Action::NextClass,
-        need: Need::Class,
+        need: Need::ClassByArrows,
         status: Some(("←/→", "class")),
     },
     Binding {
@@ -259,7 +262,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "← h",
         help: "previous class",
         action: Action::PrevClass,
-        need: Need::Class,
+        need: Need::ClassByArrows,
         status: None,
     },
     Binding {
@@ -476,7 +479,9 @@ pub fn status_hints(
     digits_are_classes: bool,
 ) -> Vec<(&'static str, &'static str)> {
     let last = |b: &&Binding| matches!(b.action, Action::Export | Action::Help);
-    let first = |b: &&Binding| !last(b) && matches!(b.need, Need::Always | Need::Class);
+    let first = |b: &&Binding| {
+        !last(b) && matches!(b.need, Need::Always | Need::Class | Need::ClassByArrows)
+    };
     let hinted = move |b: &&Binding| !(digits_are_classes && b.action == Action::FindClass);
     let shared = || BINDINGS.iter().filter(move |b| b.need.met(uses)).filter(hinted);
     shared()
