@@ -354,7 +354,7 @@ pub fn note_assumption(model: &Model) {
 
 impl SubjectArgs {
     /// The model, the prepared input, the class to explain and every class's probability.
-    fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
+    pub(super) fn resolve(&self) -> Result<(Model, Prepared, usize, Vec<f32>)> {
         let model = load_model_for(&self.model, &self.preprocessing, self.image.as_deref())?;
         let prepared = match &self.image {
             Some(path) => super::prepare(&model, path, self.preprocessing.fit.into())?,

@@ -1,6 +1,7 @@
 //! Command-line interface: one subcommand per job, each a thin wrapper over the library.
 
 mod bench;
+mod evaluate;
 mod methods;
 
 use std::io::Write;
@@ -239,6 +240,12 @@ enum Command {
         #[command(flatten)]
         output: methods::Output,
     },
+    /// Faithfulness of every method's map (RISE deletion and insertion areas, steps of 1%
+    /// of the pixels) for one class, beside a random ranking.
+    Faithfulness(evaluate::FaithfulnessArgs),
+    /// The sanity check (Adebayo et al.): each method's map against itself as the layers'
+    /// weights are re-drawn from the top down (Spearman ρ).
+    Sanity(evaluate::SanityArgs),
     /// Time the load, the forward pass and every method on a model, in this process:
     /// what a user's own model costs (median, min and max of a few runs).
     Bench(bench::BenchArgs),
@@ -404,6 +411,8 @@ pub fn run(cli: Cli) -> Result<()> {
             methods::occlusion_cmd(&subject, &window, show.into(), overlay, &output)
         }
         Some(Command::Bench(args)) => bench::bench(&args),
+        Some(Command::Faithfulness(args)) => evaluate::faithfulness_cmd(&args),
+        Some(Command::Sanity(args)) => evaluate::sanity_cmd(&args),
         Some(Command::Saliency { subject, gradient, output }) => {
             methods::saliency_cmd(&subject, &gradient, &output)
         }

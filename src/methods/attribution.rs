@@ -297,7 +297,7 @@ fn baseline(input: &[f32], [c, h, w]: [usize; 3], kind: Baseline) -> Result<Vec<
 }
 
 /// A plane blurred by a Gaussian of `sigma` pixels, rows then columns, edges repeated.
-fn blur(plane: &[f32], h: usize, w: usize, sigma: f64) -> Vec<f32> {
+pub(super) fn blur(plane: &[f32], h: usize, w: usize, sigma: f64) -> Vec<f32> {
     let radius = (3.0 * sigma).ceil() as isize;
     let taps: Vec<f64> =
         (-radius..=radius).map(|d| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp()).collect();

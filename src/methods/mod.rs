@@ -5,6 +5,8 @@
 
 pub mod actmax;
 pub mod attribution;
+pub mod explainers;
+pub mod faithfulness;
 pub mod features;
 pub mod filters;
 pub mod gradcam;
@@ -12,6 +14,7 @@ mod gradients;
 pub mod occlusion;
 pub mod registry;
 pub mod saliency;
+pub mod sanity;
 
 use crate::error::{Error, Result};
 

@@ -17,6 +17,7 @@ use crate::data::cache;
 use crate::data::inputs::{self, InputItem, NamedInput};
 use crate::engine::{ReluRule, argmax};
 use crate::error::report;
+use crate::methods::registry::MethodInfo;
 use crate::model::{Model, printable_path};
 use crate::present::colormap::Colormap;
 use crate::present::figures::{Picture, Style};
@@ -313,7 +314,7 @@ impl App {
     /// are classes.
     pub fn grid(&self) -> GridState {
         let state = self.grids.get(&self.tab).copied().unwrap_or_default();
-        if self.current_tab().uses().class {
+        if self.current_tab().uses().tiles_are_classes() {
             GridState { selected: self.class, ..state }
         } else {
             state
@@ -336,7 +337,7 @@ impl App {
         } else {
             (at + step).clamp(0, count as isize - 1)
         } as usize;
-        if self.current_tab().uses().class {
+        if self.current_tab().uses().tiles_are_classes() {
             self.class = to;
             self.follow_prediction = false;
         } else {
@@ -568,8 +569,14 @@ impl App {
                 self.move_tile(if action == Action::NextPage { page } else { -page }, false);
             }
             Action::Zoom => {
-                let grid = self.grids.entry(self.tab).or_default();
-                grid.zoom = !grid.zoom;
+                let opened = self.current_tab().opens(&self.ctx(), self.grid().selected);
+                match opened {
+                    Some((method, rule)) => self.open(method, rule),
+                    None => {
+                        let grid = self.grids.entry(self.tab).or_default();
+                        grid.zoom = !grid.zoom;
+                    }
+                }
             }
             Action::TileScale => {
                 let grid = self.grids.entry(self.tab).or_default();
@@ -579,6 +586,20 @@ impl App {
             Action::Own(own) => self.tabs[self.tab].act(own, &self.model),
         }
         self.refresh();
+    }
+
+    /// Goes to the tab that shows `method` under `rule`, or says no tab does.
+    fn open(&mut self, method: &MethodInfo, rule: Option<ReluRule>) {
+        match self.tabs.iter_mut().position(|t| t.show(method)) {
+            Some(tab) => {
+                self.tab = tab;
+                self.rule = rule.unwrap_or(self.rule);
+            }
+            None => {
+                self.status =
+                    Some(format!("{0} has no tab of its own: run `convscope {0}`", method.name))
+            }
+        }
     }
 
     /// Goes to the next (or previous) misclassified input, wrapping round, or says there is

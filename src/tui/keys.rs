@@ -91,6 +91,13 @@ pub struct Uses {
     pub grid: bool,
 }
 
+impl Uses {
+    /// The tiles are the classes (a per-class grid): picking a tile picks the class.
+    pub fn tiles_are_classes(self) -> bool {
+        self.grid && self.per_class
+    }
+}
+
 /// Which tabs a shared binding works on: those whose view uses what it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -112,6 +119,8 @@ pub enum Need {
     Grid,
     /// Grid tabs whose tiles are not classes (there ← → pick a tile, not a class).
     Tiles,
+    /// Tabs that show a class where ← → do not pick a tile.
+    ClassByArrows,
 }
 
 impl Need {
@@ -126,7 +135,8 @@ impl Need {
             Need::Overlay => uses.overlay,
             Need::Text => uses.text,
             Need::Grid => uses.grid,
-            Need::Tiles => uses.grid && !uses.class,
+            Need::Tiles => uses.grid && !uses.tiles_are_classes(),
+            Need::ClassByArrows => uses.class && !Need::Tiles.met(uses),
         }
     }
 }
@@ -244,7 +254,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "→ l",
         help: "next class",
         action: Action::NextClass,
-        need: Need::Class,
+        need: Need::ClassByArrows,
         status: Some(("←/→", "class")),
     },
     Binding {
@@ -252,7 +262,7 @@ pub const BINDINGS: &[Binding] = &[
         label: "← h",
         help: "previous class",
         action: Action::PrevClass,
-        need: Need::Class,
+        need: Need::ClassByArrows,
         status: None,
     },
     Binding {
@@ -469,7 +479,9 @@ pub fn status_hints(
     digits_are_classes: bool,
 ) -> Vec<(&'static str, &'static str)> {
     let last = |b: &&Binding| matches!(b.action, Action::Export | Action::Help);
-    let first = |b: &&Binding| !last(b) && matches!(b.need, Need::Always | Need::Class);
+    let first = |b: &&Binding| {
+        !last(b) && matches!(b.need, Need::Always | Need::Class | Need::ClassByArrows)
+    };
     let hinted = move |b: &&Binding| !(digits_are_classes && b.action == Action::FindClass);
     let shared = || BINDINGS.iter().filter(move |b| b.need.met(uses)).filter(hinted);
     shared()

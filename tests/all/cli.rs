@@ -648,3 +648,34 @@ fn the_attribution_commands_draw_their_maps_and_say_how_complete_they_are() {
     let o = convscope(&["integrated-gradients", "sample", "--steps", "0"]);
     assert_one_line_error(&o, "--steps");
 }
+
+#[test]
+fn faithfulness_and_sanity_print_a_row_per_method() {
+    let digit = sample_digit();
+    let digit = digit.to_str().unwrap();
+    let o = convscope(&["faithfulness", &sample_model(), digit, "--replacement", "constant"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    for method in ["saliency guided", "grad-CAM relu", "integrated gradients", "random"] {
+        assert!(text.lines().any(|l| l.starts_with(method)), "{method} missing: {text}");
+    }
+    let o = convscope(&["faithfulness", &sample_model(), digit, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.last().unwrap()["method"], "random");
+    assert_eq!(rows[0]["deletion"]["probabilities"].as_array().unwrap().len(), 101);
+    let area = |row: &serde_json::Value, curve: &str| row[curve]["area"].as_f64().unwrap();
+    assert!(area(&rows[0], "deletion") < area(rows.last().unwrap(), "deletion"));
+    let o = convscope(&["sanity", &sample_model(), digit, "--json", "--seed", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(json["stages"][0]["layer"], "preds");
+    assert!(stdout(&convscope(&["sanity", &sample_model(), digit])).contains("re-drawn to"));
+    let o = convscope(&["faithfulness", &sample_model(), digit, "--replacement", "grey"]);
+    assert_one_line_error(&o, "grey");
+    assert_one_line_error(
+        &convscope(&["sanity", &sample_model(), digit, "--class", "12"]),
+        "no class '12'",
+    );
+}

@@ -997,3 +997,37 @@ fn greek_and_cjk_class_names_keep_their_columns_in_the_terminal() {
     assert_eq!(rows, 10, "{s}");
     assert!(s.contains("τρία") && s.contains('零') && s.contains('九'), "{s}");
 }
+
+#[test]
+fn compare_shows_every_method_with_its_scores_sorts_them_and_opens_one() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(8));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("every method and its faithfulness"), "a background job: {s}");
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    insta::assert_snapshot!("tab_compare", s);
+    assert!(s.contains("Compare · class 3 · random D"), "{s}");
+    let tiles = tiles_at_80_by_24(&app);
+    check_grid(&tiles, usize::MAX, "compare");
+    assert_eq!(tiles[0].2.split(' ').next(), Some("sal"), "{tiles:?}");
+    // Sorted by deletion area: instant (no job), lowest first.
+    press(&mut app, KeyCode::Char('s'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("deletion ↑") && !s.contains("computing"), "{s}");
+    let deletion: Vec<f64> = tiles_at_80_by_24(&app)
+        .iter()
+        .map(|t| t.2.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(deletion.windows(2).all(|p| p[0] <= p[1]), "{deletion:?}");
+    // Back to table order; the second tile (saliency guided) opens the Saliency tab under
+    // the guided rule.
+    press(&mut app, KeyCode::Char('s'));
+    press(&mut app, KeyCode::Char('s'));
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Enter);
+    app.wait_for_job();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Saliency · class 3 · guided"), "{s}");
+}

@@ -8,6 +8,7 @@ mod actmax;
 mod attribution;
 mod cli;
 mod explorer;
+mod faithfulness;
 mod fuzz;
 mod gradients;
 mod hostile;

@@ -92,6 +92,11 @@ impl Tab for GradCam {
         }
     }
 
+    fn show(&mut self, method: &MethodInfo) -> bool {
+        self.guided = method.name == gradcam::GUIDED_INFO.name;
+        self.guided || method.name == gradcam::INFO.name
+    }
+
     fn settings(&self) -> Vec<u64> {
         vec![u64::from(self.guided), u64::from(self.all)]
     }

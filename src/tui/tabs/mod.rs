@@ -4,6 +4,7 @@
 //! The app owns everything shared (inputs, class, the job slots, the view cache); a tab owns
 //! only its own settings. Adding a tab is a file here and a line in [`all`].
 
+mod compare;
 mod features;
 mod filters;
 mod gradcam;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<Box<dyn Tab>> {
         Box::new(occlusion::Occlusion::default()),
         Box::new(saliency::Saliency::default()),
         Box::new(gradcam::GradCam::default()),
+        Box::new(compare::Compare::default()),
     ]
 }
 
@@ -149,6 +151,17 @@ pub trait Tab {
 
     /// Handles one of its own keys' actions (the number in [`Binding`]'s `Own`).
     fn act(&mut self, _action: u8, _model: &Model) {}
+
+    /// The method a tile opens in its own tab (Enter), where the tiles are methods: the
+    /// method and the modifier it runs under.
+    fn opens(&self, _ctx: &Ctx, _tile: usize) -> Option<(&'static MethodInfo, Option<ReluRule>)> {
+        None
+    }
+
+    /// Sets the tab to show `method`, if it shows it; whether it does.
+    fn show(&mut self, method: &MethodInfo) -> bool {
+        self.method().is_some_and(|m| m.name == method.name)
+    }
 
     /// Its own settings, as far as they change the view (part of the view cache's key).
     fn settings(&self) -> Vec<u64> {

@@ -5,7 +5,8 @@
 use crossterm::event::KeyCode;
 
 use crate::error::report;
-use crate::methods::occlusion::OcclusionConfig;
+use crate::methods::occlusion::{self, OcclusionConfig};
+use crate::methods::registry::MethodInfo;
 use crate::model::Model;
 use crate::present::figures::{self, OcclusionShows};
 use crate::tui::jobs::{Job, Superseded};
@@ -62,6 +63,10 @@ const BINDINGS: &[Binding] = &[
 impl Tab for Occlusion {
     fn title(&self) -> &'static str {
         "Occlusion"
+    }
+
+    fn method(&self) -> Option<&'static MethodInfo> {
+        Some(&occlusion::INFO)
     }
 
     fn uses(&self) -> Uses {

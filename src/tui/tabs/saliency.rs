@@ -1,6 +1,8 @@
 //! The Saliency tab: `|∂score/∂input|` under the current modifier, every class in one
 //! batched pass so that cycling classes is a lookup.
 
+use crate::methods::registry::MethodInfo;
+use crate::methods::saliency;
 use crate::model::Model;
 use crate::present::figures;
 use crate::tui::keys::Binding;
@@ -19,6 +21,10 @@ const BINDINGS: &[Binding] = &[ALL_MODIFIERS];
 impl Tab for Saliency {
     fn title(&self) -> &'static str {
         "Saliency"
+    }
+
+    fn method(&self) -> Option<&'static MethodInfo> {
+        Some(&saliency::INFO)
     }
 
     fn uses(&self) -> Uses {
