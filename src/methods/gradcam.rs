@@ -730,4 +730,41 @@ mod tests {
         let up = upsample_bilinear(&m, 3, 3);
         assert_eq!(up.data, vec![0., 0.5, 1., 1., 1.5, 2., 2., 2.5, 3.]);
     }
+
+    #[test]
+    fn jacobi_finds_the_top_eigenpair() {
+        // [[2, 1, 0], [1, 2, 0], [0, 0, 1]]: eigenvalues 3, 1, 1; the top one's vector
+        // (1, 1, 0)/√2.
+        let (lambda, v) = top_eigenvector(vec![2., 1., 0., 1., 2., 0., 0., 0., 1.], 3);
+        assert!((lambda - 3.0).abs() < 1e-12, "{lambda}");
+        let r = 0.5f64.sqrt();
+        let sign = v[0].signum();
+        for (a, b) in v.iter().zip([r, r, 0.0]) {
+            assert!((sign * a - b).abs() < 1e-12, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn eigen_cam_is_the_principal_component_with_its_largest_value_positive() {
+        // Two channels over four locations, both a multiple of (−3, 1, 1, 1) about their
+        // means: the projection is that pattern times the channels' norm, flipped so that
+        // the value of largest magnitude (−3·…) becomes positive.
+        let pattern = [-3.0, 1.0, 1.0, 1.0];
+        let a: Vec<f64> =
+            pattern.iter().map(|p| 5.0 + p).chain(pattern.iter().map(|p| 2.0 * p)).collect();
+        let norm = 5f64.sqrt();
+        let want: Vec<f64> = pattern.iter().map(|p| -p * norm).collect();
+        let got = eigen_cam(&a, 2, 4);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+        // Four channels over two locations: the locations' Gram matrix is used.
+        let wide = [1.0, 3.0, 0.0, 2.0, 5.0, 5.0, -1.0, 1.0];
+        let got = eigen_cam(&wide, 4, 2);
+        // Centred rows: (−1, −1, 0, −1) and (1, 1, 0, 1); the projection ±√3, largest first.
+        assert!(
+            (got[0].abs() - 3f64.sqrt()).abs() < 1e-12 && (got[0] + got[1]).abs() < 1e-12,
+            "{got:?}"
+        );
+    }
 }
