@@ -462,12 +462,24 @@ fn score_cam_weights(
             Ok((hi > lo).then(|| up.data.iter().map(|v| (v - lo) / (hi - lo + 1e-8)).collect()))
         })
         .collect::<Result<_>>()?;
-    // Channel k's copy, or (None) the all-zero input of every constant channel.
-    let mut copies: Vec<Option<usize>> =
-        (0..geometry.channels).filter(|&k| masks[k].is_some()).map(Some).collect();
-    if masks.iter().any(Option::is_none) {
-        copies.push(None);
-    }
+    // The inputs to run: channel k's masked copy, or (None) the all-zero input every
+    // constant channel shares; and which of them each channel reads.
+    let mut copies: Vec<Option<usize>> = Vec::new();
+    let mut zero_copy = None;
+    let copy_of: Vec<usize> = masks
+        .iter()
+        .enumerate()
+        .map(|(k, mask)| match mask {
+            Some(_) => {
+                copies.push(Some(k));
+                copies.len() - 1
+            }
+            None => *zero_copy.get_or_insert_with(|| {
+                copies.push(None);
+                copies.len() - 1
+            }),
+        })
+        .collect();
     let (node, point) = model.score_point();
     let mut scores: Vec<Vec<f64>> = Vec::with_capacity(copies.len());
     for (done, chunk) in copies.chunks(batch).enumerate() {
@@ -488,22 +500,10 @@ fn score_cam_weights(
         scores.extend(score_rows(acts.at(node, point)?, chunk.len())?);
         progress(((done + 1) * batch).min(copies.len()) as f32 / copies.len() as f32);
     }
-    let zero_input = copies.iter().position(Option::is_none).map(|i| scores[i].clone());
-    let mut next = 0;
-    let per_channel: Vec<&Vec<f64>> = masks
-        .iter()
-        .map(|m| match m {
-            Some(_) => {
-                next += 1;
-                &scores[next - 1]
-            }
-            None => zero_input.as_ref().unwrap_or(&scores[0]),
-        })
-        .collect();
     Ok(classes
         .iter()
         .map(|&class| {
-            let s: Vec<f64> = per_channel.iter().map(|row| row[class]).collect();
+            let s: Vec<f64> = copy_of.iter().map(|&i| scores[i][class]).collect();
             let top = s.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
             let e: Vec<f64> = s.iter().map(|v| (v - top).exp()).collect();
             let total: f64 = e.iter().sum();
