@@ -10,10 +10,12 @@ Two models, in float64:
   connection and a ReLU after the sum, a strided conv-BN-ReLU, global average pool, a
   5-class linear layer; random weights and batch-norm statistics, seed 0), exported to
   `residual.onnx` (batch norms folded by the exporter), on the random input
-  `residual_input.npy` ([1, 3, 16, 16]), class 2, at two layers: the last ReLU
-  (`residual_last_<variant>.npy`, 8×8) and the residual sum before its ReLU
+  `residual_input.npy` ([1, 3, 16, 16]), class 4, at three layers: the last ReLU
+  (`residual_last_<variant>.npy`, 8×8), the residual sum before its ReLU
   (`residual_sum_<variant>.npy`, 16×16, negative values: Ablation-CAM's other ablation
-  value).
+  value), and, for class 0, the block's first ReLU (`residual_inner_<variant>.npy`, 16×16: above
+  it the sum reads the skip branch, which does not depend on the layer; class 0 is one
+  where Ablation-CAM finds positive evidence there, grad-CAM and XGrad-CAM none).
 
 Each map is the library's own `get_cam_image` (its cam weights and weighted sum) at the
 layer's resolution, after the ReLU BaseCAM applies and before `scale_cam_image` (min-max
@@ -140,6 +142,7 @@ def main():
         ("sample", sample, sample.relu_2, digit, SAMPLE_CLASS),
         ("residual_last", res, res.relu3, rx.double(), RESIDUAL_CLASS),
         ("residual_sum", res, res.sum, rx.double(), RESIDUAL_CLASS),
+        ("residual_inner", res, res.relu1, rx.double(), 0),
     ]
     for name, net, layer, x, target in cases:
         for p in net.parameters():
