@@ -2,8 +2,9 @@
 //! scripts/make_cam_refs.py): every variant on the sample model and on a small residual
 //! network, at the layer's resolution (pytorch-grad-cam then resizes with OpenCV, convscope
 //! upsamples with aligned corners), within 1e-4 of the map's maximum (measured: at most
-//! 6e-7 of it on the sample model, 2e-7 on the residual network, 1.8e-6 for XGrad-CAM at the
-//! residual sum, whose channel sums come near 0; the ONNX file holds BN-folded f32 weights).
+//! 6e-7 of it on the sample model, 3e-7 on the residual network, 1.8e-6 for XGrad-CAM at the
+//! residual sum, whose channel sums come near 0; the ONNX file holds BN-folded f32 weights;
+//! references without positive evidence are all zero, and so are convscope's maps there).
 
 use std::path::{Path, PathBuf};
 
