@@ -36,7 +36,7 @@ const BINDINGS: &[Binding] = &[
     Binding::new(
         &[ch('v')],
         "v",
-        "CAM variant: grad-CAM → ++ → XGrad → HiRes → Layer → Score → Ablation → Eigen",
+        "next CAM variant: grad-CAM, ++, XGrad, HiRes, Layer, Score, Ablation, Eigen",
         Action::Own(NEXT_VARIANT),
         // In the help (`?`) only: at 80 columns the status line has room for the modifier.
         None,
@@ -130,7 +130,11 @@ impl Tab for GradCam {
     }
 
     fn settings(&self) -> Vec<u64> {
-        let variant = CamVariant::ALL.iter().position(|&v| v == self.variant).unwrap_or(0);
+        // Guided grad-CAM is one map whatever the variant.
+        let variant = match self.guided {
+            true => 0,
+            false => CamVariant::ALL.iter().position(|&v| v == self.variant).unwrap_or(0),
+        };
         vec![u64::from(self.guided), u64::from(self.all), variant as u64]
     }
 }
