@@ -258,6 +258,12 @@ pub fn cams(
     if config.batch == 0 {
         return Err(Error::Invalid("the batch must hold at least one copy".into()));
     }
+    if let Some(class) = classes.iter().find(|&&c| c >= model.num_classes()) {
+        return Err(Error::Invalid(format!(
+            "no class {class}: the model has {} classes",
+            model.num_classes()
+        )));
+    }
     let layer = cam_layer(model, config.layer)?;
     let graph = model.graph();
     let layer_name = &graph.nodes()[layer].name;

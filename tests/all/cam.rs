@@ -92,6 +92,9 @@ fn the_gradient_free_variants_refuse_a_modifier_and_every_class_equals_one_at_a_
         let config = CamConfig { variant, rule: ReluRule::Guided, ..CamConfig::default() };
         let err = cams(&model, &x, &[3], &config, &|_| {}).unwrap_err().to_string();
         assert!(err.contains("uses no gradient") && err.contains("guided"), "{err}");
+        let config = CamConfig { variant, ..CamConfig::default() };
+        let err = cams(&model, &x, &[3, 10], &config, &|_| {}).unwrap_err().to_string();
+        assert!(err.contains("no class 10: the model has 10 classes"), "{err}");
     }
     for variant in CamVariant::ALL {
         let config = CamConfig { variant, batch: 24, ..CamConfig::default() };
