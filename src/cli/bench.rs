@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// kind of layer: where the model's time goes.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "15")]
     layers: Option<usize>,
+    /// Also time these CAM variants (`gradcam --variant`, repeatable) at the default layer:
+    /// Score-CAM and Ablation-CAM run the network once per channel there, in batches of 16.
+    #[arg(long, value_name = "VARIANT", value_parser = methods::parse_cam_variant)]
+    cam: Vec<gradcam::CamVariant>,
     #[command(flatten)]
     preprocessing: Preprocessing,
 }
@@ -130,9 +134,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Ok(saliency::saliency(&model, &x, class, ReluRule::Vanilla).map(drop)?)
     })?);
     match gradcam::default_cam_layer(&model) {
-        Ok(layer) => rows.push(measure("grad-CAM (vanilla)", runs, || {
-            Ok(gradcam::grad_cam(&model, &x, class, ReluRule::Vanilla, Some(layer)).map(drop)?)
-        })?),
+        Ok(layer) => {
+            rows.push(measure("grad-CAM (vanilla)", runs, || {
+                Ok(gradcam::grad_cam(&model, &x, class, ReluRule::Vanilla, Some(layer))
+                    .map(drop)?)
+            })?);
+            for &variant in &args.cam {
+                let config =
+                    gradcam::CamConfig { variant, layer: Some(layer), ..Default::default() };
+                rows.push(measure(variant.title(), runs, || {
+                    Ok(gradcam::cams(&model, &x, &[class], &config, &|_| {}).map(drop)?)
+                })?);
+            }
+        }
         Err(e) => eprintln!("convscope: note: grad-CAM not measured: {e}"),
     }
     let [_, h, w] = model.input_chw()?;

@@ -16,6 +16,7 @@ use convscope::methods::actmax::{self, ActMaxConfig, Target};
 use convscope::methods::attribution::{
     self, Baseline, IntegratedConfig, Quadrature, SmoothConfig, Smoothing,
 };
+use convscope::methods::gradcam::{CamConfig, CamVariant};
 use convscope::methods::occlusion::OcclusionConfig;
 use convscope::methods::registry::MethodInfo;
 use convscope::methods::{features, filters, gradcam};
@@ -645,10 +646,19 @@ fn no_all_classes(options: &GradientOptions) -> Result<()> {
     Ok(())
 }
 
+/// `--variant`'s value: one of [`CamVariant::ALL`] by its name.
+pub fn parse_cam_variant(s: &str) -> Result<CamVariant, String> {
+    CamVariant::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = CamVariant::ALL.iter().map(|v| v.name()).collect();
+        format!("unknown variant '{s}' (choose from {})", names.join(", "))
+    })
+}
+
 /// `convscope gradcam`.
 pub fn gradcam_cmd(
     subject: &SubjectArgs,
     options: &GradientOptions,
+    variant: CamVariant,
     layer: Option<&str>,
     out: &Output,
 ) -> Result<()> {
@@ -656,16 +666,23 @@ pub fn gradcam_cmd(
     let layer = layer_for(&model, &gradcam::INFO, layer)?;
     let seen = Seen { model: &model, input: &input, probs: &probs };
     let style = style(out, options.overlay);
+    let config = CamConfig { variant, layer: Some(layer), ..CamConfig::default() };
+    let title = variant.title();
     let Some(rule) = options.modifier.rule() else {
+        if !variant.uses_gradients() {
+            bail!("{title} uses no gradient: --modifier all has nothing to compare");
+        }
         no_all_classes(options)?;
-        let row = seen.modifier_row(class, "grad-CAM", |rule| {
-            Ok(figures::grad_cam(&seen, &[class], rule, Some(layer), style)?.remove(0))
+        let row = seen.modifier_row(class, title, |rule| {
+            let config = CamConfig { rule, ..config };
+            Ok(figures::grad_cam(&seen, &[class], &config, style, &|_| {})?.remove(0))
         })?;
         return emit(row, &input, out);
     };
     let classes = classes(&model, class, options.all_classes);
-    let pictures = figures::grad_cam(&seen, &classes, rule, Some(layer), style)?;
-    emit(figures::combine(pictures, "grad-CAM of every class"), &input, out)
+    let config = CamConfig { rule, ..config };
+    let pictures = figures::grad_cam(&seen, &classes, &config, style, &|_| {})?;
+    emit(figures::combine(pictures, &format!("{title} of every class")), &input, out)
 }
 
 /// `convscope guided-gradcam`.

@@ -194,6 +194,10 @@ enum Command {
         subject: methods::SubjectArgs,
         #[command(flatten)]
         gradient: methods::GradientOptions,
+        /// The CAM variant: gradcam, gradcam++, xgradcam, hirescam, layercam (these take
+        /// --modifier), scorecam, ablationcam, eigencam (pytorch-grad-cam's definitions).
+        #[arg(long, default_value = "gradcam", value_parser = methods::parse_cam_variant)]
+        variant: convscope::methods::gradcam::CamVariant,
         /// The layer.
         #[arg(long)]
         layer: Option<String>,
@@ -425,8 +429,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Smoothgrad { subject, gradient, smooth, output }) => {
             methods::smoothgrad_cmd(&subject, &gradient, &smooth, &output)
         }
-        Some(Command::Gradcam { subject, gradient, layer, output }) => {
-            methods::gradcam_cmd(&subject, &gradient, layer.as_deref(), &output)
+        Some(Command::Gradcam { subject, gradient, variant, layer, output }) => {
+            methods::gradcam_cmd(&subject, &gradient, variant, layer.as_deref(), &output)
         }
         Some(Command::GuidedGradcam { subject, layer, overlay, output }) => {
             methods::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)

@@ -7,6 +7,7 @@
 //! returns gradients at intermediate nodes directly, routes max-pool gradients correctly,
 //! and computes weight gradients only when training asks for them.
 
+mod above;
 pub mod patch;
 mod pointwise;
 

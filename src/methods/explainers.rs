@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use crate::engine::ReluRule::{self, Guided, Rectified, Vanilla};
 use crate::error::Result;
 use crate::methods::attribution::{self, Attribution, IntegratedConfig, SmoothConfig};
+use crate::methods::gradcam::{CamConfig, CamVariant};
 use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::registry::MethodInfo;
 use crate::methods::{Map, gradcam, saliency};
@@ -44,12 +45,26 @@ pub const EXPLAINERS: &[Explainer] = &[
     Explainer { name: "grad-CAM", short: "cam", method: &gradcam::INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Vanilla, None)?.map) },
     Explainer { name: "grad-CAM guided", short: "camG", method: &gradcam::INFO, rule: Some(Guided), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Guided, None)?.map) },
     Explainer { name: "grad-CAM relu", short: "camR", method: &gradcam::INFO, rule: Some(Rectified), signed: false, map: |m, x, c| Ok(gradcam::grad_cam(m, x, c, Rectified, None)?.map) },
+    Explainer { name: "grad-CAM++", short: "cam+", method: &gradcam::VARIANT_INFOS[1], rule: Some(Vanilla), signed: false, map: |m, x, c| cam(m, x, c, CamVariant::GradCamPlusPlus) },
+    Explainer { name: "XGrad-CAM", short: "camX", method: &gradcam::VARIANT_INFOS[2], rule: Some(Vanilla), signed: false, map: |m, x, c| cam(m, x, c, CamVariant::XGradCam) },
+    Explainer { name: "HiResCAM", short: "camH", method: &gradcam::VARIANT_INFOS[3], rule: Some(Vanilla), signed: false, map: |m, x, c| cam(m, x, c, CamVariant::HiResCam) },
+    Explainer { name: "LayerCAM", short: "camL", method: &gradcam::VARIANT_INFOS[4], rule: Some(Vanilla), signed: false, map: |m, x, c| cam(m, x, c, CamVariant::LayerCam) },
+    Explainer { name: "Score-CAM", short: "camS", method: &gradcam::VARIANT_INFOS[5], rule: None, signed: false, map: |m, x, c| cam(m, x, c, CamVariant::ScoreCam) },
+    Explainer { name: "Ablation-CAM", short: "camA", method: &gradcam::VARIANT_INFOS[6], rule: None, signed: false, map: |m, x, c| cam(m, x, c, CamVariant::AblationCam) },
+    Explainer { name: "Eigen-CAM", short: "camE", method: &gradcam::VARIANT_INFOS[7], rule: None, signed: false, map: |m, x, c| cam(m, x, c, CamVariant::EigenCam) },
     Explainer { name: "guided grad-CAM", short: "gcam", method: &gradcam::GUIDED_INFO, rule: None, signed: false, map: |m, x, c| Ok(gradcam::guided_grad_cam(m, x, c, None)?.0) },
     Explainer { name: "occlusion", short: "occ", method: &occlusion::INFO, rule: None, signed: true, map: |m, x, c| Ok(occlusion::occlusion(m, x, c, &occlusion_config(m)?)?.drop) },
     Explainer { name: "input×gradient", short: "ixg", method: &attribution::INPUT_X_GRADIENT_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::input_x_gradient(m, x, c, Vanilla)?) },
     Explainer { name: "integrated gradients", short: "ig", method: &attribution::INTEGRATED_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::integrated_gradients(m, x, c, Vanilla, &IntegratedConfig::default())?.attribution) },
     Explainer { name: "smoothgrad", short: "sg", method: &attribution::SMOOTHGRAD_INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(attribution::smoothgrad(m, x, c, Vanilla, &SmoothConfig::default())?.map) },
 ];
+
+/// A variant of the CAM family at the default layer, under the vanilla rule.
+fn cam(model: &Model, x: &Tensor, class: usize, variant: CamVariant) -> Result<Map> {
+    let config = CamConfig { variant, ..CamConfig::default() };
+    let mut maps = gradcam::cams(model, x, &[class], &config, &|_| {})?;
+    Ok(maps.swap_remove(0).map)
+}
 
 /// Occlusion's square for the model's input size.
 fn occlusion_config(model: &Model) -> Result<OcclusionConfig> {
@@ -84,6 +99,13 @@ mod tests {
             assert!(e.short.chars().count() <= 4, "{}", e.short);
             let map = (e.map)(&model, &x, 3).expect(e.name);
             assert_eq!((map.height, map.width), (28, 28), "{}", e.name);
+            // A CAM variant opens as itself: its map is its variant's.
+            if let Some(variant) = CamVariant::from_name(e.method.name) {
+                if matches!(e.rule, None | Some(Vanilla)) {
+                    assert_eq!(map.data, cam(&model, &x, 3, variant).unwrap().data, "{}", e.name);
+                }
+                assert_eq!(variant.title(), e.name.replace(" guided", "").replace(" relu", ""));
+            }
         }
     }
 }

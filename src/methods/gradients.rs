@@ -91,3 +91,8 @@ pub(super) fn first<T>(v: Vec<T>) -> Result<T> {
 pub(super) fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
+
+/// A tensor's values as f64, in row-major order.
+pub(super) fn flat_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}

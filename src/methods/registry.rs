@@ -20,6 +20,9 @@ pub const METHODS: &[MethodInfo] = &[
     attribution::SMOOTHGRAD_INFO,
 ];
 
+/// `gradcam --variant`'s variants, in the order the explorer cycles them.
+pub const CAM_VARIANTS: &[MethodInfo] = &gradcam::VARIANT_INFOS;
+
 /// What a method is and needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodInfo {
@@ -137,6 +140,10 @@ mod tests {
             assert!(METHODS[..i].iter().all(|o| o.name != m.name), "{}", m.name);
         }
         assert_eq!(find("nope"), None);
+        for (i, v) in CAM_VARIANTS.iter().enumerate() {
+            assert!(CAM_VARIANTS[..i].iter().all(|o| o.name != v.name), "{}", v.name);
+            assert_eq!(gradcam::CamVariant::ALL[i].info(), v);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::engine::argmax;
 use crate::error::Result;
 use crate::methods::actmax::ActMaxResult;
 use crate::methods::attribution::Attribution;
+use crate::methods::gradcam::CamConfig;
 use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::{Map, features, filters, gradcam, saliency};
 use crate::model::Model;
@@ -434,25 +435,29 @@ fn no_evidence(model: &Model, cam: &gradcam::GradCam) -> Option<String> {
     })
 }
 
-/// Grad-CAM pictures, one per class, from one batched pass, at `layer` (default: the
-/// last conv layer).
+/// CAM pictures, one per class, as `config` says (the gradient variants from one batched
+/// pass; Score-CAM and Ablation-CAM calling `progress` with the fraction done).
 pub fn grad_cam(
     s: &Subject,
     classes: &[usize],
-    rule: ReluRule,
-    layer: Option<usize>,
+    config: &CamConfig,
     style: Style,
+    progress: &dyn Fn(f32),
 ) -> Result<Vec<Picture>> {
-    gradcam::grad_cam_for(s.model, &s.input.tensor, classes, rule, layer)?
+    gradcam::cams(s.model, &s.input.tensor, classes, config, progress)?
         .iter()
         .map(|cam| {
+            let modifier = match cam.variant.uses_gradients() {
+                true => format!(" · modifier {}", cam.rule.name()),
+                false => String::new(),
+            };
             let caption = format!(
-                "grad-CAM · {} · layer {} ({}×{}) · modifier {}",
+                "{} · {} · layer {} ({}×{}){modifier}",
+                cam.variant.title(),
                 s.class_label(cam.class),
                 cam.layer_name,
                 cam.layer_size[0],
                 cam.layer_size[1],
-                rule.name()
             );
             let mut picture = s.heatmap(&cam.map, cam.class, style, caption)?;
             picture.warnings.extend(no_evidence(s.model, cam));

@@ -679,3 +679,42 @@ fn faithfulness_and_sanity_print_a_row_per_method() {
         "no class '12'",
     );
 }
+
+#[test]
+fn gradcam_variants_write_the_librarys_maps_and_refuse_a_modifier_they_do_not_take() {
+    use convscope::methods::gradcam::{CamConfig, CamVariant, cams};
+    let dir = tempfile::tempdir().unwrap();
+    let model = convscope::data::sample::model().unwrap();
+    let digits = convscope::data::digits::Digits::bundled().unwrap();
+    let x = digits.batch(&[digits.validation().start]).unwrap();
+    for variant in [CamVariant::GradCamPlusPlus, CamVariant::ScoreCam, CamVariant::EigenCam] {
+        let npy = dir.path().join("cam.npy");
+        let o = convscope(&[
+            "gradcam",
+            "sample",
+            "--variant",
+            variant.name(),
+            "--all-classes",
+            "-o",
+            npy.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (shape, values) = crate::support::read_npy(&npy);
+        assert_eq!(shape, [10, 28, 28], "{variant:?}");
+        let config = CamConfig { variant, ..CamConfig::default() };
+        let want = cams(&model, &x, &[7], &config, &|_| {}).unwrap().remove(0).map.data;
+        assert_eq!(&values[7 * 784..8 * 784], want.as_slice(), "{variant:?}");
+    }
+    assert_one_line_error(
+        &convscope(&["gradcam", "sample", "--variant", "scorecam", "--modifier", "guided"]),
+        "Score-CAM uses no gradient, so the modifier 'guided' does not apply",
+    );
+    assert_one_line_error(
+        &convscope(&["gradcam", "sample", "--variant", "eigencam", "--modifier", "all"]),
+        "Eigen-CAM uses no gradient",
+    );
+    assert_one_line_error(
+        &convscope(&["gradcam", "sample", "--variant", "gradcam+"]),
+        "choose from gradcam, gradcam++, xgradcam",
+    );
+}

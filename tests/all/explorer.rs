@@ -1031,3 +1031,34 @@ fn compare_shows_every_method_with_its_scores_sorts_them_and_opens_one() {
     let s = screen(&app, 80, 24);
     assert!(s.contains("Saliency · class 3 · guided"), "{s}");
 }
+
+#[test]
+fn v_cycles_the_cam_variants_and_the_gradient_free_ones_take_no_modifier() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    press(&mut app, KeyCode::F(7));
+    app.wait_for_job();
+    let titles = [
+        "Grad-CAM++",
+        "XGrad-CAM",
+        "HiResCAM",
+        "LayerCAM",
+        "Score-CAM",
+        "Ablation-CAM",
+        "Eigen-CAM",
+    ];
+    for title in titles {
+        press(&mut app, KeyCode::Char('v'));
+        app.wait_for_job();
+        let shown = screen(&app, 100, 30);
+        assert!(shown.contains(&format!(" {title} · class 3 · conv2d_2")), "{shown}");
+        let convscope::tui::app::Panel::Picture(picture) = app.panel() else {
+            panic!("no picture for {title}: {shown}")
+        };
+        let gradient_free = ["Score-CAM", "Ablation-CAM", "Eigen-CAM"].contains(&title);
+        assert_eq!(picture.caption.contains("modifier"), !gradient_free, "{}", picture.caption);
+        assert_eq!(shown.contains("m modifier"), !gradient_free, "{title}: {shown}");
+    }
+    press(&mut app, KeyCode::Char('v'));
+    assert!(screen(&app, 100, 30).contains(" Grad-CAM · class 3"), "back to the start");
+}

@@ -6,6 +6,7 @@
 mod activations;
 mod actmax;
 mod attribution;
+mod cam;
 mod cli;
 mod explorer;
 mod faithfulness;

@@ -24,7 +24,7 @@ use crate::model::Model;
 use crate::present::figures::{Panels, Picture, Style, Subject};
 use crate::present::pixels;
 use crate::tui::Options;
-use crate::tui::jobs::{Job, Superseded};
+use crate::tui::jobs::{Job, JobContext, Superseded};
 use crate::tui::keys::Binding;
 pub use crate::tui::keys::Uses;
 
@@ -204,11 +204,11 @@ impl Request {
 
 /// The view of a gradient method (`compute`, named `method`), made in a background job so
 /// that keys never wait on it; a newer request lets it finish, as its map stays valid (a
-/// prefetched class).
+/// prefetched class). `compute` may report its progress on the job.
 pub fn gradient_view(
     ctx: &Ctx,
     method: &str,
-    compute: impl FnOnce(&Request) -> crate::Result<Vec<Picture>> + Send + 'static,
+    compute: impl FnOnce(&Request, &JobContext) -> crate::Result<Vec<Picture>> + Send + 'static,
 ) -> View {
     let request = match ctx.request() {
         Ok(request) => request,
@@ -219,7 +219,7 @@ pub fn gradient_view(
         superseded: Superseded::Finish,
         work: Box::new(move |job| {
             job.report(0.0, "forward and backward".into());
-            request.beside_input(compute(&request)).map_err(|e| crate::error::report(&e))
+            request.beside_input(compute(&request, job)).map_err(|e| crate::error::report(&e))
         }),
     })
 }

@@ -46,7 +46,7 @@ impl Tab for Saliency {
 
     fn view(&self, ctx: &Ctx) -> View {
         let all = self.all;
-        gradient_view(ctx, "saliency", move |r| {
+        gradient_view(ctx, "saliency", move |r, _| {
             let maps = |rule| figures::saliency(&r.subject(), &r.classes, rule, r.style);
             if all { modifier_rows(r, "saliency", maps) } else { maps(r.rule) }
         })
