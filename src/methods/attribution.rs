@@ -59,10 +59,19 @@ pub struct Attribution {
     pub channels: usize,
     /// `max_c |values|` per pixel, unscaled.
     pub map: Map,
+    /// The values are signed evidence (Input × Gradient, Integrated Gradients), not
+    /// magnitudes (SmoothGrad and its kin).
+    pub signed: bool,
 }
 
 impl Attribution {
-    fn new(class: usize, rule: ReluRule, values: Vec<f32>, [c, h, w]: [usize; 3]) -> Result<Self> {
+    fn new(
+        class: usize,
+        rule: ReluRule,
+        values: Vec<f32>,
+        [c, h, w]: [usize; 3],
+        signed: bool,
+    ) -> Result<Self> {
         let plane = h * w;
         let mut map = vec![0f32; plane];
         for channel in values.chunks_exact(plane.max(1)) {
@@ -70,7 +79,20 @@ impl Attribution {
                 *m = m.max(v.abs());
             }
         }
-        Ok(Attribution { class, rule, values, channels: c, map: Map::new(h, w, map)? })
+        Ok(Attribution { class, rule, values, channels: c, map: Map::new(h, w, map)?, signed })
+    }
+
+    /// The values summed over the channels (as Captum's visualisation does): evidence for
+    /// the class positive, against it negative.
+    pub fn channel_sum(&self) -> Result<Map> {
+        let Map { height, width, .. } = self.map;
+        let mut sum = vec![0f32; height * width];
+        for channel in self.values.chunks_exact((height * width).max(1)) {
+            for (s, v) in sum.iter_mut().zip(channel) {
+                *s += v;
+            }
+        }
+        Map::new(height, width, sum)
     }
 }
 
@@ -84,7 +106,7 @@ pub fn input_x_gradient(
     let chw = check_input(model, x)?;
     let (grad, _) = score_gradients(model, x, class, rule)?;
     let values = flat(&(grad * x)?)?;
-    Attribution::new(class, rule, values, chw)
+    Attribution::new(class, rule, values, chw, true)
 }
 
 /// How Integrated Gradients places its steps along the path (Captum's `method`).
@@ -267,7 +289,7 @@ pub fn integrated_gradients(
     let (score, baseline_score) = (score_of(&input)?, score_of(&base)?);
     let total: f64 = values.iter().map(|&v| f64::from(v)).sum();
     Ok(Integrated {
-        attribution: Attribution::new(class, rule, values, chw)?,
+        attribution: Attribution::new(class, rule, values, chw, true)?,
         score,
         baseline_score,
         completeness_error: total - (score - baseline_score),
@@ -441,7 +463,7 @@ pub fn smoothgrad_with_noise(
             }) as f32
         })
         .collect();
-    Attribution::new(class, rule, values, chw)
+    Attribution::new(class, rule, values, chw, false)
 }
 
 /// The smallest and largest of `values`.

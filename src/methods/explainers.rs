@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use crate::engine::ReluRule::{self, Guided, Rectified, Vanilla};
 use crate::error::Result;
-use crate::methods::attribution::{self, Attribution, IntegratedConfig, SmoothConfig};
+use crate::methods::attribution::{self, IntegratedConfig, SmoothConfig};
 use crate::methods::gradcam::{CamConfig, CamVariant};
 use crate::methods::occlusion::{self, OcclusionConfig};
 use crate::methods::registry::MethodInfo;
@@ -54,8 +54,8 @@ pub const EXPLAINERS: &[Explainer] = &[
     Explainer { name: "Eigen-CAM", short: "camE", method: &gradcam::VARIANT_INFOS[7], rule: None, signed: false, map: |m, x, c| cam(m, x, c, CamVariant::EigenCam) },
     Explainer { name: "guided grad-CAM", short: "gcam", method: &gradcam::GUIDED_INFO, rule: None, signed: false, map: |m, x, c| Ok(gradcam::guided_grad_cam(m, x, c, None)?.0) },
     Explainer { name: "occlusion", short: "occ", method: &occlusion::INFO, rule: None, signed: true, map: |m, x, c| Ok(occlusion::occlusion(m, x, c, &occlusion_config(m)?)?.drop) },
-    Explainer { name: "input×gradient", short: "ixg", method: &attribution::INPUT_X_GRADIENT_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::input_x_gradient(m, x, c, Vanilla)?) },
-    Explainer { name: "integrated gradients", short: "ig", method: &attribution::INTEGRATED_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| channel_sum(&attribution::integrated_gradients(m, x, c, Vanilla, &IntegratedConfig::default())?.attribution) },
+    Explainer { name: "input×gradient", short: "ixg", method: &attribution::INPUT_X_GRADIENT_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| attribution::input_x_gradient(m, x, c, Vanilla)?.channel_sum() },
+    Explainer { name: "integrated gradients", short: "ig", method: &attribution::INTEGRATED_INFO, rule: Some(Vanilla), signed: true, map: |m, x, c| attribution::integrated_gradients(m, x, c, Vanilla, &IntegratedConfig::default())?.attribution.channel_sum() },
     Explainer { name: "smoothgrad", short: "sg", method: &attribution::SMOOTHGRAD_INFO, rule: Some(Vanilla), signed: false, map: |m, x, c| Ok(attribution::smoothgrad(m, x, c, Vanilla, &SmoothConfig::default())?.map) },
 ];
 
@@ -70,19 +70,6 @@ fn cam(model: &Model, x: &Tensor, class: usize, variant: CamVariant) -> Result<M
 fn occlusion_config(model: &Model) -> Result<OcclusionConfig> {
     let [_, h, w] = model.input_chw()?;
     Ok(OcclusionConfig::for_input(h, w))
-}
-
-/// A signed attribution summed over the channels (as Captum's visualisation does), so that
-/// evidence for the class ranks above evidence against it.
-fn channel_sum(attribution: &Attribution) -> Result<Map> {
-    let Map { height, width, .. } = attribution.map;
-    let mut sum = vec![0f32; height * width];
-    for channel in attribution.values.chunks_exact((height * width).max(1)) {
-        for (s, v) in sum.iter_mut().zip(channel) {
-            *s += v;
-        }
-    }
-    Map::new(height, width, sum)
 }
 
 #[cfg(test)]

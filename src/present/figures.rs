@@ -411,8 +411,26 @@ pub fn attribution(
     style: Style,
 ) -> Result<Picture> {
     let (class, rule) = (attribution.class, attribution.rule.name());
-    let caption = format!("{method} · {} · modifier {rule}{details}", s.class_label(class));
-    let mut picture = s.heatmap(&attribution.map.normalised(), class, style, caption)?;
+    let mut picture = if attribution.signed {
+        // Signed evidence on a scale whose middle is zero (unless the user chose another):
+        // the channel sum, ± its largest magnitude.
+        let sum = attribution.channel_sum()?;
+        let most = sum.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+        let colormap =
+            if style.colormap == Colormap::Jet { Colormap::Diverging } else { style.colormap };
+        let centred = sum.data.iter().map(|v| v / (2.0 * most) + 0.5).collect();
+        let caption = format!(
+            "{method} · {} · modifier {rule}{details} · Σ over channels, signed: + for the class, − against",
+            s.class_label(class)
+        );
+        let centred = Map::new(sum.height, sum.width, centred)?;
+        let mut picture = s.heatmap(&centred, class, Style { colormap, ..style }, caption)?;
+        picture.scale = Some((colormap, (-most, most)));
+        picture
+    } else {
+        let caption = format!("{method} · {} · modifier {rule}{details}", s.class_label(class));
+        s.heatmap(&attribution.map.normalised(), class, style, caption)?
+    };
     // The values numpy gets (`--raw`, `-o x.npy`): the signed attribution of every input
     // value, not the picture's scaled magnitudes.
     let (h, w) = (attribution.map.height, attribution.map.width);

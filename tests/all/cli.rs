@@ -647,6 +647,21 @@ fn the_attribution_commands_draw_their_maps_and_say_how_complete_they_are() {
     assert!(image::open(&png).unwrap().width() > 4 * 224);
     let o = convscope(&["integrated-gradients", "sample", "--steps", "0"]);
     assert_one_line_error(&o, "--steps");
+    // Signed attributions on a scale centred at zero (±the largest magnitude), magnitudes
+    // from zero.
+    let bar_ends = |args: &[&str]| {
+        let text = stdout(&convscope(args));
+        let bar =
+            text.lines().find(|l| l.contains('▀') && l.ends_with(|c: char| c.is_ascii_digit()));
+        let bar = bar.unwrap_or_else(|| panic!("no colour bar: {text}"));
+        let words: Vec<&str> = bar.split_whitespace().collect();
+        (words[0].to_string(), words[words.len() - 1].to_string(), text)
+    };
+    let (lo, hi, text) = bar_ends(&["input-x-gradient", "sample", "--color", "256"]);
+    assert_eq!(lo, format!("-{hi}"), "{text}");
+    assert!(text.contains("signed: + for the class"), "{text}");
+    let (lo, _, text) = bar_ends(&["smoothgrad", "sample", "--samples", "2", "--color", "256"]);
+    assert!(lo.starts_with('0') && !text.contains("signed"), "{text}");
 }
 
 #[test]
