@@ -7,6 +7,9 @@ use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 
 use convscope::methods::actmax::{ActMaxConfig, Target, maximise};
+use convscope::methods::attribution::{
+    IntegratedConfig, SmoothConfig, integrated_gradients, smoothgrad,
+};
 use convscope::methods::gradcam::{CamConfig, CamVariant, cams, grad_cam, guided_grad_cam};
 use convscope::methods::occlusion::{OcclusionConfig, occlusion};
 use convscope::methods::saliency::saliency;
@@ -50,6 +53,18 @@ fn methods(c: &mut Criterion) {
     let score_cam = CamConfig { variant: CamVariant::ScoreCam, ..CamConfig::default() };
     c.bench_function("Score-CAM conv2d_2 batch 16", |b| {
         b.iter(|| cams(&model, black_box(&x), &[3], &score_cam, &|_| {}).unwrap())
+    });
+    // Captum's defaults for the comparison of scripts/peers/attributions.py: 50 copies or
+    // steps, 16 per forward pass.
+    let smooth = SmoothConfig::default();
+    c.bench_function("smoothgrad 50 samples batch 16", |b| {
+        b.iter(|| smoothgrad(&model, black_box(&x), 3, ReluRule::Vanilla, &smooth).unwrap())
+    });
+    let integrated = IntegratedConfig::default();
+    c.bench_function("integrated gradients 50 steps batch 16", |b| {
+        b.iter(|| {
+            integrated_gradients(&model, black_box(&x), 3, ReluRule::Vanilla, &integrated).unwrap()
+        })
     });
     let mut slow = c.benchmark_group("slow");
     slow.sample_size(10);

@@ -62,6 +62,26 @@ class ResnetIsh(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+def resnet_ish_case(tmp):
+    """The seed-0 ResnetIsh with random batch-norm statistics, exported to
+    `tmp/resnet_ish.onnx`, and a random 224×224 image saved as `tmp/image.png`, as a tensor
+    of pixels / 255 (what convscope reads from the PNG)."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    resnet = ResnetIsh().eval()
+    with torch.no_grad():
+        for m in resnet.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp / "image.png")
+    image = torch.from_numpy(pixels.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    torch.onnx.export(resnet, (image,), str(tmp / "resnet_ish.onnx"), dynamo=False)
+    return resnet, image
+
+
 def median_ms(f, calls):
     times = []
     for _ in range(calls):
@@ -79,7 +99,6 @@ def main():
     args = ap.parse_args()
 
     import torch.nn.functional as F
-    from PIL import Image
     from pytorch_grad_cam import ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -87,17 +106,7 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     digit, _ = peers.load_digits()
     sample = peers.torch_model(peers.load_weights())
-    torch.manual_seed(0)
-    resnet = ResnetIsh().eval()
-    with torch.no_grad():
-        for m in resnet.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp / "image.png")
-    image = torch.from_numpy(pixels.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    torch.onnx.export(resnet, (image,), str(tmp / "resnet_ish.onnx"), dynamo=False)
+    resnet, image = resnet_ish_case(tmp)
     cases = [
         ("sample model, conv2d_2 (64 × 24×24)", sample, sample.relu_2, torch.from_numpy(digit),
          ["sample"]),

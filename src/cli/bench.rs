@@ -1,7 +1,7 @@
 //! `convscope bench`: what each method costs on the user's own model, measured in this
 //! process: the load, the forward pass at batch 1 and 32, saliency, grad-CAM, occlusion and
-//! one activation-maximisation step, each run a few times and reported as median, minimum
-//! and maximum.
+//! one activation-maximisation step (on request also CAM variants, SmoothGrad and Integrated
+//! Gradients), each run a few times and reported as median, minimum and maximum.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use clap::Args;
 use convscope::data::input;
 use convscope::engine::{Keep, ReluRule};
 use convscope::methods::actmax::{self, ActMaxConfig, Target};
+use convscope::methods::attribution::{self, IntegratedConfig, SmoothConfig};
 use convscope::methods::occlusion::{self, OcclusionConfig};
 use convscope::methods::{gradcam, saliency};
 use convscope::model::ValueId;
@@ -45,6 +46,10 @@ pub struct BenchArgs {
     /// Score-CAM and Ablation-CAM run the network once per channel there, in batches of 16.
     #[arg(long, value_name = "VARIANT", value_parser = methods::parse_cam_variant)]
     cam: Vec<gradcam::CamVariant>,
+    /// Also time SmoothGrad (50 noisy copies) and Integrated Gradients (50 steps), both at
+    /// their defaults: 16 copies or steps per forward pass.
+    #[arg(long)]
+    attributions: bool,
     #[command(flatten)]
     preprocessing: Preprocessing,
 }
@@ -148,6 +153,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             }
         }
         Err(e) => eprintln!("convscope: note: grad-CAM not measured: {e}"),
+    }
+    if args.attributions {
+        let smooth = SmoothConfig::default();
+        let name = format!("SmoothGrad, {} samples", smooth.samples);
+        rows.push(measure(&name, runs, || {
+            Ok(attribution::smoothgrad(&model, &x, class, ReluRule::Vanilla, &smooth).map(drop)?)
+        })?);
+        let integrated = IntegratedConfig::default();
+        let name = format!("Integrated Gradients, {} steps", integrated.steps);
+        rows.push(measure(&name, runs, || {
+            Ok(attribution::integrated_gradients(&model, &x, class, ReluRule::Vanilla, &integrated)
+                .map(drop)?)
+        })?);
     }
     let [_, h, w] = model.input_chw()?;
     let config = OcclusionConfig::for_input(h, w);

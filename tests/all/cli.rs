@@ -577,7 +577,7 @@ fn precision_f64_computes_the_same_maps_in_double() {
 
 #[test]
 fn bench_times_every_method_on_the_model() {
-    let o = convscope(&["bench", "sample", "--runs", "2", "--json"]);
+    let o = convscope(&["bench", "sample", "--runs", "2", "--json", "--attributions"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -589,6 +589,8 @@ fn bench_times_every_method_on_the_model() {
             "forward, batch 32",
             "saliency (vanilla)",
             "grad-CAM (vanilla)",
+            "SmoothGrad, 50 samples",
+            "Integrated Gradients, 50 steps",
             "occlusion (4×4, stride 4)",
             "activation maximisation, 1 step"
         ]
@@ -600,6 +602,7 @@ fn bench_times_every_method_on_the_model() {
     }
     let table = stdout(&convscope(&["bench", "sample", "--runs", "1"]));
     assert!(table.contains("median") && table.contains("forward, batch 32"), "{table}");
+    assert!(!table.contains("SmoothGrad"), "timed without --attributions: {table}");
 }
 
 #[test]
