@@ -20,16 +20,8 @@ import json
 import os
 import statistics
 import subprocess
-import time
 
-
-def median_ms(f, calls=5):
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+import peers  # the shared timing helper (this folder is on the path when run)
 
 
 def main():
@@ -71,11 +63,11 @@ def main():
 
         for _ in range(args.rounds):
             with torch.no_grad():
-                add("PyTorch forward", median_ms(lambda: model(x)))
-            add("ONNX Runtime forward", median_ms(lambda: session.run(None, feed)))
-            add("Captum saliency", median_ms(
+                add("PyTorch forward", peers.median_ms(5, lambda: model(x)))
+            add("ONNX Runtime forward", peers.median_ms(5, lambda: session.run(None, feed)))
+            add("Captum saliency", peers.median_ms(5,
                 lambda: saliency.attribute(x.clone().requires_grad_(True), target=cls)))
-            add("Captum grad-CAM", median_ms(lambda: grad_cam.attribute(x, target=cls)))
+            add("Captum grad-CAM", peers.median_ms(5, lambda: grad_cam.attribute(x, target=cls)))
             out = subprocess.run(
                 [args.convscope, "bench", path, "--runs", "5", "--json", "--preprocess", "torch"],
                 capture_output=True, text=True, check=True)

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["TQDM_DISABLE"] = "1"  # pytorch-grad-cam's progress bars, per batch
@@ -82,15 +81,6 @@ def resnet_ish_case(tmp):
     return resnet, image
 
 
-def median_ms(f, calls):
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -139,7 +129,7 @@ def main():
             sys.exit(f"{name}: convscope's map differs from pytorch-grad-cam's by {worst}")
         rows = {"pytorch-grad-cam": [], "convscope": []}
         for _ in range(args.rounds):
-            rows["pytorch-grad-cam"].append(median_ms(lambda: cam(x, targets), args.runs))
+            rows["pytorch-grad-cam"].append(peers.median_ms(args.runs, lambda: cam(x, targets)))
             out = subprocess.run(
                 [args.convscope, "bench", *convscope_args, "--runs", str(args.runs), "--json",
                  "--cam", "scorecam"], capture_output=True, text=True, check=True)
