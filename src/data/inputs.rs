@@ -235,17 +235,6 @@ pub fn prepare(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>>
         .collect()
 }
 
-/// Prepares `inputs` for `model` again and runs it on them.
-pub fn classify(model: &Model, inputs: Vec<NamedInput>) -> Result<Vec<InputItem>> {
-    let mut items = prepare(model, inputs)?;
-    let tensors: Vec<&Tensor> = items.iter().map(|i| &i.prepared.tensor).collect();
-    let probs = predictions_of(model, &tensors)?;
-    for (item, probs) in items.iter_mut().zip(probs) {
-        item.probs = probs;
-    }
-    Ok(items)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -825,12 +825,15 @@ impl App {
         let inputs =
             self.inputs.iter().map(|i| (i.name.clone(), i.prepared.clone(), i.label)).collect();
         let model = Arc::new(model);
-        let inputs = inputs::classify(&model, inputs)?;
+        // Checked against the new model here, classified in the background as at start:
+        // a reload does not wait for a pass over every input.
+        let inputs = inputs::prepare(&model, inputs)?;
+        let tensors = inputs.iter().map(|i| i.prepared.tensor.clone()).collect();
         // Nothing computed for the old model may reach the cache.
         for jobs in self.jobs.values_mut() {
             jobs.cancel();
         }
-        self.classifier = None;
+        self.classifier = Some(Classifier::start(model.clone(), tensors));
         self.model = model;
         self.model_hash = hash;
         self.inputs = inputs;

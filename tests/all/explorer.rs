@@ -272,6 +272,10 @@ fn watch_mode_reloads_a_rewritten_model_and_keeps_the_old_on_a_bad_one() {
     tick_until(&mut app, "reloaded");
     let s = screen(&app, 80, 24);
     assert!(s.contains("Saliency · class d5 · vanilla"), "tab, class and input kept: {s}");
+    // The inputs are classified again under the new model, in the background.
+    app.wait_for_classification();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("pred d3 ✓"), "the new model's predictions: {s}");
 
     std::fs::write(&path, b"not a model any more").unwrap();
     tick_until(&mut app, "reload failed");
