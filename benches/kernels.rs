@@ -54,7 +54,7 @@ fn conv(c: &mut Criterion) {
             bench.iter(|| gemm_like_the_kernels(batch, [filters, taps, pixels], &a, &b))
         });
         group.bench_function("conv forward", |bench| {
-            bench.iter(|| kernels::conv2d(black_box(&x), &kernel, None, &win, 1, false).unwrap())
+            bench.iter(|| kernels::conv2d(black_box(&x), &kernel, None, &win, 1, None).unwrap())
         });
         group.bench_function("gemm [288x64]x[64x576]", |bench| {
             bench.iter(|| gemm_like_the_kernels(batch, [taps, filters, pixels], &a, &b_grad))
@@ -121,7 +121,15 @@ fn imagenet_shapes(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * macs as u64));
         group.bench_function(format!("{} forward", s.name), |bench| {
             bench.iter(|| {
-                kernels::conv2d(black_box(&x), &kernel, Some(&bias), &win, s.groups, true).unwrap()
+                kernels::conv2d(
+                    black_box(&x),
+                    &kernel,
+                    Some(&bias),
+                    &win,
+                    s.groups,
+                    Some(kernels::Clamp::RELU),
+                )
+                .unwrap()
             })
         });
         group.bench_function(format!("{} input gradient", s.name), |bench| {
@@ -149,7 +157,10 @@ fn class_batch(c: &mut Criterion) {
     let pool = Window { kernel: [2, 2], stride: [2, 2], dilation: [1, 1], pads: [0; 4] };
     let mut group = c.benchmark_group(format!("class batch {batch}"));
     group.bench_function("dense_1 forward", |bench| {
-        bench.iter(|| kernels::dense(black_box(&features), &dense_kernel, None, true).unwrap())
+        bench.iter(|| {
+            kernels::dense(black_box(&features), &dense_kernel, None, Some(kernels::Clamp::RELU))
+                .unwrap()
+        })
     });
     group.bench_function("dense_1 input gradient", |bench| {
         bench.iter(|| kernels::dense_backward_input(black_box(&dense_grad), &dense_kernel).unwrap())

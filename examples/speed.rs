@@ -164,7 +164,7 @@ fn conv_rates() {
         };
         let forward_gemm = gemm(o, taps, pixels);
         let forward = median(runs, || {
-            black_box(kernels::conv2d(&x, &kernel, None, &win, 1, false).unwrap());
+            black_box(kernels::conv2d(&x, &kernel, None, &win, 1, None).unwrap());
         });
         let backward_gemm = gemm(taps, o, pixels);
         let backward = median(runs, || {

@@ -19,7 +19,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Pool, Window};
+use crate::kernels::{self, Clamp, Pool, Window};
 use crate::model::Model;
 use crate::model::{Activation, ArithKind, ConstOperand, Interpolation, Op, ValueId};
 
@@ -132,15 +132,15 @@ pub(crate) struct NodeOutput {
 }
 
 impl NodeOutput {
-    /// The output of a node whose value before its activation is `z` (already through a
-    /// ReLU when the kernel applied it, `relu_applied`), keeping what scores and gradients
-    /// read of `z`.
+    /// The output of a node whose value before its activation is `z` (already through the
+    /// activation when the kernel applied it as a [`Clamp`], `applied`), keeping what scores
+    /// and gradients read of `z`.
     pub(crate) fn activated(
         activation: Activation,
         z: Tensor,
-        relu_applied: bool,
+        applied: bool,
     ) -> Result<NodeOutput> {
-        let value = if relu_applied { z.clone() } else { apply_activation(activation, &z)? };
+        let value = if applied { z.clone() } else { apply_activation(activation, &z)? };
         let (pre_softmax, activation_input) = if activation == Activation::Softmax {
             (Some(z), None)
         } else if activation.gradient_reads_input() {
@@ -389,18 +389,18 @@ impl Model {
             Ok(t.reshape(dims)?)
         };
         let activation = node.op.activation();
-        // Conv and dense layers apply their ReLU as they write their output.
-        let fused_relu = activation == Activation::Relu
-            && matches!(node.op, Op::Conv2d { .. } | Op::Dense { .. });
+        // Conv and dense layers apply a ReLU or clip as they write their output.
+        let fused = Clamp::of(activation)
+            .filter(|_| matches!(node.op, Op::Conv2d { .. } | Op::Dense { .. }));
         let z = match &node.op {
             Op::Conv2d { groups, bias, .. } => {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
                 let kernel = self.weight(i, "kernel")?;
-                kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused_relu)?
+                kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused)?
             }
             Op::Dense { bias, .. } => {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
-                kernels::dense(x, self.weight(i, "kernel")?, b, fused_relu)?
+                kernels::dense(x, self.weight(i, "kernel")?, b, fused)?
             }
             Op::ConvTranspose { groups, bias, .. } => {
                 let out = self.graph().shape(ValueId::of_node(i));
@@ -483,7 +483,7 @@ impl Model {
         };
         Ok(NodeOutput {
             dropout_mask: drawn_mask,
-            ..NodeOutput::activated(activation, z, fused_relu)?
+            ..NodeOutput::activated(activation, z, fused.is_some())?
         })
     }
 
@@ -578,7 +578,7 @@ impl Model {
                             weight_grad("bias", gz.sum((0, 2, 3))?);
                         }
                     }
-                    vec![kernels::conv2d(&gz, kernel, None, &win, *groups, false)?]
+                    vec![kernels::conv2d(&gz, kernel, None, &win, *groups, None)?]
                 }
                 Op::Dense { bias, .. } => {
                     let kernel = self.weight(i, "kernel")?;

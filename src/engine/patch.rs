@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::engine::{Activations, NodeOutput, Point};
 use crate::error::{Error, Result};
-use crate::kernels::{self, Float, Pool, Window, with_float};
+use crate::kernels::{self, Clamp, Float, Pool, Window, with_float};
 use crate::model::Model;
 use crate::model::{Activation, Op, ValueId};
 
@@ -251,12 +251,12 @@ impl<'m> Plan<'m> {
                 }
                 Step::DenseDelta { base_scores, kernel } => {
                     let activation = graph.nodes()[i].op.activation();
-                    let relu = activation == Activation::Relu;
+                    let clamp = Clamp::of(activation);
                     let x = (ins[0].0, kernel);
                     let z = with_float!(base_scores.dtype(), T => {
-                        self.dense_delta::<T>(&states, x, windows.clone(), base_scores, relu)
+                        self.dense_delta::<T>(&states, x, windows.clone(), base_scores, clamp)
                     })?;
-                    let out = NodeOutput::activated(activation, z, relu)?;
+                    let out = NodeOutput::activated(activation, z, clamp.is_some())?;
                     pre_softmax[i] = out.pre_softmax;
                     out.value
                 }
@@ -347,9 +347,9 @@ impl<'m> Plan<'m> {
             Op::Conv2d { groups, bias, activation, .. } => {
                 let b = if *bias { Some(self.model.weight(i, "bias")?) } else { None };
                 let kernel = self.model.weight(i, "kernel")?;
-                let relu = *activation == Activation::Relu;
-                let z = kernels::conv2d(x, kernel, b, win, *groups, relu)?;
-                NodeOutput::activated(*activation, z, relu)?.value
+                let clamp = Clamp::of(*activation);
+                let z = kernels::conv2d(x, kernel, b, win, *groups, clamp)?;
+                NodeOutput::activated(*activation, z, clamp.is_some())?.value
             }
             Op::MaxPool { .. } => kernels::pool2d(x, win, Pool::Max)?,
             Op::AvgPool { count_include_pad, .. } => {
@@ -392,7 +392,7 @@ impl<'m> Plan<'m> {
     }
 
     /// Scores of a dense layer (`kernel`, row by row) reading value `v`, a flattened box: base
-    /// scores plus the box's change times the kernel rows it reads, with a ReLU when `relu`
+    /// scores plus the box's change times the kernel rows it reads, clamped when `clamp`
     /// is set.
     /// Rectangles whose boxes sit at the same place share those rows: each such group is
     /// one product.
@@ -402,7 +402,7 @@ impl<'m> Plan<'m> {
         (v, kernel): (usize, &Tensor),
         windows: Range<usize>,
         base_scores: &Tensor,
-        relu: bool,
+        clamp: Option<Clamp>,
     ) -> Result<Tensor> {
         let (change, b) = self.box_change::<T>(states, v, windows.clone())?;
         let mut groups: BTreeMap<[usize; 2], Vec<usize>> = BTreeMap::new();
@@ -461,9 +461,7 @@ impl<'m> Plan<'m> {
         for ((_, members), z) in groups.iter().zip(group_scores) {
             for (&k, z) in members.iter().zip(z.chunks_exact(units)) {
                 for (s, &v) in scores[k * units..(k + 1) * units].iter_mut().zip(z) {
-                    // NaN counts as not positive, as in the kernels' ReLU.
-                    let positive = v.partial_cmp(&zero) == Some(std::cmp::Ordering::Greater);
-                    *s = if relu && !positive { zero } else { v };
+                    *s = kernels::activate(v, clamp);
                 }
             }
         }
@@ -703,7 +701,7 @@ fn plan_node(
             } else {
                 None
             };
-            let base_scores = kernels::dense(x, kernel, bias, false)?;
+            let base_scores = kernels::dense(x, kernel, bias, None)?;
             Ok((Step::DenseDelta { base_scores, kernel: kernel.contiguous()? }, None))
         }
         Op::GlobalAvgPool { .. } if !first.flat => Ok((Step::MeanDelta, None)),

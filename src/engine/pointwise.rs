@@ -26,24 +26,24 @@ pub(super) fn activate(activation: Activation, z: &Tensor) -> Result<Option<Tens
     with_float!(z.dtype(), T => with_slice::<T, _>(z, |zs| {
         let values = match activation {
             Activation::Sigmoid => kernels::map(zs, sigmoid),
-            Activation::Swish => kernels::map(zs, |x| x * sigmoid(x)),
+            Activation::Swish => kernels::map(zs, move |x| x * sigmoid(x)),
             Activation::Tanh => kernels::map(zs, T::tanh),
             Activation::Exponential => kernels::map(zs, MapFloat::exp_fast),
             Activation::Clip { min, max } => {
                 let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
-                kernels::map(zs, |x| x.max(lo).min(hi))
+                kernels::map(zs, move |x| x.max(lo).min(hi))
             }
             Activation::HardSigmoid { alpha, beta } => {
                 let (a, b) = (constant::<T>(alpha.into()), constant::<T>(beta.into()));
-                kernels::map(zs, |x| (x * a + b).max(T::zero()).min(T::one()))
+                kernels::map(zs, move |x| (x * a + b).max(T::zero()).min(T::one()))
             }
             Activation::HardSwish => {
                 let (sixth, half) = (constant::<T>(1.0 / 6.0), constant::<T>(0.5));
-                kernels::map(zs, |x| x * (x * sixth + half).max(T::zero()).min(T::one()))
+                kernels::map(zs, move |x| x * (x * sixth + half).max(T::zero()).min(T::one()))
             }
             Activation::LeakyRelu { alpha } => {
                 let a = constant::<T>(alpha.into());
-                kernels::map(zs, |x| x.max(T::zero()) + x.min(T::zero()) * a)
+                kernels::map(zs, move |x| x.max(T::zero()) + x.min(T::zero()) * a)
             }
             _ => return Ok(None),
         };
@@ -74,25 +74,25 @@ pub(super) fn slope_times(
             let one = T::one();
             let inside = |v: T, lo: T, hi: T| if v > lo && v < hi { one } else { T::zero() };
             let values = match activation {
-                Activation::Sigmoid => kernels::zip_map(gs, ats, |g, y| g * (y * (one - y))),
-                Activation::Tanh => kernels::zip_map(gs, ats, |g, y| g * (one - y * y)),
-                Activation::Exponential => kernels::zip_map(gs, ats, |g, y| g * y),
-                Activation::Swish => kernels::zip_map(gs, ats, |g, x| {
+                Activation::Sigmoid => kernels::zip_map(gs, ats, move |g, y| g * (y * (one - y))),
+                Activation::Tanh => kernels::zip_map(gs, ats, move |g, y| g * (one - y * y)),
+                Activation::Exponential => kernels::zip_map(gs, ats, move |g, y| g * y),
+                Activation::Swish => kernels::zip_map(gs, ats, move |g, x| {
                     let s = sigmoid(x);
                     g * (s * (x * (one - s) + one))
                 }),
                 Activation::Clip { min, max } => {
                     let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
-                    kernels::zip_map(gs, ats, |g, y| g * inside(y, lo, hi))
+                    kernels::zip_map(gs, ats, move |g, y| g * inside(y, lo, hi))
                 }
                 Activation::HardSigmoid { alpha, .. } => {
                     let a = constant::<T>(alpha.into());
-                    kernels::zip_map(gs, ats, |g, y| g * (inside(y, T::zero(), one) * a))
+                    kernels::zip_map(gs, ats, move |g, y| g * (inside(y, T::zero(), one) * a))
                 }
                 Activation::HardSwish => {
                     let (third, half, three) =
                         (constant::<T>(1.0 / 3.0), constant::<T>(0.5), constant::<T>(3.0));
-                    kernels::zip_map(gs, ats, |g, x| {
+                    kernels::zip_map(gs, ats, move |g, x| {
                         let slope = match x >= three {
                             true => one,
                             false => (x * third + half) * inside(x, -three, three),
@@ -102,7 +102,7 @@ pub(super) fn slope_times(
                 }
                 Activation::LeakyRelu { alpha } => {
                     let a = constant::<T>(alpha.into());
-                    kernels::zip_map(gs, ats, |g, y| g * if y > T::zero() { one } else { a })
+                    kernels::zip_map(gs, ats, move |g, y| g * if y > T::zero() { one } else { a })
                 }
                 _ => return Ok(None),
             };

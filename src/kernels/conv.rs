@@ -9,23 +9,38 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::depthwise::GroupedConv;
-use super::matmul::{Mat, matmul};
-use super::relu::activate;
+use super::matmul::{Mat, matmul, matmul_uninit};
+use super::relu::{Clamp, activate};
 use super::{
-    Float, Scratch, Window, dims4, direct, sparse, with_float, with_optional_slice, with_slice,
+    Float, Scratch, Window, dims4, direct, sparse, vectorised, with_float, with_optional_slice,
+    with_slice,
 };
 use crate::error::{Error, Result};
 
-/// `y = activate(y + bias[row])` over `[rows, len]` row-major `y`, one bias per row.
-fn add_bias_relu<T: Float>(y: &mut [T], bias: Option<&[T]>, len: usize, relu: bool) {
-    if len == 0 {
+/// `y = activate(y + bias[row])` over `[rows, len]` row-major `y`, one bias per row; rows
+/// split over `threads` for a large map.
+fn add_bias_clamp<T: Float>(
+    y: &mut [T],
+    bias: Option<&[T]>,
+    len: usize,
+    clamp: Option<Clamp>,
+    threads: usize,
+) {
+    if len == 0 || (bias.is_none() && clamp.is_none()) {
         return;
     }
-    for (row, values) in y.chunks_exact_mut(len).enumerate() {
-        let b = bias.and_then(|b| b.get(row).copied()).unwrap_or(T::zero());
-        for v in values {
-            *v = activate(*v + b, relu);
-        }
+    let row = |(r, values): (usize, &mut [T])| {
+        let b = bias.and_then(|b| b.get(r).copied()).unwrap_or(T::zero());
+        vectorised(move || {
+            for v in values {
+                *v = activate(*v + b, clamp);
+            }
+        })
+    };
+    if threads > 1 && y.len() >= 1 << 15 {
+        y.par_chunks_exact_mut(len).enumerate().for_each(row);
+    } else {
+        y.chunks_exact_mut(len).enumerate().for_each(row);
     }
 }
 
@@ -181,14 +196,14 @@ impl ConvShape {
 const GEMM_MAX_PIXELS: usize = 14 * 14;
 
 /// Convolution forward: `x` `[n, c, h, w]`, `kernel` `[o, c/groups, kh, kw]`, optional
-/// `bias` `[o]` → `[n, o, oh, ow]`, with a ReLU applied when `relu` is set.
+/// `bias` `[o]` → `[n, o, oh, ow]`, each value clamped as it is written when `clamp` is set.
 pub fn conv2d(
     x: &Tensor,
     kernel: &Tensor,
     bias: Option<&Tensor>,
     win: &Window,
     groups: usize,
-    relu: bool,
+    clamp: Option<Clamp>,
 ) -> Result<Tensor> {
     let dims @ [n, _, h, w] = dims4(x)?;
     let [o, ..] = dims4(kernel)?;
@@ -197,7 +212,7 @@ pub fn conv2d(
         if let Some(plan) = GroupedConv::new(dims, o, win, groups, kernel.elem_count()) {
             let out = with_slice::<f32, _>(x, |xs| {
                 with_slice::<f32, _>(kernel, |ks| {
-                    with_optional_slice::<f32, _>(bias, |bs| plan.forward(xs, ks, bs, relu))
+                    with_optional_slice::<f32, _>(bias, |bs| plan.forward(xs, ks, bs, clamp))
                 })
             })?;
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
@@ -211,7 +226,7 @@ pub fn conv2d(
                 return Ok(None);
             };
             with_slice::<f32, _>(x, |xs| {
-                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, relu))
+                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, clamp))
             })
             .map(Some)
         })?;
@@ -219,7 +234,7 @@ pub fn conv2d(
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
         }
     }
-    conv2d_im2col(x, kernel, bias, win, groups, relu)
+    conv2d_im2col(x, kernel, bias, win, groups, clamp)
 }
 
 /// [`conv2d`] as im2col + gemm, for every window and type.
@@ -229,18 +244,30 @@ fn conv2d_im2col(
     bias: Option<&Tensor>,
     win: &Window,
     groups: usize,
-    relu: bool,
+    clamp: Option<Clamp>,
 ) -> Result<Tensor> {
     let dims @ [n, _, h, w] = dims4(x)?;
     let [o, ..] = dims4(kernel)?;
     let [oh, ow] = win.out_size(h, w);
     let shape = ConvShape::new(dims, o, win, groups);
+    let c = dims[1];
+    if groups == 0 || !o.is_multiple_of(groups) || !c.is_multiple_of(groups) {
+        return Err(Error::Invalid(format!("{groups} groups of {c} → {o} channels")));
+    }
+    if shape.image_len() == 0 {
+        // No input values to read: every output is what the padding gives, zero.
+        return Ok(Tensor::zeros((n, o, oh, ow), x.dtype(), x.device())?);
+    }
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
         with_slice::<T, _>(kernel, |ks| {
             with_optional_slice::<T, _>(bias, |bs| {
-                let mut out = vec![T::zero(); n * shape.out_len()];
+                if bs.is_some_and(|b| b.len() != o) || ks.len() != o * shape.taps / groups {
+                    return Err(Error::Invalid(format!("conv kernel or bias does not fit {o} filters of {} taps", shape.taps / groups)));
+                }
+                let len = n * shape.out_len();
+                let mut out = Vec::with_capacity(len);
                 let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
-                for_each_item(&mut out, shape.out_len(), xs, shape.image_len(), scratch,
+                for_each_item(&mut out.spare_capacity_mut()[..len], shape.out_len(), xs, shape.image_len(), scratch,
                     |img, y, cols, threads| {
                         let cols: &[T] = if shape.pointwise {
                             img
@@ -248,16 +275,22 @@ fn conv2d_im2col(
                             im2col_image(img, shape.image, win, cols);
                             cols
                         };
-                        for g in 0..groups {
+                        let l = shape.pixels;
+                        // Each group's product writes its rows of `y`, so together they
+                        // write all of it.
+                        for (g, y) in y.chunks_exact_mut(shape.out_len() / groups).enumerate() {
                             let (filters, taps) = shape.group_rows(g);
-                            let l = shape.pixels;
                             let a = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
                             let b = Mat::row_major(&cols[taps.start * l..taps.end * l], taps.len(), l);
-                            matmul(&mut y[filters.start * l..filters.end * l], a, b, false, threads)?;
+                            let y = matmul_uninit(y, a, b, threads)?;
+                            add_bias_clamp(y, bs.map(|b| &b[filters]), l, clamp, threads);
                         }
-                        add_bias_relu(y, bs, shape.pixels, relu);
                         Ok(())
                     })?;
+                #[allow(unsafe_code)]
+                // SAFETY: `for_each_item` returned Ok having run every image (none is empty,
+                // or it returned before any), and each image's groups wrote all its values.
+                unsafe { out.set_len(len) };
                 Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?)
             })
         })
@@ -381,7 +414,7 @@ mod tests {
         let x = Tensor::arange(1f32, 10., &Device::Cpu).unwrap().reshape((1, 1, 3, 3)).unwrap();
         let k = Tensor::new(&[[[[1f32, 0.], [0., -1.]]]], &Device::Cpu).unwrap();
         let b = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
-        let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1, false).unwrap();
+        let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1, None).unwrap();
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![-3.5; 4]);
     }
 
@@ -390,7 +423,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (2, 4, 7, 7), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (6, 4, 3, 3), &dev).unwrap();
-        let ours = conv2d(&x, &k, None, &window(3, 2, [1; 4]), 1, false).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 2, [1; 4]), 1, None).unwrap();
         let theirs = x.conv2d(&k, 1, 2, 1, 1).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
@@ -403,9 +436,9 @@ mod tests {
         let dev = Device::Cpu;
         let big = Tensor::randn(0f32, 1., (1, 4, 9, 9), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (3, 4, 3, 3), &dev).unwrap();
-        conv2d(&big, &k, None, &window(3, 1, [0; 4]), 1, false).unwrap();
+        conv2d(&big, &k, None, &window(3, 1, [0; 4]), 1, None).unwrap();
         let x = Tensor::randn(0f32, 1., (1, 4, 8, 8), &dev).unwrap();
-        let ours = conv2d(&x, &k, None, &window(3, 1, [1; 4]), 1, false).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [1; 4]), 1, None).unwrap();
         let theirs = x.conv2d(&k, 1, 1, 1, 1).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
@@ -416,7 +449,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (1, 4, 5, 5), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (6, 2, 3, 3), &dev).unwrap();
-        let ours = conv2d(&x, &k, None, &window(3, 1, [0; 4]), 2, false).unwrap();
+        let ours = conv2d(&x, &k, None, &window(3, 1, [0; 4]), 2, None).unwrap();
         let theirs = x.conv2d(&k, 0, 1, 1, 2).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
@@ -461,13 +494,13 @@ mod tests {
             assert_eq!(plan.is_some(), direct::available(), "case {kernel:?} {pads:?}");
             let (xs, bs) = (x.flatten_all().unwrap(), b.to_vec1::<f32>().unwrap());
             let xs = xs.to_vec1::<f32>().unwrap();
-            for relu in [false, true] {
-                let theirs = conv2d_im2col(&x, &k, Some(&b), &win, groups, relu).unwrap();
-                let chosen = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
+            for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
+                let theirs = conv2d_im2col(&x, &k, Some(&b), &win, groups, clamp).unwrap();
+                let chosen = conv2d(&x, &k, Some(&b), &win, groups, clamp).unwrap();
                 assert!(max_diff(&chosen, &theirs) < 1e-4, "forward {kernel:?} {pads:?}");
                 // The direct kernel itself, also where `conv2d` leaves a small map to gemm.
                 if let Some(plan) = &plan {
-                    let ours = plan.run(&xs, Some(&bs), relu).unwrap();
+                    let ours = plan.run(&xs, Some(&bs), clamp).unwrap();
                     let ours = Tensor::from_vec(ours, theirs.shape(), &dev).unwrap();
                     assert!(max_diff(&ours, &theirs) < 1e-4, "direct {kernel:?} {pads:?}");
                 }

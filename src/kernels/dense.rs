@@ -22,7 +22,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::matmul::{Mat, matmul, matmul_strided};
-use super::relu::activate;
+use super::relu::{Clamp, activate};
 use super::{Float, direct, with_float, with_optional_slice, with_slice};
 use crate::error::{Error, Result};
 
@@ -46,9 +46,14 @@ fn with_kernel<T: Float, R>(
     with_slice::<T, _>(kernel, |ks| f(Kernel::RowMajor(ks)))
 }
 
-/// Dense layer forward: `x` `[n, in]` · `kernel` `[in, out]` (+ `bias` `[out]`), with a
-/// ReLU applied when `relu` is set.
-pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+/// Dense layer forward: `x` `[n, in]` · `kernel` `[in, out]` (+ `bias` `[out]`), each value
+/// clamped when `clamp` is set.
+pub fn dense(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    clamp: Option<Clamp>,
+) -> Result<Tensor> {
     let (n, inputs) = x.dims2()?;
     let (rows, units) = kernel.dims2()?;
     if rows != inputs {
@@ -68,7 +73,7 @@ pub fn dense(x: &Tensor, kernel: &Tensor, bias: Option<&Tensor>, relu: bool) -> 
                 };
                 for row in y.chunks_exact_mut(units.max(1)) {
                     for (j, v) in row.iter_mut().enumerate() {
-                        *v = activate(*v + bs.map_or(T::zero(), |b| b[j]), relu);
+                        *v = activate(*v + bs.map_or(T::zero(), |b| b[j]), clamp);
                     }
                 }
                 Ok(Tensor::from_vec(y, (n, units), x.device())?)
@@ -343,9 +348,9 @@ mod tests {
             let kernel = lying.t().unwrap();
             assert!(!kernel.is_contiguous());
             let row_major = f64s(&kernel.contiguous().unwrap());
-            for relu in [false, true] {
-                let ours = dense(&x, &kernel, Some(&bias), relu).unwrap();
-                let reference = dense(&f64s(&x), &row_major, Some(&f64s(&bias)), relu).unwrap();
+            for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
+                let ours = dense(&x, &kernel, Some(&bias), clamp).unwrap();
+                let reference = dense(&f64s(&x), &row_major, Some(&f64s(&bias)), clamp).unwrap();
                 let reference = reference.to_dtype(DType::F32).unwrap();
                 assert!(max_diff(&ours, &reference) < 1e-3, "forward {n} × {inputs} × {units}");
             }

@@ -20,7 +20,8 @@
 use rayon::prelude::*;
 
 use super::phased::Phased;
-use super::{Scratch, Window, direct};
+use super::relu::{Clamp, activate};
+use super::{Scratch, Window, direct, with_avx2_copy};
 use crate::error::{Error, Result};
 
 /// Output pixels summed at once: eight AVX vectors of accumulators.
@@ -149,13 +150,13 @@ impl GroupedConv {
     }
 
     /// The conv of a batch `xs` by the kernel `ks`, adding `bias` per output channel and
-    /// applying a ReLU when `relu` is set.
+    /// clamping when `clamp` is set.
     pub(super) fn forward(
         &self,
         xs: &[f32],
         ks: &[f32],
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Option<Clamp>,
     ) -> Result<Vec<f32>> {
         let (in_len, out_len) = self.group_lens();
         let (channels, filters) = self.group();
@@ -194,7 +195,7 @@ impl GroupedConv {
                 for (f, y) in y.chunks_exact_mut(oh * ow).enumerate() {
                     let filter = g * filters + f;
                     correlate(input, &self.offsets, &ks[filter * taps..(filter + 1) * taps], wide)?;
-                    crop(wide, width, y, ow, bias.map_or(0.0, |b| b[filter]), relu);
+                    crop(wide, width, y, ow, bias.map_or(0.0, |b| b[filter]), clamp);
                 }
                 Ok(())
             },
@@ -292,20 +293,14 @@ fn correlate_plain(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f
     }
 }
 
-/// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of `plane`,
-/// adding `bias` and applying a ReLU when `relu` is set (as [`activate`](super::relu::activate) does: NaN
-/// to zero).
-fn crop(wide: &[f32], width: usize, plane: &mut [f32], ow: usize, bias: f32, relu: bool) {
-    // The branch outside the loops, so that each loop is vectorised.
-    for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
-        if relu {
+with_avx2_copy! {
+    /// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of
+    /// `plane`, adding `bias` and clamping when `clamp` is set (as [`activate`] does: NaN to
+    /// the low bound).
+    fn crop(wide: &[f32], width: usize, plane: &mut [f32], ow: usize, bias: f32, clamp: Option<Clamp>) {
+        for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
             for (d, &s) in dst.iter_mut().zip(src) {
-                let z = s + bias;
-                *d = if z > 0.0 { z } else { 0.0 };
-            }
-        } else {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s + bias;
+                *d = activate(s + bias, clamp);
             }
         }
     }
@@ -409,9 +404,9 @@ mod tests {
             let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
             let k = Tensor::randn(0f32, 1., k_dims, &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
-            for relu in [false, true] {
-                let ours = conv2d(&x, &k, Some(&b), &win, groups, relu).unwrap();
-                let theirs = conv2d(&f64s(&x), &f64s(&k), Some(&f64s(&b)), &win, groups, relu);
+            for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
+                let ours = conv2d(&x, &k, Some(&b), &win, groups, clamp).unwrap();
+                let theirs = conv2d(&f64s(&x), &f64s(&k), Some(&f64s(&b)), &win, groups, clamp);
                 assert!(max_diff(&ours, &f32s(&theirs.unwrap())) < 1e-4, "forward {label}");
             }
             let [oh, ow] = win.out_size(h, w);

@@ -20,10 +20,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::Window;
 use super::conv::for_each_item;
 use super::phased::Phased;
-use super::relu::activate;
+use super::relu::{Clamp, activate};
+use super::{Window, with_avx2_copy};
 use crate::error::{Error, Result};
 
 /// Output pixels per tile: two AVX vectors.
@@ -154,8 +154,13 @@ impl DirectConv {
     }
 
     /// Runs the conv over a batch `xs` into `out`, adding `bias` per output channel and
-    /// applying a ReLU when `relu` is set.
-    pub(super) fn run(&self, xs: &[f32], bias: Option<&[f32]>, relu: bool) -> Result<Vec<f32>> {
+    /// clamping when `clamp` is set.
+    pub(super) fn run(
+        &self,
+        xs: &[f32],
+        bias: Option<&[f32]>,
+        clamp: Option<Clamp>,
+    ) -> Result<Vec<f32>> {
         let n = xs.len() / self.image_len().max(1);
         if xs.len() != n * self.image_len()
             || bias.is_some_and(|b| b.len() != self.groups * self.rows)
@@ -178,7 +183,7 @@ impl DirectConv {
             |img, y, scratch, threads| {
                 let (input, wide) = scratch.split_at_mut(self.input_len);
                 self.pad(img, input);
-                self.image(input, wide, y, bias, relu, threads)
+                self.image(input, wide, y, bias, clamp, threads)
             },
         )?;
         #[allow(unsafe_code)]
@@ -205,14 +210,14 @@ impl DirectConv {
     }
 
     /// The conv of one padded image: blocks of output channels, split over `threads`, each
-    /// into its wide rows and then, cropped, biased and rectified, into `y`.
+    /// into its wide rows and then, cropped, biased and clamped, into `y`.
     fn image(
         &self,
         input: &[f32],
         wide: &mut [f32],
         y: &mut [MaybeUninit<f32>],
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Option<Clamp>,
         threads: usize,
     ) -> Result<()> {
         let stride = self.tiles * TILE;
@@ -241,7 +246,7 @@ impl DirectConv {
         )|
          -> Result<()> {
             block(k, &input[g * group_len..], &self.offsets, self.tiles, w, stride)?;
-            self.crop(w, o, channel, bias, relu);
+            self.crop(w, o, channel, bias, clamp);
             Ok(())
         };
         if threads > 1 && jobs.len() > 1 {
@@ -252,14 +257,14 @@ impl DirectConv {
     }
 
     /// Wide rows (phase width, trailing tiles) → `[rows, oh, ow]` output planes starting at
-    /// output channel `channel`, with bias and ReLU.
+    /// output channel `channel`, with bias and clamp.
     fn crop(
         &self,
         wide: &[f32],
         out: &mut [MaybeUninit<f32>],
         channel: usize,
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Option<Clamp>,
     ) {
         let [oh, ow] = self.out;
         let (wp, stride) = (self.phased.width(), self.tiles * TILE);
@@ -267,10 +272,25 @@ impl DirectConv {
             out.chunks_exact_mut(oh * ow).zip(wide.chunks_exact(stride)).enumerate()
         {
             let b = bias.map_or(0.0, |b| b[channel + row]);
-            for (dst, src) in plane.chunks_exact_mut(ow).zip(src.chunks(wp)) {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    d.write(activate(s + b, relu));
-                }
+            crop_plane(src, wp, plane, ow, b, clamp)
+        }
+    }
+}
+
+with_avx2_copy! {
+    /// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of
+    /// `plane`, adding `bias` and clamping.
+    fn crop_plane(
+        wide: &[f32],
+        width: usize,
+        plane: &mut [MaybeUninit<f32>],
+        ow: usize,
+        bias: f32,
+        clamp: Option<Clamp>,
+    ) {
+        for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                d.write(activate(s + bias, clamp));
             }
         }
     }

@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor};
 use num_traits::Zero;
 use rayon::prelude::*;
 
-use super::{with_float, with_slice};
+use super::{vectorised, with_float, with_slice};
 use crate::error::{Error, Result};
 
 /// Values per task when a pass is split over the pool: large enough that scheduling is
@@ -51,9 +51,12 @@ fn filled<T: Send + Sync>(
     let mut out = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     if len < 2 * CHUNK {
-        fill(0, spare);
+        vectorised(|| fill(0, spare));
     } else {
-        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| fill(i * CHUNK, chunk));
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| vectorised(|| fill(i * CHUNK, chunk)));
     }
     #[allow(unsafe_code)]
     // SAFETY: the chunks cover `0..len` and `fill` wrote every value of each (`map` and
@@ -148,9 +151,11 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Res
         let mut out = vec![T::zero(); xs.len()];
         let map = |(p, (o, x)): (usize, (&mut [T], &[T]))| {
             let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = x * a + b;
-            }
+            vectorised(move || {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = x * a + b;
+                }
+            })
         };
         if plane == 0 {
             // Nothing to map.

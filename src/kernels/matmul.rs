@@ -1,6 +1,8 @@
 //! Matrix products through the `gemm` crate: a strided matrix view and the checked calls
 //! that the conv and dense kernels (and occlusion's dense-layer update) make.
 
+use std::mem::MaybeUninit;
+
 use crate::error::{Error, Result};
 
 use super::Float;
@@ -53,9 +55,53 @@ pub(super) fn matmul<T: Float>(
 
 /// [`matmul`] into a `dst` with `[row_stride, col_stride]`: `[1, rows]` stores the product
 /// transposed (column-major), so `(a·b)ᵀ` can be had as a product in gemm's fast order.
-#[allow(unsafe_code)]
 pub(super) fn matmul_strided<T: Float>(
     dst: &mut [T],
+    dst_strides: [usize; 2],
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    let len = dst.len();
+    // SAFETY: `dst` is `len` initialised values, borrowed mutably for the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        product_into(dst.as_mut_ptr(), len, dst_strides, a, b, accumulate, threads)
+    }
+}
+
+/// `dst = a·b` into row-major `dst` `[a.rows, b.cols]` whose values are not initialised:
+/// every one is written (a conv's output need not be zeroed first, a pass over the whole
+/// map). Returns `dst`, now initialised.
+pub(super) fn matmul_uninit<'d, T: Float>(
+    dst: &'d mut [MaybeUninit<T>],
+    a: Mat<T>,
+    b: Mat<T>,
+    threads: usize,
+) -> Result<&'d mut [T]> {
+    let len = dst.len();
+    let ptr = dst.as_mut_ptr().cast::<T>();
+    #[allow(unsafe_code)]
+    // SAFETY: `dst` is `len` writable values, borrowed mutably for the call and its result;
+    // `product_into` without `accumulate` writes all of them and reads none of them before
+    // it does, so afterwards they are initialised and `ptr..ptr+len` is a valid `[T]`.
+    unsafe {
+        product_into(ptr, len, [b.cols, 1], a, b, false, threads)?;
+        Ok(std::slice::from_raw_parts_mut(ptr, len))
+    }
+}
+
+/// `dst = a·b` (or `+=` with `accumulate`) into the `len` values at `dst`, laid out with
+/// `[row_stride, col_stride]`. Without `accumulate`, writes every value and reads none.
+///
+/// # Safety
+/// `dst` points to `len` values valid for writes (and, with `accumulate`, initialised),
+/// which nothing else accesses during the call.
+#[allow(unsafe_code)]
+unsafe fn product_into<T: Float>(
+    dst: *mut T,
+    len: usize,
     [dst_row_stride, dst_col_stride]: [usize; 2],
     a: Mat<T>,
     b: Mat<T>,
@@ -63,26 +109,22 @@ pub(super) fn matmul_strided<T: Float>(
     threads: usize,
 ) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let dst_view = Mat {
-        data: &*dst,
-        rows: m,
-        cols: n,
-        row_stride: dst_row_stride,
-        col_stride: dst_col_stride,
-    };
-    if b.rows != k || dst.len() != m * n || !dst_view.fits() || !a.fits() || !b.fits() {
+    let fits = m == 0 || n == 0 || (m - 1) * dst_row_stride + (n - 1) * dst_col_stride < len;
+    if b.rows != k || len != m * n || !fits || !a.fits() || !b.fits() {
         return Err(Error::Invalid(format!(
-            "matrix product of [{m}, {k}] and [{}, {n}] into {} values",
-            b.rows,
-            dst.len()
+            "matrix product of [{m}, {k}] and [{}, {n}] into {len} values",
+            b.rows
         )));
     }
-    if dst.is_empty() {
+    if len == 0 {
         return Ok(());
     }
     if k == 0 {
         if !accumulate {
-            dst.fill(T::zero());
+            for i in 0..len {
+                // SAFETY: `i < len`, in the caller's buffer.
+                unsafe { dst.add(i).write(T::zero()) };
+            }
         }
         return Ok(());
     }
@@ -90,15 +132,15 @@ pub(super) fn matmul_strided<T: Float>(
         if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let one = T::from_f64(1.0);
     // SAFETY: the checks above keep every element gemm reads or writes inside the three
-    // slices (dst has exactly m·n values and its strides fit them, `a` and `b` fit theirs), the
-    // `&mut` keeps dst apart from the inputs, and `Float` admits only f32 and f64, types
-    // gemm computes in.
+    // buffers (dst has exactly m·n values and its strides fit them, `a` and `b` fit theirs),
+    // the caller keeps dst apart from the inputs, gemm reads dst only when `accumulate`
+    // (its `read_dst`), and `Float` admits only f32 and f64, types gemm computes in.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_col_stride as isize,
             dst_row_stride as isize,
             accumulate,

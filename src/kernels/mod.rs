@@ -50,7 +50,8 @@ pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
 pub use pad::pad_constant;
 pub use pool::{Pool, pool2d, pool2d_backward};
-pub use relu::{relu, relu_backward};
+pub(crate) use relu::activate;
+pub use relu::{Clamp, relu, relu_backward};
 
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {
@@ -211,6 +212,50 @@ impl<T: Float> Drop for Scratch<T> {
         }
     }
 }
+
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them. The crate is built for the
+/// x86-64 baseline, so its generic loops over floats (activations, affine maps, the bias
+/// pass) are otherwise SSE2, four floats at a time; a closure inlined here is compiled with
+/// this function's features. No result changes: Rust contracts no `a·b + c` into an FMA.
+#[inline]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if direct::available() {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { with_avx2(f) };
+    }
+    f()
+}
+
+/// Defines a function whose body is compiled twice, for AVX2 and FMA (run where the CPU has
+/// them) and for the baseline: [`vectorised`] for a loop nest that LLVM would not inline into
+/// it as a closure.
+macro_rules! with_avx2_copy {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::direct::available() {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use with_avx2_copy;
 
 /// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
 /// they already lie contiguous in memory (no copy), copied out otherwise.
