@@ -109,6 +109,51 @@ fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: 
     }
 }
 
+/// How a single image's im2col or col2im splits over `threads`: `[channels per task, column
+/// values per channel]`, or `None` where it is not worth it. Each task moves at least 16K
+/// values. On one thread the columns (nine copies of the image for a 3×3 window) were
+/// written while gemm's other threads waited.
+fn channel_tasks([c, h, w]: [usize; 3], win: &Window, threads: usize) -> Option<[usize; 2]> {
+    let per_channel = win.kernel[0] * win.kernel[1] * win.out_size(h, w).iter().product::<usize>();
+    let channels = (1usize << 14).div_ceil(per_channel.max(1));
+    (threads > 1 && per_channel > 0 && h * w > 0 && channels < c).then_some([channels, per_channel])
+}
+
+/// [`im2col_image`] split by channels over `threads`.
+fn im2col_split<T: Float>(
+    img: &[T],
+    [c, h, w]: [usize; 3],
+    win: &Window,
+    cols: &mut [T],
+    threads: usize,
+) {
+    let Some([channels, per_channel]) = channel_tasks([c, h, w], win, threads) else {
+        return im2col_image(img, [c, h, w], win, cols);
+    };
+    cols[..c * per_channel]
+        .par_chunks_mut(channels * per_channel)
+        .zip(img.par_chunks(channels * h * w))
+        .for_each(|(cols, img)| im2col_image(img, [img.len() / (h * w), h, w], win, cols));
+}
+
+/// [`col2im_image`] split by channels over `threads`: each channel's plane takes only its
+/// own column rows, so the tasks add into disjoint planes.
+fn col2im_split<T: Float>(
+    cols: &[T],
+    [c, h, w]: [usize; 3],
+    win: &Window,
+    img: &mut [T],
+    threads: usize,
+) {
+    let Some([channels, per_channel]) = channel_tasks([c, h, w], win, threads) else {
+        return col2im_image(cols, [c, h, w], win, img);
+    };
+    img[..c * h * w]
+        .par_chunks_mut(channels * h * w)
+        .zip(cols.par_chunks(channels * per_channel))
+        .for_each(|(img, cols)| col2im_image(cols, [img.len() / (h * w), h, w], win, img));
+}
+
 /// Adjoint of [`im2col_image`]: adds `[c·kh·kw, oh·ow]` columns into the image `img`.
 fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: &mut [T]) {
     let [kh, kw] = win.kernel;
@@ -272,7 +317,7 @@ fn conv2d_im2col(
                         let cols: &[T] = if shape.pointwise {
                             img
                         } else {
-                            im2col_image(img, shape.image, win, cols);
+                            im2col_split(img, shape.image, win, cols, threads);
                             cols
                         };
                         let l = shape.pixels;
@@ -354,7 +399,7 @@ pub fn conv2d_backward_input(
                         matmul(&mut target[taps.start * l..taps.end * l], w.t(), b, false, threads)?;
                     }
                     if !shape.pointwise {
-                        col2im_image(cols, shape.image, win, dx_img);
+                        col2im_split(cols, shape.image, win, dx_img, threads);
                     }
                     Ok(())
                 })?;
@@ -442,6 +487,26 @@ mod tests {
         let theirs = x.conv2d(&k, 1, 1, 1, 1).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+
+    #[test]
+    fn im2col_and_col2im_split_over_channels_equal_one_pass() {
+        // 40 channels of 9 taps × 9·11 pixels: tasks of 19 channels, the last one short.
+        let (img_dims, win) = ([40, 9, 11], window(3, 1, [1, 0, 1, 2]));
+        assert_eq!(channel_tasks(img_dims, &win, 2), Some([19, 9 * 9 * 11]));
+        let [c, h, w] = img_dims;
+        let img: Vec<f64> = (0..c * h * w).map(|i| (i as f64 * 0.37).sin()).collect();
+        let len = c * 9 * 9 * 11;
+        let (mut one, mut split) = (vec![0.0; len], vec![f64::NAN; len]);
+        im2col_image(&img, img_dims, &win, &mut one);
+        im2col_split(&img, img_dims, &win, &mut split, 2);
+        assert_eq!(one, split);
+        let cols: Vec<f64> = (0..len).map(|i| (i as f64 * 0.11).cos()).collect();
+        let (mut one, mut split) = (vec![0.5; c * h * w], vec![0.5; c * h * w]);
+        col2im_image(&cols, img_dims, &win, &mut one);
+        col2im_split(&cols, img_dims, &win, &mut split, 2);
+        assert_eq!(one, split);
+        assert_eq!(channel_tasks(img_dims, &win, 1), None);
     }
 
     #[test]
