@@ -12,7 +12,9 @@ Run from the repository root after `cargo build --release`, in the venv of
 scripts/models_table.py plus Captum:
     /tmp/torchvenv/bin/pip install captum==0.9.0
     /tmp/torchvenv/bin/python scripts/peers/imagenet.py --models resnet50,mobilenet_v2 --rounds 3
-Exports are kept in --dir (default /tmp/convscope_torchvision) and reused.
+Exports are kept in --dir (default /tmp/convscope_torchvision) and reused. With --occlusion,
+also occlusion rows: Captum's Occlusion, batched numpy + ONNX Runtime (peers.occlusion, the
+digits rows' reference) and convscope's, each 196 windows of 16x16 at stride 16.
 """
 
 import argparse
@@ -30,12 +32,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--convscope", default="target/release/convscope")
     ap.add_argument("--dir", default="/tmp/convscope_torchvision")
+    ap.add_argument("--occlusion", action="store_true",
+                    help="also time occlusion (16x16 windows, stride 16, 196 windows, batches of 32): "
+                         "Captum's Occlusion, and batched ONNX Runtime on a dynamic-batch export; "
+                         "one call per round, as each takes seconds")
     args = ap.parse_args()
 
     import onnxruntime as ort
     import torch
     import torchvision
-    from captum.attr import LayerGradCam, Saliency
+    import numpy as np
+    from captum.attr import LayerGradCam, Occlusion, Saliency
 
     torch.set_num_threads(2)
     os.makedirs(args.dir, exist_ok=True)
@@ -57,6 +64,27 @@ def main():
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x.numpy()}
         rows = {}
+        if args.occlusion:
+            # The exported file has batch 1 fixed; batched ONNX Runtime needs one with a free
+            # batch axis.
+            dynamic = os.path.join(args.dir, f"{name}.dynamic.onnx")
+            if not os.path.exists(dynamic):
+                with torch.no_grad():
+                    torch.onnx.export(model, (x,), dynamic, dynamo=False, input_names=["x"],
+                                      dynamic_axes={"x": {0: "n"}})
+            batched = ort.InferenceSession(dynamic, options, providers=["CPUExecutionProvider"])
+
+            def ort_probs(images):
+                logits = batched.run(None, {"x": images})[0]
+                e = np.exp(logits - logits.max(1, keepdims=True))
+                return e / e.sum(1, keepdims=True)
+
+            occluder = Occlusion(lambda images: torch.softmax(model(images), 1))
+
+            def captum_occlusion():
+                with torch.no_grad():
+                    occluder.attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16),
+                                       baselines=0.0, target=cls, perturbations_per_eval=32)
 
         def add(row, ms):
             rows.setdefault(row, []).append(ms)
@@ -68,10 +96,17 @@ def main():
             add("Captum saliency", peers.median_ms(5,
                 lambda: saliency.attribute(x.clone().requires_grad_(True), target=cls)))
             add("Captum grad-CAM", peers.median_ms(5, lambda: grad_cam.attribute(x, target=cls)))
+            if args.occlusion:
+                add("Captum occlusion", peers.median_ms(1, captum_occlusion))
+                add("ONNX Runtime occlusion", peers.median_ms(
+                    1, lambda: peers.occlusion(ort_probs, x.numpy(), cls, 16, 16, fill=0.0, batch=32)))
             out = subprocess.run(
                 [args.convscope, "bench", path, "--runs", "5", "--json", "--preprocess", "torch"],
                 capture_output=True, text=True, check=True)
             got = {r["name"]: r["median_ms"] for r in json.loads(out.stdout)}
+            if args.occlusion:
+                add("convscope occlusion",
+                    next(ms for row, ms in got.items() if row.startswith("occlusion")))
             add("convscope load", got["load"])
             add("convscope forward", got["forward, batch 1"])
             add("convscope saliency", got["saliency (vanilla)"])
