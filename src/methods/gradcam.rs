@@ -84,11 +84,14 @@ pub const VARIANT_INFOS: [MethodInfo; 8] = [
         "Ablation-CAM: channels weighted by the class score's relative drop when each is ablated",
         false,
     ),
-    variant_info(
-        "eigencam",
-        "Eigen-CAM: the activations' first principal component (class-independent)",
-        false,
-    ),
+    MethodInfo {
+        class: false,
+        ..variant_info(
+            "eigencam",
+            "Eigen-CAM: the activations' first principal component (class-independent)",
+            false,
+        )
+    },
 ];
 
 /// A member of the CAM family.
@@ -166,6 +169,11 @@ impl CamVariant {
     /// It backpropagates, so the ReLU rules change it.
     pub fn uses_gradients(self) -> bool {
         self.info().modifiers
+    }
+
+    /// The class changes it (Eigen-CAM's map is the same for every class).
+    pub fn uses_class(self) -> bool {
+        self.info().class
     }
 
     /// It runs the network once per channel of the layer (the explorer shows progress).

@@ -517,6 +517,26 @@ fn a_thousand_class_model_computes_maps_in_the_background_and_prefetches() {
 }
 
 #[test]
+fn eigen_cam_is_one_map_for_every_class_of_a_thousand() {
+    // No prefetching: a class change is a lookup only if the map serves every class.
+    let (mut app, _) = thousand_class_app(Duration::from_secs(3600));
+    press(&mut app, KeyCode::F(7));
+    app.wait_for_job();
+    for _ in 0..7 {
+        press(&mut app, KeyCode::Char('v'));
+    }
+    app.wait_for_job();
+    assert!(screen(&app, 100, 30).contains(" Eigen-CAM · "), "{}", screen(&app, 100, 30));
+    press(&mut app, KeyCode::Right);
+    assert!(!is_busy(&app), "Eigen-CAM was computed again for another class");
+    // Grad-CAM's map is the class's own.
+    press(&mut app, KeyCode::Char('v'));
+    app.wait_for_job();
+    press(&mut app, KeyCode::Right);
+    assert!(is_busy(&app), "grad-CAM of another class is another map");
+}
+
+#[test]
 fn the_search_box_picks_classes_by_name_and_the_panel_shows_the_top_ones() {
     let (mut app, probs) = thousand_class_app(Duration::ZERO);
     press(&mut app, KeyCode::F(6));

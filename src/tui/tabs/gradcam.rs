@@ -54,15 +54,17 @@ impl Tab for GradCam {
     }
 
     fn uses(&self) -> Uses {
+        // Eigen-CAM's one map serves every class: cached once, not prefetched per class.
+        let class = self.guided || self.variant.uses_class();
         Uses {
             input: true,
-            class: true,
+            class,
             // Score-, Ablation- and Eigen-CAM take no gradient, so no modifier.
             modifier: self.guided || self.variant.uses_gradients(),
             layer: true,
             colormap: true,
             overlay: true,
-            per_class: true,
+            per_class: class,
             ..Uses::default()
         }
     }
