@@ -492,21 +492,12 @@ fn todays_export_patterns_match_onnx_runtime() {
     assert_eq!(
         layer_names(&model),
         [
-            "conv1",
-            "prelu",
-            "pad",
-            "maxpool",
+            "conv1", "prelu", "pad", "maxpool",
             // ReduceMean over the spatial axes is a global average pool.
-            "se/mean",
-            "se/fc1",
-            "se/fc2",
-            "se/scale",
+            "se/mean", "se/fc1", "se/fc2", "se/scale",
             // The one-input Concat is the value itself.
-            "peak",
-            "total_mean",
-            "total",
-            "both",
-            "fc",
+            "peak", // A sum over the pixels is one reduction.
+            "total", "both", "fc",
         ]
     );
     let x = npy_tensor("export18.input.npy");
@@ -890,6 +881,26 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             vec![],
             17,
             "moves the batch axis",
+        ),
+        (
+            vec![y(node("ReduceMean", "mean", &["x"], vec![ints("axes", &[0, 1])]))],
+            vec![],
+            17,
+            "node 'mean' (ReduceMean): reduces axes [0, 1] of a rank-4 value, the batch axis \
+             among them; convscope reduces computed values only within each sample",
+        ),
+        (
+            // No axes: every axis, the batch axis too.
+            vec![y(node("ReduceMax", "max", &["x"], vec![]))],
+            vec![],
+            13,
+            "node 'max' (ReduceMax): reduces axes [0, 1, 2, 3] of a rank-4 value, the batch axis",
+        ),
+        (
+            vec![y(node("ReduceProd", "prod", &["x"], vec![ints("axes", &[1])]))],
+            vec![],
+            13,
+            "ReduceProd of a value computed from the input",
         ),
         (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 8, "ONNX opset 8 is not supported"),
         (
