@@ -507,6 +507,17 @@ mod tests {
     }
 
     #[test]
+    fn reductions_name_their_axes() {
+        use crate::model::ReduceKind;
+        let reduce =
+            |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+        let layout = DisplayLayout::ChannelsLast;
+        assert_eq!(detail(&reduce(ReduceKind::Mean, &[0], true), layout, 3), "mean over C kept");
+        assert_eq!(detail(&reduce(ReduceKind::Max, &[1], false), layout, 2), "max over H");
+        assert_eq!(detail(&reduce(ReduceKind::Sum, &[1], false), layout, 1), "sum over axis 1");
+    }
+
+    #[test]
     fn long_names_are_cut_with_an_ellipsis() {
         let lines = diagram(&long_names(), 40);
         assert!(

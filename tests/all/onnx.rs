@@ -991,6 +991,37 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
 }
 
+#[test]
+fn reductions_of_nhwc_values_reduce_the_channels_first_source_without_transposes() {
+    let b = normal(&[15, 2], 9);
+    let graph = GraphProto {
+        node: vec![
+            // tf2onnx's layer norm over the channels, its last axis: mean and centring.
+            node("ReduceMean", "mean", &["x"], vec![ints("axes", &[-1])]),
+            node("Sub", "centred", &["x", "mean"], vec![]),
+            // Over H, dropped: [W, C] of NHWC is [C, W] of the source, swapped.
+            node("ReduceMax", "peak", &["centred"], vec![ints("axes", &[1]), int("keepdims", 0)]),
+            node("Reshape", "flat", &["peak", "shape"], vec![]),
+            node("MatMul", "y", &["flat", "B"], vec![]),
+        ],
+        initializer: vec![int64s("shape", &[-1, 15]), tensor("B", &[15, 2], &b)],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("y", &[None, Some(2)])],
+        ..Default::default()
+    };
+    let bytes = onnx_model(graph).encode_to_vec();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["mean", "centred", "peak", "flat", "y"]);
+    let nhwc = normal(&[2, 5, 5, 3], 10);
+    let centred = nhwc.broadcast_sub(&nhwc.mean_keepdim(3).unwrap()).unwrap();
+    let peak = centred.max(1).unwrap();
+    let expected = values(&peak.reshape((2, 15)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
+}
+
 /// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits
 /// below it, and its output is shown as the softmax.
 #[test]
