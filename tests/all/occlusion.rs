@@ -197,6 +197,14 @@ fn pytorch_export_patterns_match_full_passes() {
     check(&convnext, &random_input(&convnext, 1, 4), 4, 4, 40, &boxed);
     let x = random_input(&convnext, 1, 5);
     check(&convnext, &x, 8, 8, 40, &["/norm/LayerNormalization", "/up/MatMul", "/Mul"]);
+    // The official ConvNeXt's layer norm written out: per pixel, over its channels.
+    let layernorm = load("layernorm");
+    let boxed = ["/stem/Conv", "/stem_norm/ReduceMean", "/stem_norm/Div", "/norm/Sqrt", "/up/Conv"];
+    check(&layernorm, &random_input(&layernorm, 1, 8), 4, 4, 40, &boxed);
+    // CBAM's spatial attention comes after a channel gate from global pools, a full map:
+    // full maps from there on, and they agree.
+    let attention = load("attention");
+    check(&attention, &random_input(&attention, 1, 9), 3, 2, 40, &["/conv/Conv"]);
     // ShuffleNet's shuffle (a 5-D reshape) and what follows, resizing, group norms and
     // transposed convs run on full maps, and agree.
     let shuffle = load("shuffle");
