@@ -306,7 +306,7 @@ FIXTURES = {
     "norms": (Norms, [3, 12, 12]),
     "decoder": (Decoder, [3, 11, 10]),
     "attention": (Attention, [3, 14, 14]),
-    "layernorm": (OfficialConvNeXt, [3, 32, 32]),
+    "layernorm": (OfficialConvNeXt, [3, 16, 16]),
     "normalised": (Normalised, [3, 8, 8]),
 }
 
