@@ -4,7 +4,9 @@
 Each fixture is a small PyTorch module with one of the op patterns of torchvision's CNNs
 (ceil-mode pools, ShuffleNet's channel split and shuffle, ConvNeXt's channels-last
 LayerNorm and Linear, squeeze-excite gates, upsampling, group/instance norm, transposed
-convolutions), exported by each of PyTorch's routes:
+convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
+channels-first LayerNorm written out, L2-normalised features and reductions that drop their
+axes), exported by each of PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
   `path + ".data"` when it chooses so);
@@ -219,6 +221,82 @@ class Decoder(Classifier):
         return self.head(self.grouped(F.relu(self.up(F.relu(self.a(x))))))
 
 
+class Attention(Classifier):
+    """CBAM (Woo et al. 2018): channel attention from the average- and max-pooled
+    channels through a shared MLP, then spatial attention from the mean and max over the
+    channels (`torch.mean(x, dim=1, keepdim=True)`, `torch.amax`), concatenated, a 7×7
+    conv and a sigmoid, multiplied back."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.mlp = nn.Sequential(nn.Conv2d(c, 2, 1), nn.ReLU(), nn.Conv2d(2, c, 1))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        avg, peak = F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)
+        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(peak))
+        pooled = torch.cat([torch.mean(x, dim=1, keepdim=True), torch.amax(x, dim=1, keepdim=True)], 1)
+        x = x * torch.sigmoid(self.spatial(pooled))
+        return self.head(x)
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """The official ConvNeXt's `LayerNorm(data_format="channels_first")`, as its code
+    writes it (facebookresearch/ConvNeXt, models/convnext.py)."""
+
+    def __init__(self, c, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(c) * 0.5 + 0.75)
+        self.bias = nn.Parameter(torch.randn(c) * 0.1)
+        self.eps = eps
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class OfficialConvNeXt(Classifier):
+    """The official ConvNeXt's stem and downsampling layers: a patchify conv and the
+    channels-first LayerNorm; one block (depthwise 7×7, the norm, 1×1 convs around a GELU,
+    residual); the norm again after pooling."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, c, 4, stride=4), ChannelsFirstLayerNorm(c)
+        self.dw, self.norm = nn.Conv2d(c, c, 7, padding=3, groups=c), ChannelsFirstLayerNorm(c)
+        self.up, self.down = nn.Conv2d(c, 4 * c, 1), nn.Conv2d(4 * c, c, 1)
+        self.head_norm = ChannelsFirstLayerNorm(c)
+        self.fc = nn.Linear(c, 5)
+
+    def logits(self, x):
+        x = self.stem_norm(self.stem(x))
+        x = x + self.down(F.gelu(self.up(self.norm(self.dw(x)))))
+        x = self.head_norm(F.adaptive_avg_pool2d(x, 1))
+        return self.fc(torch.flatten(x, 1))
+
+
+class Normalised(Classifier):
+    """Features L2-normalised over the channels (`F.normalize`, an embedding's last step),
+    then reductions that drop their axes: a sum over the last axis of a `[C, L]` value,
+    and the mean and minimum over the channels of an image."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3)
+        self.fc = nn.Linear(c + 36, 5)
+
+    def logits(self, x):
+        x = F.normalize(torch.tanh(self.conv(x)), dim=1)
+        pooled = x.flatten(2).sum(-1)
+        spread = x.mean(dim=1) - torch.amin(x, dim=1)
+        return self.fc(torch.cat([pooled, spread.flatten(1)], 1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -227,6 +305,9 @@ FIXTURES = {
     "upsample": (Upsample, [3, 11, 13]),
     "norms": (Norms, [3, 12, 12]),
     "decoder": (Decoder, [3, 11, 10]),
+    "attention": (Attention, [3, 14, 14]),
+    "layernorm": (OfficialConvNeXt, [3, 16, 16]),
+    "normalised": (Normalised, [3, 8, 8]),
 }
 
 

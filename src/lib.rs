@@ -36,4 +36,5 @@ pub use engine::{Activations, Gradients, Keep, Point, ReluRule, Seed};
 pub use error::{Error, Result};
 pub use model::{
     Activation, ArithKind, ConstOperand, Graph, GraphSpec, InputSpec, Model, Node, Op, Padding,
+    ReduceKind,
 };

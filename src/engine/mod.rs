@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Pool, Window};
 use crate::model::Model;
-use crate::model::{Activation, ArithKind, ConstOperand, Interpolation, Op, ValueId};
+use crate::model::{Activation, ArithKind, ConstOperand, Interpolation, Op, ReduceKind, ValueId};
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -480,6 +480,21 @@ impl Model {
                 let [rows, cols] = self.resize_matrices(i, x)?;
                 rows.broadcast_matmul(&x.broadcast_matmul(&cols.t()?)?)?
             }
+            Op::Reduce { kind, axes, keep_dims } => {
+                let kept = reduce_keepdim(x, *kind, axes)?;
+                // From the input's dims, not the graph's shape: occlusion's incremental
+                // pass runs this on boxes of the map.
+                match keep_dims {
+                    true => kept,
+                    false => {
+                        let dims: Vec<usize> = (0..x.rank())
+                            .filter(|&d| d == 0 || !axes.contains(&(d - 1)))
+                            .map(|d| kept.dims()[d])
+                            .collect();
+                        kept.reshape(dims)?
+                    }
+                }
+            }
         };
         Ok(NodeOutput {
             dropout_mask: drawn_mask,
@@ -742,6 +757,30 @@ impl Model {
                     let [rows, cols] = self.resize_matrices(i, x)?;
                     vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
                 }
+                Op::Reduce { kind, axes, .. } => {
+                    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+                    let mut kept = x.dims().to_vec();
+                    for &d in &dims {
+                        kept[d] = 1;
+                    }
+                    let g = gz.reshape(kept.clone())?;
+                    let spread = |g: Tensor| -> Result<Tensor> {
+                        Ok(g.broadcast_as(x.dims())?.contiguous()?)
+                    };
+                    vec![match kind {
+                        ReduceKind::Sum => spread(g)?,
+                        ReduceKind::Mean => {
+                            let count: usize = dims.iter().map(|&d| x.dims()[d]).product();
+                            spread(g.affine(1.0 / count as f64, 0.0)?)?
+                        }
+                        // Ties share evenly (PyTorch's `amax`/`amin`).
+                        ReduceKind::Max | ReduceKind::Min => {
+                            let winners = x.broadcast_eq(&y.reshape(kept)?)?.to_dtype(x.dtype())?;
+                            let ties = winners.sum_keepdim(dims)?;
+                            winners.broadcast_mul(&g.div(&ties)?)?
+                        }
+                    }]
+                }
             };
             for (v, dx) in inputs.iter().zip(input_grads) {
                 grads[v.0] = Some(match grads[v.0].take() {
@@ -929,6 +968,18 @@ fn standardise_backward(
     let mean_gx = g.mul(normalised)?.mean_keepdim(dims)?;
     let centred = g.broadcast_sub(&mean_g)?.sub(&normalised.broadcast_mul(&mean_gx)?)?;
     Ok(centred.broadcast_mul(inv_std)?)
+}
+
+/// `x` (a batch) reduced over the per-sample `axes`, kept as size 1.
+fn reduce_keepdim(x: &Tensor, kind: ReduceKind, axes: &[usize]) -> Result<Tensor> {
+    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+    Ok(match kind {
+        ReduceKind::Mean => x.mean_keepdim(dims)?,
+        ReduceKind::Sum => x.sum_keepdim(dims)?,
+        // candle takes the max of one axis at a time; of several, one after another.
+        ReduceKind::Max => dims.iter().try_fold(x.clone(), |t, &d| t.max_keepdim(d))?,
+        ReduceKind::Min => dims.iter().try_fold(x.clone(), |t, &d| t.min_keepdim(d))?,
+    })
 }
 
 /// A pooling window covering a whole `[N, C, H, W]` image: global pooling as one window.

@@ -8,8 +8,9 @@
 //! harmless), so a batch's boxes stack into one tensor that goes through the ordinary
 //! batched kernels. A conv or pool reads a crop of its input (base values, the box's new
 //! values inside it, the padding value where the crop leaves the map) and runs unpadded on
-//! it; elementwise ops run on the box alone; sums and concats of boxed values run on the box
-//! around their inputs' boxes. A dense layer reading a flattened box, and a global average
+//! it; elementwise ops and reductions over the channels run on the box alone; sums and
+//! concats of boxed values (one channel broadcasting over many, too) run on the box around
+//! their inputs' boxes. A dense layer reading a flattened box, and a global average
 //! pool, add the box's change to their base result. Where a box stops being useful (a
 //! reshape, a softmax, an op mixing a box with a full map, a box as large as its map) the
 //! boxes are pasted into copies of the base maps and the rest runs on full maps.
@@ -653,6 +654,11 @@ fn plan_node(
         Op::LayerNorm { axes, .. } if !first.flat && axes == &[0] => {
             Ok((Step::Pointwise, same_place(first.map, false)))
         }
+        // Over the channels, kept as one: per pixel (CBAM's channel mean and max).
+        Op::Reduce { axes, keep_dims: true, .. } if !first.flat && axes == &[0] => {
+            let Some(map) = out_map else { return full };
+            Ok((Step::Pointwise, same_place(map, false)))
+        }
         // A slice of channels (a channel split) keeps every pixel where it was.
         Op::Slice { axes, .. } if !first.flat && axes.iter().all(|&a| a == 0) => {
             let Some(map) = out_map else { return full };
@@ -675,8 +681,9 @@ fn plan_node(
         Op::Add | Op::Arith { constant: None, .. } | Op::Concat { axis: 0 } => {
             let (Some(map), Some(spatial)) = (out_map, spatial) else { return full };
             let same_pixels = spatial.iter().all(|b| b.map[1..] == map[1..]);
-            let same_channels =
-                matches!(op, Op::Concat { .. }) || spatial.iter().all(|b| b.map == map);
+            // One channel broadcasts over the others (a CBAM gate, a channel mean).
+            let same_channels = matches!(op, Op::Concat { .. })
+                || spatial.iter().all(|b| b.map[0] == map[0] || b.map[0] == 1);
             if !same_pixels || !same_channels {
                 return full;
             }

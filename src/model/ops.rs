@@ -399,6 +399,32 @@ pub enum Op {
         #[serde(default)]
         keep_dims: bool,
     },
+    /// A reduction over per-sample `axes` (0 = channels; the batch axis is never reduced):
+    /// CBAM's mean and max over channels, a channels-first layer norm written out. Global
+    /// pooling over the spatial axes stays [`Op::GlobalAvgPool`] / [`Op::GlobalMaxPool`].
+    Reduce {
+        /// What is computed over the axes.
+        kind: ReduceKind,
+        /// Per-sample axes reduced, ascending.
+        axes: Vec<usize>,
+        /// Keep the reduced axes as size 1 instead of dropping them.
+        #[serde(default)]
+        keep_dims: bool,
+    },
+}
+
+/// What an [`Op::Reduce`] computes over its axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReduceKind {
+    /// The mean.
+    Mean,
+    /// The sum.
+    Sum,
+    /// The largest value; ties share the gradient evenly, as PyTorch's `amax` does.
+    Max,
+    /// The smallest value; ties share the gradient evenly, as PyTorch's `amin` does.
+    Min,
 }
 
 /// How a resized pixel takes its value (ONNX `Resize`'s `mode` and `nearest_mode`).
@@ -530,6 +556,11 @@ impl Op {
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
             Op::Slice { .. } => "Slice",
             Op::Resize { .. } => "UpSampling2D",
+            // Keras 3's op layers (`keras.ops.mean(x, axis=…)` and the like).
+            Op::Reduce { kind: ReduceKind::Mean, .. } => "Mean",
+            Op::Reduce { kind: ReduceKind::Sum, .. } => "Sum",
+            Op::Reduce { kind: ReduceKind::Max, .. } => "Max",
+            Op::Reduce { kind: ReduceKind::Min, .. } => "Min",
         }
     }
 

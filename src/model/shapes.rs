@@ -168,6 +168,34 @@ pub(super) fn infer_shape(
             let [c, _, _] = spatial(x, "global pooling")?;
             (if *keep_dims { vec![c, 1, 1] } else { vec![c] }, no_pad)
         }
+        Op::Reduce { axes, keep_dims, .. } => {
+            if axes.is_empty()
+                || axes.windows(2).any(|w| w[0] >= w[1])
+                || axes[axes.len() - 1] >= x.len()
+            {
+                return Err(format!("cannot reduce axes {axes:?} of {x:?}"));
+            }
+            let out: Vec<usize> = match keep_dims {
+                true => x
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &d)| if axes.contains(&a) { 1 } else { d })
+                    .collect(),
+                false => x
+                    .iter()
+                    .enumerate()
+                    .filter(|(a, _)| !axes.contains(a))
+                    .map(|(_, &d)| d)
+                    .collect(),
+            };
+            // A value is at least a vector per sample (the batch axis comes on top).
+            if out.is_empty() {
+                return Err(format!(
+                    "reducing every axis of {x:?} without keeping them leaves a scalar per sample"
+                ));
+            }
+            (out, no_pad)
+        }
         Op::Activation { activation: Activation::Softmax } if x.len() != 1 => {
             return Err(format!("softmax needs a flat input, got {x:?}"));
         }

@@ -245,6 +245,23 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
                 parts.push("kept".into());
             }
         }
+        Op::Reduce { kind, axes, keep_dims } => {
+            let in_rank = if *keep_dims { out_rank } else { out_rank + axes.len() };
+            let names: Vec<String> = axes
+                .iter()
+                .map(|&a| match (in_rank, a) {
+                    (3, 0) => "C".into(),
+                    (3, 1) => "H".into(),
+                    (3, 2) => "W".into(),
+                    _ => format!("axis {a}"),
+                })
+                .collect();
+            let what = format!("{kind:?}").to_lowercase();
+            parts.push(format!("{what} over {}", names.join(", ")));
+            if *keep_dims {
+                parts.push("kept".into());
+            }
+        }
         Op::Arith { kind, constant } => {
             let symbol = match kind {
                 ArithKind::Add => "+",
@@ -487,6 +504,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reductions_name_their_axes() {
+        use crate::model::ReduceKind;
+        let reduce =
+            |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+        let layout = DisplayLayout::ChannelsLast;
+        assert_eq!(detail(&reduce(ReduceKind::Mean, &[0], true), layout, 3), "mean over C kept");
+        assert_eq!(detail(&reduce(ReduceKind::Max, &[1], false), layout, 2), "max over H");
+        assert_eq!(detail(&reduce(ReduceKind::Sum, &[1], false), layout, 1), "sum over axis 1");
     }
 
     #[test]

@@ -1086,3 +1086,35 @@ fn v_cycles_the_cam_variants_and_the_gradient_free_ones_take_no_modifier() {
     press(&mut app, KeyCode::Char('v'));
     assert!(screen(&app, 100, 30).contains(" Grad-CAM · class 3"), "back to the start");
 }
+
+#[test]
+fn a_one_channel_feature_map_is_one_tile() {
+    // CBAM's spatial attention conv, `[1, 14, 14]` from the mean and max over the channels,
+    // of the PyTorch fixture.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let model = convscope::formats::load(&fixture.join("attention.legacy.onnx")).unwrap();
+    let image = dir.path().join("noise.png");
+    image::RgbImage::from_fn(14, 14, |x, y| image::Rgb([(x * 18) as u8, (y * 18) as u8, 90]))
+        .save(&image)
+        .unwrap();
+    let inputs =
+        convscope::data::inputs::load_inputs(&model, &[image], Fit::default(), false, &mut vec![])
+            .unwrap();
+    let mut app = App::new(model, "attention".into(), 1, inputs, app_options(dir.path())).unwrap();
+    app.wait_for_classification();
+    press(&mut app, KeyCode::F(3));
+    app.wait_for_job();
+    for _ in 0..20 {
+        if screen(&app, 80, 24).contains("/spatial/Conv (Conv2D)") {
+            break;
+        }
+        press(&mut app, KeyCode::Char(']'));
+        app.wait_for_job();
+    }
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("/spatial/Conv (Conv2D) · 1 channel of") && s.contains("14×14"), "{s}");
+    let tiles = tiles_at_80_by_24(&app);
+    assert_eq!(tiles.len(), 1, "{tiles:?}\n{s}");
+    assert!(tiles[0].0.2 >= 14 && tiles[0].1 >= 4, "{tiles:?}");
+}

@@ -1,11 +1,16 @@
 //! Gradients against central finite differences, in f64: to the input, to an intermediate
 //! node and to weights, through conv (padding, stride, groups), max and average pooling,
-//! batch norm, add, concat, transpose, reshape, flatten, dense and the activations.
+//! batch norm, add, concat, transpose, reshape, flatten, dense and the activations, and
+//! reductions over any axes (CBAM's channel mean and max, a channels-first layer norm
+//! written out).
 
 use candle_core::{DType, Tensor};
 use convscope::model::GraphSpec;
 use convscope::model::{ArithKind, Coordinates, Interpolation};
-use convscope::{Activation, Graph, Keep, Model, Node, Op, Padding, Point, ReluRule, Seed};
+use convscope::{
+    Activation, ConstOperand, Graph, Keep, Model, Node, Op, Padding, Point, ReduceKind, ReluRule,
+    Seed,
+};
 
 use crate::support::{conv, dense, normal, random_input, random_model, values};
 
@@ -129,6 +134,66 @@ fn modern() -> Model {
     )
     .to_dtype(DType::F64)
     .unwrap()
+}
+
+/// Every reduction kind over channels, pixels and both, kept and dropped: CBAM's spatial
+/// attention (channel mean and max, a conv, a sigmoid gate broadcast over the channels) and
+/// ConvNeXt's channels-first layer norm written out as its official code has it
+/// (`(x − mean)/√(mean((x − mean)²) + ε)` between values of `[C, H, W]` and `[1, H, W]`).
+fn reductions() -> Model {
+    let reduce =
+        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    let between = |kind| Op::Arith { kind, constant: None };
+    let plus_epsilon = Op::Arith {
+        kind: ArithKind::Add,
+        constant: Some(ConstOperand { shape: vec![1], left: false, learned: false }),
+    };
+    random_model(
+        &[3, 6, 5],
+        vec![
+            Node::new("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Linear), &["input"]),
+            Node::new("mean", reduce(ReduceKind::Mean, &[0], true), &["c1"]),
+            Node::new("max", reduce(ReduceKind::Max, &[0], true), &["c1"]),
+            Node::new("pooled", Op::Concat { axis: 0 }, &["mean", "max"]),
+            Node::new("attend", conv(1, 3, 1, Padding::Same, 1, Activation::Sigmoid), &["pooled"]),
+            Node::new("gated", between(ArithKind::Mul), &["c1", "attend"]),
+            Node::new("u", reduce(ReduceKind::Mean, &[0], true), &["gated"]),
+            Node::new("centred", between(ArithKind::Sub), &["gated", "u"]),
+            Node::new("square", between(ArithKind::Mul), &["centred", "centred"]),
+            Node::new("variance", reduce(ReduceKind::Mean, &[0], true), &["square"]),
+            Node::new("shifted", plus_epsilon, &["variance"]),
+            Node::new("std", Op::Activation { activation: Activation::Sqrt }, &["shifted"]),
+            Node::new("norm", between(ArithKind::Div), &["centred", "std"]),
+            Node::new("low", reduce(ReduceKind::Min, &[0, 2], true), &["norm"]),
+            Node::new("rows", reduce(ReduceKind::Sum, &[1], false), &["norm"]),
+            Node::new("peaks", reduce(ReduceKind::Max, &[1, 2], false), &["norm"]),
+            Node::new("f1", Op::Flatten, &["low"]),
+            Node::new("f2", Op::Flatten, &["rows"]),
+            Node::new("cat", Op::Concat { axis: 0 }, &["f1", "f2", "peaks"]),
+            Node::new("out", dense(3, Activation::Softmax), &["cat"]),
+        ],
+        14,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
+#[test]
+fn input_gradient_through_reductions_matches_finite_differences() {
+    let model = reductions();
+    let shape = |name: &str| {
+        let i = model.graph().node_index(name).unwrap();
+        model.graph().shape(convscope::model::ValueId::of_node(i)).to_vec()
+    };
+    assert_eq!(shape("mean"), [1, 6, 5]);
+    assert_eq!(shape("gated"), [4, 6, 5]);
+    assert_eq!(shape("low"), [1, 6, 1]);
+    assert_eq!(shape("rows"), [4, 5]);
+    assert_eq!(shape("peaks"), [4]);
+    check_input_gradient(&model, model.graph().output_node(), Point::PreSoftmax);
+    // At the gate, where the channel mean and max meet.
+    let gated = model.graph().node_index("gated").unwrap();
+    check_input_gradient(&model, gated, Point::Output);
 }
 
 /// `s = Σ r ⊙ (tensor at node/point)` and its gradient from the engine.
@@ -271,7 +336,7 @@ fn gradient_at_an_intermediate_node_matches_finite_differences() {
 
 #[test]
 fn weight_gradients_match_finite_differences() {
-    for model in [chain(), dag(), modern()] {
+    for model in [chain(), dag(), modern(), reductions()] {
         let out = model.graph().output_node();
         let x = random_input(&model, 3, 9);
         let (r, f) = probe(&model, out, Point::Output);
@@ -288,7 +353,8 @@ fn weight_gradients_match_finite_differences() {
         let sum_over_batch =
             |m: &Model| (0..3).map(|i| f(m, &x.narrow(0, i, 1).unwrap())).sum::<f64>();
         for (name, w) in model.weights() {
-            if name.contains("moving") {
+            // Batch-norm statistics and arithmetic constants (ε) are not trained.
+            if name.contains("moving") || name.ends_with(".value") {
                 assert!(!grads.weights.contains_key(name), "{name} is not trainable");
                 continue;
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use convscope::formats;
 use convscope::model::{ChannelOrder, DisplayLayout, InputSpec};
-use convscope::{Activation, Model, Node, Op, Padding, formats::native};
+use convscope::{Activation, Model, Node, Op, Padding, ReduceKind, formats::native};
 
 use crate::support::{conv, dense, random_input, random_model, values};
 
@@ -50,6 +50,30 @@ fn round_trip_keeps_graph_weights_input_and_classes() {
     for (name, w) in model.weights() {
         assert_eq!(values(&back.weights()[name]), values(w), "{name}");
     }
+    let x = random_input(&model, 2, 1);
+    assert_eq!(values(&back.predict(&x).unwrap()), values(&model.predict(&x).unwrap()));
+}
+
+#[test]
+fn reductions_survive_the_round_trip() {
+    let reduce =
+        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    let model = random_model(
+        &[3, 8, 8],
+        vec![
+            Node::new("c", conv(4, 3, 1, Padding::Valid, 1, Activation::Relu), &["input"]),
+            Node::new("peak", reduce(ReduceKind::Max, &[0], true), &["c"]),
+            Node::new("rows", reduce(ReduceKind::Mean, &[1], false), &["peak"]),
+            Node::new("f", Op::Flatten, &["rows"]),
+            Node::new("d", dense(2, Activation::Softmax), &["f"]),
+        ],
+        4,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.safetensors");
+    native::save(&model, &path).unwrap();
+    let back = formats::load(&path).unwrap();
+    assert_eq!(back.graph().spec(), model.graph().spec());
     let x = random_input(&model, 2, 1);
     assert_eq!(values(&back.predict(&x).unwrap()), values(&model.predict(&x).unwrap()));
 }

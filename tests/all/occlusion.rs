@@ -11,7 +11,9 @@ use convscope::formats;
 use convscope::methods::occlusion::{
     OcclusionConfig, occlusion, occlusion_full_passes, window_starts,
 };
-use convscope::{Activation, Model, Node, Op, Padding, data::sample};
+use convscope::{
+    Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, ReduceKind, data::sample,
+};
 
 use crate::support::{conv, dense, random_input, random_model, values};
 
@@ -195,6 +197,15 @@ fn pytorch_export_patterns_match_full_passes() {
     check(&convnext, &random_input(&convnext, 1, 4), 4, 4, 40, &boxed);
     let x = random_input(&convnext, 1, 5);
     check(&convnext, &x, 8, 8, 40, &["/norm/LayerNormalization", "/up/MatMul", "/Mul"]);
+    // The official ConvNeXt's layer norm written out: per pixel, over its channels (the
+    // 7×7 depthwise conv after it reaches the whole 4×4 map).
+    let layernorm = load("layernorm");
+    let boxed = ["/stem/Conv", "/stem_norm/ReduceMean", "/stem_norm/Sqrt", "/stem_norm/Add_1"];
+    check(&layernorm, &random_input(&layernorm, 1, 8), 4, 4, 40, &boxed);
+    // CBAM's spatial attention comes after a channel gate from global pools, a full map:
+    // full maps from there on, and they agree.
+    let attention = load("attention");
+    check(&attention, &random_input(&attention, 1, 9), 3, 2, 40, &["/conv/Conv"]);
     // ShuffleNet's shuffle (a 5-D reshape) and what follows, resizing, group norms and
     // transposed convs run on full maps, and agree.
     let shuffle = load("shuffle");
@@ -232,6 +243,40 @@ fn a_channel_split_keeps_the_box() {
     let model = random_model(&[2, 12, 10], nodes, 21);
     let x = random_input(&model, 1, 3);
     check(&model, &x, 3, 2, 30, &["stem", "left", "right", "right_conv", "join"]);
+}
+
+#[test]
+fn channel_reductions_and_one_channel_gates_keep_the_box() {
+    // CBAM's spatial attention, then a channels-first layer norm written out: per pixel,
+    // over its channels, so every step but the dense layer stays in the box.
+    let over_channels = |kind| Op::Reduce { kind, axes: vec![0], keep_dims: true };
+    let between = |kind| Op::Arith { kind, constant: None };
+    let plus_epsilon = Op::Arith {
+        kind: ArithKind::Add,
+        constant: Some(ConstOperand { shape: vec![1], left: false, learned: false }),
+    };
+    let nodes = vec![
+        Node::new("stem", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+        Node::new("mean", over_channels(ReduceKind::Mean), &["stem"]),
+        Node::new("max", over_channels(ReduceKind::Max), &["stem"]),
+        Node::new("pooled", Op::Concat { axis: 0 }, &["mean", "max"]),
+        Node::new("attend", conv(1, 3, 1, Padding::Same, 1, Activation::Sigmoid), &["pooled"]),
+        Node::new("gated", between(ArithKind::Mul), &["stem", "attend"]),
+        Node::new("u", over_channels(ReduceKind::Mean), &["gated"]),
+        Node::new("centred", between(ArithKind::Sub), &["gated", "u"]),
+        Node::new("square", between(ArithKind::Mul), &["centred", "centred"]),
+        Node::new("variance", over_channels(ReduceKind::Mean), &["square"]),
+        Node::new("shifted", plus_epsilon, &["variance"]),
+        Node::new("std", Op::Activation { activation: Activation::Sqrt }, &["shifted"]),
+        Node::new("norm", between(ArithKind::Div), &["centred", "std"]),
+        Node::new("flat", Op::Flatten, &["norm"]),
+        Node::new("out", dense(4, Activation::Softmax), &["flat"]),
+    ];
+    let model = random_model(&[2, 11, 9], nodes, 23);
+    let x = random_input(&model, 1, 4);
+    let boxed = ["stem", "mean", "max", "pooled", "attend", "gated", "u", "centred", "norm"];
+    check(&model, &x, 3, 2, 30, &boxed);
+    check(&model, &x, 1, 1, 64, &boxed);
 }
 
 #[test]

@@ -492,21 +492,12 @@ fn todays_export_patterns_match_onnx_runtime() {
     assert_eq!(
         layer_names(&model),
         [
-            "conv1",
-            "prelu",
-            "pad",
-            "maxpool",
+            "conv1", "prelu", "pad", "maxpool",
             // ReduceMean over the spatial axes is a global average pool.
-            "se/mean",
-            "se/fc1",
-            "se/fc2",
-            "se/scale",
+            "se/mean", "se/fc1", "se/fc2", "se/scale",
             // The one-input Concat is the value itself.
-            "peak",
-            "total_mean",
-            "total",
-            "both",
-            "fc",
+            "peak", // A sum over the pixels is one reduction.
+            "total", "both", "fc",
         ]
     );
     let x = npy_tensor("export18.input.npy");
@@ -891,6 +882,26 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "moves the batch axis",
         ),
+        (
+            vec![y(node("ReduceMean", "mean", &["x"], vec![ints("axes", &[0, 1])]))],
+            vec![],
+            17,
+            "node 'mean' (ReduceMean): reduces axes [0, 1] of a rank-4 value, the batch axis \
+             among them; convscope reduces computed values only within each sample",
+        ),
+        (
+            // No axes: every axis, the batch axis too.
+            vec![y(node("ReduceMax", "max", &["x"], vec![]))],
+            vec![],
+            13,
+            "node 'max' (ReduceMax): reduces axes [0, 1, 2, 3] of a rank-4 value, the batch axis",
+        ),
+        (
+            vec![y(node("ReduceProd", "prod", &["x"], vec![ints("axes", &[1])]))],
+            vec![],
+            13,
+            "ReduceProd of a value computed from the input",
+        ),
         (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 8, "ONNX opset 8 is not supported"),
         (
             vec![
@@ -974,6 +985,37 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let m = (r.broadcast_sub(&c).unwrap() * &r).unwrap();
     let cat = Tensor::cat(&[&m, &nhwc], 3).unwrap();
     let expected = values(&cat.reshape((2, 150)).unwrap().matmul(&b).unwrap());
+    let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
+}
+
+#[test]
+fn reductions_of_nhwc_values_reduce_the_channels_first_source_without_transposes() {
+    let b = normal(&[15, 2], 9);
+    let graph = GraphProto {
+        node: vec![
+            // tf2onnx's layer norm over the channels, its last axis: mean and centring.
+            node("ReduceMean", "mean", &["x"], vec![ints("axes", &[-1])]),
+            node("Sub", "centred", &["x", "mean"], vec![]),
+            // Over H, dropped: [W, C] of NHWC is [C, W] of the source, swapped.
+            node("ReduceMax", "peak", &["centred"], vec![ints("axes", &[1]), int("keepdims", 0)]),
+            node("Reshape", "flat", &["peak", "shape"], vec![]),
+            node("MatMul", "y", &["flat", "B"], vec![]),
+        ],
+        initializer: vec![int64s("shape", &[-1, 15]), tensor("B", &[15, 2], &b)],
+        input: vec![value_info("x", &[None, Some(5), Some(5), Some(3)])],
+        output: vec![value_info("y", &[None, Some(2)])],
+        ..Default::default()
+    };
+    let bytes = onnx_model(graph).encode_to_vec();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("nhwc.onnx")).unwrap();
+    assert_eq!(layer_names(&model), ["mean", "centred", "peak", "flat", "y"]);
+    let nhwc = normal(&[2, 5, 5, 3], 10);
+    let centred = nhwc.broadcast_sub(&nhwc.mean_keepdim(3).unwrap()).unwrap();
+    let peak = centred.max(1).unwrap();
+    let expected = values(&peak.reshape((2, 15)).unwrap().matmul(&b).unwrap());
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();

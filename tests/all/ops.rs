@@ -1,10 +1,12 @@
 //! The ops importers need beyond Keras's own layers: arithmetic with constants or between
-//! values, constant padding, global max pooling and clipping — forward against hand-computed
-//! values, backward against finite differences in f64.
+//! values, constant padding, global max pooling, clipping and reductions over any axes —
+//! forward against hand-computed values, backward against finite differences in f64 (and
+//! by hand where finite differences cannot: ties of a max).
 
 use candle_core::{DType, Device, Tensor};
 use convscope::{
-    Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, Point, ReluRule, Seed,
+    Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, Point, ReduceKind, ReluRule,
+    Seed,
 };
 
 use crate::support::{conv, dense, model_with, random_input, random_model, values};
@@ -161,4 +163,69 @@ fn bad_arithmetic_shapes_name_the_layer() {
     });
     let err = graph.unwrap_err().to_string();
     assert!(err.contains("more axes than the input"), "{err}");
+}
+
+#[test]
+fn reductions_compute_what_they_say_and_ties_of_a_max_share_its_gradient() {
+    let reduce =
+        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    // Three channels of 1×2: [1, 5], [3, 5], [3, 2], through a ×1 whose weight sets the
+    // model's precision.
+    let model = model_with(
+        &[3, 1, 2],
+        vec![
+            Node::new("x", arith(ArithKind::Mul, Some((&[1], false))), &["input"]),
+            Node::new("max", reduce(ReduceKind::Max, &[0], true), &["x"]),
+            Node::new("min", reduce(ReduceKind::Min, &[0], false), &["x"]),
+            Node::new("mean", reduce(ReduceKind::Mean, &[0, 1, 2], true), &["x"]),
+            Node::new("sum", reduce(ReduceKind::Sum, &[2], false), &["x"]),
+        ],
+        &[("x.value", vec![1.0], vec![1])],
+    );
+    let x = Tensor::from_vec(vec![1f32, 5., 3., 5., 3., 2.], (1, 3, 1, 2), &Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::F64] {
+        let model = model.to_dtype(dtype).unwrap();
+        let x = x.to_dtype(dtype).unwrap();
+        assert_eq!(value_of(&model, &x, "max"), [3.0, 5.0]);
+        assert_eq!(value_of(&model, &x, "min"), [1.0, 2.0]);
+        assert!((value_of(&model, &x, "mean")[0] - 19.0 / 6.0).abs() < 1e-6);
+        assert_eq!(value_of(&model, &x, "sum"), [6.0, 8.0, 5.0]);
+        let acts = model.forward(&x).unwrap();
+        let gradient = |name: &str, grad: &[f64], dims: &[usize]| {
+            let node = model.graph().node_index(name).unwrap();
+            let grad = Tensor::from_vec(grad.to_vec(), dims, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let seed = Seed { node, point: Point::Output, grad };
+            values(model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap().input().unwrap())
+        };
+        // Tied channels share the gradient evenly, as PyTorch's amax does: 3 = 3 on the
+        // left pixel (channels 1 and 2), 5 = 5 on the right (channels 0 and 1).
+        assert_eq!(gradient("max", &[2.0, 4.0], &[1, 1, 1, 2]), [0., 2., 1., 2., 1., 0.]);
+        assert_eq!(gradient("min", &[2.0, 4.0], &[1, 1, 2]), [2., 0., 0., 0., 0., 4.]);
+        assert_eq!(gradient("mean", &[3.0], &[1, 1, 1, 1]), [0.5; 6]);
+        assert_eq!(gradient("sum", &[1.0, 2.0, 3.0], &[1, 3, 1]), [1., 1., 2., 2., 3., 3.]);
+    }
+}
+
+#[test]
+fn a_reduction_outside_the_value_is_an_error_naming_the_layer() {
+    let graph = |axes: Vec<usize>, keep_dims| {
+        convscope::Graph::new(convscope::GraphSpec {
+            input_name: "input".into(),
+            input_shape: vec![3, 4, 4],
+            nodes: vec![Node::new(
+                "r",
+                Op::Reduce { kind: ReduceKind::Sum, axes, keep_dims },
+                &["input"],
+            )],
+        })
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(graph(vec![3], true), "layer 'r': cannot reduce axes [3] of [3, 4, 4]");
+    assert_eq!(graph(vec![1, 1], true), "layer 'r': cannot reduce axes [1, 1] of [3, 4, 4]");
+    assert!(graph(vec![0, 1, 2], false).ends_with("leaves a scalar per sample"));
 }

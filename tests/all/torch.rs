@@ -82,3 +82,18 @@ fn transposed_convolutions_match_pytorch() {
 fn convnext_layer_norm_and_linear_match_pytorch() {
     matches_pytorch("convnext");
 }
+
+#[test]
+fn cbam_attention_over_channels_matches_pytorch() {
+    matches_pytorch("attention");
+}
+
+#[test]
+fn the_official_convnext_channels_first_layer_norm_matches_pytorch() {
+    matches_pytorch("layernorm");
+}
+
+#[test]
+fn l2_normalised_features_and_reductions_dropping_their_axes_match_pytorch() {
+    matches_pytorch("normalised");
+}

@@ -341,16 +341,6 @@ impl Importer {
     }
 }
 
-/// An op applying `kind` with the scalar `value` (on the left when `left`).
-pub(super) fn scale_by(
-    kind: ArithKind,
-    value: f64,
-    left: bool,
-) -> (Op, Vec<(&'static str, Array<f64>)>) {
-    let constant = ConstOperand { shape: vec![1], left, learned: false };
-    (Op::Arith { kind, constant: Some(constant) }, vec![("value", Array::vector(vec![value]))])
-}
-
 /// The sorted axes of a reduction over an array of `rank`, from its attribute or input.
 pub(super) fn reduction_axes(axes: Option<Vec<i64>>, rank: usize) -> Fallible<Vec<usize>> {
     let mut axes = match axes {

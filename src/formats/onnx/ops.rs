@@ -11,7 +11,9 @@ use super::layout::Computed;
 use super::proto::NodeProto;
 use super::tensor::constant_attr;
 use super::weight::Weight;
-use crate::model::{Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding};
+use crate::model::{
+    Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding, ReduceKind,
+};
 
 /// How a node of an op becomes its output's value.
 type Mapping = fn(&mut Importer, &OpNode<'_>) -> Fallible<Value>;
@@ -328,9 +330,10 @@ impl Importer {
         Ok(Value::computed(self.emit(n.base, Op::PRelu, vec![x], vec![("slope", slope)])?))
     }
 
-    /// A reduction: of constants, any axes; of a computed value, over the spatial axes of
-    /// an image (how exporters write global pooling, the dynamo exporter's adaptive
-    /// average pool among them).
+    /// A reduction: of constants, any axes; of a computed value, any axes but the batch
+    /// axis. Mean and max over the spatial axes of an image are global pooling (how
+    /// exporters write it, the dynamo exporter's adaptive average pool among them); L2 and
+    /// sum of squares are a square, a sum and (L2) a square root.
     fn reduce(&mut self, n: &OpNode<'_>, reduction: Reduction) -> Fallible<Value> {
         // Opset 18 moved `axes` from an attribute to an input.
         let axes = match n.input(1) {
@@ -347,40 +350,46 @@ impl Importer {
             let axes = fold::reduction_axes(axes, k.dims.len())?;
             return Ok(Value::Const(fold::reduce_array(k, &axes, keep_dims, reduction)));
         }
-        let (mut x, shape) = self.real_input(n.first)?;
+        let c = self.computed(n.first)?;
         if noop {
-            return Ok(Value::computed(x));
+            return Ok(Value::Computed(c));
         }
-        let rank = shape.len() + 1;
+        let rank = self.shape(&c).len() + 1;
         let axes = fold::reduction_axes(axes, rank)?;
-        if rank != 4 || axes != [2, 3] {
+        if axes.first() == Some(&0) {
             return Err(format!(
-                "reduces axes {axes:?} of a rank-{rank} value; convscope reduces computed values \
-                 only over the spatial axes of an image (global pooling)"
+                "reduces axes {axes:?} of a rank-{rank} value, the batch axis among them; \
+                 convscope reduces computed values only within each sample"
             ));
         }
-        let op = match reduction {
-            Reduction::Max => Op::GlobalMaxPool { keep_dims },
-            Reduction::Mean | Reduction::Sum | Reduction::L2 | Reduction::SumSquare => {
-                Op::GlobalAvgPool { keep_dims }
-            }
-            other => return Err(format!("{other:?} of a value computed from the input")),
+        let kind = match reduction {
+            Reduction::Mean => ReduceKind::Mean,
+            Reduction::Max => ReduceKind::Max,
+            Reduction::Min => ReduceKind::Min,
+            Reduction::Sum | Reduction::L2 | Reduction::SumSquare => ReduceKind::Sum,
+            Reduction::Prod => return Err("ReduceProd of a value computed from the input".into()),
         };
-        if matches!(reduction, Reduction::Max | Reduction::Mean) {
-            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
-        }
+        // Under a pending permutation, the source's axes are reduced and the layout kept.
+        let (source_axes, perm) = through_perm(c.perm.as_deref(), &axes, keep_dims);
+        let mut x = c.source.clone();
+        let source_rank = self.shapes.get(&x).map_or(0, Vec::len);
+        let op = match (kind, source_rank, source_axes.as_slice()) {
+            (ReduceKind::Mean, 3, [1, 2]) => Op::GlobalAvgPool { keep_dims },
+            (ReduceKind::Max, 3, [1, 2]) => Op::GlobalMaxPool { keep_dims },
+            _ => Op::Reduce { kind, axes: source_axes, keep_dims },
+        };
         if matches!(reduction, Reduction::L2 | Reduction::SumSquare) {
             x = self.square(&format!("{}_square", n.base), x)?;
         }
-        // A sum is the mean times the number of pixels.
-        let mean = self.emit(&format!("{}_mean", n.base), op, vec![x], Vec::new())?;
-        let (op, weights) = fold::scale_by(ArithKind::Mul, (shape[1] * shape[2]) as f64, false);
-        if reduction != Reduction::L2 {
-            return Ok(Value::computed(self.emit(n.base, op, vec![mean], weights)?));
+        let mut out = match reduction {
+            Reduction::L2 => self.emit(&format!("{}_sum", n.base), op, vec![x], Vec::new())?,
+            _ => self.emit(n.base, op, vec![x], Vec::new())?,
+        };
+        if reduction == Reduction::L2 {
+            let op = Op::Activation { activation: Activation::Sqrt };
+            out = self.emit(n.base, op, vec![out], Vec::new())?;
         }
-        let sum = self.emit(&format!("{}_sum", n.base), op, vec![mean], weights)?;
-        let op = Op::Activation { activation: Activation::Sqrt };
-        Ok(Value::computed(self.emit(n.base, op, vec![sum], Vec::new())?))
+        Ok(Value::Computed(Computed { source: out, perm, transpose_name: c.transpose_name }))
     }
 
     fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
@@ -890,6 +899,31 @@ fn scaled_size(scales: &[f64], [h, w]: [usize; 2]) -> Fallible<([usize; 2], [f32
     }
 }
 
+/// For a value that is its source permuted by `perm` (axis `i` is the source's `perm[i]`):
+/// the source's per-sample axes that reducing the value's `axes` (batch axis 0, sorted)
+/// reduces, and the permutation the result keeps (none for the identity).
+fn through_perm(
+    perm: Option<&[usize]>,
+    axes: &[usize],
+    keep_dims: bool,
+) -> (Vec<usize>, Option<Vec<usize>>) {
+    let per_sample: Vec<usize> = axes.iter().map(|a| a - 1).collect();
+    let Some(p) = perm else { return (per_sample, None) };
+    let mut reduced: Vec<usize> = per_sample.iter().map(|&a| p[a]).collect();
+    reduced.sort_unstable();
+    let kept: Vec<usize> = match keep_dims {
+        true => p.to_vec(),
+        // The value's remaining axes, numbered as the source's remaining axes are then.
+        false => p
+            .iter()
+            .filter(|a| !reduced.contains(a))
+            .map(|&a| a - reduced.iter().filter(|&&r| r < a).count())
+            .collect(),
+    };
+    let identity = kept.iter().enumerate().all(|(i, &a)| i == a);
+    (reduced, (!identity).then_some(kept))
+}
+
 fn spatial(shape: &[usize]) -> Fallible<[usize; 2]> {
     match shape {
         &[_, h, w] => Ok([h, w]),
@@ -934,7 +968,22 @@ fn padding(
 
 #[cfg(test)]
 mod tests {
-    use super::SUPPORTED_OPS;
+    use super::{SUPPORTED_OPS, through_perm};
+
+    #[test]
+    fn reductions_through_a_pending_permutation_reduce_the_source_axes() {
+        // NHWC view [H, W, C] of an NCHW source: perm [1, 2, 0].
+        let nhwc = Some(&[1, 2, 0][..]);
+        // Over C (ONNX axis 3), kept: the source's channels, the layout stays pending.
+        assert_eq!(through_perm(nhwc, &[3], true), (vec![0], Some(vec![1, 2, 0])));
+        // Over H, W, dropped: the source's spatial axes; [C] is left, in order.
+        assert_eq!(through_perm(nhwc, &[1, 2], false), (vec![1, 2], None));
+        // Over C, dropped: [H, W] of the source, in order.
+        assert_eq!(through_perm(nhwc, &[3], false), (vec![0], None));
+        // Over H, dropped, of [H, W, C]: the view is [W, C], the source [C, W]: swapped.
+        assert_eq!(through_perm(nhwc, &[1], false), (vec![1], Some(vec![1, 0])));
+        assert_eq!(through_perm(None, &[1, 3], false), (vec![0, 2], None));
+    }
 
     #[test]
     fn ops_are_listed_once_alphabetically() {
