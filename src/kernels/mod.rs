@@ -5,21 +5,24 @@
 //! Kernels for the hot layers work on the tensors' own contiguous buffers (borrowed, not
 //! copied) and call the `gemm` crate directly: convolution is im2col (per image, into a
 //! buffer reused across the batch) followed by one matrix product per group, the input
-//! gradient a product followed by col2im; bias and ReLU are applied in the same pass as
+//! gradient a product followed by col2im; bias and a clamp (ReLU, ReLU6) are applied in the same pass as
 //! the product's output is written. On x86-64 CPUs with AVX2 and FMA (detected at run time)
 //! f32 work takes faster paths where they apply: `direct` convolution (any stride, its input
 //! split by stride phase in `phased`), the `sparse` input gradient below a pool, the `dense`
 //! input gradient for a few rows; the 2×2 max pool's gradient runs in SSE2 (`pool`).
 //! Depthwise and small grouped convs run in f32 directly on any CPU (`depthwise`, forward
 //! and input gradient, compiled for AVX2 and FMA too). A batch of several images is split image by image over
-//! the rayon pool; a single image lets gemm use the pool instead. Dense layers and the ReLU
-//! gradient have kernels here too, so a forward/backward pass costs few allocations and no
-//! per-op dispatch. Kernels work in f32 and f64; f64 serves the finite-difference tests.
+//! the rayon pool; a single image lets gemm use the pool instead, and splits its im2col and
+//! col2im by channels. Dense layers and the ReLU gradient have kernels here too, so a
+//! forward/backward pass costs few allocations and no per-op dispatch. The crate is built
+//! for the x86-64 baseline, so generic loops over floats (activations, affine maps, the bias
+//! pass) run as AVX2 copies where the CPU has them ([`vectorised`], `with_avx2_copy!`).
+//! Kernels work in f32 and f64; f64 serves the finite-difference tests.
 //!
 //! One file per family: `conv` (im2col and col2im, the forward and both gradients, handing
 //! work to `depthwise`, `direct` and `sparse`), `dense` (forward and input gradient, with its AVX2
 //! kernel), `pool` (max and average pooling, with the SSE2 2×2 max gradient), `relu` (the
-//! fused ReLU and its gradient) and `matmul` (the calls into `gemm`). This file holds what
+//! fused clamp (ReLU, ReLU6) and the ReLU gradient) and `matmul` (the calls into `gemm`). This file holds what
 //! they share: the float types, the per-thread scratch buffers, tensor access and the window.
 
 use std::cell::Cell;

@@ -141,8 +141,7 @@ fn modern() -> Model {
 /// ConvNeXt's channels-first layer norm written out as its official code has it
 /// (`(x − mean)/√(mean((x − mean)²) + ε)` between values of `[C, H, W]` and `[1, H, W]`).
 fn reductions() -> Model {
-    let reduce =
-        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    use crate::support::reduce;
     let between = |kind| Op::Arith { kind, constant: None };
     let plus_epsilon = Op::Arith {
         kind: ArithKind::Add,
@@ -181,10 +180,7 @@ fn reductions() -> Model {
 #[test]
 fn input_gradient_through_reductions_matches_finite_differences() {
     let model = reductions();
-    let shape = |name: &str| {
-        let i = model.graph().node_index(name).unwrap();
-        model.graph().shape(convscope::model::ValueId::of_node(i)).to_vec()
-    };
+    let shape = |name: &str| crate::support::node_shape(&model, name);
     assert_eq!(shape("mean"), [1, 6, 5]);
     assert_eq!(shape("gated"), [4, 6, 5]);
     assert_eq!(shape("low"), [1, 6, 1]);

@@ -56,8 +56,7 @@ fn round_trip_keeps_graph_weights_input_and_classes() {
 
 #[test]
 fn reductions_survive_the_round_trip() {
-    let reduce =
-        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    use crate::support::reduce;
     let model = random_model(
         &[3, 8, 8],
         vec![

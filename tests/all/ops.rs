@@ -91,10 +91,7 @@ fn importer_ops_model() -> Model {
 #[test]
 fn shapes_follow_padding_and_broadcasting() {
     let model = importer_ops_model();
-    let shape = |name: &str| {
-        let i = model.graph().node_index(name).unwrap();
-        model.graph().shape(convscope::model::ValueId::of_node(i)).to_vec()
-    };
+    let shape = |name: &str| crate::support::node_shape(&model, name);
     assert_eq!(shape("pad"), [2, 8, 10]);
     assert_eq!(shape("c1"), [4, 6, 8]);
     assert_eq!(shape("gmp"), [4, 1, 1]);
@@ -167,8 +164,7 @@ fn bad_arithmetic_shapes_name_the_layer() {
 
 #[test]
 fn reductions_compute_what_they_say_and_ties_of_a_max_share_its_gradient() {
-    let reduce =
-        |kind, axes: &[usize], keep_dims| Op::Reduce { kind, axes: axes.to_vec(), keep_dims };
+    use crate::support::reduce;
     // Three channels of 1×2: [1, 5], [3, 5], [3, 2], through a ×1 whose weight sets the
     // model's precision.
     let model = model_with(

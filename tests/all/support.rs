@@ -137,3 +137,14 @@ pub fn read_npy(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(bytes.len() - start - header_len, 4 * data.len(), "{name}: trailing bytes");
     (shape, data)
 }
+
+/// The per-sample output shape of the node named `name`.
+pub fn node_shape(model: &Model, name: &str) -> Vec<usize> {
+    let i = model.graph().node_index(name).unwrap();
+    model.graph().shape(convscope::model::ValueId::of_node(i)).to_vec()
+}
+
+/// A reduction over per-sample `axes`.
+pub fn reduce(kind: convscope::ReduceKind, axes: &[usize], keep_dims: bool) -> Op {
+    Op::Reduce { kind, axes: axes.to_vec(), keep_dims }
+}
