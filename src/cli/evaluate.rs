@@ -5,9 +5,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use convscope::methods::explainers::EXPLAINERS;
+use convscope::methods::explainers::{EXPLAINERS, Explainer};
 use convscope::methods::faithfulness::{
     self, Faithfulness, FaithfulnessConfig, Replacement, random_ranking, ranking,
 };
@@ -32,6 +32,11 @@ pub struct FaithfulnessArgs {
     /// What a removed pixel becomes, and where insertion starts.
     #[arg(long, value_enum, default_value = "blur")]
     replacement: ReplacementArg,
+    /// Only these methods, comma-separated: a table name ("saliency guided"), or its first
+    /// word for all its rules ("saliency", "grad-CAM"). Each method runs once per layer
+    /// re-drawn (sanity) or per curve (faithfulness), which on a deep model takes minutes.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    methods: Vec<String>,
     /// Print JSON (with the curves) instead of the table.
     #[arg(long)]
     json: bool,
@@ -45,6 +50,11 @@ pub struct SanityArgs {
     /// Seed of the re-drawn weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Only these methods, comma-separated: a table name ("saliency guided"), or its first
+    /// word for all its rules ("saliency", "grad-CAM"). Each method runs once per layer
+    /// re-drawn (sanity) or per curve (faithfulness), which on a deep model takes minutes.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    methods: Vec<String>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -68,6 +78,22 @@ enum Scores {
     Error { error: String },
 }
 
+/// The methods `--methods` names, in the table's order; all of them where it names none.
+fn chosen(names: &[String]) -> Result<Vec<Explainer>> {
+    let picks = |e: &Explainer, name: &str| {
+        e.name == name || e.name.strip_prefix(name).is_some_and(|rest| rest.starts_with(' '))
+    };
+    if let Some(unknown) = names.iter().find(|n| !EXPLAINERS.iter().any(|e| picks(e, n))) {
+        let known: Vec<_> = EXPLAINERS.iter().map(|e| e.name).collect();
+        bail!("no method '{unknown}'; the methods are: {}", known.join(", "));
+    }
+    Ok(EXPLAINERS
+        .iter()
+        .filter(|e| names.is_empty() || names.iter().any(|n| picks(e, n)))
+        .copied()
+        .collect())
+}
+
 /// `convscope faithfulness`.
 pub fn faithfulness_cmd(args: &FaithfulnessArgs) -> Result<()> {
     let (model, input, class, probs) = args.subject.resolve()?;
@@ -77,9 +103,10 @@ pub fn faithfulness_cmd(args: &FaithfulnessArgs) -> Result<()> {
         ReplacementArg::Constant => Replacement::Constant { level: 0.0 },
     };
     let config = FaithfulnessConfig { replacement, batch: 32 };
+    let explainers = chosen(&args.methods)?;
     let x = &input.tensor;
-    let mut rows = Vec::with_capacity(EXPLAINERS.len() + 1);
-    for explainer in EXPLAINERS {
+    let mut rows = Vec::with_capacity(explainers.len() + 1);
+    for explainer in &explainers {
         let started = Instant::now();
         let (scores, map_seconds) = match (explainer.map)(&model, x, class) {
             Ok(map) => {
@@ -149,10 +176,16 @@ pub fn faithfulness_cmd(args: &FaithfulnessArgs) -> Result<()> {
 
 /// `convscope sanity`.
 pub fn sanity_cmd(args: &SanityArgs) -> Result<()> {
+    let explainers = chosen(&args.methods)?;
     let (model, input, class, _) = args.subject.resolve()?;
     let terminal = std::io::stderr().is_terminal();
-    let result =
-        sanity::cascading(&model, &input.tensor, class, EXPLAINERS, args.seed, &mut |done, of| {
+    let result = sanity::cascading(
+        &model,
+        &input.tensor,
+        class,
+        &explainers,
+        args.seed,
+        &mut |done, of| {
             // Progress only where someone watches it.
             if terminal {
                 eprint!(
@@ -160,7 +193,8 @@ pub fn sanity_cmd(args: &SanityArgs) -> Result<()> {
                     if done == of { "\n" } else { "" }
                 );
             }
-        })?;
+        },
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;

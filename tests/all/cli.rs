@@ -696,6 +696,19 @@ fn faithfulness_and_sanity_print_a_row_per_method() {
         &convscope(&["sanity", &sample_model(), digit, "--class", "12"]),
         "no class '12'",
     );
+    // --methods: a name, or a first word for all its rules; the table's order kept.
+    let args = ["sanity", &sample_model(), digit, "--json", "--methods", "smoothgrad,saliency"];
+    let json: serde_json::Value = serde_json::from_slice(&convscope(&args).stdout).unwrap();
+    let methods = ["saliency", "saliency guided", "saliency relu", "smoothgrad"];
+    assert_eq!(json["methods"], serde_json::json!(methods));
+    let args = ["faithfulness", &sample_model(), digit, "--json", "--methods", "grad-CAM"];
+    let json: serde_json::Value = serde_json::from_slice(&convscope(&args).stdout).unwrap();
+    let rows: Vec<_> = json["rows"].as_array().unwrap().iter().map(|r| &r["method"]).collect();
+    assert_eq!(rows, ["grad-CAM", "grad-CAM guided", "grad-CAM relu", "random"]);
+    assert_one_line_error(
+        &convscope(&["sanity", &sample_model(), digit, "--methods", "saliency,grad"]),
+        "no method 'grad'",
+    );
 }
 
 #[test]
