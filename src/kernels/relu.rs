@@ -60,20 +60,7 @@ pub(crate) fn activate<T: Float>(z: T, clamp: Option<Clamp>) -> T {
 /// runs on its barrier pool, which then contends with rayon's for the cores).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
-        let mut y = vec![T::zero(); xs.len()];
-        let apply = |(y, x): (&mut [T], &[T])| {
-            vectorised(move || {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = activate(x, Some(Clamp::RELU));
-                }
-            })
-        };
-        const CHUNK: usize = 1 << 14;
-        if xs.len() < 2 * CHUNK {
-            apply((&mut y, xs));
-        } else {
-            y.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(apply);
-        }
+        let y = super::map(xs, |x| activate(x, Some(Clamp::RELU)));
         Ok(Tensor::from_vec(y, x.dims(), x.device())?)
     }))
 }
