@@ -3,7 +3,7 @@
 
 Each fixture is a small PyTorch module with one of the op patterns of torchvision's CNNs
 (ceil-mode pools, ShuffleNet's channel split and shuffle, ConvNeXt's channels-last
-LayerNorm and Linear, squeeze-excite gates, upsampling, group/instance norm, transposed
+LayerNorm and Linear, squeeze-excite gates, EfficientNet's SiLU blocks, upsampling, group/instance norm, transposed
 convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
 axes), exported by each of PyTorch's routes:
@@ -297,6 +297,30 @@ class Normalised(Classifier):
         return self.fc(torch.cat([pooled, spread.flatten(1)], 1))
 
 
+class MBConv(Classifier):
+    """EfficientNet's block: a stem conv, BatchNorm and SiLU; the MBConv expansion (1×1,
+    SiLU), depthwise 5×5 (SiLU), a squeeze-and-excitation gate (SiLU, then a sigmoid that
+    scales the channels) and the projection, with its residual. The exporters write each
+    SiLU as `x · Sigmoid(x)`."""
+
+    def __init__(self, c=8, e=24):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU())
+        self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.SiLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(e, e, 5, padding=2, groups=e, bias=False), nn.BatchNorm2d(e), nn.SiLU())
+        self.squeeze = nn.Conv2d(e, 4, 1)
+        self.excite = nn.Conv2d(4, e, 1)
+        self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = self.stem(x)
+        y = self.depthwise(self.expand(x))
+        gate = torch.sigmoid(self.excite(F.silu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        return self.head(x + self.project(y * gate))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -308,6 +332,7 @@ FIXTURES = {
     "attention": (Attention, [3, 14, 14]),
     "layernorm": (OfficialConvNeXt, [3, 16, 16]),
     "normalised": (Normalised, [3, 8, 8]),
+    "mbconv": (MBConv, [3, 12, 12]),
 }
 
 

@@ -141,7 +141,8 @@ impl MapFloat for f32 {
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
         let x = self.clamp(-87.33654, 88.37626);
-        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+        let shifted = x * std::f32::consts::LOG2_E + ROUND;
+        let n = shifted - ROUND;
         let r = x - n * LN2_HI - n * LN2_LO;
         let p = 1.987_569_1e-4_f32;
         let p = p * r + 1.398_199_9e-3;
@@ -150,7 +151,10 @@ impl MapFloat for f32 {
         let p = p * r + 1.666_666_5e-1;
         let p = p * r + 0.5;
         let e_r = p * r * r + r + 1.0;
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        // `n` sits in the low mantissa bits of `shifted`: integer lanes take it from there
+        // (a float-to-int cast saturates, which compiles to a scalar instruction per value).
+        let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+        let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
         // NaN stays NaN (the clamp passes it through, and so does the product).
         e_r * scale
     }

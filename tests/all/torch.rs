@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use convscope::engine::{ReluRule, Seed};
 use convscope::formats;
+use convscope::model::ArithKind;
+use convscope::{Activation, Op};
 
 use crate::support;
 
@@ -96,4 +98,23 @@ fn the_official_convnext_channels_first_layer_norm_matches_pytorch() {
 #[test]
 fn l2_normalised_features_and_reductions_dropping_their_axes_match_pytorch() {
     matches_pytorch("normalised");
+}
+
+#[test]
+fn efficientnet_silu_blocks_match_pytorch_with_each_silu_one_swish() {
+    matches_pytorch("mbconv");
+    // Each `x · Sigmoid(x)` is one swish: the SE gate's sigmoid stays, the other four SiLUs
+    // fold into the conv before them, and no product but the gate's remains.
+    for route in ROUTES {
+        let model = formats::load(&fixture(&format!("mbconv.{route}.onnx"))).unwrap();
+        let ops: Vec<_> = model.graph().nodes().iter().map(|n| &n.op).collect();
+        let swish_convs = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Conv2d { activation: Activation::Swish, .. }))
+            .count();
+        let products =
+            ops.iter().filter(|op| matches!(op, Op::Arith { kind: ArithKind::Mul, .. })).count();
+        let sigmoids = ops.iter().filter(|op| op.activation() == Activation::Sigmoid).count();
+        assert_eq!((swish_convs, products, sigmoids), (4, 1, 1), "{route}: {ops:?}");
+    }
 }

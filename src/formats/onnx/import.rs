@@ -15,7 +15,7 @@ use super::array::{Array, Dim};
 use super::external::Source;
 use super::layout::{Computed, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
-use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, shorten_names};
+use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names};
 use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
 use super::tensor::{Initializer, initializer};
 use super::weight::Weight;
@@ -593,6 +593,7 @@ impl Importer {
         }
         let mut nodes = std::mem::take(&mut self.spec.nodes);
         drop_unused(&mut nodes, &out);
+        fuse_swish(&mut nodes);
         fuse_activations(&mut nodes);
         let renamed = shorten_names(&mut nodes, &self.spec.input_name);
         // Each weight becomes its tensor: the one copy of a weight still in the file.

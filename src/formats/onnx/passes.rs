@@ -75,6 +75,59 @@ pub(super) fn drop_unused(nodes: &mut Vec<Node>, output: &str) {
     nodes.retain(|n| needed.contains(&n.name));
 }
 
+/// `x · sigmoid(x)` (how PyTorch's SiLU and Keras's swish export) becomes one swish
+/// node, named as the product, where nothing else reads the sigmoid: one pass over the map
+/// instead of two and a tensor, and a swish [`fuse_activations`] can then fold into the
+/// conv before it.
+pub(super) fn fuse_swish(nodes: &mut Vec<Node>) {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in nodes.iter() {
+        for i in &n.inputs {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    let position: HashMap<String, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let sigmoid_of = |name: &str| -> Option<(usize, String)> {
+        let &j = position.get(name)?;
+        match (&nodes[j].op, nodes[j].inputs.as_slice()) {
+            (Op::Activation { activation: Activation::Sigmoid }, [x])
+                if readers.get(name) == Some(&1) =>
+            {
+                Some((j, x.clone()))
+            }
+            _ => None,
+        }
+    };
+    let mut fused = vec![false; nodes.len()];
+    let mut swishes = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (Op::Arith { kind: ArithKind::Mul, constant: None }, [a, b]) =
+            (&n.op, n.inputs.as_slice())
+        else {
+            continue;
+        };
+        let found = match (sigmoid_of(b), sigmoid_of(a)) {
+            (Some((j, x)), _) if x == *a => Some((j, x)),
+            (_, Some((j, x))) if x == *b => Some((j, x)),
+            _ => None,
+        };
+        if let Some((j, x)) = found {
+            fused[j] = true;
+            swishes.push((i, x));
+        }
+    }
+    for (i, x) in swishes {
+        nodes[i].op = Op::Activation { activation: Activation::Swish };
+        nodes[i].inputs = vec![x];
+    }
+    let mut index = 0;
+    nodes.retain(|_| {
+        index += 1;
+        !fused[index - 1]
+    });
+}
+
 /// Conv/Dense nodes whose only reader is an activation node take the activation in
 /// (softmax only into Dense), keeping the layer's name; readers of the activation read
 /// the layer.
