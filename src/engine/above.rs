@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use crate::engine::{Activations, Point};
+use crate::engine::{Activations, Point, Reads};
 use crate::error::{Error, Result};
 use crate::model::{Model, ValueId};
 
@@ -79,7 +79,8 @@ impl Model {
                 })
                 .collect::<Result<Vec<Tensor>>>()?;
             let refs: Vec<&Tensor> = inputs.iter().collect();
-            let out = self.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?;
+            let out =
+                self.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>, Reads::Output)?;
             if i == score_node {
                 return match point {
                     Point::Output => Ok(out.value),

@@ -152,6 +152,40 @@ impl NodeOutput {
     }
 }
 
+/// What the caller of a forward step reads of a node besides its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// What a backward pass reads too: an activation's input where its gradient needs it.
+    Gradients,
+    /// The output alone: a conv or dense layer then applies its activation in place.
+    Output,
+}
+
+impl NodeOutput {
+    /// The output of a conv or dense layer whose kernel wrote `z` into a tensor nothing
+    /// else holds (through the activation where it applied it as a clamp, `applied`): the
+    /// activation then overwrites `z` where its gradient will not need `z` (`reads`),
+    /// sparing a second map, its memory and page faults.
+    pub(crate) fn of_layer(
+        activation: Activation,
+        z: Tensor,
+        applied: bool,
+        reads: Reads,
+    ) -> Result<NodeOutput> {
+        let input_unread = reads == Reads::Output || !activation.gradient_reads_input();
+        if !applied && input_unread && pointwise::maps_in_place(activation, z.dtype()) {
+            pointwise::activate_in_place(activation, &z)?;
+            return Ok(NodeOutput {
+                value: z,
+                pre_softmax: None,
+                activation_input: None,
+                dropout_mask: None,
+            });
+        }
+        NodeOutput::activated(activation, z, applied)
+    }
+}
+
 /// Gradients from one backward pass.
 #[derive(Clone, Debug)]
 pub struct Gradients {
@@ -319,7 +353,8 @@ impl Model {
                     })
                     .collect::<Result<Vec<&Tensor>>>()?;
                 let start = Instant::now();
-                let out = self.forward_node(i, &inputs, rng.as_deref_mut())?;
+                let reads = if kept[i + 1] { Reads::Gradients } else { Reads::Output };
+                let out = self.forward_node(i, &inputs, rng.as_deref_mut(), reads)?;
                 if let Some(times) = node_times.as_deref_mut() {
                     times.push(start.elapsed());
                 }
@@ -376,6 +411,7 @@ impl Model {
         i: usize,
         inputs: &[&Tensor],
         rng: Option<&mut impl Rng>,
+        reads: Reads,
     ) -> Result<NodeOutput> {
         let graph = self.graph();
         let node = &graph.nodes()[i];
@@ -396,11 +432,13 @@ impl Model {
             Op::Conv2d { groups, bias, .. } => {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
                 let kernel = self.weight(i, "kernel")?;
-                kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused)?
+                let z = kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused)?;
+                return NodeOutput::of_layer(activation, z, fused.is_some(), reads);
             }
             Op::Dense { bias, .. } => {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
-                kernels::dense(x, self.weight(i, "kernel")?, b, fused)?
+                let z = kernels::dense(x, self.weight(i, "kernel")?, b, fused)?;
+                return NodeOutput::of_layer(activation, z, fused.is_some(), reads);
             }
             Op::ConvTranspose { groups, bias, .. } => {
                 let out = self.graph().shape(ValueId::of_node(i));

@@ -21,7 +21,7 @@ use std::ops::Range;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::engine::{Activations, NodeOutput, Point};
+use crate::engine::{Activations, NodeOutput, Point, Reads};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Float, Pool, Window, with_float};
 use crate::model::Model;
@@ -223,8 +223,12 @@ impl<'m> Plan<'m> {
                         .map(|x| self.full(&states, x.0, windows.clone()))
                         .collect::<Result<Vec<_>>>()?;
                     let refs: Vec<&Tensor> = full.iter().collect();
-                    let out =
-                        self.model.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?;
+                    let out = self.model.forward_node(
+                        i,
+                        &refs,
+                        None::<&mut rand::rngs::ThreadRng>,
+                        Reads::Output,
+                    )?;
                     pre_softmax[i] = out.pre_softmax;
                     out.value
                 }
@@ -235,7 +239,9 @@ impl<'m> Plan<'m> {
                 }
                 Step::Pointwise => {
                     let x = self.boxed(&states, ins[0].0)?;
-                    self.model.forward_node(i, &[x], None::<&mut rand::rngs::ThreadRng>)?.value
+                    self.model
+                        .forward_node(i, &[x], None::<&mut rand::rngs::ThreadRng>, Reads::Output)?
+                        .value
                 }
                 Step::Relabel => self.boxed(&states, ins[0].0)?.clone(),
                 Step::Join => {
@@ -248,7 +254,9 @@ impl<'m> Plan<'m> {
                         .map(|x| self.crop(&states, x.0, windows.clone(), &origins, size, 0.0))
                         .collect::<Result<Vec<_>>>()?;
                     let refs: Vec<&Tensor> = crops.iter().collect();
-                    self.model.forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>)?.value
+                    self.model
+                        .forward_node(i, &refs, None::<&mut rand::rngs::ThreadRng>, Reads::Output)?
+                        .value
                 }
                 Step::DenseDelta { base_scores, kernel } => {
                     let activation = graph.nodes()[i].op.activation();
@@ -257,7 +265,7 @@ impl<'m> Plan<'m> {
                     let z = with_float!(base_scores.dtype(), T => {
                         self.dense_delta::<T>(&states, x, windows.clone(), base_scores, clamp)
                     })?;
-                    let out = NodeOutput::activated(activation, z, clamp.is_some())?;
+                    let out = NodeOutput::of_layer(activation, z, clamp.is_some(), Reads::Output)?;
                     pre_softmax[i] = out.pre_softmax;
                     out.value
                 }
@@ -350,7 +358,7 @@ impl<'m> Plan<'m> {
                 let kernel = self.model.weight(i, "kernel")?;
                 let clamp = Clamp::of(*activation);
                 let z = kernels::conv2d(x, kernel, b, win, *groups, clamp)?;
-                NodeOutput::activated(*activation, z, clamp.is_some())?.value
+                NodeOutput::of_layer(*activation, z, clamp.is_some(), Reads::Output)?.value
             }
             Op::MaxPool { .. } => kernels::pool2d(x, win, Pool::Max)?,
             Op::AvgPool { count_include_pad, .. } => {

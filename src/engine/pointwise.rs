@@ -18,37 +18,122 @@ fn mapped(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F64)
 }
 
+/// What to do with an activation's map (a function of one value, the same for every
+/// value): each arm of [`with_map`] has its own closure type, so the caller's work is a
+/// generic method, monomorphised per activation and vectorised.
+trait OnMap<T> {
+    type Out;
+    fn run(self, f: impl Fn(T) -> T + Sync + Copy) -> Self::Out;
+}
+
+/// `on.run(map)` for `activation`'s map, or `None` for an activation left to candle's ops.
+fn with_map<T: MapFloat + Send + Sync, O: OnMap<T>>(
+    activation: Activation,
+    on: O,
+) -> Option<O::Out> {
+    Some(match activation {
+        Activation::Sigmoid => on.run(sigmoid),
+        Activation::Swish => on.run(move |x| x * sigmoid(x)),
+        Activation::Tanh => on.run(T::tanh),
+        Activation::Exponential => on.run(MapFloat::exp_fast),
+        Activation::Clip { min, max } => {
+            let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
+            on.run(move |x| x.max(lo).min(hi))
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            let (a, b) = (constant::<T>(alpha.into()), constant::<T>(beta.into()));
+            on.run(move |x| (x * a + b).max(T::zero()).min(T::one()))
+        }
+        Activation::HardSwish => {
+            let (sixth, half) = (constant::<T>(1.0 / 6.0), constant::<T>(0.5));
+            on.run(move |x| x * (x * sixth + half).max(T::zero()).min(T::one()))
+        }
+        Activation::LeakyRelu { alpha } => {
+            let a = constant::<T>(alpha.into());
+            on.run(move |x| x.max(T::zero()) + x.min(T::zero()) * a)
+        }
+        _ => return None,
+    })
+}
+
+/// The map into a new vector.
+struct IntoNew<'a, T>(&'a [T]);
+
+impl<T: MapFloat + Send + Sync> OnMap<T> for IntoNew<'_, T> {
+    type Out = Vec<T>;
+    fn run(self, f: impl Fn(T) -> T + Sync + Copy) -> Vec<T> {
+        kernels::map(self.0, f)
+    }
+}
+
+/// The map over the values where they are.
+struct InPlace<'a, T>(&'a mut [T]);
+
+impl<T: MapFloat + Send + Sync> OnMap<T> for InPlace<'_, T> {
+    type Out = ();
+    fn run(self, f: impl Fn(T) -> T + Sync + Copy) {
+        kernels::map_in_place(self.0, f)
+    }
+}
+
 /// `activation(z)` in one pass, or `None` for an activation left to candle's ops.
 pub(super) fn activate(activation: Activation, z: &Tensor) -> Result<Option<Tensor>> {
     if !mapped(z.dtype()) {
         return Ok(None);
     }
     with_float!(z.dtype(), T => with_slice::<T, _>(z, |zs| {
-        let values = match activation {
-            Activation::Sigmoid => kernels::map(zs, sigmoid),
-            Activation::Swish => kernels::map(zs, move |x| x * sigmoid(x)),
-            Activation::Tanh => kernels::map(zs, T::tanh),
-            Activation::Exponential => kernels::map(zs, MapFloat::exp_fast),
-            Activation::Clip { min, max } => {
-                let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
-                kernels::map(zs, move |x| x.max(lo).min(hi))
-            }
-            Activation::HardSigmoid { alpha, beta } => {
-                let (a, b) = (constant::<T>(alpha.into()), constant::<T>(beta.into()));
-                kernels::map(zs, move |x| (x * a + b).max(T::zero()).min(T::one()))
-            }
-            Activation::HardSwish => {
-                let (sixth, half) = (constant::<T>(1.0 / 6.0), constant::<T>(0.5));
-                kernels::map(zs, move |x| x * (x * sixth + half).max(T::zero()).min(T::one()))
-            }
-            Activation::LeakyRelu { alpha } => {
-                let a = constant::<T>(alpha.into());
-                kernels::map(zs, move |x| x.max(T::zero()) + x.min(T::zero()) * a)
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(Tensor::from_vec(values, z.dims(), z.device())?))
+        match with_map(activation, IntoNew(zs)) {
+            Some(values) => Ok(Some(Tensor::from_vec(values, z.dims(), z.device())?)),
+            None => Ok(None),
+        }
     }))
+}
+
+/// Whether [`activate_in_place`] takes `activation` on tensors of `dtype`.
+pub(super) fn maps_in_place(activation: Activation, dtype: DType) -> bool {
+    mapped(dtype) && with_map::<f32, _>(activation, Probe).is_some()
+}
+
+/// A run that only tells whether an activation has a map.
+struct Probe;
+
+impl<T> OnMap<T> for Probe {
+    type Out = ();
+    fn run(self, _: impl Fn(T) -> T + Sync + Copy) {}
+}
+
+/// Overwrites `z`, and every tensor sharing its storage, with `activation(z)`: for a layer
+/// output nothing else holds yet, the activation without a second map's memory and page
+/// faults. Activations [`maps_in_place`] refuses are an error.
+pub(super) fn activate_in_place(activation: Activation, z: &Tensor) -> Result<()> {
+    Ok(z.inplace_op1(&InPlaceActivation(activation))?)
+}
+
+struct InPlaceActivation(Activation);
+
+impl candle_core::InplaceOp1 for InPlaceActivation {
+    fn name(&self) -> &'static str {
+        "activation-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("an activation in place needs a contiguous tensor");
+        };
+        let done = match storage {
+            candle_core::CpuStorage::F32(v) => with_map(self.0, InPlace(&mut v[start..end])),
+            candle_core::CpuStorage::F64(v) => with_map(self.0, InPlace(&mut v[start..end])),
+            _ => None,
+        };
+        match done {
+            Some(()) => Ok(()),
+            None => candle_core::bail!("{} has no in-place map", self.0.keras_name()),
+        }
+    }
 }
 
 /// The gradient `g` through `activation` at output `y` (input `z`) in one pass, or `None`

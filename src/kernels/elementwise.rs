@@ -28,6 +28,22 @@ pub(crate) fn map<T: Copy + Send + Sync>(xs: &[T], f: impl Fn(T) -> T + Sync) ->
     })
 }
 
+/// `x = f(x)` for every value of `xs`, split over the pool in large chunks.
+pub(crate) fn map_in_place<T: Copy + Send + Sync>(xs: &mut [T], f: impl Fn(T) -> T + Sync) {
+    let run = |chunk: &mut [T]| {
+        vectorised(|| {
+            for x in chunk {
+                *x = f(*x);
+            }
+        })
+    };
+    if xs.len() < 2 * CHUNK {
+        run(xs);
+    } else {
+        xs.par_chunks_mut(CHUNK).for_each(run);
+    }
+}
+
 /// `f` of every pair of values of `xs` and `ys` (the same length), split over the pool.
 pub(crate) fn zip_map<T: Copy + Send + Sync>(
     xs: &[T],

@@ -48,7 +48,7 @@ mod sparse;
 pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
 pub use elementwise::{add_same_shape, channel_affine, mul_fast};
-pub(crate) use elementwise::{map, zip_map};
+pub(crate) use elementwise::{map, map_in_place, zip_map};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
 pub use pad::pad_constant;
