@@ -23,16 +23,24 @@ pub struct FileBytes {
 }
 
 /// The mapping a file's bytes live in, if they were mapped: [`Pages::release`] lets the
-/// kernel drop pages that have been copied out. Read bytes have none.
+/// kernel drop pages that have been copied out, and [`f32s`] reads weights from the file
+/// itself. Read bytes have none.
 #[derive(Clone, Debug, Default)]
-pub struct Pages(Option<Arc<Mmap>>);
+pub struct Pages(Option<Arc<Mapping>>);
+
+/// A mapped file and the open file it maps.
+#[derive(Debug)]
+struct Mapping {
+    map: Mmap,
+    file: std::fs::File,
+}
 
 /// `Bytes` over a shared mapping (`Bytes::from_owner` takes `AsRef<[u8]>`).
-struct Shared(Arc<Mmap>);
+struct Shared(Arc<Mapping>);
 
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.map
     }
 }
 
@@ -46,7 +54,7 @@ impl FileBytes {
         // loaded model keeps no reference into the mapping.
         match unsafe { Mmap::map(&file) } {
             Ok(map) => {
-                let map = Arc::new(map);
+                let map = Arc::new(Mapping { map, file });
                 Ok(FileBytes {
                     bytes: Bytes::from_owner(Shared(Arc::clone(&map))),
                     pages: Pages(Some(map)),
@@ -97,10 +105,10 @@ impl Pages {
     /// in this mapping.
     pub fn release(&self, part: &[u8]) {
         #[cfg(unix)]
-        if let Some(map) = &self.0
-            && let Some(offset) = (part.as_ptr() as usize).checked_sub(map.as_ptr() as usize)
-            && offset.checked_add(part.len()).is_some_and(|end| end <= map.len())
+        if let Some(mapping) = &self.0
+            && let Some(offset) = mapping.offset_of(part)
         {
+            let map = &mapping.map;
             // SAFETY: the range lies inside the mapping, which is read-only and backed by
             // the file: dropping its pages loses nothing, since every later read of them
             // (through any slice still alive) is served from the file again. Pages at the
@@ -110,6 +118,50 @@ impl Pages {
                 map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, part.len())
             };
         }
+    }
+}
+
+impl Mapping {
+    /// Where `part` starts in the file, if it lies inside the mapping.
+    fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let offset = (part.as_ptr() as usize).checked_sub(self.map.as_ptr() as usize)?;
+        offset.checked_add(part.len()).is_some_and(|end| end <= self.map.len()).then_some(offset)
+    }
+
+    /// The little-endian f32s of `part` (a whole number of them), read from the file
+    /// straight into their vector: one copy, from the page cache, as `cat` makes, where
+    /// copying out of the mapping also faulted its pages in (and out again). `None` where
+    /// that cannot be done: a big-endian machine, a part outside the mapping, a failed read.
+    #[cfg(all(unix, target_endian = "little"))]
+    fn read_f32s(&self, part: &[u8]) -> Option<Vec<f32>> {
+        use std::os::fd::AsRawFd;
+        let offset = self.offset_of(part)?;
+        let mut out = weight_buffer(part.len() / 4);
+        let bytes = part.len() / 4 * 4;
+        let start = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let mut done = 0;
+        while done < bytes {
+            let at = libc::off_t::try_from(offset + done).ok()?;
+            // SAFETY: `start..start + bytes` is the vector's spare capacity (room for
+            // `part.len() / 4` floats), which the kernel writes and nothing reads meanwhile.
+            let read = unsafe {
+                libc::pread(self.file.as_raw_fd(), start.add(done).cast(), bytes - done, at)
+            };
+            match read {
+                n if n > 0 => done += n as usize,
+                // The file shrank under us, or the read failed: the caller copies instead.
+                _ => return None,
+            }
+        }
+        // SAFETY: all `bytes` bytes were written by the reads, and every bit pattern is
+        // an f32; the file's little-endian order is this machine's.
+        unsafe { out.set_len(part.len() / 4) };
+        Some(out)
+    }
+
+    #[cfg(not(all(unix, target_endian = "little")))]
+    fn read_f32s(&self, _: &[u8]) -> Option<Vec<f32>> {
+        None
     }
 }
 
@@ -152,10 +204,17 @@ pub fn weight_buffer(len: usize) -> Vec<f32> {
     buffer
 }
 
-/// The little-endian f32s of `bytes`, copied once, releasing the copied pages of `pages`.
+/// The little-endian f32s of `bytes`, copied once: read from the file where they lie in a
+/// mapping, else decoded from memory, releasing the copied pages of `pages`.
 pub fn f32s(bytes: &[u8], pages: &Pages) -> Vec<f32> {
+    if let Some(values) = pages.0.as_ref().and_then(|mapping| mapping.read_f32s(bytes)) {
+        return values;
+    }
     let mut out = weight_buffer(bytes.len() / 4);
-    f32_blocks(bytes, pages, BLOCK, |_, block| out.extend_from_slice(block));
+    for chunk in bytes.chunks(BLOCK * 4) {
+        out.extend(chunk.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        pages.release(chunk);
+    }
     out
 }
 

@@ -17,6 +17,8 @@
 //! The sums run in AVX2 and FMA where the CPU has them (detected at run time, as for
 //! `direct`), in plain Rust otherwise.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::phased::Phased;
@@ -130,14 +132,14 @@ impl GroupedConv {
 
     /// Runs `job(group, input part, output part, scratch)` for every image's every group
     /// over the rayon pool: group `g` of image `i` is the `i·groups + g`-th part of each.
-    fn for_each_group(
+    fn for_each_group<O: Send>(
         &self,
         input: &[f32],
         in_len: usize,
-        output: &mut [f32],
+        output: &mut [O],
         out_len: usize,
         scratch: usize,
-        job: impl Fn(usize, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync,
+        job: impl Fn(usize, &[f32], &mut [O], &mut [f32]) -> Result<()> + Sync,
     ) -> Result<()> {
         output
             .par_chunks_exact_mut(out_len)
@@ -176,11 +178,13 @@ impl GroupedConv {
         // The wide output's dropped columns and its last chunk read past the planes: zeros.
         let reach = (oh * width).next_multiple_of(CHUNK) + self.offsets.iter().max().unwrap_or(&0);
         let input_len = planes.max(reach);
-        let mut out = vec![0.0; parts * out_len];
+        // Not zeroed first: `crop` writes every output value.
+        let len = parts * out_len;
+        let mut out = Vec::with_capacity(len);
         self.for_each_group(
             xs,
             in_len,
-            &mut out,
+            &mut out.spare_capacity_mut()[..len],
             out_len,
             input_len + oh * width,
             |g, x, y, scratch| {
@@ -200,6 +204,12 @@ impl GroupedConv {
                 Ok(())
             },
         )?;
+        #[allow(unsafe_code)]
+        // SAFETY: the groups' parts cover the `len` values, and each part's planes were
+        // written whole by `crop` (`oh` rows of `ow`), as the job returned no error.
+        unsafe {
+            out.set_len(len)
+        };
         Ok(out)
     }
 
@@ -297,10 +307,10 @@ with_avx2_copy! {
     /// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of
     /// `plane`, adding `bias` and clamping when `clamp` is set (as [`activate`] does: NaN to
     /// the low bound).
-    fn crop(wide: &[f32], width: usize, plane: &mut [f32], ow: usize, bias: f32, clamp: Option<Clamp>) {
+    fn crop(wide: &[f32], width: usize, plane: &mut [MaybeUninit<f32>], ow: usize, bias: f32, clamp: Option<Clamp>) {
         for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
             for (d, &s) in dst.iter_mut().zip(src) {
-                *d = activate(s + bias, clamp);
+                d.write(activate(s + bias, clamp));
             }
         }
     }

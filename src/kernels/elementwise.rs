@@ -164,22 +164,20 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Res
             Some(s) => s.to_dtype(x.dtype())?.flatten_all()?.to_vec1::<T>()?,
             None => vec![T::zero(); channels],
         };
-        let mut out = vec![T::zero(); xs.len()];
-        let map = |(p, (o, x)): (usize, (&mut [T], &[T]))| {
-            let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
-            vectorised(move || {
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = x * a + b;
+        // Each chunk of the output walks the planes it overlaps (a value count of zero when
+        // a plane is empty, so no division by it).
+        let out = filled(xs.len(), |start, out| {
+            let mut i = 0;
+            while i < out.len() {
+                let p = (start + i) / plane;
+                let end = ((p + 1) * plane - start).min(out.len());
+                let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
+                for (o, &x) in out[i..end].iter_mut().zip(&xs[start + i..start + end]) {
+                    o.write(x * a + b);
                 }
-            })
-        };
-        if plane == 0 {
-            // Nothing to map.
-        } else if xs.len() < 2 * CHUNK {
-            out.chunks_mut(plane).zip(xs.chunks(plane)).enumerate().for_each(map);
-        } else {
-            out.par_chunks_mut(plane).zip(xs.par_chunks(plane)).enumerate().for_each(map);
-        }
+                i = end;
+            }
+        });
         Ok(Tensor::from_vec(out, dims, x.device())?)
     }))
 }
