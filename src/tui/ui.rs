@@ -55,15 +55,37 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
-    let titles: Vec<String> =
-        app.tabs.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title())).collect();
-    let selected = Some(app.tab);
+    let names: Vec<&str> = app.tabs.iter().map(|t| t.title()).collect();
+    let titles = tab_titles(&names, app.tab, usize::from(area.width));
     let tabs = Tabs::new(titles)
-        .select(selected)
+        .select(Some(app.tab))
         .divider("│")
         .padding("", "")
         .highlight_style(Style::new().fg(Color::Black).bg(ACCENT).add_modifier(Modifier::BOLD));
     frame.render_widget(tabs, area);
+}
+
+/// The tab bar's titles, `N name` with a divider between, in `width` cells: where they do
+/// not all fit (80 columns), the other tabs' names are cut to the longest length that fits,
+/// with an ellipsis, so that every tab's key stays on screen and the current one reads whole.
+pub fn tab_titles(names: &[&str], selected: usize, width: usize) -> Vec<String> {
+    let title = |i: usize, name: &str, most: usize| {
+        let len = name.chars().count();
+        match i == selected || len <= most {
+            true => format!("{} {name}", i + 1),
+            false => {
+                let kept: String = name.chars().take(most.saturating_sub(1)).collect();
+                format!("{} {kept}…", i + 1)
+            }
+        }
+    };
+    let cells = |titles: &[String]| {
+        titles.iter().map(|t| t.chars().count()).sum::<usize>() + titles.len().saturating_sub(1)
+    };
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let titles_at =
+        |most: usize| names.iter().enumerate().map(|(i, n)| title(i, n, most)).collect::<Vec<_>>();
+    (2..=longest).rev().map(titles_at).find(|t| cells(t) <= width).unwrap_or_else(|| titles_at(1))
 }
 
 /// `text` cut to at most `width` terminal cells (a CJK character takes two).

@@ -1118,3 +1118,28 @@ fn a_one_channel_feature_map_is_one_tile() {
     assert_eq!(tiles.len(), 1, "{tiles:?}\n{s}");
     assert!(tiles[0].0.2 >= 14 && tiles[0].1 >= 4, "{tiles:?}");
 }
+
+#[test]
+fn the_tab_bar_keeps_every_tab_at_80_columns() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut app = app_with(cache.path(), None);
+    let bar = |app: &App, width| screen(app, width, 24).lines().next().unwrap().to_string();
+    // Wide: every name whole.
+    let wide = bar(&app, 120);
+    assert!(wide.starts_with("1 Summary│2 Filters│3 Features│4 Max act│5 Occlusion"), "{wide}");
+    assert!(wide.contains("8 Compare"), "{wide}");
+    // At 80 columns the longer names of the other tabs are cut, the current one is whole,
+    // and the last tab's key is still there.
+    let narrow = bar(&app, 80);
+    assert!(narrow.starts_with("1 Summary│"), "{narrow}");
+    assert!(narrow.contains("5 Occlus…") && narrow.contains("8 Compare"), "{narrow}");
+    assert!(narrow.chars().count() <= 80, "{narrow}");
+    press(&mut app, KeyCode::F(5));
+    let narrow = bar(&app, 80);
+    assert!(narrow.contains("5 Occlusion│") && narrow.contains("8 Compa"), "{narrow}");
+    // Narrower than the explorer runs: still every key, the current name whole.
+    let names = ["Summary", "Filters", "Features", "Max act", "Occlusion"];
+    let titles = convscope::tui::ui::tab_titles(&names, 1, 30);
+    assert_eq!(titles, ["1 S…", "2 Filters", "3 F…", "4 M…", "5 O…"]);
+    assert_eq!(convscope::tui::ui::tab_titles(&names, 0, 10)[4], "5 …");
+}
