@@ -32,6 +32,9 @@ pub fn feature_maps(
         [c, h, w] => {
             values.chunks_exact(h * w).take(c).map(|ch| Map::new(h, w, ch.to_vec())).collect()
         }
+        // A matrix, one map of its rows and columns: a reduction over the channels (an
+        // image's mean or max, `[H, W]`) or a `[C, L]` reshape reads as the picture it is.
+        [rows, cols] => Ok(vec![Map::new(rows, cols, values)?]),
         _ => Ok(vec![Map::new(1, values.len(), values)?]),
     }
 }

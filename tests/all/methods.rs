@@ -264,4 +264,16 @@ fn filters_and_feature_maps_of_the_sample_model() {
     let dense = model.graph().node_index("dense_1").unwrap();
     let row = features::feature_maps(&model, &acts, dense, 0).unwrap();
     assert_eq!((row.len(), row[0].height, row[0].width), (1, 1, 128));
+
+    // A mean over the channels, `[6, 6]`, is one 6×6 map of the node's values.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch/normalised.legacy.onnx");
+    let model = convscope::formats::load(&fixture).unwrap();
+    let x = crate::support::random_input(&model, 1, 3);
+    let acts = model.forward(&x).unwrap();
+    let mean = model.graph().node_index("/ReduceMean").unwrap();
+    let maps = features::feature_maps(&model, &acts, mean, 0).unwrap();
+    assert_eq!((maps.len(), maps[0].height, maps[0].width), (1, 6, 6));
+    let shown: Vec<f64> = maps[0].data.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(shown, crate::support::values(acts.node(mean).unwrap()));
 }
