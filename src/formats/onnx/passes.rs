@@ -75,19 +75,37 @@ pub(super) fn drop_unused(nodes: &mut Vec<Node>, output: &str) {
     nodes.retain(|n| needed.contains(&n.name));
 }
 
+/// How many nodes read each value, by name.
+fn reader_counts(nodes: &[Node]) -> HashMap<String, usize> {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for i in nodes.iter().flat_map(|n| &n.inputs) {
+        *readers.entry(i.clone()).or_default() += 1;
+    }
+    readers
+}
+
+/// Each node's index, by name.
+fn positions(nodes: &[Node]) -> HashMap<String, usize> {
+    nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect()
+}
+
+/// Removes the nodes marked in `marked` (by index): at the end of a pass, so that a deep
+/// model's pass runs in linear time.
+fn drop_marked(nodes: &mut Vec<Node>, marked: &[bool]) {
+    let mut index = 0;
+    nodes.retain(|_| {
+        index += 1;
+        !marked[index - 1]
+    });
+}
+
 /// `x · sigmoid(x)` (how PyTorch's SiLU and Keras's swish export) becomes one swish
 /// node, named as the product, where nothing else reads the sigmoid: one pass over the map
 /// instead of two and a tensor, and a swish [`fuse_activations`] can then fold into the
 /// conv before it.
 pub(super) fn fuse_swish(nodes: &mut Vec<Node>) {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in nodes.iter() {
-        for i in &n.inputs {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
-    let position: HashMap<String, usize> =
-        nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let readers = reader_counts(nodes);
+    let position = positions(nodes);
     let sigmoid_of = |name: &str| -> Option<(usize, String)> {
         let &j = position.get(name)?;
         match (&nodes[j].op, nodes[j].inputs.as_slice()) {
@@ -121,26 +139,16 @@ pub(super) fn fuse_swish(nodes: &mut Vec<Node>) {
         nodes[i].op = Op::Activation { activation: Activation::Swish };
         nodes[i].inputs = vec![x];
     }
-    let mut index = 0;
-    nodes.retain(|_| {
-        index += 1;
-        !fused[index - 1]
-    });
+    drop_marked(nodes, &fused);
 }
 
 /// Conv/Dense nodes whose only reader is an activation node take the activation in
 /// (softmax only into Dense), keeping the layer's name; readers of the activation read
 /// the layer.
 pub(super) fn fuse_activations(nodes: &mut Vec<Node>) {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in nodes.iter() {
-        for i in &n.inputs {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
+    let readers = reader_counts(nodes);
     // By index, and removed at the end, so a deep model fuses in linear time.
-    let position: HashMap<String, usize> =
-        nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let position = positions(nodes);
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut fused = vec![false; nodes.len()];
     for i in 0..nodes.len() {
@@ -177,11 +185,7 @@ pub(super) fn fuse_activations(nodes: &mut Vec<Node>) {
             }
         }
     }
-    let mut index = 0;
-    nodes.retain(|_| {
-        index += 1;
-        !fused[index - 1]
-    });
+    drop_marked(nodes, &fused);
 }
 
 /// Drops the first path component most node names share (tf2onnx prefixes every op with
