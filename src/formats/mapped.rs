@@ -176,10 +176,15 @@ pub fn f32_blocks(bytes: &[u8], pages: &Pages, block: usize, mut f: impl FnMut(u
     let mut buffer = Vec::with_capacity(block.min(bytes.len() / 4));
     for (i, chunk) in bytes.chunks(block.max(1) * 4).enumerate() {
         buffer.clear();
-        buffer.extend(chunk.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        decode_into(&mut buffer, chunk);
         f(i * block.max(1), &buffer);
         pages.release(chunk);
     }
+}
+
+/// Appends the little-endian f32s of `bytes` (a whole number of them) to `out`.
+fn decode_into(out: &mut Vec<f32>, bytes: &[u8]) {
+    out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
 }
 
 /// An empty vector with room for `len` floats, on huge pages where the kernel has them
@@ -212,7 +217,7 @@ pub fn f32s(bytes: &[u8], pages: &Pages) -> Vec<f32> {
     }
     let mut out = weight_buffer(bytes.len() / 4);
     for chunk in bytes.chunks(BLOCK * 4) {
-        out.extend(chunk.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        decode_into(&mut out, chunk);
         pages.release(chunk);
     }
     out

@@ -30,17 +30,23 @@ pub(crate) fn map<T: Copy + Send + Sync>(xs: &[T], f: impl Fn(T) -> T + Sync) ->
 
 /// `x = f(x)` for every value of `xs`, split over the pool in large chunks.
 pub(crate) fn map_in_place<T: Copy + Send + Sync>(xs: &mut [T], f: impl Fn(T) -> T + Sync) {
-    let run = |chunk: &mut [T]| {
-        vectorised(|| {
-            for x in chunk {
-                *x = f(*x);
-            }
-        })
-    };
-    if xs.len() < 2 * CHUNK {
-        run(xs);
+    in_chunks(xs, |_, chunk| {
+        for x in chunk {
+            *x = f(*x);
+        }
+    });
+}
+
+/// `work(start, chunk)` on chunks of `values` (starting at `start`), in AVX2 where the CPU
+/// has it, split over the pool when there are several chunks' worth.
+fn in_chunks<U: Send>(values: &mut [U], work: impl Fn(usize, &mut [U]) + Sync) {
+    if values.len() < 2 * CHUNK {
+        vectorised(|| work(0, values));
     } else {
-        xs.par_chunks_mut(CHUNK).for_each(run);
+        values
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| vectorised(|| work(i * CHUNK, chunk)));
     }
 }
 
@@ -65,15 +71,7 @@ fn filled<T: Send + Sync>(
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if len < 2 * CHUNK {
-        vectorised(|| fill(0, spare));
-    } else {
-        spare
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, chunk)| vectorised(|| fill(i * CHUNK, chunk)));
-    }
+    in_chunks(&mut out.spare_capacity_mut()[..len], fill);
     #[allow(unsafe_code)]
     // SAFETY: the chunks cover `0..len` and `fill` wrote every value of each (`map` and
     // `zip_map` zip their chunk with inputs at least as long).
