@@ -9,7 +9,7 @@
 //! channels of one input pixel are consecutive and every window fits. Below the sample
 //! model's pool this beats im2col + gemm (the README's "Measured" has the figures).
 
-use super::{Window, direct};
+use super::{Window, direct, vectorised};
 use crate::error::{Error, Result};
 
 /// Most AVX vectors of input channels per register block (32 channels).
@@ -30,6 +30,20 @@ pub(super) struct SparseGradient {
     /// Padding `[top, left]`: the input gradient is cropped from the padded one.
     pads: [usize; 2],
     packed: Vec<f32>,
+}
+
+/// Whether at most [`MAX_DENSITY`] of `grad` is non-zero. Counted in AVX2 a block at a time
+/// and given up on once the count passes the limit: a dense gradient (most of them) is
+/// decided after a third of it, and the whole count had been 3% of MobileNetV2's saliency.
+fn mostly_zeros(grad: &[f32]) -> bool {
+    let limit = (MAX_DENSITY * grad.len() as f64) as usize;
+    let mut nonzero = 0;
+    grad.chunks(1 << 12).all(|block| {
+        // u32 lanes: eight counts to a vector (a usize count ran four to an SSE register).
+        let count = vectorised(|| block.iter().map(|&g| u32::from(g != 0.0)).sum::<u32>());
+        nonzero += count as usize;
+        nonzero <= limit
+    })
 }
 
 impl SparseGradient {
@@ -60,8 +74,7 @@ impl SparseGradient {
         if !fits {
             return None;
         }
-        let nonzero = grad.iter().filter(|&&g| g != 0.0).count();
-        if nonzero as f64 > MAX_DENSITY * grad.len() as f64 {
+        if !mostly_zeros(grad) {
             return None;
         }
         let (oh, ow) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
