@@ -654,9 +654,11 @@ impl Model {
                     Pool::Avg { count_include_pad: *count_include_pad },
                 )?],
                 Op::GlobalAvgPool { .. } => {
-                    let (n, c, h, w) = x.dims4()?;
-                    let spread = gz.reshape((n, c, 1, 1))?.affine(1.0 / (h * w) as f64, 0.0)?;
-                    vec![spread.broadcast_as((n, c, h, w))?.contiguous()?]
+                    let (_, _, h, w) = x.dims4()?;
+                    vec![kernels::spread_channels(
+                        &gz.affine(1.0 / (h * w) as f64, 0.0)?,
+                        x.dims(),
+                    )?]
                 }
                 Op::BatchNorm { epsilon } => {
                     let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
@@ -750,7 +752,7 @@ impl Model {
                     let (grad_a, grad_b) = match kind {
                         ArithKind::Add => (gz.clone(), gz.clone()),
                         ArithKind::Sub => (gz.clone(), gz.neg()?),
-                        ArithKind::Mul => (mul(&gz, &b)?, mul(&gz, &a)?),
+                        ArithKind::Mul => (product_grad(&gz, &b, &a)?, product_grad(&gz, &a, &b)?),
                         ArithKind::Div => {
                             let grad_a = gz.broadcast_div(&b)?;
                             let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
@@ -802,8 +804,14 @@ impl Model {
                         kept[d] = 1;
                     }
                     let g = gz.reshape(kept.clone())?;
+                    // Over every axis after the channels (a squeeze-and-excitation mean):
+                    // one value per plane.
+                    let per_plane = dims.iter().copied().eq(2..x.rank());
                     let spread = |g: Tensor| -> Result<Tensor> {
-                        Ok(g.broadcast_as(x.dims())?.contiguous()?)
+                        match per_plane {
+                            true => kernels::spread_channels(&g, x.dims()),
+                            false => Ok(g.broadcast_as(x.dims())?.contiguous()?),
+                        }
                     };
                     vec![match kind {
                         ReduceKind::Sum => spread(g)?,
@@ -952,6 +960,18 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Some(sum) => Ok(sum),
         None => Ok(a.broadcast_add(b)?),
     }
+}
+
+/// The gradient of `a · b` with respect to `a` given the gradient `gz` of the product:
+/// `gz · b`, or, where `a` is a per-channel scale of `b` (a squeeze-and-excitation gate),
+/// each channel's `Σ gz · b` (what `sum_to_shape` would make of the full product).
+fn product_grad(gz: &Tensor, b: &Tensor, a: &Tensor) -> Result<Tensor> {
+    if kernels::is_channel_scale(a, b) && gz.dims() == b.dims() {
+        let mut dims = b.dims().to_vec();
+        dims[2..].fill(1);
+        return Ok(kernels::channel_dots(gz, b)?.reshape(dims)?);
+    }
+    mul(gz, b)
 }
 
 /// `a · b`, broadcast when their shapes differ.

@@ -47,7 +47,9 @@ mod sparse;
 
 pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
-pub use elementwise::{add_same_shape, channel_affine, mul_fast};
+pub use elementwise::{
+    add_same_shape, channel_affine, channel_dots, is_channel_scale, mul_fast, spread_channels,
+};
 pub(crate) use elementwise::{map, map_in_place, zip_map};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
