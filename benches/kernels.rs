@@ -99,6 +99,8 @@ fn imagenet_shapes(c: &mut Criterion) {
         shape("1x1 1024-256 14x14", 1024, 256, 14, 1, 1, 1),
         shape("1x1 256-512 56x56 s2", 256, 512, 56, 1, 2, 1),
         shape("3x3 64-128 56x56 s2", 64, 128, 56, 3, 2, 1),
+        shape("3x3 64-64 56x56", 64, 64, 56, 3, 1, 1),
+        shape("3x3 128-32 56x56", 128, 32, 56, 3, 1, 1),
         shape("3x3 3-32 224x224 s2", 3, 32, 224, 3, 2, 1),
     ];
     let mut group = c.benchmark_group("imagenet");

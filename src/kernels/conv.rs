@@ -395,6 +395,16 @@ pub fn conv2d_backward_input(
         if let Some(dx) = sparse {
             return Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?);
         }
+        let direct = with_slice::<f32, _>(grad, |gs| {
+            with_slice::<f32, _>(kernel, |ks| {
+                transposed_direct(input_dims, o, win, groups, ks)
+                    .map(|plan| plan.run(gs, None, None))
+                    .transpose()
+            })
+        })?;
+        if let Some(dx) = direct {
+            return Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?);
+        }
     }
     let shape = ConvShape::new(input_dims, o, win, groups);
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
@@ -437,6 +447,49 @@ pub fn conv2d_backward_input(
             Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?)
         })
     }))
+}
+
+/// The input gradient of a stride-1 conv of `[n, c, h, w]` by `ks` (`[o, c, kh, kw]`) as
+/// a plan for the direct kernel: it is the conv of the output gradient, padded to the
+/// window's reach less the padding on each side, by the kernel flipped in both axes with
+/// its input and output channels swapped. None where the direct kernel would not run it
+/// well (small maps, as in the forward), for groups, or where a side's padding passes the
+/// window's reach. Against gemm + col2im: DenseNet's 3×3 convs have 32 filters, so gemm
+/// summed 32 terms per value into a buffer nine times the image that col2im then folded.
+fn transposed_direct(
+    [n, c, h, w]: [usize; 4],
+    o: usize,
+    win: &Window,
+    groups: usize,
+    ks: &[f32],
+) -> Option<direct::DirectConv> {
+    let [kh, kw] = win.kernel;
+    let reach = [(kh.max(1) - 1) * win.dilation[0], (kw.max(1) - 1) * win.dilation[1]];
+    let [top, left, bottom, right] = win.pads;
+    let fits = groups == 1
+        && win.stride == [1, 1]
+        && h * w > GEMM_MAX_PIXELS
+        && top.max(bottom) <= reach[0]
+        && left.max(right) <= reach[1]
+        && ks.len() == o * c * kh * kw;
+    if !fits {
+        return None;
+    }
+    let full = Window {
+        kernel: win.kernel,
+        stride: [1, 1],
+        dilation: win.dilation,
+        pads: [reach[0] - top, reach[1] - left, reach[0] - bottom, reach[1] - right],
+    };
+    let taps = kh * kw;
+    let mut flipped = Vec::with_capacity(ks.len());
+    for ch in 0..c {
+        for filter in ks.chunks_exact(c * taps) {
+            flipped.extend(filter[ch * taps..(ch + 1) * taps].iter().rev());
+        }
+    }
+    let [oh, ow] = win.out_size(h, w);
+    direct::DirectConv::new([n, o, oh, ow], c, &full, 1, &flipped)
 }
 
 /// Gradients of [`conv2d`] (without its ReLU) with respect to its kernel and bias.
@@ -602,6 +655,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn input_gradient_by_the_direct_kernel_matches_the_f64_gemm_path() {
+        let dev = Device::Cpu;
+        // (n, c, o, [h, w], [kh, kw], dilation, pads [top, left, bottom, right]): same and
+        // valid padding, asymmetric pads, tall and wide windows, dilation, batches, more
+        // taps than one pass takes (40 filters × 9 = 360 > 320), maps past 14×14.
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], Pads);
+        let cases: [Case; 7] = [
+            (1, 16, 32, [20, 20], [3, 3], [1, 1], [1; 4]),
+            (2, 8, 5, [17, 23], [3, 3], [1, 1], [0; 4]),
+            (1, 3, 40, [16, 16], [3, 3], [1, 1], [1; 4]),
+            (1, 6, 7, [15, 18], [5, 3], [1, 1], [2, 0, 1, 2]),
+            (2, 4, 9, [21, 15], [3, 3], [2, 2], [2, 1, 2, 2]),
+            (1, 5, 6, [16, 13], [1, 7], [1, 1], [0, 3, 0, 3]),
+            (1, 2, 3, [15, 15], [2, 2], [1, 1], [1, 0, 0, 1]),
+        ];
+        for (n, c, o, [h, w], kernel, dilation, pads) in cases {
+            let win = Window { kernel, stride: [1, 1], dilation, pads };
+            let [oh, ow] = win.out_size(h, w);
+            let k = Tensor::randn(0f32, 1., (o, c, kernel[0], kernel[1]), &dev).unwrap();
+            let g = Tensor::randn(0f32, 1., (n, o, oh, ow), &dev).unwrap();
+            let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let dims = [n, c, h, w];
+            let label = format!("{dims:?} {win:?}");
+            let plan = transposed_direct(dims, o, &win, 1, &ks);
+            assert_eq!(plan.is_some(), direct::available(), "{label}");
+            let ours = conv2d_backward_input(&g, &k, dims, &win, 1).unwrap();
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let theirs = conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, 1).unwrap();
+            assert!(max_diff(&ours, &theirs.to_dtype(DType::F32).unwrap()) < 1e-4, "{label}");
+        }
+        // Not taken: strides, small maps, padding past the window's reach, groups.
+        let k = vec![0.5f32; 4 * 4 * 9];
+        let same = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [1; 4] };
+        let strided = Window { stride: [2, 2], ..same };
+        let wide = Window { pads: [3, 1, 1, 1], ..same };
+        assert!(transposed_direct([1, 4, 32, 32], 4, &strided, 1, &k).is_none());
+        assert!(transposed_direct([1, 4, 14, 14], 4, &same, 1, &k).is_none());
+        assert!(transposed_direct([1, 4, 32, 32], 4, &wide, 1, &k).is_none());
+        assert!(transposed_direct([1, 4, 32, 32], 4, &same, 2, &k[..72]).is_none());
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub fn is_channel_scale(s: &Tensor, x: &Tensor) -> bool {
 /// `fill(p, at, part)` for each part of a chunk (value `start` on of a batch) that lies in
 /// one plane `p` (a channel of an item, `plane` values); the part starts at value `at` of
 /// the batch. An empty chunk divides by no plane.
+#[inline(always)]
 fn by_plane<U>(
     start: usize,
     chunk: &mut [U],
