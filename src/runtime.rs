@@ -67,11 +67,14 @@ pub fn set_memory_budget(bytes: u64) {
 /// or of the process's address-space limit (`ulimit -v`) where that is lower, so that a
 /// model too large for the machine is an error at load rather than an abort mid-way.
 pub fn memory_budget() -> u64 {
+    // Read once: a load checks every value's shape against it, and reading /proc/meminfo
+    // for each was a fifth of DenseNet-121's load.
+    static MACHINE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     match MEMORY_BUDGET.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => {
+        0 => *MACHINE.get_or_init(|| {
             let total = physical_memory().into_iter().chain(address_space_limit()).min();
             total.map_or(FALLBACK_BUDGET, |t| t / 2)
-        }
+        }),
         set => set,
     }
 }
