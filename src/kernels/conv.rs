@@ -387,7 +387,7 @@ pub fn conv2d_backward_input(
                     gs,
                     plan.out_len(),
                     plan.scratch_len(),
-                    |g_img, dx_img, scratch, _| plan.image(g_img, dx_img, scratch),
+                    |g_img, dx_img, scratch, threads| plan.image(g_img, dx_img, scratch, threads),
                 )?;
                 Ok(Some(dx))
             })

@@ -9,6 +9,10 @@
 //! channels of one input pixel are consecutive and every window fits. Below the sample
 //! model's pool this beats im2col + gemm (the README's "Measured" has the figures).
 
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 use super::{Window, direct, vectorised};
 use crate::error::{Error, Result};
 
@@ -110,19 +114,25 @@ impl SparseGradient {
     }
 
     /// The input gradient `dx` (`[c, h, w]`) of one image from its output gradient `grad`
-    /// (`[o, oh, ow]`), using `scratch` of [`SparseGradient::scratch_len`] values.
-    pub(super) fn image(&self, grad: &[f32], dx: &mut [f32], scratch: &mut [f32]) -> Result<()> {
-        let [c, h, w] = self.image;
+    /// (`[o, oh, ow]`), using `scratch` of [`SparseGradient::scratch_len`] values. With
+    /// `threads > 1` the output rows split into bands, one per thread, each spread into a
+    /// padded gradient of its own (bands' windows overlap), which are summed as they are
+    /// cropped: on one thread a lone image left the other core idle, and the gemm path,
+    /// on both, was as fast.
+    pub(super) fn image(
+        &self,
+        grad: &[f32],
+        dx: &mut [f32],
+        scratch: &mut [f32],
+        threads: usize,
+    ) -> Result<()> {
         let [o, oh, ow] = self.out;
-        let [kh, kw] = self.window;
-        let wp = ow + kw - 1;
         if grad.len() != self.out_len() || dx.len() != self.image_len() {
             return Err(Error::Invalid("sparse conv gradient of the wrong size".into()));
         }
         let padded = scratch
             .get_mut(..self.scratch_len())
             .ok_or_else(|| Error::Invalid("sparse conv gradient scratch too short".into()))?;
-        padded.fill(0.0);
         let plane = oh * ow;
         // Per output pixel, a bit per channel whose gradient is not zero: built plane by
         // plane in passes that vectorise, read bit by bit by the kernel (gathering the
@@ -139,24 +149,69 @@ impl SparseGradient {
                 masks.zip(g_plane).for_each(|(mask, g)| set(mask, g));
             }
         }
-        for (pixel, nonzero) in masks.chunks_exact(words).enumerate() {
+        let bands = threads.clamp(1, oh.max(1));
+        if bands == 1 {
+            self.spread_rows(0..oh, &masks, grad, padded)?;
+            self.crop(&[padded], dx);
+            return Ok(());
+        }
+        let rows = oh.div_ceil(bands);
+        let own = (0..bands)
+            .into_par_iter()
+            .map(|band| {
+                let mut padded = vec![0.0; self.scratch_len()];
+                let first = (band * rows).min(oh);
+                self.spread_rows(first..((band + 1) * rows).min(oh), &masks, grad, &mut padded)?;
+                Ok(padded)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sources: Vec<&[f32]> = own.iter().map(Vec::as_slice).collect();
+        self.crop(&sources, dx);
+        Ok(())
+    }
+
+    /// Zeroes `padded` and spreads the non-zero gradients of output rows `rows` into it.
+    fn spread_rows(
+        &self,
+        rows: Range<usize>,
+        masks: &[u64],
+        grad: &[f32],
+        padded: &mut [f32],
+    ) -> Result<()> {
+        let [c, ..] = self.image;
+        let [o, oh, ow] = self.out;
+        let [kh, kw] = self.window;
+        let wp = ow + kw - 1;
+        let words = o.div_ceil(64);
+        padded.fill(0.0);
+        let pixels = rows.start * ow..rows.end * ow;
+        for (pixel, nonzero) in masks.chunks_exact(words).enumerate().skip(pixels.start) {
+            if pixel >= pixels.end {
+                break;
+            }
             if nonzero.iter().all(|&m| m == 0) {
                 continue;
             }
             let at = (pixel / ow * wp + pixel % ow) * c;
-            spread(&self.packed, [kh, kw, c, wp], nonzero, &grad[pixel..], plane, padded, at)?;
+            spread(&self.packed, [kh, kw, c, wp], nonzero, &grad[pixel..], oh * ow, padded, at)?;
         }
-        // Channels-last and padded → planar, cropped.
+        Ok(())
+    }
+
+    /// Channels-last and padded → planar and cropped: `dx` gets the sum of `sources`.
+    fn crop(&self, sources: &[&[f32]], dx: &mut [f32]) {
+        let [c, h, w] = self.image;
+        let [_, _, ow] = self.out;
+        let wp = ow + self.window[1] - 1;
         let [top, left] = self.pads;
         for (ch, plane) in dx.chunks_exact_mut(h * w).enumerate() {
             for (yy, row) in plane.chunks_exact_mut(w).enumerate() {
-                let source = &padded[((yy + top) * wp + left) * c + ch..];
-                for (d, s) in row.iter_mut().zip(source.iter().step_by(c)) {
-                    *d = *s;
+                let start = ((yy + top) * wp + left) * c + ch;
+                for (x, d) in row.iter_mut().enumerate() {
+                    *d = sources.iter().map(|s| s[start + x * c]).sum();
                 }
             }
         }
-        Ok(())
     }
 }
 
