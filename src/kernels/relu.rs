@@ -2,10 +2,8 @@
 //! gradient ([`relu_backward`]) with the gates of the vanilla, guided and rectified rules.
 
 use candle_core::{DType, Tensor};
-use num_traits::Zero;
-use rayon::prelude::*;
 
-use super::{Float, vectorised, with_float, with_slice};
+use super::{Float, with_float, with_slice, zip_map};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 
@@ -82,42 +80,29 @@ pub fn relu_backward(
     }
     with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
         with_slice::<T, _>(y, |ys| {
-            // One loop per rule, so the flags are constants and the loop vectorises (with
-            // them read per value it ran scalar).
-            let gate = |dx: &mut [T], gs: &[T], ys: &[T]| {
-                vectorised(move || match (gate_output, gate_grad) {
-                    (true, true) => relu_gate::<T, true, true>(dx, gs, ys),
-                    (true, false) => relu_gate::<T, true, false>(dx, gs, ys),
-                    (false, true) => relu_gate::<T, false, true>(dx, gs, ys),
-                    (false, false) => relu_gate::<T, false, false>(dx, gs, ys),
-                })
+            // One map per rule, so the flags are constants and the loop vectorises (with
+            // them read per value it ran scalar); `zip_map` splits large maps over the pool
+            // and writes a fresh vector without zeroing it first.
+            let dx = match (gate_output, gate_grad) {
+                (true, true) => zip_map(gs, ys, relu_gate::<T, true, true>),
+                (true, false) => zip_map(gs, ys, relu_gate::<T, true, false>),
+                (false, true) => zip_map(gs, ys, relu_gate::<T, false, true>),
+                (false, false) => zip_map(gs, ys, relu_gate::<T, false, false>),
             };
-            let mut dx = vec![T::zero(); gs.len()];
-            // Large maps (a batch of conv outputs) over the pool: on one core this pass was 7%
-            // of activation maximisation while the other core waited.
-            const CHUNK: usize = 1 << 13;
-            if gs.len() < 1 << 15 {
-                gate(&mut dx, gs, ys);
-            } else {
-                dx.par_chunks_mut(CHUNK)
-                    .zip(gs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-                    .for_each(|(dx, (gs, ys))| gate(dx, gs, ys));
-            }
             Ok(Tensor::from_vec(dx, grad.dims(), grad.device())?)
         })
     }))
 }
 
-/// `dx = g` where the gate is open, else 0: open where `y > 0` (if `OUTPUT`) and `g > 0` (if
+/// `g` where the gate is open, else 0: open where `y > 0` (if `OUTPUT`) and `g > 0` (if
 /// `GRAD`).
-fn relu_gate<T: Float, const OUTPUT: bool, const GRAD: bool>(dx: &mut [T], gs: &[T], ys: &[T]) {
+#[inline(always)]
+fn relu_gate<T: Float, const OUTPUT: bool, const GRAD: bool>(g: T, y: T) -> T {
     let zero = T::zero();
-    for ((dx, &g), &y) in dx.iter_mut().zip(gs).zip(ys) {
-        // Non-short-circuit `|`/`&` keep the loop free of data-dependent branches, which
-        // mispredict on ReLU gates about half the time.
-        let open = (!OUTPUT | (y > zero)) & (!GRAD | (g > zero));
-        *dx = if open { g } else { zero };
-    }
+    // Non-short-circuit `|`/`&` keep the loop free of data-dependent branches, which
+    // mispredict on ReLU gates about half the time.
+    let open = (!OUTPUT | (y > zero)) & (!GRAD | (g > zero));
+    if open { g } else { zero }
 }
 
 #[cfg(test)]
@@ -142,6 +127,34 @@ mod tests {
         assert_eq!(activate(f32::NAN, Some(Clamp::RELU)), 0.0);
         assert_eq!(activate(f32::NAN, relu6), 0.0);
         assert!(activate(f32::NAN, None).is_nan());
+    }
+
+    #[test]
+    fn relu_gradient_gates_each_rule_small_and_split() {
+        for n in [7, 1 << 16] {
+            let g: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+            let y: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.61).cos().max(0.0)).collect();
+            let (gt, yt) =
+                (Tensor::new(g.as_slice(), &Device::Cpu), Tensor::new(y.as_slice(), &Device::Cpu));
+            let (gt, yt) = (gt.unwrap(), yt.unwrap());
+            // (gate on the output, gate on the gradient): vanilla, guided, rectified, none.
+            for (output, grad) in [(true, false), (true, true), (false, true), (false, false)] {
+                let got = relu_backward(&gt, &yt, output, grad).unwrap().to_vec1::<f32>().unwrap();
+                let want: Vec<f32> = g
+                    .iter()
+                    .zip(&y)
+                    .map(
+                        |(&g, &y)| if (output && y <= 0.0) || (grad && g <= 0.0) { 0.0 } else { g },
+                    )
+                    .collect();
+                assert_eq!(got, want, "{n} values, gates {output} {grad}");
+            }
+        }
+        let short = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        assert!(
+            relu_backward(&short, &Tensor::new(&[1f32], &Device::Cpu).unwrap(), true, false)
+                .is_err()
+        );
     }
 
     #[test]
