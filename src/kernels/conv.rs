@@ -1,7 +1,8 @@
 //! Convolution: forward, input gradient and weight gradient as im2col (or col2im) and gemm,
 //! for every window, group count and float type. In f32 the forward and the input gradient
 //! of depthwise and small grouped convs go to `depthwise`; the forward hands other convs to
-//! `direct` and the input gradient hands mostly-zero gradients to `sparse` where the CPU runs
+//! `direct` and the input gradient hands mostly-zero gradients to `sparse`, and stride-1
+//! convs on large maps to `direct` as the conv by the flipped kernel, where the CPU runs
 //! them; batches split image by image over the rayon pool ([`for_each_item`]).
 
 use std::mem::MaybeUninit;

@@ -1,6 +1,7 @@
 //! Direct convolution forward in f32 on x86-64 CPUs with AVX2 and FMA: the stride-1 windows
 //! of nearly every conv in a digits CNN, and the strided ones of ImageNet models' stems and
-//! downsamples.
+//! downsamples; and the input gradient of stride-1 convs on large maps, which is the forward
+//! of the output gradient by the flipped kernel (`conv::transposed_direct`).
 //!
 //! Why not im2col + gemm: at these sizes (a few hundred taps, a few hundred pixels) gemm
 //! spends much of its time packing, and im2col writes the input out nine times. Here the
