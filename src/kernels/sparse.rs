@@ -151,6 +151,7 @@ impl SparseGradient {
         }
         let bands = threads.clamp(1, oh.max(1));
         if bands == 1 {
+            padded.fill(0.0);
             self.spread_rows(0..oh, &masks, grad, padded)?;
             self.crop(&[padded], dx);
             return Ok(());
@@ -159,6 +160,7 @@ impl SparseGradient {
         let own = (0..bands)
             .into_par_iter()
             .map(|band| {
+                // Fresh zeros: no fill needed before spreading.
                 let mut padded = vec![0.0; self.scratch_len()];
                 let first = (band * rows).min(oh);
                 self.spread_rows(first..((band + 1) * rows).min(oh), &masks, grad, &mut padded)?;
@@ -170,7 +172,7 @@ impl SparseGradient {
         Ok(())
     }
 
-    /// Zeroes `padded` and spreads the non-zero gradients of output rows `rows` into it.
+    /// Adds the non-zero gradients of output rows `rows` into `padded`.
     fn spread_rows(
         &self,
         rows: Range<usize>,
@@ -183,12 +185,9 @@ impl SparseGradient {
         let [kh, kw] = self.window;
         let wp = ow + kw - 1;
         let words = o.div_ceil(64);
-        padded.fill(0.0);
         let pixels = rows.start * ow..rows.end * ow;
-        for (pixel, nonzero) in masks.chunks_exact(words).enumerate().skip(pixels.start) {
-            if pixel >= pixels.end {
-                break;
-            }
+        let band = &masks[pixels.start * words..pixels.end * words];
+        for (pixel, nonzero) in pixels.zip(band.chunks_exact(words)) {
             if nonzero.iter().all(|&m| m == 0) {
                 continue;
             }
