@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::depthwise::GroupedConv;
 use super::matmul::{Mat, matmul, matmul_uninit};
 use super::relu::{Clamp, activate};
+use super::winograd::Winograd;
 use super::{
     Float, Scratch, Window, dims4, direct, sparse, vectorised, with_float, with_optional_slice,
     with_slice,
@@ -279,17 +280,20 @@ pub fn conv2d(
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
         }
         let out = with_slice::<f32, _>(kernel, |ks| {
-            let plan = match oh * ow > GEMM_MAX_PIXELS {
-                true => direct::DirectConv::new(dims, o, win, groups, ks),
-                false => None,
+            let run = |plan: &dyn Fn(&[f32], Option<&[f32]>) -> Result<Vec<f32>>| {
+                with_slice::<f32, _>(x, |xs| with_optional_slice::<f32, _>(bias, |bs| plan(xs, bs)))
+                    .map(Some)
             };
-            let Some(plan) = plan else {
-                return Ok(None);
-            };
-            with_slice::<f32, _>(x, |xs| {
-                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, clamp))
-            })
-            .map(Some)
+            if let Some(plan) = Winograd::new(dims, o, win, groups, ks) {
+                return run(&|xs, bs| plan.run(xs, bs, clamp));
+            }
+            match oh * ow > GEMM_MAX_PIXELS {
+                true => match direct::DirectConv::new(dims, o, win, groups, ks) {
+                    Some(plan) => run(&|xs, bs| plan.run(xs, bs, clamp)),
+                    None => Ok(None),
+                },
+                false => Ok(None),
+            }
         })?;
         if let Some(out) = out {
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
@@ -398,6 +402,9 @@ pub fn conv2d_backward_input(
         }
         let direct = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
+                if let Some(plan) = Winograd::transposed(input_dims, o, win, groups, ks) {
+                    return plan.run(gs, None, None).map(Some);
+                }
                 transposed_direct(input_dims, o, win, groups, ks)
                     .map(|plan| plan.run(gs, None, None))
                     .transpose()

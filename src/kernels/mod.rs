@@ -44,6 +44,7 @@ mod phased;
 mod pool;
 mod relu;
 mod sparse;
+mod winograd;
 
 pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
