@@ -257,6 +257,21 @@ impl ConvShape {
 /// up the direct kernel is as fast or faster (64 at 56×56: 2.3 against 2.9).
 const GEMM_MAX_PIXELS: usize = 14 * 14;
 
+/// An f32 conv kernel other than gemm, planned for one call.
+enum Plan {
+    Winograd(Winograd),
+    Direct(direct::DirectConv),
+}
+
+impl Plan {
+    fn run(&self, xs: &[f32], bias: Option<&[f32]>, clamp: Option<Clamp>) -> Result<Vec<f32>> {
+        match self {
+            Plan::Winograd(plan) => plan.run(xs, bias, clamp),
+            Plan::Direct(plan) => plan.run(xs, bias, clamp),
+        }
+    }
+}
+
 /// Convolution forward: `x` `[n, c, h, w]`, `kernel` `[o, c/groups, kh, kw]`, optional
 /// `bias` `[o]` → `[n, o, oh, ow]`, each value clamped as it is written when `clamp` is set.
 pub fn conv2d(
@@ -280,20 +295,20 @@ pub fn conv2d(
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
         }
         let out = with_slice::<f32, _>(kernel, |ks| {
-            let run = |plan: &dyn Fn(&[f32], Option<&[f32]>) -> Result<Vec<f32>>| {
-                with_slice::<f32, _>(x, |xs| with_optional_slice::<f32, _>(bias, |bs| plan(xs, bs)))
-                    .map(Some)
+            let plan = match Winograd::new(dims, o, win, groups, ks) {
+                Some(plan) => Some(Plan::Winograd(plan)),
+                None if oh * ow > GEMM_MAX_PIXELS => {
+                    direct::DirectConv::new(dims, o, win, groups, ks).map(Plan::Direct)
+                }
+                None => None,
             };
-            if let Some(plan) = Winograd::new(dims, o, win, groups, ks) {
-                return run(&|xs, bs| plan.run(xs, bs, clamp));
-            }
-            match oh * ow > GEMM_MAX_PIXELS {
-                true => match direct::DirectConv::new(dims, o, win, groups, ks) {
-                    Some(plan) => run(&|xs, bs| plan.run(xs, bs, clamp)),
-                    None => Ok(None),
-                },
-                false => Ok(None),
-            }
+            let Some(plan) = plan else {
+                return Ok(None);
+            };
+            with_slice::<f32, _>(x, |xs| {
+                with_optional_slice::<f32, _>(bias, |bs| plan.run(xs, bs, clamp))
+            })
+            .map(Some)
         })?;
         if let Some(out) = out {
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
@@ -402,10 +417,9 @@ pub fn conv2d_backward_input(
         }
         let direct = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
-                if let Some(plan) = Winograd::transposed(input_dims, o, win, groups, ks) {
-                    return plan.run(gs, None, None).map(Some);
-                }
-                transposed_direct(input_dims, o, win, groups, ks)
+                Winograd::transposed(input_dims, o, win, groups, ks)
+                    .map(Plan::Winograd)
+                    .or_else(|| transposed_direct(input_dims, o, win, groups, ks).map(Plan::Direct))
                     .map(|plan| plan.run(gs, None, None))
                     .transpose()
             })
