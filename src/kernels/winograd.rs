@@ -1,20 +1,27 @@
-//! Winograd F(2×2, 3×3) convolution in f32: 3×3 stride-1 convs (ResNet, VGG and DenseNet
-//! are mostly made of them) with 16 multiplies per 2×2 output block where the direct kernel
-//! and gemm take 36, the forward and the input gradient (the conv of the output gradient by
-//! the flipped kernel).
+//! Winograd convolution in f32, F(2×2, 3×3) and F(4×4, 3×3): 3×3 stride-1 convs (ResNet,
+//! VGG and DenseNet are mostly made of them) with 16 multiplies per 2×2 output block, or 36
+//! per 4×4, where the direct kernel and gemm take 36 and 144; the forward and the input
+//! gradient (the conv of the output gradient by the flipped kernel).
 //!
-//! Each 4×4 input patch `d` (patches overlap by two) becomes `Bᵀ·d·B`, each 3×3 filter
-//! `G·g·Gᵀ`; for each of the 16 positions the products summed over input channels are one
-//! gemm (`[filters, channels]·[channels, tiles]`), and `Aᵀ·m·A` turns each tile's 16 sums
-//! into its 2×2 outputs (Lavin & Gray, 2015). The transforms use only ±1 and ½, so results
-//! stay within a few float roundings of the direct sum. Tiles go in blocks of whole tile
-//! rows, each block's transforms and products in cache, blocks split over the threads.
+//! Each `α×α` input patch `d` (`α = m + 2` for `m×m` outputs; patches overlap by two)
+//! becomes `Bᵀ·d·B`, each 3×3 filter `G·g·Gᵀ`; for each of the `α²` positions the products
+//! summed over input channels are one gemm (`[filters, channels]·[channels, tiles]`), and
+//! `Aᵀ·M·A` turns each tile's sums into its outputs (Lavin & Gray, 2015). F(2×2) uses only
+//! ±1 and ½, so its results stay within a few float roundings of the direct sum; F(4×4)'s
+//! larger constants cost about a decimal digit more, so it runs where it saves the most, on
+//! large maps. Tiles go in blocks of whole tile rows, each block's transforms and products
+//! in cache.
 //!
-//! The passes are written over whole rows of tiles, so every loop is a long one over
-//! contiguous slices: the input's rows are split into even and odd columns first (tile `t`
-//! reads columns `2t..2t+4`: evens `t, t+1` and odds `t, t+1`), and the row-transformed
-//! values into even and odd rows (tile row `r` reads rows `2r..2r+4`).
+//! The passes run over all of a block's tiles at once, so every loop is a long one over
+//! contiguous slices: the input's rows are split into their `m` column phases and `m` row
+//! phases first (tile `t` reads columns `m·t..m·t + α`: every phase at `t`, the first two at
+//! `t + 1`; rows the same way), each tile row with one extra tile slot that reads into the
+//! next row and is never written out. The one-axis transforms are written out
+//! ([`Transforms`]), each a single loop that keeps its terms in registers. Measured errors,
+//! relative to the largest output of random 64-channel convs: 3·10⁻⁷ for F(2×2), 5·10⁻⁶
+//! for F(4×4).
 
+use std::array::from_fn;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -23,14 +30,56 @@ use rayon::prelude::*;
 use super::conv::for_each_item;
 use super::matmul::{Mat, matmul};
 use super::relu::{Clamp, activate};
-use super::{Window, vectorised};
+use super::{Window, vectorised, with_avx2_copy};
 use crate::error::{Error, Result};
 
-/// Transformed values per tile (4×4).
-const TILE: usize = 16;
-/// Tiles per block, about: a block's transformed input and products (`16·(channels +
+/// Tiles per block, about: a block's transformed input and products (`α²·(channels +
 /// filters)` values per tile) stay in the core's L2 for up to a few hundred channels.
 const BLOCK_TILES: usize = 112;
+
+/// One Winograd algorithm: `m×m` outputs per tile from `α×α` inputs, `α = m + 2`, and
+/// its kernel transform `G` (its `Bᵀ` and `Aᵀ` are written out in [`Transforms`]).
+pub(super) struct Variant {
+    m: usize,
+    alpha: usize,
+    /// `G`, `α×3`.
+    kernel: &'static [f32],
+}
+
+/// F(2×2, 3×3).
+pub(super) const F2: Variant = Variant {
+    m: 2,
+    alpha: 4,
+    #[rustfmt::skip]
+    kernel: &[
+        1.0, 0.0, 0.0,
+        0.5, 0.5, 0.5,
+        0.5, -0.5, 0.5,
+        0.0, 0.0, 1.0,
+    ],
+};
+
+/// F(4×4, 3×3), at the points 0, ±1, ±2 and ∞.
+pub(super) const F4: Variant = Variant {
+    m: 4,
+    alpha: 6,
+    #[rustfmt::skip]
+    kernel: &[
+        1.0 / 4.0, 0.0, 0.0,
+        -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0,
+        -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0,
+        1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0,
+        1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0,
+        0.0, 0.0, 1.0,
+    ],
+};
+
+impl Variant {
+    /// Transformed values per tile.
+    fn positions(&self) -> usize {
+        self.alpha * self.alpha
+    }
+}
 
 /// A 3×3, stride-1 convolution of one image, ready to run: geometry and the transformed
 /// kernel, built once per call and shared by every image of a batch.
@@ -43,10 +92,12 @@ pub(super) struct Winograd {
     out: [usize; 2],
     /// Zeros above and left of the input.
     pads: [usize; 2],
-    /// Rows and columns of 2×2 output tiles (the last ones cut where `oh`, `ow` are odd).
+    /// The algorithm.
+    variant: &'static Variant,
+    /// Rows and columns of `m×m` output tiles (the last ones cut where the map ends).
     tiles: [usize; 2],
-    /// `G·g·Gᵀ` for each filter `g`, `[filters][16][channels]`: position `ξ`'s matrix is
-    /// rows `16·channels` apart.
+    /// `G·g·Gᵀ` for each filter `g`, `[filters][α²][channels]`: position `ξ`'s matrix is
+    /// rows `α²·channels` apart.
     kernel: Vec<f32>,
 }
 
@@ -54,31 +105,55 @@ impl Winograd {
     /// The forward conv of `[n, c, h, w]` by `ks` (`[o, c, 3, 3]`), or None where it is not
     /// a 3×3 stride-1 conv without groups and dilation, or too small for this to pay.
     pub(super) fn new(
-        [_, c, h, w]: [usize; 4],
+        dims: [usize; 4],
         o: usize,
         win: &Window,
         groups: usize,
         ks: &[f32],
     ) -> Option<Winograd> {
-        if !plain_3x3(win, groups) || ks.len() != o * c * 9 {
-            return None;
-        }
-        let [top, left, bottom, right] = win.pads;
-        let out = [(h + top + bottom).checked_sub(2)?, (w + left + right).checked_sub(2)?];
-        Winograd::plan([c, h, w], o, out, [top, left], || {
-            transform_kernel(o, c, ks, |f, ch| (f * c + ch) * 9, false)
-        })
+        Winograd::forward(dims, o, win, groups, ks, choose)
     }
 
     /// The input gradient of that conv: the conv of the output gradient `[n, o, oh, ow]`,
     /// padded by two less the forward's padding on each side, by the kernel flipped with its
     /// channels swapped. None where [`Winograd::new`] would be, or a padding passes two.
     pub(super) fn transposed(
+        dims: [usize; 4],
+        o: usize,
+        win: &Window,
+        groups: usize,
+        ks: &[f32],
+    ) -> Option<Winograd> {
+        Winograd::backward(dims, o, win, groups, ks, choose)
+    }
+
+    /// [`Winograd::new`] with the algorithm `variant` picks for the output map, if any.
+    fn forward(
         [_, c, h, w]: [usize; 4],
         o: usize,
         win: &Window,
         groups: usize,
         ks: &[f32],
+        variant: impl FnOnce(usize, usize, [usize; 2]) -> Option<&'static Variant>,
+    ) -> Option<Winograd> {
+        if !plain_3x3(win, groups) || ks.len() != o * c * 9 {
+            return None;
+        }
+        let [top, left, bottom, right] = win.pads;
+        let out = [(h + top + bottom).checked_sub(2)?, (w + left + right).checked_sub(2)?];
+        let variant = variant(c, o, out)?;
+        let kernel = transform_kernel(variant, o, c, ks, |f, ch| (f * c + ch) * 9, false);
+        Some(Winograd::with(variant, [c, h, w], o, out, [top, left], kernel))
+    }
+
+    /// [`Winograd::transposed`] with the algorithm `variant` picks, if any.
+    fn backward(
+        [_, c, h, w]: [usize; 4],
+        o: usize,
+        win: &Window,
+        groups: usize,
+        ks: &[f32],
+        variant: impl FnOnce(usize, usize, [usize; 2]) -> Option<&'static Variant>,
     ) -> Option<Winograd> {
         let [top, left, bottom, right] = win.pads;
         if !plain_3x3(win, groups)
@@ -88,34 +163,22 @@ impl Winograd {
             return None;
         }
         let [oh, ow] = win.out_size(h, w);
-        Winograd::plan([o, oh, ow], c, [h, w], [2 - top, 2 - left], || {
-            transform_kernel(c, o, ks, |ch, f| (f * c + ch) * 9, true)
-        })
+        let variant = variant(o, c, [h, w])?;
+        let kernel = transform_kernel(variant, c, o, ks, |ch, f| (f * c + ch) * 9, true);
+        Some(Winograd::with(variant, [o, oh, ow], c, [h, w], [2 - top, 2 - left], kernel))
     }
 
-    fn plan(
-        source @ [c, ..]: [usize; 3],
+    /// The plan of `variant` for a conv of this geometry by the transformed `kernel`.
+    fn with(
+        variant: &'static Variant,
+        source: [usize; 3],
         filters: usize,
         out @ [oh, ow]: [usize; 2],
         pads: [usize; 2],
-        kernel: impl FnOnce() -> Vec<f32>,
-    ) -> Option<Winograd> {
-        // Small maps: a 7×7 map's 16 tiles hold 64 outputs for 49, gemm runs the products
-        // poorly at so few tiles, and the kernel's transform (per call) is a large part.
-        // Few channels: gemm runs a short sum poorly, and the transforms cost as much as the
-        // products save.
-        let worth = oh * ow >= MIN_PIXELS
-            && c >= MIN_CHANNELS
-            && filters >= MIN_FILTERS
-            && c * filters >= MIN_CHANNELS * MIN_CHANNELS;
-        worth.then(|| Winograd {
-            source,
-            filters,
-            out,
-            pads,
-            tiles: [oh.div_ceil(2), ow.div_ceil(2)],
-            kernel: kernel(),
-        })
+        kernel: Vec<f32>,
+    ) -> Winograd {
+        let tiles = [oh.div_ceil(variant.m), ow.div_ceil(variant.m)];
+        Winograd { source, filters, out, pads, variant, tiles, kernel }
     }
 
     fn image_len(&self) -> usize {
@@ -126,37 +189,72 @@ impl Winograd {
         self.filters * self.out[0] * self.out[1]
     }
 
-    /// Tile rows per block: about [`BLOCK_TILES`] tiles.
-    fn block_rows(&self) -> usize {
-        let [rows, cols] = self.tiles;
-        (BLOCK_TILES / cols).clamp(1, rows)
+    /// The image's tile rows in blocks of about [`BLOCK_TILES`]` · 16 / α²` tiles (the
+    /// same values in every variant), sized evenly and, where there are at least as many
+    /// as `threads`, a multiple of it in number: dealt out in turn, each thread gets the
+    /// same rows (2 threads on 14 rows in 5 blocks got 9 and 6).
+    fn blocks(&self, threads: usize) -> Vec<Range<usize>> {
+        let rows = self.tiles[0];
+        let per_block = (BLOCK_TILES * 16 / self.variant.positions() / self.stride()).max(1);
+        let mut count = rows.div_ceil(per_block);
+        if count >= threads {
+            count = count.next_multiple_of(threads).min(rows);
+        }
+        let (base, extra) = (rows / count, rows % count);
+        let mut start = 0;
+        (0..count)
+            .map(|i| {
+                let block = start..start + base + usize::from(i < extra);
+                start = block.end;
+                block
+            })
+            .collect()
+    }
+
+    /// Tile rows in the largest of [`Winograd::blocks`] (the first).
+    fn block_rows(&self, threads: usize) -> usize {
+        self.blocks(threads).first().map_or(1, |b| b.len())
+    }
+
+    /// Tile slots per tile row: one more than its tiles, so that every pass runs over all
+    /// of a block's rows at once (the extra tile reads the next row and is never written
+    /// out).
+    fn stride(&self) -> usize {
+        self.tiles[1] + 1
     }
 
     /// Values of a block's transformed input and products.
     fn block_len(&self, rows: usize) -> usize {
-        TILE * (self.source[0] + self.filters) * rows * self.tiles[1]
+        self.variant.positions() * (self.source[0] + self.filters) * rows * self.stride()
     }
 
-    /// The per-channel working space of a block of `rows` tile rows: `2·rows + 2` input
-    /// rows split into evens and odds (`tiles + 1` each), then the four row-transformed
-    /// planes by row parity, `rows + 1` tile rows each; the output's eight
-    /// column-transformed rows fit in the same space.
+    /// Values of one (column phase, row phase) plane of a block's split input rows:
+    /// `rows + 1` rows of slots and one more value, read by the last extra tile.
+    fn split_plane(&self, rows: usize) -> usize {
+        (rows + 1) * self.stride() + 1
+    }
+
+    /// The per-channel working space of a block of `rows` tile rows: its `m·rows + 2`
+    /// input rows split by column and row phase (`m²` planes), then their `α` row
+    /// transforms per row phase; for the output, the `m·α` column-transformed rows of tiles
+    /// and the `m²` outputs of every tile.
     fn work_len(&self, rows: usize) -> usize {
-        let cols = self.tiles[1];
-        let split = (2 * rows + 2) * 2 * (cols + 1);
-        let rows_transformed = 4 * 2 * (rows + 1) * cols;
-        split + rows_transformed.max(8 * rows * cols)
+        let Variant { m, alpha, .. } = *self.variant;
+        let slots = rows * self.stride();
+        let input = m * m * self.split_plane(rows) + alpha * m * (rows + 1) * self.stride();
+        let output = m * alpha * slots + m * m * slots;
+        input.max(output)
     }
 
     /// Whether an image on `threads` threads splits its blocks over them (each block then
     /// runs on one) rather than running its blocks one by one, each split over the threads.
     fn blocks_in_parallel(&self, threads: usize) -> bool {
-        threads > 1 && self.tiles[0].div_ceil(self.block_rows()) >= 2 * threads
+        threads > 1 && self.blocks(threads).len() >= 2 * threads
     }
 
     /// Scratch values one image on `threads` threads needs (see [`Winograd::image`]).
     fn scratch_len(&self, threads: usize) -> usize {
-        let rows = self.block_rows();
+        let rows = self.block_rows(threads);
         let (block, work) = (self.block_len(rows), self.work_len(rows));
         match self.blocks_in_parallel(threads) {
             true => threads * (block + work),
@@ -213,12 +311,12 @@ impl Winograd {
         threads: usize,
     ) -> Result<()> {
         let [oh, ow] = self.out;
-        let rows = self.block_rows();
-        let blocks: Vec<Range<usize>> =
-            (0..self.tiles[0]).step_by(rows).map(|s| s..(s + rows).min(self.tiles[0])).collect();
+        let blocks = self.blocks(threads);
+        let rows = blocks[0].len();
         // Each block's output rows in every plane: together the blocks cover each plane.
+        let m = self.variant.m;
         let lens: Vec<usize> =
-            blocks.iter().map(|b| ((2 * b.end).min(oh) - 2 * b.start) * ow).collect();
+            blocks.iter().map(|b| ((m * b.end).min(oh) - m * b.start) * ow).collect();
         let parts = regroup(y.chunks_exact_mut(oh * ow), &lens);
         let jobs = blocks.into_iter().zip(parts);
         if !self.blocks_in_parallel(threads) {
@@ -227,7 +325,7 @@ impl Winograd {
                 self.block(img, block, planes, buffers, work, bias, clamp, threads)
             });
         }
-        // Dealt out in turn: the blocks are all alike but the last.
+        // Dealt out in turn (see `blocks`).
         let mut dealt: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, job) in jobs.enumerate() {
             dealt[i % threads].push(job);
@@ -259,11 +357,13 @@ impl Winograd {
         let [c, h, w] = self.source;
         let k = self.filters;
         let rows = block.len();
-        let tiles = rows * self.tiles[1];
-        let work_len = self.work_len(self.block_rows());
-        let (transformed, products) = buffers.split_at_mut(TILE * c * tiles);
-        let products = &mut products[..TILE * k * tiles];
-        let first_row = 2 * block.start as isize - self.pads[0] as isize;
+        let tiles = rows * self.stride();
+        // One working space per thread (see `scratch_len`).
+        let work_len = work.len() / threads;
+        let positions = self.variant.positions();
+        let (transformed, products) = buffers.split_at_mut(positions * c * tiles);
+        let products = &mut products[..positions * k * tiles];
+        let first_row = (self.variant.m * block.start) as isize - self.pads[0] as isize;
         // Input transform, channels split over the threads: each thread's channels are a
         // run of rows in each position's matrix.
         let per_thread = c.div_ceil(threads);
@@ -283,7 +383,15 @@ impl Winograd {
                     #[inline(always)]
                     || {
                         for (ch, plane) in planes.iter().enumerate() {
-                            self.transform_input(plane, first_row, rows, work, &mut targets, ch);
+                            let targets = &mut targets;
+                            match self.variant.m {
+                                2 => self.transform_input::<4, 2, F2Transforms>(
+                                    plane, first_row, rows, work, targets, ch,
+                                ),
+                                _ => self.transform_input::<6, 4, F4Transforms>(
+                                    plane, first_row, rows, work, targets, ch,
+                                ),
+                            }
                         }
                     },
                 )
@@ -295,7 +403,7 @@ impl Winograd {
                 data: &self.kernel[xi * c..],
                 rows: k,
                 cols: c,
-                row_stride: TILE * c,
+                row_stride: positions * c,
                 col_stride: 1,
             };
             let b = Mat::row_major(&transformed[xi * c * tiles..][..c * tiles], c, tiles);
@@ -319,7 +427,14 @@ impl Winograd {
                         for (i, plane) in planes.iter_mut().enumerate() {
                             let f = t * per_thread + i;
                             let b = bias.map_or(0.0, |b| b[f]);
-                            self.transform_output(products, f, tiles, work, plane, b, clamp);
+                            match self.variant.m {
+                                2 => self.transform_output::<4, 2, F2Transforms>(
+                                    products, f, tiles, work, plane, b, clamp,
+                                ),
+                                _ => self.transform_output::<6, 4, F4Transforms>(
+                                    products, f, tiles, work, plane, b, clamp,
+                                ),
+                            }
                         }
                     },
                 )
@@ -329,9 +444,10 @@ impl Winograd {
     }
 
     /// `Bᵀ·d·B` of every tile of one channel `plane` in a block of `rows` tile rows whose
-    /// first input row is `first_row`, into row `ch` of each position's `targets`.
+    /// first input row is `first_row`, into row `ch` of each position's `targets`; `A` is
+    /// the variant's `α`, `M` its `m`.
     #[inline(always)]
-    fn transform_input(
+    fn transform_input<const A: usize, const M: usize, T: Transforms<A, M>>(
         &self,
         plane: &[f32],
         first_row: isize,
@@ -341,49 +457,51 @@ impl Winograd {
         ch: usize,
     ) {
         let [_, h, w] = self.source;
-        let cols = self.tiles[1];
-        let tiles = rows * cols;
-        let (split, row_transformed) = work.split_at_mut((2 * rows + 2) * 2 * (cols + 1));
-        // Padded input rows split into even and odd columns.
+        let stride = self.stride();
+        let tiles = rows * stride;
+        let split_plane = self.split_plane(rows);
+        let (split, row_transformed) = work.split_at_mut(M * M * split_plane);
+        // Padded input rows split by column phase `p` and row phase `ρ` (row `m·r + ρ` of
+        // the block is row `r` of plane `(p, ρ)`); rows past the image stay zero.
+        split.fill(0.0);
         let left = self.pads[1] as isize;
-        for (r, halves) in split.chunks_exact_mut(2 * (cols + 1)).enumerate() {
+        for r in 0..M * rows + 2 {
             let y = first_row + r as isize;
-            let (even, odd) = halves.split_at_mut(cols + 1);
-            if !(0..h as isize).contains(&y) {
-                even.fill(0.0);
-                odd.fill(0.0);
-                continue;
+            if (0..h as isize).contains(&y) {
+                let at = (r % M) * split_plane + (r / M) * stride;
+                let phase = |p: usize| (p * M) * split_plane + at;
+                split_row::<M>(&plane[y as usize * w..][..w], left, stride, split, phase);
             }
-            split_row(&plane[y as usize * w..][..w], left, even, odd);
         }
-        // `d·B` along each row, into even- and odd-row planes per column position `j`.
-        let plane_len = (rows + 1) * cols;
-        for (r, halves) in split.chunks_exact(2 * (cols + 1)).enumerate() {
-            let (even, odd) = halves.split_at(cols + 1);
-            let (e0, e1, o0, o1) = (&even[..cols], &even[1..], &odd[..cols], &odd[1..]);
-            let at = |j: usize| ((2 * j + r % 2) * plane_len + (r / 2) * cols)..;
-            zip2(&mut row_transformed[at(0)][..cols], e0, e1, |a, b| a - b);
-            zip2(&mut row_transformed[at(1)][..cols], o0, e1, |a, b| a + b);
-            zip2(&mut row_transformed[at(2)][..cols], e1, o0, |a, b| a - b);
-            zip2(&mut row_transformed[at(3)][..cols], o0, o1, |a, b| a - b);
+        // `d·B` along the rows of each row phase, into planes `[ρ][j]`: tile `t`'s column
+        // `k` is column phase `k % m` at `t + k / m`.
+        let plane_len = (rows + 1) * stride;
+        for rho in 0..M {
+            let column =
+                from_fn(|k| &split[((k % M) * M + rho) * split_plane + k / M..][..plane_len]);
+            T::input(column, stripes(&mut row_transformed[rho * A * plane_len..], plane_len));
         }
-        // `Bᵀ·(d·B)` down each column: tile row `r` reads even rows `r, r+1`, odd `r, r+1`.
-        for j in 0..4 {
-            let even = &row_transformed[2 * j * plane_len..][..plane_len];
-            let odd = &row_transformed[(2 * j + 1) * plane_len..][..plane_len];
-            let (e0, e1, o0, o1) = (&even[..tiles], &even[cols..], &odd[..tiles], &odd[cols..]);
-            zip2(stripe(targets[j], ch, tiles), e0, e1, |a, b| a - b);
-            zip2(stripe(targets[4 + j], ch, tiles), o0, e1, |a, b| a + b);
-            zip2(stripe(targets[8 + j], ch, tiles), e1, o0, |a, b| a - b);
-            zip2(stripe(targets[12 + j], ch, tiles), o0, o1, |a, b| a - b);
+        // `Bᵀ·(d·B)` down each column: tile row `r` reads row `k` of its patches from row
+        // phase `k % m` at `r + k / m`.
+        for j in 0..A {
+            let row = from_fn(|k| {
+                &row_transformed[((k % M) * A + j) * plane_len + (k / M) * stride..][..tiles]
+            });
+            let mut positions = &mut targets[j * A..][..A];
+            let outs = from_fn(|_| {
+                let (position, rest) = std::mem::take(&mut positions).split_at_mut(1);
+                positions = rest;
+                stripe(position[0], ch, tiles)
+            });
+            T::input(row, outs);
         }
     }
 
-    /// `Aᵀ·m·A` of every tile of output channel `f` in a block, with its bias and clamp,
-    /// into its output rows `plane`.
+    /// `Aᵀ·M·A` of every tile of output channel `f` in a block, with its bias and clamp,
+    /// into its output rows `plane`; `A` is the variant's `α`, `M` its `m`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn transform_output(
+    fn transform_output<const A: usize, const M: usize, T: Transforms<A, M>>(
         &self,
         products: &[f32],
         f: usize,
@@ -394,29 +512,34 @@ impl Winograd {
         clamp: Option<Clamp>,
     ) {
         let k = self.filters;
-        let m = |i: usize, j: usize| &products[((4 * i + j) * k + f) * tiles..][..tiles];
-        // `Aᵀ·m` down each column: rows 0 and 1 of the output per column position `j`.
-        for j in 0..4 {
-            let (top, bottom) = work[2 * j * tiles..][..2 * tiles].split_at_mut(tiles);
-            zip3(top, m(0, j), m(1, j), m(2, j), |a, b, c| a + b + c);
-            zip3(bottom, m(1, j), m(2, j), m(3, j), |a, b, c| a - b - c);
+        let (columns, outputs) = work.split_at_mut(M * A * tiles);
+        // `Aᵀ·M` down each column `j`: output row `a` of every tile, into `[j][a]`.
+        for j in 0..A {
+            let product = from_fn(|i| &products[((j * A + i) * k + f) * tiles..][..tiles]);
+            T::output(product, stripes(&mut columns[j * M * tiles..], tiles));
         }
+        // `(Aᵀ·M)·A` along each row `a`: output `(a, b)` of every tile, into `[a][b]`.
+        for a in 0..M {
+            let column = from_fn(|j| &columns[(j * M + a) * tiles..][..tiles]);
+            T::output(column, stripes(&mut outputs[a * M * tiles..], tiles));
+        }
+        // Interleaved into the output's rows and columns.
         let [_, ow] = self.out;
-        let cols = self.tiles[1];
-        let column =
-            |j: usize, row: usize| &work[(2 * j + row % 2) * tiles + (row / 2) * cols..][..cols];
-        // `(Aᵀ·m)·A` along each row, interleaved into the output's columns.
+        let (cols, stride) = (self.tiles[1], self.stride());
         for (row, out) in plane.chunks_exact_mut(ow).enumerate() {
-            let (m0, m1, m2, m3) = (column(0, row), column(1, row), column(2, row), column(3, row));
-            let mut pairs = out.chunks_exact_mut(2);
-            for (t, pair) in (&mut pairs).enumerate() {
-                pair[0].write(activate(m0[t] + m1[t] + m2[t] + bias, clamp));
-                pair[1].write(activate(m1[t] - m2[t] - m3[t] + bias, clamp));
+            let (tile_row, a) = (row / M, row % M);
+            let at: [&[f32]; M] =
+                from_fn(|b| &outputs[(a * M + b) * tiles + tile_row * stride..][..cols]);
+            let mut groups = out.chunks_exact_mut(M);
+            for (t, group) in (&mut groups).enumerate() {
+                for (value, at) in group.iter_mut().zip(&at) {
+                    value.write(activate(at[t] + bias, clamp));
+                }
             }
-            // An odd width's last column: the left half of the last tile.
-            if let [last] = pairs.into_remainder() {
-                let t = cols - 1;
-                last.write(activate(m0[t] + m1[t] + m2[t] + bias, clamp));
+            // A last tile cut by the map's edge.
+            let t = ow / M;
+            for (value, at) in groups.into_remainder().iter_mut().zip(&at) {
+                value.write(activate(at[t] + bias, clamp));
             }
         }
     }
@@ -426,6 +549,8 @@ impl Winograd {
 /// at 2 threads, batch 1, median of 100: 256 → 256 channels at 14×14 took 1.7–2.1 ms here
 /// against 1.6 by gemm.
 const MIN_PIXELS: usize = 14 * 14 + 1;
+/// Output maps of at least this many pixels take F(4×4, 3×3).
+const MIN_PIXELS_F4: usize = 28 * 28;
 /// Convs with fewer input channels than this, fewer filters than [`MIN_FILTERS`], or fewer
 /// than this squared of both together stay with the direct kernel. Measured as above,
 /// direct against Winograd: 32 → 128 at 28×28 0.47–0.50 ms against 0.56–0.60, the digits
@@ -435,23 +560,39 @@ const MIN_PIXELS: usize = 14 * 14 + 1;
 const MIN_CHANNELS: usize = 64;
 const MIN_FILTERS: usize = 32;
 
+/// The algorithm for a conv of `channels` → `filters` onto an `[oh, ow]` map, or None
+/// where the direct kernel or gemm runs it faster. Small maps: a 7×7 map's 16 tiles hold
+/// 64 outputs for 49, gemm runs the products poorly at so few tiles, and the kernel's
+/// transform (per call) is a large part. Few channels: gemm runs a short sum poorly, and the
+/// transforms cost as much as the products save.
+fn choose(channels: usize, filters: usize, [oh, ow]: [usize; 2]) -> Option<&'static Variant> {
+    let worth = oh * ow >= MIN_PIXELS
+        && channels >= MIN_CHANNELS
+        && filters >= MIN_FILTERS
+        && channels * filters >= MIN_CHANNELS * MIN_CHANNELS;
+    worth.then_some(if oh * ow >= MIN_PIXELS_F4 { &F4 } else { &F2 })
+}
+
 /// A 3×3 window, stride 1, no dilation, one group.
 fn plain_3x3(win: &Window, groups: usize) -> bool {
     win.kernel == [3, 3] && win.stride == [1, 1] && win.dilation == [1, 1] && groups == 1
 }
 
-/// `G·g·Gᵀ` for each of `rows · cols` 3×3 filters `filter(row, col)` (flipped in both axes
-/// when `flip`), laid out `[rows][16][cols]`.
+/// `G·g·Gᵀ` for each of `rows · cols` 3×3 filters at `offset(row, col)` in `ks` (flipped
+/// in both axes when `flip`), laid out `[rows][α²][cols]`.
 fn transform_kernel(
+    variant: &Variant,
     rows: usize,
     cols: usize,
     ks: &[f32],
     offset: impl Fn(usize, usize) -> usize + Sync,
     flip: bool,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; rows * TILE * cols];
+    let Variant { alpha, kernel: g, .. } = *variant;
+    let positions = variant.positions();
+    let mut out = vec![0.0; rows * positions * cols];
     // Per row: its filters tap-major, so each pass below is a loop over `cols`, then `G·g`.
-    let buffers = || (vec![0.0; 9 * cols], vec![0.0; 12 * cols]);
+    let buffers = || (vec![0.0; 9 * cols], vec![0.0; 3 * alpha * cols]);
     let row = |(taps, half): &mut (Vec<f32>, Vec<f32>), (r, out): (usize, &mut [f32])| {
         let order: [usize; 9] = std::array::from_fn(|tap| if flip { 8 - tap } else { tap });
         for col in 0..cols {
@@ -463,54 +604,71 @@ fn transform_kernel(
         vectorised(
             #[inline(always)]
             || {
-                // `G·g`: four rows of three, from the filter's three rows.
+                // `G·g`: `α` rows of three, from the filter's three rows.
                 for j in 0..3 {
-                    let tap = |i: usize| &taps[(3 * i + j) * cols..][..cols];
-                    let (g0, g1, g2) = (tap(0), tap(1), tap(2));
-                    stripe(half, j, cols).copy_from_slice(g0);
-                    zip3(stripe(half, 3 + j, cols), g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
-                    zip3(stripe(half, 6 + j, cols), g0, g1, g2, |a, b, c| 0.5 * (a - b + c));
-                    stripe(half, 9 + j, cols).copy_from_slice(g2);
+                    let tap = |k: usize| &taps[(3 * k + j) * cols..][..cols];
+                    for i in 0..alpha {
+                        combine(stripe(half, 3 * i + j, cols), &g[3 * i..][..3], tap);
+                    }
                 }
-                // `(G·g)·Gᵀ`: each of those rows to four.
-                for i in 0..4 {
-                    let g = |j: usize| &half[(3 * i + j) * cols..][..cols];
-                    let (g0, g1, g2) = (g(0), g(1), g(2));
-                    stripe(out, 4 * i, cols).copy_from_slice(g0);
-                    zip3(stripe(out, 4 * i + 1, cols), g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
-                    zip3(stripe(out, 4 * i + 2, cols), g0, g1, g2, |a, b, c| 0.5 * (a - b + c));
-                    stripe(out, 4 * i + 3, cols).copy_from_slice(g2);
+                // `(G·g)·Gᵀ`: each of those rows to `α`.
+                for i in 0..alpha {
+                    let column = |k: usize| &half[(3 * i + k) * cols..][..cols];
+                    for j in 0..alpha {
+                        combine(stripe(out, j * alpha + i, cols), &g[3 * j..][..3], column);
+                    }
                 }
             },
         );
     };
     if rows * cols >= 1 << 14 {
-        out.par_chunks_exact_mut(TILE * cols).enumerate().for_each_init(buffers, row);
+        out.par_chunks_exact_mut(positions * cols).enumerate().for_each_init(buffers, row);
     } else {
         let mut buffers = buffers();
-        out.chunks_exact_mut(TILE * cols).enumerate().for_each(|job| row(&mut buffers, job));
+        out.chunks_exact_mut(positions * cols).enumerate().for_each(|job| row(&mut buffers, job));
     }
     out
 }
 
-/// One input row, `left` zeros before it and zeros after, split into its even (`2t`) and
-/// odd (`2t + 1`) columns.
+/// One input row, `left` zeros before it and zeros after, split into its `m` column
+/// phases: phase `p` holds columns `m·t + p` for `t < len` at `split[phase(p)..]`, whose
+/// values are zero already.
 #[inline(always)]
-fn split_row(src: &[f32], left: isize, even: &mut [f32], odd: &mut [f32]) {
-    let at = |x: isize| if (0..src.len() as isize).contains(&x) { src[x as usize] } else { 0.0 };
-    // Pairs `t` whose columns `2t - left`, `2t + 1 - left` both lie in the row.
-    let first = (left as usize).div_ceil(2);
-    let end = ((src.len() as isize + left) / 2).clamp(first as isize, even.len() as isize) as usize;
-    for t in (0..first).chain(end..even.len()) {
-        let x = 2 * t as isize - left;
-        even[t] = at(x);
-        odd[t] = at(x + 1);
+fn split_row<const M: usize>(
+    src: &[f32],
+    left: isize,
+    len: usize,
+    split: &mut [f32],
+    phase: impl Fn(usize) -> usize,
+) {
+    let m = M;
+    // Groups `t` whose columns `m·t - left .. m·t + m - left` all lie in the row; the
+    // groups at the edges take what lies in the row of theirs.
+    let first = (left as usize).div_ceil(m);
+    let end = ((src.len() as isize + left) / m as isize).clamp(first as isize, len as isize);
+    let end = end as usize;
+    for t in (0..first).chain(end..len) {
+        for p in 0..m {
+            let x = (m * t + p) as isize - left;
+            if (0..src.len() as isize).contains(&x) {
+                split[phase(p) + t] = src[x as usize];
+            }
+        }
     }
-    let start = 2 * first - left as usize;
-    let pairs = src[start..].chunks_exact(2);
-    for ((e, o), pair) in even[first..end].iter_mut().zip(&mut odd[first..end]).zip(pairs) {
-        *e = pair[0];
-        *o = pair[1];
+    // The phases' runs lie in `split` in order, apart: carved out one after another.
+    let mut rest = split;
+    let mut taken = 0;
+    let mut phases: [&mut [f32]; M] = from_fn(|p| {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(phase(p) - taken);
+        let (run, tail) = tail.split_at_mut(len);
+        (rest, taken) = (tail, phase(p) + len);
+        &mut run[first..end]
+    });
+    let groups = src[m * first - left as usize..].chunks_exact(m);
+    for (t, group) in groups.take(end - first).enumerate() {
+        for (run, &v) in phases.iter_mut().zip(group) {
+            run[t] = v;
+        }
     }
 }
 
@@ -554,19 +712,148 @@ fn stripe(values: &mut [f32], index: usize, len: usize) -> &mut [f32] {
     &mut values[index * len..][..len]
 }
 
-/// `out[i] = f(a[i], b[i])`.
+/// `R` runs of `len` values of `values`, one after the other.
 #[inline(always)]
-fn zip2(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *o = f(a, b);
+fn stripes<const R: usize>(values: &mut [f32], len: usize) -> [&mut [f32]; R] {
+    let mut rest = values;
+    from_fn(|_| {
+        let (run, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        run
+    })
+}
+
+/// A variant's input and output transforms along one axis, over runs of values: `Bᵀ·d`
+/// from `α` runs `d` into `α` runs, `Aᵀ·m` from `α` runs into `m`. Written out with their
+/// common terms shared, each in one loop over the values (the runs as separate arguments,
+/// so the compiler knows they do not overlap and vectorises): a pass over memory per
+/// coefficient cost F(4×4) more than its products saved.
+trait Transforms<const A: usize, const M: usize> {
+    fn input(d: [&[f32]; A], out: [&mut [f32]; A]);
+    fn output(m: [&[f32]; A], out: [&mut [f32]; M]);
+}
+
+/// F(2×2, 3×3)'s transforms.
+struct F2Transforms;
+/// F(4×4, 3×3)'s transforms.
+struct F4Transforms;
+
+impl Transforms<4, 2> for F2Transforms {
+    #[inline(always)]
+    fn input([d0, d1, d2, d3]: [&[f32]; 4], [o0, o1, o2, o3]: [&mut [f32]; 4]) {
+        input_f2(d0, d1, d2, d3, o0, o1, o2, o3)
+    }
+    #[inline(always)]
+    fn output([m0, m1, m2, m3]: [&[f32]; 4], [y0, y1]: [&mut [f32]; 2]) {
+        output_f2(m0, m1, m2, m3, y0, y1)
     }
 }
 
-/// `out[i] = f(a[i], b[i], c[i])`.
+impl Transforms<6, 4> for F4Transforms {
+    #[inline(always)]
+    fn input([d0, d1, d2, d3, d4, d5]: [&[f32]; 6], out: [&mut [f32]; 6]) {
+        let [o0, o1, o2, o3, o4, o5] = out;
+        input_f4(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)
+    }
+    #[inline(always)]
+    fn output([m0, m1, m2, m3, m4, m5]: [&[f32]; 6], [y0, y1, y2, y3]: [&mut [f32]; 4]) {
+        output_f4(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)
+    }
+}
+
+with_avx2_copy! {
+    #[allow(clippy::too_many_arguments)]
+    fn input_f2(
+        d0: &[f32], d1: &[f32], d2: &[f32], d3: &[f32],
+        o0: &mut [f32], o1: &mut [f32], o2: &mut [f32], o3: &mut [f32],
+    ) {
+        let n = o0.len();
+        let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
+        let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
+        for t in 0..n {
+            o0[t] = d0[t] - d2[t];
+            o1[t] = d1[t] + d2[t];
+            o2[t] = d2[t] - d1[t];
+            o3[t] = d1[t] - d3[t];
+        }
+    }
+}
+
+with_avx2_copy! {
+    #[allow(clippy::too_many_arguments)]
+    fn output_f2(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], y0: &mut [f32], y1: &mut [f32]) {
+        let n = y0.len();
+        let (m0, m1, m2, m3, y1) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &mut y1[..n]);
+        for t in 0..n {
+            y0[t] = m0[t] + m1[t] + m2[t];
+            y1[t] = m1[t] - m2[t] - m3[t];
+        }
+    }
+}
+
+with_avx2_copy! {
+    #[allow(clippy::too_many_arguments)]
+    fn input_f4(
+        d0: &[f32], d1: &[f32], d2: &[f32], d3: &[f32], d4: &[f32], d5: &[f32],
+        o0: &mut [f32], o1: &mut [f32], o2: &mut [f32], o3: &mut [f32], o4: &mut [f32],
+        o5: &mut [f32],
+    ) {
+        let n = o0.len();
+        let (d0, d1, d2, d3, d4, d5) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
+        let (o1, o2, o3, o4, o5) = (&mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+        for t in 0..n {
+            let (a, b) = (d4[t] - 4.0 * d2[t], d3[t] - 4.0 * d1[t]);
+            let (c, e) = (d4[t] - d2[t], 2.0 * (d3[t] - d1[t]));
+            o0[t] = 4.0 * d0[t] - 5.0 * d2[t] + d4[t];
+            o1[t] = a + b;
+            o2[t] = a - b;
+            o3[t] = c + e;
+            o4[t] = c - e;
+            o5[t] = 4.0 * d1[t] - 5.0 * d3[t] + d5[t];
+        }
+    }
+}
+
+with_avx2_copy! {
+    #[allow(clippy::too_many_arguments)]
+    fn output_f4(
+        m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], m4: &[f32], m5: &[f32],
+        y0: &mut [f32], y1: &mut [f32], y2: &mut [f32], y3: &mut [f32],
+    ) {
+        let n = y0.len();
+        let (m0, m1, m2, m3, m4, m5) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
+        let (y1, y2, y3) = (&mut y1[..n], &mut y2[..n], &mut y3[..n]);
+        for t in 0..n {
+            let (p, q) = (m1[t] + m2[t], m1[t] - m2[t]);
+            let (r, s) = (m3[t] + m4[t], m3[t] - m4[t]);
+            y0[t] = m0[t] + p + r;
+            y1[t] = q + 2.0 * s;
+            y2[t] = p + 4.0 * r;
+            y3[t] = q + 8.0 * s + m5[t];
+        }
+    }
+}
+
+/// `out = Σ coefs[k]·term(k)`, skipping zero coefficients: one pass over `out` per term.
 #[inline(always)]
-fn zip3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
-    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = f(a, b, c);
+fn combine<'a>(out: &mut [f32], coefs: &[f32], term: impl Fn(usize) -> &'a [f32]) {
+    let mut first = true;
+    for (k, &c) in coefs.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        let values = term(k);
+        match (first, c) {
+            (true, 1.0) => out.copy_from_slice(&values[..out.len()]),
+            (true, _) => out.iter_mut().zip(values).for_each(|(o, &v)| *o = c * v),
+            (false, 1.0) => out.iter_mut().zip(values).for_each(|(o, &v)| *o += v),
+            (false, -1.0) => out.iter_mut().zip(values).for_each(|(o, &v)| *o -= v),
+            (false, _) => out.iter_mut().zip(values).for_each(|(o, &v)| *o += c * v),
+        }
+        first = false;
+    }
+    if first {
+        out.fill(0.0);
     }
 }
 
@@ -612,6 +899,54 @@ mod tests {
         (1, 64, 64, [56, 56], [1; 4]),
     ];
 
+    /// `Bᵀ` and `Aᵀ` of F(2×2) and F(4×4), row-major, as Lavin & Gray give them.
+    #[rustfmt::skip]
+    const F2_INPUT: [f32; 16] = [1.0, 0.0, -1.0, 0.0,
+        0.0, 1.0, 1.0, 0.0,
+        0.0, -1.0, 1.0, 0.0,
+        0.0, 1.0, 0.0, -1.0,];
+    #[rustfmt::skip]
+    const F2_OUTPUT: [f32; 8] = [1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, -1.0,];
+    #[rustfmt::skip]
+    const F4_INPUT: [f32; 36] = [4.0, 0.0, -5.0, 0.0, 1.0, 0.0,
+        0.0, -4.0, -4.0, 1.0, 1.0, 0.0,
+        0.0, 4.0, -4.0, -1.0, 1.0, 0.0,
+        0.0, -2.0, -1.0, 2.0, 1.0, 0.0,
+        0.0, 2.0, -1.0, -2.0, 1.0, 0.0,
+        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,];
+    #[rustfmt::skip]
+    const F4_OUTPUT: [f32; 24] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.0,
+        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,];
+
+    /// `matrix · runs` (rows of `A` coefficients) over runs of `n` values.
+    fn by_matrix<const A: usize>(matrix: &[f32], runs: &[Vec<f32>; A], n: usize) -> Vec<Vec<f32>> {
+        matrix
+            .chunks_exact(A)
+            .map(|row| (0..n).map(|t| row.iter().zip(runs).map(|(c, r)| c * r[t]).sum()).collect())
+            .collect()
+    }
+
+    fn check<const A: usize, const M: usize, T: Transforms<A, M>>(input: &[f32], output: &[f32]) {
+        let n = 21;
+        let runs: [Vec<f32>; A] =
+            from_fn(|k| (0..n).map(|t| ((k * 31 + t * 7) % 13) as f32 - 6.0).collect());
+        let mut d: [Vec<f32>; A] = from_fn(|_| vec![0.0; n]);
+        T::input(from_fn(|k| runs[k].as_slice()), d.each_mut().map(|v| v.as_mut_slice()));
+        assert_eq!(d.to_vec(), by_matrix(input, &runs, n), "Bᵀ, α = {A}");
+        let mut y: [Vec<f32>; M] = from_fn(|_| vec![0.0; n]);
+        T::output(from_fn(|k| runs[k].as_slice()), y.each_mut().map(|v| v.as_mut_slice()));
+        assert_eq!(y.to_vec(), by_matrix(output, &runs, n), "Aᵀ, α = {A}");
+    }
+
+    #[test]
+    fn the_written_out_transforms_are_the_papers_matrices() {
+        check::<4, 2, F2Transforms>(&F2_INPUT, &F2_OUTPUT);
+        check::<6, 4, F4Transforms>(&F4_INPUT, &F4_OUTPUT);
+    }
+
     #[test]
     fn winograd_forward_matches_the_f64_conv() {
         let dev = Device::Cpu;
@@ -622,16 +957,20 @@ mod tests {
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
             let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let plan = Winograd::new([n, c, h, w], o, &win, 1, &ks).expect("taken");
             let conv = |clamp| {
                 values(&conv2d(&f64s(&x), &f64s(&k), Some(&f64s(&b)), &win, 1, clamp).unwrap())
             };
             // Relative to the unclamped sums: a clamp to ±0.5 does not make them smaller.
             let scale = largest(&conv(None));
-            for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
-                let ours = plan.run(&xs, Some(&b.to_vec1::<f32>().unwrap()), clamp).unwrap();
-                let error = relative_error(&ours, &conv(clamp), scale);
-                assert!(error < 1e-5, "{n} {c}→{o} {h}×{w} {pads:?} {clamp:?}: {error}");
+            for (variant, tolerance) in [(&F2, 1e-5), (&F4, 2e-5)] {
+                let pick = |_, _, _| Some(variant);
+                let plan = Winograd::forward([n, c, h, w], o, &win, 1, &ks, pick).unwrap();
+                for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
+                    let ours = plan.run(&xs, Some(&b.to_vec1::<f32>().unwrap()), clamp).unwrap();
+                    let error = relative_error(&ours, &conv(clamp), scale);
+                    let label = format!("F({}) {n} {c}→{o} {h}×{w} {pads:?} {clamp:?}", variant.m);
+                    assert!(error < tolerance, "{label}: {error}");
+                }
             }
         }
     }
@@ -647,12 +986,16 @@ mod tests {
             let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let gs = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let dims = [n, c, h, w];
-            let plan = Winograd::transposed(dims, o, &win, 1, &ks).expect("taken");
-            let ours = plan.run(&gs, None, None).unwrap();
             let reference =
                 values(&conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, 1).unwrap());
-            let error = relative_error(&ours, &reference, largest(&reference));
-            assert!(error < 1e-5, "{n} {c}→{o} {h}×{w} {pads:?}: {error}");
+            for (variant, tolerance) in [(&F2, 1e-5), (&F4, 2e-5)] {
+                let pick = |_, _, _| Some(variant);
+                let plan = Winograd::backward(dims, o, &win, 1, &ks, pick).unwrap();
+                let ours = plan.run(&gs, None, None).unwrap();
+                let error = relative_error(&ours, &reference, largest(&reference));
+                let label = format!("F({}) {n} {c}→{o} {h}×{w} {pads:?}", variant.m);
+                assert!(error < tolerance, "{label}: {error}");
+            }
         }
     }
 
