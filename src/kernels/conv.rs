@@ -77,6 +77,37 @@ pub(super) fn for_each_item<T: Float, O: Send>(
     )
 }
 
+/// A batch `xs` of images of `image_len` values through `image(img, out, scratch,
+/// threads)` into a new output of `out_len` values per image, by [`for_each_item`]; the
+/// output is not zeroed first (a serial pass over a large batch's output was a visible part
+/// of a forward pass), so `image` must write every value of its `out`.
+pub(super) fn each_image_into_new(
+    xs: &[f32],
+    image_len: usize,
+    out_len: usize,
+    scratch: usize,
+    image: impl Fn(&[f32], &mut [MaybeUninit<f32>], &mut [f32], usize) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
+    let n = xs.len() / image_len.max(1);
+    if xs.len() != n * image_len {
+        return Err(Error::Invalid(format!(
+            "a batch of {} values for images of {image_len}",
+            xs.len()
+        )));
+    }
+    let len = n * out_len;
+    let mut out = Vec::with_capacity(len);
+    for_each_item(&mut out.spare_capacity_mut()[..len], out_len, xs, image_len, scratch, image)?;
+    #[allow(unsafe_code)]
+    // SAFETY: `for_each_item` returned Ok having run every image (or there were none to
+    // run, when `len` is 0), and `image` wrote every value of each (the caller's contract),
+    // so all `len` values are initialised.
+    unsafe {
+        out.set_len(len)
+    };
+    Ok(out)
+}
+
 /// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`, every cell written (`cols` is a
 /// reused [`Scratch`]): cells that read padding get zero.
 fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {

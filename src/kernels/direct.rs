@@ -21,7 +21,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::for_each_item;
+use super::conv::each_image_into_new;
 use super::phased::Phased;
 use super::relu::{Clamp, activate};
 use super::{Window, with_avx2_copy};
@@ -162,39 +162,21 @@ impl DirectConv {
         bias: Option<&[f32]>,
         clamp: Option<Clamp>,
     ) -> Result<Vec<f32>> {
-        let n = xs.len() / self.image_len().max(1);
-        if xs.len() != n * self.image_len()
-            || bias.is_some_and(|b| b.len() != self.groups * self.rows)
-        {
-            return Err(Error::Invalid(
-                "direct conv given a batch or bias of the wrong size".into(),
-            ));
+        if bias.is_some_and(|b| b.len() != self.groups * self.rows) {
+            return Err(Error::Invalid("direct conv given a bias of the wrong size".into()));
         }
-        // Every value is written below (each image's blocks cover its channels, and `crop`
-        // every pixel of theirs), so the output is not zeroed first: that serial pass over
-        // a large batch's output was a visible part of a forward pass.
-        let len = n * self.out_len();
-        let mut out = Vec::with_capacity(len);
-        for_each_item(
-            &mut out.spare_capacity_mut()[..len],
-            self.out_len(),
+        // Each image's blocks cover its channels, and `crop` every pixel of theirs.
+        each_image_into_new(
             xs,
             self.image_len(),
+            self.out_len(),
             self.scratch_len(),
             |img, y, scratch, threads| {
                 let (input, wide) = scratch.split_at_mut(self.input_len);
                 self.pad(img, input);
                 self.image(input, wide, y, bias, clamp, threads)
             },
-        )?;
-        #[allow(unsafe_code)]
-        // SAFETY: `for_each_item` returned Ok having run every image (images are not empty:
-        // `new` checked), and each image's jobs wrote all its values (see above), so all
-        // `len` values are initialised.
-        unsafe {
-            out.set_len(len)
-        };
-        Ok(out)
+        )
     }
 
     /// Copies `img` into `input`, padded with zeros and split by phase, with zeros in the

@@ -27,7 +27,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::for_each_item;
+use super::conv::each_image_into_new;
 use super::matmul::{Mat, matmul};
 use super::relu::{Clamp, activate};
 use super::{Window, vectorised, with_avx2_copy};
@@ -270,31 +270,22 @@ impl Winograd {
         bias: Option<&[f32]>,
         clamp: Option<Clamp>,
     ) -> Result<Vec<f32>> {
-        let n = xs.len() / self.image_len().max(1);
-        if xs.len() != n * self.image_len() || bias.is_some_and(|b| b.len() != self.filters) {
-            return Err(Error::Invalid(
-                "Winograd conv given a batch or bias of the wrong size".into(),
-            ));
+        if bias.is_some_and(|b| b.len() != self.filters) {
+            return Err(Error::Invalid("Winograd conv given a bias of the wrong size".into()));
         }
-        let len = n * self.out_len();
-        let mut out = Vec::with_capacity(len);
         // A batch runs one image per thread; a lone image gets them all.
-        let threads = if n > 1 { 1 } else { rayon::current_num_threads() };
-        for_each_item(
-            &mut out.spare_capacity_mut()[..len],
-            self.out_len(),
+        let threads = match xs.len() > self.image_len() {
+            true => 1,
+            false => rayon::current_num_threads(),
+        };
+        // Each image's blocks write every output row of every channel (see `image`).
+        each_image_into_new(
             xs,
             self.image_len(),
+            self.out_len(),
             self.scratch_len(threads),
             |img, y, scratch, threads| self.image(img, y, scratch, bias, clamp, threads),
-        )?;
-        #[allow(unsafe_code)]
-        // SAFETY: `for_each_item` returned Ok having run every image, and each image's
-        // blocks wrote every output row of every channel (see `image`).
-        unsafe {
-            out.set_len(len)
-        };
-        Ok(out)
+        )
     }
 
     /// One image: its tile rows in blocks, each block writing its rows of every output
