@@ -91,6 +91,22 @@ fn cbam_attention_over_channels_matches_pytorch() {
 }
 
 #[test]
+fn a_written_out_layer_norm_imports_as_one_layer_with_its_scale_and_bias() {
+    // Opset 13 has no LayerNormalization: the exporter writes each norm out, then its scale
+    // (`Mul`) and bias (`Add`); `convnext_layer_norm_and_linear_match_pytorch` checks the
+    // numbers of this file against PyTorch's.
+    let model = formats::load(&fixture("convnext.opset13.onnx")).unwrap();
+    let graph = model.graph();
+    for norm in ["/stem/stem.1", "/norm", "/head_norm"] {
+        let node = graph.node_index(&format!("{norm}/ReduceMean")).unwrap();
+        assert!(matches!(graph.nodes()[node].op, Op::LayerNorm { .. }), "{norm}");
+        for part in ["Sub", "Sqrt", "Div", "Mul", "Add_1"] {
+            assert!(graph.node_index(&format!("{norm}/{part}")).is_err(), "{norm}/{part}");
+        }
+    }
+}
+
+#[test]
 fn the_official_convnext_channels_first_layer_norm_matches_pytorch() {
     matches_pytorch("layernorm");
 }

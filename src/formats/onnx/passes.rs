@@ -232,8 +232,10 @@ pub(super) fn shorten_names(nodes: &mut [Node], input_name: &str) -> HashMap<Str
 
 /// The graph's nodes with each layer norm written out as exporters before opset 17 write
 /// it (`ReduceMean`, `Sub`, `Pow` 2, `ReduceMean`, `Add` ε, `Sqrt`, `Div`, over the last
-/// axes) replaced by one `LayerNormalization` node without scale or bias (the `Mul` and
-/// `Add` after it stay), so it imports as one layer with the layer's gradient.
+/// axes) replaced by one `LayerNormalization` node, so it imports as one layer with the
+/// layer's gradient. The `Mul` by a scale and `Add` of a bias that follow it (constants of
+/// one value per normalised position) become the node's scale and bias; otherwise they stay
+/// layers of their own and the node has none.
 pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeProto> {
     let nodes = &graph.node;
     let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -323,9 +325,35 @@ pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeP
                 f,
                 ..AttributeProto::default()
             };
+            // The affine after it: `Mul` by a scale, then `Add` of a bias, each the one reader
+            // of what comes before, each constant shaped as the normalised axes.
+            let other = |node: &NodeProto, value: &str| -> Option<String> {
+                match node.input.as_slice() {
+                    [a, b] if a == value => Some(b.clone()),
+                    [a, b] if b == value => Some(a.clone()),
+                    _ => None,
+                }
+            };
+            let normalised =
+                |name: &str| constants.get(name).is_some_and(|t| t.dims.len() as i64 == -first);
+            let affine = || -> Option<(usize, usize, String, String)> {
+                let mul = only_reader(out(div)?, "Mul")?;
+                let scale = other(&nodes[mul], out(div)?)?;
+                let shift = only_reader(out(mul)?, "Add")?;
+                let bias = other(&nodes[shift], out(mul)?)?;
+                (normalised(&scale) && normalised(&bias)).then_some((mul, shift, scale, bias))
+            };
+            let mut parts = vec![m1, sub, pow, m2, add, sqrt];
+            let (input, output, at) = match affine() {
+                Some((mul, shift, scale, bias)) => {
+                    parts.extend([div, mul]);
+                    (vec![x.clone(), scale, bias], nodes[shift].output.clone(), shift)
+                }
+                None => (vec![x.clone()], div_node.output.clone(), div),
+            };
             let node = NodeProto {
-                input: vec![x.clone()],
-                output: div_node.output.clone(),
+                input,
+                output,
                 name: mean.name.clone(),
                 op_type: "LayerNormalization".into(),
                 attribute: vec![
@@ -334,11 +362,12 @@ pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeP
                 ],
                 domain: String::new(),
             };
-            Some((vec![m1, sub, pow, m2, add, sqrt], div, node))
+            // In the place of the last node it replaces, after every input it reads.
+            Some((parts, at, node))
         };
-        if let Some((parts, div, node)) = matched() {
+        if let Some((parts, at, node)) = matched() {
             dropped.extend(parts);
-            fused.insert(div, node);
+            fused.insert(at, node);
         }
     }
     nodes
