@@ -88,8 +88,9 @@ pub struct Activations {
     values: Vec<Option<Tensor>>,
     /// Scores before a fused softmax, per node (only for such nodes).
     pre_softmax: Vec<Option<Tensor>>,
-    /// The input of each node's activation, for those whose gradient reads it.
-    activation_inputs: Vec<Option<Tensor>>,
+    /// What each node's activation gradient reads besides its output, for those that read
+    /// more: the activation's input, or for swish the sigmoid of it.
+    slope_inputs: Vec<Option<Tensor>>,
     /// Scaled dropout masks, per node (training only).
     dropout_masks: Vec<Option<Tensor>>,
 }
@@ -125,8 +126,11 @@ pub(crate) struct NodeOutput {
     pub(crate) value: Tensor,
     /// Its scores before a fused softmax, if it has one.
     pub(crate) pre_softmax: Option<Tensor>,
-    /// Its activation's input, when the activation's gradient reads it.
-    pub(crate) activation_input: Option<Tensor>,
+    /// What its activation's gradient reads besides the output, for an activation whose
+    /// gradient reads more ([`Activation::gradient_reads_input`]): its input `z`, or for
+    /// swish the sigmoid of `z`, which spares the backward an exponential and a division
+    /// per value.
+    pub(crate) slope_input: Option<Tensor>,
     /// The scaled dropout mask it drew (training only).
     pub(crate) dropout_mask: Option<Tensor>,
 }
@@ -140,15 +144,26 @@ impl NodeOutput {
         z: Tensor,
         applied: bool,
     ) -> Result<NodeOutput> {
+        if activation == Activation::Swish && !applied {
+            let (value, s) = match pointwise::swish_and_sigmoid(&z)? {
+                Some(pair) => pair,
+                None => {
+                    let s = sigmoid(&z)?;
+                    ((&z * &s)?, s)
+                }
+            };
+            let slope_input = Some(s);
+            return Ok(NodeOutput { value, pre_softmax: None, slope_input, dropout_mask: None });
+        }
         let value = if applied { z.clone() } else { apply_activation(activation, &z)? };
-        let (pre_softmax, activation_input) = if activation == Activation::Softmax {
+        let (pre_softmax, slope_input) = if activation == Activation::Softmax {
             (Some(z), None)
         } else if activation.gradient_reads_input() {
             (None, Some(z))
         } else {
             (None, None)
         };
-        Ok(NodeOutput { value, pre_softmax, activation_input, dropout_mask: None })
+        Ok(NodeOutput { value, pre_softmax, slope_input, dropout_mask: None })
     }
 }
 
@@ -178,7 +193,7 @@ impl NodeOutput {
             return Ok(NodeOutput {
                 value: z,
                 pre_softmax: None,
-                activation_input: None,
+                slope_input: None,
                 dropout_mask: None,
             });
         }
@@ -339,7 +354,7 @@ impl Model {
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n_nodes + 1);
         values.push(Some(x.clone()));
         let mut pre_softmax = vec![None; n_nodes];
-        let mut activation_inputs = vec![None; n_nodes];
+        let mut slope_inputs = vec![None; n_nodes];
         let mut dropout_masks = vec![None; n_nodes];
         for i in 0..n_nodes {
             let out = {
@@ -363,7 +378,7 @@ impl Model {
             let keep_output = kept[i + 1];
             if keep_output {
                 pre_softmax[i] = out.pre_softmax;
-                activation_inputs[i] = out.activation_input;
+                slope_inputs[i] = out.slope_input;
                 dropout_masks[i] = out.dropout_mask;
             }
             values.push((keep_output || reads_left[i + 1] > 0).then_some(out.value));
@@ -374,7 +389,7 @@ impl Model {
                 }
             }
         }
-        Ok(Activations { values, pre_softmax, activation_inputs, dropout_masks })
+        Ok(Activations { values, pre_softmax, slope_inputs, dropout_masks })
     }
 
     /// Which values (by [`ValueId`]) a pass under `keep` holds on to after their last read.
@@ -594,8 +609,8 @@ impl Model {
             let gz = if i == seed.node && seed.point == Point::PreSoftmax {
                 g
             } else {
-                let z = acts.activation_inputs[i].as_ref();
-                activation_backward(node.op.activation(), &g, y, z, rule)?
+                let kept = acts.slope_inputs[i].as_ref();
+                activation_backward(node.op.activation(), &g, y, kept, rule)?
             };
             let inputs = graph.inputs_of(i);
             let x = acts.value(inputs[0])?;
@@ -1165,19 +1180,20 @@ fn positive(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Gradient through an activation, given the gradient `g` at its output `y` and, for those
-/// whose gradient reads it, its input `z`.
+/// whose gradient reads more, what the forward kept for it (`kept`: the input `z`, or for
+/// swish the sigmoid of `z`; [`NodeOutput::slope_input`]).
 fn activation_backward(
     activation: Activation,
     g: &Tensor,
     y: &Tensor,
-    z: Option<&Tensor>,
+    kept: Option<&Tensor>,
     rule: ReluRule,
 ) -> Result<Tensor> {
-    if let Some(dz) = pointwise::slope_times(activation, g, y, z)? {
+    if let Some(dz) = pointwise::slope_times(activation, g, y, kept)? {
         return Ok(dz);
     }
     let input = || {
-        z.ok_or_else(|| {
+        kept.ok_or_else(|| {
             Error::Invalid(format!("the gradient of {} needs its input", activation.keras_name()))
         })
     };
@@ -1217,10 +1233,9 @@ fn activation_backward(
         // 1/(1 + |x|)² = (1 − |y|)².
         Activation::Softsign => (g * (y.abs()?.neg()? + 1.0)?.sqr()?)?,
         Activation::Swish => {
-            // s + x·s·(1 − s) with s = sigmoid(x).
-            let z = input()?;
-            let s = sigmoid(z)?;
-            (g * (&s * ((z * (s.neg()? + 1.0)?)? + 1.0)?)?)?
+            // s + y·(1 − s) = s + x·s·(1 − s) with s = sigmoid(x), kept by the forward.
+            let s = input()?;
+            (g * (s + (y * (s.neg()? + 1.0)?)?)?)?
         }
         Activation::Gelu { approximate: false } => {
             // Φ(x) + x·φ(x).

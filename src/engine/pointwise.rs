@@ -89,6 +89,23 @@ pub(super) fn activate(activation: Activation, z: &Tensor) -> Result<Option<Tens
     }))
 }
 
+/// Swish of `z` and the sigmoid of `z` it multiplies by, in one pass (one exponential per
+/// value), or `None` for a type left to candle's ops. The backward reads the sigmoid: the
+/// slope `s + y·(1 − s)` from it and the output `y` needs no exponential or division.
+pub(super) fn swish_and_sigmoid(z: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    if !mapped(z.dtype()) {
+        return Ok(None);
+    }
+    with_float!(z.dtype(), T => with_slice::<T, _>(z, |zs| {
+        let (ys, ss) = kernels::map_pair(zs, |x| {
+            let s = sigmoid(x);
+            (x * s, s)
+        });
+        let tensor = |values| Tensor::from_vec(values, z.dims(), z.device());
+        Ok(Some((tensor(ys)?, tensor(ss)?)))
+    }))
+}
+
 /// Whether [`activate_in_place`] takes `activation` on tensors of `dtype`.
 pub(super) fn maps_in_place(activation: Activation, dtype: DType) -> bool {
     mapped(dtype) && with_map::<f32, _>(activation, Probe).is_some()
@@ -136,22 +153,25 @@ impl candle_core::InplaceOp1 for InPlaceActivation {
     }
 }
 
-/// The gradient `g` through `activation` at output `y` (input `z`) in one pass, or `None`
-/// for an activation left to candle's ops (or a missing input, which the caller reports).
+/// The gradient `g` through `activation` at output `y` in one pass, given what the forward
+/// kept for it (`kept`: swish's sigmoid, [`swish_and_sigmoid`], or another activation's
+/// input), or `None` for an activation left to candle's ops (or a missing `kept`, which the
+/// caller reports).
 pub(super) fn slope_times(
     activation: Activation,
     g: &Tensor,
     y: &Tensor,
-    z: Option<&Tensor>,
+    kept: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     let reads = match activation {
-        Activation::Swish | Activation::HardSwish => z,
+        Activation::Swish | Activation::HardSwish => kept,
         _ => Some(y),
     };
-    let Some(at) = reads.filter(|t| t.dims() == g.dims() && t.dtype() == g.dtype()) else {
+    let fits = |t: &&Tensor| t.dims() == g.dims() && t.dtype() == g.dtype();
+    let Some(at) = reads.filter(fits) else {
         return Ok(None);
     };
-    if !mapped(g.dtype()) {
+    if !mapped(g.dtype()) || (activation == Activation::Swish && !fits(&y)) {
         return Ok(None);
     }
     with_float!(g.dtype(), T => with_slice::<T, _>(g, |gs| {
@@ -164,10 +184,10 @@ pub(super) fn slope_times(
                 Activation::Sigmoid => kernels::zip_map(gs, ats, move |g, y| g * (y * (one - y))),
                 Activation::Tanh => kernels::zip_map(gs, ats, move |g, y| g * (one - y * y)),
                 Activation::Exponential => kernels::zip_map(gs, ats, move |g, y| g * y),
-                Activation::Swish => kernels::zip_map(gs, ats, move |g, x| {
-                    let s = sigmoid(x);
-                    g * (s * (x * (one - s) + one))
-                }),
+                // s + y·(1 − s) = s·(1 + x·(1 − s)) with s = sigmoid(x), y = x·s.
+                Activation::Swish => with_slice::<T, _>(y, |ys| {
+                    Ok(kernels::zip3_map([gs, ats, ys], move |g, s, y| g * (s + y * (one - s))))
+                })?,
                 Activation::Clip { min, max } => {
                     let (lo, hi) = (constant::<T>(min.into()), constant::<T>(max.into()));
                     kernels::zip_map(gs, ats, move |g, y| g * inside(y, lo, hi))
@@ -300,8 +320,18 @@ mod tests {
             };
             assert!(diff(&fast, &exact) < 1e-5, "{activation:?} forward");
             let g64 = g32.to_dtype(DType::F64).unwrap();
-            let slope32 = slope_times(activation, &g32, &fast, Some(&z32)).unwrap().unwrap();
-            let slope64 = slope_times(activation, &g64, &exact, Some(&z64)).unwrap().unwrap();
+            // What the forward keeps for the slope: swish's sigmoid, the others' input.
+            let kept = |z: &Tensor, y: &Tensor| match activation {
+                Activation::Swish => {
+                    let (y_too, s) = swish_and_sigmoid(z).unwrap().unwrap();
+                    assert_eq!(diff(&y_too, y), 0.0, "swish's output with its sigmoid");
+                    s
+                }
+                _ => z.clone(),
+            };
+            let (kept32, kept64) = (kept(&z32, &fast), kept(&z64, &exact));
+            let slope32 = slope_times(activation, &g32, &fast, Some(&kept32)).unwrap().unwrap();
+            let slope64 = slope_times(activation, &g64, &exact, Some(&kept64)).unwrap().unwrap();
             assert!(diff(&slope32, &slope64) < 1e-4, "{activation:?} slope");
         }
         // Left to candle's chain: GELU, and a slope without the input it needs.

@@ -32,6 +32,46 @@ pub(crate) fn map<T: Copy + Send + Sync>(xs: &[T], f: impl Fn(T) -> T + Sync) ->
     )
 }
 
+/// The two halves of `f` of every value of `xs` as two vectors, in one pass split over the
+/// pool in large chunks (an activation and what its gradient reads, from one exponential).
+pub(crate) fn map_pair<T: Copy + Send + Sync>(
+    xs: &[T],
+    f: impl Fn(T) -> (T, T) + Sync,
+) -> (Vec<T>, Vec<T>) {
+    let len = xs.len();
+    let (mut firsts, mut seconds) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    type Outs<'a, T> = (&'a mut [MaybeUninit<T>], &'a mut [MaybeUninit<T>]);
+    let fill = |(xs, (firsts, seconds)): (&[T], Outs<T>)| {
+        vectorised(
+            #[inline(always)]
+            || {
+                for ((&x, a), b) in xs.iter().zip(firsts).zip(seconds) {
+                    let (p, q) = f(x);
+                    a.write(p);
+                    b.write(q);
+                }
+            },
+        )
+    };
+    let outs = (&mut firsts.spare_capacity_mut()[..len], &mut seconds.spare_capacity_mut()[..len]);
+    if len < 2 * CHUNK {
+        fill((xs, outs));
+    } else {
+        let (a, b) = outs;
+        xs.par_chunks(CHUNK)
+            .zip(a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)))
+            .for_each(fill);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the chunks of both outputs cover `0..len` alongside `xs`'s, which is `len`
+    // long, and `fill` wrote every value of each.
+    unsafe {
+        firsts.set_len(len);
+        seconds.set_len(len);
+    }
+    (firsts, seconds)
+}
+
 /// `x = f(x)` for every value of `xs`, split over the pool in large chunks.
 pub(crate) fn map_in_place<T: Copy + Send + Sync>(xs: &mut [T], f: impl Fn(T) -> T + Sync) {
     in_chunks(
@@ -75,6 +115,24 @@ pub(crate) fn zip_map<T: Copy + Send + Sync>(
         |start, out| {
             for ((o, &x), &y) in out.iter_mut().zip(&xs[start..]).zip(&ys[start..]) {
                 o.write(f(x, y));
+            }
+        },
+    )
+}
+
+/// `f` of every triple of values of `xs`, `ys` and `zs` (the same length), split over the
+/// pool.
+pub(crate) fn zip3_map<T: Copy + Send + Sync>(
+    [xs, ys, zs]: [&[T]; 3],
+    f: impl Fn(T, T, T) -> T + Sync,
+) -> Vec<T> {
+    filled(
+        xs.len().min(ys.len()).min(zs.len()),
+        #[inline(always)]
+        |start, out| {
+            let inputs = xs[start..].iter().zip(&ys[start..]).zip(&zs[start..]);
+            for (o, ((&x, &y), &z)) in out.iter_mut().zip(inputs) {
+                o.write(f(x, y, z));
             }
         },
     )

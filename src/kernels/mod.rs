@@ -51,7 +51,7 @@ pub use dense::{dense, dense_backward_input};
 pub use elementwise::{
     add_same_shape, channel_affine, channel_dots, is_channel_scale, mul_fast, spread_channels,
 };
-pub(crate) use elementwise::{map, map_in_place, zip_map};
+pub(crate) use elementwise::{map, map_in_place, map_pair, zip_map, zip3_map};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
 pub use pad::pad_constant;

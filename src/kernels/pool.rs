@@ -169,6 +169,51 @@ fn max_pool_tile_rows_backward<T: Float>(
     }
 }
 
+/// One plane pooled through the window's separable form: the input rows of each output
+/// row's windows reduced into one line (whole rows at a time, which vectorises), then each
+/// output reduced from its columns of that line. A 3×3, stride-2 pool reads each cell about
+/// 2.25 times this way instead of 9 times through per-window tap lists. Padded cells are not
+/// among the taps, so they never win a maximum.
+fn pool_plane_separable<T: Float>(
+    plane: &[T],
+    w: usize,
+    [rows, cols]: [&[Vec<usize>]; 2],
+    win: &Window,
+    pool: Pool,
+    out: &mut [T],
+) {
+    let max = pool == Pool::Max;
+    let mut line = vec![T::zero(); w];
+    for (ry, out_row) in rows.iter().zip(out.chunks_exact_mut(cols.len().max(1))) {
+        let Some((&first, rest)) = ry.split_first() else {
+            out_row.fill(T::zero());
+            continue;
+        };
+        line.copy_from_slice(&plane[first * w..][..w]);
+        for &iy in rest {
+            let row = &plane[iy * w..][..w];
+            if max {
+                // A select rather than a branch: ReLU outputs tie at 0 and would mispredict.
+                line.iter_mut().zip(row).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+            } else {
+                line.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+        }
+        for (o, cx) in out_row.iter_mut().zip(cols) {
+            let mut taps = cx.iter().map(|&ix| line[ix]);
+            let Some(first) = taps.next() else {
+                *o = T::zero();
+                continue;
+            };
+            *o = if max {
+                taps.fold(first, |m, v| if v > m { v } else { m })
+            } else {
+                taps.fold(first, |s, v| s + v) / T::from_f64(divisor(win, pool, ry, cx) as f64)
+            };
+        }
+    }
+}
+
 /// Pooling forward on `[n, c, h, w]`.
 pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let [n, c, h, w] = dims4(x)?;
@@ -181,32 +226,7 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
             if let Some([kh, kw]) = tiles {
                 return max_pool_tiles(plane, w, [kh, kw], out, ow);
             }
-            let mut out = out.iter_mut();
-            for ry in &rows {
-                for cx in &cols {
-                    let Some(o) = out.next() else { return };
-                    *o = match pool {
-                        Pool::Max => {
-                            // The value alone, as a select rather than a branch: the same
-                            // first maximum as `first_max`, without its mispredictions.
-                            let mut taps =
-                                ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| plane[iy * w + ix]));
-                            taps.next().map_or(T::zero(), |first| {
-                                taps.fold(first, |m, v| if v > m { v } else { m })
-                            })
-                        }
-                        Pool::Avg { .. } => {
-                            let mut sum = T::zero();
-                            for &iy in ry {
-                                for &ix in cx {
-                                    sum += plane[iy * w + ix];
-                                }
-                            }
-                            sum / T::from_f64(divisor(win, pool, ry, cx) as f64)
-                        }
-                    };
-                }
-            }
+            pool_plane_separable(plane, w, [&rows, &cols], win, pool, out);
         });
         Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
     }))
@@ -441,6 +461,66 @@ mod tests {
                 }
             }
             assert_eq!(dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn overlapping_padded_and_dilated_pools_match_a_loop_over_each_window() {
+        // ResNet's 3×3 stride-2 max pool with one pixel of padding, an asymmetric pad, a
+        // dilated window and averages with and without the padding counted, on odd sizes.
+        let (h, w) = (9, 11);
+        let x = Tensor::randn(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let windows = [
+            window(3, 2, [1, 1, 1, 1]),
+            window(3, 1, [0, 2, 1, 0]),
+            Window { kernel: [2, 3], stride: [1, 2], dilation: [2, 2], pads: [1, 0, 0, 2] },
+        ];
+        let pools = [
+            Pool::Max,
+            Pool::Avg { count_include_pad: true },
+            Pool::Avg { count_include_pad: false },
+        ];
+        for win in &windows {
+            for pool in pools {
+                let [oh, ow] = win.out_size(h, w);
+                let mut expected = Vec::new();
+                for plane in xs.chunks_exact(h * w) {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut cells = Vec::new();
+                            for ky in 0..win.kernel[0] {
+                                for kx in 0..win.kernel[1] {
+                                    let iy = (oy * win.stride[0] + ky * win.dilation[0]) as isize
+                                        - win.pads[0] as isize;
+                                    let ix = (ox * win.stride[1] + kx * win.dilation[1]) as isize
+                                        - win.pads[1] as isize;
+                                    if (0..h as isize).contains(&iy)
+                                        && (0..w as isize).contains(&ix)
+                                    {
+                                        cells.push(plane[iy as usize * w + ix as usize]);
+                                    }
+                                }
+                            }
+                            expected.push(match pool {
+                                Pool::Max => cells.iter().copied().fold(f32::MIN, f32::max),
+                                Pool::Avg { count_include_pad } => {
+                                    let count = if count_include_pad {
+                                        win.kernel[0] * win.kernel[1]
+                                    } else {
+                                        cells.len()
+                                    };
+                                    cells.iter().sum::<f32>() / count as f32
+                                }
+                            });
+                        }
+                    }
+                }
+                let ours = pool2d(&x, win, pool).unwrap().flatten_all().unwrap();
+                for (a, b) in ours.to_vec1::<f32>().unwrap().iter().zip(&expected) {
+                    assert!((a - b).abs() < 1e-6, "{win:?} {pool:?}: {a} against {b}");
+                }
+            }
         }
     }
 
