@@ -13,6 +13,19 @@ pub unsafe fn configure() {
     configure_allocator();
 }
 
+/// Runs `f` on one of rayon's worker threads (directly when called on one) and returns its
+/// result. The kernels split their passes over rayon's pool: asked from a thread outside
+/// it, each pass is queued to the pool while the asking thread sleeps until it is done, a
+/// wake-up each way for every conv and map of a forward pass; asked from a worker, the
+/// worker takes its own share of the pass. On the 2-core machine (four alternating rounds):
+/// mobilenet_v2's forward 7.4–7.7 → 6.6–6.9 ms, its saliency 19.8–20.8 → 17.8–19.1 ms.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match rayon::current_thread_index() {
+        Some(_) => f(),
+        None => rayon::scope(|_| f()),
+    }
+}
+
 /// Sets `RAYON_NUM_THREADS` to the machine's parallelism, and candle's barrier pool to
 /// sleep as soon as it is idle, unless the user set them.
 ///

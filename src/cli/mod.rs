@@ -375,11 +375,20 @@ pub fn run(cli: Cli) -> Result<()> {
             overview()
         }
         None => explore(&cli.explore, cli.graphics),
-        Some(Command::Explore(args)) => explore(&args, cli.graphics),
-        Some(Command::Summary { model, json, preprocessing }) => {
+        // The explorer's thread waits on the terminal, so it is not one of the pool's.
+        Some(command @ Command::Explore(_)) => run_command(command, cli.graphics),
+        // On the pool: each kernel's pass then starts on the thread that asks for it.
+        Some(command) => convscope::runtime::on_pool(move || run_command(command, cli.graphics)),
+    }
+}
+
+fn run_command(command: Command, graphics: Option<convscope::tui::image::Graphics>) -> Result<()> {
+    match command {
+        Command::Explore(args) => explore(&args, graphics),
+        Command::Summary { model, json, preprocessing } => {
             summary(&methods::load_model(&model, &preprocessing)?, json)
         }
-        Some(Command::Predict { model, images, top, json, preprocessing }) => {
+        Command::Predict { model, images, top, json, preprocessing } => {
             let model = methods::load_model_for(
                 &model,
                 &preprocessing,
@@ -395,47 +404,47 @@ pub fn run(cli: Cli) -> Result<()> {
                 .collect();
             predict(&model, &prepared, &labels, top, json)
         }
-        Some(Command::Train { output, epochs, batch_size, learning_rate, seed }) => {
+        Command::Train { output, epochs, batch_size, learning_rate, seed } => {
             let batch_size = batch_size as usize;
             let config = TrainConfig { epochs, batch_size, learning_rate, seed, max_steps: None };
             train_sample(&output, &config)
         }
-        Some(Command::Convert { model, output, preprocessing }) => {
+        Command::Convert { model, output, preprocessing } => {
             convert(&model, &output, &preprocessing)
         }
-        Some(Command::Filters { model, layer, preprocessing, output }) => {
+        Command::Filters { model, layer, preprocessing, output } => {
             methods::filters_cmd(&model, &preprocessing, layer.as_deref(), &output)
         }
-        Some(Command::Features { subject, layer, output }) => {
+        Command::Features { subject, layer, output } => {
             methods::features_cmd(&subject, layer.as_deref(), &output)
         }
-        Some(Command::Maxact { args, output }) => methods::maxact_cmd(&args, &output),
-        Some(Command::Occlusion { subject, size, stride, fill, show, overlay, output }) => {
+        Command::Maxact { args, output } => methods::maxact_cmd(&args, &output),
+        Command::Occlusion { subject, size, stride, fill, show, overlay, output } => {
             let window = methods::Window { size, stride, fill };
             methods::occlusion_cmd(&subject, &window, show.into(), overlay, &output)
         }
-        Some(Command::Bench(args)) => bench::bench(&args),
-        Some(Command::Faithfulness(args)) => evaluate::faithfulness_cmd(&args),
-        Some(Command::Sanity(args)) => evaluate::sanity_cmd(&args),
-        Some(Command::Saliency { subject, gradient, output }) => {
+        Command::Bench(args) => bench::bench(&args),
+        Command::Faithfulness(args) => evaluate::faithfulness_cmd(&args),
+        Command::Sanity(args) => evaluate::sanity_cmd(&args),
+        Command::Saliency { subject, gradient, output } => {
             methods::saliency_cmd(&subject, &gradient, &output)
         }
-        Some(Command::InputXGradient { subject, gradient, output }) => {
+        Command::InputXGradient { subject, gradient, output } => {
             methods::input_x_gradient_cmd(&subject, &gradient, &output)
         }
-        Some(Command::IntegratedGradients { subject, gradient, integrated, output }) => {
+        Command::IntegratedGradients { subject, gradient, integrated, output } => {
             methods::integrated_gradients_cmd(&subject, &gradient, &integrated, &output)
         }
-        Some(Command::Smoothgrad { subject, gradient, smooth, output }) => {
+        Command::Smoothgrad { subject, gradient, smooth, output } => {
             methods::smoothgrad_cmd(&subject, &gradient, &smooth, &output)
         }
-        Some(Command::Gradcam { subject, gradient, variant, layer, output }) => {
+        Command::Gradcam { subject, gradient, variant, layer, output } => {
             methods::gradcam_cmd(&subject, &gradient, variant, layer.as_deref(), &output)
         }
-        Some(Command::GuidedGradcam { subject, layer, overlay, output }) => {
+        Command::GuidedGradcam { subject, layer, overlay, output } => {
             methods::guided_gradcam_cmd(&subject, layer.as_deref(), overlay, &output)
         }
-        Some(Command::ExportDigits { dir, count }) => {
+        Command::ExportDigits { dir, count } => {
             for path in export_digits(&dir, count)? {
                 println!("{}", path.display());
             }

@@ -258,24 +258,20 @@ impl Model {
 
     /// Forward pass at inference that keeps only what `keep` asks for.
     pub fn forward_keeping(&self, x: &Tensor, keep: Keep) -> Result<Activations> {
-        self.run_forward(x, None::<&mut rand::rngs::ThreadRng>, keep, None)
+        self.run_forward(x, None::<&mut rand::rngs::StdRng>, keep, None)
     }
 
     /// A prediction's forward pass (keeping the scores) that also returns the wall time of
     /// each node: where a model's time goes.
     pub fn forward_timed(&self, x: &Tensor) -> Result<(Activations, Vec<Duration>)> {
         let mut times = Vec::with_capacity(self.graph().nodes().len());
-        let acts = self.run_forward(
-            x,
-            None::<&mut rand::rngs::ThreadRng>,
-            Keep::Scores,
-            Some(&mut times),
-        )?;
+        let acts =
+            self.run_forward(x, None::<&mut rand::rngs::StdRng>, Keep::Scores, Some(&mut times))?;
         Ok((acts, times))
     }
 
     /// Forward pass in training mode: dropout draws its masks from `rng`.
-    pub fn forward_train(&self, x: &Tensor, rng: &mut impl Rng) -> Result<Activations> {
+    pub fn forward_train(&self, x: &Tensor, rng: &mut (impl Rng + Send)) -> Result<Activations> {
         self.run_forward(x, Some(rng), Keep::All, None)
     }
 
@@ -333,7 +329,18 @@ impl Model {
         Ok(())
     }
 
+    /// The forward pass, on the pool ([`crate::runtime::on_pool`]).
     fn run_forward(
+        &self,
+        x: &Tensor,
+        rng: Option<&mut (impl Rng + Send)>,
+        keep: Keep,
+        node_times: Option<&mut Vec<Duration>>,
+    ) -> Result<Activations> {
+        crate::runtime::on_pool(|| self.run_forward_here(x, rng, keep, node_times))
+    }
+
+    fn run_forward_here(
         &self,
         x: &Tensor,
         mut rng: Option<&mut impl Rng>,
@@ -580,7 +587,19 @@ impl Model {
         self.backward_down_to(acts, seed, rule, false, lowest)
     }
 
+    /// The backward pass, on the pool ([`crate::runtime::on_pool`]).
     fn backward_down_to(
+        &self,
+        acts: &Activations,
+        seed: &Seed,
+        rule: ReluRule,
+        weight_grads: bool,
+        lowest: ValueId,
+    ) -> Result<Gradients> {
+        crate::runtime::on_pool(|| self.backward_here(acts, seed, rule, weight_grads, lowest))
+    }
+
+    fn backward_here(
         &self,
         acts: &Activations,
         seed: &Seed,

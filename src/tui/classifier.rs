@@ -42,7 +42,8 @@ impl Classifier {
                 while first < tensors.len() && !stopped.load(Ordering::Relaxed) {
                     let end = if first == 0 { 1 } else { (first + BATCH).min(tensors.len()) };
                     let batch: Vec<&Tensor> = tensors[first..end].iter().collect();
-                    let outcome = catch_unwind(AssertUnwindSafe(|| predictions_of(&model, &batch)))
+                    let classify = || crate::runtime::on_pool(|| predictions_of(&model, &batch));
+                    let outcome = catch_unwind(AssertUnwindSafe(classify))
                         .unwrap_or_else(|p| Err(crate::Error::Invalid(panic_message(p.as_ref()))));
                     let message = outcome.map(|probs| (first, probs)).map_err(|e| report(&e));
                     let failed = message.is_err();

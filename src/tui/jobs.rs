@@ -147,7 +147,10 @@ impl<K: Clone + PartialEq, T: Send + 'static> Jobs<K, T> {
         let sender = self.sender.clone();
         let Job { title, superseded, work } = request.job;
         let spawned = std::thread::Builder::new().name("convscope-job".into()).spawn(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(|| work(&context)))
+            // On the pool, so the kernels' passes start on the thread that asks for them; a
+            // panic there comes back here as a resumed one.
+            let on_pool = || crate::runtime::on_pool(|| work(&context));
+            let outcome = catch_unwind(AssertUnwindSafe(on_pool))
                 .unwrap_or_else(|p| Err(format!("the job failed: {}", panic_message(p.as_ref()))));
             // The receiver is gone only when the app has quit.
             let _ = sender.send((id, outcome));
