@@ -333,70 +333,65 @@ impl Model {
     fn run_forward(
         &self,
         x: &Tensor,
-        rng: Option<&mut (impl Rng + Send)>,
-        keep: Keep,
-        node_times: Option<&mut Vec<Duration>>,
-    ) -> Result<Activations> {
-        crate::runtime::on_pool(|| self.run_forward_here(x, rng, keep, node_times))
-    }
-
-    fn run_forward_here(
-        &self,
-        x: &Tensor,
-        mut rng: Option<&mut impl Rng>,
+        mut rng: Option<&mut (impl Rng + Send)>,
         keep: Keep,
         mut node_times: Option<&mut Vec<Duration>>,
     ) -> Result<Activations> {
-        self.check_input(x)?;
-        let graph = self.graph();
-        let n_nodes = graph.nodes().len();
-        let kept = self.kept_values(keep);
-        // Reads still to come of each value; at zero an unkept value is dropped.
-        let mut reads_left = vec![0usize; n_nodes + 1];
-        for i in 0..n_nodes {
-            for v in graph.inputs_of(i) {
-                reads_left[v.0] += 1;
+        crate::runtime::on_pool(|| {
+            self.check_input(x)?;
+            let graph = self.graph();
+            let n_nodes = graph.nodes().len();
+            let kept = self.kept_values(keep);
+            // Reads still to come of each value; at zero an unkept value is dropped.
+            let mut reads_left = vec![0usize; n_nodes + 1];
+            for i in 0..n_nodes {
+                for v in graph.inputs_of(i) {
+                    reads_left[v.0] += 1;
+                }
             }
-        }
-        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n_nodes + 1);
-        values.push(Some(x.clone()));
-        let mut pre_softmax = vec![None; n_nodes];
-        let mut slope_inputs = vec![None; n_nodes];
-        let mut dropout_masks = vec![None; n_nodes];
-        for i in 0..n_nodes {
-            let out = {
-                let inputs = graph
-                    .inputs_of(i)
-                    .iter()
-                    .map(|v| {
-                        values[v.0].as_ref().ok_or_else(|| {
-                            Error::graph(&graph.nodes()[i].name, "reads a value already dropped")
+            let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n_nodes + 1);
+            values.push(Some(x.clone()));
+            let mut pre_softmax = vec![None; n_nodes];
+            let mut slope_inputs = vec![None; n_nodes];
+            let mut dropout_masks = vec![None; n_nodes];
+            for i in 0..n_nodes {
+                let out = {
+                    let inputs = graph
+                        .inputs_of(i)
+                        .iter()
+                        .map(|v| {
+                            values[v.0].as_ref().ok_or_else(|| {
+                                Error::graph(
+                                    &graph.nodes()[i].name,
+                                    "reads a value already dropped",
+                                )
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<&Tensor>>>()?;
-                let start = Instant::now();
-                let reads = if kept[i + 1] { Reads::Gradients } else { Reads::Output };
-                let out = self.forward_node(i, &inputs, rng.as_deref_mut(), reads)?;
-                if let Some(times) = node_times.as_deref_mut() {
-                    times.push(start.elapsed());
+                        .collect::<Result<Vec<&Tensor>>>()?;
+                    let start = Instant::now();
+                    let reads = if kept[i + 1] { Reads::Gradients } else { Reads::Output };
+                    let out = self.forward_node(i, &inputs, rng.as_deref_mut(), reads)?;
+                    if let Some(times) = node_times.as_deref_mut() {
+                        times.push(start.elapsed());
+                    }
+                    out
+                };
+                let keep_output = kept[i + 1];
+                if keep_output {
+                    pre_softmax[i] = out.pre_softmax;
+                    slope_inputs[i] = out.slope_input;
+                    dropout_masks[i] = out.dropout_mask;
                 }
-                out
-            };
-            let keep_output = kept[i + 1];
-            if keep_output {
-                pre_softmax[i] = out.pre_softmax;
-                slope_inputs[i] = out.slope_input;
-                dropout_masks[i] = out.dropout_mask;
-            }
-            values.push((keep_output || reads_left[i + 1] > 0).then_some(out.value));
-            for v in graph.inputs_of(i) {
-                reads_left[v.0] -= 1;
-                if reads_left[v.0] == 0 && !kept[v.0] {
-                    values[v.0] = None;
+                values.push((keep_output || reads_left[i + 1] > 0).then_some(out.value));
+                for v in graph.inputs_of(i) {
+                    reads_left[v.0] -= 1;
+                    if reads_left[v.0] == 0 && !kept[v.0] {
+                        values[v.0] = None;
+                    }
                 }
             }
-        }
-        Ok(Activations { values, pre_softmax, slope_inputs, dropout_masks })
+            Ok(Activations { values, pre_softmax, slope_inputs, dropout_masks })
+        })
     }
 
     /// Which values (by [`ValueId`]) a pass under `keep` holds on to after their last read.
@@ -596,285 +591,284 @@ impl Model {
         weight_grads: bool,
         lowest: ValueId,
     ) -> Result<Gradients> {
-        crate::runtime::on_pool(|| self.backward_here(acts, seed, rule, weight_grads, lowest))
-    }
-
-    fn backward_here(
-        &self,
-        acts: &Activations,
-        seed: &Seed,
-        rule: ReluRule,
-        weight_grads: bool,
-        lowest: ValueId,
-    ) -> Result<Gradients> {
-        let graph = self.graph();
-        let target = acts.at(seed.node, seed.point)?;
-        if seed.grad.dims() != target.dims() {
-            return Err(Error::Invalid(format!(
-                "gradient of shape {:?} placed on a tensor of shape {:?}",
-                seed.grad.dims(),
-                target.dims()
-            )));
-        }
-        let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
-        let mut weights = HashMap::new();
-        grads[seed.node + 1] = Some(seed.grad.clone());
-        // Only nodes after `lowest` read it (the order is topological), so once they are
-        // done its gradient is complete.
-        for i in (lowest.0..=seed.node).rev() {
-            let Some(g) = grads[i + 1].clone() else { continue };
-            let node = &graph.nodes()[i];
-            let y = acts.node(i)?;
-            let gz = if i == seed.node && seed.point == Point::PreSoftmax {
-                g
-            } else {
-                let kept = acts.slope_inputs[i].as_ref();
-                activation_backward(node.op.activation(), &g, y, kept, rule)?
-            };
-            let inputs = graph.inputs_of(i);
-            let x = acts.value(inputs[0])?;
-            let mut weight_grad = |role: &str, t: Tensor| {
-                weights.insert(format!("{}.{role}", node.name), t);
-            };
-            let input_grads: Vec<Tensor> = match &node.op {
-                Op::Conv2d { groups, bias, .. } => {
-                    let kernel = self.weight(i, "kernel")?;
-                    let win = self.window(i);
-                    if weight_grads {
-                        let dims = dims4(kernel)?;
-                        let (dk, db) =
-                            kernels::conv2d_backward_weights(x, &gz, dims, &win, *groups)?;
-                        weight_grad("kernel", dk);
-                        if *bias {
-                            weight_grad("bias", db);
-                        }
-                    }
-                    vec![kernels::conv2d_backward_input(&gz, kernel, dims4(x)?, &win, *groups)?]
-                }
-                Op::ConvTranspose { groups, bias, .. } => {
-                    let kernel = self.weight(i, "kernel")?;
-                    let win = self.window(i);
-                    if weight_grads {
-                        // The output is linear in the kernel as a conv's input gradient is:
-                        // its kernel gradient is the conv's, with input and gradient swapped.
-                        let dims = dims4(kernel)?;
-                        let (dk, _) =
-                            kernels::conv2d_backward_weights(&gz, x, dims, &win, *groups)?;
-                        weight_grad("kernel", dk);
-                        if *bias {
-                            weight_grad("bias", gz.sum((0, 2, 3))?);
-                        }
-                    }
-                    vec![kernels::conv2d(&gz, kernel, None, &win, *groups, None)?]
-                }
-                Op::Dense { bias, .. } => {
-                    let kernel = self.weight(i, "kernel")?;
-                    if weight_grads {
-                        weight_grad("kernel", x.t()?.matmul(&gz)?);
-                        if *bias {
-                            weight_grad("bias", gz.sum(0)?);
-                        }
-                    }
-                    vec![kernels::dense_backward_input(&gz, kernel)?]
-                }
-                Op::Activation { .. } => vec![gz],
-                Op::MaxPool { .. } => {
-                    vec![kernels::pool2d_backward(x, &gz, &self.window(i), Pool::Max)?]
-                }
-                Op::AvgPool { count_include_pad, .. } => vec![kernels::pool2d_backward(
-                    x,
-                    &gz,
-                    &self.window(i),
-                    Pool::Avg { count_include_pad: *count_include_pad },
-                )?],
-                Op::GlobalAvgPool { .. } => {
-                    let (_, _, h, w) = x.dims4()?;
-                    vec![kernels::spread_channels(
-                        &gz.affine(1.0 / (h * w) as f64, 0.0)?,
-                        x.dims(),
-                    )?]
-                }
-                Op::BatchNorm { epsilon } => {
-                    let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
-                    if weight_grads {
-                        let mean = self.channel_param(i, "moving_mean", x.rank())?;
-                        let inv_std =
-                            scale.broadcast_div(&self.channel_param(i, "gamma", x.rank())?)?;
-                        let x_hat = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
-                        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
-                        weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
-                        weight_grad("beta", gz.sum(axes)?);
-                    }
-                    vec![kernels::channel_affine(&gz, &scale, None)?]
-                }
-                Op::LayerNorm { axes, epsilon } => {
-                    let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
-                    let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
-                    if weight_grads {
-                        let shape = self.weight(i, "gamma")?.dims().to_vec();
-                        let kept: Vec<usize> =
-                            (0..x.rank()).filter(|a| *a == 0 || !axes.contains(&(a - 1))).collect();
-                        let summed = |t: Tensor| -> Result<Tensor> {
-                            Ok(t.sum_keepdim(kept.clone())?.reshape(shape.clone())?)
-                        };
-                        weight_grad("gamma", summed(gz.mul(&normalised)?)?);
-                        weight_grad("beta", summed(gz.clone())?);
-                    }
-                    let g = gz.broadcast_mul(&gamma)?;
-                    vec![standardise_backward(&normalised, &inv_std, &g, axes)?]
-                }
-                Op::GroupNorm { groups, epsilon } => {
-                    let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
-                    let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
-                    let (normalised, inv_std) = standardise(&grouped(x)?, &[1], *epsilon)?;
-                    if weight_grads {
-                        let normalised = normalised.reshape(x.dims())?;
-                        let per_channel = |t: Tensor| -> Result<Tensor> {
-                            let (n, c) = (t.dim(0)?, t.dim(1)?);
-                            Ok(t.reshape((n, c, ()))?.sum(2)?.sum(0)?)
-                        };
-                        weight_grad("gamma", per_channel(gz.mul(&normalised)?)?);
-                        weight_grad("beta", per_channel(gz.clone())?);
-                    }
-                    let dx = standardise_backward(&normalised, &inv_std, &grouped(&g)?, &[1])?;
-                    vec![dx.reshape(x.dims())?]
-                }
-                Op::PRelu => {
-                    let slope = self.channel_param(i, "slope", x.rank())?;
-                    if weight_grads {
-                        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
-                        weight_grad("slope", (&gz * x.minimum(0.0)?)?.sum(axes)?);
-                    }
-                    // 1 where x > 0, the slope elsewhere.
-                    let positive = x.gt(0.0)?.to_dtype(x.dtype())?;
-                    let factor = (positive.broadcast_mul(&(1.0 - &slope)?)?.broadcast_add(&slope))?;
-                    vec![(&gz * factor)?]
-                }
-                Op::Dropout { .. } => match &acts.dropout_masks[i] {
-                    Some(mask) => vec![(&gz * mask)?],
-                    None => vec![gz],
-                },
-                Op::Flatten | Op::Reshape { .. } => vec![gz.reshape(x.dims())?],
-                Op::Transpose { perm } => {
-                    let mut inverse = vec![0; perm.len()];
-                    for (out_axis, &in_axis) in perm.iter().enumerate() {
-                        inverse[in_axis] = out_axis;
-                    }
-                    vec![gz.permute(batch_perm(&inverse))?.contiguous()?]
-                }
-                Op::Add => inputs
-                    .iter()
-                    .map(|v| sum_to_shape(&gz, acts.value(*v)?.dims()))
-                    .collect::<Result<_>>()?,
-                Op::Concat { axis } => {
-                    let mut start = 0;
-                    inputs
-                        .iter()
-                        .map(|v| {
-                            let len = acts.value(*v)?.dim(axis + 1)?;
-                            let part = gz.narrow(axis + 1, start, len)?;
-                            start += len;
-                            Ok(part)
-                        })
-                        .collect::<Result<_>>()?
-                }
-                Op::Arith { kind, constant } => {
-                    let operands =
-                        inputs.iter().map(|v| acts.value(*v)).collect::<Result<Vec<_>>>()?;
-                    let (a, b) =
-                        self.arith_operands(i, &operands, constant.as_ref(), gz.rank() - 1)?;
-                    let (grad_a, grad_b) = match kind {
-                        ArithKind::Add => (gz.clone(), gz.clone()),
-                        ArithKind::Sub => (gz.clone(), gz.neg()?),
-                        ArithKind::Mul => (product_grad(&gz, &b, &a)?, product_grad(&gz, &a, &b)?),
-                        ArithKind::Div => {
-                            let grad_a = gz.broadcast_div(&b)?;
-                            let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
-                            (grad_a, grad_b)
-                        }
-                        ArithKind::Max | ArithKind::Min => {
-                            let share_a = winner_share(*kind, &a, &b)?;
-                            let grad_a = gz.broadcast_mul(&share_a)?;
-                            (grad_a.clone(), gz.broadcast_sub(&grad_a)?)
-                        }
-                    };
-                    // A constant operand is a weight, not a graph value: no gradient for it.
-                    let of_inputs = match constant {
-                        None => vec![grad_a, grad_b],
-                        Some(ConstOperand { left: true, .. }) => vec![grad_b],
-                        Some(_) => vec![grad_a],
-                    };
-                    inputs
-                        .iter()
-                        .zip(of_inputs)
-                        .map(|(v, g)| sum_to_shape(&g, acts.value(*v)?.dims()))
-                        .collect::<Result<_>>()?
-                }
-                Op::Slice { axes, starts, .. } => {
-                    let mut g = gz.clone();
-                    for (&axis, &start) in axes.iter().zip(starts) {
-                        let after = x.dim(axis + 1)? - start - g.dim(axis + 1)?;
-                        g = g.pad_with_zeros(axis + 1, start, after)?;
-                    }
-                    vec![g]
-                }
-                Op::Pad { pads: [top, _, left, _], .. } => {
-                    let (_, _, h, w) = x.dims4()?;
-                    vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
-                }
-                Op::GlobalMaxPool { .. } => {
-                    let (n, c, _, _) = x.dims4()?;
-                    let g = gz.reshape((n, c, 1, 1))?;
-                    vec![kernels::pool2d_backward(x, &g, &whole_image_window(x)?, Pool::Max)?]
-                }
-                Op::Resize { .. } => {
-                    let [rows, cols] = self.resize_matrices(i, x)?;
-                    vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
-                }
-                Op::Reduce { kind, axes, .. } => {
-                    let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
-                    let mut kept = x.dims().to_vec();
-                    for &d in &dims {
-                        kept[d] = 1;
-                    }
-                    let g = gz.reshape(kept.clone())?;
-                    // Over every axis after the channels (a squeeze-and-excitation mean):
-                    // one value per plane.
-                    let per_plane = dims.iter().copied().eq(2..x.rank());
-                    let spread = |g: Tensor| -> Result<Tensor> {
-                        match per_plane {
-                            true => kernels::spread_channels(&g, x.dims()),
-                            false => Ok(g.broadcast_as(x.dims())?.contiguous()?),
-                        }
-                    };
-                    vec![match kind {
-                        ReduceKind::Sum => spread(g)?,
-                        ReduceKind::Mean => {
-                            let count: usize = dims.iter().map(|&d| x.dims()[d]).product();
-                            spread(g.affine(1.0 / count as f64, 0.0)?)?
-                        }
-                        // Ties share evenly (PyTorch's `amax`/`amin`).
-                        ReduceKind::Max | ReduceKind::Min => {
-                            let winners = x.broadcast_eq(&y.reshape(kept)?)?.to_dtype(x.dtype())?;
-                            let ties = winners.sum_keepdim(dims)?;
-                            winners.broadcast_mul(&g.div(&ties)?)?
-                        }
-                    }]
-                }
-            };
-            for (v, dx) in inputs.iter().zip(input_grads) {
-                grads[v.0] = Some(match grads[v.0].take() {
-                    Some(acc) => add(&acc, &dx)?,
-                    None => dx,
-                });
+        crate::runtime::on_pool(|| {
+            let graph = self.graph();
+            let target = acts.at(seed.node, seed.point)?;
+            if seed.grad.dims() != target.dims() {
+                return Err(Error::Invalid(format!(
+                    "gradient of shape {:?} placed on a tensor of shape {:?}",
+                    seed.grad.dims(),
+                    target.dims()
+                )));
             }
-        }
-        // Values below `lowest` may hold part of their gradient (from nodes after the cut
-        // that read them directly): none rather than a wrong one.
-        for g in &mut grads[..lowest.0] {
-            *g = None;
-        }
-        Ok(Gradients { values: grads, weights })
+            let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
+            let mut weights = HashMap::new();
+            grads[seed.node + 1] = Some(seed.grad.clone());
+            // Only nodes after `lowest` read it (the order is topological), so once they are
+            // done its gradient is complete.
+            for i in (lowest.0..=seed.node).rev() {
+                let Some(g) = grads[i + 1].clone() else { continue };
+                let node = &graph.nodes()[i];
+                let y = acts.node(i)?;
+                let gz = if i == seed.node && seed.point == Point::PreSoftmax {
+                    g
+                } else {
+                    let kept = acts.slope_inputs[i].as_ref();
+                    activation_backward(node.op.activation(), &g, y, kept, rule)?
+                };
+                let inputs = graph.inputs_of(i);
+                let x = acts.value(inputs[0])?;
+                let mut weight_grad = |role: &str, t: Tensor| {
+                    weights.insert(format!("{}.{role}", node.name), t);
+                };
+                let input_grads: Vec<Tensor> = match &node.op {
+                    Op::Conv2d { groups, bias, .. } => {
+                        let kernel = self.weight(i, "kernel")?;
+                        let win = self.window(i);
+                        if weight_grads {
+                            let dims = dims4(kernel)?;
+                            let (dk, db) =
+                                kernels::conv2d_backward_weights(x, &gz, dims, &win, *groups)?;
+                            weight_grad("kernel", dk);
+                            if *bias {
+                                weight_grad("bias", db);
+                            }
+                        }
+                        vec![kernels::conv2d_backward_input(&gz, kernel, dims4(x)?, &win, *groups)?]
+                    }
+                    Op::ConvTranspose { groups, bias, .. } => {
+                        let kernel = self.weight(i, "kernel")?;
+                        let win = self.window(i);
+                        if weight_grads {
+                            // The output is linear in the kernel as a conv's input gradient is:
+                            // its kernel gradient is the conv's, with input and gradient swapped.
+                            let dims = dims4(kernel)?;
+                            let (dk, _) =
+                                kernels::conv2d_backward_weights(&gz, x, dims, &win, *groups)?;
+                            weight_grad("kernel", dk);
+                            if *bias {
+                                weight_grad("bias", gz.sum((0, 2, 3))?);
+                            }
+                        }
+                        vec![kernels::conv2d(&gz, kernel, None, &win, *groups, None)?]
+                    }
+                    Op::Dense { bias, .. } => {
+                        let kernel = self.weight(i, "kernel")?;
+                        if weight_grads {
+                            weight_grad("kernel", x.t()?.matmul(&gz)?);
+                            if *bias {
+                                weight_grad("bias", gz.sum(0)?);
+                            }
+                        }
+                        vec![kernels::dense_backward_input(&gz, kernel)?]
+                    }
+                    Op::Activation { .. } => vec![gz],
+                    Op::MaxPool { .. } => {
+                        vec![kernels::pool2d_backward(x, &gz, &self.window(i), Pool::Max)?]
+                    }
+                    Op::AvgPool { count_include_pad, .. } => vec![kernels::pool2d_backward(
+                        x,
+                        &gz,
+                        &self.window(i),
+                        Pool::Avg { count_include_pad: *count_include_pad },
+                    )?],
+                    Op::GlobalAvgPool { .. } => {
+                        let (_, _, h, w) = x.dims4()?;
+                        vec![kernels::spread_channels(
+                            &gz.affine(1.0 / (h * w) as f64, 0.0)?,
+                            x.dims(),
+                        )?]
+                    }
+                    Op::BatchNorm { epsilon } => {
+                        let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
+                        if weight_grads {
+                            let mean = self.channel_param(i, "moving_mean", x.rank())?;
+                            let inv_std = scale.broadcast_div(&self.channel_param(
+                                i,
+                                "gamma",
+                                x.rank(),
+                            )?)?;
+                            let x_hat = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+                            let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                            weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
+                            weight_grad("beta", gz.sum(axes)?);
+                        }
+                        vec![kernels::channel_affine(&gz, &scale, None)?]
+                    }
+                    Op::LayerNorm { axes, epsilon } => {
+                        let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
+                        let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
+                        if weight_grads {
+                            let shape = self.weight(i, "gamma")?.dims().to_vec();
+                            let kept: Vec<usize> = (0..x.rank())
+                                .filter(|a| *a == 0 || !axes.contains(&(a - 1)))
+                                .collect();
+                            let summed = |t: Tensor| -> Result<Tensor> {
+                                Ok(t.sum_keepdim(kept.clone())?.reshape(shape.clone())?)
+                            };
+                            weight_grad("gamma", summed(gz.mul(&normalised)?)?);
+                            weight_grad("beta", summed(gz.clone())?);
+                        }
+                        let g = gz.broadcast_mul(&gamma)?;
+                        vec![standardise_backward(&normalised, &inv_std, &g, axes)?]
+                    }
+                    Op::GroupNorm { groups, epsilon } => {
+                        let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
+                        let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
+                        let (normalised, inv_std) = standardise(&grouped(x)?, &[1], *epsilon)?;
+                        if weight_grads {
+                            let normalised = normalised.reshape(x.dims())?;
+                            let per_channel = |t: Tensor| -> Result<Tensor> {
+                                let (n, c) = (t.dim(0)?, t.dim(1)?);
+                                Ok(t.reshape((n, c, ()))?.sum(2)?.sum(0)?)
+                            };
+                            weight_grad("gamma", per_channel(gz.mul(&normalised)?)?);
+                            weight_grad("beta", per_channel(gz.clone())?);
+                        }
+                        let dx = standardise_backward(&normalised, &inv_std, &grouped(&g)?, &[1])?;
+                        vec![dx.reshape(x.dims())?]
+                    }
+                    Op::PRelu => {
+                        let slope = self.channel_param(i, "slope", x.rank())?;
+                        if weight_grads {
+                            let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                            weight_grad("slope", (&gz * x.minimum(0.0)?)?.sum(axes)?);
+                        }
+                        // 1 where x > 0, the slope elsewhere.
+                        let positive = x.gt(0.0)?.to_dtype(x.dtype())?;
+                        let factor =
+                            (positive.broadcast_mul(&(1.0 - &slope)?)?.broadcast_add(&slope))?;
+                        vec![(&gz * factor)?]
+                    }
+                    Op::Dropout { .. } => match &acts.dropout_masks[i] {
+                        Some(mask) => vec![(&gz * mask)?],
+                        None => vec![gz],
+                    },
+                    Op::Flatten | Op::Reshape { .. } => vec![gz.reshape(x.dims())?],
+                    Op::Transpose { perm } => {
+                        let mut inverse = vec![0; perm.len()];
+                        for (out_axis, &in_axis) in perm.iter().enumerate() {
+                            inverse[in_axis] = out_axis;
+                        }
+                        vec![gz.permute(batch_perm(&inverse))?.contiguous()?]
+                    }
+                    Op::Add => inputs
+                        .iter()
+                        .map(|v| sum_to_shape(&gz, acts.value(*v)?.dims()))
+                        .collect::<Result<_>>()?,
+                    Op::Concat { axis } => {
+                        let mut start = 0;
+                        inputs
+                            .iter()
+                            .map(|v| {
+                                let len = acts.value(*v)?.dim(axis + 1)?;
+                                let part = gz.narrow(axis + 1, start, len)?;
+                                start += len;
+                                Ok(part)
+                            })
+                            .collect::<Result<_>>()?
+                    }
+                    Op::Arith { kind, constant } => {
+                        let operands =
+                            inputs.iter().map(|v| acts.value(*v)).collect::<Result<Vec<_>>>()?;
+                        let (a, b) =
+                            self.arith_operands(i, &operands, constant.as_ref(), gz.rank() - 1)?;
+                        let (grad_a, grad_b) = match kind {
+                            ArithKind::Add => (gz.clone(), gz.clone()),
+                            ArithKind::Sub => (gz.clone(), gz.neg()?),
+                            ArithKind::Mul => {
+                                (product_grad(&gz, &b, &a)?, product_grad(&gz, &a, &b)?)
+                            }
+                            ArithKind::Div => {
+                                let grad_a = gz.broadcast_div(&b)?;
+                                let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
+                                (grad_a, grad_b)
+                            }
+                            ArithKind::Max | ArithKind::Min => {
+                                let share_a = winner_share(*kind, &a, &b)?;
+                                let grad_a = gz.broadcast_mul(&share_a)?;
+                                (grad_a.clone(), gz.broadcast_sub(&grad_a)?)
+                            }
+                        };
+                        // A constant operand is a weight, not a graph value: no gradient for it.
+                        let of_inputs = match constant {
+                            None => vec![grad_a, grad_b],
+                            Some(ConstOperand { left: true, .. }) => vec![grad_b],
+                            Some(_) => vec![grad_a],
+                        };
+                        inputs
+                            .iter()
+                            .zip(of_inputs)
+                            .map(|(v, g)| sum_to_shape(&g, acts.value(*v)?.dims()))
+                            .collect::<Result<_>>()?
+                    }
+                    Op::Slice { axes, starts, .. } => {
+                        let mut g = gz.clone();
+                        for (&axis, &start) in axes.iter().zip(starts) {
+                            let after = x.dim(axis + 1)? - start - g.dim(axis + 1)?;
+                            g = g.pad_with_zeros(axis + 1, start, after)?;
+                        }
+                        vec![g]
+                    }
+                    Op::Pad { pads: [top, _, left, _], .. } => {
+                        let (_, _, h, w) = x.dims4()?;
+                        vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
+                    }
+                    Op::GlobalMaxPool { .. } => {
+                        let (n, c, _, _) = x.dims4()?;
+                        let g = gz.reshape((n, c, 1, 1))?;
+                        vec![kernels::pool2d_backward(x, &g, &whole_image_window(x)?, Pool::Max)?]
+                    }
+                    Op::Resize { .. } => {
+                        let [rows, cols] = self.resize_matrices(i, x)?;
+                        vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
+                    }
+                    Op::Reduce { kind, axes, .. } => {
+                        let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
+                        let mut kept = x.dims().to_vec();
+                        for &d in &dims {
+                            kept[d] = 1;
+                        }
+                        let g = gz.reshape(kept.clone())?;
+                        // Over every axis after the channels (a squeeze-and-excitation mean):
+                        // one value per plane.
+                        let per_plane = dims.iter().copied().eq(2..x.rank());
+                        let spread = |g: Tensor| -> Result<Tensor> {
+                            match per_plane {
+                                true => kernels::spread_channels(&g, x.dims()),
+                                false => Ok(g.broadcast_as(x.dims())?.contiguous()?),
+                            }
+                        };
+                        vec![match kind {
+                            ReduceKind::Sum => spread(g)?,
+                            ReduceKind::Mean => {
+                                let count: usize = dims.iter().map(|&d| x.dims()[d]).product();
+                                spread(g.affine(1.0 / count as f64, 0.0)?)?
+                            }
+                            // Ties share evenly (PyTorch's `amax`/`amin`).
+                            ReduceKind::Max | ReduceKind::Min => {
+                                let winners =
+                                    x.broadcast_eq(&y.reshape(kept)?)?.to_dtype(x.dtype())?;
+                                let ties = winners.sum_keepdim(dims)?;
+                                winners.broadcast_mul(&g.div(&ties)?)?
+                            }
+                        }]
+                    }
+                };
+                for (v, dx) in inputs.iter().zip(input_grads) {
+                    grads[v.0] = Some(match grads[v.0].take() {
+                        Some(acc) => add(&acc, &dx)?,
+                        None => dx,
+                    });
+                }
+            }
+            // Values below `lowest` may hold part of their gradient (from nodes after the cut
+            // that read them directly): none rather than a wrong one.
+            for g in &mut grads[..lowest.0] {
+                *g = None;
+            }
+            Ok(Gradients { values: grads, weights })
+        })
     }
 
     pub(crate) fn window(&self, node: usize) -> Window {
