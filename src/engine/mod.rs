@@ -474,7 +474,7 @@ impl Model {
                 &self.window(i),
                 Pool::Avg { count_include_pad: *count_include_pad },
             )?,
-            Op::GlobalAvgPool { .. } => batched(x.mean((2, 3))?)?,
+            Op::GlobalAvgPool { .. } => batched(kernels::channel_means(x)?)?,
             Op::BatchNorm { epsilon } => {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
                 kernels::channel_affine(x, &scale, Some(&shift))?

@@ -8,11 +8,11 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, WithDType};
 use num_traits::Zero;
 use rayon::prelude::*;
 
-use super::{vectorised, with_float, with_slice};
+use super::{Float, vectorised, with_float, with_slice};
 use crate::error::{Error, Result};
 
 /// Values per task when a pass is split over the pool: large enough that scheduling is
@@ -275,31 +275,64 @@ pub fn channel_dots(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let plane: usize = dims[2..].iter().product::<usize>().max(1);
     with_float!(a.dtype(), T => with_slice::<T, _>(a, |xs| {
         with_slice::<T, _>(b, |ys| {
-            // Sixteen running sums, so the loop vectorises (one sum is a chain of adds the
-            // compiler may not reorder).
-            let dot = |(x, y): (&[T], &[T])| {
-                vectorised(#[inline(always)] || {
-                    let (xs, ys) = (x.chunks_exact(16), y.chunks_exact(16));
-                    let tail = xs.remainder().iter().zip(ys.remainder());
-                    let tail = tail.fold(T::zero(), |sum, (&x, &y)| sum + x * y);
-                    let mut sums = [T::zero(); 16];
-                    for (x, y) in xs.zip(ys) {
-                        for ((s, &x), &y) in sums.iter_mut().zip(x).zip(y) {
-                            *s += x * y;
-                        }
-                    }
-                    sums.iter().fold(tail, |sum, &s| sum + s)
-                })
-            };
-            let dots: Vec<T> = if xs.len() < 2 * CHUNK {
-                xs.chunks(plane).zip(ys.chunks(plane)).map(dot).collect()
-            } else {
-                let per_task = CHUNK.div_ceil(plane);
-                xs.par_chunks(plane).zip(ys.par_chunks(plane)).with_min_len(per_task).map(dot).collect()
-            };
+            let dots = plane_sums(xs, ys, plane, #[inline(always)] |x, y| x * y);
             Ok(Tensor::from_vec(dots, &dims[..2], a.device())?)
         })
     }))
+}
+
+/// The mean of each plane (channel of an item) of a batch `[N, C, …]`: `[N, C]`, a global
+/// average pool in one pass on the pool.
+pub fn channel_means(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(Error::Invalid(format!("per-channel means of shape {dims:?}")));
+    }
+    let plane: usize = dims[2..].iter().product::<usize>();
+    if plane == 0 {
+        return Err(Error::Invalid(format!("per-channel means of empty planes {dims:?}")));
+    }
+    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
+        let count = T::from_f64(plane as f64);
+        let sums = plane_sums(xs, xs, plane, #[inline(always)] |x, _| x);
+        let means = sums.into_iter().map(|sum| sum / count).collect();
+        Ok(Tensor::from_vec(means, &dims[..2], x.device())?)
+    }))
+}
+
+/// `Σ term(x, y)` over each plane of `plane` values of `xs` alongside `ys`, split over the
+/// pool for a large batch.
+fn plane_sums<T: Float>(
+    xs: &[T],
+    ys: &[T],
+    plane: usize,
+    term: impl Fn(T, T) -> T + Sync + Copy,
+) -> Vec<T> {
+    // Sixteen running sums, so the loop vectorises (one sum is a chain of adds the
+    // compiler may not reorder).
+    let sum = |(x, y): (&[T], &[T])| {
+        vectorised(
+            #[inline(always)]
+            || {
+                let (xs, ys) = (x.chunks_exact(16), y.chunks_exact(16));
+                let tail = xs.remainder().iter().zip(ys.remainder());
+                let tail = tail.fold(T::zero(), |sum, (&x, &y)| sum + term(x, y));
+                let mut sums = [T::zero(); 16];
+                for (x, y) in xs.zip(ys) {
+                    for ((s, &x), &y) in sums.iter_mut().zip(x).zip(y) {
+                        *s += term(x, y);
+                    }
+                }
+                sums.iter().fold(tail, |sum, &s| sum + s)
+            },
+        )
+    };
+    if xs.len() < 2 * CHUNK {
+        xs.chunks(plane).zip(ys.chunks(plane)).map(sum).collect()
+    } else {
+        let per_task = CHUNK.div_ceil(plane);
+        xs.par_chunks(plane).zip(ys.par_chunks(plane)).with_min_len(per_task).map(sum).collect()
+    }
 }
 
 /// `x·scale[c] + shift[c]` over a batch `[N, C, …]`, with `scale` and `shift` holding one
@@ -394,7 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn spreads_and_channel_dots_equal_candles_broadcast_and_sums() {
+    fn spreads_channel_dots_and_means_equal_candles_broadcast_sums_and_means() {
         // Planes smaller and larger than a chunk, several per chunk, one value each.
         for dims in [vec![2, 3, 4, 5], vec![2, 5, 130, 130], vec![1, 200, 7, 7], vec![3, 4, 1, 1]] {
             for dtype in [DType::F32, DType::F64] {
@@ -411,8 +444,14 @@ mod tests {
                 // Sums of up to 17,000 products: f32's rounding, summed in another order.
                 let scale = dims[2..].iter().product::<usize>() as f64;
                 assert!(d < 1e-6 * scale, "{dims:?} {dtype:?}: {d}");
+                let means = channel_means(&b).unwrap().reshape((n, c, 1, 1)).unwrap();
+                let want = b.mean_keepdim(vec![2, 3]).unwrap();
+                let d = (&means - &want).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+                assert!(d < 1e-6, "means {dims:?} {dtype:?}: {d}");
             }
         }
+        assert!(channel_means(&ramp(&[2, 3, 0], DType::F32)).is_err());
         assert!(spread_channels(&ramp(&[2, 3], DType::F32), &[2, 4, 5, 5]).is_err());
         assert!(
             channel_dots(&ramp(&[2, 3, 4], DType::F32), &ramp(&[2, 3, 5], DType::F32)).is_err()

@@ -49,7 +49,8 @@ mod winograd;
 pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
 pub use dense::{dense, dense_backward_input};
 pub use elementwise::{
-    add_same_shape, channel_affine, channel_dots, is_channel_scale, mul_fast, spread_channels,
+    add_same_shape, channel_affine, channel_dots, channel_means, is_channel_scale, mul_fast,
+    spread_channels,
 };
 pub(crate) use elementwise::{map, map_in_place, map_pair, zip_map, zip3_map};
 pub(crate) use matmul::matmul_accumulate;
