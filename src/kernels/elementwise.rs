@@ -294,6 +294,7 @@ pub fn channel_means(x: &Tensor) -> Result<Tensor> {
     }
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
         let count = T::from_f64(plane as f64);
+        // The sums' second operand is unused: the same slice, so no buffer is made for it.
         let sums = plane_sums(xs, xs, plane, #[inline(always)] |x, _| x);
         let means = sums.into_iter().map(|sum| sum / count).collect();
         Ok(Tensor::from_vec(means, &dims[..2], x.device())?)

@@ -54,7 +54,7 @@ impl<'a, T> Mat<'a, T> {
 }
 
 /// `dst = a·b`, or `dst += a·b` with `accumulate`; `dst` is row-major `[a.rows, b.cols]`.
-/// `threads > 1` lets `gemm` split the product over the rayon pool.
+/// `threads > 1` splits the product over the rayon pool (see `splits`).
 pub(super) fn matmul<T: Float>(
     dst: &mut [T],
     a: Mat<T>,
@@ -140,18 +140,17 @@ unsafe fn product_into<T: Float>(
         }
         return Ok(());
     }
-    let parts = split(m, n, k, [dst_row_stride, dst_col_stride], threads);
-    if parts > 1 {
+    if splits(m, n, k, [dst_row_stride, dst_col_stride], threads) {
         // Disjoint rows or columns of dst per task, each product on one thread: gemm's own
         // split over the pool kept its threads waiting on each other on the products of
         // deep, narrow layers (resnet50's 14×14 and 7×7 convs ran 20–30% slower on two
-        // threads); see `split`.
+        // threads); see `splits`.
         let dst = SendPtr(dst);
         let by_rows = m > n;
         // Parts in whole microkernel tiles (16 × 6, the 16 along a row-major dst's
         // columns once gemm transposes it), so only the last part has a ragged edge.
         let (len_along, align) = if by_rows { (m, 6) } else { (n, 16) };
-        let step = len_along.div_ceil(parts).div_ceil(align) * align;
+        let step = len_along.div_ceil(threads).div_ceil(align) * align;
         (0..len_along.div_ceil(step)).into_par_iter().for_each(|p| {
             let (lo, hi) = (p * step, ((p + 1) * step).min(len_along));
             let (a, b, offset) = match by_rows {
@@ -159,7 +158,7 @@ unsafe fn product_into<T: Float>(
                 false => (a, b.cols_of(lo..hi), lo * dst_col_stride),
             };
             // SAFETY: as for the whole product below; this task's rows (or columns) of
-            // dst are its own, as `split` admits only layouts without overlap.
+            // dst are its own, as `splits` admits only layouts without overlap.
             unsafe {
                 gemm_call(
                     dst.get().add(offset),
@@ -185,25 +184,22 @@ unsafe fn product_into<T: Float>(
     Ok(())
 }
 
-/// Into how many tasks [`product_into`] splits an `[m, k]·[k, n]` product on `threads`
-/// threads itself (1: it does not, leaving gemm to split it or not). It splits products
-/// large enough that a task is not all overhead, into a dst laid out row- or column-major
-/// (whose rows and columns do not overlap). Side by side on the 2-core machine (best of
-/// 60, GMAC/s, gemm's split against halves of the longer side): 256×2304·196 62.7 → 81.9,
-/// 512×4608·49 58.8 → 70.0, 672×112·196 73.3 → 82.1, 64×256·3136 74.6 → 84.4; within
-/// ±5% elsewhere.
-fn split(
+/// Whether [`product_into`] splits an `[m, k]·[k, n]` product on `threads` threads into one
+/// task per thread itself (else gemm splits it or not). It splits products large enough
+/// that a task is not all overhead, into a dst laid out row- or column-major (whose rows
+/// and columns do not overlap). Side by side on the 2-core machine (best of 60, GMAC/s,
+/// gemm's split against halves of the longer side): 256×2304·196 62.7 → 81.9,
+/// 512×4608·49 58.8 → 70.0, 672×112·196 73.3 → 82.1, 64×256·3136 74.6 → 84.4; within ±5%
+/// elsewhere.
+fn splits(
     m: usize,
     n: usize,
     k: usize,
     [row_stride, col_stride]: [usize; 2],
     threads: usize,
-) -> usize {
+) -> bool {
     let dense = (row_stride == n && col_stride == 1) || (row_stride == 1 && col_stride == m);
-    if threads <= 1 || !dense || m * n * k < 1 << 18 {
-        return 1;
-    }
-    threads
+    threads > 1 && dense && m * n * k >= 1 << 18
 }
 
 /// A raw pointer the tasks of one product share, each writing its own part.
@@ -304,7 +300,7 @@ mod tests {
         for [m, k, n] in [[203, 40, 37], [29, 50, 401]] {
             let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64) - 6.0).collect();
             let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64) * 0.5 - 2.0).collect();
-            assert!(split(m, n, k, [n, 1], 3) == 3 && split(m, n, k, [1, m], 3) == 3);
+            assert!(splits(m, n, k, [n, 1], 3) && splits(m, n, k, [1, m], 3));
             let expected =
                 |i: usize, j: usize| (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum::<f64>();
             for strides in [[n, 1], [1, m]] {

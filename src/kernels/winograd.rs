@@ -538,7 +538,7 @@ impl Winograd {
 
 /// Output maps smaller than this stay with im2col + gemm (see [`Winograd::plan`]). At 14×14
 /// it measured level with gemm at first (256 → 256 at 2 threads: 1.7–2.1 ms against 1.6),
-/// and ahead once products split over threads by halves (`matmul::split`): resnet50's
+/// and ahead once products split over threads by halves (`matmul::splits`): resnet50's
 /// layer3 3×3 convs 1.39–1.55 ms against 1.53–1.79 (`convscope bench --layers`, two
 /// alternating rounds), densenet121's 3×3 convs in all 16.9–17.3 against 17.3–18.6.
 const MIN_PIXELS: usize = 14 * 14;
