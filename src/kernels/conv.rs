@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::depthwise::GroupedConv;
 use super::matmul::{Mat, matmul, matmul_uninit};
+use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
 use super::winograd::Winograd;
 use super::{
@@ -290,6 +291,7 @@ const GEMM_MAX_PIXELS: usize = 14 * 14;
 
 /// An f32 conv kernel other than gemm, planned for one call.
 enum Plan {
+    Pixelwise(Pixelwise),
     Winograd(Winograd),
     Direct(direct::DirectConv),
 }
@@ -297,6 +299,7 @@ enum Plan {
 impl Plan {
     fn run(&self, xs: &[f32], bias: Option<&[f32]>, clamp: Option<Clamp>) -> Result<Vec<f32>> {
         match self {
+            Plan::Pixelwise(plan) => plan.run(xs, bias, clamp),
             Plan::Winograd(plan) => plan.run(xs, bias, clamp),
             Plan::Direct(plan) => plan.run(xs, bias, clamp),
         }
@@ -326,8 +329,10 @@ pub fn conv2d(
             return Ok(Tensor::from_vec(out, (n, o, oh, ow), x.device())?);
         }
         let out = with_slice::<f32, _>(kernel, |ks| {
-            let plan = match Winograd::new(dims, o, win, groups, ks) {
-                Some(plan) => Some(Plan::Winograd(plan)),
+            let pixelwise = || Pixelwise::new(dims, o, win, groups, ks).map(Plan::Pixelwise);
+            let winograd = || Winograd::new(dims, o, win, groups, ks).map(Plan::Winograd);
+            let plan = match pixelwise().or_else(winograd) {
+                Some(plan) => Some(plan),
                 None if oh * ow > GEMM_MAX_PIXELS => {
                     direct::DirectConv::new(dims, o, win, groups, ks).map(Plan::Direct)
                 }

@@ -28,12 +28,12 @@ use super::{Window, with_avx2_copy};
 use crate::error::{Error, Result};
 
 /// Output pixels per tile: two AVX vectors.
-const TILE: usize = 16;
+pub(super) const TILE: usize = 16;
 /// Taps per pass over the tiles (see [`block`]).
 const MAX_TAPS: usize = 320;
 /// Output channels per tile: with the two input vectors and a broadcast weight, its 12
 /// accumulators fill the 16 AVX registers without spilling.
-const ROWS: usize = 6;
+pub(super) const ROWS: usize = 6;
 
 /// Whether this CPU runs the direct kernel (std caches the detection).
 pub(super) fn available() -> bool {
@@ -281,7 +281,7 @@ with_avx2_copy! {
 
 /// Appends row-major `weights` `[rows, taps]` to `packed` as the tile kernel reads them:
 /// block by block, each `[taps][block rows]`.
-fn pack(weights: &[f32], taps: usize, blocks: &[Range<usize>], packed: &mut Vec<f32>) {
+pub(super) fn pack(weights: &[f32], taps: usize, blocks: &[Range<usize>], packed: &mut Vec<f32>) {
     for block in blocks {
         let rows: Vec<&[f32]> = block.clone().map(|row| &weights[row * taps..][..taps]).collect();
         for tap in 0..taps {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::Float;
+use super::{Float, SendPtr};
 
 /// A matrix view of a slice: element `(i, j)` at `i·row_stride + j·col_stride`.
 #[derive(Clone, Copy)]
@@ -200,23 +200,6 @@ fn splits(
 ) -> bool {
     let dense = (row_stride == n && col_stride == 1) || (row_stride == 1 && col_stride == m);
     threads > 1 && dense && m * n * k >= 1 << 18
-}
-
-/// A raw pointer the tasks of one product share, each writing its own part.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-
-// SAFETY: the pointer is only used by `product_into`'s tasks, on disjoint elements.
-#[allow(unsafe_code)]
-unsafe impl<T> Send for SendPtr<T> {}
-#[allow(unsafe_code)]
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    /// The pointer (a method, so closures capture the wrapper and not the bare field).
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// One call of gemm: `dst = a·b` (or `+=` with `accumulate`) at `dst` with the given

@@ -41,6 +41,7 @@ mod elementwise;
 mod matmul;
 mod pad;
 mod phased;
+mod pixelwise;
 mod pool;
 mod relu;
 mod sparse;
@@ -289,6 +290,23 @@ fn with_optional_slice<T: Float, R>(
 fn dims4(t: &Tensor) -> Result<[usize; 4]> {
     let (a, b, c, d) = t.dims4()?;
     Ok([a, b, c, d])
+}
+
+/// A raw pointer the tasks of one kernel call share, each writing its own elements.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+
+// SAFETY: the pointer is only used by a kernel call's tasks, on disjoint elements.
+#[allow(unsafe_code)]
+unsafe impl<T> Send for SendPtr<T> {}
+#[allow(unsafe_code)]
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the wrapper and not the bare field).
+    fn get(self) -> *mut T {
+        self.0
+    }
 }
 
 /// Helpers shared by the kernels' tests.
