@@ -26,6 +26,55 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `task(0)`, …, `task(count − 1)` with each task alone on one of the pool's threads,
+/// its kernels single-threaded, and returns the results in order: independent passes
+/// (occlusion's occluded copies) one image per core rather than a whole batch layer by
+/// layer over all cores, so that each pass's maps stay in the caches (a batch's maps are
+/// tens of megabytes, written to memory and read back at every layer).
+///
+/// Each worker is the one thread of a pool of its own (`rayon::current_num_threads` is 1
+/// there, which is what the kernels ask); tasks are taken in turn from a shared counter.
+/// With one thread, or if those pools cannot be made, the tasks run one after the other on
+/// the shared pool. A panicking task panics the caller.
+pub fn spread<R: Send>(count: usize, task: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    static SOLO: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pools = SOLO.get_or_init(|| {
+        let threads = rayon::current_num_threads();
+        let build = |_| rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        match threads > 1 {
+            true => (0..threads).map(build).collect::<Result<_, _>>().unwrap_or_default(),
+            false => Vec::new(),
+        }
+    });
+    if pools.len() <= 1 || count <= 1 {
+        return on_pool(|| (0..count).map(&task).collect());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= count {
+                return done;
+            }
+            done.push((i, task(i)));
+        }
+    };
+    let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            pools.iter().map(|pool| scope.spawn(|| pool.install(worker))).collect();
+        for handle in workers {
+            match handle.join() {
+                Ok(done) => done.into_iter().for_each(|(i, r)| results[i] = Some(r)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    // Every index below `count` was taken by exactly one worker, all of which returned.
+    results.into_iter().flatten().collect()
+}
+
 /// Sets `RAYON_NUM_THREADS` to the machine's parallelism, and candle's barrier pool to
 /// sleep as soon as it is idle, unless the user set them.
 ///
@@ -161,6 +210,20 @@ pub fn human_size(bytes: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_runs_each_task_once_alone_on_its_thread_and_keeps_the_order() {
+        let seen = spread(50, |i| (i, rayon::current_num_threads()));
+        let order: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+        if rayon::current_num_threads() > 1 {
+            assert!(seen.iter().all(|s| s.1 == 1), "a task saw a pool of several threads");
+        }
+        assert!(spread(0, |i| i).is_empty());
+        let panicked = std::panic::catch_unwind(|| spread(8, |i| assert_ne!(i, 5)));
+        assert!(panicked.is_err(), "a task's panic reaches the caller");
+        assert_eq!(spread(3, |i| i * 2), [0, 2, 4], "the pools still work after a panic");
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {
