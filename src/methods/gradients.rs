@@ -4,7 +4,9 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Gradients, Keep, ReluRule, Seed, one_hot};
+use crate::engine::{
+    Activations, Gradients, IMAGES_PER_PASS, Keep, ReluRule, Seed, in_parts, one_hot,
+};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::model::{Model, ValueId};
@@ -54,7 +56,8 @@ pub(super) fn rows_forward(
 }
 
 /// The class score of each row of a batch and its gradient with respect to the row, under
-/// `rule`: `([n, C, H, W], n scores)`.
+/// `rule`: `([n, C, H, W], n scores)`. A batch larger than [`IMAGES_PER_PASS`] runs in
+/// parts, one per core ([`in_parts`]).
 pub(super) fn score_gradients(
     model: &Model,
     batch: &Tensor,
@@ -62,6 +65,11 @@ pub(super) fn score_gradients(
     rule: ReluRule,
 ) -> Result<(Tensor, Vec<f64>)> {
     let n = batch.dim(0)?;
+    if n > IMAGES_PER_PASS {
+        let parts = in_parts(batch, |part| score_gradients(model, part, class, rule))?;
+        let (grads, scores): (Vec<Tensor>, Vec<Vec<f64>>) = parts.into_iter().unzip();
+        return Ok((Tensor::cat(&grads, 0)?, scores.concat()));
+    }
     let (acts, seed) = rows_forward(model, batch, &vec![class; n], ValueId::INPUT)?;
     let scores = acts.at(seed.node, seed.point)?.reshape((n, ()))?.narrow(1, class, 1)?;
     let scores = scores.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;

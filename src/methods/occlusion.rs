@@ -11,7 +11,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::engine::patch::{Plan, Rect};
-use crate::engine::{argmax, softmax};
+use crate::engine::{IMAGES_PER_PASS, argmax, softmax};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::methods::registry::{Layers, MethodInfo};
@@ -38,7 +38,7 @@ pub struct OcclusionConfig {
     /// Fill value as a pixel intensity in [0, 1], mapped through the model's input
     /// description (0.5: the article's grey).
     pub fill: f32,
-    /// Windows per round: a round's passes ([`PER_PASS`] windows each) run in parallel,
+    /// Windows per round: a round's passes ([`IMAGES_PER_PASS`] windows each) run in parallel,
     /// then its probabilities are summed in order, so what is held at once stays bounded.
     pub batch: usize,
 }
@@ -58,13 +58,6 @@ impl OcclusionConfig {
         OcclusionConfig { size, stride: size, ..OcclusionConfig::default() }
     }
 }
-
-/// Occluded copies per pass, each pass alone on a core ([`runtime::spread`]) rather than
-/// one batch over all cores layer by layer. Measured against that (`convscope bench`, 196
-/// windows, batches of 64, two alternating rounds, 2-core box): efficientnet_b0 3.9–4.0 →
-/// 2.0–2.1 s, densenet121 8.5–8.7 → 4.8–5.0 s, mobilenet_v2 and resnet50 unchanged
-/// (0.71–0.82 s, 5.9–6.5 s). Passes of 2 were faster than of 1, 4, 8 or 32.
-const PER_PASS: usize = 2;
 
 /// What occlusion found.
 #[derive(Clone, Debug)]
@@ -221,10 +214,10 @@ fn run(
         // The round's windows in passes of a few, one pass per core at a time; their
         // probabilities in window order, so the sums do not depend on the timing.
         let part = |i: usize| {
-            let windows = i * PER_PASS..((i + 1) * PER_PASS).min(round.len());
+            let windows = i * IMAGES_PER_PASS..((i + 1) * IMAGES_PER_PASS).min(round.len());
             probabilities(first + windows.start, &round[windows])
         };
-        let parts = runtime::spread(round.len().div_ceil(PER_PASS), part);
+        let parts = runtime::spread(round.len().div_ceil(IMAGES_PER_PASS), part);
         let probs = parts.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten();
         for (rect, p) in round.iter().zip(probs) {
             counts[argmax(&p)] += 1;

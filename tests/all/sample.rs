@@ -110,3 +110,19 @@ fn dag_summary_has_an_input_row_and_connected_to() {
     assert_eq!(summary.non_trainable_params, 8, "moving mean and variance of 4 channels");
     insta::assert_snapshot!("dag_summary", summary.to_string());
 }
+
+#[test]
+fn a_batch_predicts_as_each_image_alone() {
+    // Five images: passes of two, one per core, and a part of one.
+    let model = sample::model().unwrap();
+    let batch = crate::support::random_input(&model, 5, 3);
+    let together = model.predict(&batch).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(together.len(), 5);
+    for (i, row) in together.iter().enumerate() {
+        let alone = model.predict(&batch.narrow(0, i, 1).unwrap()).unwrap();
+        let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in row.iter().zip(&alone) {
+            assert!((a - b).abs() < 1e-6, "image {i}: {a} against {b}");
+        }
+    }
+}
