@@ -17,7 +17,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Keep, ReluRule, Seed};
+use crate::engine::{Activations, Keep, ReluRule, Seed, in_parts};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::methods::gradients::{
@@ -510,8 +510,14 @@ fn score_cam_weights(
         }
         let t =
             Tensor::from_vec(data, (chunk.len(), c, h, w), x.device())?.to_dtype(model.dtype())?;
-        let acts = model.forward_keeping(&t, Keep::Scores)?;
-        scores.extend(score_rows(acts.at(node, point)?, chunk.len())?);
+        // Whole passes, so in parts, one per core; Ablation-CAM's run only the small maps
+        // above the layer, where one batch over the cores was faster (effnet 155–205 against
+        // 212–345 ms in parts).
+        let part_scores = in_parts(&t, |part| {
+            let acts = model.forward_keeping(part, Keep::Scores)?;
+            score_rows(acts.at(node, point)?, part.dim(0)?)
+        })?;
+        scores.extend(part_scores.into_iter().flatten());
         progress(((done + 1) * batch).min(copies.len()) as f32 / copies.len() as f32);
     }
     Ok(classes
