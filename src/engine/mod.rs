@@ -300,9 +300,14 @@ impl Model {
     /// all numbers. A batch larger than [`IMAGES_PER_PASS`] runs in parts, one per core
     /// ([`in_parts`]).
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
-        if x.dim(0)? > IMAGES_PER_PASS {
-            return Ok(Tensor::cat(&in_parts(x, |part| self.predict(part))?, 0)?);
+        match x.dim(0)? > IMAGES_PER_PASS {
+            true => Ok(Tensor::cat(&in_parts(x, |part| self.predict_in_one_pass(part))?, 0)?),
+            false => self.predict_in_one_pass(x),
         }
+    }
+
+    /// [`predict`](Self::predict) in one pass, whatever the batch.
+    fn predict_in_one_pass(&self, x: &Tensor) -> Result<Tensor> {
         let acts = self.forward_keeping(x, Keep::Scores)?;
         let (node, point) = self.score_point();
         let scores = acts.at(node, point)?;

@@ -64,12 +64,22 @@ pub(super) fn score_gradients(
     class: usize,
     rule: ReluRule,
 ) -> Result<(Tensor, Vec<f64>)> {
-    let n = batch.dim(0)?;
-    if n > IMAGES_PER_PASS {
-        let parts = in_parts(batch, |part| score_gradients(model, part, class, rule))?;
-        let (grads, scores): (Vec<Tensor>, Vec<Vec<f64>>) = parts.into_iter().unzip();
-        return Ok((Tensor::cat(&grads, 0)?, scores.concat()));
+    if batch.dim(0)? <= IMAGES_PER_PASS {
+        return score_gradients_in_one_pass(model, batch, class, rule);
     }
+    let parts = in_parts(batch, |part| score_gradients_in_one_pass(model, part, class, rule))?;
+    let (grads, scores): (Vec<Tensor>, Vec<Vec<f64>>) = parts.into_iter().unzip();
+    Ok((Tensor::cat(&grads, 0)?, scores.concat()))
+}
+
+/// [`score_gradients`] in one pass, whatever the batch.
+fn score_gradients_in_one_pass(
+    model: &Model,
+    batch: &Tensor,
+    class: usize,
+    rule: ReluRule,
+) -> Result<(Tensor, Vec<f64>)> {
+    let n = batch.dim(0)?;
     let (acts, seed) = rows_forward(model, batch, &vec![class; n], ValueId::INPUT)?;
     let scores = acts.at(seed.node, seed.point)?.reshape((n, ()))?.narrow(1, class, 1)?;
     let scores = scores.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
