@@ -510,14 +510,17 @@ fn score_cam_weights(
         }
         let t =
             Tensor::from_vec(data, (chunk.len(), c, h, w), x.device())?.to_dtype(model.dtype())?;
-        // Whole passes, so in parts, one per core; Ablation-CAM's run only the small maps
+        // Whole passes, so in parts for a large model; Ablation-CAM's run only the small maps
         // above the layer, where one batch over the cores was faster (effnet 155–205 against
         // 212–345 ms in parts).
-        let part_scores = in_parts(&t, |part| {
+        let scores_of = |part: &Tensor| {
             let acts = model.forward_keeping(part, Keep::Scores)?;
             score_rows(acts.at(node, point)?, part.dim(0)?)
-        })?;
-        scores.extend(part_scores.into_iter().flatten());
+        };
+        match model.runs_in_parts(chunk.len()) {
+            true => scores.extend(in_parts(&t, scores_of)?.into_iter().flatten()),
+            false => scores.extend(scores_of(&t)?),
+        }
         progress(((done + 1) * batch).min(copies.len()) as f32 / copies.len() as f32);
     }
     Ok(classes

@@ -209,15 +209,20 @@ fn run(
         };
         Ok(probs.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     };
+    let per_pass = match model.runs_in_parts(config.batch) {
+        true => IMAGES_PER_PASS,
+        false => config.batch,
+    };
     for (round_index, round) in rects.chunks(config.batch).enumerate() {
         let first = round_index * config.batch;
-        // The round's windows in passes of a few, one pass per core at a time; their
+        // The round's windows in passes of a few, one pass per core at a time (or, for a
+        // small model, in one pass); their
         // probabilities in window order, so the sums do not depend on the timing.
         let part = |i: usize| {
-            let windows = i * IMAGES_PER_PASS..((i + 1) * IMAGES_PER_PASS).min(round.len());
+            let windows = i * per_pass..((i + 1) * per_pass).min(round.len());
             probabilities(first + windows.start, &round[windows])
         };
-        let parts = runtime::spread(round.len().div_ceil(IMAGES_PER_PASS), part);
+        let parts = runtime::spread(round.len().div_ceil(per_pass), part);
         let probs = parts.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten();
         for (rect, p) in round.iter().zip(probs) {
             counts[argmax(&p)] += 1;

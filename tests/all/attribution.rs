@@ -97,18 +97,29 @@ fn integrated_gradients_are_complete_on_the_sample_model() {
 fn smoothgrad_is_the_mean_gradient_over_the_same_noisy_copies() {
     let model = sample::model().unwrap().to_dtype(DType::F64).unwrap();
     let x = convscope::data::digits::Digits::bundled().unwrap().batch(&[8000]).unwrap();
-    let x = x.to_dtype(DType::F64).unwrap();
+    smoothgrad_is_the_mean_gradient_of(&model, &x.to_dtype(DType::F64).unwrap());
+    // Its copies in parts of two, one per core (the maps are large enough).
+    let large = crate::support::large_model().to_dtype(DType::F64).unwrap();
+    assert!(large.runs_in_parts(4));
+    smoothgrad_is_the_mean_gradient_of(&large, &random_input(&large, 1, 5));
+}
+
+/// SmoothGrad of `x` (6 copies in batches of 4) against the engine's gradients at the same
+/// copies, in one batch.
+fn smoothgrad_is_the_mean_gradient_of(model: &Model, x: &Tensor) {
     let config = SmoothConfig { level: 0.2, samples: 6, seed: 4, batch: 4, ..Default::default() };
-    let got = smoothgrad(&model, &x, 3, ReluRule::Guided, &config).unwrap();
-    let xs = values(&x);
+    let got = smoothgrad(model, x, 3, ReluRule::Guided, &config).unwrap();
+    let xs = values(x);
     let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(l, u), &v| (l.min(v), u.max(v)));
     let noise = smoothgrad_noise(xs.len(), 6, 0.2 * (hi - lo), 4).unwrap();
     let noisy: Vec<f64> = noise
         .chunks(xs.len())
         .flat_map(|e| xs.iter().zip(e).map(|(x, &e)| x + f64::from(e)))
         .collect();
-    let batch = Tensor::from_vec(noisy, (6, 1, 28, 28), x.device()).unwrap();
-    let grads = gradient(&model, &batch, 3, ReluRule::Guided);
+    let mut dims = x.dims().to_vec();
+    dims[0] = 6;
+    let batch = Tensor::from_vec(noisy, dims, x.device()).unwrap();
+    let grads = gradient(model, &batch, 3, ReluRule::Guided);
     let mean: Vec<f64> = (0..xs.len())
         .map(|i| (0..6).map(|s| grads[s * xs.len() + i].abs()).sum::<f64>() / 6.0)
         .collect();

@@ -112,17 +112,23 @@ fn dag_summary_has_an_input_row_and_connected_to() {
 }
 
 #[test]
-fn a_batch_predicts_as_each_image_alone() {
-    // Five images: passes of two, one per core, and a part of one.
-    let model = sample::model().unwrap();
-    let batch = crate::support::random_input(&model, 5, 3);
-    let together = model.predict(&batch).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(together.len(), 5);
-    for (i, row) in together.iter().enumerate() {
-        let alone = model.predict(&batch.narrow(0, i, 1).unwrap()).unwrap();
-        let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (a, b) in row.iter().zip(&alone) {
-            assert!((a - b).abs() < 1e-6, "image {i}: {a} against {b}");
+fn a_batch_predicts_as_each_image_alone_in_parts_or_whole() {
+    use crate::support::{large_model, random_input};
+    let large = large_model();
+    let digits = sample::model().unwrap();
+    assert!(large.runs_in_parts(5) && !large.runs_in_parts(2));
+    assert!(!digits.runs_in_parts(64));
+    for model in [large, digits] {
+        // Five images: for the large model two parts of two and a part of one.
+        let batch = random_input(&model, 5, 3);
+        let together = model.predict(&batch).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(together.len(), 5);
+        for (i, row) in together.iter().enumerate() {
+            let alone = model.predict(&batch.narrow(0, i, 1).unwrap()).unwrap();
+            let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in row.iter().zip(&alone) {
+                assert!((a - b).abs() < 1e-6, "image {i}: {a} against {b}");
+            }
         }
     }
 }

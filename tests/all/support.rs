@@ -65,6 +65,17 @@ pub fn random_model(input_shape: &[usize], nodes: Vec<Node>, seed: u64) -> Model
     Model::new("test", graph, weights, InputSpec::default(), Vec::new()).unwrap()
 }
 
+/// A model with a map of 64×64×64 values, large enough that its batches run in parts (one
+/// per core), and 7 classes.
+pub fn large_model() -> Model {
+    let nodes = vec![
+        Node::new("conv", conv(64, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+        Node::new("pool", Op::GlobalAvgPool { keep_dims: false }, &["conv"]),
+        Node::new("scores", dense(7, Activation::Softmax), &["pool"]),
+    ];
+    random_model(&[3, 64, 64], nodes, 4)
+}
+
 /// A model with the given weights (f32).
 pub fn model_with(
     input_shape: &[usize],
