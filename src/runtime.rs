@@ -35,8 +35,13 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Each worker is the one thread of a pool of its own (`rayon::current_num_threads` is 1
 /// there, which is what the kernels ask); tasks are taken in turn from a shared counter.
 /// With one thread, or if those pools cannot be made, the tasks run one after the other on
-/// the shared pool. A panicking task panics the caller.
+/// the shared pool; so do they when `spread` is called from a task of its own (its worker
+/// would otherwise wait on a job queued to its own pool). A panicking task panics the
+/// caller.
 pub fn spread<R: Send>(count: usize, task: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if rayon::current_num_threads() <= 1 {
+        return (0..count).map(task).collect();
+    }
     static SOLO: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
     let pools = SOLO.get_or_init(|| {
         let threads = rayon::current_num_threads();
@@ -223,6 +228,8 @@ mod tests {
         let panicked = std::panic::catch_unwind(|| spread(8, |i| assert_ne!(i, 5)));
         assert!(panicked.is_err(), "a task's panic reaches the caller");
         assert_eq!(spread(3, |i| i * 2), [0, 2, 4], "the pools still work after a panic");
+        let nested = spread(3, |i| spread(2, |j| 10 * i + j));
+        assert_eq!(nested, [vec![0, 1], vec![10, 11], vec![20, 21]], "a task's own spread");
     }
 
     #[test]
