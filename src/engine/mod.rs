@@ -264,11 +264,14 @@ impl Model {
     /// Whether a batch of `batch` images runs faster in parts, one per core ([`in_parts`]):
     /// more than a part's images, with maps too large for a whole batch to stay cached.
     pub fn runs_in_parts(&self, batch: usize) -> bool {
+        // The batch first: a single image's predict (the explorer's) skips the graph walk.
+        if batch <= IMAGES_PER_PASS {
+            return false;
+        }
         let graph = self.graph();
         let values =
             std::iter::once(ValueId::INPUT).chain((0..graph.nodes().len()).map(ValueId::of_node));
-        let largest = values.map(|v| graph.shape(v).iter().product::<usize>()).max().unwrap_or(0);
-        batch > IMAGES_PER_PASS && largest >= PARTS_FROM_VALUES
+        values.map(|v| graph.shape(v).iter().product::<usize>()).any(|n| n >= PARTS_FROM_VALUES)
     }
 
     /// Where the class scores are: below the final softmax when the model ends in one
