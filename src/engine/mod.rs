@@ -61,7 +61,7 @@ pub enum Point {
     PreSoftmax,
 }
 
-/// Images per pass where a batch's passes are spread over the cores ([`in_parts`]).
+/// Images per pass where a batch's passes are spread over the cores ([`Model::in_parts`]).
 /// Measured on occlusion's passes (196 windows of 16×16, 2-core box, two alternating
 /// rounds), against one batch of 64 over both cores: efficientnet_b0 3.9–4.0 → 2.0–2.1 s,
 /// densenet121 8.5–8.7 → 4.8–5.0 s, mobilenet_v2 and resnet50 unchanged; passes of 2 were
@@ -75,17 +75,12 @@ pub const IMAGES_PER_PASS: usize = 2;
 /// 2.6–2.8 (alternating rounds); ImageNet models' largest maps hold 0.8–3.2 million.
 const PARTS_FROM_VALUES: usize = 1 << 18;
 
-/// `pass` on `x`'s images `[N, …]` in parts of [`IMAGES_PER_PASS`], each part alone on a
-/// core with single-threaded kernels ([`runtime::spread`](crate::runtime::spread)), the
-/// results in order: a part's maps stay in the caches through the whole network, where a
-/// whole batch's (tens of megabytes a layer) go to memory and back at every layer.
-pub fn in_parts<R: Send>(x: &Tensor, pass: impl Fn(&Tensor) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let n = x.dim(0)?;
-    let part = |i: usize| {
-        let start = i * IMAGES_PER_PASS;
-        pass(&x.narrow(0, start, IMAGES_PER_PASS.min(n - start))?)
-    };
-    crate::runtime::spread(n.div_ceil(IMAGES_PER_PASS), part).into_iter().collect()
+/// Parts of a batch joined along the batch axis (one part as it is, without a copy).
+pub fn concat(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    match parts.len() {
+        1 => parts.pop().ok_or_else(|| Error::Invalid("no part".into())),
+        _ => Ok(Tensor::cat(&parts, 0)?),
+    }
 }
 
 /// Which values a forward pass keeps once nothing later in the pass reads them. Keeping
@@ -261,8 +256,9 @@ pub struct Seed {
 }
 
 impl Model {
-    /// Whether a batch of `batch` images runs faster in parts, one per core ([`in_parts`]):
-    /// more than a part's images, with maps too large for a whole batch to stay cached.
+    /// Whether a batch of `batch` images runs faster in parts, one per core
+    /// ([`in_parts`](Self::in_parts)): more than a part's images, with maps too large for a
+    /// whole batch to stay cached.
     pub fn runs_in_parts(&self, batch: usize) -> bool {
         // The batch first: a single image's predict (the explorer's) skips the graph walk.
         if batch <= IMAGES_PER_PASS {
@@ -272,6 +268,28 @@ impl Model {
         let values =
             std::iter::once(ValueId::INPUT).chain((0..graph.nodes().len()).map(ValueId::of_node));
         values.map(|v| graph.shape(v).iter().product::<usize>()).any(|n| n >= PARTS_FROM_VALUES)
+    }
+
+    /// `pass` on the batch `x` `[N, …]`: in one call, or where the model
+    /// [`runs_in_parts`](Self::runs_in_parts) in parts of [`IMAGES_PER_PASS`] images, each
+    /// part alone on a core with single-threaded kernels
+    /// ([`runtime::spread`](crate::runtime::spread)); the results in order. A part's maps
+    /// stay in the caches through the whole network, where a whole batch's (tens of
+    /// megabytes a layer) go to memory and back at every layer.
+    pub fn in_parts<R: Send>(
+        &self,
+        x: &Tensor,
+        pass: impl Fn(&Tensor) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        let n = x.dim(0)?;
+        if !self.runs_in_parts(n) {
+            return Ok(vec![pass(x)?]);
+        }
+        let part = |i: usize| {
+            let start = i * IMAGES_PER_PASS;
+            pass(&x.narrow(0, start, IMAGES_PER_PASS.min(n - start))?)
+        };
+        crate::runtime::spread(n.div_ceil(IMAGES_PER_PASS), part).into_iter().collect()
     }
 
     /// Where the class scores are: below the final softmax when the model ends in one
@@ -318,12 +336,9 @@ impl Model {
     /// Softmax probabilities `[N, classes]` for a batch, in f32 whatever the model computes
     /// in; an error naming the first layer that produced a non-finite value if they are not
     /// all numbers. A large model's batch runs in parts, one per core
-    /// ([`Model::runs_in_parts`]).
+    /// ([`Model::in_parts`]).
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
-        match self.runs_in_parts(x.dim(0)?) {
-            true => Ok(Tensor::cat(&in_parts(x, |part| self.predict_in_one_pass(part))?, 0)?),
-            false => self.predict_in_one_pass(x),
-        }
+        concat(self.in_parts(x, |part| self.predict_in_one_pass(part))?)
     }
 
     /// [`predict`](Self::predict) in one pass, whatever the batch.

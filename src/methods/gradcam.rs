@@ -17,7 +17,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Keep, ReluRule, Seed, in_parts};
+use crate::engine::{Activations, Keep, ReluRule, Seed};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::methods::gradients::{
@@ -517,10 +517,7 @@ fn score_cam_weights(
             let acts = model.forward_keeping(part, Keep::Scores)?;
             score_rows(acts.at(node, point)?, part.dim(0)?)
         };
-        match model.runs_in_parts(chunk.len()) {
-            true => scores.extend(in_parts(&t, scores_of)?.into_iter().flatten()),
-            false => scores.extend(scores_of(&t)?),
-        }
+        scores.extend(model.in_parts(&t, scores_of)?.into_iter().flatten());
         progress(((done + 1) * batch).min(copies.len()) as f32 / copies.len() as f32);
     }
     Ok(classes

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::engine::{Activations, Gradients, Keep, ReluRule, Seed, in_parts, one_hot};
+use crate::engine::{Activations, Gradients, Keep, ReluRule, Seed, concat, one_hot};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::model::{Model, ValueId};
@@ -55,19 +55,17 @@ pub(super) fn rows_forward(
 
 /// The class score of each row of a batch and its gradient with respect to the row, under
 /// `rule`: `([n, C, H, W], n scores)`. A large model's batch runs in parts, one per core
-/// ([`Model::runs_in_parts`]).
+/// ([`Model::in_parts`]).
 pub(super) fn score_gradients(
     model: &Model,
     batch: &Tensor,
     class: usize,
     rule: ReluRule,
 ) -> Result<(Tensor, Vec<f64>)> {
-    if !model.runs_in_parts(batch.dim(0)?) {
-        return score_gradients_in_one_pass(model, batch, class, rule);
-    }
-    let parts = in_parts(batch, |part| score_gradients_in_one_pass(model, part, class, rule))?;
+    let parts =
+        model.in_parts(batch, |part| score_gradients_in_one_pass(model, part, class, rule))?;
     let (grads, scores): (Vec<Tensor>, Vec<Vec<f64>>) = parts.into_iter().unzip();
-    Ok((Tensor::cat(&grads, 0)?, scores.concat()))
+    Ok((concat(grads)?, scores.concat()))
 }
 
 /// [`score_gradients`] in one pass, whatever the batch.

@@ -215,9 +215,9 @@ fn run(
     };
     for (round_index, round) in rects.chunks(config.batch).enumerate() {
         let first = round_index * config.batch;
-        // The round's windows in passes of a few, one pass per core at a time (or, for a
-        // small model, in one pass); their
-        // probabilities in window order, so the sums do not depend on the timing.
+        // The round's windows in passes of a few, one pass per core at a time (for a small
+        // model, in one pass); their probabilities in window order, so the sums do not
+        // depend on the timing.
         let part = |i: usize| {
             let windows = i * per_pass..((i + 1) * per_pass).min(round.len());
             probabilities(first + windows.start, &round[windows])
