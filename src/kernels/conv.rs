@@ -12,7 +12,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::depthwise::GroupedConv;
-use super::matmul::{Mat, matmul, matmul_uninit};
+use super::matmul::{Mat, matmul, matmul_by_transpose, matmul_uninit};
 use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
 use super::winograd::Winograd;
@@ -280,6 +280,16 @@ impl ConvShape {
         let (og, kg) = (self.filters / self.groups, self.taps / self.groups);
         (g * og..(g + 1) * og, g * kg..(g + 1) * kg)
     }
+
+    /// Whether the input gradient's products `wᵀ·g` go through [`matmul_by_transpose`]:
+    /// for small maps under large kernels, where repacking the kernel costs as much as the
+    /// product. Per conv at 7×7 (2 threads): a gain from 256 → 256 3×3 (0.57 → 0.50 ms)
+    /// and 1024 → 512 1×1 (0.61 → 0.52) up, a loss below (128 → 1024 1×1 0.18 → 0.20,
+    /// 128 → 32 3×3 0.08 → 0.16); at 12×12 and 14×14 a loss at every size tried.
+    fn gradient_by_transpose(&self) -> bool {
+        let kernel_len = self.filters * self.taps / (self.groups * self.groups);
+        self.pixels <= 64 && kernel_len >= 1 << 19
+    }
 }
 
 /// Output maps of at most this many pixels go to im2col + gemm rather than the direct
@@ -471,11 +481,15 @@ pub fn conv2d_backward_input(
             // Not zeroed first where the products write every value (a 1×1 conv's): that
             // pass was 4% of MobileNetV2's saliency.
             let mut dx = Vec::with_capacity(len);
-            let scratch = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+            let cols_len = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
+            let by_transpose = shape.gradient_by_transpose();
+            // A group's product, transposed, after the columns.
+            let product_len = if by_transpose { shape.taps / groups * shape.pixels } else { 0 };
             // `for_each_item` walks the output (here dx) image by image alongside the input
             // (here the gradient).
-            for_each_item(&mut dx.spare_capacity_mut()[..len], shape.image_len(), gs, shape.out_len(), scratch,
-                |g_img, dx_img, cols, threads| {
+            for_each_item(&mut dx.spare_capacity_mut()[..len], shape.image_len(), gs, shape.out_len(), cols_len + product_len,
+                |g_img, dx_img, scratch, threads| {
+                    let (cols, transposed) = scratch.split_at_mut(cols_len);
                     let l = shape.pixels;
                     // Group `g`'s product, `wᵀ·g`: the rows of its taps.
                     let product = |g| {
@@ -487,9 +501,12 @@ pub fn conv2d_backward_input(
                     // The groups' taps cover every row: in a 1×1 conv, every input value.
                     for g in 0..groups {
                         let (rows, w, b) = product(g);
-                        match shape.pointwise {
-                            true => _ = matmul_uninit(&mut dx_img[rows], w, b, threads)?,
-                            false => matmul(&mut cols[rows], w, b, false, threads)?,
+                        match (shape.pointwise, by_transpose) {
+                            (true, false) => _ = matmul_uninit(&mut dx_img[rows], w, b, threads)?,
+                            (false, false) => matmul(&mut cols[rows], w, b, false, threads)?,
+                            // Zeroed first, a pass over a map of at most 64 pixels.
+                            (true, true) => matmul_by_transpose(zeroed(&mut dx_img[rows]), w, b, transposed, threads)?,
+                            (false, true) => matmul_by_transpose(&mut cols[rows], w, b, transposed, threads)?,
                         }
                     }
                     if !shape.pointwise {
@@ -499,8 +516,8 @@ pub fn conv2d_backward_input(
                 })?;
             #[allow(unsafe_code)]
             // SAFETY: `for_each_item` returned Ok having run every image (none is empty, or
-            // it returned before any), and each image's values were all written: by the
-            // groups' products in a 1×1 conv, by `zeroed` otherwise.
+            // it returned before any), and each image's values were all written: by `zeroed`
+            // or else, in a 1×1 conv, by the groups' products.
             unsafe { dx.set_len(len) };
             Ok(Tensor::from_vec(dx, input_dims.to_vec(), grad.device())?)
         })
@@ -755,6 +772,48 @@ mod tests {
         assert!(transposed_direct([1, 4, 14, 14], 4, &same, 1, &k).is_none());
         assert!(transposed_direct([1, 4, 32, 32], 4, &wide, 1, &k).is_none());
         assert!(transposed_direct([1, 4, 32, 32], 4, &same, 2, &k[..72]).is_none());
+    }
+
+    #[test]
+    fn input_gradients_of_large_kernels_on_small_maps_equal_a_transposed_conv() {
+        let dev = Device::Cpu;
+        // (n, c, o, side, kernel, stride, groups), each taking the transposed product: a 3×3
+        // conv, a strided one, a 1×1 one over a batch, and two groups of 1×1.
+        let cases = [
+            (1, 256, 256, 7, 3, 1, 1),
+            (1, 256, 256, 13, 3, 2, 1),
+            (2, 1024, 512, 7, 1, 1, 1),
+            (1, 2048, 1024, 5, 1, 1, 2),
+        ];
+        for (n, c, o, side, k, stride, groups) in cases {
+            let pad = k / 2;
+            let win =
+                Window { kernel: [k, k], stride: [stride; 2], dilation: [1, 1], pads: [pad; 4] };
+            let dims = [n, c, side, side];
+            let shape = ConvShape::new(dims, o, &win, groups);
+            let label = format!("{dims:?} → {o}, {k}×{k}/{stride}, {groups} groups");
+            assert!(shape.gradient_by_transpose(), "{label}");
+            let [oh, ow] = win.out_size(side, side);
+            let w = Tensor::randn(0f64, 1., (o, c / groups, k, k), &dev).unwrap();
+            let g = Tensor::randn(0f64, 1., (n, o, oh, ow), &dev).unwrap();
+            let ours = conv2d_backward_input(&g, &w, dims, &win, groups).unwrap();
+            let og = o / groups;
+            let parts: Vec<Tensor> = (0..groups)
+                .map(|i| {
+                    let (g, w) =
+                        (g.narrow(1, i * og, og).unwrap(), w.narrow(0, i * og, og).unwrap());
+                    g.conv_transpose2d(&w, pad, 0, stride, 1).unwrap()
+                })
+                .collect();
+            let theirs = Tensor::cat(&parts, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims(), "{label}");
+            let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f64>().unwrap() < 1e-9, "{label}");
+        }
+        // Not taken on larger maps or under smaller kernels.
+        let same = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [1; 4] };
+        assert!(!ConvShape::new([1, 256, 9, 9], 256, &same, 1).gradient_by_transpose());
+        assert!(!ConvShape::new([1, 128, 7, 7], 128, &same, 1).gradient_by_transpose());
     }
 
     #[test]

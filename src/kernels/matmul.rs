@@ -104,6 +104,49 @@ pub(super) fn matmul_uninit<'d, T: Float>(
     }
 }
 
+/// `dst = a·b` into row-major `dst` `[a.rows, b.cols]`, computed column-major into
+/// `scratch` (at least as long as `dst`) and then transposed into place. For `a` a large
+/// transposed weight (a conv's input gradient, `wᵀ·g`) and `b` of few columns: gemm
+/// repacks the whole of `a` on each call in row-major order, where in column-major order it
+/// reads `a` as it lies and packs only the small `b`. Measured per conv, batch 1, 2
+/// threads, median of 30 alternating calls: resnet50's 3×3 512 → 512 at 7×7 2.74 →
+/// 2.24 ms, its 1×1 2048 → 512 at 7×7 1.16 → 1.02.
+pub(super) fn matmul_by_transpose<T: Float>(
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    scratch: &mut [T],
+    threads: usize,
+) -> Result<()> {
+    let (m, n) = (a.rows, b.cols);
+    if dst.len() != m * n || scratch.len() < m * n {
+        return Err(Error::Invalid(format!(
+            "a [{m}, {n}] product into {} values with {} to spare",
+            dst.len(),
+            scratch.len()
+        )));
+    }
+    let transposed = &mut scratch[..m * n];
+    matmul_strided(transposed, [1, m], a, b, false, threads)?;
+    // Blocks of rows of dst: each reads a short run of every column of the transpose.
+    const ROWS: usize = 16;
+    let transposed = &*transposed;
+    let block = |(index, rows): (usize, &mut [T])| {
+        let first = index * ROWS;
+        let height = rows.len() / n.max(1);
+        for (j, column) in transposed.chunks_exact(m).enumerate() {
+            for (r, &v) in column[first..first + height].iter().enumerate() {
+                rows[r * n + j] = v;
+            }
+        }
+    };
+    match threads > 1 && m * n >= 1 << 16 {
+        true => dst.par_chunks_mut(ROWS * n).enumerate().for_each(block),
+        false => dst.chunks_mut(ROWS * n).enumerate().for_each(block),
+    }
+    Ok(())
+}
+
 /// `dst = a·b` (or `+=` with `accumulate`) into the `len` values at `dst`, laid out with
 /// `[row_stride, col_stride]`. Without `accumulate`, writes every value and reads none.
 ///
@@ -274,6 +317,33 @@ pub fn sgemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_product_by_transpose_equals_a_loop() {
+        // A transposed `a` as the conv gradient passes it; row blocks with a ragged last
+        // one, on one thread and split.
+        for [m, k, n] in [[37, 11, 5], [300, 20, 240]] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64) - 6.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64) * 0.5 - 2.0).collect();
+            for threads in [1, 2] {
+                let mut dst = vec![f64::NAN; m * n];
+                let mut scratch = vec![f64::NAN; m * n + 3];
+                let at = Mat::row_major(&a, k, m).t();
+                let bm = Mat::row_major(&b, k, n);
+                matmul_by_transpose(&mut dst, at, bm, &mut scratch, threads).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = (0..k).map(|t| a[t * m + i] * b[t * n + j]).sum::<f64>();
+                        assert_eq!(dst[i * n + j], want, "[{m}, {k}, {n}] at ({i}, {j})");
+                    }
+                }
+            }
+            let mut short = vec![0.0; m * n - 1];
+            let at = Mat::row_major(&a, k, m).t();
+            let bm = Mat::row_major(&b, k, n);
+            assert!(matmul_by_transpose(&mut vec![0.0; m * n], at, bm, &mut short, 1).is_err());
+        }
+    }
 
     #[test]
     fn products_split_over_tasks_equal_a_loop_in_both_layouts() {
