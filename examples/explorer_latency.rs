@@ -3,9 +3,12 @@
 //! after it, the inputs' classification (in the background), the current class's map, class changes onto a prefetched neighbour and onto a
 //! class far away (right after the previous map; a moment later, just after a prefetch has
 //! started, the worst case; after the prefetches), and the longest any key press plus
-//! redraw took.
+//! redraw took. With `--while-classifying`, only the saliency map of the first input's class
+//! asked for as soon as the first frame is drawn, while the other inputs are being
+//! classified (give it a folder's worth of images).
 //!
-//! `cargo run --release --example explorer_latency -- MODEL IMAGE... [--changes N]`
+//! `cargo run --release --example explorer_latency -- MODEL IMAGE... [--changes N]
+//! [--while-classifying]`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,6 +103,13 @@ fn main() {
         }
         None => 5,
     };
+    let while_classifying = match args.iter().position(|a| a == "--while-classifying") {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    };
     let (model_path, images) = args.split_first().expect("MODEL IMAGE...");
     let model_path = PathBuf::from(model_path);
     let images: Vec<PathBuf> = images.iter().map(PathBuf::from).collect();
@@ -139,6 +149,14 @@ fn main() {
         images.len(),
         ms(start.elapsed())
     );
+    if while_classifying {
+        let start = Instant::now();
+        t.press(KeyCode::F(6));
+        let shown = t.until_shown(start);
+        let still =
+            if t.app.classifying().is_some() { "" } else { " (the classification had ended)" };
+        println!("saliency of the first input's class, asked at once: {}{still}", ms(shown));
+    }
     // What the first frame waited for before the classification moved to the background.
     while t.app.classifying().is_some() {
         if t.app.tick() {
@@ -147,6 +165,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     println!("every input classified after the load: {}", ms(start.elapsed()));
+    if while_classifying {
+        return;
+    }
 
     let k = t.app.model_classes().len();
     for (tab, name) in [(KeyCode::F(6), "saliency"), (KeyCode::F(7), "grad-CAM")] {

@@ -25,7 +25,7 @@ use crate::present::files;
 use crate::tui::Options;
 use crate::tui::classifier::{Classifier, Predictions};
 use crate::tui::image::Pixels;
-use crate::tui::jobs::{JobProgress, Jobs};
+use crate::tui::jobs::{JobProgress, Jobs, Running};
 use crate::tui::keys::{self, Action, Binding, Uses};
 use crate::tui::picker::{ClassPicker, Picked};
 use crate::tui::tabs::{self, Ctx, Tab, View};
@@ -130,6 +130,8 @@ pub struct App {
     cache: HashMap<ViewKey, Arc<Vec<Picture>>>,
     /// One job slot per tab, so leaving a tab does not stop its work.
     jobs: HashMap<usize, Jobs<ViewKey, Vec<Picture>>>,
+    /// How many of those jobs run: the classifier waits for none to.
+    running: Running,
     watch: Option<Watch>,
     /// When the user last pressed a key or a map arrived (prefetching waits for quiet).
     quiet_since: Instant,
@@ -156,7 +158,8 @@ impl App {
         // classified in the background: the first frame does not wait for a pass.
         let inputs = inputs::prepare(&model, inputs)?;
         let tensors = inputs.iter().map(|i| i.prepared.tensor.clone()).collect();
-        let classifier = Classifier::start(model.clone(), tensors);
+        let running = Running::default();
+        let classifier = Classifier::start(model.clone(), tensors, running.clone());
         let watch = options.watch.clone().map(Watch::new);
         let mut app = App {
             model,
@@ -187,6 +190,7 @@ impl App {
             width: DEFAULT_WIDTH,
             cache: HashMap::new(),
             jobs: HashMap::new(),
+            running,
             watch,
             pixels: Pixels::halfblocks(),
             quiet_since: Instant::now(),
@@ -692,7 +696,7 @@ impl App {
             View::Pictures(Err(e)) => self.panel = Panel::Unavailable(report(&e)),
             View::Job(job) => {
                 self.panel = Panel::Busy { title: job.title.clone(), previous };
-                self.jobs.entry(self.tab).or_default().start(key, job);
+                self.tab_jobs().start(key, job);
             }
         }
     }
@@ -725,8 +729,14 @@ impl App {
             return;
         };
         if let View::Job(job) = self.current_tab().view(&self.ctx_for(next)) {
-            self.jobs.entry(self.tab).or_default().prefetch(key, job);
+            self.tab_jobs().prefetch(key, job);
         }
+    }
+
+    /// The current tab's job slot, made on first use.
+    fn tab_jobs(&mut self) -> &mut Jobs<ViewKey, Vec<Picture>> {
+        let running = &self.running;
+        self.jobs.entry(self.tab).or_insert_with(|| Jobs::counted_in(running.clone()))
     }
 
     /// Takes finished work and checks the watched model file; returns whether anything
@@ -833,7 +843,7 @@ impl App {
         for jobs in self.jobs.values_mut() {
             jobs.cancel();
         }
-        self.classifier = Some(Classifier::start(model.clone(), tensors));
+        self.classifier = Some(Classifier::start(model.clone(), tensors, self.running.clone()));
         self.model = model;
         self.model_hash = hash;
         self.inputs = inputs;
