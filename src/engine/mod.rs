@@ -513,7 +513,15 @@ impl Model {
             Op::Conv2d { groups, bias, .. } => {
                 let b = if *bias { Some(self.weight(i, "bias")?) } else { None };
                 let kernel = self.weight(i, "kernel")?;
-                let z = kernels::conv2d(x, kernel, b, &self.window(i), *groups, fused)?;
+                let z = kernels::conv2d_with_cache(
+                    x,
+                    kernel,
+                    b,
+                    &self.window(i),
+                    *groups,
+                    fused,
+                    Some(self.kernel_cache()),
+                )?;
                 return NodeOutput::of_layer(activation, z, fused.is_some(), reads);
             }
             Op::Dense { bias, .. } => {
@@ -525,7 +533,14 @@ impl Model {
                 let out = self.graph().shape(ValueId::of_node(i));
                 let dims = [x.dim(0)?, out[0], out[1], out[2]];
                 let kernel = self.weight(i, "kernel")?;
-                let y = kernels::conv2d_backward_input(x, kernel, dims, &self.window(i), *groups)?;
+                let y = kernels::conv2d_backward_input_with_cache(
+                    x,
+                    kernel,
+                    dims,
+                    &self.window(i),
+                    *groups,
+                    Some(self.kernel_cache()),
+                )?;
                 match bias {
                     true => y.broadcast_add(&self.channel_param(i, "bias", 4)?)?,
                     false => y,
@@ -698,7 +713,14 @@ impl Model {
                                 weight_grad("bias", db);
                             }
                         }
-                        vec![kernels::conv2d_backward_input(&gz, kernel, dims4(x)?, &win, *groups)?]
+                        vec![kernels::conv2d_backward_input_with_cache(
+                            &gz,
+                            kernel,
+                            dims4(x)?,
+                            &win,
+                            *groups,
+                            Some(self.kernel_cache()),
+                        )?]
                     }
                     Op::ConvTranspose { groups, bias, .. } => {
                         let kernel = self.weight(i, "kernel")?;
@@ -714,7 +736,15 @@ impl Model {
                                 weight_grad("bias", gz.sum((0, 2, 3))?);
                             }
                         }
-                        vec![kernels::conv2d(&gz, kernel, None, &win, *groups, None)?]
+                        vec![kernels::conv2d_with_cache(
+                            &gz,
+                            kernel,
+                            None,
+                            &win,
+                            *groups,
+                            None,
+                            Some(self.kernel_cache()),
+                        )?]
                     }
                     Op::Dense { bias, .. } => {
                         let kernel = self.weight(i, "kernel")?;

@@ -357,7 +357,15 @@ impl<'m> Plan<'m> {
                 let b = if *bias { Some(self.model.weight(i, "bias")?) } else { None };
                 let kernel = self.model.weight(i, "kernel")?;
                 let clamp = Clamp::of(*activation);
-                let z = kernels::conv2d(x, kernel, b, win, *groups, clamp)?;
+                let z = kernels::conv2d_with_cache(
+                    x,
+                    kernel,
+                    b,
+                    win,
+                    *groups,
+                    clamp,
+                    Some(self.model.kernel_cache()),
+                )?;
                 NodeOutput::of_layer(*activation, z, clamp.is_some(), Reads::Output)?.value
             }
             Op::MaxPool { .. } => kernels::pool2d(x, win, Pool::Max)?,

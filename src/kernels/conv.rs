@@ -15,12 +15,13 @@ use super::depthwise::GroupedConv;
 use super::matmul::{Mat, matmul, matmul_by_transpose, matmul_uninit};
 use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
-use super::winograd::Winograd;
+use super::winograd::{Cached, Winograd};
 use super::{
     Float, Scratch, Window, dims4, direct, sparse, vectorised, with_float, with_optional_slice,
     with_slice,
 };
 use crate::error::{Error, Result};
+use crate::model::KernelCache;
 
 /// `y = activate(y + bias[row])` over `[rows, len]` row-major `y`, one bias per row; rows
 /// split over `threads` for a large map.
@@ -326,6 +327,21 @@ pub fn conv2d(
     groups: usize,
     clamp: Option<Clamp>,
 ) -> Result<Tensor> {
+    conv2d_with_cache(x, kernel, bias, win, groups, clamp, None)
+}
+
+/// [`conv2d`], taking a transformed kernel from `cache` (or leaving it there) where it
+/// runs by Winograd's algorithm.
+pub fn conv2d_with_cache(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    win: &Window,
+    groups: usize,
+    clamp: Option<Clamp>,
+    cache: Option<&KernelCache>,
+) -> Result<Tensor> {
+    let cached = cache.map(|cache| Cached { cache, kernel: kernel.id() });
     let dims @ [n, _, h, w] = dims4(x)?;
     let [o, ..] = dims4(kernel)?;
     let [oh, ow] = win.out_size(h, w);
@@ -340,7 +356,7 @@ pub fn conv2d(
         }
         let out = with_slice::<f32, _>(kernel, |ks| {
             let pixelwise = || Pixelwise::new(dims, o, win, groups, ks).map(Plan::Pixelwise);
-            let winograd = || Winograd::new(dims, o, win, groups, ks).map(Plan::Winograd);
+            let winograd = || Winograd::new(dims, o, win, groups, ks, cached).map(Plan::Winograd);
             let plan = match pixelwise().or_else(winograd) {
                 Some(plan) => Some(plan),
                 None if oh * ow > GEMM_MAX_PIXELS => {
@@ -432,6 +448,20 @@ pub fn conv2d_backward_input(
     win: &Window,
     groups: usize,
 ) -> Result<Tensor> {
+    conv2d_backward_input_with_cache(grad, kernel, input_dims, win, groups, None)
+}
+
+/// [`conv2d_backward_input`], taking a transformed kernel from `cache` (or leaving it
+/// there) where it runs by Winograd's algorithm.
+pub fn conv2d_backward_input_with_cache(
+    grad: &Tensor,
+    kernel: &Tensor,
+    input_dims: [usize; 4],
+    win: &Window,
+    groups: usize,
+    cache: Option<&KernelCache>,
+) -> Result<Tensor> {
+    let cached = cache.map(|cache| Cached { cache, kernel: kernel.id() });
     let [_, o, ..] = dims4(grad)?;
     if grad.dtype() == DType::F32 {
         if let Some(plan) = GroupedConv::new(input_dims, o, win, groups, kernel.elem_count()) {
@@ -463,7 +493,7 @@ pub fn conv2d_backward_input(
         }
         let direct = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
-                Winograd::transposed(input_dims, o, win, groups, ks)
+                Winograd::transposed(input_dims, o, win, groups, ks, cached)
                     .map(Plan::Winograd)
                     .or_else(|| transposed_direct(input_dims, o, win, groups, ks).map(Plan::Direct))
                     .map(|plan| plan.run(gs, None, None))

@@ -47,7 +47,10 @@ mod relu;
 mod sparse;
 mod winograd;
 
-pub use conv::{conv2d, conv2d_backward_input, conv2d_backward_weights};
+pub use conv::{
+    conv2d, conv2d_backward_input, conv2d_backward_input_with_cache, conv2d_backward_weights,
+    conv2d_with_cache,
+};
 pub use dense::{dense, dense_backward_input};
 pub use elementwise::{
     add_same_shape, channel_affine, channel_dots, channel_means, is_channel_scale, mul_fast,

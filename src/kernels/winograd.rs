@@ -24,6 +24,9 @@
 use std::array::from_fn;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::TensorId;
 
 use rayon::prelude::*;
 
@@ -32,6 +35,7 @@ use super::matmul::{Mat, matmul};
 use super::relu::{Clamp, activate};
 use super::{Window, vectorised, with_avx2_copy};
 use crate::error::{Error, Result};
+use crate::model::KernelCache;
 
 /// Tiles per block, about: a block's transformed input and products (`α²·(channels +
 /// filters)` values per tile) stay in the core's L2 for up to a few hundred channels.
@@ -81,6 +85,26 @@ impl Variant {
     }
 }
 
+/// Where a plan finds its transformed kernel: the cache and the kernel's tensor.
+#[derive(Clone, Copy)]
+pub(super) struct Cached<'a> {
+    pub(super) cache: &'a KernelCache,
+    pub(super) kernel: TensorId,
+}
+
+/// The transformed kernel: from `cached` where given, else made now.
+fn transformed(
+    cached: Option<Cached<'_>>,
+    variant: &Variant,
+    flipped: bool,
+    make: impl FnOnce() -> Vec<f32>,
+) -> Arc<Vec<f32>> {
+    match cached {
+        Some(Cached { cache, kernel }) => cache.get((kernel, variant.m, flipped), make),
+        None => Arc::new(make()),
+    }
+}
+
 /// A 3×3, stride-1 convolution of one image, ready to run: geometry and the transformed
 /// kernel, built once per call and shared by every image of a batch.
 pub(super) struct Winograd {
@@ -98,7 +122,7 @@ pub(super) struct Winograd {
     tiles: [usize; 2],
     /// `G·g·Gᵀ` for each filter `g`, `[filters][α²][channels]`: position `ξ`'s matrix is
     /// rows `α²·channels` apart.
-    kernel: Vec<f32>,
+    kernel: Arc<Vec<f32>>,
 }
 
 impl Winograd {
@@ -110,8 +134,9 @@ impl Winograd {
         win: &Window,
         groups: usize,
         ks: &[f32],
+        cached: Option<Cached<'_>>,
     ) -> Option<Winograd> {
-        Winograd::forward(dims, o, win, groups, ks, choose)
+        Winograd::forward(dims, o, win, groups, ks, cached, choose)
     }
 
     /// The input gradient of that conv: the conv of the output gradient `[n, o, oh, ow]`,
@@ -123,8 +148,9 @@ impl Winograd {
         win: &Window,
         groups: usize,
         ks: &[f32],
+        cached: Option<Cached<'_>>,
     ) -> Option<Winograd> {
-        Winograd::backward(dims, o, win, groups, ks, choose)
+        Winograd::backward(dims, o, win, groups, ks, cached, choose)
     }
 
     /// [`Winograd::new`] with the algorithm `variant` picks for the output map, if any.
@@ -134,6 +160,7 @@ impl Winograd {
         win: &Window,
         groups: usize,
         ks: &[f32],
+        cached: Option<Cached<'_>>,
         variant: impl FnOnce(usize, usize, [usize; 2]) -> Option<&'static Variant>,
     ) -> Option<Winograd> {
         if !plain_3x3(win, groups) || ks.len() != o * c * 9 {
@@ -142,7 +169,9 @@ impl Winograd {
         let [top, left, bottom, right] = win.pads;
         let out = [(h + top + bottom).checked_sub(2)?, (w + left + right).checked_sub(2)?];
         let variant = variant(c, o, out)?;
-        let kernel = transform_kernel(variant, o, c, ks, |f, ch| (f * c + ch) * 9, false);
+        let kernel = transformed(cached, variant, false, || {
+            transform_kernel(variant, o, c, ks, |f, ch| (f * c + ch) * 9, false)
+        });
         Some(Winograd::with(variant, [c, h, w], o, out, [top, left], kernel))
     }
 
@@ -153,6 +182,7 @@ impl Winograd {
         win: &Window,
         groups: usize,
         ks: &[f32],
+        cached: Option<Cached<'_>>,
         variant: impl FnOnce(usize, usize, [usize; 2]) -> Option<&'static Variant>,
     ) -> Option<Winograd> {
         let [top, left, bottom, right] = win.pads;
@@ -164,7 +194,9 @@ impl Winograd {
         }
         let [oh, ow] = win.out_size(h, w);
         let variant = variant(o, c, [h, w])?;
-        let kernel = transform_kernel(variant, c, o, ks, |ch, f| (f * c + ch) * 9, true);
+        let kernel = transformed(cached, variant, true, || {
+            transform_kernel(variant, c, o, ks, |ch, f| (f * c + ch) * 9, true)
+        });
         Some(Winograd::with(variant, [o, oh, ow], c, [h, w], [2 - top, 2 - left], kernel))
     }
 
@@ -175,7 +207,7 @@ impl Winograd {
         filters: usize,
         out @ [oh, ow]: [usize; 2],
         pads: [usize; 2],
-        kernel: Vec<f32>,
+        kernel: Arc<Vec<f32>>,
     ) -> Winograd {
         let tiles = [oh.div_ceil(variant.m), ow.div_ceil(variant.m)];
         Winograd { source, filters, out, pads, variant, tiles, kernel }
@@ -856,7 +888,9 @@ mod tests {
 
     use super::*;
     use crate::kernels::testing::window;
-    use crate::kernels::{conv2d, conv2d_backward_input};
+    use crate::kernels::{
+        conv2d, conv2d_backward_input, conv2d_backward_input_with_cache, conv2d_with_cache,
+    };
     use crate::model::Pads;
 
     fn values(t: &Tensor) -> Vec<f64> {
@@ -957,7 +991,7 @@ mod tests {
             let scale = largest(&conv(None));
             for (variant, tolerance) in [(&F2, 1e-5), (&F4, 2e-5)] {
                 let pick = |_, _, _| Some(variant);
-                let plan = Winograd::forward([n, c, h, w], o, &win, 1, &ks, pick).unwrap();
+                let plan = Winograd::forward([n, c, h, w], o, &win, 1, &ks, None, pick).unwrap();
                 for clamp in [None, Some(Clamp::RELU), Some(Clamp { lo: -0.5, hi: 0.5 })] {
                     let ours = plan.run(&xs, Some(&b.to_vec1::<f32>().unwrap()), clamp).unwrap();
                     let error = relative_error(&ours, &conv(clamp), scale);
@@ -983,7 +1017,7 @@ mod tests {
                 values(&conv2d_backward_input(&f64s(&g), &f64s(&k), dims, &win, 1).unwrap());
             for (variant, tolerance) in [(&F2, 1e-5), (&F4, 2e-5)] {
                 let pick = |_, _, _| Some(variant);
-                let plan = Winograd::backward(dims, o, &win, 1, &ks, pick).unwrap();
+                let plan = Winograd::backward(dims, o, &win, 1, &ks, None, pick).unwrap();
                 let ours = plan.run(&gs, None, None).unwrap();
                 let error = relative_error(&ours, &reference, largest(&reference));
                 let label = format!("F({}) {n} {c}→{o} {h}×{w} {pads:?}", variant.m);
@@ -993,18 +1027,64 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_transforms_each_kernel_once_per_direction_and_variant() {
+        let dev = Device::Cpu;
+        let win = window(3, 1, [1; 4]);
+        let k = Tensor::randn(0f32, 1., (64, 64, 3, 3), &dev).unwrap();
+        let cache = KernelCache::default();
+        let kept = KernelCache::len;
+        // Forward and input gradient on 28×28 (F(4×4)) and 14×14 (F(2×2)) maps: the same
+        // values as without the cache, the second call from it, one kernel per pair.
+        for (side, entries) in [(28, 2), (14, 4)] {
+            let x = Tensor::randn(0f32, 1., (1, 64, side, side), &dev).unwrap();
+            let forward = |cache| {
+                values(&f64s(&conv2d_with_cache(&x, &k, None, &win, 1, None, cache).unwrap()))
+            };
+            let backward = |cache| {
+                let dims = [1, 64, side, side];
+                values(&f64s(
+                    &conv2d_backward_input_with_cache(&x, &k, dims, &win, 1, cache).unwrap(),
+                ))
+            };
+            let (cold_forward, cold_backward) = (forward(None), backward(None));
+            for _ in 0..2 {
+                assert_eq!(forward(Some(&cache)), cold_forward, "{side}×{side}");
+                assert_eq!(backward(Some(&cache)), cold_backward, "{side}×{side}");
+            }
+            assert_eq!(kept(&cache), entries, "{side}×{side}");
+        }
+        // Kept by tensor: a copy of the same values is another kernel.
+        let copy = k.copy().unwrap();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            vec![1.0]
+        };
+        let first = cache.get((copy.id(), F2.m, false), make);
+        let again = cache.get((copy.id(), F2.m, false), make);
+        assert!(Arc::ptr_eq(&first, &again) && made.get() == 1);
+        assert_eq!(kept(&cache), 5);
+        assert_eq!(kept(&cache.clone()), 0, "a clone starts empty");
+    }
+
+    #[test]
     fn winograd_takes_only_plain_3x3_convs_on_large_maps() {
         let k = vec![0.5f32; 64 * 64 * 9];
         let same = window(3, 1, [1; 4]);
-        assert!(Winograd::new([1, 64, 28, 28], 64, &same, 1, &k).is_some());
-        assert!(Winograd::transposed([1, 64, 28, 28], 64, &same, 1, &k).is_some());
+        assert!(Winograd::new([1, 64, 28, 28], 64, &same, 1, &k, None).is_some());
+        assert!(Winograd::transposed([1, 64, 28, 28], 64, &same, 1, &k, None).is_some());
         // The forward of 128 → 32, not its input gradient (a conv of 32 channels); not
         // 64 → 32 either way.
         let k = vec![0.5f32; 128 * 64 * 9];
-        assert!(Winograd::new([1, 128, 28, 28], 32, &same, 1, &k[..32 * 128 * 9]).is_some());
-        assert!(Winograd::transposed([1, 128, 28, 28], 32, &same, 1, &k[..32 * 128 * 9]).is_none());
-        assert!(Winograd::new([1, 64, 28, 28], 32, &same, 1, &k[..32 * 64 * 9]).is_none());
-        assert!(Winograd::transposed([1, 32, 28, 28], 64, &same, 1, &k[..32 * 64 * 9]).is_none());
+        assert!(Winograd::new([1, 128, 28, 28], 32, &same, 1, &k[..32 * 128 * 9], None).is_some());
+        assert!(
+            Winograd::transposed([1, 128, 28, 28], 32, &same, 1, &k[..32 * 128 * 9], None)
+                .is_none()
+        );
+        assert!(Winograd::new([1, 64, 28, 28], 32, &same, 1, &k[..32 * 64 * 9], None).is_none());
+        assert!(
+            Winograd::transposed([1, 32, 28, 28], 64, &same, 1, &k[..32 * 64 * 9], None).is_none()
+        );
         let strided = window(3, 2, [1; 4]);
         let dilated = Window { dilation: [2, 2], ..same };
         let wide = window(3, 1, [3, 1, 1, 1]);
@@ -1018,9 +1098,12 @@ mod tests {
             ([1, 64, 28, 28], 16, same, 1, &k[..16 * 64 * 9]),
             ([1, 64, 28, 28], 64, window(5, 1, [2; 4]), 1, &vec![0.5; 64 * 64 * 25]),
         ] {
-            assert!(Winograd::new(dims, o, &win, groups, k).is_none(), "{dims:?} {win:?}");
-            assert!(Winograd::transposed(dims, o, &win, groups, k).is_none(), "{dims:?} {win:?}");
+            assert!(Winograd::new(dims, o, &win, groups, k, None).is_none(), "{dims:?} {win:?}");
+            assert!(
+                Winograd::transposed(dims, o, &win, groups, k, None).is_none(),
+                "{dims:?} {win:?}"
+            );
         }
-        assert!(Winograd::transposed([1, 64, 28, 28], 64, &wide, 1, &k).is_none());
+        assert!(Winograd::transposed([1, 64, 28, 28], 64, &wide, 1, &k, None).is_none());
     }
 }

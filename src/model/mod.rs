@@ -1,10 +1,12 @@
 //! A model: a validated [`Graph`] of [`Op`]s, its weights, how its input is prepared and
 //! what its classes are called. Files become models in [`crate::formats`].
 
+mod cache;
 mod graph;
 mod ops;
 mod shapes;
 
+pub use cache::KernelCache;
 pub use graph::*;
 pub use ops::*;
 pub use shapes::{broadcast_shapes, elements};
@@ -230,6 +232,8 @@ pub struct Model {
     /// Every output of a file with several, with its per-sample shape where the reader
     /// computed it; the explained one is the graph's output. Empty for one output.
     pub heads: Vec<Head>,
+    /// Its convs' transformed kernels, made on first use (a clone starts without them).
+    kernel_cache: KernelCache,
 }
 
 /// One output of a model with several.
@@ -310,7 +314,13 @@ impl Model {
             classes,
             notes: Vec::new(),
             heads: Vec::new(),
+            kernel_cache: KernelCache::default(),
         })
+    }
+
+    /// Its convs' transformed kernels, for the passes to fill and reuse.
+    pub(crate) fn kernel_cache(&self) -> &KernelCache {
+        &self.kernel_cache
     }
 
     /// The graph.

@@ -132,3 +132,29 @@ fn a_batch_predicts_as_each_image_alone_in_parts_or_whole() {
         }
     }
 }
+
+#[test]
+fn new_weights_give_the_passes_of_a_model_built_with_them() {
+    use crate::support::{conv, random_input, random_model};
+    use convscope::{Activation, Op, Padding};
+    // 64 → 64 3×3 on 28×28: Winograd's, whose transformed kernels the model keeps.
+    let nodes = vec![
+        Node::new("c1", conv(64, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+        Node::new("c2", conv(64, 3, 1, Padding::Same, 1, Activation::Relu), &["c1"]),
+        Node::new("pool", Op::GlobalAvgPool { keep_dims: false }, &["c2"]),
+        Node::new("scores", crate::support::dense(5, Activation::Softmax), &["pool"]),
+    ];
+    let mut model = random_model(&[64, 28, 28], nodes, 11);
+    let x = random_input(&model, 1, 2);
+    let probs = |m: &Model| m.predict(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let before = probs(&model);
+    assert_eq!(probs(&model), before, "a second pass, from the kept kernels");
+    let mut weights = model.weights().clone();
+    let flipped = weights["c2.kernel"].neg().unwrap();
+    weights.insert("c2.kernel".into(), flipped);
+    model.set_weights(weights.clone()).unwrap();
+    let fresh = Model::new("fresh", model.graph().clone(), weights, Default::default(), vec![]);
+    let after = probs(&model);
+    assert_eq!(after, probs(&fresh.unwrap()));
+    assert_ne!(after, before);
+}
