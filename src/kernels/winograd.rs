@@ -106,7 +106,8 @@ fn transformed(
 }
 
 /// A 3×3, stride-1 convolution of one image, ready to run: geometry and the transformed
-/// kernel, built once per call and shared by every image of a batch.
+/// kernel, made for the call or kept by the model ([`KernelCache`]), shared by every image
+/// of a batch.
 pub(super) struct Winograd {
     /// Input channels, height and width of one image.
     source: [usize; 3],
@@ -588,7 +589,8 @@ const MIN_FILTERS: usize = 32;
 /// The algorithm for a conv of `channels` → `filters` onto an `[oh, ow]` map, or None
 /// where the direct kernel or gemm runs it faster. Small maps: a 7×7 map's 16 tiles hold
 /// 64 outputs for 49, gemm runs the products poorly at so few tiles, and the kernel's
-/// transform (per call) is a large part. Few channels: gemm runs a short sum poorly, and the
+/// transform was a large part (measured while every call made it; a model's passes now
+/// keep it). Few channels: gemm runs a short sum poorly, and the
 /// transforms cost as much as the products save.
 fn choose(channels: usize, filters: usize, [oh, ow]: [usize; 2]) -> Option<&'static Variant> {
     let worth = oh * ow >= MIN_PIXELS
