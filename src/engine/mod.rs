@@ -418,44 +418,101 @@ impl Model {
             let mut pre_softmax = vec![None; n_nodes];
             let mut slope_inputs = vec![None; n_nodes];
             let mut dropout_masks = vec![None; n_nodes];
-            for i in 0..n_nodes {
-                let out = {
-                    let inputs = graph
-                        .inputs_of(i)
-                        .iter()
-                        .map(|v| {
-                            values[v.0].as_ref().ok_or_else(|| {
-                                Error::graph(
-                                    &graph.nodes()[i].name,
-                                    "reads a value already dropped",
-                                )
+            let readers = reads_left.clone();
+            let mut i = 0;
+            while i < n_nodes {
+                let start = Instant::now();
+                let (out, last) = match self.sum_in_place(i, &values, &readers, &kept)? {
+                    Some((out, clamped)) => (out, if clamped { i + 1 } else { i }),
+                    None => {
+                        let inputs = graph
+                            .inputs_of(i)
+                            .iter()
+                            .map(|v| {
+                                values[v.0].as_ref().ok_or_else(|| {
+                                    Error::graph(
+                                        &graph.nodes()[i].name,
+                                        "reads a value already dropped",
+                                    )
+                                })
                             })
-                        })
-                        .collect::<Result<Vec<&Tensor>>>()?;
-                    let start = Instant::now();
-                    let reads = if kept[i + 1] { Reads::Gradients } else { Reads::Output };
-                    let out = self.forward_node(i, &inputs, rng.as_deref_mut(), reads)?;
-                    if let Some(times) = node_times.as_deref_mut() {
-                        times.push(start.elapsed());
+                            .collect::<Result<Vec<&Tensor>>>()?;
+                        let reads = if kept[i + 1] { Reads::Gradients } else { Reads::Output };
+                        (self.forward_node(i, &inputs, rng.as_deref_mut(), reads)?, i)
                     }
-                    out
                 };
-                let keep_output = kept[i + 1];
-                if keep_output {
-                    pre_softmax[i] = out.pre_softmax;
-                    slope_inputs[i] = out.slope_input;
-                    dropout_masks[i] = out.dropout_mask;
+                if let Some(times) = node_times.as_deref_mut() {
+                    times.push(start.elapsed());
+                    // An activation the sum applied took no time of its own.
+                    times.resize(last + 1, Duration::ZERO);
                 }
-                values.push((keep_output || reads_left[i + 1] > 0).then_some(out.value));
-                for v in graph.inputs_of(i) {
-                    reads_left[v.0] -= 1;
-                    if reads_left[v.0] == 0 && !kept[v.0] {
-                        values[v.0] = None;
+                // A sum whose clamp was applied with it never existed on its own.
+                values.resize(last + 1, None);
+                let keep_output = kept[last + 1];
+                if keep_output {
+                    pre_softmax[last] = out.pre_softmax;
+                    slope_inputs[last] = out.slope_input;
+                    dropout_masks[last] = out.dropout_mask;
+                }
+                values.push((keep_output || reads_left[last + 1] > 0).then_some(out.value));
+                for node in i..=last {
+                    for v in graph.inputs_of(node) {
+                        reads_left[v.0] -= 1;
+                        if reads_left[v.0] == 0 && !kept[v.0] {
+                            values[v.0] = None;
+                        }
                     }
                 }
+                i = last + 1;
             }
             Ok(Activations { values, pre_softmax, slope_inputs, dropout_masks })
         })
+    }
+
+    /// Node `i` as a sum into one of its operands, where it adds two maps of one shape and
+    /// one of them is a conv's or a sum's output that this node alone reads and the pass
+    /// does not keep: a new map that no other tensor shares, so it is overwritten instead
+    /// of a third map being made. When the next node is a clamp (ReLU, clip) of this sum
+    /// alone, unkept, the clamp is applied in the same pass (`true`). None, with nothing
+    /// computed, for any other node.
+    fn sum_in_place(
+        &self,
+        i: usize,
+        values: &[Option<Tensor>],
+        readers: &[usize],
+        kept: &[bool],
+    ) -> Result<Option<(NodeOutput, bool)>> {
+        let graph = self.graph();
+        let (Op::Add, &[a, b]) = (&graph.nodes()[i].op, graph.inputs_of(i)) else {
+            return Ok(None);
+        };
+        let read_once_here = |v: ValueId| readers[v.0] == 1 && !kept[v.0];
+        let new_map = |v: ValueId| match v.node().map(|p| &graph.nodes()[p].op) {
+            Some(Op::Conv2d { .. }) => true,
+            Some(Op::Add) => v.node().is_some_and(|p| graph.inputs_of(p).len() >= 2),
+            _ => false,
+        };
+        let Some((acc, other)) =
+            [(a, b), (b, a)].into_iter().find(|&(v, _)| a != b && read_once_here(v) && new_map(v))
+        else {
+            return Ok(None);
+        };
+        let (Some(acc), Some(other)) = (&values[acc.0], &values[other.0]) else {
+            return Ok(None);
+        };
+        let sum = ValueId::of_node(i);
+        let clamp = graph
+            .nodes()
+            .get(i + 1)
+            .filter(|next| matches!(next.op, Op::Activation { .. }))
+            .filter(|_| graph.inputs_of(i + 1) == [sum] && read_once_here(sum))
+            .map(|next| next.op.activation())
+            .and_then(|activation| Some((activation, Clamp::of(activation)?)));
+        if !kernels::add_in_place(acc, other, clamp.map(|(_, clamp)| clamp))? {
+            return Ok(None);
+        }
+        let activation = clamp.map_or(Activation::Linear, |(activation, _)| activation);
+        Ok(Some((NodeOutput::activated(activation, acc.clone(), true)?, clamp.is_some())))
     }
 
     /// Which values (by [`ValueId`]) a pass under `keep` holds on to after their last read.

@@ -8,10 +8,11 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{DType, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Layout, Tensor, WithDType};
 use num_traits::Zero;
 use rayon::prelude::*;
 
+use super::relu::{Clamp, activate};
 use super::{Float, vectorised, with_float, with_slice};
 use crate::error::{Error, Result};
 
@@ -187,6 +188,71 @@ fn zip_same_shape(
 /// broadcasts).
 pub fn add_same_shape(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     zip_same_shape(a, b, |x, y| x + y, |x, y| x + y)
+}
+
+/// `acc = activate(acc + other, clamp)` in place, overwriting `acc` and every tensor that
+/// shares its storage: a residual sum (and the ReLU after it) into an operand no other node
+/// reads, without a new map's memory and page faults, in one pass. False, with nothing
+/// written, when the two differ in shape or type or are not f32 or f64.
+pub fn add_in_place(acc: &Tensor, other: &Tensor, clamp: Option<Clamp>) -> Result<bool> {
+    if acc.dims() != other.dims()
+        || acc.dtype() != other.dtype()
+        || !matches!(acc.dtype(), DType::F32 | DType::F64)
+    {
+        return Ok(false);
+    }
+    acc.inplace_op2(other, &SumInPlace(clamp))?;
+    Ok(true)
+}
+
+/// [`add_in_place`]'s pass.
+struct SumInPlace(Option<Clamp>);
+
+impl candle_core::InplaceOp2 for SumInPlace {
+    fn name(&self) -> &'static str {
+        "add-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        acc: &mut CpuStorage,
+        acc_layout: &Layout,
+        other: &CpuStorage,
+        other_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((a, a_end)), Some((b, b_end))) =
+            (acc_layout.contiguous_offsets(), other_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("a sum in place needs contiguous tensors");
+        };
+        match (acc, other) {
+            (CpuStorage::F32(acc), CpuStorage::F32(other)) => {
+                sum_into(&mut acc[a..a_end], &other[b..b_end], self.0)
+            }
+            (CpuStorage::F64(acc), CpuStorage::F64(other)) => {
+                sum_into(&mut acc[a..a_end], &other[b..b_end], self.0)
+            }
+            _ => candle_core::bail!("a sum in place needs two f32 or two f64 tensors"),
+        }
+        Ok(())
+    }
+}
+
+/// `acc = activate(acc + other, clamp)`, split over the pool.
+fn sum_into<T: Float>(acc: &mut [T], other: &[T], clamp: Option<Clamp>) {
+    in_chunks(
+        acc,
+        #[inline(always)]
+        |start, chunk| {
+            let pairs = chunk.iter_mut().zip(&other[start..]);
+            // The clamp bound outside the loop: read through the closure's reference, it
+            // might alias the values stored, and the loop would not vectorise.
+            match clamp {
+                None => pairs.for_each(|(a, &b)| *a += b),
+                Some(clamp) => pairs.for_each(|(a, &b)| *a = activate(*a + b, Some(clamp))),
+            }
+        },
+    );
 }
 
 /// `a · b` where that is one pass: the same shapes, or one of them a value per channel
@@ -398,6 +464,29 @@ mod tests {
         }
         let (a, b) = (ramp(&[2, 3], DType::F32), ramp(&[1, 3], DType::F32));
         assert!(add_same_shape(&a, &b).unwrap().is_none());
+    }
+
+    #[test]
+    fn sums_in_place_equal_candles_clamped_and_leave_other_shapes_untouched() {
+        let relu6 = Clamp { lo: 0.0, hi: 6.0 };
+        for dims in [vec![2, 3, 4, 5], vec![1, 64, 32, 32]] {
+            for dtype in [DType::F32, DType::F64] {
+                for clamp in [None, Some(Clamp::RELU), Some(relu6)] {
+                    let (a, b) = (ramp(&dims, dtype), ramp(&dims, dtype).affine(8.0, 1.0).unwrap());
+                    let sum = (&a + &b).unwrap();
+                    let want = match clamp {
+                        None => sum,
+                        Some(Clamp { lo, hi }) => sum.clamp(lo, hi).unwrap(),
+                    };
+                    let acc = a.copy().unwrap();
+                    assert!(add_in_place(&acc, &b, clamp).unwrap());
+                    assert!(close(&acc, &want), "{dims:?} {dtype:?} {clamp:?}");
+                }
+            }
+        }
+        let (a, b) = (ramp(&[2, 3], DType::F32), ramp(&[1, 3], DType::F32));
+        assert!(!add_in_place(&a, &b, None).unwrap());
+        assert!(close(&a, &ramp(&[2, 3], DType::F32)));
     }
 
     #[test]

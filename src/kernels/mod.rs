@@ -53,8 +53,8 @@ pub use conv::{
 };
 pub use dense::{dense, dense_backward_input};
 pub use elementwise::{
-    add_same_shape, channel_affine, channel_dots, channel_means, is_channel_scale, mul_fast,
-    spread_channels,
+    add_in_place, add_same_shape, channel_affine, channel_dots, channel_means, is_channel_scale,
+    mul_fast, spread_channels,
 };
 pub(crate) use elementwise::{map, map_in_place, map_pair, zip_map, zip3_map};
 pub(crate) use matmul::matmul_accumulate;

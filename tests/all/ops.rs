@@ -225,3 +225,59 @@ fn a_reduction_outside_the_value_is_an_error_naming_the_layer() {
     assert_eq!(graph(vec![1, 1], true), "layer 'r': cannot reduce axes [1, 1] of [3, 4, 4]");
     assert!(graph(vec![0, 1, 2], false).ends_with("leaves a scalar per sample"));
 }
+
+/// Residual blocks whose sums a prediction computes in place: a conv's output read only by
+/// the sum, a sum of sums, a ReLU and a clip applied with the sum; beside them operands that
+/// must not be overwritten (a conv read twice, one a flatten shares, an activation's output).
+fn residual_model() -> Model {
+    let linear_conv = || conv(4, 3, 1, Padding::Same, 1, Activation::Linear);
+    let clip = Activation::Clip { min: 0.0, max: 0.5 };
+    random_model(
+        &[3, 6, 6],
+        vec![
+            Node::new("c1", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            Node::new("c2", linear_conv(), &["c1"]),
+            Node::new("sum1", Op::Add, &["c2", "c1"]),
+            Node::new("relu1", Op::Activation { activation: Activation::Relu }, &["sum1"]),
+            Node::new("c3", linear_conv(), &["relu1"]),
+            Node::new("flat3", Op::Flatten, &["c3"]),
+            Node::new("sum2", Op::Add, &["relu1", "c3"]),
+            Node::new("c4", linear_conv(), &["sum2"]),
+            Node::new("sum3", Op::Add, &["sum2", "c4"]),
+            Node::new("c5", linear_conv(), &["sum3"]),
+            Node::new("sum4", Op::Add, &["sum3", "c5"]),
+            Node::new("sum5", Op::Add, &["sum4", "sum2"]),
+            Node::new("clip5", Op::Activation { activation: clip }, &["sum5"]),
+            Node::new("flat", Op::Flatten, &["clip5"]),
+            Node::new("cat", Op::Concat { axis: 0 }, &["flat", "flat3"]),
+            Node::new("out", dense(3, Activation::Linear), &["cat"]),
+        ],
+        21,
+    )
+}
+
+#[test]
+fn sums_computed_in_place_give_the_scores_of_a_pass_that_keeps_every_value() {
+    let model = residual_model();
+    let x = random_input(&model, 2, 5);
+    let index = |name: &str| model.graph().node_index(name).unwrap();
+    let out = index("out");
+    // Keeping every value, no sum may overwrite an operand: the reference.
+    let kept = values(model.forward(&x).unwrap().node(out).unwrap());
+    let (acts, times) = model.forward_timed(&x).unwrap();
+    assert_eq!(values(acts.node(out).unwrap()), kept);
+    // The clamps after sums of a fresh conv output and of a sum were applied with them.
+    for absorbed in ["relu1", "clip5"] {
+        assert_eq!(times[index(absorbed)], std::time::Duration::ZERO, "{absorbed}");
+    }
+    let by_hand = |sum: &[f64]| sum.iter().map(|v| v.clamp(0.0, 0.5)).collect::<Vec<_>>();
+    let all = model.forward(&x).unwrap();
+    let node = |name: &str| values(all.node(index(name)).unwrap());
+    // In f32, as the model computes.
+    let sum5: Vec<f64> = node("sum4")
+        .iter()
+        .zip(node("sum2"))
+        .map(|(a, b)| f64::from(*a as f32 + b as f32))
+        .collect();
+    assert_eq!(node("clip5"), by_hand(&sum5));
+}
