@@ -242,7 +242,10 @@ impl MapFloat for f32 {
     /// no call to `floor`), `e^r` by its degree-7 polynomial on `|r| ≤ ln 2 / 2`, then
     /// `2ⁿ` put into the exponent bits. Inputs are clamped where e^x leaves f32's normal
     /// range (beyond them the result is within a factor of 1.01 of 0 or the largest
-    /// float, which a sigmoid cannot tell from 0 or ∞).
+    /// float, which a sigmoid cannot tell from 0 or ∞). The reduction and the polynomial
+    /// are fused multiply-adds: one instruction each in the maps, which run compiled for
+    /// FMA where the CPU has it (`kernels::vectorised`); efficientnet_b0's forward 12.3 →
+    /// 11.5 ms. Elsewhere `mul_add` is a correctly rounded libm call: slower, same values.
     fn exp_fast(self) -> f32 {
         const ROUND: f32 = 12_582_912.0;
         const LN2_HI: f32 = 0.693_359_4;
@@ -250,14 +253,14 @@ impl MapFloat for f32 {
         let x = self.clamp(-87.33654, 88.37626);
         let shifted = x * std::f32::consts::LOG2_E + ROUND;
         let n = shifted - ROUND;
-        let r = x - n * LN2_HI - n * LN2_LO;
+        let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
         let p = 1.987_569_1e-4_f32;
-        let p = p * r + 1.398_199_9e-3;
-        let p = p * r + 8.333_452e-3;
-        let p = p * r + 4.166_579_6e-2;
-        let p = p * r + 1.666_666_5e-1;
-        let p = p * r + 0.5;
-        let e_r = p * r * r + r + 1.0;
+        let p = p.mul_add(r, 1.398_199_9e-3);
+        let p = p.mul_add(r, 8.333_452e-3);
+        let p = p.mul_add(r, 4.166_579_6e-2);
+        let p = p.mul_add(r, 1.666_666_5e-1);
+        let p = p.mul_add(r, 0.5);
+        let e_r = (p * r).mul_add(r, r) + 1.0;
         // `n` sits in the low mantissa bits of `shifted`: integer lanes take it from there
         // (a float-to-int cast saturates, which compiles to a scalar instruction per value).
         let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
