@@ -422,8 +422,14 @@ impl Model {
             let mut i = 0;
             while i < n_nodes {
                 let start = Instant::now();
-                let (out, last) = match self.sum_in_place(i, &values, &readers, &kept)? {
-                    Some((out, clamped)) => (out, if clamped { i + 1 } else { i }),
+                let fused = match self.sum_in_place(i, &values, &readers, &kept)? {
+                    Some((out, clamped)) => Some((out, if clamped { i + 1 } else { i })),
+                    None => self
+                        .batch_norm_clamped(i, &values, &readers, &kept)?
+                        .map(|out| (out, i + 1)),
+                };
+                let (out, last) = match fused {
+                    Some(fused) => fused,
                     None => {
                         let inputs = graph
                             .inputs_of(i)
@@ -469,6 +475,50 @@ impl Model {
         })
     }
 
+    /// The clamp (ReLU, clip) that node `i + 1` is of node `i`'s output, where that output is
+    /// read there alone and not kept: a step that applies the clamp as it writes its output
+    /// stands for both nodes.
+    fn clamp_after(
+        &self,
+        i: usize,
+        readers: &[usize],
+        kept: &[bool],
+    ) -> Option<(Activation, Clamp)> {
+        let graph = self.graph();
+        let value = ValueId::of_node(i);
+        let next = graph.nodes().get(i + 1)?;
+        let alone = graph.inputs_of(i + 1) == [value] && readers[value.0] == 1 && !kept[value.0];
+        if !matches!(next.op, Op::Activation { .. }) || !alone {
+            return None;
+        }
+        let activation = next.op.activation();
+        Some((activation, Clamp::of(activation)?))
+    }
+
+    /// Node `i` as a batch norm with the clamp after it in one pass ([`Self::clamp_after`]):
+    /// densenet's pre-activations, which cannot fold into a conv. None, with nothing
+    /// computed, for any other node.
+    fn batch_norm_clamped(
+        &self,
+        i: usize,
+        values: &[Option<Tensor>],
+        readers: &[usize],
+        kept: &[bool],
+    ) -> Result<Option<NodeOutput>> {
+        let graph = self.graph();
+        let Op::BatchNorm { epsilon } = graph.nodes()[i].op else {
+            return Ok(None);
+        };
+        let (Some((activation, clamp)), Some(x)) =
+            (self.clamp_after(i, readers, kept), &values[graph.inputs_of(i)[0].0])
+        else {
+            return Ok(None);
+        };
+        let (scale, shift) = self.batch_norm_affine(i, epsilon, x.rank())?;
+        let z = kernels::channel_affine(x, &scale, Some(&shift), Some(clamp))?;
+        Ok(Some(NodeOutput::activated(activation, z, true)?))
+    }
+
     /// Node `i` as a sum into one of its operands, where it adds two maps of one shape and
     /// one of them is a conv's or a sum's output that this node alone reads and the pass
     /// does not keep: a new map that no other tensor shares, so it is overwritten instead
@@ -500,14 +550,7 @@ impl Model {
         let (Some(acc), Some(other)) = (&values[acc.0], &values[other.0]) else {
             return Ok(None);
         };
-        let sum = ValueId::of_node(i);
-        let clamp = graph
-            .nodes()
-            .get(i + 1)
-            .filter(|next| matches!(next.op, Op::Activation { .. }))
-            .filter(|_| graph.inputs_of(i + 1) == [sum] && read_once_here(sum))
-            .map(|next| next.op.activation())
-            .and_then(|activation| Some((activation, Clamp::of(activation)?)));
+        let clamp = self.clamp_after(i, readers, kept);
         if !kernels::add_in_place(acc, other, clamp.map(|(_, clamp)| clamp))? {
             return Ok(None);
         }
@@ -613,7 +656,7 @@ impl Model {
             Op::GlobalAvgPool { .. } => batched(kernels::channel_means(x)?)?,
             Op::BatchNorm { epsilon } => {
                 let (scale, shift) = self.batch_norm_affine(i, *epsilon, x.rank())?;
-                kernels::channel_affine(x, &scale, Some(&shift))?
+                kernels::channel_affine(x, &scale, Some(&shift), None)?
             }
             Op::GroupNorm { groups, epsilon } => {
                 let grouped = x.reshape((x.dim(0)?, *groups, ()))?;
@@ -844,7 +887,7 @@ impl Model {
                             weight_grad("gamma", (&gz * x_hat)?.sum(axes.clone())?);
                             weight_grad("beta", gz.sum(axes)?);
                         }
-                        vec![kernels::channel_affine(&gz, &scale, None)?]
+                        vec![kernels::channel_affine(&gz, &scale, None, None)?]
                     }
                     Op::LayerNorm { axes, epsilon } => {
                         let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;

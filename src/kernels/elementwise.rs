@@ -262,7 +262,8 @@ pub fn mul_fast(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     if let Some(product) = zip_same_shape(a, b, |x, y| x * y, |x, y| x * y)? {
         return Ok(Some(product));
     }
-    let scaled = |x: &Tensor, s: &Tensor| channel_affine(x, &s.flatten_all()?, None).map(Some);
+    let scaled =
+        |x: &Tensor, s: &Tensor| channel_affine(x, &s.flatten_all()?, None, None).map(Some);
     if is_channel_scale(b, a) {
         scaled(a, b)
     } else if is_channel_scale(a, b) {
@@ -403,8 +404,14 @@ fn plane_sums<T: Float>(
 }
 
 /// `x·scale[c] + shift[c]` over a batch `[N, C, …]`, with `scale` and `shift` holding one
-/// value per channel, or one per channel of each item (`N·C`; `shift` none: zero).
-pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
+/// value per channel, or one per channel of each item (`N·C`; `shift` none: zero), clamped
+/// by `clamp` when given (a batch norm and the ReLU after it in one pass).
+pub fn channel_affine(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: Option<&Tensor>,
+    clamp: Option<Clamp>,
+) -> Result<Tensor> {
     let dims = x.dims();
     let channels = *dims.get(1).ok_or_else(|| {
         Error::Invalid(format!("a per-channel scale needs channels, got shape {dims:?}"))
@@ -427,8 +434,13 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Res
         let out = filled(xs.len(), #[inline(always)] |start, out| {
             by_plane(start, out, plane, |p, at, part| {
                 let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
-                for (o, &x) in part.iter_mut().zip(&xs[at..]) {
-                    o.write(x * a + b);
+                let values = part.iter_mut().zip(&xs[at..]);
+                // The clamp bound outside the loop, as in `sum_into`.
+                match clamp {
+                    None => values.for_each(|(o, &x)| _ = o.write(x * a + b)),
+                    Some(clamp) => {
+                        values.for_each(|(o, &x)| _ = o.write(activate(x * a + b, Some(clamp))))
+                    }
                 }
             });
         });
@@ -500,9 +512,11 @@ mod tests {
             shape[1] = c;
             let (s, b) = (scale.reshape(shape.clone()).unwrap(), shift.reshape(shape).unwrap());
             let want = x.broadcast_mul(&s).unwrap().broadcast_add(&b).unwrap();
-            assert!(close(&channel_affine(&x, &scale, Some(&shift)).unwrap(), &want));
+            assert!(close(&channel_affine(&x, &scale, Some(&shift), None).unwrap(), &want));
+            let relu = channel_affine(&x, &scale, Some(&shift), Some(Clamp::RELU)).unwrap();
+            assert!(close(&relu, &want.relu().unwrap()));
             let scaled = x.broadcast_mul(&s).unwrap();
-            assert!(close(&channel_affine(&x, &scale, None).unwrap(), &scaled));
+            assert!(close(&channel_affine(&x, &scale, None, None).unwrap(), &scaled));
         }
     }
 

@@ -227,8 +227,9 @@ fn a_reduction_outside_the_value_is_an_error_naming_the_layer() {
 }
 
 /// Residual blocks whose sums a prediction computes in place: a conv's output read only by
-/// the sum, a sum of sums, a ReLU and a clip applied with the sum; beside them operands that
-/// must not be overwritten (a conv read twice, one a flatten shares, an activation's output).
+/// the sum, a sum of sums, a ReLU and a clip applied with the sum, a batch norm's ReLU with
+/// it; beside them operands that must not be overwritten (a conv read twice, one a flatten
+/// shares, an activation's output).
 fn residual_model() -> Model {
     let linear_conv = || conv(4, 3, 1, Padding::Same, 1, Activation::Linear);
     let clip = Activation::Clip { min: 0.0, max: 0.5 };
@@ -248,7 +249,9 @@ fn residual_model() -> Model {
             Node::new("sum4", Op::Add, &["sum3", "c5"]),
             Node::new("sum5", Op::Add, &["sum4", "sum2"]),
             Node::new("clip5", Op::Activation { activation: clip }, &["sum5"]),
-            Node::new("flat", Op::Flatten, &["clip5"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["clip5"]),
+            Node::new("relu_bn", Op::Activation { activation: Activation::Relu }, &["bn"]),
+            Node::new("flat", Op::Flatten, &["relu_bn"]),
             Node::new("cat", Op::Concat { axis: 0 }, &["flat", "flat3"]),
             Node::new("out", dense(3, Activation::Linear), &["cat"]),
         ],
@@ -257,7 +260,7 @@ fn residual_model() -> Model {
 }
 
 #[test]
-fn sums_computed_in_place_give_the_scores_of_a_pass_that_keeps_every_value() {
+fn sums_in_place_and_fused_clamps_give_the_scores_of_a_pass_that_keeps_every_value() {
     let model = residual_model();
     let x = random_input(&model, 2, 5);
     let index = |name: &str| model.graph().node_index(name).unwrap();
@@ -266,8 +269,9 @@ fn sums_computed_in_place_give_the_scores_of_a_pass_that_keeps_every_value() {
     let kept = values(model.forward(&x).unwrap().node(out).unwrap());
     let (acts, times) = model.forward_timed(&x).unwrap();
     assert_eq!(values(acts.node(out).unwrap()), kept);
-    // The clamps after sums of a fresh conv output and of a sum were applied with them.
-    for absorbed in ["relu1", "clip5"] {
+    // The clamps after sums of a fresh conv output and of a sum, and after the batch norm,
+    // were applied with them.
+    for absorbed in ["relu1", "clip5", "relu_bn"] {
         assert_eq!(times[index(absorbed)], std::time::Duration::ZERO, "{absorbed}");
     }
     let by_hand = |sum: &[f64]| sum.iter().map(|v| v.clamp(0.0, 0.5)).collect::<Vec<_>>();
