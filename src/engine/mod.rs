@@ -536,14 +536,15 @@ impl Model {
         let (Op::Add, &[a, b]) = (&graph.nodes()[i].op, graph.inputs_of(i)) else {
             return Ok(None);
         };
-        let read_once_here = |v: ValueId| readers[v.0] == 1 && !kept[v.0];
-        let new_map = |v: ValueId| match v.node().map(|p| &graph.nodes()[p].op) {
-            Some(Op::Conv2d { .. }) => true,
-            Some(Op::Add) => v.node().is_some_and(|p| graph.inputs_of(p).len() >= 2),
+        let new_map = |p: usize| match graph.nodes()[p].op {
+            Op::Conv2d { .. } => true,
+            Op::Add => graph.inputs_of(p).len() >= 2,
             _ => false,
         };
+        let overwritable =
+            |v: ValueId| readers[v.0] == 1 && !kept[v.0] && v.node().is_some_and(new_map);
         let Some((acc, other)) =
-            [(a, b), (b, a)].into_iter().find(|&(v, _)| a != b && read_once_here(v) && new_map(v))
+            [(a, b), (b, a)].into_iter().find(|&(v, _)| a != b && overwritable(v))
         else {
             return Ok(None);
         };
