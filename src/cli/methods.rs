@@ -142,10 +142,10 @@ pub struct Preprocessing {
     /// Class names, one per line, in output order.
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
-    /// The output to explain, for a model with several (default: the one that looks like
-    /// class scores).
+    /// The output (head) to explain, for a model with several (default: the one that
+    /// looks like class scores).
     #[arg(long, value_name = "NAME")]
-    output: Option<String>,
+    head: Option<String>,
     /// Height and width for a model that leaves them open (e.g. `224x224`; default: the
     /// first image's).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
@@ -211,7 +211,7 @@ pub enum PreprocessMode {
 impl Preprocessing {
     /// The choices the model's reader takes: input size and output.
     pub fn load_options(&self) -> formats::Options {
-        formats::Options { input_size: self.input_size, output: self.output.clone() }
+        formats::Options { input_size: self.input_size, output: self.head.clone() }
     }
 
     /// `model` with these settings applied: the input preparation, the class names and the

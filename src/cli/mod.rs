@@ -706,3 +706,31 @@ fn export_digits(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+    use std::collections::HashSet;
+
+    /// Two options of one command under one name parse as whichever clap meets first (the
+    /// model's head and the figure's file were both `--output` once): every name is one
+    /// option's.
+    #[test]
+    fn no_two_options_of_a_command_share_a_name() {
+        fn check(command: &clap::Command) {
+            let (mut longs, mut shorts) = (HashSet::new(), HashSet::new());
+            for arg in command.get_arguments() {
+                let name = command.get_name();
+                if let Some(long) = arg.get_long() {
+                    assert!(longs.insert(long), "`{name}` has two options named --{long}");
+                }
+                if let Some(short) = arg.get_short() {
+                    assert!(shorts.insert(short), "`{name}` has two options named -{short}");
+                }
+            }
+            command.get_subcommands().for_each(check);
+        }
+        check(&Cli::command());
+    }
+}

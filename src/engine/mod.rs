@@ -93,8 +93,10 @@ pub enum Keep {
     All,
     /// Only the class scores (what [`Model::score_point`] names): a prediction.
     Scores,
-    /// What a backward pass from node `seed` down to `lowest` reads: the outputs of the
-    /// nodes in between and the values they read (see [`Model::backward_to`]).
+    /// What an input-gradient pass from node `seed` down to `lowest` reads (see
+    /// [`Model::backward_to`]): of the nodes in between, the outputs and inputs their
+    /// gradients read beyond shapes, so a linear conv's output or a residual sum is
+    /// dropped (and computed in place). Weight gradients read more: [`Keep::All`].
     Backward {
         /// The node the gradient is placed on.
         seed: usize,
@@ -196,6 +198,15 @@ pub(crate) enum Reads {
     Gradients,
     /// The output alone: a conv or dense layer then applies its activation in place.
     Output,
+}
+
+/// What one node's input-gradient step reads of the forward pass ([`Model::backward_reads`]).
+#[derive(Clone, Copy, Debug)]
+struct BackwardReads {
+    /// Its output (and what is kept with it: the activation's input, a dropout mask).
+    output: bool,
+    /// Its inputs' values.
+    inputs: bool,
 }
 
 impl NodeOutput {
@@ -571,19 +582,58 @@ impl Model {
                 kept
             }
             Keep::Backward { seed, lowest } => {
-                // The backward pass visits the nodes after `lowest` up to the seed and reads
-                // their outputs and inputs (see `backward_down_to`).
+                // The backward pass visits the nodes after `lowest` up to the seed; each
+                // reads what `backward_reads` says (the seed's output is checked against
+                // the gradient placed on it).
                 let mut kept = vec![false; n_values];
                 kept[lowest.0] = true;
-                for i in lowest.0..=seed.min(n_values - 2) {
-                    kept[i + 1] = true;
-                    for v in graph.inputs_of(i) {
-                        kept[v.0] = true;
+                let seed = seed.min(n_values - 2);
+                kept[seed + 1] = true;
+                for i in lowest.0..=seed {
+                    let reads = self.backward_reads(i);
+                    kept[i + 1] |= reads.output;
+                    if reads.inputs {
+                        for v in graph.inputs_of(i) {
+                            kept[v.0] = true;
+                        }
                     }
                 }
                 kept
             }
         }
+    }
+
+    /// What node `i`'s input-gradient step reads of the forward pass besides the shapes
+    /// (which come from the graph). A linear conv's output or a residual sum is read by no
+    /// step, so a pass kept for saliency drops it, and can compute it in place.
+    fn backward_reads(&self, i: usize) -> BackwardReads {
+        let op = &self.graph().nodes()[i].op;
+        let output = !matches!(op.activation(), Activation::Linear)
+            // The dropout mask is kept with the output; a max or min finds its winners.
+            || matches!(
+                op,
+                Op::Dropout { .. } | Op::Reduce { kind: ReduceKind::Max | ReduceKind::Min, .. }
+            );
+        let inputs = !matches!(
+            op,
+            Op::Conv2d { .. }
+                | Op::ConvTranspose { .. }
+                | Op::Dense { .. }
+                | Op::Activation { .. }
+                | Op::GlobalAvgPool { .. }
+                | Op::BatchNorm { .. }
+                | Op::Dropout { .. }
+                | Op::Flatten
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Add
+                | Op::Concat { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Arith { kind: ArithKind::Add | ArithKind::Sub, .. }
+                | Op::Reduce { kind: ReduceKind::Sum | ReduceKind::Mean, .. }
+        );
+        BackwardReads { output, inputs }
     }
 
     /// One node's forward step on its batched `inputs` (dropout draws from `rng` when
@@ -784,20 +834,25 @@ impl Model {
             let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
             let mut weights = HashMap::new();
             grads[seed.node + 1] = Some(seed.grad.clone());
+            let batch = seed.grad.dim(0)?;
             // Only nodes after `lowest` read it (the order is topological), so once they are
             // done its gradient is complete.
             for i in (lowest.0..=seed.node).rev() {
                 let Some(g) = grads[i + 1].clone() else { continue };
                 let node = &graph.nodes()[i];
-                let y = acts.node(i)?;
-                let gz = if i == seed.node && seed.point == Point::PreSoftmax {
+                let activation = node.op.activation();
+                let linear = matches!(activation, Activation::Linear);
+                let gz = if linear || (i == seed.node && seed.point == Point::PreSoftmax) {
                     g
                 } else {
                     let kept = acts.slope_inputs[i].as_ref();
-                    activation_backward(node.op.activation(), &g, y, kept, rule)?
+                    activation_backward(activation, &g, acts.node(i)?, kept, rule)?
                 };
                 let inputs = graph.inputs_of(i);
-                let x = acts.value(inputs[0])?;
+                // Only what `backward_reads` names is kept: other values by their shapes.
+                let shape = |v: ValueId| self.batched_shape(v, batch);
+                let x_shape = shape(inputs[0]);
+                let x = || acts.value(inputs[0]);
                 let mut weight_grad = |role: &str, t: Tensor| {
                     weights.insert(format!("{}.{role}", node.name), t);
                 };
@@ -808,7 +863,7 @@ impl Model {
                         if weight_grads {
                             let dims = dims4(kernel)?;
                             let (dk, db) =
-                                kernels::conv2d_backward_weights(x, &gz, dims, &win, *groups)?;
+                                kernels::conv2d_backward_weights(x()?, &gz, dims, &win, *groups)?;
                             weight_grad("kernel", dk);
                             if *bias {
                                 weight_grad("bias", db);
@@ -817,7 +872,7 @@ impl Model {
                         vec![kernels::conv2d_backward_input_with_cache(
                             &gz,
                             kernel,
-                            dims4(x)?,
+                            as_dims4(&x_shape)?,
                             &win,
                             *groups,
                             Some(self.kernel_cache()),
@@ -831,7 +886,7 @@ impl Model {
                             // its kernel gradient is the conv's, with input and gradient swapped.
                             let dims = dims4(kernel)?;
                             let (dk, _) =
-                                kernels::conv2d_backward_weights(&gz, x, dims, &win, *groups)?;
+                                kernels::conv2d_backward_weights(&gz, x()?, dims, &win, *groups)?;
                             weight_grad("kernel", dk);
                             if *bias {
                                 weight_grad("bias", gz.sum((0, 2, 3))?);
@@ -850,7 +905,7 @@ impl Model {
                     Op::Dense { bias, .. } => {
                         let kernel = self.weight(i, "kernel")?;
                         if weight_grads {
-                            weight_grad("kernel", x.t()?.matmul(&gz)?);
+                            weight_grad("kernel", x()?.t()?.matmul(&gz)?);
                             if *bias {
                                 weight_grad("bias", gz.sum(0)?);
                             }
@@ -859,24 +914,26 @@ impl Model {
                     }
                     Op::Activation { .. } => vec![gz],
                     Op::MaxPool { .. } => {
-                        vec![kernels::pool2d_backward(x, &gz, &self.window(i), Pool::Max)?]
+                        vec![kernels::pool2d_backward(x()?, &gz, &self.window(i), Pool::Max)?]
                     }
                     Op::AvgPool { count_include_pad, .. } => vec![kernels::pool2d_backward(
-                        x,
+                        x()?,
                         &gz,
                         &self.window(i),
                         Pool::Avg { count_include_pad: *count_include_pad },
                     )?],
                     Op::GlobalAvgPool { .. } => {
-                        let (_, _, h, w) = x.dims4()?;
+                        let [_, _, h, w] = as_dims4(&x_shape)?;
                         vec![kernels::spread_channels(
                             &gz.affine(1.0 / (h * w) as f64, 0.0)?,
-                            x.dims(),
+                            &x_shape,
                         )?]
                     }
                     Op::BatchNorm { epsilon } => {
-                        let (scale, _) = self.batch_norm_affine(i, *epsilon, x.rank())?;
+                        let rank = x_shape.len();
+                        let (scale, _) = self.batch_norm_affine(i, *epsilon, rank)?;
                         if weight_grads {
+                            let x = x()?;
                             let mean = self.channel_param(i, "moving_mean", x.rank())?;
                             let inv_std = scale.broadcast_div(&self.channel_param(
                                 i,
@@ -891,6 +948,7 @@ impl Model {
                         vec![kernels::channel_affine(&gz, &scale, None, None)?]
                     }
                     Op::LayerNorm { axes, epsilon } => {
+                        let x = x()?;
                         let (gamma, _) = self.layer_norm_affine(i, axes, x.rank())?;
                         let (normalised, inv_std) = standardise(x, axes, *epsilon)?;
                         if weight_grads {
@@ -908,6 +966,7 @@ impl Model {
                         vec![standardise_backward(&normalised, &inv_std, &g, axes)?]
                     }
                     Op::GroupNorm { groups, epsilon } => {
+                        let x = x()?;
                         let g = gz.broadcast_mul(&self.channel_param(i, "gamma", x.rank())?)?;
                         let grouped = |t: &Tensor| t.reshape((t.dim(0)?, *groups, ()));
                         let (normalised, inv_std) = standardise(&grouped(x)?, &[1], *epsilon)?;
@@ -924,6 +983,7 @@ impl Model {
                         vec![dx.reshape(x.dims())?]
                     }
                     Op::PRelu => {
+                        let x = x()?;
                         let slope = self.channel_param(i, "slope", x.rank())?;
                         if weight_grads {
                             let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
@@ -939,7 +999,7 @@ impl Model {
                         Some(mask) => vec![(&gz * mask)?],
                         None => vec![gz],
                     },
-                    Op::Flatten | Op::Reshape { .. } => vec![gz.reshape(x.dims())?],
+                    Op::Flatten | Op::Reshape { .. } => vec![gz.reshape(x_shape)?],
                     Op::Transpose { perm } => {
                         let mut inverse = vec![0; perm.len()];
                         for (out_axis, &in_axis) in perm.iter().enumerate() {
@@ -949,14 +1009,14 @@ impl Model {
                     }
                     Op::Add => inputs
                         .iter()
-                        .map(|v| sum_to_shape(&gz, acts.value(*v)?.dims()))
+                        .map(|v| sum_to_shape(&gz, &shape(*v)))
                         .collect::<Result<_>>()?,
                     Op::Concat { axis } => {
                         let mut start = 0;
                         inputs
                             .iter()
                             .map(|v| {
-                                let len = acts.value(*v)?.dim(axis + 1)?;
+                                let len = shape(*v)[axis + 1];
                                 let part = gz.narrow(axis + 1, start, len)?;
                                 start += len;
                                 Ok(part)
@@ -964,22 +1024,28 @@ impl Model {
                             .collect::<Result<_>>()?
                     }
                     Op::Arith { kind, constant } => {
-                        let operands =
-                            inputs.iter().map(|v| acts.value(*v)).collect::<Result<Vec<_>>>()?;
-                        let (a, b) =
-                            self.arith_operands(i, &operands, constant.as_ref(), gz.rank() - 1)?;
+                        let operands = || -> Result<(Tensor, Tensor)> {
+                            let values = inputs
+                                .iter()
+                                .map(|v| acts.value(*v))
+                                .collect::<Result<Vec<_>>>()?;
+                            self.arith_operands(i, &values, constant.as_ref(), gz.rank() - 1)
+                        };
                         let (grad_a, grad_b) = match kind {
                             ArithKind::Add => (gz.clone(), gz.clone()),
                             ArithKind::Sub => (gz.clone(), gz.neg()?),
                             ArithKind::Mul => {
+                                let (a, b) = operands()?;
                                 (product_grad(&gz, &b, &a)?, product_grad(&gz, &a, &b)?)
                             }
                             ArithKind::Div => {
+                                let (a, b) = operands()?;
                                 let grad_a = gz.broadcast_div(&b)?;
                                 let grad_b = grad_a.broadcast_mul(&a)?.broadcast_div(&b)?.neg()?;
                                 (grad_a, grad_b)
                             }
                             ArithKind::Max | ArithKind::Min => {
+                                let (a, b) = operands()?;
                                 let share_a = winner_share(*kind, &a, &b)?;
                                 let grad_a = gz.broadcast_mul(&share_a)?;
                                 (grad_a.clone(), gz.broadcast_sub(&grad_a)?)
@@ -994,54 +1060,56 @@ impl Model {
                         inputs
                             .iter()
                             .zip(of_inputs)
-                            .map(|(v, g)| sum_to_shape(&g, acts.value(*v)?.dims()))
+                            .map(|(v, g)| sum_to_shape(&g, &shape(*v)))
                             .collect::<Result<_>>()?
                     }
                     Op::Slice { axes, starts, .. } => {
                         let mut g = gz.clone();
                         for (&axis, &start) in axes.iter().zip(starts) {
-                            let after = x.dim(axis + 1)? - start - g.dim(axis + 1)?;
+                            let after = x_shape[axis + 1] - start - g.dim(axis + 1)?;
                             g = g.pad_with_zeros(axis + 1, start, after)?;
                         }
                         vec![g]
                     }
                     Op::Pad { pads: [top, _, left, _], .. } => {
-                        let (_, _, h, w) = x.dims4()?;
+                        let [_, _, h, w] = as_dims4(&x_shape)?;
                         vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
                     }
                     Op::GlobalMaxPool { .. } => {
+                        let x = x()?;
                         let (n, c, _, _) = x.dims4()?;
                         let g = gz.reshape((n, c, 1, 1))?;
                         vec![kernels::pool2d_backward(x, &g, &whole_image_window(x)?, Pool::Max)?]
                     }
                     Op::Resize { .. } => {
-                        let [rows, cols] = self.resize_matrices(i, x)?;
+                        let [rows, cols] = self.resize_matrices(i, x()?)?;
                         vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
                     }
                     Op::Reduce { kind, axes, .. } => {
                         let dims: Vec<usize> = axes.iter().map(|a| a + 1).collect();
-                        let mut kept = x.dims().to_vec();
+                        let mut kept = x_shape.clone();
                         for &d in &dims {
                             kept[d] = 1;
                         }
                         let g = gz.reshape(kept.clone())?;
                         // Over every axis after the channels (a squeeze-and-excitation mean):
                         // one value per plane.
-                        let per_plane = dims.iter().copied().eq(2..x.rank());
+                        let per_plane = dims.iter().copied().eq(2..x_shape.len());
                         let spread = |g: Tensor| -> Result<Tensor> {
                             match per_plane {
-                                true => kernels::spread_channels(&g, x.dims()),
-                                false => Ok(g.broadcast_as(x.dims())?.contiguous()?),
+                                true => kernels::spread_channels(&g, &x_shape),
+                                false => Ok(g.broadcast_as(x_shape.as_slice())?.contiguous()?),
                             }
                         };
                         vec![match kind {
                             ReduceKind::Sum => spread(g)?,
                             ReduceKind::Mean => {
-                                let count: usize = dims.iter().map(|&d| x.dims()[d]).product();
+                                let count: usize = dims.iter().map(|&d| x_shape[d]).product();
                                 spread(g.affine(1.0 / count as f64, 0.0)?)?
                             }
                             // Ties share evenly (PyTorch's `amax`/`amin`).
                             ReduceKind::Max | ReduceKind::Min => {
+                                let (x, y) = (x()?, acts.node(i)?);
                                 let winners =
                                     x.broadcast_eq(&y.reshape(kept)?)?.to_dtype(x.dtype())?;
                                 let ties = winners.sum_keepdim(dims)?;
@@ -1064,6 +1132,11 @@ impl Model {
             }
             Ok(Gradients { values: grads, weights })
         })
+    }
+
+    /// The shape of value `v` in a batch of `batch`.
+    fn batched_shape(&self, v: ValueId, batch: usize) -> Vec<usize> {
+        std::iter::once(batch).chain(self.graph().shape(v).iter().copied()).collect()
     }
 
     pub(crate) fn window(&self, node: usize) -> Window {
@@ -1272,6 +1345,13 @@ fn whole_image_window(x: &Tensor) -> Result<Window> {
 fn dims4(t: &Tensor) -> Result<[usize; 4]> {
     let (a, b, c, d) = t.dims4()?;
     Ok([a, b, c, d])
+}
+
+/// A batched shape as `[N, C, H, W]`, for ops that only take images.
+fn as_dims4(shape: &[usize]) -> Result<[usize; 4]> {
+    shape.try_into().map_err(|_| {
+        Error::Invalid(format!("an image batch [N, C, H, W] was expected, not {shape:?}"))
+    })
 }
 
 /// A per-sample permutation extended with the batch axis in front.

@@ -26,7 +26,7 @@ pub struct Options {
     /// Height and width for an input the file leaves open (`--input-size`); a file that
     /// fixes them must agree.
     pub input_size: Option<[usize; 2]>,
-    /// The output to explain, of a model with several (`--output`).
+    /// The output to explain, of a model with several (`--head`).
     pub output: Option<String>,
 }
 

@@ -328,8 +328,9 @@ fn the_output_format_follows_the_extension() {
         assert_eq!(jpeg, !name.ends_with(".png"), "{name}");
         assert!(image::load_from_memory(&bytes).is_ok());
     }
+    // The long form too: it once parsed as the name of the model's head.
     let npy = dir.path().join("m.npy");
-    assert!(convscope(&["saliency", "sample", "-o", npy.to_str().unwrap()]).status.success());
+    assert!(convscope(&["saliency", "sample", "--output", npy.to_str().unwrap()]).status.success());
     assert_eq!(npy_shape(&npy), vec![28, 28]);
     let gif = dir.path().join("m.gif");
     assert_one_line_error(

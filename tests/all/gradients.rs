@@ -413,12 +413,51 @@ fn a_pass_keeping_what_the_backward_reads_gives_the_same_gradients_and_drops_the
     let want = model.backward_to(&all, &seed, ReluRule::Guided, lowest).unwrap();
     let got = model.backward_to(&kept, &seed, ReluRule::Guided, lowest).unwrap();
     assert_eq!(values(got.node(sum).unwrap()), values(want.node(sum).unwrap()));
-    // c1 is read above the cut (by 'gap') so it stays; c2 and the input are not.
-    assert!(kept.node(0).is_ok());
+    // Each step keeps what its gradient reads, beyond shapes: the PReLU its input (the sum,
+    // also the cut), the ReLU, tanh and sigmoid their outputs, the average pool its input.
+    // c1, read above the cut by a mean, is not kept, nor are c2 and the input.
+    let kept_names: Vec<&str> = (0..graph.nodes().len())
+        .filter(|&i| kept.node(i).is_ok())
+        .map(|i| graph.nodes()[i].name.as_str())
+        .collect();
+    assert_eq!(kept_names, ["sum", "act", "d1", "d2"]);
     assert!(kept.node(c2).is_err() && kept.value(convscope::model::ValueId::INPUT).is_err());
 
     let scores = model.forward_keeping(&x, Keep::Scores).unwrap();
     let (node, point) = model.score_point();
     assert_eq!(values(scores.at(node, point).unwrap()), values(all.at(node, point).unwrap()));
     assert!((0..graph.nodes().len()).filter(|&i| scores.node(i).is_ok()).eq([node]));
+}
+
+/// A pass that keeps only what the backward reads gives the input gradients of one that
+/// keeps everything, on models through every op the engine differentiates.
+#[test]
+fn input_gradients_from_a_pass_keeping_what_the_backward_reads_equal_a_full_pass() {
+    let models = [
+        ("chain", chain()),
+        ("dag", dag()),
+        ("modern", modern()),
+        ("reductions", reductions()),
+        ("importer ops", crate::ops::importer_ops_model().to_dtype(DType::F64).unwrap()),
+        ("residual", crate::ops::residual_model().to_dtype(DType::F64).unwrap()),
+    ];
+    for (name, model) in models {
+        let (node, point) = model.score_point();
+        let x = random_input(&model, 2, 7);
+        let all = model.forward(&x).unwrap();
+        let grad = normal(all.at(node, point).unwrap().dims(), 8).to_dtype(DType::F64).unwrap();
+        let seed = Seed { node, point, grad };
+        let lowest = convscope::model::ValueId::INPUT;
+        let kept = model.forward_keeping(&x, Keep::Backward { seed: node, lowest }).unwrap();
+        let dropped = (0..model.graph().nodes().len()).filter(|&i| kept.node(i).is_err()).count();
+        for rule in [ReluRule::Vanilla, ReluRule::Guided, ReluRule::Rectified] {
+            let want = model.backward(&all, &seed, rule, false).unwrap();
+            let got = model.backward(&kept, &seed, rule, false).unwrap();
+            assert_eq!(
+                values(got.input().unwrap()),
+                values(want.input().unwrap()),
+                "{name}, {rule:?} ({dropped} values dropped)"
+            );
+        }
+    }
 }

@@ -60,7 +60,7 @@ fn arithmetic_padding_clipping_and_global_max_compute_what_they_say() {
 
 /// A DAG through every importer op: normalisation by constants, padding, a clipped conv,
 /// products and quotients of values, a reversed subtraction, global max pooling.
-fn importer_ops_model() -> Model {
+pub(crate) fn importer_ops_model() -> Model {
     random_model(
         &[2, 7, 7],
         vec![
@@ -230,7 +230,7 @@ fn a_reduction_outside_the_value_is_an_error_naming_the_layer() {
 /// the sum, a sum of sums, a ReLU and a clip applied with the sum, a batch norm's ReLU with
 /// it; beside them operands that must not be overwritten (a conv read twice, one a flatten
 /// shares, an activation's output).
-fn residual_model() -> Model {
+pub(crate) fn residual_model() -> Model {
     let linear_conv = || conv(4, 3, 1, Padding::Same, 1, Activation::Linear);
     let clip = Activation::Clip { min: 0.0, max: 0.5 };
     random_model(

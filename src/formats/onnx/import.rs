@@ -549,14 +549,14 @@ impl Importer {
                 name,
                 Some(format!(
                     "the model has {} outputs ({}): explaining '{name}', which looks like class \
-                     scores (choose another with --output NAME)",
+                     scores (choose another with --head NAME)",
                     names.len(),
                     names.join(", ")
                 )),
             )),
             None => Err(format!(
                 "the model has {} outputs ({}) and none is a vector of class scores: choose one \
-                 with --output NAME",
+                 with --head NAME",
                 names.len(),
                 names.join(", ")
             )),

@@ -74,7 +74,7 @@ const KIND: &str = "maxact";
 struct Key {
     /// The model file's hash.
     model: u64,
-    /// The graph as loaded: one file loads to several (`--output`, `--input-size`).
+    /// The graph as loaded: one file loads to several (`--head`, `--input-size`).
     graph: u64,
     precision: String,
     input: InputSpec,
