@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Pool, Window};
 use crate::model::Model;
-use crate::model::{Activation, ArithKind, ConstOperand, Interpolation, Op, ReduceKind, ValueId};
+use crate::model::{
+    Activation, ArithKind, ConstOperand, Interpolation, Node, Op, ReduceKind, ValueId,
+};
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -435,9 +437,7 @@ impl Model {
                 let start = Instant::now();
                 let fused = match self.sum_in_place(i, &values, &readers, &kept)? {
                     Some((out, clamped)) => Some((out, if clamped { i + 1 } else { i })),
-                    None => self
-                        .batch_norm_clamped(i, &values, &readers, &kept)?
-                        .map(|out| (out, i + 1)),
+                    None => self.batch_norm_fused(i, &values, &readers, &kept)?,
                 };
                 let (out, last) = match fused {
                     Some(fused) => fused,
@@ -460,10 +460,11 @@ impl Model {
                 };
                 if let Some(times) = node_times.as_deref_mut() {
                     times.push(start.elapsed());
-                    // An activation the sum applied took no time of its own.
+                    // Nodes a fused step did with node `i` took no time of their own.
                     times.resize(last + 1, Duration::ZERO);
                 }
-                // A sum whose clamp was applied with it never existed on its own.
+                // Values inside a fused step (a sum before its clamp, a concat before its
+                // batch norm) never existed on their own.
                 values.resize(last + 1, None);
                 let keep_output = kept[last + 1];
                 if keep_output {
@@ -486,48 +487,76 @@ impl Model {
         })
     }
 
-    /// The clamp (ReLU, clip) that node `i + 1` is of node `i`'s output, where that output is
-    /// read there alone and not kept: a step that applies the clamp as it writes its output
-    /// stands for both nodes.
+    /// Node `i + 1`, where it alone reads node `i`'s output and that output is not kept:
+    /// one step can then stand for both nodes, the value between them never written.
+    fn sole_reader(&self, i: usize, readers: &[usize], kept: &[bool]) -> Option<&Node> {
+        let graph = self.graph();
+        let value = ValueId::of_node(i);
+        let alone = graph.inputs_of(i + 1) == [value] && readers[value.0] == 1 && !kept[value.0];
+        graph.nodes().get(i + 1).filter(|_| alone)
+    }
+
+    /// The clamp (ReLU, clip) that node `i + 1` is of node `i`'s output, where it is the
+    /// [`Self::sole_reader`]: a step that applies the clamp as it writes its output stands
+    /// for both nodes.
     fn clamp_after(
         &self,
         i: usize,
         readers: &[usize],
         kept: &[bool],
     ) -> Option<(Activation, Clamp)> {
-        let graph = self.graph();
-        let value = ValueId::of_node(i);
-        let next = graph.nodes().get(i + 1)?;
-        let alone = graph.inputs_of(i + 1) == [value] && readers[value.0] == 1 && !kept[value.0];
-        if !matches!(next.op, Op::Activation { .. }) || !alone {
+        let next = self.sole_reader(i, readers, kept)?;
+        if !matches!(next.op, Op::Activation { .. }) {
             return None;
         }
         let activation = next.op.activation();
         Some((activation, Clamp::of(activation)?))
     }
 
-    /// Node `i` as a batch norm with the clamp after it in one pass ([`Self::clamp_after`]):
-    /// densenet's pre-activations, which cannot fold into a conv. None, with nothing
-    /// computed, for any other node.
-    fn batch_norm_clamped(
+    /// Node `i` as a batch norm with the clamp after it in one pass ([`Self::clamp_after`]),
+    /// or as a concat of channels that only the batch norm after it reads, with that batch
+    /// norm (and its clamp): densenet's pre-activations, which cannot fold into a conv and
+    /// read the concat of every earlier layer's maps. The last node done, or None, with
+    /// nothing computed, for any other node.
+    fn batch_norm_fused(
         &self,
         i: usize,
         values: &[Option<Tensor>],
         readers: &[usize],
         kept: &[bool],
-    ) -> Result<Option<NodeOutput>> {
+    ) -> Result<Option<(NodeOutput, usize)>> {
         let graph = self.graph();
-        let Op::BatchNorm { epsilon } = graph.nodes()[i].op else {
+        let norm = match graph.nodes()[i].op {
+            Op::BatchNorm { .. } => i,
+            Op::Concat { axis: 0 }
+                if self
+                    .sole_reader(i, readers, kept)
+                    .is_some_and(|next| matches!(next.op, Op::BatchNorm { .. })) =>
+            {
+                i + 1
+            }
+            _ => return Ok(None),
+        };
+        let Op::BatchNorm { epsilon } = graph.nodes()[norm].op else {
             return Ok(None);
         };
-        let (Some((activation, clamp)), Some(x)) =
-            (self.clamp_after(i, readers, kept), &values[graph.inputs_of(i)[0].0])
-        else {
+        let clamp = self.clamp_after(norm, readers, kept);
+        let parts: Option<Vec<&Tensor>> =
+            graph.inputs_of(i).iter().map(|v| values[v.0].as_ref()).collect();
+        // A batch norm alone is the ordinary step.
+        let (Some(parts), true) = (parts, norm > i || clamp.is_some()) else {
             return Ok(None);
         };
-        let (scale, shift) = self.batch_norm_affine(i, epsilon, x.rank())?;
-        let z = kernels::channel_affine(x, &scale, Some(&shift), Some(clamp))?;
-        Ok(Some(NodeOutput::activated(activation, z, true)?))
+        let (scale, shift) = self.batch_norm_affine(norm, epsilon, parts[0].rank())?;
+        let z = kernels::channel_affine_of_concat(
+            &parts,
+            &scale,
+            Some(&shift),
+            clamp.map(|(_, clamp)| clamp),
+        )?;
+        let activation = clamp.map_or(Activation::Linear, |(activation, _)| activation);
+        let last = if clamp.is_some() { norm + 1 } else { norm };
+        Ok(Some((NodeOutput::activated(activation, z, clamp.is_some())?, last)))
     }
 
     /// Node `i` as a sum into one of its operands, where it adds two maps of one shape and

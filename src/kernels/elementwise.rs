@@ -13,7 +13,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::relu::{Clamp, activate};
-use super::{Float, vectorised, with_float, with_slice};
+use super::{Float, vectorised, with_float, with_slice, with_slices};
 use crate::error::{Error, Result};
 
 /// Values per task when a pass is split over the pool: large enough that scheduling is
@@ -412,29 +412,58 @@ pub fn channel_affine(
     shift: Option<&Tensor>,
     clamp: Option<Clamp>,
 ) -> Result<Tensor> {
-    let dims = x.dims();
-    let channels = *dims.get(1).ok_or_else(|| {
-        Error::Invalid(format!("a per-channel scale needs channels, got shape {dims:?}"))
-    })?;
+    channel_affine_of_concat(&[x], scale, shift, clamp)
+}
+
+/// [`channel_affine`] of `parts` concatenated along the channels, without the concatenation
+/// ever being written: a densenet layer's batch norm reads the concat of every earlier
+/// layer's maps, and copying them all once more per layer was 6% of its forward.
+pub fn channel_affine_of_concat(
+    parts: &[&Tensor],
+    scale: &Tensor,
+    shift: Option<&Tensor>,
+    clamp: Option<Clamp>,
+) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(Error::Invalid("a concatenation of nothing".into()));
+    };
+    let mut dims = first.dims().to_vec();
+    let bad = |what: String| Error::Invalid(what);
+    if dims.len() < 2 {
+        return Err(bad(format!("a per-channel scale needs channels, got shape {dims:?}")));
+    }
+    // For each channel of the whole: its part, and its channel there.
+    let mut sources = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        let d = part.dims();
+        if d.len() != dims.len() || d[0] != dims[0] || d[2..] != dims[2..] {
+            return Err(bad(format!("cannot join shapes {:?} and {d:?} along the channels", dims)));
+        }
+        sources.extend((0..d[1]).map(|c| (j, c)));
+    }
+    let channels = sources.len();
+    dims[1] = channels;
     let plane: usize = dims[2..].iter().product();
     let per_item = channels * dims[0];
     let fits = |n: usize| n == channels || n == per_item;
     if !fits(scale.elem_count()) || shift.is_some_and(|s| !fits(s.elem_count())) {
-        return Err(Error::Invalid(format!(
-            "{channels} channels but {} scales",
-            scale.elem_count()
-        )));
+        return Err(bad(format!("{channels} channels but {} scales", scale.elem_count())));
     }
-    with_float!(x.dtype(), T => with_slice::<T, _>(x, |xs| {
-        let scale = scale.to_dtype(x.dtype())?.flatten_all()?.to_vec1::<T>()?;
+    let dtype = first.dtype();
+    with_float!(dtype, T => with_slices::<T, _>(parts, |xs| {
+        let scale = scale.to_dtype(dtype)?.flatten_all()?.to_vec1::<T>()?;
         let shift = match shift {
-            Some(s) => s.to_dtype(x.dtype())?.flatten_all()?.to_vec1::<T>()?,
+            Some(s) => s.to_dtype(dtype)?.flatten_all()?.to_vec1::<T>()?,
             None => vec![T::zero(); channels],
         };
-        let out = filled(xs.len(), #[inline(always)] |start, out| {
+        let len = per_item * plane;
+        let out = filled(len, #[inline(always)] |start, out| {
             by_plane(start, out, plane, |p, at, part| {
                 let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
-                let values = part.iter_mut().zip(&xs[at..]);
+                let (item, (j, c)) = (p / channels, sources[p % channels]);
+                let in_part = xs[j].len() / dims[0] / plane.max(1);
+                let from = (item * in_part + c) * plane + (at - p * plane);
+                let values = part.iter_mut().zip(&xs[j][from..]);
                 // The clamp bound outside the loop, as in `sum_into`.
                 match clamp {
                     None => values.for_each(|(o, &x)| _ = o.write(x * a + b)),
@@ -444,7 +473,7 @@ pub fn channel_affine(
                 }
             });
         });
-        Ok(Tensor::from_vec(out, dims, x.device())?)
+        Ok(Tensor::from_vec(out, dims, first.device())?)
     }))
 }
 
@@ -458,6 +487,10 @@ mod tests {
         let n: usize = dims.iter().product();
         let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
         Tensor::from_vec(v, dims, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
     }
 
     fn close(a: &Tensor, b: &Tensor) -> bool {
@@ -518,6 +551,39 @@ mod tests {
             let scaled = x.broadcast_mul(&s).unwrap();
             assert!(close(&channel_affine(&x, &scale, None, None).unwrap(), &scaled));
         }
+    }
+
+    #[test]
+    fn channel_affine_of_parts_equals_it_on_their_concatenation() {
+        // Planes smaller and larger than a chunk; per-channel and per-item scales; one part.
+        for (plane, widths) in
+            [([3, 5], vec![2, 1, 4]), ([32, 32], vec![48, 16]), ([2, 2], vec![5])]
+        {
+            for dtype in [DType::F32, DType::F64] {
+                let parts: Vec<Tensor> = widths
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &c)| ramp(&[2, c, plane[0], plane[1]], dtype).affine(1.0, j as f64))
+                    .collect::<candle_core::Result<_>>()
+                    .unwrap();
+                let whole = Tensor::cat(&parts, 1).unwrap();
+                let channels: usize = widths.iter().sum();
+                for count in [channels, 2 * channels] {
+                    let scale = ramp(&[count], dtype).affine(2.0, 0.5).unwrap();
+                    let shift = ramp(&[count], dtype).affine(-1.0, 0.25).unwrap();
+                    let refs: Vec<&Tensor> = parts.iter().collect();
+                    for clamp in [None, Some(Clamp::RELU)] {
+                        let want = channel_affine(&whole, &scale, Some(&shift), clamp).unwrap();
+                        let got = channel_affine_of_concat(&refs, &scale, Some(&shift), clamp);
+                        assert_eq!(flat(&got.unwrap()), flat(&want));
+                    }
+                }
+            }
+        }
+        let (a, b) = (ramp(&[1, 2, 3, 3], DType::F32), ramp(&[1, 2, 3, 4], DType::F32));
+        let scale = ramp(&[4], DType::F32);
+        assert!(channel_affine_of_concat(&[&a, &b], &scale, None, None).is_err());
+        assert!(channel_affine_of_concat(&[], &scale, None, None).is_err());
     }
 
     #[test]

@@ -53,8 +53,8 @@ pub use conv::{
 };
 pub use dense::{dense, dense_backward_input};
 pub use elementwise::{
-    add_in_place, add_same_shape, channel_affine, channel_dots, channel_means, is_channel_scale,
-    mul_fast, spread_channels,
+    add_in_place, add_same_shape, channel_affine, channel_affine_of_concat, channel_dots,
+    channel_means, is_channel_scale, mul_fast, spread_channels,
 };
 pub(crate) use elementwise::{map, map_in_place, map_pair, zip_map, zip3_map};
 pub(crate) use matmul::matmul_accumulate;
@@ -271,12 +271,31 @@ pub(crate) use with_avx2_copy;
 /// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
 /// they already lie contiguous in memory (no copy), copied out otherwise.
 pub(crate) fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-        return f(&cpu.as_slice::<T>()?[start..end]);
+    with_slices(&[t], |slices| f(slices[0]))
+}
+
+/// [`with_slice`] for several tensors at once.
+pub(crate) fn with_slices<T: Float, R>(
+    tensors: &[&Tensor],
+    f: impl FnOnce(&[&[T]]) -> Result<R>,
+) -> Result<R> {
+    let held: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let borrowed: Option<Vec<&[T]>> = held
+        .iter()
+        .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(cpu), Some((start, end))) => Some(&cpu.as_slice::<T>().ok()?[start..end]),
+            _ => None,
+        })
+        .collect();
+    if let Some(slices) = borrowed {
+        return f(&slices);
     }
-    drop(storage);
-    f(&t.flatten_all()?.to_vec1::<T>()?)
+    drop(held);
+    let owned = tensors
+        .iter()
+        .map(|t| Ok(t.flatten_all()?.to_vec1::<T>()?))
+        .collect::<Result<Vec<Vec<T>>>>()?;
+    f(&owned.iter().map(Vec::as_slice).collect::<Vec<_>>())
 }
 
 /// [`with_slice`] for an optional tensor.

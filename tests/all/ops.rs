@@ -228,8 +228,9 @@ fn a_reduction_outside_the_value_is_an_error_naming_the_layer() {
 
 /// Residual blocks whose sums a prediction computes in place: a conv's output read only by
 /// the sum, a sum of sums, a ReLU and a clip applied with the sum, a batch norm's ReLU with
-/// it; beside them operands that must not be overwritten (a conv read twice, one a flatten
-/// shares, an activation's output).
+/// it, concats that only a batch norm reads (one with a ReLU after it); beside them operands
+/// that must not be overwritten (a conv read twice, one a flatten shares, an activation's
+/// output).
 pub(crate) fn residual_model() -> Model {
     let linear_conv = || conv(4, 3, 1, Padding::Same, 1, Activation::Linear);
     let clip = Activation::Clip { min: 0.0, max: 0.5 };
@@ -251,7 +252,12 @@ pub(crate) fn residual_model() -> Model {
             Node::new("clip5", Op::Activation { activation: clip }, &["sum5"]),
             Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["clip5"]),
             Node::new("relu_bn", Op::Activation { activation: Activation::Relu }, &["bn"]),
-            Node::new("flat", Op::Flatten, &["relu_bn"]),
+            Node::new("cat2", Op::Concat { axis: 0 }, &["relu_bn", "c1"]),
+            Node::new("bn2", Op::BatchNorm { epsilon: 1e-3 }, &["cat2"]),
+            Node::new("relu_cat", Op::Activation { activation: Activation::Relu }, &["bn2"]),
+            Node::new("cat3", Op::Concat { axis: 0 }, &["relu_cat", "clip5", "c1"]),
+            Node::new("bn3", Op::BatchNorm { epsilon: 1e-3 }, &["cat3"]),
+            Node::new("flat", Op::Flatten, &["bn3"]),
             Node::new("cat", Op::Concat { axis: 0 }, &["flat", "flat3"]),
             Node::new("out", dense(3, Activation::Linear), &["cat"]),
         ],
@@ -270,8 +276,8 @@ fn sums_in_place_and_fused_clamps_give_the_scores_of_a_pass_that_keeps_every_val
     let (acts, times) = model.forward_timed(&x).unwrap();
     assert_eq!(values(acts.node(out).unwrap()), kept);
     // The clamps after sums of a fresh conv output and of a sum, and after the batch norm,
-    // were applied with them.
-    for absorbed in ["relu1", "clip5", "relu_bn"] {
+    // were applied with them; the batch norms after concats were applied to their parts.
+    for absorbed in ["relu1", "clip5", "relu_bn", "bn2", "relu_cat", "bn3"] {
         assert_eq!(times[index(absorbed)], std::time::Duration::ZERO, "{absorbed}");
     }
     let by_hand = |sum: &[f64]| sum.iter().map(|v| v.clamp(0.0, 0.5)).collect::<Vec<_>>();
