@@ -178,6 +178,8 @@ impl GroupedConv {
         // The wide output's dropped columns and its last chunk read past the planes: zeros.
         let reach = (oh * width).next_multiple_of(CHUNK) + self.offsets.iter().max().unwrap_or(&0);
         let input_len = planes.max(reach);
+        // Whole chunks, so `correlate` stores each from its registers (no tail copy).
+        let wide_len = (oh * width).next_multiple_of(CHUNK);
         // Not zeroed first: `crop` writes every output value.
         let len = parts * out_len;
         let mut out = Vec::with_capacity(len);
@@ -186,7 +188,7 @@ impl GroupedConv {
             in_len,
             &mut out.spare_capacity_mut()[..len],
             out_len,
-            input_len + oh * width,
+            input_len + wide_len,
             |g, x, y, scratch| {
                 let (input, wide) = scratch.split_at_mut(input_len);
                 let (split, slack) = input.split_at_mut(planes);
