@@ -76,9 +76,20 @@ struct LayerRow {
 
 /// After this much time on one row, no further runs of it start.
 const ROW_BUDGET: Duration = Duration::from_secs(10);
+/// Untimed calls before a row's runs, for at least this long.
+const WARM_UP: Duration = Duration::from_millis(300);
 
-/// Times `f` up to `runs` times (at least once, fewer when the budget is spent).
+/// Times `f` up to `runs` times (at least once, fewer when the budget is spent), after
+/// untimed calls for [`WARM_UP`] (at least one): the first passes after a load run slower
+/// (mobilenet_v2's batch-1 forward on the 2-core box, medians: of the first five after one
+/// warm-up call 10.4–12.3 ms, of twenty after five 6.7–7.5), and the explorer, like the
+/// peers these rows are set against, runs warm.
 fn measure(name: &str, runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<Row> {
+    let warming = Instant::now();
+    while {
+        f()?;
+        warming.elapsed() < WARM_UP
+    } {}
     let started = Instant::now();
     let mut times = Vec::new();
     while times.is_empty() || (times.len() < runs as usize && started.elapsed() < ROW_BUDGET) {
