@@ -436,7 +436,7 @@ impl Model {
             while i < n_nodes {
                 let start = Instant::now();
                 let fused = match self.sum_in_place(i, &values, &readers, &kept)? {
-                    Some((out, clamped)) => Some((out, if clamped { i + 1 } else { i })),
+                    Some(fused) => Some(fused),
                     None => self.batch_norm_fused(i, &values, &readers, &kept)?,
                 };
                 let (out, last) = match fused {
@@ -563,15 +563,15 @@ impl Model {
     /// one of them is a conv's or a sum's output that this node alone reads and the pass
     /// does not keep: a new map that no other tensor shares, so it is overwritten instead
     /// of a third map being made. When the next node is a clamp (ReLU, clip) of this sum
-    /// alone, unkept, the clamp is applied in the same pass (`true`). None, with nothing
-    /// computed, for any other node.
+    /// alone, unkept, the clamp is applied in the same pass. The last node done, or None,
+    /// with nothing computed, for any other node.
     fn sum_in_place(
         &self,
         i: usize,
         values: &[Option<Tensor>],
         readers: &[usize],
         kept: &[bool],
-    ) -> Result<Option<(NodeOutput, bool)>> {
+    ) -> Result<Option<(NodeOutput, usize)>> {
         let graph = self.graph();
         let (Op::Add, &[a, b]) = (&graph.nodes()[i].op, graph.inputs_of(i)) else {
             return Ok(None);
@@ -596,7 +596,8 @@ impl Model {
             return Ok(None);
         }
         let activation = clamp.map_or(Activation::Linear, |(activation, _)| activation);
-        Ok(Some((NodeOutput::activated(activation, acc.clone(), true)?, clamp.is_some())))
+        let last = if clamp.is_some() { i + 1 } else { i };
+        Ok(Some((NodeOutput::activated(activation, acc.clone(), true)?, last)))
     }
 
     /// Which values (by [`ValueId`]) a pass under `keep` holds on to after their last read.

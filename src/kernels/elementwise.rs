@@ -428,18 +428,21 @@ pub fn channel_affine_of_concat(
         return Err(Error::Invalid("a concatenation of nothing".into()));
     };
     let mut dims = first.dims().to_vec();
-    let bad = |what: String| Error::Invalid(what);
     if dims.len() < 2 {
-        return Err(bad(format!("a per-channel scale needs channels, got shape {dims:?}")));
+        return Err(Error::Invalid(format!(
+            "a per-channel scale needs channels, got shape {dims:?}"
+        )));
     }
-    // For each channel of the whole: its part, and its channel there.
+    // For each channel of the whole: its part, its channel there and the part's channels.
     let mut sources = Vec::new();
     for (j, part) in parts.iter().enumerate() {
         let d = part.dims();
         if d.len() != dims.len() || d[0] != dims[0] || d[2..] != dims[2..] {
-            return Err(bad(format!("cannot join shapes {:?} and {d:?} along the channels", dims)));
+            return Err(Error::Invalid(format!(
+                "cannot join shapes {dims:?} and {d:?} along the channels"
+            )));
         }
-        sources.extend((0..d[1]).map(|c| (j, c)));
+        sources.extend((0..d[1]).map(|c| (j, c, d[1])));
     }
     let channels = sources.len();
     dims[1] = channels;
@@ -447,7 +450,10 @@ pub fn channel_affine_of_concat(
     let per_item = channels * dims[0];
     let fits = |n: usize| n == channels || n == per_item;
     if !fits(scale.elem_count()) || shift.is_some_and(|s| !fits(s.elem_count())) {
-        return Err(bad(format!("{channels} channels but {} scales", scale.elem_count())));
+        return Err(Error::Invalid(format!(
+            "{channels} channels but {} scales",
+            scale.elem_count()
+        )));
     }
     let dtype = first.dtype();
     with_float!(dtype, T => with_slices::<T, _>(parts, |xs| {
@@ -460,8 +466,7 @@ pub fn channel_affine_of_concat(
         let out = filled(len, #[inline(always)] |start, out| {
             by_plane(start, out, plane, |p, at, part| {
                 let (a, b) = (scale[p % scale.len()], shift[p % shift.len()]);
-                let (item, (j, c)) = (p / channels, sources[p % channels]);
-                let in_part = xs[j].len() / dims[0] / plane.max(1);
+                let (item, (j, c, in_part)) = (p / channels, sources[p % channels]);
                 let from = (item * in_part + c) * plane + (at - p * plane);
                 let values = part.iter_mut().zip(&xs[j][from..]);
                 // The clamp bound outside the loop, as in `sum_into`.
