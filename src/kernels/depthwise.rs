@@ -6,7 +6,9 @@
 //! for ordinary 3×3 convs). Here a group's input channels are copied once into padded planes
 //! split by stride phase ([`Phased`]), where each tap of each output pixel sits at a fixed
 //! offset, and every output channel is a sum over its taps of a weight times a contiguous run
-//! of inputs ([`correlate`]), [`CHUNK`] pixels at a time in registers.
+//! of inputs, row by row straight into the output plane ([`correlate_rows`]): up to [`CHUNK`]
+//! pixels at a time in registers, several rows at once where rows are short, with the bias
+//! and the clamp applied as they are stored.
 //!
 //! The input gradient is the same sum the other way round: each phase of the padded input's
 //! gradient gathers, from the output gradient laid out wide with a frame of zeros before it,
@@ -23,7 +25,7 @@ use rayon::prelude::*;
 
 use super::phased::Phased;
 use super::relu::{Clamp, activate};
-use super::{Scratch, Window, direct, with_avx2_copy};
+use super::{Scratch, Window, direct};
 use crate::error::{Error, Result};
 
 /// Output pixels summed at once: eight AVX vectors of accumulators.
@@ -132,6 +134,7 @@ impl GroupedConv {
 
     /// Runs `job(group, input part, output part, scratch)` for every image's every group
     /// over the rayon pool: group `g` of image `i` is the `i·groups + g`-th part of each.
+    /// The scratch is zeroed when a thread takes it, not between jobs.
     fn for_each_group<O: Send>(
         &self,
         input: &[f32],
@@ -146,8 +149,16 @@ impl GroupedConv {
             .zip(input.par_chunks_exact(in_len))
             .enumerate()
             .try_for_each_init(
-                || Scratch::take(scratch),
-                |buffer, (part, (out, inp))| job(part % self.groups, inp, out, buffer.values()),
+                || {
+                    let mut buffer = Scratch::take(scratch);
+                    buffer.values().fill(0.0);
+                    buffer
+                },
+                |buffer, (part, (out, inp))| {
+                    // Most calls are one image: no division.
+                    let group = if part < self.groups { part } else { part % self.groups };
+                    job(group, inp, out, buffer.values())
+                },
             )
     }
 
@@ -175,12 +186,10 @@ impl GroupedConv {
         let [_, oh, ow] = self.out;
         let (width, taps) = (self.phased.width(), self.offsets.len());
         let planes = channels * self.phased.len();
-        // The wide output's dropped columns and its last chunk read past the planes: zeros.
-        let reach = (oh * width).next_multiple_of(CHUNK) + self.offsets.iter().max().unwrap_or(&0);
-        let input_len = planes.max(reach);
-        // Whole chunks, so `correlate` stores each from its registers (no tail copy).
-        let wide_len = (oh * width).next_multiple_of(CHUNK);
-        // Not zeroed first: `crop` writes every output value.
+        // The last row's last vector reads up to 7 values past its row (past the planes).
+        let reach =
+            (oh - 1) * width + ow.next_multiple_of(8) + self.offsets.iter().max().unwrap_or(&0);
+        // Not zeroed first: `correlate_rows` writes every output value.
         let len = parts * out_len;
         let mut out = Vec::with_capacity(len);
         self.for_each_group(
@@ -188,27 +197,29 @@ impl GroupedConv {
             in_len,
             &mut out.spare_capacity_mut()[..len],
             out_len,
-            input_len + wide_len,
-            |g, x, y, scratch| {
-                let (input, wide) = scratch.split_at_mut(input_len);
-                let (split, slack) = input.split_at_mut(planes);
-                slack.fill(0.0);
-                for (plane, src) in
-                    split.chunks_exact_mut(self.phased.len()).zip(x.chunks_exact(h * w))
-                {
-                    self.phased.pack(src, plane);
+            planes.max(reach),
+            |g, x, y, input| {
+                // Indexed rather than chunked: a depthwise conv on 7×7 maps has little work
+                // per group, and each `chunks_exact` divides.
+                let plane = self.phased.len();
+                for ch in 0..channels {
+                    // `input` came zeroed, and each plane's padding stays so.
+                    let src = &x[ch * h * w..][..h * w];
+                    self.phased.pack_inside(src, &mut input[ch * plane..][..plane]);
                 }
-                for (f, y) in y.chunks_exact_mut(oh * ow).enumerate() {
+                for f in 0..filters {
                     let filter = g * filters + f;
-                    correlate(input, &self.offsets, &ks[filter * taps..(filter + 1) * taps], wide)?;
-                    crop(wide, width, y, ow, bias.map_or(0.0, |b| b[filter]), clamp);
+                    let bias = bias.map_or(0.0, |b| b[filter]);
+                    let kernel = &ks[filter * taps..(filter + 1) * taps];
+                    let y = &mut y[f * oh * ow..][..oh * ow];
+                    correlate_rows(input, &self.offsets, kernel, [oh, ow, width], bias, clamp, y)?;
                 }
                 Ok(())
             },
         )?;
         #[allow(unsafe_code)]
         // SAFETY: the groups' parts cover the `len` values, and each part's planes were
-        // written whole by `crop` (`oh` rows of `ow`), as the job returned no error.
+        // written whole by `correlate_rows`, as the job returned no error.
         unsafe {
             out.set_len(len)
         };
@@ -305,25 +316,58 @@ fn correlate_plain(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f
     }
 }
 
-with_avx2_copy! {
-    /// Writes the first `ow` values of each of `wide`'s rows of `width` into the rows of
-    /// `plane`, adding `bias` and clamping when `clamp` is set (as [`activate`] does: NaN to
-    /// the low bound).
-    fn crop(wide: &[f32], width: usize, plane: &mut [MaybeUninit<f32>], ow: usize, bias: f32, clamp: Option<Clamp>) {
-        for (dst, src) in plane.chunks_exact_mut(ow).zip(wide.chunks(width)) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                d.write(activate(s + bias, clamp));
-            }
+/// A group's output channel written straight into its plane `out` (`oh` rows of `ow`, read
+/// from rows of `width`): `out[oy·ow + ox]` is `bias + Σ_t weights[t] · src[oy·width + ox + offsets[t]]`, clamped
+/// when `clamp` is set (as [`activate`] does: NaN to the low bound). Row by row, so no wide
+/// rows are written and cropped. `src` must reach the last row's last vector: `(oh − 1)·width`
+/// plus `ow` rounded up to 8, plus the largest offset.
+fn correlate_rows(
+    src: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    [oh, ow, width]: [usize; 3],
+    bias: f32,
+    clamp: Option<Clamp>,
+    out: &mut [MaybeUninit<f32>],
+) -> Result<()> {
+    let reach =
+        oh.saturating_sub(1) * width + ow.next_multiple_of(8) + offsets.iter().max().unwrap_or(&0);
+    if ow == 0
+        || ow > width
+        || oh * ow != out.len()
+        || offsets.len() != weights.len()
+        || src.len() < reach
+    {
+        return Err(Error::Invalid("direct grouped conv out of bounds".into()));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if direct::available() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, and `reach` bounds every load (see
+        // `avx2::correlate_rows`).
+        unsafe {
+            avx2::correlate_rows(src, offsets, weights, [oh, ow, width], bias, clamp, out)
+        };
+        return Ok(());
+    }
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        for (ox, y) in row.iter_mut().enumerate() {
+            let start = oy * width + ox;
+            let sum =
+                offsets.iter().zip(weights).fold(0.0, |acc, (&o, &w)| acc + src[start + o] * w);
+            y.write(activate(sum + bias, clamp));
         }
     }
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
-    use super::CHUNK;
+    use super::{CHUNK, Clamp};
 
     /// AVX vectors per chunk.
     const VECTORS: usize = CHUNK / 8;
@@ -363,6 +407,152 @@ mod avx2 {
                         _mm256_storeu_ps(tail.as_mut_ptr().add(8 * v), *acc);
                     }
                     out[start..].copy_from_slice(&tail[..len]);
+                }
+            }
+        }
+    }
+
+    /// [`correlate_rows`](super::correlate_rows) in AVX2 and FMA: each row in chunks of up
+    /// to [`CHUNK`] pixels, summed in registers and stored with a mask past the row's end.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `weights` is as long as `offsets`; `out` is whole rows of
+    /// `ow ≤ width`; `src` holds `(rows − 1)·width + ow` rounded up to 8, plus
+    /// `max(offsets)` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn correlate_rows(
+        src: &[f32],
+        offsets: &[usize],
+        weights: &[f32],
+        [rows, ow, width]: [usize; 3],
+        bias: f32,
+        clamp: Option<Clamp>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let ends = Ends {
+            bias: _mm256_set1_ps(bias),
+            clamp: clamp.map(|c| (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi))),
+        };
+        let y = out.as_mut_ptr().cast::<f32>();
+        // Rows narrower than a chunk go several to a chunk, so the registers hold that many
+        // independent sums: one vector's nine FMAs in a row wait on each other. (A table,
+        // as `VECTORS / vectors` would divide.)
+        let per_block = [8, 4, 2, 2].get(ow.div_ceil(8).wrapping_sub(1)).copied().unwrap_or(1);
+        // SAFETY: a chunk of `len` pixels from `start` reads `len` rounded up to 8 values
+        // from each tap's offset on each of its rows, within the caller's bound, and writes
+        // no further than `room` allows.
+        unsafe {
+            for top in (0..rows).step_by(per_block) {
+                let block = per_block.min(rows - top);
+                let (x, y) = (src.as_ptr().add(top * width), y.add(top * ow));
+                for start in (0..ow).step_by(CHUNK) {
+                    let len = (ow - start).min(CHUNK);
+                    let at = Rows {
+                        x: x.add(start),
+                        width,
+                        y: y.add(start),
+                        ow,
+                        len,
+                        room: out.len() - top * ow - start,
+                    };
+                    macro_rules! blocks {
+                        ($(($r:literal, $v:literal)),*) => {
+                            match (block, len.div_ceil(8)) {
+                                $(($r, $v) => chunk::<$r, $v>(&at, offsets, weights, &ends),)*
+                                _ => unreachable!("a block of {block} rows of {len}"),
+                            }
+                        };
+                    }
+                    blocks!(
+                        (1, 1),
+                        (2, 1),
+                        (3, 1),
+                        (4, 1),
+                        (5, 1),
+                        (6, 1),
+                        (7, 1),
+                        (8, 1),
+                        (1, 2),
+                        (2, 2),
+                        (3, 2),
+                        (4, 2),
+                        (1, 3),
+                        (2, 3),
+                        (1, 4),
+                        (2, 4),
+                        (1, 5),
+                        (1, 6),
+                        (1, 7),
+                        (1, 8)
+                    )
+                }
+            }
+        }
+    }
+
+    /// Where a [`chunk`] reads and writes: its first row's pixels at `x` and `y`, its next
+    /// rows `width` and `ow` further on; `len` pixels per row, and `room` values from `y`
+    /// to the end of the output.
+    struct Rows {
+        x: *const f32,
+        width: usize,
+        y: *mut f32,
+        ow: usize,
+        len: usize,
+        room: usize,
+    }
+
+    /// What [`chunk`] applies to each sum before storing it.
+    struct Ends {
+        bias: __m256,
+        /// `(lo, hi)`: `max` with `lo` first, which turns NaN into `lo`.
+        clamp: Option<(__m256, __m256)>,
+    }
+
+    /// `R` rows of `V` vectors, each row's `len` pixels as [`Rows`] says. A row's last
+    /// vector is stored whole where the output has room, its values past the row landing on
+    /// later rows, which are written after it: AMD's masked stores are slow (microcoded), so
+    /// only a vector at the output's very end takes one.
+    ///
+    /// # Safety
+    /// As for [`correlate_rows`]: `x + r·width + offsets[t]` holds `8·V` values for every
+    /// row and tap; `y + r·ow` takes `len` values on every row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chunk<const R: usize, const V: usize>(
+        at: &Rows,
+        offsets: &[usize],
+        weights: &[f32],
+        ends: &Ends,
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for (&offset, &weight) in offsets.iter().zip(weights) {
+                let w = _mm256_set1_ps(weight);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = at.x.add(r * at.width + offset);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(8 * v)), *acc);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let y = at.y.add(r * at.ow);
+                let len = at.len.next_multiple_of(8).min(at.room - r * at.ow);
+                for (v, acc) in acc.iter().enumerate() {
+                    let mut value = _mm256_add_ps(*acc, ends.bias);
+                    if let Some((lo, hi)) = ends.clamp {
+                        value = _mm256_min_ps(_mm256_max_ps(value, lo), hi);
+                    }
+                    let lanes = len - 8 * v;
+                    if lanes >= 8 {
+                        _mm256_storeu_ps(y.add(8 * v), value);
+                    } else {
+                        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+                        _mm256_maskstore_ps(y.add(8 * v), mask, value);
+                    }
                 }
             }
         }

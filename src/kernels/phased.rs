@@ -78,13 +78,21 @@ impl Phased {
     /// Writes every value of `dst` ([`Phased::len`] values): the plane `src` (`[h, w]`)
     /// padded with zeros and split by phase.
     pub(super) fn pack(&self, src: &[f32], dst: &mut [f32]) {
-        let [h, w] = self.source;
+        dst.fill(0.0);
+        self.pack_inside(src, dst);
+    }
+
+    /// [`Phased::pack`] into a `dst` whose padding already holds zeros (as it does after a
+    /// `pack`): writes only the values that lie inside the padding, so a buffer reused plane
+    /// after plane is zeroed once, not per plane (a depthwise conv on 7×7 maps spent as long
+    /// zeroing its 9×9 planes as summing them).
+    pub(super) fn pack_inside(&self, src: &[f32], dst: &mut [f32]) {
+        let w = self.source[1];
         let left = self.pads[1];
         let (sw, phase_len) = (self.stride[1], self.phase_len());
-        dst.fill(0.0);
         // Row by input row: each goes to one row of each of its `sw` phases.
-        for (iy, src) in src.chunks_exact(w).enumerate().take(h) {
-            let row = self.row(iy);
+        for (iy, row) in self.rows().enumerate() {
+            let src = &src[iy * w..][..w];
             match sw {
                 1 => dst[row + left..row + left + w].copy_from_slice(src),
                 2 => {
@@ -114,11 +122,10 @@ impl Phased {
     /// The adjoint's crop: `dst` (`[h, w]`) gets the values of the split plane `src` that
     /// lie inside the padding, each pixel from its phase.
     pub(super) fn unpack(&self, src: &[f32], dst: &mut [f32]) {
-        let [h, w] = self.source;
+        let w = self.source[1];
         let left = self.pads[1];
         let (sw, phase_len) = (self.stride[1], self.phase_len());
-        for (iy, dst) in dst.chunks_exact_mut(w).enumerate().take(h) {
-            let row = self.row(iy);
+        for (row, dst) in self.rows().zip(dst.chunks_exact_mut(w)) {
             match sw {
                 1 => dst.copy_from_slice(&src[row + left..row + left + w]),
                 2 => {
@@ -144,11 +151,22 @@ impl Phased {
         }
     }
 
-    /// Where input row `iy` starts in its vertical phase's first column phase.
-    fn row(&self, iy: usize) -> usize {
-        let py = iy + self.pads[0];
+    /// Where each input row starts in its vertical phase's first column phase, top to
+    /// bottom: counted along, not divided per row (the divisions were a visible part of
+    /// packing a 7×7 plane).
+    fn rows(&self) -> impl Iterator<Item = usize> + use<> {
         let [sh, sw] = self.stride;
-        (py % sh) * sw * self.phase_len() + (py / sh) * self.cell[1]
+        let (step, width) = (sw * self.phase_len(), self.cell[1]);
+        let top = self.pads[0];
+        let (mut phase, mut row) = (top % sh, top / sh);
+        (0..self.source[0]).map(move |_| {
+            let start = phase * step + row * width;
+            phase += 1;
+            if phase == sh {
+                (phase, row) = (0, row + 1);
+            }
+            start
+        })
     }
 }
 
