@@ -17,8 +17,8 @@ use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
 use super::winograd::{Cached, Winograd};
 use super::{
-    Float, Scratch, Window, dims4, direct, sparse, vectorised, with_float, with_optional_slice,
-    with_slice,
+    Float, Scratch, Window, dims4, direct, flipped, sparse, vectorised, with_float,
+    with_optional_slice, with_slice,
 };
 use crate::error::{Error, Result};
 use crate::model::KernelCache;
@@ -569,32 +569,12 @@ fn transposed_direct(
     ks: &[f32],
 ) -> Option<direct::DirectConv> {
     let [kh, kw] = win.kernel;
-    let reach = [(kh.max(1) - 1) * win.dilation[0], (kw.max(1) - 1) * win.dilation[1]];
-    let [top, left, bottom, right] = win.pads;
-    let fits = groups == 1
-        && win.stride == [1, 1]
-        && h * w > GEMM_MAX_PIXELS
-        && top.max(bottom) <= reach[0]
-        && left.max(right) <= reach[1]
-        && ks.len() == o * c * kh * kw;
-    if !fits {
+    let full = win.transposed()?;
+    if groups != 1 || h * w <= GEMM_MAX_PIXELS || ks.len() != o * c * kh * kw {
         return None;
     }
-    let full = Window {
-        kernel: win.kernel,
-        stride: [1, 1],
-        dilation: win.dilation,
-        pads: [reach[0] - top, reach[1] - left, reach[0] - bottom, reach[1] - right],
-    };
-    let taps = kh * kw;
-    let mut flipped = Vec::with_capacity(ks.len());
-    for ch in 0..c {
-        for filter in ks.chunks_exact(c * taps) {
-            flipped.extend(filter[ch * taps..(ch + 1) * taps].iter().rev());
-        }
-    }
     let [oh, ow] = win.out_size(h, w);
-    direct::DirectConv::new([n, o, oh, ow], c, &full, 1, &flipped)
+    direct::DirectConv::new([n, o, oh, ow], c, &full, 1, &flipped(ks, 1, c, kh * kw))
 }
 
 /// Gradients of [`conv2d`] (without its ReLU) with respect to its kernel and bias.

@@ -118,6 +118,21 @@ impl Window {
         (lo.min(hi) as usize, hi as usize)
     }
 
+    /// For a stride-1 window, the window whose forward is its input gradient (with the
+    /// kernel [`flipped`]): padding the window's reach less this one's on each side. None
+    /// at a stride, or where a side's padding passes the reach.
+    fn transposed(&self) -> Option<Window> {
+        let reach = [0, 1].map(|a| (self.kernel[a].max(1) - 1) * self.dilation[a]);
+        let [top, left, bottom, right] = self.pads;
+        let pads = [
+            reach[0].checked_sub(top)?,
+            reach[1].checked_sub(left)?,
+            reach[0].checked_sub(bottom)?,
+            reach[1].checked_sub(right)?,
+        ];
+        (self.stride == [1, 1]).then_some(Window { pads, ..*self })
+    }
+
     /// For output coordinate `o` on axis `a` and kernel tap `k`, the input coordinate, if it
     /// falls inside an input of `size` (else it reads padding).
     #[inline]
@@ -222,6 +237,23 @@ impl<T: Float> Drop for Scratch<T> {
             T::scratch().set(std::mem::take(&mut self.buffer));
         }
     }
+}
+
+/// A conv kernel `[o, c/groups, kh, kw]` (`ks`, `taps = kh·kw`) flipped in both axes with
+/// each group's input and output channels swapped, `[c, o/groups, kh, kw]`: the kernel of
+/// the conv that is its input gradient, by the [`Window::transposed`] window.
+fn flipped(ks: &[f32], groups: usize, c: usize, taps: usize) -> Vec<f32> {
+    let channels = c / groups.max(1);
+    let mut flipped = Vec::with_capacity(ks.len());
+    let group_len = ks.len() / groups.max(1);
+    for group in ks.chunks_exact(group_len.max(1)) {
+        for ch in 0..channels {
+            for filter in group.chunks_exact(channels * taps) {
+                flipped.extend(filter[ch * taps..(ch + 1) * taps].iter().rev());
+            }
+        }
+    }
+    flipped
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them. The crate is built for the
