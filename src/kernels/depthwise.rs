@@ -590,7 +590,7 @@ mod tests {
         // asymmetric pads, 1×1 windows, odd sizes, maps over several chunks, batches.
         type Case =
             (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads, usize);
-        let cases: [Case; 12] = [
+        let cases: [Case; 13] = [
             (1, 8, 8, [9, 11], [3, 3], [1, 1], [1, 1], [1; 4], 8),
             (2, 6, 6, [10, 7], [3, 3], [2, 2], [1, 1], [1; 4], 6),
             (1, 5, 10, [13, 9], [5, 5], [2, 1], [1, 1], [2, 1, 0, 2], 5),
@@ -606,6 +606,8 @@ mod tests {
             // window's reach, where the gradient takes the gathers.
             (2, 6, 12, [9, 10], [3, 5], [1, 1], [1, 1], [0, 3, 2, 1], 3),
             (1, 4, 4, [6, 6], [3, 3], [1, 1], [1, 1], [3, 0, 0, 1], 4),
+            // Rows longer than a chunk, the second chunk's last vector partial.
+            (2, 3, 3, [5, 75], [3, 3], [1, 1], [1, 1], [1; 4], 3),
         ];
         let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
         let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
