@@ -331,10 +331,11 @@ fn correlate_plain(src: &[f32], offsets: &[usize], weights: &[f32], out: &mut [f
 }
 
 /// A group's output channel written straight into its plane `out` (`oh` rows of `ow`, read
-/// from rows of `width`): `out[oy·ow + ox]` is `bias + Σ_t weights[t] · src[oy·width + ox + offsets[t]]`, clamped
-/// when `clamp` is set (as [`activate`] does: NaN to the low bound). Row by row, so no wide
-/// rows are written and cropped. `src` must reach the last row's last vector: `(oh − 1)·width`
-/// plus `ow` rounded up to 8, plus the largest offset.
+/// from rows of `width`): `out[oy·ow + ox]` is
+/// `bias + Σ_t weights[t] · src[oy·width + ox + offsets[t]]`, clamped when `clamp` is set (as
+/// [`activate`] does: NaN to the low bound). Row by row, so no wide rows are written and
+/// cropped. `src` must reach the last row's last vector: `(oh − 1)·width` plus `ow` rounded
+/// up to 8, plus the largest offset.
 fn correlate_rows(
     src: &[f32],
     offsets: &[usize],
