@@ -365,6 +365,20 @@ fn correlate_rows(
         };
         return Ok(());
     }
+    correlate_rows_plain(src, offsets, weights, [ow, width], bias, clamp, out);
+    Ok(())
+}
+
+/// [`correlate_rows`] after its checks, for any CPU.
+fn correlate_rows_plain(
+    src: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    [ow, width]: [usize; 2],
+    bias: f32,
+    clamp: Option<Clamp>,
+    out: &mut [MaybeUninit<f32>],
+) {
     for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
         for (ox, y) in row.iter_mut().enumerate() {
             let start = oy * width + ox;
@@ -373,7 +387,6 @@ fn correlate_rows(
             y.write(activate(sum + bias, clamp));
         }
     }
-    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -672,5 +685,47 @@ mod tests {
         }
         // Past the end of `src`: an error, not a read out of bounds.
         assert!(correlate(&src, &offsets, &weights, &mut vec![0.0; 320]).is_err());
+    }
+
+    #[test]
+    fn the_baseline_rows_match_the_dispatched_ones() {
+        // On an AVX2 machine `correlate_rows` runs the AVX2 kernel; the plain one must agree
+        // (to rounding: one sums in FMAs). Rows of 1–9 pixels (several rows a chunk, spills
+        // past short rows), 64 (one whole chunk) and 70 (a second, partial one).
+        let src: Vec<f32> = (0..2000).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        let offsets = [0, 1, 2, 80, 81, 82, 160, 161, 162];
+        let weights = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 1.0, -0.5, 0.125];
+        let clamps = [None, Some(Clamp::RELU), Some(Clamp { lo: -2.0, hi: 3.0 })];
+        for ([oh, ow], clamp) in
+            [[3, 1], [7, 7], [5, 9], [2, 64], [9, 70]].into_iter().zip(clamps.into_iter().cycle())
+        {
+            let shape = [oh, ow, 80];
+            let mut dispatched = vec![MaybeUninit::new(f32::NAN); oh * ow];
+            correlate_rows(&src, &offsets, &weights, shape, 0.5, clamp, &mut dispatched).unwrap();
+            let mut baseline = vec![MaybeUninit::new(f32::NAN); oh * ow];
+            correlate_rows_plain(&src, &offsets, &weights, [ow, 80], 0.5, clamp, &mut baseline);
+            for (p, (a, b)) in dispatched.iter().zip(&baseline).enumerate() {
+                #[allow(unsafe_code)]
+                // SAFETY: both wrote every value over the NaNs they were given.
+                let (a, b) = unsafe { (a.assume_init(), b.assume_init()) };
+                let (oy, ox) = (p / ow, p % ow);
+                let sum: f32 =
+                    offsets.iter().zip(&weights).map(|(&o, &w)| w * src[oy * 80 + ox + o]).sum();
+                let by_hand = activate(sum + 0.5, clamp);
+                assert!(
+                    (a - b).abs() < 1e-4 && (b - by_hand).abs() < 1e-4,
+                    "{oh}×{ow} at {p}: {a} {b} {by_hand}"
+                );
+            }
+        }
+        // Past the end of `src`, or rows wider than their source rows: errors.
+        let mut out = vec![MaybeUninit::new(0.0); 30 * 70];
+        assert!(
+            correlate_rows(&src, &offsets, &weights, [30, 70, 80], 0.0, None, &mut out).is_err()
+        );
+        assert!(
+            correlate_rows(&src, &offsets, &weights, [2, 90, 80], 0.0, None, &mut out[..180])
+                .is_err()
+        );
     }
 }
