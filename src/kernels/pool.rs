@@ -475,6 +475,9 @@ mod tests {
             window(3, 2, [1, 1, 1, 1]),
             window(3, 1, [0, 2, 1, 0]),
             Window { kernel: [2, 3], stride: [1, 2], dilation: [2, 2], pads: [1, 0, 0, 2] },
+            // Stride 3 across, with and without padding.
+            Window { kernel: [3, 3], stride: [2, 3], dilation: [1, 1], pads: [1, 2, 1, 2] },
+            Window { kernel: [1, 4], stride: [1, 3], dilation: [1, 1], pads: [0; 4] },
         ];
         let pools = [
             Pool::Max,
