@@ -10,11 +10,12 @@
 //! pixels at a time in registers, several rows at once where rows are short, with the bias
 //! and the clamp applied as they are stored.
 //!
-//! The input gradient is the same sum the other way round: each phase of the padded input's
-//! gradient gathers, from the output gradient laid out wide with a frame of zeros before it,
-//! the taps that read that phase. The wide layout's dropped columns hold zeros there, so the
-//! wrap-around adds nothing. Groups run in parallel over the rayon pool (images × groups
-//! jobs), so a single image uses every thread.
+//! At stride 1 the input gradient is the forward of the output gradient by the flipped
+//! kernel ([`Window::transposed`]). At other strides it is the same sum the other way round:
+//! each phase of the padded input's gradient gathers, from the output gradient laid out wide
+//! with a frame of zeros before it, the taps that read that phase. The wide layout's dropped
+//! columns hold zeros there, so the wrap-around adds nothing. Groups run in parallel over
+//! the rayon pool (images × groups jobs), so a single image uses every thread.
 //!
 //! The sums run in AVX2 and FMA where the CPU has them (detected at run time, as for
 //! `direct`), in plain Rust otherwise.
@@ -441,7 +442,8 @@ mod avx2 {
     }
 
     /// [`correlate_rows`](super::correlate_rows) in AVX2 and FMA: each row in chunks of up
-    /// to [`CHUNK`] pixels, summed in registers and stored with a mask past the row's end.
+    /// to [`CHUNK`] pixels, summed in registers and stored in whole vectors (see
+    /// [`chunk`]).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `weights` is as long as `offsets`; `out` is whole rows of
