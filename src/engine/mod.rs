@@ -436,8 +436,8 @@ impl Model {
             while i < n_nodes {
                 let start = Instant::now();
                 let fused = match self.sum_in_place(i, &values, &readers, &kept)? {
-                    Some(fused) => Some(fused),
                     None => self.batch_norm_fused(i, &values, &readers, &kept)?,
+                    summed => summed,
                 };
                 let (out, last) = match fused {
                     Some(fused) => fused,

@@ -465,9 +465,18 @@ mod avx2 {
         };
         let y = out.as_mut_ptr().cast::<f32>();
         // Rows narrower than a chunk go several to a chunk, so the registers hold that many
-        // independent sums: one vector's nine FMAs in a row wait on each other. (A table,
-        // as `VECTORS / vectors` would divide.)
-        let per_block = [8, 4, 2, 2].get(ow.div_ceil(8).wrapping_sub(1)).copied().unwrap_or(1);
+        // independent sums: one vector's nine FMAs in a row wait on each other. (A table
+        // worked out at compile time: `VECTORS / vectors` here would divide per call.)
+        const ROWS_PER_CHUNK: [usize; VECTORS] = {
+            let mut rows = [1; VECTORS];
+            let mut vectors = 1;
+            while vectors <= VECTORS {
+                rows[vectors - 1] = VECTORS / vectors;
+                vectors += 1;
+            }
+            rows
+        };
+        let per_block = ROWS_PER_CHUNK.get(ow.div_ceil(8).wrapping_sub(1)).copied().unwrap_or(1);
         // SAFETY: a chunk of `len` pixels from `start` reads `len` rounded up to 8 values
         // from each tap's offset on each of its rows, within the caller's bound, and writes
         // no further than `room` allows.
