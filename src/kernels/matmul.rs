@@ -46,7 +46,7 @@ impl<'a, T> Mat<'a, T> {
     }
 
     /// Whether every element lies inside `data`.
-    fn fits(&self) -> bool {
+    pub(super) fn fits(&self) -> bool {
         self.rows == 0
             || self.cols == 0
             || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride

@@ -39,6 +39,7 @@ mod depthwise;
 mod direct;
 mod elementwise;
 mod matmul;
+mod narrow;
 mod pad;
 mod phased;
 mod pixelwise;

@@ -1,6 +1,6 @@
 //! Values a model's passes derive from its weights and keep: its 3×3 convs' Winograd
-//! kernels, transformed once rather than on every pass, which wrote them out anew each
-//! time (2% of resnet50's forward and 2.7% of its saliency in perf, more in time: the
+//! kernels and its convs' packed panels on small maps, made once rather than on every
+//! pass. The Winograd kernels had been written out anew each time (2% of resnet50's forward and 2.7% of its saliency in perf, more in time: the
 //! writes pushed the maps out of the caches). resnet50 on 2 threads, medians of the
 //! per-round best of 20 over seven alternating rounds: forward 55.8 → 52.0 ms, saliency
 //! 127.6 → 122.1, grad-CAM 58.7 → 54.4; densenet121's grad-CAM 44.3–48.1 → 42.8–43.2
@@ -8,32 +8,52 @@
 //! as much again once gradients have run, against 102 MB of weights (its saliency's peak
 //! memory 284 → 341 MB).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::TensorId;
 
-/// A kernel's tensor, the transform's tile size and whether it is flipped (for the input
-/// gradient).
-pub(crate) type TransformOf = (TensorId, usize, bool);
+/// What is derived from a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Derived {
+    /// Winograd's transform for output tiles of `tile`², of the kernel flipped (for the
+    /// input gradient) or not.
+    Winograd { tile: usize, flipped: bool },
+    /// The kernel's rows packed for `kernels::narrow`, of the kernel transposed (for the
+    /// input gradient) or not.
+    Panels { transposed: bool },
+}
 
-/// Transformed kernels by kernel tensor and transform; a model's own, dropped with it.
+type Kept = Arc<dyn Any + Send + Sync>;
+
+/// Derived kernels by kernel tensor and what was derived; a model's own, dropped with it.
 /// Keyed by tensor rather than by layer, so new weights never meet old transforms.
 #[derive(Default)]
-pub struct KernelCache(Mutex<HashMap<TransformOf, Arc<Vec<f32>>>>);
+pub struct KernelCache(Mutex<HashMap<(TensorId, Derived), Kept>>);
 
 impl KernelCache {
-    /// The transform `key`, made by `make` the first time. Two passes asking at once may
-    /// both make it; one is kept.
-    pub(crate) fn get(&self, key: TransformOf, make: impl FnOnce() -> Vec<f32>) -> Arc<Vec<f32>> {
-        if let Some(found) = self.0.lock().ok().and_then(|map| map.get(&key).cloned()) {
+    /// The value derived as `derived` from `kernel`, made by `make` the first time. Two
+    /// passes asking at once may both make it; one is kept.
+    pub(crate) fn get<T: Any + Send + Sync>(
+        &self,
+        kernel: TensorId,
+        derived: Derived,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let key = (kernel, derived);
+        let found = self.0.lock().ok().and_then(|map| map.get(&key).cloned());
+        // A key always maps to one type, so the cast fails only on a caller's mistake, and
+        // then the value is made afresh.
+        if let Some(found) = found.and_then(|kept| kept.downcast::<T>().ok()) {
             return found;
         }
         let made = Arc::new(make());
-        match self.0.lock() {
-            Ok(mut map) => map.entry(key).or_insert(made).clone(),
-            Err(_) => made,
-        }
+        let Ok(mut map) = self.0.lock() else {
+            return made;
+        };
+        let kept = map.entry(key).or_insert_with(|| made.clone() as Kept).clone();
+        kept.downcast::<T>().unwrap_or(made)
     }
 
     /// How many transforms it holds.

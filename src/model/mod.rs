@@ -6,6 +6,7 @@ mod graph;
 mod ops;
 mod shapes;
 
+pub(crate) use cache::Derived;
 pub use cache::KernelCache;
 pub use graph::*;
 pub use ops::*;
