@@ -322,14 +322,16 @@ impl Plan {
 }
 
 /// Output maps of at most this many pixels (7×7 and 8×8) go to [`NarrowConv`] where its
-/// products have at least [`NARROW_MIN_ROWS`] rows and the CPU runs it. Its gains and
-/// losses, forward passes alternating with and without it in one process (2-core box,
-/// medians of 110 each): resnet50's 7×7 convs 9.90 → 9.32 ms (its 3×3 512 → 512 ones 2.06
-/// → 1.76 and 1.97 → 1.75 against Winograd), efficientnet_b0's 1.90 → 1.69; saliency
-/// resnet50 95.4–97.0 → 92.8–94.8 ms over four rounds. At 14×14 it only matched gemm.
+/// products have at least [`NARROW_MIN_ROWS`] rows and the CPU runs it. Forward passes
+/// alternating with and without it in one process (2-core box, medians of 110 each), the
+/// 7×7 convs: resnet50 9.85 → 9.25 ms (its 3×3 512 → 512 ones, which Winograd had run,
+/// 2.06 → 1.76 and 1.97 → 1.75), efficientnet_b0 1.96 → 1.81, mobilenet_v2 1.23 → 1.17;
+/// resnet50's saliency 97.5–101.8 → 94.4–97.5 ms over four rounds. At 14×14 it only
+/// matched gemm (and lost on mobilenet_v2's shallow products).
 const NARROW_MAX_PIXELS: usize = 64;
 /// Each of its tasks packs every tile of the columns for its share of the rows, so few rows
-/// pay for the packing (densenet121's 7×7 convs, of 128 and 32 rows, were 1% slower).
+/// pay for the packing: with 128, densenet121's 7×7 convs (128 rows) took 2.51 → 2.63 ms
+/// and efficientnet_b0's (some of 192) 2.29 → 2.43.
 const NARROW_MIN_ROWS: usize = 256;
 
 /// A one-group conv on a small map as products of the kernel's packed panels

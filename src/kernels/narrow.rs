@@ -1,6 +1,6 @@
 //! Products `y = a·x` whose `x` has few columns, in f32 on x86-64 CPUs with AVX2 and FMA:
 //! the convs on 7×7 maps (1×1 ones, and im2col's columns of the others), forward and input
-//! gradient, with a bias and a clamp applied as the tiles are stored.
+//! gradient, with a bias and a clamp applied in registers.
 //!
 //! Why not gemm: its tiles run 16 pixels along the vectors, so a 49-pixel map fills four
 //! tiles for three tiles' worth of pixels (its edge kernel on the 49th pixel was 22% of a
@@ -20,7 +20,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::matmul::Mat;
-use super::relu::{Clamp, activate};
+use super::relu::Clamp;
 use super::{Scratch, SendPtr};
 use crate::error::{Error, Result};
 
@@ -195,33 +195,37 @@ unsafe fn store_tile(
     let weights = &a.values[first_row * a.depth..][..lanes * a.depth];
     let first_pixel = tile * WIDTH;
     let width = (pixels - first_pixel).min(WIDTH);
-    let mut sums = [[0.0f32; PANEL]; WIDTH];
+    // Each column's sums start from the bias, and the kernel clamps them.
+    let rows = (a.rows - first_row).min(PANEL);
+    let mut start = [0.0f32; PANEL];
+    if let Some(bias) = bias {
+        start[..rows].copy_from_slice(&bias[first_row..first_row + rows]);
+    }
+    let mut sums = [start; WIDTH];
     let ahead = a.values.as_ptr().wrapping_add(ahead);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's contract; `weights` and `xs` hold `depth` steps of their widths.
     unsafe {
         match (lanes, width) {
-            (PANEL, 1) => avx2::tile::<2, 1>(weights, xs, ahead, &mut sums),
-            (PANEL, 2) => avx2::tile::<2, 2>(weights, xs, ahead, &mut sums),
-            (PANEL, 3) => avx2::tile::<2, 3>(weights, xs, ahead, &mut sums),
-            (PANEL, 4) => avx2::tile::<2, 4>(weights, xs, ahead, &mut sums),
-            (PANEL, 5) => avx2::tile::<2, 5>(weights, xs, ahead, &mut sums),
-            (PANEL, _) => avx2::tile::<2, WIDTH>(weights, xs, ahead, &mut sums),
-            (_, 1) => avx2::tile::<1, 1>(weights, xs, ahead, &mut sums),
-            (_, 2) => avx2::tile::<1, 2>(weights, xs, ahead, &mut sums),
-            (_, 3) => avx2::tile::<1, 3>(weights, xs, ahead, &mut sums),
-            (_, 4) => avx2::tile::<1, 4>(weights, xs, ahead, &mut sums),
-            (_, 5) => avx2::tile::<1, 5>(weights, xs, ahead, &mut sums),
-            (_, _) => avx2::tile::<1, WIDTH>(weights, xs, ahead, &mut sums),
+            (PANEL, 1) => avx2::tile::<2, 1>(weights, xs, ahead, clamp, &mut sums),
+            (PANEL, 2) => avx2::tile::<2, 2>(weights, xs, ahead, clamp, &mut sums),
+            (PANEL, 3) => avx2::tile::<2, 3>(weights, xs, ahead, clamp, &mut sums),
+            (PANEL, 4) => avx2::tile::<2, 4>(weights, xs, ahead, clamp, &mut sums),
+            (PANEL, 5) => avx2::tile::<2, 5>(weights, xs, ahead, clamp, &mut sums),
+            (PANEL, _) => avx2::tile::<2, WIDTH>(weights, xs, ahead, clamp, &mut sums),
+            (_, 1) => avx2::tile::<1, 1>(weights, xs, ahead, clamp, &mut sums),
+            (_, 2) => avx2::tile::<1, 2>(weights, xs, ahead, clamp, &mut sums),
+            (_, 3) => avx2::tile::<1, 3>(weights, xs, ahead, clamp, &mut sums),
+            (_, 4) => avx2::tile::<1, 4>(weights, xs, ahead, clamp, &mut sums),
+            (_, 5) => avx2::tile::<1, 5>(weights, xs, ahead, clamp, &mut sums),
+            (_, _) => avx2::tile::<1, WIDTH>(weights, xs, ahead, clamp, &mut sums),
         }
     }
-    let rows = (a.rows - first_row).min(PANEL);
     for l in 0..rows {
         let r = first_row + l;
-        let add = bias.map_or(0.0, |b| b[r]);
         for (j, column) in sums[..width].iter().enumerate() {
             // SAFETY: `r < a.rows` and `first_pixel + j < pixels`: inside `y`.
-            unsafe { y.add(r * pixels + first_pixel + j).write(activate(column[l] + add, clamp)) };
+            unsafe { y.add(r * pixels + first_pixel + j).write(column[l]) };
         }
     }
 }
@@ -231,10 +235,11 @@ unsafe fn store_tile(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, WIDTH};
+    use super::{Clamp, PANEL, WIDTH};
 
-    /// `sums[j][l] = Σ_k weights[k][l]·xs[k][j]` for `V` vectors of lanes `l` and `W`
-    /// columns `j`, prefetching a line from `ahead` on per step (an address, never read).
+    /// `sums[j][l] += Σ_k weights[k][l]·xs[k][j]` for `V` vectors of lanes `l` and `W`
+    /// columns `j`, then clamped with `clamp`; prefetches a line from `ahead` on per step
+    /// (an address, never read).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `weights` holds `depth·8V` values and `xs` `depth·WIDTH`.
@@ -243,13 +248,17 @@ mod avx2 {
         weights: &[f32],
         xs: &[f32],
         mut ahead: *const f32,
+        clamp: Option<Clamp>,
         sums: &mut [[f32; PANEL]; WIDTH],
     ) {
         let depth = weights.len() / (8 * V);
-        let mut acc = [[_mm256_setzero_ps(); V]; W];
         let (mut w, mut x) = (weights.as_ptr(), xs.as_ptr());
-        // SAFETY: the caller's bounds: `depth` steps of 8V weights and of WIDTH columns.
+        // SAFETY: the caller's bounds: `depth` steps of 8V weights and of WIDTH columns;
+        // `sums` holds W columns of at least 8V lanes.
         unsafe {
+            let mut acc: [[__m256; V]; W] = std::array::from_fn(|j| {
+                std::array::from_fn(|v| _mm256_loadu_ps(sums[j].as_ptr().add(8 * v)))
+            });
             for _ in 0..depth {
                 let a: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(w.add(8 * v)));
                 for (j, acc) in acc.iter_mut().enumerate() {
@@ -264,9 +273,14 @@ mod avx2 {
                 w = w.add(8 * V);
                 x = x.add(WIDTH);
             }
+            let bounds = clamp.map(|c| (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi)));
             for (sums, acc) in sums.iter_mut().zip(&acc) {
-                for (v, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(sums.as_mut_ptr().add(8 * v), *acc);
+                for (v, &acc) in acc.iter().enumerate() {
+                    // `max` gives its second operand for NaN: NaN becomes `lo`, as in
+                    // `activate`.
+                    let acc =
+                        bounds.map_or(acc, |(lo, hi)| _mm256_min_ps(_mm256_max_ps(acc, lo), hi));
+                    _mm256_storeu_ps(sums.as_mut_ptr().add(8 * v), acc);
                 }
             }
         }
@@ -276,6 +290,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::activate;
 
     #[test]
     fn products_equal_a_loop_with_bias_clamp_ragged_panels_and_tiles() {
