@@ -8,7 +8,8 @@
 //! gradient a product followed by col2im; bias and a clamp (ReLU, ReLU6) are applied in the same pass as
 //! the product's output is written. On x86-64 CPUs with AVX2 and FMA (detected at run time)
 //! f32 work takes faster paths where they apply: `direct` convolution (any stride, its input
-//! split by stride phase in `phased`), the `sparse` input gradient below a pool, the `dense`
+//! split by stride phase in `phased`), convs onto 7×7 maps by packed weight panels
+//! (`narrow`), the `sparse` input gradient below a pool, the `dense`
 //! input gradient for a few rows; the 2×2 max pool's gradient runs in SSE2 (`pool`).
 //! Depthwise and small grouped convs run in f32 directly on any CPU (`depthwise`, forward
 //! and input gradient, compiled for AVX2 and FMA too). A batch of several images is split image by image over
