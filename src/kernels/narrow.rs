@@ -6,13 +6,14 @@
 //! tiles for three tiles' worth of pixels (its edge kernel on the 49th pixel was 22% of a
 //! 512 → 2048 conv's time in perf), and it repacks `a` (the model's weights, cold in the
 //! caches) or reads it strided on every call. Why not Winograd at 7×7: its 16 transformed
-//! kernels are 1.8× the kernel, read once each from memory per pass. Here a tile is 16 rows of `a` (output
-//! channels) along two vectors × 6 pixels broadcast: 49 pixels make 8 tiles of 6 and one
-//! of 1, and a narrower tile costs only its own FMAs. `a` is packed once ([`Panels`], which
-//! the model keeps) in panels of 16 rows, `[depth][16]`, one stream per panel; `x` per call
-//! in tiles of 6 columns, `[depth][6]`. A tile's accumulators hold one pixel's 16 channels
-//! per pair, so it is transposed through a small buffer as it is stored: 96 values against
-//! 12·depth FMAs.
+//! kernels are 1.8× the kernel, read once each from memory per pass.
+//!
+//! Here a tile is 16 rows of `a` (output channels) along two vectors × 6 pixels
+//! broadcast: 49 pixels make 8 tiles of 6 and one of 1, and a narrower tile costs only its
+//! own FMAs. `a` is packed once ([`Panels`], which the model keeps) in panels of 16 rows,
+//! `[depth][16]`, one stream per panel; `x` per call in tiles of 6 columns, `[depth][6]`.
+//! A tile's accumulators hold one pixel's 16 channels per pair, so it is transposed
+//! through a small buffer as it is stored: 96 values against 12·depth FMAs.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -221,6 +222,8 @@ unsafe fn store_tile(
             (_, _) => avx2::tile::<1, WIDTH>(weights, xs, ahead, clamp, &mut sums),
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (weights, xs, ahead, clamp);
     for l in 0..rows {
         let r = first_row + l;
         for (j, column) in sums[..width].iter().enumerate() {
