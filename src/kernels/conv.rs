@@ -17,10 +17,10 @@ use super::matmul::{Mat, matmul, matmul_by_transpose, matmul_uninit};
 use super::narrow::{self, Panels};
 use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
-use super::winograd::{Cached, Winograd};
+use super::winograd::Winograd;
 use super::{
-    Float, Scratch, Window, dims4, direct, flipped, sparse, vectorised, with_float,
-    with_optional_slice, with_slice,
+    Cached, Float, Scratch, Window, dims4, direct, flipped, kept_or_made, sparse, vectorised,
+    with_float, with_optional_slice, with_slice,
 };
 use crate::error::{Error, Result};
 use crate::model::{Derived, KernelCache};
@@ -365,13 +365,9 @@ impl NarrowConv {
             return None;
         }
         let w = Mat::row_major(ks, o, shape.taps);
-        let make = || Panels::pack(if transposed { w.t() } else { w });
-        let panels = match cached {
-            Some(Cached { cache, kernel }) => {
-                cache.get(kernel, Derived::Panels { transposed }, make)
-            }
-            None => Arc::new(make()),
-        };
+        let panels = kept_or_made(cached, Derived::Panels { transposed }, || {
+            Panels::pack(if transposed { w.t() } else { w })
+        });
         Some(NarrowConv { shape, win: *win, panels })
     }
 

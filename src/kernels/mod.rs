@@ -27,12 +27,13 @@
 //! they share: the float types, the per-thread scratch buffers, tensor access and the window.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::thread::LocalKey;
 
-use candle_core::{Storage, Tensor, WithDType};
+use candle_core::{Storage, Tensor, TensorId, WithDType};
 
 use crate::error::Result;
-use crate::model::Pads;
+use crate::model::{Derived, KernelCache, Pads};
 
 mod conv;
 mod dense;
@@ -85,6 +86,26 @@ macro_rules! with_float {
     };
 }
 pub(crate) use with_float;
+
+/// Where a plan finds a kernel derived from its weights: the model's cache and the
+/// kernel's tensor.
+#[derive(Clone, Copy)]
+pub(super) struct Cached<'a> {
+    pub(super) cache: &'a KernelCache,
+    pub(super) kernel: TensorId,
+}
+
+/// The kernel derived as `derived`: kept in `cached` where given, else made for the call.
+pub(super) fn kept_or_made<T: std::any::Any + Send + Sync>(
+    cached: Option<Cached<'_>>,
+    derived: Derived,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    match cached {
+        Some(Cached { cache, kernel }) => cache.get(kernel, derived, make),
+        None => Arc::new(make()),
+    }
+}
 
 /// Window geometry of a conv or pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,16 +26,14 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
-use candle_core::TensorId;
-
 use rayon::prelude::*;
 
 use super::conv::each_image_into_new;
 use super::matmul::{Mat, matmul};
 use super::relu::{Clamp, activate};
-use super::{Window, vectorised, with_avx2_copy};
+use super::{Cached, Window, kept_or_made, vectorised, with_avx2_copy};
 use crate::error::{Error, Result};
-use crate::model::{Derived, KernelCache};
+use crate::model::Derived;
 
 /// Tiles per block, about: a block's transformed input and products (`α²·(channels +
 /// filters)` values per tile) stay in the core's L2 for up to a few hundred channels.
@@ -82,28 +80,6 @@ impl Variant {
     /// Transformed values per tile.
     fn positions(&self) -> usize {
         self.alpha * self.alpha
-    }
-}
-
-/// Where a plan finds its transformed kernel: the cache and the kernel's tensor.
-#[derive(Clone, Copy)]
-pub(super) struct Cached<'a> {
-    pub(super) cache: &'a KernelCache,
-    pub(super) kernel: TensorId,
-}
-
-/// The transformed kernel: from `cached` where given, else made now.
-fn transformed(
-    cached: Option<Cached<'_>>,
-    variant: &Variant,
-    flipped: bool,
-    make: impl FnOnce() -> Vec<f32>,
-) -> Arc<Vec<f32>> {
-    match cached {
-        Some(Cached { cache, kernel }) => {
-            cache.get(kernel, Derived::Winograd { tile: variant.m, flipped }, make)
-        }
-        None => Arc::new(make()),
     }
 }
 
@@ -174,9 +150,10 @@ impl Winograd {
         let [top, left, bottom, right] = win.pads;
         let out = [(h + top + bottom).checked_sub(2)?, (w + left + right).checked_sub(2)?];
         let variant = variant(c, o, out)?;
-        let kernel = transformed(cached, variant, false, || {
-            transform_kernel(variant, o, c, ks, |f, ch| (f * c + ch) * 9, false)
-        });
+        let kernel =
+            kept_or_made(cached, Derived::Winograd { tile: variant.m, flipped: false }, || {
+                transform_kernel(variant, o, c, ks, |f, ch| (f * c + ch) * 9, false)
+            });
         Some(Winograd::with(variant, [c, h, w], o, out, [top, left], kernel))
     }
 
@@ -199,9 +176,10 @@ impl Winograd {
         }
         let [oh, ow] = win.out_size(h, w);
         let variant = variant(o, c, [h, w])?;
-        let kernel = transformed(cached, variant, true, || {
-            transform_kernel(variant, c, o, ks, |ch, f| (f * c + ch) * 9, true)
-        });
+        let kernel =
+            kept_or_made(cached, Derived::Winograd { tile: variant.m, flipped: true }, || {
+                transform_kernel(variant, c, o, ks, |ch, f| (f * c + ch) * 9, true)
+            });
         Some(Winograd::with(variant, [o, oh, ow], c, [h, w], [2 - top, 2 - left], kernel))
     }
 
@@ -912,6 +890,7 @@ mod tests {
     use crate::kernels::{
         conv2d, conv2d_backward_input, conv2d_backward_input_with_cache, conv2d_with_cache,
     };
+    use crate::model::KernelCache;
     use crate::model::Pads;
 
     fn values(t: &Tensor) -> Vec<f64> {

@@ -1,12 +1,14 @@
 //! Values a model's passes derive from its weights and keep: its 3×3 convs' Winograd
 //! kernels and its convs' packed panels on small maps, made once rather than on every
-//! pass. The Winograd kernels had been written out anew each time (2% of resnet50's forward and 2.7% of its saliency in perf, more in time: the
-//! writes pushed the maps out of the caches). resnet50 on 2 threads, medians of the
-//! per-round best of 20 over seven alternating rounds: forward 55.8 → 52.0 ms, saliency
-//! 127.6 → 122.1, grad-CAM 58.7 → 54.4; densenet121's grad-CAM 44.3–48.1 → 42.8–43.2
-//! (three rounds). The price is holding them: 36 MB for resnet50's forward convs and about
-//! as much again once gradients have run, against 102 MB of weights (its saliency's peak
-//! memory 284 → 341 MB).
+//! pass. The Winograd kernels had been written out anew each time (2% of resnet50's
+//! forward and 2.7% of its saliency in perf, more in time: the writes pushed the maps out
+//! of the caches). resnet50 on 2 threads, medians of the per-round best of 20 over seven
+//! alternating rounds: forward 55.8 → 52.0 ms, saliency 127.6 → 122.1, grad-CAM 58.7 →
+//! 54.4; densenet121's grad-CAM 44.3–48.1 → 42.8–43.2 (three rounds). The price is
+//! holding them: 36 MB for resnet50's forward convs and about as much again once gradients
+//! have run, against 102 MB of weights (its saliency's peak memory 284 → 341 MB). The
+//! panels of its 7×7 convs, which replaced two of those Winograd kernels, raised the peak
+//! RSS of `convscope predict` 188 → 213 MB and of `saliency` 359 → 408 MB.
 
 use std::any::Any;
 use std::collections::HashMap;
