@@ -8,11 +8,13 @@
 //! into branches, and ReLU outputs tie at 0 so often that they mispredict (the README's
 //! "Measured" has the figures).
 
+use std::ops::Range;
+
 use candle_core::{DType, Tensor, WithDType};
 use num_traits::Zero;
 use rayon::prelude::*;
 
-use super::{Float, Window, dims4, with_float, with_slice};
+use super::{Float, Scratch, Window, dims4, with_float, with_slice};
 use crate::error::{Error, Result};
 
 /// How a pooling window reduces.
@@ -59,21 +61,6 @@ fn for_each_plane<A: Sync, B: Send>(
             .zip(input.par_chunks_exact(in_len))
             .for_each(|(o, i)| run(i, o));
     }
-}
-
-/// The in-plane index of the first maximum of a window (row-major order), if it has cells.
-#[inline]
-fn first_max<T: Float>(plane: &[T], w: usize, rows: &[usize], cols: &[usize]) -> Option<usize> {
-    let mut best: Option<(usize, T)> = None;
-    for &iy in rows {
-        for &ix in cols {
-            let t = iy * w + ix;
-            if best.is_none_or(|(_, b)| plane[t] > b) {
-                best = Some((t, plane[t]));
-            }
-        }
-    }
-    best.map(|(t, _)| t)
 }
 
 fn divisor(win: &Window, pool: Pool, rows: &[usize], cols: &[usize]) -> usize {
@@ -173,44 +160,184 @@ fn max_pool_tile_rows_backward<T: Float>(
 /// row's windows reduced into one line (whole rows at a time, which vectorises), then each
 /// output reduced from its columns of that line. A 3×3, stride-2 pool reads each cell about
 /// 2.25 times this way instead of 9 times through per-window tap lists. Padded cells are not
-/// among the taps, so they never win a maximum.
+/// among the taps, so they never win a maximum. The columns whose windows lie inside the map
+/// (`inside`) are reduced by [`reduce_inside`] without tap lists; the edges use the lists.
+/// Compiled for AVX2 where the CPU has it, as the crate's baseline is SSE2.
 fn pool_plane_separable<T: Float>(
     plane: &[T],
     w: usize,
-    [rows, cols]: [&[Vec<usize>]; 2],
+    taps: [&[Vec<usize>]; 2],
+    inside: Range<usize>,
     win: &Window,
     pool: Pool,
     out: &mut [T],
 ) {
-    let max = pool == Pool::Max;
-    let mut line = vec![T::zero(); w];
-    for (ry, out_row) in rows.iter().zip(out.chunks_exact_mut(cols.len().max(1))) {
-        let Some((&first, rest)) = ry.split_first() else {
-            out_row.fill(T::zero());
-            continue;
-        };
-        line.copy_from_slice(&plane[first * w..][..w]);
-        for &iy in rest {
-            let row = &plane[iy * w..][..w];
-            if max {
-                // A select rather than a branch: ReLU outputs tie at 0 and would mispredict.
-                line.iter_mut().zip(row).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
-            } else {
-                line.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+    #[inline(always)]
+    fn by_pool<T: Float>(
+        plane: &[T],
+        w: usize,
+        taps: [&[Vec<usize>]; 2],
+        inside: Range<usize>,
+        win: &Window,
+        pool: Pool,
+        out: &mut [T],
+    ) {
+        let across = [win.kernel[1], win.stride[1], win.dilation[1]];
+        let (plane, out) = (Plane { cells: plane, w }, Out { values: out, inside, across });
+        match pool {
+            // A select rather than a branch: ReLU outputs tie at 0 and would mispredict.
+            Pool::Max => separable(plane, taps, out, |m, v| if v > m { v } else { m }, |m, _| m),
+            Pool::Avg { .. } => separable(
+                plane,
+                taps,
+                out,
+                |s, v| s + v,
+                |s, [ry, cx]| s / T::from_f64(divisor(win, pool, ry, cx) as f64),
+            ),
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::available() {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<T: Float>(
+            plane: &[T],
+            w: usize,
+            taps: [&[Vec<usize>]; 2],
+            inside: Range<usize>,
+            win: &Window,
+            pool: Pool,
+            out: &mut [T],
+        ) {
+            by_pool(plane, w, taps, inside, win, pool, out)
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2(plane, w, taps, inside, win, pool, out) };
+    }
+    by_pool(plane, w, taps, inside, win, pool, out)
+}
+
+/// A plane of rows `w` wide.
+#[derive(Clone, Copy)]
+struct Plane<'a, T> {
+    cells: &'a [T],
+    w: usize,
+}
+
+/// A plane's outputs, the columns whose windows lie inside the map, and the window across:
+/// `[kernel, stride, dilation]`.
+struct Out<'a, T> {
+    values: &'a mut [T],
+    inside: Range<usize>,
+    across: [usize; 3],
+}
+
+/// [`pool_plane_separable`] for one reduction: `fold` combines two cells, `finish` turns a
+/// window's fold into its output given the window's row and column taps.
+#[inline(always)]
+fn separable<T: Float>(
+    Plane { cells, w }: Plane<T>,
+    [rows, cols]: [&[Vec<usize>]; 2],
+    Out { values, inside, across }: Out<T>,
+    fold: impl Fn(T, T) -> T + Copy,
+    finish: impl Fn(T, [&[usize]; 2]) -> T + Copy,
+) {
+    // A thread's buffers, not two allocations per plane: DenseNet's last pool has 1,024
+    // planes of 14×14.
+    let mut buffers = Scratch::<T>::take(2 * w);
+    let (mut line, mut spare) = buffers.values().split_at_mut(w);
+    let row = |iy: usize| &cells[iy * w..][..w];
+    for (ry, out_row) in rows.iter().zip(values.chunks_exact_mut(cols.len().max(1))) {
+        // Every row folds into a buffer it does not read: folding the line in place lets
+        // LLVM turn a max into a masked store of the winners, which AMD microcodes.
+        match ry.as_slice() {
+            [] => {
+                out_row.fill(T::zero());
+                continue;
+            }
+            [only] => line.copy_from_slice(row(*only)),
+            [first, second, rest @ ..] => {
+                for ((l, &a), &b) in line.iter_mut().zip(row(*first)).zip(row(*second)) {
+                    *l = fold(a, b);
+                }
+                for &iy in rest {
+                    for ((s, &l), &v) in spare.iter_mut().zip(line.iter()).zip(row(iy)) {
+                        *s = fold(l, v);
+                    }
+                    std::mem::swap(&mut line, &mut spare);
+                }
             }
         }
-        for (o, cx) in out_row.iter_mut().zip(cols) {
+        let edges = (0..inside.start).chain(inside.end..cols.len());
+        for (o, cx) in edges.map(|ox| (ox, &cols[ox])) {
             let mut taps = cx.iter().map(|&ix| line[ix]);
-            let Some(first) = taps.next() else {
-                *o = T::zero();
-                continue;
-            };
-            *o = if max {
-                taps.fold(first, |m, v| if v > m { v } else { m })
-            } else {
-                taps.fold(first, |s, v| s + v) / T::from_f64(divisor(win, pool, ry, cx) as f64)
+            out_row[o] = match taps.next() {
+                Some(first) => finish(taps.fold(first, fold), [ry, cx]),
+                None => T::zero(),
             };
         }
+        if let Some(cx) = cols.get(inside.start).filter(|_| !inside.is_empty()) {
+            let taps = [ry.as_slice(), cx.as_slice()];
+            reduce_inside(&line[cx[0]..], across, &mut out_row[inside.clone()], fold, |v| {
+                finish(v, taps)
+            });
+        }
+    }
+}
+
+/// The columns `lo..hi` of outputs whose windows read only cells inside a map `w` wide.
+fn inside_columns(win: &Window, w: usize, ow: usize) -> Range<usize> {
+    let first = win.inside(1, 0, w, ow);
+    let last = win.inside(1, win.kernel[1].saturating_sub(1), w, ow);
+    let (lo, hi) = (first.0.max(last.0), first.1.min(last.1));
+    lo..hi.max(lo)
+}
+
+/// `out[i]` = `finish` of `line[i·stride + k·dilation]` for k < kernel, folded by `fold`
+/// in order: the windows of the outputs whose taps all lie in the map, the first one
+/// starting at `line[0]`. The common windows get their sizes as constants, so the loop
+/// vectorises.
+#[inline(always)]
+fn reduce_inside<T: Float>(
+    line: &[T],
+    [kernel, stride, dilation]: [usize; 3],
+    out: &mut [T],
+    fold: impl Fn(T, T) -> T + Copy,
+    finish: impl Fn(T) -> T + Copy,
+) {
+    match (kernel, stride, dilation) {
+        (2, 2, 1) => reduce_fixed::<T, 2, 2>(line, out, fold, finish),
+        (3, 2, 1) => reduce_fixed::<T, 3, 2>(line, out, fold, finish),
+        (3, 1, 1) => reduce_fixed::<T, 3, 1>(line, out, fold, finish),
+        (kw, sw, dw) => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let taps = (1..kw).map(|k| line[i * sw + k * dw]);
+                *o = finish(taps.fold(line[i * sw], fold));
+            }
+        }
+    }
+}
+
+/// [`reduce_inside`] for a window of `K` columns at stride `S`, no dilation. `line` is read
+/// as groups of `S` (a window's tap `k` is cell `k % S` of group `i + k / S`), so a strided
+/// window becomes fixed offsets, which LLVM vectorises.
+#[inline(always)]
+fn reduce_fixed<T: Float, const K: usize, const S: usize>(
+    line: &[T],
+    out: &mut [T],
+    fold: impl Fn(T, T) -> T,
+    finish: impl Fn(T) -> T,
+) {
+    let reduce = |taps: &dyn Fn(usize) -> T| finish((1..K).fold(taps(0), |a, k| fold(a, taps(k))));
+    let (groups, _) = line.as_chunks::<S>();
+    let span = (K - 1) / S + 1;
+    let mut done = 0;
+    for (o, groups) in out.iter_mut().zip(groups.windows(span)) {
+        *o = reduce(&|k| groups[k / S][k % S]);
+        done += 1;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(done) {
+        *o = reduce(&|k| line[i * S + k]);
     }
 }
 
@@ -220,16 +347,96 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let [oh, ow] = win.out_size(h, w);
     let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
     let tiles = tiles(win).filter(|_| pool == Pool::Max);
+    let inside = inside_columns(win, w, ow);
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         let mut out = vec![T::zero(); n * c * oh * ow];
         for_each_plane(src, h * w, &mut out, oh * ow, |plane, out| {
             if let Some([kh, kw]) = tiles {
                 return max_pool_tiles(plane, w, [kh, kw], out, ow);
             }
-            pool_plane_separable(plane, w, [&rows, &cols], win, pool, out);
+            pool_plane_separable(plane, w, [&rows, &cols], inside.clone(), win, pool, out);
         });
         Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
     }))
+}
+
+/// The max pool's gradient for one plane, added into `dx`: each output's gradient goes to
+/// its window's first maximum in row-major order. Separable like the forward: per output
+/// row, each input column's maximum over the window's rows and the first row holding it
+/// (whole rows at a time), then per output the best column, the earlier row winning ties
+/// (the earliest cell of the maximum in row-major order), then the earlier column.
+fn max_backward_separable<T: Float>(
+    plane: &[T],
+    grad: &[T],
+    w: usize,
+    [rows, cols]: [&[Vec<usize>]; 2],
+    dx: &mut [T],
+) {
+    let (mut best, mut spare) = (vec![T::zero(); w], vec![T::zero(); w]);
+    // Per column, which of the window's rows holds its maximum first: u32 like the f32
+    // lanes it is selected beside, so the loop vectorises.
+    let (mut first_row, mut spare_rows) = (vec![0u32; w], vec![0u32; w]);
+    for (ry, g_row) in rows.iter().zip(grad.chunks_exact(cols.len().max(1))) {
+        let Some(&top) = ry.first() else { continue };
+        best.copy_from_slice(&plane[top * w..][..w]);
+        first_row.fill(0);
+        for (k, &iy) in (1..).zip(&ry[1..]) {
+            // Into other buffers, as in `separable`: no conditional stores.
+            let row = &plane[iy * w..][..w];
+            let olds = best.iter().zip(&first_row).zip(row);
+            for ((s, r), ((&b, &f), &v)) in spare.iter_mut().zip(&mut spare_rows).zip(olds) {
+                let wins = v > b;
+                *s = if wins { v } else { b };
+                *r = if wins { k } else { f };
+            }
+            std::mem::swap(&mut best, &mut spare);
+            std::mem::swap(&mut first_row, &mut spare_rows);
+        }
+        for (cx, &go) in cols.iter().zip(g_row) {
+            let Some((&left, rest)) = cx.split_first() else { continue };
+            let mut at = left;
+            for &ix in rest {
+                let (v, b) = (best[ix], best[at]);
+                // `|` and `&`, not `||` and `&&`: a select, not branches that random-looking
+                // activations mispredict.
+                let wins = (v > b) | ((v == b) & (first_row[ix] < first_row[at]));
+                at = if wins { ix } else { at };
+            }
+            dx[ry[first_row[at] as usize] * w + at] += go;
+        }
+    }
+}
+
+/// The average pool's gradient for one plane, added into `dx`: per output row, each
+/// output's gradient over its divisor (`divisors`, one per output of the plane) spread over
+/// its window's columns into one line, then that line added to each of the window's rows
+/// (whole rows at a time).
+fn avg_backward_separable<T: Float>(
+    grad: &[T],
+    w: usize,
+    [rows, cols]: [&[Vec<usize>]; 2],
+    divisors: &[T],
+    dx: &mut [T],
+) {
+    let ow = cols.len().max(1);
+    let mut line = vec![T::zero(); w];
+    let mut shares = vec![T::zero(); ow];
+    for ((ry, g_row), d_row) in
+        rows.iter().zip(grad.chunks_exact(ow)).zip(divisors.chunks_exact(ow))
+    {
+        for ((s, &g), &d) in shares.iter_mut().zip(g_row).zip(d_row) {
+            *s = g / d;
+        }
+        line.fill(T::zero());
+        for (cx, &share) in cols.iter().zip(&shares) {
+            for &ix in cx {
+                line[ix] += share;
+            }
+        }
+        for &iy in ry {
+            dx[iy * w..][..w].iter_mut().zip(&line).for_each(|(d, &l)| *d += l);
+        }
+    }
 }
 
 /// Gradient of [`pool2d`] with respect to its input `x`, given the output gradient.
@@ -251,31 +458,23 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
             let planes: Vec<(&[T], &[T])> =
                 src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
             let tiles = tiles(win).filter(|_| pool == Pool::Max);
+            // Each output's divisor, the same on every plane.
+            let divisors: Vec<T> = match pool {
+                Pool::Max => Vec::new(),
+                Pool::Avg { .. } => rows
+                    .iter()
+                    .flat_map(|ry| cols.iter().map(move |cx| divisor(win, pool, ry, cx)))
+                    .map(|d| T::from_f64(d as f64))
+                    .collect(),
+            };
             for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
                 let Some(&(plane, g)) = item.first() else { return };
                 if let Some([kh, kw]) = tiles {
                     return max_pool_tiles_backward(plane, g, w, [kh, kw], dx, ow);
                 }
-                let mut g = g.iter();
-                for ry in &rows {
-                    for cx in &cols {
-                        let Some(&go) = g.next() else { return };
-                        match pool {
-                            Pool::Max => {
-                                if let Some(t) = first_max(plane, w, ry, cx) {
-                                    dx[t] += go;
-                                }
-                            }
-                            Pool::Avg { .. } => {
-                                let share = go / T::from_f64(divisor(win, pool, ry, cx) as f64);
-                                for &iy in ry {
-                                    for &ix in cx {
-                                        dx[iy * w + ix] += share;
-                                    }
-                                }
-                            }
-                        }
-                    }
+                match pool {
+                    Pool::Max => max_backward_separable(plane, g, w, [&rows, &cols], dx),
+                    Pool::Avg { .. } => avg_backward_separable(g, w, [&rows, &cols], &divisors, dx),
                 }
             });
             Ok(Tensor::from_vec(dx, dims.to_vec(), x.device())?)
@@ -465,15 +664,18 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_padded_and_dilated_pools_match_a_loop_over_each_window() {
+    fn overlapping_padded_and_dilated_pools_and_their_gradients_match_a_loop_over_each_window() {
         // ResNet's 3×3 stride-2 max pool with one pixel of padding, an asymmetric pad, a
-        // dilated window and averages with and without the padding counted, on odd sizes.
-        let (h, w) = (9, 11);
-        let x = Tensor::randn(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
-        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // dilated window, DenseNet's 2×2 stride-2 average, and averages with and without
+        // the padding counted, on odd sizes. The wide maps run the windows inside the map
+        // through the fixed-size loops, over whole vectors and a tail. Inputs in steps of
+        // 0.5 tie often, so the max pool's gradient must find each window's first maximum
+        // in row-major order.
         let windows = [
             window(3, 2, [1, 1, 1, 1]),
             window(3, 1, [0, 2, 1, 0]),
+            window(2, 2, [0; 4]),
+            window(3, 2, [0; 4]),
             Window { kernel: [2, 3], stride: [1, 2], dilation: [2, 2], pads: [1, 0, 0, 2] },
             // Stride 3 across, with and without padding.
             Window { kernel: [3, 3], stride: [2, 3], dilation: [1, 1], pads: [1, 2, 1, 2] },
@@ -484,13 +686,25 @@ mod tests {
             Pool::Avg { count_include_pad: true },
             Pool::Avg { count_include_pad: false },
         ];
-        for win in &windows {
+        for ((h, w), win) in
+            [(9, 11), (5, 42), (4, 53)].into_iter().flat_map(|hw| windows.map(|w| (hw, w)))
+        {
+            let win = &win;
+            let dev = Device::Cpu;
+            let x = (Tensor::randn(0f32, 2., (2, 3, h, w), &dev).unwrap().round().unwrap() / 2.)
+                .unwrap();
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let [oh, ow] = win.out_size(h, w);
+            let g = Tensor::randn(0f32, 1., (2, 3, oh, ow), &dev).unwrap();
+            let gs = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for pool in pools {
-                let [oh, ow] = win.out_size(h, w);
                 let mut expected = Vec::new();
-                for plane in xs.chunks_exact(h * w) {
+                let mut expected_dx = vec![0f32; xs.len()];
+                let mut gs = gs.iter();
+                for (p, plane) in xs.chunks_exact(h * w).enumerate() {
                     for oy in 0..oh {
                         for ox in 0..ow {
+                            // (index in the batch, value) of each cell inside the map.
                             let mut cells = Vec::new();
                             for ky in 0..win.kernel[0] {
                                 for kx in 0..win.kernel[1] {
@@ -501,19 +715,32 @@ mod tests {
                                     if (0..h as isize).contains(&iy)
                                         && (0..w as isize).contains(&ix)
                                     {
-                                        cells.push(plane[iy as usize * w + ix as usize]);
+                                        let at = iy as usize * w + ix as usize;
+                                        cells.push((p * h * w + at, plane[at]));
                                     }
                                 }
                             }
+                            let go = *gs.next().unwrap();
                             expected.push(match pool {
-                                Pool::Max => cells.iter().copied().fold(f32::MIN, f32::max),
+                                Pool::Max => {
+                                    let first = cells
+                                        .iter()
+                                        .copied()
+                                        .reduce(|a, b| if b.1 > a.1 { b } else { a })
+                                        .unwrap();
+                                    expected_dx[first.0] += go;
+                                    first.1
+                                }
                                 Pool::Avg { count_include_pad } => {
                                     let count = if count_include_pad {
                                         win.kernel[0] * win.kernel[1]
                                     } else {
                                         cells.len()
                                     };
-                                    cells.iter().sum::<f32>() / count as f32
+                                    for &(at, _) in &cells {
+                                        expected_dx[at] += go / count as f32;
+                                    }
+                                    cells.iter().map(|c| c.1).sum::<f32>() / count as f32
                                 }
                             });
                         }
@@ -522,6 +749,10 @@ mod tests {
                 let ours = pool2d(&x, win, pool).unwrap().flatten_all().unwrap();
                 for (a, b) in ours.to_vec1::<f32>().unwrap().iter().zip(&expected) {
                     assert!((a - b).abs() < 1e-6, "{win:?} {pool:?}: {a} against {b}");
+                }
+                let dx = pool2d_backward(&x, &g, win, pool).unwrap().flatten_all().unwrap();
+                for (a, b) in dx.to_vec1::<f32>().unwrap().iter().zip(&expected_dx) {
+                    assert!((a - b).abs() < 1e-5, "{win:?} {pool:?} gradient: {a} against {b}");
                 }
             }
         }
