@@ -1133,3 +1133,92 @@ fn opset_9_upsample_matches_onnx_runtime() {
     let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
     assert_input_gradient_matches_finite_differences(&model, &x);
 }
+
+#[test]
+fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
+    // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
+    // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as
+    // initializers, half-precision exports keep float16 weights.
+    let typed = |name: &str, data_type: i32, raw: Vec<u8>, int32_data: Vec<i32>| TensorProto {
+        name: name.into(),
+        dims: vec![1, 2, 1, 1],
+        data_type,
+        raw_data: raw.into(),
+        int32_data,
+        ..Default::default()
+    };
+    let half = |v: [f32; 2]| v.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    let bf16 = |v: [f32; 2]| v.map(|v| i32::from(half::bf16::from_f32(v).to_bits())).to_vec();
+    let cases: [(TensorProto, TensorProto, TensorProto, [f32; 2]); 4] = [
+        (
+            typed("c", 9, vec![1, 0], vec![]),
+            typed("a", 10, half([1.5, 2.5]), vec![]),
+            typed("b", 3, vec![], vec![-3, 4]),
+            [1.5, 4.],
+        ),
+        (
+            typed("c", 9, vec![], vec![0, 1]),
+            typed("a", 16, vec![], bf16([0.75, -2.0])),
+            typed("b", 2, vec![200, 7], vec![]),
+            [200., -2.],
+        ),
+        (
+            typed("c", 9, vec![0, 0], vec![]),
+            typed(
+                "a",
+                5,
+                (-7i16).to_le_bytes().into_iter().chain(8i16.to_le_bytes()).collect(),
+                vec![],
+            ),
+            TensorProto { uint64_data: vec![9, 1 << 40], ..typed("b", 13, vec![], vec![]) },
+            [9., (1u64 << 40) as f32],
+        ),
+        (
+            typed("c", 9, vec![1, 1], vec![]),
+            typed(
+                "a",
+                4,
+                65535u16.to_le_bytes().into_iter().chain(3u16.to_le_bytes()).collect(),
+                vec![],
+            ),
+            typed(
+                "b",
+                12,
+                5u32.to_le_bytes().into_iter().chain(6u32.to_le_bytes()).collect(),
+                vec![],
+            ),
+            [65535., 3.],
+        ),
+    ];
+    let x = normal(&[1, 2, 6, 6], 5);
+    for (c, a, b, picked) in cases {
+        let bytes = image_model(
+            vec![
+                node("Where", "w", &["c", "a", "b"], vec![]),
+                NodeProto { output: vec!["y".into()], ..node("Add", "y", &["x", "w"], vec![]) },
+            ],
+            vec![c, a, b],
+            17,
+        );
+        let model = formats::onnx::from_bytes(&bytes, Path::new("types.onnx")).unwrap();
+        let out = model.forward(&x).unwrap();
+        let expected: Vec<f32> =
+            values(&x).iter().enumerate().map(|(i, &v)| v as f32 + picked[i / 36]).collect();
+        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-6, "picked");
+    }
+    // A type still unread (strings) names itself.
+    let bytes = image_model(
+        vec![
+            node("Where", "w", &["c", "a", "b"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("Add", "y", &["x", "w"], vec![]) },
+        ],
+        vec![
+            typed("c", 8, vec![], vec![]),
+            typed("a", 3, vec![1, 2], vec![]),
+            typed("b", 3, vec![3, 4], vec![]),
+        ],
+        17,
+    );
+    let error = formats::onnx::from_bytes(&bytes, Path::new("types.onnx")).err().unwrap();
+    assert!(error.to_string().contains("ONNX data type 8"), "{error}");
+}

@@ -260,8 +260,10 @@ impl Importer {
             Some(attr) => {
                 let t = attr.t.as_ref().ok_or("a value attribute without a tensor")?;
                 let value = tensor_array(t, self.source())?;
-                let integer =
-                    !matches!(t.data_type, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
+                let integer = !matches!(
+                    t.data_type,
+                    data_type::FLOAT | data_type::DOUBLE | data_type::FLOAT16 | data_type::BFLOAT16
+                );
                 (value.scalar()?, integer)
             }
             None => (0.0, false),

@@ -149,15 +149,72 @@ impl<'t> Checked<'t> {
                     t.int32_data.iter().map(|&v| f64::from(v)).collect()
                 }
             },
+            small @ (data_type::BOOL
+            | data_type::UINT8
+            | data_type::INT8
+            | data_type::UINT16
+            | data_type::INT16
+            | data_type::FLOAT16
+            | data_type::BFLOAT16) => {
+                // Stored as 1 or 2 bytes raw, or in `int32_data` one value (its bits) each.
+                let value = |bits: u16| match small {
+                    data_type::BOOL => f64::from(u8::from(bits != 0)),
+                    data_type::UINT8 => f64::from(bits as u8),
+                    data_type::INT8 => f64::from(bits as u8 as i8),
+                    data_type::INT16 => f64::from(bits as i16),
+                    data_type::FLOAT16 => half::f16::from_bits(bits).to_f64(),
+                    data_type::BFLOAT16 => half::bf16::from_bits(bits).to_f64(),
+                    _ => f64::from(bits),
+                };
+                let width = if matches!(small, data_type::BOOL | data_type::UINT8 | data_type::INT8)
+                {
+                    1
+                } else {
+                    2
+                };
+                match self.raw(width)? {
+                    Some(bytes) if width == 1 => bytes.iter().map(|&b| value(b.into())).collect(),
+                    Some(bytes) => bytes
+                        .chunks_exact(2)
+                        .map(|c| value(u16::from_le_bytes([c[0], c[1]])))
+                        .collect(),
+                    None => {
+                        self.typed(t.int32_data.len())?;
+                        t.int32_data.iter().map(|&v| value(v as u16)).collect()
+                    }
+                }
+            }
+            data_type::UINT32 => match self.raw(4)? {
+                Some(bytes) => bytes
+                    .chunks_exact(4)
+                    .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+                None => {
+                    self.typed(t.uint64_data.len())?;
+                    t.uint64_data.iter().map(|&v| v as f64).collect()
+                }
+            },
+            data_type::UINT64 => match self.raw(8)? {
+                Some(bytes) => {
+                    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(eight(c)) as f64).collect()
+                }
+                None => {
+                    self.typed(t.uint64_data.len())?;
+                    t.uint64_data.iter().map(|&v| v as f64).collect()
+                }
+            },
             other => {
                 return Err(format!(
-                    "{} has ONNX data type {other}; convscope reads float, double, int32 and \
-                     int64",
+                    "{} has ONNX data type {other}; convscope reads floats (16, 32 and 64 \
+                     bits), integers and booleans",
                     self.what
                 ));
             }
         };
-        let integer = matches!(t.data_type, data_type::INT64 | data_type::INT32);
+        let integer = !matches!(
+            t.data_type,
+            data_type::FLOAT | data_type::DOUBLE | data_type::FLOAT16 | data_type::BFLOAT16
+        );
         Ok(Array { dims: self.dims, data, integer })
     }
 }
