@@ -1222,3 +1222,43 @@ fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     let error = formats::onnx::from_bytes(&bytes, Path::new("types.onnx")).err().unwrap();
     assert!(error.to_string().contains("ONNX data type 8"), "{error}");
 }
+
+#[test]
+fn exporters_spellings_of_slices_and_clamps_fold() {
+    // The legacy exporter's F.pad: a pad list reversed by a Slice of step -1 ending at
+    // -2⁶³, its negative entries clipped to 0 (timm's "same" padding clamps computed pads),
+    // then a channel slice to the end, "end" being 2⁶³ − 1. Through f64 both bounds round
+    // to ±2⁶³, past i64.
+    let x = normal(&[2, 2, 6, 6], 6);
+    let bytes = image_model(
+        vec![
+            node("Slice", "reversed", &["pads", "minus_one", "front", "zero", "minus_one"], vec![]),
+            node("Clip", "clipped", &["reversed", "zero_scalar"], vec![]),
+            node("Pad", "padded", &["x", "clipped"], vec![]),
+            NodeProto {
+                output: vec!["y".into()],
+                ..node("Slice", "y", &["padded", "one", "end", "one"], vec![])
+            },
+        ],
+        vec![
+            // Reversed: [0, 0, 0, 1, -5, 0, 0, 2]; clipped: one column before, two after.
+            int64s("pads", &[2, 0, 0, -5, 1, 0, 0, 0]),
+            int64s("minus_one", &[-1]),
+            int64s("front", &[i64::MIN]),
+            int64s("zero", &[0]),
+            TensorProto { dims: vec![], ..int64s("zero_scalar", &[0]) },
+            int64s("one", &[1]),
+            int64s("end", &[i64::MAX]),
+        ],
+        17,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("spellings.onnx")).unwrap();
+    let out = model.forward(&x).unwrap();
+    let expected = x.narrow(1, 1, 1).unwrap().pad_with_zeros(3, 1, 2).unwrap();
+    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-6, "sliced");
+    assert_eq!(
+        model.graph().shape(convscope::model::ValueId::of_node(model.graph().output_node())),
+        [1, 6, 9]
+    );
+}

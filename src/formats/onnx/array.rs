@@ -140,15 +140,25 @@ impl<T: Clone> Array<T> {
         Ok(Array { dims, data, integer: parts.iter().all(|p| p.integer) })
     }
 
-    /// ONNX `Slice` of a 1-D array with step 1 (what exporters do to shapes).
-    pub fn slice(&self, start: i64, end: i64) -> Fallible<Self> {
-        if self.dims.len() != 1 {
-            return Err(format!("only 1-D constants can be sliced, not {:?}", self.dims));
+    /// ONNX `Slice` along `axis` (what exporters do to shapes and pad lists): from `start`
+    /// towards `end` by `step`, negative bounds counting from the end, each clamped to the
+    /// axis as ONNX clamps them for the step's direction.
+    pub fn slice(&self, axis_: i64, start: i64, end: i64, step: i64) -> Fallible<Self> {
+        let ax = axis(axis_, self.dims.len())?;
+        if step == 0 {
+            return Err("a slice step of 0".into());
         }
-        let len = self.data.len() as i64;
-        let clamp = |i: i64| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
-        let (s, e) = (clamp(start), clamp(end));
-        Ok(Array { integer: self.integer, ..Array::vector(self.data[s..e.max(s)].to_vec()) })
+        let len = self.dims[ax] as i64;
+        let from_end = |i: i64| if i < 0 { i.saturating_add(len) } else { i };
+        // Forwards the bounds lie in 0..=len; backwards in -1..=len − 1 (-1: past the front).
+        let (lo, hi) = if step > 0 { (0, len) } else { (-1, len - 1) };
+        let (mut at, end) = (from_end(start).clamp(lo.max(0), hi), from_end(end).clamp(lo, hi));
+        let mut picks = Vec::new();
+        while (step > 0 && at < end) || (step < 0 && at > end) {
+            picks.push(at as f64);
+            at = at.saturating_add(step);
+        }
+        self.gather(ax as i64, &Array { integer: true, ..Array::vector(picks) })
     }
 
     /// The same array with `f` applied to each element.
@@ -231,6 +241,22 @@ impl Array<f64> {
             .collect()
     }
 
+    /// Slice bounds as integers: like [`Array::ints`], but values past `i64` (exporters
+    /// write ±2⁶³ − 1 for "to the end", which `f64` rounds up to 2⁶³) saturate.
+    pub fn bounds(&self) -> Fallible<Vec<i64>> {
+        self.data
+            .iter()
+            .map(|&v| {
+                if v.fract() == 0.0 {
+                    // `as` saturates: 2⁶³ becomes i64::MAX.
+                    Ok(v as i64)
+                } else {
+                    Err(format!("{v} is not an integer"))
+                }
+            })
+            .collect()
+    }
+
     /// The single element of a one-element array.
     pub fn scalar(&self) -> Fallible<f64> {
         match self.data.as_slice() {
@@ -262,8 +288,28 @@ mod tests {
         assert_eq!(c.dims, vec![2, 6]);
         assert_eq!(&c.data[..6], &[0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
         let v = Array::vector(vec![1, 2, 3, 4]);
-        assert_eq!(v.slice(1, -1).unwrap().data, vec![2, 3]);
-        assert_eq!(v.slice(-2, i64::MAX).unwrap().data, vec![3, 4]);
+        assert_eq!(v.slice(0, 1, -1, 1).unwrap().data, vec![2, 3]);
+        assert_eq!(v.slice(0, -2, i64::MAX, 1).unwrap().data, vec![3, 4]);
+        // Backwards, as PyTorch's legacy exporter reverses F.pad's pad list: from the end
+        // past the front (ends of -2⁶³ + 1), every second one, and empty the wrong way.
+        assert_eq!(v.slice(0, -1, i64::MIN + 1, -1).unwrap().data, vec![4, 3, 2, 1]);
+        assert_eq!(v.slice(0, i64::MAX, 0, -2).unwrap().data, vec![4, 2]);
+        assert_eq!(v.slice(0, 3, -1, 2).unwrap().data, Vec::<i32>::new());
+        assert_eq!(v.slice(0, 0, 4, 3).unwrap().data, vec![1, 4]);
+        assert!(v.slice(0, 0, 4, 0).is_err());
+        // The rows of a [4, 2] pad list reversed, then its second column.
+        let pads = Array { dims: vec![4, 2], data: (0..8).collect(), integer: true };
+        let reversed = pads.slice(0, -1, i64::MIN, -1).unwrap();
+        assert_eq!(
+            (reversed.dims.clone(), reversed.data.clone()),
+            (vec![4, 2], vec![6, 7, 4, 5, 2, 3, 0, 1])
+        );
+        assert_eq!(reversed.slice(-1, 1, 2, 1).unwrap().data, vec![7, 5, 3, 1]);
+        // Exporters' "to the end", ±(2⁶³ − 1), arrives through f64 as ±2⁶³.
+        let ends = Array::vector(vec![i64::MAX as f64, i64::MIN as f64, -3.0]);
+        assert_eq!(ends.bounds().unwrap(), vec![i64::MAX, i64::MIN, -3]);
+        assert!(ends.ints().is_err());
+        assert!(Array::vector(vec![0.5]).bounds().is_err());
     }
 
     #[test]

@@ -284,6 +284,11 @@ impl Importer {
             }
         };
         let (min, max) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+        // Folded on a constant: the legacy exporter clamps "same" padding's computed pads.
+        if let Value::Const(k) = self.value(n.first)? {
+            let (min, max) = (f64::from(min), f64::from(max));
+            return Ok(Value::Const(k.map(|&v| v.max(min).min(max))));
+        }
         // Infinite bounds would not survive the native file's JSON.
         let (min, max) = (min.max(f32::MIN), max.min(f32::MAX));
         let activation = if min == 0.0 && max == f32::MAX {

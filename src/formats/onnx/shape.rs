@@ -63,7 +63,7 @@ impl Importer {
                 Array::vector(dims)
             }
         };
-        let shape = shape.slice(n.a.int("start", 0)?, n.a.int("end", i64::MAX)?)?;
+        let shape = shape.slice(0, n.a.int("start", 0)?, n.a.int("end", i64::MAX)?, 1)?;
         Ok(Value::from_shape(shape))
     }
 
@@ -98,16 +98,25 @@ impl Importer {
             return self.slice_computed(n, &c);
         }
         let arg = |i: usize| self.slice_arg(n, i);
-        let (starts, ends) = (arg(1)?.unwrap_or_default(), arg(2)?.unwrap_or_default());
-        let one_axis = |v: Option<Vec<i64>>, default: i64| v.is_none_or(|v| v == [default]);
-        if starts.len() != 1 || ends.len() != 1 || !one_axis(arg(3)?, 0) || !one_axis(arg(4)?, 1) {
-            return Err(
-                "only slices of a 1-D constant along axis 0 with step 1 are supported".into()
-            );
+        let (starts, ends) = (arg(1)?.ok_or("needs starts")?, arg(2)?.ok_or("needs ends")?);
+        let axes = arg(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = arg(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        if [ends.len(), axes.len(), steps.len()].iter().any(|&len| len != starts.len()) {
+            return Err("needs as many starts, ends, axes and steps".into());
+        }
+        let cuts: Vec<_> = axes.into_iter().zip(starts).zip(ends).zip(steps).collect();
+        fn sliced<T: Clone>(
+            mut a: Array<T>,
+            cuts: &[(((i64, i64), i64), i64)],
+        ) -> Fallible<Array<T>> {
+            for &(((axis, start), end), step) in cuts {
+                a = a.slice(axis, start, end, step)?;
+            }
+            Ok(a)
         }
         Ok(match self.value(n.first)? {
-            Value::Const(c) => Value::Const(c.slice(starts[0], ends[0])?),
-            Value::Shape(s) => Value::from_shape(s.slice(starts[0], ends[0])?),
+            Value::Const(c) => Value::Const(sliced(c.clone(), &cuts)?),
+            Value::Shape(s) => Value::from_shape(sliced(s.clone(), &cuts)?),
             Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
@@ -119,7 +128,11 @@ impl Importer {
         if self.opset < 10 {
             return n.a.ints(["starts", "ends", "axes", "steps"][i - 1]);
         }
-        n.input(i).map(|name| self.constant(name)?.ints()).transpose()
+        let ints = |name: &str| -> Fallible<Vec<i64>> {
+            let a = self.constant(name)?;
+            if i <= 2 { a.bounds() } else { a.ints() }
+        };
+        n.input(i).map(ints).transpose()
     }
 
     /// A slice of a computed value (a channel split, a crop): constant bounds, step 1, the
