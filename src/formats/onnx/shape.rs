@@ -104,12 +104,11 @@ impl Importer {
         if [ends.len(), axes.len(), steps.len()].iter().any(|&len| len != starts.len()) {
             return Err("needs as many starts, ends, axes and steps".into());
         }
-        let cuts: Vec<_> = axes.into_iter().zip(starts).zip(ends).zip(steps).collect();
-        fn sliced<T: Clone>(
-            mut a: Array<T>,
-            cuts: &[(((i64, i64), i64), i64)],
-        ) -> Fallible<Array<T>> {
-            for &(((axis, start), end), step) in cuts {
+        // Per axis: [axis, start, end, step].
+        let cuts: Vec<[i64; 4]> =
+            (0..starts.len()).map(|i| [axes[i], starts[i], ends[i], steps[i]]).collect();
+        fn sliced<T: Clone>(mut a: Array<T>, cuts: &[[i64; 4]]) -> Fallible<Array<T>> {
+            for &[axis, start, end, step] in cuts {
                 a = a.slice(axis, start, end, step)?;
             }
             Ok(a)
