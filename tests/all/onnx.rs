@@ -1262,3 +1262,48 @@ fn exporters_spellings_of_slices_and_clamps_fold() {
         [1, 6, 9]
     );
 }
+
+/// Split attention (ResNeSt, SKNet) takes a softmax across its branches: over the channels
+/// of a map, here also over its columns, each made of the ops it is (max, shift, exp, sum,
+/// divide). Values and input gradients against candle's softmax and finite differences.
+#[test]
+fn softmax_over_any_axis_of_a_sample_matches_and_has_its_gradient() {
+    let b = normal(&[2, 3], 9);
+    let bytes = image_model(
+        vec![
+            node("Softmax", "across_channels", &["x"], vec![int("axis", 1)]),
+            node("Softmax", "across_columns", &["x"], vec![int("axis", -1)]),
+            node("Mul", "both", &["across_channels", "across_columns"], vec![]),
+            node("GlobalAveragePool", "pool", &["both"], vec![]),
+            node("Flatten", "flat", &["pool"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("Gemm", "fc", &["flat", "B"], vec![]) },
+        ],
+        vec![tensor("B", &[2, 3], &b)],
+        13,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("softmax.onnx")).unwrap();
+    let x = (normal(&[2, 2, 6, 6], 10) * 3.0).unwrap();
+    let softmax_over = |d: usize| {
+        let e = x.broadcast_sub(&x.max_keepdim(d).unwrap()).unwrap().exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(d).unwrap()).unwrap()
+    };
+    let both = (softmax_over(1) * softmax_over(3)).unwrap();
+    let expected = both.mean((2, 3)).unwrap().matmul(&b).unwrap();
+    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+    // Across the batch it is refused, by name.
+    let bytes = image_model(
+        vec![NodeProto {
+            output: vec!["y".into()],
+            ..node("Softmax", "s", &["x"], vec![int("axis", 0)])
+        }],
+        vec![],
+        13,
+    );
+    let error = formats::onnx::from_bytes(&bytes, Path::new("batch.onnx")).err().unwrap();
+    assert!(error.to_string().contains("over axis 0"), "{error}");
+}

@@ -310,14 +310,37 @@ impl Importer {
         let (x, shape) = self.real_input(n.first)?;
         let default = if self.opset >= 13 { -1 } else { 1 };
         let ax = array::axis(n.a.int("axis", default)?, shape.len() + 1)?;
-        if shape.len() != 1 || ax != 1 {
+        if shape.len() == 1 && ax == 1 {
+            let op = Op::Activation { activation: Activation::Softmax };
+            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+        }
+        if ax == 0 || n.node.op_type == "LogSoftmax" {
             return Err(format!(
-                "softmax over axis {ax} of a value of per-sample shape {shape:?}; \
-                 convscope supports softmax over the features of a vector"
+                "{} over axis {ax} of a value of per-sample shape {shape:?}; convscope \
+                 supports it over the features of a vector{}",
+                n.node.op_type,
+                if ax == 0 { ", or softmax over any axis within a sample" } else { "" }
             ));
         }
-        let op = Op::Activation { activation: Activation::Softmax };
-        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+        self.softmax_within(n.base, x, ax - 1).map(Value::computed)
+    }
+
+    /// Softmax over per-sample axis `axis` of the real value `x` as the ops it is made of:
+    /// `exp(x − max) / Σ exp(x − max)` over the axis (split attention's softmax over its
+    /// branches, in ResNeSt and SKNet). The classifier's softmax stays one op, as the
+    /// methods read below it.
+    fn softmax_within(&mut self, base: &str, x: String, axis: usize) -> Fallible<String> {
+        let reduce = |kind| Op::Reduce { kind, axes: vec![axis], keep_dims: true };
+        let arith = |kind| Op::Arith { kind, constant: None };
+        let max =
+            self.emit(&format!("{base}_max"), reduce(ReduceKind::Max), vec![x.clone()], vec![])?;
+        let shifted =
+            self.emit(&format!("{base}_shifted"), arith(ArithKind::Sub), vec![x, max], vec![])?;
+        let exp = Op::Activation { activation: Activation::Exponential };
+        let exp = self.emit(&format!("{base}_exp"), exp, vec![shifted], vec![])?;
+        let sum =
+            self.emit(&format!("{base}_sum"), reduce(ReduceKind::Sum), vec![exp.clone()], vec![])?;
+        self.emit(base, arith(ArithKind::Div), vec![exp, sum], vec![])
     }
 
     /// GlobalAveragePool and GlobalMaxPool: `op` on the input made real.
