@@ -1307,3 +1307,43 @@ fn softmax_over_any_axis_of_a_sample_matches_and_has_its_gradient() {
     let error = formats::onnx::from_bytes(&bytes, Path::new("batch.onnx")).err().unwrap();
     assert!(error.to_string().contains("over axis 0"), "{error}");
 }
+
+/// ECA attention convolves across the channels with a Conv1d: a 1-D conv (here dilated
+/// and unevenly padded) runs as a 2-D one over a map one row high. Values against
+/// candle's conv1d, gradients against finite differences.
+#[test]
+fn one_dimensional_convs_match_and_have_their_gradient() {
+    let w = normal(&[2, 2, 5], 11);
+    let b = normal(&[62, 3], 12);
+    let bytes = image_model(
+        vec![
+            node("Reshape", "rows", &["x", "row_shape"], vec![]),
+            node(
+                "Conv",
+                "conv1d",
+                &["rows", "W"],
+                vec![ints("pads", &[2, 1]), ints("strides", &[1]), ints("dilations", &[2])],
+            ),
+            node("Flatten", "flat", &["conv1d"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("Gemm", "fc", &["flat", "B"], vec![]) },
+        ],
+        vec![
+            int64s("row_shape", &[0, 2, 36]),
+            tensor("W", &[2, 2, 5], &w),
+            tensor("B", &[62, 3], &b),
+        ],
+        13,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("conv1d.onnx")).unwrap();
+    let x = normal(&[2, 2, 6, 6], 13);
+    let rows = x.reshape((2, 2, 36)).unwrap().pad_with_zeros(2, 2, 1).unwrap();
+    let conv = rows.conv1d(&w, 0, 1, 2, 1).unwrap();
+    assert_eq!(conv.dims(), [2, 2, 31]);
+    let expected = conv.reshape((2, 62)).unwrap().matmul(&b).unwrap();
+    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+}

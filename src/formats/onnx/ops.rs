@@ -8,7 +8,7 @@ use super::attrs::Attrs;
 use super::fold::{self, Comparison, Reduction, Unary};
 use super::import::{Importer, Value, display_name};
 use super::layout::Computed;
-use super::proto::NodeProto;
+use super::proto::{AttributeProto, NodeProto};
 use super::tensor::constant_attr;
 use super::weight::Weight;
 use crate::model::{
@@ -506,12 +506,42 @@ impl Importer {
     fn conv(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let (x, shape) = self.real_input(n.first)?;
         let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?;
+        match (kernel.dims.as_slice(), shape.as_slice()) {
+            (&[_, _, _, _], _) => Ok(Value::computed(self.conv_2d(n, x, shape, kernel, &n.a)?)),
+            (&[filters, per_group, k], &[channels, len]) => {
+                // A 1-D conv (ECA attention's, across the channels) is a 2-D one over a map
+                // one row high: its attributes and kernel lifted, its input and output
+                // reshaped.
+                let lifted = lift_1d_attributes(n.a.0);
+                let x =
+                    self.reshape_node(&x, vec![channels, 1, len], &format!("{}_rows", n.base))?;
+                let kernel = kernel.reshape(vec![filters, per_group, 1, k])?;
+                let rows = self.conv_2d(n, x, vec![channels, 1, len], kernel, &Attrs(&lifted))?;
+                let out = self.shapes.get(&rows).cloned().unwrap_or_default();
+                let name = self.reshape_node(&rows, vec![out[0], out[2]], n.base)?;
+                Ok(Value::computed(name))
+            }
+            (dims, _) => Err(format!(
+                "weights of shape {dims:?} for an input of per-sample shape {shape:?}: \
+                 convscope supports 1-D and 2-D convolution"
+            )),
+        }
+    }
+
+    /// A 2-D conv of the real value `x` (per-sample shape `shape`) by `kernel`
+    /// `[filters, channels / groups, kh, kw]`, under attributes `a`.
+    fn conv_2d(
+        &mut self,
+        n: &OpNode<'_>,
+        x: String,
+        shape: Vec<usize>,
+        kernel: Weight,
+        a: &Attrs<'_>,
+    ) -> Fallible<String> {
         let &[filters, _, kh, kw] = kernel.dims.as_slice() else {
-            return Err(format!(
-                "weights of shape {:?}: only 2-D convolution is supported",
-                kernel.dims
-            ));
+            return Err(format!("weights of shape {:?} for a 2-D conv", kernel.dims));
         };
+        let n = &OpNode { a: Attrs(a.0), ..*n };
         if let Some(k) = n.a.ints("kernel_shape")?
             && k != [kh as i64, kw as i64]
         {
@@ -535,7 +565,7 @@ impl Importer {
         };
         let mut weights = vec![("kernel", kernel)];
         weights.extend(bias.map(|b| ("bias", b.into())));
-        Ok(Value::computed(self.emit_weights(n.base, op, vec![x], weights)?))
+        self.emit_weights(n.base, op, vec![x], weights)
     }
 
     fn gemm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
@@ -992,6 +1022,22 @@ fn padding(
         }
         other => return Err(format!("auto_pad '{other}' is not an ONNX padding")),
     })
+}
+
+/// A 1-D conv's attributes for the same conv over a map one row high: a window of height 1,
+/// stride and dilation 1 down it, no padding above or below.
+fn lift_1d_attributes(attributes: &[AttributeProto]) -> Vec<AttributeProto> {
+    attributes
+        .iter()
+        .map(|a| {
+            let ints = match (a.name.as_str(), a.ints.as_slice()) {
+                ("kernel_shape" | "strides" | "dilations", &[v]) => vec![1, v],
+                ("pads", &[begin, end]) => vec![0, begin, 0, end],
+                _ => return a.clone(),
+            };
+            AttributeProto { ints, ..a.clone() }
+        })
+        .collect()
 }
 
 #[cfg(test)]
