@@ -356,6 +356,56 @@ pub(super) fn reduction_axes(axes: Option<Vec<i64>>, rank: usize) -> Fallible<Ve
     Ok(axes)
 }
 
+/// ONNX `BatchNormalization` of a constant `x` (channels on axis 1): `(x − mean) /
+/// √(variance + ε) · scale + shift` per channel, with the given statistics, or in training
+/// mode (`stats` None) the constant's own per-channel mean and biased variance.
+pub(super) fn batch_norm(
+    x: &Array<f64>,
+    [scale, shift]: [&Array<f64>; 2],
+    stats: Option<[&Array<f64>; 2]>,
+    epsilon: f32,
+) -> Fallible<Array<f64>> {
+    let &[_, channels, ..] = x.dims.as_slice() else {
+        return Err(format!("batch norm of a constant of shape {:?}", x.dims));
+    };
+    let inner: usize = x.dims[2..].iter().product();
+    let channel = |i: usize| (i / inner.max(1)) % channels;
+    let per_channel = |a: &Array<f64>| -> Fallible<Vec<f64>> {
+        match a.data.len() {
+            1 => Ok(vec![a.data[0]; channels]),
+            len if len == channels => Ok(a.data.clone()),
+            len => Err(format!("{len} batch-norm parameters for {channels} channels")),
+        }
+    };
+    let (mean, variance) = match stats {
+        Some([mean, variance]) => (per_channel(mean)?, per_channel(variance)?),
+        None => {
+            let count = (x.data.len() / channels.max(1)).max(1) as f64;
+            let (mut sum, mut squares) = (vec![0.0; channels], vec![0.0; channels]);
+            for (i, &v) in x.data.iter().enumerate() {
+                sum[channel(i)] += v;
+            }
+            let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+            for (i, &v) in x.data.iter().enumerate() {
+                squares[channel(i)] += (v - mean[channel(i)]).powi(2);
+            }
+            (mean, squares.iter().map(|s| s / count).collect())
+        }
+    };
+    let (scale, shift) = (per_channel(scale)?, per_channel(shift)?);
+    let epsilon = f64::from(epsilon);
+    let data = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = channel(i);
+            (v - mean[c]) / (variance[c] + epsilon).sqrt() * scale[c] + shift[c]
+        })
+        .collect();
+    Ok(Array { dims: x.dims.clone(), data, integer: false })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +431,27 @@ mod tests {
         assert_eq!(Comparison::Less.holds_for(Dim::Known(0), Dim::Batch), Ok(true));
         assert!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(2)).is_err());
         assert_eq!(Comparison::Less.holds_for(Dim::Known(3), Dim::Known(4)), Ok(true));
+    }
+
+    #[test]
+    fn batch_norms_of_constants_fold_with_given_or_their_own_statistics() {
+        // [1, 2, 3]: channel 0 holds 1, 2, 3 (mean 2, biased variance 2/3), channel 1 holds
+        // 4, 4, 4 (mean 4, variance 0).
+        let x = Array { dims: vec![1, 2, 3], data: vec![1., 2., 3., 4., 4., 4.], integer: false };
+        let (scale, shift) = (Array::vector(vec![2., 1.]), Array::vector(vec![0.5, -1.]));
+        let own = batch_norm(&x, [&scale, &shift], None, 0.0).unwrap();
+        let root = (2f64 / 3.).sqrt();
+        let expected = [0.5 - 2. / root, 0.5, 0.5 + 2. / root];
+        for (a, b) in own.data[..3].iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{a} against {b}");
+        }
+        // A constant channel divides 0 by √ε.
+        let own = batch_norm(&x, [&scale, &shift], None, 0.25).unwrap();
+        assert_eq!(&own.data[3..], &[-1.; 3]);
+        let (mean, variance) = (Array::vector(vec![1., 3.]), Array::vector(vec![3., 0.]));
+        let given = batch_norm(&x, [&scale, &shift], Some([&mean, &variance]), 1.0).unwrap();
+        assert_eq!(given.data, [0.5, 1.5, 2.5, 0., 0., 0.]);
+        assert_eq!(given.dims, [1, 2, 3]);
+        assert!(batch_norm(&x, [&Array::vector(vec![1.; 3]), &shift], None, 0.).is_err());
     }
 }

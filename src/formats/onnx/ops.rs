@@ -421,16 +421,27 @@ impl Importer {
     }
 
     fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        if n.a.int("training_mode", 0)? != 0 {
-            return Err("batch normalisation in training mode".into());
-        }
-        let (x, _) = self.real_input(n.first)?;
+        let training = n.a.int("training_mode", 0)? != 0;
+        let epsilon = n.a.float("epsilon", 1e-5)?;
         let mut weights = Vec::new();
         for (i, role) in ["gamma", "beta", "moving_mean", "moving_variance"].iter().enumerate() {
             let name = n.input(i + 1).ok_or_else(|| format!("needs input {}", i + 1))?;
             weights.push((*role, self.constant(name)?));
         }
-        let op = Op::BatchNorm { epsilon: n.a.float("epsilon", 1e-5)? };
+        // Of a constant it folds, in training mode too: weight standardisation (timm's
+        // ScaledStdConv in NFNets) normalises the kernel in the graph as a batch norm.
+        if let Value::Const(x) = self.value(n.first)? {
+            let [scale, shift, mean, variance] = [0, 1, 2, 3].map(|i| &weights[i].1);
+            let stats = (!training).then_some([mean, variance]);
+            return fold::batch_norm(x, [scale, shift], stats, epsilon).map(Value::Const);
+        }
+        if training {
+            return Err("batch normalisation in training mode of a value computed from the \
+                        input"
+                .into());
+        }
+        let (x, _) = self.real_input(n.first)?;
+        let op = Op::BatchNorm { epsilon };
         Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
     }
 
