@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Pool, Window};
 use crate::model::Model;
 use crate::model::{
-    Activation, ArithKind, ConstOperand, Interpolation, Node, Op, ReduceKind, ValueId,
+    Activation, ArithKind, ConstOperand, Interpolation, Node, Op, PadMode, ReduceKind, ValueId,
 };
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
@@ -787,7 +787,10 @@ impl Model {
                 let (a, b) = self.arith_operands(i, inputs, constant.as_ref(), out_shape.len())?;
                 arith(*kind, &a, &b)?
             }
-            Op::Pad { pads, value } => kernels::pad_constant(x, *pads, f64::from(*value))?,
+            Op::Pad { pads, value, mode: PadMode::Constant } => {
+                kernels::pad_constant(x, *pads, f64::from(*value))?
+            }
+            Op::Pad { pads, mode, .. } => kernels::pad_copied(x, *pads, *mode)?,
             Op::GlobalMaxPool { .. } => {
                 batched(kernels::pool2d(x, &whole_image_window(x)?, Pool::Max)?)?
             }
@@ -1101,9 +1104,12 @@ impl Model {
                         }
                         vec![g]
                     }
-                    Op::Pad { pads: [top, _, left, _], .. } => {
+                    Op::Pad { pads: [top, _, left, _], mode: PadMode::Constant, .. } => {
                         let [_, _, h, w] = as_dims4(&x_shape)?;
                         vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
+                    }
+                    Op::Pad { pads, mode, .. } => {
+                        vec![kernels::pad_copied_backward(&gz, as_dims4(&x_shape)?, *pads, *mode)?]
                     }
                     Op::GlobalMaxPool { .. } => {
                         let x = x()?;

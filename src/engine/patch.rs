@@ -25,7 +25,7 @@ use crate::engine::{Activations, NodeOutput, Point, Reads};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Float, Pool, Window, with_float};
 use crate::model::Model;
-use crate::model::{Activation, Op, ValueId};
+use crate::model::{Activation, Op, PadMode, ValueId};
 
 /// A rectangle of changed input pixels (on every channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -688,7 +688,8 @@ fn plan_node(
                 _ => full,
             }
         }
-        Op::Pad { pads: [top, _, left, _], .. } if !first.flat => {
+        // Copied pads (reflect, edge) repeat a box near the edge outside it: full maps.
+        Op::Pad { pads: [top, _, left, _], mode: PadMode::Constant, .. } if !first.flat => {
             let Some(map) = out_map else { return full };
             let origins = first.origins.iter().map(|&[y, x]| [y + top, x + left]).collect();
             Ok((Step::Relabel, Some(Boxes { map, flat: false, size: first.size, origins })))

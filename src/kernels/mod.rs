@@ -62,7 +62,7 @@ pub use elementwise::{
 pub(crate) use elementwise::{map, map_in_place, map_pair, zip_map, zip3_map};
 pub(crate) use matmul::matmul_accumulate;
 pub use matmul::sgemm;
-pub use pad::pad_constant;
+pub use pad::{pad_constant, pad_copied, pad_copied_backward};
 pub use pool::{Pool, pool2d, pool2d_backward};
 pub(crate) use relu::activate;
 pub use relu::{Clamp, relu, relu_backward};

@@ -362,14 +362,17 @@ pub enum Op {
         #[serde(default)]
         constant: Option<ConstOperand>,
     },
-    /// Constant padding of the spatial axes of a `[C, H, W]` value.
+    /// Padding of the spatial axes of a `[C, H, W]` value.
     Pad {
         /// Pixels added `[top, bottom, left, right]` (Keras's `((top, bottom), (left,
         /// right))` order).
         pads: [usize; 4],
-        /// The value of the added pixels (`-inf` before a max pool).
+        /// The value of the added pixels (`-inf` before a max pool), in constant mode.
         #[serde(default, with = "maybe_infinite")]
         value: f32,
+        /// What the added pixels hold.
+        #[serde(default, skip_serializing_if = "PadMode::is_constant")]
+        mode: PadMode,
     },
     /// The part `starts[i]..ends[i]` of each per-sample axis `axes[i]` (0 = channels): a
     /// channel split, a crop.
@@ -411,6 +414,26 @@ pub enum Op {
         #[serde(default)]
         keep_dims: bool,
     },
+}
+
+/// What the pixels an [`Op::Pad`] adds hold (ONNX's `Pad` modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PadMode {
+    /// The pad's value.
+    #[default]
+    Constant,
+    /// The map mirrored about its edge pixel, which is not repeated (`[c b | a b c | b a]`).
+    Reflect,
+    /// The edge pixel repeated.
+    Edge,
+}
+
+impl PadMode {
+    /// Whether the added pixels hold the pad's value.
+    pub fn is_constant(&self) -> bool {
+        *self == PadMode::Constant
+    }
 }
 
 /// What an [`Op::Reduce`] computes over its axes.
@@ -551,6 +574,8 @@ impl Op {
             Op::Arith { kind: ArithKind::Div, .. } => "Divide",
             Op::Arith { kind: ArithKind::Max, .. } => "Maximum",
             Op::Arith { kind: ArithKind::Min, .. } => "Minimum",
+            Op::Pad { mode: PadMode::Reflect, .. } => "ReflectionPadding2D",
+            Op::Pad { mode: PadMode::Edge, .. } => "ReplicationPadding2D",
             Op::Pad { value, .. } if *value == 0.0 => "ZeroPadding2D",
             Op::Pad { .. } => "Pad",
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",

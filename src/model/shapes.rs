@@ -2,7 +2,7 @@
 //! each op for its input shapes, with numpy broadcasting and reshape targets. Errors are
 //! plain messages; the graph names the node.
 
-use super::ops::{Activation, Op, Padding, Pads};
+use super::ops::{Activation, Op, PadMode, Padding, Pads};
 
 fn spatial(shape: &[usize], what: &str) -> std::result::Result<[usize; 3], String> {
     match shape {
@@ -220,8 +220,20 @@ pub(super) fn infer_shape(
             }
             (out, no_pad)
         }
-        Op::Pad { pads: [top, bottom, left, right], .. } => {
+        Op::Pad { pads: [top, bottom, left, right], mode, .. } => {
             let [c, h, w] = spatial(x, "padding")?;
+            let reflects_past = |size: usize, pads: [&usize; 2]| pads.iter().any(|&&p| p >= size);
+            if *mode == PadMode::Reflect
+                && (reflects_past(h, [top, bottom]) || reflects_past(w, [left, right]))
+            {
+                return Err(format!(
+                    "reflecting {h}×{w} by {:?}: a reflection is at most the map less one pixel",
+                    [top, bottom, left, right]
+                ));
+            }
+            if *mode == PadMode::Edge && h * w == 0 {
+                return Err("edge padding of an empty map".into());
+            }
             let grown = |size: usize, before: usize, after: usize| {
                 size.checked_add(before)?.checked_add(after)
             };

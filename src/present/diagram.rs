@@ -7,7 +7,7 @@
 //! layer above, and an edge names the later layers that read it (`──► add`). That stays
 //! correct for any DAG without routing lines in two dimensions.
 
-use crate::model::{Activation, ArithKind, ConstOperand, Op, Padding, ValueId};
+use crate::model::{Activation, ArithKind, ConstOperand, Op, PadMode, Padding, ValueId};
 use crate::model::{DisplayLayout, Model};
 use crate::present::summary::displayed;
 
@@ -277,10 +277,13 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
                 None => format!("a {symbol} b"),
             });
         }
-        Op::Pad { pads: [top, bottom, left, right], value } => {
+        Op::Pad { pads: [top, bottom, left, right], value, mode } => {
             parts.push(format!("pad {top},{bottom},{left},{right}"));
-            if *value != 0.0 {
-                parts.push(format!("with {value}"));
+            match mode {
+                PadMode::Constant if *value != 0.0 => parts.push(format!("with {value}")),
+                PadMode::Constant => {}
+                PadMode::Reflect => parts.push("reflected".into()),
+                PadMode::Edge => parts.push("edge".into()),
             }
         }
         Op::BatchNorm { epsilon } => parts.push(format!("eps {epsilon}")),

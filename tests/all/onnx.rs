@@ -836,16 +836,16 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
     let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
     let cases: Vec<(Vec<NodeProto>, Vec<TensorProto>, i64, &str)> = vec![
         (
-            vec![y(node("Softmax", "sm", &["x"], vec![int("axis", 1)]))],
+            vec![y(node("Softmax", "sm", &["x"], vec![int("axis", 0)]))],
             vec![],
             17,
-            "node 'sm' (Softmax): softmax over axis 1 of a value of per-sample shape [2, 6, 6]",
+            "node 'sm' (Softmax): Softmax over axis 0 of a value of per-sample shape [2, 6, 6]",
         ),
         (
-            vec![y(node("Pad", "pad", &["x", "p"], vec![string("mode", "reflect")]))],
+            vec![y(node("Pad", "pad", &["x", "p"], vec![string("mode", "wrap")]))],
             vec![int64s("p", &[0, 0, 1, 1, 0, 0, 1, 1])],
             17,
-            "padding mode 'reflect'",
+            "padding mode 'wrap'; convscope pads in modes constant, reflect and edge",
         ),
         (
             vec![y(node("Pad", "pad", &["x", "p"], vec![]))],
@@ -1346,4 +1346,56 @@ fn one_dimensional_convs_match_and_have_their_gradient() {
     let model = model.to_dtype(DType::F64).unwrap();
     let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
     assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
+/// Reflect and edge padding (TResNet's anti-aliasing, image-to-image nets): values against
+/// candle's index selection, gradients (each copied pixel's sent back to its source)
+/// against finite differences. A reflection as wide as the map is refused at load.
+#[test]
+fn reflect_and_edge_pads_match_and_have_their_gradient() {
+    let b = normal(&[200, 3], 14);
+    let model_of = |reflect: [i64; 8]| {
+        image_model(
+            vec![
+                node("Pad", "mirror", &["x", "reflect"], vec![string("mode", "reflect")]),
+                node("Pad", "edge", &["mirror", "edges"], vec![string("mode", "edge")]),
+                node("Flatten", "flat", &["edge"], vec![]),
+                NodeProto {
+                    output: vec!["y".into()],
+                    ..node("Gemm", "fc", &["flat", "B"], vec![])
+                },
+            ],
+            vec![
+                int64s("reflect", &reflect),
+                int64s("edges", &[0, 0, 1, 0, 0, 0, 0, 1]),
+                tensor("B", &[200, 3], &b),
+            ],
+            13,
+        )
+    };
+    // Rows: 2 above, 1 below; columns: 1 left, 2 right.
+    let bytes = model_of([0, 0, 2, 1, 0, 0, 1, 2]);
+    let model = formats::onnx::from_bytes(&bytes, Path::new("pads.onnx")).unwrap();
+    let x = normal(&[2, 2, 6, 6], 15);
+    let pick = |t: &Tensor, axis: usize, from: &[u32]| {
+        let index = Tensor::new(from, &Device::Cpu).unwrap();
+        t.index_select(&index, axis).unwrap()
+    };
+    let mirrored =
+        pick(&pick(&x, 2, &[2, 1, 0, 1, 2, 3, 4, 5, 4]), 3, &[1, 0, 1, 2, 3, 4, 5, 4, 3]);
+    let edged = pick(
+        &pick(&mirrored, 2, &[0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+        3,
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 8],
+    );
+    let expected = edged.reshape((2, 200)).unwrap().matmul(&b).unwrap();
+    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
+    let out = model.forward(&x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+    let too_wide = model_of([0, 0, 6, 0, 0, 0, 0, 0]);
+    let error = formats::onnx::from_bytes(&too_wide, Path::new("pads.onnx")).err().unwrap();
+    assert!(error.to_string().contains("reflecting 6×6"), "{error}");
 }

@@ -4,6 +4,7 @@
 //! by hand where finite differences cannot: ties of a max).
 
 use candle_core::{DType, Device, Tensor};
+use convscope::model::PadMode;
 use convscope::{
     Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, Point, ReduceKind, ReluRule,
     Seed,
@@ -40,7 +41,11 @@ fn arithmetic_padding_clipping_and_global_max_compute_what_they_say() {
                 &["div"],
             ),
             Node::new("sq", arith(ArithKind::Mul, None), &["clip", "div"]),
-            Node::new("pad", Op::Pad { pads: [1, 0, 0, 1], value: -1.0 }, &["clip"]),
+            Node::new(
+                "pad",
+                Op::Pad { pads: [1, 0, 0, 1], value: -1.0, mode: PadMode::Constant },
+                &["clip"],
+            ),
             Node::new("gmp", Op::GlobalMaxPool { keep_dims: false }, &["pad"]),
         ],
         &[("rsub.value", vec![10.0], vec![1]), ("div.value", vec![2.0, 4.0], vec![1, 1, 2])],
@@ -66,7 +71,11 @@ pub(crate) fn importer_ops_model() -> Model {
         vec![
             Node::new("centre", arith(ArithKind::Sub, Some((&[2, 1, 1], false))), &["input"]),
             Node::new("scale", arith(ArithKind::Div, Some((&[2, 1, 1], false))), &["centre"]),
-            Node::new("pad", Op::Pad { pads: [1, 0, 2, 1], value: 0.5 }, &["scale"]),
+            Node::new(
+                "pad",
+                Op::Pad { pads: [1, 0, 2, 1], value: 0.5, mode: PadMode::Edge },
+                &["scale"],
+            ),
             Node::new(
                 "c1",
                 conv(4, 3, 1, Padding::Valid, 1, Activation::Clip { min: -0.4, max: 0.4 }),

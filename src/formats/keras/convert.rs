@@ -23,7 +23,7 @@ use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
 use crate::model::{
     Activation, ArithKind, ConstOperand, Coordinates, Graph, GraphBuilder, Interpolation, Node, Op,
-    Padding,
+    PadMode, Padding,
 };
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
@@ -623,7 +623,7 @@ impl<'a> Builder<'a> {
             }
             "ZeroPadding2D" => {
                 let pads = margins(&config, "padding", 1)?;
-                self.simple(layer, Op::Pad { pads, value: 0.0 })
+                self.simple(layer, Op::Pad { pads, value: 0.0, mode: PadMode::Constant })
             }
             "UpSampling2D" => {
                 let (input, _) = self.image_input(layer)?;

@@ -12,7 +12,8 @@ use super::proto::{AttributeProto, NodeProto};
 use super::tensor::constant_attr;
 use super::weight::Weight;
 use crate::model::{
-    Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, Padding, ReduceKind,
+    Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, PadMode, Padding,
+    ReduceKind,
 };
 
 /// How a node of an op becomes its output's value.
@@ -790,7 +791,11 @@ impl Importer {
                 // as cells, is exactly that.
                 let [top, left, bottom, right] = pads;
                 if pads != [0; 4] {
-                    let pad = Op::Pad { pads: [top, bottom, left, right], value: 0.0 };
+                    let pad = Op::Pad {
+                        pads: [top, bottom, left, right],
+                        value: 0.0,
+                        mode: PadMode::Constant,
+                    };
                     x = self.emit(n.base, pad, vec![x], Vec::new())?;
                 }
                 padding = Padding::Ceil { top: 0, left: 0, bottom: 0, right: 0 };
@@ -880,10 +885,16 @@ impl Importer {
     }
 
     fn pad(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let mode = n.a.string("mode")?.unwrap_or_else(|| "constant".into());
-        if mode != "constant" {
-            return Err(format!("padding mode '{mode}'; only 'constant' is supported"));
-        }
+        let mode = match n.a.string("mode")?.as_deref() {
+            None | Some("constant") => PadMode::Constant,
+            Some("reflect") => PadMode::Reflect,
+            Some("edge") => PadMode::Edge,
+            Some(other) => {
+                return Err(format!(
+                    "padding mode '{other}'; convscope pads in modes constant, reflect and edge"
+                ));
+            }
+        };
         // Pads and value are inputs from opset 11 on (attributes before).
         let pads = match n.input(1) {
             Some(pads) => self.constant(pads)?.ints()?,
@@ -919,7 +930,7 @@ impl Importer {
             ));
         }
         let p = |i: usize| full[i] as usize;
-        let op = Op::Pad { pads: [p(2), p(6), p(3), p(7)], value };
+        let op = Op::Pad { pads: [p(2), p(6), p(3), p(7)], value, mode };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 }
