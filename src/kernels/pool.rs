@@ -166,24 +166,16 @@ fn max_pool_tile_rows_backward<T: Float>(
 fn pool_plane_separable<T: Float>(
     plane: &[T],
     w: usize,
-    taps: [&[Vec<usize>]; 2],
+    taps: Taps,
     inside: Range<usize>,
     win: &Window,
     pool: Pool,
     out: &mut [T],
 ) {
+    let across = [win.kernel[1], win.stride[1], win.dilation[1]];
+    let (plane, out) = (Plane { cells: plane, w }, Out { values: out, inside, across });
     #[inline(always)]
-    fn by_pool<T: Float>(
-        plane: &[T],
-        w: usize,
-        taps: [&[Vec<usize>]; 2],
-        inside: Range<usize>,
-        win: &Window,
-        pool: Pool,
-        out: &mut [T],
-    ) {
-        let across = [win.kernel[1], win.stride[1], win.dilation[1]];
-        let (plane, out) = (Plane { cells: plane, w }, Out { values: out, inside, across });
+    fn by_pool<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, win: &Window, pool: Pool) {
         match pool {
             // A select rather than a branch: ReLU outputs tie at 0 and would mispredict.
             Pool::Max => separable(plane, taps, out, |m, v| if v > m { v } else { m }, |m, _| m),
@@ -199,23 +191,18 @@ fn pool_plane_separable<T: Float>(
     #[cfg(target_arch = "x86_64")]
     if super::direct::available() {
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Float>(
-            plane: &[T],
-            w: usize,
-            taps: [&[Vec<usize>]; 2],
-            inside: Range<usize>,
-            win: &Window,
-            pool: Pool,
-            out: &mut [T],
-        ) {
-            by_pool(plane, w, taps, inside, win, pool, out)
+        fn avx2<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, win: &Window, pool: Pool) {
+            by_pool(plane, taps, out, win, pool)
         }
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2(plane, w, taps, inside, win, pool, out) };
+        return unsafe { avx2(plane, taps, out, win, pool) };
     }
-    by_pool(plane, w, taps, inside, win, pool, out)
+    by_pool(plane, taps, out, win, pool)
 }
+
+/// Per output row and per output column, the input rows and columns its windows read.
+type Taps<'a> = [&'a [Vec<usize>]; 2];
 
 /// A plane of rows `w` wide.
 #[derive(Clone, Copy)]
@@ -237,7 +224,7 @@ struct Out<'a, T> {
 #[inline(always)]
 fn separable<T: Float>(
     Plane { cells, w }: Plane<T>,
-    [rows, cols]: [&[Vec<usize>]; 2],
+    [rows, cols]: Taps,
     Out { values, inside, across }: Out<T>,
     fold: impl Fn(T, T) -> T + Copy,
     finish: impl Fn(T, [&[usize]; 2]) -> T + Copy,
@@ -369,7 +356,7 @@ fn max_backward_separable<T: Float>(
     plane: &[T],
     grad: &[T],
     w: usize,
-    [rows, cols]: [&[Vec<usize>]; 2],
+    [rows, cols]: Taps,
     dx: &mut [T],
 ) {
     let (mut best, mut spare) = (vec![T::zero(); w], vec![T::zero(); w]);
@@ -414,7 +401,7 @@ fn max_backward_separable<T: Float>(
 fn avg_backward_separable<T: Float>(
     grad: &[T],
     w: usize,
-    [rows, cols]: [&[Vec<usize>]; 2],
+    [rows, cols]: Taps,
     divisors: &[T],
     dx: &mut [T],
 ) {

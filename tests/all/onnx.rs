@@ -487,6 +487,17 @@ fn assert_input_gradient_matches_finite_differences(model: &Model, x: &Tensor) {
     assert!(numeric.iter().filter(|v| v.abs() > 1e-9).count() * 2 > numeric.len());
 }
 
+/// The model's scores for the batch `x` against `expected` (f32), then its input gradient
+/// for the first image, in f64, against finite differences.
+fn assert_scores_then_gradient(model: Model, x: &Tensor, expected: &Tensor) {
+    let expected: Vec<f32> = values(expected).iter().map(|&v| v as f32).collect();
+    let out = model.forward(x).unwrap();
+    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
+    let model = model.to_dtype(DType::F64).unwrap();
+    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
 #[test]
 fn todays_export_patterns_match_onnx_runtime() {
     let model = import("export18.onnx");
@@ -1289,12 +1300,7 @@ fn softmax_over_any_axis_of_a_sample_matches_and_has_its_gradient() {
     };
     let both = (softmax_over(1) * softmax_over(3)).unwrap();
     let expected = both.mean((2, 3)).unwrap().matmul(&b).unwrap();
-    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
-    let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
-    let model = model.to_dtype(DType::F64).unwrap();
-    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
-    assert_input_gradient_matches_finite_differences(&model, &x);
+    assert_scores_then_gradient(model, &x, &expected);
     // Across the batch it is refused, by name.
     let bytes = image_model(
         vec![NodeProto {
@@ -1340,12 +1346,7 @@ fn one_dimensional_convs_match_and_have_their_gradient() {
     let conv = rows.conv1d(&w, 0, 1, 2, 1).unwrap();
     assert_eq!(conv.dims(), [2, 2, 31]);
     let expected = conv.reshape((2, 62)).unwrap().matmul(&b).unwrap();
-    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
-    let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
-    let model = model.to_dtype(DType::F64).unwrap();
-    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
-    assert_input_gradient_matches_finite_differences(&model, &x);
+    assert_scores_then_gradient(model, &x, &expected);
 }
 
 /// Reflect and edge padding (TResNet's anti-aliasing, image-to-image nets): values against
@@ -1389,12 +1390,7 @@ fn reflect_and_edge_pads_match_and_have_their_gradient() {
         &[0, 1, 2, 3, 4, 5, 6, 7, 8, 8],
     );
     let expected = edged.reshape((2, 200)).unwrap().matmul(&b).unwrap();
-    let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
-    let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
-    let model = model.to_dtype(DType::F64).unwrap();
-    let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
-    assert_input_gradient_matches_finite_differences(&model, &x);
+    assert_scores_then_gradient(model, &x, &expected);
     let too_wide = model_of([0, 0, 6, 0, 0, 0, 0, 0]);
     let error = formats::onnx::from_bytes(&too_wide, Path::new("pads.onnx")).err().unwrap();
     assert!(error.to_string().contains("reflecting 6×6"), "{error}");
