@@ -11,6 +11,7 @@ use convscope::formats;
 use convscope::methods::occlusion::{
     OcclusionConfig, occlusion, occlusion_full_passes, window_starts,
 };
+use convscope::model::PadMode;
 use convscope::{
     Activation, ArithKind, ConstOperand, Model, Node, Op, Padding, ReduceKind, data::sample,
 };
@@ -348,4 +349,31 @@ fn rectangles_and_inputs_that_do_not_fit_the_plan_are_errors() {
     assert!(plan.scores(0..2, zeros((2, 1, 4, 4))).is_ok());
     assert!(plan.scores(0..2, zeros((2, 1, 3, 4))).is_err());
     assert!(plan.scores(48..50, zeros((2, 1, 4, 4))).is_err(), "49 windows");
+}
+
+#[test]
+fn a_softmax_across_channels_keeps_the_box_and_a_reflected_pad_runs_on_full_maps() {
+    // Split attention's softmax across channels as the importer writes it (max, shift,
+    // exp, sum, divide, per pixel): boxed. A reflected pad repeats pixels near the edge
+    // outside any box, so from it on the maps are full.
+    let over_channels = |kind| Op::Reduce { kind, axes: vec![0], keep_dims: true };
+    let between = |kind| Op::Arith { kind, constant: None };
+    let exp = Op::Activation { activation: Activation::Exponential };
+    let mirror = Op::Pad { pads: [1, 1, 2, 0], value: 0.0, mode: PadMode::Reflect };
+    let nodes = vec![
+        Node::new("stem", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+        Node::new("sm_max", over_channels(ReduceKind::Max), &["stem"]),
+        Node::new("sm_shifted", between(ArithKind::Sub), &["stem", "sm_max"]),
+        Node::new("sm_exp", exp, &["sm_shifted"]),
+        Node::new("sm_sum", over_channels(ReduceKind::Sum), &["sm_exp"]),
+        Node::new("sm", between(ArithKind::Div), &["sm_exp", "sm_sum"]),
+        Node::new("mirror", mirror, &["sm"]),
+        Node::new("c2", conv(4, 3, 1, Padding::Valid, 1, Activation::Relu), &["mirror"]),
+        Node::new("flat", Op::Flatten, &["c2"]),
+        Node::new("out", dense(4, Activation::Softmax), &["flat"]),
+    ];
+    let model = random_model(&[2, 11, 9], nodes, 29);
+    let x = random_input(&model, 1, 5);
+    let boxed = ["stem", "sm_max", "sm_shifted", "sm_exp", "sm_sum", "sm"];
+    check(&model, &x, 3, 2, 30, &boxed);
 }
