@@ -16,8 +16,11 @@ For each route: export to WORK/models/MODEL_ROUTE.onnx, run onnxruntime on a fix
 `convscope summary`, `predict --json -k 1000` and `saliency -o .npy`, and compare: the
 probabilities with ORT's and PyTorch's, the saliency with torch autograd of the logit of
 the top class (|g|, maximum over channels, min-max scaled, as the README defines it), next
-to the floor (torch's own map for the input moved by 1e-6 of its largest value). Files of
-models that pass are deleted (KEEP=1 keeps them).
+to the floor (torch's own map for the input moved by 1e-6 of its largest value). That
+floor, from one draw, can miss float32 rounding the model amplifies (starnet_s1): check a
+saliency difference against torch in float64 before calling it a bug. Files of models that
+pass are deleted (KEEP=1 keeps them). Models whose attention needs a size that timm does
+not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 """
 import json, os, subprocess, sys, time, traceback, argparse
 import numpy as np
