@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use candle_core::{DType, Tensor, WithDType};
+use candle_core::{DType, Tensor};
 use num_traits::Zero;
 use rayon::prelude::*;
 
@@ -69,6 +69,19 @@ fn divisor(win: &Window, pool: Pool, rows: &[usize], cols: &[usize]) -> usize {
         _ => rows.len() * cols.len(),
     }
     .max(1)
+}
+
+/// Each output's divisor (row-major, the same on every plane): its window's count for an
+/// average pool; none for a max pool, which does not divide.
+fn divisors<T: Float>(win: &Window, pool: Pool, [rows, cols]: Taps) -> Vec<T> {
+    match pool {
+        Pool::Max => Vec::new(),
+        Pool::Avg { .. } => rows
+            .iter()
+            .flat_map(|ry| cols.iter().map(move |cx| divisor(win, pool, ry, cx)))
+            .map(|d| T::from_f64(d as f64))
+            .collect(),
+    }
 }
 
 /// The window `[kh, kw]` when windows tile the map (stride equal to the window, no
@@ -163,42 +176,26 @@ fn max_pool_tile_rows_backward<T: Float>(
 /// among the taps, so they never win a maximum. The columns whose windows lie inside the map
 /// (`inside`) are reduced by [`reduce_inside`] without tap lists; the edges use the lists.
 /// Compiled for AVX2 where the CPU has it, as the crate's baseline is SSE2.
-fn pool_plane_separable<T: Float>(
-    plane: &[T],
-    w: usize,
-    taps: Taps,
-    inside: Range<usize>,
-    win: &Window,
-    pool: Pool,
-    out: &mut [T],
-) {
-    let across = [win.kernel[1], win.stride[1], win.dilation[1]];
-    let (plane, out) = (Plane { cells: plane, w }, Out { values: out, inside, across });
+fn pool_plane_separable<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, pool: Pool) {
     #[inline(always)]
-    fn by_pool<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, win: &Window, pool: Pool) {
+    fn by_pool<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, pool: Pool) {
         match pool {
             // A select rather than a branch: ReLU outputs tie at 0 and would mispredict.
             Pool::Max => separable(plane, taps, out, |m, v| if v > m { v } else { m }, |m, _| m),
-            Pool::Avg { .. } => separable(
-                plane,
-                taps,
-                out,
-                |s, v| s + v,
-                |s, [ry, cx]| s / T::from_f64(divisor(win, pool, ry, cx) as f64),
-            ),
+            Pool::Avg { .. } => separable(plane, taps, out, |s, v| s + v, |s, d| s / d),
         }
     }
     #[cfg(target_arch = "x86_64")]
     if super::direct::available() {
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, win: &Window, pool: Pool) {
-            by_pool(plane, taps, out, win, pool)
+        fn avx2<T: Float>(plane: Plane<T>, taps: Taps, out: Out<T>, pool: Pool) {
+            by_pool(plane, taps, out, pool)
         }
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2(plane, taps, out, win, pool) };
+        return unsafe { avx2(plane, taps, out, pool) };
     }
-    by_pool(plane, taps, out, win, pool)
+    by_pool(plane, taps, out, pool)
 }
 
 /// Per output row and per output column, the input rows and columns its windows read.
@@ -211,30 +208,34 @@ struct Plane<'a, T> {
     w: usize,
 }
 
-/// A plane's outputs, the columns whose windows lie inside the map, and the window across:
-/// `[kernel, stride, dilation]`.
+/// A plane's outputs, their divisors (see [`divisors`]), the columns whose windows lie
+/// inside the map, and the window across: `[kernel, stride, dilation]`.
 struct Out<'a, T> {
     values: &'a mut [T],
+    divisors: &'a [T],
     inside: Range<usize>,
     across: [usize; 3],
 }
 
 /// [`pool_plane_separable`] for one reduction: `fold` combines two cells, `finish` turns a
-/// window's fold into its output given the window's row and column taps.
+/// window's fold into its output given its divisor (never read for a max pool, which has
+/// none).
 #[inline(always)]
 fn separable<T: Float>(
     Plane { cells, w }: Plane<T>,
     [rows, cols]: Taps,
-    Out { values, inside, across }: Out<T>,
+    Out { values, divisors, inside, across }: Out<T>,
     fold: impl Fn(T, T) -> T + Copy,
-    finish: impl Fn(T, [&[usize]; 2]) -> T + Copy,
+    finish: impl Fn(T, T) -> T + Copy,
 ) {
+    let ow = cols.len().max(1);
+    let divisor = |oy: usize, ox: usize| divisors.get(oy * ow + ox).copied().unwrap_or(T::one());
     // A thread's buffers, not two allocations per plane: DenseNet's last pool has 1,024
     // planes of 14×14.
     let mut buffers = Scratch::<T>::take(2 * w);
     let (mut line, mut spare) = buffers.values().split_at_mut(w);
     let row = |iy: usize| &cells[iy * w..][..w];
-    for (ry, out_row) in rows.iter().zip(values.chunks_exact_mut(cols.len().max(1))) {
+    for (oy, (ry, out_row)) in rows.iter().zip(values.chunks_exact_mut(ow)).enumerate() {
         // Every row folds into a buffer it does not read: folding the line in place lets
         // LLVM turn a max into a masked store of the winners, which AMD microcodes.
         match ry.as_slice() {
@@ -259,14 +260,15 @@ fn separable<T: Float>(
         for (o, cx) in edges.map(|ox| (ox, &cols[ox])) {
             let mut taps = cx.iter().map(|&ix| line[ix]);
             out_row[o] = match taps.next() {
-                Some(first) => finish(taps.fold(first, fold), [ry, cx]),
+                Some(first) => finish(taps.fold(first, fold), divisor(oy, o)),
                 None => T::zero(),
             };
         }
         if let Some(cx) = cols.get(inside.start).filter(|_| !inside.is_empty()) {
-            let taps = [ry.as_slice(), cx.as_slice()];
+            // The windows inside the map all hold as many cells.
+            let d = divisor(oy, inside.start);
             reduce_inside(&line[cx[0]..], across, &mut out_row[inside.clone()], fold, |v| {
-                finish(v, taps)
+                finish(v, d)
             });
         }
     }
@@ -335,13 +337,16 @@ pub fn pool2d(x: &Tensor, win: &Window, pool: Pool) -> Result<Tensor> {
     let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
     let tiles = tiles(win).filter(|_| pool == Pool::Max);
     let inside = inside_columns(win, w, ow);
+    let across = [win.kernel[1], win.stride[1], win.dilation[1]];
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         let mut out = vec![T::zero(); n * c * oh * ow];
-        for_each_plane(src, h * w, &mut out, oh * ow, |plane, out| {
+        let divisors = divisors::<T>(win, pool, [&rows, &cols]);
+        for_each_plane(src, h * w, &mut out, oh * ow, |cells, values| {
             if let Some([kh, kw]) = tiles {
-                return max_pool_tiles(plane, w, [kh, kw], out, ow);
+                return max_pool_tiles(cells, w, [kh, kw], values, ow);
             }
-            pool_plane_separable(plane, w, [&rows, &cols], inside.clone(), win, pool, out);
+            let out = Out { values, divisors: &divisors, inside: inside.clone(), across };
+            pool_plane_separable(Plane { cells, w }, [&rows, &cols], out, pool);
         });
         Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
     }))
@@ -445,15 +450,7 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
             let planes: Vec<(&[T], &[T])> =
                 src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
             let tiles = tiles(win).filter(|_| pool == Pool::Max);
-            // Each output's divisor, the same on every plane.
-            let divisors: Vec<T> = match pool {
-                Pool::Max => Vec::new(),
-                Pool::Avg { .. } => rows
-                    .iter()
-                    .flat_map(|ry| cols.iter().map(move |cx| divisor(win, pool, ry, cx)))
-                    .map(|d| T::from_f64(d as f64))
-                    .collect(),
-            };
+            let divisors = divisors::<T>(win, pool, [&rows, &cols]);
             for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
                 let Some(&(plane, g)) = item.first() else { return };
                 if let Some([kh, kw]) = tiles {

@@ -529,8 +529,10 @@ impl Importer {
                     self.reshape_node(&x, vec![channels, 1, len], &format!("{}_rows", n.base))?;
                 let kernel = kernel.reshape(vec![filters, per_group, 1, k])?;
                 let rows = self.conv_2d(n, x, vec![channels, 1, len], kernel, &Attrs(&lifted))?;
-                let out = self.shapes.get(&rows).cloned().unwrap_or_default();
-                let name = self.reshape_node(&rows, vec![out[0], out[2]], n.base)?;
+                let Some(&[_, 1, out_len]) = self.shapes.get(&rows).map(Vec::as_slice) else {
+                    return Err(format!("a 1-D conv of {shape:?} made no rows"));
+                };
+                let name = self.reshape_node(&rows, vec![filters, out_len], n.base)?;
                 Ok(Value::computed(name))
             }
             (dims, _) => Err(format!(
