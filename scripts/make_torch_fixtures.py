@@ -6,7 +6,8 @@ Each fixture is a small PyTorch module with one of the op patterns of torchvisio
 LayerNorm and Linear, squeeze-excite gates, EfficientNet's SiLU blocks, upsampling, group/instance norm, transposed
 convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
-axes), exported by each of PyTorch's routes:
+axes, GCNet's and non-local blocks' products of computed values), exported by each of
+PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
   `path + ".data"` when it chooses so);
@@ -321,6 +322,36 @@ class MBConv(Classifier):
         return self.head(x + self.project(y * gate))
 
 
+class Context(Classifier):
+    """Products of two computed values: GCNet's global-context block (a 1×1 conv scores
+    each pixel, a softmax over the pixels, the features `[B, 1, C, HW]` times those weights
+    `[B, 1, HW, 1]`, then a bottleneck MLP with a LayerNorm added to every pixel) and a
+    non-local block (Wang et al. 2018: `softmax(θᵀφ)` over the pixels, scaled, times `g`,
+    back to a map through a 1×1 conv, residual)."""
+
+    def __init__(self, c=8, inner=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.score = nn.Conv2d(c, 1, 1)
+        self.squeeze, self.norm, self.excite = nn.Conv2d(c, inner, 1), nn.LayerNorm([inner, 1, 1]), nn.Conv2d(inner, c, 1)
+        self.theta, self.phi, self.g = nn.Conv2d(c, inner, 1), nn.Conv2d(c, inner, 1), nn.Conv2d(c, inner, 1)
+        self.out = nn.Conv2d(inner, c, 1)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        weights = self.score(x).view(b, 1, h * w).softmax(dim=-1).unsqueeze(-1)
+        context = (x.view(b, c, h * w).unsqueeze(1) @ weights).view(b, c, 1, 1)
+        x = x + self.excite(F.relu(self.norm(self.squeeze(context))))
+        theta = self.theta(x).view(b, -1, h * w).permute(0, 2, 1)
+        phi = self.phi(x).view(b, -1, h * w)
+        g = self.g(x).view(b, -1, h * w).permute(0, 2, 1)
+        attention = (theta @ phi * 0.5).softmax(dim=-1)
+        y = (attention @ g).permute(0, 2, 1).reshape(b, -1, h, w)
+        return self.head(x + self.out(y))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -333,6 +364,7 @@ FIXTURES = {
     "layernorm": (OfficialConvNeXt, [3, 16, 16]),
     "normalised": (Normalised, [3, 8, 8]),
     "mbconv": (MBConv, [3, 12, 12]),
+    "context": (Context, [3, 6, 7]),
 }
 
 

@@ -776,6 +776,7 @@ impl Model {
                 sum
             }
             Op::Concat { axis } => Tensor::cat(inputs, axis + 1)?,
+            Op::MatMul => matmul(x, inputs[1])?,
             Op::Slice { axes, starts, ends } => {
                 let mut part = x.clone();
                 for ((&axis, &start), &end) in axes.iter().zip(starts).zip(ends) {
@@ -1055,6 +1056,15 @@ impl Model {
                                 Ok(part)
                             })
                             .collect::<Result<_>>()?
+                    }
+                    Op::MatMul => {
+                        let (a, b) = (acts.value(inputs[0])?, acts.value(inputs[1])?);
+                        let grad_a = matmul(&gz, &b.t()?)?;
+                        let grad_b = matmul(&a.t()?, &gz)?;
+                        vec![
+                            sum_to_shape(&grad_a, &shape(inputs[0]))?,
+                            sum_to_shape(&grad_b, &shape(inputs[1]))?,
+                        ]
                     }
                     Op::Arith { kind, constant } => {
                         let operands = || -> Result<(Tensor, Tensor)> {
@@ -1406,6 +1416,23 @@ fn align(t: &Tensor, rank: usize) -> Result<Tensor> {
     new.extend(std::iter::repeat_n(1, rank + 1 - dims.len()));
     new.extend_from_slice(&dims[1..]);
     Ok(t.reshape(new)?)
+}
+
+/// The batched product `a·b` of `[n, .., m, k]` by `[n, .., k, n]`, the axes between the
+/// batch and the matrices broadcast (both made real first: candle's product takes one
+/// stride per batch axis, not a broadcast's zero).
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let leading = crate::model::broadcast_shapes(&a.dims()[..ra - 2], &b.dims()[..rb - 2])
+        .ok_or_else(|| {
+            Error::Invalid(format!("cannot multiply {:?} by {:?}", a.dims(), b.dims()))
+        })?;
+    let spread = |t: &Tensor, rank: usize| -> Result<Tensor> {
+        let mut dims = leading.clone();
+        dims.extend_from_slice(&t.dims()[rank - 2..]);
+        Ok(t.broadcast_as(dims)?.contiguous()?)
+    };
+    Ok(spread(a, ra)?.matmul(&spread(b, rb)?)?)
 }
 
 /// Sums a broadcast gradient back down to `shape` (the inverse of numpy broadcasting).

@@ -399,7 +399,8 @@ impl Graph {
         }
     }
 
-    /// Multiply-adds of node `node` for one sample (convs and dense layers; others count 0),
+    /// Multiply-adds of node `node` for one sample (convs, dense layers and matrix products;
+    /// others count 0),
     /// saturating: a file's sizes are bounded in memory, not in work.
     pub fn mult_adds(&self, node: usize) -> u64 {
         let out = self.shape(ValueId::of_node(node));
@@ -414,6 +415,8 @@ impl Graph {
                 product(input).saturating_mul(product(&[filters / groups, kernel[0], kernel[1]]))
             }
             Op::Dense { units, .. } => product(&[input[0], *units]),
+            // Each output value sums over the shared axis, the input's last.
+            Op::MatMul => product(out).saturating_mul(input.last().map_or(0, |&k| k as u64)),
             _ => 0,
         }
     }

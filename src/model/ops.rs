@@ -348,6 +348,10 @@ pub enum Op {
     },
     /// Elementwise sum of the inputs, with numpy broadcasting.
     Add,
+    /// Matrix product of its two inputs over their last two per-sample axes, batched over
+    /// the axes before them with numpy broadcasting: attention's `q·kᵀ` and `weights·v`,
+    /// a global-context block's pooling by computed weights.
+    MatMul,
     /// Joins the inputs along a per-sample axis.
     Concat {
         /// The axis (0 = channels).
@@ -568,6 +572,7 @@ impl Op {
             Op::Transpose { .. } => "Permute",
             Op::Add => "Add",
             Op::Concat { .. } => "Concatenate",
+            Op::MatMul => "MatMul",
             Op::Arith { kind: ArithKind::Add, .. } => "Add",
             Op::Arith { kind: ArithKind::Sub, .. } => "Subtract",
             Op::Arith { kind: ArithKind::Mul, .. } => "Multiply",

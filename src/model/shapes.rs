@@ -67,7 +67,7 @@ pub(super) fn infer_shape(
 ) -> std::result::Result<(Vec<usize>, Pads), String> {
     let arity = match op {
         Op::Add | Op::Concat { .. } => None,
-        Op::Arith { constant: None, .. } => Some(2),
+        Op::Arith { constant: None, .. } | Op::MatMul => Some(2),
         _ => Some(1),
     };
     match arity {
@@ -306,6 +306,7 @@ pub(super) fn infer_shape(
             }
             (out, no_pad)
         }
+        Op::MatMul => (matmul_shape(x, in_shapes[1])?, no_pad),
         Op::Concat { axis } => {
             let mut out = x.to_vec();
             if *axis >= out.len() {
@@ -324,6 +325,19 @@ pub(super) fn infer_shape(
             (out, no_pad)
         }
     })
+}
+
+/// The shape of the product of `a` `[.., m, k]` by `b` `[.., k, n]`: `[.., m, n]`, the
+/// leading axes broadcast. The ranks must be equal: the batch axis before them lines up.
+fn matmul_shape(a: &[usize], b: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    let mismatch = || format!("cannot multiply matrices of shapes {a:?} and {b:?}");
+    let (&[.., m, k], &[.., k2, n]) = (a, b) else { return Err(mismatch()) };
+    if k != k2 || a.len() != b.len() {
+        return Err(mismatch());
+    }
+    let mut out = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2]).ok_or_else(mismatch)?;
+    out.extend([m, n]);
+    Ok(out)
 }
 
 /// The number of values in a tensor of `shape`, `None` where that overflows.

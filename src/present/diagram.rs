@@ -296,7 +296,7 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
             parts.push(format!("eps {epsilon}"));
         }
         Op::Dropout { rate } => parts.push(format!("rate {rate}")),
-        Op::Flatten | Op::Add | Op::PRelu => {}
+        Op::Flatten | Op::Add | Op::PRelu | Op::MatMul => {}
         Op::Reshape { shape } => {
             let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
             parts.push(format!("to ({})", dims.join(", ")));

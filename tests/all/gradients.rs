@@ -2,7 +2,7 @@
 //! node and to weights, through conv (padding, stride, groups), max and average pooling,
 //! batch norm, add, concat, transpose, reshape, flatten, dense and the activations, and
 //! reductions over any axes (CBAM's channel mean and max, a channels-first layer norm
-//! written out).
+//! written out) and products of computed values.
 
 use candle_core::{DType, Tensor};
 use convscope::model::GraphSpec;
@@ -190,6 +190,39 @@ fn input_gradient_through_reductions_matches_finite_differences() {
     // At the gate, where the channel mean and max meet.
     let gated = model.graph().node_index("gated").unwrap();
     check_input_gradient(&model, gated, Point::Output);
+}
+
+/// Products of computed values: a `[4, 6, 5]` map by a one-channel `[1, 5, 6]` one (its
+/// leading axis broadcast over the four) and by its own transpose (`a·aᵀ`, one value on
+/// both sides), as attention and global-context blocks multiply.
+fn products() -> Model {
+    let swap = || Op::Transpose { perm: vec![0, 2, 1] };
+    random_model(
+        &[3, 6, 5],
+        vec![
+            Node::new("a", conv(4, 3, 1, Padding::Same, 1, Activation::Tanh), &["input"]),
+            Node::new("c", conv(1, 3, 1, Padding::Same, 1, Activation::Linear), &["input"]),
+            Node::new("b", swap(), &["c"]),
+            Node::new("ab", Op::MatMul, &["a", "b"]),
+            Node::new("at", swap(), &["a"]),
+            Node::new("gram", Op::MatMul, &["a", "at"]),
+            Node::new("sum", Op::Add, &["ab", "gram"]),
+            Node::new("flat", Op::Flatten, &["sum"]),
+            Node::new("out", dense(3, Activation::Softmax), &["flat"]),
+        ],
+        15,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
+#[test]
+fn input_gradient_through_products_of_computed_values_matches_finite_differences() {
+    let model = products();
+    let shape = |name: &str| crate::support::node_shape(&model, name);
+    assert_eq!(shape("ab"), [4, 6, 6]);
+    assert_eq!(shape("gram"), [4, 6, 6]);
+    check_input_gradient(&model, model.graph().output_node(), Point::PreSoftmax);
 }
 
 /// `s = Σ r ⊙ (tensor at node/point)` and its gradient from the engine.

@@ -134,3 +134,16 @@ fn efficientnet_silu_blocks_match_pytorch_with_each_silu_one_swish() {
         assert_eq!((swish_convs, products, sigmoids), (4, 1, 1), "{route}: {ops:?}");
     }
 }
+
+#[test]
+fn global_context_and_non_local_blocks_multiply_computed_values_as_pytorch_does() {
+    matches_pytorch("context");
+    // The pooling by the context weights, θᵀφ and the weights times g: three products of
+    // two computed values, each by one node (the fixture runs a batch of two through a file
+    // exported for one).
+    for route in ROUTES {
+        let model = formats::load(&fixture(&format!("context.{route}.onnx"))).unwrap();
+        let products = model.graph().nodes().iter().filter(|n| n.op == Op::MatMul).count();
+        assert_eq!(products, 3, "{route}");
+    }
+}

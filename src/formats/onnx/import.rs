@@ -367,6 +367,11 @@ impl Importer {
             .ok_or_else(|| format!("reads '{name}', which is not defined before it"))
     }
 
+    /// Whether `name` is computed from the model's input (not a weight or constant).
+    pub(super) fn is_computed(&self, name: &str) -> bool {
+        matches!(self.values.get(name), Some(Value::Computed(_)))
+    }
+
     /// Per-sample shape of a computed value.
     pub(super) fn shape(&self, c: &Computed) -> Vec<usize> {
         let source = self.shapes.get(&c.source).cloned().unwrap_or_default();

@@ -188,7 +188,11 @@ impl Importer {
     }
 
     fn matmul(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let kernel = self.weight(n.input(1).ok_or("needs B")?)?;
+        let b = n.input(1).ok_or("needs B")?;
+        if self.is_computed(b) {
+            return self.product_of_computed(n.base, n.first, b);
+        }
+        let kernel = self.weight(b)?;
         if let Value::Computed(c) = self.value(n.first)?.clone()
             && self.shape(&c).len() > 1
         {
@@ -196,6 +200,21 @@ impl Importer {
         }
         let (x, kernel) = self.dense_input(n.first, kernel)?;
         self.dense(n.base, x, kernel, None)
+    }
+
+    /// A MatMul of two computed values (attention's `q·kᵀ`): both made real, batched over
+    /// the axes before their matrices. Equal ranks keep the batch axes aligned (numpy's
+    /// broadcasting would line a batch axis up with another).
+    fn product_of_computed(&mut self, base: &str, a: &str, b: &str) -> Fallible<Value> {
+        let (a, a_shape) = self.real_input(a)?;
+        let (b, b_shape) = self.real_input(b)?;
+        if a_shape.len() < 2 || a_shape.len() != b_shape.len() {
+            return Err(format!(
+                "a product of computed values of per-sample shapes {a_shape:?} and {b_shape:?}: \
+                 only matrices of equal rank multiply"
+            ));
+        }
+        Ok(Value::computed(self.emit(base, Op::MatMul, vec![a, b], Vec::new())?))
     }
 
     /// A MatMul over the last axis of a channels-last view of a `[C, H, W]` value
