@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 const CHUNK_VALUES: usize = 1 << 16;
 
 /// A 1×1 convolution, ready to run on any batch.
+#[derive(Clone)]
 pub(super) struct Pixelwise {
     /// Input channels.
     channels: usize,
@@ -38,6 +39,8 @@ pub(super) struct Pixelwise {
     blocks: Vec<Range<usize>>,
     /// Per block: `[channels][block rows]`.
     packed: Vec<f32>,
+    /// Tiles in pairs in 512-bit vectors (the CPU has AVX-512F), else one by one in AVX2.
+    wide: bool,
 }
 
 impl Pixelwise {
@@ -82,7 +85,7 @@ impl Pixelwise {
         let blocks = direct::blocks(rows, 1);
         let mut packed = Vec::with_capacity(w.len());
         direct::pack(w, channels, &blocks, &mut packed);
-        Some(Pixelwise { channels, rows, pixels, blocks, packed })
+        Some(Pixelwise { channels, rows, pixels, blocks, packed, wide: direct::wide() })
     }
 
     /// Runs the conv over a batch `xs` of `[channels, pixels]` images, adding `bias` per
@@ -140,6 +143,7 @@ impl Pixelwise {
                 // do not overlap).
                 unsafe {
                     tiles(
+                        self.wide,
                         weights,
                         block.len(),
                         panels,
@@ -179,14 +183,15 @@ fn pack_panels(img: &[f32], pixels: usize, span: Range<usize>, panels: &mut [f32
 
 /// `rows` output channels × `count` pixels at `out` (rows `stride` apart) from the
 /// block's `weights` `[channels][rows]` and the packed `panels`, by the kernel for that
-/// many rows.
+/// many rows, in 512-bit vectors with `wide`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `rows` ≤ [`ROWS`]; `panels` holds `count.div_ceil(TILE)`
+/// The CPU has AVX2 and FMA, and AVX-512F with `wide`; `rows` ≤ [`ROWS`]; `panels` holds `count.div_ceil(TILE)`
 /// panels of `weights.len() / rows` channels; `out` is valid for writes of `rows` rows of
 /// `count` values, and nothing else accesses them meanwhile.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 unsafe fn tiles(
+    wide: bool,
     weights: &[f32],
     rows: usize,
     panels: &[f32],
@@ -199,25 +204,36 @@ unsafe fn tiles(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's contract.
     unsafe {
-        match rows {
-            1 => avx2::tiles::<1>(weights, panels, out, stride, count, bias, clamp),
-            2 => avx2::tiles::<2>(weights, panels, out, stride, count, bias, clamp),
-            3 => avx2::tiles::<3>(weights, panels, out, stride, count, bias, clamp),
-            4 => avx2::tiles::<4>(weights, panels, out, stride, count, bias, clamp),
-            5 => avx2::tiles::<5>(weights, panels, out, stride, count, bias, clamp),
-            _ => avx2::tiles::<ROWS>(weights, panels, out, stride, count, bias, clamp),
+        let args = (weights, panels, out, stride, count, bias, clamp);
+        match (wide, rows) {
+            (true, 1) => avx512::tiles::<1>(args),
+            (true, 2) => avx512::tiles::<2>(args),
+            (true, 3) => avx512::tiles::<3>(args),
+            (true, 4) => avx512::tiles::<4>(args),
+            (true, 5) => avx512::tiles::<5>(args),
+            (true, _) => avx512::tiles::<ROWS>(args),
+            (false, 1) => avx2::tiles::<1>(args),
+            (false, 2) => avx2::tiles::<2>(args),
+            (false, 3) => avx2::tiles::<3>(args),
+            (false, 4) => avx2::tiles::<4>(args),
+            (false, 5) => avx2::tiles::<5>(args),
+            (false, _) => avx2::tiles::<ROWS>(args),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (weights, rows, panels, out, stride, count, bias, clamp);
+    let _ = (wide, weights, rows, panels, out, stride, count, bias, clamp);
 }
+
+/// What the tile kernels take: a block's weights, the packed panels, the output, its row
+/// stride and pixel count, the bias and the clamp.
+type Tiles<'a> = (&'a [f32], &'a [f32], *mut f32, usize, usize, Option<&'a [f32]>, Option<Clamp>);
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Clamp, TILE};
+    use super::TILE;
 
     /// The tiles of `count` pixels for `R` output channels: sums over every channel, then
     /// bias and clamp, stored; the last tile is masked to the pixels left.
@@ -228,13 +244,7 @@ mod avx2 {
     /// `stride` apart.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tiles<const R: usize>(
-        weights: &[f32],
-        panels: &[f32],
-        out: *mut f32,
-        stride: usize,
-        count: usize,
-        bias: Option<&[f32]>,
-        clamp: Option<Clamp>,
+        (weights, panels, out, stride, count, bias, clamp): super::Tiles<'_>,
     ) {
         let channels = weights.len() / R;
         let mut add = [_mm256_setzero_ps(); R];
@@ -289,6 +299,81 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::TILE;
+
+    /// [`super::avx2::tiles`] in 512-bit vectors: a tile is one vector, and tiles go in
+    /// pairs (12 accumulators for 6 rows, 12 FMAs per 8 loads), an odd last one alone; the
+    /// last tile's store is masked to the pixels left.
+    ///
+    /// # Safety
+    /// As for [`super::avx2::tiles`], with AVX-512F for AVX2 and FMA.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tiles<const R: usize>(args: super::Tiles<'_>) {
+        let (weights, panels, ..) = args;
+        let tiles = panels.len() / (weights.len() / R * TILE).max(1);
+        // SAFETY: the caller's contract; each call covers tiles below `tiles`.
+        unsafe {
+            for first in (0..tiles & !1).step_by(2) {
+                span::<R, 2>(&args, first);
+            }
+            if tiles % 2 == 1 {
+                span::<R, 1>(&args, tiles - 1);
+            }
+        }
+    }
+
+    /// Tiles `first..first + T`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn span<const R: usize, const T: usize>(
+        &(weights, panels, out, stride, count, bias, clamp): &super::Tiles<'_>,
+        first: usize,
+    ) {
+        let channels = weights.len() / R;
+        let add: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(bias.map_or(0.0, |b| b[r])));
+        let bounds = clamp.map(|c| (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi)));
+        // SAFETY: the caller's bounds cover every access; a masked lane is not accessed.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); T]; R];
+            let mut x: [*const f32; T] =
+                std::array::from_fn(|t| panels.as_ptr().add((first + t) * channels * TILE));
+            let mut w = weights.as_ptr();
+            for _ in 0..channels {
+                let xs: [__m512; T] = std::array::from_fn(|t| _mm512_loadu_ps(x[t]));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*w.add(r));
+                    for (acc, &x) in acc.iter_mut().zip(&xs) {
+                        *acc = _mm512_fmadd_ps(w, x, *acc);
+                    }
+                }
+                x = x.map(|x| x.add(TILE));
+                w = w.add(R);
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (t, &acc) in acc.iter().enumerate() {
+                    let p = (first + t) * TILE;
+                    let mut v = _mm512_add_ps(acc, add[r]);
+                    if let Some((lo, hi)) = bounds {
+                        // `max` gives its second operand for NaN: NaN becomes `lo`, as in
+                        // `activate`.
+                        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                    }
+                    let y = out.add(r * stride + p);
+                    match count - p {
+                        left if left >= TILE => _mm512_storeu_ps(y, v),
+                        left => _mm512_mask_storeu_ps(y, ((1u32 << left) - 1) as __mmask16, v),
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +413,12 @@ mod tests {
                 assert!(!direct::available(), "the CPU has AVX2 and FMA, but no plan");
                 return;
             };
-            for images in [1, 3] {
+            // Both the AVX2 and the 512-bit kernels where the CPU has AVX-512F.
+            let plans = [false, true]
+                .into_iter()
+                .filter(|&wide| !wide || direct::wide())
+                .map(|wide| Pixelwise { wide, ..plan.clone() });
+            for (plan, images) in plans.flat_map(|p| [(p.clone(), 1), (p, 3)]) {
                 let mut xs: Vec<f32> =
                     (0..images * channels * pixels).map(|i| value(i + 11, 2.0)).collect();
                 xs[pixels - 1] = f32::NAN;
@@ -339,7 +429,9 @@ mod tests {
                         assert_eq!(got.len(), want.len());
                         for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                             let close = (g - e).abs() <= 1e-4 * (1.0 + e.abs());
-                            assert!(close || (g.is_nan() && e.is_nan()), "{i}: {g} against {e}");
+                            let wide = plan.wide;
+                            let what = format!("{i} (wide {wide})");
+                            assert!(close || (g.is_nan() && e.is_nan()), "{what}: {g} against {e}");
                         }
                     }
                 }
