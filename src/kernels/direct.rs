@@ -14,7 +14,9 @@
 //! registers and does 12 FMAs per 8 loads, with the kernel packed tap-major per block of 6.
 //!
 //! The kernel is chosen at run time: without AVX2 and FMA (or off x86-64) convolution goes
-//! through im2col + gemm instead, so one binary runs on any x86-64 CPU.
+//! through im2col + gemm instead, so one binary runs on any x86-64 CPU; with AVX-512F a
+//! tile is one 512-bit vector and tiles go in pairs, the same 12 accumulators doing twice
+//! the work.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;

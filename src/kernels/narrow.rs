@@ -1,4 +1,5 @@
-//! Products `y = a·x` whose `x` has few columns, in f32 on x86-64 CPUs with AVX2 and FMA:
+//! Products `y = a·x` whose `x` has few columns, in f32 on x86-64 CPUs with AVX2 and FMA
+//! but not AVX-512 (where gemm's 512-bit kernels run these faster; see `conv::NarrowConv`):
 //! the convs on 7×7 maps (1×1 ones, and im2col's columns of the others), forward and input
 //! gradient, with a bias and a clamp applied in registers.
 //!

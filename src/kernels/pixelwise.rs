@@ -9,7 +9,8 @@
 //! deep products). Here the image is read in place (tap `c` of pixel `p` is `x[c·hw + p]`),
 //! the output written once, and the tile is the direct kernel's: 6 output channels × 16
 //! pixels in 12 accumulators, the kernel packed channel-major per block of 6
-//! ([`direct::pack`]), the image's pixels packed per task into panels of 16.
+//! ([`direct::pack`]), the image's pixels packed per task into panels of 16. With AVX-512F
+//! a panel is one 512-bit vector and panels go in pairs, as in `direct`.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
