@@ -345,28 +345,19 @@ struct NarrowConv {
 }
 
 impl NarrowConv {
-    /// The plan for a conv of `x` `[n, c, h, w]` by `ks` (`[o, c, kh, kw]`), or for its
-    /// input gradient with `transposed`, taking the panels from `cached` where given; None
-    /// where the kernel does not apply, the CPU lacks it, or the CPU has AVX-512: gemm's
+    /// Whether the conv should run by this plan: not where the CPU has AVX-512, as gemm's
     /// 512-bit kernels then beat this AVX2 one (resnet50's 7×7 convs by layer, 2 threads on
     /// a 2-core Sapphire Rapids: 1×1 3.21 → 2.11 ms, 3×3/2 1.67 → 0.96, 3×3 (then by
     /// Winograd) 3.14 → 2.56; a 512-bit form of this kernel, a panel per vector, gained
     /// only 3.82 → 3.25 and 3.64 → 3.34).
-    fn new(
-        dims: [usize; 4],
-        o: usize,
-        win: &Window,
-        groups: usize,
-        ks: &[f32],
-        cached: Option<Cached<'_>>,
-        transposed: bool,
-    ) -> Option<NarrowConv> {
-        let plan = NarrowConv::any_cpu(dims, o, win, groups, ks, cached, transposed);
-        plan.filter(|_| !direct::wide())
+    fn beats_gemm(&self) -> bool {
+        !direct::has_avx512()
     }
 
-    /// [`NarrowConv::new`] whether or not the CPU has AVX-512.
-    fn any_cpu(
+    /// The plan for a conv of `x` `[n, c, h, w]` by `ks` (`[o, c, kh, kw]`), or for its
+    /// input gradient with `transposed`, taking the panels from `cached` where given; None
+    /// where the kernel does not apply or the CPU lacks it.
+    fn new(
         dims: [usize; 4],
         o: usize,
         win: &Window,
@@ -473,8 +464,10 @@ pub fn conv2d_with_cache(
         }
         let out = with_slice::<f32, _>(kernel, |ks| {
             let pixelwise = || Pixelwise::new(dims, o, win, groups, ks).map(Plan::Pixelwise);
-            let narrow =
-                || NarrowConv::new(dims, o, win, groups, ks, cached, false).map(Plan::Narrow);
+            let narrow = || {
+                let plan = NarrowConv::new(dims, o, win, groups, ks, cached, false);
+                plan.filter(NarrowConv::beats_gemm).map(Plan::Narrow)
+            };
             let winograd = || Winograd::new(dims, o, win, groups, ks, cached).map(Plan::Winograd);
             let plan = match pixelwise().or_else(narrow).or_else(winograd) {
                 Some(plan) => Some(plan),
@@ -612,7 +605,8 @@ pub fn conv2d_backward_input_with_cache(
         }
         let direct = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
-                if let Some(plan) = NarrowConv::new(input_dims, o, win, groups, ks, cached, true) {
+                let plan = NarrowConv::new(input_dims, o, win, groups, ks, cached, true);
+                if let Some(plan) = plan.filter(NarrowConv::beats_gemm) {
                     return plan.backward(gs).map(Some);
                 }
                 Winograd::transposed(input_dims, o, win, groups, ks, cached)
@@ -921,8 +915,9 @@ mod tests {
             let [oh, ow] = win.out_size(side, side);
             let label = format!("{dims:?} → {o}, {k}×{k}/{stride}");
             let zeros = vec![0.0f32; o * c * k * k];
-            let taken = NarrowConv::new(dims, o, &win, 1, &zeros, None, false).is_some();
-            assert_eq!(taken, narrow::available() && !direct::wide(), "{label}");
+            let plan = NarrowConv::new(dims, o, &win, 1, &zeros, None, false);
+            let taken = plan.filter(NarrowConv::beats_gemm).is_some();
+            assert_eq!(taken, narrow::available() && !direct::has_avx512(), "{label}");
             let x = Tensor::randn(0f32, 1., dims.to_vec(), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
@@ -943,7 +938,7 @@ mod tests {
             // The kernel itself where the CPU has it, also where convs go to gemm instead.
             let ks = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let plans = [false, true]
-                .map(|transposed| NarrowConv::any_cpu(dims, o, &win, 1, &ks, None, transposed));
+                .map(|transposed| NarrowConv::new(dims, o, &win, 1, &ks, None, transposed));
             if let [Some(forward), Some(backward)] = plans {
                 let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let bias = values(&b);

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use super::conv::each_image_into_new;
 use super::phased::Phased;
 use super::relu::{Clamp, activate};
-use super::{Window, with_avx2_copy};
+use super::{Window, tiles_for_rows, with_avx2_copy};
 use crate::error::{Error, Result};
 
 /// Output pixels per tile: two AVX vectors.
@@ -51,7 +51,7 @@ pub(super) fn available() -> bool {
 
 /// Whether this CPU has AVX-512F: the kernels that have a 512-bit form then run it, twice the
 /// work per instruction (ONNX Runtime's kernels use it where the CPU has it).
-pub(super) fn wide() -> bool {
+pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -243,7 +243,7 @@ impl DirectConv {
             &[f32],
         )|
          -> Result<()> {
-            block(k, &input[g * group_len..], &self.offsets, self.tiles, w, stride)?;
+            block(has_avx512(), k, &input[g * group_len..], &self.offsets, self.tiles, w, stride)?;
             self.crop(w, o, channel, bias, clamp);
             Ok(())
         };
@@ -327,18 +327,6 @@ pub(super) fn blocks(rows: usize, threads: usize) -> Vec<Range<usize>> {
 /// `out[r][p] = Σ_t packed[t][r] · input[p + offsets[t]]` for the block's rows `r` and every
 /// pixel `p` of `tiles` tiles, rows `stride` apart in `out`.
 fn block(
-    packed: &[f32],
-    input: &[f32],
-    offsets: &[usize],
-    tiles: usize,
-    out: &mut [f32],
-    stride: usize,
-) -> Result<()> {
-    block_with(wide(), packed, input, offsets, tiles, out, stride)
-}
-
-/// [`block`] in 512-bit vectors with `wide` (the CPU must have AVX-512F), else in AVX2.
-fn block_with(
     wide: bool,
     packed: &[f32],
     input: &[f32],
@@ -372,20 +360,7 @@ fn block_with(
         // kernel makes (see `avx2::tiles`); a chunk's offsets and weights are a part of them.
         unsafe {
             let args = (packed, input, offsets, tiles, &mut *out, stride, add);
-            match (wide, rows) {
-                (true, 1) => avx512::tiles::<1>(args),
-                (true, 2) => avx512::tiles::<2>(args),
-                (true, 3) => avx512::tiles::<3>(args),
-                (true, 4) => avx512::tiles::<4>(args),
-                (true, 5) => avx512::tiles::<5>(args),
-                (true, _) => avx512::tiles::<ROWS>(args),
-                (false, 1) => avx2::tiles::<1>(args),
-                (false, 2) => avx2::tiles::<2>(args),
-                (false, 3) => avx2::tiles::<3>(args),
-                (false, 4) => avx2::tiles::<4>(args),
-                (false, 5) => avx2::tiles::<5>(args),
-                (false, _) => avx2::tiles::<ROWS>(args),
-            }
+            tiles_for_rows!(wide, rows, args)
         }
     }
     Ok(())
@@ -514,7 +489,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::{TILE, available, block_with, blocks, wide};
+    use super::{TILE, available, block, blocks, has_avx512};
 
     #[test]
     fn both_kernels_sum_every_tap_into_every_tile_and_row() {
@@ -529,9 +504,9 @@ mod tests {
             let packed: Vec<f32> = (0..rows * offsets.len()).map(|i| value(i + 3)).collect();
             let input: Vec<f32> = (0..tiles * TILE + 101).map(|i| value(i + 11)).collect();
             let stride = tiles * TILE + 5;
-            for wide in [false, true].into_iter().filter(|&w| !w || wide()) {
+            for wide in [false, true].into_iter().filter(|&w| !w || has_avx512()) {
                 let mut out = vec![f32::NAN; rows * stride];
-                block_with(wide, &packed, &input, &offsets, tiles, &mut out, stride).unwrap();
+                block(wide, &packed, &input, &offsets, tiles, &mut out, stride).unwrap();
                 for r in 0..rows {
                     for p in 0..tiles * TILE {
                         let want: f64 = offsets

@@ -323,6 +323,30 @@ macro_rules! with_avx2_copy {
 }
 pub(crate) use with_avx2_copy;
 
+/// Calls the tile kernel for a block of `rows` output rows (1–5, else `ROWS`) on
+/// `args`: `wide::tiles::<R>` in 512-bit vectors with `wide`, else `avx2::tiles::<R>` (the
+/// `direct` and `pixelwise` kernels, which fix `R` at compile time to keep their
+/// accumulators in registers).
+macro_rules! tiles_for_rows {
+    ($wide:expr, $rows:expr, $args:expr) => {
+        match ($wide, $rows) {
+            (true, 1) => avx512::tiles::<1>($args),
+            (true, 2) => avx512::tiles::<2>($args),
+            (true, 3) => avx512::tiles::<3>($args),
+            (true, 4) => avx512::tiles::<4>($args),
+            (true, 5) => avx512::tiles::<5>($args),
+            (true, _) => avx512::tiles::<ROWS>($args),
+            (false, 1) => avx2::tiles::<1>($args),
+            (false, 2) => avx2::tiles::<2>($args),
+            (false, 3) => avx2::tiles::<3>($args),
+            (false, 4) => avx2::tiles::<4>($args),
+            (false, 5) => avx2::tiles::<5>($args),
+            (false, _) => avx2::tiles::<ROWS>($args),
+        }
+    };
+}
+pub(crate) use tiles_for_rows;
+
 /// Runs `f` on `t`'s elements in row-major order: borrowed from the tensor's storage when
 /// they already lie contiguous in memory (no copy), copied out otherwise.
 pub(crate) fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {

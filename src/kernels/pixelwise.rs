@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::conv::each_image_into_new;
 use super::direct::{self, ROWS, TILE};
 use super::relu::Clamp;
-use super::{Scratch, SendPtr, Window};
+use super::{Scratch, SendPtr, Window, tiles_for_rows};
 use crate::error::{Error, Result};
 
 /// Input values of one task's pixel chunk: its channels × pixels stay in L2 while every
@@ -86,7 +86,7 @@ impl Pixelwise {
         let blocks = direct::blocks(rows, 1);
         let mut packed = Vec::with_capacity(w.len());
         direct::pack(w, channels, &blocks, &mut packed);
-        Some(Pixelwise { channels, rows, pixels, blocks, packed, wide: direct::wide() })
+        Some(Pixelwise { channels, rows, pixels, blocks, packed, wide: direct::has_avx512() })
     }
 
     /// Runs the conv over a batch `xs` of `[channels, pixels]` images, adding `bias` per
@@ -206,20 +206,7 @@ unsafe fn tiles(
     // SAFETY: the caller's contract.
     unsafe {
         let args = (weights, panels, out, stride, count, bias, clamp);
-        match (wide, rows) {
-            (true, 1) => avx512::tiles::<1>(args),
-            (true, 2) => avx512::tiles::<2>(args),
-            (true, 3) => avx512::tiles::<3>(args),
-            (true, 4) => avx512::tiles::<4>(args),
-            (true, 5) => avx512::tiles::<5>(args),
-            (true, _) => avx512::tiles::<ROWS>(args),
-            (false, 1) => avx2::tiles::<1>(args),
-            (false, 2) => avx2::tiles::<2>(args),
-            (false, 3) => avx2::tiles::<3>(args),
-            (false, 4) => avx2::tiles::<4>(args),
-            (false, 5) => avx2::tiles::<5>(args),
-            (false, _) => avx2::tiles::<ROWS>(args),
-        }
+        tiles_for_rows!(wide, rows, args)
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (wide, weights, rows, panels, out, stride, count, bias, clamp);
@@ -417,7 +404,7 @@ mod tests {
             // Both the AVX2 and the 512-bit kernels where the CPU has AVX-512F.
             let plans = [false, true]
                 .into_iter()
-                .filter(|&wide| !wide || direct::wide())
+                .filter(|&wide| !wide || direct::has_avx512())
                 .map(|wide| Pixelwise { wide, ..plan.clone() });
             for (plan, images) in plans.flat_map(|p| [(p.clone(), 1), (p, 3)]) {
                 let mut xs: Vec<f32> =
