@@ -325,7 +325,8 @@ pub(super) fn blocks(rows: usize, threads: usize) -> Vec<Range<usize>> {
 }
 
 /// `out[r][p] = Σ_t packed[t][r] · input[p + offsets[t]]` for the block's rows `r` and every
-/// pixel `p` of `tiles` tiles, rows `stride` apart in `out`.
+/// pixel `p` of `tiles` tiles, rows `stride` apart in `out`; in 512-bit vectors with `wide`
+/// (an error unless the CPU has AVX-512F).
 fn block(
     wide: bool,
     packed: &[f32],
@@ -343,7 +344,8 @@ fn block(
         && packed.len() == rows * offsets.len()
         && input.len() >= last_read
         && stride >= tiles * TILE
-        && out.len() >= (rows - 1) * stride + tiles * TILE;
+        && out.len() >= (rows - 1) * stride + tiles * TILE
+        && (!wide || has_avx512());
     if !fits {
         return Err(Error::Invalid("direct conv block out of bounds".into()));
     }
@@ -356,8 +358,9 @@ fn block(
         let add = i > 0;
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        // SAFETY: `fits` checked that the CPU has AVX2 and FMA and bounds every access the
-        // kernel makes (see `avx2::tiles`); a chunk's offsets and weights are a part of them.
+        // SAFETY: `fits` checked that the CPU has AVX2 and FMA (and AVX-512F with `wide`) and
+        // bounds every access the kernel makes (see `avx2::tiles`); a chunk's offsets and
+        // weights are a part of them.
         unsafe {
             let args = (packed, input, offsets, tiles, &mut *out, stride, add);
             tiles_for_rows!(wide, rows, args)

@@ -40,7 +40,8 @@ pub(super) struct Pixelwise {
     blocks: Vec<Range<usize>>,
     /// Per block: `[channels][block rows]`.
     packed: Vec<f32>,
-    /// Tiles in pairs in 512-bit vectors (the CPU has AVX-512F), else one by one in AVX2.
+    /// Tiles in pairs in 512-bit vectors, else one by one in AVX2; true only where the CPU
+    /// has AVX-512F (the kernel's safety relies on it).
     wide: bool,
 }
 
@@ -187,8 +188,8 @@ fn pack_panels(img: &[f32], pixels: usize, span: Range<usize>, panels: &mut [f32
 /// many rows, in 512-bit vectors with `wide`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA, and AVX-512F with `wide`; `rows` ≤ [`ROWS`]; `panels` holds `count.div_ceil(TILE)`
-/// panels of `weights.len() / rows` channels; `out` is valid for writes of `rows` rows of
+/// The CPU has AVX2 and FMA, and AVX-512F with `wide`; `rows` ≤ [`ROWS`]; `panels` holds
+/// `count.div_ceil(TILE)` panels of `weights.len() / rows` channels; `out` is valid for writes of `rows` rows of
 /// `count` values, and nothing else accesses them meanwhile.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 unsafe fn tiles(
