@@ -30,6 +30,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("ours", help="convscope bench --layers --json output")
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--each", action="store_true", help="also print every matched conv")
     args = ap.parse_args()
 
     graph = onnx.load(args.model, load_external_data=False).graph
@@ -74,6 +75,10 @@ def main():
             kind[0] += 1
             kind[1] += layer["median_ms"]
             kind[2] += ort_ms[layer["name"]]
+            if args.each:
+                print("%-40s %-16s %6d MMAC %-16s %7.3f %7.3f" % (
+                    layer["name"][-40:], layer["kind"], layer["mult_adds"] // 1000000, layer["output"],
+                    layer["median_ms"], ort_ms[layer["name"]]))
     print("%-28s %3s %9s %9s %8s" % ("kind @ output side", "n", "convscope", "ORT", "diff"))
     for name, (n, ours, theirs) in sorted(kinds.items(), key=lambda kv: kv[1][2] - kv[1][1]):
         print("%-28s %3d %9.2f %9.2f %+8.2f" % (name, n, ours, theirs, ours - theirs))

@@ -357,6 +357,16 @@ fn correlate_rows(
         return Err(Error::Invalid("direct grouped conv out of bounds".into()));
     }
     #[cfg(target_arch = "x86_64")]
+    if ow > 8 && direct::has_avx512() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX-512F, and `reach` bounds every load (see
+        // `avx512::correlate_rows`).
+        unsafe {
+            avx512::correlate_rows(src, offsets, weights, [oh, ow, width], bias, clamp, out)
+        };
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
     if direct::available() {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA, and `reach` bounds every load (see
@@ -598,6 +608,159 @@ mod avx2 {
     }
 }
 
+/// [`correlate_rows`] in 512-bit vectors, for rows of more than 8 pixels (narrower ones
+/// would fill half a vector or less, and stay with AVX2).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::Clamp;
+
+    /// Output pixels summed at once: eight vectors of accumulators, as in AVX2.
+    const CHUNK: usize = 128;
+    /// Vectors per chunk.
+    const VECTORS: usize = CHUNK / 16;
+
+    /// [`correlate_rows`](super::correlate_rows) in 512-bit vectors, several short rows to
+    /// a chunk (see `avx2::correlate_rows`). A row's last vector is loaded and stored
+    /// through a mask of its pixels, so nothing is read or written past a row: AVX-512's
+    /// masked loads do not fault on the lanes they leave out, and its masked stores are
+    /// cheap, unlike AVX2's on AMD.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `weights` is as long as `offsets`; `out` is whole rows of
+    /// `ow ≤ width`; `src` holds `(rows − 1)·width + ow + max(offsets)` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn correlate_rows(
+        src: &[f32],
+        offsets: &[usize],
+        weights: &[f32],
+        [rows, ow, width]: [usize; 3],
+        bias: f32,
+        clamp: Option<Clamp>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let ends = Ends {
+            bias: _mm512_set1_ps(bias),
+            clamp: clamp.map(|c| (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi))),
+        };
+        let y = out.as_mut_ptr().cast::<f32>();
+        let per_block = match ow.div_ceil(16) {
+            vectors @ 1..=VECTORS => VECTORS / vectors,
+            _ => 1,
+        };
+        // SAFETY: a chunk of `len` pixels from `start` reads `len` values on each of its
+        // rows from each tap's offset, and writes `len` on each: within the caller's bounds.
+        unsafe {
+            for top in (0..rows).step_by(per_block) {
+                let block = per_block.min(rows - top);
+                let (x, y) = (src.as_ptr().add(top * width), y.add(top * ow));
+                for start in (0..ow).step_by(CHUNK) {
+                    let len = (ow - start).min(CHUNK);
+                    let at = Rows { x: x.add(start), width, y: y.add(start), ow, len };
+                    macro_rules! blocks {
+                        ($(($r:literal, $v:literal)),*) => {
+                            match (block, len.div_ceil(16)) {
+                                $(($r, $v) => chunk::<$r, $v>(&at, offsets, weights, &ends),)*
+                                _ => unreachable!("a block of {block} rows of {len}"),
+                            }
+                        };
+                    }
+                    blocks!(
+                        (1, 1),
+                        (2, 1),
+                        (3, 1),
+                        (4, 1),
+                        (5, 1),
+                        (6, 1),
+                        (7, 1),
+                        (8, 1),
+                        (1, 2),
+                        (2, 2),
+                        (3, 2),
+                        (4, 2),
+                        (1, 3),
+                        (2, 3),
+                        (1, 4),
+                        (2, 4),
+                        (1, 5),
+                        (1, 6),
+                        (1, 7),
+                        (1, 8)
+                    )
+                }
+            }
+        }
+    }
+
+    /// Where a [`chunk`] reads and writes: its first row's pixels at `x` and `y`, its next
+    /// rows `width` and `ow` further on; `len` pixels per row.
+    struct Rows {
+        x: *const f32,
+        width: usize,
+        y: *mut f32,
+        ow: usize,
+        len: usize,
+    }
+
+    /// What [`chunk`] applies to each sum before storing it.
+    struct Ends {
+        bias: __m512,
+        /// `(lo, hi)`: `max` with `lo` first, which turns NaN into `lo`.
+        clamp: Option<(__m512, __m512)>,
+    }
+
+    /// `R` rows of `V` vectors, each row's `len` pixels as [`Rows`] says, the last vector
+    /// through a mask.
+    ///
+    /// # Safety
+    /// As for [`correlate_rows`]: `x + r·width + offsets[t]` holds `len` values for every
+    /// row and tap, `16·(V − 1) < len ≤ 16·V`; `y + r·ow` takes `len` values on every row.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chunk<const R: usize, const V: usize>(
+        at: &Rows,
+        offsets: &[usize],
+        weights: &[f32],
+        ends: &Ends,
+    ) {
+        let last = V - 1;
+        let tail = u16::MAX >> (16 * V - at.len);
+        // SAFETY: the caller's bounds; the last vector's loads and stores leave out the
+        // lanes past `len`.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for (&offset, &weight) in offsets.iter().zip(weights) {
+                let w = _mm512_set1_ps(weight);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = at.x.add(r * at.width + offset);
+                    for (v, acc) in acc[..last].iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(w, _mm512_loadu_ps(x.add(16 * v)), *acc);
+                    }
+                    let values = _mm512_maskz_loadu_ps(tail, x.add(16 * last));
+                    acc[last] = _mm512_fmadd_ps(w, values, acc[last]);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let y = at.y.add(r * at.ow);
+                for (v, acc) in acc.iter().enumerate() {
+                    let mut value = _mm512_add_ps(*acc, ends.bias);
+                    if let Some((lo, hi)) = ends.clamp {
+                        value = _mm512_min_ps(_mm512_max_ps(value, lo), hi);
+                    }
+                    if v < last {
+                        _mm512_storeu_ps(y.add(16 * v), value);
+                    } else {
+                        _mm512_mask_storeu_ps(y.add(16 * v), tail, value);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor};
@@ -699,44 +862,73 @@ mod tests {
     }
 
     #[test]
-    fn the_baseline_rows_match_the_dispatched_ones() {
-        // On an AVX2 machine `correlate_rows` runs the AVX2 kernel; the plain one must agree
-        // (to rounding: one sums in FMAs). Rows of 1–9 pixels (several rows a chunk, spills
-        // past short rows), 64 (one whole chunk) and 70 (a second, partial one).
-        let src: Vec<f32> = (0..2000).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
-        let offsets = [0, 1, 2, 80, 81, 82, 160, 161, 162];
+    fn every_kernel_for_rows_sums_as_by_hand() {
+        // The plain sums and each vector kernel the CPU has, against sums by hand (to
+        // rounding: the kernels sum in FMAs). Rows of 1–9 pixels (several rows a chunk;
+        // AVX2 spills past short rows), 16 and 17 (a 512-bit vector and one lane more),
+        // 33, 64 and 70 (AVX2's whole chunk and a partial second one), 112, 128 (a whole
+        // 512-bit chunk) and 150 (a partial second one).
+        const WIDTH: usize = 160;
+        let src: Vec<f32> = (0..3000).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        let offsets =
+            [0, 1, 2, WIDTH, WIDTH + 1, WIDTH + 2, 2 * WIDTH, 2 * WIDTH + 1, 2 * WIDTH + 2];
         let weights = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 1.0, -0.5, 0.125];
         let clamps = [None, Some(Clamp::RELU), Some(Clamp { lo: -2.0, hi: 3.0 })];
-        for ([oh, ow], clamp) in
-            [[3, 1], [7, 7], [5, 9], [2, 64], [9, 70]].into_iter().zip(clamps.into_iter().cycle())
-        {
-            let shape = [oh, ow, 80];
-            let mut dispatched = vec![MaybeUninit::new(f32::NAN); oh * ow];
-            correlate_rows(&src, &offsets, &weights, shape, 0.5, clamp, &mut dispatched).unwrap();
-            let mut baseline = vec![MaybeUninit::new(f32::NAN); oh * ow];
-            correlate_rows_plain(&src, &offsets, &weights, [ow, 80], 0.5, clamp, &mut baseline);
-            for (p, (a, b)) in dispatched.iter().zip(&baseline).enumerate() {
-                #[allow(unsafe_code)]
-                // SAFETY: both wrote every value over the NaNs they were given.
-                let (a, b) = unsafe { (a.assume_init(), b.assume_init()) };
-                let (oy, ox) = (p / ow, p % ow);
-                let sum: f32 =
-                    offsets.iter().zip(&weights).map(|(&o, &w)| w * src[oy * 80 + ox + o]).sum();
-                let by_hand = activate(sum + 0.5, clamp);
-                assert!(
-                    (a - b).abs() < 1e-4 && (b - by_hand).abs() < 1e-4,
-                    "{oh}×{ow} at {p}: {a} {b} {by_hand}"
-                );
+        let sizes = [[3, 1], [7, 7], [5, 9], [4, 16], [3, 17], [2, 33], [2, 64], [9, 70]]
+            .into_iter()
+            .chain([[3, 112], [2, 128], [2, 150]]);
+        for ([oh, ow], clamp) in sizes.zip(clamps.into_iter().cycle()) {
+            let shape = [oh, ow, WIDTH];
+            let mut sums = Vec::new();
+            let mut kernel = |name, run: &dyn Fn(&mut [MaybeUninit<f32>])| {
+                let mut out = vec![MaybeUninit::new(f32::NAN); oh * ow];
+                run(&mut out);
+                sums.push((name, out));
+            };
+            kernel("dispatched", &|out| {
+                correlate_rows(&src, &offsets, &weights, shape, 0.5, clamp, out).unwrap()
+            });
+            kernel("plain", &|out| {
+                correlate_rows_plain(&src, &offsets, &weights, [ow, WIDTH], 0.5, clamp, out)
+            });
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            {
+                // SAFETY: each runs only where the CPU has it; `src` reaches 16 values past
+                // the last row's last pixel plus the largest offset.
+                if direct::available() {
+                    kernel("avx2", &|out| unsafe {
+                        avx2::correlate_rows(&src, &offsets, &weights, shape, 0.5, clamp, out)
+                    });
+                }
+                if direct::has_avx512() {
+                    kernel("avx512", &|out| unsafe {
+                        avx512::correlate_rows(&src, &offsets, &weights, shape, 0.5, clamp, out)
+                    });
+                }
+            }
+            for (name, out) in &sums {
+                for (p, value) in out.iter().enumerate() {
+                    #[allow(unsafe_code)]
+                    // SAFETY: each kernel wrote every value over the NaNs it was given.
+                    let value = unsafe { value.assume_init() };
+                    let (oy, ox) = (p / ow, p % ow);
+                    let at = |o: usize| src[oy * WIDTH + ox + o];
+                    let sum: f32 = offsets.iter().zip(&weights).map(|(&o, &w)| w * at(o)).sum();
+                    let by_hand = activate(sum + 0.5, clamp);
+                    assert!(
+                        (value - by_hand).abs() < 1e-4,
+                        "{name} {oh}×{ow} at {p}: {value} {by_hand}"
+                    );
+                }
             }
         }
         // Past the end of `src`, or rows wider than their source rows: errors.
         let mut out = vec![MaybeUninit::new(0.0); 30 * 70];
-        assert!(
-            correlate_rows(&src, &offsets, &weights, [30, 70, 80], 0.0, None, &mut out).is_err()
-        );
-        assert!(
-            correlate_rows(&src, &offsets, &weights, [2, 90, 80], 0.0, None, &mut out[..180])
-                .is_err()
-        );
+        let too_far = [30, 70, WIDTH];
+        assert!(correlate_rows(&src, &offsets, &weights, too_far, 0.0, None, &mut out).is_err());
+        let too_wide = [2, WIDTH + 10, WIDTH];
+        let out = &mut out[..2 * (WIDTH + 10)];
+        assert!(correlate_rows(&src, &offsets, &weights, too_wide, 0.0, None, out).is_err());
     }
 }

@@ -94,7 +94,7 @@ impl Phased {
         for (iy, row) in self.rows().enumerate() {
             let src = &src[iy * w..][..w];
             match sw {
-                1 => dst[row + left..row + left + w].copy_from_slice(src),
+                1 => copy_row(&mut dst[row + left..row + left + w], src),
                 2 => {
                     let (a, b) = pair_ranges(left, w);
                     let (a_row, b_row) = dst[row..].split_at_mut(phase_len);
@@ -127,7 +127,7 @@ impl Phased {
         let (sw, phase_len) = (self.stride[1], self.phase_len());
         for (row, dst) in self.rows().zip(dst.chunks_exact_mut(w)) {
             match sw {
-                1 => dst.copy_from_slice(&src[row + left..row + left + w]),
+                1 => copy_row(dst, &src[row + left..row + left + w]),
                 2 => {
                     let (a, b) = pair_ranges(left, w);
                     let (a_row, b_row) =
@@ -167,6 +167,25 @@ impl Phased {
             }
             start
         })
+    }
+}
+
+/// `dst.copy_from_slice(src)` inlined: packing a plane copies rows of a few dozen values,
+/// where a call of `memcpy` per row cost about as much as the copying (a fixed-size copy is
+/// inlined, so the row goes in eights, then a four, a two and a one).
+#[inline]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let mut dst = dst.chunks_exact_mut(8);
+    let mut src = src.chunks_exact(8);
+    for (d, s) in (&mut dst).zip(&mut src) {
+        d.copy_from_slice(s);
+    }
+    let (mut dst, mut src) = (dst.into_remainder(), src.remainder());
+    for size in [4, 2, 1] {
+        if src.len() >= size {
+            dst[..size].copy_from_slice(&src[..size]);
+            (dst, src) = (&mut dst[size..], &src[size..]);
+        }
     }
 }
 
