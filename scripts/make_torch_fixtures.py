@@ -6,7 +6,8 @@ Each fixture is a small PyTorch module with one of the op patterns of torchvisio
 LayerNorm and Linear, squeeze-excite gates, EfficientNet's SiLU blocks, upsampling, group/instance norm, transposed
 convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
-axes, GCNet's and non-local blocks' products of computed values), exported by each of
+axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's position table
+and Linear over tokens), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
@@ -27,6 +28,7 @@ onnx 1.23.2, onnxscript 0.7.2, numpy 2.4.6, Python 3.11.7):
     /tmp/torchvenv/bin/python scripts/make_torch_fixtures.py [NAME ...]
 """
 
+import math
 import os
 import pathlib
 import sys
@@ -352,6 +354,42 @@ class Context(Classifier):
         return self.head(x + self.out(y))
 
 
+class Positions(Classifier):
+    """EdgeNeXt's Fourier position table (timm's `PositionalEncodingFourier`: running
+    counts of a mask's ones down the rows and across the columns, `cumsum`, scaled to a
+    turn, divided by powers of a temperature, sines and cosines interleaved), projected by
+    a 1×1 conv and added to the features; then a Linear over the tokens
+    `x.reshape(B, C, HW).permute(0, 2, 1)`, back to a map and added."""
+
+    def __init__(self, c=8, hidden=6, temperature=10000):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.hidden, self.temperature = hidden, temperature
+        self.project = nn.Conv2d(2 * hidden, c, 1)
+        self.linear = nn.Linear(c, c)
+        self.head = Head(c)
+
+    def table(self, b, h, w):
+        not_mask = ~torch.zeros(b, h, w).bool()
+        turn = 2 * math.pi
+        y = not_mask.cumsum(1, dtype=torch.float32) / (not_mask.shape[1] + 1e-6) * turn
+        x = not_mask.cumsum(2, dtype=torch.float32) / (not_mask.shape[2] + 1e-6) * turn
+        dim = torch.arange(self.hidden, dtype=torch.int64).float()
+        dim = self.temperature ** (2 * torch.div(dim, 2, rounding_mode="floor") / self.hidden)
+        px, py = x[:, :, :, None] / dim, y[:, :, :, None] / dim
+        px = torch.stack((px[:, :, :, 0::2].sin(), px[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        py = torch.stack((py[:, :, :, 0::2].sin(), py[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        x = x + self.project(self.table(b, h, w))
+        tokens = x.reshape(b, c, h * w).permute(0, 2, 1)
+        x = x + self.linear(tokens).permute(0, 2, 1).reshape(b, c, h, w)
+        return self.head(x)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -365,6 +403,7 @@ FIXTURES = {
     "normalised": (Normalised, [3, 8, 8]),
     "mbconv": (MBConv, [3, 12, 12]),
     "context": (Context, [3, 6, 7]),
+    "positions": (Positions, [3, 5, 6]),
 }
 
 

@@ -136,6 +136,27 @@ fn efficientnet_silu_blocks_match_pytorch_with_each_silu_one_swish() {
 }
 
 #[test]
+fn a_fourier_position_table_and_a_linear_over_tokens_match_pytorch() {
+    matches_pytorch("positions");
+    // The table (running sums, sines, cosines) and the conv projecting it are folded at
+    // load, so the graph convolves only computed values: the features' conv and the Linear
+    // over the tokens, as a 1×1 conv of the channels-first map.
+    for route in ROUTES {
+        let model = formats::load(&fixture(&format!("positions.{route}.onnx"))).unwrap();
+        let convs: Vec<_> = model
+            .graph()
+            .nodes()
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Conv2d { kernel, filters, .. } => Some((kernel, filters)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(convs, [([3, 3], 8), ([1, 1], 8)], "{route}");
+    }
+}
+
+#[test]
 fn global_context_and_non_local_blocks_multiply_computed_values_as_pytorch_does() {
     matches_pytorch("context");
     // The pooling by the context weights, θᵀφ and the weights times g: three products of

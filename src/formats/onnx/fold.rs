@@ -51,6 +51,8 @@ pub(super) enum Unary {
     Neg,
     Not,
     Reciprocal,
+    Sin,
+    Cos,
     Sqrt,
 }
 
@@ -63,6 +65,8 @@ impl Unary {
             Unary::Neg => -v,
             Unary::Not => f64::from(u8::from(v == 0.0)),
             Unary::Reciprocal => 1.0 / v,
+            Unary::Sin => v.sin(),
+            Unary::Cos => v.cos(),
             Unary::Sqrt => v.sqrt(),
         }
     }
@@ -288,11 +292,22 @@ impl Importer {
         Ok(Value::Const(Array { integer, ..Array::vector(data) }))
     }
 
+    /// `CumSum` of a constant (position tables count along rows and columns of ones),
+    /// along the axis given as the second input.
+    pub(super) fn cumsum(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let x = self.constant(n.first).map_err(|_| "sums a value computed from the input")?;
+        let axis = self.constant(n.input(1).ok_or("needs an axis")?)?.scalar()?;
+        let axis = array::axis(axis as i64, x.dims.len())?;
+        let (exclusive, reverse) = (n.a.int("exclusive", 0)? != 0, n.a.int("reverse", 0)? != 0);
+        Ok(Value::Const(running_sums(x, axis, exclusive, reverse)))
+    }
+
     /// A unary op: folded on constants; on computed values `Sqrt`, `Neg` and `Reciprocal`.
     pub(super) fn unary(&mut self, n: &OpNode<'_>, op: Unary) -> Fallible<Value> {
         match self.value(n.first)?.clone() {
             Value::Const(k) => {
-                let integer = k.integer && !matches!(op, Unary::Sqrt | Unary::Reciprocal);
+                let real = matches!(op, Unary::Sqrt | Unary::Reciprocal | Unary::Sin | Unary::Cos);
+                let integer = k.integer && !real;
                 Ok(Value::Const(Array { integer, ..k.map(|&v| op.apply(v)) }))
             }
             // Elementwise, through the ops that keep a pending layout pending.
@@ -406,9 +421,47 @@ pub(super) fn batch_norm(
     Ok(Array { dims: x.dims.clone(), data, integer: false })
 }
 
+/// Running sums of `a` along `axis`, from the far end with `reverse`, each leaving out its
+/// own element with `exclusive` (ONNX `CumSum`).
+fn running_sums(a: Array<f64>, axis: usize, exclusive: bool, reverse: bool) -> Array<f64> {
+    let (len, inner) = (a.dims[axis], a.dims[axis + 1..].iter().product::<usize>());
+    let mut sums = a.data.clone();
+    for (block, out) in a.data.chunks(len * inner).zip(sums.chunks_mut(len * inner)) {
+        for column in 0..inner {
+            let mut total = 0.0;
+            for step in 0..len {
+                let at = if reverse { len - 1 - step } else { step } * inner + column;
+                let before = total;
+                total += block[at];
+                out[at] = if exclusive { before } else { total };
+            }
+        }
+    }
+    Array { data: sums, ..a }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_sums_follow_onnx_cumsum() {
+        // ONNX's CumSum examples: [1, 2, 3, 4, 5] and, along axis 1, [[1, 2, 3], [4, 5, 6]].
+        let row = Array::vector(vec![1., 2., 3., 4., 5.]);
+        let cases = [
+            (false, false, [1., 3., 6., 10., 15.]),
+            (true, false, [0., 1., 3., 6., 10.]),
+            (false, true, [15., 14., 12., 9., 5.]),
+            (true, true, [14., 12., 9., 5., 0.]),
+        ];
+        for (exclusive, reverse, want) in cases {
+            let got = running_sums(row.clone(), 0, exclusive, reverse);
+            assert_eq!(got.data, want, "exclusive {exclusive}, reverse {reverse}");
+        }
+        let grid = Array { dims: vec![2, 3], data: vec![1., 2., 3., 4., 5., 6.], integer: false };
+        assert_eq!(running_sums(grid.clone(), 1, false, false).data, [1., 3., 6., 4., 9., 15.]);
+        assert_eq!(running_sums(grid, 0, false, false).data, [1., 2., 3., 5., 7., 9.]);
+    }
 
     #[test]
     fn reductions_of_constants_follow_numpy() {

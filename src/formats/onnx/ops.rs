@@ -51,6 +51,8 @@ const OPS: &[OnnxOp] = &[
     op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.source())?))),
     op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
     op("Conv", |im, n| im.conv(n)),
+    op("Cos", |im, n| im.unary(n, Unary::Cos)),
+    op("CumSum", |im, n| im.cumsum(n)),
     op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),
@@ -116,6 +118,7 @@ const OPS: &[OnnxOp] = &[
     op("Shape", |im, n| im.shape_of(n)),
     op("Sigmoid", |im, n| im.activation(n, Activation::Sigmoid)),
     op("Slice", |im, n| im.slice(n)),
+    op("Sin", |im, n| im.unary(n, Unary::Sin)),
     op("Softmax", |im, n| im.softmax(n)),
     op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
     op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
@@ -217,12 +220,14 @@ impl Importer {
         Ok(Value::computed(self.emit(base, Op::MatMul, vec![a, b], Vec::new())?))
     }
 
-    /// A MatMul over the last axis of a channels-last view of a `[C, H, W]` value
-    /// (ConvNeXt's Linear layers): a 1×1 convolution of the channels-first source.
+    /// A MatMul over the last axis of a channels-last view of a value whose first axis is
+    /// its channels (ConvNeXt's Linear layers on `[C, H, W]`, EdgeNeXt's on tokens
+    /// `[C, L]`): a 1×1 convolution of the channels-first source, one of any other rank
+    /// laid out as `[C, 1, rest]` for it and back.
     fn channel_matmul(&mut self, base: &str, c: &Computed, kernel: Weight) -> Fallible<Value> {
         let source = self.shapes.get(&c.source).cloned().unwrap_or_default();
         let last = c.perm.as_ref().map_or(source.len().saturating_sub(1), |p| p[p.len() - 1]);
-        if source.len() != 3 || last != 0 {
+        if source.is_empty() || last != 0 {
             return Err(format!(
                 "a MatMul over an axis of per-sample shape {:?} other than its channels",
                 self.shape(c)
@@ -234,6 +239,14 @@ impl Importer {
         if rows != source[0] {
             return Err(format!("weights of shape {:?} for {} channels", kernel.dims, source[0]));
         }
+        let grid = source.len() != 3;
+        let input = match grid {
+            true => {
+                let rest = source[1..].iter().product();
+                self.reshape_node(&c.source, vec![rows, 1, rest], &format!("{base}_grid"))?
+            }
+            false => c.source.clone(),
+        };
         let kernel = kernel.transposed()?.reshape(vec![units, rows, 1, 1])?;
         let op = Op::Conv2d {
             filters: units,
@@ -245,7 +258,11 @@ impl Importer {
             bias: false,
             activation: Activation::Linear,
         };
-        let name = self.emit_weights(base, op, vec![c.source.clone()], vec![("kernel", kernel)])?;
+        let mut name = self.emit_weights(base, op, vec![input], vec![("kernel", kernel)])?;
+        if grid {
+            let dims = [vec![units], source[1..].to_vec()].concat();
+            name = self.reshape_node(&name, dims, &format!("{base}_ungrid"))?;
+        }
         Ok(self.keep_layout(name, c))
     }
 
@@ -535,6 +552,9 @@ impl Importer {
     }
 
     fn conv(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if let Value::Const(x) = self.value(n.first)? {
+            return self.fold_conv(n, x.clone()).map(Value::Const);
+        }
         let (x, shape) = self.real_input(n.first)?;
         let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?;
         match (kernel.dims.as_slice(), shape.as_slice()) {
@@ -559,6 +579,65 @@ impl Importer {
                  convscope supports 1-D and 2-D convolution"
             )),
         }
+    }
+
+    /// A 2-D conv of a constant `x` `[n, c, h, w]`, computed at load: a position table
+    /// projected by a conv (EdgeNeXt's, which the dynamo exporter leaves as a constant
+    /// table followed by the conv).
+    fn fold_conv(&self, n: &OpNode<'_>, x: Array<f64>) -> Fallible<Array<f64>> {
+        let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?.to_array()?;
+        let (&[batch, channels, h, w], &[filters, per_group, kh, kw]) =
+            (x.dims.as_slice(), kernel.dims.as_slice())
+        else {
+            return Err(format!(
+                "a conv of a constant of shape {:?} by weights of shape {:?}: convscope \
+                 folds 2-D convolutions of constants",
+                x.dims, kernel.dims
+            ));
+        };
+        let stride = n.a.pair("strides", 1)?;
+        let dilation = n.a.pair("dilations", 1)?;
+        let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")?;
+        let pads = padding(&n.a, [h, w], [kh, kw], stride, dilation)?.resolve(
+            [h, w],
+            [kh, kw],
+            stride,
+            dilation,
+        );
+        let win = crate::kernels::Window { kernel: [kh, kw], stride, dilation, pads };
+        let fits = |a: usize, size: usize, pad: usize| {
+            size + pad > (win.kernel[a] - 1) * win.dilation[a] && win.stride[a] > 0
+        };
+        if groups == 0
+            || channels != groups * per_group
+            || !filters.is_multiple_of(groups)
+            || !fits(0, h, pads[0] + pads[2])
+            || !fits(1, w, pads[1] + pads[3])
+        {
+            return Err(format!(
+                "a conv of {groups} groups by weights {:?} does not fit a constant of shape {:?}",
+                kernel.dims, x.dims
+            ));
+        }
+        let [oh, ow] = win.out_size(h, w);
+        array::folded_len(&[batch, filters, oh, ow])?;
+        let bias = n.input(2).map(|b| self.constant(b)).transpose()?;
+        let tensor = |a: Array<f64>| {
+            candle_core::Tensor::from_vec(a.data, a.dims, &candle_core::Device::Cpu)
+                .map_err(|e| e.to_string())
+        };
+        let bias = bias.map(tensor).transpose()?;
+        let y = crate::kernels::conv2d(
+            &tensor(x)?,
+            &tensor(kernel)?,
+            bias.as_ref(),
+            &win,
+            groups,
+            None,
+        )
+        .and_then(|y| Ok(y.flatten_all()?.to_vec1::<f64>()?))
+        .map_err(|e| e.to_string())?;
+        Ok(Array { dims: vec![batch, filters, oh, ow], data: y, integer: false })
     }
 
     /// A 2-D conv of the real value `x` (per-sample shape `shape`) by `kernel`
