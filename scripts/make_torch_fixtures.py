@@ -7,7 +7,7 @@ LayerNorm and Linear, squeeze-excite gates, EfficientNet's SiLU blocks, upsampli
 convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
 axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's position table
-and Linear over tokens), exported by each of
+and Linear over tokens, attention that unbinds q, k and v from before the batch axis), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
@@ -390,6 +390,47 @@ class Positions(Classifier):
         return self.head(x)
 
 
+class Unbind(Classifier):
+    """Attention whose q, k and v come from one Linear over the tokens, reshaped and
+    permuted so that the q/k/v axis comes before the batch axis, then `unbind(0)`:
+    EdgeNeXt's cross-covariance attention (`permute(2, 0, 3, 4, 1)`, L2-normalised q and k,
+    a learned temperature per head, attention across the channels) and timm's multi-head
+    self-attention (`permute(2, 0, 3, 1, 4)`, attention across the tokens), each followed
+    by a Linear projection and added to its input."""
+
+    def __init__(self, c=8, heads=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.heads = heads
+        self.xca_qkv, self.xca_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+        self.mhsa_qkv, self.mhsa_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.head = Head(c)
+
+    def xca(self, x):
+        b, n, c = x.shape
+        qkv = self.xca_qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attention = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.xca_proj((attention @ v).permute(0, 3, 1, 2).reshape(b, n, c))
+
+    def mhsa(self, x):
+        b, n, c = x.shape
+        qkv = self.mhsa_qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attention = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
+        return self.mhsa_proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        tokens = x.reshape(b, c, h * w).permute(0, 2, 1)
+        tokens = tokens + self.xca(tokens)
+        tokens = tokens + self.mhsa(tokens)
+        return self.head(tokens.permute(0, 2, 1).reshape(b, c, h, w))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -404,6 +445,7 @@ FIXTURES = {
     "mbconv": (MBConv, [3, 12, 12]),
     "context": (Context, [3, 6, 7]),
     "positions": (Positions, [3, 5, 6]),
+    "unbind": (Unbind, [3, 5, 4]),
 }
 
 

@@ -895,6 +895,24 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             "moves the batch axis",
         ),
         (
+            // An axis moved in front of the batch axis, then read whole: only taking one
+            // index of it (attention's unbind) puts the batch axis first again.
+            vec![
+                node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
+                y(node("Relu", "relu", &["t"], vec![])),
+            ],
+            vec![],
+            17,
+            "node 'relu' (Relu): its input moves the batch axis (an axis transposed in front \
+             of it), which convscope reads only by taking one index of that axis (unbind)",
+        ),
+        (
+            vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[2, 3, 0, 1])]))],
+            vec![],
+            17,
+            "permutation [2, 3, 0, 1] moves the batch axis",
+        ),
+        (
             vec![y(node("ReduceMean", "mean", &["x"], vec![ints("axes", &[0, 1])]))],
             vec![],
             17,

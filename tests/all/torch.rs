@@ -157,6 +157,20 @@ fn a_fourier_position_table_and_a_linear_over_tokens_match_pytorch() {
 }
 
 #[test]
+fn attention_unbinding_q_k_and_v_from_before_the_batch_axis_matches_pytorch() {
+    matches_pytorch("unbind");
+    // Each of the two attention blocks multiplies computed values twice (q·kᵀ, then the
+    // weights times v), on slices of its one qkv product (a 1×1 conv over the tokens).
+    for route in ROUTES {
+        let model = formats::load(&fixture(&format!("unbind.{route}.onnx"))).unwrap();
+        let ops: Vec<&Op> = model.graph().nodes().iter().map(|n| &n.op).collect();
+        let products = ops.iter().filter(|op| ***op == Op::MatMul).count();
+        let slices = ops.iter().filter(|op| matches!(op, Op::Slice { .. })).count();
+        assert_eq!((products, slices), (4, 6), "{route}: {ops:?}");
+    }
+}
+
+#[test]
 fn global_context_and_non_local_blocks_multiply_computed_values_as_pytorch_does() {
     matches_pytorch("context");
     // The pooling by the context weights, θᵀφ and the weights times g: three products of

@@ -142,7 +142,7 @@ fn dims_array(v: &Value) -> Fallible<Array<Dim>> {
             let data = k.ints()?.into_iter().map(Dim::Known).collect();
             Ok(Array { dims: k.dims.clone(), data, integer: true })
         }
-        Value::Computed(_) | Value::Flattened { .. } => {
+        Value::Computed(_) | Value::Flattened { .. } | Value::Unbinding(_) => {
             Err("a shape computed from the input's values is not supported".into())
         }
     }
@@ -209,7 +209,7 @@ impl Importer {
                 Ok(Value::Const(Array { integer: k.integer, ..expanded }))
             }
             Value::Shape(s) => Ok(Value::from_shape(s.zip(&grid()?, |&v, ()| v)?)),
-            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 let shape = self.shape(&c);
                 let (first, rest) = target.data.split_first().ok_or("an empty shape")?;
@@ -324,7 +324,7 @@ impl Importer {
                     other => Err(format!("{other:?} of a value computed from the input")),
                 }
             }
-            Value::Shape(_) | Value::Flattened { .. } => {
+            Value::Shape(_) | Value::Flattened { .. } | Value::Unbinding(_) => {
                 Err(format!("{op:?} of a shape with the batch size in it"))
             }
         }
@@ -347,7 +347,9 @@ impl Importer {
                 0.5 => self.activation(n, Activation::Sqrt),
                 e => Err(format!("a value computed from the input raised to {e}")),
             },
-            Value::Shape(_) | Value::Flattened { .. } => Err("a power of a shape".into()),
+            Value::Shape(_) | Value::Flattened { .. } | Value::Unbinding(_) => {
+                Err("a power of a shape".into())
+            }
         }
     }
 

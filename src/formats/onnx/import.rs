@@ -13,7 +13,7 @@ use std::path::Path;
 use super::Fallible;
 use super::array::{Array, Dim};
 use super::external::Source;
-use super::layout::{Computed, is_channels_last};
+use super::layout::{Computed, Unbinding, is_channels_last};
 use super::ops::{OnnxOp, SUPPORTED_OPS};
 use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names};
 use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
@@ -31,7 +31,8 @@ use crate::model::{
 const OPSETS: std::ops::RangeInclusive<i64> = 9..=21;
 
 /// Flattened values are made real before any op but a Dense (or an alias) reads them.
-pub(super) const NOT_REAL: &str = "internal: a flattened value was read before it was made real";
+pub(super) const NOT_REAL: &str =
+    "internal: a value pending a layout change was read before it was made real";
 
 #[derive(Clone, Debug)]
 pub(super) enum Value {
@@ -46,6 +47,8 @@ pub(super) enum Value {
         of: Computed,
         name: String,
     },
+    /// A computed value with an axis moved in front of the batch axis, to be unbound.
+    Unbinding(Unbinding),
 }
 
 impl Value {
@@ -465,6 +468,20 @@ impl Importer {
         }
         let op = OnnxOp::find(&node.op_type);
         let keeps_flattened = op.is_some_and(|op| op.keeps_flattened);
+        let unbinds = matches!(node.op_type.as_str(), "Gather" | "Slice" | "Split" | "Squeeze");
+        if !unbinds
+            && node
+                .input
+                .iter()
+                .any(|name| matches!(self.values.get(name), Some(Value::Unbinding(_))))
+        {
+            return Err(
+                "its input moves the batch axis (an axis transposed in front of it), which \
+                 convscope reads only by taking one index of that axis (unbind)"
+                    .to_string()
+                    .into(),
+            );
+        }
         for (i, name) in node.input.iter().enumerate() {
             if !reads_weights(&node.op_type, i)
                 && let Some(w) = self.file_weights.remove(name)
@@ -591,6 +608,9 @@ impl Importer {
                 Value::Computed(c) => c.source,
                 _ => return Err(format!("output '{output}' lost its layout")),
             },
+            Value::Unbinding(_) => {
+                return Err(format!("output '{output}' moves the batch axis after the first"));
+            }
             _ => return Err(format!("output '{output}' does not depend on the input")),
         };
         if out == self.spec.input_name {

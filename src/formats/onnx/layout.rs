@@ -23,6 +23,23 @@ pub(super) struct Computed {
     pub(super) transpose_name: String,
 }
 
+/// A computed value transposed with one of its axes in front of the batch axis
+/// (attention's `qkv.permute(2, 0, 3, 1, 4)`, before `unbind(0)` takes q, k and v). It is
+/// read only by taking one index of that axis: a Gather, or a Split or Slice into parts of
+/// one, each then squeezed. That puts the batch axis first again.
+#[derive(Clone, Debug)]
+pub(super) struct Unbinding {
+    /// The value before the transpose.
+    pub(super) of: Computed,
+    /// The axis of `of` (the batch axis is 0) moved in front.
+    pub(super) axis: usize,
+    /// The transpose's order of `of`'s other axes, the batch axis first.
+    pub(super) rest: Vec<usize>,
+    /// The index a Split or Slice into parts of one took along `axis`, still under an axis
+    /// of 1 until a Squeeze drops it.
+    pub(super) index: Option<usize>,
+}
+
 impl Importer {
     /// A new node's output in the pending layout `like` had.
     pub(super) fn keep_layout(&self, name: String, like: &Computed) -> Value {
@@ -61,7 +78,7 @@ impl Importer {
         let rank = match &value {
             Value::Const(k) => k.dims.len(),
             Value::Shape(s) => s.dims.len(),
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(c) => self.shape(c).len() + 1,
         };
         let perm = match n.a.ints("perm")? {
@@ -75,24 +92,46 @@ impl Importer {
         Ok(match value {
             Value::Const(k) => Value::Const(k.transpose(&perm)?),
             Value::Shape(s) => Value::Shape(s.transpose(&perm)?),
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
-            Value::Computed(c) => {
-                if perm[0] != 0 {
-                    return Err(format!("permutation {perm:?} moves the batch axis"));
-                }
-                let own: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
-                let composed: Vec<usize> = match &c.perm {
-                    Some(q) => own.iter().map(|&i| q[i]).collect(),
-                    None => own,
-                };
-                let identity = composed.iter().enumerate().all(|(i, &p)| i == p);
-                Value::Computed(Computed {
-                    source: c.source,
-                    perm: (!identity).then_some(composed),
-                    transpose_name: n.base.to_string(),
-                })
-            }
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
+            Value::Computed(c) => match perm.as_slice() {
+                [0, ..] => permuted(c, &perm, n.base),
+                [axis, 0, ..] => Value::Unbinding(Unbinding {
+                    of: c,
+                    axis: *axis,
+                    rest: perm[1..].to_vec(),
+                    index: None,
+                }),
+                _ => return Err(format!("permutation {perm:?} moves the batch axis")),
+            },
         })
+    }
+
+    /// Index `index` of an [`Unbinding`]'s moved axis, that axis dropped: a slice of the
+    /// value, reshaped, under the rest of the transpose.
+    pub(super) fn unbound(&mut self, u: &Unbinding, index: usize, base: &str) -> Fallible<Value> {
+        let mut shape = self.shape(&u.of);
+        let at = u.axis - 1;
+        if index >= shape[at] {
+            return Err(format!("index {index} of an axis of {}", shape[at]));
+        }
+        let mut picked = u.of.clone();
+        if shape[at] > 1 {
+            let source_axis = u.of.perm.as_ref().map_or(at, |p| p[at]);
+            let op =
+                Op::Slice { axes: vec![source_axis], starts: vec![index], ends: vec![index + 1] };
+            let name = self.emit(base, op, vec![u.of.source.clone()], Vec::new())?;
+            let Value::Computed(c) = self.keep_layout(name, &u.of) else {
+                return Err(NOT_REAL.into());
+            };
+            picked = c;
+        }
+        shape.remove(at);
+        let Value::Computed(squeezed) = self.reshape_computed(&picked, shape, base)? else {
+            return Err(NOT_REAL.into());
+        };
+        // The rest's axes, numbered without the one taken.
+        let perm: Vec<usize> = u.rest.iter().map(|&a| if a > u.axis { a - 1 } else { a }).collect();
+        Ok(permuted(squeezed, &perm, base))
     }
 
     /// A computed value under a new per-sample shape: nothing, a Flatten or a Reshape.
@@ -186,6 +225,22 @@ impl Importer {
 
 /// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes
 /// longer than 1 keep their relative order.
+/// `c` transposed by the ONNX permutation `perm`, which keeps the batch axis first: the
+/// permutation composed with the one pending, none where they cancel.
+fn permuted(c: Computed, perm: &[usize], base: &str) -> Value {
+    let own: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
+    let composed: Vec<usize> = match &c.perm {
+        Some(q) => own.iter().map(|&i| q[i]).collect(),
+        None => own,
+    };
+    let identity = composed.iter().enumerate().all(|(i, &p)| i == p);
+    Value::Computed(Computed {
+        source: c.source,
+        perm: (!identity).then_some(composed),
+        transpose_name: base.to_string(),
+    })
+}
+
 fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {
     let moved: Vec<usize> =
         perm.iter().copied().filter(|&a| shape.get(a).is_some_and(|&d| d > 1)).collect();

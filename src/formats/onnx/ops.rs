@@ -51,9 +51,9 @@ const OPS: &[OnnxOp] = &[
     op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.source())?))),
     op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
     op("Conv", |im, n| im.conv(n)),
+    op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Cos", |im, n| im.unary(n, Unary::Cos)),
     op("CumSum", |im, n| im.cumsum(n)),
-    op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),
     op("Elu", |im, n| {
@@ -117,8 +117,8 @@ const OPS: &[OnnxOp] = &[
     }),
     op("Shape", |im, n| im.shape_of(n)),
     op("Sigmoid", |im, n| im.activation(n, Activation::Sigmoid)),
-    op("Slice", |im, n| im.slice(n)),
     op("Sin", |im, n| im.unary(n, Unary::Sin)),
+    op("Slice", |im, n| im.slice(n)),
     op("Softmax", |im, n| im.softmax(n)),
     op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
     op("Softsign", |im, n| im.activation(n, Activation::Softsign)),
@@ -227,11 +227,12 @@ impl Importer {
     fn channel_matmul(&mut self, base: &str, c: &Computed, kernel: Weight) -> Fallible<Value> {
         let source = self.shapes.get(&c.source).cloned().unwrap_or_default();
         let last = c.perm.as_ref().map_or(source.len().saturating_sub(1), |p| p[p.len() - 1]);
-        if source.is_empty() || last != 0 {
-            return Err(format!(
-                "a MatMul over an axis of per-sample shape {:?} other than its channels",
-                self.shape(c)
-            ));
+        if source.is_empty() {
+            return Err("a MatMul of a value without axes".into());
+        }
+        if last != 0 {
+            let first = self.with_axis_first(c, last, base)?;
+            return self.channel_matmul(base, &first, kernel);
         }
         let &[rows, units] = kernel.dims.as_slice() else {
             return Err(format!("weights of shape {:?}: expected a matrix", kernel.dims));
@@ -264,6 +265,33 @@ impl Importer {
             name = self.reshape_node(&name, dims, &format!("{base}_ungrid"))?;
         }
         Ok(self.keep_layout(name, c))
+    }
+
+    /// `c` with its source transposed so that source axis `axis` comes first, the view
+    /// unchanged: a tokens-by-channels value `[L, C]` (EdgeNeXt's attention output) then
+    /// has its channels first for [`Importer::channel_matmul`].
+    fn with_axis_first(&mut self, c: &Computed, axis: usize, base: &str) -> Fallible<Computed> {
+        let rank = self.shapes.get(&c.source).map_or(0, Vec::len);
+        let order: Vec<usize> =
+            std::iter::once(axis).chain((0..rank).filter(|&a| a != axis)).collect();
+        let moved = Computed {
+            source: c.source.clone(),
+            perm: Some(order.clone()),
+            transpose_name: format!("{base}_channels_first"),
+        };
+        let source = self.realise(&moved)?;
+        let mut place = vec![0; rank];
+        for (at, &a) in order.iter().enumerate() {
+            place[a] = at;
+        }
+        let view: Vec<usize> =
+            (0..rank).map(|i| place[c.perm.as_ref().map_or(i, |p| p[i])]).collect();
+        let identity = view.iter().enumerate().all(|(i, &p)| i == p);
+        Ok(Computed {
+            source,
+            perm: (!identity).then_some(view),
+            transpose_name: c.transpose_name.clone(),
+        })
     }
 
     /// LayerNormalization over the axes from `axis` on, applied to the source of a pending

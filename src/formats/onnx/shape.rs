@@ -6,7 +6,7 @@
 use super::Fallible;
 use super::array::{self, Array, Dim};
 use super::import::{Batch, Importer, NOT_REAL, Value};
-use super::layout::Computed;
+use super::layout::{Computed, Unbinding};
 use super::ops::OpNode;
 use super::proto::{attribute_type, data_type};
 use crate::model::Op;
@@ -56,7 +56,7 @@ impl Importer {
             Value::Shape(s) => {
                 Array::vector(s.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
             }
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 let mut dims = vec![Dim::Batch];
                 dims.extend(self.shape(c).iter().map(|&d| Dim::Known(d as i64)));
@@ -70,6 +70,22 @@ impl Importer {
     pub(super) fn gather(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
         let ax = n.a.int("axis", 0)?;
+        if let Value::Unbinding(u) = self.value(n.first)?.clone() {
+            let index = match (ax, indices.dims.as_slice(), u.index) {
+                (0, [], None) => indices.scalar()?,
+                _ => {
+                    return Err(
+                        "takes other than one index of an axis moved before the batch".into()
+                    );
+                }
+            };
+            let len = self.shape(&u.of)[u.axis - 1] as f64;
+            let index = if index < 0.0 { index + len } else { index };
+            if index < 0.0 || index.fract() != 0.0 {
+                return Err(format!("index {index} of an axis of {len}"));
+            }
+            return self.unbound(&u, index as usize, n.base);
+        }
         if let Value::Computed(c) = self.value(n.first)?.clone()
             && self.batch_merged.contains(&c.source)
         {
@@ -88,14 +104,16 @@ impl Importer {
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
             Value::Shape(s) => Value::from_shape(s.gather(ax, &indices)?),
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
     }
 
     pub(super) fn slice(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        if let Value::Computed(c) = self.value(n.first)?.clone() {
-            return self.slice_computed(n, &c);
+        match self.value(n.first)?.clone() {
+            Value::Computed(c) => return self.slice_computed(n, &c),
+            Value::Unbinding(u) => return self.slice_unbinding(n, u),
+            _ => {}
         }
         let arg = |i: usize| self.slice_arg(n, i);
         let (starts, ends) = (arg(1)?.ok_or("needs starts")?, arg(2)?.ok_or("needs ends")?);
@@ -116,7 +134,7 @@ impl Importer {
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(sliced(c.clone(), &cuts)?),
             Value::Shape(s) => Value::from_shape(sliced(s.clone(), &cuts)?),
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
     }
@@ -132,6 +150,26 @@ impl Importer {
             if i <= 2 { a.bounds() } else { a.ints() }
         };
         n.input(i).map(ints).transpose()
+    }
+
+    /// A slice of one index along an [`Unbinding`]'s moved axis (the dynamo exporter's
+    /// `unbind`): that index, taken when a Squeeze drops the axis.
+    fn slice_unbinding(&mut self, n: &OpNode<'_>, u: Unbinding) -> Fallible<Value> {
+        let ints = |i: usize| self.slice_arg(n, i);
+        let (starts, ends) = (ints(1)?.ok_or("needs starts")?, ints(2)?.ok_or("needs ends")?);
+        let axes = ints(3)?.unwrap_or_else(|| vec![0; starts.len()]);
+        let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        let len = self.shape(&u.of)[u.axis - 1] as i64;
+        match (axes.as_slice(), starts.as_slice(), ends.as_slice(), steps.as_slice(), u.index) {
+            ([0], &[start], &[end], [1], None) => {
+                let start = if start < 0 { start + len } else { start };
+                if start < 0 || start >= len || end.min(len) != start + 1 {
+                    return Err(format!("slices {start}..{end} of an axis moved before the batch"));
+                }
+                Ok(Value::Unbinding(Unbinding { index: Some(start as usize), ..u }))
+            }
+            _ => Err("slices an axis moved before the batch other than one index at a time".into()),
+        }
     }
 
     /// A slice of a computed value (a channel split, a crop): constant bounds, step 1, the
@@ -187,6 +225,9 @@ impl Importer {
 
     /// Split of a computed value along one axis, into slices, one per output.
     pub(super) fn split(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if let Value::Unbinding(u) = self.value(n.first)?.clone() {
+            return self.split_unbinding(n, u);
+        }
         let Value::Computed(c) = self.value(n.first)?.clone() else {
             return Err("only values computed from the input can be split".into());
         };
@@ -227,6 +268,26 @@ impl Importer {
             parts.push(self.keep_layout(name, &c));
             start = end;
         }
+        let first = parts.remove(0);
+        self.more_outputs = parts;
+        Ok(first)
+    }
+
+    /// A Split of an [`Unbinding`]'s moved axis into parts of one (the legacy exporter's
+    /// `unbind`): each part its index, taken when a Squeeze drops the axis.
+    fn split_unbinding(&mut self, n: &OpNode<'_>, u: Unbinding) -> Fallible<Value> {
+        let len = self.shape(&u.of)[u.axis - 1];
+        let outputs = n.node.output.len();
+        let sizes = match n.input(1) {
+            Some(name) => Some(self.constant(name)?.ints()?),
+            None => n.a.ints("split")?,
+        };
+        let ones = sizes.is_none_or(|s| s.iter().all(|&size| size == 1));
+        if n.a.int("axis", 0)? != 0 || u.index.is_some() || outputs != len || !ones {
+            return Err("splits an axis moved before the batch other than into parts of one".into());
+        }
+        let mut parts: Vec<Value> =
+            (0..len).map(|i| Value::Unbinding(Unbinding { index: Some(i), ..u.clone() })).collect();
         let first = parts.remove(0);
         self.more_outputs = parts;
         Ok(first)
@@ -294,7 +355,7 @@ impl Importer {
         let target = dims_of(&target)?;
         let allowzero = n.a.int("allowzero", 0)? != 0;
         let c = match self.value(n.first)? {
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(c) => c.clone(),
             Value::Const(k) => {
                 let dims = resolve_const_shape(&k.dims, &target.data, allowzero)?;
@@ -367,7 +428,7 @@ impl Importer {
     pub(super) fn flatten(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let axis = n.a.int("axis", 1)?;
         match self.value(n.first)?.clone() {
-            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 if flatten_axis(axis, self.shape(&c).len() + 1)? != 1 {
                     return Err(format!(
@@ -396,11 +457,19 @@ impl Importer {
         };
         let unsqueeze = n.node.op_type == "Unsqueeze";
         let value = self.value(n.first)?.clone();
+        if let Value::Unbinding(u) = &value {
+            return match (u.index, unsqueeze, axes.as_deref()) {
+                (Some(index), false, Some([0])) => self.unbound(u, index, n.base),
+                _ => Err("reshapes an axis moved before the batch other than by dropping \
+                          the one index taken"
+                    .into()),
+            };
+        }
         let full: Vec<usize> = match &value {
             Value::Const(k) => k.dims.clone(),
             Value::Shape(s) => s.dims.clone(),
             // The batch size stands in as 0, which no squeeze takes for a 1.
-            Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(c) => std::iter::once(0).chain(self.shape(c)).collect(),
         };
         let dims = if unsqueeze {
@@ -430,7 +499,7 @@ impl Importer {
         match value {
             Value::Const(k) => Ok(Value::Const(k.reshape(dims)?)),
             Value::Shape(s) => Ok(Value::from_shape(s.reshape(dims)?)),
-            Value::Flattened { .. } => Err(NOT_REAL.into()),
+            Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
             Value::Computed(c) => {
                 if dims.first() != Some(&0) {
                     return Err("the batch axis would move".into());
@@ -462,7 +531,7 @@ fn dims_of(v: &Value) -> Fallible<Array<Dim>> {
                 integer: true,
             })
         }
-        Value::Computed(_) | Value::Flattened { .. } => {
+        Value::Computed(_) | Value::Flattened { .. } | Value::Unbinding(_) => {
             Err("a shape computed from the input's values is not supported".into())
         }
     }
