@@ -396,7 +396,8 @@ class Unbind(Classifier):
     EdgeNeXt's cross-covariance attention (`permute(2, 0, 3, 4, 1)`, L2-normalised q and k,
     a learned temperature per head, attention across the channels) and timm's multi-head
     self-attention (`permute(2, 0, 3, 1, 4)`, attention across the tokens), each followed
-    by a Linear projection and added to its input."""
+    by a Linear projection and added to its input; the first token, `tokens[:, 0]`, also
+    scored by a Linear of its own."""
 
     def __init__(self, c=8, heads=2):
         super().__init__()
@@ -405,7 +406,7 @@ class Unbind(Classifier):
         self.xca_qkv, self.xca_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
         self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
         self.mhsa_qkv, self.mhsa_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
-        self.head = Head(c)
+        self.head, self.first = Head(c), nn.Linear(c, 5)
 
     def xca(self, x):
         b, n, c = x.shape
@@ -428,7 +429,8 @@ class Unbind(Classifier):
         tokens = x.reshape(b, c, h * w).permute(0, 2, 1)
         tokens = tokens + self.xca(tokens)
         tokens = tokens + self.mhsa(tokens)
-        return self.head(tokens.permute(0, 2, 1).reshape(b, c, h, w))
+        # The first token scored on its own too, as ViT scores its class token.
+        return self.head(tokens.permute(0, 2, 1).reshape(b, c, h, w)) + self.first(tokens[:, 0])
 
 
 FIXTURES = {

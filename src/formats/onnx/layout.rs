@@ -109,29 +109,42 @@ impl Importer {
     /// Index `index` of an [`Unbinding`]'s moved axis, that axis dropped: a slice of the
     /// value, reshaped, under the rest of the transpose.
     pub(super) fn unbound(&mut self, u: &Unbinding, index: usize, base: &str) -> Fallible<Value> {
-        let mut shape = self.shape(&u.of);
-        let at = u.axis - 1;
+        let taken = self.take_index(&u.of, u.axis - 1, index, base)?;
+        // The rest's axes, numbered without the one taken.
+        let perm: Vec<usize> = u.rest.iter().map(|&a| if a > u.axis { a - 1 } else { a }).collect();
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            return Ok(taken);
+        }
+        let Value::Computed(c) = taken else { return Err(NOT_REAL.into()) };
+        Ok(permuted(c, &perm, base))
+    }
+
+    /// Index `index` of per-sample axis `at` of `c`, that axis dropped: a slice, reshaped
+    /// (a class token's `x[:, 0]`, one of q, k and v).
+    pub(super) fn take_index(
+        &mut self,
+        c: &Computed,
+        at: usize,
+        index: usize,
+        base: &str,
+    ) -> Fallible<Value> {
+        let mut shape = self.shape(c);
         if index >= shape[at] {
             return Err(format!("index {index} of an axis of {}", shape[at]));
         }
-        let mut picked = u.of.clone();
+        let mut picked = c.clone();
         if shape[at] > 1 {
-            let source_axis = u.of.perm.as_ref().map_or(at, |p| p[at]);
+            let source_axis = c.perm.as_ref().map_or(at, |p| p[at]);
             let op =
                 Op::Slice { axes: vec![source_axis], starts: vec![index], ends: vec![index + 1] };
-            let name = self.emit(base, op, vec![u.of.source.clone()], Vec::new())?;
-            let Value::Computed(c) = self.keep_layout(name, &u.of) else {
+            let name = self.emit(base, op, vec![c.source.clone()], Vec::new())?;
+            let Value::Computed(slice) = self.keep_layout(name, c) else {
                 return Err(NOT_REAL.into());
             };
-            picked = c;
+            picked = slice;
         }
         shape.remove(at);
-        let Value::Computed(squeezed) = self.reshape_computed(&picked, shape, base)? else {
-            return Err(NOT_REAL.into());
-        };
-        // The rest's axes, numbered without the one taken.
-        let perm: Vec<usize> = u.rest.iter().map(|&a| if a > u.axis { a - 1 } else { a }).collect();
-        Ok(permuted(squeezed, &perm, base))
+        self.reshape_computed(&picked, shape, base)
     }
 
     /// A computed value under a new per-sample shape: nothing, a Flatten or a Reshape.

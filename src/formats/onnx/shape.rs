@@ -71,20 +71,11 @@ impl Importer {
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
         let ax = n.a.int("axis", 0)?;
         if let Value::Unbinding(u) = self.value(n.first)?.clone() {
-            let index = match (ax, indices.dims.as_slice(), u.index) {
-                (0, [], None) => indices.scalar()?,
-                _ => {
-                    return Err(
-                        "takes other than one index of an axis moved before the batch".into()
-                    );
-                }
-            };
-            let len = self.shape(&u.of)[u.axis - 1] as f64;
-            let index = if index < 0.0 { index + len } else { index };
-            if index < 0.0 || index.fract() != 0.0 {
-                return Err(format!("index {index} of an axis of {len}"));
+            if ax != 0 || !indices.dims.is_empty() || u.index.is_some() {
+                return Err("takes other than one index of an axis moved before the batch".into());
             }
-            return self.unbound(&u, index as usize, n.base);
+            let index = one_index(&indices, self.shape(&u.of)[u.axis - 1])?;
+            return self.unbound(&u, index, n.base);
         }
         if let Value::Computed(c) = self.value(n.first)?.clone()
             && self.batch_merged.contains(&c.source)
@@ -100,6 +91,18 @@ impl Importer {
                 return self.reshape_computed(&c, indices.dims[1..].to_vec(), n.base);
             }
             return Err("gathers from a batch flattened with its samples".into());
+        }
+        if let Value::Computed(c) = self.value(n.first)?.clone()
+            && indices.dims.is_empty()
+        {
+            // One index of an axis within each sample (a class token's `x[:, 0]`).
+            let shape = self.shape(&c);
+            let axis = array::axis(ax, shape.len() + 1)?;
+            if axis == 0 {
+                return Err("gathers along the batch axis".into());
+            }
+            let index = one_index(&indices, shape[axis - 1])?;
+            return self.take_index(&c, axis - 1, index, n.base);
         }
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
@@ -561,4 +564,14 @@ fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Falli
         out[h] = total / known;
     }
     Ok(out)
+}
+
+/// A Gather's one index into an axis of `len`, counted from the end when negative.
+fn one_index(indices: &Array<f64>, len: usize) -> Fallible<usize> {
+    let index = indices.scalar()?;
+    let at = if index < 0.0 { index + len as f64 } else { index };
+    if at < 0.0 || at >= len as f64 || at.fract() != 0.0 {
+        return Err(format!("index {index} is out of range for a length of {len}"));
+    }
+    Ok(at as usize)
 }
