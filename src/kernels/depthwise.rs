@@ -400,13 +400,39 @@ fn correlate_rows_plain(
     }
 }
 
+/// What a vector kernel's chunk applies to each sum (of vectors `T`) before storing it.
+#[cfg(target_arch = "x86_64")]
+struct Ends<T> {
+    bias: T,
+    /// `(lo, hi)`: `max` with `lo` first, which turns NaN into `lo`.
+    clamp: Option<(T, T)>,
+}
+
+/// Calls `$kernel::<R, V>$args` for a block of `R` rows of `V` vectors: the pairs that fill
+/// a chunk of eight vectors (`R·V ≤ 8`), as the AVX2 and 512-bit kernels block their rows,
+/// each compiled with its accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! for_block {
+    ($rows:expr, $vectors:expr, $kernel:ident $args:tt) => {
+        for_block!(@ $rows, $vectors, $kernel $args, (1, 1), (2, 1), (3, 1), (4, 1), (5, 1),
+            (6, 1), (7, 1), (8, 1), (1, 2), (2, 2), (3, 2), (4, 2), (1, 3), (2, 3), (1, 4),
+            (2, 4), (1, 5), (1, 6), (1, 7), (1, 8))
+    };
+    (@ $rows:expr, $vectors:expr, $kernel:ident $args:tt, $(($r:literal, $v:literal)),*) => {
+        match ($rows, $vectors) {
+            $(($r, $v) => $kernel::<$r, $v> $args,)*
+            (rows, vectors) => unreachable!("a block of {rows} rows of {vectors} vectors"),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{CHUNK, Clamp};
+    use super::{CHUNK, Clamp, Ends};
 
     /// AVX vectors per chunk.
     const VECTORS: usize = CHUNK / 8;
@@ -504,36 +530,7 @@ mod avx2 {
                         len,
                         room: out.len() - top * ow - start,
                     };
-                    macro_rules! blocks {
-                        ($(($r:literal, $v:literal)),*) => {
-                            match (block, len.div_ceil(8)) {
-                                $(($r, $v) => chunk::<$r, $v>(&at, offsets, weights, &ends),)*
-                                _ => unreachable!("a block of {block} rows of {len}"),
-                            }
-                        };
-                    }
-                    blocks!(
-                        (1, 1),
-                        (2, 1),
-                        (3, 1),
-                        (4, 1),
-                        (5, 1),
-                        (6, 1),
-                        (7, 1),
-                        (8, 1),
-                        (1, 2),
-                        (2, 2),
-                        (3, 2),
-                        (4, 2),
-                        (1, 3),
-                        (2, 3),
-                        (1, 4),
-                        (2, 4),
-                        (1, 5),
-                        (1, 6),
-                        (1, 7),
-                        (1, 8)
-                    )
+                    for_block!(block, len.div_ceil(8), chunk(&at, offsets, weights, &ends))
                 }
             }
         }
@@ -551,13 +548,6 @@ mod avx2 {
         room: usize,
     }
 
-    /// What [`chunk`] applies to each sum before storing it.
-    struct Ends {
-        bias: __m256,
-        /// `(lo, hi)`: `max` with `lo` first, which turns NaN into `lo`.
-        clamp: Option<(__m256, __m256)>,
-    }
-
     /// `R` rows of `V` vectors, each row's `len` pixels as [`Rows`] says. A row's last
     /// vector is stored whole where the output has room, its values past the row landing on
     /// later rows, which are written after it: AMD's masked stores are slow (microcoded), so
@@ -572,7 +562,7 @@ mod avx2 {
         at: &Rows,
         offsets: &[usize],
         weights: &[f32],
-        ends: &Ends,
+        ends: &Ends<__m256>,
     ) {
         // SAFETY: the caller's bounds.
         unsafe {
@@ -616,7 +606,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::Clamp;
+    use super::{Clamp, Ends};
 
     /// Output pixels summed at once: eight vectors of accumulators, as in AVX2.
     const CHUNK: usize = 128;
@@ -660,36 +650,7 @@ mod avx512 {
                 for start in (0..ow).step_by(CHUNK) {
                     let len = (ow - start).min(CHUNK);
                     let at = Rows { x: x.add(start), width, y: y.add(start), ow, len };
-                    macro_rules! blocks {
-                        ($(($r:literal, $v:literal)),*) => {
-                            match (block, len.div_ceil(16)) {
-                                $(($r, $v) => chunk::<$r, $v>(&at, offsets, weights, &ends),)*
-                                _ => unreachable!("a block of {block} rows of {len}"),
-                            }
-                        };
-                    }
-                    blocks!(
-                        (1, 1),
-                        (2, 1),
-                        (3, 1),
-                        (4, 1),
-                        (5, 1),
-                        (6, 1),
-                        (7, 1),
-                        (8, 1),
-                        (1, 2),
-                        (2, 2),
-                        (3, 2),
-                        (4, 2),
-                        (1, 3),
-                        (2, 3),
-                        (1, 4),
-                        (2, 4),
-                        (1, 5),
-                        (1, 6),
-                        (1, 7),
-                        (1, 8)
-                    )
+                    for_block!(block, len.div_ceil(16), chunk(&at, offsets, weights, &ends))
                 }
             }
         }
@@ -705,13 +666,6 @@ mod avx512 {
         len: usize,
     }
 
-    /// What [`chunk`] applies to each sum before storing it.
-    struct Ends {
-        bias: __m512,
-        /// `(lo, hi)`: `max` with `lo` first, which turns NaN into `lo`.
-        clamp: Option<(__m512, __m512)>,
-    }
-
     /// `R` rows of `V` vectors, each row's `len` pixels as [`Rows`] says, the last vector
     /// through a mask.
     ///
@@ -724,7 +678,7 @@ mod avx512 {
         at: &Rows,
         offsets: &[usize],
         weights: &[f32],
-        ends: &Ends,
+        ends: &Ends<__m512>,
     ) {
         let last = V - 1;
         let tail = u16::MAX >> (16 * V - at.len);
