@@ -396,8 +396,9 @@ class Unbind(Classifier):
     EdgeNeXt's cross-covariance attention (`permute(2, 0, 3, 4, 1)`, L2-normalised q and k,
     a learned temperature per head, attention across the channels) and timm's multi-head
     self-attention (`permute(2, 0, 3, 1, 4)`, attention across the tokens), each followed
-    by a Linear projection and added to its input; the first token, `tokens[:, 0]`, also
-    scored by a Linear of its own."""
+    by a Linear projection and added to its input. A learned class token goes before the
+    patch tokens (ViT's `cat([cls_token.expand(B, -1, -1), x], dim=1)`) and is scored by a
+    Linear of its own (`tokens[:, 0]`), the others as a map."""
 
     def __init__(self, c=8, heads=2):
         super().__init__()
@@ -407,6 +408,7 @@ class Unbind(Classifier):
         self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
         self.mhsa_qkv, self.mhsa_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
         self.head, self.first = Head(c), nn.Linear(c, 5)
+        self.class_token = nn.Parameter(torch.randn(1, 1, c))
 
     def xca(self, x):
         b, n, c = x.shape
@@ -427,10 +429,12 @@ class Unbind(Classifier):
         x = F.relu(self.conv(x))
         b, c, h, w = x.shape
         tokens = x.reshape(b, c, h * w).permute(0, 2, 1)
+        tokens = torch.cat([self.class_token.expand(b, -1, -1), tokens], dim=1)
         tokens = tokens + self.xca(tokens)
         tokens = tokens + self.mhsa(tokens)
-        # The first token scored on its own too, as ViT scores its class token.
-        return self.head(tokens.permute(0, 2, 1).reshape(b, c, h, w)) + self.first(tokens[:, 0])
+        # The class token scored on its own, as ViT scores it, beside the map of the others.
+        image = tokens[:, 1:].permute(0, 2, 1).reshape(b, c, h, w)
+        return self.head(image) + self.first(tokens[:, 0])
 
 
 FIXTURES = {

@@ -157,17 +157,19 @@ fn a_fourier_position_table_and_a_linear_over_tokens_match_pytorch() {
 }
 
 #[test]
-fn attention_unbinding_q_k_and_v_and_a_first_token_match_pytorch() {
+fn attention_unbinding_q_k_and_v_and_a_class_token_match_pytorch() {
     matches_pytorch("unbind");
     // Each of the two attention blocks multiplies computed values twice (q·kᵀ, then the
     // weights times v), on slices of its one qkv product (a 1×1 conv over the tokens); the
-    // first token's `x[:, 0]` is one slice more.
+    // class token's `x[:, 0]` and the others' `x[:, 1:]` are two slices more. The class
+    // token joins the computed tokens as a row of padding with the token added there.
     for route in ROUTES {
         let model = formats::load(&fixture(&format!("unbind.{route}.onnx"))).unwrap();
         let ops: Vec<&Op> = model.graph().nodes().iter().map(|n| &n.op).collect();
         let products = ops.iter().filter(|op| ***op == Op::MatMul).count();
         let slices = ops.iter().filter(|op| matches!(op, Op::Slice { .. })).count();
-        assert_eq!((products, slices), (4, 7), "{route}: {ops:?}");
+        let pads = ops.iter().filter(|op| matches!(op, Op::Pad { .. })).count();
+        assert_eq!((products, slices, pads), (4, 8, 1), "{route}: {ops:?}");
     }
 }
 

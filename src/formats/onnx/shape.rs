@@ -9,7 +9,7 @@ use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::layout::{Computed, Unbinding};
 use super::ops::OpNode;
 use super::proto::{attribute_type, data_type};
-use crate::model::Op;
+use crate::model::{ArithKind, Op, PadMode};
 
 const ON_COMPUTED: &str =
     "only constants and shapes can be indexed or sliced, not values computed from the input";
@@ -330,7 +330,7 @@ impl Importer {
             return Ok(Value::from_shape(Array::concat(&shapes, axis)?));
         }
         if computed.len() != parts.len() {
-            return Err("joining computed values with constants is not supported".into());
+            return self.concat_constants(n, &parts, axis);
         }
         let rank = self.shape(&computed[0]).len() + 1;
         let ax = array::axis(axis, rank)?;
@@ -351,6 +351,80 @@ impl Importer {
         };
         let name = self.emit(n.base, Op::Concat { axis: op_axis }, inputs, Vec::new())?;
         Ok(self.keep_layout(name, &like))
+    }
+
+    /// One computed value joined with constants (a class token before the patch tokens,
+    /// ViT's `cat([cls_token.expand(B, -1, -1), x], dim=1)`): the value laid out as
+    /// `[outer, len, inner]` around the joined axis, padded with zeros along it where the
+    /// constants go, then the constants added there (zeros elsewhere), and back.
+    fn concat_constants(&mut self, n: &OpNode<'_>, parts: &[Value], axis: i64) -> Fallible<Value> {
+        let mut computed = parts.iter().filter_map(|p| match p {
+            Value::Computed(c) => Some(c.clone()),
+            _ => None,
+        });
+        let (Some(c), None) = (computed.next(), computed.next()) else {
+            return Err("joins several computed values with constants".into());
+        };
+        let shape = self.shape(&c);
+        let ax = array::axis(axis, shape.len() + 1)?;
+        if ax == 0 {
+            return Err("concatenation along the batch axis".into());
+        }
+        let k = ax - 1;
+        // Per part, its per-sample values: zeros for the computed one.
+        let mut pieces = Vec::new();
+        let (mut before, mut after, mut seen) = (0, 0, false);
+        for part in parts {
+            let piece = match part {
+                Value::Computed(_) => {
+                    seen = true;
+                    let len = shape.iter().product();
+                    Array { dims: shape.clone(), data: vec![0.0; len], integer: false }
+                }
+                Value::Const(a) if a.dims.len() == shape.len() + 1 && a.dims[0] == 1 => {
+                    let fits = a.dims[1..]
+                        .iter()
+                        .zip(&shape)
+                        .enumerate()
+                        .all(|(i, (d, s))| i == k || d == s);
+                    if !fits {
+                        return Err(format!(
+                            "joins a constant of shape {:?} to values of per-sample shape {shape:?}",
+                            a.dims
+                        ));
+                    }
+                    let size = a.dims[ax];
+                    if seen {
+                        after += size
+                    } else {
+                        before += size
+                    }
+                    a.clone().reshape(a.dims[1..].to_vec())?
+                }
+                _ => {
+                    return Err(
+                        "joins a computed value with a constant of another rank, or a shape".into(),
+                    );
+                }
+            };
+            pieces.push(piece);
+        }
+        let joined = Array::concat(&pieces, k as i64)?;
+        let (outer, inner) = (shape[..k].iter().product(), shape[k + 1..].iter().product());
+        let rows = [outer, shape[k], inner];
+        let real = self.realise(&c)?;
+        let grid = self.reshape_node(&real, rows.to_vec(), &format!("{}_rows", n.base))?;
+        let pad = Op::Pad { pads: [before, after, 0, 0], value: 0.0, mode: PadMode::Constant };
+        let padded = self.emit(n.base, pad, vec![grid], Vec::new())?;
+        let constants = joined.clone().reshape(vec![outer, shape[k] + before + after, inner])?;
+        let padded_value =
+            Computed { source: padded.clone(), perm: None, transpose_name: String::new() };
+        let Value::Computed(sum) =
+            self.arith_const(ArithKind::Add, &padded_value, &padded, constants, false, n.base)?
+        else {
+            return Err(NOT_REAL.into());
+        };
+        self.reshape_computed(&sum, joined.dims, n.base)
     }
 
     pub(super) fn reshape(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
