@@ -160,7 +160,7 @@ impl Importer {
     fn slice_unbinding(&mut self, n: &OpNode<'_>, u: Unbinding) -> Fallible<Value> {
         let ints = |i: usize| self.slice_arg(n, i);
         let (starts, ends) = (ints(1)?.ok_or("needs starts")?, ints(2)?.ok_or("needs ends")?);
-        let axes = ints(3)?.unwrap_or_else(|| vec![0; starts.len()]);
+        let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
         let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
         let len = self.shape(&u.of)[u.axis - 1] as i64;
         match (axes.as_slice(), starts.as_slice(), ends.as_slice(), steps.as_slice(), u.index) {
