@@ -112,7 +112,7 @@ impl Importer {
         let taken = self.take_index(&u.of, u.axis - 1, index, base)?;
         // The rest's axes, numbered without the one taken.
         let perm: Vec<usize> = u.rest.iter().map(|&a| if a > u.axis { a - 1 } else { a }).collect();
-        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        if is_identity(&perm) {
             return Ok(taken);
         }
         let Value::Computed(c) = taken else { return Err(NOT_REAL.into()) };
@@ -134,17 +134,29 @@ impl Importer {
         }
         let mut picked = c.clone();
         if shape[at] > 1 {
-            let source_axis = c.perm.as_ref().map_or(at, |p| p[at]);
-            let op =
-                Op::Slice { axes: vec![source_axis], starts: vec![index], ends: vec![index + 1] };
-            let name = self.emit(base, op, vec![c.source.clone()], Vec::new())?;
-            let Value::Computed(slice) = self.keep_layout(name, c) else {
+            let Value::Computed(slice) = self.slice_axis(c, at, index..index + 1, base)? else {
                 return Err(NOT_REAL.into());
             };
             picked = slice;
         }
         shape.remove(at);
         self.reshape_computed(&picked, shape, base)
+    }
+
+    /// Values `range` along per-sample axis `at` of `c`: a Slice of its source's axis, in
+    /// `c`'s pending layout.
+    pub(super) fn slice_axis(
+        &mut self,
+        c: &Computed,
+        at: usize,
+        range: std::ops::Range<usize>,
+        base: &str,
+    ) -> Fallible<Value> {
+        let source_axis = c.perm.as_ref().map_or(at, |p| p[at]);
+        let op =
+            Op::Slice { axes: vec![source_axis], starts: vec![range.start], ends: vec![range.end] };
+        let name = self.emit(base, op, vec![c.source.clone()], Vec::new())?;
+        Ok(self.keep_layout(name, c))
     }
 
     /// A computed value under a new per-sample shape: nothing, a Flatten or a Reshape.
@@ -246,12 +258,16 @@ fn permuted(c: Computed, perm: &[usize], base: &str) -> Value {
         Some(q) => own.iter().map(|&i| q[i]).collect(),
         None => own,
     };
-    let identity = composed.iter().enumerate().all(|(i, &p)| i == p);
     Value::Computed(Computed {
         source: c.source,
-        perm: (!identity).then_some(composed),
+        perm: (!is_identity(&composed)).then_some(composed),
         transpose_name: base.to_string(),
     })
+}
+
+/// Whether `perm` leaves every axis where it is.
+pub(super) fn is_identity(perm: &[usize]) -> bool {
+    perm.iter().enumerate().all(|(i, &p)| i == p)
 }
 
 fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {

@@ -7,7 +7,7 @@ use super::array::{self, Array, Dim};
 use super::attrs::Attrs;
 use super::fold::{self, Comparison, Reduction, Unary};
 use super::import::{Importer, Value, display_name};
-use super::layout::Computed;
+use super::layout::{Computed, is_identity};
 use super::proto::{AttributeProto, NodeProto};
 use super::tensor::constant_attr;
 use super::weight::Weight;
@@ -286,10 +286,9 @@ impl Importer {
         }
         let view: Vec<usize> =
             (0..rank).map(|i| place[c.perm.as_ref().map_or(i, |p| p[i])]).collect();
-        let identity = view.iter().enumerate().all(|(i, &p)| i == p);
         Ok(Computed {
             source,
-            perm: (!identity).then_some(view),
+            perm: (!is_identity(&view)).then_some(view),
             transpose_name: c.transpose_name.clone(),
         })
     }
@@ -1128,8 +1127,7 @@ fn through_perm(
             .map(|&a| a - reduced.iter().filter(|&&r| r < a).count())
             .collect(),
     };
-    let identity = kept.iter().enumerate().all(|(i, &a)| i == a);
-    (reduced, (!identity).then_some(kept))
+    (reduced, (!is_identity(&kept)).then_some(kept))
 }
 
 fn spatial(shape: &[usize]) -> Fallible<[usize; 2]> {

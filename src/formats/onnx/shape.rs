@@ -261,14 +261,11 @@ impl Importer {
                 "cannot split {dim} into {sizes:?} for {outputs} outputs along axis {axis}"
             ));
         }
-        let source_axis = c.perm.as_ref().map_or(axis - 1, |p| p[axis - 1]);
         let mut start = 0;
         let mut parts = Vec::new();
         for size in sizes {
             let end = start + size as usize;
-            let op = Op::Slice { axes: vec![source_axis], starts: vec![start], ends: vec![end] };
-            let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
-            parts.push(self.keep_layout(name, &c));
+            parts.push(self.slice_axis(&c, axis - 1, start..end, n.base)?);
             start = end;
         }
         let first = parts.remove(0);
