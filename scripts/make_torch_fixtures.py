@@ -7,7 +7,8 @@ LayerNorm and Linear, squeeze-excite gates, EfficientNet's SiLU blocks, upsampli
 convolutions) or of what people build on them (CBAM's attention, the official ConvNeXt's
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
 axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's position table
-and Linear over tokens, attention that unbinds q, k and v from before the batch axis), exported by each of
+and Linear over tokens, attention that unbinds q, k and v from before the batch axis,
+attention on values whose batch axis folds in the heads or patches), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
@@ -57,7 +58,7 @@ def randomise(module, seed):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
@@ -437,6 +438,104 @@ class Unbind(Classifier):
         return self.head(image) + self.first(tokens[:, 0])
 
 
+class Folded(Classifier):
+    """Values whose batch axis folds in another axis (`[B·heads, …]`). MobileViT's
+    unfolding of a map into patches (`[B·C·nh, ph, nw, pw]`, then `[B·P, N, C]`) and back,
+    around a transformer layer on the patches: `F.scaled_dot_product_attention` (which the
+    dynamo exporter writes with the heads folded into the batch), and LeViT's BatchNorm1d
+    of the tokens flattened with the batch. Then BoTNet's attention over the map's pixels
+    (`[B·heads, HW, d]`) with relative position logits: a product with a table, padded,
+    flattened, padded, reshaped, sliced and expanded back to the pixels' grid."""
+
+    def __init__(self, c=8, heads=2, side=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.heads, self.patch, self.written_out = heads, 2, False
+        self.norm = nn.LayerNorm(c)
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.tokens_norm = nn.BatchNorm1d(c)
+        self.pixels_qkv = nn.Conv2d(c, 3 * c, 1)
+        self.width_table = nn.Parameter(torch.randn(2 * side - 1, c // heads) * 0.3)
+        self.height_table = nn.Parameter(torch.randn(2 * side - 1, c // heads) * 0.3)
+        self.head = Head(c)
+
+    def transformer(self, x):
+        bp, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(bp, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.written_out:
+            # Opset 13 predates SDPA's export: the same, with the heads folded as SDPA's
+            # decomposition folds them.
+            q, k, v = (t.reshape(bp * self.heads, n, c // self.heads) for t in (q, k, v))
+            weights = (q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5).softmax(dim=-1)
+            attended = (weights @ v).reshape(bp, self.heads, n, c // self.heads)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        attended = attended.transpose(1, 2).reshape(bp, n, c)
+        x = x + self.proj(attended)
+        return self.tokens_norm(x.flatten(0, 1)).reshape(bp, n, c)
+
+    def patches(self, x):
+        b, c, h, w = x.shape
+        p = self.patch
+        nh, nw = h // p, w // p
+        x = x.reshape(b * c * nh, p, nw, p).transpose(1, 2)
+        x = x.reshape(b, c, nh * nw, p * p).transpose(1, 3).reshape(b * p * p, nh * nw, c)
+        x = self.transformer(x)
+        x = x.reshape(b, p * p, nh * nw, c).transpose(1, 3).reshape(b * c * nh, nw, p, p)
+        return x.transpose(1, 2).reshape(b, c, h, w)
+
+    @staticmethod
+    def relative(q, table):
+        """Logits of q `[B·heads, H, W, d]` against relative positions along W."""
+        bh, h, w, _ = q.shape
+        x = (q @ table.transpose(-1, -2)).reshape(-1, w, 2 * w - 1)
+        x = F.pad(F.pad(x, [0, 1]).flatten(1), [0, w - 1]).reshape(-1, w + 1, 2 * w - 1)
+        x = x[:, :w, w - 1 :]
+        return x.reshape(bh, h, 1, w, w).expand(-1, -1, h, -1, -1)
+
+    def pixels(self, x):
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q, k, v = torch.split(self.pixels_qkv(x), c, dim=1)
+        q = q.reshape(b * self.heads, d, h * w).transpose(-1, -2)
+        k = k.reshape(b * self.heads, d, h * w)
+        v = v.reshape(b * self.heads, d, h * w).transpose(-1, -2)
+        grid = q.reshape(b * self.heads, h, w, d)
+        along_w = self.relative(grid, self.width_table).permute(0, 1, 3, 2, 4)
+        along_h = self.relative(grid.transpose(1, 2), self.height_table).permute(0, 3, 1, 4, 2)
+        positions = (along_w + along_h).reshape(b * self.heads, h * w, h * w)
+        attention = ((q @ k) * d**-0.5 + positions).softmax(dim=-1)
+        return x + (attention @ v).transpose(-1, -2).reshape(b, c, h, w)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        x = x + self.patches(x)
+        return self.head(self.pixels(x))
+
+
+class Windows(Classifier):
+    """Positions taken along the axes of computed values: HaloNet's overlapping windows of
+    a map (`Tensor.unfold`, which the dynamo exporter writes as a Gather of windows
+    of indices), mixed by a Linear over each window; LeViT's subsampling (`x[:, :, 1::2,
+    1::2]`, a Slice by steps of 2) and a flip (`torch.flip`, by steps of -1)."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.mix = nn.Linear(c * 9, c)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        windows = x.unfold(2, 3, 2).unfold(3, 3, 2)
+        rows, cols = windows.shape[2:4]
+        windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(b, rows, cols, c * 9)
+        mixed = self.mix(windows).permute(0, 3, 1, 2)
+        return self.head(mixed + torch.flip(x[:, :, 1::2, 1::2], dims=[3]))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -452,10 +551,14 @@ FIXTURES = {
     "context": (Context, [3, 6, 7]),
     "positions": (Positions, [3, 5, 6]),
     "unbind": (Unbind, [3, 5, 4]),
+    "folded": (Folded, [3, 4, 4]),
+    "windows": (Windows, [3, 7, 7]),
 }
 
 
 def export(model, x, path, route):
+    if hasattr(model, "written_out"):
+        model.written_out = route == "opset13"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), **ROUTES[route])

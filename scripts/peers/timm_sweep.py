@@ -60,6 +60,21 @@ def first_err_line(rc, out, err):
     return (txt[-1] if txt else (out or "").strip()[-300:]) + f" (rc={rc})"
 
 
+def affine_batch_norm(bn):
+    """`bn`'s eval-mode forward as `x·scale + shift`, per channel (axis 1)."""
+    import torch
+
+    def forward(x):
+        weight = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+        bias = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        scale = weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bias - bn.running_mean * scale
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return x * scale.view(shape) + shift.view(shape)
+
+    return forward
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -130,7 +145,15 @@ def main():
     res["bn_timm"] = a.bn_timm
     res["bn_gamma"] = a.bn_gamma
 
-    # torch reference saliency
+    # torch reference saliency, with eval-mode batch norms as the affine maps they are:
+    # torch 2.15's BatchNorm backward on the CPU is wrong when the incoming gradient is not
+    # contiguous (a BatchNorm2d then `flatten(2).transpose(1, 2).mean(1)`, LeViT's stem and
+    # head: off by more than the gradient itself, against finite differences).
+    for m in bns:
+        m.forward = affine_batch_norm(m)
+    with torch.no_grad():
+        # The same logits but for rounding (which a chaotic random model amplifies).
+        res["affine_bn_dlogit"] = float(np.abs(model(x).numpy() - tlog).max())
     xg = x.clone().requires_grad_(True)
     out = model(xg)
     cls = int(p_torch.argmax())
@@ -142,6 +165,8 @@ def main():
     model(xg2)[0, cls].backward()
     gr2 = xg2.grad[0].abs().amax(0).numpy().astype(np.float64)
     res["sal_floor"] = float(np.abs((gr2 - gr2.min()) / (gr2.max() - gr2.min() + 1e-7) - sal_ref).max())
+    for m in bns:
+        del m.forward  # the module's own forward again, for the export
 
     import onnxruntime as ort
     for route in a.routes.split(","):

@@ -659,6 +659,7 @@ impl Model {
                 | Op::Add
                 | Op::Concat { .. }
                 | Op::Slice { .. }
+                | Op::Gather { .. }
                 | Op::Pad { .. }
                 | Op::Arith { kind: ArithKind::Add | ArithKind::Sub, .. }
                 | Op::Reduce { kind: ReduceKind::Sum | ReduceKind::Mean, .. }
@@ -783,6 +784,9 @@ impl Model {
                     part = part.narrow(axis + 1, start, end - start)?;
                 }
                 part.contiguous()?
+            }
+            Op::Gather { axis, indices, .. } => {
+                batched(x.index_select(&positions(indices, x.device())?, axis + 1)?)?
             }
             Op::Arith { kind, constant } => {
                 let (a, b) = self.arith_operands(i, inputs, constant.as_ref(), out_shape.len())?;
@@ -1114,6 +1118,15 @@ impl Model {
                         }
                         vec![g]
                     }
+                    Op::Gather { axis, indices, .. } => {
+                        // Each position's gradient added where it was taken from (windows
+                        // overlap).
+                        let mut taken = x_shape.clone();
+                        taken[axis + 1] = indices.len();
+                        let g = gz.reshape(taken)?;
+                        let zeros = Tensor::zeros(x_shape.as_slice(), g.dtype(), g.device())?;
+                        vec![zeros.index_add(&positions(indices, g.device())?, &g, axis + 1)?]
+                    }
                     Op::Pad { pads: [top, _, left, _], mode: PadMode::Constant, .. } => {
                         let [_, _, h, w] = as_dims4(&x_shape)?;
                         vec![gz.narrow(2, *top, h)?.narrow(3, *left, w)?.contiguous()?]
@@ -1427,12 +1440,22 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         .ok_or_else(|| {
             Error::Invalid(format!("cannot multiply {:?} by {:?}", a.dims(), b.dims()))
         })?;
+    // Candle's product takes at most two batch axes: the leading ones as one.
+    let count: usize = leading.iter().product();
     let spread = |t: &Tensor, rank: usize| -> Result<Tensor> {
-        let mut dims = leading.clone();
-        dims.extend_from_slice(&t.dims()[rank - 2..]);
-        Ok(t.broadcast_as(dims)?.contiguous()?)
+        let matrix = &t.dims()[rank - 2..];
+        let dims = [leading.as_slice(), matrix].concat();
+        Ok(t.broadcast_as(dims)?.contiguous()?.reshape((count, matrix[0], matrix[1]))?)
     };
-    Ok(spread(a, ra)?.matmul(&spread(b, rb)?)?)
+    let product = spread(a, ra)?.matmul(&spread(b, rb)?)?;
+    let dims = [leading.as_slice(), &[a.dim(ra - 2)?, b.dim(rb - 1)?]].concat();
+    Ok(product.reshape(dims)?)
+}
+
+/// Positions along an axis as the index tensor candle takes.
+fn positions(indices: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    let ids: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+    Ok(Tensor::from_vec(ids, indices.len(), device)?)
 }
 
 /// Sums a broadcast gradient back down to `shape` (the inverse of numpy broadcasting).

@@ -388,6 +388,17 @@ pub enum Op {
         /// One past the last index kept, per axis.
         ends: Vec<usize>,
     },
+    /// The values at `indices` along per-sample axis `axis`, which the indices' shape
+    /// `dims` replaces: overlapping windows (`Tensor.unfold`), a strided slice, a
+    /// reordering.
+    Gather {
+        /// Per-sample axis.
+        axis: usize,
+        /// Positions along it, in the order of the output.
+        indices: Vec<usize>,
+        /// The shape the indices take in the output.
+        dims: Vec<usize>,
+    },
     /// Resampling of the spatial axes of a `[C, H, W]` value to `size` (upsampling).
     Resize {
         /// Output `[h, w]`.
@@ -585,6 +596,7 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::GlobalMaxPool { .. } => "GlobalMaxPooling2D",
             Op::Slice { .. } => "Slice",
+            Op::Gather { .. } => "Gather",
             Op::Resize { .. } => "UpSampling2D",
             // Keras 3's op layers (`keras.ops.mean(x, axis=…)` and the like).
             Op::Reduce { kind: ReduceKind::Mean, .. } => "Mean",

@@ -282,6 +282,15 @@ pub(super) fn infer_shape(
             }
             (out, no_pad)
         }
+        Op::Gather { axis, indices, dims } => {
+            let Some(&len) = x.get(*axis) else {
+                return Err(format!("cannot gather along axis {axis} of {x:?}"));
+            };
+            if indices.iter().any(|&i| i >= len) || elements(dims) != Some(indices.len()) {
+                return Err(format!("cannot take {indices:?} as {dims:?} of an axis of {len}"));
+            }
+            ([&x[..*axis], dims, &x[axis + 1..]].concat(), no_pad)
+        }
         Op::Flatten => {
             (vec![elements(x).ok_or_else(|| format!("flattening {x:?} overflows"))?], no_pad)
         }

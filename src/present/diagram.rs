@@ -314,6 +314,9 @@ fn detail(op: &Op, layout: DisplayLayout, out_rank: usize) -> String {
                 parts.push(format!("axis {axis} {start}..{end}"));
             }
         }
+        Op::Gather { axis, indices, dims } => {
+            parts.push(format!("axis {axis}, {} positions as {dims:?}", indices.len()));
+        }
         Op::Concat { axis } => {
             if out_rank == 3 && *axis == 0 {
                 parts.push("on channels".into());

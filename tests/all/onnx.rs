@@ -862,7 +862,7 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             vec![y(node("Pad", "pad", &["x", "p"], vec![]))],
             vec![int64s("p", &[0, 1, 0, 0, 0, 0, 0, 0])],
             17,
-            "only non-negative padding of the spatial axes",
+            "convscope pads the last two axes of a value, by none or more",
         ),
         (
             vec![y(node("Slice", "slice", &["x", "s", "e", "a"], vec![]))],
@@ -872,9 +872,37 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
         ),
         (
             vec![y(node("Slice", "slice", &["x", "s", "e", "a", "st"], vec![]))],
-            vec![int64s("s", &[0]), int64s("e", &[4]), int64s("a", &[1]), int64s("st", &[2])],
+            vec![int64s("s", &[0]), int64s("e", &[4]), int64s("a", &[1]), int64s("st", &[0])],
             17,
-            "slices of computed values take every element (step 1)",
+            "node 'slice' (Slice): a slice by steps of 0",
+        ),
+        (
+            // The channels folded into the batch axis: `[N·2, 6, 6]`.
+            vec![
+                node("Reshape", "fold", &["x", "t"], vec![]),
+                y(node("MaxPool", "pool", &["fold"], vec![ints("kernel_shape", &[2, 2])])),
+            ],
+            vec![int64s("t", &[-1, 6, 6])],
+            17,
+            "node 'pool' (MaxPool): it reads a value whose batch axis folds in another axis of \
+             2 (a reshape to [B·2, …]), which convscope reads only with Reshape, Flatten, Shape \
+             and Abs,",
+        ),
+        (
+            vec![y(node("Reshape", "fold", &["x", "t"], vec![]))],
+            vec![int64s("t", &[-1, 6, 6])],
+            17,
+            "output 'y' folds another axis into the batch axis",
+        ),
+        (
+            vec![
+                node("Reshape", "fold", &["x", "t"], vec![]),
+                y(node("Add", "add", &["fold", "x"], vec![])),
+            ],
+            vec![int64s("t", &[-1, 6, 6])],
+            17,
+            "node 'add' (Add): it reads 'x' beside a value whose batch axis folds in another \
+             axis",
         ),
         (
             vec![y(node("Split", "split", &["x", "sz"], vec![int("axis", 1)]))],

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use convscope::engine::{ReluRule, Seed};
 use convscope::formats;
-use convscope::model::ArithKind;
+use convscope::model::{ArithKind, ValueId};
 use convscope::{Activation, Op};
 
 use crate::support;
@@ -170,6 +170,45 @@ fn attention_unbinding_q_k_and_v_and_a_class_token_match_pytorch() {
         let slices = ops.iter().filter(|op| matches!(op, Op::Slice { .. })).count();
         let pads = ops.iter().filter(|op| matches!(op, Op::Pad { .. })).count();
         assert_eq!((products, slices, pads), (4, 8, 1), "{route}: {ops:?}");
+    }
+}
+
+#[test]
+fn attention_on_values_whose_batch_axis_folds_in_heads_or_patches_matches_pytorch() {
+    // Run at a batch of two through files exported for one: the folded axes are the
+    // heads and patches of each sample, not the batch's.
+    matches_pytorch("folded");
+    for route in ROUTES {
+        let model = formats::load(&fixture(&format!("folded.{route}.onnx"))).unwrap();
+        let graph = model.graph();
+        // Every value keeps its batch axis whole: the patches' attention and the pixels'
+        // are per-sample products, of [patches, heads] (SDPA; written out for opset 13,
+        // [patches·heads]) and [heads] matrices.
+        let products: Vec<Vec<usize>> = (0..graph.nodes().len())
+            .filter(|&i| graph.nodes()[i].op == Op::MatMul)
+            .map(|i| graph.shape(ValueId::of_node(i)).to_vec())
+            .collect();
+        let patches = if route == "opset13" { vec![8, 4, 4] } else { vec![4, 2, 4, 4] };
+        let pixels = vec![vec![2, 16, 16], vec![2, 16, 4]];
+        assert_eq!(products, [vec![patches.clone(), patches], pixels].concat(), "{route}");
+    }
+}
+
+#[test]
+fn overlapping_windows_strided_slices_and_flips_match_pytorch() {
+    matches_pytorch("windows");
+    // The dynamo exporter takes the windows with a Gather of indices per axis (the legacy
+    // one with slices, unsqueezed and joined); both slice by steps of 2 and of -1.
+    for (route, windows) in [("default", 2), ("legacy", 0), ("opset13", 0)] {
+        let model = formats::load(&fixture(&format!("windows.{route}.onnx"))).unwrap();
+        let gathers: Vec<&Op> = model
+            .graph()
+            .nodes()
+            .iter()
+            .map(|n| &n.op)
+            .filter(|op| matches!(op, Op::Gather { .. }))
+            .collect();
+        assert_eq!(gathers.len(), windows + 3, "{route}: {gathers:?}");
     }
 }
 

@@ -250,6 +250,22 @@ impl Importer {
     }
 
     /// `ConstantOfShape`: a constant shape filled with the attribute's value (0 by default).
+    /// EyeLike of a constant matrix: ones on diagonal `k`, zeros elsewhere (BAT's blocks).
+    pub(super) fn eye_like(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let like = self
+            .constant(n.first)
+            .map_err(|_| "an identity matrix shaped like a value computed from the input")?;
+        let &[rows, cols] = like.dims.as_slice() else {
+            return Err(format!("EyeLike of shape {:?}: a matrix was expected", like.dims));
+        };
+        let k = n.a.int("k", 0)?;
+        let integer = match n.a.get("dtype", super::proto::attribute_type::INT)? {
+            Some(dtype) => !matches!(dtype.i as i32, data_type::FLOAT | data_type::DOUBLE),
+            None => like.integer,
+        };
+        Ok(Value::Const(Array { dims: like.dims, data: eye(rows, cols, k), integer }))
+    }
+
     pub(super) fn constant_of_shape(&self, n: &OpNode<'_>) -> Fallible<Value> {
         let shape = self
             .constant(n.first)
@@ -442,9 +458,24 @@ fn running_sums(a: Array<f64>, axis: usize, exclusive: bool, reverse: bool) -> A
     Array { data: sums, ..a }
 }
 
+/// A `rows` × `cols` matrix, row-major, of ones on diagonal `k` (above the main one for
+/// positive `k`) and zeros elsewhere.
+fn eye(rows: usize, cols: usize, k: i64) -> Vec<f64> {
+    (0..rows * cols)
+        .map(|i| f64::from(u8::from((i % cols) as i64 - (i / cols) as i64 == k)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eye_puts_ones_on_the_chosen_diagonal() {
+        assert_eq!(eye(2, 3, 0), [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(eye(2, 3, 1), [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(eye(3, 2, -1), [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+    }
 
     #[test]
     fn running_sums_follow_onnx_cumsum() {

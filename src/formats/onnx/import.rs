@@ -164,10 +164,10 @@ pub(super) struct Importer {
     /// Where tensors in `Constant` nodes come from.
     source: Source,
     pub(super) batch: Batch,
-    values: HashMap<String, Value>,
+    pub(super) values: HashMap<String, Value>,
     /// Float initializers still in the file, until an op reads them as its weights (see
     /// [`Importer::weight`]) or as constants (then they move to `values`).
-    file_weights: HashMap<String, Weight>,
+    pub(super) file_weights: HashMap<String, Weight>,
     /// How many node inputs (and graph outputs) read each ONNX value.
     pub(super) uses: HashMap<String, usize>,
     /// The graph's output names.
@@ -188,6 +188,9 @@ pub(super) struct Importer {
     /// Nodes whose output is a whole batch of one flattened, batch axis included (what
     /// the dynamo exporter makes of `as_strided`, a `Reshape` to `[-1]` then a `Gather`).
     pub(super) batch_merged: HashSet<String>,
+    /// ONNX values whose batch axis folds in the first axis of their per-sample view
+    /// (see `folding`).
+    pub(super) folded_batch: HashSet<String>,
     /// The values of a node's outputs past the first, from an op that has several
     /// (Split), taken by the node's caller.
     pub(super) more_outputs: Vec<Value>,
@@ -354,6 +357,7 @@ impl Importer {
             reshaped: HashMap::new(),
             more_outputs: Vec::new(),
             batch_merged: HashSet::new(),
+            folded_batch: HashSet::new(),
             produced: HashMap::new(),
             input_spec,
         })
@@ -496,8 +500,9 @@ impl Importer {
             }
         }
         let Some(op) = op else { return Err(NodeError::Unsupported) };
+        let lifted = self.lifted(node)?;
         let emitted_before = self.spec.nodes.len();
-        let out = op.map(self, node)?;
+        let out = op.map(self, lifted.as_ref().unwrap_or(node))?;
         let more = std::mem::take(&mut self.more_outputs);
         // Outputs past those the op gives (Dropout's mask, BatchNormalization's running
         // stats, MaxPool's indices) have no counterpart here.
@@ -521,6 +526,11 @@ impl Importer {
                 self.produced.insert(c.source.clone(), name.clone());
             }
             self.values.insert(name.clone(), out);
+        }
+        if lifted.is_some() {
+            let computed = node.output.iter().filter(|o| self.runs_on_input(o)).cloned();
+            let computed: Vec<String> = computed.collect();
+            self.folded_batch.extend(computed);
         }
         Ok(())
     }
@@ -602,6 +612,9 @@ impl Importer {
                 })
                 .collect(),
         };
+        if self.folded_batch.contains(output) {
+            return Err(format!("output '{output}' folds another axis into the batch axis"));
+        }
         let out = match self.value(output)?.clone() {
             Value::Computed(c) => self.realise(&c)?,
             Value::Flattened { of, name } => match self.unflatten(&of, &name)? {

@@ -11,6 +11,7 @@ mod array;
 mod attrs;
 mod external;
 mod fold;
+mod folding;
 mod import;
 mod layout;
 mod ops;

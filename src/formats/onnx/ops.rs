@@ -6,7 +6,7 @@ use super::Fallible;
 use super::array::{self, Array, Dim};
 use super::attrs::Attrs;
 use super::fold::{self, Comparison, Reduction, Unary};
-use super::import::{Importer, Value, display_name};
+use super::import::{Importer, NOT_REAL, Value, display_name};
 use super::layout::{Computed, is_identity};
 use super::proto::{AttributeProto, NodeProto};
 use super::tensor::constant_attr;
@@ -64,6 +64,7 @@ const OPS: &[OnnxOp] = &[
     op("Erf", |im, n| im.activation(n, Activation::Erf)),
     op("Exp", |im, n| im.activation(n, Activation::Exponential)),
     op("Expand", |im, n| im.expand(n)),
+    op("EyeLike", |im, n| im.eye_like(n)),
     op("Flatten", |im, n| im.flatten(n)),
     op("Floor", |im, n| im.unary(n, Unary::Floor)),
     op("Gather", |im, n| im.gather(n)),
@@ -504,9 +505,42 @@ impl Importer {
                         input"
                 .into());
         }
+        if self.folded_batch.contains(n.first) {
+            return self.folded_batch_norm(n, &weights, epsilon);
+        }
         let (x, _) = self.real_input(n.first)?;
         let op = Op::BatchNorm { epsilon };
         Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
+    }
+
+    /// A batch norm (in eval mode) of a folded value, whose channels come after the folded
+    /// axis (LeViT's BatchNorm1d of its tokens flattened with the batch): the affine map it
+    /// is, as a product and a sum over the channels' axis.
+    fn folded_batch_norm(
+        &mut self,
+        n: &OpNode<'_>,
+        weights: &[(&str, Array<f64>)],
+        epsilon: f32,
+    ) -> Fallible<Value> {
+        let c = self.computed(n.first)?;
+        let view = self.shape(&c);
+        let channels = *view.get(1).ok_or("a batch norm of a value without channels")?;
+        let [gamma, beta, mean, variance] =
+            [0, 1, 2, 3].map(|i| per_channel(&weights[i].1, channels, 1).map(|k| k.data));
+        let (gamma, beta, mean, variance) = (gamma?, beta?, mean?, variance?);
+        let epsilon = f64::from(epsilon);
+        let scale: Vec<f64> =
+            gamma.iter().zip(&variance).map(|(g, v)| g / (v + epsilon).sqrt()).collect();
+        let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        // `[C, 1, …]`: broadcast over the axes after the channels.
+        let dims: Vec<usize> =
+            std::iter::once(channels).chain(std::iter::repeat_n(1, view.len() - 2)).collect();
+        let per_channel = |data| Array { dims: dims.clone(), data, integer: false };
+        let base = format!("{}_scale", n.base);
+        let scaled =
+            self.arith_const(ArithKind::Mul, &c, n.first, per_channel(scale), false, &base)?;
+        let Value::Computed(scaled) = scaled else { return Err(NOT_REAL.into()) };
+        self.arith_const(ArithKind::Add, &scaled, "", per_channel(shift), false, n.base)
     }
 
     /// GroupNormalization, and InstanceNormalization as one group per channel.
@@ -1050,15 +1084,38 @@ impl Importer {
             full[ax] = pads[i];
             full[rank + ax] = pads[axes.len() + i];
         }
-        let spatial_only = rank == 4 && [0, 1, 4, 5].iter().all(|&i| full[i] == 0);
-        if !spatial_only || full.iter().any(|&p| p < 0) {
+        // The last two axes (an image's height and width, a vector's only one) are padded
+        // as an image's, any before them taken as its channels.
+        let per = shape.len();
+        let padded = |a: usize| a == rank - 1 || (per >= 2 && a == rank - 2);
+        let elsewhere = (0..rank).any(|a| !padded(a) && (full[a] != 0 || full[rank + a] != 0));
+        if elsewhere || full.iter().any(|&p| p < 0) {
             return Err(format!(
-                "pads {pads:?}: only non-negative padding of the spatial axes of an image is supported"
+                "pads {pads:?}: convscope pads the last two axes of a value, by none or more"
             ));
         }
-        let p = |i: usize| full[i] as usize;
-        let op = Op::Pad { pads: [p(2), p(6), p(3), p(7)], value, mode };
-        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+        let p = |i: usize| if padded(i % rank) { full[i] as usize } else { 0 };
+        let pads = [p(rank - 2), p(2 * rank - 2), p(rank - 1), p(2 * rank - 1)];
+        let grid = match per {
+            3 => x,
+            1 => self.reshape_node(&x, vec![1, 1, shape[0]], &format!("{}_grid", n.base))?,
+            _ => {
+                let channels = shape[..per - 2].iter().product();
+                let grid = vec![channels, shape[per - 2], shape[per - 1]];
+                self.reshape_node(&x, grid, &format!("{}_grid", n.base))?
+            }
+        };
+        let op = Op::Pad { pads, value, mode };
+        let mut name = self.emit(n.base, op, vec![grid], Vec::new())?;
+        if per != 3 {
+            let mut grown = shape.clone();
+            grown[per - 1] += pads[2] + pads[3];
+            if per >= 2 {
+                grown[per - 2] += pads[0] + pads[1];
+            }
+            name = self.reshape_node(&name, grown, &format!("{}_ungrid", n.base))?;
+        }
+        Ok(Value::computed(name))
     }
 }
 

@@ -58,9 +58,19 @@ impl Importer {
             }
             Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(c) => {
-                let mut dims = vec![Dim::Batch];
-                dims.extend(self.shape(c).iter().map(|&d| Dim::Known(d as i64)));
-                Array::vector(dims)
+                let view = self.shape(c);
+                let (lead, rest) = self.folded_view(n.first, &view);
+                let batch = match (lead, self.batch) {
+                    (1, _) => Dim::Batch,
+                    (_, Batch::Fixed(b)) => Dim::Known(b * lead as i64),
+                    (_, Batch::Dynamic) => {
+                        return Err(format!(
+                            "the shape of a batch axis of open size folding in an axis of {lead}"
+                        ));
+                    }
+                };
+                let dims = std::iter::once(batch).chain(rest.iter().map(|&d| Dim::Known(d as i64)));
+                Array::vector(dims.collect())
             }
         };
         let shape = shape.slice(0, n.a.int("start", 0)?, n.a.int("end", i64::MAX)?, 1)?;
@@ -92,17 +102,24 @@ impl Importer {
             }
             return Err("gathers from a batch flattened with its samples".into());
         }
-        if let Value::Computed(c) = self.value(n.first)?.clone()
-            && indices.dims.is_empty()
-        {
-            // One index of an axis within each sample (a class token's `x[:, 0]`).
+        if let Value::Computed(c) = self.value(n.first)?.clone() {
             let shape = self.shape(&c);
             let axis = array::axis(ax, shape.len() + 1)?;
             if axis == 0 {
                 return Err("gathers along the batch axis".into());
             }
-            let index = one_index(&indices, shape[axis - 1])?;
-            return self.take_index(&c, axis - 1, index, n.base);
+            if indices.dims.is_empty() {
+                // One index of an axis within each sample (a class token's `x[:, 0]`).
+                let index = one_index(&indices, shape[axis - 1])?;
+                return self.take_index(&c, axis - 1, index, n.base);
+            }
+            // Any others (the dynamo exporter's `Tensor.unfold`: windows of indices).
+            let len = shape[axis - 1];
+            let positions =
+                indices.data.iter().map(|&i| position(i, len)).collect::<Fallible<Vec<_>>>()?;
+            let (x, _) = self.real_input(n.first)?;
+            let op = Op::Gather { axis: axis - 1, indices: positions, dims: indices.dims };
+            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
         }
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
@@ -175,8 +192,8 @@ impl Importer {
         }
     }
 
-    /// A slice of a computed value (a channel split, a crop): constant bounds, step 1, the
-    /// batch axis whole.
+    /// A slice of a computed value (a channel split, a crop, every other pixel): constant
+    /// bounds, the batch axis whole. Steps other than 1 take their positions with a Gather.
     fn slice_computed(&mut self, n: &OpNode<'_>, c: &Computed) -> Fallible<Value> {
         let shape = self.shape(c);
         let rank = shape.len() + 1;
@@ -188,22 +205,31 @@ impl Importer {
             }
             None => (0..starts.len()).collect(),
         };
-        if ints(4)?.is_some_and(|steps| steps.iter().any(|&s| s != 1)) {
-            return Err("slices of computed values take every element (step 1)".into());
+        let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        if [ends.len(), axes.len(), steps.len()].iter().any(|&len| len != starts.len()) {
+            return Err("needs as many starts, ends, axes and steps".into());
         }
-        if starts.len() != ends.len() || starts.len() != axes.len() {
-            return Err("needs as many starts, ends and axes".into());
-        }
-        let mut ranges = Vec::new();
-        for ((&axis, &start), &end) in axes.iter().zip(&starts).zip(&ends) {
+        let (mut ranges, mut strided) = (Vec::new(), Vec::new());
+        for (((&axis, &start), &end), &step) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
             if axis == 0 {
                 // The batch axis, of unknown size: only ':' (ends of 2^31 and up).
-                if start != 0 || end < i64::from(i32::MAX) {
+                if start != 0 || end < i64::from(i32::MAX) || step != 1 {
                     return Err("slices the batch axis".into());
                 }
                 continue;
             }
             let dim = shape[axis - 1] as i64;
+            if step == 0 {
+                return Err("a slice by steps of 0".into());
+            }
+            if step != 1 {
+                let positions = stepped(start, end, step, dim);
+                if positions.is_empty() {
+                    return Err(format!("slice {start}..{end} by {step} of axis {axis} is empty"));
+                }
+                strided.push((axis - 1, positions));
+                continue;
+            }
             let clamp = |v: i64| (if v < 0 { v + dim } else { v }).clamp(0, dim) as usize;
             let (start, end) = (clamp(start), clamp(end));
             if start >= end {
@@ -214,16 +240,30 @@ impl Importer {
                 ranges.push((source_axis, start, end));
             }
         }
-        if ranges.is_empty() {
-            return Ok(Value::Computed(c.clone()));
+        let mut sliced = c.clone();
+        if !ranges.is_empty() {
+            let op = Op::Slice {
+                axes: ranges.iter().map(|r| r.0).collect(),
+                starts: ranges.iter().map(|r| r.1).collect(),
+                ends: ranges.iter().map(|r| r.2).collect(),
+            };
+            let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
+            let Value::Computed(part) = self.keep_layout(name, c) else {
+                return Err(NOT_REAL.into());
+            };
+            sliced = part;
         }
-        let op = Op::Slice {
-            axes: ranges.iter().map(|r| r.0).collect(),
-            starts: ranges.iter().map(|r| r.1).collect(),
-            ends: ranges.iter().map(|r| r.2).collect(),
-        };
-        let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
-        Ok(self.keep_layout(name, c))
+        for (at, positions) in strided {
+            let axis = sliced.perm.as_ref().map_or(at, |p| p[at]);
+            let dims = vec![positions.len()];
+            let op = Op::Gather { axis, indices: positions, dims };
+            let name = self.emit(n.base, op, vec![sliced.source.clone()], Vec::new())?;
+            let Value::Computed(part) = self.keep_layout(name, &sliced) else {
+                return Err(NOT_REAL.into());
+            };
+            sliced = part;
+        }
+        Ok(Value::Computed(sliced))
     }
 
     /// Split of a computed value along one axis, into slices, one per output.
@@ -442,23 +482,33 @@ impl Importer {
         };
         let shape = self.shape(&c);
         let total: usize = shape.iter().product();
+        // A folded value is `[B·lead, dims…]` to the file.
+        let (lead, dims) = self.folded_view(n.first, &shape);
         let (first, rest) = target.data.split_first().ok_or("an empty reshape target")?;
-        // The first entry must stand for the batch axis; -1 there infers it.
-        let mut hole = match *first {
-            Dim::Batch | Dim::Known(0) if !allowzero || *first == Dim::Batch => None,
-            Dim::Known(-1) => Some(0),
-            Dim::Known(b) if self.batch == Batch::Fixed(b) => None,
-            _ => {
-                return Err(format!(
-                    "reshape target {:?} does not keep the batch axis first",
-                    target.data
-                ));
+        // The first entry stands for the batch axis, possibly folding in the first axis
+        // after it (`[-1, N, d]` of `[B, heads, N, d]`); -1 there infers it.
+        let mut hole = None;
+        let mut lead_out = match *first {
+            Dim::Batch => 1,
+            Dim::Known(0) if !allowzero => lead,
+            Dim::Known(-1) => {
+                hole = Some(0);
+                0
             }
+            Dim::Known(k) => match self.batch {
+                Batch::Fixed(b) if k > 0 && k % b == 0 => (k / b) as usize,
+                _ => {
+                    return Err(format!(
+                        "reshape target {:?} does not keep the batch axis first",
+                        target.data
+                    ));
+                }
+            },
         };
         let mut per = Vec::with_capacity(rest.len());
         for (i, d) in rest.iter().enumerate() {
             per.push(match *d {
-                Dim::Known(0) if !allowzero => *shape
+                Dim::Known(0) if !allowzero => *dims
                     .get(i)
                     .ok_or_else(|| format!("target {:?} copies a missing axis", target.data))?,
                 Dim::Known(-1) if hole.is_none() => {
@@ -474,29 +524,57 @@ impl Importer {
             .filter(|&&d| d > 0)
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| format!("reshape target {:?} overflows", target.data))?;
+        let cannot = || format!("cannot reshape {shape:?} to {:?}", target.data);
         match hole {
             // The whole batch of one as a vector; the Gather that reads it is handled there.
-            Some(0) if rest.is_empty() && self.batch == Batch::Fixed(1) => {
+            Some(0) if rest.is_empty() && self.batch == Batch::Fixed(1) && lead == 1 => {
                 let real = self.realise(&c)?;
                 let name = self.reshape_node(&real, vec![total], n.base)?;
                 self.batch_merged.insert(name.clone());
                 return Ok(Value::computed(name));
             }
-            Some(0) if known != total => {
-                return Err(format!(
-                    "reshape target {:?} would change the batch size",
-                    target.data
-                ));
-            }
-            Some(i) if i > 0 => {
+            Some(0) => {
                 if known == 0 || !total.is_multiple_of(known) {
-                    return Err(format!("cannot reshape {shape:?} to {:?}", target.data));
+                    return Err(cannot());
                 }
-                per[i - 1] = total / known;
+                lead_out = total / known;
             }
-            _ => {}
+            Some(i) => {
+                let outer = known * lead_out;
+                if outer == 0 || !total.is_multiple_of(outer) {
+                    return Err(cannot());
+                }
+                per[i - 1] = total / outer;
+            }
+            None => {}
         }
-        self.reshape_computed(&c, per, n.base)
+        self.reshape_folding(n, &c, lead_out, per)
+    }
+
+    /// `c` reshaped to per-sample `per`, after the batch axis folds in `lead` values per
+    /// sample (1: none).
+    fn reshape_folding(
+        &mut self,
+        n: &OpNode<'_>,
+        c: &Computed,
+        lead: usize,
+        per: Vec<usize>,
+    ) -> Fallible<Value> {
+        let view = if lead > 1 { [vec![lead], per].concat() } else { per };
+        let value = self.reshape_computed(c, view, n.base)?;
+        if lead > 1 {
+            self.folded_batch.extend(n.node.output.first().cloned());
+        }
+        Ok(value)
+    }
+
+    /// The folded size and the file's per-sample dims of value `name` of per-sample view
+    /// `view`: a folded value's first axis is part of the file's batch axis.
+    fn folded_view<'v>(&self, name: &str, view: &'v [usize]) -> (usize, &'v [usize]) {
+        match self.folded_batch.contains(name) {
+            true => (view[0], &view[1..]),
+            false => (1, view),
+        }
     }
 
     pub(super) fn flatten(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
@@ -504,13 +582,15 @@ impl Importer {
         match self.value(n.first)?.clone() {
             Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
             Value::Computed(c) => {
-                if flatten_axis(axis, self.shape(&c).len() + 1)? != 1 {
-                    return Err(format!(
-                        "flattening at axis {axis} mixes the batch axis with others"
-                    ));
+                let shape = self.shape(&c);
+                let (lead, dims) = self.folded_view(n.first, &shape);
+                let at = flatten_axis(axis, dims.len() + 1)?;
+                if at == 0 {
+                    return Err("flattening at axis 0 mixes the batch axis with others".into());
                 }
-                let total = self.shape(&c).iter().product();
-                self.reshape_computed(&c, vec![total], n.base)
+                // Axes before `at` past the batch fold into it.
+                let outer = lead * dims[..at - 1].iter().product::<usize>();
+                self.reshape_folding(n, &c, outer, vec![dims[at - 1..].iter().product()])
             }
             Value::Const(k) => {
                 let ax = flatten_axis(axis, k.dims.len())?;
@@ -637,9 +717,28 @@ fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Falli
     Ok(out)
 }
 
+/// The positions `start..end` by `step` (not 0) takes along an axis of `dim`, as ONNX's
+/// Slice clamps them: from the end where negative, backwards for a negative step.
+fn stepped(start: i64, end: i64, step: i64, dim: i64) -> Vec<usize> {
+    let from_end = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    let (start, end) = match step > 0 {
+        true => (from_end(start).clamp(0, dim), from_end(end).clamp(0, dim)),
+        false => (from_end(start).clamp(0, dim - 1), from_end(end).clamp(-1, dim - 1)),
+    };
+    let within = |&i: &i64| if step > 0 { i < end } else { i > end };
+    std::iter::successors(Some(start), |&i| Some(i + step))
+        .take_while(within)
+        .map(|i| i as usize)
+        .collect()
+}
+
 /// A Gather's one index into an axis of `len`, counted from the end when negative.
 fn one_index(indices: &Array<f64>, len: usize) -> Fallible<usize> {
-    let index = indices.scalar()?;
+    position(indices.scalar()?, len)
+}
+
+/// An index along an axis of `len`, from the end if negative.
+fn position(index: f64, len: usize) -> Fallible<usize> {
     let at = if index < 0.0 { index + len as f64 } else { index };
     if at < 0.0 || at >= len as f64 || at.fract() != 0.0 {
         return Err(format!("index {index} is out of range for a length of {len}"));
