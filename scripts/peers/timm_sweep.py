@@ -17,8 +17,10 @@ For each route: export to WORK/models/MODEL_ROUTE.onnx, run onnxruntime on a fix
 probabilities with ORT's and PyTorch's, the saliency with torch autograd of the logit of
 the top class (|g|, maximum over channels, min-max scaled, as the README defines it), next
 to the floor (torch's own map for the input moved by 1e-6 of its largest value). That
-floor, from one draw, can miss float32 rounding the model amplifies (starnet_s1): check a
-saliency difference against torch in float64 before calling it a bug. Files of models that
+floor, from one draw, can miss float32 rounding the model amplifies (starnet_s1): `--f64`
+adds the maps of both sides in float64 (`dsal_f64`), where rounding is gone. Torch's maps
+are taken with its eval-mode batch norms written as the affine maps they are: torch 2.15's
+BatchNorm backward on the CPU is wrong for a gradient that is not contiguous (LeViT). Files of models that
 pass are deleted (KEEP=1 keeps them). Models whose attention needs a size that timm does
 not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 """
@@ -60,9 +62,20 @@ def first_err_line(rc, out, err):
     return (txt[-1] if txt else (out or "").strip()[-300:]) + f" (rc={rc})"
 
 
+def saliency_map(model, x, cls):
+    """|∂ logit[cls] / ∂ x|, the maximum over channels, min-max scaled."""
+    xg = x.clone().requires_grad_(True)
+    model(xg)[0, cls].backward()
+    gr = xg.grad[0].abs().amax(0).numpy().astype(np.float64)
+    return (gr - gr.min()) / (gr.max() - gr.min() + 1e-7)
+
+
 def affine_batch_norm(bn):
-    """`bn`'s eval-mode forward as `x·scale + shift`, per channel (axis 1)."""
+    """`bn`'s eval-mode forward as `x·scale + shift`, per channel (axis 1), then what
+    timm's norm-act layers (BatchNormAct2d) apply after the norm."""
     import torch
+
+    after = [getattr(bn, name) for name in ("drop", "act") if hasattr(bn, name)]
 
     def forward(x):
         weight = bn.weight if bn.affine else torch.ones_like(bn.running_var)
@@ -70,7 +83,10 @@ def affine_batch_norm(bn):
         scale = weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bias - bn.running_mean * scale
         shape = [1, -1] + [1] * (x.dim() - 2)
-        return x * scale.view(shape) + shift.view(shape)
+        y = x * scale.view(shape) + shift.view(shape)
+        for layer in after:
+            y = layer(y)
+        return y
 
     return forward
 
@@ -81,6 +97,7 @@ def main():
     ap.add_argument("--routes", default="dynamo,legacy")
     ap.add_argument("--size", type=int, default=0)
     ap.add_argument("--no-saliency", action="store_true")
+    ap.add_argument("--f64", action="store_true", help="also both sides' saliency in float64")
     ap.add_argument("--bn-gamma", default="0.5,1.5", help="range of the redrawn BN gammas")
     ap.add_argument("--bn-timm", action="store_true", help="keep timm's BN affine init (no redraw)")
     ap.add_argument("--convscope", required=True, help="the convscope binary")
@@ -154,17 +171,16 @@ def main():
     with torch.no_grad():
         # The same logits but for rounding (which a chaotic random model amplifies).
         res["affine_bn_dlogit"] = float(np.abs(model(x).numpy() - tlog).max())
-    xg = x.clone().requires_grad_(True)
-    out = model(xg)
     cls = int(p_torch.argmax())
-    out[0, cls].backward()
-    gr = xg.grad[0].abs().amax(0).numpy().astype(np.float64)
-    sal_ref = (gr - gr.min()) / (gr.max() - gr.min() + 1e-7)
+    sal_ref = saliency_map(model, x, cls)
     # floor: torch's own map for the input moved by 1e-6 of its largest value
-    xg2 = (x + 1e-6 * x.abs().max() * torch.randn(x.shape, generator=g)).requires_grad_(True)
-    model(xg2)[0, cls].backward()
-    gr2 = xg2.grad[0].abs().amax(0).numpy().astype(np.float64)
-    res["sal_floor"] = float(np.abs((gr2 - gr2.min()) / (gr2.max() - gr2.min() + 1e-7) - sal_ref).max())
+    moved = x + 1e-6 * x.abs().max() * torch.randn(x.shape, generator=g)
+    res["sal_floor"] = float(np.abs(saliency_map(model, moved, cls) - sal_ref).max())
+    if a.f64:
+        # Both sides in float64 (convscope's --precision f64): what is left is not rounding.
+        model.double()
+        sal_ref64 = saliency_map(model, x.double(), cls)
+        model.float()
     for m in bns:
         del m.forward  # the module's own forward again, for the export
 
@@ -239,6 +255,13 @@ def main():
                     r["dsal"] = float(np.abs(s - sal_ref).max())
                 except Exception as e:
                     r["saliency_cmp_err"] = f"{type(e).__name__}: {e}"
+            if a.f64 and rc == 0:
+                f64 = ["--precision", "f64"]
+                rc, so, se, _ = run([CS, "saliency", path, img_path, "--class", str(cls), "-o", sp] + CS_PRE + f64)
+                if rc == 0:
+                    r["dsal_f64"] = float(np.abs(np.load(sp).astype(np.float64).reshape(sal_ref64.shape) - sal_ref64).max())
+                else:
+                    r["saliency_f64_err"] = first_err_line(rc, so, se)
         ok = not any(k.endswith("err") and not k.endswith("stderr") for k in r) and r.get("dp_vs_ort", 1) < 1e-4
         if ok and not os.environ.get("KEEP"):
             for fn in (path, path + ".data"):

@@ -249,7 +249,6 @@ impl Importer {
         }
     }
 
-    /// `ConstantOfShape`: a constant shape filled with the attribute's value (0 by default).
     /// EyeLike of a constant matrix: ones on diagonal `k`, zeros elsewhere (BAT's blocks).
     pub(super) fn eye_like(&self, n: &OpNode<'_>) -> Fallible<Value> {
         let like = self
@@ -266,6 +265,7 @@ impl Importer {
         Ok(Value::Const(Array { dims: like.dims, data: eye(rows, cols, k), integer }))
     }
 
+    /// `ConstantOfShape`: a constant shape filled with the attribute's value (0 by default).
     pub(super) fn constant_of_shape(&self, n: &OpNode<'_>) -> Fallible<Value> {
         let shape = self
             .constant(n.first)
