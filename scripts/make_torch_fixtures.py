@@ -8,7 +8,8 @@ convolutions) or of what people build on them (CBAM's attention, the official Co
 channels-first LayerNorm written out, L2-normalised features and reductions that drop their
 axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's position table
 and Linear over tokens, attention that unbinds q, k and v from before the batch axis,
-attention on values whose batch axis folds in the heads or patches), exported by each of
+attention on values whose batch axis folds in the heads or patches, windows and strided
+slices of computed values), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
