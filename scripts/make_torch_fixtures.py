@@ -17,6 +17,10 @@ PyTorch's routes:
 - `legacy`: `dynamo=False` at its default opset;
 - `opset13`: `dynamo=False, opset_version=13`.
 
+Fixtures in `DYNAMIC` are also exported with an open batch size (`dynamic`: `dynamo=False`
+with `dynamic_axes` on the batch), where the exporter computes reshape targets such as
+`[B·heads, N, d]` from `Shape` at run time.
+
 Beside them: `<name>.input.npy` (NCHW float32, 2 samples), `<name>.probs.npy` (the
 module's softmax output) and `<name>.grad.npy`: the gradient, with respect to the input of
 sample 0, of its top class's score *before* the softmax, as convscope's methods define
@@ -557,12 +561,22 @@ FIXTURES = {
 }
 
 
+# Open batch size: reshape targets computed from the input's shape.
+DYNAMIC_ROUTE = {
+    "dynamo": False,
+    "input_names": ["x"],
+    "output_names": ["y"],
+    "dynamic_axes": {"x": {0: "batch"}, "y": {0: "batch"}},
+}
+DYNAMIC = {"folded", "unbind"}
+
+
 def export(model, x, path, route):
     if hasattr(model, "written_out"):
         model.written_out = route == "opset13"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), **ROUTES[route])
+        torch.onnx.export(model, (x,), str(path), **{**ROUTES, "dynamic": DYNAMIC_ROUTE}[route])
 
 
 def make(name, seed):
@@ -581,7 +595,7 @@ def make(name, seed):
     np.save(OUT / f"{name}.input.npy", x.numpy())
     np.save(OUT / f"{name}.probs.npy", probs.numpy())
     np.save(OUT / f"{name}.grad.npy", one.grad.numpy())
-    for route in ROUTES:
+    for route in list(ROUTES) + (["dynamic"] if name in DYNAMIC else []):
         path = OUT / f"{name}.{route}.onnx"
         for old in (path, pathlib.Path(str(path) + ".data")):
             old.unlink(missing_ok=True)

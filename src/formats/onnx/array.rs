@@ -8,8 +8,9 @@ use super::Fallible;
 /// An element of a shape computed from a value: a known size or the batch size.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Dim {
-    /// The batch size.
-    Batch,
+    /// The batch size times this (more than once where other axes fold into the batch
+    /// axis: `[B·heads, N, d]`).
+    Batch(i64),
     /// A known number.
     Known(i64),
 }

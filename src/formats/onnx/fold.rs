@@ -29,14 +29,15 @@ impl Comparison {
         }
     }
 
-    /// `a <op> b` where one side may be the batch size, which is at least 1: decided when
-    /// that suffices (`batch == 0`, `batch > 0`, …), else an error.
+    /// `a <op> b` where a side may be a multiple of the batch size, which is at least 1:
+    /// decided when that suffices (`batch == 0`, `batch > 0`, `2·batch > batch`, …), else an
+    /// error.
     fn holds_for(self, a: Dim, b: Dim) -> Fallible<bool> {
         match (a, b) {
             (Dim::Known(a), Dim::Known(b)) => Ok(self.holds(a as f64, b as f64)),
-            (Dim::Batch, Dim::Batch) => Ok(matches!(self, Comparison::Equal)),
-            (Dim::Batch, Dim::Known(k)) if k < 1 => Ok(matches!(self, Comparison::Greater)),
-            (Dim::Known(k), Dim::Batch) if k < 1 => Ok(matches!(self, Comparison::Less)),
+            (Dim::Batch(a), Dim::Batch(b)) => Ok(self.holds(a as f64, b as f64)),
+            (Dim::Batch(_), Dim::Known(k)) if k < 1 => Ok(matches!(self, Comparison::Greater)),
+            (Dim::Known(k), Dim::Batch(_)) if k < 1 => Ok(matches!(self, Comparison::Less)),
             _ => Err(format!("a comparison whose result depends on the batch size ({self:?})")),
         }
     }
@@ -191,13 +192,17 @@ impl Importer {
     pub(super) fn expand(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let target = dims_array(self.value(n.input(1).ok_or("needs a shape")?)?)?;
         let value = self.value(n.first)?.clone();
-        // An array of the target shape (of nothing) to broadcast a constant or shape against.
+        // An array of the target shape (of nothing) to broadcast a constant or shape against:
+        // one the same for every sample (ViT's class token, `expand(B, -1, -1)`) keeps a
+        // batch axis of 1.
         let grid = || -> Fallible<Array<()>> {
             let dims = target
                 .data
                 .iter()
-                .map(|d| match d {
+                .enumerate()
+                .map(|(i, d)| match d {
                     Dim::Known(v) if *v >= 0 => Ok(*v as usize),
+                    Dim::Batch(1) if i == 0 => Ok(1),
                     _ => Err(format!("cannot expand a constant to {:?}", target.data)),
                 })
                 .collect::<Fallible<Vec<usize>>>()?;
@@ -215,8 +220,9 @@ impl Importer {
                 let (first, rest) = target.data.split_first().ok_or("an empty shape")?;
                 // The batch axis: its size, or 1 (broadcast to it).
                 let batch_ok = match *first {
-                    Dim::Batch | Dim::Known(1) => true,
+                    Dim::Batch(1) | Dim::Known(1) => true,
                     Dim::Known(b) => self.batch == Batch::Fixed(b),
+                    Dim::Batch(_) => false,
                 };
                 let rest: Vec<usize> = rest
                     .iter()
@@ -458,6 +464,44 @@ fn running_sums(a: Array<f64>, axis: usize, exclusive: bool, reverse: bool) -> A
     Array { data: sums, ..a }
 }
 
+/// `shape <kind> k` (`k <kind> shape` where `constant_left`) for a shape holding multiples
+/// of the batch size: such a multiple times or divided by a whole number stays one
+/// (`B·heads`, as the legacy exporter computes a reshape's target from `Shape`); any other
+/// arithmetic with the batch size is an error.
+pub(super) fn shape_arith(
+    kind: ArithKind,
+    shape: &Array<Dim>,
+    k: &Array<f64>,
+    constant_left: bool,
+) -> Fallible<Array<Dim>> {
+    let each = shape.zip(k, |&d, &v| match d {
+        Dim::Known(x) => {
+            let (a, b) = if constant_left { (v, x as f64) } else { (x as f64, v) };
+            let value = match kind {
+                ArithKind::Add => a + b,
+                ArithKind::Sub => a - b,
+                ArithKind::Mul => a * b,
+                ArithKind::Div => (a / b).trunc(),
+                ArithKind::Max => a.max(b),
+                ArithKind::Min => a.min(b),
+            };
+            Ok(Dim::Known(value as i64))
+        }
+        Dim::Batch(times) => {
+            let whole = (v.fract() == 0.0 && v >= 1.0).then_some(v as i64);
+            match (kind, whole) {
+                (ArithKind::Mul, Some(w)) => Ok(Dim::Batch(times * w)),
+                (ArithKind::Div, Some(w)) if !constant_left && times % w == 0 => {
+                    Ok(Dim::Batch(times / w))
+                }
+                _ => Err(format!("{kind:?} of the batch size by {v}")),
+            }
+        }
+    })?;
+    let data = each.data.into_iter().collect::<Fallible<Vec<Dim>>>()?;
+    Ok(Array { dims: each.dims, data, integer: true })
+}
+
 /// A `rows` × `cols` matrix, row-major, of ones on diagonal `k` (above the main one for
 /// positive `k`) and zeros elsewhere.
 fn eye(rows: usize, cols: usize, k: i64) -> Vec<f64> {
@@ -469,6 +513,23 @@ fn eye(rows: usize, cols: usize, k: i64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiples_of_the_batch_size_scale_by_whole_numbers() {
+        let shape = Array::vector(vec![Dim::Batch(1), Dim::Known(6)]);
+        let times = |kind, k: f64, left| {
+            shape_arith(kind, &shape, &Array::vector(vec![k]), left).map(|a| a.data)
+        };
+        assert_eq!(times(ArithKind::Mul, 4.0, false), Ok(vec![Dim::Batch(4), Dim::Known(24)]));
+        assert_eq!(times(ArithKind::Mul, 4.0, true), Ok(vec![Dim::Batch(4), Dim::Known(24)]));
+        let folded = Array::vector(vec![Dim::Batch(4), Dim::Known(6)]);
+        let divided = shape_arith(ArithKind::Div, &folded, &Array::vector(vec![2.0]), false);
+        assert_eq!(divided.map(|a| a.data), Ok(vec![Dim::Batch(2), Dim::Known(3)]));
+        assert!(times(ArithKind::Add, 1.0, false).is_err());
+        assert!(times(ArithKind::Div, 2.0, false).is_err());
+        assert!(times(ArithKind::Div, 2.0, true).is_err());
+        assert!(times(ArithKind::Mul, 0.5, false).is_err());
+    }
 
     #[test]
     fn eye_puts_ones_on_the_chosen_diagonal() {
@@ -511,11 +572,13 @@ mod tests {
 
     #[test]
     fn comparisons_with_the_batch_size_are_decided_where_they_can_be() {
-        assert_eq!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(0)), Ok(false));
-        assert_eq!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(-1)), Ok(false));
-        assert_eq!(Comparison::Greater.holds_for(Dim::Batch, Dim::Known(0)), Ok(true));
-        assert_eq!(Comparison::Less.holds_for(Dim::Known(0), Dim::Batch), Ok(true));
-        assert!(Comparison::Equal.holds_for(Dim::Batch, Dim::Known(2)).is_err());
+        assert_eq!(Comparison::Equal.holds_for(Dim::Batch(1), Dim::Known(0)), Ok(false));
+        assert_eq!(Comparison::Equal.holds_for(Dim::Batch(1), Dim::Known(-1)), Ok(false));
+        assert_eq!(Comparison::Greater.holds_for(Dim::Batch(1), Dim::Known(0)), Ok(true));
+        assert_eq!(Comparison::Less.holds_for(Dim::Known(0), Dim::Batch(1)), Ok(true));
+        assert!(Comparison::Equal.holds_for(Dim::Batch(1), Dim::Known(2)).is_err());
+        assert_eq!(Comparison::Greater.holds_for(Dim::Batch(4), Dim::Batch(2)), Ok(true));
+        assert_eq!(Comparison::Equal.holds_for(Dim::Batch(4), Dim::Batch(2)), Ok(false));
         assert_eq!(Comparison::Less.holds_for(Dim::Known(3), Dim::Known(4)), Ok(true));
     }
 

@@ -248,9 +248,13 @@ impl Importer {
             Some(w) => w.to_array()?,
             None => self.constant(name)?,
         };
-        let first = lifted_first(Dim::Known(k.dims[0] as i64), fold, self.batch)?;
-        let dims: Vec<usize> =
-            first.iter().map(|&d| d as usize).chain(k.dims[1..].iter().copied()).collect();
+        // A constant's first size is a number, and so are the two it lifts to.
+        let [Dim::Known(batch), Dim::Known(folded)] =
+            lifted_first(Dim::Known(k.dims[0] as i64), fold, self.batch)?
+        else {
+            return Err(format!("a constant of shape {:?} against a folded batch axis", k.dims));
+        };
+        let dims = [vec![batch as usize, folded as usize], k.dims[1..].to_vec()].concat();
         Ok(Some(k.reshape(dims)?))
     }
 
@@ -265,7 +269,7 @@ impl Importer {
             return Ok(Array::vector(target));
         }
         let first = lifted_first(target[0], fold, self.batch)?;
-        Ok(Array::vector(first.into_iter().map(Dim::Known).chain(target[1..].to_vec()).collect()))
+        Ok(Array::vector(first.into_iter().chain(target[1..].to_vec()).collect()))
     }
 
     /// A name for a lifted constant, holding `value`.
@@ -278,11 +282,14 @@ impl Importer {
 
 /// The first entry of a constant's or a shape's dims, standing for a folded batch axis,
 /// as the two it lifts to: a broadcast 1 as two, the folded size as the batch and it.
-fn lifted_first(first: Dim, fold: &Fold, batch: Batch) -> Fallible<[i64; 2]> {
+fn lifted_first(first: Dim, fold: &Fold, batch: Batch) -> Fallible<[Dim; 2]> {
     let folded = fold.folded as i64;
     match (first, batch) {
-        (Dim::Known(1), _) => Ok([1, 1]),
-        (Dim::Known(d), Batch::Fixed(b)) if d == b * folded => Ok([b, folded]),
+        (Dim::Known(1), _) => Ok([Dim::Known(1); 2]),
+        (Dim::Known(d), Batch::Fixed(b)) if d == b * folded => {
+            Ok([Dim::Known(b), Dim::Known(folded)])
+        }
+        (Dim::Batch(k), _) if k == folded => Ok([Dim::Batch(1), Dim::Known(folded)]),
         _ => Err(format!(
             "a constant of first size {first:?} against a batch axis folding in an axis of \
              {folded}"

@@ -862,6 +862,12 @@ impl Importer {
                 let name = self.emit(base, op, inputs, Vec::new())?;
                 Ok(self.keep_layout(name, &like))
             }
+            (Value::Shape(s), Value::Const(k)) => {
+                Ok(Value::from_shape(fold::shape_arith(kind, &s, &k, false)?))
+            }
+            (Value::Const(k), Value::Shape(s)) => {
+                Ok(Value::from_shape(fold::shape_arith(kind, &s, &k, true)?))
+            }
             _ => Err("arithmetic on shapes with the batch size in them".into()),
         }
     }

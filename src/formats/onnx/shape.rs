@@ -22,7 +22,7 @@ impl Value {
             .iter()
             .map(|d| match d {
                 Dim::Known(v) => Some(*v as f64),
-                Dim::Batch => None,
+                Dim::Batch(_) => None,
             })
             .collect();
         match known {
@@ -60,14 +60,9 @@ impl Importer {
             Value::Computed(c) => {
                 let view = self.shape(c);
                 let (lead, rest) = self.folded_view(n.first, &view);
-                let batch = match (lead, self.batch) {
-                    (1, _) => Dim::Batch,
-                    (_, Batch::Fixed(b)) => Dim::Known(b * lead as i64),
-                    (_, Batch::Dynamic) => {
-                        return Err(format!(
-                            "the shape of a batch axis of open size folding in an axis of {lead}"
-                        ));
-                    }
+                let batch = match self.batch {
+                    Batch::Fixed(b) if lead > 1 => Dim::Known(b * lead as i64),
+                    _ => Dim::Batch(lead as i64),
                 };
                 let dims = std::iter::once(batch).chain(rest.iter().map(|&d| Dim::Known(d as i64)));
                 Array::vector(dims.collect())
@@ -489,14 +484,14 @@ impl Importer {
         // after it (`[-1, N, d]` of `[B, heads, N, d]`); -1 there infers it.
         let mut hole = None;
         let mut lead_out = match *first {
-            Dim::Batch => 1,
+            Dim::Batch(k) if k > 0 => k as usize,
             Dim::Known(0) if !allowzero => lead,
             Dim::Known(-1) => {
                 hole = Some(0);
                 0
             }
-            Dim::Known(k) => match self.batch {
-                Batch::Fixed(b) if k > 0 && k % b == 0 => (k / b) as usize,
+            first => match (first, self.batch) {
+                (Dim::Known(k), Batch::Fixed(b)) if k > 0 && k % b == 0 => (k / b) as usize,
                 _ => {
                     return Err(format!(
                         "reshape target {:?} does not keep the batch axis first",
