@@ -813,6 +813,79 @@ fn string(name: &str, v: &str) -> AttributeProto {
 }
 
 #[test]
+fn ops_on_a_value_folding_an_axis_into_the_batch_equal_them_on_the_unfolded_value() {
+    // The channels folded into the batch axis, `[N·2, 6, 6]`: each op's axes, perm, pads
+    // and default axes name the file's axes, one fewer than the value convscope holds.
+    let folded = vec![
+        node("Reshape", "fold", &["x", "to_folded"], vec![]),
+        node("Transpose", "t", &["fold"], vec![ints("perm", &[0, 2, 1])]),
+        node("Softmax", "s", &["t"], vec![int("axis", 2)]),
+        node("Pad", "p", &["s", "pads"], vec![]),
+        node("ReduceMean", "m", &["p", "row"], vec![]),
+        node("Slice", "every_other", &["m", "start", "end", "last", "two"], vec![]),
+        node("Mul", "scaled", &["every_other", "per_column"], vec![]),
+        node("Reshape", "unfold", &["scaled", "to_image"], vec![]),
+    ];
+    let plain = vec![
+        node("Transpose", "t", &["x"], vec![ints("perm", &[0, 1, 3, 2])]),
+        node("Softmax", "s", &["t"], vec![int("axis", 3)]),
+        node("Pad", "p", &["s", "plain_pads"], vec![]),
+        node("ReduceMean", "m", &["p", "plain_row"], vec![]),
+        node("Slice", "every_other", &["m", "start", "end", "last", "two"], vec![]),
+        node("Mul", "unfold", &["every_other", "plain_per_column"], vec![]),
+    ];
+    let b = normal(&[8, 3], 5);
+    let per_column = Tensor::new(&[0.5f32, -2.0, 1.5, 3.0], &Device::Cpu).unwrap();
+    let constants = |extra: Vec<TensorProto>| {
+        let mut all = vec![
+            int64s("to_folded", &[-1, 6, 6]),
+            int64s("to_image", &[-1, 2, 1, 4]),
+            int64s("start", &[0]),
+            int64s("end", &[8]),
+            int64s("last", &[-1]),
+            int64s("two", &[2]),
+            tensor("B", &[8, 3], &b),
+            int64s("flat", &[-1, 8]),
+        ];
+        all.extend(extra);
+        all
+    };
+    let head = |mut nodes: Vec<NodeProto>| {
+        nodes.push(node("Reshape", "flat_out", &["unfold", "flat"], vec![]));
+        nodes.push(NodeProto {
+            output: vec!["y".into()],
+            ..node("MatMul", "fc", &["flat_out", "B"], vec![])
+        });
+        nodes
+    };
+    let folded = image_model(
+        head(folded),
+        constants(vec![
+            int64s("pads", &[0, 0, 1, 0, 0, 1]),
+            int64s("row", &[1]),
+            tensor("per_column", &[1, 1, 4], &per_column),
+        ]),
+        17,
+    );
+    let plain = image_model(
+        head(plain),
+        constants(vec![
+            int64s("plain_pads", &[0, 0, 0, 1, 0, 0, 0, 1]),
+            int64s("plain_row", &[2]),
+            tensor("plain_per_column", &[1, 1, 1, 4], &per_column),
+        ]),
+        17,
+    );
+    let load =
+        |bytes: &[u8]| convscope::formats::onnx::from_bytes(bytes, Path::new("m.onnx")).unwrap();
+    let (folded, plain) = (load(&folded), load(&plain));
+    let x = normal(&[2, 2, 6, 6], 6);
+    let expected = plain.forward(&x).unwrap();
+    let expected = expected.node(plain.graph().output_node()).unwrap();
+    assert_scores_then_gradient(folded, &x, expected);
+}
+
+#[test]
 fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
     let b = normal(&[72, 3], 3);
     let x = normal(&[2, 2, 6, 6], 4);

@@ -133,7 +133,8 @@ impl Importer {
             "Slice" if self.opset < 10 && !has("axes") => {
                 let starts = node.attribute.iter().find(|a| a.name == "starts");
                 let all: Vec<i64> = (0..starts.map_or(0, |s| s.ints.len()) as i64).collect();
-                lifted.attribute.push(ints_attribute("axes", lift_all(&all, fold.rank, 0)?));
+                let axes = lift_all(&all, fold.rank, fold.batch_at)?;
+                lifted.attribute.push(ints_attribute("axes", axes));
             }
             _ => {}
         }
@@ -143,16 +144,13 @@ impl Importer {
                 continue;
             }
             let replaced = match (op, i) {
-                ("Slice", 3) | ("Squeeze", 1) => {
-                    Some(Value::Const(self.lifted_axes(name, fold.rank, fold.batch_at)?))
-                }
-                (reduce, 1) if reduce.starts_with("Reduce") => {
-                    Some(Value::Const(self.lifted_axes(name, fold.rank, fold.batch_at)?))
-                }
                 ("Unsqueeze", 1) => {
                     let axes = self.constant(name)?;
                     let rank = fold.rank + axes.data.len();
                     Some(Value::Const(self.lifted_axes(name, rank, fold.batch_at)?))
+                }
+                (op, i) if names_axes(op, i) => {
+                    Some(Value::Const(self.lifted_axes(name, fold.rank, fold.batch_at)?))
                 }
                 ("Pad", 1) if node.input.get(3).is_none_or(String::is_empty) => {
                     let pads = lift_pads(&self.constant(name)?.ints()?, fold.batch_at)?;
@@ -160,8 +158,11 @@ impl Importer {
                 }
                 ("Expand", 1) => Some(Value::from_shape(self.lifted_shape(name, &fold)?)),
                 // Sizes, indices, bounds, pads given per axis, scalars: as they are.
-                ("Slice" | "Split" | "Gather" | "Pad" | "Clip" | "Dropout", _) => None,
-                ("BatchNormalization", _) => None,
+                (
+                    "Slice" | "Split" | "Gather" | "Pad" | "Clip" | "Dropout"
+                    | "BatchNormalization",
+                    _,
+                ) => None,
                 // A matrix multiplies whatever the other factor's rank.
                 ("MatMul", _) if fold.rank <= 2 => None,
                 _ => self.lifted_constant(name, &fold)?.map(Value::Const),
@@ -295,6 +296,11 @@ fn lifted_first(first: Dim, fold: &Fold, batch: Batch) -> Fallible<[Dim; 2]> {
              {folded}"
         )),
     }
+}
+
+/// Whether input `i` of an `op` node lists axes of its first input.
+fn names_axes(op: &str, i: usize) -> bool {
+    matches!((op, i), ("Slice" | "Pad", 3) | ("Squeeze", 1)) || (i == 1 && op.starts_with("Reduce"))
 }
 
 /// ONNX axis `a` of a value of `rank` with its batch axis at `batch_at`, in the lifted
