@@ -886,6 +886,23 @@ fn ops_on_a_value_folding_an_axis_into_the_batch_equal_them_on_the_unfolded_valu
 }
 
 #[test]
+fn pads_of_any_two_axes_follow_onnx() {
+    // The channels and the width of `[N, 2, 6, 6]`: moved last, padded, moved back.
+    let bytes = image_model(
+        vec![NodeProto { output: vec!["y".into()], ..node("Pad", "pad", &["x", "p"], vec![]) }],
+        vec![int64s("p", &[0, 1, 0, 0, 0, 0, 0, 2])],
+        17,
+    );
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
+    let x = normal(&[2, 2, 6, 6], 7);
+    let expected = x.pad_with_zeros(1, 1, 0).unwrap().pad_with_zeros(3, 0, 2).unwrap();
+    let out = model.forward(&x).unwrap();
+    let got = out.node(model.graph().output_node()).unwrap();
+    assert_eq!(got.dims(), &[2, 3, 6, 8]);
+    assert_eq!(values(got), values(&expected));
+}
+
+#[test]
 fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
     let b = normal(&[72, 3], 3);
     let x = normal(&[2, 2, 6, 6], 4);
@@ -933,9 +950,9 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
         ),
         (
             vec![y(node("Pad", "pad", &["x", "p"], vec![]))],
-            vec![int64s("p", &[0, 1, 0, 0, 0, 0, 0, 0])],
+            vec![int64s("p", &[0, 1, 1, 0, 0, 0, 0, 1])],
             17,
-            "convscope pads the last two axes of a value, by none or more",
+            "convscope pads at most two axes of a value, not the batch axis",
         ),
         (
             vec![y(node("Slice", "slice", &["x", "s", "e", "a"], vec![]))],

@@ -117,6 +117,56 @@ impl<T: Clone> Array<T> {
         Ok(Array { dims, data, integer: self.integer })
     }
 
+    /// ONNX `GatherND`: each row of `indices`' last axis picks a slice of `self`, the first
+    /// `batch_dims` axes of both taken together.
+    pub fn gather_nd(&self, indices: &Array<f64>, batch_dims: usize) -> Fallible<Self> {
+        let (&k, leading) = indices.dims.split_last().ok_or("GatherND needs indices")?;
+        let b = batch_dims;
+        if k == 0 || b > leading.len() || b + k > self.dims.len() || indices.dims[..b] != self.dims[..b] {
+            return Err(format!(
+                "GatherND of {:?} by indices of {:?} (batch_dims {b})",
+                self.dims, indices.dims
+            ));
+        }
+        let inner: usize = self.dims[b + k..].iter().product();
+        let per_batch: usize = self.dims[b..].iter().product();
+        let rows_per_batch: usize = leading[b..].iter().product();
+        let mut dims = leading.to_vec();
+        dims.extend_from_slice(&self.dims[b + k..]);
+        let mut data = Vec::with_capacity(folded_len(&dims)?);
+        for (row, index) in indices.data.chunks(k).enumerate() {
+            let mut start = (row / rows_per_batch.max(1)) * per_batch;
+            for (j, &i) in index.iter().enumerate() {
+                let len = self.dims[b + j];
+                let at = if i < 0.0 { i + len as f64 } else { i };
+                if at < 0.0 || at >= len as f64 || at.fract() != 0.0 {
+                    return Err(format!("index {i} is out of range for a length of {len}"));
+                }
+                start += at as usize * self.dims[b + j + 1..].iter().product::<usize>();
+            }
+            data.extend_from_slice(&self.data[start..start + inner]);
+        }
+        Ok(Array { dims, data, integer: self.integer })
+    }
+
+    /// ONNX `Tile`: `repeats[i]` copies along each axis `i`.
+    pub fn tile(&self, repeats: &[usize]) -> Fallible<Self> {
+        if repeats.len() != self.dims.len() {
+            return Err(format!("{} repeats for {} axes", repeats.len(), self.dims.len()));
+        }
+        let dims: Vec<usize> = self.dims.iter().zip(repeats).map(|(d, r)| d * r).collect();
+        let (from, to) = (strides(&self.dims), strides(&dims));
+        let data = (0..folded_len(&dims)?)
+            .map(|flat| {
+                let source = (0..dims.len())
+                    .map(|a| (flat / to[a] % dims[a]) % self.dims[a] * from[a])
+                    .sum::<usize>();
+                self.data[source].clone()
+            })
+            .collect();
+        Ok(Array { dims, data, integer: self.integer })
+    }
+
     /// ONNX `Concat` along `axis`.
     pub fn concat(parts: &[Self], axis_: i64) -> Fallible<Self> {
         let first = parts.first().ok_or("nothing to concatenate")?;
@@ -267,6 +317,48 @@ impl Array<f64> {
     }
 }
 
+impl Array<f64> {
+    /// `self · matrix`, over the last axis of `self` (a Linear of a constant table).
+    pub fn matmul(&self, matrix: &Array<f64>) -> Fallible<Array<f64>> {
+        let mismatch = || format!("a product of constants of {:?} and {:?}", self.dims, matrix.dims);
+        let (&[k, n], Some(&last)) = (matrix.dims.as_slice(), self.dims.last()) else {
+            return Err(mismatch());
+        };
+        if last != k || k == 0 {
+            return Err(mismatch());
+        }
+        let mut dims = self.dims.clone();
+        let rank = dims.len();
+        dims[rank - 1] = n;
+        let data = self
+            .data
+            .chunks(k)
+            .flat_map(|row| {
+                (0..n).map(move |j| row.iter().enumerate().map(|(i, v)| v * matrix.data[i * n + j]).sum())
+            })
+            .collect();
+        Ok(Array { dims, data, integer: false })
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax(&self, axis_: i64) -> Fallible<Array<f64>> {
+        let ax = axis(axis_, self.dims.len())?;
+        let (len, inner) = (self.dims[ax], self.dims[ax + 1..].iter().product::<usize>());
+        let mut data = self.data.clone();
+        for outer in 0..data.len() / (len * inner).max(1) {
+            for i in 0..inner {
+                let at = |j: usize| outer * len * inner + j * inner + i;
+                let max = (0..len).map(|j| data[at(j)]).fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = (0..len).map(|j| (data[at(j)] - max).exp()).sum();
+                for j in 0..len {
+                    data[at(j)] = (data[at(j)] - max).exp() / sum;
+                }
+            }
+        }
+        Ok(Array { dims: self.dims.clone(), data, integer: false })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +403,24 @@ mod tests {
         assert_eq!(ends.bounds().unwrap(), vec![i64::MAX, i64::MIN, -3]);
         assert!(ends.ints().is_err());
         assert!(Array::vector(vec![0.5]).bounds().is_err());
+    }
+
+    #[test]
+    fn gather_nd_and_tile_follow_onnx_examples() {
+        let square = |data: Vec<f64>, dims: Vec<usize>| Array { dims, data, integer: true };
+        let data = square(vec![0.0, 1.0, 2.0, 3.0], vec![2, 2]);
+        let picked = data.gather_nd(&square(vec![0.0, 0.0, 1.0, 1.0], vec![2, 2]), 0).unwrap();
+        assert_eq!((picked.dims, picked.data), (vec![2], vec![0.0, 3.0]));
+        let rows = data.gather_nd(&square(vec![1.0, 0.0], vec![2, 1]), 0).unwrap();
+        assert_eq!((rows.dims, rows.data), (vec![2, 2], vec![2.0, 3.0, 0.0, 1.0]));
+        let cube = square((0..8).map(f64::from).collect(), vec![2, 2, 2]);
+        let batched = cube.gather_nd(&square(vec![1.0, 0.0], vec![2, 1]), 1).unwrap();
+        assert_eq!((batched.dims, batched.data), (vec![2, 2], vec![2.0, 3.0, 4.0, 5.0]));
+        assert!(data.gather_nd(&square(vec![2.0, 0.0], vec![1, 2]), 0).is_err());
+        let tiled = data.tile(&[1, 2]).unwrap();
+        assert_eq!(tiled.dims, vec![2, 4]);
+        assert_eq!(tiled.data, vec![0.0, 1.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
+        assert!(data.tile(&[2]).is_err());
     }
 
     #[test]

@@ -375,11 +375,75 @@ impl Importer {
         }
     }
 
+    /// GatherND of a constant by constant indices (relative-position tables).
+    pub(super) fn gather_nd(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
+        let batch_dims = usize::try_from(n.a.int("batch_dims", 0)?).map_err(|_| "bad batch_dims")?;
+        match self.value(n.first)? {
+            Value::Const(k) => Ok(Value::Const(k.gather_nd(&indices, batch_dims)?)),
+            _ => Err("GatherND of a value computed from the input".into()),
+        }
+    }
+
+    /// Mod of constants (window sizes in shape arithmetic): the divisor's sign, or the
+    /// dividend's with `fmod`.
+    pub(super) fn modulo(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let fmod = n.a.int("fmod", 0)? != 0;
+        let divisor = self.value(n.input(1).ok_or("needs two inputs")?)?;
+        let (Value::Const(a), Value::Const(b)) = (self.value(n.first)?, divisor) else {
+            return Err("Mod of a value computed from the input or of the batch size".into());
+        };
+        let r = a.zip(b, |&x, &y| if fmod { x % y } else { x - y * (x / y).floor() })?;
+        Ok(Value::Const(Array { integer: a.integer && b.integer, ..r }))
+    }
+
+    /// Tile: of a constant, folded; of a computed value, copies joined along each repeated
+    /// axis within a sample.
+    pub(super) fn tile(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let repeats = self
+            .constant(n.input(1).ok_or("needs repeats")?)?
+            .ints()?
+            .iter()
+            .map(|&r| usize::try_from(r).map_err(|_| format!("a repeat of {r}")))
+            .collect::<Fallible<Vec<usize>>>()?;
+        match self.value(n.first)?.clone() {
+            Value::Const(k) => Ok(Value::Const(k.tile(&repeats)?)),
+            Value::Computed(_) => {
+                let (mut x, shape) = self.real_input(n.first)?;
+                let (batch, per) = repeats.split_first().ok_or("needs repeats")?;
+                if *batch != 1 || per.len() != shape.len() {
+                    return Err(format!("repeats {repeats:?} of a value of per-sample shape {shape:?}"));
+                }
+                for (axis, &copies) in per.iter().enumerate().filter(|(_, r)| **r != 1) {
+                    let op = Op::Concat { axis };
+                    x = self.emit(n.base, op, vec![x; copies], Vec::new())?;
+                }
+                Ok(Value::computed(x))
+            }
+            _ => Err("Tile of a shape or of a value pending a layout change".into()),
+        }
+    }
+
     /// `x·x` as one node reading `x` twice; returns its name.
     pub(super) fn square(&mut self, base: &str, x: String) -> Fallible<String> {
         let op = Op::Arith { kind: ArithKind::Mul, constant: None };
         self.emit(base, op, vec![x.clone(), x], Vec::new())
     }
+}
+
+/// `activation` of a constant `x`, for the ones constants meet (none for the others).
+pub(super) fn activate(activation: Activation, x: f64) -> Option<f64> {
+    Some(match activation {
+        Activation::Linear => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu { alpha } => if x < 0.0 { f64::from(alpha) * x } else { x },
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::Exponential => x.exp(),
+        Activation::Softplus => x.exp().ln_1p(),
+        Activation::Sqrt => x.sqrt(),
+        _ => return None,
+    })
 }
 
 /// The sorted axes of a reduction over an array of `rank`, from its attribute or input.
@@ -529,6 +593,15 @@ mod tests {
         assert!(times(ArithKind::Div, 2.0, false).is_err());
         assert!(times(ArithKind::Div, 2.0, true).is_err());
         assert!(times(ArithKind::Mul, 0.5, false).is_err());
+    }
+
+    #[test]
+    fn constants_take_the_activations_they_meet() {
+        assert_eq!(activate(Activation::Sigmoid, 0.0), Some(0.5));
+        assert_eq!(activate(Activation::Relu, -2.0), Some(0.0));
+        assert_eq!(activate(Activation::LeakyRelu { alpha: 0.5 }, -2.0), Some(-1.0));
+        assert_eq!(activate(Activation::Exponential, 0.0), Some(1.0));
+        assert_eq!(activate(Activation::Softmax, 1.0), None);
     }
 
     #[test]

@@ -68,6 +68,7 @@ const OPS: &[OnnxOp] = &[
     op("Flatten", |im, n| im.flatten(n)),
     op("Floor", |im, n| im.unary(n, Unary::Floor)),
     op("Gather", |im, n| im.gather(n)),
+    op("GatherND", |im, n| im.gather_nd(n)),
     op("Gelu", |im, n| im.gelu(n)),
     keeps_flattened("Gemm", |im, n| im.gemm(n)),
     op("GlobalAveragePool", |im, n| im.global_pool(n, Op::GlobalAvgPool { keep_dims: true })),
@@ -93,6 +94,7 @@ const OPS: &[OnnxOp] = &[
     op("MaxPool", |im, n| im.pool(n)),
     op("Mean", |im, n| im.arith(n)),
     op("Min", |im, n| im.arith(n)),
+    op("Mod", |im, n| im.modulo(n)),
     op("Mul", |im, n| im.arith(n)),
     op("Neg", |im, n| im.unary(n, Unary::Neg)),
     op("Not", |im, n| im.unary(n, Unary::Not)),
@@ -129,6 +131,7 @@ const OPS: &[OnnxOp] = &[
     op("Sub", |im, n| im.arith(n)),
     op("Sum", |im, n| im.arith(n)),
     op("Tanh", |im, n| im.activation(n, Activation::Tanh)),
+    op("Tile", |im, n| im.tile(n)),
     op("Transpose", |im, n| im.transpose(n)),
     op("Unsqueeze", |im, n| im.squeeze(n)),
     op("Upsample", |im, n| im.upsample(n)),
@@ -193,6 +196,10 @@ impl Importer {
 
     fn matmul(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let b = n.input(1).ok_or("needs B")?;
+        if let Value::Const(a) = self.value(n.first)? {
+            // A Linear of a constant table (ConViT's relative positions) folds.
+            return Ok(Value::Const(a.matmul(&self.weight(b)?.to_array()?)?));
+        }
         if self.is_computed(b) {
             return self.product_of_computed(n.base, n.first, b);
         }
@@ -372,8 +379,14 @@ impl Importer {
         if n.node.op_type == "LogSoftmax" && !output.is_some_and(|o| self.outputs.contains(o)) {
             return Err("LogSoftmax is supported only as the model's output".into());
         }
-        let (x, shape) = self.real_input(n.first)?;
         let default = if self.opset >= 13 { -1 } else { 1 };
+        if let Value::Const(k) = self.value(n.first)? {
+            if self.opset < 13 && k.dims.len() > 2 {
+                return Err("a softmax of a constant before opset 13".into());
+            }
+            return Ok(Value::Const(k.softmax(n.a.int("axis", default)?)?));
+        }
+        let (x, shape) = self.real_input(n.first)?;
         let ax = array::axis(n.a.int("axis", default)?, shape.len() + 1)?;
         if shape.len() == 1 && ax == 1 {
             let op = Op::Activation { activation: Activation::Softmax };
@@ -922,6 +935,14 @@ impl Importer {
     }
 
     pub(super) fn activation(&mut self, n: &OpNode<'_>, activation: Activation) -> Fallible<Value> {
+        if let Value::Const(k) = self.value(n.first)? {
+            // Of a constant (ConViT's gates, a sigmoid of a learned parameter), folded.
+            let applied = k.data.iter().map(|&x| fold::activate(activation, x));
+            let data = applied.collect::<Option<Vec<f64>>>().ok_or_else(|| {
+                format!("{activation:?} of a constant, which convscope does not fold")
+            })?;
+            return Ok(Value::Const(Array { dims: k.dims.clone(), data, integer: false }));
+        }
         let c = self.computed(n.first)?;
         // Elementwise: applied to the source of a pending permutation, which stays pending.
         let op = Op::Activation { activation };
@@ -1071,7 +1092,8 @@ impl Importer {
             Some(v) => self.constant(v)?.scalar()? as f32,
             None => n.a.float("value", 0.0)?,
         };
-        let (x, shape) = self.real_input(n.first)?;
+        let c = self.computed(n.first)?;
+        let shape = self.shape(&c);
         let rank = shape.len() + 1;
         let axes = match n.input(3) {
             Some(axes) => self
@@ -1090,38 +1112,85 @@ impl Importer {
             full[ax] = pads[i];
             full[rank + ax] = pads[axes.len() + i];
         }
-        // The last two axes (an image's height and width, a vector's only one) are padded
-        // as an image's, any before them taken as its channels.
-        let per = shape.len();
-        let padded = |a: usize| a == rank - 1 || (per >= 2 && a == rank - 2);
-        let elsewhere = (0..rank).any(|a| !padded(a) && (full[a] != 0 || full[rank + a] != 0));
-        if elsewhere || full.iter().any(|&p| p < 0) {
+        if full.iter().any(|&p| p < 0) {
+            return Err(format!("pads {pads:?}: convscope pads by none or more"));
+        }
+        // The padded axes (at most two, not the batch) are moved last, in the source of a
+        // pending permutation where they already are (a channels-last view's height and
+        // width), else by a Transpose; padded there as an image's height and width, and
+        // left pending to be moved back (window attention pads channels-last maps).
+        let padded: Vec<usize> =
+            (0..shape.len()).filter(|&a| full[a + 1] != 0 || full[rank + a + 1] != 0).collect();
+        if full[0] != 0 || full[rank] != 0 || padded.len() > 2 {
             return Err(format!(
-                "pads {pads:?}: convscope pads the last two axes of a value, by none or more"
+                "pads {pads:?}: convscope pads at most two axes of a value, not the batch axis"
             ));
+        }
+        let order: Vec<usize> = (0..shape.len())
+            .filter(|a| !padded.contains(a))
+            .chain(padded.iter().copied())
+            .collect();
+        let composed: Vec<usize> =
+            order.iter().map(|&a| c.perm.as_ref().map_or(a, |p| p[a])).collect();
+        let moved = Computed {
+            source: c.source.clone(),
+            perm: (!is_identity(&composed)).then_some(composed),
+            transpose_name: format!("{}_padded_last", n.base),
+        };
+        let x = self.realise(&moved)?;
+        let moved_shape: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
+        let side = |offset: usize| -> Vec<i64> {
+            std::iter::once(0).chain(order.iter().map(|&a| full[offset + a + 1])).collect()
+        };
+        let moved_full = [side(0), side(rank)].concat();
+        let name = self
+            .pad_last_two(&x, &moved_shape, &moved_full, (value, mode), n.base)?
+            .ok_or(NOT_REAL)?;
+        let back = array::inverse(&order);
+        Ok(Value::Computed(Computed {
+            source: name,
+            perm: (!is_identity(&back)).then_some(back),
+            transpose_name: n.base.to_string(),
+        }))
+    }
+
+    /// `x` of per-sample `shape` padded by `full` (begins then ends, batch axis first) with
+    /// `value` in `mode`, as an image is, where only its last two axes (an image's height and width,
+    /// a vector's only one) are padded, any before them taken as channels; none otherwise.
+    fn pad_last_two(
+        &mut self,
+        x: &str,
+        shape: &[usize],
+        full: &[i64],
+        (value, mode): (f32, PadMode),
+        base: &str,
+    ) -> Fallible<Option<String>> {
+        let (per, rank) = (shape.len(), shape.len() + 1);
+        let padded = |a: usize| a == rank - 1 || (per >= 2 && a == rank - 2);
+        if (0..rank).any(|a| !padded(a) && (full[a] != 0 || full[rank + a] != 0)) {
+            return Ok(None);
         }
         let p = |i: usize| if padded(i % rank) { full[i] as usize } else { 0 };
         let pads = [p(rank - 2), p(2 * rank - 2), p(rank - 1), p(2 * rank - 1)];
         let grid = match per {
-            3 => x,
-            1 => self.reshape_node(&x, vec![1, 1, shape[0]], &format!("{}_grid", n.base))?,
+            3 => x.to_string(),
+            1 => self.reshape_node(x, vec![1, 1, shape[0]], &format!("{base}_grid"))?,
             _ => {
                 let channels = shape[..per - 2].iter().product();
                 let grid = vec![channels, shape[per - 2], shape[per - 1]];
-                self.reshape_node(&x, grid, &format!("{}_grid", n.base))?
+                self.reshape_node(x, grid, &format!("{base}_grid"))?
             }
         };
-        let op = Op::Pad { pads, value, mode };
-        let mut name = self.emit(n.base, op, vec![grid], Vec::new())?;
+        let mut name = self.emit(base, Op::Pad { pads, value, mode }, vec![grid], Vec::new())?;
         if per != 3 {
-            let mut grown = shape.clone();
+            let mut grown = shape.to_vec();
             grown[per - 1] += pads[2] + pads[3];
             if per >= 2 {
                 grown[per - 2] += pads[0] + pads[1];
             }
-            name = self.reshape_node(&name, grown, &format!("{}_ungrid", n.base))?;
+            name = self.reshape_node(&name, grown, &format!("{base}_ungrid"))?;
         }
-        Ok(Value::computed(name))
+        Ok(Some(name))
     }
 }
 
