@@ -541,6 +541,22 @@ class Windows(Classifier):
         return self.head(mixed + torch.flip(x[:, :, 1::2, 1::2], dims=[3]))
 
 
+class Bicubic(Classifier):
+    """Bicubic resizing (CrossViT's of its input for the second branch): the input to a
+    size, a map by a scale, with and without aligned corners."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.interpolate(x, size=(9, 7), mode="bicubic", align_corners=False)
+        x = F.relu(self.conv(x))
+        x = x + F.interpolate(x, scale_factor=2, mode="bicubic")[:, :, ::2, ::2]
+        return self.head(F.interpolate(x, size=(5, 6), mode="bicubic", align_corners=True))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -558,6 +574,7 @@ FIXTURES = {
     "unbind": (Unbind, [3, 5, 4]),
     "folded": (Folded, [3, 4, 4]),
     "windows": (Windows, [3, 7, 7]),
+    "bicubic": (Bicubic, [3, 6, 5]),
 }
 
 

@@ -1263,6 +1263,12 @@ impl Model {
                         row[low as usize] += 1.0 - (at - low);
                         row[high as usize] += at - low;
                     }
+                    Interpolation::Cubic => {
+                        let low = at.floor();
+                        for (k, weight) in cubic_weights(at - low).into_iter().enumerate() {
+                            row[nearest(low + k as f64 - 1.0)] += weight;
+                        }
+                    }
                     Interpolation::NearestFloor => row[nearest(at.floor())] = 1.0,
                     Interpolation::NearestCeil => row[nearest(at.ceil())] = 1.0,
                     Interpolation::NearestRoundPreferFloor => {
@@ -1450,6 +1456,15 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let product = spread(a, ra)?.matmul(&spread(b, rb)?)?;
     let dims = [leading.as_slice(), &[a.dim(ra - 2)?, b.dim(rb - 1)?]].concat();
     Ok(product.reshape(dims)?)
+}
+
+/// The weights of the four pixels around a point `t` (in [0, 1)) past the second: Keys'
+/// cubic convolution kernel with `a = −0.75`.
+fn cubic_weights(t: f64) -> [f64; 4] {
+    const A: f64 = -0.75;
+    let near = |d: f64| ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
+    let far = |d: f64| ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
+    [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
 }
 
 /// Positions along an axis as the index tensor candle takes.

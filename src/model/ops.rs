@@ -479,6 +479,9 @@ pub enum Interpolation {
     NearestCeil,
     /// Linear in each axis between the two input pixels around (bilinear).
     Linear,
+    /// Keys' cubic convolution over the four input pixels around, with PyTorch's and
+    /// ONNX's coefficient −0.75, border pixels repeated (bicubic).
+    Cubic,
 }
 
 /// Where output pixel `o` of a resize lies in the input, for scale `s` (ONNX's

@@ -903,6 +903,26 @@ fn pads_of_any_two_axes_follow_onnx() {
 }
 
 #[test]
+fn tiles_of_computed_values_follow_onnx() {
+    let bytes = image_model(
+        vec![NodeProto { output: vec!["y".into()], ..node("Tile", "tile", &["x", "r"], vec![]) }],
+        vec![int64s("r", &[1, 2, 1, 3])],
+        17,
+    );
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
+    let x = normal(&[2, 2, 6, 6], 8);
+    let out = model.forward(&x).unwrap();
+    let got = out.node(model.graph().output_node()).unwrap();
+    assert_eq!(values(got), values(&x.repeat((1, 2, 1, 3)).unwrap()));
+    let tiled_batch = image_model(
+        vec![NodeProto { output: vec!["y".into()], ..node("Tile", "tile", &["x", "r"], vec![]) }],
+        vec![int64s("r", &[2, 1, 1, 1])],
+        17,
+    );
+    assert!(import_error(&tiled_batch).contains("repeats [2, 1, 1, 1]"));
+}
+
+#[test]
 fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
     let b = normal(&[72, 3], 3);
     let x = normal(&[2, 2, 6, 6], 4);

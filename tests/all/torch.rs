@@ -204,6 +204,11 @@ fn attention_on_values_whose_batch_axis_folds_in_heads_or_patches_matches_pytorc
 }
 
 #[test]
+fn bicubic_resizing_matches_pytorch() {
+    matches_pytorch("bicubic");
+}
+
+#[test]
 fn overlapping_windows_strided_slices_and_flips_match_pytorch() {
     matches_pytorch("windows");
     // The dynamo exporter takes the windows with a Gather of indices per axis (the legacy

@@ -122,7 +122,11 @@ impl<T: Clone> Array<T> {
     pub fn gather_nd(&self, indices: &Array<f64>, batch_dims: usize) -> Fallible<Self> {
         let (&k, leading) = indices.dims.split_last().ok_or("GatherND needs indices")?;
         let b = batch_dims;
-        if k == 0 || b > leading.len() || b + k > self.dims.len() || indices.dims[..b] != self.dims[..b] {
+        if k == 0
+            || b > leading.len()
+            || b + k > self.dims.len()
+            || indices.dims[..b] != self.dims[..b]
+        {
             return Err(format!(
                 "GatherND of {:?} by indices of {:?} (batch_dims {b})",
                 self.dims, indices.dims
@@ -320,7 +324,8 @@ impl Array<f64> {
 impl Array<f64> {
     /// `self · matrix`, over the last axis of `self` (a Linear of a constant table).
     pub fn matmul(&self, matrix: &Array<f64>) -> Fallible<Array<f64>> {
-        let mismatch = || format!("a product of constants of {:?} and {:?}", self.dims, matrix.dims);
+        let mismatch =
+            || format!("a product of constants of {:?} and {:?}", self.dims, matrix.dims);
         let (&[k, n], Some(&last)) = (matrix.dims.as_slice(), self.dims.last()) else {
             return Err(mismatch());
         };
@@ -334,7 +339,9 @@ impl Array<f64> {
             .data
             .chunks(k)
             .flat_map(|row| {
-                (0..n).map(move |j| row.iter().enumerate().map(|(i, v)| v * matrix.data[i * n + j]).sum())
+                (0..n).map(move |j| {
+                    row.iter().enumerate().map(|(i, v)| v * matrix.data[i * n + j]).sum()
+                })
             })
             .collect();
         Ok(Array { dims, data, integer: false })

@@ -378,7 +378,8 @@ impl Importer {
     /// GatherND of a constant by constant indices (relative-position tables).
     pub(super) fn gather_nd(&self, n: &OpNode<'_>) -> Fallible<Value> {
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
-        let batch_dims = usize::try_from(n.a.int("batch_dims", 0)?).map_err(|_| "bad batch_dims")?;
+        let batch_dims =
+            usize::try_from(n.a.int("batch_dims", 0)?).map_err(|_| "bad batch_dims")?;
         match self.value(n.first)? {
             Value::Const(k) => Ok(Value::Const(k.gather_nd(&indices, batch_dims)?)),
             _ => Err("GatherND of a value computed from the input".into()),
@@ -412,7 +413,9 @@ impl Importer {
                 let (mut x, shape) = self.real_input(n.first)?;
                 let (batch, per) = repeats.split_first().ok_or("needs repeats")?;
                 if *batch != 1 || per.len() != shape.len() {
-                    return Err(format!("repeats {repeats:?} of a value of per-sample shape {shape:?}"));
+                    return Err(format!(
+                        "repeats {repeats:?} of a value of per-sample shape {shape:?}"
+                    ));
                 }
                 for (axis, &copies) in per.iter().enumerate().filter(|(_, r)| **r != 1) {
                     let op = Op::Concat { axis };
@@ -436,7 +439,13 @@ pub(super) fn activate(activation: Activation, x: f64) -> Option<f64> {
     Some(match activation {
         Activation::Linear => x,
         Activation::Relu => x.max(0.0),
-        Activation::LeakyRelu { alpha } => if x < 0.0 { f64::from(alpha) * x } else { x },
+        Activation::LeakyRelu { alpha } => {
+            if x < 0.0 {
+                f64::from(alpha) * x
+            } else {
+                x
+            }
+        }
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Tanh => x.tanh(),
         Activation::Exponential => x.exp(),

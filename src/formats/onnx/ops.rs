@@ -1046,6 +1046,16 @@ impl Importer {
                 Some(other) => return Err(format!("nearest mode '{other}' is unknown")),
             },
             Some("linear") => Interpolation::Linear,
+            Some("cubic") => {
+                let a = n.a.float("cubic_coeff_a", -0.75)?;
+                if a != -0.75 || n.a.int("exclude_outside", 0)? != 0 {
+                    return Err(format!(
+                        "cubic resizing with coefficient {a} or pixels outside excluded \
+                         (convscope's is PyTorch's: -0.75, border pixels repeated)"
+                    ));
+                }
+                Interpolation::Cubic
+            }
             Some(other) => return Err(format!("'{other}' resizing is not supported")),
         };
         let op = Op::Resize { size, scale, interpolation, coordinates };
