@@ -248,8 +248,6 @@ impl Importer {
     }
 }
 
-/// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes
-/// longer than 1 keep their relative order.
 /// `c` transposed by the ONNX permutation `perm`, which keeps the batch axis first: the
 /// permutation composed with the one pending, none where they cancel.
 fn permuted(c: Computed, perm: &[usize], base: &str) -> Value {
@@ -270,6 +268,8 @@ pub(super) fn is_identity(perm: &[usize]) -> bool {
     perm.iter().enumerate().all(|(i, &p)| i == p)
 }
 
+/// Whether permuting `shape` by `perm` leaves the elements in the same order: the axes
+/// longer than 1 keep their relative order.
 fn keeps_element_order(perm: &[usize], shape: &[usize]) -> bool {
     let moved: Vec<usize> =
         perm.iter().copied().filter(|&a| shape.get(a).is_some_and(|&d| d > 1)).collect();
