@@ -557,6 +557,21 @@ class Bicubic(Classifier):
         return self.head(F.interpolate(x, size=(5, 6), mode="bicubic", align_corners=True))
 
 
+class Stacked(Classifier):
+    """Scores of several heads stacked in front of the batch axis and reduced over it
+    (CrossViT's `torch.stack([head(x) for …]).mean(0)`), a mean and a max."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.heads = nn.ModuleList(Head(c) for _ in range(3))
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        scores = [head(x) for head in self.heads]
+        return torch.stack(scores).mean(0) + torch.stack(scores[:2]).amax(0)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -575,6 +590,7 @@ FIXTURES = {
     "folded": (Folded, [3, 4, 4]),
     "windows": (Windows, [3, 7, 7]),
     "bicubic": (Bicubic, [3, 6, 5]),
+    "stacked": (Stacked, [3, 5, 5]),
 }
 
 

@@ -1041,8 +1041,20 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             ],
             vec![],
             17,
-            "node 'relu' (Relu): its input moves the batch axis (an axis transposed in front \
-             of it), which convscope reads only by taking one index of that axis (unbind)",
+            "node 'relu' (Relu): its input moves the batch axis (an axis transposed or \
+             stacked in front of it), which convscope reads only by taking one index of that \
+             axis (unbind), joining such values along it or reducing it (mean, sum, max, min)",
+        ),
+        (
+            // Stacked in front of the batch axis, then reduced keeping that axis.
+            vec![
+                node("Unsqueeze", "stack", &["x", "zero"], vec![]),
+                y(node("ReduceMean", "mean", &["stack", "zero"], vec![int("keepdims", 1)])),
+            ],
+            vec![int64s("zero", &[0])],
+            17,
+            "node 'mean' (ReduceMean): reduces values moved before the batch other than over \
+             that axis, dropped",
         ),
         (
             vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[2, 3, 0, 1])]))],

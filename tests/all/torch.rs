@@ -204,6 +204,11 @@ fn attention_on_values_whose_batch_axis_folds_in_heads_or_patches_matches_pytorc
 }
 
 #[test]
+fn scores_stacked_in_front_of_the_batch_and_reduced_match_pytorch() {
+    matches_pytorch("stacked");
+}
+
+#[test]
 fn bicubic_resizing_matches_pytorch() {
     matches_pytorch("bicubic");
 }

@@ -472,7 +472,18 @@ impl Importer {
         }
         let op = OnnxOp::find(&node.op_type);
         let keeps_flattened = op.is_some_and(|op| op.keeps_flattened);
-        let unbinds = matches!(node.op_type.as_str(), "Gather" | "Slice" | "Split" | "Squeeze");
+        let unbinds = matches!(
+            node.op_type.as_str(),
+            "Gather"
+                | "Slice"
+                | "Split"
+                | "Squeeze"
+                | "Concat"
+                | "ReduceMean"
+                | "ReduceSum"
+                | "ReduceMax"
+                | "ReduceMin"
+        );
         if !unbinds
             && node
                 .input
@@ -480,8 +491,9 @@ impl Importer {
                 .any(|name| matches!(self.values.get(name), Some(Value::Unbinding(_))))
         {
             return Err(
-                "its input moves the batch axis (an axis transposed in front of it), which \
-                 convscope reads only by taking one index of that axis (unbind)"
+                "its input moves the batch axis (an axis transposed or stacked in front of \
+                 it), which convscope reads only by taking one index of that axis (unbind), \
+                 joining such values along it or reducing it (mean, sum, max, min)"
                     .to_string()
                     .into(),
             );

@@ -11,7 +11,7 @@ use super::import::{Importer, NOT_REAL, Value};
 use super::ops::OpNode;
 use super::proto::{GraphProto, NodeProto};
 use super::weight::Weight;
-use crate::model::Op;
+use crate::model::{Op, ReduceKind};
 
 /// A value computed at run time: node (or graph input) `source`'s output, permuted by
 /// `perm` (per sample: axis `i` of the value is axis `perm[i]` of the source) when set.
@@ -110,6 +110,60 @@ impl Importer {
     /// value, reshaped, under the rest of the transpose.
     pub(super) fn unbound(&mut self, u: &Unbinding, index: usize, base: &str) -> Fallible<Value> {
         let taken = self.take_index(&u.of, u.axis - 1, index, base)?;
+        self.without_moved_axis(u, taken, base)
+    }
+
+    /// `c` with an axis of one in front of the batch axis (`torch.stack`'s Unsqueeze at 0):
+    /// an [`Unbinding`] of an axis of one added first within each sample.
+    pub(super) fn stacked(&mut self, c: &Computed, base: &str) -> Fallible<Value> {
+        let shape = self.shape(c);
+        let Value::Computed(of) =
+            self.reshape_computed(c, [vec![1], shape.clone()].concat(), base)?
+        else {
+            return Err(NOT_REAL.into());
+        };
+        let rest = std::iter::once(0).chain(2..shape.len() + 2).collect();
+        Ok(Value::Unbinding(Unbinding { of, axis: 1, rest, index: None }))
+    }
+
+    /// Stacks `parts` joined along their moved axis (a Concat at axis 0): their values joined
+    /// along that axis within each sample.
+    pub(super) fn join_stacks(&mut self, parts: &[Unbinding], base: &str) -> Fallible<Value> {
+        let first = &parts[0];
+        let alike =
+            |u: &Unbinding| u.axis == first.axis && u.rest == first.rest && u.index.is_none();
+        if !parts.iter().all(alike) {
+            return Err("joins values moved before the batch axis in different ways".into());
+        }
+        let inputs = parts.iter().map(|u| self.realise(&u.of)).collect::<Fallible<Vec<_>>>()?;
+        let op = Op::Concat { axis: first.axis - 1 };
+        let of = Computed {
+            source: self.emit(base, op, inputs, Vec::new())?,
+            perm: None,
+            transpose_name: String::new(),
+        };
+        Ok(Value::Unbinding(Unbinding { of, ..first.clone() }))
+    }
+
+    /// `u`'s values with its moved axis reduced away by `kind` (`torch.stack(…).mean(0)`),
+    /// under the rest of the transpose.
+    pub(super) fn reduce_stack(
+        &mut self,
+        u: &Unbinding,
+        kind: ReduceKind,
+        base: &str,
+    ) -> Fallible<Value> {
+        if u.index.is_some() {
+            return Err(NOT_REAL.into());
+        }
+        let x = self.realise(&u.of)?;
+        let op = Op::Reduce { kind, axes: vec![u.axis - 1], keep_dims: false };
+        let reduced = Value::computed(self.emit(base, op, vec![x], Vec::new())?);
+        self.without_moved_axis(u, reduced, base)
+    }
+
+    /// `taken`, `u`'s value without its moved axis, under the rest of `u`'s transpose.
+    fn without_moved_axis(&mut self, u: &Unbinding, taken: Value, base: &str) -> Fallible<Value> {
         // The rest's axes, numbered without the one taken.
         let perm: Vec<usize> = u.rest.iter().map(|&a| if a > u.axis { a - 1 } else { a }).collect();
         if is_identity(&perm) {

@@ -456,6 +456,22 @@ impl Importer {
             let axes = fold::reduction_axes(axes, k.dims.len())?;
             return Ok(Value::Const(fold::reduce_array(k, &axes, keep_dims, reduction)));
         }
+        if let Value::Unbinding(u) = self.value(n.first)?.clone() {
+            // Over the axis stacked in front of the batch (`torch.stack(…).mean(0)`).
+            let kind = match reduction {
+                Reduction::Mean => ReduceKind::Mean,
+                Reduction::Sum => ReduceKind::Sum,
+                Reduction::Max => ReduceKind::Max,
+                Reduction::Min => ReduceKind::Min,
+                _ => return Err(format!("{reduction:?} over an axis moved before the batch")),
+            };
+            if axes.as_deref() != Some(&[0]) || keep_dims {
+                return Err("reduces values moved before the batch other than over that axis, \
+                            dropped"
+                    .into());
+            }
+            return self.reduce_stack(&u, kind, n.base);
+        }
         let c = self.computed(n.first)?;
         if noop {
             return Ok(Value::Computed(c));

@@ -340,6 +340,20 @@ impl Importer {
         if let [only] = parts.as_slice() {
             return Ok(only.clone());
         }
+        // Values stacked in front of the batch axis (`torch.stack` of heads' scores).
+        if parts.iter().any(|p| matches!(p, Value::Unbinding(_))) {
+            let stacks: Vec<Unbinding> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Value::Unbinding(u) => Some(u.clone()),
+                    _ => None,
+                })
+                .collect();
+            if axis != 0 || stacks.len() != parts.len() {
+                return Err("joins values moved before the batch axis other than along it".into());
+            }
+            return self.join_stacks(&stacks, n.base);
+        }
         let computed: Vec<Computed> = parts
             .iter()
             .filter_map(|p| match p {
@@ -613,6 +627,9 @@ impl Importer {
                           the one index taken"
                     .into()),
             };
+        }
+        if let (Value::Computed(c), true, Some([0])) = (&value, unsqueeze, axes.as_deref()) {
+            return self.stacked(c, n.base);
         }
         let full: Vec<usize> = match &value {
             Value::Const(k) => k.dims.clone(),
