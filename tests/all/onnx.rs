@@ -1053,8 +1053,8 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             ],
             vec![int64s("zero", &[0])],
             17,
-            "node 'mean' (ReduceMean): reduces values moved before the batch other than over \
-             that axis, dropped",
+            "node 'mean' (ReduceMean): reduces values moved before the batch other than by a \
+             mean, sum, max or min over that axis, dropped",
         ),
         (
             vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[2, 3, 0, 1])]))],

@@ -456,18 +456,19 @@ impl Importer {
             let axes = fold::reduction_axes(axes, k.dims.len())?;
             return Ok(Value::Const(fold::reduce_array(k, &axes, keep_dims, reduction)));
         }
+        let kind = match reduction {
+            Reduction::Mean => ReduceKind::Mean,
+            Reduction::Max => ReduceKind::Max,
+            Reduction::Min => ReduceKind::Min,
+            Reduction::Sum | Reduction::L2 | Reduction::SumSquare => ReduceKind::Sum,
+            Reduction::Prod => return Err("ReduceProd of a value computed from the input".into()),
+        };
         if let Value::Unbinding(u) = self.value(n.first)?.clone() {
             // Over the axis stacked in front of the batch (`torch.stack(…).mean(0)`).
-            let kind = match reduction {
-                Reduction::Mean => ReduceKind::Mean,
-                Reduction::Sum => ReduceKind::Sum,
-                Reduction::Max => ReduceKind::Max,
-                Reduction::Min => ReduceKind::Min,
-                _ => return Err(format!("{reduction:?} over an axis moved before the batch")),
-            };
-            if axes.as_deref() != Some(&[0]) || keep_dims {
-                return Err("reduces values moved before the batch other than over that axis, \
-                            dropped"
+            let squares = matches!(reduction, Reduction::L2 | Reduction::SumSquare);
+            if squares || axes.as_deref() != Some(&[0]) || keep_dims {
+                return Err("reduces values moved before the batch other than by a mean, sum, \
+                            max or min over that axis, dropped"
                     .into());
             }
             return self.reduce_stack(&u, kind, n.base);
@@ -484,13 +485,6 @@ impl Importer {
                  convscope reduces computed values only within each sample"
             ));
         }
-        let kind = match reduction {
-            Reduction::Mean => ReduceKind::Mean,
-            Reduction::Max => ReduceKind::Max,
-            Reduction::Min => ReduceKind::Min,
-            Reduction::Sum | Reduction::L2 | Reduction::SumSquare => ReduceKind::Sum,
-            Reduction::Prod => return Err("ReduceProd of a value computed from the input".into()),
-        };
         // Under a pending permutation, the source's axes are reduced and the layout kept.
         let (source_axes, perm) = through_perm(c.perm.as_deref(), &axes, keep_dims);
         let mut x = c.source.clone();
@@ -564,12 +558,12 @@ impl Importer {
         // `[C, 1, …]`: broadcast over the axes after the channels.
         let dims: Vec<usize> =
             std::iter::once(channels).chain(std::iter::repeat_n(1, view.len() - 2)).collect();
-        let per_channel = |data| Array { dims: dims.clone(), data, integer: false };
+        let along_channels = |data| Array { dims: dims.clone(), data, integer: false };
         let base = format!("{}_scale", n.base);
         let scaled =
-            self.arith_const(ArithKind::Mul, &c, n.first, per_channel(scale), false, &base)?;
+            self.arith_const(ArithKind::Mul, &c, n.first, along_channels(scale), false, &base)?;
         let Value::Computed(scaled) = scaled else { return Err(NOT_REAL.into()) };
-        self.arith_const(ArithKind::Add, &scaled, "", per_channel(shift), false, n.base)
+        self.arith_const(ArithKind::Add, &scaled, "", along_channels(shift), false, n.base)
     }
 
     /// GroupNormalization, and InstanceNormalization as one group per channel.

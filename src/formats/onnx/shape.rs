@@ -342,16 +342,14 @@ impl Importer {
         }
         // Values stacked in front of the batch axis (`torch.stack` of heads' scores).
         if parts.iter().any(|p| matches!(p, Value::Unbinding(_))) {
-            let stacks: Vec<Unbinding> = parts
+            let along_it = || "joins values moved before the batch axis other than along it";
+            let stacks = parts
                 .iter()
-                .filter_map(|p| match p {
-                    Value::Unbinding(u) => Some(u.clone()),
-                    _ => None,
+                .map(|p| match p {
+                    Value::Unbinding(u) if axis == 0 => Ok(u.clone()),
+                    _ => Err(along_it().to_string()),
                 })
-                .collect();
-            if axis != 0 || stacks.len() != parts.len() {
-                return Err("joins values moved before the batch axis other than along it".into());
-            }
+                .collect::<Fallible<Vec<Unbinding>>>()?;
             return self.join_stacks(&stacks, n.base);
         }
         let computed: Vec<Computed> = parts
