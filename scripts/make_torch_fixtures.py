@@ -572,6 +572,40 @@ class Stacked(Classifier):
         return torch.stack(scores).mean(0) + torch.stack(scores[:2]).amax(0)
 
 
+class Einsums(Classifier):
+    """`torch.einsum`, which both exporters keep as ONNX `Einsum`: MobileNetV4's multi-query
+    attention (queries by a per-head table, keys and values by matrices, scores and the
+    output as products of computed values, the heads merged by a table), MViTv2's relative
+    positions (a table per query row: `byhwc,hkc->byhwk`), a sum over axes, an implicit output
+    and ellipses."""
+
+    def __init__(self, c=6, heads=2, k=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        g = torch.Generator().manual_seed(7)
+        table = lambda *shape: nn.Parameter(torch.randn(*shape, generator=g) * 0.4)
+        self.query, self.key, self.value = table(heads, k, c), table(c, k), table(c, k)
+        self.out, self.rel, self.mix = table(c, heads, k), table(5, 3, k), table(c)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        tokens = x.reshape(b, c, -1).transpose(1, 2)
+        kv = F.avg_pool2d(x, 2).reshape(b, c, -1).transpose(1, 2)
+        q = torch.einsum("bnd,hkd->bnhk", tokens, self.query)
+        k = torch.einsum("bmd,dk->bmk", kv, self.key)
+        attn = (torch.einsum("bnhk,bmk->bnhm", q, k) * 0.5).softmax(-1)
+        v = torch.einsum("bmd,dv->bmv", kv, self.value)
+        o = torch.einsum("bnhm,bmv->bnhv", attn, v)
+        y = torch.einsum("bnhv,dhv->bdn", o, self.out).reshape(b, c, h, w)
+        rows = q.reshape(b, h, w, -1, q.shape[-1]).permute(0, 3, 1, 2, 4)
+        rel = torch.einsum("byhwc,hkc->byhwk", rows, self.rel)
+        y = y + torch.einsum("byhwk->bhw", rel)[:, None] + torch.einsum("bchw,c", x, self.mix)[:, None]
+        y = y + torch.einsum("...hw,...hw->...h", x, x)[..., None] * 0.1
+        return self.head(x + y)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -591,6 +625,7 @@ FIXTURES = {
     "windows": (Windows, [3, 7, 7]),
     "bicubic": (Bicubic, [3, 6, 5]),
     "stacked": (Stacked, [3, 5, 5]),
+    "einsum": (Einsums, [3, 5, 6]),
 }
 
 

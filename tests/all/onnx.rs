@@ -1082,6 +1082,37 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             13,
             "ReduceProd of a value computed from the input",
         ),
+        (
+            vec![y(node("Einsum", "e", &["x"], vec![string("equation", "bchw->chw")]))],
+            vec![],
+            17,
+            "node 'e' (Einsum): einsum 'bchw->chw' does not keep the batch axis as one letter of \
+             the output that only the computed inputs have",
+        ),
+        (
+            vec![y(node("Einsum", "e", &["x", "k"], vec![string("equation", "bchw,b->bchw")]))],
+            vec![int64s("k", &[1])],
+            17,
+            "does not keep the batch axis as one letter of the output that only the computed",
+        ),
+        (
+            vec![y(node("Einsum", "e", &["x", "x"], vec![string("equation", "bchw,bcww->bch")]))],
+            vec![],
+            17,
+            "einsum term 'bcww' repeats 'w' (a diagonal), which convscope does not read",
+        ),
+        (
+            vec![y(node("Einsum", "e", &["x"], vec![string("equation", "bc->b")]))],
+            vec![],
+            17,
+            "einsum equation 'bc->b' names 2 axes of an input of rank 4",
+        ),
+        (
+            vec![y(node("Einsum", "e", &["x"], vec![string("equation", "bchw->bchwq")]))],
+            vec![],
+            17,
+            "einsum equation 'bchw->bchwq' outputs 'q', which no input has",
+        ),
         (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 8, "ONNX opset 8 is not supported"),
         (
             vec![

@@ -209,6 +209,11 @@ fn scores_stacked_in_front_of_the_batch_and_reduced_match_pytorch() {
 }
 
 #[test]
+fn einsums_of_attention_relative_positions_sums_and_ellipses_match_pytorch() {
+    matches_pytorch("einsum");
+}
+
+#[test]
 fn bicubic_resizing_matches_pytorch() {
     matches_pytorch("bicubic");
 }

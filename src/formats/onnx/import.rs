@@ -466,6 +466,14 @@ impl Importer {
         Ok((real, shape))
     }
 
+    /// Maps a node an op's mapping made (an einsum's lowering) as if the file had it.
+    pub(super) fn map_node(&mut self, node: &NodeProto) -> Fallible<()> {
+        self.node(node).map_err(|e| match e {
+            NodeError::Unsupported => format!("internal: a made node of '{}'", node.op_type),
+            NodeError::Invalid(message) => message,
+        })
+    }
+
     fn node(&mut self, node: &NodeProto) -> std::result::Result<(), NodeError> {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(NodeError::Unsupported);

@@ -9,6 +9,7 @@
 
 mod array;
 mod attrs;
+mod einsum;
 mod external;
 mod fold;
 mod folding;

@@ -56,6 +56,7 @@ const OPS: &[OnnxOp] = &[
     op("CumSum", |im, n| im.cumsum(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),
+    op("Einsum", |im, n| im.einsum(n)),
     op("Elu", |im, n| {
         let alpha = n.a.float("alpha", 1.0)?;
         im.activation(n, Activation::Elu { alpha, scale: 1.0 })
