@@ -606,6 +606,46 @@ class Einsums(Classifier):
         return self.head(x + y)
 
 
+class PooledAttention(Classifier):
+    """MViTv2's pooling attention: q, k and v unbound per head, each head's map reshaped
+    to an image of its own in the batch axis (`[B·heads, d, H, W]`), pooled by a depthwise
+    conv (queries, stride 1; keys, stride 2) or a max pool (values), normalised and
+    attended."""
+
+    def __init__(self, c=8, heads=2):
+        super().__init__()
+        self.heads, d = heads, c // heads
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.pool_q = nn.Conv2d(d, d, 3, padding=1, groups=d, bias=False)
+        self.pool_k = nn.Conv2d(d, d, 3, stride=2, padding=1, groups=d)
+        self.pool_v = nn.MaxPool2d(3, stride=2, padding=1)
+        self.norm_q, self.norm_k = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.shift = nn.Parameter(torch.linspace(-0.5, 0.5, d).view(1, d, 1, 1))
+        self.head = Head(c)
+
+    def pooled(self, x, pool, norm, h, w):
+        b = x.shape[0]
+        x = x.reshape(b * self.heads, h, w, -1).permute(0, 3, 1, 2)
+        # A per-channel shift of the pooled images: their axes must be [B·heads, d, …].
+        x = pool(x) + self.shift
+        x = x.reshape(b, self.heads, -1, x.shape[-2] * x.shape[-1]).transpose(2, 3)
+        return norm(x) if norm is not None else x
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = self.pooled(q, self.pool_q, self.norm_q, h, w)
+        k = self.pooled(k, self.pool_k, self.norm_k, h, w)
+        v = self.pooled(v, self.pool_v, None, h, w)
+        attn = (q @ k.transpose(-2, -1) * 0.5).softmax(-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
+        return self.head(x + out.transpose(1, 2).reshape(b, c, h, w))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -626,6 +666,7 @@ FIXTURES = {
     "bicubic": (Bicubic, [3, 6, 5]),
     "stacked": (Stacked, [3, 5, 5]),
     "einsum": (Einsums, [3, 5, 6]),
+    "pooled": (PooledAttention, [3, 6, 6]),
 }
 
 
@@ -636,7 +677,7 @@ DYNAMIC_ROUTE = {
     "output_names": ["y"],
     "dynamic_axes": {"x": {0: "batch"}, "y": {0: "batch"}},
 }
-DYNAMIC = {"folded", "unbind"}
+DYNAMIC = {"folded", "unbind", "pooled"}
 
 
 def export(model, x, path, route):

@@ -990,13 +990,24 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             // The channels folded into the batch axis: `[N·2, 6, 6]`.
             vec![
                 node("Reshape", "fold", &["x", "t"], vec![]),
+                y(node("GlobalMaxPool", "pool", &["fold"], vec![])),
+            ],
+            vec![int64s("t", &[-1, 6, 6])],
+            17,
+            "node 'pool' (GlobalMaxPool): it reads a value whose batch axis folds in another \
+             axis of 2 (a reshape to [B·2, …]), which convscope reads only with AveragePool, \
+             Conv, Flatten, MaxPool, Reshape, Shape and Abs,",
+        ),
+        (
+            // Folded images must be `[B·k, C, H, W]`.
+            vec![
+                node("Reshape", "fold", &["x", "t"], vec![]),
                 y(node("MaxPool", "pool", &["fold"], vec![ints("kernel_shape", &[2, 2])])),
             ],
             vec![int64s("t", &[-1, 6, 6])],
             17,
-            "node 'pool' (MaxPool): it reads a value whose batch axis folds in another axis of \
-             2 (a reshape to [B·2, …]), which convscope reads only with Reshape, Flatten, Shape \
-             and Abs,",
+            "node 'pool' (MaxPool): a MaxPool of a value of per-sample shape [2, 6, 6] whose \
+             batch axis folds in its first axis: convscope reads images [B·k, C, H, W] so",
         ),
         (
             vec![y(node("Reshape", "fold", &["x", "t"], vec![]))],

@@ -204,6 +204,29 @@ fn attention_on_values_whose_batch_axis_folds_in_heads_or_patches_matches_pytorc
 }
 
 #[test]
+fn heads_pooled_as_images_in_the_batch_axis_match_pytorch() {
+    matches_pytorch("pooled");
+    matches_pytorch_by("pooled", &["dynamic"]);
+    // Each head's map is pooled as one of the images side by side in the channels: the
+    // depthwise convs' groups and the max pool's channels count both heads.
+    let model = formats::load(&fixture("pooled.legacy.onnx")).unwrap();
+    let pools: Vec<(String, Vec<usize>)> = model
+        .graph()
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n.op {
+            Op::Conv2d { groups, .. } if groups > 1 => Some((format!("conv {groups}"), i)),
+            Op::MaxPool { .. } => Some(("max".into(), i)),
+            _ => None,
+        })
+        .map(|(kind, i)| (kind, model.graph().shape(ValueId::of_node(i)).to_vec()))
+        .collect();
+    let expected = [("conv 8", [8, 6, 6]), ("conv 8", [8, 3, 3]), ("max", [8, 3, 3])];
+    assert_eq!(pools, expected.map(|(k, s)| (k.to_string(), s.to_vec())));
+}
+
+#[test]
 fn scores_stacked_in_front_of_the_batch_and_reduced_match_pytorch() {
     matches_pytorch("stacked");
 }

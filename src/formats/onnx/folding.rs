@@ -5,7 +5,8 @@
 //! `[heads, N, d]`, and a node reading it is mapped as if its ONNX batch axis were the two
 //! it stands for, the batch then the folded axis ("lifted"): its axes past the batch move
 //! by one, constants of the value's rank gain the axis, and its outputs are folded too.
-//! Reshape and Flatten fold and unfold (see `shape`); Shape gives the folded size.
+//! Reshape and Flatten fold and unfold (see `shape`); Shape gives the folded size; convs
+//! and pools read the folded images side by side in the channels (see `ops`).
 
 use super::Fallible;
 use super::array::{self, Array, Dim};
@@ -14,7 +15,7 @@ use super::proto::{AttributeProto, NodeProto, attribute_type};
 
 /// The ops that read a folded value lifted: those for which the batch axis is only a
 /// batch (elementwise ops, products and normalisations within a sample, moves and slices
-/// of other axes). Reshape, Flatten and Shape read it themselves; any other op reading
+/// of other axes). The ops of [`READ_FOLDED`] read it themselves; any other op reading
 /// one is an error.
 const LIFTED: &[&str] = &[
     "Abs",
@@ -76,6 +77,10 @@ const LIFTED: &[&str] = &[
     "Where",
 ];
 
+/// The ops that read a folded value themselves: reshapes fold and unfold, Shape gives
+/// the folded size, convs and pools take the folded images side by side in the channels.
+const READ_FOLDED: &[&str] = &["AveragePool", "Conv", "Flatten", "MaxPool", "Reshape", "Shape"];
+
 /// What lifting a node needs to know of its folded inputs.
 struct Fold {
     /// The ONNX rank of the folded values.
@@ -92,14 +97,15 @@ impl Importer {
     pub(super) fn lifted(&mut self, node: &NodeProto) -> Fallible<Option<NodeProto>> {
         let Some(fold) = self.fold_of(node)? else { return Ok(None) };
         let op = node.op_type.as_str();
-        if matches!(op, "Reshape" | "Flatten" | "Shape") {
+        if READ_FOLDED.contains(&op) {
             return Ok(None);
         }
         if !LIFTED.contains(&op) {
             return Err(format!(
                 "it reads a value whose batch axis folds in another axis of {} (a reshape to \
-                 [B·{0}, …]), which convscope reads only with Reshape, Flatten, Shape and {}",
+                 [B·{0}, …]), which convscope reads only with {} and {}",
                 fold.folded,
+                READ_FOLDED.join(", "),
                 LIFTED.join(", ")
             ));
         }

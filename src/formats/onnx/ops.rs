@@ -642,8 +642,13 @@ impl Importer {
         }
         let (x, shape) = self.real_input(n.first)?;
         let kernel = self.weight(n.node.input.get(1).ok_or("needs weights")?)?;
+        if self.folded_batch.contains(n.first) {
+            return self.per_image(n, x, &shape, |im, x, images, shape| {
+                im.conv_2d(n, x, shape, kernel, &n.a, images)
+            });
+        }
         match (kernel.dims.as_slice(), shape.as_slice()) {
-            (&[_, _, _, _], _) => Ok(Value::computed(self.conv_2d(n, x, shape, kernel, &n.a)?)),
+            (&[_, _, _, _], _) => Ok(Value::computed(self.conv_2d(n, x, shape, kernel, &n.a, 1)?)),
             (&[filters, per_group, k], &[channels, len]) => {
                 // A 1-D conv (ECA attention's, across the channels) is a 2-D one over a map
                 // one row high: its attributes and kernel lifted, its input and output
@@ -652,7 +657,8 @@ impl Importer {
                 let x =
                     self.reshape_node(&x, vec![channels, 1, len], &format!("{}_rows", n.base))?;
                 let kernel = kernel.reshape(vec![filters, per_group, 1, k])?;
-                let rows = self.conv_2d(n, x, vec![channels, 1, len], kernel, &Attrs(&lifted))?;
+                let rows =
+                    self.conv_2d(n, x, vec![channels, 1, len], kernel, &Attrs(&lifted), 1)?;
                 let Some(&[_, 1, out_len]) = self.shapes.get(&rows).map(Vec::as_slice) else {
                     return Err(format!("a 1-D conv of {shape:?} made no rows"));
                 };
@@ -727,6 +733,8 @@ impl Importer {
 
     /// A 2-D conv of the real value `x` (per-sample shape `shape`) by `kernel`
     /// `[filters, channels / groups, kh, kw]`, under attributes `a`.
+    /// A 2-D conv of `x` by `kernel`, or of `images` images side by side in `x`'s channels,
+    /// each by the same kernel (as groups of their own, the kernel and bias repeated).
     fn conv_2d(
         &mut self,
         n: &OpNode<'_>,
@@ -734,9 +742,19 @@ impl Importer {
         shape: Vec<usize>,
         kernel: Weight,
         a: &Attrs<'_>,
+        images: usize,
     ) -> Fallible<String> {
         let &[filters, _, kh, kw] = kernel.dims.as_slice() else {
             return Err(format!("weights of shape {:?} for a 2-D conv", kernel.dims));
+        };
+        let repeated = |a: Array<f64>| {
+            let mut repeats = vec![1; a.dims.len()];
+            repeats[0] = images;
+            a.tile(&repeats)
+        };
+        let (kernel, filters) = match images {
+            1 => (kernel, filters),
+            _ => (Weight::from(repeated(kernel.to_array()?)?), filters * images),
         };
         let n = &OpNode { a: Attrs(a.0), ..*n };
         if let Some(k) = n.a.ints("kernel_shape")?
@@ -748,8 +766,8 @@ impl Importer {
         let dilation = n.a.pair("dilations", 1)?;
         let hw = spatial(&shape)?;
         let padding = padding(&n.a, hw, [kh, kw], stride, dilation)?;
-        let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")?;
-        let bias = n.input(2).map(|b| self.constant(b)).transpose()?;
+        let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")? * images;
+        let bias = n.input(2).map(|b| self.constant(b).and_then(repeated)).transpose()?;
         let op = Op::Conv2d {
             filters,
             kernel: [kh, kw],
@@ -962,7 +980,43 @@ impl Importer {
     }
 
     fn pool(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
-        let (mut x, shape) = self.real_input(n.first)?;
+        let (x, shape) = self.real_input(n.first)?;
+        match self.folded_batch.contains(n.first) {
+            true => self.per_image(n, x, &shape, |im, x, _, shape| im.pool_2d(n, x, shape)),
+            false => Ok(Value::computed(self.pool_2d(n, x, shape)?)),
+        }
+    }
+
+    /// A value whose batch axis folds in images (`[k, C, H, W]` per sample: MViTv2's
+    /// pooling of each head's queries, keys and values) through `op`, a conv or a pool,
+    /// as `k` images side by side in the channels, `[k·C, H, W]`, and back.
+    fn per_image(
+        &mut self,
+        n: &OpNode<'_>,
+        x: String,
+        shape: &[usize],
+        op: impl FnOnce(&mut Importer, String, usize, Vec<usize>) -> Fallible<String>,
+    ) -> Fallible<Value> {
+        let &[images, channels, h, w] = shape else {
+            return Err(format!(
+                "a {} of a value of per-sample shape {shape:?} whose batch axis folds in its \
+                 first axis: convscope reads images [B·k, C, H, W] so",
+                n.node.op_type
+            ));
+        };
+        let side_by_side = vec![images * channels, h, w];
+        let x = self.reshape_node(&x, side_by_side.clone(), &format!("{}_images", n.base))?;
+        let y = op(self, x, images, side_by_side)?;
+        let Some(&[out_channels, oh, ow]) = self.shapes.get(&y).map(Vec::as_slice) else {
+            return Err(format!("internal: a {} made no map", n.node.op_type));
+        };
+        let name = self.reshape_node(&y, vec![images, out_channels / images, oh, ow], n.base)?;
+        self.folded_batch.extend(n.node.output.first().cloned());
+        Ok(Value::computed(name))
+    }
+
+    /// MaxPool or AveragePool of `x` of per-sample `shape`.
+    fn pool_2d(&mut self, n: &OpNode<'_>, mut x: String, shape: Vec<usize>) -> Fallible<String> {
         let kernel = match n.a.ints("kernel_shape")?.as_deref() {
             Some(&[h, w]) if h > 0 && w > 0 => [h as usize, w as usize],
             other => return Err(format!("kernel_shape {other:?}: only 2-D pooling is supported")),
@@ -1002,7 +1056,7 @@ impl Importer {
             }
             Op::AvgPool { kernel, stride, padding, count_include_pad }
         };
-        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+        self.emit(n.base, op, vec![x], Vec::new())
     }
 
     /// Resize of the spatial axes, by `scales` or to `sizes`.
