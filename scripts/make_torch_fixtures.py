@@ -646,6 +646,30 @@ class PooledAttention(Classifier):
         return self.head(x + out.transpose(1, 2).reshape(b, c, h, w))
 
 
+class Assigned(Classifier):
+    """Assignments to slices of computed values, which the legacy exporter writes as
+    `ScatterND`: MViTv2's `attn[:, :, 1:, 1:] = attn[:, :, 1:, 1:] + rel` (a part, past a
+    class token) and the same over a whole map, and a strided part of a feature map."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.rel = nn.Parameter(torch.linspace(-1, 1, 25).view(5, 5))
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        attn = x.reshape(b, c, h * w, 1) * x.reshape(b, c, 1, h * w)
+        attn = attn[:, :, : h + 1, : h + 1].clone()
+        attn[:, :, 1:, 1:] = attn[:, :, 1:, 1:] + self.rel
+        whole = attn.clone()
+        whole[:, :, :, :] = attn.softmax(-1) * 2.0
+        y = x.clone()
+        y[:, 1:3, ::2, 1:] = y[:, 1:3, ::2, 1:] * 3.0 - 1.0
+        return self.head(y) + whole.mean((2, 3)).sum(1, keepdim=True)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -667,6 +691,7 @@ FIXTURES = {
     "stacked": (Stacked, [3, 5, 5]),
     "einsum": (Einsums, [3, 5, 6]),
     "pooled": (PooledAttention, [3, 6, 6]),
+    "assigned": (Assigned, [3, 5, 5]),
 }
 
 

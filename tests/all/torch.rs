@@ -227,6 +227,11 @@ fn heads_pooled_as_images_in_the_batch_axis_match_pytorch() {
 }
 
 #[test]
+fn assignments_to_slices_of_computed_values_match_pytorch() {
+    matches_pytorch("assigned");
+}
+
+#[test]
 fn scores_stacked_in_front_of_the_batch_and_reduced_match_pytorch() {
     matches_pytorch("stacked");
 }

@@ -4,6 +4,26 @@
 use super::Fallible;
 use super::proto::{AttributeProto, attribute_type};
 
+/// An integer attribute, for a node an op's mapping makes.
+pub(super) fn int_attribute(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..AttributeProto::default()
+    }
+}
+
+/// An attribute of integers, for a node an op's mapping makes.
+pub(super) fn ints_attribute(name: &str, ints: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints,
+        ..AttributeProto::default()
+    }
+}
+
 /// A node's attributes by name, each read with its declared type checked.
 pub(super) struct Attrs<'a>(pub(super) &'a [AttributeProto]);
 

@@ -20,10 +20,11 @@ use std::collections::HashMap;
 
 use super::Fallible;
 use super::array::{self, Array};
+use super::attrs::{int_attribute, ints_attribute};
 use super::fold::{self, Reduction};
 use super::import::{Importer, Value};
 use super::ops::OpNode;
-use super::proto::{AttributeProto, NodeProto, attribute_type};
+use super::proto::AttributeProto;
 
 /// An equation with its ellipses spelt out: each operand's letters, one per axis, and the
 /// output's.
@@ -229,7 +230,6 @@ struct Lowering<'a, 'n> {
     sizes: HashMap<char, usize>,
     /// The letter of the batch axis of the computed operands.
     batch: char,
-    made: usize,
 }
 
 impl Importer {
@@ -287,7 +287,7 @@ impl Importer {
             .into_iter()
             .zip(eq.inputs.iter().cloned())
             .map(|(tensor, letters)| Operand { tensor, letters });
-        let mut lowering = Lowering { im: self, n, sizes, batch, made: 0 };
+        let mut lowering = Lowering { im: self, n, sizes, batch };
         let mut current = operands.next().ok_or("an einsum of nothing")?;
         let rest: Vec<Operand> = operands.collect();
         for (i, next) in rest.into_iter().enumerate() {
@@ -304,38 +304,17 @@ impl Importer {
 }
 
 impl Lowering<'_, '_> {
-    /// A name for a value this lowering makes, apart from the file's.
-    fn name(&mut self) -> String {
-        self.made += 1;
-        format!("{}#einsum{}", self.n.node.output.first().map_or("", |o| o), self.made)
-    }
-
-    /// Maps one node of `op_type` reading `inputs`; returns its output's name.
     fn node(
         &mut self,
         op_type: &str,
         inputs: Vec<String>,
         attribute: Vec<AttributeProto>,
     ) -> Fallible<String> {
-        let output = self.name();
-        self.im.uses.insert(output.clone(), 1);
-        let node = NodeProto {
-            input: inputs,
-            output: vec![output.clone()],
-            name: self.n.base.to_string(),
-            op_type: op_type.into(),
-            attribute,
-            domain: String::new(),
-        };
-        self.im.map_node(&node)?;
-        Ok(output)
+        self.im.made_node(self.n, op_type, inputs, attribute)
     }
 
-    /// A constant input for the nodes made.
     fn constant(&mut self, a: Array<f64>) -> String {
-        let name = self.name();
-        self.im.values.insert(name.clone(), Value::Const(a));
-        name
+        self.im.made_constant(self.n, a)
     }
 
     /// Per-sample sizes of `letters` (the batch axis's left out).
@@ -359,12 +338,7 @@ impl Lowering<'_, '_> {
             }
             Tensor::Computed(name) => {
                 let axes = self.constant(Array::vector(axes.iter().map(|&a| a as f64).collect()));
-                let keep_dims = AttributeProto {
-                    name: "keepdims".into(),
-                    r#type: attribute_type::INT,
-                    i: 0,
-                    ..AttributeProto::default()
-                };
+                let keep_dims = int_attribute("keepdims", 0);
                 Tensor::Computed(self.node("ReduceSum", vec![name, axes], vec![keep_dims])?)
             }
         };
@@ -383,12 +357,7 @@ impl Lowering<'_, '_> {
             _ if perm.iter().enumerate().all(|(i, &p)| i == p) => x.tensor,
             Tensor::Constant(a) => Tensor::Constant(a.transpose(&perm)?),
             Tensor::Computed(name) => {
-                let perm = AttributeProto {
-                    name: "perm".into(),
-                    r#type: attribute_type::INTS,
-                    ints: perm.iter().map(|&p| p as i64).collect(),
-                    ..AttributeProto::default()
-                };
+                let perm = ints_attribute("perm", perm.iter().map(|&p| p as i64).collect());
                 Tensor::Computed(self.node("Transpose", vec![name], vec![perm])?)
             }
         };

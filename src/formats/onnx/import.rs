@@ -14,9 +14,14 @@ use super::Fallible;
 use super::array::{Array, Dim};
 use super::external::Source;
 use super::layout::{Computed, Unbinding, is_channels_last};
-use super::ops::{OnnxOp, SUPPORTED_OPS};
-use super::passes::{drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names};
-use super::proto::{Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type};
+use super::ops::{OnnxOp, OpNode, SUPPORTED_OPS};
+use super::passes::{
+    drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names,
+    unmove_slice_scatters,
+};
+use super::proto::{
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type,
+};
 use super::tensor::{Initializer, initializer};
 use super::weight::Weight;
 use crate::error::{Error, Result};
@@ -111,7 +116,7 @@ pub(super) fn import(
     {
         return Err(Error::OpenInputSize { path: path.to_path_buf(), input: input.name.clone() });
     }
-    let nodes = fuse_layer_norms(graph, &source);
+    let nodes = unmove_slice_scatters(graph, fuse_layer_norms(graph, &source));
     let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {
@@ -197,6 +202,8 @@ pub(super) struct Importer {
     /// The ONNX value each Conv/Dense node produced, for folding a following bias Add.
     pub(super) produced: HashMap<String, String>,
     pub(super) input_spec: InputSpec,
+    /// Values the op mappings made (see [`Importer::made_node`]), for their names.
+    made: usize,
 }
 
 /// The graph's inputs that are not initializers: what the model is fed.
@@ -360,6 +367,7 @@ impl Importer {
             folded_batch: HashSet::new(),
             produced: HashMap::new(),
             input_spec,
+            made: 0,
         })
     }
 
@@ -466,12 +474,43 @@ impl Importer {
         Ok((real, shape))
     }
 
-    /// Maps a node an op's mapping made (an einsum's lowering) as if the file had it.
-    pub(super) fn map_node(&mut self, node: &NodeProto) -> Fallible<()> {
-        self.node(node).map_err(|e| match e {
-            NodeError::Unsupported => format!("internal: a made node of '{}'", node.op_type),
+    /// Maps a node that the mapping of `n` makes (an einsum lowered to ops mapped
+    /// already), as if the file had it; returns the name of its output.
+    pub(super) fn made_node(
+        &mut self,
+        n: &OpNode<'_>,
+        op_type: &str,
+        input: Vec<String>,
+        attribute: Vec<AttributeProto>,
+    ) -> Fallible<String> {
+        let output = self.made_name(n);
+        self.uses.insert(output.clone(), 1);
+        let node = NodeProto {
+            input,
+            output: vec![output.clone()],
+            name: n.base.to_string(),
+            op_type: op_type.into(),
+            attribute,
+            domain: String::new(),
+        };
+        self.node(&node).map_err(|e| match e {
+            NodeError::Unsupported => format!("internal: a made node of '{op_type}'"),
             NodeError::Invalid(message) => message,
-        })
+        })?;
+        Ok(output)
+    }
+
+    /// A constant input for the nodes the mapping of `n` makes.
+    pub(super) fn made_constant(&mut self, n: &OpNode<'_>, a: Array<f64>) -> String {
+        let name = self.made_name(n);
+        self.values.insert(name.clone(), Value::Const(a));
+        name
+    }
+
+    /// A value name for what the mapping of `n` makes, apart from the file's.
+    fn made_name(&mut self, n: &OpNode<'_>) -> String {
+        self.made += 1;
+        format!("{}#{}", n.node.output.first().map_or("", String::as_str), self.made)
     }
 
     fn node(&mut self, node: &NodeProto) -> std::result::Result<(), NodeError> {

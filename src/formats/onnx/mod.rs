@@ -18,6 +18,7 @@ mod layout;
 mod ops;
 mod passes;
 pub mod proto;
+mod scatter;
 mod shape;
 mod tensor;
 mod weight;

@@ -114,6 +114,7 @@ const OPS: &[OnnxOp] = &[
     op("Relu", |im, n| im.activation(n, Activation::Relu)),
     op("Reshape", |im, n| im.reshape(n)),
     op("Resize", |im, n| im.resize(n)),
+    op("ScatterND", |im, n| im.scatter_nd(n)),
     op("Selu", |im, n| {
         let alpha = n.a.float("alpha", Activation::SELU_ALPHA)?;
         let scale = n.a.float("gamma", Activation::SELU_SCALE)?;

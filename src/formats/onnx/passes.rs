@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::Fallible;
 use super::array::Array;
-use super::attrs::Attrs;
+use super::attrs::{Attrs, int_attribute, ints_attribute};
 use super::external::Source;
 use super::import::{Importer, Value};
 use super::layout::Computed;
@@ -376,4 +376,95 @@ pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeP
         .filter(|(i, _)| !dropped.contains(i))
         .map(|(i, n)| fused.remove(&i).unwrap_or_else(|| n.clone()))
         .collect()
+}
+
+/// The name of the attribute [`unmove_slice_scatters`] puts on the `ScatterND` it makes:
+/// the axis its indices address (no ONNX `ScatterND` has it).
+pub(super) const SCATTER_AXIS: &str = "convscope_axis";
+
+/// The dynamo exporter's assignments to slices (`slice_scatter`): the data and the updates
+/// transposed to put the sliced axis first, moving the batch axis away, a `ScatterND` of
+/// indices `[m, 1]` along it, and transposed back, the transposes of nested assignments
+/// merged. Values whose batch axis such transposes move are kept as views of a value in
+/// its own layout; a `ScatterND` of two views of one permutation becomes one of the
+/// viewed values along the axis the permutation put first ([`SCATTER_AXIS`]), and a
+/// transpose of a view that puts the batch axis back first reads the viewed value. A
+/// view any other node reads is transposed as the file said.
+pub(super) fn unmove_slice_scatters(graph: &GraphProto, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
+    let constant_dims: HashMap<String, Vec<i64>> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .chain(nodes.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
+            let t = Attrs(&n.attribute).get("value", attribute_type::TENSOR).ok()??.t.as_ref()?;
+            Some((n.output.first()?.clone(), t.dims.clone()))
+        }))
+        .collect();
+    // Value → (the value in its own layout, the permutation that views it).
+    let mut views: HashMap<String, (String, Vec<i64>)> = HashMap::new();
+    let mut out = Vec::with_capacity(nodes.len());
+    let transpose = |node: &NodeProto, input: String, perm: Vec<i64>, output: String| NodeProto {
+        input: vec![input],
+        output: vec![output],
+        attribute: vec![ints_attribute("perm", perm)],
+        op_type: "Transpose".into(),
+        ..node.clone()
+    };
+    for node in nodes {
+        let perm = (node.op_type == "Transpose")
+            .then(|| Attrs(&node.attribute).ints("perm").ok().flatten())
+            .flatten();
+        match (node.op_type.as_str(), perm, node.input.as_slice()) {
+            ("Transpose", Some(perm), [x])
+                if perm.first().is_some_and(|&p| p != 0) || views.contains_key(x) =>
+            {
+                let (source, total) = match views.get(x) {
+                    Some((source, first)) => {
+                        let composed = perm.iter().map(|&p| first.get(p as usize).copied());
+                        (source.clone(), composed.collect::<Option<Vec<i64>>>().unwrap_or_default())
+                    }
+                    None => (x.clone(), perm.clone()),
+                };
+                let output = node.output.first().cloned().unwrap_or_default();
+                if total.len() != perm.len() || total.first() == Some(&0) {
+                    out.push(transpose(&node, source, total, output));
+                } else {
+                    views.insert(output, (source, total));
+                }
+                continue;
+            }
+            ("ScatterND", _, [data, indices, updates])
+                if matches!(constant_dims.get(indices).map(Vec::as_slice), Some([_, 1])) =>
+            {
+                if let (Some((data, p)), Some((updates, q))) = (views.get(data), views.get(updates))
+                    && p == q
+                {
+                    let output = node.output.first().cloned().unwrap_or_default();
+                    let own = format!("{output}#unmoved");
+                    out.push(NodeProto {
+                        input: vec![data.clone(), indices.clone(), updates.clone()],
+                        output: vec![own.clone()],
+                        attribute: vec![int_attribute(SCATTER_AXIS, p[0])],
+                        ..node.clone()
+                    });
+                    views.insert(output, (own, p.clone()));
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        for input in &node.input {
+            if let Some((source, perm)) = views.remove(input) {
+                out.push(transpose(&node, source, perm, input.clone()));
+            }
+        }
+        out.push(node);
+    }
+    for output in &graph.output {
+        if let Some((source, perm)) = views.remove(&output.name) {
+            let node = NodeProto { name: output.name.clone(), ..NodeProto::default() };
+            out.push(transpose(&node, source, perm, output.name.clone()));
+        }
+    }
+    out
 }
