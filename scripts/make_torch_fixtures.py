@@ -9,7 +9,8 @@ channels-first LayerNorm written out, L2-normalised features and reductions that
 axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's position table
 and Linear over tokens, attention that unbinds q, k and v from before the batch axis,
 attention on values whose batch axis folds in the heads or patches, windows and strided
-slices of computed values), exported by each of
+slices of computed values, `torch.einsum`, MViTv2's heads pooled as images, assignments
+to slices), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
@@ -576,8 +577,8 @@ class Einsums(Classifier):
     """`torch.einsum`, which both exporters keep as ONNX `Einsum`: MobileNetV4's multi-query
     attention (queries by a per-head table, keys and values by matrices, scores and the
     output as products of computed values, the heads merged by a table), MViTv2's relative
-    positions (a table per query row: `byhwc,hkc->byhwk`), a sum over axes, an implicit output
-    and ellipses."""
+    positions (a table per query row: `byhwc,hkc->byhwk`), SAM's (the same of queries whose
+    batch axis folds in the heads), a sum over axes, an implicit output and ellipses."""
 
     def __init__(self, c=6, heads=2, k=4):
         super().__init__()
@@ -586,6 +587,7 @@ class Einsums(Classifier):
         table = lambda *shape: nn.Parameter(torch.randn(*shape, generator=g) * 0.4)
         self.query, self.key, self.value = table(heads, k, c), table(c, k), table(c, k)
         self.out, self.rel, self.mix = table(c, heads, k), table(5, 3, k), table(c)
+        self.rel_sam = table(5, 4, k)
         self.head = Head(c)
 
     def logits(self, x):
@@ -603,6 +605,11 @@ class Einsums(Classifier):
         rel = torch.einsum("byhwc,hkc->byhwk", rows, self.rel)
         y = y + torch.einsum("byhwk->bhw", rel)[:, None] + torch.einsum("bchw,c", x, self.mix)[:, None]
         y = y + torch.einsum("...hw,...hw->...h", x, x)[..., None] * 0.1
+        # SAM's relative positions: the heads' queries folded into the batch axis.
+        heads = self.query.shape[0]
+        folded = q.permute(0, 2, 1, 3).reshape(b * heads, h, w, -1)
+        rel = torch.einsum("bhwc,hkc->bhwk", folded, self.rel_sam).reshape(b, heads, h * w, -1)
+        y = y + rel.sum(1).mean(-1).reshape(b, 1, h, w)
         return self.head(x + y)
 
 

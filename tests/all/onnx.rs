@@ -996,7 +996,7 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "node 'pool' (GlobalMaxPool): it reads a value whose batch axis folds in another \
              axis of 2 (a reshape to [B·2, …]), which convscope reads only with AveragePool, \
-             Conv, Flatten, MaxPool, Reshape, Shape and Abs,",
+             Conv, Einsum, Flatten, MaxPool, Reshape, Shape and Abs,",
         ),
         (
             // Folded images must be `[B·k, C, H, W]`.

@@ -244,8 +244,14 @@ impl Importer {
                     tensors.push(Tensor::Constant(a.clone()));
                 }
                 Value::Computed(c) => {
-                    // The batch axis's size stands in as 1.
-                    dims.push(std::iter::once(1).chain(self.shape(c)).collect());
+                    // The batch axis's size stands in as 1. A value whose batch axis folds
+                    // in its first axis is read as the file has it: the ops made from the
+                    // equation are lifted as they are mapped.
+                    let view = self.shape(c);
+                    let past_batch = usize::from(self.folded_batch.contains(name));
+                    dims.push(
+                        std::iter::once(1).chain(view[past_batch..].iter().copied()).collect(),
+                    );
                     tensors.push(Tensor::Computed(name.clone()));
                 }
                 _ => return Err(format!("an einsum of '{name}', a shape or a moved batch axis")),
@@ -298,7 +304,12 @@ impl Importer {
         let current = lowering.sum_out(current, |c| !eq.output.contains(&c))?;
         match lowering.permute(current, &eq.output)?.tensor {
             Tensor::Constant(a) => Ok(Value::Const(a)),
-            Tensor::Computed(name) => Ok(self.value(&name)?.clone()),
+            Tensor::Computed(name) => {
+                if self.folded_batch.contains(&name) {
+                    self.folded_batch.extend(n.node.output.first().cloned());
+                }
+                Ok(self.value(&name)?.clone())
+            }
         }
     }
 }

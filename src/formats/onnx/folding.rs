@@ -78,8 +78,10 @@ const LIFTED: &[&str] = &[
 ];
 
 /// The ops that read a folded value themselves: reshapes fold and unfold, Shape gives
-/// the folded size, convs and pools take the folded images side by side in the channels.
-const READ_FOLDED: &[&str] = &["AveragePool", "Conv", "Flatten", "MaxPool", "Reshape", "Shape"];
+/// the folded size, convs and pools take the folded images side by side in the channels,
+/// an einsum's ops are lifted one by one.
+const READ_FOLDED: &[&str] =
+    &["AveragePool", "Conv", "Einsum", "Flatten", "MaxPool", "Reshape", "Shape"];
 
 /// What lifting a node needs to know of its folded inputs.
 struct Fold {
