@@ -677,6 +677,39 @@ class Assigned(Classifier):
         return self.head(y) + whole.mean((2, 3)).sum(1, keepdim=True)
 
 
+class SamAttention(Classifier):
+    """SAM's (and ViTDet's) attention: q, k and v moved in front of the batch axis and
+    reshaped with the heads folded into the batch (`reshape(3, B·heads, N, d).unbind(0)`),
+    relative positions along each axis by einsums of the folded queries, added to the
+    scores viewed as `[B·heads, H, W, H, W]`."""
+
+    def __init__(self, c=8, heads=2, side=4):
+        super().__init__()
+        self.heads = heads
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        g = torch.Generator().manual_seed(11)
+        self.rel_h = nn.Parameter(torch.randn(side, side, c // heads, generator=g) * 0.3)
+        self.rel_w = nn.Parameter(torch.randn(side, side, c // heads, generator=g) * 0.3)
+        self.head = Head(c)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        b, c, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1)
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * self.heads, h * w, -1).unbind(0)
+        attn = (q * 0.5) @ k.transpose(-2, -1)
+        r_q = q.reshape(b * self.heads, h, w, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, self.rel_h)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, self.rel_w)
+        attn = attn.view(b * self.heads, h, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+        attn = attn.view(b * self.heads, h * w, h * w).softmax(-1)
+        out = (attn @ v).view(b, self.heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        return self.head(x + self.proj(out).permute(0, 3, 1, 2))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -699,6 +732,7 @@ FIXTURES = {
     "einsum": (Einsums, [3, 5, 6]),
     "pooled": (PooledAttention, [3, 6, 6]),
     "assigned": (Assigned, [3, 5, 5]),
+    "sam": (SamAttention, [3, 4, 4]),
 }
 
 
@@ -709,7 +743,7 @@ DYNAMIC_ROUTE = {
     "output_names": ["y"],
     "dynamic_axes": {"x": {0: "batch"}, "y": {0: "batch"}},
 }
-DYNAMIC = {"folded", "unbind", "pooled"}
+DYNAMIC = {"folded", "unbind", "pooled", "sam"}
 
 
 def export(model, x, path, route):

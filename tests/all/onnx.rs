@@ -1068,6 +1068,18 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
              mean, sum, max or min over that axis, dropped",
         ),
         (
+            // Moved in front of the batch axis, then reshaped other than by folding the
+            // axis after the batch into it.
+            vec![
+                node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
+                y(node("Reshape", "r", &["t", "s"], vec![])),
+            ],
+            vec![int64s("s", &[2, 36, -1])],
+            17,
+            "node 'r' (Reshape): reshapes a value moved before the batch axis to [2, 36, -1]; \
+             convscope reads only the batch axis folding in the axis after it",
+        ),
+        (
             vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[2, 3, 0, 1])]))],
             vec![],
             17,

@@ -242,6 +242,12 @@ fn einsums_of_attention_relative_positions_sums_and_ellipses_match_pytorch() {
 }
 
 #[test]
+fn sam_attention_with_heads_folded_while_q_k_and_v_are_unbound_matches_pytorch() {
+    matches_pytorch("sam");
+    matches_pytorch_by("sam", &["dynamic"]);
+}
+
+#[test]
 fn bicubic_resizing_matches_pytorch() {
     matches_pytorch("bicubic");
 }

@@ -209,8 +209,10 @@ impl Importer {
                     Fold { rank: view.len(), batch_at: 0, folded: view[0] }
                 }
                 Value::Unbinding(u) => {
+                    // The folded axis is the first after the batch in the moved order.
                     let view = self.shape(&u.of);
-                    Fold { rank: view.len(), batch_at: 1, folded: view[0] }
+                    let folded = u.rest.get(1).map_or(view[0], |&a| view[a - 1]);
+                    Fold { rank: view.len(), batch_at: 1, folded }
                 }
                 _ => return Err(super::import::NOT_REAL.into()),
             };

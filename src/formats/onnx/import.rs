@@ -530,6 +530,7 @@ impl Importer {
                 | "ReduceSum"
                 | "ReduceMax"
                 | "ReduceMin"
+                | "Reshape"
         );
         if !unbinds
             && node

@@ -476,7 +476,8 @@ impl Importer {
         let target = dims_of(&target)?;
         let allowzero = n.a.int("allowzero", 0)? != 0;
         let c = match self.value(n.first)? {
-            Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
+            Value::Unbinding(u) => return self.reshape_unbinding(n, u.clone(), &target.data),
+            Value::Flattened { .. } => return Err(NOT_REAL.into()),
             Value::Computed(c) => c.clone(),
             Value::Const(k) => {
                 let dims = resolve_const_shape(&k.dims, &target.data, allowzero)?;
@@ -556,6 +557,53 @@ impl Importer {
             None => {}
         }
         self.reshape_folding(n, &c, lead_out, per)
+    }
+
+    /// An [`Unbinding`] reshaped with the batch axis folding in the axis after it, the
+    /// moved axis still in front (SAM's `qkv.reshape(3, B·heads, N, d)` before its unbind):
+    /// the same values, whose unbound parts are folded.
+    fn reshape_unbinding(
+        &mut self,
+        n: &OpNode<'_>,
+        u: Unbinding,
+        target: &[Dim],
+    ) -> Fallible<Value> {
+        let per_sample = self.shape(&u.of);
+        let size = |axis: usize| per_sample[axis - 1];
+        let folded = u.rest.get(1).map_or(0, |&a| size(a));
+        let merged = match self.batch {
+            Batch::Fixed(b) => Dim::Known(b * folded as i64),
+            Batch::Dynamic => Dim::Batch(folded as i64),
+        };
+        let expected: Vec<Dim> = [Dim::Known(size(u.axis) as i64), merged]
+            .into_iter()
+            .chain(u.rest.iter().skip(2).map(|&a| Dim::Known(size(a) as i64)))
+            .collect();
+        // One -1 infers its entry; a 0 copies the moved axis's.
+        let inferred = target.iter().filter(|&&t| t == Dim::Known(-1)).count();
+        let fits = target.len() == expected.len()
+            && inferred <= 1
+            && target.iter().zip(&expected).enumerate().all(|(i, (&t, &e))| {
+                t == e || t == Dim::Known(-1) || (i == 0 && t == Dim::Known(0))
+            });
+        if u.index.is_some() || u.rest.len() < 2 || !fits {
+            let shown = |dims: &[Dim]| -> Vec<String> {
+                dims.iter()
+                    .map(|d| match d {
+                        Dim::Known(v) => v.to_string(),
+                        Dim::Batch(k) => format!("B·{k}"),
+                    })
+                    .collect()
+            };
+            return Err(format!(
+                "reshapes a value moved before the batch axis to [{}]; convscope reads only \
+                 the batch axis folding in the axis after it, [{}]",
+                shown(target).join(", "),
+                shown(&expected).join(", ")
+            ));
+        }
+        self.folded_batch.extend(n.node.output.first().cloned());
+        Ok(Value::Unbinding(u))
     }
 
     /// `c` reshaped to per-sample `per`, after the batch axis folds in `lead` values per
