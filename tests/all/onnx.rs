@@ -886,6 +886,55 @@ fn ops_on_a_value_folding_an_axis_into_the_batch_equal_them_on_the_unfolded_valu
 }
 
 #[test]
+fn a_moved_value_reshaped_with_a_batch_computed_from_the_shape_unbinds_folded() {
+    // `[N, 2, 6, 6]` with its channels moved in front, `[2, N, 6, 6]`, reshaped to
+    // `[2, N·6, 6]` by a target computed from the input's shape (as the legacy exporter
+    // writes SAM's `B · heads`, a batch of one fixed); channel 1 unbound, `[N·6, 6]`, and
+    // unfolded: each sample's channel 1 flattened.
+    let scalar = |name: &str, v: i64| TensorProto {
+        name: name.into(),
+        data_type: 7,
+        int64_data: vec![v],
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![
+            node("Shape", "s", &["x"], vec![]),
+            node("Gather", "b", &["s", "zero"], vec![]),
+            node("Mul", "b6", &["b", "six"], vec![]),
+            node("Unsqueeze", "b6u", &["b6", "axis0"], vec![]),
+            node("Concat", "target", &["two", "b6u", "sixes"], vec![int("axis", 0)]),
+            node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
+            node("Reshape", "r", &["t", "target"], vec![]),
+            node("Gather", "g", &["r", "one"], vec![int("axis", 0)]),
+            NodeProto {
+                output: vec!["y".into()],
+                ..node("Reshape", "flat", &["g", "rows"], vec![])
+            },
+        ],
+        initializer: vec![
+            scalar("zero", 0),
+            scalar("one", 1),
+            scalar("six", 6),
+            int64s("axis0", &[0]),
+            int64s("two", &[2]),
+            int64s("sixes", &[6]),
+            int64s("rows", &[-1, 36]),
+        ],
+        input: vec![value_info("x", &[Some(1), Some(2), Some(6), Some(6)])],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    };
+    let bytes = onnx_model(graph).encode_to_vec();
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
+    let x = normal(&[1, 2, 6, 6], 3);
+    let out = model.forward(&x).unwrap();
+    let got = out.node(model.graph().output_node()).unwrap();
+    assert_eq!(got.dims(), &[1, 36]);
+    assert_eq!(values(got), values(&x.narrow(1, 1, 1).unwrap().flatten_all().unwrap()));
+}
+
+#[test]
 fn pads_of_any_two_axes_follow_onnx() {
     // The channels and the width of `[N, 2, 6, 6]`: moved last, padded, moved back.
     let bytes = image_model(

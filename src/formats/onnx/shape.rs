@@ -579,12 +579,14 @@ impl Importer {
             .into_iter()
             .chain(u.rest.iter().skip(2).map(|&a| Dim::Known(size(a) as i64)))
             .collect();
-        // One -1 infers its entry; a 0 copies the moved axis's.
+        // One -1 infers its entry; a 0 copies the moved axis's; a fixed batch's multiple may
+        // still be computed from the input's shape.
         let inferred = target.iter().filter(|&&t| t == Dim::Known(-1)).count();
         let fits = target.len() == expected.len()
             && inferred <= 1
             && target.iter().zip(&expected).enumerate().all(|(i, (&t, &e))| {
-                t == e || t == Dim::Known(-1) || (i == 0 && t == Dim::Known(0))
+                let batch_times = i == 1 && t == Dim::Batch(folded as i64);
+                t == e || t == Dim::Known(-1) || batch_times || (i == 0 && t == Dim::Known(0))
             });
         if u.index.is_some() || u.rest.len() < 2 || !fits {
             let shown = |dims: &[Dim]| -> Vec<String> {
