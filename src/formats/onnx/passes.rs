@@ -418,20 +418,26 @@ pub(super) fn unmove_slice_scatters(graph: &GraphProto, nodes: Vec<NodeProto>) -
             ("Transpose", Some(perm), [x])
                 if perm.first().is_some_and(|&p| p != 0) || views.contains_key(x) =>
             {
-                let (source, total) = match views.get(x) {
-                    Some((source, first)) => {
-                        let composed = perm.iter().map(|&p| first.get(p as usize).copied());
-                        (source.clone(), composed.collect::<Option<Vec<i64>>>().unwrap_or_default())
-                    }
-                    None => (x.clone(), perm.clone()),
+                // A perm that does not fit the view is left to the Transpose's mapping.
+                let viewed = match views.get(x) {
+                    Some((source, first)) => perm
+                        .iter()
+                        .map(|&p| first.get(p as usize).copied())
+                        .collect::<Option<Vec<i64>>>()
+                        .filter(|total| total.len() == first.len())
+                        .map(|total| (source.clone(), total)),
+                    None => Some((x.clone(), perm.clone())),
                 };
-                let output = node.output.first().cloned().unwrap_or_default();
-                if total.len() != perm.len() || total.first() == Some(&0) {
-                    out.push(transpose(&node, source, total, output));
-                } else {
-                    views.insert(output, (source, total));
+                if let Some((source, total)) = viewed {
+                    let output = node.output.first().cloned().unwrap_or_default();
+                    match total.first() == Some(&0) {
+                        true => out.push(transpose(&node, source, total, output)),
+                        false => {
+                            views.insert(output, (source, total));
+                        }
+                    }
+                    continue;
                 }
-                continue;
             }
             ("ScatterND", _, [data, indices, updates])
                 if matches!(constant_dims.get(indices).map(Vec::as_slice), Some([_, 1])) =>

@@ -85,7 +85,7 @@ impl Importer {
         }
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
         let updates = n.input(2).ok_or("needs updates")?;
-        // Positions along one axis, from a slice assignment (see `join_slice_scatters`).
+        // Positions along one axis, from a slice assignment (see `unmove_slice_scatters`).
         let axis = n.a.get(SCATTER_AXIS, attribute_type::INT)?.map(|a| a.i as usize);
         let (data, update_values) = (self.value(n.first)?.clone(), self.value(updates)?.clone());
         let per_sample = match (data, update_values) {
