@@ -44,6 +44,27 @@ fn strides(dims: &[usize]) -> Vec<usize> {
     s
 }
 
+/// A 1-D array of integers (axes, shapes) for a constant input.
+pub(crate) fn int_vector(data: Vec<i64>) -> Array<f64> {
+    Array {
+        dims: vec![data.len()],
+        data: data.into_iter().map(|v| v as f64).collect(),
+        integer: true,
+    }
+}
+
+/// `index` moved to the next element of an array of `dims` in row-major order (back to all
+/// zeros after the last).
+pub(crate) fn next_index(index: &mut [usize], dims: &[usize]) {
+    for (i, d) in index.iter_mut().zip(dims).rev() {
+        *i += 1;
+        if *i < *d {
+            return;
+        }
+        *i = 0;
+    }
+}
+
 /// An axis counted from the end when negative, checked against `rank`.
 pub(crate) fn axis(axis: i64, rank: usize) -> Fallible<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };

@@ -199,13 +199,7 @@ fn evaluate(eq: &Equation, arrays: &[&Array<f64>]) -> Fallible<Array<f64>> {
             .map(|(a, s)| a.data[index.iter().zip(s).map(|(i, s)| i * s).sum::<usize>()])
             .product();
         data[flat / sum_len.max(1)] += term;
-        for (i, d) in index.iter_mut().zip(&dims).rev() {
-            *i += 1;
-            if *i < *d {
-                break;
-            }
-            *i = 0;
-        }
+        array::next_index(&mut index, &dims);
     }
     Ok(Array { dims: out_dims, data, integer: false })
 }
@@ -348,7 +342,8 @@ impl Lowering<'_, '_> {
                 return Err("an einsum that sums over the batch axis".into());
             }
             Tensor::Computed(name) => {
-                let axes = self.constant(Array::vector(axes.iter().map(|&a| a as f64).collect()));
+                let axes =
+                    self.constant(array::int_vector(axes.iter().map(|&a| a as i64).collect()));
                 let keep_dims = int_attribute("keepdims", 0);
                 Tensor::Computed(self.node("ReduceSum", vec![name, axes], vec![keep_dims])?)
             }
@@ -403,8 +398,8 @@ impl Lowering<'_, '_> {
         if from == to {
             return Ok(name);
         }
-        let target = std::iter::once(0.0).chain(to.iter().map(|&d| d as f64)).collect();
-        let target = self.constant(Array::vector(target));
+        let target = std::iter::once(0).chain(to.iter().map(|&d| d as i64)).collect();
+        let target = self.constant(array::int_vector(target));
         self.node("Reshape", vec![name, target], Vec::new())
     }
 

@@ -9,9 +9,10 @@
 //! and pools read the folded images side by side in the channels (see `ops`).
 
 use super::Fallible;
-use super::array::{self, Array, Dim};
+use super::array::{self, Array, Dim, int_vector};
+use super::attrs::{int_attribute, ints_attribute};
 use super::import::{Batch, Importer, Value};
-use super::proto::{AttributeProto, NodeProto, attribute_type};
+use super::proto::NodeProto;
 
 /// The ops that read a folded value lifted: those for which the batch axis is only a
 /// batch (elementwise ops, products and normalisations within a sample, moves and slices
@@ -356,22 +357,6 @@ fn lift_pads(pads: &[i64], batch_at: usize) -> Fallible<Vec<i64>> {
         side
     };
     Ok([with_none(begins), with_none(ends)].concat())
-}
-
-fn int_vector(data: Vec<i64>) -> Array<f64> {
-    Array {
-        dims: vec![data.len()],
-        data: data.into_iter().map(|v| v as f64).collect(),
-        integer: true,
-    }
-}
-
-fn int_attribute(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i, r#type: attribute_type::INT, ..Default::default() }
-}
-
-fn ints_attribute(name: &str, ints: Vec<i64>) -> AttributeProto {
-    AttributeProto { name: name.into(), ints, r#type: attribute_type::INTS, ..Default::default() }
 }
 
 #[cfg(test)]

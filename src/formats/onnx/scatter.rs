@@ -67,13 +67,7 @@ fn along_axis(positions: &Array<f64>, axis: usize, dims: &[usize]) -> Fallible<A
             true => positions.data[i],
             false => i as f64,
         }));
-        for (i, d) in at.iter_mut().zip(dims).rev() {
-            *i += 1;
-            if *i < *d {
-                break;
-            }
-            *i = 0;
-        }
+        array::next_index(&mut at, dims);
     }
     Array::vector(rows).reshape([dims, &[dims.len()]].concat())
 }
@@ -128,8 +122,8 @@ impl Importer {
         let update_positions = positions([vec![1], update_dims].concat(), len)?;
         let table = scatter(&data_positions, &indices, &update_positions)?;
         let target = |im: &mut Importer, dims: &[usize]| {
-            let shape = std::iter::once(0.0).chain(dims.iter().map(|&d| d as f64)).collect();
-            im.made_constant(n, Array::vector(shape))
+            let shape = std::iter::once(0).chain(dims.iter().map(|&d| d as i64)).collect();
+            im.made_constant(n, array::int_vector(shape))
         };
         let overwritten =
             update_len == len && table.data.iter().zip(len..).all(|(&t, q)| t == q as f64);
