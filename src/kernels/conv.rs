@@ -284,6 +284,20 @@ impl ConvShape {
         (g * og..(g + 1) * og, g * kg..(g + 1) * kg)
     }
 
+    /// The kernel `[filters, taps/groups]` transposed group by group: `[taps/groups,
+    /// filters/groups]` per group, in group order.
+    fn transposed_kernel<T: Float>(&self, ks: &[T]) -> Vec<T> {
+        let mut transposed = Vec::with_capacity(ks.len());
+        for g in 0..self.groups {
+            let (filters, taps) = self.group_rows(g);
+            let rows = &ks[filters.start * taps.len()..filters.end * taps.len()];
+            for t in 0..taps.len() {
+                transposed.extend(rows.iter().skip(t).step_by(taps.len()));
+            }
+        }
+        transposed
+    }
+
     /// Whether the input gradient's products `wᵀ·g` go through [`matmul_by_transpose`]:
     /// for small maps under large kernels, where repacking the kernel costs as much as the
     /// product. Per conv at 7×7 (2 threads): a gain from 256 → 256 3×3 (0.57 → 0.50 ms)
@@ -345,18 +359,19 @@ struct NarrowConv {
 }
 
 impl NarrowConv {
-    /// Whether the conv should run by this plan: not where the CPU has AVX-512, as gemm's
+    /// Whether convs should run by this plan: not where the CPU has AVX-512, as gemm's
     /// 512-bit kernels then beat this AVX2 one (resnet50's 7×7 convs by layer, 2 threads on
     /// a 2-core Sapphire Rapids: 1×1 3.21 → 2.11 ms, 3×3/2 1.67 → 0.96, 3×3 (then by
     /// Winograd) 3.14 → 2.56; a 512-bit form of this kernel, a panel per vector, gained
     /// only 3.82 → 3.25 and 3.64 → 3.34).
-    fn beats_gemm(&self) -> bool {
-        !direct::has_avx512()
+    fn beats_gemm() -> bool {
+        narrow::available() && !direct::has_avx512()
     }
 
     /// The plan for a conv of `x` `[n, c, h, w]` by `ks` (`[o, c, kh, kw]`), or for its
     /// input gradient with `transposed`, taking the panels from `cached` where given; None
-    /// where the kernel does not apply or the CPU lacks it.
+    /// where the kernel does not apply or the CPU lacks it. Callers ask [`Self::beats_gemm`]
+    /// first: the panels are packed (and kept) here.
     fn new(
         dims: [usize; 4],
         o: usize,
@@ -465,8 +480,9 @@ pub fn conv2d_with_cache(
         let out = with_slice::<f32, _>(kernel, |ks| {
             let pixelwise = || Pixelwise::new(dims, o, win, groups, ks).map(Plan::Pixelwise);
             let narrow = || {
-                let plan = NarrowConv::new(dims, o, win, groups, ks, cached, false);
-                plan.filter(NarrowConv::beats_gemm).map(Plan::Narrow)
+                let plan = NarrowConv::beats_gemm()
+                    .then(|| NarrowConv::new(dims, o, win, groups, ks, cached, false));
+                plan.flatten().map(Plan::Narrow)
             };
             let winograd = || Winograd::new(dims, o, win, groups, ks, cached).map(Plan::Winograd);
             let plan = match pixelwise().or_else(narrow).or_else(winograd) {
@@ -605,8 +621,9 @@ pub fn conv2d_backward_input_with_cache(
         }
         let direct = with_slice::<f32, _>(grad, |gs| {
             with_slice::<f32, _>(kernel, |ks| {
-                let plan = NarrowConv::new(input_dims, o, win, groups, ks, cached, true);
-                if let Some(plan) = plan.filter(NarrowConv::beats_gemm) {
+                let plan = NarrowConv::beats_gemm()
+                    .then(|| NarrowConv::new(input_dims, o, win, groups, ks, cached, true));
+                if let Some(plan) = plan.flatten() {
                     return plan.backward(gs).map(Some);
                 }
                 Winograd::transposed(input_dims, o, win, groups, ks, cached)
@@ -628,7 +645,12 @@ pub fn conv2d_backward_input_with_cache(
             // pass was 4% of MobileNetV2's saliency.
             let mut dx = Vec::with_capacity(len);
             let cols_len = if shape.pointwise { 0 } else { shape.taps * shape.pixels };
-            let by_transpose = shape.gradient_by_transpose();
+            // With a cache, the kernel transposed once and kept: gemm then reads it as it
+            // reads a forward's kernel, not through a transposed view.
+            let kept_transpose = cached.map(|cached| {
+                kept_or_made(Some(cached), Derived::Transposed, || shape.transposed_kernel(ks))
+            });
+            let by_transpose = kept_transpose.is_none() && shape.gradient_by_transpose();
             // A group's product, transposed, after the columns.
             let product_len = if by_transpose { shape.taps / groups * shape.pixels } else { 0 };
             // `for_each_item` walks the output (here dx) image by image alongside the input
@@ -640,9 +662,12 @@ pub fn conv2d_backward_input_with_cache(
                     // Group `g`'s product, `wᵀ·g`: the rows of its taps.
                     let product = |g| {
                         let (filters, taps) = shape.group_rows(g);
-                        let w = Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len());
+                        let w = match &kept_transpose {
+                            Some(kt) => Mat::row_major(&kt[taps.start * filters.len()..taps.end * filters.len()], taps.len(), filters.len()),
+                            None => Mat::row_major(&ks[filters.start * taps.len()..filters.end * taps.len()], filters.len(), taps.len()).t(),
+                        };
                         let b = Mat::row_major(&g_img[filters.start * l..filters.end * l], filters.len(), l);
-                        (taps.start * l..taps.end * l, w.t(), b)
+                        (taps.start * l..taps.end * l, w, b)
                     };
                     // The groups' taps cover every row: in a 1×1 conv, every input value.
                     for g in 0..groups {
@@ -795,6 +820,50 @@ mod tests {
     }
 
     #[test]
+    fn input_gradients_from_the_kept_transposed_kernel_equal_the_uncached_ones() {
+        let dev = Device::Cpu;
+        // (c, o, side, kernel, stride, groups): strided 1×1 and 3×3 (gemm + col2im), a 1×1 at
+        // stride 1 (the image as its columns), groups of more than one channel, a 7×7 map
+        // under a large kernel (the uncached path multiplies by transpose there).
+        let cases = [
+            (8, 12, 9, 1, 2, 1),
+            (6, 10, 11, 3, 2, 1),
+            (16, 24, 7, 1, 1, 1),
+            (48, 40, 9, 3, 2, 2),
+            (512, 1024, 7, 1, 1, 1),
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            for (c, o, side, k, stride, groups) in cases {
+                let win = Window {
+                    kernel: [k; 2],
+                    stride: [stride; 2],
+                    dilation: [1, 1],
+                    pads: [k / 2; 4],
+                };
+                let [oh, ow] = win.out_size(side, side);
+                let kernel = Tensor::randn(0f32, 1., (o, c / groups, k, k), &dev).unwrap();
+                let g = Tensor::randn(0f32, 1., (2, o, oh, ow), &dev).unwrap();
+                let (kernel, g) = (kernel.to_dtype(dtype).unwrap(), g.to_dtype(dtype).unwrap());
+                let dims = [2, c, side, side];
+                let cache = KernelCache::default();
+                let cached = |cache| {
+                    conv2d_backward_input_with_cache(&g, &kernel, dims, &win, groups, cache)
+                        .unwrap()
+                };
+                let plain = cached(None);
+                // Twice: the first call makes the transposed kernel, the second reads it back.
+                for _ in 0..2 {
+                    let ours = cached(Some(&cache));
+                    let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+                    let worst = max_diff(&f32s(&ours), &f32s(&plain));
+                    assert!(worst < 1e-4, "{dtype:?} {c}→{o} {k}×{k}/{stride}");
+                }
+                assert_eq!(cache.len(), 1, "{dtype:?} {c}→{o} {k}×{k}/{stride} kept one kernel");
+            }
+        }
+    }
+
+    #[test]
     fn grouped_conv_matches_candle() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (1, 4, 5, 5), &dev).unwrap();
@@ -916,7 +985,7 @@ mod tests {
             let label = format!("{dims:?} → {o}, {k}×{k}/{stride}");
             let zeros = vec![0.0f32; o * c * k * k];
             let plan = NarrowConv::new(dims, o, &win, 1, &zeros, None, false);
-            let taken = plan.filter(NarrowConv::beats_gemm).is_some();
+            let taken = plan.is_some() && NarrowConv::beats_gemm();
             assert_eq!(taken, narrow::available() && !direct::has_avx512(), "{label}");
             let x = Tensor::randn(0f32, 1., dims.to_vec(), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();

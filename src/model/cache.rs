@@ -1,6 +1,6 @@
 //! Values a model's passes derive from its weights and keep: its 3×3 convs' Winograd
-//! kernels and its convs' packed panels on small maps, made once rather than on every
-//! pass. The Winograd kernels had been written out anew each time (2% of resnet50's
+//! kernels, its convs' packed panels on small maps and its kernels transposed for the
+//! input gradient, made once rather than on every pass. The Winograd kernels had been written out anew each time (2% of resnet50's
 //! forward and 2.7% of its saliency in perf, more in time: the writes pushed the maps out
 //! of the caches). resnet50 on 2 threads, medians of the per-round best of 20 over seven
 //! alternating rounds: forward 55.8 → 52.0 ms, saliency 127.6 → 122.1, grad-CAM 58.7 →
@@ -9,6 +9,15 @@
 //! have run, against 102 MB of weights (its saliency's peak memory 284 → 341 MB). The
 //! panels of its 7×7 convs, which replaced two of those Winograd kernels, raised the peak
 //! RSS of `convscope predict` 188 → 213 MB and of `saliency` 359 → 408 MB.
+//!
+//! Input gradients by gemm read their kernels transposed, kept here too (session 27):
+//! gemm had read them through a transposed view, or multiplied by the transpose on 7×7
+//! maps. resnet50's saliency, the backward's conv layers summed over five passes each
+//! (`convscope bench`, 2-core Sapphire Rapids, three alternating rounds): 44.3–44.7 →
+//! 40.0–41.1 ms, e.g. its 2048 → 512 1×1 convs at 7×7 0.93–0.95 → 0.48–0.50 ms and its
+//! strided 1×1 downsamples 1.26 → 1.03 and 1.54 → 1.05. That cost 56 MB of peak RSS
+//! (`saliency` 475 → 531 MB); packed panels are no longer made (and kept) where the CPU
+//! then runs gemm instead, which gave back more: `saliency` 417 MB, `predict` 246 → 189.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -25,6 +34,8 @@ pub(crate) enum Derived {
     /// The kernel's rows packed for `kernels::narrow`, of the kernel transposed (for the
     /// input gradient) or not.
     Panels { transposed: bool },
+    /// The kernel transposed group by group (for the input gradient's products).
+    Transposed,
 }
 
 type Kept = Arc<dyn Any + Send + Sync>;
