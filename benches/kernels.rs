@@ -186,8 +186,14 @@ fn class_batch(c: &mut Criterion) {
         })
     });
     group.bench_function("ReLU gradient", |bench| {
-        bench
-            .iter(|| kernels::relu_backward(black_box(&conv_grad), &conv_out, true, false).unwrap())
+        bench.iter(|| {
+            kernels::gated_sum(
+                &[black_box(&conv_grad)],
+                Some(kernels::Gate { y: &conv_out, output: true, grad: false }),
+                None,
+            )
+            .unwrap()
+        })
     });
     group.finish();
 }

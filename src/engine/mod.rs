@@ -239,20 +239,28 @@ impl NodeOutput {
 /// Gradients from one backward pass.
 #[derive(Clone, Debug)]
 pub struct Gradients {
-    values: Vec<Option<Tensor>>,
+    /// The value the pass stopped at, and its gradient if the seed depends on it: a pass
+    /// drops every other value's gradient once that value's node has used it.
+    lowest: (ValueId, Option<Tensor>),
     /// Weight gradients by weight name, when asked for.
     pub weights: HashMap<String, Tensor>,
 }
 
 impl Gradients {
-    /// Gradient at the graph input, if the seed depends on it.
+    /// Gradient at the graph input, if the pass went down to it and the seed depends on it.
     pub fn input(&self) -> Option<&Tensor> {
-        self.values[0].as_ref()
+        self.at(ValueId::INPUT)
     }
 
-    /// Gradient at node `i`'s output (`None` when the seed does not depend on it).
+    /// Gradient at node `i`'s output, where the pass stopped there ([`Model::backward_to`]);
+    /// `None` elsewhere.
     pub fn node(&self, i: usize) -> Option<&Tensor> {
-        self.values[i + 1].as_ref()
+        self.at(ValueId::of_node(i))
+    }
+
+    fn at(&self, value: ValueId) -> Option<&Tensor> {
+        let (lowest, gradient) = &self.lowest;
+        gradient.as_ref().filter(|_| *lowest == value)
     }
 }
 
@@ -825,8 +833,8 @@ impl Model {
         })
     }
 
-    /// Backward pass from `seed` under `rule`. Returns the gradient at the input and at
-    /// every node the seed depends on; with `weight_grads`, also at every weight below it.
+    /// Backward pass from `seed` under `rule`. Returns the gradient at the input (if the
+    /// seed depends on it); with `weight_grads`, also at every weight below it.
     pub fn backward(
         &self,
         acts: &Activations,
@@ -869,24 +877,39 @@ impl Model {
                     target.dims()
                 )));
             }
-            let mut grads: Vec<Option<Tensor>> = vec![None; acts.values.len()];
+            // Per value, the gradients its readers sent back so far, summed only when the
+            // value's own node is reached: in one pass with the ReLU's gate there, instead of
+            // a pass (and a new map) per reader and another for the gate. A value's gradient
+            // is dropped once its node has used it, so the pass holds only what is to come.
+            let mut grads: Vec<Vec<Tensor>> = vec![Vec::new(); acts.values.len()];
             let mut weights = HashMap::new();
-            grads[seed.node + 1] = Some(seed.grad.clone());
+            grads[seed.node + 1].push(seed.grad.clone());
             let batch = seed.grad.dim(0)?;
             // Only nodes after `lowest` read it (the order is topological), so once they are
             // done its gradient is complete.
             for i in (lowest.0..=seed.node).rev() {
-                let Some(g) = grads[i + 1].clone() else { continue };
+                let parts = std::mem::take(&mut grads[i + 1]);
+                if parts.is_empty() {
+                    continue;
+                }
                 let node = &graph.nodes()[i];
                 let activation = node.op.activation();
                 let linear = matches!(activation, Activation::Linear);
-                let gz = if linear || (i == seed.node && seed.point == Point::PreSoftmax) {
-                    g
+                let inputs = graph.inputs_of(i);
+                let at_seed_input = i == seed.node && seed.point == Point::PreSoftmax;
+                if !weight_grads && !at_seed_input {
+                    let fused = self.relu_of_batch_norm(i, &parts, acts, rule, lowest)?;
+                    if let Some((below, dx)) = fused {
+                        grads[below.0].push(dx);
+                        continue;
+                    }
+                }
+                let gz = if linear || at_seed_input {
+                    sum_parts(parts)?
                 } else {
                     let kept = acts.slope_inputs[i].as_ref();
-                    activation_backward(activation, &g, acts.node(i)?, kept, rule)?
+                    activation_backward(activation, parts, acts.node(i)?, kept, rule)?
                 };
-                let inputs = graph.inputs_of(i);
                 // Only what `backward_reads` names is kept: other values by their shapes.
                 let shape = |v: ValueId| self.batched_shape(v, batch);
                 let x_shape = shape(inputs[0]);
@@ -1178,18 +1201,17 @@ impl Model {
                     }
                 };
                 for (v, dx) in inputs.iter().zip(input_grads) {
-                    grads[v.0] = Some(match grads[v.0].take() {
-                        Some(acc) => add(&acc, &dx)?,
-                        None => dx,
-                    });
+                    grads[v.0].push(dx);
                 }
             }
             // Values below `lowest` may hold part of their gradient (from nodes after the cut
             // that read them directly): none rather than a wrong one.
-            for g in &mut grads[..lowest.0] {
-                *g = None;
-            }
-            Ok(Gradients { values: grads, weights })
+            let at_lowest = std::mem::take(&mut grads[lowest.0]);
+            let gradient = match at_lowest.is_empty() {
+                true => None,
+                false => Some(sum_parts(at_lowest)?),
+            };
+            Ok(Gradients { lowest: (lowest, gradient), weights })
         })
     }
 
@@ -1300,6 +1322,41 @@ impl Model {
         Ok((shaped("gamma")?, shaped("beta")?))
     }
 
+    /// Where node `i` is a ReLU on a batch norm's output (a DenseNet layer's first step, on
+    /// the concatenation of every earlier layer's maps): the ReLU's share of the gradient
+    /// at the batch norm's input, from the `parts` of the ReLU's output gradient, gated and
+    /// scaled in one pass (a pass and a new map each had been), and the value it belongs
+    /// to. The batch norm is linear, so other readers' shares still pass through it as its
+    /// own step. None for any other node, or where the batch norm lies below `lowest` (its
+    /// output's gradient is then wanted).
+    fn relu_of_batch_norm(
+        &self,
+        i: usize,
+        parts: &[Tensor],
+        acts: &Activations,
+        rule: ReluRule,
+        lowest: ValueId,
+    ) -> Result<Option<(ValueId, Tensor)>> {
+        let graph = self.graph();
+        let (Op::Activation { .. }, &[normed]) = (&graph.nodes()[i].op, graph.inputs_of(i)) else {
+            return Ok(None);
+        };
+        let norm = match normed.node() {
+            Some(j) if j >= lowest.0 => j,
+            _ => return Ok(None),
+        };
+        let (Activation::Relu, Op::BatchNorm { epsilon }, &[below]) =
+            (graph.nodes()[i].op.activation(), &graph.nodes()[norm].op, graph.inputs_of(norm))
+        else {
+            return Ok(None);
+        };
+        let y = acts.node(i)?;
+        let (scale, _) = self.batch_norm_affine(norm, *epsilon, y.rank())?;
+        let parts: Vec<&Tensor> = parts.iter().collect();
+        let dx = kernels::gated_sum(&parts, Some(relu_gate(rule, y)), Some(&scale))?;
+        Ok(Some((below, dx)))
+    }
+
     /// Batch norm at inference as `x·scale + shift`.
     fn batch_norm_affine(
         &self,
@@ -1321,6 +1378,37 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Some(sum) => Ok(sum),
         None => Ok(a.broadcast_add(b)?),
     }
+}
+
+/// The sum of the gradients a value's readers sent it: the one itself, else one pass over
+/// all of them ([`kernels::gated_sum`]), or sums a pair at a time where shapes or types
+/// differ (never in a well-formed graph, but then still right).
+fn sum_parts(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(Error::Invalid("a value without a gradient summed".into()));
+    };
+    if parts.len() == 1 {
+        return Ok(parts.swap_remove(0));
+    }
+    if parts.iter().all(|p| p.dims() == first.dims() && p.dtype() == first.dtype()) {
+        return kernels::gated_sum(&parts.iter().collect::<Vec<_>>(), None, None);
+    }
+    let mut sum = first.clone();
+    for part in &parts[1..] {
+        sum = add(&sum, part)?;
+    }
+    Ok(sum)
+}
+
+/// The gate of `rule` for a ReLU with output `y`.
+fn relu_gate(rule: ReluRule, y: &Tensor) -> kernels::Gate<'_> {
+    let (output, grad) = match rule {
+        // y > 0 exactly when the ReLU's input x > 0.
+        ReluRule::Vanilla => (true, false),
+        ReluRule::Guided => (true, true),
+        ReluRule::Rectified => (false, true),
+    };
+    kernels::Gate { y, output, grad }
 }
 
 /// The gradient of `a · b` with respect to `a` given the gradient `gz` of the product:
@@ -1568,16 +1656,21 @@ fn positive(t: &Tensor) -> Result<Tensor> {
     Ok(t.gt(0.0)?.to_dtype(t.dtype())?)
 }
 
-/// Gradient through an activation, given the gradient `g` at its output `y` and, for those
-/// whose gradient reads more, what the forward kept for it (`kept`: the input `z`, or for
-/// swish the sigmoid of `z`; [`NodeOutput::slope_input`]).
+/// Gradient through an activation, given the gradient at its output `y` as the `parts` its
+/// readers sent and, for those whose gradient reads more, what the forward kept for it
+/// (`kept`: the input `z`, or for swish the sigmoid of `z`; [`NodeOutput::slope_input`]).
 fn activation_backward(
     activation: Activation,
-    g: &Tensor,
+    parts: Vec<Tensor>,
     y: &Tensor,
     kept: Option<&Tensor>,
     rule: ReluRule,
 ) -> Result<Tensor> {
+    if activation == Activation::Relu {
+        let parts: Vec<&Tensor> = parts.iter().collect();
+        return kernels::gated_sum(&parts, Some(relu_gate(rule, y)), None);
+    }
+    let g = &sum_parts(parts)?;
     if let Some(dz) = pointwise::slope_times(activation, g, y, kept)? {
         return Ok(dz);
     }
@@ -1587,13 +1680,8 @@ fn activation_backward(
         })
     };
     Ok(match activation {
-        Activation::Linear => g.clone(),
-        Activation::Relu => match rule {
-            // y > 0 exactly when the ReLU's input x > 0.
-            ReluRule::Vanilla => kernels::relu_backward(g, y, true, false)?,
-            ReluRule::Guided => kernels::relu_backward(g, y, true, true)?,
-            ReluRule::Rectified => kernels::relu_backward(g, y, false, true)?,
-        },
+        // The ReLU's gate went with the sum, above.
+        Activation::Linear | Activation::Relu => g.clone(),
         Activation::LeakyRelu { alpha } => {
             let pos = positive(y)?;
             let slope = pos.affine(1.0 - f64::from(alpha), f64::from(alpha))?;

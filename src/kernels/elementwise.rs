@@ -142,7 +142,7 @@ pub(crate) fn zip3_map<T: Copy + Send + Sync>(
 /// A vector of `len` values, written by `fill(start, chunk)` for chunks of it split over
 /// the pool: `fill` writes every value of its chunk. Not zeroed first: on a fresh map that
 /// pass cost as much as a swish.
-fn filled<T: Send + Sync>(
+pub(super) fn filled<T: Send + Sync>(
     len: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {

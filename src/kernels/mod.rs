@@ -65,7 +65,7 @@ pub use matmul::sgemm;
 pub use pad::{pad_constant, pad_copied, pad_copied_backward};
 pub use pool::{Pool, pool2d, pool2d_backward};
 pub(crate) use relu::activate;
-pub use relu::{Clamp, relu, relu_backward};
+pub use relu::{Clamp, Gate, gated_sum, relu};
 
 /// Runs `$body` with `$T` bound to the Rust type of a float dtype.
 macro_rules! with_float {

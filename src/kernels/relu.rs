@@ -1,9 +1,10 @@
 //! The ReLU: applied to conv and dense outputs as they are written ([`activate`]), and its
-//! gradient ([`relu_backward`]) with the gates of the vanilla, guided and rectified rules.
+//! gradient ([`gated_sum`]) with the gates of the vanilla, guided and rectified rules.
 
 use candle_core::{DType, Tensor};
 
-use super::{Float, with_float, with_slice, zip_map};
+use super::elementwise::filled;
+use super::{Float, with_float, with_slice, with_slices};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 
@@ -63,35 +64,94 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }))
 }
 
-/// Gradient through a ReLU given the gradient `grad` at its output `y`: `grad`, zeroed
-/// where `y ≤ 0` when `gate_output` and where `grad ≤ 0` when `gate_grad`.
-pub fn relu_backward(
-    grad: &Tensor,
-    y: &Tensor,
-    gate_output: bool,
-    gate_grad: bool,
-) -> Result<Tensor> {
-    if grad.dims() != y.dims() {
+/// Which ReLU gate [`gated_sum`] applies: zero where the output `y ≤ 0` (`output`; the
+/// vanilla and guided rules) and where the summed gradient is `≤ 0` (`grad`; the guided and
+/// rectified rules).
+#[derive(Clone, Copy, Debug)]
+pub struct Gate<'a> {
+    /// The ReLU's output.
+    pub y: &'a Tensor,
+    /// Closed where `y ≤ 0`.
+    pub output: bool,
+    /// Closed where the gradient is `≤ 0`.
+    pub grad: bool,
+}
+
+/// `scale[c] · gate(Σ parts)`: the gradients a value's readers sent it (`parts`, one shape),
+/// summed, passed through a ReLU's `gate` where given and multiplied per channel (axis 1)
+/// by `scale` where given (a batch norm before the ReLU), in one pass writing one new map:
+/// summed a pair at a time, then gated, then scaled, each step had read and written a map.
+pub fn gated_sum(parts: &[&Tensor], gate: Option<Gate>, scale: Option<&Tensor>) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(Error::Invalid("a sum of no gradients".into()));
+    };
+    let dims = first.dims();
+    let others = parts.iter().copied().chain(gate.map(|gate| gate.y));
+    if let Some(odd) = others.clone().find(|t| t.dims() != dims || t.dtype() != first.dtype()) {
         return Err(Error::Invalid(format!(
-            "ReLU gradient of shape {:?} for an output of shape {:?}",
-            grad.dims(),
-            y.dims()
+            "gradients of shapes {dims:?} and {:?} summed",
+            odd.dims()
         )));
     }
-    with_float!(grad.dtype(), T => with_slice::<T, _>(grad, |gs| {
-        with_slice::<T, _>(y, |ys| {
-            // One map per rule, so the flags are constants and the loop vectorises (with
-            // them read per value it ran scalar); `zip_map` splits large maps over the pool
-            // and writes a fresh vector without zeroing it first.
-            let dx = match (gate_output, gate_grad) {
-                (true, true) => zip_map(gs, ys, relu_gate::<T, true, true>),
-                (true, false) => zip_map(gs, ys, relu_gate::<T, true, false>),
-                (false, true) => zip_map(gs, ys, relu_gate::<T, false, true>),
-                (false, false) => zip_map(gs, ys, relu_gate::<T, false, false>),
-            };
-            Ok(Tensor::from_vec(dx, grad.dims(), grad.device())?)
-        })
+    let channels = dims.get(1).copied().unwrap_or(1);
+    let plane: usize = dims.iter().skip(2).product();
+    if scale.is_some_and(|s| s.elem_count() != channels) {
+        return Err(Error::Invalid(format!("a scale for {channels} channels of {dims:?}")));
+    }
+    let tensors: Vec<&Tensor> = others.chain(scale).collect();
+    with_float!(first.dtype(), T => with_slices::<T, _>(&tensors, |slices| {
+        let (sums, rest) = slices.split_at(parts.len());
+        let (ys, scales) = rest.split_at(usize::from(gate.is_some()));
+        let (ys, scales) = (ys.first().copied(), scales.first().copied());
+        let summed = match gate {
+            None => combine::<T, false, false>(sums, ys, scales, [channels, plane]),
+            Some(Gate { output: true, grad: false, .. }) => combine::<T, true, false>(sums, ys, scales, [channels, plane]),
+            Some(Gate { output: true, grad: true, .. }) => combine::<T, true, true>(sums, ys, scales, [channels, plane]),
+            Some(Gate { output: false, grad: true, .. }) => combine::<T, false, true>(sums, ys, scales, [channels, plane]),
+            Some(Gate { output: false, grad: false, .. }) => combine::<T, false, false>(sums, ys, scales, [channels, plane]),
+        };
+        Ok(Tensor::from_vec(summed, dims, first.device())?)
     }))
+}
+
+/// [`gated_sum`]'s pass over slices: runs of one channel at a time, each summed a block at a
+/// time in a buffer on the stack, so the loops over values vectorise.
+fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
+    parts: &[&[T]],
+    y: Option<&[T]>,
+    scale: Option<&[T]>,
+    [channels, plane]: [usize; 2],
+) -> Vec<T> {
+    const BLOCK: usize = 256;
+    let len = parts[0].len();
+    filled(len, |start, out| {
+        let mut buffer = [T::zero(); BLOCK];
+        let mut at = 0;
+        while at < out.len() {
+            let pos = start + at;
+            // The rest of this channel's plane, at most a block.
+            let run = (plane.max(1) - pos % plane.max(1)).min(BLOCK).min(out.len() - at);
+            let sum = &mut buffer[..run];
+            sum.copy_from_slice(&parts[0][pos..pos + run]);
+            for part in &parts[1..] {
+                sum.iter_mut().zip(&part[pos..pos + run]).for_each(|(s, &v)| *s += v);
+            }
+            let factor =
+                scale.map_or(T::one(), |scale| scale[pos / plane.max(1) % channels.max(1)]);
+            let ys = y.map_or(&[][..], |y| &y[pos..pos + run]);
+            let outs = &mut out[at..at + run];
+            if OUTPUT || GRAD {
+                for ((o, &g), &y) in outs.iter_mut().zip(sum.iter()).zip(ys) {
+                    o.write(relu_gate::<T, OUTPUT, GRAD>(g, y) * factor);
+                }
+            } else {
+                for (o, &g) in outs.iter_mut().zip(sum.iter()) {
+                    o.write(g * factor);
+                }
+            }
+            at += run;
+        }
+    })
 }
 
 /// `g` where the gate is open, else 0: open where `y > 0` (if `OUTPUT`) and `g > 0` (if
@@ -130,31 +190,61 @@ mod tests {
     }
 
     #[test]
-    fn relu_gradient_gates_each_rule_small_and_split() {
-        for n in [7, 1 << 16] {
-            let g: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
-            let y: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.61).cos().max(0.0)).collect();
-            let (gt, yt) =
-                (Tensor::new(g.as_slice(), &Device::Cpu), Tensor::new(y.as_slice(), &Device::Cpu));
-            let (gt, yt) = (gt.unwrap(), yt.unwrap());
+    fn gated_sums_gate_each_rule_and_scale_each_channel_small_and_split() {
+        let dev = Device::Cpu;
+        // [n, c, h, w] with planes that straddle the 256-value blocks and the pool's
+        // chunks; a flat vector (one channel); [n, c] (a plane of one value).
+        for dims in [vec![2, 3, 5, 7], vec![1, 5, 112, 117], vec![1 << 16], vec![4, 9]] {
+            let n: usize = dims.iter().product();
+            let channels = if dims.len() > 1 { dims[1] } else { 1 };
+            let plane = n / dims[0] / channels;
+            let wave = |k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
+            let parts = [wave(0.37), wave(0.11), wave(0.23)];
+            let y: Vec<f32> = wave(0.61).iter().map(|v| v.max(0.0)).collect();
+            let scale: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32).collect();
+            let tensor = |v: &[f32]| Tensor::from_slice(v, dims.as_slice(), &dev).unwrap();
+            let part_tensors: Vec<Tensor> = parts.iter().map(|p| tensor(p)).collect();
+            let (yt, scale_t) = (tensor(&y), Tensor::new(scale.as_slice(), &dev).unwrap());
             // (gate on the output, gate on the gradient): vanilla, guided, rectified, none.
             for (output, grad) in [(true, false), (true, true), (false, true), (false, false)] {
-                let got = relu_backward(&gt, &yt, output, grad).unwrap().to_vec1::<f32>().unwrap();
-                let want: Vec<f32> = g
-                    .iter()
-                    .zip(&y)
-                    .map(
-                        |(&g, &y)| if (output && y <= 0.0) || (grad && g <= 0.0) { 0.0 } else { g },
-                    )
-                    .collect();
-                assert_eq!(got, want, "{n} values, gates {output} {grad}");
+                for count in [1, 3] {
+                    let refs: Vec<&Tensor> = part_tensors[..count].iter().collect();
+                    let gate = Gate { y: &yt, output, grad };
+                    let got = gated_sum(&refs, Some(gate), Some(&scale_t)).unwrap();
+                    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let want: Vec<f32> = (0..n)
+                        .map(|i| {
+                            let g: f32 = parts[..count].iter().map(|p| p[i]).sum();
+                            let shut = (output && y[i] <= 0.0) || (grad && g <= 0.0);
+                            if shut { 0.0 } else { g * scale[i / plane % channels] }
+                        })
+                        .collect();
+                    let worst =
+                        got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    assert!(worst < 1e-5, "{dims:?}, {count} parts, gates {output} {grad}");
+                }
             }
+            let plain = gated_sum(&part_tensors.iter().collect::<Vec<_>>(), None, None).unwrap();
+            let plain = plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                plain.iter().enumerate().all(|(i, v)| (v - parts
+                    .iter()
+                    .map(|p| p[i])
+                    .sum::<f32>())
+                .abs()
+                    < 1e-5)
+            );
         }
-        let short = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let short = Tensor::new(&[1f32, 2.0], &dev).unwrap();
+        let one = Tensor::new(&[1f32], &dev).unwrap();
+        assert!(gated_sum(&[&short, &one], None, None).is_err());
         assert!(
-            relu_backward(&short, &Tensor::new(&[1f32], &Device::Cpu).unwrap(), true, false)
-                .is_err()
+            gated_sum(&[&short], Some(Gate { y: &one, output: true, grad: false }), None).is_err()
         );
+        assert!(gated_sum(&[], None, None).is_err());
+        let wrong_scale = Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap();
+        let image = Tensor::zeros((1, 2, 3, 3), DType::F32, &dev).unwrap();
+        assert!(gated_sum(&[&image], None, Some(&wrong_scale)).is_err());
     }
 
     #[test]

@@ -86,6 +86,24 @@ fn dag() -> Model {
     .unwrap()
 }
 
+/// A batch norm whose output a ReLU and a sum both read, the ReLU also read by the sum.
+fn shared_norm() -> Model {
+    random_model(
+        &[2, 5, 5],
+        vec![
+            Node::new("c1", conv(3, 3, 1, Padding::Same, 1, Activation::Linear), &["input"]),
+            Node::new("bn", Op::BatchNorm { epsilon: 1e-3 }, &["c1"]),
+            Node::new("act", Op::Activation { activation: Activation::Relu }, &["bn"]),
+            Node::new("sum", Op::Add, &["act", "bn"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["sum"]),
+            Node::new("d1", dense(3, Activation::Linear), &["gap"]),
+        ],
+        7,
+    )
+    .to_dtype(DType::F64)
+    .unwrap()
+}
+
 /// The newer ops: group norm, a grouped transposed conv, bilinear resizing, layer norm over
 /// channels, slices and an elementwise max of two values.
 fn modern() -> Model {
@@ -303,6 +321,12 @@ fn input_gradient_of_a_dag_matches_finite_differences() {
     check_input_gradient(&model, model.graph().output_node(), Point::Output);
 }
 
+#[test]
+fn input_gradient_through_a_shared_batch_norm_matches_finite_differences() {
+    let model = shared_norm();
+    check_input_gradient(&model, model.graph().output_node(), Point::Output);
+}
+
 /// The part of `model` after node `k`, reading node k's output as its input.
 fn suffix(model: &Model, k: usize) -> Model {
     let graph = model.graph();
@@ -343,9 +367,9 @@ fn gradient_at_an_intermediate_node_matches_finite_differences() {
     let x = random_input(&model, 1, 5);
     let acts = model.forward(&x).unwrap();
     let (r, _) = probe(&model, out, point);
-    let grads = model
-        .backward(&acts, &Seed { node: out, point, grad: r.clone() }, ReluRule::Vanilla, false)
-        .unwrap();
+    let seed = Seed { node: out, point, grad: r.clone() };
+    let lowest = convscope::model::ValueId::of_node(pool);
+    let grads = model.backward_to(&acts, &seed, ReluRule::Vanilla, lowest).unwrap();
     let at_pool = values(grads.node(pool).unwrap());
 
     let rest = suffix(&model, pool);
@@ -413,7 +437,7 @@ fn weight_gradients_match_finite_differences() {
 }
 
 #[test]
-fn stopping_at_a_layer_gives_the_same_gradient_there_and_nothing_below() {
+fn stopping_at_a_layer_gives_the_gradient_there_and_nothing_else() {
     let model = dag();
     let out = model.graph().output_node();
     let sum = model.graph().node_index("sum").unwrap();
@@ -422,13 +446,27 @@ fn stopping_at_a_layer_gives_the_same_gradient_there_and_nothing_below() {
     let (r, _) = probe(&model, out, Point::Output);
     let r = Tensor::cat(&[&r, &r], 0).unwrap();
     let seed = Seed { node: out, point: Point::Output, grad: r };
-    let full = model.backward(&acts, &seed, ReluRule::Guided, false).unwrap();
+    let full = model.backward(&acts, &seed, ReluRule::Guided, true).unwrap();
     let lowest = convscope::model::ValueId::of_node(sum);
     let partial = model.backward_to(&acts, &seed, ReluRule::Guided, lowest).unwrap();
-    assert_eq!(values(partial.node(sum).unwrap()), values(full.node(sum).unwrap()));
-    // 'gap' reads c1 directly, so c1 is below the cut and gets nothing.
+    // 'c2' is linear and added into 'sum', so its bias's gradient (checked against finite
+    // differences elsewhere) is the gradient at 'sum' summed over each channel. The full
+    // pass, computing weight gradients, runs the batch norm and its ReLU as two steps; the
+    // partial one as one.
+    let per_channel = partial.node(sum).unwrap().sum((0, 2, 3)).unwrap();
+    assert_close(&values(&per_channel), &values(&full.weights["c2.bias"]), "gradient at 'sum'");
+    // Likewise the batch norm's shift and its output, where a pass that stops there must
+    // keep the step below its ReLU.
+    let bn = model.graph().node_index("bn").unwrap();
+    let at_bn = convscope::model::ValueId::of_node(bn);
+    let stopped = model.backward_to(&acts, &seed, ReluRule::Guided, at_bn).unwrap();
+    let per_channel = stopped.node(bn).unwrap().sum((0, 2, 3)).unwrap();
+    assert_close(&values(&per_channel), &values(&full.weights["bn.beta"]), "gradient at 'bn'");
+    // 'gap' reads c1 directly, so c1 is below the cut and gets nothing; what lies above
+    // the cut was dropped once used.
     let c1 = model.graph().node_index("c1").unwrap();
     assert!(partial.node(c1).is_none() && partial.input().is_none());
+    assert!(partial.node(out).is_none() && full.node(sum).is_none() && full.input().is_some());
 }
 
 #[test]
