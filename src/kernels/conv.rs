@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::depthwise::GroupedConv;
 use super::matmul::{Mat, matmul, matmul_by_transpose, matmul_uninit};
 use super::narrow::{self, Panels};
+use super::phased::Phased;
 use super::pixelwise::Pixelwise;
 use super::relu::{Clamp, activate};
 use super::winograd::Winograd;
@@ -208,6 +209,9 @@ fn zeroed<T: Float>(values: &mut [MaybeUninit<T>]) -> &mut [T] {
 
 /// Adjoint of [`im2col_image`]: adds `[c·kh·kw, oh·ow]` columns into the image `img`.
 fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: &mut [T]) {
+    if win.stride != [1, 1] {
+        return col2im_phased(cols, [c, h, w], win, img);
+    }
     let [kh, kw] = win.kernel;
     let [oh, ow] = win.out_size(h, w);
     let sw = win.stride[1];
@@ -238,6 +242,34 @@ fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: 
                 }
             }
         }
+    }
+}
+
+/// [`col2im_image`] at a stride: each tap's column row added, output row by output row,
+/// as a contiguous run into the padded plane split by stride phase ([`Phased`]), then the
+/// plane cropped out of its phases into `img` (which it overwrites, all of it). Added
+/// straight into the plane, a tap's values land `stride` apart, a loop that does not
+/// vectorise: resnet50's 7×7/2 stem's input gradient took 2.0 ms, 0.9 of them gemm's.
+fn col2im_phased<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: &mut [T]) {
+    let [kh, kw] = win.kernel;
+    let [oh, ow] = win.out_size(h, w);
+    let phased = Phased::new([h, w], win);
+    let width = phased.width();
+    let mut split = vec![T::zero(); phased.len()];
+    let mut rows = cols.chunks_exact(oh * ow);
+    for plane in img.chunks_exact_mut(h * w).take(c) {
+        split.fill(T::zero());
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let Some(row) = rows.next() else { return };
+                let offset = phased.offset(ki, kj);
+                for (oy, src) in row.chunks_exact(ow).enumerate() {
+                    let dst = &mut split[offset + oy * width..][..ow];
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+                }
+            }
+        }
+        phased.unpack(&split, plane);
     }
 }
 
@@ -771,6 +803,43 @@ mod tests {
         let b = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
         let y = conv2d(&x, &k, Some(&b), &window(2, 1, [0; 4]), 1, None).unwrap();
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![-3.5; 4]);
+    }
+
+    #[test]
+    fn strided_col2im_by_phases_adds_each_column_where_its_tap_reads() {
+        // (c, [h, w], kernel, stride, dilation, pads): stride 2 with the stem's padding, odd
+        // and even sides, stride 3 across and 2 down, dilation, asymmetric and no padding,
+        // a 1×1 downsample.
+        type Case = (usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads);
+        let cases: [Case; 5] = [
+            (3, [15, 16], [7, 7], [2, 2], [1, 1], [3; 4]),
+            (2, [11, 13], [3, 2], [2, 3], [1, 1], [1, 0, 2, 1]),
+            (2, [12, 12], [3, 3], [2, 2], [2, 2], [2; 4]),
+            (1, [9, 10], [3, 3], [2, 2], [1, 1], [0; 4]),
+            (4, [8, 8], [1, 1], [2, 2], [1, 1], [0; 4]),
+        ];
+        for (c, [h, w], kernel, stride, dilation, pads) in cases {
+            let win = Window { kernel, stride, dilation, pads };
+            let [oh, ow] = win.out_size(h, w);
+            let [kh, kw] = kernel;
+            let cols: Vec<f64> =
+                (0..c * kh * kw * oh * ow).map(|i| ((i * 7919) % 1000) as f64 / 100.0).collect();
+            let mut want = vec![0.0; c * h * w];
+            for (r, row) in cols.chunks_exact(oh * ow).enumerate() {
+                let (ch, ki, kj) = (r / (kh * kw), r / kw % kh, r % kw);
+                for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                    let iy = (oy * stride[0] + ki * dilation[0]).checked_sub(pads[0]);
+                    let ix = (ox * stride[1] + kj * dilation[1]).checked_sub(pads[1]);
+                    if let (Some(iy), Some(ix)) = (iy.filter(|&y| y < h), ix.filter(|&x| x < w)) {
+                        want[(ch * h + iy) * w + ix] += row[oy * ow + ox];
+                    }
+                }
+            }
+            // Over a plane of stale values: every value is written.
+            let mut got = vec![9.0; c * h * w];
+            col2im_image(&cols, [c, h, w], &win, &mut got);
+            assert_eq!(got, want, "{c}×{h}×{w} {win:?}");
+        }
     }
 
     #[test]

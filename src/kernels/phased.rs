@@ -121,7 +121,7 @@ impl Phased {
 
     /// The adjoint's crop: `dst` (`[h, w]`) gets the values of the split plane `src` that
     /// lie inside the padding, each pixel from its phase.
-    pub(super) fn unpack(&self, src: &[f32], dst: &mut [f32]) {
+    pub(super) fn unpack<T: Copy>(&self, src: &[T], dst: &mut [T]) {
         let w = self.source[1];
         let left = self.pads[1];
         let (sw, phase_len) = (self.stride[1], self.phase_len());
@@ -174,7 +174,7 @@ impl Phased {
 /// where a call of `memcpy` per row cost about as much as the copying (a fixed-size copy is
 /// inlined, so the row goes in eights, then a four, a two and a one).
 #[inline]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     let mut dst = dst.chunks_exact_mut(8);
     let mut src = src.chunks_exact(8);
     for (d, s) in (&mut dst).zip(&mut src) {
