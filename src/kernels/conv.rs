@@ -348,6 +348,15 @@ impl ConvShape {
 /// up the direct kernel is as fast or faster (64 at 56×56: 2.3 against 2.9).
 const GEMM_MAX_PIXELS: usize = 14 * 14;
 
+/// Strided convs reading more channels than this (per group) go to im2col + gemm, also on
+/// large maps: the direct kernel ran them at a fraction of its stride-1 rate. Per conv,
+/// batch 1, 2 threads, medians of 30, direct against gemm (2-core Sapphire Rapids): 3×3/2
+/// 16 → 32 at 224×224 1.56 → 1.09 ms, 64 → 64 at 224×224 21.6 → 7.4, 64 → 128 at 112×112
+/// 4.9 → 2.2, 128 → 128 at 56×56 (resnet50's) 1.76 → 1.12; stems stay direct (3 → 64 7×7/2
+/// 1.0 against 1.7 by gemm), and up to 12 channels the two were level (12 → 48 at 112×112
+/// 0.35 against 0.36, 8 → 64 5×5/2 0.39 against 0.58).
+const STRIDED_DIRECT_MAX_CHANNELS: usize = 12;
+
 /// An f32 conv kernel other than gemm, planned for one call.
 enum Plan {
     Pixelwise(Pixelwise),
@@ -519,7 +528,10 @@ pub fn conv2d_with_cache(
             let winograd = || Winograd::new(dims, o, win, groups, ks, cached).map(Plan::Winograd);
             let plan = match pixelwise().or_else(narrow).or_else(winograd) {
                 Some(plan) => Some(plan),
-                None if oh * ow > GEMM_MAX_PIXELS => {
+                None if oh * ow > GEMM_MAX_PIXELS
+                    && (win.stride == [1, 1]
+                        || dims[1] / groups <= STRIDED_DIRECT_MAX_CHANNELS) =>
+                {
                     direct::DirectConv::new(dims, o, win, groups, ks).map(Plan::Direct)
                 }
                 None => None,
