@@ -169,6 +169,35 @@ fn max_pool_tile_rows_backward<T: Float>(
     }
 }
 
+/// Gradient of an average pool over tiles `[kh, kw]` (no padding, so every divisor is
+/// `kh·kw`): each output's share written to its tile's cells a tile row at a time (`dx`
+/// starts zeroed; cells outside every tile stay so). DenseNet's 2×2 transitions took 1 ms
+/// in all through the per-window tap lists.
+fn avg_pool_tiles_backward<T: Float>(
+    grad: &[T],
+    w: usize,
+    [kh, kw]: [usize; 2],
+    dx: &mut [T],
+    ow: usize,
+) {
+    #[inline(always)]
+    fn rows<T: Float>(grad: &[T], w: usize, [kh, kw]: [usize; 2], dx: &mut [T], ow: usize) {
+        let share = T::one() / T::from_f64((kh * kw) as f64);
+        for (oy, g_row) in grad.chunks_exact(ow.max(1)).enumerate() {
+            for ky in 0..kh {
+                let row = &mut dx[(oy * kh + ky) * w..][..ow * kw];
+                for (cells, &g) in row.chunks_exact_mut(kw).zip(g_row) {
+                    cells.fill(g * share);
+                }
+            }
+        }
+    }
+    match kw {
+        2 => rows(grad, w, [kh, 2], dx, ow),
+        _ => rows(grad, w, [kh, kw], dx, ow),
+    }
+}
+
 /// One plane pooled through the window's separable form: the input rows of each output
 /// row's windows reduced into one line (whole rows at a time, which vectorises), then each
 /// output reduced from its columns of that line. A 3×3, stride-2 pool reads each cell about
@@ -449,12 +478,14 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
             // gradient.
             let planes: Vec<(&[T], &[T])> =
                 src.chunks_exact(h * w).zip(g.chunks_exact((oh * ow).max(1))).collect();
-            let tiles = tiles(win).filter(|_| pool == Pool::Max);
+            let tiles = tiles(win);
             let divisors = divisors::<T>(win, pool, [&rows, &cols]);
             for_each_plane(&planes, 1, &mut dx, h * w, |item, dx| {
                 let Some(&(plane, g)) = item.first() else { return };
-                if let Some([kh, kw]) = tiles {
-                    return max_pool_tiles_backward(plane, g, w, [kh, kw], dx, ow);
+                match (tiles, pool) {
+                    (Some(tile), Pool::Max) => return max_pool_tiles_backward(plane, g, w, tile, dx, ow),
+                    (Some(tile), Pool::Avg { .. }) => return avg_pool_tiles_backward(g, w, tile, dx, ow),
+                    (None, _) => {}
                 }
                 match pool {
                     Pool::Max => max_backward_separable(plane, g, w, [&rows, &cols], dx),
