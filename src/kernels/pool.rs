@@ -391,6 +391,7 @@ fn max_backward_separable<T: Float>(
     grad: &[T],
     w: usize,
     [rows, cols]: Taps,
+    (inside, across): (Range<usize>, [usize; 3]),
     dx: &mut [T],
 ) {
     let (mut best, mut spare) = (vec![T::zero(); w], vec![T::zero(); w]);
@@ -413,17 +414,57 @@ fn max_backward_separable<T: Float>(
             std::mem::swap(&mut best, &mut spare);
             std::mem::swap(&mut first_row, &mut spare_rows);
         }
-        for (cx, &go) in cols.iter().zip(g_row) {
-            let Some((&left, rest)) = cx.split_first() else { continue };
-            let mut at = left;
-            for &ix in rest {
-                let (v, b) = (best[ix], best[at]);
-                // `|` and `&`, not `||` and `&&`: a select, not branches that random-looking
-                // activations mispredict.
-                let wins = (v > b) | ((v == b) & (first_row[ix] < first_row[at]));
-                at = if wins { ix } else { at };
+        // `|` and `&`, not `||` and `&&`: a select, not branches that random-looking
+        // activations mispredict.
+        let pick = |at: usize, ix: usize| {
+            let (v, b) = (best[ix], best[at]);
+            let wins = (v > b) | ((v == b) & (first_row[ix] < first_row[at]));
+            if wins { ix } else { at }
+        };
+        let mut place = |at: usize, go: T| dx[ry[first_row[at] as usize] * w + at] += go;
+        for ox in (0..inside.start).chain(inside.end..cols.len()) {
+            let Some((&left, rest)) = cols[ox].split_first() else { continue };
+            place(rest.iter().fold(left, |at, &ix| pick(at, ix)), g_row[ox]);
+        }
+        if let Some(&left) = cols.get(inside.start).and_then(|cx| cx.first()) {
+            first_max_inside(left, across, &g_row[inside.clone()], pick, &mut place);
+        }
+    }
+}
+
+/// For each output whose window lies inside the map, the window's first maximum (by
+/// `pick`, from its first column `left + i·stride`) and its gradient go to `place`. The
+/// common windows get their sizes as constants, so the taps are unrolled rather than read
+/// from per-window lists (resnet50's max pool's gradient took four times its forward).
+#[inline(always)]
+fn first_max_inside<T: Float>(
+    left: usize,
+    [kernel, stride, dilation]: [usize; 3],
+    grads: &[T],
+    pick: impl Fn(usize, usize) -> usize,
+    place: &mut impl FnMut(usize, T),
+) {
+    #[inline(always)]
+    fn fixed<T: Float, const K: usize, const S: usize>(
+        left: usize,
+        grads: &[T],
+        pick: impl Fn(usize, usize) -> usize,
+        place: &mut impl FnMut(usize, T),
+    ) {
+        for (i, &go) in grads.iter().enumerate() {
+            let first = left + i * S;
+            place((1..K).fold(first, |at, k| pick(at, first + k)), go);
+        }
+    }
+    match (kernel, stride, dilation) {
+        (3, 2, 1) => fixed::<T, 3, 2>(left, grads, pick, place),
+        (2, 2, 1) => fixed::<T, 2, 2>(left, grads, pick, place),
+        (3, 1, 1) => fixed::<T, 3, 1>(left, grads, pick, place),
+        _ => {
+            for (i, &go) in grads.iter().enumerate() {
+                let first = left + i * stride;
+                place((1..kernel).fold(first, |at, k| pick(at, first + k * dilation)), go);
             }
-            dx[ry[first_row[at] as usize] * w + at] += go;
         }
     }
 }
@@ -465,6 +506,7 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
     let dims @ [_, _, h, w] = dims4(x)?;
     let [oh, ow] = win.out_size(h, w);
     let (rows, cols) = (window_taps(win, 0, h, oh), window_taps(win, 1, w, ow));
+    let inside = (inside_columns(win, w, ow), [win.kernel[1], win.stride[1], win.dilation[1]]);
     with_float!(x.dtype(), T => with_slice::<T, _>(x, |src| {
         with_slice::<T, _>(grad, |g| {
             if g.len() * h * w != src.len() * oh * ow {
@@ -488,7 +530,7 @@ pub fn pool2d_backward(x: &Tensor, grad: &Tensor, win: &Window, pool: Pool) -> R
                     (None, _) => {}
                 }
                 match pool {
-                    Pool::Max => max_backward_separable(plane, g, w, [&rows, &cols], dx),
+                    Pool::Max => max_backward_separable(plane, g, w, [&rows, &cols], inside.clone(), dx),
                     Pool::Avg { .. } => avg_backward_separable(g, w, [&rows, &cols], &divisors, dx),
                 }
             });
