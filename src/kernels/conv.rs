@@ -212,9 +212,9 @@ fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: 
     if win.stride != [1, 1] {
         return col2im_phased(cols, [c, h, w], win, img);
     }
+    // Stride 1 from here: each tap's row adds into the plane as a contiguous run.
     let [kh, kw] = win.kernel;
     let [oh, ow] = win.out_size(h, w);
-    let sw = win.stride[1];
     let mut rows = cols.chunks_exact(oh * ow);
     for plane in img.chunks_exact_mut(h * w).take(c) {
         for ki in 0..kh {
@@ -228,16 +228,9 @@ fn col2im_image<T: Float>(cols: &[T], [c, h, w]: [usize; 3], win: &Window, img: 
                     let Some(iy) = win.source(0, oy, ki, h) else { continue };
                     let dst = &mut plane[iy * w..(iy + 1) * w];
                     let src = &row[oy * ow + lo..oy * ow + hi];
-                    let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
-                    if sw == 1 {
-                        // Contiguous: a plain zip, which the compiler vectorises.
-                        for (d, s) in dst[first..first + src.len()].iter_mut().zip(src) {
-                            *d += *s;
-                        }
-                    } else {
-                        for (d, s) in dst[first..].iter_mut().step_by(sw).zip(src) {
-                            *d += *s;
-                        }
+                    let first = (lo + kj * win.dilation[1]) - win.pads[1];
+                    for (d, s) in dst[first..first + src.len()].iter_mut().zip(src) {
+                        *d += *s;
                     }
                 }
             }

@@ -103,19 +103,21 @@ pub fn gated_sum(parts: &[&Tensor], gate: Option<Gate>, scale: Option<&Tensor>) 
         let (sums, rest) = slices.split_at(parts.len());
         let (ys, scales) = rest.split_at(usize::from(gate.is_some()));
         let (ys, scales) = (ys.first().copied(), scales.first().copied());
-        let summed = match gate {
-            None => combine::<T, false, false>(sums, ys, scales, [channels, plane]),
-            Some(Gate { output: true, grad: false, .. }) => combine::<T, true, false>(sums, ys, scales, [channels, plane]),
-            Some(Gate { output: true, grad: true, .. }) => combine::<T, true, true>(sums, ys, scales, [channels, plane]),
-            Some(Gate { output: false, grad: true, .. }) => combine::<T, false, true>(sums, ys, scales, [channels, plane]),
-            Some(Gate { output: false, grad: false, .. }) => combine::<T, false, false>(sums, ys, scales, [channels, plane]),
+        // One pass per rule, so the flags are constants and the loop vectorises.
+        let shape = [channels.max(1), plane.max(1)];
+        let summed = match gate.map_or((false, false), |gate| (gate.output, gate.grad)) {
+            (true, false) => combine::<T, true, false>(sums, ys, scales, shape),
+            (true, true) => combine::<T, true, true>(sums, ys, scales, shape),
+            (false, true) => combine::<T, false, true>(sums, ys, scales, shape),
+            (false, false) => combine::<T, false, false>(sums, ys, scales, shape),
         };
         Ok(Tensor::from_vec(summed, dims, first.device())?)
     }))
 }
 
-/// [`gated_sum`]'s pass over slices: runs of one channel at a time, each summed a block at a
-/// time in a buffer on the stack, so the loops over values vectorise.
+/// [`gated_sum`]'s pass over slices (`y` given when a gate is): runs of one channel at a
+/// time, each summed a block at a time in a buffer on the stack, so the loops over values
+/// vectorise. `channels` and `plane` are at least 1.
 fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
     parts: &[&[T]],
     y: Option<&[T]>,
@@ -130,14 +132,13 @@ fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
         while at < out.len() {
             let pos = start + at;
             // The rest of this channel's plane, at most a block.
-            let run = (plane.max(1) - pos % plane.max(1)).min(BLOCK).min(out.len() - at);
+            let run = (plane - pos % plane).min(BLOCK).min(out.len() - at);
             let sum = &mut buffer[..run];
             sum.copy_from_slice(&parts[0][pos..pos + run]);
             for part in &parts[1..] {
                 sum.iter_mut().zip(&part[pos..pos + run]).for_each(|(s, &v)| *s += v);
             }
-            let factor =
-                scale.map_or(T::one(), |scale| scale[pos / plane.max(1) % channels.max(1)]);
+            let factor = scale.map_or(T::one(), |scale| scale[pos / plane % channels]);
             let ys = y.map_or(&[][..], |y| &y[pos..pos + run]);
             let outs = &mut out[at..at + run];
             if OUTPUT || GRAD {
