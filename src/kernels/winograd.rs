@@ -115,8 +115,7 @@ impl Winograd {
         ks: &[f32],
         cached: Option<Cached<'_>>,
     ) -> Option<Winograd> {
-        let kept = cached.is_some();
-        Winograd::forward(dims, o, win, groups, ks, cached, |c, o, out| choose(c, o, out, kept))
+        Winograd::forward(dims, o, win, groups, ks, cached, choose)
     }
 
     /// The input gradient of that conv: the conv of the output gradient `[n, o, oh, ow]`,
@@ -130,8 +129,7 @@ impl Winograd {
         ks: &[f32],
         cached: Option<Cached<'_>>,
     ) -> Option<Winograd> {
-        let kept = cached.is_some();
-        Winograd::backward(dims, o, win, groups, ks, cached, |c, o, out| choose(c, o, out, kept))
+        Winograd::backward(dims, o, win, groups, ks, cached, choose)
     }
 
     /// [`Winograd::new`] with the algorithm `variant` picks for the output map, if any.
@@ -551,20 +549,19 @@ impl Winograd {
     }
 }
 
-/// Output maps smaller than this stay with im2col + gemm (see [`Winograd::plan`]). At 14×14
+/// Output maps smaller than this stay with im2col + gemm (see [`choose`]). At 14×14
 /// it measured level with gemm at first (256 → 256 at 2 threads: 1.7–2.1 ms against 1.6),
 /// and ahead once products split over threads by halves (`matmul::splits`): resnet50's
 /// layer3 3×3 convs 1.39–1.55 ms against 1.53–1.79 (`convscope bench --layers`, two
 /// alternating rounds), densenet121's 3×3 convs in all 16.9–17.3 against 17.3–18.6.
+///
+/// Smaller maps lose in a model even for the largest products: there the conv is bound by
+/// reading its kernel, cold in the caches after the rest of the model ran, and F(2×2)'s 16
+/// transformed kernels are 1.8× the 3×3 one. resnet50's 512 → 512 convs at 7×7 in a model
+/// (`bench --layers`, three alternating rounds) took 1.40–1.52 ms by F(2×2) against
+/// 0.99–1.08 by gemm, their input gradients 1.51–1.61 against 1.20–1.29; the same conv
+/// called over and over, its kernel hot, had measured F(2×2) ahead (1.81 against 1.86).
 const MIN_PIXELS: usize = 14 * 14;
-/// Smaller maps, down to this, take F(2×2, 3×3) when channels × filters reach
-/// [`SMALL_MAP_MIN_PRODUCT`] and the model keeps the transformed kernel: then the products'
-/// savings outweigh the 16 tiles' 64 outputs for 49. Measured at 7×7, batch 1, 2 threads,
-/// medians of 200 alternating calls, gemm against Winograd: 512 → 512 forward 1.86 → 1.81
-/// ms, input gradient 2.02 → 1.77; 256 → 256 0.49 → 0.47 and 0.47 → 0.46; 128 → 32 lost
-/// (0.081 → 0.084).
-const SMALL_MAP_MIN_PIXELS: usize = 7 * 7;
-const SMALL_MAP_MIN_PRODUCT: usize = 256 * 256;
 /// Output maps of at least this many pixels take F(4×4, 3×3).
 const MIN_PIXELS_F4: usize = 28 * 28;
 /// Convs with fewer input channels than this, fewer filters than [`MIN_FILTERS`], or fewer
@@ -577,20 +574,11 @@ const MIN_CHANNELS: usize = 64;
 const MIN_FILTERS: usize = 32;
 
 /// The algorithm for a conv of `channels` → `filters` onto an `[oh, ow]` map, or None
-/// where the direct kernel or gemm runs it faster. Small maps: a 7×7 map's 16 tiles hold
-/// 64 outputs for 49 and gemm runs the products poorly at so few tiles, so only the largest
-/// products pay there, and only when the transformed kernel is `kept` (in a model's
-/// cache) rather than made for the call. Few channels: gemm runs a short sum poorly, and
-/// the transforms cost as much as the products save.
-fn choose(
-    channels: usize,
-    filters: usize,
-    [oh, ow]: [usize; 2],
-    kept: bool,
-) -> Option<&'static Variant> {
-    let pixels = oh * ow;
-    let large = kept && channels * filters >= SMALL_MAP_MIN_PRODUCT;
-    let worth = (pixels >= MIN_PIXELS || large && pixels >= SMALL_MAP_MIN_PIXELS)
+/// where the direct kernel or gemm runs it faster: small maps (see [`MIN_PIXELS`]), and
+/// few channels, where gemm runs a short sum poorly and the transforms cost as much as the
+/// products save.
+fn choose(channels: usize, filters: usize, [oh, ow]: [usize; 2]) -> Option<&'static Variant> {
+    let worth = oh * ow >= MIN_PIXELS
         && channels >= MIN_CHANNELS
         && filters >= MIN_FILTERS
         && channels * filters >= MIN_CHANNELS * MIN_CHANNELS;
@@ -1068,21 +1056,18 @@ mod tests {
     }
 
     #[test]
-    fn maps_under_14x14_take_winograd_only_for_large_products_with_a_kept_kernel() {
+    fn maps_under_14x14_stay_with_gemm_even_for_large_kept_kernels() {
         let dev = Device::Cpu;
         let same = window(3, 1, [1; 4]);
         let cache = KernelCache::default();
         let k = Tensor::randn(0f32, 1., (256, 256, 3, 3), &dev).unwrap();
         let ks = k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let cached = || Some(Cached { cache: &cache, kernel: k.id() });
-        let plan = Winograd::new([1, 256, 7, 7], 256, &same, 1, &ks, cached()).unwrap();
-        assert_eq!(plan.variant.m, F2.m);
-        assert!(Winograd::transposed([1, 256, 7, 7], 256, &same, 1, &ks, cached()).is_some());
-        assert!(Winograd::new([1, 256, 7, 7], 256, &same, 1, &ks, None).is_none());
-        assert!(Winograd::new([1, 256, 6, 6], 256, &same, 1, &ks, cached()).is_none());
-        let small = &ks[..128 * 32 * 9];
-        assert!(Winograd::new([1, 128, 7, 7], 32, &same, 1, small, cached()).is_none());
-        // What it computes there: the gemm path's values.
+        assert!(Winograd::new([1, 256, 7, 7], 256, &same, 1, &ks, cached()).is_none());
+        assert!(Winograd::transposed([1, 256, 7, 7], 256, &same, 1, &ks, cached()).is_none());
+        assert!(Winograd::new([1, 256, 14, 14], 256, &same, 1, &ks, cached()).is_some());
+        assert!(Winograd::transposed([1, 256, 14, 14], 256, &same, 1, &ks, cached()).is_some());
+        // What runs there instead, with the model's cache: the f64 gemm path's values.
         let x = Tensor::randn(0f32, 1., (2, 256, 7, 7), &dev).unwrap();
         let g = Tensor::randn(0f32, 1., (2, 256, 7, 7), &dev).unwrap();
         let dims = [2, 256, 7, 7];
@@ -1104,10 +1089,6 @@ mod tests {
                 .fold(0.0, f64::max);
             assert!(worst < 1e-3, "{worst}");
         }
-        // The plans above kept Winograd's two kernels; where the narrow kernel beats gemm
-        // (AVX2 without AVX-512), the convs ran by it and kept its two packed kernels too.
-        let narrow = crate::kernels::narrow::available() && !crate::kernels::direct::has_avx512();
-        assert_eq!(cache.len(), if narrow { 4 } else { 2 });
     }
 
     #[test]
