@@ -572,17 +572,25 @@ const MIN_PIXELS_F4: usize = 28 * 28;
 /// 64 → 64 at 56×56 1.59 against 1.10.
 const MIN_CHANNELS: usize = 64;
 const MIN_FILTERS: usize = 32;
+/// Maps under [`MIN_PIXELS_F4`] take F(2×2) only with at least this many filters: with
+/// fewer, each position's product is too small for gemm to run well. densenet121's 24
+/// 128 → 32 convs at 14×14 took 4.09–4.35 ms in all by F(2×2) against 3.53–3.68 by
+/// im2col + gemm (`bench --layers`, two alternating rounds); resnet50's 256 → 256 ones
+/// stay with F(2×2), which beat gemm there.
+const MIN_FILTERS_F2: usize = 64;
 
 /// The algorithm for a conv of `channels` → `filters` onto an `[oh, ow]` map, or None
 /// where the direct kernel or gemm runs it faster: small maps (see [`MIN_PIXELS`]), and
 /// few channels, where gemm runs a short sum poorly and the transforms cost as much as the
 /// products save.
 fn choose(channels: usize, filters: usize, [oh, ow]: [usize; 2]) -> Option<&'static Variant> {
+    let variant = if oh * ow >= MIN_PIXELS_F4 { &F4 } else { &F2 };
+    let min_filters = if variant.m == F2.m { MIN_FILTERS_F2 } else { MIN_FILTERS };
     let worth = oh * ow >= MIN_PIXELS
         && channels >= MIN_CHANNELS
-        && filters >= MIN_FILTERS
+        && filters >= min_filters
         && channels * filters >= MIN_CHANNELS * MIN_CHANNELS;
-    worth.then_some(if oh * ow >= MIN_PIXELS_F4 { &F4 } else { &F2 })
+    worth.then_some(variant)
 }
 
 /// A 3×3 window, stride 1, no dilation, one group.
@@ -1106,6 +1114,8 @@ mod tests {
                 .is_none()
         );
         assert!(Winograd::new([1, 64, 28, 28], 32, &same, 1, &k[..32 * 64 * 9], None).is_none());
+        // At 14×14 (F(2×2)) 64 → 64, not 128 → 32 (below, with the other refusals).
+        assert!(Winograd::new([1, 64, 14, 14], 64, &same, 1, &k[..64 * 64 * 9], None).is_some());
         assert!(
             Winograd::transposed([1, 32, 28, 28], 64, &same, 1, &k[..32 * 64 * 9], None).is_none()
         );
@@ -1116,8 +1126,8 @@ mod tests {
             ([1, 64, 28, 28], 64, strided, 1, &k[..]),
             ([1, 64, 28, 28], 64, dilated, 1, &k),
             ([1, 64, 28, 28], 64, same, 2, &k[..32 * 64 * 9]),
-            ([1, 64, 7, 7], 64, same, 1, &k),
-            ([1, 64, 14, 14], 64, same, 1, &k),
+            ([1, 64, 7, 7], 64, same, 1, &k[..64 * 64 * 9]),
+            ([1, 128, 14, 14], 32, same, 1, &k[..32 * 128 * 9]),
             ([1, 16, 28, 28], 64, same, 1, &k[..16 * 64 * 9]),
             ([1, 64, 28, 28], 16, same, 1, &k[..16 * 64 * 9]),
             ([1, 64, 28, 28], 64, window(5, 1, [2; 4]), 1, &vec![0.5; 64 * 64 * 25]),
