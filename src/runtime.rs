@@ -1,5 +1,7 @@
 //! Process-wide settings the program makes for itself rather than asking the user to.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// Makes the process settings the kernels are measured with: the thread count and, on
 /// glibc, the allocator's thresholds.
 ///
@@ -24,6 +26,53 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         Some(_) => f(),
         None => rayon::scope(|_| f()),
     }
+}
+
+/// [`on_pool`], with the pool's other workers kept awake until `f` returns: each waits for
+/// the pass's jobs in a loop (`rayon::yield_now`) instead of going to sleep between them.
+/// A pass splits every conv, sum and copy over the pool, a few hundred splits in a
+/// resnet50 forward, with short serial stretches between them; rayon puts an idle worker
+/// to sleep within some tens of µs, and waking it took 30–70 µs on the 2-core machine, so
+/// most splits began with one thread. Nested calls and one-thread pools just run `f`.
+pub fn on_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    on_pool(|| {
+        let partners = rayon::current_num_threads().saturating_sub(1);
+        if partners == 0 || AWAKE.with(|awake| awake.get()) {
+            return f();
+        }
+        let done = AtomicBool::new(false);
+        // Ends the partners' loops and this thread's flag on every way out of `f`, a panic
+        // included: else the scope would wait forever.
+        struct Release<'a>(&'a AtomicBool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+                AWAKE.with(|awake| awake.set(false));
+            }
+        }
+        rayon::scope(|scope| {
+            for _ in 0..partners {
+                scope.spawn(|_| {
+                    AWAKE.with(|awake| awake.set(true));
+                    while !done.load(Ordering::Acquire) {
+                        if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+                            // Lets another process have the core if it is waiting for it.
+                            std::thread::yield_now();
+                        }
+                    }
+                    AWAKE.with(|awake| awake.set(false));
+                });
+            }
+            let _release = Release(&done);
+            AWAKE.with(|awake| awake.set(true));
+            f()
+        })
+    })
+}
+
+thread_local! {
+    /// Whether this thread is inside [`on_pool_awake`] (running the pass or keeping awake).
+    static AWAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `task(0)`, …, `task(count − 1)` with each task alone on one of the pool's threads,
@@ -214,6 +263,8 @@ pub fn human_size(bytes: u128) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rayon::prelude::*;
+
     use super::*;
 
     #[test]
@@ -230,6 +281,49 @@ mod tests {
         assert_eq!(spread(3, |i| i * 2), [0, 2, 4], "the pools still work after a panic");
         let nested = spread(3, |i| spread(2, |j| 10 * i + j));
         assert_eq!(nested, [vec![0, 1], vec![10, 11], vec![20, 21]], "a task's own spread");
+    }
+
+    #[test]
+    fn a_pass_kept_awake_runs_its_jobs_on_the_partner_and_ends_on_a_panic() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        // The second half of a join, while the first waits for it, can only run on the
+        // other worker: from inside its keep-awake loop.
+        let partner_awake = pool.install(|| {
+            on_pool_awake(|| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                let started = AtomicBool::new(false);
+                let ((), awake) = rayon::join(
+                    || {
+                        while !started.load(Ordering::Acquire) {
+                            std::hint::spin_loop();
+                        }
+                    },
+                    || {
+                        started.store(true, Ordering::Release);
+                        AWAKE.with(|awake| awake.get())
+                    },
+                );
+                awake
+            })
+        });
+        assert!(partner_awake, "the partner ran the job outside its keep-awake loop");
+        let sum = pool.install(|| {
+            on_pool_awake(|| on_pool_awake(|| (0..1000u64).into_par_iter().sum::<u64>()))
+        });
+        assert_eq!(sum, 499_500, "a nested pass");
+        // A panic releases the partner (else the scope waits forever): the caller sees it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let pool = std::sync::Arc::new(pool);
+        let shared = pool.clone();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shared.install(|| on_pool_awake(|| panic!("a failing pass")))
+            }));
+            sender.send(outcome.is_err()).unwrap();
+        });
+        let panicked = receiver.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(panicked, Ok(true), "the panic did not reach the caller");
+        assert_eq!(pool.install(|| on_pool_awake(|| 7)), 7, "the pool works after a panic");
     }
 
     #[test]

@@ -422,7 +422,7 @@ impl Model {
         keep: Keep,
         mut node_times: Option<&mut Vec<Duration>>,
     ) -> Result<Activations> {
-        crate::runtime::on_pool(|| {
+        crate::runtime::on_pool_awake(|| {
             self.check_input(x)?;
             let graph = self.graph();
             let n_nodes = graph.nodes().len();
@@ -867,7 +867,7 @@ impl Model {
         weight_grads: bool,
         lowest: ValueId,
     ) -> Result<Gradients> {
-        crate::runtime::on_pool(|| {
+        crate::runtime::on_pool_awake(|| {
             let graph = self.graph();
             let target = acts.at(seed.node, seed.point)?;
             if seed.grad.dims() != target.dims() {
