@@ -53,14 +53,15 @@ pub fn on_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         rayon::scope(|scope| {
             for _ in 0..partners {
                 scope.spawn(|_| {
-                    AWAKE.with(|awake| awake.set(true));
+                    // A worker may take this job while waiting inside a pass of its own.
+                    let outer = AWAKE.with(|awake| awake.replace(true));
                     while !done.load(Ordering::Acquire) {
                         if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
                             // Lets another process have the core if it is waiting for it.
                             std::thread::yield_now();
                         }
                     }
-                    AWAKE.with(|awake| awake.set(false));
+                    AWAKE.with(|awake| awake.set(outer));
                 });
             }
             let _release = Release(&done);
