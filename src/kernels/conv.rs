@@ -115,29 +115,15 @@ pub(super) fn each_image_into_new(
 
 /// One image `[c, h, w]` → `[c·kh·kw, oh·ow]` in `cols`, every cell written (`cols` is a
 /// reused [`Scratch`]): cells that read padding get zero.
-///
-/// At a column stride with several taps along a row, each plane's rows are first split by
-/// column phase (`[h][stride][⌈w / stride⌉]`), so every tap copies a contiguous run instead
-/// of picking every other value `kw` times over (in-model medians, resnet50's 3×3/2 convs:
-/// on 128 × 56×56 0.45 → 0.31 ms against a gemm of 0.88, on 256 × 28×28 0.25 → 0.20).
 fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {
     let [kh, kw] = win.kernel;
+    if win.stride != [1, 1] && kh * kw > 1 {
+        return im2col_phased(img, [c, h, w], win, cols);
+    }
     let [oh, ow] = win.out_size(h, w);
     let sw = win.stride[1];
-    let phase_len = w.div_ceil(sw.max(1));
-    let mut phases =
-        if sw > 1 && kw > 1 { vec![T::zero(); h * sw * phase_len] } else { Vec::new() };
     let mut rows = cols.chunks_exact_mut(oh * ow);
     for plane in img.chunks_exact(h * w).take(c) {
-        if !phases.is_empty() {
-            for (src, split) in plane.chunks_exact(w).zip(phases.chunks_exact_mut(sw * phase_len)) {
-                for (p, phase) in split.chunks_exact_mut(phase_len).enumerate() {
-                    for (d, s) in phase.iter_mut().zip(src.iter().skip(p).step_by(sw)) {
-                        *d = *s;
-                    }
-                }
-            }
-        }
         for ki in 0..kh {
             for kj in 0..kw {
                 let Some(row) = rows.next() else { return };
@@ -150,19 +136,43 @@ fn im2col_image<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: 
                     };
                     out_row[..lo].fill(T::zero());
                     out_row[hi..].fill(T::zero());
+                    let src = &plane[iy * w..(iy + 1) * w];
                     let dst = &mut out_row[lo..hi];
                     let first = (lo * sw + kj * win.dilation[1]) - win.pads[1];
                     if sw == 1 {
-                        dst.copy_from_slice(&plane[iy * w + first..][..dst.len()]);
-                    } else if !phases.is_empty() {
-                        let phase = (iy * sw + first % sw) * phase_len;
-                        dst.copy_from_slice(&phases[phase + first / sw..][..dst.len()]);
+                        dst.copy_from_slice(&src[first..first + dst.len()]);
                     } else {
-                        let src = &plane[iy * w..(iy + 1) * w];
                         for (d, s) in dst.iter_mut().zip(src[first..].iter().step_by(sw)) {
                             *d = *s;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_image`] at a stride, for windows of several taps (the adjoint of
+/// [`col2im_phased`]): each plane padded and split by stride phase ([`Phased`]) once, then
+/// every tap's column row copied output row by output row as a contiguous run, where each
+/// tap had picked values `stride` apart (in-model medians, resnet50's 3×3/2 convs: on
+/// 128 × 56×56 0.45 → 0.31 ms against a gemm of 0.88, on 256 × 28×28 0.25 → 0.20).
+fn im2col_phased<T: Float>(img: &[T], [c, h, w]: [usize; 3], win: &Window, cols: &mut [T]) {
+    let [kh, kw] = win.kernel;
+    let [oh, ow] = win.out_size(h, w);
+    let phased = Phased::new([h, w], win);
+    let width = phased.width();
+    // Zeroed once: each plane then writes only the values inside the padding.
+    let mut split = vec![T::zero(); phased.len()];
+    let mut rows = cols.chunks_exact_mut(oh * ow);
+    for plane in img.chunks_exact(h * w).take(c) {
+        phased.pack_inside(plane, &mut split);
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let Some(row) = rows.next() else { return };
+                let offset = phased.offset(ki, kj);
+                for (oy, dst) in row.chunks_exact_mut(ow.max(1)).enumerate() {
+                    dst.copy_from_slice(&split[offset + oy * width..][..dst.len()]);
                 }
             }
         }

@@ -12,6 +12,8 @@
 
 use std::ops::Range;
 
+use num_traits::Zero;
+
 use super::Window;
 
 /// The phase-split layout of one padded plane, for a window's stride, dilation and padding.
@@ -77,8 +79,8 @@ impl Phased {
 
     /// Writes every value of `dst` ([`Phased::len`] values): the plane `src` (`[h, w]`)
     /// padded with zeros and split by phase.
-    pub(super) fn pack(&self, src: &[f32], dst: &mut [f32]) {
-        dst.fill(0.0);
+    pub(super) fn pack<T: Copy + Zero>(&self, src: &[T], dst: &mut [T]) {
+        dst.fill(T::zero());
         self.pack_inside(src, dst);
     }
 
@@ -86,7 +88,7 @@ impl Phased {
     /// `pack`): writes only the values that lie inside the padding, so a buffer reused plane
     /// after plane is zeroed once, not per plane (a depthwise conv on 7×7 maps spent as long
     /// zeroing its 9×9 planes as summing them).
-    pub(super) fn pack_inside(&self, src: &[f32], dst: &mut [f32]) {
+    pub(super) fn pack_inside<T: Copy>(&self, src: &[T], dst: &mut [T]) {
         let w = self.source[1];
         let left = self.pads[1];
         let (sw, phase_len) = (self.stride[1], self.phase_len());
