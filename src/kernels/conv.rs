@@ -1205,9 +1205,9 @@ mod tests {
             let win = Window { kernel, stride: [1, 1], dilation: [1, 1], pads };
             let [oh, ow] = win.out_size(h, w);
             let k = Tensor::randn(0f32, 1., (o, c, kernel[0], kernel[1]), &dev).unwrap();
-            // Four in five gradients zero, as below a max pool.
+            // Nine in ten gradients zero, as below a max pool and a ReLU.
             let g = Tensor::randn(0f32, 1., (n, o, oh, ow), &dev).unwrap();
-            let keep = Tensor::rand(0f32, 1., (n, o, oh, ow), &dev).unwrap().ge(0.8).unwrap();
+            let keep = Tensor::rand(0f32, 1., (n, o, oh, ow), &dev).unwrap().ge(0.9).unwrap();
             let g = (g * keep.to_dtype(DType::F32).unwrap()).unwrap();
             let (gs, ks) = (
                 g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -1227,5 +1227,16 @@ mod tests {
         let ks = vec![0.5f32; 64 * 32 * 9];
         let win = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4] };
         assert!(sparse::SparseGradient::new(&g, &ks, [1, 32, 12, 12], 64, &win, 1).is_none());
+        // So does one in ten non-zero on a product the dense path runs at its full rate
+        // (256 → 256 channels at 28×28: 462M multiply-adds), but not one in a hundred.
+        let (c, o, hw) = (256, 256, 28);
+        let ks = vec![0.5f32; o * c * 9];
+        let share = |every: usize| -> Vec<f32> {
+            (0..o * hw * hw).map(|i| if i % every == 0 { 1.0 } else { 0.0 }).collect()
+        };
+        let same = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [1; 4] };
+        let plan = |g: &[f32]| sparse::SparseGradient::new(g, &ks, [1, c, hw, hw], o, &same, 1);
+        assert!(plan(&share(10)).is_none());
+        assert_eq!(plan(&share(100)).is_some(), direct::available());
     }
 }

@@ -20,9 +20,20 @@ use crate::error::{Error, Result};
 const MAX_VECTORS: usize = 4;
 /// Widest window row: with [`MAX_VECTORS`], 12 accumulators.
 const MAX_COLUMNS: usize = 3;
-/// Most non-zero share of the gradient this path takes: it measured 1.6–2× im2col + gemm at
-/// about a quarter non-zero, so it breaks even near half; 0.3 keeps a margin.
-const MAX_DENSITY: f64 = 0.3;
+/// Most non-zero share of the gradient this path takes, for a conv whose dense input
+/// gradient is at most [`SMALL_PRODUCT`] multiply-adds per image, and above it. This path
+/// runs at 8–11 GFLOP-pairs/s on the 2-core AVX-512 box whatever the shape (each non-zero
+/// gradient reads its filter's window at a stride, so the reads, not the FMAs, bound it),
+/// while the dense path's rate grows with the product: 62 GMAC/s on the sample model's
+/// 32 → 64 conv at 26×26 (10.6M MACs), 140–240 on vgg11_bn's (0.9–1.9G MACs). The break-even
+/// share is the ratio of the rates: 0.16 on the sample model (density 0.09 there: 0.13 ms
+/// against 0.19), 0.04–0.07 on vgg11_bn, where the old single limit of 0.3 took this path
+/// at densities of 0.14–0.16 and ran 2.8–3.3× slower than the dense one (its saliency
+/// 164–174 ms against 122–126).
+const MAX_DENSITY: [f64; 2] = [0.15, 0.03];
+/// Dense input-gradient multiply-adds per image up to which the first of [`MAX_DENSITY`]
+/// holds.
+const SMALL_PRODUCT: usize = 1 << 25;
 
 /// The conv this path takes, with its kernel packed `[o][kh][kw][c]`.
 pub(super) struct SparseGradient {
@@ -36,11 +47,11 @@ pub(super) struct SparseGradient {
     packed: Vec<f32>,
 }
 
-/// Whether at most [`MAX_DENSITY`] of `grad` is non-zero. Counted in AVX2 a block at a time
+/// Whether at most `max_density` of `grad` is non-zero. Counted in AVX2 a block at a time
 /// and given up on once the count passes the limit: a dense gradient (most of them) is
-/// decided after a third of it, and the whole count had been 3% of MobileNetV2's saliency.
-fn mostly_zeros(grad: &[f32]) -> bool {
-    let limit = (MAX_DENSITY * grad.len() as f64) as usize;
+/// decided after a few blocks, and the whole count had been 3% of MobileNetV2's saliency.
+fn mostly_zeros(grad: &[f32], max_density: f64) -> bool {
+    let limit = (max_density * grad.len() as f64) as usize;
     let mut nonzero = 0;
     grad.chunks(1 << 12).all(|block| {
         // u32 lanes: eight counts to a vector (a usize count ran four to an SSE register).
@@ -78,10 +89,11 @@ impl SparseGradient {
         if !fits {
             return None;
         }
-        if !mostly_zeros(grad) {
+        let (oh, ow) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
+        let dense_macs = o * c * kh * kw * oh * ow;
+        if !mostly_zeros(grad, MAX_DENSITY[usize::from(dense_macs > SMALL_PRODUCT)]) {
             return None;
         }
-        let (oh, ow) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
         let mut packed = Vec::with_capacity(ks.len());
         for filter in ks.chunks_exact(c * kh * kw) {
             for tap in 0..kh * kw {
