@@ -778,11 +778,10 @@ fn transposed_direct(
 ) -> Option<direct::DirectConv> {
     let [kh, kw] = win.kernel;
     let full = win.transposed()?;
-    // A 1×1 window's transpose is one too, which the direct kernel leaves to gemm: refused
-    // here before the kernel is flipped for nothing (resnet50's 1×1 convs on 56×56 and
-    // 28×28 maps flipped theirs on every saliency, 1% of it).
-    let pointwise = win.kernel == [1, 1];
-    if pointwise || groups != 1 || h * w <= GEMM_MAX_PIXELS || ks.len() != o * c * kh * kw {
+    // Refused before the kernel is flipped for nothing (resnet50's 1×1 convs on 56×56 and
+    // 28×28 maps flipped theirs on every saliency, 0.7% of it).
+    let refused = direct::DirectConv::leaves_to_gemm(&full);
+    if refused || groups != 1 || h * w <= GEMM_MAX_PIXELS || ks.len() != o * c * kh * kw {
         return None;
     }
     let [oh, ow] = win.out_size(h, w);

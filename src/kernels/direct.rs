@@ -89,6 +89,13 @@ pub(super) struct DirectConv {
 }
 
 impl DirectConv {
+    /// Whether [`DirectConv::new`] refuses `win` whatever the conv: a 1×1 window without
+    /// padding is left to gemm, which reads the image as it lies (or subsampled, at a
+    /// stride).
+    pub(super) fn leaves_to_gemm(win: &Window) -> bool {
+        win.kernel == [1, 1] && win.pads == [0; 4]
+    }
+
     /// The plan for a conv of `x` `[n, c, h, w]` by `ks`, a kernel `[o, c/groups, kh, kw]`;
     /// None unless the CPU has the kernel.
     pub(super) fn new(
@@ -103,10 +110,8 @@ impl DirectConv {
         let [top, left, bottom, right] = win.pads;
         let [hp, wp] = [h + top + bottom, w + left + right];
         let reach = [(kh - 1) * win.dilation[0], (kw - 1) * win.dilation[1]];
-        // A 1×1 window without padding is left to gemm, which reads the image as it lies (or
-        // subsampled, at a stride).
         if !available()
-            || (win.kernel == [1, 1] && win.pads == [0; 4])
+            || DirectConv::leaves_to_gemm(win)
             || c * h * w * kh * kw == 0
             || win.stride.contains(&0)
             || groups == 0
