@@ -42,7 +42,7 @@ def main():
     import torch
     import torchvision
     import numpy as np
-    from captum.attr import LayerGradCam, Occlusion, Saliency
+    from captum.attr import GuidedGradCam, LayerGradCam, Occlusion, Saliency
 
     torch.set_num_threads(2)
     os.makedirs(args.dir, exist_ok=True)
@@ -61,6 +61,7 @@ def main():
         saliency = Saliency(model)
         last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         grad_cam = LayerGradCam(model, last_conv)
+        guided_grad_cam = GuidedGradCam(model, last_conv)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x.numpy()}
         rows = {}
@@ -96,6 +97,8 @@ def main():
             add("Captum saliency", peers.median_ms(5,
                 lambda: saliency.attribute(x.clone().requires_grad_(True), target=cls)))
             add("Captum grad-CAM", peers.median_ms(5, lambda: grad_cam.attribute(x, target=cls)))
+            add("Captum guided grad-CAM", peers.median_ms(5,
+                lambda: guided_grad_cam.attribute(x.clone().requires_grad_(True), target=cls)))
             if args.occlusion:
                 add("Captum occlusion", peers.median_ms(1, captum_occlusion))
                 add("ONNX Runtime occlusion", peers.median_ms(
@@ -111,6 +114,7 @@ def main():
             add("convscope forward", got["forward, batch 1"])
             add("convscope saliency", got["saliency (vanilla)"])
             add("convscope grad-CAM", got["grad-CAM (vanilla)"])
+            add("convscope guided grad-CAM", got["guided grad-CAM"])
         print(name)
         for row, values in rows.items():
             print(f"  {row:22} {min(values):8.1f} {statistics.median(values):8.1f} {max(values):8.1f}")

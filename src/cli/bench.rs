@@ -1,7 +1,8 @@
 //! `convscope bench`: what each method costs on the user's own model, measured in this
-//! process: the load, the forward pass at batch 1 and 32, saliency, grad-CAM, occlusion and
-//! one activation-maximisation step (on request also CAM variants, SmoothGrad and Integrated
-//! Gradients), each run a few times and reported as median, minimum and maximum.
+//! process: the load, the forward pass at batch 1 and 32, saliency, grad-CAM, guided
+//! grad-CAM, occlusion and one activation-maximisation step (on request also CAM variants,
+//! SmoothGrad and Integrated Gradients), each run a few times and reported as median,
+//! minimum and maximum.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -155,6 +156,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             rows.push(measure("grad-CAM (vanilla)", runs, || {
                 Ok(gradcam::grad_cam(&model, &x, class, ReluRule::Vanilla, Some(layer))
                     .map(drop)?)
+            })?);
+            rows.push(measure("guided grad-CAM", runs, || {
+                Ok(gradcam::guided_grad_cam(&model, &x, class, Some(layer)).map(drop)?)
             })?);
             for &variant in &args.cam {
                 let config =

@@ -590,6 +590,7 @@ fn bench_times_every_method_on_the_model() {
             "forward, batch 32",
             "saliency (vanilla)",
             "grad-CAM (vanilla)",
+            "guided grad-CAM",
             "SmoothGrad, 50 samples",
             "Integrated Gradients, 50 steps",
             "occlusion (4×4, stride 4)",
