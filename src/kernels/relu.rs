@@ -125,7 +125,8 @@ fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
     [channels, plane]: [usize; 2],
 ) -> Vec<T> {
     const BLOCK: usize = 256;
-    let len = parts[0].len();
+    let (first, others) = (parts[0], &parts[1..]);
+    let len = first.len();
     filled(len, |start, out| {
         let mut buffer = [T::zero(); BLOCK];
         let mut at = 0;
@@ -133,11 +134,21 @@ fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
             let pos = start + at;
             // The rest of this channel's plane, at most a block.
             let run = (plane - pos % plane).min(BLOCK).min(out.len() - at);
-            let sum = &mut buffer[..run];
-            sum.copy_from_slice(&parts[0][pos..pos + run]);
-            for part in &parts[1..] {
-                sum.iter_mut().zip(&part[pos..pos + run]).for_each(|(s, &v)| *s += v);
-            }
+            // One part is read where it lies; more are summed into the buffer, the first
+            // two in one pass (a copy of the first alone was a `memcpy` call per block:
+            // 2–3% of a saliency).
+            let sum = match others {
+                [] => &first[pos..pos + run],
+                [second, rest @ ..] => {
+                    let sum = &mut buffer[..run];
+                    let pairs = first[pos..pos + run].iter().zip(&second[pos..pos + run]);
+                    sum.iter_mut().zip(pairs).for_each(|(s, (&a, &b))| *s = a + b);
+                    for part in rest {
+                        sum.iter_mut().zip(&part[pos..pos + run]).for_each(|(s, &v)| *s += v);
+                    }
+                    &buffer[..run]
+                }
+            };
             let factor = scale.map_or(T::one(), |scale| scale[pos / plane % channels]);
             let ys = y.map_or(&[][..], |y| &y[pos..pos + run]);
             let outs = &mut out[at..at + run];
