@@ -349,32 +349,22 @@ impl ConvShape {
     fn transposed_kernel<T: Float>(&self, ks: &[T]) -> Vec<T> {
         let (filters, taps) = (self.filters / self.groups, self.taps / self.groups);
         let mut transposed = Vec::with_capacity(ks.len());
-        let out = &mut transposed.spare_capacity_mut()[..ks.len()];
         let group_len = filters * taps;
         if group_len > 0 {
-            let block = |(b, rows_out): (usize, &mut [MaybeUninit<T>])| {
-                // Output block `b` of group `g`: taps `t0..t0 + rows_out.len() / filters`.
-                let (g, t0) = (
-                    b / taps.div_ceil(TRANSPOSE_ROWS),
-                    b % taps.div_ceil(TRANSPOSE_ROWS) * TRANSPOSE_ROWS,
-                );
-                let group = &ks[g * group_len..(g + 1) * group_len];
-                let count = rows_out.len() / filters;
-                for (f, row) in group.chunks_exact(taps).enumerate() {
-                    for (dt, &v) in row[t0..t0 + count].iter().enumerate() {
-                        rows_out[dt * filters + f].write(v);
-                    }
-                }
-            };
+            let out = &mut transposed.spare_capacity_mut()[..ks.len()];
             // Each group's rows in blocks, so no block straddles two groups.
-            let blocks = out
-                .chunks_mut(group_len)
-                .flat_map(|group| group.chunks_mut(TRANSPOSE_ROWS * filters));
-            if ks.len() >= 1 << 16 {
-                blocks.enumerate().par_bridge().for_each(block);
-            } else {
-                blocks.enumerate().for_each(block);
-            }
+            out.par_chunks_mut(group_len).zip(ks.par_chunks(group_len)).for_each(|(out, group)| {
+                out.par_chunks_mut(TRANSPOSE_ROWS * filters).enumerate().for_each(
+                    |(b, rows_out)| {
+                        let (t0, count) = (b * TRANSPOSE_ROWS, rows_out.len() / filters);
+                        for (f, row) in group.chunks_exact(taps).enumerate() {
+                            for (dt, &v) in row[t0..t0 + count].iter().enumerate() {
+                                rows_out[dt * filters + f].write(v);
+                            }
+                        }
+                    },
+                )
+            });
         }
         #[allow(unsafe_code)]
         // SAFETY: the blocks cover every group's `taps` rows of `filters` values, and each

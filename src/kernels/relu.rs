@@ -136,7 +136,7 @@ fn combine<T: Float, const OUTPUT: bool, const GRAD: bool>(
             let run = (plane - pos % plane).min(BLOCK).min(out.len() - at);
             // One part is read where it lies; more are summed into the buffer, the first
             // two in one pass (a copy of the first alone was a `memcpy` call per block:
-            // 2–3% of a saliency).
+            // about 2% of densenet121's saliency).
             let sum = match others {
                 [] => &first[pos..pos + run],
                 [second, rest @ ..] => {
