@@ -1506,6 +1506,61 @@ fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
 }
 
 #[test]
+fn where_by_a_constant_condition_picks_between_computed_values_and_constants() {
+    // A mask over the columns, picking x itself, ReLU(x) or a constant (−∞ too, the
+    // dynamo exporter's fill for a max pool's window), in each order.
+    let columns = [true, false, true, true, false, true];
+    let mask = TensorProto {
+        name: "c".into(),
+        dims: vec![1, 1, 1, 6],
+        data_type: 9,
+        raw_data: columns.map(u8::from).to_vec().into(),
+        ..Default::default()
+    };
+    let constant = |name: &str, fill: f32| TensorProto {
+        name: name.into(),
+        dims: vec![1, 2, 1, 1],
+        data_type: 1,
+        raw_data: [fill, 0.5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+        ..Default::default()
+    };
+    let x = normal(&[2, 2, 6, 6], 8);
+    let cases: [(&str, &str, f32); 3] =
+        [("x", "k", -1.5), ("k", "relu", f32::NEG_INFINITY), ("x", "relu", 0.)];
+    for (a, b, fill) in cases {
+        let bytes = image_model(
+            vec![
+                node("Relu", "relu", &["x"], vec![]),
+                node("Where", "w", &["c", a, b], vec![]),
+                NodeProto { output: vec!["y".into()], ..node("Flatten", "y", &["w"], vec![]) },
+            ],
+            vec![mask.clone(), constant("k", fill)],
+            17,
+        );
+        let model = formats::onnx::from_bytes(&bytes, Path::new("where.onnx")).unwrap();
+        let out = model.forward(&x).unwrap();
+        let side = |name: &str, i: usize, v: f64| match name {
+            "x" => v as f32,
+            "relu" => v.max(0.0) as f32,
+            _ => [fill, 0.5][(i / 36) % 2],
+        };
+        let expected: Vec<f32> = values(&x)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if columns[i % 6] { side(a, i, v) } else { side(b, i, v) })
+            .collect();
+        let got = out.node(model.graph().output_node()).unwrap();
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, expected, "Where(c, {a}, {b})");
+        if fill.is_finite() {
+            let model = model.to_dtype(DType::F64).unwrap();
+            let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+            assert_input_gradient_matches_finite_differences(&model, &x);
+        }
+    }
+}
+
+#[test]
 fn exporters_spellings_of_slices_and_clamps_fold() {
     // The legacy exporter's F.pad: a pad list reversed by a Slice of step -1 ending at
     // -2⁶³, its negative entries clipped to 0 (timm's "same" padding clamps computed pads),

@@ -248,6 +248,13 @@ fn sam_attention_with_heads_folded_while_q_k_and_v_are_unbound_matches_pytorch()
 }
 
 #[test]
+fn adaptive_pools_of_uneven_windows_match_pytorch() {
+    // The dynamo exporter's GatherND over the spatial axes moved before the batch axis,
+    // masked by Where; the legacy exporter refuses such pools.
+    matches_pytorch_by("adaptive", &["default"]);
+}
+
+#[test]
 fn bicubic_resizing_matches_pytorch() {
     matches_pytorch("bicubic");
 }

@@ -8,6 +8,7 @@ use super::Fallible;
 use super::array::{self, Array, Dim, folded_len};
 use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::ops::OpNode;
+use super::passes::GATHER_AXES;
 use super::proto::data_type;
 use super::tensor::tensor_array;
 use crate::model::{Activation, ArithKind, ConstOperand, Op};
@@ -172,18 +173,75 @@ impl Importer {
     }
 
     /// `Where` on a constant condition choosing between constants or shapes.
-    pub(super) fn select(&self, n: &OpNode<'_>) -> Fallible<Value> {
+    pub(super) fn select(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let condition = self.constant(n.first)?;
-        let a = self.value(n.input(1).ok_or("needs three inputs")?)?;
-        let b = self.value(n.input(2).ok_or("needs three inputs")?)?;
+        let (a_name, b_name) =
+            (n.input(1).ok_or("needs three inputs")?, n.input(2).ok_or("needs three inputs")?);
+        let (a, b) = (self.value(a_name)?, self.value(b_name)?);
         if let (Value::Const(a), Value::Const(b)) = (a, b) {
             let picked = condition.zip(a, |&c, &x| (c != 0.0, x))?;
             let result = picked.zip(b, |&(c, x), &y| if c { x } else { y })?;
             return Ok(Value::Const(Array { integer: a.integer && b.integer, ..result }));
         }
+        if matches!(a, Value::Computed(_)) || matches!(b, Value::Computed(_)) {
+            return self.select_computed(n, &condition, [a_name, b_name]);
+        }
         let (a, b) = (dims_array(a)?, dims_array(b)?);
         let picked = condition.zip(&a, |&c, &x| (c != 0.0, x))?;
         Ok(Value::from_shape(picked.zip(&b, |&(c, x), &y| if c { x } else { y })?))
+    }
+
+    /// `Where` by a constant condition of values computed from the input (the dynamo
+    /// exporter's masked windows of an adaptive pool): each computed side times its mask,
+    /// summed, plus a constant side's values where it is picked. For finite computed values
+    /// that is the pick itself (`x·1 + y·0 = x`, and `x·0 + (−∞) = −∞` for a max pool's
+    /// fill), and the gradient reaches each side only where it was picked.
+    fn select_computed(
+        &mut self,
+        n: &OpNode<'_>,
+        condition: &Array<f64>,
+        sides: [&str; 2],
+    ) -> Fallible<Value> {
+        let mask = |picked: bool| Array {
+            data: condition
+                .data
+                .iter()
+                .map(|&c| f64::from(u8::from((c != 0.0) == picked)))
+                .collect(),
+            dims: condition.dims.clone(),
+            integer: false,
+        };
+        let mut computed = Vec::new();
+        let mut constant: Option<Array<f64>> = None;
+        for (side, picked) in sides.into_iter().zip([true, false]) {
+            match self.value(side)?.clone() {
+                Value::Computed(_) => {
+                    let mask = self.made_constant(n, mask(picked));
+                    computed.push(self.made_node(
+                        n,
+                        "Mul",
+                        vec![side.to_string(), mask],
+                        Vec::new(),
+                    )?);
+                }
+                // Picked, not multiplied: a side of −∞ (a max pool's padding) stays one.
+                Value::Const(k) => {
+                    constant = Some(k.zip(&mask(picked), |&v, &m| if m == 1.0 { v } else { 0.0 })?);
+                }
+                _ => {
+                    return Err("a Where between a shape and a value computed from the input".into());
+                }
+            }
+        }
+        let mut sum = computed.remove(0);
+        for other in computed {
+            sum = self.made_node(n, "Add", vec![sum, other], Vec::new())?;
+        }
+        if let Some(k) = constant.filter(|k| k.data.iter().any(|&v| v != 0.0)) {
+            let k = self.made_constant(n, k);
+            sum = self.made_node(n, "Add", vec![sum, k], Vec::new())?;
+        }
+        Ok(self.value(&sum)?.clone())
     }
 
     /// `Expand`: a constant or shape broadcast to a shape; a computed value whose shape
@@ -375,9 +433,13 @@ impl Importer {
         }
     }
 
-    /// GatherND of a constant by constant indices (relative-position tables).
-    pub(super) fn gather_nd(&self, n: &OpNode<'_>) -> Fallible<Value> {
+    /// GatherND of a constant by constant indices (relative-position tables), or of a
+    /// computed value over axes the batch axis is not among (see [`GATHER_AXES`]).
+    pub(super) fn gather_nd(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let indices = self.constant(n.input(1).ok_or("needs indices")?)?;
+        if let Some(axes) = n.a.ints(GATHER_AXES)? {
+            return self.gather_over_axes(n, &indices, &axes);
+        }
         let batch_dims =
             usize::try_from(n.a.int("batch_dims", 0)?).map_err(|_| "bad batch_dims")?;
         match self.value(n.first)? {

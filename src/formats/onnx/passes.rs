@@ -382,6 +382,29 @@ pub(super) fn fuse_layer_norms(graph: &GraphProto, source: &Source) -> Vec<NodeP
 /// the axis its indices address (no ONNX `ScatterND` has it).
 pub(super) const SCATTER_AXIS: &str = "convscope_axis";
 
+/// The name of the attribute [`unmove_slice_scatters`] puts on the `GatherND` it makes: the
+/// axes of the viewed value its indices' rows address, in order (no ONNX `GatherND` has it).
+pub(super) const GATHER_AXES: &str = "convscope_axes";
+
+/// For a `GatherND` (batch_dims 0) by indices of shape `dims` of a view `perm` whose
+/// indexed axes leave out the batch axis: those axes of the viewed value, and the view of
+/// the result. The result's own layout is the viewed value's other axes in order (the batch
+/// first), then the indices' leading axes; the view puts those leading axes first and the
+/// others in `perm`'s order after them, as `GatherND` does.
+fn gathered_view(perm: &[i64], dims: &[i64]) -> Option<(Vec<i64>, Vec<i64>)> {
+    let (&k, lead) = dims.split_last()?;
+    let k = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= perm.len())?;
+    let (picked, kept) = perm.split_at(k);
+    if picked.contains(&0) {
+        return None;
+    }
+    let rest: Vec<i64> = (0..perm.len() as i64).filter(|a| !picked.contains(a)).collect();
+    let leading = (0..lead.len()).map(|i| (rest.len() + i) as i64);
+    let others = kept.iter().map(|a| rest.iter().position(|r| r == a).map(|at| at as i64));
+    let total = leading.map(Some).chain(others).collect::<Option<Vec<i64>>>()?;
+    Some((picked.to_vec(), total))
+}
+
 /// The dynamo exporter's assignments to slices (`slice_scatter`): the data and the updates
 /// transposed to put the sliced axis first, moving the batch axis away, a `ScatterND` of
 /// indices `[m, 1]` along it, and transposed back, the transposes of nested assignments
@@ -389,7 +412,10 @@ pub(super) const SCATTER_AXIS: &str = "convscope_axis";
 /// its own layout; a `ScatterND` of two views of one permutation becomes one of the
 /// viewed values along the axis the permutation put first ([`SCATTER_AXIS`]), and a
 /// transpose of a view that puts the batch axis back first reads the viewed value. A
-/// view any other node reads is transposed as the file said.
+/// view any other node reads is transposed as the file said. So is its adaptive pooling
+/// with uneven windows (VGG's 4×4 → 7×7 at a small input): the spatial axes transposed to
+/// the front, a `GatherND` of the windows' pixels by constant indices, transposed back; that
+/// becomes a `GatherND` of the viewed value over its spatial axes ([`GATHER_AXES`]).
 pub(super) fn unmove_slice_scatters(graph: &GraphProto, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
     let constant_dims: HashMap<String, Vec<i64>> = graph
         .initializer
@@ -454,6 +480,30 @@ pub(super) fn unmove_slice_scatters(graph: &GraphProto, nodes: Vec<NodeProto>) -
                         ..node.clone()
                     });
                     views.insert(output, (own, p.clone()));
+                    continue;
+                }
+            }
+            ("GatherND", _, [data, indices])
+                if Attrs(&node.attribute).int("batch_dims", 0).ok() == Some(0) =>
+            {
+                if let (Some((source, p)), Some(dims)) =
+                    (views.get(data), constant_dims.get(indices))
+                    && let Some((picked, total)) = gathered_view(p, dims)
+                {
+                    let output = node.output.first().cloned().unwrap_or_default();
+                    let own = format!("{output}#unmoved");
+                    out.push(NodeProto {
+                        input: vec![source.clone(), indices.clone()],
+                        output: vec![own.clone()],
+                        attribute: vec![ints_attribute(GATHER_AXES, picked)],
+                        ..node.clone()
+                    });
+                    match total.first() == Some(&0) {
+                        true => out.push(transpose(&node, own, total, output)),
+                        false => {
+                            views.insert(output, (own, total));
+                        }
+                    }
                     continue;
                 }
             }

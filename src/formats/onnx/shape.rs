@@ -5,6 +5,7 @@
 
 use super::Fallible;
 use super::array::{self, Array, Dim};
+use super::attrs::{int_attribute, ints_attribute};
 use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::layout::{Computed, Unbinding};
 use super::ops::OpNode;
@@ -122,6 +123,55 @@ impl Importer {
             Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
+    }
+
+    /// A `GatherND` of a computed value whose indices' rows address its `axes` (the batch
+    /// axis is 0 and not among them), in order: those axes moved last and merged into one,
+    /// and a `Gather` along it by each row's position in the merged axis. The result holds
+    /// the value's other axes in order, then the indices' leading axes.
+    pub(super) fn gather_over_axes(
+        &mut self,
+        n: &OpNode<'_>,
+        indices: &Array<f64>,
+        axes: &[i64],
+    ) -> Fallible<Value> {
+        let Value::Computed(c) = self.value(n.first)?.clone() else {
+            return Err("a GatherND over axes of a value that is not computed".into());
+        };
+        let shape = self.shape(&c);
+        let rank = shape.len() + 1;
+        let axes: Vec<usize> = axes
+            .iter()
+            .map(|&a| usize::try_from(a).ok().filter(|a| (1..rank).contains(a)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("GatherND over axes {axes:?} of a value of rank {rank}"))?;
+        let (&k, lead) = indices.dims.split_last().ok_or("GatherND needs indices")?;
+        if k != axes.len() {
+            return Err(format!("GatherND by rows of {k} over {} axes", axes.len()));
+        }
+        let sizes: Vec<usize> = axes.iter().map(|&a| shape[a - 1]).collect();
+        let flat = indices
+            .data
+            .chunks_exact(k)
+            .map(|row| {
+                row.iter()
+                    .zip(&sizes)
+                    .try_fold(0, |at, (&i, &size)| Ok(at * size + position(i, size)?))
+            })
+            .collect::<Fallible<Vec<usize>>>()?;
+        let rest: Vec<usize> = (1..rank).filter(|a| !axes.contains(a)).collect();
+        let perm = std::iter::once(0).chain(rest.iter().copied()).chain(axes.iter().copied());
+        let perm = vec![ints_attribute("perm", perm.map(|a| a as i64).collect())];
+        let moved = self.made_node(n, "Transpose", vec![n.first.to_string()], perm)?;
+        let merged_dims = rest.iter().map(|&a| shape[a - 1]).chain([sizes.iter().product()]);
+        let target = std::iter::once(0).chain(merged_dims.map(|d| d as i64)).collect();
+        let target = self.made_constant(n, array::int_vector(target));
+        let merged = self.made_node(n, "Reshape", vec![moved, target], Vec::new())?;
+        let data = flat.into_iter().map(|i| i as f64).collect();
+        let picks = self.made_constant(n, Array { dims: lead.to_vec(), data, integer: true });
+        let axis = vec![int_attribute("axis", rest.len() as i64 + 1)];
+        let gathered = self.made_node(n, "Gather", vec![merged, picks], axis)?;
+        Ok(self.value(&gathered)?.clone())
     }
 
     pub(super) fn slice(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
