@@ -202,14 +202,9 @@ impl Importer {
         condition: &Array<f64>,
         sides: [&str; 2],
     ) -> Fallible<Value> {
-        let mask = |picked: bool| Array {
-            data: condition
-                .data
-                .iter()
-                .map(|&c| f64::from(u8::from((c != 0.0) == picked)))
-                .collect(),
-            dims: condition.dims.clone(),
-            integer: false,
+        let mask = |picked: bool| {
+            let data = condition.data.iter().map(|&c| f64::from(u8::from((c != 0.0) == picked)));
+            Array { data: data.collect(), dims: condition.dims.clone(), integer: false }
         };
         let mut computed = Vec::new();
         let mut constant: Option<Array<f64>> = None;
@@ -217,20 +212,15 @@ impl Importer {
             match self.value(side)?.clone() {
                 Value::Computed(_) => {
                     let mask = self.made_constant(n, mask(picked));
-                    computed.push(self.made_node(
-                        n,
-                        "Mul",
-                        vec![side.to_string(), mask],
-                        Vec::new(),
-                    )?);
+                    let inputs = vec![side.to_string(), mask];
+                    computed.push(self.made_node(n, "Mul", inputs, Vec::new())?);
                 }
                 // Picked, not multiplied: a side of −∞ (a max pool's padding) stays one.
                 Value::Const(k) => {
-                    constant = Some(k.zip(&mask(picked), |&v, &m| if m == 1.0 { v } else { 0.0 })?);
+                    let pick = |&v: &f64, &m: &f64| if m == 1.0 { v } else { 0.0 };
+                    constant = Some(k.zip(&mask(picked), pick)?);
                 }
-                _ => {
-                    return Err("a Where between a shape and a value computed from the input".into());
-                }
+                _ => return Err("a Where between a shape and a computed value".into()),
             }
         }
         let mut sum = computed.remove(0);
