@@ -1635,6 +1635,7 @@ fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
         Activation::Exponential => z.exp()?,
         Activation::Erf => z.erf()?,
         Activation::Sqrt => z.sqrt()?,
+        Activation::Power { exponent } => z.powf(f64::from(exponent))?,
     })
 }
 
@@ -1752,6 +1753,10 @@ fn activation_backward(
         }
         // d√x/dx = 1/(2√x): infinite at 0, as in PyTorch, and caught as non-finite there.
         Activation::Sqrt => (g / y.affine(2.0, 0.0)?)?,
+        Activation::Power { exponent } => {
+            let e = f64::from(exponent);
+            (g * input()?.powf(e - 1.0)?.affine(e, 0.0)?)?
+        }
     })
 }
 

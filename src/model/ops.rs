@@ -69,6 +69,12 @@ pub enum Activation {
     Erf,
     /// `√x` (an L2 norm's last step).
     Sqrt,
+    /// `xᵉ` for a constant `e` (`Pow` by a constant; local response normalisation's
+    /// `d^−β`): NaN below zero unless `e` is a whole number, as in ONNX.
+    Power {
+        /// The exponent.
+        exponent: f32,
+    },
 }
 
 impl Activation {
@@ -102,6 +108,7 @@ impl Activation {
             Activation::Exponential => "exponential",
             Activation::Erf => "erf",
             Activation::Sqrt => "sqrt",
+            Activation::Power { .. } => "pow",
         }
     }
 
@@ -115,6 +122,7 @@ impl Activation {
                 | Activation::Gelu { .. }
                 | Activation::HardSwish
                 | Activation::Erf
+                | Activation::Power { .. }
         )
     }
 }

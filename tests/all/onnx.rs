@@ -1506,6 +1506,57 @@ fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
 }
 
 #[test]
+fn local_response_normalisation_follows_its_definition_and_gradient() {
+    // AlexNet's (size 5) and an even size, whose window reaches one channel further up than
+    // down; 7 channels, so windows are cut at both ends.
+    let float = |name: &str, v: f32| AttributeProto {
+        name: name.into(),
+        f: v,
+        r#type: 1,
+        ..Default::default()
+    };
+    let x = normal(&[2, 7, 5, 5], 9);
+    for (size, alpha, beta, bias) in [(5, 1e-1, 0.75, 2.0), (4, 0.5, 0.6, 1.0)] {
+        let attrs = vec![
+            int("size", size),
+            float("alpha", alpha),
+            float("beta", beta),
+            float("bias", bias),
+        ];
+        let model = onnx_model(GraphProto {
+            node: vec![
+                node("LRN", "lrn", &["x"], attrs),
+                NodeProto { output: vec!["y".into()], ..node("Flatten", "y", &["lrn"], vec![]) },
+            ],
+            input: vec![value_info("x", &[None, Some(7), Some(5), Some(5)])],
+            output: vec![value_info("y", &[])],
+            ..Default::default()
+        });
+        let model =
+            formats::onnx::from_bytes(&model.encode_to_vec(), Path::new("lrn.onnx")).unwrap();
+        let out = model.forward(&x).unwrap();
+        let got = values(out.node(model.graph().output_node()).unwrap());
+        let xs = values(&x);
+        let size = size as usize;
+        let (below, above) = ((size - 1) / 2, size / 2);
+        let expected: Vec<f64> = (0..xs.len())
+            .map(|i| {
+                let (image, c, pixel) = (i / 175, i / 25 % 7, i % 25);
+                let window = c.saturating_sub(below)..(c + above + 1).min(7);
+                let squares: f64 = window.map(|j| xs[image * 175 + j * 25 + pixel].powi(2)).sum();
+                let d = f64::from(bias) + f64::from(alpha) / size as f64 * squares;
+                xs[i] / d.powf(f64::from(beta))
+            })
+            .collect();
+        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "size {size}: off by {worst}");
+        let model = model.to_dtype(DType::F64).unwrap();
+        let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+        assert_input_gradient_matches_finite_differences(&model, &x);
+    }
+}
+
+#[test]
 fn where_by_a_constant_condition_picks_between_computed_values_and_constants() {
     // A mask over the columns, picking x itself, ReLU(x) or a constant (−∞ too, the
     // dynamo exporter's fill for a max pool's window), in each order.

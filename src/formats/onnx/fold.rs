@@ -415,7 +415,7 @@ impl Importer {
                     self.arith_pair_with(ArithKind::Mul, &x, Value::Computed(c), n.first, n.base)
                 }
                 0.5 => self.activation(n, Activation::Sqrt),
-                e => Err(format!("a value computed from the input raised to {e}")),
+                e => self.activation(n, Activation::Power { exponent: e as f32 }),
             },
             Value::Shape(_) | Value::Flattened { .. } | Value::Unbinding(_) => {
                 Err("a power of a shape".into())
@@ -503,6 +503,7 @@ pub(super) fn activate(activation: Activation, x: f64) -> Option<f64> {
         Activation::Exponential => x.exp(),
         Activation::Softplus => x.exp().ln_1p(),
         Activation::Sqrt => x.sqrt(),
+        Activation::Power { exponent } => x.powf(f64::from(exponent)),
         _ => return None,
     })
 }

@@ -83,6 +83,7 @@ const OPS: &[OnnxOp] = &[
     op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
     keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
     op("InstanceNormalization", |im, n| im.group_norm(n)),
+    op("LRN", |im, n| im.local_response_norm(n)),
     op("LayerNormalization", |im, n| im.layer_norm(n)),
     op("LeakyRelu", |im, n| {
         let alpha = n.a.float("alpha", 0.01)?;
@@ -566,6 +567,44 @@ impl Importer {
             self.arith_const(ArithKind::Mul, &c, n.first, along_channels(scale), false, &base)?;
         let Value::Computed(scaled) = scaled else { return Err(NOT_REAL.into()) };
         self.arith_const(ArithKind::Add, &scaled, "", along_channels(shift), false, n.base)
+    }
+
+    /// ONNX `LRN` (AlexNet's and GoogLeNet's, in the model zoo's files): each channel over
+    /// `(bias + alpha/size · Σ x²)^beta`, the sum over the `size` channels around it. Made
+    /// of graph ops, whose gradients make its own: the squares summed across channels by a
+    /// 1×1 conv with a banded constant kernel (C² multiplies a pixel; these nets apply it to
+    /// 64–256 channels, a few percent of their work), that to the power `−beta`, times `x`.
+    fn local_response_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let size = usize::try_from(n.a.int("size", 0)?).ok().filter(|&s| s >= 1);
+        let size = size.ok_or("LRN needs a size of at least 1")?;
+        let alpha = f64::from(n.a.float("alpha", 1e-4)?);
+        let beta = f64::from(n.a.float("beta", 0.75)?);
+        let bias = f64::from(n.a.float("bias", 1.0)?);
+        let Value::Computed(c) = self.value(n.first)?.clone() else {
+            return Err("LRN of a constant".into());
+        };
+        let shape = self.shape(&c);
+        let &[channels, _, _] = shape.as_slice() else {
+            return Err(format!("LRN of per-sample shape {shape:?}: convscope reads [C, H, W]"));
+        };
+        // Channel `o` sums channels `o − ⌊(size − 1)/2⌋ ..= o + ⌈(size − 1)/2⌉`.
+        let (before, after) = ((size - 1) / 2, size / 2);
+        let band = |o: usize, i: usize| i + before >= o && i <= o + after;
+        let data = (0..channels * channels)
+            .map(|k| if band(k / channels, k % channels) { alpha / size as f64 } else { 0.0 })
+            .collect();
+        let dims = vec![channels, channels, 1, 1];
+        let kernel = self.made_constant(n, Array { dims, data, integer: false });
+        let bias = Array { dims: vec![channels], data: vec![bias; channels], integer: false };
+        let bias = self.made_constant(n, bias);
+        let x = n.first.to_string();
+        let squares = self.made_node(n, "Mul", vec![x.clone(), x.clone()], Vec::new())?;
+        let sums = self.made_node(n, "Conv", vec![squares, kernel, bias], Vec::new())?;
+        let exponent = Array { dims: Vec::new(), data: vec![-beta], integer: false };
+        let exponent = self.made_constant(n, exponent);
+        let scale = self.made_node(n, "Pow", vec![sums, exponent], Vec::new())?;
+        let normalised = self.made_node(n, "Mul", vec![x, scale], Vec::new())?;
+        Ok(self.value(&normalised)?.clone())
     }
 
     /// GroupNormalization, and InstanceNormalization as one group per channel.
