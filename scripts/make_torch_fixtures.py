@@ -710,6 +710,22 @@ class SamAttention(Classifier):
         return self.head(x + self.proj(out).permute(0, 3, 1, 2))
 
 
+class LocalResponse(Classifier):
+    """AlexNet's and GoogLeNet's local response normalisation (`nn.LocalResponseNorm`), of
+    an odd and an even window: both exporters write it as a 3-D average pool over the
+    channels made a depth axis, the legacy one with an `If` on the channel count."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.odd = nn.LocalResponseNorm(5, alpha=0.05, beta=0.75, k=2.0)
+        self.even = nn.LocalResponseNorm(4, alpha=0.3, beta=0.6, k=1.0)
+        self.head = Head(c)
+
+    def logits(self, x):
+        return self.head(self.even(self.odd(F.relu(self.conv(x))) * 3.0))
+
+
 class Adaptive(Classifier):
     """Adaptive average pooling to sizes that do not divide the map (VGG's 7×7 head on a
     small input; a 5×5 map pooled to 3×7 and to 2×4): uneven, overlapping windows, which the
@@ -752,6 +768,7 @@ FIXTURES = {
     "assigned": (Assigned, [3, 5, 5]),
     "sam": (SamAttention, [3, 4, 4]),
     "adaptive": (Adaptive, [3, 5, 5]),
+    "lrn": (LocalResponse, [3, 6, 6]),
 }
 
 

@@ -1506,6 +1506,109 @@ fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
 }
 
 #[test]
+fn three_d_pools_along_the_depth_or_over_each_slice_and_ifs_decided_at_load() {
+    // x `[2, 6, 6]` viewed as `[C 2, D 2, H 3, W 6]`: an average pool along D (padded
+    // unevenly, pads counted), a max pool over each slice's H and W (padded at the bottom),
+    // and an If on a constant picking one of two different branches.
+    let x = normal(&[1, 2, 6, 6], 10);
+    let xs = values(&x);
+    let at = |c: usize, d: isize, h: isize, w: isize| -> Option<f64> {
+        let inside = (0..2).contains(&d) && (0..3).contains(&h) && (0..6).contains(&w);
+        inside.then(|| xs[((c * 2 + d as usize) * 3 + h as usize) * 6 + w as usize])
+    };
+    let pools = [
+        ("AveragePool", [2, 1, 1], [1, 1, 1], [1, 0, 0, 0, 0, 0], [2usize, 2, 3, 6]),
+        ("MaxPool", [1, 2, 2], [1, 2, 2], [0, 0, 0, 0, 1, 0], [2, 2, 2, 3]),
+    ];
+    for (op, kernel, strides, pads, out) in pools {
+        let mut attrs =
+            vec![ints("kernel_shape", &kernel), ints("strides", &strides), ints("pads", &pads)];
+        attrs.push(int("count_include_pad", 1));
+        let bytes = image_model(
+            vec![
+                node("Reshape", "volume", &["x", "shape"], vec![]),
+                node(
+                    op,
+                    "pooled",
+                    &["volume"],
+                    if op == "MaxPool" { attrs[..3].to_vec() } else { attrs },
+                ),
+                NodeProto { output: vec!["y".into()], ..node("Flatten", "y", &["pooled"], vec![]) },
+            ],
+            vec![int64s("shape", &[0, 2, 2, 3, 6])],
+            17,
+        );
+        let model = formats::onnx::from_bytes(&bytes, Path::new("pool3d.onnx")).unwrap();
+        let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+        let mut expected = Vec::new();
+        for c in 0..out[0] {
+            for d in 0..out[1] {
+                for h in 0..out[2] {
+                    for w in 0..out[3] {
+                        let origin = [d, h, w].map(|v| v as isize);
+                        let cells: Vec<Option<f64>> = (0..kernel[0])
+                            .flat_map(|i| {
+                                (0..kernel[1])
+                                    .flat_map(move |j| (0..kernel[2]).map(move |k| [i, j, k]))
+                            })
+                            .map(|[i, j, k]| {
+                                let p = |a: usize, o: i64| {
+                                    origin[a] * strides[a] as isize + o as isize - pads[a] as isize
+                                };
+                                at(c, p(0, i), p(1, j), p(2, k))
+                            })
+                            .collect();
+                        expected.push(match op {
+                            "MaxPool" => cells.iter().flatten().copied().fold(f64::MIN, f64::max),
+                            _ => cells.iter().flatten().sum::<f64>() / cells.len() as f64,
+                        });
+                    }
+                }
+            }
+        }
+        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(got.len() == expected.len() && worst < 1e-6, "{op}: {worst}");
+    }
+    let branch = |op: &str| AttributeProto {
+        name: if op == "Relu" { "then_branch" } else { "else_branch" }.into(),
+        r#type: 5,
+        g: Some(Box::new(GraphProto {
+            node: vec![node(op, "picked", &["x"], vec![])],
+            output: vec![value_info("picked", &[])],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    for (condition, negated) in [(1u8, false), (0, true)] {
+        let c = TensorProto {
+            name: "c".into(),
+            data_type: 9,
+            raw_data: vec![condition].into(),
+            ..Default::default()
+        };
+        let bytes = image_model(
+            vec![
+                NodeProto {
+                    attribute: vec![branch("Relu"), branch("Neg")],
+                    ..node("If", "branched", &["c"], vec![])
+                },
+                NodeProto {
+                    output: vec!["y".into()],
+                    ..node("Flatten", "y", &["branched"], vec![])
+                },
+            ],
+            vec![c],
+            17,
+        );
+        let model = formats::onnx::from_bytes(&bytes, Path::new("if.onnx")).unwrap();
+        let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+        let expected: Vec<f64> =
+            xs.iter().map(|&v| if negated { -v } else { v.max(0.0) }).collect();
+        assert_eq!(got, expected, "If on {condition}");
+    }
+}
+
+#[test]
 fn local_response_normalisation_follows_its_definition_and_gradient() {
     // AlexNet's (size 5) and an even size, whose window reaches one channel further up than
     // down; 7 channels, so windows are cut at both ends.

@@ -248,6 +248,13 @@ fn sam_attention_with_heads_folded_while_q_k_and_v_are_unbound_matches_pytorch()
 }
 
 #[test]
+fn local_response_normalisation_as_both_exporters_write_it_matches_pytorch() {
+    // A 3-D average pool over the channels made a depth axis; the legacy exporter's `If`
+    // on the channel count is decided at load.
+    matches_pytorch("lrn");
+}
+
+#[test]
 fn adaptive_pools_of_uneven_windows_match_pytorch() {
     // The dynamo exporter's GatherND over the spatial axes moved before the batch axis,
     // masked by Where; the legacy exporter refuses such pools.

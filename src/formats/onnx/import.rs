@@ -517,6 +517,9 @@ impl Importer {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(NodeError::Unsupported);
         }
+        if node.op_type == "If" {
+            return self.inline_if(node);
+        }
         let op = OnnxOp::find(&node.op_type);
         let keeps_flattened = op.is_some_and(|op| op.keeps_flattened);
         let unbinds = matches!(
@@ -591,6 +594,39 @@ impl Importer {
             let computed = node.output.iter().filter(|o| self.runs_on_input(o)).cloned();
             let computed: Vec<String> = computed.collect();
             self.folded_batch.extend(computed);
+        }
+        Ok(())
+    }
+
+    /// `If` on a condition known at load (the legacy exporter's tests of a shape, as in
+    /// PyTorch's `LocalResponseNorm`): the branch taken, mapped in its place, its outputs
+    /// the `If`'s. The values its nodes read count as read, as the file's top-level ones do.
+    fn inline_if(&mut self, node: &NodeProto) -> std::result::Result<(), NodeError> {
+        let condition = node.input.first().map(|name| self.constant(name)).transpose();
+        let Ok(Some(condition)) = condition else {
+            return Err("an If on a condition computed from the input's values".to_string().into());
+        };
+        let taken = match condition.data.first() {
+            Some(&c) if c != 0.0 => "then_branch",
+            _ => "else_branch",
+        };
+        let branch =
+            super::attrs::Attrs(&node.attribute).get(taken, super::proto::attribute_type::GRAPH)?;
+        let Some(branch) = branch.and_then(|a| a.g.as_deref()) else {
+            return Err(format!("an If without its {taken}").into());
+        };
+        if !branch.initializer.is_empty() {
+            return Err("an If whose branch has initializers of its own".to_string().into());
+        }
+        for input in branch.node.iter().flat_map(|inner| &inner.input) {
+            *self.uses.entry(input.clone()).or_default() += 1;
+        }
+        for inner in &branch.node {
+            self.node(inner)?;
+        }
+        for (output, inner) in node.output.iter().zip(&branch.output) {
+            let value = self.value(&inner.name)?.clone();
+            self.values.insert(output.clone(), value);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use super::Fallible;
 use super::array::{self, Array, Dim};
-use super::attrs::Attrs;
+use super::attrs::{Attrs, ints_attribute};
 use super::fold::{self, Comparison, Reduction, Unary};
 use super::import::{Importer, NOT_REAL, Value, display_name};
 use super::layout::{Computed, is_identity};
@@ -1021,10 +1021,73 @@ impl Importer {
 
     fn pool(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let (x, shape) = self.real_input(n.first)?;
-        match self.folded_batch.contains(n.first) {
-            true => self.per_image(n, x, &shape, |im, x, _, shape| im.pool_2d(n, x, shape)),
-            false => Ok(Value::computed(self.pool_2d(n, x, shape)?)),
+        if n.a.ints("kernel_shape")?.is_some_and(|k| k.len() == 3) {
+            return self.pool_3d(n, x, &shape);
         }
+        match self.folded_batch.contains(n.first) {
+            true => self.per_image(n, x, &shape, |im, x, _, shape| im.pool_2d(n, &n.a, x, shape)),
+            false => Ok(Value::computed(self.pool_2d(n, &n.a, x, shape)?)),
+        }
+    }
+
+    /// A 3-D pool of `[C, D, H, W]` that moves along the depth alone (PyTorch's
+    /// `LocalResponseNorm`, a window over the channels made the depth of one volume) or
+    /// over height and width alone: a 2-D pool of the map reshaped to `[C, D, H·W]` by a
+    /// kernel one column wide, or of the `C·D` slices `[H, W]`, and reshaped back.
+    fn pool_3d(&mut self, n: &OpNode<'_>, x: String, shape: &[usize]) -> Fallible<Value> {
+        let &[c, d, h, w] = shape else {
+            return Err(format!("a 3-D pool of per-sample shape {shape:?}"));
+        };
+        let triple = |name: &str, default: i64| -> Fallible<Vec<i64>> {
+            Ok(n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]))
+        };
+        let (kernel, strides, dilations) =
+            (triple("kernel_shape", 1)?, triple("strides", 1)?, triple("dilations", 1)?);
+        let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
+        let explicit = n.a.string("auto_pad")?.is_none_or(|p| p == "NOTSET");
+        let [Ok(pads)]: [Result<[i64; 6], _>; 1] = [pads.try_into()] else {
+            return Err("a 3-D pool needs six pads".into());
+        };
+        let along_depth = kernel[1..] == [1, 1] && strides[1..] == [1, 1] && pads[1..3] == [0, 0];
+        let flat = along_depth && pads[4..] == [0, 0];
+        let per_slice = kernel[0] == 1 && strides[0] == 1 && pads[0] == 0 && pads[3] == 0;
+        if !explicit || dilations != [1, 1, 1] || !(flat || per_slice) {
+            return Err(format!(
+                "a 3-D pool by {kernel:?} at strides {strides:?}: convscope reads those that \
+                 move along the depth alone or over height and width alone"
+            ));
+        }
+        let (map, attributes) = match flat {
+            true => (
+                vec![c, d, h * w],
+                vec![
+                    ints_attribute("kernel_shape", vec![kernel[0], 1]),
+                    ints_attribute("strides", vec![strides[0], 1]),
+                    ints_attribute("pads", vec![pads[0], 0, pads[3], 0]),
+                ],
+            ),
+            false => (
+                vec![c * d, h, w],
+                vec![
+                    ints_attribute("kernel_shape", kernel[1..].to_vec()),
+                    ints_attribute("strides", strides[1..].to_vec()),
+                    ints_attribute("pads", vec![pads[1], pads[2], pads[4], pads[5]]),
+                ],
+            ),
+        };
+        let kept = ["ceil_mode", "count_include_pad"];
+        let rest = n.a.0.iter().filter(|a| kept.contains(&a.name.as_str())).cloned();
+        let attributes: Vec<AttributeProto> = attributes.into_iter().chain(rest).collect();
+        let x = self.reshape_node(&x, map.clone(), &format!("{}_2d", n.base))?;
+        let y = self.pool_2d(n, &Attrs(&attributes), x, map)?;
+        let Some(&[rows, oh, ow]) = self.shapes.get(&y).map(Vec::as_slice) else {
+            return Err("internal: a pool made no map".into());
+        };
+        let back = match flat {
+            true => vec![c, oh, h, w],
+            false => vec![c, rows / c, oh, ow],
+        };
+        Ok(Value::computed(self.reshape_node(&y, back, n.base)?))
     }
 
     /// A value whose batch axis folds in images (`[k, C, H, W]` per sample: MViTv2's
@@ -1056,19 +1119,25 @@ impl Importer {
     }
 
     /// MaxPool or AveragePool of `x` of per-sample `shape`.
-    fn pool_2d(&mut self, n: &OpNode<'_>, mut x: String, shape: Vec<usize>) -> Fallible<String> {
-        let kernel = match n.a.ints("kernel_shape")?.as_deref() {
+    fn pool_2d(
+        &mut self,
+        n: &OpNode<'_>,
+        a: &Attrs<'_>,
+        mut x: String,
+        shape: Vec<usize>,
+    ) -> Fallible<String> {
+        let kernel = match a.ints("kernel_shape")?.as_deref() {
             Some(&[h, w]) if h > 0 && w > 0 => [h as usize, w as usize],
             other => return Err(format!("kernel_shape {other:?}: only 2-D pooling is supported")),
         };
-        if n.a.pair("dilations", 1)? != [1, 1] {
+        if a.pair("dilations", 1)? != [1, 1] {
             return Err("dilated pooling is not supported".into());
         }
-        let stride = n.a.pair("strides", 1)?;
+        let stride = a.pair("strides", 1)?;
         let hw = spatial(&shape)?;
-        let mut padding = padding(&n.a, hw, kernel, stride, [1, 1])?;
+        let mut padding = padding(a, hw, kernel, stride, [1, 1])?;
         let pads = padding.resolve(hw, kernel, stride, [1, 1]);
-        let ceil = n.a.int("ceil_mode", 0)? != 0;
+        let ceil = a.int("ceil_mode", 0)? != 0;
         if ceil {
             let [top, left, bottom, right] = pads;
             padding = Padding::Ceil { top, left, bottom, right };
@@ -1077,7 +1146,7 @@ impl Importer {
         let op = if n.node.op_type == "MaxPool" {
             Op::MaxPool { kernel, stride, padding }
         } else {
-            let mut count_include_pad = n.a.int("count_include_pad", 0)? != 0;
+            let mut count_include_pad = a.int("count_include_pad", 0)? != 0;
             if count_include_pad && partial {
                 // A partial window divides by its cells inside the input and the padding
                 // the file asked for, not the extra: that padding made real, then counted
