@@ -520,15 +520,29 @@ fn convert(model: &Path, output: &Path, preprocessing: &methods::Preprocessing) 
     native::save(&model, output)?;
     let (params, _) = model.param_counts();
     println!(
-        "wrote {}: {} layers, {} parameters, input {:?} in range {:?}, classes {}",
+        "wrote {}: {} layers, {} parameters, input {:?} in range {:?}, {}",
         output.display(),
         model.graph().nodes().len(),
         convscope::present::summary::thousands(params as u64),
         model.graph().input_shape(),
         model.input.range,
-        model.classes.join(" ")
+        class_list(&model.classes)
     );
     Ok(())
+}
+
+/// The classes for one line: all of a few, else the count and the first and last three
+/// (a thousand ImageNet names would fill the screen).
+fn class_list(classes: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match classes.len() {
+        n if n <= 4 * SHOWN => format!("classes {}", classes.join(" ")),
+        n => format!(
+            "{n} classes: {} … {}",
+            classes[..SHOWN].join(" "),
+            classes[n - SHOWN..].join(" ")
+        ),
+    }
 }
 
 fn prepare(model: &Model, path: &Path, fit: input::Fit) -> Result<Prepared> {
@@ -732,5 +746,13 @@ mod tests {
             command.get_subcommands().for_each(check);
         }
         check(&Cli::command());
+    }
+
+    #[test]
+    fn converted_models_name_a_few_classes_or_count_many() {
+        let named = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+        assert_eq!(super::class_list(&named(3)), "classes c0 c1 c2");
+        assert_eq!(super::class_list(&named(12)).split(' ').count(), 13);
+        assert_eq!(super::class_list(&named(1000)), "1000 classes: c0 c1 c2 … c997 c998 c999");
     }
 }

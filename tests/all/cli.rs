@@ -456,6 +456,7 @@ fn convert_remembers_input_preparation_and_class_names() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("8 layers, 1,199,882 parameters"), "{}", stdout(&o));
+    assert!(stdout(&o).trim_end().ends_with(&format!("classes {}", names.join(" "))));
     let model = convscope::formats::load(&out).unwrap();
     assert_eq!(model.input.range, [-1.0, 1.0]);
     assert_eq!(model.input.mean, [0.5]);
