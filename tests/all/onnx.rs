@@ -1569,6 +1569,22 @@ fn three_d_pools_along_the_depth_or_over_each_slice_and_ifs_decided_at_load() {
         let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(got.len() == expected.len() && worst < 1e-6, "{op}: {worst}");
     }
+    // Strides of the wrong length are an error, not a panic.
+    let bytes = image_model(
+        vec![
+            node("Reshape", "volume", &["x", "shape"], vec![]),
+            node(
+                "AveragePool",
+                "y",
+                &["volume"],
+                vec![ints("kernel_shape", &[2, 1, 1]), ints("strides", &[1, 1])],
+            ),
+        ],
+        vec![int64s("shape", &[0, 2, 2, 3, 6])],
+        17,
+    );
+    let error = formats::onnx::from_bytes(&bytes, Path::new("pool3d.onnx")).err().unwrap();
+    assert!(error.to_string().contains("strides [1, 1]"), "{error}");
     let branch = |op: &str| AttributeProto {
         name: if op == "Relu" { "then_branch" } else { "else_branch" }.into(),
         r#type: 5,

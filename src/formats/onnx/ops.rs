@@ -1038,19 +1038,22 @@ impl Importer {
         let &[c, d, h, w] = shape else {
             return Err(format!("a 3-D pool of per-sample shape {shape:?}"));
         };
-        let triple = |name: &str, default: i64| -> Fallible<Vec<i64>> {
-            Ok(n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]))
+        let triple = |name: &str, default: i64| -> Fallible<[i64; 3]> {
+            let ints = n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]);
+            <[i64; 3]>::try_from(ints).map_err(|v| format!("a 3-D pool with {name} {v:?}"))
         };
         let (kernel, strides, dilations) =
             (triple("kernel_shape", 1)?, triple("strides", 1)?, triple("dilations", 1)?);
         let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
         let explicit = n.a.string("auto_pad")?.is_none_or(|p| p == "NOTSET");
-        let [Ok(pads)]: [Result<[i64; 6], _>; 1] = [pads.try_into()] else {
+        let Ok(pads) = <[i64; 6]>::try_from(pads) else {
             return Err("a 3-D pool needs six pads".into());
         };
-        let along_depth = kernel[1..] == [1, 1] && strides[1..] == [1, 1] && pads[1..3] == [0, 0];
-        let flat = along_depth && pads[4..] == [0, 0];
-        let per_slice = kernel[0] == 1 && strides[0] == 1 && pads[0] == 0 && pads[3] == 0;
+        // Whether the pool leaves `axes` as they are: a window of one, a step of one, no pads.
+        let unmoved = |mut axes: std::ops::Range<usize>| {
+            axes.all(|a| kernel[a] == 1 && strides[a] == 1 && pads[a] == 0 && pads[a + 3] == 0)
+        };
+        let (flat, per_slice) = (unmoved(1..3), unmoved(0..1));
         if !explicit || dilations != [1, 1, 1] || !(flat || per_slice) {
             return Err(format!(
                 "a 3-D pool by {kernel:?} at strides {strides:?}: convscope reads those that \
