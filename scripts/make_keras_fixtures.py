@@ -294,6 +294,28 @@ def decoder(K):
     return K.Model(image, out, name="decoder")
 
 
+def inception_resnet(K):
+    """InceptionResNetV2's block: branches concatenated, a linear 1x1 conv, the shortcut
+    plus that branch scaled by keras.applications' CustomScaleLayer, then a ReLU."""
+    L = K.layers
+    if K is K3:
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    else:
+        from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    image = K.Input((8, 8, 3), name="image")
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="stem")(image)
+    a = L.Conv2D(4, 1, activation="relu", name="branch_0")(x)
+    b = L.Conv2D(4, 1, activation="relu", name="branch_1a")(x)
+    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_1b")(b)
+    mixed = L.Concatenate(name="mixed")([a, b])
+    up = L.Conv2D(6, 1, name="up")(mixed)
+    x = CustomScaleLayer(0.17, name="scaled_sum")([x, up])
+    x = L.Activation("relu", name="block_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="inception_resnet")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -315,6 +337,7 @@ MODELS = {
     "merges": (merges, False),
     "convnext": (convnext, False),
     "decoder": (decoder, False),
+    "inception_resnet": (inception_resnet, False),
 }
 
 

@@ -112,6 +112,13 @@ KERAS_MODELS = {
     "NASNetMobile": (128, "tf"),
     "VGG16": (128, "caffe"),
     "ConvNeXtTiny": (128, "raw"),
+    # Added in session 32: the other architectures keras.applications offers.
+    "ResNet50V2": (128, "tf"),
+    "MobileNet": (128, "tf"),
+    "MobileNetV3Large": (128, "raw"),
+    "InceptionResNetV2": (128, "tf"),
+    "EfficientNetV2B0": (128, "raw"),
+    "NASNetLarge": (128, "tf"),
 }
 KERAS_ROUTES = ["keras", "h5", "tf2onnx"]
 

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 12] = [
+const MODELS: [&str; 13] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -42,6 +42,7 @@ const MODELS: [&str; 12] = [
     "merges",
     "convnext",
     "decoder",
+    "inception_resnet",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through

@@ -178,6 +178,12 @@ impl Flattener {
         operands: Option<Vec<Operand>>,
     ) -> Result<String> {
         let class = string(layer, "class_name", "a layer")?;
+        // tf-keras names a registered custom layer `package>Class`, as in
+        // `Custom>CustomScaleLayer`; its summary shows the class alone.
+        let class = match class.rsplit_once('>') {
+            Some((_, bare)) => bare.to_string(),
+            None => class,
+        };
         let config = field(layer, "config", &format!("a {class} layer"))?;
         let name = match layer.get("name").and_then(Value::as_str) {
             Some(name) => name.to_string(),

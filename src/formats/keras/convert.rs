@@ -31,7 +31,8 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, Add, Subtract, Multiply, Average, Maximum, Minimum, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
+    CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
@@ -554,6 +555,7 @@ impl<'a> Builder<'a> {
             "BatchNormalization" => self.batch_norm(layer),
             "LayerNormalization" => self.layer_norm(layer),
             "LayerScale" => self.layer_scale(layer),
+            "CustomScaleLayer" => self.custom_scale(layer),
             "Flatten" => self.flatten(layer),
             "Reshape" => self.reshape(layer),
             "Concatenate" => self.concatenate(layer),
@@ -827,6 +829,29 @@ impl<'a> Builder<'a> {
         })?;
         let constant = Some(ConstOperand { shape: engine_shape, left, learned: false });
         self.finish(layer, Op::Arith { kind, constant }, &[node], Order::Keras)
+    }
+
+    /// InceptionResNetV2's `CustomScaleLayer`: `inputs[0] + inputs[1]·scale`, the shortcut
+    /// plus its residual branch scaled (node `<layer>/scaled`).
+    fn custom_scale(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let scale = match config.get("scale").map(|v| (v, v.as_f64())) {
+            Some((_, Some(scale))) => scale as f32,
+            Some((other, None)) => {
+                return Err(config.error(format!("'scale' is {other}, expected a number")));
+            }
+            None => return Err(config.error("'scale' is missing")),
+        };
+        let [shortcut, residual] = <[Output; 2]>::try_from(self.all_inputs(layer)?)
+            .map_err(|v| config.error(format!("takes 2 inputs, the config gives {}", v.len())))?;
+        let scaled = format!("{}/scaled", layer.name);
+        let one = vec![1; residual.shape.len()];
+        let value = Array { shape: one.clone(), data: vec![scale] };
+        self.weight(&scaled, "value", value, &one, Ok)?;
+        let constant = Some(ConstOperand { shape: one, left: false, learned: false });
+        let op = Op::Arith { kind: ArithKind::Mul, constant };
+        self.emit(&scaled, op, &[&residual.node])?;
+        self.finish(layer, Op::Add, &[&shortcut.node, &scaled], Order::Keras)
     }
 
     /// A one-input layer without weights; elementwise ones keep the order of a flattened
