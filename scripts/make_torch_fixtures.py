@@ -744,6 +744,26 @@ class Adaptive(Classifier):
         return self.fc(torch.cat([p.flatten(1) for p in pooled], 1))
 
 
+class Shifted(Classifier):
+    """NASNet's and PNASNet's second path: the map shifted by a pixel with
+    `nn.ZeroPad2d((-1, 1, -1, 1))` (negative pads crop), a strided 1×1 average pool and a
+    1×1 conv; beside it a crop alone (`F.pad` by negative amounts only)."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.shift = nn.ZeroPad2d((-1, 1, -1, 1))
+        self.pool = nn.AvgPool2d(1, stride=2, count_include_pad=False)
+        self.path = nn.Conv2d(c, c, 1)
+        self.fc = nn.Linear(2 * c, 5)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        shifted = self.path(self.pool(self.shift(x)))
+        cropped = F.pad(x, (-1, -2, 0, -1)) * 1.5
+        return self.fc(torch.cat([shifted.mean((2, 3)), cropped.amax((2, 3))], 1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -769,6 +789,7 @@ FIXTURES = {
     "sam": (SamAttention, [3, 4, 4]),
     "adaptive": (Adaptive, [3, 5, 5]),
     "lrn": (LocalResponse, [3, 6, 6]),
+    "shifted": (Shifted, [3, 7, 7]),
 }
 
 

@@ -296,3 +296,10 @@ fn global_context_and_non_local_blocks_multiply_computed_values_as_pytorch_does(
         assert_eq!(products, 3, "{route}");
     }
 }
+
+#[test]
+fn negative_pads_crop_as_nasnet_shifts_its_second_path_and_match_pytorch() {
+    // `ZeroPad2d((-1, 1, -1, 1))` crops the top row and left column and pads the bottom and
+    // right; a pad by negative amounts alone is a crop.
+    matches_pytorch("shifted");
+}

@@ -1279,8 +1279,8 @@ impl Importer {
             Some(v) => self.constant(v)?.scalar()? as f32,
             None => n.a.float("value", 0.0)?,
         };
-        let c = self.computed(n.first)?;
-        let shape = self.shape(&c);
+        let mut c = self.computed(n.first)?;
+        let mut shape = self.shape(&c);
         let rank = shape.len() + 1;
         let axes = match n.input(3) {
             Some(axes) => self
@@ -1300,7 +1300,13 @@ impl Importer {
             full[rank + ax] = pads[axes.len() + i];
         }
         if full.iter().any(|&p| p < 0) {
-            return Err(format!("pads {pads:?}: convscope pads by none or more"));
+            // Negative pads crop (NASNet's `ZeroPad2d((-1, 1, -1, 1))` shifts a map by a
+            // pixel): sliced off first, the rest padded.
+            c = self.crop(&c, &shape, &mut full, n.base)?;
+            shape = self.shape(&c);
+            if full.iter().all(|&p| p == 0) {
+                return Ok(Value::Computed(c));
+            }
         }
         // The padded axes (at most two, not the batch) are moved last, in the source of a
         // pending permutation where they already are (a channels-last view's height and
@@ -1339,6 +1345,47 @@ impl Importer {
             perm: (!is_identity(&back)).then_some(back),
             transpose_name: n.base.to_string(),
         }))
+    }
+
+    /// `c` (per-sample `shape`) with the negative entries of `full` (pads, begins then ends,
+    /// batch axis first) sliced off; those entries become 0.
+    fn crop(
+        &mut self,
+        c: &Computed,
+        shape: &[usize],
+        full: &mut [i64],
+        base: &str,
+    ) -> Fallible<Computed> {
+        let rank = shape.len() + 1;
+        if full[0] < 0 || full[rank] < 0 {
+            return Err("negative pads of the batch axis".into());
+        }
+        let mut ranges = Vec::new();
+        for (a, &dim) in shape.iter().enumerate() {
+            let [begin, end] = [a + 1, rank + a + 1].map(|i| {
+                let cut = full[i].min(0).unsigned_abs() as usize;
+                full[i] = full[i].max(0);
+                cut
+            });
+            if begin == 0 && end == 0 {
+                continue;
+            }
+            if begin.saturating_add(end) >= dim {
+                return Err(format!("negative pads crop all {dim} of axis {}", a + 1));
+            }
+            let source_axis = c.perm.as_ref().map_or(a, |p| p[a]);
+            ranges.push((source_axis, begin, dim - end));
+        }
+        let op = Op::Slice {
+            axes: ranges.iter().map(|r| r.0).collect(),
+            starts: ranges.iter().map(|r| r.1).collect(),
+            ends: ranges.iter().map(|r| r.2).collect(),
+        };
+        let name = self.emit(&format!("{base}_cropped"), op, vec![c.source.clone()], Vec::new())?;
+        match self.keep_layout(name, c) {
+            Value::Computed(cropped) => Ok(cropped),
+            _ => Err(NOT_REAL.into()),
+        }
     }
 
     /// `x` of per-sample `shape` padded by `full` (begins then ends, batch axis first) with
