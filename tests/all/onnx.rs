@@ -1891,3 +1891,44 @@ fn reflect_and_edge_pads_match_and_have_their_gradient() {
     let error = formats::onnx::from_bytes(&too_wide, Path::new("pads.onnx")).err().unwrap();
     assert!(error.to_string().contains("reflecting 6×6"), "{error}");
 }
+
+#[test]
+fn a_constant_read_before_an_if_and_inside_its_branch_survives_until_the_branch() {
+    // Constants no node will read again are dropped during the import; the count of reads
+    // must include the If's branches, or `k` would be gone once the Mul has read it.
+    let x = normal(&[1, 2, 6, 6], 12);
+    let k = Tensor::new(&[1.5f32], &Device::Cpu).unwrap();
+    let condition = TensorProto {
+        name: "c".into(),
+        data_type: 9,
+        raw_data: vec![1u8].into(),
+        ..Default::default()
+    };
+    let branch = |name: &str, op: &str| AttributeProto {
+        name: name.into(),
+        r#type: 5,
+        g: Some(Box::new(GraphProto {
+            node: vec![node(op, "picked", &["scaled", "k"], vec![])],
+            output: vec![value_info("picked", &[])],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let bytes = image_model(
+        vec![
+            node("Mul", "scaled", &["x", "k"], vec![]),
+            NodeProto {
+                attribute: vec![branch("then_branch", "Add"), branch("else_branch", "Sub")],
+                ..node("If", "branched", &["c"], vec![])
+            },
+            NodeProto { output: vec!["y".into()], ..node("Flatten", "y", &["branched"], vec![]) },
+        ],
+        vec![tensor("k", &[1], &k), condition],
+        17,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("if.onnx")).unwrap();
+    let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+    let expected: Vec<f64> = values(&x).iter().map(|&v| v * 1.5 + 1.5).collect();
+    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(got.len() == expected.len() && worst < 1e-6, "{worst}");
+}

@@ -36,12 +36,37 @@ pub(crate) fn folded_len(dims: &[usize]) -> Fallible<usize> {
 }
 
 /// Row-major strides of `dims`.
-fn strides(dims: &[usize]) -> Vec<usize> {
+pub(super) fn strides(dims: &[usize]) -> Vec<usize> {
     let mut s = vec![1; dims.len()];
     for i in (0..dims.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * dims[i + 1];
     }
     s
+}
+
+/// Calls `visit` with the offsets, under each of `strides` (one per axis of `dims`, 0
+/// where an operand is broadcast), of every element of `dims` in row-major order; the
+/// offsets are kept as the coordinates advance, not divided out per element (folds walk
+/// millions of weights).
+pub(super) fn for_each_offset<const K: usize>(
+    dims: &[usize],
+    strides: [&[usize]; K],
+    mut visit: impl FnMut([usize; K]),
+) {
+    let count: usize = dims.iter().product();
+    let (mut coordinates, mut offsets) = (vec![0; dims.len()], [0; K]);
+    for _ in 0..count {
+        visit(offsets);
+        for axis in (0..dims.len()).rev() {
+            coordinates[axis] += 1;
+            offsets.iter_mut().zip(&strides).for_each(|(o, s)| *o += s[axis]);
+            if coordinates[axis] < dims[axis] {
+                break;
+            }
+            offsets.iter_mut().zip(&strides).for_each(|(o, s)| *o -= s[axis] * dims[axis]);
+            coordinates[axis] = 0;
+        }
+    }
 }
 
 /// A 1-D array of integers (axes, shapes) for a constant input.
@@ -273,7 +298,6 @@ impl<T> Array<T> {
         let dims = crate::model::broadcast_shapes(&self.dims, &other.dims).ok_or_else(|| {
             format!("shapes {:?} and {:?} do not broadcast", self.dims, other.dims)
         })?;
-        let out_strides = strides(&dims);
         // Strides of each operand over the output's axes, 0 where it is broadcast.
         let aligned = |own: &[usize]| {
             let steps = strides(own);
@@ -286,18 +310,10 @@ impl<T> Array<T> {
                 .collect::<Vec<_>>()
         };
         let (sa, sb) = (aligned(&self.dims), aligned(&other.dims));
-        let n = folded_len(&dims)?;
-        let data = (0..n)
-            .map(|flat| {
-                let (mut ia, mut ib) = (0, 0);
-                for (axis, s) in out_strides.iter().enumerate() {
-                    let idx = (flat / s) % dims[axis];
-                    ia += idx * sa[axis];
-                    ib += idx * sb[axis];
-                }
-                f(&self.data[ia], &other.data[ib])
-            })
-            .collect();
+        let mut data = Vec::with_capacity(folded_len(&dims)?);
+        for_each_offset(&dims, [&sa, &sb], |[ia, ib]| {
+            data.push(f(&self.data[ia], &other.data[ib]))
+        });
         Ok(Array { dims, data, integer: self.integer && other.integer })
     }
 }

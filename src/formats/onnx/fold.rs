@@ -5,7 +5,7 @@
 //! `Reciprocal` and `Pow` by 2 or ½.
 
 use super::Fallible;
-use super::array::{self, Array, Dim, folded_len};
+use super::array::{self, Array, Dim, folded_len, for_each_offset};
 use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::ops::OpNode;
 use super::passes::GATHER_AXES;
@@ -112,21 +112,34 @@ pub(super) fn reduce_array(
     let kept: Vec<usize> =
         a.dims.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
     let out_len: usize = kept.iter().product();
-    let mut groups = vec![Vec::new(); out_len];
-    for (flat, &v) in a.data.iter().enumerate() {
-        // The output index: the element's coordinates with the reduced ones set to 0.
-        let (mut rest, mut out, mut step) = (flat, 0, 1);
-        for i in (0..a.dims.len()).rev() {
-            let coordinate = rest % a.dims[i];
-            rest /= a.dims[i];
-            if !axes.contains(&i) {
-                out += coordinate * step;
-            }
-            step *= kept[i];
-        }
-        groups[out].push(v);
-    }
-    let data = groups.iter().map(|g| reduction.of(g)).collect();
+    let group = a.data.len().checked_div(out_len).unwrap_or(0);
+    // Axes of one element order nothing.
+    let long = |i: &usize| a.dims[*i] > 1;
+    let first_reduced = axes.iter().copied().find(long);
+    let kept_after =
+        first_reduced.is_some_and(|r| (r..a.dims.len()).any(|i| long(&i) && !axes.contains(&i)));
+    // Each output's inputs side by side, in order: the data itself when no kept axis
+    // follows a reduced one (weight standardisation's per-filter statistics), else
+    // gathered by walking the coordinates.
+    let gathered;
+    let grouped: &[f64] = if !kept_after {
+        &a.data
+    } else {
+        let mut out_strides = array::strides(&kept);
+        axes.iter().for_each(|&axis| out_strides[axis] = 0);
+        let (mut filled, mut buffer) = (vec![0; out_len], vec![0.0; a.data.len()]);
+        for_each_offset(&a.dims, [&array::strides(&a.dims), &out_strides], |[at, out]| {
+            buffer[out * group + filled[out]] = a.data[at];
+            filled[out] += 1;
+        });
+        gathered = buffer;
+        &gathered
+    };
+    let data = if group == 0 {
+        vec![reduction.of(&[]); out_len]
+    } else {
+        grouped.chunks_exact(group).map(|g| reduction.of(g)).collect()
+    };
     let dims = if keep_dims {
         kept
     } else {
@@ -703,6 +716,21 @@ mod tests {
         assert!((l2.data[0] - 91f64.sqrt()).abs() < 1e-12 && l2.dims.is_empty());
         let prod = reduce_array(&a, &[1], false, Reduction::Prod);
         assert_eq!(prod.data, [-6., -120.]);
+        // Reduced axes before kept ones (gathered), and after a kept one of length 1 (read
+        // in place), against sums written out.
+        let cube =
+            Array { dims: vec![2, 3, 4], data: (0..24).map(f64::from).collect(), integer: false };
+        let at = |i: usize, j: usize, k: usize| cube.data[i * 12 + j * 4 + k];
+        let middle = reduce_array(&cube, &[1], false, Reduction::Sum);
+        let want: Vec<f64> =
+            (0..2).flat_map(|i| (0..4).map(move |k| (0..3).map(|j| at(i, j, k)).sum())).collect();
+        assert_eq!((middle.dims.as_slice(), middle.data), (&[2, 4][..], want));
+        let outer = reduce_array(&cube, &[0, 2], true, Reduction::Max);
+        let want: Vec<f64> = (0..3).map(|j| at(1, j, 3)).collect();
+        assert_eq!((outer.dims.as_slice(), outer.data), (&[1, 3, 1][..], want));
+        let filters = Array { dims: vec![1, 3, 4], data: cube.data[..12].to_vec(), integer: false };
+        let per_filter = reduce_array(&filters, &[0, 2], false, Reduction::Mean);
+        assert_eq!(per_filter.data, [1.5, 5.5, 9.5]);
     }
 
     #[test]

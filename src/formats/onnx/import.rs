@@ -130,9 +130,21 @@ pub(super) fn import(
                 bad(format!("node '{}' ({}): {message}", display_name(node), qualified_op(node)))
             }
         })?;
+        importer.release_inputs(node);
     }
     let name = path.file_stem().map_or_else(|| graph.name.clone(), |s| s.to_string_lossy().into());
     importer.finish(graph, name, options.output.as_deref()).map_err(bad)
+}
+
+/// Adds the reads of the nodes inside `nodes`' `If` branches (of any depth) to `reads`.
+fn count_branch_reads(nodes: &[NodeProto], reads: &mut HashMap<String, usize>) {
+    let branches = nodes.iter().flat_map(|n| &n.attribute).filter_map(|a| a.g.as_deref());
+    for branch in branches {
+        for input in branch.node.iter().flat_map(|n| &n.input).filter(|i| !i.is_empty()) {
+            *reads.entry(input.clone()).or_default() += 1;
+        }
+        count_branch_reads(&branch.node, reads);
+    }
 }
 
 /// Whether `op_type` reads input `i` as a layer's weights, with [`Importer::weight`]: such
@@ -175,6 +187,10 @@ pub(super) struct Importer {
     pub(super) file_weights: HashMap<String, Weight>,
     /// How many node inputs (and graph outputs) read each ONNX value.
     pub(super) uses: HashMap<String, usize>,
+    /// Reads of each value by nodes not yet mapped, those in `If` branches included: a
+    /// constant none will read is dropped (folding a weight standardisation makes arrays
+    /// of millions of f64s, one per step).
+    unread: HashMap<String, usize>,
     /// The graph's output names.
     pub(super) outputs: HashSet<String>,
     pub(super) spec: GraphSpec,
@@ -311,6 +327,8 @@ impl Importer {
         for o in &graph.output {
             *uses.entry(o.name.clone()).or_default() += 1;
         }
+        let mut unread = uses.clone();
+        count_branch_reads(nodes, &mut unread);
         let channels_last = sizes.len() == 3 && is_channels_last(graph, name, &sizes);
         let (input_shape, perm) = match sizes.as_slice() {
             &[h, w, c] if channels_last => (vec![c, h, w], Some(vec![1, 2, 0])),
@@ -352,6 +370,7 @@ impl Importer {
             values,
             file_weights,
             uses,
+            unread,
             outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             shapes: HashMap::from([(name.clone(), input_shape.clone())]),
             position: HashMap::new(),
@@ -555,9 +574,11 @@ impl Importer {
             {
                 self.values.insert(name.clone(), Value::Const(w.to_array()?));
             }
-            if let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name).cloned()
-                && !(keeps_flattened && i == 0)
+            // Matched by reference: cloning every input would copy constants' data.
+            if !(keeps_flattened && i == 0)
+                && let Some(Value::Flattened { of, name: flat_name }) = self.values.get(name)
             {
+                let (of, flat_name) = (of.clone(), flat_name.clone());
                 let real = self.unflatten(&of, &flat_name)?;
                 self.values.insert(name.clone(), real);
             }
@@ -623,12 +644,24 @@ impl Importer {
         }
         for inner in &branch.node {
             self.node(inner)?;
+            self.release_inputs(inner);
         }
         for (output, inner) in node.output.iter().zip(&branch.output) {
             let value = self.value(&inner.name)?.clone();
             self.values.insert(output.clone(), value);
         }
         Ok(())
+    }
+
+    /// Counts `node`'s reads as done, dropping constants no node will read again.
+    fn release_inputs(&mut self, node: &NodeProto) {
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            let Some(count) = self.unread.get_mut(input) else { continue };
+            *count = count.saturating_sub(1);
+            if *count == 0 && matches!(self.values.get(input), Some(Value::Const(_))) {
+                self.values.remove(input);
+            }
+        }
     }
 
     /// Makes the graph output the last node, drops what it does not depend on, fuses
