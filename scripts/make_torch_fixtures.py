@@ -764,6 +764,27 @@ class Shifted(Classifier):
         return self.fc(torch.cat([shifted.mean((2, 3)), cropped.amax((2, 3))], 1))
 
 
+class Indexed(Classifier):
+    """CSATv2's DCT stem: 2×2 patches folded into the batch axis (`reshape(-1, C, 4)`),
+    their values reordered by a constant index list (`x[:, :, order]`, which the dynamo
+    exporter writes as a `GatherND` of the value transposed), then unfolded."""
+
+    def __init__(self, c=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 1)
+        self.order = [3, 0, 2, 1]
+        self.fc = nn.Linear(c * 16, 5)
+
+    def logits(self, x):
+        b, _, h, w = x.shape
+        x = self.conv(x)
+        c = x.shape[1]
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        x = torch.tanh(x.reshape(-1, c, 4)[:, :, self.order]) * 2.0
+        x = x.reshape(b, h // 2, w // 2, c, 4).permute(0, 3, 4, 1, 2)
+        return self.fc(x.flatten(1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -790,6 +811,7 @@ FIXTURES = {
     "adaptive": (Adaptive, [3, 5, 5]),
     "lrn": (LocalResponse, [3, 6, 6]),
     "shifted": (Shifted, [3, 7, 7]),
+    "indexed": (Indexed, [3, 4, 4]),
 }
 
 

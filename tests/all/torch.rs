@@ -303,3 +303,10 @@ fn negative_pads_crop_as_nasnet_shifts_its_second_path_and_match_pytorch() {
     // right; a pad by negative amounts alone is a crop.
     matches_pytorch("shifted");
 }
+
+#[test]
+fn values_reordered_along_the_last_axis_of_folded_patches_match_pytorch() {
+    // CSATv2's stem: `x.reshape(-1, C, 4)[:, :, order]` on patches folded into the batch
+    // axis; the dynamo exporter's GatherND of the value transposed, the legacy one's Gather.
+    matches_pytorch("indexed");
+}

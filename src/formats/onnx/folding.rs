@@ -12,6 +12,7 @@ use super::Fallible;
 use super::array::{self, Array, Dim, int_vector};
 use super::attrs::{int_attribute, ints_attribute};
 use super::import::{Batch, Importer, Value};
+use super::passes::GATHER_AXES;
 use super::proto::NodeProto;
 
 /// The ops that read a folded value lifted: those for which the batch axis is only a
@@ -36,6 +37,7 @@ const LIFTED: &[&str] = &[
     "Expand",
     "Floor",
     "Gather",
+    "GatherND",
     "Gelu",
     "Greater",
     "HardSigmoid",
@@ -125,6 +127,9 @@ impl Importer {
                     attribute.ints = lift_all(&attribute.ints, fold.rank, fold.batch_at)?
                 }
                 ("perm", _) => attribute.ints = lift_perm(&attribute.ints, fold.batch_at)?,
+                (GATHER_AXES, "GatherND") => {
+                    attribute.ints = lift_all(&attribute.ints, fold.rank, fold.batch_at)?
+                }
                 ("pads", _) => attribute.ints = lift_pads(&attribute.ints, fold.batch_at)?,
                 _ => {}
             }
@@ -168,7 +173,7 @@ impl Importer {
                 ("Expand", 1) => Some(Value::from_shape(self.lifted_shape(name, &fold)?)),
                 // Sizes, indices, bounds, pads given per axis, scalars: as they are.
                 (
-                    "Slice" | "Split" | "Gather" | "Pad" | "Clip" | "Dropout"
+                    "Slice" | "Split" | "Gather" | "GatherND" | "Pad" | "Clip" | "Dropout"
                     | "BatchNormalization",
                     _,
                 ) => None,

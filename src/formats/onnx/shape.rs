@@ -149,6 +149,25 @@ impl Importer {
         if k != axes.len() {
             return Err(format!("GatherND by rows of {k} over {} axes", axes.len()));
         }
+        if let [axis] = axes[..]
+            && axis == rank - 1
+        {
+            // Along the last axis alone: a Gather, made here rather than by nodes that would
+            // be mapped again (a value whose batch folds in another axis arrives with its
+            // axes already lifted).
+            let len = shape[axis - 1];
+            let positions =
+                indices.data.iter().map(|&i| position(i, len)).collect::<Fallible<_>>()?;
+            let (x, _) = self.real_input(n.first)?;
+            let op = Op::Gather { axis: axis - 1, indices: positions, dims: lead.to_vec() };
+            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+        }
+        if self.folded_batch.contains(n.first) {
+            return Err(format!(
+                "a GatherND over axes {axes:?} of a value whose batch axis folds in another \
+                 (convscope reads one along the last axis only)"
+            ));
+        }
         let sizes: Vec<usize> = axes.iter().map(|&a| shape[a - 1]).collect();
         let flat = indices
             .data
