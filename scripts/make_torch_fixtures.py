@@ -785,6 +785,22 @@ class Indexed(Classifier):
         return self.fc(x.flatten(1))
 
 
+class TokenPools(Classifier):
+    """1-D pools of `[B, C, L]`: NextViT's spatial reduction of its tokens (`nn.AvgPool1d`),
+    and a `nn.MaxPool1d` with padding and a partial last window (ceil mode)."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.avg = nn.AvgPool1d(4, stride=4)
+        self.max = nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True)
+        self.fc = nn.Linear(c * (9 + 19), 5)
+
+    def logits(self, x):
+        tokens = F.relu(self.conv(x)).flatten(2)
+        return self.fc(torch.cat([self.avg(tokens), self.max(tokens)], 2).flatten(1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -812,6 +828,7 @@ FIXTURES = {
     "lrn": (LocalResponse, [3, 6, 6]),
     "shifted": (Shifted, [3, 7, 7]),
     "indexed": (Indexed, [3, 4, 4]),
+    "pools1d": (TokenPools, [3, 6, 6]),
 }
 
 

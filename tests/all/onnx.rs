@@ -1932,3 +1932,43 @@ fn a_constant_read_before_an_if_and_inside_its_branch_survives_until_the_branch(
     let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(got.len() == expected.len() && worst < 1e-6, "{worst}");
 }
+
+#[test]
+fn a_constant_resized_to_its_own_size_is_the_constant_and_another_size_an_error() {
+    // CLIP ResNets' attention pool resizes its position table (antialiased bicubic) to the
+    // size it already has.
+    let x = normal(&[1, 2, 6, 6], 13);
+    let table = normal(&[1, 2, 6, 6], 14);
+    let resize = |sizes: &[i64]| {
+        let attrs = vec![
+            string("mode", "cubic"),
+            int("antialias", 1),
+            int("exclude_outside", 1),
+            AttributeProto {
+                name: "cubic_coeff_a".into(),
+                f: -0.5,
+                r#type: 1,
+                ..Default::default()
+            },
+        ];
+        image_model(
+            vec![
+                node("Resize", "resized", &["table", "", "", "sizes"], attrs),
+                NodeProto {
+                    output: vec!["y".into()],
+                    ..node("Add", "y", &["x", "resized"], vec![])
+                },
+            ],
+            vec![tensor("table", &[1, 2, 6, 6], &table), int64s("sizes", sizes)],
+            18,
+        )
+    };
+    let model = formats::onnx::from_bytes(&resize(&[1, 2, 6, 6]), Path::new("table.onnx")).unwrap();
+    let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+    let expected: Vec<f64> = values(&x).iter().zip(values(&table)).map(|(a, b)| a + b).collect();
+    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(got.len() == expected.len() && worst < 1e-6, "{worst}");
+    let error = formats::onnx::from_bytes(&resize(&[1, 2, 3, 3]), Path::new("table.onnx")).err();
+    let error = error.expect("a resize of a constant to another size must be refused").to_string();
+    assert!(error.contains("resize of a constant to another size"), "{error}");
+}

@@ -310,3 +310,9 @@ fn values_reordered_along_the_last_axis_of_folded_patches_match_pytorch() {
     // axis; the dynamo exporter's GatherND of the value transposed, the legacy one's Gather.
     matches_pytorch("indexed");
 }
+
+#[test]
+fn one_dimensional_pools_of_tokens_match_pytorch() {
+    // NextViT's AvgPool1d, and a MaxPool1d with padding and ceil mode.
+    matches_pytorch("pools1d");
+}

@@ -1021,13 +1021,49 @@ impl Importer {
 
     fn pool(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let (x, shape) = self.real_input(n.first)?;
-        if n.a.ints("kernel_shape")?.is_some_and(|k| k.len() == 3) {
-            return self.pool_3d(n, x, &shape);
+        match n.a.ints("kernel_shape")?.map(|k| k.len()) {
+            Some(1) => return self.pool_1d(n, x, &shape),
+            Some(3) => return self.pool_3d(n, x, &shape),
+            _ => {}
         }
         match self.folded_batch.contains(n.first) {
             true => self.per_image(n, x, &shape, |im, x, _, shape| im.pool_2d(n, &n.a, x, shape)),
             false => Ok(Value::computed(self.pool_2d(n, &n.a, x, shape)?)),
         }
+    }
+
+    /// A 1-D pool of `[C, L]` (NextViT's `AvgPool1d` over its tokens): a 2-D pool of
+    /// `[C, 1, L]` by a window one row high, reshaped back.
+    fn pool_1d(&mut self, n: &OpNode<'_>, x: String, shape: &[usize]) -> Fallible<Value> {
+        let &[c, l] = shape else {
+            return Err(format!("a 1-D pool of per-sample shape {shape:?}"));
+        };
+        let along = |name: &str, default: i64| -> Fallible<i64> {
+            match n.a.ints(name)?.as_deref() {
+                None => Ok(default),
+                Some(&[v]) => Ok(v),
+                Some(other) => Err(format!("a 1-D pool with {name} {other:?}")),
+            }
+        };
+        let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 2]);
+        let Ok([begin, end]) = <[i64; 2]>::try_from(pads) else {
+            return Err("a 1-D pool needs two pads".into());
+        };
+        let attributes = vec![
+            ints_attribute("kernel_shape", vec![1, along("kernel_shape", 1)?]),
+            ints_attribute("strides", vec![1, along("strides", 1)?]),
+            ints_attribute("dilations", vec![1, along("dilations", 1)?]),
+            ints_attribute("pads", vec![0, begin, 0, end]),
+        ];
+        let attributes =
+            with_attributes(n, attributes, &["auto_pad", "ceil_mode", "count_include_pad"]);
+        let map = vec![c, 1, l];
+        let x = self.reshape_node(&x, map.clone(), &format!("{}_2d", n.base))?;
+        let y = self.pool_2d(n, &Attrs(&attributes), x, map)?;
+        let Some(&[_, 1, pooled]) = self.shapes.get(&y).map(Vec::as_slice) else {
+            return Err("internal: a pool made no row".into());
+        };
+        Ok(Value::computed(self.reshape_node(&y, vec![c, pooled], n.base)?))
     }
 
     /// A 3-D pool of `[C, D, H, W]` that moves along the depth alone (PyTorch's
@@ -1078,9 +1114,7 @@ impl Importer {
                 ],
             ),
         };
-        let kept = ["ceil_mode", "count_include_pad"];
-        let rest = n.a.0.iter().filter(|a| kept.contains(&a.name.as_str())).cloned();
-        let attributes: Vec<AttributeProto> = attributes.into_iter().chain(rest).collect();
+        let attributes = with_attributes(n, attributes, &["ceil_mode", "count_include_pad"]);
         let x = self.reshape_node(&x, map.clone(), &format!("{}_2d", n.base))?;
         let y = self.pool_2d(n, &Attrs(&attributes), x, map)?;
         let Some(&[rows, oh, ow]) = self.shapes.get(&y).map(Vec::as_slice) else {
@@ -1177,6 +1211,9 @@ impl Importer {
             // Resize-10 is Upsample-9 renamed.
             return self.upsample(n);
         }
+        if let Value::Const(k) = self.value(n.first)? {
+            return self.resized_constant(n, k.clone());
+        }
         let (x, shape) = self.real_input(n.first)?;
         let [h, w] = spatial(&shape)?;
         if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
@@ -1237,6 +1274,30 @@ impl Importer {
         };
         let op = Op::Resize { size, scale, interpolation, coordinates };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
+    }
+
+    /// A Resize of a constant to its own size (a position table resized for the input
+    /// size it was made for: the attention pool of CLIP's ResNets), folded: the sample
+    /// points fall on the pixels, where every interpolation (antialiased or not, as nothing
+    /// shrinks) gives the pixel. Any other size is an error.
+    fn resized_constant(&self, n: &OpNode<'_>, k: Array<f64>) -> Fallible<Value> {
+        let given = |i: usize| -> Fallible<Option<Vec<f64>>> {
+            let array = n.input(i).map(|name| self.constant(name)).transpose()?;
+            Ok(array.map(|a| a.data).filter(|d| !d.is_empty()))
+        };
+        let own = k.dims.iter().map(|&d| d as f64);
+        let same = match (given(3)?, given(2)?) {
+            (Some(sizes), _) => sizes.into_iter().eq(own),
+            (None, Some(scales)) => {
+                scales.len() == k.dims.len() && scales.iter().all(|&s| s == 1.0)
+            }
+            (None, None) => return Err("needs scales or sizes".into()),
+        };
+        let mode = n.a.string("coordinate_transformation_mode")?;
+        if !same || mode.as_deref() == Some("tf_crop_and_resize") {
+            return Err("a resize of a constant to another size is not supported".into());
+        }
+        Ok(Value::Const(k))
     }
 
     /// `Upsample` (opsets 7 to 9) and Resize-10: scales from the attribute (opset 7) or the
@@ -1426,6 +1487,16 @@ impl Importer {
         }
         Ok(Some(name))
     }
+}
+
+/// `attributes` and those of `n` named in `kept`.
+fn with_attributes(
+    n: &OpNode<'_>,
+    attributes: Vec<AttributeProto>,
+    kept: &[&str],
+) -> Vec<AttributeProto> {
+    let rest = n.a.0.iter().filter(|a| kept.contains(&a.name.as_str())).cloned();
+    attributes.into_iter().chain(rest).collect()
 }
 
 /// A bias-like constant as one value per channel: `k` must broadcast to `[units]` followed
