@@ -835,12 +835,9 @@ impl<'a> Builder<'a> {
     /// plus its residual branch scaled (node `<layer>/scaled`).
     fn custom_scale(&mut self, layer: &Layer) -> Result<()> {
         let config = self.config(layer);
-        let scale = match config.get("scale").map(|v| (v, v.as_f64())) {
-            Some((_, Some(scale))) => scale as f32,
-            Some((other, None)) => {
-                return Err(config.error(format!("'scale' is {other}, expected a number")));
-            }
-            None => return Err(config.error("'scale' is missing")),
+        let scale = match config.numbers("scale")?.as_deref() {
+            Some(&[scale]) => scale,
+            _ => return Err(config.error("'scale' is missing or not one number")),
         };
         let [shortcut, residual] = <[Output; 2]>::try_from(self.all_inputs(layer)?)
             .map_err(|v| config.error(format!("takes 2 inputs, the config gives {}", v.len())))?;
