@@ -13,7 +13,7 @@ Random weights, with the batch norms' scales redrawn (timm zero-initialises some
 would hide residual branches) and their statistics set by four batches in training mode.
 For each route: export to WORK/models/MODEL_ROUTE.onnx, run onnxruntime on a fixed input
 (a random RGB PNG read back as convscope reads it: p/255, ImageNet mean and std), run
-`convscope summary`, `predict --json -k 1000` and `saliency -o .npy`, and compare: the
+`convscope summary`, `predict --json -k N` (N: the model's outputs) and `saliency -o .npy`, and compare: the
 probabilities with ORT's and PyTorch's, the saliency with torch autograd of the logit of
 the top class (|g|, maximum over channels, min-max scaled, as the README defines it), next
 to the floor (torch's own map for the input moved by 1e-6 of its largest value). That
@@ -218,7 +218,9 @@ def main():
             r["summary_err"] = first_err_line(rc, so, se)
             r["summary_stderr"] = se[-2000:]
         # convscope predict
-        rc, so, se, dt = run([CS, "predict", path, img_path, "--json", "-k", "1000"] + CS_PRE)
+        # Every output compared, whatever the head's width (mobilenetv5's 2,048 features).
+        k = str(p_ort.size)
+        rc, so, se, dt = run([CS, "predict", path, img_path, "--json", "-k", k] + CS_PRE)
         r["predict_s"] = round(dt, 2)
         if rc != 0:
             r["predict_err"] = first_err_line(rc, so, se)
