@@ -801,6 +801,26 @@ class TokenPools(Classifier):
         return self.fc(torch.cat([self.avg(tokens), self.max(tokens)], 2).flatten(1))
 
 
+class Volumes(Classifier):
+    """3-D convolutions whose kernel spans one position of an axis: LambdaNet's position
+    convolution, `nn.Conv3d` by `(r, r, 1)` of the map viewed as `[1, H, W, C]` (each
+    channel's plane convolved alone), then one by `(1, 3, 3)` with a stride and padding
+    over the last two axes of each slice along the first."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 1)
+        self.positions = nn.Conv3d(1, 2, (3, 3, 1), padding=(1, 1, 0))
+        self.slices = nn.Conv3d(2, 3, (1, 3, 3), stride=(1, 2, 1), padding=(0, 1, 0))
+        self.fc = nn.Linear(3 * 6 * 3 * (c - 2), 5)
+
+    def logits(self, x):
+        v = F.relu(self.conv(x))
+        b, c, h, w = v.shape
+        volume = v.permute(0, 2, 3, 1).reshape(b, 1, h, w, c)
+        return self.fc(self.slices(torch.tanh(self.positions(volume))).flatten(1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -829,6 +849,7 @@ FIXTURES = {
     "shifted": (Shifted, [3, 7, 7]),
     "indexed": (Indexed, [3, 4, 4]),
     "pools1d": (TokenPools, [3, 6, 6]),
+    "volumes": (Volumes, [3, 6, 6]),
 }
 
 

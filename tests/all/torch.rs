@@ -316,3 +316,10 @@ fn one_dimensional_pools_of_tokens_match_pytorch() {
     // NextViT's AvgPool1d, and a MaxPool1d with padding and ceil mode.
     matches_pytorch("pools1d");
 }
+
+#[test]
+fn three_d_convolutions_along_two_axes_match_pytorch() {
+    // LambdaNet's `(r, r, 1)` position convolution, and a `(1, 3, 3)` one with a stride and
+    // padding: the slices along the kernel's one-position axis convolved as images.
+    matches_pytorch("volumes");
+}

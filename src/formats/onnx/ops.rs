@@ -705,11 +705,80 @@ impl Importer {
                 let name = self.reshape_node(&rows, vec![filters, out_len], n.base)?;
                 Ok(Value::computed(name))
             }
+            (&[_, _, _, _, _], &[_, _, _, _]) => self.conv_3d(n, x, &shape, kernel),
             (dims, _) => Err(format!(
                 "weights of shape {dims:?} for an input of per-sample shape {shape:?}: \
-                 convscope supports 1-D and 2-D convolution"
+                 convscope supports 1-D and 2-D convolution, and 3-D along two axes"
             )),
         }
+    }
+
+    /// A 3-D conv of `[C, S0, S1, S2]` whose kernel spans one position of an axis `t`
+    /// (stride 1, no pads there: LambdaNet's position convolution `(r, r, 1)`): each slice
+    /// along `t` is an image of its own, so the slices go side by side in the channels
+    /// (`[S_t·C, …]`), one 2-D conv runs with the kernel repeated per slice as groups,
+    /// and the result is moved back.
+    fn conv_3d(
+        &mut self,
+        n: &OpNode<'_>,
+        x: String,
+        shape: &[usize],
+        kernel: Weight,
+    ) -> Fallible<Value> {
+        let &[filters, per_group, ..] = kernel.dims.as_slice() else {
+            return Err("internal: 3-D weights".into());
+        };
+        let size = [kernel.dims[2], kernel.dims[3], kernel.dims[4]];
+        let (strides, dilations) = (triple(n, "strides", 1)?, triple(n, "dilations", 1)?);
+        let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
+        let Ok(pads) = <[i64; 6]>::try_from(pads) else {
+            return Err("a 3-D conv needs six pads".into());
+        };
+        let Some(t) =
+            (0..3).find(|&a| size[a] == 1 && strides[a] == 1 && pads[a] == 0 && pads[a + 3] == 0)
+        else {
+            return Err(format!(
+                "a 3-D conv by {size:?} at strides {strides:?}: convscope reads those whose \
+                 kernel spans one position of an axis"
+            ));
+        };
+        let [a, b] = match t {
+            0 => [1, 2],
+            1 => [0, 2],
+            _ => [0, 1],
+        };
+        let slices = shape[1 + t];
+        let moved = self.emit(
+            &format!("{}_slices", n.base),
+            Op::Transpose { perm: vec![1 + t, 0, 1 + a, 1 + b] },
+            vec![x],
+            Vec::new(),
+        )?;
+        let side_by_side = vec![slices * shape[0], shape[1 + a], shape[1 + b]];
+        let images =
+            self.reshape_node(&moved, side_by_side.clone(), &format!("{}_images", n.base))?;
+        let attributes = vec![
+            ints_attribute("kernel_shape", vec![size[a] as i64, size[b] as i64]),
+            ints_attribute("strides", vec![strides[a], strides[b]]),
+            ints_attribute("dilations", vec![dilations[a], dilations[b]]),
+            ints_attribute("pads", vec![pads[a], pads[b], pads[a + 3], pads[b + 3]]),
+        ];
+        let attributes = with_attributes(n, attributes, &["auto_pad", "group"]);
+        let kernel = kernel.reshape(vec![filters, per_group, size[a], size[b]])?;
+        let y = self.conv_2d(n, images, side_by_side, kernel, &Attrs(&attributes), slices)?;
+        let Some(&[_, oa, ob]) = self.shapes.get(&y).map(Vec::as_slice) else {
+            return Err("internal: a conv made no map".into());
+        };
+        let split =
+            self.reshape_node(&y, vec![slices, filters, oa, ob], &format!("{}_split", n.base))?;
+        // From [S_t, F, Oa, Ob] to [F, O0, O1, O2].
+        let perm = match t {
+            0 => vec![1, 0, 2, 3],
+            1 => vec![1, 2, 0, 3],
+            _ => vec![1, 2, 3, 0],
+        };
+        let name = self.emit(n.base, Op::Transpose { perm }, vec![split], Vec::new())?;
+        Ok(Value::computed(name))
     }
 
     /// A 2-D conv of a constant `x` `[n, c, h, w]`, computed at load: a position table
@@ -1074,12 +1143,8 @@ impl Importer {
         let &[c, d, h, w] = shape else {
             return Err(format!("a 3-D pool of per-sample shape {shape:?}"));
         };
-        let triple = |name: &str, default: i64| -> Fallible<[i64; 3]> {
-            let ints = n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]);
-            <[i64; 3]>::try_from(ints).map_err(|v| format!("a 3-D pool with {name} {v:?}"))
-        };
         let (kernel, strides, dilations) =
-            (triple("kernel_shape", 1)?, triple("strides", 1)?, triple("dilations", 1)?);
+            (triple(n, "kernel_shape", 1)?, triple(n, "strides", 1)?, triple(n, "dilations", 1)?);
         let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
         let explicit = n.a.string("auto_pad")?.is_none_or(|p| p == "NOTSET");
         let Ok(pads) = <[i64; 6]>::try_from(pads) else {
@@ -1487,6 +1552,12 @@ impl Importer {
         }
         Ok(Some(name))
     }
+}
+
+/// A 3-D op's attribute `name`, one value per spatial axis.
+fn triple(n: &OpNode<'_>, name: &str, default: i64) -> Fallible<[i64; 3]> {
+    let ints = n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]);
+    <[i64; 3]>::try_from(ints).map_err(|v| format!("a 3-D {} with {name} {v:?}", n.node.op_type))
 }
 
 /// `attributes` and those of `n` named in `kept`.
