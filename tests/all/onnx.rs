@@ -35,6 +35,18 @@ fn npy_tensor(name: &str) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
+/// The model's output for `x`, as f64s.
+fn output_values(model: &Model, x: &Tensor) -> Vec<f64> {
+    values(model.forward(x).unwrap().node(model.graph().output_node()).unwrap())
+}
+
+/// `got` as long as `expected` and within `tol` of it everywhere.
+fn assert_within(got: &[f64], expected: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: sizes");
+    let worst = got.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < tol, "{what}: off by {worst}");
+}
+
 /// Within `rel` of the expected value, relative to it, with a floor of 1% of the largest
 /// expected magnitude so that values near zero are not held to digits float32 lacks.
 fn assert_close(actual: &Tensor, expected: &[f32], rel: f64, what: &str) {
@@ -1539,7 +1551,7 @@ fn three_d_pools_along_the_depth_or_over_each_slice_and_ifs_decided_at_load() {
             17,
         );
         let model = formats::onnx::from_bytes(&bytes, Path::new("pool3d.onnx")).unwrap();
-        let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+        let got = output_values(&model, &x);
         let mut expected = Vec::new();
         for c in 0..out[0] {
             for d in 0..out[1] {
@@ -1566,8 +1578,7 @@ fn three_d_pools_along_the_depth_or_over_each_slice_and_ifs_decided_at_load() {
                 }
             }
         }
-        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(got.len() == expected.len() && worst < 1e-6, "{op}: {worst}");
+        assert_within(&got, &expected, 1e-6, op);
     }
     // Strides of the wrong length are an error, not a panic.
     let bytes = image_model(
@@ -1617,7 +1628,7 @@ fn three_d_pools_along_the_depth_or_over_each_slice_and_ifs_decided_at_load() {
             17,
         );
         let model = formats::onnx::from_bytes(&bytes, Path::new("if.onnx")).unwrap();
-        let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+        let got = output_values(&model, &x);
         let expected: Vec<f64> =
             xs.iter().map(|&v| if negated { -v } else { v.max(0.0) }).collect();
         assert_eq!(got, expected, "If on {condition}");
@@ -1667,8 +1678,7 @@ fn local_response_normalisation_follows_its_definition_and_gradient() {
                 xs[i] / d.powf(f64::from(beta))
             })
             .collect();
-        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(worst < 1e-5, "size {size}: off by {worst}");
+        assert_within(&got, &expected, 1e-5, &format!("size {size}"));
         let model = model.to_dtype(DType::F64).unwrap();
         let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
         assert_input_gradient_matches_finite_differences(&model, &x);
@@ -1927,10 +1937,9 @@ fn a_constant_read_before_an_if_and_inside_its_branch_survives_until_the_branch(
         17,
     );
     let model = formats::onnx::from_bytes(&bytes, Path::new("if.onnx")).unwrap();
-    let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+    let got = output_values(&model, &x);
     let expected: Vec<f64> = values(&x).iter().map(|&v| v * 1.5 + 1.5).collect();
-    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(got.len() == expected.len() && worst < 1e-6, "{worst}");
+    assert_within(&got, &expected, 1e-6, "output");
 }
 
 #[test]
@@ -1964,10 +1973,9 @@ fn a_constant_resized_to_its_own_size_is_the_constant_and_another_size_an_error(
         )
     };
     let model = formats::onnx::from_bytes(&resize(&[1, 2, 6, 6]), Path::new("table.onnx")).unwrap();
-    let got = values(model.forward(&x).unwrap().node(model.graph().output_node()).unwrap());
+    let got = output_values(&model, &x);
     let expected: Vec<f64> = values(&x).iter().zip(values(&table)).map(|(a, b)| a + b).collect();
-    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(got.len() == expected.len() && worst < 1e-6, "{worst}");
+    assert_within(&got, &expected, 1e-6, "output");
     let error = formats::onnx::from_bytes(&resize(&[1, 2, 3, 3]), Path::new("table.onnx")).err();
     let error = error.expect("a resize of a constant to another size must be refused").to_string();
     assert!(error.contains("resize of a constant to another size"), "{error}");

@@ -730,10 +730,7 @@ impl Importer {
         };
         let size = [kernel.dims[2], kernel.dims[3], kernel.dims[4]];
         let (strides, dilations) = (triple(n, "strides", 1)?, triple(n, "dilations", 1)?);
-        let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
-        let Ok(pads) = <[i64; 6]>::try_from(pads) else {
-            return Err("a 3-D conv needs six pads".into());
-        };
+        let pads = six_pads(n)?;
         let Some(t) =
             (0..3).find(|&a| size[a] == 1 && strides[a] == 1 && pads[a] == 0 && pads[a + 3] == 0)
         else {
@@ -1145,11 +1142,8 @@ impl Importer {
         };
         let (kernel, strides, dilations) =
             (triple(n, "kernel_shape", 1)?, triple(n, "strides", 1)?, triple(n, "dilations", 1)?);
-        let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
+        let pads = six_pads(n)?;
         let explicit = n.a.string("auto_pad")?.is_none_or(|p| p == "NOTSET");
-        let Ok(pads) = <[i64; 6]>::try_from(pads) else {
-            return Err("a 3-D pool needs six pads".into());
-        };
         // Whether the pool leaves `axes` as they are: a window of one, a step of one, no pads.
         let unmoved = |mut axes: std::ops::Range<usize>| {
             axes.all(|a| kernel[a] == 1 && strides[a] == 1 && pads[a] == 0 && pads[a + 3] == 0)
@@ -1284,10 +1278,7 @@ impl Importer {
         if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
             return Err("antialiased resizing and resizing by axes are not supported".into());
         }
-        let given = |i: usize| -> Fallible<Option<Array<f64>>> {
-            let array = n.input(i).map(|name| self.constant(name)).transpose()?;
-            Ok(array.filter(|a| !a.data.is_empty()))
-        };
+        let given = |i: usize| self.given_constant(n, i);
         // Sizes made from the input's shape hold the batch size, which does not matter here.
         let sizes = match n.input(3).map(|name| self.value(name)).transpose()? {
             Some(Value::Shape(s)) => {
@@ -1346,15 +1337,11 @@ impl Importer {
     /// points fall on the pixels, where every interpolation (antialiased or not, as nothing
     /// shrinks) gives the pixel. Any other size is an error.
     fn resized_constant(&self, n: &OpNode<'_>, k: Array<f64>) -> Fallible<Value> {
-        let given = |i: usize| -> Fallible<Option<Vec<f64>>> {
-            let array = n.input(i).map(|name| self.constant(name)).transpose()?;
-            Ok(array.map(|a| a.data).filter(|d| !d.is_empty()))
-        };
         let own = k.dims.iter().map(|&d| d as f64);
-        let same = match (given(3)?, given(2)?) {
-            (Some(sizes), _) => sizes.into_iter().eq(own),
+        let same = match (self.given_constant(n, 3)?, self.given_constant(n, 2)?) {
+            (Some(sizes), _) => sizes.data.into_iter().eq(own),
             (None, Some(scales)) => {
-                scales.len() == k.dims.len() && scales.iter().all(|&s| s == 1.0)
+                scales.data.len() == k.dims.len() && scales.data.iter().all(|&s| s == 1.0)
             }
             (None, None) => return Err("needs scales or sizes".into()),
         };
@@ -1363,6 +1350,13 @@ impl Importer {
             return Err("a resize of a constant to another size is not supported".into());
         }
         Ok(Value::Const(k))
+    }
+
+    /// Optional input `i` of `n` as a constant; none where it is missing or empty (Resize's
+    /// unused `roi`, `scales` or `sizes`).
+    fn given_constant(&self, n: &OpNode<'_>, i: usize) -> Fallible<Option<Array<f64>>> {
+        let array = n.input(i).map(|name| self.constant(name)).transpose()?;
+        Ok(array.filter(|a| !a.data.is_empty()))
     }
 
     /// `Upsample` (opsets 7 to 9) and Resize-10: scales from the attribute (opset 7) or the
@@ -1558,6 +1552,12 @@ impl Importer {
 fn triple(n: &OpNode<'_>, name: &str, default: i64) -> Fallible<[i64; 3]> {
     let ints = n.a.ints(name)?.unwrap_or_else(|| vec![default; 3]);
     <[i64; 3]>::try_from(ints).map_err(|v| format!("a 3-D {} with {name} {v:?}", n.node.op_type))
+}
+
+/// A 3-D op's pads, begins then ends.
+fn six_pads(n: &OpNode<'_>) -> Fallible<[i64; 6]> {
+    let pads = n.a.ints("pads")?.unwrap_or_else(|| vec![0; 6]);
+    <[i64; 6]>::try_from(pads).map_err(|_| format!("a 3-D {} needs six pads", n.node.op_type))
 }
 
 /// `attributes` and those of `n` named in `kept`.

@@ -110,12 +110,7 @@ impl Importer {
                 return self.take_index(&c, axis - 1, index, n.base);
             }
             // Any others (the dynamo exporter's `Tensor.unfold`: windows of indices).
-            let len = shape[axis - 1];
-            let positions =
-                indices.data.iter().map(|&i| position(i, len)).collect::<Fallible<Vec<_>>>()?;
-            let (x, _) = self.real_input(n.first)?;
-            let op = Op::Gather { axis: axis - 1, indices: positions, dims: indices.dims };
-            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+            return self.gather_along(n, shape[axis - 1], axis, &indices.data, indices.dims);
         }
         Ok(match self.value(n.first)? {
             Value::Const(c) => Value::Const(c.gather(ax, &indices)?),
@@ -123,6 +118,22 @@ impl Importer {
             Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
             Value::Computed(_) => return Err(ON_COMPUTED.into()),
         })
+    }
+
+    /// A Gather of `n`'s computed input along `axis` (ONNX's numbering, of length `len`) at
+    /// `indices`, shaped `dims` where the axis was.
+    fn gather_along(
+        &mut self,
+        n: &OpNode<'_>,
+        len: usize,
+        axis: usize,
+        indices: &[f64],
+        dims: Vec<usize>,
+    ) -> Fallible<Value> {
+        let positions = indices.iter().map(|&i| position(i, len)).collect::<Fallible<_>>()?;
+        let (x, _) = self.real_input(n.first)?;
+        let op = Op::Gather { axis: axis - 1, indices: positions, dims };
+        Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 
     /// A `GatherND` of a computed value whose indices' rows address its `axes` (the batch
@@ -155,12 +166,7 @@ impl Importer {
             // Along the last axis alone: a Gather, made here rather than by nodes that would
             // be mapped again (a value whose batch folds in another axis arrives with its
             // axes already lifted).
-            let len = shape[axis - 1];
-            let positions =
-                indices.data.iter().map(|&i| position(i, len)).collect::<Fallible<_>>()?;
-            let (x, _) = self.real_input(n.first)?;
-            let op = Op::Gather { axis: axis - 1, indices: positions, dims: lead.to_vec() };
-            return Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?));
+            return self.gather_along(n, shape[axis - 1], axis, &indices.data, lead.to_vec());
         }
         if self.folded_batch.contains(n.first) {
             return Err(format!(
