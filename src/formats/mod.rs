@@ -30,6 +30,15 @@ pub struct Options {
     pub output: Option<String>,
 }
 
+/// The note for a model whose file computes in another float type than float32 (`why`
+/// says where the file says so): convscope computes in float32 whatever the file's type.
+fn other_precision_note(why: &str) -> String {
+    format!(
+        "the model computes in another float type than float32 ({why}); convscope computes in \
+         float32 throughout, so its numbers differ from such a runtime's by that type's rounding"
+    )
+}
+
 /// Reads a model file, choosing the reader by content.
 pub fn load(path: &Path) -> Result<Model> {
     load_with(path, &Options::default())

@@ -430,6 +430,65 @@ fn sample_model_imports_back_from_onnx_with_equal_outputs() {
 }
 
 #[test]
+fn float16_files_compute_in_float32_and_say_so() {
+    // The sample model's weights rounded to float16 (exact in float32): the reference.
+    let sample = convscope::data::sample::model().unwrap();
+    let mut rounded = ModelProto::decode(sample_as_onnx(&sample).as_slice()).unwrap();
+    let graph = rounded.graph.as_mut().unwrap();
+    let mut halves = graph.initializer.clone();
+    for (t, half) in graph.initializer.iter_mut().zip(&mut halves) {
+        let floats = t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+        let halved: Vec<half::f16> = floats.map(half::f16::from_f32).collect();
+        t.raw_data = halved.iter().flat_map(|h| h.to_f32().to_le_bytes()).collect();
+        half.data_type = 10;
+        half.raw_data = halved.iter().flat_map(|h| h.to_le_bytes()).collect();
+    }
+    let path = Path::new("half.onnx");
+    let reference = convscope::formats::onnx::from_bytes(&rounded.encode_to_vec(), path).unwrap();
+    assert!(reference.notes.is_empty(), "{:?}", reference.notes);
+    // As float16 converters write it: every weight in float16, and either the input too or
+    // casts after the input and before the output (`keep_io_types`).
+    let mut whole = rounded.clone();
+    whole.graph.as_mut().unwrap().initializer = halves;
+    let mut kept_io = whole.clone();
+    let graph = whole.graph.as_mut().unwrap();
+    set_elem_type(&mut graph.input[0], 10);
+    set_elem_type(&mut graph.output[0], 10);
+    let graph = kept_io.graph.as_mut().unwrap();
+    let cast = |name: &str, from: &str, to: i64| NodeProto {
+        output: vec![name.into()],
+        ..node("Cast", name, &[from], vec![int("to", to)])
+    };
+    let nodes = &mut graph.node;
+    nodes[0].input[0] = "input_half".into();
+    nodes.last_mut().unwrap().output[0] = "softmax_half".into();
+    nodes.insert(0, cast("input_half", "input_1", 10));
+    nodes.push(cast("softmax", "softmax_half", 1));
+    let x = npy_tensor("sample_model.input.npy");
+    let expected = output_values(&reference, &x);
+    for (what, file) in [("float16 throughout", whole), ("float16 inside", kept_io)] {
+        let model = convscope::formats::onnx::from_bytes(&file.encode_to_vec(), path).unwrap();
+        assert_within(&output_values(&model, &x), &expected, 1e-7, what);
+        let [note] = model.notes.as_slice() else { panic!("{what}: {:?}", model.notes) };
+        assert!(note.contains("float16") && note.contains("computes in float32"), "{note}");
+    }
+    // A cast of a computed value to integers still stops.
+    let mut truncating = rounded;
+    let graph = truncating.graph.as_mut().unwrap();
+    graph.node.last_mut().unwrap().output[0] = "scores".into();
+    graph.node.push(NodeProto {
+        output: vec!["softmax".into()],
+        ..node("Cast", "to_int", &["scores"], vec![int("to", 7)])
+    });
+    let err = import_error(&truncating.encode_to_vec());
+    assert!(err.contains("casting a computed value to ONNX type 7"), "{err}");
+}
+
+fn set_elem_type(info: &mut ValueInfoProto, elem_type: i32) {
+    info.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = elem_type;
+}
+
+#[test]
 fn summary_shows_the_fused_layers_under_their_onnx_names() {
     let summary = Summary::of(&import("torch_chain.onnx"));
     let rows: Vec<(&str, &str)> =

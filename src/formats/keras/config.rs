@@ -72,6 +72,21 @@ pub(super) struct Architecture {
     pub keras3: bool,
 }
 
+impl Architecture {
+    /// Where a layer computes in another float type than float32 (mixed precision's
+    /// `mixed_float16` policy, a `float16` or `float64` layer): its name and policy.
+    /// tf-keras writes the policy as a string or as `{"class_name": "Policy", "config":
+    /// {"name": …}}`, Keras 3 as a `DTypePolicy` of the same form.
+    pub fn other_precision(&self) -> Option<String> {
+        self.layers.iter().find_map(|layer| {
+            let dtype = layer.config.get("dtype")?;
+            let policy = dtype.as_str().or_else(|| dtype.get("config")?.get("name")?.as_str())?;
+            (policy != "float32")
+                .then(|| format!("layer '{}' has the dtype policy {policy}", layer.name))
+        })
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Error {
     Error::Invalid(format!("model config: {}", message.into()))
 }
@@ -479,6 +494,33 @@ mod tests {
         assert_eq!(arch.input_shape, [None, Some(8), Some(8), Some(1)]);
         assert_eq!(arch.layers[0].inputs, ["input_layer"]);
         assert_eq!(arch.layers[1].inputs, ["c"]);
+    }
+
+    #[test]
+    fn a_layer_computing_in_another_float_type_is_found_in_either_policy_form() {
+        let sequential = |dtypes: [&str; 2]| {
+            Architecture::parse(&format!(
+                r#"{{"class_name": "Sequential", "config": {{"name": "s", "layers": [
+                    {{"class_name": "Conv2D", "config": {{"name": "c", "dtype": {},
+                      "batch_input_shape": [null, 8, 8, 1]}}}},
+                    {{"class_name": "Flatten", "config": {{"name": "f", "dtype": {}}}}}]}}}}"#,
+                dtypes[0], dtypes[1]
+            ))
+            .unwrap()
+            .other_precision()
+        };
+        let policy = |name: &str| {
+            format!(r#"{{"class_name": "DTypePolicy", "config": {{"name": "{name}"}}}}"#)
+        };
+        assert_eq!(sequential([r#""float32""#, &policy("float32")]), None);
+        assert_eq!(
+            sequential([r#""float32""#, &policy("mixed_float16")]).unwrap(),
+            "layer 'f' has the dtype policy mixed_float16"
+        );
+        assert_eq!(
+            sequential([r#""float64""#, "null"]).unwrap(),
+            "layer 'c' has the dtype policy float64"
+        );
     }
 
     fn functional(inbound_of_b: &str, outputs: &str) -> Result<Architecture> {

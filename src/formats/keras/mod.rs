@@ -54,7 +54,10 @@ pub fn from_file(file: &FileBytes, path: &Path) -> Result<Model> {
     let mut arch = config::Architecture::parse(&json).map_err(in_file)?;
     arch.keras3 = keras3;
     let (graph, weights, input) = convert::build(&arch, &store).map_err(in_file)?;
-    Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)
+    let precision = arch.other_precision();
+    let mut model = Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)?;
+    model.notes.extend(precision.as_deref().map(super::other_precision_note));
+    Ok(model)
 }
 
 /// The model config, the weights and whether Keras 3 wrote the file.

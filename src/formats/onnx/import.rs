@@ -220,6 +220,19 @@ pub(super) struct Importer {
     pub(super) input_spec: InputSpec,
     /// Values the op mappings made (see [`Importer::made_node`]), for their names.
     made: usize,
+    /// Where the file computes in another float type than float32 (its input's type, or a
+    /// cast of a computed value), which convscope computes in float32: told the user once.
+    pub(super) other_precision: Option<String>,
+}
+
+/// The name of an ONNX float type other than float32, None for float32 and the rest.
+pub(super) fn float_name(elem_type: i32) -> Option<&'static str> {
+    match elem_type {
+        data_type::FLOAT16 => Some("float16"),
+        data_type::BFLOAT16 => Some("bfloat16"),
+        data_type::DOUBLE => Some("float64"),
+        _ => None,
+    }
 }
 
 /// The graph's inputs that are not initializers: what the model is fed.
@@ -306,12 +319,17 @@ impl Importer {
             .as_ref()
             .and_then(|t| t.tensor_type.as_ref())
             .ok_or_else(|| format!("input '{name}' is not a tensor"))?;
-        if tensor.elem_type != data_type::FLOAT {
-            return Err(format!(
-                "input '{name}' has ONNX element type {}; convscope feeds float32",
-                tensor.elem_type
-            ));
-        }
+        let other_precision = match tensor.elem_type {
+            data_type::FLOAT => None,
+            other => match float_name(other) {
+                Some(kind) => Some(format!("its input '{name}' is {kind}")),
+                None => {
+                    return Err(format!(
+                        "input '{name}' has ONNX element type {other}; convscope feeds floats"
+                    ));
+                }
+            },
+        };
         let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
         let batch = match dims.first().and_then(|d| d.dim_value) {
             Some(n) if n > 0 => Batch::Fixed(n),
@@ -387,6 +405,7 @@ impl Importer {
             produced: HashMap::new(),
             input_spec,
             made: 0,
+            other_precision,
         })
     }
 
@@ -778,6 +797,7 @@ impl Importer {
         let mut model = Model::new(name, graph, weights, self.input_spec, Vec::new())
             .map_err(|e| crate::error::report(&e))?;
         model.notes.extend(note);
+        model.notes.extend(self.other_precision.as_deref().map(super::super::other_precision_note));
         model.heads = heads;
         Ok(model)
     }

@@ -6,7 +6,7 @@
 use super::Fallible;
 use super::array::{self, Array, Dim};
 use super::attrs::{int_attribute, ints_attribute};
-use super::import::{Batch, Importer, NOT_REAL, Value};
+use super::import::{Batch, Importer, NOT_REAL, Value, float_name};
 use super::layout::{Computed, Unbinding};
 use super::ops::OpNode;
 use super::proto::{attribute_type, data_type};
@@ -34,16 +34,25 @@ impl Value {
 }
 
 impl Importer {
-    pub(super) fn cast(&self, n: &OpNode<'_>) -> Fallible<Value> {
-        let to = n.a.int("to", 0)?;
-        let integer = !matches!(to as i32, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
-        Ok(match self.value(n.first)? {
+    pub(super) fn cast(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let to = n.a.int("to", 0)? as i32;
+        let integer = !matches!(to, data_type::FLOAT | data_type::DOUBLE | 10 | 16);
+        let value = self.value(n.first)?;
+        Ok(match value {
             Value::Const(c) => Value::Const(Array {
                 integer,
                 ..if integer { c.map(|v| v.trunc()) } else { c.clone() }
             }),
-            Value::Computed(_) if to as i32 != data_type::FLOAT => {
-                return Err(format!("casting a computed value to ONNX type {to}"));
+            Value::Computed(_) if to != data_type::FLOAT => {
+                // Computed values stay float32: a mixed-precision file's casts (fp16
+                // converters put one after the input and one before the output) change
+                // nothing but the rounding, which convscope does not reproduce and says so.
+                let Some(kind) = float_name(to) else {
+                    return Err(format!("casting a computed value to ONNX type {to}"));
+                };
+                let value = value.clone();
+                self.other_precision.get_or_insert_with(|| format!("it casts to {kind}"));
+                value
             }
             other => other.clone(),
         })
