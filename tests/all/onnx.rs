@@ -1256,7 +1256,7 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "einsum equation 'bchw->bchwq' outputs 'q', which no input has",
         ),
-        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 8, "ONNX opset 8 is not supported"),
+        (vec![y(node("Relu", "r", &["x"], vec![]))], vec![], 6, "ONNX opset 6 is not supported"),
         (
             vec![
                 node("Flatten", "f", &["x"], vec![]),
@@ -1485,6 +1485,55 @@ fn opset_9_upsample_matches_onnx_runtime() {
     let model = model.to_dtype(DType::F64).unwrap();
     let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
     assert_input_gradient_matches_finite_differences(&model, &x);
+}
+
+#[test]
+fn the_same_network_reads_alike_at_opsets_7_to_28() {
+    // Batch norm, upsampling (scales an attribute before opset 9, an input after; Resize
+    // from opset 10), max pool, dropout: the model zoo's opset-7 files and today's newest.
+    let stats = |name: &str, seed| tensor(name, &[2], &normal(&[2], seed).abs().unwrap());
+    let network = |opset: i64, spatial: i64| {
+        let scales = [1.0f32, 1.0, 2.0, 2.0];
+        let floats = |name: &str, v: &[f32]| AttributeProto {
+            name: name.into(),
+            floats: v.to_vec(),
+            r#type: 6,
+            ..Default::default()
+        };
+        let (upsample, scale_input) = match opset {
+            ..9 => (node("Upsample", "up", &["bn"], vec![floats("scales", &scales)]), None),
+            9 => (node("Upsample", "up", &["bn", "scales"], vec![]), Some("scales")),
+            _ => (node("Resize", "up", &["bn", "", "scales"], vec![]), Some("scales")),
+        };
+        let mut initializer = vec![stats("g", 1), stats("b", 2), stats("m", 3), stats("v", 4)];
+        initializer.extend(
+            scale_input
+                .map(|name| tensor(name, &[4], &Tensor::new(&scales, &Device::Cpu).unwrap())),
+        );
+        let pool = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        let nodes = vec![
+            node("BatchNormalization", "bn", &["x", "g", "b", "m", "v"], {
+                if opset < 9 { vec![int("spatial", spatial)] } else { vec![] }
+            }),
+            upsample,
+            node("MaxPool", "pool", &["up"], pool),
+            node("Dropout", "drop", &["pool"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("Relu", "relu", &["drop"], vec![]) },
+        ];
+        image_model(nodes, initializer, opset)
+    };
+    let x = normal(&[1, 2, 6, 6], 5);
+    let read = |opset| {
+        let model = convscope::formats::onnx::from_bytes(&network(opset, 1), Path::new("n.onnx"));
+        output_values(&model.unwrap_or_else(|e| panic!("opset {opset}: {e}")), &x)
+    };
+    let expected = read(9);
+    assert_eq!(expected.len(), 2 * 6 * 6);
+    for opset in [7, 8, 13, 21, 22, 25, 28] {
+        assert_within(&read(opset), &expected, 1e-12, &format!("opset {opset}"));
+    }
+    let err = import_error(&network(7, 0));
+    assert!(err.contains("batch normalisation per position (spatial = 0)"), "{err}");
 }
 
 #[test]

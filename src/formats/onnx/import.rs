@@ -33,7 +33,7 @@ use crate::model::{
 };
 
 /// The operator-set versions this importer reads.
-const OPSETS: std::ops::RangeInclusive<i64> = 9..=21;
+const OPSETS: std::ops::RangeInclusive<i64> = 7..=28;
 
 /// Flattened values are made real before any op but a Dense (or an alias) reads them.
 pub(super) const NOT_REAL: &str =

@@ -514,6 +514,10 @@ impl Importer {
     fn batch_norm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
         let training = n.a.int("training_mode", 0)? != 0;
         let epsilon = n.a.float("epsilon", 1e-5)?;
+        // Before opset 9, `spatial = 0` normalised each position with statistics of its own.
+        if n.a.int("spatial", 1)? == 0 {
+            return Err("batch normalisation per position (spatial = 0)".into());
+        }
         let mut weights = Vec::new();
         for (i, role) in ["gamma", "beta", "moving_mean", "moving_variance"].iter().enumerate() {
             let name = n.input(i + 1).ok_or_else(|| format!("needs input {}", i + 1))?;
