@@ -1537,6 +1537,38 @@ fn the_same_network_reads_alike_at_opsets_7_to_28() {
 }
 
 #[test]
+fn a_ceil_mode_window_longer_than_the_map_pools_all_of_it() {
+    // Hugging Face's EfficientNet pools its last map by `AvgPool2d(2560, ceil_mode=True)`.
+    let pool = |op: &str, kernel: i64, stride: i64, include_pad: i64| {
+        let attributes = vec![
+            ints("kernel_shape", &[kernel, kernel]),
+            ints("strides", &[stride, stride]),
+            int("ceil_mode", 1),
+            int("count_include_pad", include_pad),
+        ];
+        let node = NodeProto { output: vec!["y".into()], ..node(op, "pool", &["x"], attributes) };
+        convscope::formats::onnx::from_bytes(&image_model(vec![node], vec![], 17), Path::new("p"))
+    };
+    let x = normal(&[1, 2, 6, 6], 8);
+    let per_channel = values(&x).chunks(36).map(<[f64]>::to_vec).collect::<Vec<_>>();
+    let mean: Vec<f64> = per_channel.iter().map(|c| c.iter().sum::<f64>() / 36.0).collect();
+    let max: Vec<f64> =
+        per_channel.iter().map(|c| c.iter().copied().fold(f64::MIN, f64::max)).collect();
+    for (kernel, stride) in [(9, 9), (2560, 2560), (7, 2)] {
+        for include_pad in [0, 1] {
+            let what = format!("window {kernel}, stride {stride}, count_include_pad {include_pad}");
+            let average = pool("AveragePool", kernel, stride, include_pad).unwrap();
+            assert_within(&output_values(&average, &x), &mean, 1e-6, &what);
+        }
+        let maximum = pool("MaxPool", kernel, stride, 0).unwrap();
+        assert_within(&output_values(&maximum, &x), &max, 1e-12, "max");
+    }
+    // A window a stride or more past the map leaves no window starting inside it.
+    let err = pool("AveragePool", 8, 2, 0).unwrap_err().to_string();
+    assert!(err.contains("does not fit an input of 6"), "{err}");
+}
+
+#[test]
 fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
     // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as

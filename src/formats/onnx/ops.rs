@@ -1238,6 +1238,16 @@ impl Importer {
         let mut padding = padding(a, hw, kernel, stride, [1, 1])?;
         let pads = padding.resolve(hw, kernel, stride, [1, 1]);
         let ceil = a.int("ceil_mode", 0)? != 0;
+        // With ceil_mode a window may be longer than the padded input, less than a stride
+        // longer: its one window is cut at the end (Hugging Face's EfficientNet pools its
+        // 18×18 map by a window and stride of 2,560): the pool of the padded input's size.
+        let padded = [hw[0] + pads[0] + pads[2], hw[1] + pads[1] + pads[3]];
+        let (mut kernel, mut stride) = (kernel, stride);
+        for a in 0..2 {
+            if ceil && kernel[a] > padded[a] && kernel[a] < padded[a] + stride[a] {
+                (kernel[a], stride[a]) = (padded[a], 1);
+            }
+        }
         if ceil {
             let [top, left, bottom, right] = pads;
             padding = Padding::Ceil { top, left, bottom, right };
