@@ -1569,6 +1569,81 @@ fn a_ceil_mode_window_longer_than_the_map_pools_all_of_it() {
 }
 
 #[test]
+fn transformer_exports_pool_tokens_and_guard_their_softmax() {
+    // Swin's pooler, `AdaptiveAvgPool1d(1)` on `[B, C, L]`, is a GlobalAveragePool of rank
+    // 3; a volume's is rank 5. The dynamo exporter's attention writes
+    // `Where(IsNaN(softmax), 0, softmax)`. Comparisons and IsNaN of constants fold.
+    let x = normal(&[1, 2, 6, 6], 11);
+    let channels: Vec<Vec<f64>> = values(&x).chunks(36).map(<[f64]>::to_vec).collect();
+    let model = |nodes: Vec<NodeProto>, initializer: Vec<TensorProto>| {
+        let bytes = image_model(nodes, initializer, 17);
+        convscope::formats::onnx::from_bytes(&bytes, Path::new("t.onnx")).unwrap()
+    };
+    let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
+    let shapes: [(&str, &[i64]); 2] =
+        [("GlobalAveragePool", &[0, 2, 36]), ("GlobalMaxPool", &[0, 2, 3, 2, 6])];
+    for (op, shape) in shapes {
+        let pooled = model(
+            vec![
+                node("Reshape", "tokens", &["x", "to"], vec![]),
+                y(node(op, "pool", &["tokens"], vec![])),
+            ],
+            vec![int64s("to", shape)],
+        );
+        let expected: Vec<f64> = channels
+            .iter()
+            .map(|c| match op {
+                "GlobalMaxPool" => c.iter().copied().fold(f64::MIN, f64::max),
+                _ => c.iter().sum::<f64>() / 36.0,
+            })
+            .collect();
+        assert_within(&output_values(&pooled, &x), &expected, 1e-6, op);
+    }
+    let one = |name: &str, v: [f32; 2]| {
+        tensor(name, &[1, 2, 1, 1], &Tensor::new(&v, &Device::Cpu).unwrap())
+    };
+    let guarded = model(
+        vec![
+            node("Softmax", "sm", &["x"], vec![int("axis", -1)]),
+            node("IsNaN", "nan", &["sm"], vec![]),
+            node("Where", "kept", &["nan", "zero", "sm"], vec![]),
+            // c ≥ 0.5 and c ≤ 0.5 per channel of c = [NaN→0, 0.5]: [0, 1] and [1, 1].
+            node("IsNaN", "c_nan", &["c"], vec![]),
+            node("Where", "c_clean", &["c_nan", "zero", "c"], vec![]),
+            node("GreaterOrEqual", "ge", &["c_clean", "half"], vec![]),
+            node("LessOrEqual", "le", &["c_clean", "half"], vec![]),
+            node("Where", "ge_ten", &["ge", "ten", "zero"], vec![]),
+            node("Where", "le_one", &["le", "one", "zero"], vec![]),
+            node("Add", "shift", &["ge_ten", "le_one"], vec![]),
+            y(node("Add", "out", &["kept", "shift"], vec![])),
+        ],
+        vec![
+            one("c", [f32::NAN, 0.5]),
+            one("zero", [0.0; 2]),
+            one("half", [0.5; 2]),
+            one("ten", [10.0; 2]),
+            one("one", [1.0; 2]),
+        ],
+    );
+    let expected: Vec<f64> = channels
+        .iter()
+        .zip([1.0, 11.0])
+        .flat_map(|(c, shift)| {
+            c.chunks(6)
+                .flat_map(|row| {
+                    let total: f64 = row.iter().map(|v| v.exp()).sum();
+                    row.iter().map(move |v| v.exp() / total + shift).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_within(&output_values(&guarded, &x), &expected, 1e-6, "guarded softmax");
+    // The guard left no layer of its own.
+    let names = layer_names(&guarded);
+    assert!(!names.iter().any(|n| n.contains("nan") || n.contains("kept")), "{names:?}");
+}
+
+#[test]
 fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
     // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as

@@ -13,12 +13,14 @@ use super::proto::data_type;
 use super::tensor::tensor_array;
 use crate::model::{Activation, ArithKind, ConstOperand, Op};
 
-/// A comparison `Equal`, `Less` or `Greater`.
+/// A comparison `Equal`, `Less`, `Greater`, `LessOrEqual` or `GreaterOrEqual`.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Comparison {
     Equal,
     Less,
     Greater,
+    LessOrEqual,
+    GreaterOrEqual,
 }
 
 impl Comparison {
@@ -27,6 +29,8 @@ impl Comparison {
             Comparison::Equal => a == b,
             Comparison::Less => a < b,
             Comparison::Greater => a > b,
+            Comparison::LessOrEqual => a <= b,
+            Comparison::GreaterOrEqual => a >= b,
         }
     }
 
@@ -37,8 +41,12 @@ impl Comparison {
         match (a, b) {
             (Dim::Known(a), Dim::Known(b)) => Ok(self.holds(a as f64, b as f64)),
             (Dim::Batch(a), Dim::Batch(b)) => Ok(self.holds(a as f64, b as f64)),
-            (Dim::Batch(_), Dim::Known(k)) if k < 1 => Ok(matches!(self, Comparison::Greater)),
-            (Dim::Known(k), Dim::Batch(_)) if k < 1 => Ok(matches!(self, Comparison::Less)),
+            (Dim::Batch(_), Dim::Known(k)) if k < 1 => {
+                Ok(matches!(self, Comparison::Greater | Comparison::GreaterOrEqual))
+            }
+            (Dim::Known(k), Dim::Batch(_)) if k < 1 => {
+                Ok(matches!(self, Comparison::Less | Comparison::LessOrEqual))
+            }
             _ => Err(format!("a comparison whose result depends on the batch size ({self:?})")),
         }
     }
@@ -50,6 +58,7 @@ pub(super) enum Unary {
     Abs,
     Ceil,
     Floor,
+    IsNaN,
     Neg,
     Not,
     Reciprocal,
@@ -64,6 +73,7 @@ impl Unary {
             Unary::Abs => v.abs(),
             Unary::Ceil => v.ceil(),
             Unary::Floor => v.floor(),
+            Unary::IsNaN => f64::from(u8::from(v.is_nan())),
             Unary::Neg => -v,
             Unary::Not => f64::from(u8::from(v == 0.0)),
             Unary::Reciprocal => 1.0 / v,
@@ -164,7 +174,7 @@ fn dims_array(v: &Value) -> Fallible<Array<Dim>> {
 }
 
 impl Importer {
-    /// `Equal`, `Less`, `Greater` of constants or shapes: a constant of 0s and 1s.
+    /// A comparison of constants or shapes: a constant of 0s and 1s.
     pub(super) fn compare(&self, n: &OpNode<'_>, op: Comparison) -> Fallible<Value> {
         let (a, b) = (self.value(n.first)?, self.value(n.input(1).ok_or("needs two inputs")?)?);
         let result = match (a, b) {
@@ -390,7 +400,7 @@ impl Importer {
         match self.value(n.first)?.clone() {
             Value::Const(k) => {
                 let real = matches!(op, Unary::Sqrt | Unary::Reciprocal | Unary::Sin | Unary::Cos);
-                let integer = k.integer && !real;
+                let integer = (k.integer && !real) || matches!(op, Unary::IsNaN);
                 Ok(Value::Const(Array { integer, ..k.map(|&v| op.apply(v)) }))
             }
             // Elementwise, through the ops that keep a pending layout pending.

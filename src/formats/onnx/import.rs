@@ -16,7 +16,7 @@ use super::external::Source;
 use super::layout::{Computed, Unbinding, is_channels_last};
 use super::ops::{OnnxOp, OpNode, SUPPORTED_OPS};
 use super::passes::{
-    drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names,
+    drop_nan_guards, drop_unused, fuse_activations, fuse_layer_norms, fuse_swish, shorten_names,
     unmove_slice_scatters,
 };
 use super::proto::{
@@ -117,6 +117,7 @@ pub(super) fn import(
         return Err(Error::OpenInputSize { path: path.to_path_buf(), input: input.name.clone() });
     }
     let nodes = unmove_slice_scatters(graph, fuse_layer_norms(graph, &source));
+    let nodes = drop_nan_guards(graph, nodes);
     let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {

@@ -75,6 +75,7 @@ const OPS: &[OnnxOp] = &[
     op("GlobalAveragePool", |im, n| im.global_pool(n, Op::GlobalAvgPool { keep_dims: true })),
     op("GlobalMaxPool", |im, n| im.global_pool(n, Op::GlobalMaxPool { keep_dims: true })),
     op("Greater", |im, n| im.compare(n, Comparison::Greater)),
+    op("GreaterOrEqual", |im, n| im.compare(n, Comparison::GreaterOrEqual)),
     op("GroupNormalization", |im, n| im.group_norm(n)),
     op("HardSigmoid", |im, n| {
         let (alpha, beta) = (n.a.float("alpha", 0.2)?, n.a.float("beta", 0.5)?);
@@ -83,6 +84,7 @@ const OPS: &[OnnxOp] = &[
     op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
     keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
     op("InstanceNormalization", |im, n| im.group_norm(n)),
+    op("IsNaN", |im, n| im.unary(n, Unary::IsNaN)),
     op("LRN", |im, n| im.local_response_norm(n)),
     op("LayerNormalization", |im, n| im.layer_norm(n)),
     op("LeakyRelu", |im, n| {
@@ -90,6 +92,7 @@ const OPS: &[OnnxOp] = &[
         im.activation(n, Activation::LeakyRelu { alpha })
     }),
     op("Less", |im, n| im.compare(n, Comparison::Less)),
+    op("LessOrEqual", |im, n| im.compare(n, Comparison::LessOrEqual)),
     op("LogSoftmax", |im, n| im.softmax(n)),
     keeps_flattened("MatMul", |im, n| im.matmul(n)),
     op("Max", |im, n| im.arith(n)),
@@ -426,7 +429,20 @@ impl Importer {
 
     /// GlobalAveragePool and GlobalMaxPool: `op` on the input made real.
     fn global_pool(&mut self, n: &OpNode<'_>, op: Op) -> Fallible<Value> {
-        let (x, _) = self.real_input(n.first)?;
+        let (x, shape) = self.real_input(n.first)?;
+        // Of `[C, L]` (a 1-D adaptive pool over tokens, as Swin's pooler) or `[C, D, H, W]`:
+        // a reduction over every axis after the channels.
+        let op = match (shape.len(), op) {
+            (3, op) | (0 | 1, op) => op,
+            (rank, op) => Op::Reduce {
+                kind: match op {
+                    Op::GlobalMaxPool { .. } => ReduceKind::Max,
+                    _ => ReduceKind::Mean,
+                },
+                axes: (1..rank).collect(),
+                keep_dims: true,
+            },
+        };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 

@@ -64,6 +64,57 @@ impl Importer {
     }
 }
 
+/// `Where(IsNaN(x), c, x)` becomes `x` where `x` is computed from the input: the dynamo
+/// exporter's attention zeroes the NaNs a softmax over a fully masked row makes, and a
+/// softmax of finite scores has none. Where `x` does hold a NaN, the output is not finite
+/// and convscope says so, never silently. (Of constants, the guard folds as written.)
+pub(super) fn drop_nan_guards(graph: &GraphProto, nodes: Vec<NodeProto>) -> Vec<NodeProto> {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut computed: HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|name| !initializers.contains(name))
+        .collect();
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for node in &nodes {
+        if node.input.iter().any(|i| computed.contains(i.as_str())) {
+            computed.extend(node.output.iter().map(String::as_str));
+        }
+        for input in &node.input {
+            *readers.entry(input).or_default() += 1;
+        }
+    }
+    // The NaN masks of computed values only a guard reads, by name: the value each tests.
+    let masks: HashMap<&str, &str> = nodes
+        .iter()
+        .filter(|n| n.op_type == "IsNaN" && n.input.len() == 1 && n.output.len() == 1)
+        .filter(|n| computed.contains(n.input[0].as_str()))
+        .filter(|n| readers.get(n.output[0].as_str()) == Some(&1))
+        .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
+        .collect();
+    let is_guard = |n: &NodeProto| {
+        n.op_type == "Where"
+            && matches!(n.input.as_slice(), [mask, _, x] if masks.get(mask.as_str()) == Some(&x.as_str()))
+    };
+    let guards: Vec<bool> = nodes.iter().map(is_guard).collect();
+    let dropped: HashSet<String> = nodes
+        .iter()
+        .zip(&guards)
+        .filter(|&(_, &guard)| guard)
+        .map(|(n, _)| n.input[0].clone())
+        .collect();
+    nodes
+        .into_iter()
+        .zip(guards)
+        .filter(|(n, _)| !(n.op_type == "IsNaN" && dropped.contains(&n.output[0])))
+        .map(|(n, guard)| match guard {
+            true => NodeProto { op_type: "Identity".into(), input: vec![n.input[2].clone()], ..n },
+            false => n,
+        })
+        .collect()
+}
+
 /// Drops the nodes `output` does not depend on.
 pub(super) fn drop_unused(nodes: &mut Vec<Node>, output: &str) {
     let mut needed = HashSet::from([output.to_string()]);
