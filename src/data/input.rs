@@ -52,16 +52,60 @@ impl Fit {
 
 /// Decodes `path` and prepares it for `model`, fitted as `fit` says.
 pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
-    let reader =
-        image::ImageReader::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    prepare(model, &decode(reader, path)?, path, fit)
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    image_from_bytes(model, &bytes, path, fit)
 }
 
 /// Decodes an image file's `bytes` (`source` names it in errors) and prepares it for
 /// `model`, as [`load_image`] does a file.
 pub fn image_from_bytes(model: &Model, bytes: &[u8], source: &Path, fit: Fit) -> Result<Prepared> {
+    if jpeg_ends_early(bytes) {
+        let why = "not a readable image: a JPEG that ends before its image does (truncated)";
+        return Err(Error::bad_file(source, why));
+    }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
     prepare(model, &decode(reader, source)?, source, fit)
+}
+
+/// Whether `bytes` are a JPEG cut off before its end-of-image marker. The decoder fills a
+/// cut-off image's missing rows with grey and reports nothing, so a half-copied photo would
+/// be explained as if whole. Walks the markers: each segment's length, and past a scan's
+/// header its entropy-coded data up to the next marker (`FF 00` is a stuffed byte, `FF D0`
+/// to `FF D7` restart markers within the scan). A JPEG this walk cannot follow is left to
+/// the decoder.
+fn jpeg_ends_early(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return false;
+    }
+    let mut at = 2;
+    loop {
+        // Fill bytes (more FFs) may precede a marker.
+        while bytes.get(at + 1) == Some(&0xFF) && bytes[at] == 0xFF {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else {
+            // Past the end before the end marker, or not at a marker: cut off, or unknown.
+            return at + 1 >= bytes.len();
+        };
+        match marker {
+            0xD9 => return false,
+            0x01 | 0xD0..=0xD7 => at += 2,
+            _ => {
+                let Some(&[hi, lo]) = bytes.get(at + 2..at + 4) else { return true };
+                at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+                if marker == 0xDA {
+                    let scan = bytes.get(at..).unwrap_or_default();
+                    let next = scan.windows(2).position(|pair| {
+                        pair[0] == 0xFF && !matches!(pair[1], 0x00 | 0xD0..=0xD7 | 0xFF)
+                    });
+                    match next {
+                        Some(offset) => at += offset,
+                        None => return true,
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Decodes whatever format the content is in, within the `image` crate's default limits
@@ -258,6 +302,26 @@ pub fn normalise(model: &Model, pixels: &[f32]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jpeg_cut_anywhere_before_its_end_marker_is_found_out() {
+        let mut jpeg = Vec::new();
+        let noisy = image::RgbImage::from_fn(48, 40, |x, y| {
+            image::Rgb([(x * 37 % 251) as u8, (y * 91 % 253) as u8, ((x * y) % 255) as u8])
+        });
+        DynamicImage::ImageRgb8(noisy)
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(!jpeg_ends_early(&jpeg));
+        // Trailing bytes after the end marker (some cameras append data) are no cut.
+        let trailed = [jpeg.as_slice(), b"trailer"].concat();
+        assert!(!jpeg_ends_early(&trailed));
+        for cut in (3..jpeg.len()).step_by(7).chain([jpeg.len() - 1]) {
+            assert!(jpeg_ends_early(&jpeg[..cut]), "cut at {cut} of {}", jpeg.len());
+        }
+        // Other formats are the decoder's to judge.
+        assert!(!jpeg_ends_early(b"\x89PNG\r\n"));
+    }
 
     /// A 40×20 grey image: a light ground with a dark square in the middle 20×20.
     fn wide() -> DynamicImage {

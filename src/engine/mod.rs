@@ -500,8 +500,10 @@ impl Model {
     fn sole_reader(&self, i: usize, readers: &[usize], kept: &[bool]) -> Option<&Node> {
         let graph = self.graph();
         let value = ValueId::of_node(i);
+        // The last node has no next one (a network may end in a concat).
+        let next = graph.nodes().get(i + 1)?;
         let alone = graph.inputs_of(i + 1) == [value] && readers[value.0] == 1 && !kept[value.0];
-        graph.nodes().get(i + 1).filter(|_| alone)
+        alone.then_some(next)
     }
 
     /// The clamp (ReLU, clip) that node `i + 1` is of node `i`'s output, where it is the

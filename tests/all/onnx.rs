@@ -1644,6 +1644,36 @@ fn transformer_exports_pool_tokens_and_guard_their_softmax() {
 }
 
 #[test]
+fn several_computed_values_join_with_constants_between_them() {
+    // DINOv2 with registers: `cat([cls, registers, patches])`, the registers constant.
+    // The concat is the network's last node here (the forward once looked past it).
+    let x = normal(&[1, 2, 6, 6], 12);
+    let k = normal(&[1, 1, 6, 6], 13);
+    let k2 = normal(&[1, 2, 6, 6], 14);
+    let xs = values(&x);
+    let relu: Vec<f64> = xs.iter().map(|v| v.max(0.0)).collect();
+    let (ks, k2s) = (values(&k), values(&k2));
+    let layouts: [(&[&str], Vec<&[f64]>); 2] = [
+        (&["x", "k", "relu", "k2"], vec![&xs, &ks, &relu, &k2s]),
+        (&["k", "x", "relu"], vec![&ks, &xs, &relu]),
+    ];
+    for (inputs, parts) in layouts {
+        let nodes = vec![
+            node("Relu", "relu", &["x"], vec![]),
+            NodeProto {
+                output: vec!["y".into()],
+                ..node("Concat", "cat", inputs, vec![int("axis", 1)])
+            },
+        ];
+        let initializer = vec![tensor("k", &[1, 1, 6, 6], &k), tensor("k2", &[1, 2, 6, 6], &k2)];
+        let bytes = image_model(nodes, initializer, 17);
+        let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("cat.onnx")).unwrap();
+        let expected: Vec<f64> = parts.concat();
+        assert_within(&output_values(&model, &x), &expected, 1e-6, &format!("{inputs:?}"));
+    }
+}
+
+#[test]
 fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
     // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as

@@ -458,8 +458,13 @@ impl Importer {
             return Ok(Value::from_shape(Array::concat(&shapes, axis)?));
         }
         if computed.len() != parts.len() {
-            return self.concat_constants(n, &parts, axis);
+            return self.concat_mixed(n.base, &parts, axis);
         }
+        self.concat_computed(n.base, &computed, axis)
+    }
+
+    /// Computed values joined, all of them, along ONNX axis `axis`.
+    fn concat_computed(&mut self, base: &str, computed: &[Computed], axis: i64) -> Fallible<Value> {
         let rank = self.shape(&computed[0]).len() + 1;
         let ax = array::axis(axis, rank)?;
         if ax == 0 {
@@ -477,15 +482,47 @@ impl Importer {
                 (names, ax - 1, Computed { perm: None, ..first.clone() })
             }
         };
-        let name = self.emit(n.base, Op::Concat { axis: op_axis }, inputs, Vec::new())?;
+        let name = self.emit(base, Op::Concat { axis: op_axis }, inputs, Vec::new())?;
         Ok(self.keep_layout(name, &like))
+    }
+
+    /// Computed values and constants joined (DINOv2's register tokens between the class
+    /// token and the patch tokens): each run of constants goes with the computed value
+    /// before it (leading ones with the first), each such group joined by
+    /// [`Importer::concat_constants`], then the groups' values joined.
+    fn concat_mixed(&mut self, base: &str, parts: &[Value], axis: i64) -> Fallible<Value> {
+        let mut groups: Vec<Vec<Value>> = vec![Vec::new()];
+        for part in parts {
+            let computed = matches!(part, Value::Computed(_));
+            let last = groups.last_mut().expect("one group at least");
+            if computed && last.iter().any(|p| matches!(p, Value::Computed(_))) {
+                groups.push(vec![part.clone()]);
+            } else {
+                last.push(part.clone());
+            }
+        }
+        if let [only] = groups.as_slice() {
+            return self.concat_constants(base, only, axis);
+        }
+        let mut joined = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            let value = match group.as_slice() {
+                [Value::Computed(c)] => c.clone(),
+                _ => match self.concat_constants(&format!("{base}_part{i}"), group, axis)? {
+                    Value::Computed(c) => c,
+                    _ => return Err(NOT_REAL.into()),
+                },
+            };
+            joined.push(value);
+        }
+        self.concat_computed(base, &joined, axis)
     }
 
     /// One computed value joined with constants (a class token before the patch tokens,
     /// ViT's `cat([cls_token.expand(B, -1, -1), x], dim=1)`): the value laid out as
     /// `[outer, len, inner]` around the joined axis, padded with zeros along it where the
     /// constants go, then the constants added there (zeros elsewhere), and back.
-    fn concat_constants(&mut self, n: &OpNode<'_>, parts: &[Value], axis: i64) -> Fallible<Value> {
+    fn concat_constants(&mut self, base: &str, parts: &[Value], axis: i64) -> Fallible<Value> {
         let mut computed = parts.iter().filter_map(|p| match p {
             Value::Computed(c) => Some(c.clone()),
             _ => None,
@@ -541,18 +578,18 @@ impl Importer {
         let (outer, inner) = (shape[..k].iter().product(), shape[k + 1..].iter().product());
         let rows = [outer, shape[k], inner];
         let real = self.realise(&c)?;
-        let grid = self.reshape_node(&real, rows.to_vec(), &format!("{}_rows", n.base))?;
+        let grid = self.reshape_node(&real, rows.to_vec(), &format!("{}_rows", base))?;
         let pad = Op::Pad { pads: [before, after, 0, 0], value: 0.0, mode: PadMode::Constant };
-        let padded = self.emit(n.base, pad, vec![grid], Vec::new())?;
+        let padded = self.emit(base, pad, vec![grid], Vec::new())?;
         let constants = joined.clone().reshape(vec![outer, shape[k] + before + after, inner])?;
         let padded_value =
             Computed { source: padded.clone(), perm: None, transpose_name: String::new() };
         let Value::Computed(sum) =
-            self.arith_const(ArithKind::Add, &padded_value, &padded, constants, false, n.base)?
+            self.arith_const(ArithKind::Add, &padded_value, &padded, constants, false, base)?
         else {
             return Err(NOT_REAL.into());
         };
-        self.reshape_computed(&sum, joined.dims, n.base)
+        self.reshape_computed(&sum, joined.dims, base)
     }
 
     pub(super) fn reshape(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
