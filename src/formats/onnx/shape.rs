@@ -491,14 +491,16 @@ impl Importer {
     /// before it (leading ones with the first), each such group joined by
     /// [`Importer::concat_constants`], then the groups' values joined.
     fn concat_mixed(&mut self, base: &str, parts: &[Value], axis: i64) -> Fallible<Value> {
-        let mut groups: Vec<Vec<Value>> = vec![Vec::new()];
+        let mut groups: Vec<Vec<Value>> = Vec::new();
         for part in parts {
-            let computed = matches!(part, Value::Computed(_));
-            let last = groups.last_mut().expect("one group at least");
-            if computed && last.iter().any(|p| matches!(p, Value::Computed(_))) {
-                groups.push(vec![part.clone()]);
-            } else {
-                last.push(part.clone());
+            match groups.last_mut() {
+                Some(last)
+                    if !matches!(part, Value::Computed(_))
+                        || !last.iter().any(|p| matches!(p, Value::Computed(_))) =>
+                {
+                    last.push(part.clone())
+                }
+                _ => groups.push(vec![part.clone()]),
             }
         }
         if let [only] = groups.as_slice() {
