@@ -821,6 +821,25 @@ class Volumes(Classifier):
         return self.fc(self.slices(torch.tanh(self.positions(volume))).flatten(1))
 
 
+class Folds(Classifier):
+    """`F.fold` (ONNX `Col2Im`), as MobileViTV2 puts its patches back: non-overlapping 2×2
+    blocks scaled per patch position, and overlapping 3×3 blocks at stride 2 with padding,
+    whose overlaps sum."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 1)
+        self.scale = nn.Parameter(torch.randn(c * 4, 9))
+        self.head = Head(2 * c)
+
+    def logits(self, x):
+        v = torch.tanh(self.conv(x))
+        blocks = F.unfold(v, 2, stride=2) * self.scale
+        tiled = F.fold(blocks, (6, 6), 2, stride=2)
+        overlapping = F.fold(F.unfold(v, 3, padding=1, stride=2), (6, 6), 3, padding=1, stride=2)
+        return self.head(torch.cat([tiled, overlapping], 1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -850,6 +869,7 @@ FIXTURES = {
     "indexed": (Indexed, [3, 4, 4]),
     "pools1d": (TokenPools, [3, 6, 6]),
     "volumes": (Volumes, [3, 6, 6]),
+    "folds": (Folds, [3, 6, 6]),
 }
 
 
@@ -863,6 +883,8 @@ DYNAMIC_ROUTE = {
 DYNAMIC = {"folded", "unbind", "pooled", "sam"}
 # Fixtures the legacy exporter refuses (non-factor adaptive pools): the dynamo route only.
 DYNAMO_ONLY = {"adaptive"}
+# Fixtures of ops opset 13 lacks (`Col2Im` came in 18): not by the opset-13 route.
+FROM_OPSET_18 = {"folds"}
 
 
 def export(model, x, path, route):
@@ -890,6 +912,8 @@ def make(name, seed):
     np.save(OUT / f"{name}.probs.npy", probs.numpy())
     np.save(OUT / f"{name}.grad.npy", one.grad.numpy())
     routes = ["default"] if name in DYNAMO_ONLY else list(ROUTES)
+    if name in FROM_OPSET_18:
+        routes.remove("opset13")
     for route in routes + (["dynamic"] if name in DYNAMIC else []):
         path = OUT / f"{name}.{route}.onnx"
         for old in (path, pathlib.Path(str(path) + ".data")):

@@ -323,3 +323,10 @@ fn three_d_convolutions_along_two_axes_match_pytorch() {
     // padding: the slices along the kernel's one-position axis convolved as images.
     matches_pytorch("volumes");
 }
+
+#[test]
+fn folds_of_blocks_back_into_maps_match_pytorch() {
+    // `F.fold` (ONNX `Col2Im`, from opset 18) of tiled 2×2 blocks and of overlapping 3×3
+    // blocks at stride 2 with padding, whose overlaps sum.
+    matches_pytorch_by("folds", &["default", "legacy"]);
+}

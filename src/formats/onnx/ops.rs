@@ -47,6 +47,7 @@ const OPS: &[OnnxOp] = &[
     op("Cast", |im, n| im.cast(n)),
     op("Ceil", |im, n| im.unary(n, Unary::Ceil)),
     op("Clip", |im, n| im.clip(n)),
+    op("Col2Im", |im, n| im.col2im(n)),
     op("Concat", |im, n| im.concat(n)),
     op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.source())?))),
     op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
@@ -694,6 +695,64 @@ impl Importer {
             weights.push(("bias", per_channel(&self.constant(b)?, per_group * groups, 1)?.into()));
         }
         Ok(Value::computed(self.emit_weights(n.base, op, vec![x], weights)?))
+    }
+
+    /// `Col2Im` (PyTorch's `F.fold`, MobileViTV2's patches back to a map): blocks
+    /// `[C·kh·kw, L]` summed into a `[C, H, W]` image. That is a transposed conv of the
+    /// blocks laid out `[C·kh·kw, Lh, Lw]`, in groups of a channel's `kh·kw` rows, by a
+    /// kernel that sends row `(i, j)` to tap `(i, j)` alone: any stride, dilation, padding.
+    fn col2im(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        let (x, shape) = self.real_input(n.first)?;
+        let sizes = |i: usize, what: &str| -> Fallible<[usize; 2]> {
+            let name = n.input(i).ok_or_else(|| format!("needs {what}"))?;
+            match self.constant(name)?.ints()?.as_slice() {
+                &[h, w] if h > 0 && w > 0 => Ok([h as usize, w as usize]),
+                other => Err(format!("{what} {other:?}: only 2-D images are supported")),
+            }
+        };
+        let ([h, w], [kh, kw]) = (sizes(1, "image_shape")?, sizes(2, "block_shape")?);
+        let (stride, dilation) = (n.a.pair("strides", 1)?, n.a.pair("dilations", 1)?);
+        let pads = match n.a.ints("pads")?.as_deref() {
+            None => [0; 4],
+            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
+                [t as usize, l as usize, b as usize, r as usize]
+            }
+            Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
+        };
+        // Blocks along an axis, and the rows past the last block (output padding).
+        let along = |size: usize, k: usize, a: usize, before: usize, after: usize| {
+            let span = dilation[a] * (k - 1) + 1;
+            let room = (size + before + after).checked_sub(span).filter(|_| stride[a] > 0);
+            room.map(|room| (room / stride[a] + 1, room % stride[a]))
+        };
+        let blocks = along(h, kh, 0, pads[0], pads[2]).zip(along(w, kw, 1, pads[1], pads[3]));
+        let (rows, taps) = (shape.first().copied().unwrap_or(0), kh * kw);
+        let fits = |(lh, lw): (usize, usize)| shape.len() == 2 && shape[1] == lh * lw;
+        let Some(((lh, extra_h), (lw, extra_w))) =
+            blocks.filter(|&((lh, _), (lw, _))| fits((lh, lw)) && rows % taps == 0 && rows > 0)
+        else {
+            return Err(format!(
+                "blocks of shape {shape:?} do not fill an image of {h}×{w} by {kh}×{kw} blocks"
+            ));
+        };
+        let grid = self.reshape_node(&x, vec![rows, lh, lw], &format!("{}_blocks", n.base))?;
+        let mut kernel = vec![0.0; rows * taps];
+        for (row, taps_of_row) in kernel.chunks_exact_mut(taps).enumerate() {
+            taps_of_row[row % taps] = 1.0;
+        }
+        let kernel = Array { dims: vec![rows, 1, kh, kw], data: kernel, integer: false };
+        let op = Op::ConvTranspose {
+            filters: rows / taps,
+            kernel: [kh, kw],
+            stride,
+            pads,
+            output_padding: [extra_h, extra_w],
+            dilation,
+            groups: rows / taps,
+            bias: false,
+        };
+        let image = self.emit_weights(n.base, op, vec![grid], vec![("kernel", kernel.into())])?;
+        Ok(Value::computed(image))
     }
 
     fn conv(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
