@@ -316,6 +316,27 @@ def inception_resnet(K):
     return K.Model(image, out, name="inception_resnet")
 
 
+def augmented(K):
+    """The Keras tutorials' model: data augmentation inside it, before the rescaling (active
+    only in training), noise and dropout layers, a PReLU per channel of an image and of a
+    vector."""
+    L = K.layers
+    image = K.Input((10, 10, 3), name="image")
+    x = L.RandomFlip("horizontal", name="flip")(image)
+    x = L.RandomRotation(0.1, name="rotate")(x)
+    x = L.RandomZoom(0.1, name="zoom")(x)
+    x = L.Rescaling(1.0 / 255, name="rescale")(x)
+    x = L.GaussianNoise(0.1, name="noise")(x)
+    x = L.Conv2D(6, 3, strides=2, padding="same", name="conv")(x)
+    x = L.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    x = L.GaussianDropout(0.1, name="noisy_drop")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(8, name="hidden")(x)
+    x = L.PReLU(name="prelu_vector")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="augmented")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -338,6 +359,7 @@ MODELS = {
     "convnext": (convnext, False),
     "decoder": (decoder, False),
     "inception_resnet": (inception_resnet, False),
+    "augmented": (augmented, True),
 }
 
 
@@ -350,6 +372,8 @@ def randomise(model, seed):
             value = rng.uniform(0.5, 1.5, shape)
         elif "moving_mean" in name or "beta" in name or "bias" in name:
             value = rng.normal(0.0, 0.2, shape)
+        elif "alpha" in name:
+            value = rng.uniform(-0.5, 0.5, shape)
         elif "kernel" in name:
             fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
             value = rng.normal(0.0, 1.2 / np.sqrt(fan_in), shape)

@@ -23,6 +23,11 @@ are taken with its eval-mode batch norms written as the affine maps they are: to
 BatchNorm backward on the CPU is wrong for a gradient that is not contiguous (LeViT). Files of models that
 pass are deleted (KEEP=1 keeps them). Models whose attention needs a size that timm does
 not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
+
+`hf:ARCH` takes Hugging Face transformers' `ARCHForImageClassification` from its default
+`ARCHConfig` (1,000 labels, random weights; `pip install transformers`), called on
+`pixel_values` for its `logits`, at the config's image size: `hf:ConvNext`, `hf:Swinv2`,
+`hf:MobileViTV2`, `hf:Dinov2WithRegisters` and so on.
 """
 import json, os, subprocess, sys, time, traceback, argparse
 import numpy as np
@@ -91,6 +96,25 @@ def affine_batch_norm(bn):
     return forward
 
 
+def hf_model(arch):
+    """Hugging Face's image classifier `arch` with random weights, returning logits."""
+    import torch, transformers
+
+    config = getattr(transformers, f"{arch}Config")(num_labels=1000)
+    inner = getattr(transformers, f"{arch}ForImageClassification")(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(pixel_values=x).logits
+
+    size = getattr(config, "image_size", 224)
+    return Logits().eval(), size[0] if isinstance(size, (list, tuple)) else size
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -113,16 +137,21 @@ def main():
     torch.manual_seed(0)
     np.random.seed(0)
     res = {"model": name}
+    hf_size = None
     try:
-        model = timm.create_model(name, pretrained=False)
+        if name.startswith("hf:"):
+            model, hf_size = hf_model(name[3:])
+        else:
+            model = timm.create_model(name, pretrained=False)
     except Exception as e:
-        res["error"] = f"timm: {type(e).__name__}: {e}"
+        res["error"] = f"model: {type(e).__name__}: {e}"
         print(json.dumps(res))
         with open(f"{ROOT}/results.jsonl", "a") as f:
             f.write(json.dumps(res) + "\n")
         return
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {})
-    size = a.size or (cfg.get("input_size", (3, 128, 128))[1] if cfg.get("fixed_input_size") else 128)
+    fixed = cfg.get("input_size", (3, 128, 128))[1] if cfg.get("fixed_input_size") else 128
+    size = a.size or hf_size or fixed
     res["size"] = size
 
     # Redraw BN affine (timm zero-inits some last-BN gammas, which would hide residual
@@ -188,7 +217,7 @@ def main():
     for route in a.routes.split(","):
         r = {}
         res[route] = r
-        path = f"{MODELS}/{name}_{route}.onnx"
+        path = f"{MODELS}/{name.replace(':', '_')}_{route}.onnx"
         t = time.time()
         try:
             if route == "dynamo":

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 13] = [
+const MODELS: [&str; 14] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -43,6 +43,7 @@ const MODELS: [&str; 13] = [
     "convnext",
     "decoder",
     "inception_resnet",
+    "augmented",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
@@ -153,6 +154,11 @@ fn the_layer_table_is_the_keras_summary() {
                 }
                 if matches!(class, "Rescaling" | "Normalization") {
                     folded += params;
+                    continue;
+                }
+                // Augmentation before the rescaling goes into the input description with it.
+                if matches!(class, "RandomFlip" | "RandomRotation" | "RandomZoom") {
+                    assert!(!ours.layers.iter().any(|r| r.name == lname), "{file}: {lname}");
                     continue;
                 }
                 // A nested model is several rows named under it.

@@ -29,11 +29,12 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
 /// Layer classes the importer reads, for the error on any other.
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
-    Activation, ReLU, LeakyReLU, Softmax, MaxPooling2D, AveragePooling2D, \
+    Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
     Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
-    Concatenate, Rescaling and Normalization (at the input), and ops layers (Keras 3's, \
+    Concatenate, Rescaling and Normalization (at the input), the layers active only in \
+    training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
 
@@ -336,11 +337,44 @@ fn move_rows(data: &mut [f32], len: usize, to: impl Fn(usize) -> usize) {
     }
 }
 
+/// Layers that only act in training (augmentation, noise, regularisation) and pass their
+/// input through unchanged at inference: the Keras tutorials put the data augmentation
+/// inside the model. (`RandomCrop` is not one: at inference it crops to its size.)
+const INFERENCE_IDENTITY: [&str; 26] = [
+    "ActivityRegularization",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "Identity",
+    "RandomBrightness",
+    "RandomColorDegeneration",
+    "RandomColorJitter",
+    "RandomContrast",
+    "RandomElasticTransform",
+    "RandomErasing",
+    "RandomFlip",
+    "RandomGaussianBlur",
+    "RandomGrayscale",
+    "RandomHue",
+    "RandomInvert",
+    "RandomPerspective",
+    "RandomPosterization",
+    "RandomRotation",
+    "RandomSaturation",
+    "RandomSharpness",
+    "RandomShear",
+    "RandomTranslation",
+    "RandomZoom",
+    "SpatialDropout1D",
+    "SpatialDropout3D",
+];
+
 /// Whether a layer passes each value through on its own, so that the order of a
 /// flattened vector does not matter to it.
 fn elementwise(layer: &Layer) -> bool {
     match layer.class.as_str() {
-        "Dropout" | "ReLU" | "LeakyReLU" | "ELU" => true,
+        "Dropout" | "ReLU" | "LeakyReLU" | "ELU" | "PReLU" => true,
+        class if INFERENCE_IDENTITY.contains(&class) => true,
         "Activation" => layer.config.get("activation").and_then(Value::as_str) != Some("softmax"),
         _ => false,
     }
@@ -431,7 +465,7 @@ impl<'a> Builder<'a> {
         let mut rescaling: Option<(f32, f32)> = None;
         let mut normalization: Option<(Vec<f32>, Vec<f32>)> = None;
         let mut rescaled_normalization = false;
-        let mut folded = 0;
+        let mut folded: usize = 0;
         for layer in layers {
             let reads_current = layer.inputs == [current.clone()]
                 && self.consumers.get(current.as_str()).map_or(0, Vec::len) == 1;
@@ -448,6 +482,9 @@ impl<'a> Builder<'a> {
                 "Normalization" if reads_current && normalization.is_none() => {
                     normalization = Some(self.normalization(layer, input_shape.len(), channels)?);
                 }
+                // Augmentation before the rescaling passes the pixels through (and goes
+                // into the input description with it).
+                class if reads_current && INFERENCE_IDENTITY.contains(&class) => {}
                 // EfficientNet's stem, for its ImageNet weights, rescales normalised values
                 // per channel.
                 "Rescaling" if reads_current && !rescaled_normalization => {
@@ -464,6 +501,14 @@ impl<'a> Builder<'a> {
             self.values.insert(layer.name.clone(), input);
             current = layer.name.clone();
             folded += 1;
+        }
+        // Pass-through layers after the last folded rescaling stay layers of their own.
+        while let Some(layer) = folded.checked_sub(1).map(|last| layers[last]) {
+            if !INFERENCE_IDENTITY.contains(&layer.class.as_str()) {
+                break;
+            }
+            self.values.remove(&layer.name);
+            folded -= 1;
         }
         let range = match rescaling {
             Some((scale, offset)) => [offset, 255.0 * scale + offset],
@@ -606,6 +651,11 @@ impl<'a> Builder<'a> {
             "Dropout" | "SpatialDropout2D" => {
                 self.simple(layer, Op::Dropout { rate: config.f32("rate", 0.0)? })
             }
+            // A row of its own in the summary, as Keras shows it; nothing to compute.
+            class if INFERENCE_IDENTITY.contains(&class) => {
+                self.simple(layer, Op::Dropout { rate: 0.0 })
+            }
+            "PReLU" => self.prelu(layer),
             "MaxPooling2D" | "AveragePooling2D" => {
                 let kernel = config.pair("pool_size", Some([2, 2]))?;
                 let stride = config.pair("strides", Some(kernel))?;
@@ -1183,6 +1233,28 @@ impl<'a> Builder<'a> {
     }
 
     /// keras.applications ConvNeXt's LayerScale: the channels times a learned `gamma`.
+    /// A parametric ReLU with one slope per channel: of an image, its slopes shared over
+    /// the height and width (`shared_axes=[1, 2]`).
+    fn prelu(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let input = self.single_input(layer)?;
+        let c = input.shape[0];
+        let shared: Vec<i64> = match config.get("shared_axes") {
+            Some(Value::Array(axes)) => axes.iter().filter_map(Value::as_i64).collect(),
+            Some(Value::Number(axis)) => axis.as_i64().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        let keras_shape = match input.shape.as_slice() {
+            [_] => vec![c],
+            [_, _, _] if shared.contains(&1) && shared.contains(&2) => vec![1, 1, c],
+            _ => return Err(config.error("a PReLU with slopes per position is not supported")),
+        };
+        let alpha = self.fetch(layer, &["alpha"])?.into_iter().next();
+        let alpha = alpha.ok_or_else(|| Error::graph(&layer.name, "has no weight 'alpha'"))?;
+        self.weight(&layer.name, "slope", alpha, &keras_shape, |t| t.reshape(c))?;
+        self.finish(layer, Op::PRelu, &[&input.node], input.order)
+    }
+
     fn layer_scale(&mut self, layer: &Layer) -> Result<()> {
         let (input, c) = self.image_input(layer)?;
         let gamma = self.fetch(layer, &["gamma"])?.into_iter().next();
