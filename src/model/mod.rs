@@ -248,6 +248,49 @@ pub struct Head {
     pub explained: bool,
 }
 
+/// What [`two_class_head`] tells the user.
+const TWO_CLASS_NOTE: &str = "the model has one output, read as a binary classifier's: class \
+    1 has probability σ(z) of its logit z, class 0 has 1 − σ(z) (the scores explained are z/2 \
+    and −z/2, whose softmax that is)";
+
+/// A graph whose output is one number, a binary classifier's (Keras's `Dense(1, "sigmoid")`
+/// or its logit), with two classes instead: the logit `z` (the sigmoid's input, where the
+/// output is a sigmoid) times `[−½, ½]`, then a softmax, which gives `(1 − σ(z), σ(z))`.
+/// A softmax over one number is always 1: every picture would be 100% sure. Returns the
+/// new graph, None where the output is not one number. (The readers of files apply it,
+/// through [`Model::one_output_as_two_classes`]; a graph built in code is left as built.)
+fn two_class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>> {
+    let out = graph.output_node();
+    if graph.shape(ValueId::of_node(out)) != [1] {
+        return Ok(None);
+    }
+    let mut spec = graph.spec().clone();
+    let Some(last) = spec.nodes.last_mut() else { return Ok(None) };
+    let name = last.name.clone();
+    let logit = match &mut last.op {
+        Op::Activation { activation: Activation::Sigmoid } => {
+            let input = last.inputs.first().cloned().unwrap_or_default();
+            spec.nodes.pop();
+            input
+        }
+        Op::Dense { activation, .. } if *activation == Activation::Sigmoid => {
+            *activation = Activation::Linear;
+            name.clone()
+        }
+        _ => name.clone(),
+    };
+    let halves = format!("{name}/two_classes");
+    let dtype = weights.values().next().map_or(DType::F32, Tensor::dtype);
+    let values = Tensor::new(&[-0.5f32, 0.5], &candle_core::Device::Cpu)?.to_dtype(dtype)?;
+    weights.insert(format!("{halves}.value"), values);
+    let constant = ConstOperand { shape: vec![2], left: false, learned: false };
+    let mul = Op::Arith { kind: ArithKind::Mul, constant: Some(constant) };
+    spec.nodes.push(Node::new(&halves, mul, &[&logit]));
+    let softmax = Op::Activation { activation: Activation::Softmax };
+    spec.nodes.push(Node::new(&format!("{name}/probabilities"), softmax, &[&halves]));
+    Ok(Some(Graph::new(spec)?))
+}
+
 impl Model {
     /// Puts a model together, checking that every weight the graph needs is present with
     /// the exact shape, and that no stray weight is left over.
@@ -317,6 +360,19 @@ impl Model {
             heads: Vec::new(),
             kernel_cache: KernelCache::default(),
         })
+    }
+
+    /// The model with a one-number output read as a binary classifier's two classes
+    /// ([`two_class_head`]), and a note saying so; any other model as it is.
+    pub(crate) fn one_output_as_two_classes(mut self) -> Result<Model> {
+        let Some(graph) = two_class_head(&self.graph, &mut self.weights)? else {
+            return Ok(self);
+        };
+        let mut model = Model::new(self.name, graph, self.weights, self.input, Vec::new())?;
+        model.notes = self.notes;
+        model.notes.push(TWO_CLASS_NOTE.to_string());
+        model.heads = self.heads;
+        Ok(model)
     }
 
     /// Its convs' transformed kernels, for the passes to fill and reuse.

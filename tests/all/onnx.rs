@@ -1674,6 +1674,41 @@ fn several_computed_values_join_with_constants_between_them() {
 }
 
 #[test]
+fn a_one_output_binary_classifier_reads_as_two_classes() {
+    // A cats-and-dogs head: pooled channels, one logit z, with or without a sigmoid after
+    // it. A softmax of one number is always 1; the two classes are (1 − σ(z), σ(z)).
+    let x = normal(&[3, 2, 6, 6], 15);
+    let w = Tensor::new(&[[0.8f32, -1.3]], &Device::Cpu).unwrap();
+    let means: Vec<f64> = values(&x).chunks(36).map(|c| c.iter().sum::<f64>() / 36.0).collect();
+    let logits: Vec<f64> = means.chunks(2).map(|m| 0.8 * m[0] - 1.3 * m[1] + 0.25).collect();
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let expected: Vec<f64> = logits.iter().flat_map(|&z| [1.0 - sigmoid(z), sigmoid(z)]).collect();
+    for with_sigmoid in [false, true] {
+        let mut nodes = vec![
+            node("GlobalAveragePool", "pool", &["x"], vec![]),
+            node("Flatten", "flat", &["pool"], vec![]),
+            node("Gemm", "logit", &["flat", "w", "b"], vec![int("transB", 1)]),
+        ];
+        if with_sigmoid {
+            nodes.push(node("Sigmoid", "y", &["logit"], vec![]));
+        } else {
+            nodes.last_mut().unwrap().output = vec!["y".into()];
+        }
+        let b = Tensor::new(&[0.25f32], &Device::Cpu).unwrap();
+        let initializer = vec![tensor("w", &[1, 2], &w), tensor("b", &[1], &b)];
+        let bytes = image_model(nodes, initializer, 17);
+        let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("cats.onnx")).unwrap();
+        assert_eq!(model.num_classes(), 2);
+        let got = values(&model.predict(&x).unwrap());
+        assert_within(&got, &expected, 1e-6, &format!("sigmoid {with_sigmoid}"));
+        assert!(model.notes.iter().any(|n| n.contains("binary classifier")), "{:?}", model.notes);
+        let model = model.to_dtype(DType::F64).unwrap();
+        let one = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+        assert_input_gradient_matches_finite_differences(&model, &one);
+    }
+}
+
+#[test]
 fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
     // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as
