@@ -320,7 +320,7 @@ impl Model {
         let out = graph.output_node();
         match &graph.nodes()[out].op {
             Op::Dense { activation: Activation::Softmax, .. } => (out, Point::PreSoftmax),
-            Op::Activation { activation: Activation::Softmax } => {
+            Op::Activation { activation: Activation::Softmax | Activation::Sigmoid } => {
                 match graph.inputs_of(out)[0].node() {
                     Some(prev) => (prev, Point::Output),
                     None => (out, Point::Output),
@@ -362,13 +362,25 @@ impl Model {
         concat(self.in_parts(x, |part| self.predict_in_one_pass(part))?)
     }
 
+    /// The class probabilities of class scores `[n, classes]` (where
+    /// [`Model::score_point`] reads them): their softmax, or their sigmoids where the model
+    /// ends in a sigmoid (a multi-label head, each class a yes or no of its own).
+    pub fn probabilities_of(&self, scores: &Tensor) -> Result<Tensor> {
+        let graph = self.graph();
+        let last = &graph.nodes()[graph.output_node()].op;
+        Ok(match *last == (Op::Activation { activation: Activation::Sigmoid }) {
+            true => sigmoid(scores)?,
+            false => softmax(scores)?,
+        })
+    }
+
     /// [`predict`](Self::predict) in one pass, whatever the batch.
     fn predict_in_one_pass(&self, x: &Tensor) -> Result<Tensor> {
         let acts = self.forward_keeping(x, Keep::Scores)?;
         let (node, point) = self.score_point();
         let scores = acts.at(node, point)?;
         let n = scores.dim(0)?;
-        let probs = softmax(&scores.reshape((n, ()))?)?;
+        let probs = self.probabilities_of(&scores.reshape((n, ()))?)?;
         if !all_finite(&probs)? {
             // Rare, so the pass that finds the culprit runs again keeping everything.
             return Err(self.first_non_finite(&self.forward(x)?)?);

@@ -11,7 +11,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::engine::patch::{Plan, Rect};
-use crate::engine::{IMAGES_PER_PASS, argmax, softmax};
+use crate::engine::{IMAGES_PER_PASS, argmax};
 use crate::error::{Error, Result};
 use crate::methods::Map;
 use crate::methods::registry::{Layers, MethodInfo};
@@ -167,7 +167,7 @@ fn run(
     let original = match &plan {
         Some(plan) => {
             let (node, point) = model.score_point();
-            softmax(&plan.base().at(node, point)?.reshape((1, ()))?)?
+            model.probabilities_of(&plan.base().at(node, point)?.reshape((1, ()))?)?
         }
         None => model.predict(&x)?,
     };
@@ -204,7 +204,9 @@ fn run(
         let input = Tensor::from_vec(batch, (chunk.len(), c, bh, bw), x.device())?
             .to_dtype(model.dtype())?;
         let probs = match &plan {
-            Some(plan) => softmax(&plan.scores(first..first + chunk.len(), input)?)?,
+            Some(plan) => {
+                model.probabilities_of(&plan.scores(first..first + chunk.len(), input)?)?
+            }
             None => model.predict(&input)?,
         };
         Ok(probs.to_dtype(DType::F32)?.to_vec2::<f32>()?)

@@ -248,27 +248,31 @@ pub struct Head {
     pub explained: bool,
 }
 
-/// What [`two_class_head`] tells the user.
+/// What [`class_head`] tells the user of a one-output model.
 const TWO_CLASS_NOTE: &str = "the model has one output, read as a binary classifier's: class \
     1 has probability σ(z) of its logit z, class 0 has 1 − σ(z) (the scores explained are z/2 \
     and −z/2, whose softmax that is)";
 
-/// A graph whose output is one number, a binary classifier's (Keras's `Dense(1, "sigmoid")`
-/// or its logit), with two classes instead: the logit `z` (the sigmoid's input, where the
-/// output is a sigmoid) times `[−½, ½]`, then a softmax, which gives `(1 − σ(z), σ(z))`.
-/// A softmax over one number is always 1: every picture would be 100% sure. Returns the
-/// new graph, None where the output is not one number. (The readers of files apply it,
-/// through [`Model::one_output_as_two_classes`]; a graph built in code is left as built.)
-fn two_class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>> {
+/// A file's graph with its class scores where the methods read them, or None where they
+/// already are (the readers of files apply it, through [`Model::with_class_head`]; a
+/// graph built in code is left as built).
+///
+/// One output number is a binary classifier's (Keras's `Dense(1, "sigmoid")` or its
+/// logit): two classes instead, the logit `z` (the sigmoid's input, where the output is a
+/// sigmoid) times `[−½, ½]`, then a softmax, which gives `(1 − σ(z), σ(z))`. A softmax of
+/// one number is always 1: every picture would be 100% sure.
+///
+/// Several outputs of a dense layer with its sigmoid fused in (a multi-label head) get the
+/// sigmoid as a node of its own, so that the scores are the logits below it (as below a
+/// softmax) and the probabilities the sigmoid's (see [`Model::probabilities_of`]).
+fn class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>> {
     let out = graph.output_node();
-    if graph.shape(ValueId::of_node(out)) != [1] {
-        return Ok(None);
-    }
+    let one = graph.shape(ValueId::of_node(out)) == [1];
     let mut spec = graph.spec().clone();
     let Some(last) = spec.nodes.last_mut() else { return Ok(None) };
     let name = last.name.clone();
     let logit = match &mut last.op {
-        Op::Activation { activation: Activation::Sigmoid } => {
+        Op::Activation { activation: Activation::Sigmoid } if one => {
             let input = last.inputs.first().cloned().unwrap_or_default();
             spec.nodes.pop();
             input
@@ -277,8 +281,14 @@ fn two_class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>>
             *activation = Activation::Linear;
             name.clone()
         }
-        _ => name.clone(),
+        _ if one => name.clone(),
+        _ => return Ok(None),
     };
+    if !one {
+        let sigmoid = Op::Activation { activation: Activation::Sigmoid };
+        spec.nodes.push(Node::new(&format!("{name}/sigmoid"), sigmoid, &[&logit]));
+        return Ok(Some(Graph::new(spec)?));
+    }
     let halves = format!("{name}/two_classes");
     let dtype = weights.values().next().map_or(DType::F32, Tensor::dtype);
     let values = Tensor::new(&[-0.5f32, 0.5], &candle_core::Device::Cpu)?.to_dtype(dtype)?;
@@ -362,15 +372,18 @@ impl Model {
         })
     }
 
-    /// The model with a one-number output read as a binary classifier's two classes
-    /// ([`two_class_head`]), and a note saying so; any other model as it is.
-    pub(crate) fn one_output_as_two_classes(mut self) -> Result<Model> {
-        let Some(graph) = two_class_head(&self.graph, &mut self.weights)? else {
+    /// The model with its class scores where the methods read them ([`class_head`]), with
+    /// a note where one output became two classes; any other model as it is.
+    pub(crate) fn with_class_head(mut self) -> Result<Model> {
+        let Some(graph) = class_head(&self.graph, &mut self.weights)? else {
             return Ok(self);
         };
-        let mut model = Model::new(self.name, graph, self.weights, self.input, Vec::new())?;
+        let two_classes = graph.shape(ValueId::of_node(graph.output_node())) == [2]
+            && self.graph.shape(ValueId::of_node(self.graph.output_node())) == [1];
+        let classes = if two_classes { Vec::new() } else { self.classes };
+        let mut model = Model::new(self.name, graph, self.weights, self.input, classes)?;
         model.notes = self.notes;
-        model.notes.push(TWO_CLASS_NOTE.to_string());
+        model.notes.extend(two_classes.then(|| TWO_CLASS_NOTE.to_string()));
         model.heads = self.heads;
         Ok(model)
     }

@@ -1709,6 +1709,35 @@ fn a_one_output_binary_classifier_reads_as_two_classes() {
 }
 
 #[test]
+fn a_multi_label_sigmoid_head_gives_each_class_its_own_probability() {
+    // Three independent yes-or-no classes (a chest X-ray's findings): the probabilities are
+    // the sigmoids, not a softmax of them; the scores are the logits below the sigmoid.
+    let x = normal(&[2, 2, 6, 6], 16);
+    let w = Tensor::new(&[[0.8f32, -1.3], [2.0, 0.5], [-0.4, 1.1]], &Device::Cpu).unwrap();
+    let means: Vec<f64> = values(&x).chunks(36).map(|c| c.iter().sum::<f64>() / 36.0).collect();
+    let rows = [[0.8, -1.3], [2.0, 0.5], [-0.4, 1.1]];
+    let expected: Vec<f64> = means
+        .chunks(2)
+        .flat_map(|m| rows.map(|r| 1.0 / (1.0 + (-(r[0] * m[0] + r[1] * m[1])).exp())))
+        .collect();
+    let nodes = vec![
+        node("GlobalAveragePool", "pool", &["x"], vec![]),
+        node("Flatten", "flat", &["pool"], vec![]),
+        node("Gemm", "logits", &["flat", "w"], vec![int("transB", 1)]),
+        node("Sigmoid", "y", &["logits"], vec![]),
+    ];
+    let bytes = image_model(nodes, vec![tensor("w", &[3, 2], &w)], 17);
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("labels.onnx")).unwrap();
+    assert_eq!(model.num_classes(), 3);
+    assert_within(&values(&model.predict(&x).unwrap()), &expected, 1e-6, "sigmoids");
+    let (node, _) = model.score_point();
+    assert_eq!(model.graph().nodes()[node].name, "logits");
+    let model = model.to_dtype(DType::F64).unwrap();
+    let one = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+    assert_input_gradient_matches_finite_differences(&model, &one);
+}
+
+#[test]
 fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
     // y = x + Where(condition, a, b) per channel, each operand of another ONNX type, raw
     // and in the typed fields: PyTorch's dynamo exporter writes boolean masks as

@@ -800,6 +800,6 @@ impl Importer {
         model.notes.extend(note);
         model.notes.extend(self.other_precision.as_deref().map(super::super::other_precision_note));
         model.heads = heads;
-        model.one_output_as_two_classes().map_err(|e| crate::error::report(&e))
+        model.with_class_head().map_err(|e| crate::error::report(&e))
     }
 }
