@@ -337,6 +337,19 @@ def augmented(K):
     return K.Model(image, out, name="augmented")
 
 
+def resized(K):
+    """Resizing layers inside the model (TensorFlow's tutorials resize before the first
+    conv): bilinear up by uneven factors, then nearest down."""
+    L = K.layers
+    image = K.Input((9, 11, 3), name="image")
+    x = L.Resizing(16, 12, name="up")(image)
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = L.Resizing(5, 7, interpolation="nearest", name="down")(x)
+    x = L.Flatten(name="flat")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="resized")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -360,6 +373,7 @@ MODELS = {
     "decoder": (decoder, False),
     "inception_resnet": (inception_resnet, False),
     "augmented": (augmented, True),
+    "resized": (resized, False),
 }
 
 

@@ -1290,6 +1290,10 @@ impl Model {
                 let at = coordinates.source(o, f64::from(scale), input, output);
                 let last = (input - 1) as f64;
                 let nearest = |i: f64| i.clamp(0.0, last) as usize;
+                // The nearest pixel as float32 runtimes (ONNX Runtime, TensorFlow) find it:
+                // their coordinate is a float32, so one that f64 puts a hair below a whole
+                // or half pixel (2.5 · 14/5) lands on it there, and rounds the other way.
+                let snapped = at as f32 as f64;
                 let row = &mut m[o * input..(o + 1) * input];
                 match interpolation {
                     Interpolation::Linear => {
@@ -1305,12 +1309,13 @@ impl Model {
                             row[nearest(low + k as f64 - 1.0)] += weight;
                         }
                     }
-                    Interpolation::NearestFloor => row[nearest(at.floor())] = 1.0,
-                    Interpolation::NearestCeil => row[nearest(at.ceil())] = 1.0,
+                    Interpolation::NearestFloor => row[nearest(snapped.floor())] = 1.0,
+                    Interpolation::NearestCeil => row[nearest(snapped.ceil())] = 1.0,
                     Interpolation::NearestRoundPreferFloor => {
-                        row[nearest(if at.fract() == 0.5 { at.floor() } else { at.round() })] = 1.0;
+                        let tie = snapped.fract() == 0.5;
+                        row[nearest(if tie { snapped.floor() } else { snapped.round() })] = 1.0;
                     }
-                    Interpolation::NearestRoundPreferCeil => row[nearest(at.round())] = 1.0,
+                    Interpolation::NearestRoundPreferCeil => row[nearest(snapped.round())] = 1.0,
                 }
             }
             Ok(Tensor::from_vec(m, (output, input), x.device())?.to_dtype(x.dtype())?)

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 14] = [
+const MODELS: [&str; 15] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -44,6 +44,7 @@ const MODELS: [&str; 14] = [
     "decoder",
     "inception_resnet",
     "augmented",
+    "resized",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through

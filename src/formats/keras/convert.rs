@@ -31,7 +31,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
@@ -705,6 +705,35 @@ impl<'a> Builder<'a> {
                     coordinates,
                 };
                 self.simple(layer, op)
+            }
+            "Resizing" => {
+                let (input, _) = self.image_input(layer)?;
+                let size = [config.usize("height", None)?, config.usize("width", None)?];
+                // TensorFlow's resize, without antialiasing: half-pixel centres, nearest
+                // taking the pixel whose centre is nearest (`⌊(o + ½)/s⌋`).
+                let (interpolation, coordinates) = match config
+                    .get("interpolation")
+                    .and_then(Value::as_str)
+                {
+                    None | Some("bilinear") => (Interpolation::Linear, Coordinates::HalfPixel),
+                    Some("nearest") => {
+                        (Interpolation::NearestRoundPreferCeil, Coordinates::HalfPixel)
+                    }
+                    Some(other) => {
+                        return Err(config.error(format!("'{other}' resizing is not supported")));
+                    }
+                };
+                let refit = ["crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"];
+                if let Some(key) = refit.iter().find(|key| config.bool(key, false).unwrap_or(true))
+                {
+                    return Err(config.error(format!("resizing with {key} is not supported")));
+                }
+                let [h, w] = [input.shape[1], input.shape[2]];
+                if size.contains(&0) {
+                    return Err(config.error("resizing to an empty image"));
+                }
+                let scale = [size[0] as f32 / h as f32, size[1] as f32 / w as f32];
+                self.simple(layer, Op::Resize { size, scale, interpolation, coordinates })
             }
             "Cropping2D" => {
                 let (input, _) = self.image_input(layer)?;
