@@ -335,6 +335,24 @@ def keras_dag(tf):
     return tf.keras.Model(inp, out)
 
 
+def keras_resized(tf):
+    """TensorFlow's resizing in a model, as tf2onnx writes it: bilinear up by uneven
+    factors (`half_pixel`), nearest down (`tf_half_pixel_for_nn`, nearest `floor`)."""
+    layers = tf.keras.layers
+    inp = tf.keras.Input((9, 11, 3))
+    x = layers.Rescaling(1 / 255)(inp)
+    x = layers.Resizing(16, 12)(x)
+    x = layers.Conv2D(4, 3, activation="relu")(x)
+    x = layers.Resizing(5, 7, interpolation="nearest")(x)
+    x = layers.Flatten()(x)
+    out = layers.Dense(3, activation="softmax")(x)
+    return tf.keras.Model(inp, out)
+
+
+def keras_resized_fixture():
+    keras_export("keras_resized", 9, keras_resized)
+
+
 def keras_export(name, seed, build):
     """A real Keras model, as `build(tf)` makes it, exported by tf2onnx (opset 13), with
     random weights (biases and batch-norm statistics too, so that no layer is optimised
@@ -641,4 +659,5 @@ if __name__ == "__main__":
     keras_export("keras_gray", 1, lambda tf: keras_chain(tf, 1))
     keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
     keras_export("keras_dag", 8, keras_dag)
+    keras_resized_fixture()
     sample_model()

@@ -163,6 +163,15 @@ fn real_tf2onnx_exports_match_onnx_runtime() {
     }
 }
 
+/// TensorFlow's resizing as tf2onnx writes it: bilinear with `half_pixel`, nearest with
+/// the deprecated `tf_half_pixel_for_nn` and nearest `floor`.
+#[test]
+fn tf2onnx_resizing_matches_onnx_runtime() {
+    let model = import("keras_resized.onnx");
+    let x = npy_tensor("keras_resized.input.npy").permute((0, 3, 1, 2)).unwrap();
+    check_outputs(&model, "keras_resized", &x.contiguous().unwrap());
+}
+
 /// A functional Keras model (Add, Concatenate, ZeroPadding2D, DepthwiseConv2D,
 /// GlobalAveragePooling2D) converted by tf2onnx.
 #[test]

@@ -1387,8 +1387,9 @@ impl Importer {
             (None, Some(scales)) => scaled_size(&scales.data, [h, w])?,
             (None, None) => return Err("needs scales or sizes".into()),
         };
-        let coordinates = match n.a.string("coordinate_transformation_mode")?.as_deref() {
-            None | Some("half_pixel") => Coordinates::HalfPixel,
+        let mode = n.a.string("coordinate_transformation_mode")?;
+        let coordinates = match mode.as_deref() {
+            None | Some("half_pixel") | Some("tf_half_pixel_for_nn") => Coordinates::HalfPixel,
             Some("pytorch_half_pixel") => Coordinates::PytorchHalfPixel,
             Some("align_corners") => Coordinates::AlignCorners,
             Some("asymmetric") => Coordinates::Asymmetric,
@@ -1416,6 +1417,23 @@ impl Importer {
                 Interpolation::Cubic
             }
             Some(other) => return Err(format!("'{other}' resizing is not supported")),
+        };
+        // tf2onnx's nearest resizing (TensorFlow's, half-pixel centres) reads `(o + ½)/s`,
+        // half a pixel past half-pixel's `h`: its floor is `h` rounded up at ties, and
+        // `h + ½` rounded down at ties is `h` rounded up.
+        let interpolation = match (mode.as_deref(), interpolation) {
+            (Some("tf_half_pixel_for_nn"), Interpolation::NearestFloor) => {
+                Interpolation::NearestRoundPreferCeil
+            }
+            (Some("tf_half_pixel_for_nn"), Interpolation::NearestRoundPreferFloor) => {
+                Interpolation::NearestCeil
+            }
+            (Some("tf_half_pixel_for_nn"), other) => {
+                return Err(format!(
+                    "coordinate transformation 'tf_half_pixel_for_nn' with {other:?} resizing"
+                ));
+            }
+            (_, interpolation) => interpolation,
         };
         let op = Op::Resize { size, scale, interpolation, coordinates };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
@@ -1696,8 +1714,10 @@ fn scaled_size(scales: &[f64], [h, w]: [usize; 2]) -> Fallible<([usize; 2], [f32
         [1.0, 1.0, sh, sw]
             if sh > 0.0 && sw > 0.0 && h as f64 * sh >= 1.0 && w as f64 * sw >= 1.0 =>
         {
-            let size = [(h as f64 * sh).floor() as usize, (w as f64 * sw).floor() as usize];
-            Ok((size, [sh as f32, sw as f32]))
+            // In float32, as ONNX Runtime computes it: 10 · 0.7 is 7 there, 6.99… in f64.
+            let (sh, sw) = (sh as f32, sw as f32);
+            let size = [(h as f32 * sh).floor() as usize, (w as f32 * sw).floor() as usize];
+            Ok((size, [sh, sw]))
         }
         _ => Err(format!("scales {scales:?} resize more than height and width")),
     }
