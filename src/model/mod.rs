@@ -378,8 +378,7 @@ impl Model {
         let Some(graph) = class_head(&self.graph, &mut self.weights)? else {
             return Ok(self);
         };
-        let two_classes = graph.shape(ValueId::of_node(graph.output_node())) == [2]
-            && self.graph.shape(ValueId::of_node(self.graph.output_node())) == [1];
+        let two_classes = self.graph.shape(ValueId::of_node(self.graph.output_node())) == [1];
         let classes = if two_classes { Vec::new() } else { self.classes };
         let mut model = Model::new(self.name, graph, self.weights, self.input, classes)?;
         model.notes = self.notes;

@@ -433,9 +433,8 @@ impl Importer {
         let (x, shape) = self.real_input(n.first)?;
         // Of `[C, L]` (a 1-D adaptive pool over tokens, as Swin's pooler) or `[C, D, H, W]`:
         // a reduction over every axis after the channels.
-        let op = match (shape.len(), op) {
-            (3, op) | (0 | 1, op) => op,
-            (rank, op) => Op::Reduce {
+        let op = match shape.len() {
+            rank @ (2 | 4..) => Op::Reduce {
                 kind: match op {
                     Op::GlobalMaxPool { .. } => ReduceKind::Max,
                     _ => ReduceKind::Mean,
@@ -443,6 +442,7 @@ impl Importer {
                 axes: (1..rank).collect(),
                 keep_dims: true,
             },
+            _ => op,
         };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
@@ -669,13 +669,7 @@ impl Importer {
             return Err("only explicit pads are supported (no output_shape or auto_pad)".into());
         }
         let groups = usize::try_from(n.a.int("group", 1)?).map_err(|_| "bad group")?;
-        let pads = match n.a.ints("pads")?.as_deref() {
-            None => [0; 4],
-            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
-                [t as usize, l as usize, b as usize, r as usize]
-            }
-            Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
-        };
+        let pads = explicit_pads(&n.a)?;
         let op = Op::ConvTranspose {
             filters: per_group * groups,
             kernel: [kh, kw],
@@ -712,13 +706,7 @@ impl Importer {
         };
         let ([h, w], [kh, kw]) = (sizes(1, "image_shape")?, sizes(2, "block_shape")?);
         let (stride, dilation) = (n.a.pair("strides", 1)?, n.a.pair("dilations", 1)?);
-        let pads = match n.a.ints("pads")?.as_deref() {
-            None => [0; 4],
-            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
-                [t as usize, l as usize, b as usize, r as usize]
-            }
-            Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
-        };
+        let pads = explicit_pads(&n.a)?;
         // Blocks along an axis, and the rows past the last block (output padding).
         let along = |size: usize, k: usize, a: usize, before: usize, after: usize| {
             let span = dilation[a] * (k - 1) + 1;
@@ -1709,6 +1697,18 @@ fn expects_bytes(kind: ArithKind, k: &Array<f64>) -> bool {
 /// `[H, W]` of a per-sample `[C, H, W]` shape.
 /// The output size of scaling an `[N, C, H, W]` value by `scales` (height and width only),
 /// and the scales as the op keeps them.
+/// The explicit `pads` `[top, left, bottom, right]` of a transposed conv or a `Col2Im`
+/// (zeros when absent).
+fn explicit_pads(a: &Attrs<'_>) -> Fallible<[usize; 4]> {
+    Ok(match a.ints("pads")?.as_deref() {
+        None => [0; 4],
+        Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
+            [t as usize, l as usize, b as usize, r as usize]
+        }
+        Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
+    })
+}
+
 fn scaled_size(scales: &[f64], [h, w]: [usize; 2]) -> Fallible<([usize; 2], [f32; 2])> {
     match *scales {
         [1.0, 1.0, sh, sw]
