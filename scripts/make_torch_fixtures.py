@@ -10,7 +10,7 @@ axes, GCNet's and non-local blocks' products of computed values, EdgeNeXt's posi
 and Linear over tokens, attention that unbinds q, k and v from before the batch axis,
 attention on values whose batch axis folds in the heads or patches, windows and strided
 slices of computed values, `torch.einsum`, MViTv2's heads pooled as images, assignments
-to slices), exported by each of
+to slices, `nn.MultiheadAttention`'s tokens with the batch second), exported by each of
 PyTorch's routes:
 
 - `default`: `torch.onnx.export(model, (x,), path)`, the dynamo exporter (weights in
@@ -840,6 +840,35 @@ class Folds(Classifier):
         return self.head(torch.cat([tiled, overlapping], 1))
 
 
+class MultiHead(Classifier):
+    """`nn.MultiheadAttention` over a conv's tokens, laid out `[L, B, E]` (batch second) as
+    torchvision's ViTs and CLIP's ResNets have them: self-attention without its weights
+    (torch's fused path, which folds the batch with the heads), then CLIP's attention pool
+    (a mean token joined in front, a position table, the mean token alone as the query)
+    with its weights returned (batched products over `[B·heads, L, d]`)."""
+
+    def __init__(self, c=8, heads=2, tokens=16):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, stride=2, padding=1)
+        self.attn = nn.MultiheadAttention(c, heads)
+        self.pool = nn.MultiheadAttention(c, heads)
+        self.norm = nn.LayerNorm(c)
+        self.positions = nn.Parameter(torch.randn(tokens + 1, c) * 0.5)
+        with torch.no_grad():
+            for m in (self.attn, self.pool):
+                m.in_proj_bias.copy_(torch.randn(3 * c) * 0.1)
+        self.fc = nn.Linear(c, 5)
+
+    def logits(self, x):
+        x = F.relu(self.conv(x))
+        tokens = x.flatten(2).permute(2, 0, 1)
+        y, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        tokens = self.norm(tokens + y)
+        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens]) + self.positions[:, None]
+        pooled, weights = self.pool(tokens[:1], tokens, tokens)
+        return self.fc(pooled[0] * (1 + weights.amax(-1)))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -870,6 +899,7 @@ FIXTURES = {
     "pools1d": (TokenPools, [3, 6, 6]),
     "volumes": (Volumes, [3, 6, 6]),
     "folds": (Folds, [3, 6, 6]),
+    "multihead": (MultiHead, [3, 8, 8]),
 }
 
 
@@ -880,11 +910,12 @@ DYNAMIC_ROUTE = {
     "output_names": ["y"],
     "dynamic_axes": {"x": {0: "batch"}, "y": {0: "batch"}},
 }
-DYNAMIC = {"folded", "unbind", "pooled", "sam"}
+DYNAMIC = {"folded", "unbind", "pooled", "sam", "multihead"}
 # Fixtures the legacy exporter refuses (non-factor adaptive pools): the dynamo route only.
 DYNAMO_ONLY = {"adaptive"}
-# Fixtures of ops opset 13 lacks (`Col2Im` came in 18): not by the opset-13 route.
-FROM_OPSET_18 = {"folds"}
+# Fixtures of ops opset 13 lacks (`Col2Im` came in 18, the exporter's attention in 14):
+# not by the opset-13 route.
+AFTER_OPSET_13 = {"folds", "multihead"}
 
 
 def export(model, x, path, route):
@@ -912,7 +943,7 @@ def make(name, seed):
     np.save(OUT / f"{name}.probs.npy", probs.numpy())
     np.save(OUT / f"{name}.grad.npy", one.grad.numpy())
     routes = ["default"] if name in DYNAMO_ONLY else list(ROUTES)
-    if name in FROM_OPSET_18:
+    if name in AFTER_OPSET_13:
         routes.remove("opset13")
     for route in routes + (["dynamic"] if name in DYNAMIC else []):
         path = OUT / f"{name}.{route}.onnx"

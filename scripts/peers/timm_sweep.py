@@ -27,7 +27,9 @@ not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 `hf:ARCH` takes Hugging Face transformers' `ARCHForImageClassification` from its default
 `ARCHConfig` (1,000 labels, random weights; `pip install transformers`), called on
 `pixel_values` for its `logits`, at the config's image size: `hf:ConvNext`, `hf:Swinv2`,
-`hf:MobileViTV2`, `hf:Dinov2WithRegisters` and so on.
+`hf:MobileViTV2`, `hf:Dinov2WithRegisters` and so on. `tv:NAME` takes torchvision's
+`get_model(NAME)` (random weights, zero-initialised matrices redrawn) at 224, or at its
+ViTs' own `image_size`.
 """
 import json, os, subprocess, sys, time, traceback, argparse
 import numpy as np
@@ -141,6 +143,14 @@ def main():
     try:
         if name.startswith("hf:"):
             model, hf_size = hf_model(name[3:])
+        elif name.startswith("tv:"):
+            import torchvision
+            model = torchvision.models.get_model(name[3:], weights=None).eval()
+            hf_size = getattr(model, "image_size", 224)
+            with torch.no_grad():  # ViTs' zero-initialised heads would give equal logits
+                for p in model.parameters():
+                    if p.dim() > 1 and not p.any():
+                        p.normal_(0, 0.05)
         else:
             model = timm.create_model(name, pretrained=False)
     except Exception as e:

@@ -893,6 +893,23 @@ fn string(name: &str, v: &str) -> AttributeProto {
 }
 
 #[test]
+fn a_batch_axis_moved_in_a_file_made_for_two_samples_is_a_one_line_error() {
+    // Each sample is computed on its own, as a file for one (or any number) computes it; a
+    // file for two whose batch axis moves would mix the two.
+    let model = onnx_model(GraphProto {
+        node: vec![
+            node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
+            NodeProto { output: vec!["y".into()], ..node("Relu", "relu", &["t"], vec![]) },
+        ],
+        input: vec![value_info("x", &[Some(2), Some(2), Some(6), Some(6)])],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    });
+    let err = import_error(&model.encode_to_vec());
+    assert!(err.contains("it moves the batch axis of a file made for a batch of 2"), "{err}");
+}
+
+#[test]
 fn ops_on_a_value_folding_an_axis_into_the_batch_equal_them_on_the_unfolded_value() {
     // The channels folded into the batch axis, `[N·2, 6, 6]`: each op's axes, perm, pads
     // and default axes name the file's axes, one fewer than the value convscope holds.
@@ -1173,17 +1190,26 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             "moves the batch axis",
         ),
         (
-            // An axis moved in front of the batch axis, then read whole: only taking one
-            // index of it (attention's unbind) puts the batch axis first again.
+            // An axis moved in front of the batch axis, then read whole: computed with the
+            // batch second, but the scores must have it first again.
             vec![
                 node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
                 y(node("Relu", "relu", &["t"], vec![])),
             ],
             vec![],
             17,
-            "node 'relu' (Relu): its input moves the batch axis (an axis transposed or \
-             stacked in front of it), which convscope reads only by taking one index of that \
-             axis (unbind), joining such values along it or reducing it (mean, sum, max, min)",
+            "output 'y' has its batch axis after the first",
+        ),
+        (
+            // A batch axis moved: pooled, it would not be an image's.
+            vec![
+                node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
+                node("Relu", "relu", &["t"], vec![]),
+                y(node("MaxPool", "pool", &["relu"], vec![ints("kernel_shape", &[2, 2])])),
+            ],
+            vec![],
+            17,
+            "node 'pool' (MaxPool): it reads a value whose batch axis was moved after another",
         ),
         (
             // Stacked in front of the batch axis, then reduced keeping that axis.
@@ -1197,22 +1223,20 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
              mean, sum, max or min over that axis, dropped",
         ),
         (
-            // Moved in front of the batch axis, then reshaped other than by folding the
-            // axis after the batch into it.
+            // Moved in front of the batch axis, then reshaped with it still inside.
             vec![
                 node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),
                 y(node("Reshape", "r", &["t", "s"], vec![])),
             ],
             vec![int64s("s", &[2, 36, -1])],
             17,
-            "node 'r' (Reshape): reshapes a value moved before the batch axis to [2, 36, -1]; \
-             convscope reads only the batch axis folding in the axis after it",
+            "output 'y' has its batch axis after the first",
         ),
         (
             vec![y(node("Transpose", "t", &["x"], vec![ints("perm", &[2, 3, 0, 1])]))],
             vec![],
             17,
-            "permutation [2, 3, 0, 1] moves the batch axis",
+            "output 'y' has its batch axis after the first",
         ),
         (
             vec![y(node("ReduceMean", "mean", &["x"], vec![ints("axes", &[0, 1])]))],

@@ -330,3 +330,13 @@ fn folds_of_blocks_back_into_maps_match_pytorch() {
     // blocks at stride 2 with padding, whose overlaps sum.
     matches_pytorch_by("folds", &["default", "legacy"]);
 }
+
+#[test]
+fn multihead_attention_over_tokens_with_the_batch_second_matches_pytorch() {
+    // `nn.MultiheadAttention` on `[L, B, E]`: its fused path folds the batch with the heads
+    // (`[L, B·heads, d]`) and its weights' path multiplies `[B·heads, L, d]`; CLIP's pool
+    // joins a mean token in front and takes `pooled[0]`. Run at a batch of two through
+    // files exported for one, and for any batch size (targets computed from the input's
+    // shape). Opset 13 has no export of this attention.
+    matches_pytorch_by("multihead", &["default", "legacy", "dynamic"]);
+}

@@ -88,12 +88,17 @@ const LIFTED: &[&str] = &[
 const READ_FOLDED: &[&str] =
     &["AveragePool", "Conv", "Einsum", "Flatten", "MaxPool", "Reshape", "Shape"];
 
+/// The ops that read a displaced value themselves (see `displaced`): reshapes, Shape,
+/// and Gemm as a product over the last axis.
+const READ_DISPLACED: &[&str] = &["Flatten", "Gemm", "Reshape", "Shape"];
+
 /// What lifting a node needs to know of its folded inputs.
 struct Fold {
     /// The ONNX rank of the folded values.
     rank: usize,
-    /// Where their batch axis is: 0, or 1 for an axis moved in front of it (unbind).
-    batch_at: usize,
+    /// Where their batch axis is: 0, or 1 for an axis moved in front of it (unbind);
+    /// none for displaced values (see `displaced`), whose batch axis is in front of all.
+    batch_at: Option<usize>,
     /// The size of the folded axis.
     folded: usize,
 }
@@ -104,8 +109,20 @@ impl Importer {
     pub(super) fn lifted(&mut self, node: &NodeProto) -> Fallible<Option<NodeProto>> {
         let Some(fold) = self.fold_of(node)? else { return Ok(None) };
         let op = node.op_type.as_str();
-        if READ_FOLDED.contains(&op) {
+        let displaced = fold.batch_at.is_none();
+        if displaced && READ_DISPLACED.contains(&op) {
             return Ok(None);
+        }
+        if !displaced && READ_FOLDED.contains(&op) {
+            return Ok(None);
+        }
+        if displaced && !LIFTED.contains(&op) {
+            return Err(format!(
+                "it reads a value whose batch axis was moved after another (attention's \
+                 [L, B, E]), which convscope reads only with {} and {}",
+                READ_DISPLACED.join(", "),
+                LIFTED.join(", ")
+            ));
         }
         if !LIFTED.contains(&op) {
             return Err(format!(
@@ -154,9 +171,15 @@ impl Importer {
             }
             _ => {}
         }
-        for i in 1..node.input.len() {
+        for i in 0..node.input.len() {
             let name = &node.input[i];
-            if name.is_empty() || self.runs_on_input(name) {
+            if displaced && self.is_computed(name) && !self.displaced.contains(name) {
+                // An ordinary value beside displaced ones: displaced too.
+                let whole = self.displace(&self.computed(name)?, &node.name)?;
+                lifted.input[i] = self.lifted_name(name, Value::Computed(whole));
+                continue;
+            }
+            if i == 0 || name.is_empty() || self.runs_on_input(name) {
                 continue;
             }
             let replaced = match (op, i) {
@@ -173,6 +196,8 @@ impl Importer {
                     Some(Value::Const(int_vector(pads)))
                 }
                 ("Expand", 1) => Some(Value::from_shape(self.lifted_shape(name, &fold)?)),
+                // Other constants broadcast against the axes they always did.
+                _ if displaced => None,
                 // Sizes, indices, bounds, pads given per axis, scalars: as they are.
                 (
                     "Slice" | "Split" | "Gather" | "GatherND" | "Pad" | "Clip" | "Dropout"
@@ -201,6 +226,9 @@ impl Importer {
     /// How `node`'s folded inputs fold, or none if it reads none.
     fn fold_of(&self, node: &NodeProto) -> Fallible<Option<Fold>> {
         let mut found: Option<Fold> = None;
+        if node.input.iter().any(|i| self.displaced.contains(i)) {
+            return self.displaced_fold(node).map(Some);
+        }
         for name in node.input.iter().filter(|i| self.runs_on_input(i)) {
             if !self.folded_batch.contains(name) {
                 if found.is_some() || node.input.iter().any(|i| self.folded_batch.contains(i)) {
@@ -214,13 +242,13 @@ impl Importer {
             let fold = match self.value(name)? {
                 Value::Computed(c) => {
                     let view = self.shape(c);
-                    Fold { rank: view.len(), batch_at: 0, folded: view[0] }
+                    Fold { rank: view.len(), batch_at: Some(0), folded: view[0] }
                 }
                 Value::Unbinding(u) => {
                     // The folded axis is the first after the batch in the moved order.
                     let view = self.shape(&u.of);
                     let folded = u.rest.get(1).map_or(view[0], |&a| view[a - 1]);
-                    Fold { rank: view.len(), batch_at: 1, folded }
+                    Fold { rank: view.len(), batch_at: Some(1), folded }
                 }
                 _ => return Err(super::import::NOT_REAL.into()),
             };
@@ -238,6 +266,28 @@ impl Importer {
         Ok(found)
     }
 
+    /// How `node`, which reads a displaced value, lifts: past a batch axis in front of the
+    /// largest rank it reads. Ordinary values beside it are displaced when lifted; values
+    /// whose batch folds in another axis cannot be.
+    fn displaced_fold(&self, node: &NodeProto) -> Fallible<Fold> {
+        let mut rank = 0;
+        for name in node.input.iter().filter(|i| self.runs_on_input(i)) {
+            let c = match self.value(name)? {
+                Value::Computed(c) if !self.folded_batch.contains(name) => c,
+                _ => {
+                    return Err(format!(
+                        "it reads '{name}', whose batch axis folds in another axis or is \
+                         moved, beside a value whose batch axis was moved after another"
+                    ));
+                }
+            };
+            // An ordinary value's batch axis counts; a displaced one holds it.
+            let own = usize::from(!self.displaced.contains(name));
+            rank = rank.max(self.shape(c).len() + own);
+        }
+        Ok(Fold { rank, batch_at: None, folded: 1 })
+    }
+
     /// Whether `name` is computed from the model's input, in any layout.
     pub(super) fn runs_on_input(&self, name: &str) -> bool {
         matches!(
@@ -247,7 +297,12 @@ impl Importer {
     }
 
     /// The axes constant `name` lifted, for a value of `rank`.
-    fn lifted_axes(&self, name: &str, rank: usize, batch_at: usize) -> Fallible<Array<f64>> {
+    fn lifted_axes(
+        &self,
+        name: &str,
+        rank: usize,
+        batch_at: Option<usize>,
+    ) -> Fallible<Array<f64>> {
         Ok(int_vector(lift_all(&self.constant(name)?.ints()?, rank, batch_at)?))
     }
 
@@ -284,6 +339,9 @@ impl Importer {
             Value::Shape(s) => s.data.clone(),
             _ => return Err("expands to a shape computed from the input's values".into()),
         };
+        if fold.batch_at.is_none() {
+            return Ok(Array::vector(std::iter::once(Dim::Known(1)).chain(target).collect()));
+        }
         if target.len() != fold.rank {
             return Ok(Array::vector(target));
         }
@@ -323,24 +381,29 @@ fn names_axes(op: &str, i: usize) -> bool {
 
 /// ONNX axis `a` of a value of `rank` with its batch axis at `batch_at`, in the lifted
 /// value: past the batch axis, one further.
-fn lift_axis(a: i64, rank: usize, batch_at: usize) -> Fallible<i64> {
+fn lift_axis(a: i64, rank: usize, batch_at: Option<usize>) -> Fallible<i64> {
     let a = array::axis(a, rank)?;
-    Ok(if a > batch_at { a as i64 + 1 } else { a as i64 })
+    Ok(match batch_at {
+        Some(b) if a <= b => a as i64,
+        _ => a as i64 + 1,
+    })
 }
 
-fn lift_all(axes: &[i64], rank: usize, batch_at: usize) -> Fallible<Vec<i64>> {
+fn lift_all(axes: &[i64], rank: usize, batch_at: Option<usize>) -> Fallible<Vec<i64>> {
     axes.iter().map(|&a| lift_axis(a, rank, batch_at)).collect()
 }
 
 /// A permutation of the value's axes as one of the lifted value's: the batch axis as
 /// itself and the folded axis after it.
-fn lift_perm(perm: &[i64], batch_at: usize) -> Fallible<Vec<i64>> {
+fn lift_perm(perm: &[i64], batch_at: Option<usize>) -> Fallible<Vec<i64>> {
     let axes = perm
         .iter()
         .map(|&p| usize::try_from(p).map_err(|_| format!("bad perm {perm:?}")))
         .collect::<Fallible<Vec<usize>>>()?;
     array::check_perm(&axes, perm.len())?;
-    let batch = batch_at as i64;
+    let Some(batch) = batch_at.map(|b| b as i64) else {
+        return Ok(std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect());
+    };
     Ok(perm
         .iter()
         .flat_map(|&p| match p {
@@ -352,15 +415,15 @@ fn lift_perm(perm: &[i64], batch_at: usize) -> Fallible<Vec<i64>> {
 }
 
 /// Pad's begins and ends, one of each per axis, with none for the folded axis.
-fn lift_pads(pads: &[i64], batch_at: usize) -> Fallible<Vec<i64>> {
+fn lift_pads(pads: &[i64], batch_at: Option<usize>) -> Fallible<Vec<i64>> {
     let rank = pads.len() / 2;
-    if !pads.len().is_multiple_of(2) || rank <= batch_at {
+    if !pads.len().is_multiple_of(2) || batch_at.is_some_and(|b| rank <= b) {
         return Err(format!("pads {pads:?} for a value of a folded batch axis"));
     }
     let (begins, ends) = pads.split_at(rank);
     let with_none = |side: &[i64]| {
         let mut side = side.to_vec();
-        side.insert(batch_at + 1, 0);
+        side.insert(batch_at.map_or(0, |b| b + 1), 0);
         side
     };
     Ok([with_none(begins), with_none(ends)].concat())
@@ -372,27 +435,33 @@ mod tests {
 
     #[test]
     fn axes_past_the_batch_move_by_one() {
-        assert_eq!(lift_axis(-1, 3, 0), Ok(3));
-        assert_eq!(lift_axis(0, 3, 0), Ok(0));
-        assert_eq!(lift_axis(2, 3, 0), Ok(3));
+        assert_eq!(lift_axis(-1, 3, Some(0)), Ok(3));
+        assert_eq!(lift_axis(0, 3, Some(0)), Ok(0));
+        assert_eq!(lift_axis(2, 3, Some(0)), Ok(3));
         // An axis moved in front of the batch (unbind) stays where it is.
-        assert_eq!(lift_axis(0, 5, 1), Ok(0));
-        assert_eq!(lift_axis(1, 5, 1), Ok(1));
-        assert_eq!(lift_axis(-3, 5, 1), Ok(3));
-        assert!(lift_axis(3, 3, 0).is_err());
+        assert_eq!(lift_axis(0, 5, Some(1)), Ok(0));
+        assert_eq!(lift_axis(1, 5, Some(1)), Ok(1));
+        assert_eq!(lift_axis(-3, 5, Some(1)), Ok(3));
+        assert!(lift_axis(3, 3, Some(0)).is_err());
+        // A displaced value's axes all move: the batch is in front of them.
+        assert_eq!(lift_axis(0, 3, None), Ok(1));
+        assert_eq!(lift_axis(-1, 3, None), Ok(3));
     }
 
     #[test]
     fn permutations_keep_the_folded_axis_after_the_batch() {
-        assert_eq!(lift_perm(&[0, 2, 1], 0), Ok(vec![0, 1, 3, 2]));
+        assert_eq!(lift_perm(&[0, 2, 1], Some(0)), Ok(vec![0, 1, 3, 2]));
         // timm's qkv.permute(2, 0, 3, 1, 4) of [B·h, N, 3, heads, d].
-        assert_eq!(lift_perm(&[2, 0, 3, 1, 4], 0), Ok(vec![3, 0, 1, 4, 2, 5]));
-        assert!(lift_perm(&[0, 0, 1], 0).is_err());
+        assert_eq!(lift_perm(&[2, 0, 3, 1, 4], Some(0)), Ok(vec![3, 0, 1, 4, 2, 5]));
+        assert!(lift_perm(&[0, 0, 1], Some(0)).is_err());
+        // [L, B, E] back to [B, L, E] as a displaced value: behind a batch in front.
+        assert_eq!(lift_perm(&[1, 0, 2], None), Ok(vec![0, 2, 1, 3]));
     }
 
     #[test]
     fn pads_gain_none_for_the_folded_axis() {
-        assert_eq!(lift_pads(&[0, 0, 1, 0, 0, 2], 0), Ok(vec![0, 0, 0, 1, 0, 0, 0, 2]));
-        assert!(lift_pads(&[0, 0, 1], 0).is_err());
+        assert_eq!(lift_pads(&[0, 0, 1, 0, 0, 2], Some(0)), Ok(vec![0, 0, 0, 1, 0, 0, 0, 2]));
+        assert_eq!(lift_pads(&[1, 2], None), Ok(vec![0, 1, 0, 2]));
+        assert!(lift_pads(&[0, 0, 1], Some(0)).is_err());
     }
 }

@@ -213,6 +213,9 @@ pub(super) struct Importer {
     /// ONNX values whose batch axis folds in the first axis of their per-sample view
     /// (see `folding`).
     pub(super) folded_batch: HashSet<String>,
+    /// ONNX values held with their batch axis among their per-sample axes (see
+    /// `displaced`).
+    pub(super) displaced: HashSet<String>,
     /// The values of a node's outputs past the first, from an op that has several
     /// (Split), taken by the node's caller.
     pub(super) more_outputs: Vec<Value>,
@@ -403,6 +406,7 @@ impl Importer {
             more_outputs: Vec::new(),
             batch_merged: HashSet::new(),
             folded_batch: HashSet::new(),
+            displaced: HashSet::new(),
             produced: HashMap::new(),
             input_spec,
             made: 0,
@@ -574,19 +578,10 @@ impl Importer {
                 | "ReduceMin"
                 | "Reshape"
         );
-        if !unbinds
-            && node
-                .input
-                .iter()
-                .any(|name| matches!(self.values.get(name), Some(Value::Unbinding(_))))
-        {
-            return Err(
-                "its input moves the batch axis (an axis transposed or stacked in front of \
-                 it), which convscope reads only by taking one index of that axis (unbind), \
-                 joining such values along it or reducing it (mean, sum, max, min)"
-                    .to_string()
-                    .into(),
-            );
+        if !unbinds {
+            for name in &node.input {
+                self.displace_unbinding(name, &node.name)?;
+            }
         }
         for (i, name) in node.input.iter().enumerate() {
             if !reads_weights(&node.op_type, i)
@@ -604,6 +599,7 @@ impl Importer {
             }
         }
         let Some(op) = op else { return Err(NodeError::Unsupported) };
+        let reads_displaced = node.input.iter().any(|i| self.displaced.contains(i));
         let lifted = self.lifted(node)?;
         let emitted_before = self.spec.nodes.len();
         let out = op.map(self, lifted.as_ref().unwrap_or(node))?;
@@ -634,7 +630,13 @@ impl Importer {
         if lifted.is_some() {
             let computed = node.output.iter().filter(|o| self.runs_on_input(o)).cloned();
             let computed: Vec<String> = computed.collect();
-            self.folded_batch.extend(computed);
+            match reads_displaced {
+                true => self.displaced.extend(computed),
+                false => self.folded_batch.extend(computed),
+            }
+        }
+        for name in &node.output {
+            self.settle_displaced(name, &node.name)?;
         }
         Ok(())
     }
@@ -763,6 +765,9 @@ impl Importer {
         };
         if self.folded_batch.contains(output) {
             return Err(format!("output '{output}' folds another axis into the batch axis"));
+        }
+        if self.displaced.contains(output) {
+            return Err(format!("output '{output}' has its batch axis after the first"));
         }
         let out = match self.value(output)?.clone() {
             Value::Computed(c) => self.realise(&c)?,

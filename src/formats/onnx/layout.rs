@@ -101,7 +101,10 @@ impl Importer {
                     rest: perm[1..].to_vec(),
                     index: None,
                 }),
-                _ => return Err(format!("permutation {perm:?} moves the batch axis")),
+                _ => {
+                    self.mark_displaced(n);
+                    self.displaced_transpose(&c, &perm, n.base)?
+                }
             },
         })
     }
@@ -306,15 +309,20 @@ impl Importer {
 /// permutation composed with the one pending, none where they cancel.
 fn permuted(c: Computed, perm: &[usize], base: &str) -> Value {
     let own: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
+    Value::Computed(with_perm(c, &own, base))
+}
+
+/// `c` with its per-sample axes permuted by `perm`, pending.
+pub(super) fn with_perm(c: Computed, perm: &[usize], base: &str) -> Computed {
     let composed: Vec<usize> = match &c.perm {
-        Some(q) => own.iter().map(|&i| q[i]).collect(),
-        None => own,
+        Some(q) => perm.iter().map(|&i| q[i]).collect(),
+        None => perm.to_vec(),
     };
-    Value::Computed(Computed {
+    Computed {
         source: c.source,
         perm: (!is_identity(&composed)).then_some(composed),
         transpose_name: base.to_string(),
-    })
+    }
 }
 
 /// Whether `perm` leaves every axis where it is.

@@ -9,6 +9,7 @@
 
 mod array;
 mod attrs;
+mod displaced;
 mod einsum;
 mod external;
 mod fold;

@@ -964,11 +964,28 @@ impl Importer {
         let b = if n.a.int("transB", 0)? != 0 { b.transposed()? } else { b };
         let alpha = n.a.float("alpha", 1.0)?;
         let beta = f64::from(n.a.float("beta", 1.0)?);
-        let (x, kernel) = self.dense_input(n.first, b.scaled(alpha))?;
         let bias = match n.input(2) {
             Some(c) => Some(self.constant(c)?.map(|v| v * beta)),
             None => None,
         };
+        if self.displaced.contains(n.first) {
+            // The whole value is the matrix: a product over its last axis, plus the bias.
+            let c = self.computed(n.first)?;
+            self.mark_displaced(n);
+            let product = self.channel_matmul(n.base, &c, b.scaled(alpha))?;
+            return match bias {
+                Some(bias) => {
+                    let source = match &product {
+                        Value::Computed(p) => p.source.clone(),
+                        _ => return Err(NOT_REAL.into()),
+                    };
+                    let left = (source, product);
+                    self.arith_pair_with(ArithKind::Add, &left, Value::Const(bias), "", n.base)
+                }
+                None => Ok(product),
+            };
+        }
+        let (x, kernel) = self.dense_input(n.first, b.scaled(alpha))?;
         self.dense(n.base, x, kernel, bias)
     }
 

@@ -67,6 +67,9 @@ impl Importer {
                 Array::vector(s.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
             }
             Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
+            Value::Computed(c) if self.displaced.contains(n.first) => {
+                Array::vector(self.shape(c).iter().map(|&d| Dim::Known(d as i64)).collect())
+            }
             Value::Computed(c) => {
                 let view = self.shape(c);
                 let (lead, rest) = self.folded_view(n.first, &view);
@@ -110,6 +113,14 @@ impl Importer {
         if let Value::Computed(c) = self.value(n.first)?.clone() {
             let shape = self.shape(&c);
             let axis = array::axis(ax, shape.len() + 1)?;
+            let whole_batch = !self.folded_batch.contains(n.first);
+            if axis == 0 && whole_batch && indices.dims.is_empty() && one_index(&indices, 1).is_ok()
+            {
+                // The file's batch of one, taken (`pooled[0]` of `[1, B, E]`): the rest.
+                self.may_displace()?;
+                self.mark_displaced(n);
+                return Ok(Value::Computed(c));
+            }
             if axis == 0 {
                 return Err("gathers along the batch axis".into());
             }
@@ -350,15 +361,18 @@ impl Importer {
         if let Value::Unbinding(u) = self.value(n.first)?.clone() {
             return self.split_unbinding(n, u);
         }
-        let Value::Computed(c) = self.value(n.first)?.clone() else {
-            return Err("only values computed from the input can be split".into());
+        let value = self.value(n.first)?.clone();
+        // The value's dims, a computed one's batch as 0.
+        let dims = match &value {
+            Value::Computed(c) => [vec![0], self.shape(c)].concat(),
+            Value::Const(k) => k.dims.clone(),
+            _ => return Err("splits a shape".into()),
         };
-        let shape = self.shape(&c);
-        let axis = array::axis(n.a.int("axis", 0)?, shape.len() + 1)?;
-        if axis == 0 {
+        let axis = array::axis(n.a.int("axis", 0)?, dims.len())?;
+        if axis == 0 && matches!(value, Value::Computed(_)) {
             return Err("splits the batch axis".into());
         }
-        let dim = shape[axis - 1];
+        let dim = dims[axis];
         let outputs = n.node.output.len();
         let sizes: Vec<i64> = match n.input(1) {
             Some(name) => self.constant(name)?.ints()?,
@@ -384,7 +398,14 @@ impl Importer {
         let mut parts = Vec::new();
         for size in sizes {
             let end = start + size as usize;
-            parts.push(self.slice_axis(&c, axis - 1, start..end, n.base)?);
+            parts.push(match &value {
+                Value::Computed(c) => self.slice_axis(c, axis - 1, start..end, n.base)?,
+                Value::Const(k) => {
+                    let part = k.slice(axis as i64, start as i64, end as i64, 1)?;
+                    Value::Const(part)
+                }
+                _ => return Err(NOT_REAL.into()),
+            });
             start = end;
         }
         let first = parts.remove(0);
@@ -601,6 +622,9 @@ impl Importer {
         let c = match self.value(n.first)? {
             Value::Unbinding(u) => return self.reshape_unbinding(n, u.clone(), &target.data),
             Value::Flattened { .. } => return Err(NOT_REAL.into()),
+            Value::Computed(c) if self.displaced.contains(n.first) => {
+                return self.reshape_displaced(n, &c.clone(), &target.data, allowzero);
+            }
             Value::Computed(c) => c.clone(),
             Value::Const(k) => {
                 let dims = resolve_const_shape(&k.dims, &target.data, allowzero)?;
@@ -711,6 +735,13 @@ impl Importer {
                 let batch_times = i == 1 && t == Dim::Batch(folded as i64);
                 t == e || t == Dim::Known(-1) || batch_times || (i == 0 && t == Dim::Known(0))
             });
+        if !fits && u.index.is_none() && self.may_displace().is_ok() {
+            // Some other reshape (`nn.MultiheadAttention`'s `[L·B, E]`): as displaced.
+            let Value::Computed(whole) = self.displaced_unbinding(&u, n.base)? else {
+                return Err(NOT_REAL.into());
+            };
+            return self.reshape_displaced(n, &whole, target, false);
+        }
         if u.index.is_some() || u.rest.len() < 2 || !fits {
             let shown = |dims: &[Dim]| -> Vec<String> {
                 dims.iter()
@@ -761,6 +792,13 @@ impl Importer {
         let axis = n.a.int("axis", 1)?;
         match self.value(n.first)?.clone() {
             Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
+            Value::Computed(c) if self.displaced.contains(n.first) => {
+                let shape = self.shape(&c);
+                let at = flatten_axis(axis, shape.len())?;
+                let (outer, inner) = (shape[..at].iter().product(), shape[at..].iter().product());
+                self.mark_displaced(n);
+                self.reshape_computed(&c, vec![outer, inner], n.base)
+            }
             Value::Computed(c) => {
                 let shape = self.shape(&c);
                 let (lead, dims) = self.folded_view(n.first, &shape);
@@ -791,6 +829,12 @@ impl Importer {
         };
         let unsqueeze = n.node.op_type == "Unsqueeze";
         let value = self.value(n.first)?.clone();
+        if let (Value::Computed(c), false, Some(axes)) = (&value, unsqueeze, axes.as_deref())
+            && axes.iter().any(|&a| a == 0 || a == -(self.shape(c).len() as i64 + 1))
+            && !self.folded_batch.contains(n.first)
+        {
+            return self.squeezed_batch(n, c, axes);
+        }
         if let Value::Unbinding(u) = &value {
             return match (u.index, unsqueeze, axes.as_deref()) {
                 (Some(index), false, Some([0])) => self.unbound(u, index, n.base),
@@ -837,13 +881,29 @@ impl Importer {
             Value::Const(k) => Ok(Value::Const(k.reshape(dims)?)),
             Value::Shape(s) => Ok(Value::from_shape(s.reshape(dims)?)),
             Value::Flattened { .. } | Value::Unbinding(_) => Err(NOT_REAL.into()),
-            Value::Computed(c) => {
-                if dims.first() != Some(&0) {
-                    return Err("the batch axis would move".into());
-                }
-                self.reshape_computed(&c, dims[1..].to_vec(), n.base)
-            }
+            Value::Computed(c) => match dims.split_first() {
+                Some((0, rest)) => self.reshape_computed(&c, rest.to_vec(), n.base),
+                _ => Err("the batch axis would move".into()),
+            },
         }
+    }
+
+    /// A Squeeze of a computed value's batch axis (`pooled[0]` of `[1, B, E]` written as
+    /// one): the file's batch is one, so its value is the rest, displaced.
+    fn squeezed_batch(&mut self, n: &OpNode<'_>, c: &Computed, axes: &[i64]) -> Fallible<Value> {
+        let shape = self.shape(c);
+        let rank = shape.len() + 1;
+        let axes = axes.iter().map(|&a| array::axis(a, rank)).collect::<Fallible<Vec<_>>>()?;
+        if let Some(a) = axes.iter().find(|&&a| a > 0 && shape[a - 1] != 1) {
+            return Err(format!(
+                "axis {a} of a value of per-sample shape {shape:?} is not of size 1"
+            ));
+        }
+        self.may_displace()?;
+        let rest: Vec<usize> =
+            (1..rank).filter(|a| !axes.contains(a)).map(|a| shape[a - 1]).collect();
+        self.mark_displaced(n);
+        self.reshape_computed(c, rest, n.base)
     }
 }
 
