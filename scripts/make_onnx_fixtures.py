@@ -601,6 +601,71 @@ def upsample9():
     save("upsample9", m, x, extra=["both", "near", "lin", "c"])
 
 
+def quantized():
+    """A float CNN quantized by onnxruntime's `quantize_static` in its QDQ form: weights
+    per output channel behind DequantizeLinear, activations uint8 through
+    QuantizeLinear/DequantizeLinear pairs (the ReLU and the ReLU6 folded into their clamps),
+    a residual Add, global pooling, a Linear and its softmax (its probabilities rounded too,
+    which convscope leaves out); compared with ONNX Runtime running the QDQ graph as written
+    (optimizations off: the quantization's own rounding, not an int8 kernel's), up to the
+    softmax."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    rng = np.random.default_rng(20261207)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="relu1"),
+        n("Conv", ["r1", "w2", "b2"], ["c2"], name="depthwise", group=6, strides=[2, 2],
+          pads=[1, 1, 1, 1]),
+        n("Clip", ["c2", "zero", "six"], ["r2"], name="relu6"),
+        n("Conv", ["r2", "w3", "b3"], ["c3"], name="pointwise"),
+        n("Add", ["c3", "r2"], ["sum"], name="residual"),
+        n("GlobalAveragePool", ["sum"], ["pooled"], name="pool"),
+        n("Flatten", ["pooled"], ["flat"], name="flatten"),
+        n("Gemm", ["flat", "w4", "b4"], ["logits"], name="fc", transB=1),
+        n("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    inits = [weight("w1", 6, 3, 3, 3), weight("b1", 6, scale=0.1),
+             weight("w2", 6, 1, 3, 3), weight("b2", 6, scale=0.1),
+             weight("w3", 6, 6, 1, 1), weight("b3", 6, scale=0.1),
+             weight("w4", 4, 6), weight("b4", 4, scale=0.1),
+             floats("zero", 0.0), floats("six", 6.0)]
+    m = model("quantized", nodes, [image_input("x", "N", 3, 8, 8)],
+              image_input("probs", "N", 4), inits, 13)
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.random((1, 3, 8, 8), dtype=np.float32)}
+                                 for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    float_path, path = f"{OUT}/quantized.float.onnx", f"{OUT}/quantized.onnx"
+    onnx.save(m, float_path)
+    # uint8 throughout, weights asymmetric (a zero point per channel): the zero points and
+    # the unsigned range are exercised (the default, int8, is the same with other numbers).
+    quantize_static(float_path, path, Calibration(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QUInt8, extra_options={"WeightSymmetric": False})
+    os.remove(float_path)
+    x = rng.random((2, 3, 8, 8), dtype=np.float32)
+    # The quantizer rounds the probabilities too; convscope shows the softmax's own.
+    probe = onnx.load(path)
+    softmax = [node for node in probe.graph.node if node.op_type == "Softmax"][0].output[0]
+    probe.graph.output[0].name = softmax
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"x": x})[0]
+    np.save(f"{OUT}/quantized.input.npy", x)
+    np.save(f"{OUT}/quantized.output.npy", out)
+    print(f"quantized: {os.path.getsize(path)} bytes, output {out.shape}, sum {out.sum():.6f}")
+
+
 def sample_model():
     """The bundled sample model as PyTorch would export it, run on random inputs."""
     path = "sample_models/mnist_cnn.safetensors"
@@ -660,4 +725,5 @@ if __name__ == "__main__":
     keras_export("keras_rgb", 3, lambda tf: keras_chain(tf, 3))
     keras_export("keras_dag", 8, keras_dag)
     keras_resized_fixture()
+    quantized()
     sample_model()

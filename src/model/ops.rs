@@ -75,9 +75,32 @@ pub enum Activation {
         /// The exponent.
         exponent: f32,
     },
+    /// Quantized and back (ONNX's `QuantizeLinear` then `DequantizeLinear`, what quantized
+    /// files put after each layer): `scale·(clamp(round(x/scale) + zero, lo, hi) − zero)`,
+    /// rounding half to even. Its gradient passes where the integer fell inside
+    /// `[lo, hi]` (the straight-through estimator of quantisation-aware training).
+    FakeQuant {
+        /// The step between integers.
+        scale: f32,
+        /// The integer that stands for 0.
+        zero: f32,
+        /// The integer type's least value.
+        lo: f32,
+        /// Its greatest.
+        hi: f32,
+    },
 }
 
 impl Activation {
+    /// [`Activation::FakeQuant`]'s integer for `x`, clamped; `x/scale` rounded to the
+    /// float type it came in, as ONNX Runtime divides (a float quotient computed in f64 and
+    /// rounded once is the float division's).
+    pub fn quantized(x: f64, [scale, zero, lo, hi]: [f32; 4], single: bool) -> f64 {
+        let quotient = x / f64::from(scale);
+        let quotient = if single { f64::from(quotient as f32) } else { quotient };
+        (quotient.round_ties_even() + f64::from(zero)).clamp(f64::from(lo), f64::from(hi))
+    }
+
     /// SELU's `alpha`, as Keras and ONNX define it.
     pub const SELU_ALPHA: f32 = 1.673_263_2;
     /// SELU's `scale` (ONNX's `gamma`).
@@ -109,6 +132,7 @@ impl Activation {
             Activation::Erf => "erf",
             Activation::Sqrt => "sqrt",
             Activation::Power { .. } => "pow",
+            Activation::FakeQuant { .. } => "fake_quant",
         }
     }
 
@@ -123,6 +147,7 @@ impl Activation {
                 | Activation::HardSwish
                 | Activation::Erf
                 | Activation::Power { .. }
+                | Activation::FakeQuant { .. }
         )
     }
 }

@@ -130,3 +130,67 @@ fn activation_gradients_match_finite_differences_fused_and_alone() {
         check_input_gradient(&model, model.graph().output_node(), Point::Output);
     }
 }
+
+#[test]
+fn fake_quantization_rounds_half_to_even_clamps_and_passes_gradients_inside_its_range() {
+    use convscope::engine::{ReluRule, Seed};
+    // Steps of ½ from a zero point of 3, integers 0..=10: inputs −1.5..=3.5 stay inside.
+    let activation = Activation::FakeQuant { scale: 0.5, zero: 3.0, lo: 0.0, hi: 10.0 };
+    // (x, output, gradient): x/0.5 = 0.5 and 2.5 round to 0 and 2 (half to even), −1.25
+    // (−2.5 → −2) stays inside, −2 and 4 are clamped, 3.4 (6.8 → 7, integer 10) is the top.
+    let cases = [
+        (0.25, 0.0, 1.0),
+        (1.25, 1.0, 1.0),
+        (0.75, 1.0, 1.0),
+        (-1.25, -1.0, 1.0),
+        (-2.0, -1.5, 0.0),
+        (4.0, 3.5, 0.0),
+        (3.4, 3.5, 1.0),
+    ];
+    let points: Vec<f64> = cases.iter().map(|c| c.0).collect();
+    let model = model_with(
+        &[points.len()],
+        vec![Node::new("act", Op::Activation { activation }, &["input"])],
+        &[],
+    );
+    let x = Tensor::from_vec(points.clone(), (1, points.len()), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let acts = model.forward(&x).unwrap();
+    let outputs = values(acts.node(0).unwrap());
+    let grad = Tensor::ones((1, points.len()), DType::F32, &Device::Cpu).unwrap();
+    let seed = Seed { node: 0, point: Point::Output, grad };
+    let grads = model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap();
+    let gradients = values(grads.input().unwrap());
+    for (((x, want, slope), got), got_slope) in cases.iter().zip(outputs).zip(gradients) {
+        assert_eq!((got, got_slope), (*want, *slope), "at {x}");
+    }
+
+    // With its least integer standing for 0 (a ReLU folded into the clamp), the modifiers
+    // treat it as a ReLU: guided passes positive gradients where the integer was inside,
+    // rectified positive ones wherever the top did not clamp.
+    let relu = Activation::FakeQuant { scale: 0.5, zero: 0.0, lo: 0.0, hi: 10.0 };
+    let points = [-1.0, 1.0, 9.0];
+    let model = model_with(
+        &[points.len()],
+        vec![Node::new("act", Op::Activation { activation: relu }, &["input"])],
+        &[],
+    );
+    let x = Tensor::from_vec(points.to_vec(), (1, 3), &Device::Cpu).unwrap();
+    let x = x.to_dtype(DType::F32).unwrap();
+    let acts = model.forward(&x).unwrap();
+    for (seed, rule, want) in [
+        (1.0, ReluRule::Vanilla, [0.0, 1.0, 0.0]),
+        (-1.0, ReluRule::Vanilla, [0.0, -1.0, 0.0]),
+        (1.0, ReluRule::Guided, [0.0, 1.0, 0.0]),
+        (-1.0, ReluRule::Guided, [0.0, 0.0, 0.0]),
+        (1.0, ReluRule::Rectified, [1.0, 1.0, 0.0]),
+        (-1.0, ReluRule::Rectified, [0.0, 0.0, 0.0]),
+    ] {
+        let grad = Tensor::from_vec(vec![seed as f32; 3], (1, 3), &Device::Cpu).unwrap();
+        let seed = Seed { node: 0, point: Point::Output, grad };
+        let grads = model.backward(&acts, &seed, rule, false).unwrap();
+        assert_eq!(values(grads.input().unwrap()), want, "{rule:?}");
+    }
+}

@@ -1301,6 +1301,13 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             "LogSoftmax is supported only as the model's output",
         ),
         (
+            vec![y(node("QLinearConv", "q", &["x"], vec![]))],
+            vec![],
+            17,
+            "unsupported ONNX op 'QLinearConv' in node 'q': a model quantized in the \
+             QOperator form",
+        ),
+        (
             vec![y(node("Relu", "r", &["nowhere"], vec![]))],
             vec![],
             17,
@@ -2321,4 +2328,21 @@ fn a_constant_resized_to_its_own_size_is_the_constant_and_another_size_an_error(
     let error = formats::onnx::from_bytes(&resize(&[1, 2, 3, 3]), Path::new("table.onnx")).err();
     let error = error.expect("a resize of a constant to another size must be refused").to_string();
     assert!(error.contains("resize of a constant to another size"), "{error}");
+}
+
+#[test]
+fn a_model_quantized_by_onnx_runtime_matches_its_qdq_graph() {
+    // quantize_static's QDQ form: int8 weights per channel folded at load, each activation
+    // rounded to its uint8 grid and clamped (the ReLUs live on in those clamps).
+    let model = import("quantized.onnx");
+    let fake_quants = model
+        .graph()
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op.activation(), Activation::FakeQuant { .. }))
+        .count();
+    // Input, three convs, the sum, the pool, the flatten, the logits; not the probabilities.
+    assert_eq!(fake_quants, 8);
+    assert!(model.notes.iter().any(|n| n.contains("rounds its output probabilities")));
+    check_outputs(&model, "quantized", &npy_tensor("quantized.input.npy"));
 }

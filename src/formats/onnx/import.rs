@@ -22,6 +22,7 @@ use super::passes::{
 use super::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, ValueInfoProto, data_type,
 };
+use super::quantize::Grid;
 use super::tensor::{Initializer, initializer};
 use super::weight::Weight;
 use crate::error::{Error, Result};
@@ -61,6 +62,17 @@ impl Value {
         Value::Computed(Computed { source, perm: None, transpose_name: String::new() })
     }
 }
+
+/// The ops of quantized models in ONNX's QOperator form (and of onnxruntime's dynamic
+/// quantization), which compute on integers.
+const QOPERATOR_OPS: &[&str] = &[
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearConv",
+    "QLinearMatMul",
+];
 
 /// The batch axis of the model's input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -121,6 +133,13 @@ pub(super) fn import(
     let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {
+            NodeError::Unsupported if QOPERATOR_OPS.contains(&node.op_type.as_str()) => bad(format!(
+                "unsupported ONNX op '{}' in node '{}': a model quantized in the QOperator form, \
+                 whose ops compute on integers; convscope reads the QDQ form \
+                 (onnxruntime's quantize_static with quant_format=QuantFormat.QDQ, its default)",
+                qualified_op(node),
+                display_name(node),
+            )),
             NodeError::Unsupported => bad(format!(
                 "unsupported ONNX op '{}' in node '{}'; supported ops: {}",
                 qualified_op(node),
@@ -216,6 +235,12 @@ pub(super) struct Importer {
     /// ONNX values held with their batch axis among their per-sample axes (see
     /// `displaced`).
     pub(super) displaced: HashSet<String>,
+    /// Outputs of `QuantizeLinear`s of computed values, by their quantization (see
+    /// `quantize`): only the matching `DequantizeLinear` reads them.
+    pub(super) quantized: HashMap<String, Grid>,
+    /// The ONNX types of integer constants (quantization's zero points tell the integers'
+    /// type).
+    pub(super) int_types: HashMap<String, i32>,
     /// The values of a node's outputs past the first, from an op that has several
     /// (Split), taken by the node's caller.
     pub(super) more_outputs: Vec<Value>,
@@ -297,6 +322,7 @@ impl Importer {
         input_size: Option<[usize; 2]>,
     ) -> Fallible<Importer> {
         let (mut values, mut file_weights) = (HashMap::new(), HashMap::new());
+        let int_types = graph.initializer.iter().map(|t| (t.name.clone(), t.data_type)).collect();
         for t in &graph.initializer {
             match initializer(t, &source)? {
                 Initializer::Weight(w) => {
@@ -407,6 +433,8 @@ impl Importer {
             batch_merged: HashSet::new(),
             folded_batch: HashSet::new(),
             displaced: HashSet::new(),
+            quantized: HashMap::new(),
+            int_types,
             produced: HashMap::new(),
             input_spec,
             made: 0,
@@ -582,6 +610,16 @@ impl Importer {
             for name in &node.input {
                 self.displace_unbinding(name, &node.name)?;
             }
+        }
+        if node.op_type != "DequantizeLinear"
+            && op.is_some()
+            && let Some(name) = node.input.iter().find(|i| self.quantized.contains_key(*i))
+        {
+            return Err(format!(
+                "it reads the integers of '{name}', which convscope computes only through the \
+                 DequantizeLinear that follows them"
+            )
+            .into());
         }
         for (i, name) in node.input.iter().enumerate() {
             if !reads_weights(&node.op_type, i)
@@ -783,6 +821,7 @@ impl Importer {
         if out == self.spec.input_name {
             return Err(format!("output '{output}' is the input itself"));
         }
+        let (out, rounding) = self.unrounded_probabilities(out);
         let mut nodes = std::mem::take(&mut self.spec.nodes);
         drop_unused(&mut nodes, &out);
         fuse_swish(&mut nodes);
@@ -804,6 +843,7 @@ impl Importer {
             .map_err(|e| crate::error::report(&e))?;
         model.notes.extend(note);
         model.notes.extend(self.other_precision.as_deref().map(super::super::other_precision_note));
+        model.notes.extend(rounding);
         model.heads = heads;
         model.with_class_head().map_err(|e| crate::error::report(&e))
     }

@@ -19,6 +19,7 @@ mod layout;
 mod ops;
 mod passes;
 pub mod proto;
+mod quantize;
 mod scatter;
 mod shape;
 mod tensor;

@@ -8,7 +8,7 @@ use super::attrs::{Attrs, ints_attribute};
 use super::fold::{self, Comparison, Reduction, Unary};
 use super::import::{Importer, NOT_REAL, Value, display_name};
 use super::layout::{Computed, is_identity};
-use super::proto::{AttributeProto, NodeProto};
+use super::proto::{AttributeProto, NodeProto, attribute_type};
 use super::tensor::constant_attr;
 use super::weight::Weight;
 use crate::model::{
@@ -49,12 +49,18 @@ const OPS: &[OnnxOp] = &[
     op("Clip", |im, n| im.clip(n)),
     op("Col2Im", |im, n| im.col2im(n)),
     op("Concat", |im, n| im.concat(n)),
-    op("Constant", |im, n| Ok(Value::Const(constant_attr(&n.a, im.source())?))),
+    op("Constant", |im, n| {
+        if let Some(t) = n.a.get("value", attribute_type::TENSOR)?.and_then(|a| a.t.as_ref()) {
+            im.int_types.extend(n.node.output.first().map(|o| (o.clone(), t.data_type)));
+        }
+        Ok(Value::Const(constant_attr(&n.a, im.source())?))
+    }),
     op("ConstantOfShape", |im, n| im.constant_of_shape(n)),
     op("Conv", |im, n| im.conv(n)),
     op("ConvTranspose", |im, n| im.conv_transpose(n)),
     op("Cos", |im, n| im.unary(n, Unary::Cos)),
     op("CumSum", |im, n| im.cumsum(n)),
+    op("DequantizeLinear", |im, n| im.dequantize_linear(n)),
     op("Div", |im, n| im.arith(n)),
     keeps_flattened("Dropout", |im, n| im.dropout(n)),
     op("Einsum", |im, n| im.einsum(n)),
@@ -107,6 +113,7 @@ const OPS: &[OnnxOp] = &[
     op("PRelu", |im, n| im.prelu(n)),
     op("Pad", |im, n| im.pad(n)),
     op("Pow", |im, n| im.pow(n)),
+    op("QuantizeLinear", |im, n| im.quantize_linear(n)),
     op("Range", |im, n| im.range(n)),
     op("Reciprocal", |im, n| im.unary(n, Unary::Reciprocal)),
     op("ReduceL2", |im, n| im.reduce(n, Reduction::L2)),
