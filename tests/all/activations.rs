@@ -1,6 +1,6 @@
 //! The activations beyond ReLU that imported models bring (sigmoid, tanh, clip, leaky ReLU,
 //! ELU, SELU, softplus, softsign, swish, GELU in both forms, hard sigmoid, hard swish,
-//! exponential, erf): forward against
+//! exponential, erf, fake quantization): forward against
 //! values worked out by hand, gradient against finite differences in f64, fused into conv
 //! and dense layers and standing alone.
 
@@ -79,6 +79,17 @@ fn by_hand(activation: Activation, x: f64) -> f64 {
     }
 }
 
+/// A model of `activation` alone over a row of `points.len()` values, and that row (f32).
+fn alone(activation: Activation, points: &[f64]) -> (convscope::Model, Tensor) {
+    let model = model_with(
+        &[points.len()],
+        vec![Node::new("act", Op::Activation { activation }, &["input"])],
+        &[],
+    );
+    let x = Tensor::from_vec(points.to_vec(), (1, points.len()), &Device::Cpu).unwrap();
+    (model, x.to_dtype(DType::F32).unwrap())
+}
+
 #[test]
 fn activations_compute_their_definitions() {
     // ±1 and ±2 in the erf cases (x/√2 is tabulated for GELU at ±√2·{0.5, 1}); elsewhere
@@ -91,15 +102,7 @@ fn activations_compute_their_definitions() {
             }
             _ => vec![-4.0, -3.0, -1.5, -0.25, 0.0, 0.25, 1.5, 3.0, 4.0, 6.0, 7.5],
         };
-        let model = model_with(
-            &[points.len()],
-            vec![Node::new("act", Op::Activation { activation }, &["input"])],
-            &[],
-        );
-        let x = Tensor::from_vec(points.clone(), (1, points.len()), &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
+        let (model, x) = alone(activation, &points);
         let got = values(model.forward(&x).unwrap().node(0).unwrap());
         for (p, g) in points.iter().zip(got) {
             let want = by_hand(activation, *p);
@@ -148,15 +151,7 @@ fn fake_quantization_rounds_half_to_even_clamps_and_passes_gradients_inside_its_
         (3.4, 3.5, 1.0),
     ];
     let points: Vec<f64> = cases.iter().map(|c| c.0).collect();
-    let model = model_with(
-        &[points.len()],
-        vec![Node::new("act", Op::Activation { activation }, &["input"])],
-        &[],
-    );
-    let x = Tensor::from_vec(points.clone(), (1, points.len()), &Device::Cpu)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let (model, x) = alone(activation, &points);
     let acts = model.forward(&x).unwrap();
     let outputs = values(acts.node(0).unwrap());
     let grad = Tensor::ones((1, points.len()), DType::F32, &Device::Cpu).unwrap();
@@ -171,14 +166,7 @@ fn fake_quantization_rounds_half_to_even_clamps_and_passes_gradients_inside_its_
     // treat it as a ReLU: guided passes positive gradients where the integer was inside,
     // rectified positive ones wherever the top did not clamp.
     let relu = Activation::FakeQuant { scale: 0.5, zero: 0.0, lo: 0.0, hi: 10.0 };
-    let points = [-1.0, 1.0, 9.0];
-    let model = model_with(
-        &[points.len()],
-        vec![Node::new("act", Op::Activation { activation: relu }, &["input"])],
-        &[],
-    );
-    let x = Tensor::from_vec(points.to_vec(), (1, 3), &Device::Cpu).unwrap();
-    let x = x.to_dtype(DType::F32).unwrap();
+    let (model, x) = alone(relu, &[-1.0, 1.0, 9.0]);
     let acts = model.forward(&x).unwrap();
     for (seed, rule, want) in [
         (1.0, ReluRule::Vanilla, [0.0, 1.0, 0.0]),
