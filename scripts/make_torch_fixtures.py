@@ -842,10 +842,11 @@ class Folds(Classifier):
 
 class MultiHead(Classifier):
     """`nn.MultiheadAttention` over a conv's tokens, laid out `[L, B, E]` (batch second) as
-    torchvision's ViTs and CLIP's ResNets have them: self-attention without its weights
-    (torch's fused path, which folds the batch with the heads), then CLIP's attention pool
-    (a mean token joined in front, a position table, the mean token alone as the query)
-    with its weights returned (batched products over `[B·heads, L, d]`)."""
+    torchvision's ViTs and CLIP's ResNets have them: CLIP's mean token joined in front (a
+    mean over the moved axis, kept) and a position table, self-attention without its
+    weights (torch's fused path, which folds the batch with the heads), then an attention
+    pool with the mean token alone as the query and its weights returned (batched products
+    over `[B·heads, L, d]`)."""
 
     def __init__(self, c=8, heads=2, tokens=16):
         super().__init__()
@@ -862,9 +863,9 @@ class MultiHead(Classifier):
     def logits(self, x):
         x = F.relu(self.conv(x))
         tokens = x.flatten(2).permute(2, 0, 1)
+        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens]) + self.positions[:, None]
         y, _ = self.attn(tokens, tokens, tokens, need_weights=False)
         tokens = self.norm(tokens + y)
-        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens]) + self.positions[:, None]
         pooled, weights = self.pool(tokens[:1], tokens, tokens)
         return self.fc(pooled[0] * (1 + weights.amax(-1)))
 

@@ -1212,17 +1212,6 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             "node 'pool' (MaxPool): it reads a value whose batch axis was moved after another",
         ),
         (
-            // Stacked in front of the batch axis, then reduced keeping that axis.
-            vec![
-                node("Unsqueeze", "stack", &["x", "zero"], vec![]),
-                y(node("ReduceMean", "mean", &["stack", "zero"], vec![int("keepdims", 1)])),
-            ],
-            vec![int64s("zero", &[0])],
-            17,
-            "node 'mean' (ReduceMean): reduces values moved before the batch other than by a \
-             mean, sum, max or min over that axis, dropped",
-        ),
-        (
             // Moved in front of the batch axis, then reshaped with it still inside.
             vec![
                 node("Transpose", "t", &["x"], vec![ints("perm", &[1, 0, 2, 3])]),

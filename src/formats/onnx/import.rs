@@ -585,6 +585,24 @@ impl Importer {
     }
 
     fn node(&mut self, node: &NodeProto) -> std::result::Result<(), NodeError> {
+        let reads_unbinding =
+            node.input.iter().any(|i| matches!(self.values.get(i), Some(Value::Unbinding(_))));
+        match self.map_node(node) {
+            // A value moved before the batch axis and read in a way unbinding does not
+            // cover (CLIP's `tokens.mean(0, keepdim=True)`): read displaced, where it can be.
+            Err(NodeError::Invalid(message)) if reads_unbinding => {
+                let displaced =
+                    node.input.iter().try_for_each(|i| self.displace_unbinding(i, &node.name));
+                match displaced {
+                    Ok(()) => self.map_node(node),
+                    Err(_) => Err(NodeError::Invalid(message)),
+                }
+            }
+            mapped => mapped,
+        }
+    }
+
+    fn map_node(&mut self, node: &NodeProto) -> std::result::Result<(), NodeError> {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(NodeError::Unsupported);
         }
