@@ -107,7 +107,9 @@ pub(super) fn drop_nan_guards(graph: &GraphProto, nodes: Vec<NodeProto>) -> Vec<
     nodes
         .into_iter()
         .zip(guards)
-        .filter(|(n, _)| !(n.op_type == "IsNaN" && dropped.contains(&n.output[0])))
+        .filter(|(n, _)| {
+            !(n.op_type == "IsNaN" && n.output.first().is_some_and(|o| dropped.contains(o)))
+        })
         .map(|(n, guard)| match guard {
             true => NodeProto { op_type: "Identity".into(), input: vec![n.input[2].clone()], ..n },
             false => n,

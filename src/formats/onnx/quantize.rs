@@ -108,7 +108,7 @@ impl Importer {
                     vec![c.source.clone()],
                     Vec::new(),
                 )?;
-                self.quantized.insert(n.node.output[0].clone(), grid);
+                self.quantized.extend(n.node.output.first().map(|o| (o.clone(), grid)));
                 Ok(self.keep_layout(name, &c))
             }
             _ => Err(NOT_REAL.into()),
