@@ -301,6 +301,37 @@ fn class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>> {
     Ok(Some(Graph::new(spec)?))
 }
 
+/// A file's graph whose input is a vector of `k²` values (a multilayer perceptron on
+/// flattened digits), given a `k×k` grey image as its input and a node that flattens it
+/// row by row, as the model was trained on; None for any other input. Every method then
+/// has an image to show its maps on.
+fn flat_image_input(graph: &Graph) -> Result<Option<(Graph, String)>> {
+    let &[values] = graph.input_shape() else { return Ok(None) };
+    let side = values.isqrt();
+    if side < 2 || side * side != values {
+        return Ok(None);
+    }
+    let mut spec = graph.spec().clone();
+    let input = spec.input_name.clone();
+    let flattened = format!("{input}/flattened");
+    if spec.nodes.iter().any(|n| n.name == flattened) {
+        return Ok(None);
+    }
+    for node in &mut spec.nodes {
+        for name in node.inputs.iter_mut().filter(|name| **name == input) {
+            name.clone_from(&flattened);
+        }
+    }
+    let reshape = Op::Reshape { shape: vec![values as i64] };
+    spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
+    spec.input_shape = vec![1, side, side];
+    let note = format!(
+        "the model's input is a vector of {values} values: read as a {side}×{side} grey \
+         image, row by row"
+    );
+    Ok(Some((Graph::new(spec)?, note)))
+}
+
 impl Model {
     /// Puts a model together, checking that every weight the graph needs is present with
     /// the exact shape, and that no stray weight is left over.
@@ -370,6 +401,17 @@ impl Model {
             heads: Vec::new(),
             kernel_cache: KernelCache::default(),
         })
+    }
+
+    /// The model with a `k×k` grey image as its input where the file's is a vector of `k²`
+    /// values (see [`flat_image_input`]), saying so in a note; the file readers apply it.
+    pub(crate) fn with_image_input(self) -> Result<Model> {
+        let Some((graph, note)) = flat_image_input(&self.graph)? else { return Ok(self) };
+        let mut model = Model::new(self.name, graph, self.weights, self.input, self.classes)?;
+        model.notes = self.notes;
+        model.notes.push(note);
+        model.heads = self.heads;
+        Ok(model)
     }
 
     /// The model with its class scores where the methods read them ([`class_head`]), with

@@ -57,7 +57,7 @@ pub fn from_file(file: &FileBytes, path: &Path) -> Result<Model> {
     let precision = arch.other_precision();
     let mut model = Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)?;
     model.notes.extend(precision.as_deref().map(super::other_precision_note));
-    model.with_class_head().map_err(in_file)
+    model.with_class_head().and_then(Model::with_image_input).map_err(in_file)
 }
 
 /// The model config, the weights and whether Keras 3 wrote the file.

@@ -863,6 +863,9 @@ impl Importer {
         model.notes.extend(self.other_precision.as_deref().map(super::super::other_precision_note));
         model.notes.extend(rounding);
         model.heads = heads;
-        model.with_class_head().map_err(|e| crate::error::report(&e))
+        model
+            .with_class_head()
+            .and_then(Model::with_image_input)
+            .map_err(|e| crate::error::report(&e))
     }
 }
