@@ -338,11 +338,13 @@ def augmented(K):
 
 
 def resized(K):
-    """Resizing layers inside the model (TensorFlow's tutorials resize before the first
-    conv): bilinear up by uneven factors, then nearest down."""
+    """Resizing layers inside the model (TensorFlow's tutorials resize, then rescale, before
+    the first conv): bilinear up by uneven factors, the rescaling after it (folded into the
+    input description), then nearest down."""
     L = K.layers
     image = K.Input((9, 11, 3), name="image")
     x = L.Resizing(16, 12, name="up")(image)
+    x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
     x = L.Conv2D(4, 3, activation="relu", name="conv")(x)
     x = L.Resizing(5, 7, interpolation="nearest", name="down")(x)
     x = L.Flatten(name="flat")(x)
@@ -373,7 +375,7 @@ MODELS = {
     "decoder": (decoder, False),
     "inception_resnet": (inception_resnet, False),
     "augmented": (augmented, True),
-    "resized": (resized, False),
+    "resized": (resized, True),
 }
 
 

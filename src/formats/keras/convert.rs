@@ -457,7 +457,7 @@ impl<'a> Builder<'a> {
     /// these layers are). Returns how many leading layers were folded.
     fn fold_preprocessing(
         &mut self,
-        layers: &[&Layer],
+        layers: &[&'a Layer],
         input_shape: &[usize],
     ) -> Result<(usize, InputSpec)> {
         let channels = if input_shape.len() == 3 { input_shape[0] } else { 1 };
@@ -485,6 +485,16 @@ impl<'a> Builder<'a> {
                 // Augmentation before the rescaling passes the pixels through (and goes
                 // into the input description with it).
                 class if reads_current && INFERENCE_IDENTITY.contains(&class) => {}
+                // A resize interpolates with weights summing to one, so a rescaling or
+                // normalisation after it (TensorFlow's tutorials' `Resizing` then
+                // `Rescaling(1/255)`) is the same before it: the resize stays a layer, what
+                // follows it still folds.
+                "Resizing" if reads_current => {
+                    self.layer(layer)?;
+                    current = layer.name.clone();
+                    folded += 1;
+                    continue;
+                }
                 // EfficientNet's stem, for its ImageNet weights, rescales normalised values
                 // per channel.
                 "Rescaling" if reads_current && !rescaled_normalization => {
