@@ -2363,3 +2363,34 @@ fn a_model_of_a_flat_vector_of_k_squared_values_reads_a_k_by_k_grey_image() {
     let worst = values(&(got - want).unwrap()).iter().fold(0f64, |m, v| m.max(v.abs()));
     assert!(worst < 1e-6, "off by {worst}");
 }
+
+#[test]
+fn a_zero_point_shared_through_an_identity_keeps_its_integer_type() {
+    // The legacy exporter shares constants through Identity nodes; the integers' range comes
+    // from the zero point's type (uint8 here: 0..=255, steps of ½ from 3).
+    let uint8 =
+        TensorProto { name: "zp".into(), data_type: 2, int32_data: vec![3], ..Default::default() };
+    let scale =
+        TensorProto { name: "s".into(), data_type: 1, float_data: vec![0.5], ..Default::default() };
+    let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
+    let nodes = vec![
+        node("Identity", "zero", &["zp"], vec![]),
+        node("QuantizeLinear", "q", &["x", "s", "zero"], vec![]),
+        y(node("DequantizeLinear", "dq", &["q", "s", "zero"], vec![])),
+    ];
+    let model = formats::onnx::from_bytes(
+        &image_model(nodes, vec![uint8, scale], 13),
+        Path::new("shared.onnx"),
+    )
+    .unwrap();
+    // Below the range, half steps either way of an even integer, far above it.
+    let inputs = [-4.0f32, -1.25, 0.25, 0.75, 200.0];
+    let x: Vec<f32> = (0..72).map(|i| inputs[i % inputs.len()]).collect();
+    let x = Tensor::from_vec(x, (1, 2, 6, 6), &Device::Cpu).unwrap();
+    let out = model.forward(&x).unwrap();
+    let got = values(out.node(model.graph().output_node()).unwrap());
+    let by_hand = [-1.5, -1.0, 0.0, 1.0, 126.0];
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, by_hand[i % by_hand.len()], "at {}", inputs[i % inputs.len()]);
+    }
+}

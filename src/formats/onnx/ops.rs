@@ -89,7 +89,13 @@ const OPS: &[OnnxOp] = &[
         im.activation(n, Activation::HardSigmoid { alpha, beta })
     }),
     op("HardSwish", |im, n| im.activation(n, Activation::HardSwish)),
-    keeps_flattened("Identity", |im, n| Ok(im.value(n.first)?.clone())),
+    keeps_flattened("Identity", |im, n| {
+        // The legacy exporter shares a constant through Identity nodes: its type goes along.
+        if let (Some(&t), Some(out)) = (im.int_types.get(n.first), n.node.output.first()) {
+            im.int_types.insert(out.clone(), t);
+        }
+        Ok(im.value(n.first)?.clone())
+    }),
     op("InstanceNormalization", |im, n| im.group_norm(n)),
     op("IsNaN", |im, n| im.unary(n, Unary::IsNaN)),
     op("LRN", |im, n| im.local_response_norm(n)),

@@ -37,7 +37,7 @@ impl Importer {
         // The zero point's type is the integers' (uint8 without one, as ONNX says).
         let elem = match zero_name {
             Some(name) => self.int_types.get(name).copied().ok_or_else(|| {
-                format!("the type of zero point '{name}' is not known (not an initializer)")
+                format!("the type of zero point '{name}' is not known (not a constant of the file)")
             })?,
             None => match n.a.int("output_dtype", 0)? {
                 0 => data_type::UINT8,
