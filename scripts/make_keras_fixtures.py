@@ -339,11 +339,12 @@ def augmented(K):
 
 def resized(K):
     """Resizing layers inside the model (TensorFlow's tutorials resize, then rescale, before
-    the first conv): bilinear up by uneven factors, the rescaling after it (folded into the
-    input description), then nearest down."""
+    the first conv): a centre crop by odd margins, bilinear up by uneven factors, the
+    rescaling after them (folded into the input description), then nearest down."""
     L = K.layers
     image = K.Input((9, 11, 3), name="image")
-    x = L.Resizing(16, 12, name="up")(image)
+    x = L.CenterCrop(8, 8, name="crop")(image)
+    x = L.Resizing(16, 12, name="up")(x)
     x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
     x = L.Conv2D(4, 3, activation="relu", name="conv")(x)
     x = L.Resizing(5, 7, interpolation="nearest", name="down")(x)

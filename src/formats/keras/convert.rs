@@ -31,9 +31,9 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
-    Concatenate, Rescaling and Normalization (at the input), the layers active only in \
+    Concatenate, Rescaling and Normalization (at the input, or after its resize or crop), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant";
@@ -485,11 +485,11 @@ impl<'a> Builder<'a> {
                 // Augmentation before the rescaling passes the pixels through (and goes
                 // into the input description with it).
                 class if reads_current && INFERENCE_IDENTITY.contains(&class) => {}
-                // A resize interpolates with weights summing to one, so a rescaling or
-                // normalisation after it (TensorFlow's tutorials' `Resizing` then
-                // `Rescaling(1/255)`) is the same before it: the resize stays a layer, what
-                // follows it still folds.
-                "Resizing" if reads_current => {
+                // A resize interpolates with weights summing to one and a crop picks pixels,
+                // so a rescaling or normalisation after either (TensorFlow's tutorials'
+                // `Resizing` then `Rescaling(1/255)`) is the same before it: the resize or
+                // crop stays a layer, what follows it still folds.
+                "Resizing" | "CenterCrop" | "Cropping2D" if reads_current => {
                     self.layer(layer)?;
                     current = layer.name.clone();
                     folded += 1;
@@ -744,6 +744,28 @@ impl<'a> Builder<'a> {
                 }
                 let scale = [size[0] as f32 / h as f32, size[1] as f32 / w as f32];
                 self.simple(layer, Op::Resize { size, scale, interpolation, coordinates })
+            }
+            "CenterCrop" => {
+                let (input, _) = self.image_input(layer)?;
+                let [h, w] = [input.shape[1], input.shape[2]];
+                let [th, tw] = [config.usize("height", None)?, config.usize("width", None)?];
+                if th == 0 || tw == 0 {
+                    return Err(config.error("cropping to an empty image"));
+                }
+                if th > h || tw > w {
+                    return Err(config.error(format!(
+                        "cropping {h}×{w} to {th}×{tw} resizes it first (Keras's smart_resize), \
+                         which is not supported"
+                    )));
+                }
+                // Keras starts the window at half the difference, rounded down.
+                let (top, left) = ((h - th) / 2, (w - tw) / 2);
+                let op = Op::Slice {
+                    axes: vec![1, 2],
+                    starts: vec![top, left],
+                    ends: vec![top + th, left + tw],
+                };
+                self.simple(layer, op)
             }
             "Cropping2D" => {
                 let (input, _) = self.image_input(layer)?;
