@@ -14,6 +14,7 @@ use super::array::Dim;
 use super::import::{Batch, Importer, NOT_REAL, Value};
 use super::layout::{Computed, Unbinding, with_perm};
 use super::ops::OpNode;
+use super::shape::resolve_const_shape;
 
 impl Importer {
     /// Whether a value may be displaced: each sample must be the file's whole batch.
@@ -80,31 +81,15 @@ impl Importer {
         target: &[Dim],
         allowzero: bool,
     ) -> Fallible<Value> {
-        let shape = self.shape(c);
-        let total: usize = shape.iter().product();
-        let mut hole = None;
-        let mut per = Vec::with_capacity(target.len());
-        for (i, d) in target.iter().enumerate() {
-            per.push(match *d {
-                Dim::Known(0) if !allowzero => *shape
-                    .get(i)
-                    .ok_or_else(|| format!("target {target:?} copies a missing axis"))?,
-                Dim::Known(-1) if hole.is_none() => {
-                    hole = Some(i);
-                    1
-                }
-                // The file's batch, one per sample, times the rest.
-                Dim::Known(v) | Dim::Batch(v) if v > 0 => v as usize,
-                _ => return Err(format!("bad reshape target {target:?}")),
-            });
-        }
-        if let Some(i) = hole {
-            let known: usize = per.iter().product();
-            if known == 0 || !total.is_multiple_of(known) {
-                return Err(format!("cannot reshape {shape:?} to {target:?}"));
-            }
-            per[i] = total / known;
-        }
+        // The file's batch, one per sample, times the rest.
+        let target: Vec<Dim> = target
+            .iter()
+            .map(|&d| match d {
+                Dim::Batch(v) => Dim::Known(v),
+                known => known,
+            })
+            .collect();
+        let per = resolve_const_shape(&self.shape(c), &target, allowzero)?;
         self.mark_displaced(n);
         self.reshape_computed(c, per, n.base)
     }

@@ -935,7 +935,11 @@ fn dims_of(v: &Value) -> Fallible<Array<Dim>> {
 }
 
 /// Reshape of a constant: 0 copies (unless `allowzero`), one -1 is inferred.
-fn resolve_const_shape(dims: &[usize], target: &[Dim], allowzero: bool) -> Fallible<Vec<usize>> {
+pub(super) fn resolve_const_shape(
+    dims: &[usize],
+    target: &[Dim],
+    allowzero: bool,
+) -> Fallible<Vec<usize>> {
     let total: usize = dims.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut hole = None;
