@@ -1655,19 +1655,10 @@ fn apply_activation(activation: Activation, z: &Tensor) -> Result<Tensor> {
         Activation::Erf => z.erf()?,
         Activation::Sqrt => z.sqrt()?,
         Activation::Power { exponent } => z.powf(f64::from(exponent))?,
-        Activation::FakeQuant { scale, zero, lo, hi } => {
-            let q = [scale, zero, lo, hi];
-            let (zero, scale) = (f64::from(zero), f64::from(scale));
-            map_f64(z, |x| (Activation::quantized(x, q, z.dtype() == DType::F32) - zero) * scale)?
+        Activation::FakeQuant { .. } => {
+            return Err(Error::Invalid(format!("fake quantization of {:?} values", z.dtype())));
         }
     })
-}
-
-/// `f` of every value of `z`, in f64, back in `z`'s type.
-fn map_f64(z: &Tensor, f: impl Fn(f64) -> f64) -> Result<Tensor> {
-    let values: Vec<f64> = z.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let mapped: Vec<f64> = values.into_iter().map(f).collect();
-    Ok(Tensor::from_vec(mapped, z.dims(), z.device())?.to_dtype(z.dtype())?)
 }
 
 fn sigmoid(z: &Tensor) -> Result<Tensor> {
@@ -1789,19 +1780,14 @@ fn activation_backward(
             (g * input()?.powf(e - 1.0)?.affine(e, 0.0)?)?
         }
         Activation::FakeQuant { scale, zero, lo, hi } => {
-            let single = g.dtype() == DType::F32;
-            let unclamped = [scale, zero, f32::MIN, f32::MAX];
             // A clamp whose least integer stands for 0 is what is left of a ReLU the
             // quantizer folded in: the modifiers treat it as that ReLU.
             let relu = lo == zero && rule != ReluRule::Vanilla;
             let gate_below = !(relu && rule == ReluRule::Rectified);
-            let (lo, hi) = (f64::from(lo), f64::from(hi));
-            // Where clamping moved the integer, the output stood still.
-            let inside = map_f64(input()?, |x| {
-                let q = Activation::quantized(x, unclamped, single);
-                f64::from(u8::from((q >= lo || !gate_below) && q <= hi))
-            })?;
-            (if relu { g.relu()? } else { g.clone() } * inside)?
+            let params = [scale, zero, lo, hi];
+            pointwise::fake_quant_times(params, g, input()?, relu, gate_below)?.ok_or_else(
+                || Error::Invalid(format!("fake quantization of {:?} gradients", g.dtype())),
+            )?
         }
     })
 }

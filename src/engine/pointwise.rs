@@ -52,6 +52,10 @@ fn with_map<T: MapFloat + Send + Sync, O: OnMap<T>>(
             let a = constant::<T>(alpha.into());
             on.run(move |x| x.max(T::zero()) + x.min(T::zero()) * a)
         }
+        Activation::FakeQuant { scale, zero, lo, hi } => {
+            let [s, z, lo, hi] = [scale, zero, lo, hi].map(|v| constant::<T>(v.into()));
+            on.run(move |x| (((x / s).round_half_even() + z).max(lo).min(hi) - z) * s)
+        }
         _ => return None,
     })
 }
@@ -218,6 +222,35 @@ pub(super) fn slope_times(
     }))
 }
 
+/// The gradient `g` through [`Activation::FakeQuant`] at input `z`, in one pass: `g` where
+/// the integer `round(z/scale) + zero` fell inside `[lo, hi]` (`lo` not gating when
+/// `gate_below` is off), 0 elsewhere; with `relu`, only positive `g` passes. `None` for a
+/// type left to candle's ops.
+pub(super) fn fake_quant_times(
+    [scale, zero, lo, hi]: [f32; 4],
+    g: &Tensor,
+    z: &Tensor,
+    relu: bool,
+    gate_below: bool,
+) -> Result<Option<Tensor>> {
+    if !mapped(g.dtype()) || z.dtype() != g.dtype() || z.dims() != g.dims() {
+        return Ok(None);
+    }
+    with_float!(g.dtype(), T => with_slice::<T, _>(g, |gs| {
+        with_slice::<T, _>(z, |zs| {
+            let [s, zero, lo, hi] = [scale, zero, lo, hi].map(|v| constant::<T>(v.into()));
+            let values = kernels::zip_map(gs, zs, move |g, x| {
+                let q = (x / s).round_half_even() + zero;
+                // Where clamping moved the integer, the output stood still.
+                let inside = (q >= lo || !gate_below) & (q <= hi);
+                let g = if relu { g.max(T::zero()) } else { g };
+                if inside { g } else { T::zero() }
+            });
+            Ok(Some(Tensor::from_vec(values, g.dims(), g.device())?))
+        })
+    }))
+}
+
 /// `1 / (1 + e^−x)`, as `(e^−x + 1)⁻¹` in candle's chain.
 fn sigmoid<T: MapFloat>(x: T) -> T {
     ((-x).exp_fast() + T::one()).recip()
@@ -229,15 +262,25 @@ pub(crate) trait MapFloat: Float {
     /// value, and was most of a swish's time), within 2 ulp of it; for f64, the reference
     /// precision, by std.
     fn exp_fast(self) -> Self;
+    /// The nearest integer, halves to even (ONNX's QuantizeLinear): one instruction per
+    /// lane where the CPU rounds vectors (SSE4.1 and later).
+    fn round_half_even(self) -> Self;
 }
 
 impl MapFloat for f64 {
     fn exp_fast(self) -> f64 {
         self.exp()
     }
+    fn round_half_even(self) -> f64 {
+        self.round_ties_even()
+    }
 }
 
 impl MapFloat for f32 {
+    fn round_half_even(self) -> f32 {
+        self.round_ties_even()
+    }
+
     /// Cephes' `expf`: `x = n·ln 2 + r` with `n` rounded to nearest (by the 1.5·2²³ trick,
     /// no call to `floor`), `e^r` by its degree-7 polynomial on `|r| ≤ ln 2 / 2`, then
     /// `2ⁿ` put into the exponent bits. Inputs are clamped where e^x leaves f32's normal

@@ -92,15 +92,6 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// [`Activation::FakeQuant`]'s integer for `x`, clamped; `x/scale` rounded to the
-    /// float type it came in, as ONNX Runtime divides (a float quotient computed in f64 and
-    /// rounded once is the float division's).
-    pub fn quantized(x: f64, [scale, zero, lo, hi]: [f32; 4], single: bool) -> f64 {
-        let quotient = x / f64::from(scale);
-        let quotient = if single { f64::from(quotient as f32) } else { quotient };
-        (quotient.round_ties_even() + f64::from(zero)).clamp(f64::from(lo), f64::from(hi))
-    }
-
     /// SELU's `alpha`, as Keras and ONNX define it.
     pub const SELU_ALPHA: f32 = 1.673_263_2;
     /// SELU's `scale` (ONNX's `gamma`).
