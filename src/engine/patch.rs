@@ -535,6 +535,13 @@ impl Crop<'_> {
         let [c, _, _] = self.map;
         let [lh, lw] = self.size;
         let n = self.origins.len();
+        // A crop that is each window's box (a 1×1 conv's): the boxes themselves.
+        if let Some(Laid { values, origins, .. }) = &changed
+            && values.dims() == [n, c, lh, lw]
+            && origins.iter().zip(self.origins).all(|(b, o)| [b[0] as isize, b[1] as isize] == *o)
+        {
+            return Ok((*values).clone());
+        }
         let mut out = vec![T::from_f64(fill); n * c * lh * lw];
         kernels::with_slice::<T, _>(base, |base| match changed {
             Some(Laid { values, size, origins }) => kernels::with_slice::<T, _>(values, |values| {
@@ -559,6 +566,15 @@ impl Crop<'_> {
             // Columns of the crop inside the map.
             let x_lo = (-ox).clamp(0, lw as isize) as usize;
             let x_hi = (w as isize - ox).clamp(x_lo as isize, lw as isize) as usize;
+            // The box's columns inside the crop, in crop coordinates, and the crop's rows it
+            // lies in: there the base fills only the columns beside it.
+            let (mut c_lo, mut c_hi, mut box_rows) = (0, 0, 0..0);
+            if let Some(Laid { size: [bh, bw], origins, .. }) = &boxes {
+                let [by, bx] = origins[k];
+                c_lo = (bx as isize - ox).clamp(0, lw as isize) as usize;
+                c_hi = ((bx + bw) as isize - ox).clamp(c_lo as isize, lw as isize) as usize;
+                box_rows = by as isize - oy..(by + bh) as isize - oy;
+            }
             for (ch, plane) in crop.chunks_exact_mut(lh * lw).enumerate() {
                 let src = &base[ch * h * w..(ch + 1) * h * w];
                 for (i, row) in plane.chunks_exact_mut(lw).enumerate() {
@@ -566,14 +582,20 @@ impl Crop<'_> {
                     if y < 0 || y >= h as isize {
                         continue;
                     }
-                    let start = y as usize * w + (ox + x_lo as isize) as usize;
-                    row[x_lo..x_hi].copy_from_slice(&src[start..start + x_hi - x_lo]);
+                    let start = y as usize * w;
+                    let mut copy = |range: Range<usize>| {
+                        let from = start + (ox + range.start as isize) as usize;
+                        row[range.clone()].copy_from_slice(&src[from..from + range.len()]);
+                    };
+                    if box_rows.contains(&(i as isize)) {
+                        copy(x_lo..c_lo.clamp(x_lo, x_hi));
+                        copy(c_hi.clamp(x_lo, x_hi)..x_hi);
+                    } else {
+                        copy(x_lo..x_hi);
+                    }
                 }
                 let Some(Laid { values, size: [bh, bw], origins }) = &boxes else { continue };
                 let [by, bx] = origins[k];
-                // The box's columns inside the crop, in crop coordinates.
-                let c_lo = (bx as isize - ox).clamp(0, lw as isize) as usize;
-                let c_hi = ((bx + bw) as isize - ox).clamp(c_lo as isize, lw as isize) as usize;
                 let from = &values[(k * c + ch) * bh * bw..(k * c + ch + 1) * bh * bw];
                 for r in 0..*bh {
                     let i = (by + r) as isize - oy;
@@ -730,5 +752,69 @@ fn plan_node(
         }
         Op::GlobalAvgPool { .. } if !first.flat => Ok((Step::MeanDelta, None)),
         _ => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn crops_hold_the_boxes_over_the_base_and_the_fill_outside_the_map() {
+        let [c, h, w] = [2, 5, 6];
+        let dev = Device::Cpu;
+        let base: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let base = Tensor::from_vec(base, (c, h, w), &dev).unwrap();
+        let fill = -1.0;
+        // (box size, box corners, crop size, crop corners): boxes as wide as the map under
+        // crops wider than it (rows the box covers take nothing from the base); small boxes
+        // under crops past the edges; crops that are the boxes (returned as they are), and
+        // crops of the boxes' size that are not all at them.
+        type Case = ([usize; 2], Vec<[usize; 2]>, [usize; 2], Vec<[isize; 2]>);
+        let cases: [Case; 4] = [
+            ([2, 6], vec![[1, 0], [3, 0]], [4, 8], vec![[0, -1], [2, -1]]),
+            ([3, 2], vec![[0, 0], [2, 4]], [5, 4], vec![[-1, -1], [1, 3]]),
+            ([2, 3], vec![[0, 0], [3, 3]], [2, 3], vec![[0, 0], [3, 3]]),
+            ([2, 3], vec![[0, 0], [3, 3]], [2, 3], vec![[0, 0], [2, 3]]),
+        ];
+        for ([bh, bw], boxes, [lh, lw], corners) in cases {
+            let n = boxes.len();
+            let changed: Vec<f32> = (0..n * c * bh * bw).map(|i| 1000.0 + i as f32).collect();
+            let changed = Tensor::from_vec(changed.clone(), (n, c, bh, bw), &dev).unwrap();
+            let crop = Crop { map: [c, h, w], origins: &corners, size: [lh, lw] };
+            let laid = Laid { values: &changed, size: [bh, bw], origins: &boxes };
+            let got = crop.run::<f32>(&base, Some(laid), fill).unwrap();
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (base, changed) = (
+                base.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                changed.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let mut want = Vec::new();
+            for (k, (&[by, bx], &[oy, ox])) in boxes.iter().zip(&corners).enumerate() {
+                for ch in 0..c {
+                    for i in 0..lh as isize {
+                        for j in 0..lw as isize {
+                            let (y, x) = (oy + i, ox + j);
+                            let [dy, dx] = [y - by as isize, x - bx as isize];
+                            want.push(
+                                if (0..bh as isize).contains(&dy) && (0..bw as isize).contains(&dx)
+                                {
+                                    changed[((k * c + ch) * bh + dy as usize) * bw + dx as usize]
+                                } else if (0..h as isize).contains(&y)
+                                    && (0..w as isize).contains(&x)
+                                {
+                                    base[(ch * h + y as usize) * w + x as usize]
+                                } else {
+                                    fill as f32
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, want, "boxes {boxes:?} crops {corners:?}");
+        }
     }
 }

@@ -135,8 +135,8 @@ impl GroupedConv {
         (channels * h * w, filters * oh * ow)
     }
 
-    /// Runs `job(group, input part, output part, scratch)` for every image's every group
-    /// over the rayon pool: group `g` of image `i` is the `i·groups + g`-th part of each.
+    /// Runs `job([part, group], input part, output part, scratch)` for every image's every
+    /// group over the rayon pool: group `g` of image `i` is part `i·groups + g` of each.
     /// The scratch is zeroed when a thread takes it, not between jobs.
     fn for_each_group<O: Send>(
         &self,
@@ -145,7 +145,7 @@ impl GroupedConv {
         output: &mut [O],
         out_len: usize,
         scratch: usize,
-        job: impl Fn(usize, &[f32], &mut [O], &mut [f32]) -> Result<()> + Sync,
+        job: impl Fn([usize; 2], &[f32], &mut [O], &mut [f32]) -> Result<()> + Sync,
     ) -> Result<()> {
         output
             .par_chunks_exact_mut(out_len)
@@ -160,7 +160,7 @@ impl GroupedConv {
                 |buffer, (part, (out, inp))| {
                     // Most calls are one image: no division.
                     let group = if part < self.groups { part } else { part % self.groups };
-                    job(group, inp, out, buffer.values())
+                    job([part, group], inp, out, buffer.values())
                 },
             )
     }
@@ -201,15 +201,23 @@ impl GroupedConv {
             &mut out.spare_capacity_mut()[..len],
             out_len,
             planes.max(reach),
-            |g, x, y, input| {
-                // Indexed rather than chunked: a depthwise conv on 7×7 maps has little work
-                // per group, and each `chunks_exact` divides.
-                let plane = self.phased.len();
-                for ch in 0..channels {
-                    // `input` came zeroed, and each plane's padding stays so.
-                    let src = &x[ch * h * w..][..h * w];
-                    self.phased.pack_inside(src, &mut input[ch * plane..][..plane]);
-                }
+            |[part, g], x, y, scratch| {
+                // Unpadded planes at stride 1 (occlusion's crops) are their own split
+                // planes: read in place where the last row's overreach stays in the batch.
+                let rest = &xs[part * in_len..];
+                let input = if self.phased.is_plain() && rest.len() >= reach {
+                    rest
+                } else {
+                    // Indexed rather than chunked: a depthwise conv on 7×7 maps has little
+                    // work per group, and each `chunks_exact` divides.
+                    let plane = self.phased.len();
+                    for ch in 0..channels {
+                        // `scratch` came zeroed, and each plane's padding stays so.
+                        let src = &x[ch * h * w..][..h * w];
+                        self.phased.pack_inside(src, &mut scratch[ch * plane..][..plane]);
+                    }
+                    scratch
+                };
                 for f in 0..filters {
                     let filter = g * filters + f;
                     let bias = bias.map_or(0.0, |b| b[filter]);
@@ -260,7 +268,7 @@ impl GroupedConv {
         let grads_len = filters * framed + CHUNK;
         let mut dx = vec![0.0; parts * in_len];
         let scratch = grads_len + self.phased.len();
-        self.for_each_group(gs, out_len, &mut dx, in_len, scratch, |g, grad, dx, scratch| {
+        self.for_each_group(gs, out_len, &mut dx, in_len, scratch, |[_, g], grad, dx, scratch| {
             let (grads, split) = scratch.split_at_mut(grads_len);
             grads.fill(0.0);
             for (framed, src) in grads.chunks_exact_mut(framed).zip(grad.chunks_exact(oh * ow)) {
@@ -732,7 +740,7 @@ mod tests {
         // asymmetric pads, 1×1 windows, odd sizes, maps over several chunks, batches.
         type Case =
             (usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], Pads, usize);
-        let cases: [Case; 13] = [
+        let cases: [Case; 15] = [
             (1, 8, 8, [9, 11], [3, 3], [1, 1], [1, 1], [1; 4], 8),
             (2, 6, 6, [10, 7], [3, 3], [2, 2], [1, 1], [1; 4], 6),
             (1, 5, 10, [13, 9], [5, 5], [2, 1], [1, 1], [2, 1, 0, 2], 5),
@@ -750,6 +758,10 @@ mod tests {
             (1, 4, 4, [6, 6], [3, 3], [1, 1], [1, 1], [3, 0, 0, 1], 4),
             // Rows longer than a chunk, the second chunk's last vector partial.
             (2, 3, 3, [5, 75], [3, 3], [1, 1], [1, 1], [1; 4], 3),
+            // Unpadded at stride 1, read in place but for the batch's last group (whose
+            // last row's vectors would read past the batch); groups of 2 channels, dilated.
+            (2, 8, 8, [9, 12], [3, 3], [1, 1], [1, 1], [0; 4], 8),
+            (3, 6, 12, [7, 20], [3, 3], [1, 1], [2, 1], [0; 4], 3),
         ];
         let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
         let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();

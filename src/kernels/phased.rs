@@ -43,6 +43,11 @@ impl Phased {
         }
     }
 
+    /// Whether the split plane is the plane itself: stride 1, no padding.
+    pub(super) fn is_plain(&self) -> bool {
+        self.phases() == 1 && self.cell == self.source
+    }
+
     /// Values in one phase row: the row width of wide outputs.
     pub(super) fn width(&self) -> usize {
         self.cell[1]
