@@ -353,6 +353,24 @@ def resized(K):
     return K.Model(image, out, name="resized")
 
 
+def cropped(K):
+    """Crops that resize: RandomCrop, which Keras 3 passes through at inference and tf-keras
+    smart-resizes (the centred 9×9 crop of the 9×12 image, bilinear to 6×6), the rescaling
+    after it folded into the input description; a CenterCrop larger than its input
+    (smart-resized in both: Keras 3's 7×10 map cut to 7×7 then up to 8×8, tf-keras's 4×4
+    up to 8×8). The pooling makes either size fit the dense layer."""
+    L = K.layers
+    image = K.Input((9, 12, 3), name="image")
+    x = L.RandomCrop(6, 6, name="random_crop")(image)
+    x = L.Rescaling(1.0 / 255, name="rescale")(x)
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = L.CenterCrop(8, 8, name="grow")(x)
+    x = L.Conv2D(6, 3, activation="relu", name="conv_1")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="cropped")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -377,6 +395,7 @@ MODELS = {
     "inception_resnet": (inception_resnet, False),
     "augmented": (augmented, True),
     "resized": (resized, True),
+    "cropped": (cropped, True),
 }
 
 

@@ -31,7 +31,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, RandomCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input, or after its resize or crop), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
@@ -337,9 +337,16 @@ fn move_rows(data: &mut [f32], len: usize, to: impl Fn(usize) -> usize) {
     }
 }
 
+/// TensorFlow's resize of `[h, w]` maps to `size` (`tf.image.resize` without antialiasing:
+/// half-pixel centres).
+fn resize([h, w]: [usize; 2], size: [usize; 2], interpolation: Interpolation) -> Op {
+    let scale = [size[0] as f32 / h as f32, size[1] as f32 / w as f32];
+    Op::Resize { size, scale, interpolation, coordinates: Coordinates::HalfPixel }
+}
+
 /// Layers that only act in training (augmentation, noise, regularisation) and pass their
 /// input through unchanged at inference: the Keras tutorials put the data augmentation
-/// inside the model. (`RandomCrop` is not one: at inference it crops to its size.)
+/// inside the model. (`RandomCrop` is one in Keras 3 only: tf-keras resizes to its size.)
 const INFERENCE_IDENTITY: [&str; 26] = [
     "ActivityRegularization",
     "AlphaDropout",
@@ -489,7 +496,7 @@ impl<'a> Builder<'a> {
                 // so a rescaling or normalisation after either (TensorFlow's tutorials'
                 // `Resizing` then `Rescaling(1/255)`) is the same before it: the resize or
                 // crop stays a layer, what follows it still folds.
-                "Resizing" | "CenterCrop" | "Cropping2D" if reads_current => {
+                "Resizing" | "CenterCrop" | "Cropping2D" | "RandomCrop" if reads_current => {
                     self.layer(layer)?;
                     current = layer.name.clone();
                     folded += 1;
@@ -721,14 +728,9 @@ impl<'a> Builder<'a> {
                 let size = [config.usize("height", None)?, config.usize("width", None)?];
                 // TensorFlow's resize, without antialiasing: half-pixel centres, nearest
                 // taking the pixel whose centre is nearest (`⌊(o + ½)/s⌋`).
-                let (interpolation, coordinates) = match config
-                    .get("interpolation")
-                    .and_then(Value::as_str)
-                {
-                    None | Some("bilinear") => (Interpolation::Linear, Coordinates::HalfPixel),
-                    Some("nearest") => {
-                        (Interpolation::NearestRoundPreferCeil, Coordinates::HalfPixel)
-                    }
+                let interpolation = match config.get("interpolation").and_then(Value::as_str) {
+                    None | Some("bilinear") => Interpolation::Linear,
+                    Some("nearest") => Interpolation::NearestRoundPreferCeil,
                     Some(other) => {
                         return Err(config.error(format!("'{other}' resizing is not supported")));
                     }
@@ -738,25 +740,22 @@ impl<'a> Builder<'a> {
                 {
                     return Err(config.error(format!("resizing with {key} is not supported")));
                 }
-                let [h, w] = [input.shape[1], input.shape[2]];
                 if size.contains(&0) {
                     return Err(config.error("resizing to an empty image"));
                 }
-                let scale = [size[0] as f32 / h as f32, size[1] as f32 / w as f32];
-                self.simple(layer, Op::Resize { size, scale, interpolation, coordinates })
+                self.simple(layer, resize([input.shape[1], input.shape[2]], size, interpolation))
             }
             "CenterCrop" => {
                 let (input, _) = self.image_input(layer)?;
                 let [h, w] = [input.shape[1], input.shape[2]];
-                let [th, tw] = [config.usize("height", None)?, config.usize("width", None)?];
-                if th == 0 || tw == 0 {
+                let target = [config.usize("height", None)?, config.usize("width", None)?];
+                if target.contains(&0) {
                     return Err(config.error("cropping to an empty image"));
                 }
+                let [th, tw] = target;
                 if th > h || tw > w {
-                    return Err(config.error(format!(
-                        "cropping {h}×{w} to {th}×{tw} resizes it first (Keras's smart_resize), \
-                         which is not supported"
-                    )));
+                    // Keras resizes an input smaller than the crop.
+                    return self.smart_resize(layer, &input, target);
                 }
                 // Keras starts the window at half the difference, rounded down.
                 let (top, left) = ((h - th) / 2, (w - tw) / 2);
@@ -766,6 +765,16 @@ impl<'a> Builder<'a> {
                     ends: vec![top + th, left + tw],
                 };
                 self.simple(layer, op)
+            }
+            // At inference Keras 3 passes the image through; Keras 2 smart-resizes it.
+            "RandomCrop" if self.arch.keras3 => self.simple(layer, Op::Dropout { rate: 0.0 }),
+            "RandomCrop" => {
+                let (input, _) = self.image_input(layer)?;
+                let target = [config.usize("height", None)?, config.usize("width", None)?];
+                if target.contains(&0) {
+                    return Err(config.error("cropping to an empty image"));
+                }
+                self.smart_resize(layer, &input, target)
             }
             "Cropping2D" => {
                 let (input, _) = self.image_input(layer)?;
@@ -968,6 +977,34 @@ impl<'a> Builder<'a> {
         let input = self.single_input(layer)?;
         let order = if elementwise(layer) { input.order } else { Order::Keras };
         self.finish(layer, op, &[&input.node], order)
+    }
+
+    /// Keras's `smart_resize` to `[th, tw]`, what its CenterCrop does to an input smaller
+    /// than the crop and tf-keras's RandomCrop at inference: the largest centred crop of
+    /// the target's aspect ratio (node `<layer>/crop`, where it cuts), resized bilinearly.
+    fn smart_resize(&mut self, layer: &Layer, input: &Output, [th, tw]: [usize; 2]) -> Result<()> {
+        let [h, w] = [input.shape[1], input.shape[2]];
+        // Keras's integer arithmetic: `int(float(w·th) / tw)`, at least 1 and at most h.
+        let crop_h = ((w * th) as f64 / tw as f64) as usize;
+        let crop_w = ((h * tw) as f64 / th as f64) as usize;
+        let [crop_h, crop_w] = [crop_h.clamp(1, h), crop_w.clamp(1, w)];
+        let mut source = input.node.clone();
+        if [crop_h, crop_w] != [h, w] {
+            let (top, left) = ((h - crop_h) / 2, (w - crop_w) / 2);
+            let name = format!("{}/crop", layer.name);
+            let op = Op::Slice {
+                axes: vec![1, 2],
+                starts: vec![top, left],
+                ends: vec![top + crop_h, left + crop_w],
+            };
+            self.emit(&name, op, &[&input.node])?;
+            source = name;
+        }
+        let op = match [crop_h, crop_w] == [th, tw] {
+            true => Op::Dropout { rate: 0.0 },
+            false => resize([crop_h, crop_w], [th, tw], Interpolation::Linear),
+        };
+        self.finish(layer, op, &[&source], Order::Keras)
     }
 
     fn image_input(&self, layer: &Layer) -> Result<(Output, usize)> {
