@@ -29,7 +29,9 @@ not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 `pixel_values` for its `logits`, at the config's image size: `hf:ConvNext`, `hf:Swinv2`,
 `hf:MobileViTV2`, `hf:Dinov2WithRegisters` and so on. `tv:NAME` takes torchvision's
 `get_model(NAME)` (random weights, zero-initialised matrices redrawn) at 224, or at its
-ViTs' own `image_size`.
+ViTs' own `image_size`. `yolo:CFG` takes Ultralytics' classifier built from `CFG`
+(`yolov8n-cls.yaml`, `yolo11s-cls.yaml`; `pip install ultralytics`; random weights) at 224,
+returning its logits (its head's softmax comes off).
 """
 import json, os, subprocess, sys, time, traceback, argparse
 import numpy as np
@@ -117,6 +119,25 @@ def hf_model(arch):
     return Logits().eval(), size[0] if isinstance(size, (list, tuple)) else size
 
 
+def yolo_model(cfg):
+    """Ultralytics' classifier built from `cfg` with random weights, returning logits (its
+    eval-mode head returns the softmax and the logits)."""
+    import torch
+    from ultralytics import YOLO
+
+    inner = YOLO(cfg).model.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)[1]
+
+    return Logits().eval(), 224
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -143,6 +164,8 @@ def main():
     try:
         if name.startswith("hf:"):
             model, hf_size = hf_model(name[3:])
+        elif name.startswith("yolo:"):
+            model, hf_size = yolo_model(name[5:])
         elif name.startswith("tv:"):
             import torchvision
             model = torchvision.models.get_model(name[3:], weights=None).eval()

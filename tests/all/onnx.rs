@@ -416,6 +416,42 @@ fn sample_as_onnx(sample: &Model) -> Vec<u8> {
 }
 
 #[test]
+fn class_names_and_ultralytics_input_come_from_the_metadata() {
+    let sample = convscope::data::sample::model().unwrap();
+    let with = |props: &[(&str, &str)]| {
+        let mut proto = ModelProto::decode(sample_as_onnx(&sample).as_slice()).unwrap();
+        proto.metadata_props = props
+            .iter()
+            .map(|(key, value)| StringStringEntryProto {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+            .collect();
+        let bytes = proto.encode_to_vec();
+        convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap()
+    };
+    let digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    // Ultralytics' Python dict: names, and its input preparation (the defaults) said.
+    let dict: Vec<String> = digits.iter().enumerate().map(|(i, d)| format!("{i}: '{d}'")).collect();
+    let dict = format!("{{{}}}", dict.join(", "));
+    let model = with(&[("author", "Ultralytics"), ("names", &dict)]);
+    assert_eq!(model.classes, digits);
+    assert!(!model.input.assumed);
+    assert_eq!((model.input.range, &model.input.mean[..]), ([0.0, 1.0], &[0.0][..]));
+    // A JSON list under `labels`; the input still unknown.
+    let list = format!("[\"{}\"]", digits.join("\", \""));
+    let model = with(&[("labels", &list)]);
+    assert_eq!(model.classes, digits);
+    assert!(model.input.assumed);
+    // Too few names, or not names: numbered, with a note that says why.
+    for (value, why) in [("['a', 'b']", "2 class names for 10 outputs"), ("{0: 1}", "not a list")] {
+        let model = with(&[("classes", value)]);
+        assert_eq!(model.classes[3], "3");
+        assert!(model.notes.iter().any(|n| n.contains(why)), "{value}: {:?}", model.notes);
+    }
+}
+
+#[test]
 fn sample_model_imports_back_from_onnx_with_equal_outputs() {
     let sample = convscope::data::sample::model().unwrap();
     let bytes = sample_as_onnx(&sample);

@@ -16,6 +16,7 @@ mod fold;
 mod folding;
 mod import;
 mod layout;
+mod metadata;
 mod ops;
 mod passes;
 pub mod proto;
@@ -56,5 +57,6 @@ pub fn from_file_with(file: &FileBytes, path: &Path, options: &Options) -> Resul
     let model = proto::ModelProto::decode(file.bytes().clone()).map_err(|e| {
         Error::bad_file(path, format!("not a readable ONNX model (truncated or corrupt?): {e}"))
     })?;
-    import::import(&model, file, path, options)
+    let imported = import::import(&model, file, path, options)?;
+    Ok(metadata::apply(imported, &model.metadata_props))
 }
