@@ -358,15 +358,18 @@ def cropped(K):
     smart-resizes (the centred 9×9 crop of the 9×12 image, bilinear to 6×6), the rescaling
     after it folded into the input description; a CenterCrop larger than its input
     (smart-resized in both: Keras 3's 7×10 map cut to 7×7 then up to 8×8, tf-keras's 4×4
-    up to 8×8). The pooling makes either size fit the dense layer."""
+    up to 8×8). The pooling makes either size fit the dense layer. UnitNormalization of
+    each pixel's channels and of the pooled vector."""
     L = K.layers
     image = K.Input((9, 12, 3), name="image")
     x = L.RandomCrop(6, 6, name="random_crop")(image)
     x = L.Rescaling(1.0 / 255, name="rescale")(x)
-    x = L.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = L.Conv2D(4, 3, name="conv")(x)
     x = L.CenterCrop(8, 8, name="grow")(x)
+    x = L.UnitNormalization(name="pixel_norm")(x)
     x = L.Conv2D(6, 3, activation="relu", name="conv_1")(x)
     x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.UnitNormalization(name="vector_norm")(x)
     out = L.Dense(5, activation="softmax", name="probs")(x)
     return K.Model(image, out, name="cropped")
 
@@ -374,7 +377,7 @@ def cropped(K):
 def unsupported(K):
     L = K.layers
     return K.Sequential(
-        [K.Input((4, 4, 2)), L.UnitNormalization(name="norm"), L.Flatten(), L.Dense(2)],
+        [K.Input((4, 4, 2)), L.Permute((2, 1, 3), name="swap"), L.Flatten(), L.Dense(2)],
         name="unsupported",
     )
 

@@ -31,9 +31,11 @@ not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 `get_model(NAME)` (random weights, zero-initialised matrices redrawn) at 224, or at its
 ViTs' own `image_size`. `yolo:CFG` takes Ultralytics' classifier built from `CFG`
 (`yolov8n-cls.yaml`, `yolo11s-cls.yaml`; `pip install ultralytics`; random weights) at 224,
-returning its logits (its head's softmax comes off).
+returning its logits (its head's softmax comes off). `py:EXPR` takes any model a Python
+expression builds, its first dotted name imported (`py:pytorchcv.model_provider.get_model('bam_resnet18')`),
+at 224 unless `--size` says otherwise.
 """
-import json, os, subprocess, sys, time, traceback, argparse
+import argparse, json, os, re, subprocess, sys, time, traceback
 import numpy as np
 
 ROOT = CS = MODELS = ""
@@ -164,6 +166,12 @@ def main():
     try:
         if name.startswith("hf:"):
             model, hf_size = hf_model(name[3:])
+        elif name.startswith("py:"):
+            import importlib
+            module = name[3:].split("(")[0].rsplit(".", 1)[0]
+            namespace = {module.split(".")[0]: importlib.import_module(module.split(".")[0])}
+            importlib.import_module(module)
+            model, hf_size = eval(name[3:], namespace).eval(), 224
         elif name.startswith("yolo:"):
             model, hf_size = yolo_model(name[5:])
         elif name.startswith("tv:"):
@@ -250,7 +258,7 @@ def main():
     for route in a.routes.split(","):
         r = {}
         res[route] = r
-        path = f"{MODELS}/{name.replace(':', '_')}_{route}.onnx"
+        path = f"{MODELS}/{re.sub(r'[^\w.-]', '_', name)}_{route}.onnx"
         t = time.time()
         try:
             if route == "dynamo":

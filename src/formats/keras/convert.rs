@@ -23,7 +23,7 @@ use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
 use crate::model::{
     Activation, ArithKind, ConstOperand, Coordinates, Graph, GraphBuilder, Interpolation, Node, Op,
-    PadMode, Padding,
+    PadMode, Padding, ReduceKind,
 };
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
@@ -31,7 +31,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, RandomCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, GroupNormalization, LayerScale, \
+    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, RandomCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, UnitNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input, or after its resize or crop), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
@@ -616,6 +616,7 @@ impl<'a> Builder<'a> {
             "Dense" => self.dense(layer),
             "BatchNormalization" => self.batch_norm(layer),
             "LayerNormalization" => self.layer_norm(layer),
+            "UnitNormalization" => self.unit_norm(layer),
             "LayerScale" => self.layer_scale(layer),
             "CustomScaleLayer" => self.custom_scale(layer),
             "Flatten" => self.flatten(layer),
@@ -1328,6 +1329,33 @@ impl<'a> Builder<'a> {
         self.affine_weights(layer, c, scale, center)?;
         let op = Op::LayerNorm { axes: vec![0], epsilon: config.f32("epsilon", 1e-3)? };
         self.finish(layer, op, &[&input.node], Order::Keras)
+    }
+
+    /// UnitNormalization: `x·rsqrt(max(Σx², ε))` over the last axis (nodes
+    /// `<layer>/square`, `/sum`, `/floor`, `/rsqrt`, then the product). Keras 3 caps the
+    /// inverse norm at 10¹² (ε = 10⁻²⁴); tf-keras's `tf.math.l2_normalize` floors the sum at
+    /// ε = 10⁻¹².
+    fn unit_norm(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let input = self.single_input(layer)?;
+        let rank = input.shape.len() + 1;
+        if config.axis(rank, -1)? != rank - 1 || !matches!(input.order, Order::Keras) {
+            return Err(config.error("only normalisation over the last axis is supported"));
+        }
+        let part = |what: &str| format!("{}/{what}", layer.name);
+        let power = |exponent| Op::Activation { activation: Activation::Power { exponent } };
+        self.emit(&part("square"), power(2.0), &[&input.node])?;
+        let sum = Op::Reduce { kind: ReduceKind::Sum, axes: vec![0], keep_dims: true };
+        self.emit(&part("sum"), sum, &[&part("square")])?;
+        let epsilon = if self.arch.keras3 { 1e-24 } else { 1e-12 };
+        let one = vec![1; input.shape.len()];
+        let value = Array { shape: one.clone(), data: vec![epsilon] };
+        self.weight(&part("floor"), "value", value, &one, Ok)?;
+        let constant = Some(ConstOperand { shape: one, left: false, learned: false });
+        self.emit(&part("floor"), Op::Arith { kind: ArithKind::Max, constant }, &[&part("sum")])?;
+        self.emit(&part("rsqrt"), power(-0.5), &[&part("floor")])?;
+        let product = Op::Arith { kind: ArithKind::Mul, constant: None };
+        self.finish(layer, product, &[&input.node, &part("rsqrt")], Order::Keras)
     }
 
     /// keras.applications ConvNeXt's LayerScale: the channels times a learned `gamma`.
