@@ -255,10 +255,11 @@ def main():
         del m.forward  # the module's own forward again, for the export
 
     import onnxruntime as ort
+    safe_name = re.sub(r"[^\w.-]", "_", name)
     for route in a.routes.split(","):
         r = {}
         res[route] = r
-        path = f"{MODELS}/{re.sub(r'[^\w.-]', '_', name)}_{route}.onnx"
+        path = f"{MODELS}/{safe_name}_{route}.onnx"
         t = time.time()
         try:
             if route == "dynamo":

@@ -1313,14 +1313,22 @@ impl<'a> Builder<'a> {
         self.finish(layer, op, &[&input.node], Order::Keras)
     }
 
-    /// LayerNormalization over the last (channel, or feature) axis.
-    fn layer_norm(&mut self, layer: &Layer) -> Result<()> {
+    /// The input of a normalisation layer, which must be over the last (channel, or
+    /// feature) axis, the default.
+    fn last_axis_input(&self, layer: &Layer) -> Result<Output> {
         let config = self.config(layer);
         let input = self.single_input(layer)?;
         let rank = input.shape.len() + 1;
         if config.axis(rank, -1)? != rank - 1 || !matches!(input.order, Order::Keras) {
             return Err(config.error("only normalisation over the last axis is supported"));
         }
+        Ok(input)
+    }
+
+    /// LayerNormalization over the last (channel, or feature) axis.
+    fn layer_norm(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let input = self.last_axis_input(layer)?;
         if config.bool("rms_scaling", false)? {
             return Err(config.error("RMS scaling is not supported"));
         }
@@ -1336,12 +1344,7 @@ impl<'a> Builder<'a> {
     /// inverse norm at 10¹² (ε = 10⁻²⁴); tf-keras's `tf.math.l2_normalize` floors the sum at
     /// ε = 10⁻¹².
     fn unit_norm(&mut self, layer: &Layer) -> Result<()> {
-        let config = self.config(layer);
-        let input = self.single_input(layer)?;
-        let rank = input.shape.len() + 1;
-        if config.axis(rank, -1)? != rank - 1 || !matches!(input.order, Order::Keras) {
-            return Err(config.error("only normalisation over the last axis is supported"));
-        }
+        let input = self.last_axis_input(layer)?;
         let part = |what: &str| format!("{}/{what}", layer.name);
         let power = |exponent| Op::Activation { activation: Activation::Power { exponent } };
         self.emit(&part("square"), power(2.0), &[&input.node])?;
