@@ -32,7 +32,7 @@ not mark fixed (halonet26t, bat_resnext26ts) take `--size 256`.
 ViTs' own `image_size`. `yolo:CFG` takes Ultralytics' classifier built from `CFG`
 (`yolov8n-cls.yaml`, `yolo11s-cls.yaml`; `pip install ultralytics`; random weights) at 224,
 returning its logits (its head's softmax comes off). `py:EXPR` takes any model a Python
-expression builds, its first dotted name imported (`py:pytorchcv.model_provider.get_model('bam_resnet18')`),
+expression builds, its package and the submodules it names imported (`py:pytorchcv.model_provider.get_model('bam_resnet18')`),
 at 224 unless `--size` says otherwise.
 """
 import argparse, json, os, re, subprocess, sys, time, traceback
@@ -168,9 +168,13 @@ def main():
             model, hf_size = hf_model(name[3:])
         elif name.startswith("py:"):
             import importlib
-            module = name[3:].split("(")[0].rsplit(".", 1)[0]
-            namespace = {module.split(".")[0]: importlib.import_module(module.split(".")[0])}
-            importlib.import_module(module)
+            parts = name[3:].split("(")[0].split(".")
+            namespace = {parts[0]: importlib.import_module(parts[0])}
+            for end in range(2, len(parts)):  # submodules the expression reaches into
+                try:
+                    importlib.import_module(".".join(parts[:end]))
+                except ImportError:
+                    break
             model, hf_size = eval(name[3:], namespace).eval(), 224
         elif name.startswith("yolo:"):
             model, hf_size = yolo_model(name[5:])
