@@ -230,13 +230,7 @@ impl Preprocessing {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading class names from {}", path.display()))?;
-                let names: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect();
-                Some(names)
+                Some(formats::class_lines(&text))
             }
             None => None,
         };

@@ -89,13 +89,73 @@ pub fn from_file_with(file: &FileBytes, path: &Path, options: &Options) -> Resul
     };
     match FileKind::of(bytes, path) {
         FileKind::Native => native::from_file(file, path).and_then(checked),
-        FileKind::Keras => keras::from_file(file, path).and_then(checked),
-        FileKind::Onnx => onnx::from_file_with(file, path, options),
+        FileKind::Keras => {
+            keras::from_file(file, path).and_then(checked).map(|m| with_classes_beside(m, path))
+        }
+        FileKind::Onnx => {
+            onnx::from_file_with(file, path, options).map(|m| with_classes_beside(m, path))
+        }
         FileKind::Unknown => Err(Error::bad_file(
             path,
             "not a convscope model, ONNX or Keras file (convscope reads its own \
              .safetensors, .onnx, .h5 and .keras)",
         )),
+    }
+}
+
+/// Files beside a model that may name its classes, one per line: Teachable Machine puts
+/// `labels.txt` (`0 Class 1` …) beside its `keras_model.h5`.
+const CLASS_FILES: [&str; 3] = ["labels.txt", "classes.txt", "class_names.txt"];
+
+/// Largest class-name file read beside a model.
+const MAX_CLASS_FILE: u64 = 16 << 20;
+
+/// `model` with its classes named by a file beside it ([`CLASS_FILES`], the first there),
+/// where its own file left them numbered and that file has one name per output; a note says
+/// which file named them, or why it did not.
+fn with_classes_beside(mut model: Model, path: &Path) -> Model {
+    let numbered = model.classes.iter().enumerate().all(|(i, name)| *name == i.to_string());
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // A regular file only, read whole: not a FIFO that would block, nor a link out.
+    let readable = |candidate: &Path| {
+        std::fs::symlink_metadata(candidate).is_ok_and(|m| m.is_file() && m.len() <= MAX_CLASS_FILE)
+    };
+    let Some(candidate) =
+        CLASS_FILES.iter().map(|name| folder.join(name)).find(|c| numbered && readable(c))
+    else {
+        return model;
+    };
+    let shown = crate::model::printable_path(&candidate);
+    match std::fs::read_to_string(&candidate).map(|text| class_lines(&text)) {
+        Ok(names) if names.len() == model.num_classes() => {
+            model.classes = names.iter().map(|n| crate::model::printable(n)).collect();
+            model.notes.push(format!(
+                "class names from {shown}, beside the model (--classes FILE to name them otherwise)"
+            ));
+        }
+        Ok(names) => model.notes.push(format!(
+            "{shown}, beside the model, has {} names for {} outputs: not used",
+            names.len(),
+            model.num_classes()
+        )),
+        Err(e) => model.notes.push(format!("{shown}, beside the model, is not read: {e}")),
+    }
+    model
+}
+
+/// Class names from a text file: one per non-empty line, trimmed, less an index in front
+/// where every line starts with its own (`0 cat`, `1: dog`; Teachable Machine's
+/// `labels.txt`).
+pub fn class_lines(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let unindexed = |(i, line): (usize, &&str)| {
+        let rest = line.strip_prefix(&i.to_string())?;
+        let rest = rest.strip_prefix(':').unwrap_or(rest);
+        rest.starts_with(char::is_whitespace).then(|| rest.trim().to_string())
+    };
+    match lines.iter().enumerate().map(unindexed).collect::<Option<Vec<String>>>() {
+        Some(names) if names.iter().all(|n| !n.is_empty()) => names,
+        _ => lines.into_iter().map(String::from).collect(),
     }
 }
 
@@ -126,5 +186,23 @@ impl FileKind {
         } else {
             FileKind::Unknown
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_lines;
+
+    #[test]
+    fn class_lines_drop_their_own_indices_only() {
+        let names = |text: &str| class_lines(text);
+        assert_eq!(names("0 Class 1\n1 Class 2\n\n"), ["Class 1", "Class 2"]);
+        assert_eq!(names("  0: cat\n1:\tdog  \n"), ["cat", "dog"]);
+        // Not every line its own index: the lines as they are.
+        assert_eq!(names("0 cat\n2 dog"), ["0 cat", "2 dog"]);
+        assert_eq!(names("n01440764 tench\n10 dog"), ["n01440764 tench", "10 dog"]);
+        assert_eq!(names("0\n1\n"), ["0", "1"]);
+        assert_eq!(names("10x\n"), ["10x"]);
+        assert_eq!(names("0cats\n1dogs"), ["0cats", "1dogs"]);
     }
 }

@@ -63,6 +63,44 @@ fn predict_names_the_right_digit() {
 }
 
 #[test]
+fn class_names_come_from_a_labels_file_beside_the_model() {
+    // Teachable Machine's download: `keras_model.h5` and `labels.txt` of "0 Class 1" lines.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras/mnist_cnn.k2.h5");
+    let model = dir.path().join("keras_model.h5");
+    std::fs::copy(fixture, &model).unwrap();
+    let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let labels: String =
+        words.iter().enumerate().map(|(i, w)| format!("{i} digit {w}\n")).collect();
+    std::fs::write(dir.path().join("labels.txt"), labels).unwrap();
+    let digit = sample_digit();
+    let top_class = |extra: &[&str]| {
+        let mut args = vec!["predict", model.to_str().unwrap(), digit.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        let o = convscope(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let class = json[0]["top"][0]["class"].as_str().unwrap().to_string();
+        (class, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (class, err) = top_class(&[]);
+    assert!(class.starts_with("digit "), "{class}");
+    assert!(words.contains(&&class["digit ".len()..]), "{class}");
+    assert!(err.contains("class names from") && err.contains("labels.txt"), "{err}");
+    // --classes names them otherwise.
+    let mine = dir.path().join("mine.txt");
+    std::fs::write(&mine, words.iter().map(|w| format!("my {w}\n")).collect::<String>()).unwrap();
+    let (class, _) = top_class(&["--classes", mine.to_str().unwrap()]);
+    assert!(class.starts_with("my "), "{class}");
+    // A file of another length is not used, and the note says so.
+    std::fs::write(dir.path().join("labels.txt"), "0 cat\n1 dog\n").unwrap();
+    let (class, err) = top_class(&[]);
+    assert!(class.parse::<usize>().is_ok(), "{class}");
+    assert!(err.contains("has 2 names for 10 outputs: not used"), "{err}");
+}
+
+#[test]
 fn predict_notes_resizing_and_colour_conversion() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.png");
