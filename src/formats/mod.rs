@@ -114,14 +114,15 @@ const MAX_CLASS_FILE: u64 = 16 << 20;
 /// where its own file left them numbered and that file has one name per output; a note says
 /// which file named them, or why it did not.
 fn with_classes_beside(mut model: Model, path: &Path) -> Model {
-    let numbered = model.classes.iter().enumerate().all(|(i, name)| *name == i.to_string());
+    if !model.classes.iter().enumerate().all(|(i, name)| *name == i.to_string()) {
+        return model;
+    }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // A regular file only, read whole: not a FIFO that would block, nor a link out.
     let readable = |candidate: &Path| {
         std::fs::symlink_metadata(candidate).is_ok_and(|m| m.is_file() && m.len() <= MAX_CLASS_FILE)
     };
-    let Some(candidate) =
-        CLASS_FILES.iter().map(|name| folder.join(name)).find(|c| numbered && readable(c))
+    let Some(candidate) = CLASS_FILES.iter().map(|name| folder.join(name)).find(|c| readable(c))
     else {
         return model;
     };

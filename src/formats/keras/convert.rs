@@ -246,6 +246,15 @@ impl Config<'_> {
             .ok_or_else(|| self.error(format!("axis {axis} is out of range for rank {rank}")))
     }
 
+    /// A crop layer's `[height, width]`, neither 0.
+    fn crop_size(&self) -> Result<[usize; 2]> {
+        let size = [self.usize("height", None)?, self.usize("width", None)?];
+        if size.contains(&0) {
+            return Err(self.error("cropping to an empty image"));
+        }
+        Ok(size)
+    }
+
     /// A fused `activation` (`"relu"`, …).
     fn activation(&self) -> Result<Activation> {
         match self.get("activation") {
@@ -749,10 +758,7 @@ impl<'a> Builder<'a> {
             "CenterCrop" => {
                 let (input, _) = self.image_input(layer)?;
                 let [h, w] = [input.shape[1], input.shape[2]];
-                let target = [config.usize("height", None)?, config.usize("width", None)?];
-                if target.contains(&0) {
-                    return Err(config.error("cropping to an empty image"));
-                }
+                let target = config.crop_size()?;
                 let [th, tw] = target;
                 if th > h || tw > w {
                     // Keras resizes an input smaller than the crop.
@@ -771,11 +777,7 @@ impl<'a> Builder<'a> {
             "RandomCrop" if self.arch.keras3 => self.simple(layer, Op::Dropout { rate: 0.0 }),
             "RandomCrop" => {
                 let (input, _) = self.image_input(layer)?;
-                let target = [config.usize("height", None)?, config.usize("width", None)?];
-                if target.contains(&0) {
-                    return Err(config.error("cropping to an empty image"));
-                }
-                self.smart_resize(layer, &input, target)
+                self.smart_resize(layer, &input, config.crop_size()?)
             }
             "Cropping2D" => {
                 let (input, _) = self.image_input(layer)?;
