@@ -374,10 +374,30 @@ def cropped(K):
     return K.Model(image, out, name="cropped")
 
 
+def shuffled(K):
+    """ShuffleNet's channel shuffle as Keras layers (Reshape to [H, W, G, C/G], Permute,
+    Reshape back), then Permutes of an image's axes: height and width swapped before a conv
+    of a 3×2 kernel, and channels first before the flatten, so that any wrong order changes
+    the numbers."""
+    L = K.layers
+    image = K.Input((6, 7, 3), name="image")
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="conv")(image)
+    x = L.Reshape((6, 7, 2, 3), name="groups")(x)
+    x = L.Permute((1, 2, 4, 3), name="shuffle")(x)
+    x = L.Reshape((6, 7, 6), name="ungroup")(x)
+    x = L.DepthwiseConv2D(3, name="depthwise")(x)
+    x = L.Permute((2, 1, 3), name="transpose")(x)
+    x = L.Conv2D(4, (3, 2), activation="relu", name="conv_1")(x)
+    x = L.Permute((3, 1, 2), name="channels_first")(x)
+    x = L.Flatten(name="flat")(x)
+    out = L.Dense(5, activation="softmax", name="probs")(x)
+    return K.Model(image, out, name="shuffled")
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
-        [K.Input((4, 4, 2)), L.Permute((2, 1, 3), name="swap"), L.Flatten(), L.Dense(2)],
+        [K.Input((4, 4, 2)), L.Reshape((16, 2)), L.LSTM(2, name="memory"), L.Dense(2)],
         name="unsupported",
     )
 
@@ -399,6 +419,7 @@ MODELS = {
     "augmented": (augmented, True),
     "resized": (resized, True),
     "cropped": (cropped, True),
+    "shuffled": (shuffled, False),
 }
 
 

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 16] = [
+const MODELS: [&str; 17] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -46,6 +46,7 @@ const MODELS: [&str; 16] = [
     "augmented",
     "resized",
     "cropped",
+    "shuffled",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
@@ -285,7 +286,7 @@ fn corrupted_metadata_gives_errors() {
 fn an_unsupported_layer_is_one_line_naming_it() {
     let err = formats::load(&fixture("unsupported.keras")).unwrap_err().to_string();
     assert!(
-        err.contains("layer 'swap': Permute is not supported (supported: InputLayer, Conv2D"),
+        err.contains("layer 'memory': LSTM is not supported (supported: InputLayer, Conv2D"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -335,6 +336,13 @@ fn weights_are_checked_against_the_config() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("layer 'branch': activation 'mish' is not supported"), "{err}");
+    let err = load(with_config("shuffled.keras", |c| c.replace("[1, 2, 4, 3]", "[1, 2, 4, 4]")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 'shuffle': 'dims' [1, 2, 4, 4] is not an order of the 4 axes"),
+        "{err}"
+    );
 }
 
 #[test]

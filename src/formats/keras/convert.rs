@@ -31,7 +31,7 @@ use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, \
     Activation, ReLU, LeakyReLU, PReLU, Softmax, MaxPooling2D, AveragePooling2D, \
     GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization, Dropout, SpatialDropout2D, \
-    Flatten, Reshape, ZeroPadding2D, Cropping2D, CenterCrop, RandomCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, UnitNormalization, GroupNormalization, LayerScale, \
+    Flatten, Reshape, Permute, ZeroPadding2D, Cropping2D, CenterCrop, RandomCrop, UpSampling2D, Resizing, Conv2DTranspose, LayerNormalization, UnitNormalization, GroupNormalization, LayerScale, \
     CustomScaleLayer (InceptionResNetV2's), Add, Subtract, Multiply, Average, Maximum, Minimum, \
     Concatenate, Rescaling and Normalization (at the input, or after its resize or crop), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
@@ -630,6 +630,7 @@ impl<'a> Builder<'a> {
             "CustomScaleLayer" => self.custom_scale(layer),
             "Flatten" => self.flatten(layer),
             "Reshape" => self.reshape(layer),
+            "Permute" => self.permute(layer),
             "Concatenate" => self.concatenate(layer),
             "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => {
                 self.merge(layer)
@@ -1498,10 +1499,40 @@ impl<'a> Builder<'a> {
                 let shape = vec![c as i64, h as i64, w as i64];
                 self.finish(layer, Op::Reshape { shape }, &[&source], Order::Keras)
             }
-            _ => Err(config.error(format!(
-                "Reshape to {target:?} is not supported (images (H, W, C) and vectors only)"
-            ))),
+            // Values of other ranks keep Keras's order (a channel shuffle's [H, W, G, C/G]).
+            _ => {
+                let shape = resolved.iter().map(|&d| d as i64).collect();
+                self.finish(layer, Op::Reshape { shape }, &[&source], Order::Keras)
+            }
         }
+    }
+
+    /// Keras's `Permute(dims)`: its axes (1-based, the batch left out) reordered. An image's
+    /// `(H, W, C)` are the engine's axes 1, 2 and 0; values of other ranks keep Keras's order.
+    fn permute(&mut self, layer: &Layer) -> Result<()> {
+        let config = self.config(layer);
+        let input = self.single_input(layer)?;
+        let dims: Vec<usize> = config
+            .get("dims")
+            .and_then(Value::as_array)
+            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| config.error("'dims' is not a list of axes"))?;
+        let rank = input.shape.len();
+        let mut sorted = dims.clone();
+        sorted.sort_unstable();
+        if sorted != (1..=rank).collect::<Vec<_>>() {
+            return Err(config.error(format!(
+                "'dims' {dims:?} is not an order of the {rank} axes of its input"
+            )));
+        }
+        let perm = match dims[..] {
+            [h, w, c] => {
+                let engine_axis = |keras: usize| keras % 3;
+                vec![engine_axis(c), engine_axis(h), engine_axis(w)]
+            }
+            _ => dims.iter().map(|d| d - 1).collect(),
+        };
+        self.finish(layer, Op::Transpose { perm }, &[&input.node], Order::Keras)
     }
 
     fn concatenate(&mut self, layer: &Layer) -> Result<()> {
