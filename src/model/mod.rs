@@ -301,20 +301,33 @@ fn class_head(graph: &Graph, weights: &mut Weights) -> Result<Option<Graph>> {
     Ok(Some(Graph::new(spec)?))
 }
 
+/// How a file's flat input vector holds an RGB image's `3·k²` values: as its framework
+/// flattens an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlatOrder {
+    /// Channel by channel, `[3, k, k]` (PyTorch's `flatten` of an NCHW batch).
+    ChannelsFirst,
+    /// Pixel by pixel, `[k, k, 3]` (Keras's `Flatten` and `reshape` of NHWC images).
+    ChannelsLast,
+}
+
 /// A file's graph whose input is a vector of `k²` values (a multilayer perceptron on
-/// flattened digits), given a `k×k` grey image as its input and a node that flattens it
-/// row by row, as the model was trained on; None for any other input. Every method then
-/// has an image to show its maps on.
-fn flat_image_input(graph: &Graph) -> Result<Option<(Graph, String)>> {
+/// flattened digits) or `3·k²` values (on flattened colour images), given a `k×k` grey or
+/// RGB image as its input and nodes that flatten it as the model was trained on (`order`
+/// for colour); None for any other input. Every method then has an image to show its maps
+/// on.
+fn flat_image_input(graph: &Graph, order: FlatOrder) -> Result<Option<(Graph, String)>> {
     let &[values] = graph.input_shape() else { return Ok(None) };
-    let side = values.isqrt();
-    if side < 2 || side * side != values {
-        return Ok(None);
-    }
+    let square = |c: usize| {
+        let side = (values / c).isqrt();
+        (values.is_multiple_of(c) && side >= 2 && c * side * side == values).then_some((c, side))
+    };
+    let Some((channels, side)) = square(1).or_else(|| square(3)) else { return Ok(None) };
     let mut spec = graph.spec().clone();
     let input = spec.input_name.clone();
     let flattened = format!("{input}/flattened");
-    if spec.nodes.iter().any(|n| n.name == flattened) {
+    let channels_last = format!("{input}/channels_last");
+    if spec.nodes.iter().any(|n| n.name == flattened || n.name == channels_last) {
         return Ok(None);
     }
     for node in &mut spec.nodes {
@@ -323,12 +336,22 @@ fn flat_image_input(graph: &Graph) -> Result<Option<(Graph, String)>> {
         }
     }
     let reshape = Op::Reshape { shape: vec![values as i64] };
-    spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
-    spec.input_shape = vec![1, side, side];
-    let note = format!(
-        "the model's input is a vector of {values} values: read as a {side}×{side} grey \
-         image, row by row"
-    );
+    let note = if channels == 1 {
+        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
+        format!("read as a {side}×{side} grey image, row by row")
+    } else if order == FlatOrder::ChannelsLast {
+        let transpose = Op::Transpose { perm: vec![1, 2, 0] };
+        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&channels_last]));
+        spec.nodes.insert(0, Node::new(&channels_last, transpose, &[&input]));
+        format!(
+            "read as a {side}×{side} RGB image, pixel by pixel (its channels last, as Keras flattens)"
+        )
+    } else {
+        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
+        format!("read as a {side}×{side} RGB image, channel by channel (as PyTorch flattens)")
+    };
+    spec.input_shape = vec![channels, side, side];
+    let note = format!("the model's input is a vector of {values} values: {note}");
     Ok(Some((Graph::new(spec)?, note)))
 }
 
@@ -403,10 +426,11 @@ impl Model {
         })
     }
 
-    /// The model with a `k×k` grey image as its input where the file's is a vector of `k²`
-    /// values (see [`flat_image_input`]), saying so in a note; the file readers apply it.
-    pub(crate) fn with_image_input(self) -> Result<Model> {
-        let Some((graph, note)) = flat_image_input(&self.graph)? else { return Ok(self) };
+    /// The model with a `k×k` grey or RGB image as its input where the file's is a vector
+    /// of `k²` or `3·k²` values (see [`flat_image_input`]), saying so in a note; the file
+    /// readers apply it, with the order their framework flattens colour images in.
+    pub(crate) fn with_image_input(self, order: FlatOrder) -> Result<Model> {
+        let Some((graph, note)) = flat_image_input(&self.graph, order)? else { return Ok(self) };
         let mut model = Model::new(self.name, graph, self.weights, self.input, self.classes)?;
         model.notes = self.notes;
         model.notes.push(note);

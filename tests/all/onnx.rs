@@ -2373,31 +2373,50 @@ fn a_model_quantized_by_onnx_runtime_matches_its_qdq_graph() {
 }
 
 #[test]
-fn a_model_of_a_flat_vector_of_k_squared_values_reads_a_k_by_k_grey_image() {
-    // A multilayer perceptron on flattened 4×4 digits: its input is 16 values, fed row by
-    // row from the image.
-    let weights = Tensor::randn(0f32, 1., (3, 16), &Device::Cpu).unwrap();
-    let nodes = vec![
-        NodeProto { attribute: vec![int("transB", 1)], ..node("Gemm", "fc", &["x", "w"], vec![]) },
-        NodeProto { output: vec!["y".into()], ..node("Softmax", "probs", &["fc"], vec![]) },
+fn a_model_of_a_flat_vector_of_k_squared_values_reads_a_k_by_k_image() {
+    // A multilayer perceptron on flattened 4×4 images: its input is 16 values, fed row by
+    // row from a grey image, or 48 from a colour one, flattened as the exporter's framework
+    // flattens images (PyTorch channel by channel, Keras through tf2onnx pixel by pixel).
+    let cases = [
+        (1, "pytorch", "read as a 4×4 grey image, row by row"),
+        (3, "pytorch", "read as a 4×4 RGB image, channel by channel"),
+        (3, "tf2onnx", "read as a 4×4 RGB image, pixel by pixel"),
     ];
-    let model = onnx_model(GraphProto {
-        node: nodes,
-        initializer: vec![tensor("w", &[3, 16], &weights)],
-        input: vec![value_info("x", &[None, Some(16)])],
-        output: vec![value_info("y", &[])],
-        ..Default::default()
-    });
-    let model = formats::onnx::from_bytes(&model.encode_to_vec(), Path::new("mlp.onnx")).unwrap();
-    assert_eq!(model.input_chw().unwrap(), [1, 4, 4]);
-    assert!(model.notes.iter().any(|n| n.contains("read as a 4×4 grey image, row by row")));
-    let images = Tensor::randn(0f32, 1., (2, 1, 4, 4), &Device::Cpu).unwrap();
-    let flat = images.reshape((2, 16)).unwrap();
-    let logits = flat.matmul(&weights.t().unwrap()).unwrap();
-    let want = convscope::engine::softmax(&logits).unwrap();
-    let got = model.predict(&images).unwrap();
-    let worst = values(&(got - want).unwrap()).iter().fold(0f64, |m, v| m.max(v.abs()));
-    assert!(worst < 1e-6, "off by {worst}");
+    for (channels, producer, note) in cases {
+        let len = channels * 16;
+        let weights = Tensor::randn(0f32, 1., (3, len), &Device::Cpu).unwrap();
+        let nodes = vec![
+            NodeProto {
+                attribute: vec![int("transB", 1)],
+                ..node("Gemm", "fc", &["x", "w"], vec![])
+            },
+            NodeProto { output: vec!["y".into()], ..node("Softmax", "probs", &["fc"], vec![]) },
+        ];
+        let model = ModelProto {
+            producer_name: producer.into(),
+            ..onnx_model(GraphProto {
+                node: nodes,
+                initializer: vec![tensor("w", &[3, len], &weights)],
+                input: vec![value_info("x", &[None, Some(len as i64)])],
+                output: vec![value_info("y", &[])],
+                ..Default::default()
+            })
+        };
+        let model =
+            formats::onnx::from_bytes(&model.encode_to_vec(), Path::new("mlp.onnx")).unwrap();
+        assert_eq!(model.input_chw().unwrap(), [channels, 4, 4]);
+        assert!(model.notes.iter().any(|n| n.contains(note)), "{:?}", model.notes);
+        let images = Tensor::randn(0f32, 1., (2, channels, 4, 4), &Device::Cpu).unwrap();
+        let flat = match producer {
+            "tf2onnx" => images.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap(),
+            _ => images.clone(),
+        };
+        let logits = flat.reshape((2, len)).unwrap().matmul(&weights.t().unwrap()).unwrap();
+        let want = convscope::engine::softmax(&logits).unwrap();
+        let got = model.predict(&images).unwrap();
+        let worst = values(&(got - want).unwrap()).iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(worst < 1e-6, "{producer}, {channels} channels: off by {worst}");
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::formats::mapped::FileBytes;
-use crate::model::Model;
+use crate::model::{FlatOrder, Model};
 
 /// The first bytes of an HDF5 file (`.h5`).
 pub const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -57,7 +57,10 @@ pub fn from_file(file: &FileBytes, path: &Path) -> Result<Model> {
     let precision = arch.other_precision();
     let mut model = Model::new(arch.name, graph, weights, input, Vec::new()).map_err(in_file)?;
     model.notes.extend(precision.as_deref().map(super::other_precision_note));
-    model.with_class_head().and_then(Model::with_image_input).map_err(in_file)
+    model
+        .with_class_head()
+        .and_then(|model| model.with_image_input(FlatOrder::ChannelsLast))
+        .map_err(in_file)
 }
 
 /// The model config, the weights and whether Keras 3 wrote the file.

@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 use crate::formats::Options;
 use crate::formats::mapped::FileBytes;
 use crate::model::{
-    Activation, ChannelOrder, DisplayLayout, Graph, GraphBuilder, GraphSpec, Head, InputSpec,
-    Model, Node, Op, Weights, printable,
+    Activation, ChannelOrder, DisplayLayout, FlatOrder, Graph, GraphBuilder, GraphSpec, Head,
+    InputSpec, Model, Node, Op, Weights, printable,
 };
 
 /// The operator-set versions this importer reads.
@@ -153,7 +153,11 @@ pub(super) fn import(
         importer.release_inputs(node);
     }
     let name = path.file_stem().map_or_else(|| graph.name.clone(), |s| s.to_string_lossy().into());
-    importer.finish(graph, name, options.output.as_deref()).map_err(bad)
+    // tf2onnx (and keras2onnx before it) writes Keras models, which flatten images pixel by
+    // pixel; the other exporters write PyTorch's, channel by channel.
+    let keras = ["tf2onnx", "keras2onnx"].contains(&model.producer_name.as_str());
+    let order = if keras { FlatOrder::ChannelsLast } else { FlatOrder::ChannelsFirst };
+    importer.finish(graph, name, options.output.as_deref(), order).map_err(bad)
 }
 
 /// Adds the reads of the nodes inside `nodes`' `If` branches (of any depth) to `reads`.
@@ -802,7 +806,13 @@ impl Importer {
         }
     }
 
-    fn finish(mut self, graph: &GraphProto, name: String, wanted: Option<&str>) -> Fallible<Model> {
+    fn finish(
+        mut self,
+        graph: &GraphProto,
+        name: String,
+        wanted: Option<&str>,
+        flat_order: FlatOrder,
+    ) -> Fallible<Model> {
         let (output, note) = self.choose_output(graph, wanted)?;
         let heads = match graph.output.len() {
             1 => Vec::new(),
@@ -865,7 +875,7 @@ impl Importer {
         model.heads = heads;
         model
             .with_class_head()
-            .and_then(Model::with_image_input)
+            .and_then(|model| model.with_image_input(flat_order))
             .map_err(|e| crate::error::report(&e))
     }
 }
