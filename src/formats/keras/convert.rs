@@ -175,6 +175,14 @@ impl Config<'_> {
         .ok_or_else(|| self.error(format!("'{key}' is {v}, expected numbers")))
     }
 
+    /// A required list of integers, like Reshape's `target_shape`.
+    fn integers(&self, key: &str) -> Result<Vec<i64>> {
+        let v = self.get(key).ok_or_else(|| self.error(format!("'{key}' is missing")))?;
+        v.as_array()
+            .and_then(|items| items.iter().map(Value::as_i64).collect())
+            .ok_or_else(|| self.error(format!("'{key}' is {v}, expected a list of integers")))
+    }
+
     /// A count; `None` as default makes it required.
     fn usize(&self, key: &str, default: Option<usize>) -> Result<usize> {
         match self.get(key) {
@@ -1472,11 +1480,7 @@ impl<'a> Builder<'a> {
     fn reshape(&mut self, layer: &Layer) -> Result<()> {
         let config = self.config(layer);
         let input = self.single_input(layer)?;
-        let target: Vec<i64> = config
-            .get("target_shape")
-            .and_then(Value::as_array)
-            .and_then(|dims| dims.iter().map(Value::as_i64).collect())
-            .ok_or_else(|| config.error("'target_shape' is not a list of sizes"))?;
+        let target = config.integers("target_shape")?;
         let total: usize = input.shape.iter().product();
         let known: i64 = target.iter().filter(|&&d| d > 0).product();
         let resolved: Vec<usize> = target
@@ -1512,19 +1516,17 @@ impl<'a> Builder<'a> {
     fn permute(&mut self, layer: &Layer) -> Result<()> {
         let config = self.config(layer);
         let input = self.single_input(layer)?;
-        let dims: Vec<usize> = config
-            .get("dims")
-            .and_then(Value::as_array)
-            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| config.error("'dims' is not a list of axes"))?;
+        let dims = config.integers("dims")?;
         let rank = input.shape.len();
         let mut sorted = dims.clone();
         sorted.sort_unstable();
-        if sorted != (1..=rank).collect::<Vec<_>>() {
+        if sorted != (1..=rank as i64).collect::<Vec<_>>() {
             return Err(config.error(format!(
                 "'dims' {dims:?} is not an order of the {rank} axes of its input"
             )));
         }
+        // Each of 1..=rank, as checked.
+        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
         let perm = match dims[..] {
             [h, w, c] => {
                 let engine_axis = |keras: usize| keras % 3;
