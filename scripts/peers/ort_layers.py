@@ -2,8 +2,8 @@
 """convscope's conv and dense layers against ONNX Runtime's, layer by layer, on one model:
 where a forward pass loses to ORT. ORT's own profiler gives each node's kernel time
 (medians over 60 runs, after 20 warm-up runs); `convscope bench --layers --json` gives
-convscope's. Conv-like nodes are paired in graph order (ORT fuses activations into its
-convs and renames them, so names do not match). Prints the totals by kind of layer, ORT's
+convscope's. Conv-like nodes are paired through the file's graph (ORT fuses activations into its
+convs and names each fused node by its output). Prints the totals by kind of layer, ORT's
 other ops (its layout reorders, its fused swish `QuickGelu`), and with --each every pair.
 
 convscope's per-layer times run slightly above its whole forward's (each layer is timed on
@@ -64,20 +64,37 @@ def main():
         [args.convscope, "bench", args.model, "--runs", "9", "--layers", "100000", "--json"],
         capture_output=True, text=True, check=True,
     ).stdout
-    position = {n.name: i for i, n in enumerate(onnx.load(args.model, load_external_data=False).graph.node)}
+    graph = onnx.load(args.model, load_external_data=False).graph
+    position = {n.name: i for i, n in enumerate(graph.node)}
     ours = [l for l in json.loads(out)["layers"] if l["kind"].startswith(("Conv", "Depthwise", "Dense"))]
     ours.sort(key=lambda l: position.get(l["name"], len(position)))
     theirs = [n for n in ort_nodes if n[1] in CONV_OPS]
-    if len(ours) != len(theirs):
-        print(f"note: {len(ours)} conv and dense layers here, {len(theirs)} in ORT: pairs may be off")
+    # ORT names a fused node by its output (`…/Relu_output_0_nchwc`) and may run a block's
+    # shortcut conv before its last conv: each is traced back to the file's conv node that
+    # feeds it, and paired by that; what cannot be traced is paired in order.
+    producer = {out: node for node in graph.node for out in node.output}
+    named = {node.name: node for node in graph.node}
+    by_conv, untraced = {}, []
+    for name, op, ms in theirs:
+        node = named.get(name) or producer.get(name.removesuffix("_nchwc"))
+        while node is not None and node.op_type not in ("Conv", "Gemm", "MatMul") and node.input:
+            node = producer.get(node.input[0])
+        if node is None:
+            untraced.append((name, op, ms))
+        else:
+            by_conv[node.name] = (name, op, ms)
+    rest = iter(untraced)
+    theirs = [by_conv.get(l["name"]) or next(rest, ("?", "?", float("nan"))) for l in ours]
+    if untraced or len(by_conv) + len(untraced) != len(ours):
+        print(f"note: {len(untraced)} of ORT's conv nodes paired in order: pairs may be off")
     kinds = collections.defaultdict(lambda: [0.0, 0.0, 0])
-    for layer, (_, _, ort_ms) in zip(ours, theirs):
+    for layer, (ort_name, _, ort_ms) in zip(ours, theirs):
         entry = kinds[layer["kind"]]
         entry[0] += layer["median_ms"]
         entry[1] += ort_ms
         entry[2] += 1
         if args.each:
-            print(f"{layer['kind']:24s} {str(layer['output']):18s} convscope {layer['median_ms']:.3f} ORT {ort_ms:.3f}")
+            print(f"{layer['kind']:24s} {str(layer['output']):18s} convscope {layer['median_ms']:.3f} ORT {ort_ms:.3f}  {layer['name']} ~ {ort_name}")
     total = [sum(k[0] for k in kinds.values()), sum(k[1] for k in kinds.values())]
     print(f"conv and dense layers: convscope {total[0]:.2f} ms, ORT {total[1]:.2f} ms")
     for kind, (c, o, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
