@@ -264,7 +264,8 @@ fn print_rows(
         return Ok(());
     }
     let threads = rayon::current_num_threads();
-    writeln!(out, "input: {source}; class {class}; {threads} threads; times in ms")?;
+    let vectors = convscope::kernels::vector_width();
+    writeln!(out, "input: {source}; class {class}; {threads} threads, {vectors}; times in ms")?;
     let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
     writeln!(out, "{:width$}  {:>10}  {:>10}  {:>10}  {:>4}", "", "median", "min", "max", "runs")?;
     for r in rows {

@@ -279,6 +279,21 @@ fn flipped(ks: &[f32], groups: usize, c: usize, taps: usize) -> Vec<f32> {
     flipped
 }
 
+/// The widest vectors the f32 kernels run in on this CPU (`AVX-512`, `AVX2` with FMA, or
+/// the x86-64 baseline's `SSE2`): what `convscope bench` names beside its times, as the
+/// same model runs at different speeds on CPUs with and without AVX-512.
+pub fn vector_width() -> &'static str {
+    if direct::has_avx512() && direct::available() {
+        "AVX-512"
+    } else if direct::available() {
+        "AVX2"
+    } else if cfg!(target_arch = "x86_64") {
+        "SSE2"
+    } else {
+        "portable code"
+    }
+}
+
 /// Runs `f` compiled for AVX-512F where the CPU has it, else for AVX2 and FMA where it has
 /// those. The crate is built for the x86-64 baseline, so its generic loops over floats
 /// (activations, affine maps, the bias pass) are otherwise SSE2, four floats at a time; a

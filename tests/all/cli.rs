@@ -643,6 +643,8 @@ fn bench_times_every_method_on_the_model() {
     }
     let table = stdout(&convscope(&["bench", "sample", "--runs", "1"]));
     assert!(table.contains("median") && table.contains("forward, batch 32"), "{table}");
+    let vectors = convscope::kernels::vector_width();
+    assert!(table.contains(&format!(" threads, {vectors}; times in ms")), "{table}");
     assert!(!table.contains("SmoothGrad"), "timed without --attributions: {table}");
 }
 
