@@ -335,23 +335,23 @@ fn flat_image_input(graph: &Graph, order: FlatOrder) -> Result<Option<(Graph, St
             name.clone_from(&flattened);
         }
     }
+    // Keras's colour vectors are pixel-major: the image goes channels-last before the flatten.
+    let pixel_major = channels == 3 && order == FlatOrder::ChannelsLast;
+    let source = if pixel_major { &channels_last } else { &input };
     let reshape = Op::Reshape { shape: vec![values as i64] };
-    let note = if channels == 1 {
-        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
-        format!("read as a {side}×{side} grey image, row by row")
-    } else if order == FlatOrder::ChannelsLast {
+    spec.nodes.insert(0, Node::new(&flattened, reshape, &[source]));
+    if pixel_major {
         let transpose = Op::Transpose { perm: vec![1, 2, 0] };
-        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&channels_last]));
         spec.nodes.insert(0, Node::new(&channels_last, transpose, &[&input]));
-        format!(
-            "read as a {side}×{side} RGB image, pixel by pixel (its channels last, as Keras flattens)"
-        )
-    } else {
-        spec.nodes.insert(0, Node::new(&flattened, reshape, &[&input]));
-        format!("read as a {side}×{side} RGB image, channel by channel (as PyTorch flattens)")
+    }
+    let read = match (channels, pixel_major) {
+        (1, _) => "grey image, row by row",
+        (_, true) => "RGB image, pixel by pixel (its channels last, as Keras flattens)",
+        (_, false) => "RGB image, channel by channel (as PyTorch flattens)",
     };
     spec.input_shape = vec![channels, side, side];
-    let note = format!("the model's input is a vector of {values} values: {note}");
+    let note =
+        format!("the model's input is a vector of {values} values: read as a {side}×{side} {read}");
     Ok(Some((Graph::new(spec)?, note)))
 }
 
