@@ -182,12 +182,14 @@ def main():
             import torchvision
             model = torchvision.models.get_model(name[3:], weights=None).eval()
             hf_size = getattr(model, "image_size", 224)
-            with torch.no_grad():  # ViTs' zero-initialised heads would give equal logits
-                for p in model.parameters():
-                    if p.dim() > 1 and not p.any():
-                        p.normal_(0, 0.05)
         else:
             model = timm.create_model(name, pretrained=False)
+        # Zero-initialised heads (ViTs', Hiera's) would give equal logits and a zero
+        # saliency on both sides: a comparison that could not fail.
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1 and not p.any():
+                    p.normal_(0, 0.05)
     except Exception as e:
         res["error"] = f"model: {type(e).__name__}: {e}"
         print(json.dumps(res))

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Clamp, Pool, Window};
 use crate::model::Model;
-use crate::model::{
-    Activation, ArithKind, ConstOperand, Interpolation, Node, Op, PadMode, ReduceKind, ValueId,
-};
+use crate::model::{Activation, ArithKind, ConstOperand, Node, Op, PadMode, ReduceKind, ValueId};
 
 /// How the gradient passes a ReLU (`g` arriving gradient, `x` ReLU input, `y` output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -1285,39 +1283,7 @@ impl Model {
         };
         let (_, _, h, w) = x.dims4()?;
         let axis = |input: usize, output: usize, scale: f32| -> Result<Tensor> {
-            let mut m = vec![0f64; output * input];
-            for o in 0..output {
-                let at = coordinates.source(o, f64::from(scale), input, output);
-                let last = (input - 1) as f64;
-                let nearest = |i: f64| i.clamp(0.0, last) as usize;
-                // The nearest pixel as float32 runtimes (ONNX Runtime, TensorFlow) find it:
-                // their coordinate is a float32, so one that f64 puts a hair below a whole
-                // or half pixel (2.5 · 14/5) lands on it there, and rounds the other way.
-                let snapped = at as f32 as f64;
-                let row = &mut m[o * input..(o + 1) * input];
-                match interpolation {
-                    Interpolation::Linear => {
-                        let at = at.clamp(0.0, last);
-                        let low = at.floor();
-                        let high = (low + 1.0).min(last);
-                        row[low as usize] += 1.0 - (at - low);
-                        row[high as usize] += at - low;
-                    }
-                    Interpolation::Cubic => {
-                        let low = at.floor();
-                        for (k, weight) in cubic_weights(at - low).into_iter().enumerate() {
-                            row[nearest(low + k as f64 - 1.0)] += weight;
-                        }
-                    }
-                    Interpolation::NearestFloor => row[nearest(snapped.floor())] = 1.0,
-                    Interpolation::NearestCeil => row[nearest(snapped.ceil())] = 1.0,
-                    Interpolation::NearestRoundPreferFloor => {
-                        let tie = snapped.fract() == 0.5;
-                        row[nearest(if tie { snapped.floor() } else { snapped.round() })] = 1.0;
-                    }
-                    Interpolation::NearestRoundPreferCeil => row[nearest(snapped.round())] = 1.0,
-                }
-            }
+            let m = interpolation.matrix(coordinates, scale, input, output);
             Ok(Tensor::from_vec(m, (output, input), x.device())?.to_dtype(x.dtype())?)
         };
         Ok([axis(h, size[0], scale[0])?, axis(w, size[1], scale[1])?])
@@ -1563,15 +1529,6 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let product = spread(a, ra)?.matmul(&spread(b, rb)?)?;
     let dims = [leading.as_slice(), &[a.dim(ra - 2)?, b.dim(rb - 1)?]].concat();
     Ok(product.reshape(dims)?)
-}
-
-/// The weights of the four pixels around a point `t` (in [0, 1)) past the second: Keys'
-/// cubic convolution kernel with `a = −0.75`.
-fn cubic_weights(t: f64) -> [f64; 4] {
-    const A: f64 = -0.75;
-    let near = |d: f64| ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
-    let far = |d: f64| ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
-    [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
 }
 
 /// Positions along an axis as the index tensor candle takes.

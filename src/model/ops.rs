@@ -508,6 +508,62 @@ pub enum Interpolation {
     Cubic,
 }
 
+impl Interpolation {
+    /// The resize of an axis of `input` pixels to `output` by `scale` as a row-major
+    /// `[output, input]` matrix: each output pixel a weighted sum of input pixels, so a
+    /// map's resize is `R·x·Cᵀ` and its gradient `Rᵀ·g·C`.
+    pub fn matrix(
+        self,
+        coordinates: Coordinates,
+        scale: f32,
+        input: usize,
+        output: usize,
+    ) -> Vec<f64> {
+        let mut m = vec![0f64; output * input];
+        let last = input.saturating_sub(1) as f64;
+        let nearest = |i: f64| i.clamp(0.0, last) as usize;
+        for (o, row) in m.chunks_exact_mut(input.max(1)).enumerate().take(output) {
+            let at = coordinates.source(o, f64::from(scale), input, output);
+            // The nearest pixel as float32 runtimes (ONNX Runtime, TensorFlow) find it:
+            // their coordinate is a float32, so one that f64 puts a hair below a whole
+            // or half pixel (2.5 · 14/5) lands on it there, and rounds the other way.
+            let snapped = at as f32 as f64;
+            match self {
+                Interpolation::Linear => {
+                    let at = at.clamp(0.0, last);
+                    let low = at.floor();
+                    let high = (low + 1.0).min(last);
+                    row[low as usize] += 1.0 - (at - low);
+                    row[high as usize] += at - low;
+                }
+                Interpolation::Cubic => {
+                    let low = at.floor();
+                    for (k, weight) in cubic_weights(at - low).into_iter().enumerate() {
+                        row[nearest(low + k as f64 - 1.0)] += weight;
+                    }
+                }
+                Interpolation::NearestFloor => row[nearest(snapped.floor())] = 1.0,
+                Interpolation::NearestCeil => row[nearest(snapped.ceil())] = 1.0,
+                Interpolation::NearestRoundPreferFloor => {
+                    let tie = snapped.fract() == 0.5;
+                    row[nearest(if tie { snapped.floor() } else { snapped.round() })] = 1.0;
+                }
+                Interpolation::NearestRoundPreferCeil => row[nearest(snapped.round())] = 1.0,
+            }
+        }
+        m
+    }
+}
+
+/// The weights of the four pixels around a point `t` (in [0, 1)) past the second: Keys'
+/// cubic convolution kernel with `a = −0.75`.
+fn cubic_weights(t: f64) -> [f64; 4] {
+    const A: f64 = -0.75;
+    let near = |d: f64| ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
+    let far = |d: f64| ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
+    [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
 /// Where output pixel `o` of a resize lies in the input, for scale `s` (ONNX's
 /// `coordinate_transformation_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -924,6 +924,16 @@ fn int64s(name: &str, v: &[i64]) -> TensorProto {
     }
 }
 
+fn floats(name: &str, v: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 1,
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
 fn string(name: &str, v: &str) -> AttributeProto {
     AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
 }
@@ -2317,7 +2327,7 @@ fn a_constant_read_before_an_if_and_inside_its_branch_survives_until_the_branch(
 }
 
 #[test]
-fn a_constant_resized_to_its_own_size_is_the_constant_and_another_size_an_error() {
+fn a_constant_resized_to_its_own_size_is_the_constant_and_shrunk_antialiased_an_error() {
     // CLIP ResNets' attention pool resizes its position table (antialiased bicubic) to the
     // size it already has.
     let x = normal(&[1, 2, 6, 6], 13);
@@ -2351,8 +2361,126 @@ fn a_constant_resized_to_its_own_size_is_the_constant_and_another_size_an_error(
     let expected: Vec<f64> = values(&x).iter().zip(values(&table)).map(|(a, b)| a + b).collect();
     assert_within(&got, &expected, 1e-6, "output");
     let error = formats::onnx::from_bytes(&resize(&[1, 2, 3, 3]), Path::new("table.onnx")).err();
-    let error = error.expect("a resize of a constant to another size must be refused").to_string();
-    assert!(error.contains("resize of a constant to another size"), "{error}");
+    let error = error.expect("an antialiased shrink must be refused").to_string();
+    assert!(error.contains("antialiased resizing"), "{error}");
+}
+
+/// A model adding to `x` (`[N, 2, 6, 6]`) a `[1, 2, side, side]` table resized to 6×6
+/// with the Resize attributes `attrs`, its target given by `sizes` or else by `scales`.
+fn resized_table_model(table: &Tensor, attrs: Vec<AttributeProto>, by_sizes: bool) -> Model {
+    let side = table.dim(3).unwrap();
+    let scale = 6.0 / side as f32;
+    let (inputs, target) = match by_sizes {
+        true => (["table", "", "", "target"], int64s("target", &[1, 2, 6, 6])),
+        false => (["table", "", "target", ""], floats("target", &[1.0, 1.0, scale, scale])),
+    };
+    let bytes = image_model(
+        vec![
+            node("Resize", "resized", &inputs, attrs),
+            NodeProto { output: vec!["y".into()], ..node("Add", "y", &["x", "resized"], vec![]) },
+        ],
+        vec![tensor("table", &[1, 2, side, side], table), target],
+        18,
+    );
+    formats::onnx::from_bytes(&bytes, Path::new("table.onnx")).unwrap()
+}
+
+#[test]
+fn a_constant_resized_to_another_size_is_folded_as_the_resize_of_a_map_computes_it() {
+    // Hiera's position table, resized by the legacy exporter for the input size.
+    let table = normal(&[1, 2, 3, 3], 15);
+    let zeros = Tensor::zeros((1, 2, 6, 6), DType::F32, &Device::Cpu).unwrap();
+    // Bilinear with half-pixel centres, by hand: 3 → 6 samples at −¼, ¼, ¾, …, 2¼, clamped.
+    let along = |v: [f64; 3]| {
+        [v[0], 0.75 * v[0] + 0.25 * v[1], 0.25 * v[0] + 0.75 * v[1]]
+            .into_iter()
+            .chain([0.75 * v[1] + 0.25 * v[2], 0.25 * v[1] + 0.75 * v[2], v[2]])
+            .collect::<Vec<f64>>()
+    };
+    let t = values(&table);
+    let mut expected = Vec::new();
+    for map in t.chunks_exact(9) {
+        let rows: Vec<Vec<f64>> = map.chunks_exact(3).map(|r| along([r[0], r[1], r[2]])).collect();
+        for i in 0..6 {
+            let column: Vec<f64> =
+                (0..6).map(|j| along([rows[0][j], rows[1][j], rows[2][j]])[i]).collect();
+            expected.extend(column);
+        }
+    }
+    for by_sizes in [true, false] {
+        let model = resized_table_model(&table, vec![string("mode", "linear")], by_sizes);
+        assert_within(&output_values(&model, &zeros), &expected, 1e-6, "bilinear");
+    }
+    // Bicubic as PyTorch exports it, against the runtime resize of the table as an input
+    // (5×5: a 3×3 input would read as channels-last).
+    let table = normal(&[1, 2, 5, 5], 16);
+    let cubic = || {
+        vec![
+            string("mode", "cubic"),
+            string("coordinate_transformation_mode", "pytorch_half_pixel"),
+        ]
+    };
+    let folded = output_values(&resized_table_model(&table, cubic(), true), &zeros);
+    let graph = GraphProto {
+        node: vec![NodeProto {
+            output: vec!["y".into()],
+            ..node("Resize", "y", &["x", "", "", "target"], cubic())
+        }],
+        initializer: vec![int64s("target", &[1, 2, 6, 6])],
+        input: vec![value_info("x", &[None, Some(2), Some(5), Some(5)])],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    };
+    let mut file = onnx_model(graph);
+    file.opset_import[0].version = 18;
+    let computed = formats::onnx::from_bytes(&file.encode_to_vec(), Path::new("m.onnx")).unwrap();
+    assert_within(&folded, &output_values(&computed, &table), 1e-6, "bicubic");
+    assert!(folded.iter().zip(values(&table)).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn size_counts_the_elements_as_a_multiple_of_the_batch_size() {
+    // `[N, 2, 6, 6]` reshaped to `[Size / 72, 72]` (Hiera's window arithmetic).
+    let scalar = |name: &str, v: i64| TensorProto {
+        name: name.into(),
+        data_type: 7,
+        int64_data: vec![v],
+        ..Default::default()
+    };
+    let bytes = image_model(
+        vec![
+            node("Size", "count", &["x"], vec![]),
+            node("Div", "rows", &["count", "per_row"], vec![]),
+            node("Unsqueeze", "rows1", &["rows", "axis0"], vec![]),
+            node("Concat", "target", &["rows1", "width"], vec![int("axis", 0)]),
+            NodeProto {
+                output: vec!["y".into()],
+                ..node("Reshape", "y", &["x", "target"], vec![])
+            },
+        ],
+        vec![scalar("per_row", 72), int64s("axis0", &[0]), int64s("width", &[72])],
+        17,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("size.onnx")).unwrap();
+    let x = normal(&[2, 2, 6, 6], 16);
+    let out = model.forward(&x).unwrap();
+    let got = out.node(model.graph().output_node()).unwrap();
+    assert_eq!(got.dims(), &[2, 72]);
+    assert_eq!(values(got), values(&x));
+    // A constant's size is a constant.
+    let bytes = image_model(
+        vec![
+            node("Size", "count", &["table"], vec![]),
+            node("Cast", "scale", &["count"], vec![int("to", 1)]),
+            NodeProto { output: vec!["y".into()], ..node("Mul", "y", &["x", "scale"], vec![]) },
+        ],
+        vec![floats("table", &[0.0; 6])],
+        17,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("m.onnx"));
+    let x = normal(&[1, 2, 6, 6], 17);
+    let expected: Vec<f64> = values(&x).iter().map(|v| v * 6.0).collect();
+    assert_within(&output_values(&model.unwrap(), &x), &expected, 1e-5, "scaled by a size");
 }
 
 #[test]

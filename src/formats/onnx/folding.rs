@@ -82,15 +82,15 @@ const LIFTED: &[&str] = &[
     "Where",
 ];
 
-/// The ops that read a folded value themselves: reshapes fold and unfold, Shape gives
-/// the folded size, convs and pools take the folded images side by side in the channels,
+/// The ops that read a folded value themselves: reshapes fold and unfold, Shape and Size
+/// give the folded size, convs and pools take the folded images side by side in the channels,
 /// an einsum's ops are lifted one by one.
 const READ_FOLDED: &[&str] =
-    &["AveragePool", "Conv", "Einsum", "Flatten", "MaxPool", "Reshape", "Shape"];
+    &["AveragePool", "Conv", "Einsum", "Flatten", "MaxPool", "Reshape", "Shape", "Size"];
 
-/// The ops that read a displaced value themselves (see `displaced`): reshapes, Shape,
-/// and Gemm as a product over the last axis.
-const READ_DISPLACED: &[&str] = &["Flatten", "Gemm", "Reshape", "Shape"];
+/// The ops that read a displaced value themselves (see `displaced`): reshapes, Shape and
+/// Size, and Gemm as a product over the last axis.
+const READ_DISPLACED: &[&str] = &["Flatten", "Gemm", "Reshape", "Shape", "Size"];
 
 /// What lifting a node needs to know of its folded inputs.
 struct Fold {

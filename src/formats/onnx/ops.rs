@@ -141,6 +141,7 @@ const OPS: &[OnnxOp] = &[
     op("Shape", |im, n| im.shape_of(n)),
     op("Sigmoid", |im, n| im.activation(n, Activation::Sigmoid)),
     op("Sin", |im, n| im.unary(n, Unary::Sin)),
+    op("Size", |im, n| im.size_of(n)),
     op("Slice", |im, n| im.slice(n)),
     op("Softmax", |im, n| im.softmax(n)),
     op("Softplus", |im, n| im.activation(n, Activation::Softplus)),
@@ -1382,9 +1383,6 @@ impl Importer {
         }
         let (x, shape) = self.real_input(n.first)?;
         let [h, w] = spatial(&shape)?;
-        if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
-            return Err("antialiased resizing and resizing by axes are not supported".into());
-        }
         let given = |i: usize| self.given_constant(n, i);
         // Sizes made from the input's shape hold the batch size, which does not matter here.
         let sizes = match n.input(3).map(|name| self.value(name)).transpose()? {
@@ -1405,76 +1403,75 @@ impl Importer {
             (None, Some(scales)) => scaled_size(&scales.data, [h, w])?,
             (None, None) => return Err("needs scales or sizes".into()),
         };
-        let mode = n.a.string("coordinate_transformation_mode")?;
-        let coordinates = match mode.as_deref() {
-            None | Some("half_pixel") | Some("tf_half_pixel_for_nn") => Coordinates::HalfPixel,
-            Some("pytorch_half_pixel") => Coordinates::PytorchHalfPixel,
-            Some("align_corners") => Coordinates::AlignCorners,
-            Some("asymmetric") => Coordinates::Asymmetric,
-            Some(other) => {
-                return Err(format!("coordinate transformation '{other}' is not supported"));
-            }
-        };
-        let interpolation = match n.a.string("mode")?.as_deref() {
-            None | Some("nearest") => match n.a.string("nearest_mode")?.as_deref() {
-                None | Some("round_prefer_floor") => Interpolation::NearestRoundPreferFloor,
-                Some("round_prefer_ceil") => Interpolation::NearestRoundPreferCeil,
-                Some("floor") => Interpolation::NearestFloor,
-                Some("ceil") => Interpolation::NearestCeil,
-                Some(other) => return Err(format!("nearest mode '{other}' is unknown")),
-            },
-            Some("linear") => Interpolation::Linear,
-            Some("cubic") => {
-                let a = n.a.float("cubic_coeff_a", -0.75)?;
-                if a != -0.75 || n.a.int("exclude_outside", 0)? != 0 {
-                    return Err(format!(
-                        "cubic resizing with coefficient {a} or pixels outside excluded \
-                         (convscope's is PyTorch's: -0.75, border pixels repeated)"
-                    ));
-                }
-                Interpolation::Cubic
-            }
-            Some(other) => return Err(format!("'{other}' resizing is not supported")),
-        };
-        // tf2onnx's nearest resizing (TensorFlow's, half-pixel centres) reads `(o + ½)/s`,
-        // half a pixel past half-pixel's `h`: its floor is `h` rounded up at ties, and
-        // `h + ½` rounded down at ties is `h` rounded up.
-        let interpolation = match (mode.as_deref(), interpolation) {
-            (Some("tf_half_pixel_for_nn"), Interpolation::NearestFloor) => {
-                Interpolation::NearestRoundPreferCeil
-            }
-            (Some("tf_half_pixel_for_nn"), Interpolation::NearestRoundPreferFloor) => {
-                Interpolation::NearestCeil
-            }
-            (Some("tf_half_pixel_for_nn"), other) => {
-                return Err(format!(
-                    "coordinate transformation 'tf_half_pixel_for_nn' with {other:?} resizing"
-                ));
-            }
-            (_, interpolation) => interpolation,
-        };
+        let (interpolation, coordinates) = resize_rule(n)?;
         let op = Op::Resize { size, scale, interpolation, coordinates };
         Ok(Value::computed(self.emit(n.base, op, vec![x], Vec::new())?))
     }
 
-    /// A Resize of a constant to its own size (a position table resized for the input
-    /// size it was made for: the attention pool of CLIP's ResNets), folded: the sample
-    /// points fall on the pixels, where every interpolation (antialiased or not, as nothing
-    /// shrinks) gives the pixel. Any other size is an error.
+    /// A Resize of a constant, folded: a position table resized for the input size (Hiera's,
+    /// by the legacy exporter) or to the size it has (the attention pool of CLIP's ResNets,
+    /// where the sample points fall on the pixels and every interpolation, antialiased or
+    /// not, gives the pixel). Only the last two axes may change size.
     fn resized_constant(&self, n: &OpNode<'_>, k: Array<f64>) -> Fallible<Value> {
-        let own = k.dims.iter().map(|&d| d as f64);
-        let same = match (self.given_constant(n, 3)?, self.given_constant(n, 2)?) {
-            (Some(sizes), _) => sizes.data.into_iter().eq(own),
-            (None, Some(scales)) => {
-                scales.data.len() == k.dims.len() && scales.data.iter().all(|&s| s == 1.0)
-            }
+        let rank = k.dims.len();
+        if rank < 2 {
+            return Err(format!("a resize of a constant of shape {:?}", k.dims));
+        }
+        let [h, w] = [k.dims[rank - 2], k.dims[rank - 1]];
+        let (size, scale) = match (self.given_constant(n, 3)?, self.given_constant(n, 2)?) {
+            (Some(sizes), _) => match sizes.ints()?.as_slice() {
+                [lead @ .., oh, ow]
+                    if lead.iter().map(|&d| d as usize).eq(k.dims[..rank - 2].iter().copied())
+                        && *oh > 0
+                        && *ow > 0 =>
+                {
+                    let size = [*oh as usize, *ow as usize];
+                    (size, [(*oh as f64 / h as f64) as f32, (*ow as f64 / w as f64) as f32])
+                }
+                other => {
+                    return Err(format!("sizes {other:?} for a constant of shape {:?}", k.dims));
+                }
+            },
+            (None, Some(scales)) => match scales.data.as_slice() {
+                [lead @ .., sh, sw] if lead.len() == rank - 2 && lead.iter().all(|&s| s == 1.0) => {
+                    scaled_size(&[1.0, 1.0, *sh, *sw], [h, w])?
+                }
+                other => {
+                    return Err(format!("scales {other:?} for a constant of shape {:?}", k.dims));
+                }
+            },
             (None, None) => return Err("needs scales or sizes".into()),
         };
         let mode = n.a.string("coordinate_transformation_mode")?;
-        if !same || mode.as_deref() == Some("tf_crop_and_resize") {
-            return Err("a resize of a constant to another size is not supported".into());
+        if mode.as_deref() == Some("tf_crop_and_resize") {
+            return Err("a resize of a constant by 'tf_crop_and_resize' is not supported".into());
         }
-        Ok(Value::Const(k))
+        if size == [h, w] {
+            return Ok(Value::Const(k));
+        }
+        let (interpolation, coordinates) = resize_rule(n)?;
+        let rows = interpolation.matrix(coordinates, scale[0], h, size[0]);
+        let cols = interpolation.matrix(coordinates, scale[1], w, size[1]);
+        let dims = [&k.dims[..rank - 2], &size[..]].concat();
+        let mut data = Vec::with_capacity(array::folded_len(&dims)?);
+        // `R·x·Cᵀ` per map of the leading axes.
+        for map in k.data.chunks_exact(h * w) {
+            let across: Vec<f64> = map
+                .chunks_exact(w)
+                .flat_map(|row| {
+                    cols.chunks_exact(w).map(move |c| c.iter().zip(row).map(|(a, b)| a * b).sum())
+                })
+                .collect::<Vec<f64>>();
+            for r in rows.chunks_exact(h) {
+                data.extend((0..size[1]).map(|j| {
+                    r.iter()
+                        .enumerate()
+                        .map(|(i, &weight)| weight * across[i * size[1] + j])
+                        .sum::<f64>()
+                }));
+            }
+        }
+        Ok(Value::Const(Array { dims, data, integer: false }))
     }
 
     /// Optional input `i` of `n` as a constant; none where it is missing or empty (Resize's
@@ -1737,6 +1734,62 @@ fn explicit_pads(a: &Attrs<'_>) -> Fallible<[usize; 4]> {
         }
         Some(p) => return Err(format!("pads {p:?} are not four non-negative sizes")),
     })
+}
+
+/// How a Resize node interpolates and where its samples lie, from its attributes.
+fn resize_rule(n: &OpNode<'_>) -> Fallible<(Interpolation, Coordinates)> {
+    if n.a.int("antialias", 0)? != 0 || n.a.ints("axes")?.is_some() {
+        return Err("antialiased resizing and resizing by axes are not supported".into());
+    }
+    let mode = n.a.string("coordinate_transformation_mode")?;
+    let coordinates = match mode.as_deref() {
+        None | Some("half_pixel") | Some("tf_half_pixel_for_nn") => Coordinates::HalfPixel,
+        Some("pytorch_half_pixel") => Coordinates::PytorchHalfPixel,
+        Some("align_corners") => Coordinates::AlignCorners,
+        Some("asymmetric") => Coordinates::Asymmetric,
+        Some(other) => {
+            return Err(format!("coordinate transformation '{other}' is not supported"));
+        }
+    };
+    let interpolation = match n.a.string("mode")?.as_deref() {
+        None | Some("nearest") => match n.a.string("nearest_mode")?.as_deref() {
+            None | Some("round_prefer_floor") => Interpolation::NearestRoundPreferFloor,
+            Some("round_prefer_ceil") => Interpolation::NearestRoundPreferCeil,
+            Some("floor") => Interpolation::NearestFloor,
+            Some("ceil") => Interpolation::NearestCeil,
+            Some(other) => return Err(format!("nearest mode '{other}' is unknown")),
+        },
+        Some("linear") => Interpolation::Linear,
+        Some("cubic") => {
+            let a = n.a.float("cubic_coeff_a", -0.75)?;
+            if a != -0.75 || n.a.int("exclude_outside", 0)? != 0 {
+                return Err(format!(
+                    "cubic resizing with coefficient {a} or pixels outside excluded \
+                     (convscope's is PyTorch's: -0.75, border pixels repeated)"
+                ));
+            }
+            Interpolation::Cubic
+        }
+        Some(other) => return Err(format!("'{other}' resizing is not supported")),
+    };
+    // tf2onnx's nearest resizing (TensorFlow's, half-pixel centres) reads `(o + ½)/s`,
+    // half a pixel past half-pixel's `h`: its floor is `h` rounded up at ties, and
+    // `h + ½` rounded down at ties is `h` rounded up.
+    let interpolation = match (mode.as_deref(), interpolation) {
+        (Some("tf_half_pixel_for_nn"), Interpolation::NearestFloor) => {
+            Interpolation::NearestRoundPreferCeil
+        }
+        (Some("tf_half_pixel_for_nn"), Interpolation::NearestRoundPreferFloor) => {
+            Interpolation::NearestCeil
+        }
+        (Some("tf_half_pixel_for_nn"), other) => {
+            return Err(format!(
+                "coordinate transformation 'tf_half_pixel_for_nn' with {other:?} resizing"
+            ));
+        }
+        (_, interpolation) => interpolation,
+    };
+    Ok((interpolation, coordinates))
 }
 
 fn scaled_size(scales: &[f64], [h, w]: [usize; 2]) -> Fallible<([usize; 2], [f32; 2])> {

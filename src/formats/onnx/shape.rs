@@ -59,30 +59,46 @@ impl Importer {
     }
 
     pub(super) fn shape_of(&self, n: &OpNode<'_>) -> Fallible<Value> {
-        let shape = match self.value(n.first)? {
-            Value::Const(c) => {
-                Array::vector(c.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
+        let shape = Array::vector(self.dims_of(n.first)?);
+        let shape = shape.slice(0, n.a.int("start", 0)?, n.a.int("end", i64::MAX)?, 1)?;
+        Ok(Value::from_shape(shape))
+    }
+
+    /// `Size`: the number of elements, a multiple of the batch size for a computed value
+    /// (Hiera's window arithmetic reads it where the legacy exporter leaves it).
+    pub(super) fn size_of(&self, n: &OpNode<'_>) -> Fallible<Value> {
+        let size = self.dims_of(n.first)?.into_iter().try_fold(Dim::Known(1), |acc, d| {
+            match (acc, d) {
+                (Dim::Known(a), Dim::Known(b)) => Ok(Dim::Known(a * b)),
+                (Dim::Batch(a), Dim::Known(b)) | (Dim::Known(a), Dim::Batch(b)) => {
+                    Ok(Dim::Batch(a * b))
+                }
+                (Dim::Batch(_), Dim::Batch(_)) => Err("a size of the batch size squared"),
             }
-            Value::Shape(s) => {
-                Array::vector(s.dims.iter().map(|&d| Dim::Known(d as i64)).collect())
-            }
+        })?;
+        Ok(Value::from_shape(Array { dims: Vec::new(), data: vec![size], integer: true }))
+    }
+
+    /// The dimensions of value `name`, the batch axis's as a multiple of the batch size
+    /// unless the batch is fixed.
+    fn dims_of(&self, name: &str) -> Fallible<Vec<Dim>> {
+        Ok(match self.value(name)? {
+            Value::Const(c) => c.dims.iter().map(|&d| Dim::Known(d as i64)).collect(),
+            Value::Shape(s) => s.dims.iter().map(|&d| Dim::Known(d as i64)).collect(),
             Value::Flattened { .. } | Value::Unbinding(_) => return Err(NOT_REAL.into()),
-            Value::Computed(c) if self.displaced.contains(n.first) => {
-                Array::vector(self.shape(c).iter().map(|&d| Dim::Known(d as i64)).collect())
+            Value::Computed(c) if self.displaced.contains(name) => {
+                self.shape(c).iter().map(|&d| Dim::Known(d as i64)).collect()
             }
             Value::Computed(c) => {
                 let view = self.shape(c);
-                let (lead, rest) = self.folded_view(n.first, &view);
+                let (lead, rest) = self.folded_view(name, &view);
                 let batch = match self.batch {
                     Batch::Fixed(b) if lead > 1 => Dim::Known(b * lead as i64),
                     _ => Dim::Batch(lead as i64),
                 };
-                let dims = std::iter::once(batch).chain(rest.iter().map(|&d| Dim::Known(d as i64)));
-                Array::vector(dims.collect())
+                std::iter::once(batch).chain(rest.iter().map(|&d| Dim::Known(d as i64))).collect()
             }
-        };
-        let shape = shape.slice(0, n.a.int("start", 0)?, n.a.int("end", i64::MAX)?, 1)?;
-        Ok(Value::from_shape(shape))
+        })
     }
 
     pub(super) fn gather(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
