@@ -2439,6 +2439,47 @@ fn a_constant_resized_to_another_size_is_folded_as_the_resize_of_a_map_computes_
 }
 
 #[test]
+fn a_gemm_of_constants_is_folded_with_its_transposes_scales_and_bias() {
+    // SwinV2-CR's meta network runs Linear layers over a constant table of relative
+    // coordinates: `0.5 · Aᵀ · Bᵀ + 2 · c`, `[2, 36]`, added to the input as `[2, 6, 6]`.
+    let a = normal(&[4, 2], 18);
+    let b = normal(&[36, 4], 19);
+    let c = normal(&[36], 20);
+    let attrs = vec![
+        int("transA", 1),
+        int("transB", 1),
+        AttributeProto { name: "alpha".into(), f: 0.5, r#type: 1, ..Default::default() },
+        AttributeProto { name: "beta".into(), f: 2.0, r#type: 1, ..Default::default() },
+    ];
+    let bytes = image_model(
+        vec![
+            node("Gemm", "table", &["a", "b", "c"], attrs),
+            node("Reshape", "shaped", &["table", "shape"], vec![]),
+            NodeProto { output: vec!["y".into()], ..node("Add", "y", &["x", "shaped"], vec![]) },
+        ],
+        vec![
+            tensor("a", &[4, 2], &a),
+            tensor("b", &[36, 4], &b),
+            tensor("c", &[36], &c),
+            int64s("shape", &[1, 2, 6, 6]),
+        ],
+        17,
+    );
+    let model = formats::onnx::from_bytes(&bytes, Path::new("gemm.onnx")).unwrap();
+    let (a, b, c) = (values(&a), values(&b), values(&c));
+    let expected: Vec<f64> = (0..2)
+        .flat_map(|i| {
+            let (a, b, c) = (&a, &b, &c);
+            (0..36).map(move |j| {
+                0.5 * (0..4).map(|k| a[k * 2 + i] * b[j * 4 + k]).sum::<f64>() + 2.0 * c[j]
+            })
+        })
+        .collect();
+    let zeros = Tensor::zeros((1, 2, 6, 6), DType::F32, &Device::Cpu).unwrap();
+    assert_within(&output_values(&model, &zeros), &expected, 1e-5, "folded Gemm");
+}
+
+#[test]
 fn size_counts_the_elements_as_a_multiple_of_the_batch_size() {
     // `[N, 2, 6, 6]` reshaped to `[Size / 72, 72]` (Hiera's window arithmetic).
     let scalar = |name: &str, v: i64| TensorProto {

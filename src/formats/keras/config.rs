@@ -29,6 +29,9 @@ pub(super) struct Layer {
     pub keras_name: String,
     /// Keras class name (`Conv2D`).
     pub class: String,
+    /// The package a class from outside Keras comes from (`keras_hub`, or `Custom` for a
+    /// user's own layer): its computation is Python code the file does not hold.
+    pub package: Option<String>,
     /// Its `config` object.
     pub config: Value,
     /// Flattened names of the layers it reads, or the input's name.
@@ -105,6 +108,32 @@ fn string(v: &Value, key: &str, what: &str) -> Result<String> {
 
 const MODEL_CLASSES: [&str; 3] = ["Sequential", "Functional", "Model"];
 
+/// The package of a class from outside Keras, as the file records it: Keras 3's
+/// `registered_name` (`keras_hub>ResNetBackbone`) or `module`, tf-keras's `Custom>Class`.
+fn package(object: &Value) -> Option<String> {
+    let text = |key| object.get(key).and_then(Value::as_str);
+    let registered = [text("registered_name"), text("class_name")]
+        .into_iter()
+        .flatten()
+        .find_map(|name| name.split_once('>').map(|(package, _)| package));
+    let module = text("module").and_then(|m| m.split('.').next());
+    let package = registered.or(module)?;
+    (!["keras", "tf_keras", "tensorflow"].contains(&package)).then(|| package.to_string())
+}
+
+/// What to do with a model whose classes come from `package`, not Keras.
+pub(super) fn python_only(package: &str) -> String {
+    let class = match package {
+        "Custom" | "__main__" => "a custom class".to_string(),
+        package => format!("a class from {package}"),
+    };
+    format!(
+        "{class}, which the file records by name and arguments while its computation stays \
+         in Python; convert the model to ONNX with tf2onnx \
+         (tf2onnx.convert.from_keras(model, output_path=\"model.onnx\")) and open that"
+    )
+}
+
 impl Architecture {
     /// Reads the JSON text of a model config.
     pub fn parse(json: &str) -> Result<Architecture> {
@@ -112,9 +141,11 @@ impl Architecture {
             serde_json::from_str(json).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         let class = string(&root, "class_name", "the model")?;
         if !MODEL_CLASSES.contains(&class.as_str()) {
-            return Err(invalid(format!(
-                "the top object is a {class}, not a Sequential or Functional model"
-            )));
+            let what = format!("the top object is a {class}, not a Sequential or Functional model");
+            return Err(invalid(match package(&root) {
+                Some(package) => format!("{what}: {}", python_only(&package)),
+                None => what,
+            }));
         }
         let mut flattener = Flattener { layers: Vec::new(), input: None };
         let output = flattener.model(&root, &[], None)?;
@@ -193,6 +224,7 @@ impl Flattener {
         operands: Option<Vec<Operand>>,
     ) -> Result<String> {
         let class = string(layer, "class_name", "a layer")?;
+        let package = package(layer);
         // tf-keras names a registered custom layer `package>Class`, as in
         // `Custom>CustomScaleLayer`; its summary shows the class alone.
         let class = match class.rsplit_once('>') {
@@ -215,6 +247,7 @@ impl Flattener {
             scope: scope.to_vec(),
             keras_name: name,
             class,
+            package,
             config: config.clone(),
             inputs,
             operands,
@@ -559,6 +592,40 @@ mod tests {
             err(r#"[[["a", 0, 0, {}]]]"#, r#"[["a", 0, 0], ["b", 0, 0]]"#)
                 .contains("models with 2 outputs are not supported")
         );
+    }
+
+    #[test]
+    fn classes_from_outside_keras_are_named_with_their_package() {
+        // keras_hub's classifiers and backbones record their constructor's arguments, not
+        // their layers: the error says where they come from and what to do.
+        let top = Architecture::parse(
+            r#"{"module": "keras_hub.src.models.resnet.resnet_image_classifier",
+                "class_name": "ResNetImageClassifier",
+                "registered_name": "keras_hub>ResNetImageClassifier", "config": {}}"#,
+        );
+        let top = top.unwrap_err().to_string();
+        assert!(top.contains("ResNetImageClassifier") && top.contains("keras_hub"), "{top}");
+        assert!(top.contains("tf2onnx"), "{top}");
+        let plain = Architecture::parse(r#"{"class_name": "Bidirectional", "config": {}}"#);
+        assert!(!plain.unwrap_err().to_string().contains("tf2onnx"));
+        let with_layer = |layer: &str| {
+            let arch = Architecture::parse(&format!(
+                r#"{{"class_name": "Sequential", "config": {{"name": "s", "layers": [
+                    {{"class_name": "InputLayer", "config": {{"name": "x",
+                      "batch_input_shape": [null, 8, 8, 3]}}}}, {layer}]}}}}"#
+            ));
+            arch.unwrap().layers[0].package.clone()
+        };
+        let hub = r#"{"module": "keras_hub.src.models.resnet.resnet_backbone",
+            "class_name": "ResNetBackbone", "registered_name": "keras_hub>ResNetBackbone",
+            "config": {"name": "b"}}"#;
+        assert_eq!(with_layer(hub).as_deref(), Some("keras_hub"));
+        let custom = r#"{"class_name": "Custom>Scale", "config": {"name": "s"}}"#;
+        assert_eq!(with_layer(custom).as_deref(), Some("Custom"));
+        assert!(python_only("Custom").starts_with("a custom class"));
+        let conv = r#"{"module": "keras.layers", "class_name": "Conv2D",
+            "registered_name": null, "config": {"name": "c"}}"#;
+        assert_eq!(with_layer(conv), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use super::config::{Architecture, Layer, Operand};
+use super::config::{self, Architecture, Layer, Operand};
 use super::hdf5::Array;
 use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
@@ -815,7 +815,10 @@ impl<'a> Builder<'a> {
             }
             other => Err(Error::graph(
                 &layer.name,
-                format!("{other} is not supported (supported: {SUPPORTED})"),
+                match &layer.package {
+                    Some(package) => format!("{other} is {}", config::python_only(package)),
+                    None => format!("{other} is not supported (supported: {SUPPORTED})"),
+                },
             )),
         }
     }

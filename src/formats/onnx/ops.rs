@@ -971,6 +971,9 @@ impl Importer {
     }
 
     fn gemm(&mut self, n: &OpNode<'_>) -> Fallible<Value> {
+        if let Value::Const(a) = self.value(n.first)?.clone() {
+            return self.folded_gemm(n, a).map(Value::Const);
+        }
         if n.a.int("transA", 0)? != 0 {
             return Err("transA=1 would transpose the batch axis".into());
         }
@@ -1001,6 +1004,36 @@ impl Importer {
         }
         let (x, kernel) = self.dense_input(n.first, b.scaled(alpha))?;
         self.dense(n.base, x, kernel, bias)
+    }
+
+    /// A Gemm of a constant `a`, folded: `alpha·A'·B' + beta·C` (SwinV2-CR's meta network
+    /// over its constant table of relative coordinates).
+    fn folded_gemm(&self, n: &OpNode<'_>, a: Array<f64>) -> Fallible<Array<f64>> {
+        let transposed = |m: Array<f64>, flag: &str| -> Fallible<Array<f64>> {
+            match (m.dims.len(), n.a.int(flag, 0)? != 0) {
+                (2, true) => m.transpose(&[1, 0]),
+                (2, false) => Ok(m),
+                _ => Err(format!("a Gemm of a constant of shape {:?}", m.dims)),
+            }
+        };
+        let a = transposed(a, "transA")?;
+        let b =
+            transposed(self.weight(n.node.input.get(1).ok_or("needs B")?)?.to_array()?, "transB")?;
+        let alpha = f64::from(n.a.float("alpha", 1.0)?);
+        let product = a.matmul(&b)?.map(|v| v * alpha);
+        match n.input(2) {
+            Some(c) => {
+                let beta = f64::from(n.a.float("beta", 1.0)?);
+                let sum = product.zip(&self.constant(c)?, |p, c| p + beta * c)?;
+                match sum.dims == product.dims {
+                    true => Ok(sum),
+                    false => {
+                        Err(format!("a Gemm bias of shape {:?} does not fit its product", sum.dims))
+                    }
+                }
+            }
+            None => Ok(product),
+        }
     }
 
     fn dense(
