@@ -290,6 +290,28 @@ fn an_unsupported_layer_is_one_line_naming_it() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // Code the file cannot hold: a Lambda's bytecode, a class from another package (the
+    // LSTM's entry renamed) — each says to convert the model with tf2onnx.
+    let load = |edit: &dyn Fn(&str) -> String| {
+        keras::from_bytes(&with_config("unsupported.keras", edit), Path::new("edited.keras"))
+            .unwrap_err()
+            .to_string()
+    };
+    let lambda = load(&|c| c.replace("\"class_name\": \"LSTM\"", "\"class_name\": \"Lambda\""));
+    assert!(
+        lambda.contains("layer 'memory': a Lambda layer's function is saved as Python"),
+        "{lambda}"
+    );
+    let hub = load(&|c| {
+        c.replace(
+            "\"module\": \"keras.layers\", \"class_name\": \"LSTM\",",
+            "\"module\": \"keras_hub.src.layers\", \"class_name\": \"Recurrent\",",
+        )
+    });
+    assert!(hub.contains("layer 'memory': Recurrent is a class from keras_hub"), "{hub}");
+    for err in [lambda, hub] {
+        assert!(err.contains("tf2onnx.convert.from_keras") && err.lines().count() == 1, "{err}");
+    }
 }
 
 /// `.keras` bytes with `config.json` edited by `edit`, every entry deflated (Keras stores

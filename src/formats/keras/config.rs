@@ -128,11 +128,13 @@ pub(super) fn python_only(package: &str) -> String {
         package => format!("a class from {package}"),
     };
     format!(
-        "{class}, which the file records by name and arguments while its computation stays \
-         in Python; convert the model to ONNX with tf2onnx \
-         (tf2onnx.convert.from_keras(model, output_path=\"model.onnx\")) and open that"
+        "{class}, which the file records by its name and arguments, its computation left in Python: {CONVERT}"
     )
 }
+
+/// The way out for a computation the file leaves in Python.
+pub(super) const CONVERT: &str = "convert the model to ONNX with tf2onnx \
+     (tf2onnx.convert.from_keras(model, output_path=\"model.onnx\")) and open that";
 
 impl Architecture {
     /// Reads the JSON text of a model config.

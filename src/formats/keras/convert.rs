@@ -815,9 +815,16 @@ impl<'a> Builder<'a> {
             }
             other => Err(Error::graph(
                 &layer.name,
-                match &layer.package {
-                    Some(package) => format!("{other} is {}", config::python_only(package)),
-                    None => format!("{other} is not supported (supported: {SUPPORTED})"),
+                match (&layer.package, other) {
+                    (Some(package), _) => format!("{other} is {}", config::python_only(package)),
+                    // Its function is saved as Python bytecode.
+                    (None, "Lambda") => {
+                        format!(
+                            "a Lambda layer's function is saved as Python bytecode: {}",
+                            config::CONVERT
+                        )
+                    }
+                    (None, _) => format!("{other} is not supported (supported: {SUPPORTED})"),
                 },
             )),
         }
