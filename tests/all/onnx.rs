@@ -1188,7 +1188,7 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "node 'pool' (GlobalMaxPool): it reads a value whose batch axis folds in another \
              axis of 2 (a reshape to [B·2, …]), which convscope reads only with AveragePool, \
-             Conv, Einsum, Flatten, MaxPool, Reshape, Shape and Abs,",
+             Conv, Einsum, Flatten, MaxPool, Reshape, Shape, Size and Abs,",
         ),
         (
             // Folded images must be `[B·k, C, H, W]`.
@@ -1341,6 +1341,16 @@ fn ops_outside_what_the_graph_computes_are_one_line_errors() {
             17,
             "unsupported ONNX op 'QLinearConv' in node 'q': a model quantized in the \
              QOperator form",
+        ),
+        (
+            vec![
+                node("DynamicQuantizeLinear", "dq", &["x"], vec![]),
+                y(node("DequantizeLinear", "back", &["dq"], vec![])),
+            ],
+            vec![],
+            17,
+            "unsupported ONNX op 'DynamicQuantizeLinear' in node 'dq': activations quantized \
+             at run time",
         ),
         (
             vec![y(node("Relu", "r", &["nowhere"], vec![]))],
@@ -2617,4 +2627,38 @@ fn a_zero_point_shared_through_an_identity_keeps_its_integer_type() {
     for (i, g) in got.iter().enumerate() {
         assert_eq!(*g, by_hand[i % by_hand.len()], "at {}", inputs[i % inputs.len()]);
     }
+}
+
+#[test]
+fn integers_moved_between_their_quantize_and_dequantize_stay_on_the_grid() {
+    // tf2onnx's TFLite models transpose the quantized input from NHWC between the pair: a
+    // move of values on the grid. Anything that computes on the integers is still refused.
+    let uint8 =
+        TensorProto { name: "zp".into(), data_type: 2, int32_data: vec![3], ..Default::default() };
+    let scale =
+        TensorProto { name: "s".into(), data_type: 1, float_data: vec![0.5], ..Default::default() };
+    let model = |between: NodeProto| {
+        let nodes = vec![
+            node("QuantizeLinear", "q", &["x", "s", "zp"], vec![]),
+            between,
+            NodeProto {
+                output: vec!["y".into()],
+                ..node("DequantizeLinear", "dq", &["moved", "s", "zp"], vec![])
+            },
+        ];
+        let bytes = image_model(nodes, vec![uint8.clone(), scale.clone()], 13);
+        formats::onnx::from_bytes(&bytes, Path::new("moved.onnx"))
+    };
+    let transposed = model(node("Transpose", "moved", &["q"], vec![ints("perm", &[0, 1, 3, 2])]));
+    let transposed = transposed.unwrap();
+    let x = normal(&[1, 2, 6, 6], 21).affine(3.0, 0.0).unwrap();
+    let got = output_values(&transposed, &x);
+    let grid = |v: f64| ((v / 0.5).round_ties_even() + 3.0).clamp(0.0, 255.0) * 0.5 - 1.5;
+    let x = values(&x);
+    for (i, g) in got.iter().enumerate() {
+        let (plane, row, col) = (i / 36, i / 6 % 6, i % 6);
+        assert_eq!(*g, grid(x[plane * 36 + col * 6 + row]), "at {i}");
+    }
+    let error = model(node("Relu", "moved", &["q"], vec![])).unwrap_err().to_string();
+    assert!(error.contains("it reads the integers of 'q'"), "{error}");
 }

@@ -65,14 +65,8 @@ impl Value {
 
 /// The ops of quantized models in ONNX's QOperator form (and of onnxruntime's dynamic
 /// quantization), which compute on integers.
-const QOPERATOR_OPS: &[&str] = &[
-    "ConvInteger",
-    "DynamicQuantizeLinear",
-    "MatMulInteger",
-    "QLinearAdd",
-    "QLinearConv",
-    "QLinearMatMul",
-];
+const QOPERATOR_OPS: &[&str] =
+    &["ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearConv", "QLinearMatMul"];
 
 /// The batch axis of the model's input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -133,6 +127,13 @@ pub(super) fn import(
     let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {
+            NodeError::Unsupported if node.op_type == "DynamicQuantizeLinear" => bad(format!(
+                "unsupported ONNX op 'DynamicQuantizeLinear' in node '{}': activations \
+                 quantized at run time on their own range (dynamic-range quantization), which \
+                 convscope does not compute; open the float model, or one quantized statically \
+                 (QDQ: onnxruntime's quantize_static, TFLite's full-integer quantization)",
+                display_name(node),
+            )),
             NodeError::Unsupported if QOPERATOR_OPS.contains(&node.op_type.as_str()) => bad(format!(
                 "unsupported ONNX op '{}' in node '{}': a model quantized in the QOperator form, \
                  whose ops compute on integers; convscope reads the QDQ form \
@@ -633,15 +634,26 @@ impl Importer {
                 self.displace_unbinding(name, &node.name)?;
             }
         }
+        // Ops that only move values may carry the integers to their DequantizeLinear
+        // (tf2onnx puts a TFLite model's NHWC-to-NCHW Transpose between the pair): they
+        // move the values on the grid the same way, and their output is on that grid.
+        let mut carried = None;
         if node.op_type != "DequantizeLinear"
             && op.is_some()
             && let Some(name) = node.input.iter().find(|i| self.quantized.contains_key(*i))
         {
-            return Err(format!(
-                "it reads the integers of '{name}', which convscope computes only through the \
-                 DequantizeLinear that follows them"
-            )
-            .into());
+            let moves = matches!(
+                node.op_type.as_str(),
+                "Transpose" | "Reshape" | "Squeeze" | "Unsqueeze" | "Flatten" | "Identity"
+            );
+            if !moves || node.input.first() != Some(name) {
+                return Err(format!(
+                    "it reads the integers of '{name}', which convscope computes only through \
+                     the DequantizeLinear that follows them"
+                )
+                .into());
+            }
+            carried = self.quantized.get(name).cloned();
         }
         for (i, name) in node.input.iter().enumerate() {
             if !reads_weights(&node.op_type, i)
@@ -694,6 +706,9 @@ impl Importer {
                 true => self.displaced.extend(computed),
                 false => self.folded_batch.extend(computed),
             }
+        }
+        if let (Some(grid), Some(name)) = (carried, node.output.first()) {
+            self.quantized.insert(name.clone(), grid);
         }
         for name in &node.output {
             self.settle_displaced(name, &node.name)?;
