@@ -2662,3 +2662,30 @@ fn integers_moved_between_their_quantize_and_dequantize_stay_on_the_grid() {
     let error = model(node("Relu", "moved", &["q"], vec![])).unwrap_err().to_string();
     assert!(error.contains("it reads the integers of 'q'"), "{error}");
 }
+
+#[test]
+fn an_input_of_bytes_takes_pixels_as_they_are() {
+    // A model with its preparation inside takes uint8 pixels (`x.float() / 255`): the file
+    // says the range, nothing is assumed, and a note says so.
+    let mut input = value_info("x", &[None, Some(3), Some(6), Some(6)]);
+    if let Some(t) = input.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+        t.elem_type = 2;
+    }
+    let graph = GraphProto {
+        node: vec![
+            node("Cast", "floats", &["x"], vec![int("to", 1)]),
+            NodeProto { output: vec!["y".into()], ..node("Div", "y", &["floats", "k"], vec![]) },
+        ],
+        initializer: vec![floats("k", &[255.0])],
+        input: vec![input],
+        output: vec![value_info("y", &[])],
+        ..Default::default()
+    };
+    let model = formats::onnx::from_bytes(&onnx_model(graph).encode_to_vec(), Path::new("u8.onnx"));
+    let model = model.unwrap();
+    assert_eq!((model.input.range, model.input.assumed), ([0.0, 255.0], false));
+    assert!(model.notes.iter().any(|n| n.contains("takes bytes (uint8)")), "{:?}", model.notes);
+    let x = normal(&[1, 3, 6, 6], 22).affine(40.0, 128.0).unwrap().round().unwrap();
+    let expected: Vec<f64> = values(&x).iter().map(|v| v / 255.0).collect();
+    assert_within(&output_values(&model, &x), &expected, 1e-7, "x / 255");
+}

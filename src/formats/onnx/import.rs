@@ -257,6 +257,8 @@ pub(super) struct Importer {
     /// Where the file computes in another float type than float32 (its input's type, or a
     /// cast of a computed value), which convscope computes in float32: told the user once.
     pub(super) other_precision: Option<String>,
+    /// The input's name where it takes bytes (uint8), told the user.
+    byte_input: Option<String>,
 }
 
 /// The name of an ONNX float type other than float32, None for float32 and the rest.
@@ -354,8 +356,11 @@ impl Importer {
             .as_ref()
             .and_then(|t| t.tensor_type.as_ref())
             .ok_or_else(|| format!("input '{name}' is not a tensor"))?;
+        // An input of bytes takes pixels 0–255 as they are, the preparation inside the model
+        // (a Cast to float, then its own scaling): fed as floats of the same values.
+        let bytes = tensor.elem_type == data_type::UINT8;
         let other_precision = match tensor.elem_type {
-            data_type::FLOAT => None,
+            data_type::FLOAT | data_type::UINT8 => None,
             other => match float_name(other) {
                 Some(kind) => Some(format!("its input '{name}' is {kind}")),
                 None => {
@@ -404,8 +409,9 @@ impl Importer {
             } else {
                 DisplayLayout::ChannelsFirst
             },
-            // ONNX has no place for it.
-            assumed: true,
+            range: if bytes { [0.0, 255.0] } else { [0.0, 1.0] },
+            // ONNX has no place for it, but for bytes.
+            assumed: !bytes,
             ..InputSpec::default()
         };
         values.insert(
@@ -444,6 +450,7 @@ impl Importer {
             input_spec,
             made: 0,
             other_precision,
+            byte_input: bytes.then(|| name.clone()),
         })
     }
 
@@ -886,6 +893,11 @@ impl Importer {
             .map_err(|e| crate::error::report(&e))?;
         model.notes.extend(note);
         model.notes.extend(self.other_precision.as_deref().map(super::super::other_precision_note));
+        model.notes.extend(self.byte_input.map(|name| {
+            format!(
+                "input '{name}' takes bytes (uint8): pixels go in as 0–255, prepared by the model"
+            )
+        }));
         model.notes.extend(rounding);
         model.heads = heads;
         model
