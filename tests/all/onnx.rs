@@ -914,6 +914,11 @@ fn image_model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, opset: i64)
     model.encode_to_vec()
 }
 
+/// An int64 scalar constant.
+fn int64(name: &str, v: i64) -> TensorProto {
+    TensorProto { name: name.into(), data_type: 7, int64_data: vec![v], ..Default::default() }
+}
+
 fn int64s(name: &str, v: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),
@@ -1034,12 +1039,6 @@ fn a_moved_value_reshaped_with_a_batch_computed_from_the_shape_unbinds_folded() 
     // `[2, N·6, 6]` by a target computed from the input's shape (as the legacy exporter
     // writes SAM's `B · heads`, a batch of one fixed); channel 1 unbound, `[N·6, 6]`, and
     // unfolded: each sample's channel 1 flattened.
-    let scalar = |name: &str, v: i64| TensorProto {
-        name: name.into(),
-        data_type: 7,
-        int64_data: vec![v],
-        ..Default::default()
-    };
     let graph = GraphProto {
         node: vec![
             node("Shape", "s", &["x"], vec![]),
@@ -1056,9 +1055,9 @@ fn a_moved_value_reshaped_with_a_batch_computed_from_the_shape_unbinds_folded() 
             },
         ],
         initializer: vec![
-            scalar("zero", 0),
-            scalar("one", 1),
-            scalar("six", 6),
+            int64("zero", 0),
+            int64("one", 1),
+            int64("six", 6),
             int64s("axis0", &[0]),
             int64s("two", &[2]),
             int64s("sixes", &[6]),
@@ -2492,12 +2491,6 @@ fn a_gemm_of_constants_is_folded_with_its_transposes_scales_and_bias() {
 #[test]
 fn size_counts_the_elements_as_a_multiple_of_the_batch_size() {
     // `[N, 2, 6, 6]` reshaped to `[Size / 72, 72]` (Hiera's window arithmetic).
-    let scalar = |name: &str, v: i64| TensorProto {
-        name: name.into(),
-        data_type: 7,
-        int64_data: vec![v],
-        ..Default::default()
-    };
     let bytes = image_model(
         vec![
             node("Size", "count", &["x"], vec![]),
@@ -2509,7 +2502,7 @@ fn size_counts_the_elements_as_a_multiple_of_the_batch_size() {
                 ..node("Reshape", "y", &["x", "target"], vec![])
             },
         ],
-        vec![scalar("per_row", 72), int64s("axis0", &[0]), int64s("width", &[72])],
+        vec![int64("per_row", 72), int64s("axis0", &[0]), int64s("width", &[72])],
         17,
     );
     let model = formats::onnx::from_bytes(&bytes, Path::new("size.onnx")).unwrap();
