@@ -2445,6 +2445,17 @@ fn a_constant_resized_to_another_size_is_folded_as_the_resize_of_a_map_computes_
     let computed = formats::onnx::from_bytes(&file.encode_to_vec(), Path::new("m.onnx")).unwrap();
     assert_within(&folded, &output_values(&computed, &table), 1e-6, "bicubic");
     assert!(folded.iter().zip(values(&table)).any(|(a, b)| (a - b).abs() > 1e-3));
+    // A size past what folding holds is an error, not an allocation.
+    let huge = image_model(
+        vec![
+            node("Resize", "resized", &["table", "", "", "target"], vec![string("mode", "linear")]),
+            NodeProto { output: vec!["y".into()], ..node("Add", "y", &["x", "resized"], vec![]) },
+        ],
+        vec![tensor("table", &[1, 2, 5, 5], &table), int64s("target", &[1, 2, 1 << 40, 6])],
+        18,
+    );
+    let error = formats::onnx::from_bytes(&huge, Path::new("huge.onnx")).unwrap_err();
+    assert!(error.to_string().contains("too large to fold"), "{error}");
 }
 
 #[test]

@@ -1483,10 +1483,16 @@ impl Importer {
             return Ok(Value::Const(k));
         }
         let (interpolation, coordinates) = resize_rule(n)?;
-        let rows = interpolation.matrix(coordinates, scale[0], h, size[0]);
-        let cols = interpolation.matrix(coordinates, scale[1], w, size[1]);
         let dims = [&k.dims[..rank - 2], &size[..]].concat();
         let mut data = Vec::with_capacity(array::folded_len(&dims)?);
+        // The matrices are no larger than that (the output's rows and columns times the
+        // input's), and a map of no pixels has none to sample.
+        array::folded_len(&[size[0].max(size[1]), h.max(w)])?;
+        if h * w == 0 {
+            return Err(format!("a resize of a constant of shape {:?}", k.dims));
+        }
+        let rows = interpolation.matrix(coordinates, scale[0], h, size[0]);
+        let cols = interpolation.matrix(coordinates, scale[1], w, size[1]);
         // `R·x·Cᵀ` per map of the leading axes.
         for map in k.data.chunks_exact(h * w) {
             let across: Vec<f64> = map
