@@ -2602,14 +2602,19 @@ fn a_model_of_a_flat_vector_of_k_squared_values_reads_a_k_by_k_image() {
     }
 }
 
+/// A uint8 zero point `zp` of 3 and a scale `s` of ½: the grid `½·(q − 3)`, q in 0..=255.
+fn zero_point_and_scale() -> [TensorProto; 2] {
+    [
+        TensorProto { name: "zp".into(), data_type: 2, int32_data: vec![3], ..Default::default() },
+        TensorProto { name: "s".into(), data_type: 1, float_data: vec![0.5], ..Default::default() },
+    ]
+}
+
 #[test]
 fn a_zero_point_shared_through_an_identity_keeps_its_integer_type() {
     // The legacy exporter shares constants through Identity nodes; the integers' range comes
     // from the zero point's type (uint8 here: 0..=255, steps of ½ from 3).
-    let uint8 =
-        TensorProto { name: "zp".into(), data_type: 2, int32_data: vec![3], ..Default::default() };
-    let scale =
-        TensorProto { name: "s".into(), data_type: 1, float_data: vec![0.5], ..Default::default() };
+    let [uint8, scale] = zero_point_and_scale();
     let y = |n: NodeProto| NodeProto { output: vec!["y".into()], ..n };
     let nodes = vec![
         node("Identity", "zero", &["zp"], vec![]),
@@ -2637,10 +2642,6 @@ fn a_zero_point_shared_through_an_identity_keeps_its_integer_type() {
 fn integers_moved_between_their_quantize_and_dequantize_stay_on_the_grid() {
     // tf2onnx's TFLite models transpose the quantized input from NHWC between the pair: a
     // move of values on the grid. Anything that computes on the integers is still refused.
-    let uint8 =
-        TensorProto { name: "zp".into(), data_type: 2, int32_data: vec![3], ..Default::default() };
-    let scale =
-        TensorProto { name: "s".into(), data_type: 1, float_data: vec![0.5], ..Default::default() };
     let model = |between: NodeProto| {
         let nodes = vec![
             node("QuantizeLinear", "q", &["x", "s", "zp"], vec![]),
@@ -2650,7 +2651,7 @@ fn integers_moved_between_their_quantize_and_dequantize_stay_on_the_grid() {
                 ..node("DequantizeLinear", "dq", &["moved", "s", "zp"], vec![])
             },
         ];
-        let bytes = image_model(nodes, vec![uint8.clone(), scale.clone()], 13);
+        let bytes = image_model(nodes, zero_point_and_scale().to_vec(), 13);
         formats::onnx::from_bytes(&bytes, Path::new("moved.onnx"))
     };
     let transposed = model(node("Transpose", "moved", &["q"], vec![ints("perm", &[0, 1, 3, 2])]));
