@@ -1483,34 +1483,24 @@ impl Importer {
             return Ok(Value::Const(k));
         }
         let (interpolation, coordinates) = resize_rule(n)?;
-        let dims = [&k.dims[..rank - 2], &size[..]].concat();
-        let mut data = Vec::with_capacity(array::folded_len(&dims)?);
-        // The matrices are no larger than that (the output's rows and columns times the
-        // input's), and a map of no pixels has none to sample.
+        // What folding holds bounds the output, the matrices and the product between.
+        let lead = &k.dims[..rank - 2];
+        for dims in [[lead, &size].concat(), [lead, &[h, size[1]]].concat()] {
+            array::folded_len(&dims)?;
+        }
         array::folded_len(&[size[0].max(size[1]), h.max(w)])?;
         if h * w == 0 {
             return Err(format!("a resize of a constant of shape {:?}", k.dims));
         }
-        let rows = interpolation.matrix(coordinates, scale[0], h, size[0]);
-        let cols = interpolation.matrix(coordinates, scale[1], w, size[1]);
-        // `R·x·Cᵀ` per map of the leading axes.
-        for map in k.data.chunks_exact(h * w) {
-            let across: Vec<f64> = map
-                .chunks_exact(w)
-                .flat_map(|row| {
-                    cols.chunks_exact(w).map(move |c| c.iter().zip(row).map(|(a, b)| a * b).sum())
-                })
-                .collect::<Vec<f64>>();
-            for r in rows.chunks_exact(h) {
-                data.extend((0..size[1]).map(|j| {
-                    r.iter()
-                        .enumerate()
-                        .map(|(i, &weight)| weight * across[i * size[1] + j])
-                        .sum::<f64>()
-                }));
-            }
-        }
-        Ok(Value::Const(Array { dims, data, integer: false }))
+        // `R·x·Cᵀ`: each axis's matrix, transposed, applied over the last axis in turn.
+        let along = |scale: f32, input: usize, output: usize| {
+            let matrix = interpolation.matrix(coordinates, scale, input, output);
+            Array { dims: vec![output, input], data: matrix, integer: false }.transpose(&[1, 0])
+        };
+        let mut swap: Vec<usize> = (0..rank).collect();
+        swap.swap(rank - 2, rank - 1);
+        let across = k.matmul(&along(scale[1], w, size[1])?)?.transpose(&swap)?;
+        Ok(Value::Const(across.matmul(&along(scale[0], h, size[0])?)?.transpose(&swap)?))
     }
 
     /// Optional input `i` of `n` as a constant; none where it is missing or empty (Resize's
