@@ -394,6 +394,19 @@ def shuffled(K):
     return K.Model(image, out, name="shuffled")
 
 
+def segmenter(K):
+    """A segmentation head: a small U-Net whose last Conv2D has a softmax over the classes
+    at each pixel. convscope explains each class by its mean over the pixels of the scores
+    below that softmax (`class_scores`)."""
+    i = K.Input((12, 10, 3))
+    x = K.layers.Conv2D(6, 3, padding="same", activation="relu")(i)
+    d = K.layers.MaxPooling2D()(x)
+    d = K.layers.Conv2D(8, 3, padding="same", activation="relu")(d)
+    u = K.layers.UpSampling2D()(d)
+    x = K.layers.Concatenate()([x, u])
+    return K.Model(i, K.layers.Conv2D(4, 1, activation="softmax")(x))
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -420,6 +433,7 @@ MODELS = {
     "resized": (resized, True),
     "cropped": (cropped, True),
     "shuffled": (shuffled, False),
+    "segmenter": (segmenter, False),
 }
 
 
@@ -449,19 +463,25 @@ def score_model(K, model):
     return None
 
 
-def scores_gradient(K, model, x, cls):
+def class_scores(K, model, x):
+    """The scores below the model's last softmax: per class, or for a map of them (a
+    segmentation's) each class's mean over the pixels."""
     last = model.layers[-1]
     sub = score_model(K, model)
     saved = last.activation if sub is None else None
     if sub is None:
         last.activation = K.activations.linear
-    xv = tf.Variable(x[:1])
-    with tf.GradientTape() as tape:
-        s = (sub or model)(xv, training=False)[0, cls]
-    g = tape.gradient(s, xv).numpy()[0]
+    scores = (sub or model)(x, training=False)
     if sub is None:
         last.activation = saved
-    return g
+    return tf.reduce_mean(scores, axis=(1, 2)) if len(scores.shape) == 4 else scores
+
+
+def scores_gradient(K, model, x, cls):
+    xv = tf.Variable(x[:1])
+    with tf.GradientTape() as tape:
+        s = class_scores(K, model, xv)[0, cls]
+    return tape.gradient(s, xv).numpy()[0]
 
 
 def summary(K, model):
@@ -513,6 +533,8 @@ def main(only):
                 x = rng.uniform(0, 255 if raw else 1, shape).astype(np.float32)
                 np.save(OUT / f"{name}.input.npy", x)
             probs = model(x, training=False).numpy()
+            if probs.ndim == 4:
+                probs = tf.nn.softmax(class_scores(K, model, x)).numpy()
             cls = int(np.argmax(probs[0]))
             grad = scores_gradient(K, model, x, cls)
             np.save(OUT / f"{name}.{family}.probs.npy", probs.astype(np.float32))

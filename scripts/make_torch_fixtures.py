@@ -870,6 +870,41 @@ class MultiHead(Classifier):
         return self.fc(pooled[0] * (1 + weights.amax(-1)))
 
 
+class Segmenter(nn.Module):
+    """A segmentation net: a map of class scores at every pixel (an FCN's strided encoder,
+    a 1×1 classifier, bilinear upsampling back to the input's size). convscope explains
+    each class by its mean over the pixels: `logits`."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Conv2d(8, classes, 1)
+
+    def forward(self, x):
+        scores = self.classifier(self.encoder(x))
+        return F.interpolate(scores, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+    def logits(self, x):
+        return Segmenter.forward(self, x).mean((2, 3))
+
+    def probabilities(self, x):
+        return F.softmax(self.logits(x), dim=1)
+
+
+class ChannelsLast(Segmenter):
+    """A segmentation net that ends in a softmax over the classes at each pixel, its map
+    moved channels-last (as Keras models do, and tf2onnx's exports of them)."""
+
+    def forward(self, x):
+        return F.softmax(Segmenter.forward(self, x), dim=1).permute(0, 2, 3, 1)
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -901,6 +936,8 @@ FIXTURES = {
     "volumes": (Volumes, [3, 6, 6]),
     "folds": (Folds, [3, 6, 6]),
     "multihead": (MultiHead, [3, 8, 8]),
+    "segmenter": (Segmenter, [3, 9, 10]),
+    "channels_last": (ChannelsLast, [3, 8, 7]),
 }
 
 
@@ -934,7 +971,7 @@ def make(name, seed):
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.rand([2, *shape], generator=g)
     with torch.no_grad():
-        probs = model(x)
+        probs = getattr(model, "probabilities", model)(x)
     one = x[:1].clone().requires_grad_(True)
     scores = model.logits(one)[0]
     top = int(scores.argmax())

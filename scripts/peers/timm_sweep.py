@@ -33,7 +33,10 @@ ViTs' own `image_size`. `yolo:CFG` takes Ultralytics' classifier built from `CFG
 (`yolov8n-cls.yaml`, `yolo11s-cls.yaml`; `pip install ultralytics`; random weights) at 224,
 returning its logits (its head's softmax comes off). `py:EXPR` takes any model a Python
 expression builds, its package and the submodules it names imported (`py:pytorchcv.model_provider.get_model('bam_resnet18')`),
-at 224 unless `--size` says otherwise.
+at 224 unless `--size` says otherwise. `seg:NAME` takes torchvision's segmentation model
+NAME (`lraspp_mobilenet_v3_large`, `fcn_resnet50`, `deeplabv3_mobilenet_v3_large`; random
+weights), exported with its map of class scores as the output and compared by each
+class's mean over the pixels.
 """
 import argparse, json, os, re, subprocess, sys, time, traceback
 import numpy as np
@@ -140,6 +143,28 @@ def yolo_model(cfg):
     return Logits().eval(), 224
 
 
+class DenseMeans:
+    """`seg:NAME`: torchvision's segmentation model NAME, exported with its map of class
+    scores (`out`) as the output and compared by each class's mean over the pixels, which
+    is what convscope explains of such a map."""
+
+    @staticmethod
+    def build(name):
+        import torch, torchvision
+
+        class Dense(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+                self.exporting = False
+
+            def forward(self, x):
+                out = self.net(x)["out"]
+                return out if self.exporting else out.mean((2, 3))
+
+        return Dense().eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -178,6 +203,8 @@ def main():
             model, hf_size = eval(name[3:], namespace).eval(), 224
         elif name.startswith("yolo:"):
             model, hf_size = yolo_model(name[5:])
+        elif name.startswith("seg:"):
+            model, hf_size = DenseMeans.build(name[4:]), 224
         elif name.startswith("tv:"):
             import torchvision
             model = torchvision.models.get_model(name[3:], weights=None).eval()
@@ -267,6 +294,7 @@ def main():
         res[route] = r
         path = f"{MODELS}/{safe_name}_{route}.onnx"
         t = time.time()
+        model.exporting = True
         try:
             if route == "dynamo":
                 torch.onnx.export(model, (x,), path)
@@ -278,11 +306,15 @@ def main():
             r["export_error"] = msg[:400]
             log(name, route, "EXPORT FAIL", msg[:400])
             continue
+        finally:
+            model.exporting = False
         r["path"] = path
         try:
             sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             iname = sess.get_inputs()[0].name
             olog = sess.run(None, {iname: xin})[0]
+            if olog.ndim == 4:  # a segmentation map: its class means
+                olog = olog.mean((2, 3))
             p_ort = softmax(olog)
             r["ort_vs_torch"] = float(np.abs(p_ort - p_torch).max())
         except Exception as e:

@@ -1090,7 +1090,10 @@ impl Model {
                             .iter()
                             .map(|v| {
                                 let len = shape(*v)[axis + 1];
-                                let part = gz.narrow(axis + 1, start, len)?;
+                                // One block of memory (a copy only where a batch of
+                                // several makes the slice strided): not every op's
+                                // gradient takes strides (a resize's products do not).
+                                let part = gz.narrow(axis + 1, start, len)?.contiguous()?;
                                 start += len;
                                 Ok(part)
                             })
@@ -1177,6 +1180,7 @@ impl Model {
                     }
                     Op::Resize { .. } => {
                         let [rows, cols] = self.resize_matrices(i, x()?)?;
+                        let gz = gz.contiguous()?;
                         vec![rows.t()?.broadcast_matmul(&gz.broadcast_matmul(&cols)?)?]
                     }
                     Op::Reduce { kind, axes, .. } => {

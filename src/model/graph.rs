@@ -238,6 +238,11 @@ impl GraphBuilder {
         Ok(&self.shapes[id.0])
     }
 
+    /// The per-sample shape of value `name`, if it is defined.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.ids.get(&printable(name)).map(|id| self.shapes[id.0].as_slice())
+    }
+
     /// The graph, if it has a node.
     pub fn finish(self) -> Result<Graph> {
         if self.spec.nodes.is_empty() {
@@ -427,7 +432,21 @@ impl Graph {
     /// Pooling, padding and reshaping only move features around, so they are skipped.
     pub fn last_feature_map_node(&self) -> Option<usize> {
         let first_conv = self.spec.nodes.iter().position(|n| n.op.is_conv())?;
+        // Of the maps the output is computed from: a segmentation's per-pixel softmax is
+        // kept as a layer to look at, but the class scores read the map below it.
+        let mut feeds_output = vec![false; self.spec.nodes.len()];
+        feeds_output[self.output_node()] = true;
+        for i in (0..self.spec.nodes.len()).rev() {
+            if feeds_output[i] {
+                for input in self.node_inputs[i].iter().filter_map(|v| v.node()) {
+                    feeds_output[input] = true;
+                }
+            }
+        }
         (first_conv..self.spec.nodes.len()).rev().find(|&i| {
+            if !feeds_output[i] {
+                return false;
+            }
             let computes_features = matches!(
                 self.spec.nodes[i].op,
                 Op::Conv2d { .. }

@@ -233,6 +233,9 @@ pub struct Model {
     /// Every output of a file with several, with its per-sample shape where the reader
     /// computed it; the explained one is the graph's output. Empty for one output.
     pub heads: Vec<Head>,
+    /// The node that was the file's output where convscope reads the class scores off
+    /// something else (a segmentation's map of them; see [`dense_head`]), by name.
+    file_output: Option<String>,
     /// Its convs' transformed kernels, made on first use (a clone starts without them).
     kernel_cache: KernelCache,
 }
@@ -252,6 +255,120 @@ pub struct Head {
 const TWO_CLASS_NOTE: &str = "the model has one output, read as a binary classifier's: class \
     1 has probability σ(z) of its logit z, class 0 has 1 − σ(z) (the scores explained are z/2 \
     and −z/2, whose softmax that is)";
+
+/// A file's graph whose output is a map of scores (a segmentation net's `[C, H, W]`, or
+/// that map moved channels-last or flattened) with each channel's mean over the positions
+/// as its class scores, and the note that says so; None for any other output.
+///
+/// Where the map ends in a softmax over its channels or a sigmoid, the mean is of the
+/// scores below it and the same function follows the mean, as a classifier's scores are
+/// read below its softmax. The map itself stays in the graph as a layer to look at. A
+/// softmax of a million pixel-class scores as one vector (what the output was read as)
+/// ranks pixels, not classes.
+fn dense_head(graph: &Graph) -> Result<Option<(Graph, String)>> {
+    let nodes = graph.nodes();
+    let out = graph.output_node();
+    if graph.shape(ValueId::of_node(out)).len() < 2 {
+        return Ok(None);
+    }
+    // Back over the moves of its layout to the map the values were computed in.
+    let mut source = out;
+    while matches!(nodes[source].op, Op::Transpose { .. } | Op::Reshape { .. } | Op::Flatten) {
+        match graph.inputs_of(source)[0].node() {
+            Some(p) => source = p,
+            None => return Ok(None),
+        }
+    }
+    let &[classes, h, w] = graph.shape(ValueId::of_node(source)) else { return Ok(None) };
+    if h * w < 2 {
+        return Ok(None);
+    }
+    let mut spec = graph.spec().clone();
+    let name = nodes[source].name.clone();
+    let input = |i: usize, k: usize| graph.inputs_of(i).get(k).and_then(|v| v.node());
+    let mut map = name.clone();
+    let (scores, activation) = match &nodes[source].op {
+        Op::Arith { kind: ArithKind::Div, constant: None } => {
+            match channel_softmax_input(graph, source) {
+                Some(x) => (x, Some(Activation::Softmax)),
+                None => (name.clone(), None),
+            }
+        }
+        Op::Activation { activation: Activation::Sigmoid } => match input(source, 0) {
+            Some(x) => (nodes[x].name.clone(), Some(Activation::Sigmoid)),
+            None => (name.clone(), None),
+        },
+        Op::Conv2d { activation: Activation::Sigmoid, .. } => {
+            // The conv's scores, then its sigmoid as a node of its own for what read it.
+            let sigmoid = unique_name(graph, &format!("{name}/sigmoid"));
+            for node in &mut spec.nodes[source + 1..] {
+                for input in node.inputs.iter_mut().filter(|input| **input == name) {
+                    input.clone_from(&sigmoid);
+                }
+            }
+            if let Some(activation) = spec.nodes[source].op.activation_mut() {
+                *activation = Activation::Linear;
+            }
+            let op = Op::Activation { activation: Activation::Sigmoid };
+            spec.nodes.insert(source + 1, Node::new(&sigmoid, op, &[&name]));
+            map = sigmoid;
+            (name.clone(), Some(Activation::Sigmoid))
+        }
+        _ => (name.clone(), None),
+    };
+    let means = unique_name(graph, "class_means");
+    spec.nodes.push(Node::new(&means, Op::GlobalAvgPool { keep_dims: false }, &[&scores]));
+    if let Some(activation) = activation {
+        let probabilities = unique_name(graph, "class_probabilities");
+        spec.nodes.push(Node::new(&probabilities, Op::Activation { activation }, &[&means]));
+    }
+    let below = match activation {
+        Some(Activation::Softmax) => ", of the scores below its softmax",
+        Some(_) => ", of the scores below its sigmoid",
+        None => "",
+    };
+    let scores_per_position = if classes == 1 { "one score" } else { &format!("{classes} scores") };
+    let note = format!(
+        "the model's output is a map, {scores_per_position} at each of {h}×{w} positions (as a \
+         segmentation's): each class's score is its mean over the positions{below} (layer \
+         '{map}' shows the map)"
+    );
+    Ok(Some((Graph::new(spec)?, note)))
+}
+
+/// The value `div` (a division) is the softmax of over the channels of a map, spelt out as
+/// [`softmax_steps`] writes it (`exp(x − max) / Σ exp(x − max)` over axis 0), by name;
+/// None for any other division.
+fn channel_softmax_input(graph: &Graph, div: usize) -> Option<String> {
+    let nodes = graph.nodes();
+    let node_of = |i: usize, k: usize| graph.inputs_of(i).get(k).and_then(|v| v.node());
+    let over_channels = |i: usize, want: ReduceKind| matches!(&nodes[i].op, Op::Reduce { kind, axes, keep_dims: true } if *kind == want && axes == &[0]);
+    let (exp, sum) = (node_of(div, 0)?, node_of(div, 1)?);
+    let exponential = Op::Activation { activation: Activation::Exponential };
+    let shifted = node_of(exp, 0)?;
+    let x = graph.inputs_of(shifted).first()?;
+    let max = node_of(shifted, 1)?;
+    let steps = nodes[exp].op == exponential
+        && over_channels(sum, ReduceKind::Sum)
+        && node_of(sum, 0) == Some(exp)
+        && nodes[shifted].op == (Op::Arith { kind: ArithKind::Sub, constant: None })
+        && over_channels(max, ReduceKind::Max)
+        && graph.inputs_of(max).first() == Some(x);
+    let name = match x.node() {
+        Some(i) => nodes[i].name.clone(),
+        None => graph.spec().input_name.clone(),
+    };
+    steps.then_some(name)
+}
+
+/// `base`, or `base` with the first number that makes it no node's name.
+fn unique_name(graph: &Graph, base: &str) -> String {
+    let taken = |name: &str| graph.nodes().iter().any(|n| n.name == name);
+    std::iter::once(base.to_string())
+        .chain((2..).map(|k| format!("{base}_{k}")))
+        .find(|name| !taken(name))
+        .unwrap_or_default()
+}
 
 /// A file's graph with its class scores where the methods read them, or None where they
 /// already are (the readers of files apply it, through [`Model::with_class_head`]; a
@@ -422,6 +539,7 @@ impl Model {
             classes,
             notes: Vec::new(),
             heads: Vec::new(),
+            file_output: None,
             kernel_cache: KernelCache::default(),
         })
     }
@@ -435,22 +553,42 @@ impl Model {
         model.notes = self.notes;
         model.notes.push(note);
         model.heads = self.heads;
+        model.file_output = self.file_output;
         Ok(model)
     }
 
-    /// The model with its class scores where the methods read them ([`class_head`]), with
-    /// a note where one output became two classes; any other model as it is.
+    /// The model with its class scores where the methods read them: each class's mean
+    /// over the positions where the output is a map of scores ([`dense_head`]), then
+    /// [`class_head`]; with a note for either change. Any other model as it is.
     pub(crate) fn with_class_head(mut self) -> Result<Model> {
-        let Some(graph) = class_head(&self.graph, &mut self.weights)? else {
-            return Ok(self);
+        let file_output = self.graph.nodes()[self.graph.output_node()].name.clone();
+        let dense = dense_head(&self.graph)?;
+        let (graph, dense_note) = match dense {
+            Some((graph, note)) => (graph, Some(note)),
+            None => (self.graph.clone(), None),
         };
-        let two_classes = self.graph.shape(ValueId::of_node(self.graph.output_node())) == [1];
-        let classes = if two_classes { Vec::new() } else { self.classes };
-        let mut model = Model::new(self.name, graph, self.weights, self.input, classes)?;
+        let head = class_head(&graph, &mut self.weights)?;
+        if head.is_none() && dense_note.is_none() {
+            return Ok(self);
+        }
+        let two_classes =
+            head.is_some() && graph.shape(ValueId::of_node(graph.output_node())) == [1];
+        let classes = if two_classes || dense_note.is_some() { Vec::new() } else { self.classes };
+        let mut model =
+            Model::new(self.name, head.unwrap_or(graph), self.weights, self.input, classes)?;
+        model.file_output = dense_note.is_some().then_some(file_output);
         model.notes = self.notes;
+        model.notes.extend(dense_note);
         model.notes.extend(two_classes.then(|| TWO_CLASS_NOTE.to_string()));
         model.heads = self.heads;
         Ok(model)
+    }
+
+    /// The node that computes what the file gives as its output: the graph's output, or
+    /// where the class scores are read off a map of them, that map (as the file moved it).
+    pub fn file_output(&self) -> usize {
+        let named = self.file_output.as_deref().and_then(|name| self.graph.node_index(name).ok());
+        named.unwrap_or_else(|| self.graph.output_node())
     }
 
     /// Its convs' transformed kernels, for the passes to fill and reuse.

@@ -639,6 +639,28 @@ fn yes() -> bool {
     true
 }
 
+/// The softmax over per-sample axis `axis` of value `x` as the ops it is made of,
+/// `exp(x − max) / Σ exp(x − max)` over the axis, each op handed to `emit` (a base name, the
+/// op, its inputs; it returns the name it gave the node), the steps under `base/…` and the
+/// last under `base`. The
+/// engine's one-op softmax is a vector's; a softmax within a sample (over a map's
+/// channels, per pixel, or attention's keys) is these steps.
+pub fn softmax_steps<E>(
+    base: &str,
+    x: String,
+    axis: usize,
+    mut emit: impl FnMut(&str, Op, Vec<String>) -> std::result::Result<String, E>,
+) -> std::result::Result<String, E> {
+    let reduce = |kind| Op::Reduce { kind, axes: vec![axis], keep_dims: true };
+    let arith = |kind| Op::Arith { kind, constant: None };
+    let max = emit(&format!("{base}/max"), reduce(ReduceKind::Max), vec![x.clone()])?;
+    let shifted = emit(&format!("{base}/shifted"), arith(ArithKind::Sub), vec![x, max])?;
+    let exp = Op::Activation { activation: Activation::Exponential };
+    let exp = emit(&format!("{base}/exp"), exp, vec![shifted])?;
+    let sum = emit(&format!("{base}/sum"), reduce(ReduceKind::Sum), vec![exp.clone()])?;
+    emit(base, arith(ArithKind::Div), vec![exp, sum])
+}
+
 impl Op {
     /// Keras's class name, for the layer table, as far as the op alone tells
     /// ([`Graph::type_name`](super::Graph::type_name) also knows a depthwise conv by its input).
@@ -710,6 +732,16 @@ impl Op {
             | Op::Dense { activation, .. }
             | Op::Activation { activation } => *activation,
             _ => Activation::Linear,
+        }
+    }
+
+    /// The activation a conv/dense/activation node applies, to change it.
+    pub fn activation_mut(&mut self) -> Option<&mut Activation> {
+        match self {
+            Op::Conv2d { activation, .. }
+            | Op::Dense { activation, .. }
+            | Op::Activation { activation } => Some(activation),
+            _ => None,
         }
     }
 

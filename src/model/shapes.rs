@@ -92,6 +92,12 @@ pub(super) fn infer_shape(
         Op::Conv2d { padding: Padding::Ceil { .. }, .. } => {
             return Err("ceil-mode padding is for pools, not convolutions".into());
         }
+        // The one-op softmax is a vector's: over a map it would run along the rows.
+        Op::Conv2d { activation: Activation::Softmax, .. } => {
+            return Err("a softmax fused into a convolution (a map's softmax over its \
+                 channels is written as its steps)"
+                .into());
+        }
         Op::Conv2d { filters, kernel, stride, padding, dilation, groups, .. } => {
             let ([c, oh, ow], pads) = pooled(*kernel, *stride, *dilation, *padding)?;
             if *groups == 0 || c % groups != 0 || filters % groups != 0 {

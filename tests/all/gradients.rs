@@ -532,3 +532,50 @@ fn input_gradients_from_a_pass_keeping_what_the_backward_reads_equal_a_full_pass
         }
     }
 }
+
+/// A U-Net's decoder step: an upsampled map joined with a skip connection. The join's
+/// gradient reaches each part as a slice of the channels, which for a batch of several is
+/// not one block of memory: the resize's gradient must take it so (the explorer's batch of
+/// every class failed there).
+#[test]
+fn a_batch_gradient_through_a_join_of_resized_maps_is_each_samples_own() {
+    let resize = |size: [usize; 2]| Op::Resize {
+        size,
+        scale: [2.0, 2.0],
+        interpolation: Interpolation::Linear,
+        coordinates: Coordinates::HalfPixel,
+    };
+    let model = random_model(
+        &[2, 4, 4],
+        vec![
+            Node::new("c1", conv(3, 3, 1, Padding::Same, 1, Activation::Relu), &["input"]),
+            Node::new("up", resize([8, 8]), &["c1"]),
+            Node::new("skip", resize([8, 8]), &["input"]),
+            Node::new("join", Op::Concat { axis: 0 }, &["up", "skip"]),
+            Node::new("c2", conv(4, 3, 1, Padding::Same, 1, Activation::Relu), &["join"]),
+            Node::new("gap", Op::GlobalAvgPool { keep_dims: false }, &["c2"]),
+            Node::new("out", dense(3, Activation::Softmax), &["gap"]),
+        ],
+        17,
+    );
+    let (node, point) = model.score_point();
+    let input_gradient = |x: &Tensor, classes: &[usize]| {
+        let acts = model.forward(x).unwrap();
+        let grad = convscope::engine::one_hot(classes.len(), 3, classes, x.dtype()).unwrap();
+        let seed = Seed { node, point, grad };
+        let grads = model.backward(&acts, &seed, ReluRule::Vanilla, false).unwrap();
+        values(grads.input().unwrap())
+    };
+    let x = random_input(&model, 2, 3);
+    let batch = input_gradient(&x, &[0, 2]);
+    let alone: Vec<f64> = [(0, 0), (1, 2)]
+        .iter()
+        .flat_map(|&(i, class)| input_gradient(&x.narrow(0, i, 1).unwrap(), &[class]))
+        .collect();
+    assert_eq!(batch.len(), alone.len());
+    let largest = alone.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(largest > 0.0);
+    for (b, a) in batch.iter().zip(&alone) {
+        assert!((b - a).abs() <= 1e-5 * largest, "batch {b}, alone {a}");
+    }
+}

@@ -35,9 +35,9 @@ fn npy_tensor(name: &str) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
-/// The model's output for `x`, as f64s.
+/// The model's output for `x` (what the file gives as its output), as f64s.
 fn output_values(model: &Model, x: &Tensor) -> Vec<f64> {
-    values(model.forward(x).unwrap().node(model.graph().output_node()).unwrap())
+    values(model.forward(x).unwrap().node(model.file_output()).unwrap())
 }
 
 /// `got` as long as `expected` and within `tol` of it everywhere.
@@ -74,7 +74,7 @@ fn check_outputs(model: &Model, fixture_name: &str, x: &Tensor) {
     let (_, expected) = npy(&format!("{fixture_name}.output.npy"));
     assert_close(&model.predict(x).unwrap(), &expected, 1e-4, "probabilities");
     let out = model.forward(x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "output");
+    assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-4, "output");
 }
 
 #[test]
@@ -608,7 +608,7 @@ fn assert_input_gradient_matches_finite_differences(model: &Model, x: &Tensor) {
 fn assert_scores_then_gradient(model: Model, x: &Tensor, expected: &Tensor) {
     let expected: Vec<f32> = values(expected).iter().map(|&v| v as f32).collect();
     let out = model.forward(x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-5, "scores");
+    assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-5, "scores");
     let model = model.to_dtype(DType::F64).unwrap();
     let x = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
     assert_input_gradient_matches_finite_differences(&model, &x);
@@ -873,7 +873,7 @@ fn a_flatten_of_an_nhwc_input_keeps_its_order() {
         let expected = values(&input.matmul(&b).unwrap());
         let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "dense");
+        assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-4, "dense");
         // Only a reader other than a Dense needs the NHWC order made real.
         let permutes =
             model.graph().nodes().iter().filter(|n| matches!(n.op, Op::Transpose { .. }));
@@ -1029,7 +1029,7 @@ fn ops_on_a_value_folding_an_axis_into_the_batch_equal_them_on_the_unfolded_valu
     let (folded, plain) = (load(&folded), load(&plain));
     let x = normal(&[2, 2, 6, 6], 6);
     let expected = plain.forward(&x).unwrap();
-    let expected = expected.node(plain.graph().output_node()).unwrap();
+    let expected = expected.node(plain.file_output()).unwrap();
     assert_scores_then_gradient(folded, &x, expected);
 }
 
@@ -1071,7 +1071,7 @@ fn a_moved_value_reshaped_with_a_batch_computed_from_the_shape_unbinds_folded() 
     let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
     let x = normal(&[1, 2, 6, 6], 3);
     let out = model.forward(&x).unwrap();
-    let got = out.node(model.graph().output_node()).unwrap();
+    let got = out.node(model.file_output()).unwrap();
     assert_eq!(got.dims(), &[1, 36]);
     assert_eq!(values(got), values(&x.narrow(1, 1, 1).unwrap().flatten_all().unwrap()));
 }
@@ -1088,7 +1088,7 @@ fn pads_of_any_two_axes_follow_onnx() {
     let x = normal(&[2, 2, 6, 6], 7);
     let expected = x.pad_with_zeros(1, 1, 0).unwrap().pad_with_zeros(3, 0, 2).unwrap();
     let out = model.forward(&x).unwrap();
-    let got = out.node(model.graph().output_node()).unwrap();
+    let got = out.node(model.file_output()).unwrap();
     assert_eq!(got.dims(), &[2, 3, 6, 8]);
     assert_eq!(values(got), values(&expected));
 }
@@ -1103,7 +1103,7 @@ fn tiles_of_computed_values_follow_onnx() {
     let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("m.onnx")).unwrap();
     let x = normal(&[2, 2, 6, 6], 8);
     let out = model.forward(&x).unwrap();
-    let got = out.node(model.graph().output_node()).unwrap();
+    let got = out.node(model.file_output()).unwrap();
     assert_eq!(values(got), values(&x.repeat((1, 2, 1, 3)).unwrap()));
     let tiled_batch = image_model(
         vec![NodeProto { output: vec!["y".into()], ..node("Tile", "tile", &["x", "r"], vec![]) }],
@@ -1136,7 +1136,7 @@ fn reshape_targets_with_zero_and_minus_one_follow_onnx() {
         let model =
             convscope::formats::onnx::from_bytes(&bytes, Path::new("reshape.onnx")).unwrap();
         let out = model.forward(&x).unwrap();
-        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "reshaped");
+        assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-4, "reshaped");
         // The second reshape reads the input directly; the first is left unread.
         assert_eq!(layer_names(&model), ["r2", "fc"]);
         assert!(matches!(model.graph().nodes()[0].op, Op::Flatten));
@@ -1426,7 +1426,7 @@ fn nhwc_values_stay_untransposed_through_elementwise_ops_and_concat() {
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
+    assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-4, "y");
 }
 
 #[test]
@@ -1457,7 +1457,7 @@ fn reductions_of_nhwc_values_reduce_the_channels_first_source_without_transposes
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     let x = nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let out = model.forward(&x).unwrap();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-4, "y");
+    assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-4, "y");
 }
 
 /// PyTorch's MNIST example ends in `log_softmax`: the classifier's scores are the logits
@@ -1891,7 +1891,7 @@ fn constants_of_every_integer_boolean_and_half_precision_type_are_read() {
         let out = model.forward(&x).unwrap();
         let expected: Vec<f32> =
             values(&x).iter().enumerate().map(|(i, &v)| v as f32 + picked[i / 36]).collect();
-        assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-6, "picked");
+        assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-6, "picked");
     }
     // A type still unread (strings) names itself.
     let bytes = image_model(
@@ -2058,7 +2058,7 @@ fn local_response_normalisation_follows_its_definition_and_gradient() {
         let model =
             formats::onnx::from_bytes(&model.encode_to_vec(), Path::new("lrn.onnx")).unwrap();
         let out = model.forward(&x).unwrap();
-        let got = values(out.node(model.graph().output_node()).unwrap());
+        let got = values(out.node(model.file_output()).unwrap());
         let xs = values(&x);
         let size = size as usize;
         let (below, above) = ((size - 1) / 2, size / 2);
@@ -2122,7 +2122,7 @@ fn where_by_a_constant_condition_picks_between_computed_values_and_constants() {
             .enumerate()
             .map(|(i, &v)| if columns[i % 6] { side(a, i, v) } else { side(b, i, v) })
             .collect();
-        let got = out.node(model.graph().output_node()).unwrap();
+        let got = out.node(model.file_output()).unwrap();
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(got, expected, "Where(c, {a}, {b})");
         if fill.is_finite() {
@@ -2166,9 +2166,9 @@ fn exporters_spellings_of_slices_and_clamps_fold() {
     let out = model.forward(&x).unwrap();
     let expected = x.narrow(1, 1, 1).unwrap().pad_with_zeros(3, 1, 2).unwrap();
     let expected: Vec<f32> = values(&expected).iter().map(|&v| v as f32).collect();
-    assert_close(out.node(model.graph().output_node()).unwrap(), &expected, 1e-6, "sliced");
+    assert_close(out.node(model.file_output()).unwrap(), &expected, 1e-6, "sliced");
     assert_eq!(
-        model.graph().shape(convscope::model::ValueId::of_node(model.graph().output_node())),
+        model.graph().shape(convscope::model::ValueId::of_node(model.file_output())),
         [1, 6, 9]
     );
 }
@@ -2519,7 +2519,7 @@ fn size_counts_the_elements_as_a_multiple_of_the_batch_size() {
     let model = formats::onnx::from_bytes(&bytes, Path::new("size.onnx")).unwrap();
     let x = normal(&[2, 2, 6, 6], 16);
     let out = model.forward(&x).unwrap();
-    let got = out.node(model.graph().output_node()).unwrap();
+    let got = out.node(model.file_output()).unwrap();
     assert_eq!(got.dims(), &[2, 72]);
     assert_eq!(values(got), values(&x));
     // A constant's size is a constant.
@@ -2631,7 +2631,7 @@ fn a_zero_point_shared_through_an_identity_keeps_its_integer_type() {
     let x: Vec<f32> = (0..72).map(|i| inputs[i % inputs.len()]).collect();
     let x = Tensor::from_vec(x, (1, 2, 6, 6), &Device::Cpu).unwrap();
     let out = model.forward(&x).unwrap();
-    let got = values(out.node(model.graph().output_node()).unwrap());
+    let got = values(out.node(model.file_output()).unwrap());
     let by_hand = [-1.5, -1.0, 0.0, 1.0, 126.0];
     for (i, g) in got.iter().enumerate() {
         assert_eq!(*g, by_hand[i % by_hand.len()], "at {}", inputs[i % inputs.len()]);

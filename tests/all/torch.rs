@@ -340,3 +340,27 @@ fn multihead_attention_over_tokens_with_the_batch_second_matches_pytorch() {
     // shape). Opset 13 has no export of this attention.
     matches_pytorch_by("multihead", &["default", "legacy", "dynamic"]);
 }
+
+#[test]
+fn segmentation_maps_are_explained_by_each_class_mean_over_the_pixels_as_pytorch() {
+    // Logits at each pixel (upsampled), and a per-pixel softmax moved channels-last.
+    matches_pytorch("segmenter");
+    matches_pytorch("channels_last");
+    for file in ["segmenter.default.onnx", "channels_last.legacy.onnx"] {
+        let model = formats::load(&fixture(file)).unwrap();
+        assert_eq!(model.num_classes(), 4, "{file}");
+        assert!(
+            model.notes.iter().any(|n| n.contains("mean over the positions")),
+            "{file}: {:?}",
+            model.notes
+        );
+        // Grad-CAM's default layer is one the class scores are computed from, not the
+        // per-pixel softmax kept beside them.
+        let input = format!("{}.input.npy", file.split('.').next().unwrap());
+        let (shape, x) = support::read_npy(&fixture(&input));
+        let x = Tensor::from_vec(x, shape, &Device::Cpu).unwrap().narrow(0, 0, 1).unwrap();
+        let x = x.to_dtype(model.dtype()).unwrap();
+        let cam = convscope::methods::gradcam::grad_cam(&model, &x, 1, ReluRule::Vanilla, None);
+        assert!(cam.is_ok(), "{file}: {:?}", cam.err());
+    }
+}

@@ -23,7 +23,7 @@ use super::store::{LayerPath, Store};
 use crate::error::{Error, Result};
 use crate::model::{
     Activation, ArithKind, ConstOperand, Coordinates, Graph, GraphBuilder, Interpolation, Node, Op,
-    PadMode, Padding, ReduceKind,
+    PadMode, Padding, ReduceKind, softmax_steps,
 };
 use crate::model::{ChannelOrder, DisplayLayout, InputSpec, Weights};
 
@@ -444,9 +444,50 @@ impl<'a> Builder<'a> {
     /// Appends the node(s) of a layer whose last node carries the layer's name and class.
     fn finish(&mut self, layer: &Layer, op: Op, inputs: &[&str], order: Order) -> Result<()> {
         let node = Node { class: Some(layer.class.clone()), ..Node::new(&layer.name, op, inputs) };
-        let shape = self.push(node)?;
-        self.values.insert(layer.name.clone(), Output { node: layer.name.clone(), shape, order });
+        let image_input = inputs.first().and_then(|x| self.graph.shape_of(x)).map(<[_]>::len);
+        let (name, shape) = if node.op.activation() == Activation::Softmax && image_input == Some(3)
+        {
+            self.softmax_over_channels(node)?
+        } else {
+            (layer.name.clone(), self.push(node)?)
+        };
+        self.values.insert(layer.name.clone(), Output { node: name, shape, order });
         Ok(())
+    }
+
+    /// `node`, which ends in a softmax over Keras's last axis, of an image: the engine's
+    /// one-op softmax is a vector's, so here the node without it (`<layer>/scores`, its
+    /// weights moved with it), then the softmax over the channels at each pixel as the ops
+    /// it is made of, the last under the layer's name and class, so that the layer is still
+    /// one row (a segmentation head's `Conv2D(classes, 1, activation="softmax")`).
+    /// Returns the last node's name and its shape.
+    fn softmax_over_channels(&mut self, mut node: Node) -> Result<(String, Vec<usize>)> {
+        let name = node.name.clone();
+        let standalone = matches!(node.op, Op::Activation { .. });
+        let x = match node.op.activation_mut() {
+            Some(activation) if !standalone => {
+                *activation = Activation::Linear;
+                let scores = format!("{name}/scores");
+                let prefix = format!("{name}.");
+                let own: Vec<String> =
+                    self.weights.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                for key in own {
+                    if let Some(w) = self.weights.remove(&key) {
+                        self.weights.insert(format!("{scores}{}", &key[name.len()..]), w);
+                    }
+                }
+                self.push(Node { name: scores.clone(), class: None, ..node.clone() })?;
+                scores
+            }
+            _ => node.inputs.first().cloned().unwrap_or_default(),
+        };
+        let last = softmax_steps(&name, x, 0, |step, op, inputs| {
+            let class = if step == name { node.class.clone() } else { None };
+            self.push(Node { inputs, class, ..Node::new(step, op, &[]) })?;
+            Ok::<_, Error>(step.to_string())
+        })?;
+        let shape = self.graph.shape_of(&last).map(<[_]>::to_vec).unwrap_or_default();
+        Ok((last, shape))
     }
 
     fn fetch(&self, layer: &Layer, vars: &[&str]) -> Result<Vec<Array>> {

@@ -13,7 +13,7 @@ use super::tensor::constant_attr;
 use super::weight::Weight;
 use crate::model::{
     Activation, ArithKind, ConstOperand, Coordinates, Interpolation, Op, PadMode, Padding,
-    ReduceKind,
+    ReduceKind, softmax_steps,
 };
 
 /// How a node of an op becomes its output's value.
@@ -429,17 +429,7 @@ impl Importer {
     /// branches, in ResNeSt and SKNet). The classifier's softmax stays one op, as the
     /// methods read below it.
     fn softmax_within(&mut self, base: &str, x: String, axis: usize) -> Fallible<String> {
-        let reduce = |kind| Op::Reduce { kind, axes: vec![axis], keep_dims: true };
-        let arith = |kind| Op::Arith { kind, constant: None };
-        let max =
-            self.emit(&format!("{base}_max"), reduce(ReduceKind::Max), vec![x.clone()], vec![])?;
-        let shifted =
-            self.emit(&format!("{base}_shifted"), arith(ArithKind::Sub), vec![x, max], vec![])?;
-        let exp = Op::Activation { activation: Activation::Exponential };
-        let exp = self.emit(&format!("{base}_exp"), exp, vec![shifted], vec![])?;
-        let sum =
-            self.emit(&format!("{base}_sum"), reduce(ReduceKind::Sum), vec![exp.clone()], vec![])?;
-        self.emit(base, arith(ArithKind::Div), vec![exp, sum], vec![])
+        softmax_steps(base, x, axis, |name, op, inputs| self.emit(name, op, inputs, vec![]))
     }
 
     /// GlobalAveragePool and GlobalMaxPool: `op` on the input made real.
