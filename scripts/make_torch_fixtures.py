@@ -871,9 +871,10 @@ class MultiHead(Classifier):
 
 
 class Segmenter(nn.Module):
-    """A segmentation net: a map of class scores at every pixel (an FCN's strided encoder,
-    a 1×1 classifier, bilinear upsampling back to the input's size). convscope explains
-    each class by its mean over the pixels: `logits`."""
+    """A segmentation net: a map of class scores at every pixel (an FCN's strided encoder;
+    DeepLabV3's atrous pyramid, whose dilated conv pads by more than the map is wide; a
+    1×1 classifier; bilinear upsampling back to the input's size). convscope explains each
+    class by its mean over the pixels: `logits`."""
 
     def __init__(self, classes=4):
         super().__init__()
@@ -881,13 +882,15 @@ class Segmenter(nn.Module):
             nn.Conv2d(3, 8, 3, stride=2, padding=1),
             nn.BatchNorm2d(8),
             nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1),
-            nn.ReLU(),
         )
-        self.classifier = nn.Conv2d(8, classes, 1)
+        self.near = nn.Conv2d(8, 6, 1)
+        self.far = nn.Conv2d(8, 6, 3, padding=36, dilation=36)
+        self.classifier = nn.Conv2d(12, classes, 1)
 
     def forward(self, x):
-        scores = self.classifier(self.encoder(x))
+        features = self.encoder(x)
+        pyramid = torch.cat([self.near(features), self.far(features)], 1).relu()
+        scores = self.classifier(pyramid)
         return F.interpolate(scores, size=x.shape[2:], mode="bilinear", align_corners=False)
 
     def logits(self, x):

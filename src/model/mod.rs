@@ -265,7 +265,7 @@ const TWO_CLASS_NOTE: &str = "the model has one output, read as a binary classif
 /// read below its softmax. The map itself stays in the graph as a layer to look at. A
 /// softmax of a million pixel-class scores as one vector (what the output was read as)
 /// ranks pixels, not classes.
-fn dense_head(graph: &Graph) -> Result<Option<(Graph, String)>> {
+fn dense_head(graph: &Graph) -> Result<Option<DenseHead>> {
     let nodes = graph.nodes();
     let out = graph.output_node();
     if graph.shape(ValueId::of_node(out)).len() < 2 {
@@ -333,7 +333,19 @@ fn dense_head(graph: &Graph) -> Result<Option<(Graph, String)>> {
          segmentation's): each class's score is its mean over the positions{below} (layer \
          '{map}' shows the map)"
     );
-    Ok(Some((Graph::new(spec)?, note)))
+    // The file's output, unless it was the node split in two: then its sigmoid.
+    let file_output = if source == out { map } else { nodes[out].name.clone() };
+    Ok(Some(DenseHead { graph: Graph::new(spec)?, note, file_output }))
+}
+
+/// What [`dense_head`] made of a graph.
+struct DenseHead {
+    /// The graph with the class scores as its output.
+    graph: Graph,
+    /// What the user is told.
+    note: String,
+    /// The node that computes what the file gave as its output.
+    file_output: String,
 }
 
 /// The value `div` (a division) is the softmax of over the channels of a map, spelt out as
@@ -561,11 +573,9 @@ impl Model {
     /// over the positions where the output is a map of scores ([`dense_head`]), then
     /// [`class_head`]; with a note for either change. Any other model as it is.
     pub(crate) fn with_class_head(mut self) -> Result<Model> {
-        let file_output = self.graph.nodes()[self.graph.output_node()].name.clone();
-        let dense = dense_head(&self.graph)?;
-        let (graph, dense_note) = match dense {
-            Some((graph, note)) => (graph, Some(note)),
-            None => (self.graph.clone(), None),
+        let (graph, dense_note, file_output) = match dense_head(&self.graph)? {
+            Some(DenseHead { graph, note, file_output }) => (graph, Some(note), Some(file_output)),
+            None => (self.graph.clone(), None, None),
         };
         let head = class_head(&graph, &mut self.weights)?;
         if head.is_none() && dense_note.is_none() {
@@ -576,7 +586,7 @@ impl Model {
         let classes = if two_classes || dense_note.is_some() { Vec::new() } else { self.classes };
         let mut model =
             Model::new(self.name, head.unwrap_or(graph), self.weights, self.input, classes)?;
-        model.file_output = dense_note.is_some().then_some(file_output);
+        model.file_output = file_output;
         model.notes = self.notes;
         model.notes.extend(dense_note);
         model.notes.extend(two_classes.then(|| TWO_CLASS_NOTE.to_string()));

@@ -2694,3 +2694,44 @@ fn an_input_of_bytes_takes_pixels_as_they_are() {
     let expected: Vec<f64> = values(&x).iter().map(|v| v / 255.0).collect();
     assert_within(&output_values(&model, &x), &expected, 1e-7, "x / 255");
 }
+
+#[test]
+fn a_mask_of_one_sigmoid_per_pixel_reads_as_two_classes_of_its_mean_logit() {
+    // A binary segmentation head: a 1×1 conv to one channel, a sigmoid at each pixel, and
+    // that mask moved channels-last or not. Class 1 is σ(m) of the logits' mean m.
+    let x = normal(&[2, 2, 6, 6], 21);
+    let w = Tensor::new(&[0.7f32, -1.1], &Device::Cpu).unwrap().reshape((1, 2, 1, 1)).unwrap();
+    let pixels: Vec<f64> = values(&x);
+    let mean_logit = |n: usize| {
+        let image = &pixels[n * 72..(n + 1) * 72];
+        (0..36).map(|p| 0.7 * image[p] - 1.1 * image[36 + p] + 0.3).sum::<f64>() / 36.0
+    };
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let expected: Vec<f64> =
+        (0..2).flat_map(|n| [1.0 - sigmoid(mean_logit(n)), sigmoid(mean_logit(n))]).collect();
+    for channels_last in [false, true] {
+        let mut nodes = vec![
+            node("Conv", "logits", &["x", "w", "b"], vec![]),
+            node("Sigmoid", "mask", &["logits"], vec![]),
+        ];
+        if channels_last {
+            nodes.push(node("Transpose", "y", &["mask"], vec![ints("perm", &[0, 2, 3, 1])]));
+        } else {
+            nodes.last_mut().unwrap().output = vec!["y".into()];
+        }
+        let b = Tensor::new(&[0.3f32], &Device::Cpu).unwrap();
+        let initializer = vec![tensor("w", &[1, 2, 1, 1], &w), tensor("b", &[1], &b)];
+        let bytes = image_model(nodes, initializer, 17);
+        let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("mask.onnx")).unwrap();
+        assert_eq!(model.num_classes(), 2);
+        let got = values(&model.predict(&x).unwrap());
+        assert_within(&got, &expected, 1e-6, &format!("channels last {channels_last}"));
+        // The file's output is still there to look at: the mask itself.
+        let mask = output_values(&model, &x);
+        assert_eq!(mask.len(), 72);
+        assert!(mask.iter().all(|&p| p > 0.0 && p < 1.0));
+        let model = model.to_dtype(DType::F64).unwrap();
+        let one = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
+        assert_input_gradient_matches_finite_differences(&model, &one);
+    }
+}
