@@ -338,6 +338,21 @@ fn dense_head(graph: &Graph) -> Result<Option<DenseHead>> {
     Ok(Some(DenseHead { graph: Graph::new(spec)?, note, file_output }))
 }
 
+/// For an output of two or more axes longer than one that is not a map of class scores
+/// (a detector's `[84, 8400]` boxes and scores per anchor, a sequence's per-token
+/// scores): that each of its numbers is read as a class, which ranks numbers, not classes.
+fn unread_output_note(graph: &Graph) -> Option<String> {
+    let shape = graph.shape(ValueId::of_node(graph.output_node()));
+    let long_axes = shape.iter().filter(|&&d| d > 1).count();
+    (long_axes >= 2).then(|| {
+        let values: usize = shape.iter().product();
+        format!(
+            "the model's output is {shape:?} per image, not a vector of class scores nor a map \
+             of them: each of its {values} numbers is read as a class"
+        )
+    })
+}
+
 /// What [`dense_head`] made of a graph.
 struct DenseHead {
     /// The graph with the class scores as its output.
@@ -579,6 +594,8 @@ impl Model {
         };
         let head = class_head(&graph, &mut self.weights)?;
         if head.is_none() && dense_note.is_none() {
+            let note = unread_output_note(&self.graph);
+            self.notes.extend(note);
             return Ok(self);
         }
         let two_classes =

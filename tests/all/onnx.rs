@@ -2735,3 +2735,24 @@ fn a_mask_of_one_sigmoid_per_pixel_reads_as_two_classes_of_its_mean_logit() {
         assert_input_gradient_matches_finite_differences(&model, &one);
     }
 }
+
+#[test]
+fn an_output_of_several_long_axes_that_is_no_map_is_said_to_be_read_number_by_number() {
+    // A detector's head: per-anchor scores of two flattened maps joined along the anchors,
+    // `[4, 72]`, neither class scores nor a map of them.
+    let w = normal(&[4, 2, 1, 1], 22).to_dtype(DType::F32).unwrap();
+    let nodes = vec![
+        node("Conv", "scores", &["x", "w"], vec![]),
+        node("Reshape", "anchors", &["scores", "shape"], vec![]),
+        node("Concat", "y", &["anchors", "anchors"], vec![int("axis", 2)]),
+    ];
+    let initializer = vec![tensor("w", &[4, 2, 1, 1], &w), int64s("shape", &[0, 4, -1])];
+    let bytes = image_model(nodes, initializer, 17);
+    let model = convscope::formats::onnx::from_bytes(&bytes, Path::new("det.onnx")).unwrap();
+    assert_eq!(model.num_classes(), 288);
+    assert!(
+        model.notes.iter().any(|n| n.contains("[4, 72] per image, not a vector")),
+        "{:?}",
+        model.notes
+    );
+}
