@@ -363,13 +363,16 @@ struct DenseHead {
     file_output: String,
 }
 
-/// The value `div` (a division) is the softmax of over the channels of a map, spelt out as
-/// [`softmax_steps`] writes it (`exp(x − max) / Σ exp(x − max)` over axis 0), by name;
+/// The name of `x`, where the division `div` is the softmax of `x` over a map's channels
+/// spelt out as [`softmax_steps`] writes it (`exp(x − max) / Σ exp(x − max)` over axis 0);
 /// None for any other division.
 fn channel_softmax_input(graph: &Graph, div: usize) -> Option<String> {
     let nodes = graph.nodes();
     let node_of = |i: usize, k: usize| graph.inputs_of(i).get(k).and_then(|v| v.node());
-    let over_channels = |i: usize, want: ReduceKind| matches!(&nodes[i].op, Op::Reduce { kind, axes, keep_dims: true } if *kind == want && axes == &[0]);
+    let over_channels = |i: usize, want: ReduceKind| match &nodes[i].op {
+        Op::Reduce { kind, axes, keep_dims: true } => *kind == want && axes == &[0],
+        _ => false,
+    };
     let (exp, sum) = (node_of(div, 0)?, node_of(div, 1)?);
     let exponential = Op::Activation { activation: Activation::Exponential };
     let shifted = node_of(exp, 0)?;

@@ -642,9 +642,8 @@ fn yes() -> bool {
 /// The softmax over per-sample axis `axis` of value `x` as the ops it is made of,
 /// `exp(x − max) / Σ exp(x − max)` over the axis, each op handed to `emit` (a base name, the
 /// op, its inputs; it returns the name it gave the node), the steps under `base/…` and the
-/// last under `base`. The
-/// engine's one-op softmax is a vector's; a softmax within a sample (over a map's
-/// channels, per pixel, or attention's keys) is these steps.
+/// last under `base`. The engine's one-op softmax is a vector's; a softmax within a sample
+/// (over a map's channels at each pixel, or attention's keys) is these steps.
 pub fn softmax_steps<E>(
     base: &str,
     x: String,
