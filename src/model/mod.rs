@@ -285,7 +285,6 @@ fn dense_head(graph: &Graph) -> Result<Option<DenseHead>> {
     }
     let mut spec = graph.spec().clone();
     let name = nodes[source].name.clone();
-    let input = |i: usize, k: usize| graph.inputs_of(i).get(k).and_then(|v| v.node());
     let mut map = name.clone();
     let (scores, activation) = match &nodes[source].op {
         Op::Arith { kind: ArithKind::Div, constant: None } => {
@@ -294,7 +293,7 @@ fn dense_head(graph: &Graph) -> Result<Option<DenseHead>> {
                 None => (name.clone(), None),
             }
         }
-        Op::Activation { activation: Activation::Sigmoid } => match input(source, 0) {
+        Op::Activation { activation: Activation::Sigmoid } => match input_node(graph, source, 0) {
             Some(x) => (nodes[x].name.clone(), Some(Activation::Sigmoid)),
             None => (name.clone(), None),
         },
@@ -368,7 +367,7 @@ struct DenseHead {
 /// None for any other division.
 fn channel_softmax_input(graph: &Graph, div: usize) -> Option<String> {
     let nodes = graph.nodes();
-    let node_of = |i: usize, k: usize| graph.inputs_of(i).get(k).and_then(|v| v.node());
+    let node_of = |i: usize, k: usize| input_node(graph, i, k);
     let over_channels = |i: usize, want: ReduceKind| match &nodes[i].op {
         Op::Reduce { kind, axes, keep_dims: true } => *kind == want && axes == &[0],
         _ => false,
@@ -389,6 +388,11 @@ fn channel_softmax_input(graph: &Graph, div: usize) -> Option<String> {
         None => graph.spec().input_name.clone(),
     };
     steps.then_some(name)
+}
+
+/// The node that computes input `k` of node `i`, if a node does (not the graph's input).
+fn input_node(graph: &Graph, i: usize, k: usize) -> Option<usize> {
+    graph.inputs_of(i).get(k).and_then(|v| v.node())
 }
 
 /// `base`, or `base` with the first number that makes it no node's name.
