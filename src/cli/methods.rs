@@ -116,7 +116,8 @@ pub struct Output {
 pub struct SubjectArgs {
     /// Model file (`sample` for the bundled one).
     model: PathBuf,
-    /// Image file (default for 28×28 grey models: the first bundled validation digit).
+    /// Image file, or a `.npy` array of one input (default for 28×28 grey models: the first
+    /// bundled validation digit).
     image: Option<PathBuf>,
     /// Class to explain, by index or name (default: the predicted class).
     #[arg(long, allow_hyphen_values = true)]
@@ -318,9 +319,9 @@ pub fn open_model(
     let options = preprocessing.load_options();
     let model = match (formats::from_file_with(file, path, &options), image) {
         (Err(convscope::Error::OpenInputSize { .. }), Some(image)) => {
-            let (w, h) = image::image_dimensions(image)
+            let size = convscope::data::input::image_size(image)
                 .with_context(|| format!("{}: reading its size", image.display()))?;
-            let size = [h as usize, w as usize];
+            let [h, w] = size;
             eprintln!(
                 "convscope: note: the model leaves its input size open: using {h}×{w}, the size \
                  of {} (set --input-size HxW)",

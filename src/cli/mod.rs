@@ -49,7 +49,8 @@ pub struct Cli {
 struct ExploreArgs {
     /// Model file (default: the bundled sample model).
     model: Option<PathBuf>,
-    /// Images to explore: files or folders (default: bundled validation digits).
+    /// Images to explore: files or folders (default: bundled validation digits); `.npy`
+    /// arrays of inputs too.
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
     /// Only the inputs the model gets wrong: every bundled validation digit it misclassifies,
@@ -89,7 +90,7 @@ enum Command {
     Predict {
         /// Model file.
         model: PathBuf,
-        /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM).
+        /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM), or `.npy` arrays of inputs.
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// How many classes to show per image.
@@ -395,13 +396,15 @@ fn run_command(command: Command, graphics: Option<convscope::tui::image::Graphic
                 images.first().map(|p| p.as_path()),
             )?;
             let fit = preprocessing.fit.into();
-            let prepared =
-                images.iter().map(|p| prepare(&model, p, fit)).collect::<Result<Vec<_>>>()?;
-            // Labels from `…_<class>.png` names, as the explorer reads them.
-            let labels: Vec<Option<usize>> = images
-                .iter()
-                .map(|p| convscope::data::inputs::label_from_name(&model, p))
-                .collect();
+            let mut prepared = Vec::new();
+            let mut labels = Vec::new();
+            for path in &images {
+                let inputs = input::load_file(&model, path, fit)?;
+                // Labels from `…_<class>.png` names, as the explorer reads them.
+                let label = convscope::data::inputs::label_from_name(&model, path);
+                labels.extend(std::iter::repeat_n(label, inputs.len()));
+                prepared.extend(inputs.into_iter().inspect(note_adjusted));
+            }
             predict(&model, &prepared, &labels, top, json)
         }
         Command::Train { output, epochs, batch_size, learning_rate, seed } => {
@@ -547,10 +550,15 @@ fn class_list(classes: &[String]) -> String {
 
 fn prepare(model: &Model, path: &Path, fit: input::Fit) -> Result<Prepared> {
     let prepared = input::load_image(model, path, fit)?;
-    if let Some(note) = &prepared.adjusted {
-        eprintln!("convscope: note: {}: {note}", printable_path(path));
-    }
+    note_adjusted(&prepared);
     Ok(prepared)
+}
+
+/// Says on stderr what was changed to make an input fit the model.
+fn note_adjusted(prepared: &Prepared) {
+    if let Some(note) = &prepared.adjusted {
+        eprintln!("convscope: note: {}: {note}", printable_path(&prepared.source));
+    }
 }
 
 fn summary(model: &Model, json: bool) -> Result<()> {
@@ -595,8 +603,8 @@ fn predict(
     if images.is_empty() {
         bail!("no images to classify");
     }
-    let batch = candle_core::Tensor::cat(&images.iter().map(|p| &p.tensor).collect::<Vec<_>>(), 0)?;
-    let probs = model.predict(&batch)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    let tensors: Vec<_> = images.iter().map(|p| &p.tensor).collect();
+    let probs = convscope::data::inputs::predictions_of(model, &tensors)?;
     let mut out = std::io::stdout().lock();
     let mut records = Vec::new();
     for (i, (image, p)) in images.iter().zip(&probs).enumerate() {

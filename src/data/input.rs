@@ -9,6 +9,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 use crate::data::digits::Digits;
+use crate::data::npy;
 use crate::error::{Error, Result};
 use crate::model::{ChannelOrder, Model};
 
@@ -50,10 +51,42 @@ impl Fit {
     }
 }
 
-/// Decodes `path` and prepares it for `model`, fitted as `fit` says.
+/// Decodes `path` and prepares it for `model`, fitted as `fit` says: an image, or a `.npy`
+/// array of one input ([`npy`]).
 pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
+    let mut inputs = load_file(model, path, fit)?;
+    if inputs.len() > 1 {
+        let why = format!(
+            "holds a batch of {} inputs, and this explains one: save one of them (`x[i:i + 1]`), \
+             or give the batch to the explorer or `predict`",
+            inputs.len()
+        );
+        return Err(Error::bad_file(path, why));
+    }
+    Ok(inputs.remove(0))
+}
+
+/// Every input in the file `path`, prepared for `model`: an image's one, fitted as `fit`
+/// says, or each of a `.npy` array's.
+pub fn load_file(model: &Model, path: &Path, fit: Fit) -> Result<Vec<Prepared>> {
+    if npy::is_npy(path) {
+        return npy::load(model, path);
+    }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    image_from_bytes(model, &bytes, path, fit)
+    Ok(vec![image_from_bytes(model, &bytes, path, fit)?])
+}
+
+/// The height and width of the image (or `.npy` array) at `path`, for a model that leaves
+/// its own open.
+pub fn image_size(path: &Path) -> Result<[usize; 2]> {
+    if npy::is_npy(path) {
+        return npy::spatial_size(path);
+    }
+    let (w, h) = image::image_dimensions(path).map_err(|source| match source {
+        image::ImageError::IoError(source) => Error::Io { path: path.into(), source },
+        source => Error::Image { path: path.into(), source },
+    })?;
+    Ok([h as usize, w as usize])
 }
 
 /// Decodes an image file's `bytes` (`source` names it in errors) and prepares it for
@@ -251,10 +284,21 @@ pub fn prepare(model: &Model, image: &DynamicImage, source: &Path, fit: Fit) -> 
             // Interleaved HWC → planar CHW.
             order.iter().flat_map(|&ch| rgb.pixels().map(move |p| p.0[ch])).collect()
         }
+        4 => {
+            if !source_color.has_alpha() {
+                changes.push("an opaque alpha channel added".into());
+            }
+            let rgba = resized.to_rgba32f();
+            (0..4).flat_map(|ch| rgba.pixels().map(move |p| p.0[ch])).collect()
+        }
         other => {
-            return Err(Error::Invalid(format!(
-                "the model takes {other} input channels; only 1 and 3 come from images"
-            )));
+            return Err(Error::bad_file(
+                source,
+                format!(
+                    "the model takes {other} input channels, and images give 1, 3 or 4: give \
+                     its input as a .npy array ({other}×{h}×{w})"
+                ),
+            ));
         }
     };
     if c == 1 {

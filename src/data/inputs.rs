@@ -12,9 +12,10 @@ use crate::engine::argmax;
 use crate::error::{Error, Result};
 use crate::model::{Model, printable_path};
 
-/// Image file extensions a folder given to `--images` is searched for.
-const IMAGE_EXTENSIONS: &[&str] =
-    &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm"];
+/// File extensions a folder given to `--images` is searched for: images, and `.npy` arrays
+/// of inputs.
+const INPUT_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm", "npy"];
 
 /// How many bundled digits the explorer offers when no images are given.
 pub const BUNDLED_INPUTS: usize = 24;
@@ -96,9 +97,9 @@ fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
         .collect()
 }
 
-/// The image files given to `--images`, folders searched for images. One that cannot be
-/// read is skipped with a note ("skipped …: why"), so one bad file does not stop the rest;
-/// none readable at all is an error.
+/// The image files given to `--images` (each input of a `.npy` array), folders searched for
+/// them. One that cannot be read is skipped with a note ("skipped …: why"), so one bad file
+/// does not stop the rest; none readable at all is an error.
 fn image_inputs(
     model: &Model,
     images: &[PathBuf],
@@ -109,13 +110,17 @@ fn image_inputs(
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
     for path in &files {
-        match input::load_image(model, path, fit) {
+        match input::load_file(model, path, fit) {
             Ok(prepared) => {
-                if let Some(note) = &prepared.adjusted {
-                    notes.push(format!("{}: {note}", printable_path(path)));
+                let label = label_from_name(model, path);
+                for prepared in prepared {
+                    if let Some(note) = &prepared.adjusted {
+                        notes.push(format!("{}: {note}", printable_path(&prepared.source)));
+                    }
+                    let source = prepared.source.as_path();
+                    let name = printable_path(source.file_name().map_or(source, Path::new));
+                    inputs.push((name, prepared, label));
                 }
-                let name = printable_path(path.file_name().map_or(path.as_path(), Path::new));
-                inputs.push((name, prepared, label_from_name(model, path)));
             }
             Err(e) => skipped.push(format!("skipped {}", crate::error::report(&e))),
         }
@@ -142,7 +147,7 @@ pub fn image_files(images: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|p| {
                     p.extension()
                         .and_then(|e| e.to_str())
-                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+                        .is_some_and(|e| INPUT_EXTENSIONS.contains(&e.to_lowercase().as_str()))
                 })
                 .collect();
             found.sort();

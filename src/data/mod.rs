@@ -1,5 +1,5 @@
 //! What the models are fed and what ships with convscope: input images prepared as a model
-//! expects ([`input`]), the bundled digits ([`digits`]), the bundled sample model
+//! expects ([`input`]), arrays of inputs ([`npy`]), the bundled digits ([`digits`]), the bundled sample model
 //! ([`sample`]) and its training ([`train`]), and results kept on disk between runs
 //! ([`cache`]).
 
@@ -7,5 +7,6 @@ pub mod cache;
 pub mod digits;
 pub mod input;
 pub mod inputs;
+pub mod npy;
 pub mod sample;
 pub mod train;

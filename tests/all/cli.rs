@@ -792,3 +792,47 @@ fn gradcam_variants_write_the_librarys_maps_and_refuse_a_modifier_they_do_not_ta
         "choose from gradcam, gradcam++, xgradcam",
     );
 }
+
+#[test]
+fn npy_inputs_classify_as_their_images_do_and_batches_list_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let digit = sample_digit();
+    let grey = image::open(&digit).unwrap().to_luma8();
+    // The sample model takes pixels in 0..1 as they are: the float array of the digit's
+    // pixels is its prepared input.
+    let floats: Vec<f32> = grey.as_raw().iter().map(|&p| f32::from(p) / 255.0).collect();
+    let array = dir.path().join("digit.npy");
+    convscope::present::files::write_npy(&array, &[1, 1, 28, 28], &floats).unwrap();
+    let top = |path: &Path| {
+        let o = convscope(&["predict", &sample_model(), path.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        json[0]["top"].clone()
+    };
+    let expected = top(&digit);
+    assert_eq!(expected.as_array().map(Vec::len), Some(3));
+    assert_eq!(top(&array), expected);
+    // A batch of three: a record each, named by index.
+    let three: Vec<f32> = floats.iter().cycle().take(3 * 784).copied().collect();
+    let batch = dir.path().join("batch.npy");
+    convscope::present::files::write_npy(&batch, &[3, 28, 28], &three).unwrap();
+    let o = convscope(&["predict", &sample_model(), batch.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(text.contains("batch.npy[0]") && text.contains("batch.npy[2]"), "{text}");
+    // A method explains one input: a batch is refused in one line; one input is mapped.
+    assert_one_line_error(
+        &convscope(&["saliency", &sample_model(), batch.to_str().unwrap()]),
+        "holds a batch of 3 inputs",
+    );
+    let out = dir.path().join("map.npy");
+    let o = convscope(&[
+        "saliency",
+        &sample_model(),
+        array.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(npy_shape(&out), [28, 28]);
+}

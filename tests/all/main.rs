@@ -5,6 +5,7 @@
 
 mod activations;
 mod actmax;
+mod arrays;
 mod attribution;
 mod cam;
 mod cli;
