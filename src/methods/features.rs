@@ -11,7 +11,7 @@ use crate::model::{Model, ValueId};
 /// The method as the registry lists it.
 pub const INFO: MethodInfo = MethodInfo {
     name: "features",
-    about: "Show a layer's feature maps for an input (default: the first conv layer)",
+    about: "Show a layer's feature maps for an input (default: the first conv layer; a segmentation's map of class scores)",
     input: true,
     class: false,
     modifiers: false,

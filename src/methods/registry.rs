@@ -78,13 +78,18 @@ impl Layers {
 
     /// The layer a method starts on: the first convolution (where filters and feature
     /// maps are easiest to read) or, for spatial methods, the last feature map computed
-    /// from a convolution (grad-CAM's choice).
+    /// from a convolution (grad-CAM's choice); a segmentation's feature maps start on its
+    /// map of class scores, the segmentation itself.
     pub fn default_in(self, model: &Model) -> Result<usize> {
         let found = match self {
             Layers::None => None,
             Layers::Conv => first_conv(model),
             Layers::Spatial => model.graph().last_feature_map_node(),
-            Layers::Any => first_conv(model).or((!model.graph().nodes().is_empty()).then_some(0)),
+            Layers::Any => segmentation_map(model).or_else(|| first_conv(model)).or((!model
+                .graph()
+                .nodes()
+                .is_empty())
+            .then_some(0)),
         };
         found.ok_or_else(|| {
             Error::Invalid(match self {
@@ -126,6 +131,13 @@ impl Layers {
 /// The first convolution.
 fn first_conv(model: &Model) -> Option<usize> {
     model.graph().nodes().iter().position(|n| n.op.is_conv())
+}
+
+/// A segmentation's map of class scores: where the file's output was that map, not class
+/// scores computed from it (as a fully convolutional classifier's are).
+fn segmentation_map(model: &Model) -> Option<usize> {
+    let reads_a_map = model.file_output() != model.graph().output_node();
+    model.score_map().filter(|_| reads_a_map).map(|map| map.node)
 }
 
 #[cfg(test)]

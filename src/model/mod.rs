@@ -240,6 +240,39 @@ pub struct Model {
     kernel_cache: KernelCache,
 }
 
+/// A map of class scores at each position, whose means are a model's class scores
+/// ([`Model::score_map`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoreMap {
+    /// The node whose `[C, H, W]` output holds the scores.
+    pub node: usize,
+    /// One channel of scores read as two classes: class 1 where the score is positive.
+    pub binary: bool,
+}
+
+impl ScoreMap {
+    /// Each position's class, from the map's values (`[C, H, W]`, `plane` = H·W positions).
+    pub fn classes(&self, values: &[f32], plane: usize) -> Vec<usize> {
+        (0..plane)
+            .map(|p| match self.binary {
+                true => usize::from(values[p] > 0.0),
+                false => {
+                    let scores = values.iter().skip(p).step_by(plane);
+                    scores
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |best, (c, &v)| {
+                                if v > best.1 { (c, v) } else { best }
+                            },
+                        )
+                        .0
+                }
+            })
+            .collect()
+    }
+}
+
 /// One output of a model with several.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Head {
@@ -330,7 +363,7 @@ fn dense_head(graph: &Graph) -> Result<Option<DenseHead>> {
     let note = format!(
         "the model's output is a map, {scores_per_position} at each of {h}×{w} positions (as a \
          segmentation's): each class's score is its mean over the positions{below} (layer \
-         '{map}' shows the map)"
+         '{scores}' shows the scores and each position's class)"
     );
     // The file's output, unless it was the node split in two: then its sigmoid.
     let file_output = if source == out { map } else { nodes[out].name.clone() };
@@ -616,6 +649,35 @@ impl Model {
         model.notes.extend(two_classes.then(|| TWO_CLASS_NOTE.to_string()));
         model.heads = self.heads;
         Ok(model)
+    }
+
+    /// The map whose per-position means are the class scores, where there is one: a
+    /// segmentation's map of scores as [`dense_head`] reads it, or a fully convolutional
+    /// classifier's last map (SqueezeNet's, NiN's: one channel per class, then a global
+    /// average pool). Found by the graph's shape, so a converted file keeps it.
+    pub fn score_map(&self) -> Option<ScoreMap> {
+        let graph = &self.graph;
+        let nodes = graph.nodes();
+        let mut at = graph.output_node();
+        if let Op::Activation { activation: Activation::Softmax | Activation::Sigmoid } =
+            nodes[at].op
+        {
+            at = input_node(graph, at, 0)?;
+        }
+        // A one-score head read as two classes ([`class_head`]): the score times ∓½.
+        let binary = self.classes.len() == 2
+            && matches!(&nodes[at].op, Op::Arith { kind: ArithKind::Mul, constant: Some(c) } if c.shape == [2]);
+        if binary {
+            at = input_node(graph, at, 0)?;
+        }
+        while matches!(nodes[at].op, Op::Flatten | Op::Reshape { .. }) {
+            at = input_node(graph, at, 0)?;
+        }
+        let Op::GlobalAvgPool { .. } = nodes[at].op else { return None };
+        let node = input_node(graph, at, 0)?;
+        let &[channels, h, w] = graph.shape(ValueId::of_node(node)) else { return None };
+        let fits = if binary { channels == 1 } else { channels == self.classes.len() };
+        (fits && h * w >= 2).then_some(ScoreMap { node, binary })
     }
 
     /// The node that computes what the file gives as its output: the graph's output, or

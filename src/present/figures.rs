@@ -556,9 +556,8 @@ pub fn occlusion(
     let base = s.input_image()?;
     let heat = pixels::map_image(map, range, cmap);
     let heat = if style.overlay { pixels::overlay(&base, &heat, 0.5) } else { heat };
-    let k = model.num_classes();
     let classes = Map::new(map.height, map.width, occ.argmax.iter().map(|&a| a as f32).collect())?;
-    let class_map = pixels::map_image(&classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo);
+    let class_map = class_image(model, &classes);
     let mut counts: Vec<(usize, usize)> =
         occ.counts.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
     counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
@@ -665,7 +664,7 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         .iter()
         .map(Map::range)
         .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let panels: Vec<Tile> = maps
+    let mut panels: Vec<Tile> = maps
         .iter()
         .enumerate()
         .map(|(i, m)| Tile {
@@ -675,10 +674,9 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
             smallest: SMALLEST_MAP,
         })
         .collect();
-    let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
     let node = &model.graph().nodes()[layer];
     let shape = model.graph().shape(ValueId::of_node(layer));
-    let caption = format!(
+    let mut caption = format!(
         "feature maps of {} ({}) · {} channel{} of {}×{} · range {lo:.3} to {hi:.3}",
         node.name,
         model.graph().type_name(layer),
@@ -687,6 +685,27 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         maps[0].height,
         maps[0].width,
     );
+    let values: Vec<f32> = maps.iter().flat_map(|m| m.data.iter().copied()).collect();
+    let score_map = model.score_map().filter(|m| m.node == layer);
+    if let Some(score_map) = score_map {
+        // The channels are the classes' scores: named so, and each position's class first.
+        for (tile, name) in panels.iter_mut().zip(&model.classes) {
+            tile.label.clone_from(name);
+        }
+        if score_map.binary {
+            panels[0].label = format!("{} score", model.classes[1]);
+        }
+        let (h, w) = (maps[0].height, maps[0].width);
+        let classes = score_map.classes(&values, h * w);
+        let (tile, shares) = class_tile(model, &classes, h, w)?;
+        panels.insert(0, tile);
+        caption.push_str(&format!(" · first, each position's class by colour: {shares}"));
+    }
+    let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
+    let labels = match score_map {
+        Some(_) => panels.iter().map(|t| t.label.clone()).collect(),
+        None => (0..tiles.len()).map(|i| format!("#{i}")).collect(),
+    };
     let mut warnings = Vec::new();
     if lo == 0.0 && hi == 0.0 {
         warnings.push(format!("every activation of {} is zero for this input", node.name));
@@ -695,12 +714,44 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
     Ok(Picture {
         image: pixels::grid(&tiles, columns, 1, [40, 40, 40]),
         caption,
-        raw: (shape.to_vec(), maps.iter().flat_map(|m| m.data.iter().copied()).collect()),
+        raw: (shape.to_vec(), values),
         scale: Some((style.colormap, (lo, hi))),
         warnings,
-        panels: Panels::grid(columns, 1, (0..tiles.len()).map(|i| format!("#{i}")).collect()),
+        panels: Panels::grid(columns, 1, labels),
         tiles: panels,
     })
+}
+
+/// A tile of each position's class (`classes`, `h×w`) in the colours of the classes'
+/// indices, and the classes' shares of the positions, largest first (the first few).
+fn class_tile(model: &Model, classes: &[usize], h: usize, w: usize) -> Result<(Tile, String)> {
+    const LISTED: usize = 4;
+    let image = class_image(model, &Map::new(h, w, classes.iter().map(|&c| c as f32).collect())?);
+    let mut counts = vec![0usize; model.num_classes()];
+    for &c in classes {
+        counts[c] += 1;
+    }
+    let mut ranked: Vec<(usize, usize)> =
+        counts.into_iter().enumerate().filter(|&(_, n)| n > 0).collect();
+    ranked.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let share = |n: usize| 100.0 * n as f64 / classes.len().max(1) as f64;
+    let mut shares: Vec<String> = ranked
+        .iter()
+        .take(LISTED)
+        .map(|&(c, n)| format!("{:.0}% {}", share(n), model.classes[c]))
+        .collect();
+    if ranked.len() > LISTED {
+        let rest: usize = ranked[LISTED..].iter().map(|&(_, n)| n).sum();
+        shares.push(format!("{:.0}% {} others", share(rest), ranked.len() - LISTED));
+    }
+    let tile = Tile { label: "class".into(), image, own: None, smallest: SMALLEST_MAP };
+    Ok((tile, shares.join(", ")))
+}
+
+/// A map of class indices in the colours of the classes (turbo over the indices).
+fn class_image(model: &Model, classes: &Map) -> RgbImage {
+    let k = model.num_classes();
+    pixels::map_image(classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo)
 }
 
 /// Activation-maximisation images in a grid, each with its own classification by the

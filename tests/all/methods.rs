@@ -277,3 +277,51 @@ fn filters_and_feature_maps_of_the_sample_model() {
     let shown: Vec<f64> = maps[0].data.iter().map(|&v| f64::from(v)).collect();
     assert_eq!(shown, crate::support::values(acts.node(mean).unwrap()));
 }
+
+#[test]
+fn a_map_whose_means_are_the_class_scores_shows_each_positions_class() {
+    use convscope::data::input::Prepared;
+    use convscope::present::colormap::Colormap;
+    use convscope::present::figures::{Style, Subject, features as feature_picture};
+    // Three classes scored at each of 2×2 positions by a 1×1 conv of two channels (class 0
+    // is channel 0, class 1 channel 1, class 2 minus both), their means the class scores.
+    let model = model_with(
+        &[2, 2, 2],
+        vec![
+            Node::new("scores", conv(3, 1, 1, Padding::Valid, 1, Activation::Linear), &["input"]),
+            Node::new("means", Op::GlobalAvgPool { keep_dims: false }, &["scores"]),
+            Node::new("probs", Op::Activation { activation: Activation::Softmax }, &["means"]),
+        ],
+        &[
+            ("scores.kernel", vec![1., 0., 0., 1., -1., -1.], vec![3, 2, 1, 1]),
+            ("scores.bias", vec![0.; 3], vec![3]),
+        ],
+    );
+    let map = model.score_map().expect("a map of class scores");
+    assert_eq!((map.node, map.binary), (0, false));
+    // Positions (channel 0, channel 1): (2, 1) → class 0, (0, 3) → 1, (−1, −2) → 2, (5, 0) → 0.
+    let x = [2f32, 0., -1., 5., 1., 3., -2., 0.];
+    let scores = [2f32, 0., -1., 5., 1., 3., -2., 0., -3., -3., 3., -5.];
+    assert_eq!(map.classes(&scores, 4), [0, 1, 2, 0]);
+    let input = Prepared {
+        source: "x".into(),
+        tensor: Tensor::from_vec(x.to_vec(), (1, 2, 2, 2), &Device::Cpu).unwrap(),
+        pixels: x.to_vec(),
+        adjusted: None,
+    };
+    let subject = Subject { model: &model, input: &input, probs: &[] };
+    let style = Style { colormap: Colormap::Jet, overlay: false };
+    let picture = feature_picture(&subject, 0, style).unwrap();
+    let labels: Vec<&str> = picture.tiles.iter().map(|t| t.label.as_str()).collect();
+    assert_eq!(labels, ["class", "0", "1", "2"]);
+    assert!(picture.caption.contains("each position's class by colour: 50% 0, 25% 1, 25% 2"));
+    // Class k in the turbo colour at k / 2.
+    let class_tile = &picture.tiles[0].image;
+    let colours: Vec<[u8; 3]> = (0..4).map(|p| class_tile.get_pixel(p % 2, p / 2).0).collect();
+    let turbo = |k: f32| Colormap::Turbo.rgb(k / 2.0);
+    assert_eq!(colours, [turbo(0.0), turbo(1.0), turbo(2.0), turbo(0.0)]);
+    // Any other layer, or a classifier whose scores come from a dense layer, has no such map.
+    let picture = feature_picture(&subject, 1, style).unwrap();
+    assert!(picture.tiles.iter().all(|t| t.label != "class"));
+    assert_eq!(sample::model().unwrap().score_map(), None);
+}

@@ -2730,6 +2730,15 @@ fn a_mask_of_one_sigmoid_per_pixel_reads_as_two_classes_of_its_mean_logit() {
         let mask = output_values(&model, &x);
         assert_eq!(mask.len(), 72);
         assert!(mask.iter().all(|&p| p > 0.0 && p < 1.0));
+        // Each pixel's class from the logits: 1 where the mask is over one half.
+        let map = model.score_map().expect("the logits are a map of class scores");
+        assert_eq!((model.graph().nodes()[map.node].name.as_str(), map.binary), ("logits", true));
+        let logits = model.forward(&x).unwrap();
+        let logits: Vec<f32> =
+            values(logits.node(map.node).unwrap())[..36].iter().map(|&v| v as f32).collect();
+        // One channel: channels-last is the same order.
+        let expected: Vec<usize> = mask[..36].iter().map(|&p| usize::from(p > 0.5)).collect();
+        assert_eq!(map.classes(&logits, 36), expected, "channels last {channels_last}");
         let model = model.to_dtype(DType::F64).unwrap();
         let one = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
         assert_input_gradient_matches_finite_differences(&model, &one);

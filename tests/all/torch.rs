@@ -362,5 +362,24 @@ fn segmentation_maps_are_explained_by_each_class_mean_over_the_pixels_as_pytorch
         let x = x.to_dtype(model.dtype()).unwrap();
         let cam = convscope::methods::gradcam::grad_cam(&model, &x, 1, ReluRule::Vanilla, None);
         assert!(cam.is_ok(), "{file}: {:?}", cam.err());
+        // Each pixel's class, from the scores, is the file's output's argmax there.
+        let map = model.score_map().expect("a map of class scores");
+        let acts = model.forward(&x).unwrap();
+        let scores: Vec<f32> =
+            support::values(acts.node(map.node).unwrap()).iter().map(|&v| v as f32).collect();
+        let output = support::values(acts.node(model.file_output()).unwrap());
+        let plane = scores.len() / 4;
+        let channels_last = file.starts_with("channels_last");
+        let at = |p: usize, c: usize| {
+            if channels_last { output[p * 4 + c] } else { output[c * plane + p] }
+        };
+        let argmax: Vec<usize> = (0..plane)
+            .map(|p| (0..4).max_by(|&a, &b| at(p, a).total_cmp(&at(p, b))).unwrap())
+            .collect();
+        assert!(argmax.iter().any(|&c| c != argmax[0]), "{file}: one class everywhere");
+        assert_eq!(map.classes(&scores, plane), argmax, "{file}");
+        // Feature maps open on it.
+        let layers = convscope::methods::features::INFO.layers;
+        assert_eq!(layers.default_in(&model).unwrap(), map.node, "{file}");
     }
 }
