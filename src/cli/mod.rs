@@ -628,9 +628,13 @@ fn predict(
             None => String::new(),
         };
         writeln!(out, "{}{verdict}", printable_path(&image.source))?;
+        // Names right-aligned to the longest shown (ImageNet's run to 30 characters).
+        let width = ranked.iter().map(|&(c, _)| model.classes[c].chars().count()).max();
+        let width = width.unwrap_or(0).max(8);
         for &(class, prob) in &ranked {
             let bar = "█".repeat((prob * 30.0).round() as usize);
-            writeln!(out, "  {:>8} {:>7.2}%  {bar}", model.classes[class], prob * 100.0)?;
+            let name = &model.classes[class];
+            writeln!(out, "  {name:>width$} {:>7.2}%  {bar}", prob * 100.0)?;
         }
     }
     if json {

@@ -89,12 +89,8 @@ pub fn from_file_with(file: &FileBytes, path: &Path, options: &Options) -> Resul
     };
     match FileKind::of(bytes, path) {
         FileKind::Native => native::from_file(file, path).and_then(checked),
-        FileKind::Keras => {
-            keras::from_file(file, path).and_then(checked).map(|m| with_classes_beside(m, path))
-        }
-        FileKind::Onnx => {
-            onnx::from_file_with(file, path, options).map(|m| with_classes_beside(m, path))
-        }
+        FileKind::Keras => keras::from_file(file, path).and_then(checked).map(|m| named(m, path)),
+        FileKind::Onnx => onnx::from_file_with(file, path, options).map(|m| named(m, path)),
         FileKind::Unknown => Err(Error::bad_file(
             path,
             "not a convscope model, ONNX or Keras file (convscope reads its own \
@@ -110,11 +106,52 @@ const CLASS_FILES: [&str; 3] = ["labels.txt", "classes.txt", "class_names.txt"];
 /// Largest class-name file read beside a model.
 const MAX_CLASS_FILE: u64 = 16 << 20;
 
+/// ImageNet-1k's class names in output order, as torchvision names them
+/// (`scripts/make_imagenet_classes.py` writes the file).
+const IMAGENET_CLASSES: &str = include_str!("imagenet_classes.txt");
+
+/// `model` read from another framework's file at `path`, its classes named where the file
+/// left them numbered: by a file beside it, else ImageNet-1k's names for 1,000 outputs.
+fn named(model: Model, path: &Path) -> Model {
+    with_imagenet_classes(with_classes_beside(model, path))
+}
+
+/// Whether the model's classes are its outputs' numbers: its file names none.
+fn numbered(model: &Model) -> bool {
+    model.classes.iter().enumerate().all(|(i, name)| *name == i.to_string())
+}
+
+/// `model` with ImageNet-1k's class names where it has 1,000 numbered outputs (or 1,001:
+/// TensorFlow's slim models put a background class first), what nearly every model of that
+/// many outputs was trained on, and a note that says so.
+fn with_imagenet_classes(mut model: Model) -> Model {
+    let background = match model.num_classes() {
+        1000 => false,
+        1001 => true,
+        _ => return model,
+    };
+    if !numbered(&model) {
+        return model;
+    }
+    let first = background.then(|| "background".to_string());
+    model.classes = first.into_iter().chain(IMAGENET_CLASSES.lines().map(String::from)).collect();
+    let (count, after) = match background {
+        true => ("1,001", ", after a background class"),
+        false => ("1,000", ""),
+    };
+    model.notes.push(format!(
+        "the file names none of its {count} classes: named as ImageNet-1k's{after}, which \
+         nearly every model of {count} outputs is trained on (--classes FILE to name them \
+         otherwise)"
+    ));
+    model
+}
+
 /// `model` with its classes named by a file beside it ([`CLASS_FILES`], the first there),
 /// where its own file left them numbered and that file has one name per output; a note says
 /// which file named them, or why it did not.
 fn with_classes_beside(mut model: Model, path: &Path) -> Model {
-    if !model.classes.iter().enumerate().all(|(i, name)| *name == i.to_string()) {
+    if !numbered(&model) {
         return model;
     }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

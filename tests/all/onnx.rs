@@ -2765,3 +2765,35 @@ fn an_output_of_several_long_axes_that_is_no_map_is_said_to_be_read_number_by_nu
         model.notes
     );
 }
+
+#[test]
+fn a_thousand_numbered_outputs_are_named_as_imagenets_classes() {
+    // A classifier of `outputs` classes: a 1×1 conv to one channel a class, then their means.
+    let file = |outputs: usize| {
+        let w = normal(&[outputs, 2, 1, 1], 23).to_dtype(DType::F32).unwrap();
+        let nodes = vec![
+            node("Conv", "scores", &["x", "w"], vec![]),
+            node("GlobalAveragePool", "pooled", &["scores"], vec![]),
+            node("Flatten", "y", &["pooled"], vec![]),
+        ];
+        image_model(nodes, vec![tensor("w", &[outputs, 2, 1, 1], &w)], 17)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.onnx");
+    let model = convscope::formats::from_bytes(&file(1000), &path).unwrap();
+    assert_eq!(model.classes[..3], ["tench", "goldfish", "great white shark"]);
+    assert_eq!(model.classes[999], "toilet tissue");
+    assert!(model.notes.iter().any(|n| n.contains("named as ImageNet-1k's")), "{:?}", model.notes);
+    // TensorFlow's slim models: a background class first.
+    let model = convscope::formats::from_bytes(&file(1001), &path).unwrap();
+    assert_eq!(model.classes[..2], ["background", "tench"]);
+    assert_eq!(model.classes[1000], "toilet tissue");
+    // Another count stays numbered; a file of names beside the model comes first.
+    let model = convscope::formats::from_bytes(&file(999), &path).unwrap();
+    assert_eq!(model.classes[998], "998");
+    let names: String = (0..1000).map(|i| format!("mine {i}\n")).collect();
+    std::fs::write(dir.path().join("labels.txt"), names).unwrap();
+    let model = convscope::formats::from_bytes(&file(1000), &path).unwrap();
+    assert_eq!(model.classes[0], "mine 0");
+    assert!(model.notes.iter().all(|n| !n.contains("ImageNet")), "{:?}", model.notes);
+}
