@@ -61,6 +61,7 @@ impl Element {
             _ => return Err(format!("unknown element type '{descr}'")),
         };
         let element = match code {
+            "f2" => Element::Float { bytes: 2 },
             "f4" => Element::Float { bytes: 4 },
             "f8" => Element::Float { bytes: 8 },
             "u1" => Element::Unsigned { bytes: 1 },
@@ -177,6 +178,9 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<Array> {
         le
     });
     let values = match element {
+        Element::Float { bytes: 2 } => {
+            Values::Float(words.map(|w| half::f16::from_le_bytes([w[0], w[1]]).to_f64()).collect())
+        }
         Element::Float { bytes: 4 } => Values::Float(
             words.map(|w| f64::from(f32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect(),
         ),
@@ -435,6 +439,11 @@ mod tests {
         assert_eq!(array.shape, [2, 3]);
         assert_eq!(floats(&array), values.map(f64::from));
 
+        // Half floats: 1.5 and −0.25.
+        let array =
+            decode(&npy(1, "<f2", false, "(2,)", &[0x00, 0x3E, 0x00, 0xB4]), path()).unwrap();
+        assert_eq!(floats(&array), [1.5, -0.25]);
+
         let data: Vec<u8> = [0.5f64, 7.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         let array = decode(&npy(2, "<f8", false, "(2,)", &data), path()).unwrap();
         assert_eq!((array.shape.as_slice(), floats(&array)), (&[2][..], &[0.5, 7.0][..]));
@@ -488,6 +497,7 @@ mod tests {
         let cut = error(&npy(1, "<f4", false, "(2, 2)", &[0; 12]));
         assert!(cut.contains("needs 4 values, the file holds 3"), "{cut}");
         assert!(error(&npy(1, "|b1", false, "(1,)", &[1])).contains("save the input as float32"));
+        assert!(error(&npy(1, "<f2", false, "(2,)", &[0; 3])).contains("needs 2 values"));
         assert!(error(&npy(1, "<c8", false, "(1,)", &[0; 8])).contains("'<c8'"));
         assert!(error(&npy(9, "<f4", false, "(1,)", &[0; 4])).contains("version 9"));
         let huge = error(&npy(1, "<f4", false, "(4294967296, 4294967296, 16)", &[]));
