@@ -116,7 +116,7 @@ pub struct Output {
 pub struct SubjectArgs {
     /// Model file (`sample` for the bundled one).
     model: PathBuf,
-    /// Image file, or a `.npy` array of one input (default for 28×28 grey models: the first
+    /// Image file, or a numpy file of one input (default for 28×28 grey models: the first
     /// bundled validation digit).
     image: Option<PathBuf>,
     /// Class to explain, by index or name (default: the predicted class).

@@ -50,7 +50,7 @@ struct ExploreArgs {
     /// Model file (default: the bundled sample model).
     model: Option<PathBuf>,
     /// Images to explore: files or folders (default: bundled validation digits); `.npy`
-    /// arrays of inputs too.
+    /// and `.npz` files of inputs too.
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
     /// Only the inputs the model gets wrong: every bundled validation digit it misclassifies,
@@ -90,7 +90,7 @@ enum Command {
     Predict {
         /// Model file.
         model: PathBuf,
-        /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM), or `.npy` arrays of inputs.
+        /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM), or numpy `.npy`/`.npz` files of inputs.
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// How many classes to show per image.
@@ -399,11 +399,15 @@ fn run_command(command: Command, graphics: Option<convscope::tui::image::Graphic
             let mut prepared = Vec::new();
             let mut labels = Vec::new();
             for path in &images {
-                let inputs = input::load_file(&model, path, fit)?;
-                // Labels from `…_<class>.png` names, as the explorer reads them.
-                let label = convscope::data::inputs::label_from_name(&model, path);
-                labels.extend(std::iter::repeat_n(label, inputs.len()));
-                prepared.extend(inputs.into_iter().inspect(note_adjusted));
+                let file = input::load_file(&model, path, fit)?;
+                if let Some(note) = &file.note {
+                    eprintln!("convscope: note: {}: {note}", printable_path(path));
+                }
+                // Labels from the file, else from `…_<class>.png` names, as the explorer
+                // reads them.
+                let named = convscope::data::inputs::label_from_name(&model, path);
+                labels.extend(file.labels.iter().map(|label| label.or(named)));
+                prepared.extend(file.inputs.into_iter().inspect(note_adjusted));
             }
             predict(&model, &prepared, &labels, top, json)
         }
@@ -648,7 +652,7 @@ fn predict(
         let right = known.iter().filter(|(l, p)| *l == convscope::engine::argmax(p)).count();
         writeln!(
             out,
-            "accuracy {right}/{} = {:.1}% on the images whose names give their class",
+            "accuracy {right}/{} = {:.1}% on the inputs whose class is known",
             known.len(),
             100.0 * right as f64 / known.len() as f64
         )?;

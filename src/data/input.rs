@@ -51,35 +51,41 @@ impl Fit {
     }
 }
 
-/// Decodes `path` and prepares it for `model`, fitted as `fit` says: an image, or a `.npy`
-/// array of one input ([`npy`]).
+/// Decodes `path` and prepares it for `model`, fitted as `fit` says: an image, or a numpy
+/// file of one input ([`npy`]).
 pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
-    let mut inputs = load_file(model, path, fit)?;
-    if inputs.len() > 1 {
+    let mut file = load_file(model, path, fit)?;
+    if file.inputs.len() > 1 {
         let why = format!(
             "holds a batch of {} inputs, and this explains one: save one of them (`x[i:i + 1]`), \
              or give the batch to the explorer or `predict`",
-            inputs.len()
+            file.inputs.len()
         );
         return Err(Error::bad_file(path, why));
     }
-    Ok(inputs.remove(0))
+    let mut input = file.inputs.remove(0);
+    if let Some(note) = file.note {
+        input.adjusted =
+            Some(input.adjusted.map_or(note.clone(), |more| format!("{note}; {more}")));
+    }
+    Ok(input)
 }
 
 /// Every input in the file `path`, prepared for `model`: an image's one, fitted as `fit`
-/// says, or each of a `.npy` array's.
-pub fn load_file(model: &Model, path: &Path, fit: Fit) -> Result<Vec<Prepared>> {
-    if npy::is_npy(path) {
+/// says, or each of a numpy file's (with their labels where it has them).
+pub fn load_file(model: &Model, path: &Path, fit: Fit) -> Result<npy::FileInputs> {
+    if npy::is_array_file(path) {
         return npy::load(model, path);
     }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    Ok(vec![image_from_bytes(model, &bytes, path, fit)?])
+    let input = image_from_bytes(model, &bytes, path, fit)?;
+    Ok(npy::FileInputs { inputs: vec![input], labels: vec![None], note: None })
 }
 
 /// The height and width of the image (or `.npy` array) at `path`, for a model that leaves
 /// its own open.
 pub fn image_size(path: &Path) -> Result<[usize; 2]> {
-    if npy::is_npy(path) {
+    if npy::is_array_file(path) {
         return npy::spatial_size(path);
     }
     let (w, h) = image::image_dimensions(path).map_err(|source| match source {

@@ -15,7 +15,7 @@ use crate::model::{Model, printable_path};
 /// File extensions a folder given to `--images` is searched for: images, and `.npy` arrays
 /// of inputs.
 const INPUT_EXTENSIONS: &[&str] =
-    &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm", "npy"];
+    &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm", "npy", "npz"];
 
 /// How many bundled digits the explorer offers when no images are given.
 pub const BUNDLED_INPUTS: usize = 24;
@@ -111,15 +111,16 @@ fn image_inputs(
     let mut skipped = Vec::new();
     for path in &files {
         match input::load_file(model, path, fit) {
-            Ok(prepared) => {
-                let label = label_from_name(model, path);
-                for prepared in prepared {
+            Ok(file) => {
+                notes.extend(file.note.map(|note| format!("{}: {note}", printable_path(path))));
+                let named = label_from_name(model, path);
+                for (prepared, label) in file.inputs.into_iter().zip(file.labels) {
                     if let Some(note) = &prepared.adjusted {
                         notes.push(format!("{}: {note}", printable_path(&prepared.source)));
                     }
                     let source = prepared.source.as_path();
                     let name = printable_path(source.file_name().map_or(source, Path::new));
-                    inputs.push((name, prepared, label));
+                    inputs.push((name, prepared, label.or(named)));
                 }
             }
             Err(e) => skipped.push(format!("skipped {}", crate::error::report(&e))),

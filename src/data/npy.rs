@@ -3,6 +3,10 @@
 //! of any number of channels (multispectral bands, stacked frames), or a dataset's arrays
 //! as they are (`x_test[:16]`).
 //!
+//! A `.npz` (`np.savez`, Keras's `mnist.npz`) gives the inputs of its array that holds the
+//! model's (the test set's where several do), and their true classes from the integer
+//! array of as many values beside it (`y_test` beside `x_test`).
+//!
 //! A float array is the model's input itself: given as it is, no scaling or normalisation.
 //! An integer array is pixels (0..255, or 0..65,535 for `uint16`), prepared as an image's
 //! are. Either way it must have the model's height and width (nothing is resized): `C×H×W`,
@@ -39,9 +43,23 @@ pub enum Values {
     },
 }
 
-/// Whether `path` names a `.npy` file.
-pub fn is_npy(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+/// Whether `path` names a numpy file of inputs: one array (`.npy`) or several (`.npz`).
+pub fn is_array_file(path: &Path) -> bool {
+    has_extension(path, "npy") || has_extension(path, "npz")
+}
+
+fn has_extension(path: &Path, extension: &str) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(extension))
+}
+
+/// The inputs a file holds for a model, with what the file says of them.
+pub struct FileInputs {
+    /// The inputs, prepared.
+    pub inputs: Vec<Prepared>,
+    /// Each one's true class where the file gives it (a `.npz`'s labels), else None.
+    pub labels: Vec<Option<usize>>,
+    /// What was chosen in the file, for the user (which of a `.npz`'s arrays).
+    pub note: Option<String>,
 }
 
 /// The element types read, from a header's `descr`: the byte order character and the code.
@@ -116,9 +134,48 @@ fn header_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
     Some(rest[..end].trim())
 }
 
-/// Decodes a `.npy` file's bytes (format 1.0, 2.0 or 3.0; C or Fortran order; either byte
-/// order); `source` names the file in errors.
-pub fn decode(bytes: &[u8], source: &Path) -> Result<Array> {
+/// What a `.npy` header says: the array's shape and how its values are stored.
+struct Header {
+    shape: Vec<usize>,
+    element: Element,
+    big_endian: bool,
+    fortran: bool,
+}
+
+impl Header {
+    /// The values, as 8 little-endian bytes each (their meaning is `element`'s).
+    fn words<'d>(&self, data: &'d [u8]) -> impl Iterator<Item = [u8; 8]> + 'd {
+        let big_endian = self.big_endian;
+        data.chunks_exact(self.element.bytes()).map(move |word| {
+            let mut le = [0u8; 8];
+            le[..word.len()].copy_from_slice(word);
+            if big_endian {
+                le[..word.len()].reverse();
+            }
+            le
+        })
+    }
+
+    /// Integer values as they are (None for floats).
+    fn integers(&self, data: &[u8]) -> Option<Vec<i64>> {
+        let (bytes, signed) = match self.element {
+            Element::Float { .. } => return None,
+            Element::Unsigned { bytes } => (bytes, false),
+            Element::Signed { bytes } => (bytes, true),
+        };
+        let shift = 64 - 8 * bytes as u32;
+        let integer = move |w: [u8; 8]| match signed {
+            // Sign-extended from `bytes`.
+            true => (i64::from_le_bytes(w) << shift) >> shift,
+            false => i64::try_from(u64::from_le_bytes(w)).unwrap_or(i64::MAX),
+        };
+        Some(self.words(data).map(integer).collect())
+    }
+}
+
+/// Reads a `.npy` file's header (format 1.0, 2.0 or 3.0) and finds its values: the header
+/// and exactly the bytes its shape needs; `source` names the file in errors.
+fn parse<'b>(bytes: &'b [u8], source: &Path) -> Result<(Header, &'b [u8])> {
     let bad = |why: String| Error::bad_file(source, why);
     let body = bytes
         .strip_prefix(b"\x93NUMPY")
@@ -169,47 +226,46 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<Array> {
                 data.len() / element.bytes()
             ))
         })?;
-    let words = data[..needed].chunks_exact(element.bytes()).map(|word| {
-        let mut le = [0u8; 8];
-        le[..word.len()].copy_from_slice(word);
-        if big_endian {
-            le[..word.len()].reverse();
-        }
-        le
-    });
-    let values = match element {
-        Element::Float { bytes: 2 } => {
-            Values::Float(words.map(|w| half::f16::from_le_bytes([w[0], w[1]]).to_f64()).collect())
-        }
-        Element::Float { bytes: 4 } => Values::Float(
-            words.map(|w| f64::from(f32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect(),
+    Ok((Header { shape, element, big_endian, fortran }, &data[..needed]))
+}
+
+/// Decodes a `.npy` file's bytes (format 1.0, 2.0 or 3.0; C or Fortran order; either byte
+/// order); `source` names the file in errors.
+pub fn decode(bytes: &[u8], source: &Path) -> Result<Array> {
+    let (header, data) = parse(bytes, source)?;
+    let values = match (header.element, header.integers(data)) {
+        (Element::Float { bytes: 2 }, _) => Values::Float(
+            header.words(data).map(|w| half::f16::from_le_bytes([w[0], w[1]]).to_f64()).collect(),
         ),
-        Element::Float { .. } => Values::Float(words.map(f64::from_le_bytes).collect()),
-        Element::Unsigned { bytes } | Element::Signed { bytes } => {
-            let signed = matches!(element, Element::Signed { .. });
-            let full: u16 = if bytes == 2 && !signed { u16::MAX } else { u8::MAX.into() };
-            let values = words
-                .map(|w| {
-                    let wide = if signed {
-                        // Sign-extend from `bytes`.
-                        let shift = 64 - 8 * bytes as u32;
-                        (i64::from_le_bytes(w) << shift) >> shift
-                    } else {
-                        i64::try_from(u64::from_le_bytes(w)).unwrap_or(i64::MAX)
-                    };
+        (Element::Float { bytes: 4 }, _) => Values::Float(
+            header
+                .words(data)
+                .map(|w| f64::from(f32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        ),
+        (_, None) => Values::Float(header.words(data).map(f64::from_le_bytes).collect()),
+        (element, Some(integers)) => {
+            let sixteen_bits = matches!(element, Element::Unsigned { bytes: 2 });
+            let full: u16 = if sixteen_bits { u16::MAX } else { u8::MAX.into() };
+            let values = integers
+                .into_iter()
+                .map(|wide| {
                     u16::try_from(wide).ok().filter(|&v| v <= full).ok_or_else(|| {
-                        bad(format!(
-                            "holds the integer {wide}: integer inputs are pixels from 0 to {full} \
-                             (save the model's input values as float32)"
-                        ))
+                        Error::bad_file(
+                            source,
+                            format!(
+                                "holds the integer {wide}: integer inputs are pixels from 0 to \
+                                 {full} (save the model's input values as float32)"
+                            ),
+                        )
                     })
                 })
                 .collect::<Result<Vec<u16>>>()?;
             Values::Pixels { values, full }
         }
     };
-    let mut array = Array { shape, values };
-    if fortran {
+    let mut array = Array { shape: header.shape, values };
+    if header.fortran {
         array.reorder_from_fortran();
     }
     Ok(array)
@@ -281,12 +337,19 @@ fn layout(shape: &[usize], [c, h, w]: [usize; 3]) -> Option<Layout> {
     }
 }
 
-/// The height and width a `.npy` file's inputs have, for a model that leaves its size
+/// The height and width a numpy file's inputs have, for a model that leaves its size
 /// open: the last two axes of `H×W` and of a channels-first array, the two before the last
-/// of a channels-last one (told apart by the channels being the shorter end).
+/// of a channels-last one (told apart by the channels being the shorter end); of a `.npz`,
+/// its first array of two axes or more.
 pub fn spatial_size(path: &Path) -> Result<[usize; 2]> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    let shape = decode(&bytes, path)?.shape;
+    let shape = if has_extension(path, "npz") {
+        let members = npz_members(&bytes, path)?;
+        let shapes = members.iter().filter_map(|(_, b)| parse(b, path).ok().map(|(h, _)| h.shape));
+        shapes.into_iter().find(|s| s.len() >= 2).unwrap_or_default()
+    } else {
+        parse(&bytes, path)?.0.shape
+    };
     match *shape.as_slice() {
         [h, w] => Ok([h, w]),
         [.., a, h, w] if a <= w => Ok([h, w]),
@@ -295,29 +358,43 @@ pub fn spatial_size(path: &Path) -> Result<[usize; 2]> {
     }
 }
 
-/// Reads the inputs a `.npy` file holds for `model`: one per image of a batch, each named
-/// `<file>[i]` when there are several.
-pub fn load(model: &Model, path: &Path) -> Result<Vec<Prepared>> {
+/// Reads the inputs a numpy file holds for `model`: each image of an array's batch, named
+/// `<file>[i]` when there are several; of a `.npz`, see the module's description.
+pub fn load(model: &Model, path: &Path) -> Result<FileInputs> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    let array = decode(&bytes, path)?;
+    if has_extension(path, "npz") {
+        return load_npz(model, &bytes, path);
+    }
+    let (inputs, layout) = inputs_of(model, &decode(&bytes, path)?, path, path.as_os_str())?;
+    Ok(FileInputs { labels: vec![None; inputs.len()], inputs, note: layout })
+}
+
+/// The inputs in `array`, read from `file`, each named `name` (`name[i]` of a batch), and
+/// a note where the layout was channels-last.
+fn inputs_of(
+    model: &Model,
+    array: &Array,
+    file: &Path,
+    name: &std::ffi::OsStr,
+) -> Result<(Vec<Prepared>, Option<String>)> {
     let [c, h, w] = model.input_chw()?;
     let Some(Layout { count, channels_last }) = layout(&array.shape, [c, h, w]) else {
-        let one = if c == 1 { format!(", {h}×{w}") } else { String::new() };
         return Err(Error::bad_file(
-            path,
+            file,
             format!(
-                "an array of shape {:?} holds no input of this model: it takes {c}×{h}×{w} \
-                 (or {h}×{w}×{c}{one}, or a batch of those; .npy inputs are not resized)",
-                array.shape
+                "an array of shape {:?} holds no input of this model: {}",
+                array.shape,
+                no_input(model)?
             ),
         ));
     };
     if count == 0 {
-        return Err(Error::bad_file(path, "an empty batch: it holds no input"));
+        return Err(Error::bad_file(file, "an empty batch: it holds no input"));
     }
     let plane = h * w;
     let each = c * plane;
-    (0..count)
+    let note = (channels_last && c > 1).then(|| "read as height × width × channels".to_string());
+    let inputs = (0..count)
         .map(|n| {
             // Planar `[C, H, W]` values of input `n`.
             let chw: Vec<f64> = (0..each)
@@ -327,32 +404,139 @@ pub fn load(model: &Model, path: &Path) -> Result<Vec<Prepared>> {
                     array.value(n * each + at)
                 })
                 .collect();
-            let source = if count == 1 {
-                path.to_path_buf()
-            } else {
-                let mut name = path.as_os_str().to_owned();
-                name.push(format!("[{n}]"));
-                name.into()
-            };
-            prepared(model, &array.values, chw, channels_last, source)
+            let mut source = name.to_owned();
+            if count > 1 {
+                source.push(format!("[{n}]"));
+            }
+            prepared(model, &array.values, chw, source.into())
+        })
+        .collect::<Result<Vec<Prepared>>>()?;
+    Ok((inputs, note))
+}
+
+/// What the model takes, for an array that does not fit: the shapes that would.
+fn no_input(model: &Model) -> Result<String> {
+    let [c, h, w] = model.input_chw()?;
+    let one = if c == 1 { format!(", {h}×{w}") } else { String::new() };
+    Ok(format!(
+        "it takes {c}×{h}×{w} (or {h}×{w}×{c}{one}, or a batch of those; numpy inputs are not \
+         resized)"
+    ))
+}
+
+/// The arrays of a `.npz` file (a zip of `.npy` files), by name (`x_test` for
+/// `x_test.npy`), their bytes not yet decoded.
+fn npz_members(bytes: &[u8], path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let bad =
+        |e: &dyn std::fmt::Display| Error::bad_file(path, format!("not a readable .npz: {e}"));
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(&e))?;
+    let budget = crate::runtime::memory_budget();
+    (0..archive.len())
+        .map(|i| {
+            let file = archive.by_index(i).map_err(|e| bad(&e))?;
+            let name = file.name().map_err(|e| bad(&e))?.trim_end_matches(".npy").to_string();
+            // Read up to the size it declares, which the memory budget bounds.
+            let declared = file.size();
+            if declared > budget {
+                return Err(bad(&format!(
+                    "'{name}' declares {}, more than the memory budget of {} (--max-memory)",
+                    crate::runtime::human_size(declared.into()),
+                    crate::runtime::human_size(budget.into())
+                )));
+            }
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, declared), &mut data)
+                .map_err(|e| bad(&e))?;
+            Ok((name, data))
         })
         .collect()
 }
 
+/// The inputs of a `.npz`: its array that holds the model's inputs (where several do, the
+/// one named for the test set, else for validation, else the first), and their labels from
+/// the integer array of one value per input beside it (the one named as the inputs are
+/// with `y` for `x`, else the only one).
+fn load_npz(model: &Model, bytes: &[u8], path: &Path) -> Result<FileInputs> {
+    let members = npz_members(bytes, path)?;
+    let [c, h, w] = model.input_chw()?;
+    let headers: Vec<Option<Header>> =
+        members.iter().map(|(_, b)| parse(b, path).ok().map(|(header, _)| header)).collect();
+    let fits = |i: usize| headers[i].as_ref().and_then(|hd| layout(&hd.shape, [c, h, w]));
+    let fitting: Vec<usize> = (0..members.len()).filter(|&i| fits(i).is_some()).collect();
+    let named =
+        |part: &str| fitting.iter().copied().find(|&i| members[i].0.to_lowercase().contains(part));
+    let Some(chosen) = named("test").or_else(|| named("val")).or(fitting.first().copied()) else {
+        let listed: Vec<String> = members
+            .iter()
+            .zip(&headers)
+            .map(|((name, _), header)| match header {
+                Some(header) => format!("'{name}' {:?}", header.shape),
+                None => format!("'{name}' (not an array)"),
+            })
+            .collect();
+        let why = format!(
+            "none of its arrays ({}) holds inputs of this model: {}",
+            listed.join(", "),
+            no_input(model)?
+        );
+        return Err(Error::bad_file(path, why));
+    };
+    let (name, data) = &members[chosen];
+    // Named as a file in a folder (the zip's): the explorer's list shows `x_test[3]`.
+    let source = path.join(name);
+    let (inputs, layout) = inputs_of(model, &decode(data, path)?, path, source.as_os_str())?;
+    let mut notes: Vec<String> = layout.into_iter().collect();
+    if fitting.len() > 1 {
+        let all: Vec<&str> = fitting.iter().map(|&i| members[i].0.as_str()).collect();
+        notes.push(format!(
+            "inputs from '{name}', of the arrays that fit the model ({})",
+            all.join(", ")
+        ));
+    }
+    // Integer arrays of one value per input.
+    let count = inputs.len();
+    let candidates: Vec<usize> = (0..members.len())
+        .filter(|&i| {
+            headers[i].as_ref().is_some_and(|hd| {
+                !matches!(hd.element, Element::Float { .. })
+                    && (hd.shape == [count] || hd.shape == [count, 1])
+            })
+        })
+        .collect();
+    let paired = name.strip_prefix(['x', 'X']).map(|rest| format!("y{rest}"));
+    let label_array = candidates
+        .iter()
+        .copied()
+        .find(|&i| paired.as_deref() == Some(members[i].0.as_str()))
+        .or((candidates.len() == 1).then(|| candidates[0]));
+    let mut labels = vec![None; count];
+    if let Some(i) = label_array {
+        let (label_name, bytes) = &members[i];
+        let (header, data) = parse(bytes, path)?;
+        let classes = model.num_classes();
+        let values = header.integers(data).unwrap_or_default();
+        match values.iter().all(|&v| usize::try_from(v).is_ok_and(|v| v < classes)) {
+            true => {
+                labels = values.iter().map(|&v| usize::try_from(v).ok()).collect();
+                notes.push(format!("true classes from '{label_name}'"));
+            }
+            false => notes.push(format!(
+                "'{label_name}' holds values that are no class of the model's {classes}: not read as the true classes"
+            )),
+        }
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    Ok(FileInputs { inputs, labels, note })
+}
 /// One input from its planar values: pixels are prepared as an image's; model values are
 /// taken as they are, and drawn through the model's preparation undone.
 fn prepared(
     model: &Model,
     values: &Values,
     chw: Vec<f64>,
-    channels_last: bool,
     source: std::path::PathBuf,
 ) -> Result<Prepared> {
     let [c, h, w] = model.input_chw()?;
-    let mut changes = Vec::new();
-    if channels_last && c > 1 {
-        changes.push("read as height × width × channels".to_string());
-    }
     if chw.iter().any(|v| !v.is_finite()) {
         return Err(Error::bad_file(&source, "holds NaN or infinite values"));
     }
@@ -369,8 +553,7 @@ fn prepared(
             (tensor, drawable(model, &as_f32, h * w))
         }
     };
-    let adjusted = (!changes.is_empty()).then(|| changes.join("; "));
-    Ok(Prepared { source, tensor, pixels, adjusted })
+    Ok(Prepared { source, tensor, pixels, adjusted: None })
 }
 
 /// Pixels in 0..1 to draw model values with: the model's preparation undone, or where that

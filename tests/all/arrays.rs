@@ -37,7 +37,8 @@ fn channels_last(values: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
 }
 
 fn tensor_values(path: &Path, model: &Model) -> Vec<Vec<f64>> {
-    input::load_file(model, path, Fit::Crop).unwrap().iter().map(|p| values(&p.tensor)).collect()
+    let file = input::load_file(model, path, Fit::Crop).unwrap();
+    file.inputs.iter().map(|p| values(&p.tensor)).collect()
 }
 
 #[test]
@@ -69,7 +70,8 @@ fn a_float_array_is_the_models_input_in_either_layout_alone_or_batched() {
             .unwrap();
     let names: Vec<&str> = loaded.iter().map(|i| i.0.as_str()).collect();
     assert_eq!(names, ["nhwc.npy[0]", "nhwc.npy[1]"]);
-    assert!(notes[0].contains("nhwc.npy[0]: read as height × width × channels"), "{notes:?}");
+    assert_eq!(notes.len(), 1, "said once for the file: {notes:?}");
+    assert!(notes[0].ends_with("nhwc.npy: read as height × width × channels"), "{notes:?}");
     // A command that explains one input refuses a batch, saying how to pick one.
     let error = input::load_image(&model, &nchw, Fit::Crop).unwrap_err().to_string();
     assert!(error.contains("holds a batch of 2 inputs"), "{error}");
@@ -175,6 +177,92 @@ fn an_open_size_is_read_off_the_array() {
         let path = dir.path().join("x.npy");
         write_npy(&path, shape, &vec![0.0; shape.iter().product()]).unwrap();
         assert_eq!(input::image_size(&path).unwrap(), size, "{shape:?}");
-        assert!(npy::is_npy(&path));
+        assert!(npy::is_array_file(&path));
     }
+}
+
+/// A `.npy` file's bytes: `descr`, `shape` (Python's tuple text) and the values' bytes.
+fn npy_file(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n");
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// A `.npz` of `members` (name, `.npy` bytes), compressed as `np.savez_compressed` does.
+fn npz_file(path: &Path, members: &[(&str, Vec<u8>)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in members {
+        zip.start_file(format!("{name}.npy"), options).unwrap();
+        std::io::Write::write_all(&mut zip, bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn int64s(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn a_npz_gives_its_test_inputs_with_their_true_classes() {
+    // As keras.datasets' arrays: uint8 images channels-last, int64 labels.
+    let model = model(3);
+    let dir = tempfile::tempdir().unwrap();
+    let pixels = |n: usize| -> Vec<u8> { (0..n * 144).map(|i| (i * 7 % 256) as u8).collect() };
+    let path = dir.path().join("data.npz");
+    npz_file(
+        &path,
+        &[
+            ("x_train", npy_file("|u1", "(5, 8, 6, 3)", &pixels(5))),
+            ("y_train", npy_file("<i8", "(5,)", &int64s(&[0, 1, 2, 0, 1]))),
+            ("x_test", npy_file("|u1", "(3, 8, 6, 3)", &pixels(3))),
+            ("y_test", npy_file("<i8", "(3,)", &int64s(&[2, 0, 1]))),
+            ("mean", npy_file("<f4", "(3,)", &[0; 12])),
+        ],
+    );
+    let mut notes = Vec::new();
+    let loaded =
+        inputs::load_inputs(&model, std::slice::from_ref(&path), Fit::Crop, false, &mut notes)
+            .unwrap();
+    let names: Vec<&str> = loaded.iter().map(|i| i.0.as_str()).collect();
+    assert_eq!(names, ["x_test[0]", "x_test[1]", "x_test[2]"]);
+    assert!(loaded[1].1.source.ends_with("data.npz/x_test[1]"));
+    let labels: Vec<Option<usize>> = loaded.iter().map(|i| i.2).collect();
+    assert_eq!(labels, [Some(2), Some(0), Some(1)]);
+    let note = notes.join(" | ");
+    assert!(
+        note.contains("inputs from 'x_test', of the arrays that fit the model (x_train, x_test)"),
+        "{note}"
+    );
+    assert!(note.contains("true classes from 'y_test'"), "{note}");
+    // The same pixels as a lone uint8 `.npy` give the same inputs.
+    let lone = dir.path().join("x.npy");
+    std::fs::write(&lone, npy_file("|u1", "(3, 8, 6, 3)", &pixels(3))).unwrap();
+    let direct = input::load_file(&model, &lone, Fit::Crop).unwrap();
+    for (a, b) in direct.inputs.iter().zip(&loaded) {
+        assert_eq!(values(&a.tensor), values(&b.1.tensor));
+    }
+
+    // Labels that are no class of the model are not taken; nothing that fits is an error
+    // naming what the file holds.
+    npz_file(
+        &path,
+        &[
+            ("images", npy_file("|u1", "(2, 3, 8, 6)", &pixels(2))),
+            ("labels", npy_file("<i8", "(2,)", &int64s(&[0, 7]))),
+        ],
+    );
+    let file = input::load_file(&model, &path, Fit::Crop).unwrap();
+    assert_eq!(file.labels, [None, None]);
+    assert!(file.note.unwrap().contains("'labels' holds values that are no class"));
+    npz_file(&path, &[("small", npy_file("|u1", "(2, 3, 4, 4)", &[0; 96]))]);
+    let error = input::load_file(&model, &path, Fit::Crop).err().unwrap().to_string();
+    assert!(error.contains("none of its arrays ('small' [2, 3, 4, 4]) holds inputs of"), "{error}");
+    std::fs::write(&path, b"PK not really").unwrap();
+    let error = input::load_file(&model, &path, Fit::Crop).err().unwrap().to_string();
+    assert!(error.contains("not a readable .npz"), "{error}");
 }

@@ -435,10 +435,7 @@ fn predict_reads_labels_from_names_and_reports_accuracy() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = stdout(&o);
     assert_eq!(text.matches("(true: ").count(), 4, "{text}");
-    assert!(
-        text.contains("accuracy 4/4 = 100.0% on the images whose names give their class"),
-        "{text}"
-    );
+    assert!(text.contains("accuracy 4/4 = 100.0% on the inputs whose class is known"), "{text}");
 }
 
 #[test]
