@@ -1,6 +1,7 @@
 //! Turning image files into model input: decode (PNG, JPEG, BMP, …), fit to the model's
 //! aspect ([`Fit`]), convert to its channels, resize to its input size, map to its value
-//! range and normalise; every change is noted for the user.
+//! range and normalise; every change is noted for the user. Numpy files of inputs are read
+//! by [`npy`], behind the same calls.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,16 @@ pub struct Prepared {
     pub pixels: Vec<f32>,
     /// What was changed to make it fit, for a note to the user (`None` if nothing).
     pub adjusted: Option<String>,
+}
+
+/// The inputs a file holds for a model, with what the file says of them.
+pub struct FileInputs {
+    /// The inputs, prepared.
+    pub inputs: Vec<Prepared>,
+    /// Each one's true class where the file gives it (a `.npz`'s labels), else None.
+    pub labels: Vec<Option<usize>>,
+    /// What was read how, for the user (which of a `.npz`'s arrays, a channels-last layout).
+    pub note: Option<String>,
 }
 
 /// How an image of another aspect ratio is made the model's.
@@ -73,17 +84,17 @@ pub fn load_image(model: &Model, path: &Path, fit: Fit) -> Result<Prepared> {
 
 /// Every input in the file `path`, prepared for `model`: an image's one, fitted as `fit`
 /// says, or each of a numpy file's (with their labels where it has them).
-pub fn load_file(model: &Model, path: &Path, fit: Fit) -> Result<npy::FileInputs> {
+pub fn load_file(model: &Model, path: &Path, fit: Fit) -> Result<FileInputs> {
     if npy::is_array_file(path) {
         return npy::load(model, path);
     }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
     let input = image_from_bytes(model, &bytes, path, fit)?;
-    Ok(npy::FileInputs { inputs: vec![input], labels: vec![None], note: None })
+    Ok(FileInputs { inputs: vec![input], labels: vec![None], note: None })
 }
 
-/// The height and width of the image (or `.npy` array) at `path`, for a model that leaves
-/// its own open.
+/// The height and width of the image (or numpy file's inputs) at `path`, for a model that
+/// leaves its own open.
 pub fn image_size(path: &Path) -> Result<[usize; 2]> {
     if npy::is_array_file(path) {
         return npy::spatial_size(path);

@@ -12,8 +12,8 @@ use crate::engine::argmax;
 use crate::error::{Error, Result};
 use crate::model::{Model, printable_path};
 
-/// File extensions a folder given to `--images` is searched for: images, and `.npy` arrays
-/// of inputs.
+/// File extensions a folder given to `--images` is searched for: images, and numpy files of
+/// inputs.
 const INPUT_EXTENSIONS: &[&str] =
     &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "ppm", "pnm", "npy", "npz"];
 
@@ -97,7 +97,7 @@ fn bundled_inputs(model: &Model, count: usize) -> Result<Vec<NamedInput>> {
         .collect()
 }
 
-/// The image files given to `--images` (each input of a `.npy` array), folders searched for
+/// The image files given to `--images` (each input of a numpy file), folders searched for
 /// them. One that cannot be read is skipped with a note ("skipped …: why"), so one bad file
 /// does not stop the rest; none readable at all is an error.
 fn image_inputs(

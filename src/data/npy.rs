@@ -16,7 +16,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::data::input::{self, Prepared};
+use crate::data::input::{self, FileInputs, Prepared};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -50,16 +50,6 @@ pub fn is_array_file(path: &Path) -> bool {
 
 fn has_extension(path: &Path, extension: &str) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(extension))
-}
-
-/// The inputs a file holds for a model, with what the file says of them.
-pub struct FileInputs {
-    /// The inputs, prepared.
-    pub inputs: Vec<Prepared>,
-    /// Each one's true class where the file gives it (a `.npz`'s labels), else None.
-    pub labels: Vec<Option<usize>>,
-    /// What was chosen in the file, for the user (which of a `.npz`'s arrays).
-    pub note: Option<String>,
 }
 
 /// The element types read, from a header's `descr`: the byte order character and the code.
@@ -434,7 +424,9 @@ fn npz_members(bytes: &[u8], path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     (0..archive.len())
         .map(|i| {
             let file = archive.by_index(i).map_err(|e| bad(&e))?;
+            // Shown to the user: control characters escaped.
             let name = file.name().map_err(|e| bad(&e))?.trim_end_matches(".npy").to_string();
+            let name = crate::model::printable(&name);
             // Read up to the size it declares, which the memory budget bounds.
             let declared = file.size();
             if declared > budget {
