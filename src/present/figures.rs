@@ -699,7 +699,9 @@ pub fn features(s: &Subject, layer: usize, style: Style) -> Result<Picture> {
         let classes = score_map.classes(&values, h * w);
         let (tile, shares) = class_tile(model, &classes, h, w)?;
         panels.insert(0, tile);
-        caption.push_str(&format!(" · first, each position's class by colour: {shares}"));
+        caption.push_str(&format!(
+            " · first, each position's class by colour (turbo over the class indices): {shares}"
+        ));
     }
     let tiles: Vec<RgbImage> = panels.iter().map(|t| t.image.clone()).collect();
     let labels = match score_map {
@@ -738,7 +740,10 @@ fn class_tile(model: &Model, classes: &[usize], h: usize, w: usize) -> Result<(T
     let mut shares: Vec<String> = ranked
         .iter()
         .take(LISTED)
-        .map(|&(c, n)| format!("{:.0}% {}", share(n), model.classes[c]))
+        .map(|&(c, n)| {
+            let colour = colour_name(class_colour(model, c));
+            format!("{:.0}% {} ({colour})", share(n), model.classes[c])
+        })
         .collect();
     if ranked.len() > LISTED {
         let rest: usize = ranked[LISTED..].iter().map(|&(_, n)| n).sum();
@@ -750,8 +755,49 @@ fn class_tile(model: &Model, classes: &[usize], h: usize, w: usize) -> Result<(T
 
 /// A map of class indices in the colours of the classes (turbo over the indices).
 fn class_image(model: &Model, classes: &Map) -> RgbImage {
-    let k = model.num_classes();
-    pixels::map_image(classes, (0.0, (k.max(2) - 1) as f32), Colormap::Turbo)
+    pixels::map_image(classes, (0.0, last_class(model)), Colormap::Turbo)
+}
+
+/// The highest class index, where [`class_image`]'s scale ends.
+fn last_class(model: &Model) -> f32 {
+    (model.num_classes().max(2) - 1) as f32
+}
+
+/// The colour [`class_image`] gives class `c`.
+fn class_colour(model: &Model, c: usize) -> [u8; 3] {
+    Colormap::Turbo.rgb(c as f32 / last_class(model))
+}
+
+/// A colour's everyday name, by its hue ("dark" where it is dim), for a caption to say
+/// which colour is which class.
+fn colour_name([r, g, b]: [u8; 3]) -> String {
+    let (r, g, b) = (f32::from(r) / 255.0, f32::from(g) / 255.0, f32::from(b) / 255.0);
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    let chroma = max - min;
+    let name = if chroma < 0.15 {
+        "grey"
+    } else {
+        let sector = if max == r {
+            ((g - b) / chroma).rem_euclid(6.0)
+        } else if max == g {
+            (b - r) / chroma + 2.0
+        } else {
+            (r - g) / chroma + 4.0
+        };
+        match sector * 60.0 {
+            h if !(12.0..345.0).contains(&h) => "red",
+            h if h < 21.0 => "red-orange",
+            h if h < 33.5 => "orange",
+            h if h < 48.0 => "amber",
+            h if h < 70.0 => "yellow",
+            h if h < 100.0 => "lime",
+            h if h < 150.0 => "green",
+            h if h < 200.0 => "cyan",
+            h if h < 260.0 => "blue",
+            _ => "purple",
+        }
+    };
+    if max < 0.5 { format!("dark {name}") } else { name.to_string() }
 }
 
 /// Activation-maximisation images in a grid, each with its own classification by the
@@ -844,6 +890,40 @@ mod tests {
             panels,
             tiles: Vec::new(),
         }
+    }
+
+    #[test]
+    fn colours_are_named_by_hue_and_dimness() {
+        let named = |rgb: [u8; 3]| colour_name(rgb);
+        assert_eq!(named([255, 0, 0]), "red");
+        assert_eq!(named([255, 140, 0]), "orange");
+        assert_eq!(named([250, 200, 40]), "amber");
+        assert_eq!(named([240, 240, 20]), "yellow");
+        assert_eq!(named([0, 200, 0]), "green");
+        assert_eq!(named([0, 200, 200]), "cyan");
+        assert_eq!(named([0, 0, 100]), "dark blue");
+        assert_eq!(named([128, 128, 128]), "grey");
+        assert_eq!(named([160, 40, 200]), "purple");
+        // Turbo's ends, where a class tile's first and last classes are drawn.
+        // Turbo from its first to its last colour, where classes are drawn, in twelfths.
+        let names: Vec<String> =
+            (0..=12).map(|i| named(Colormap::Turbo.rgb(i as f32 / 12.0))).collect();
+        let expected = [
+            "dark purple",
+            "blue",
+            "blue",
+            "cyan",
+            "cyan",
+            "green",
+            "lime",
+            "yellow",
+            "amber",
+            "orange",
+            "red-orange",
+            "red",
+            "dark red",
+        ];
+        assert_eq!(names, expected);
     }
 
     #[test]

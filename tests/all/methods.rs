@@ -314,7 +314,8 @@ fn a_map_whose_means_are_the_class_scores_shows_each_positions_class() {
     let picture = feature_picture(&subject, 0, style).unwrap();
     let labels: Vec<&str> = picture.tiles.iter().map(|t| t.label.as_str()).collect();
     assert_eq!(labels, ["class", "0", "1", "2"]);
-    assert!(picture.caption.contains("each position's class by colour: 50% 0, 25% 1, 25% 2"));
+    let shares = "50% 0 (dark purple), 25% 1 (lime), 25% 2 (dark red)";
+    assert!(picture.caption.contains(shares), "{}", picture.caption);
     // Class k in the turbo colour at k / 2.
     let class_tile = &picture.tiles[0].image;
     let colours: Vec<[u8; 3]> = (0..4).map(|p| class_tile.get_pixel(p % 2, p / 2).0).collect();
