@@ -451,9 +451,10 @@ fn npz_members(bytes: &[u8], path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 fn load_npz(model: &Model, bytes: &[u8], path: &Path) -> Result<FileInputs> {
     let members = npz_members(bytes, path)?;
     let [c, h, w] = model.input_chw()?;
-    let headers: Vec<Option<Header>> =
-        members.iter().map(|(_, b)| parse(b, path).ok().map(|(header, _)| header)).collect();
-    let fits = |i: usize| headers[i].as_ref().and_then(|hd| layout(&hd.shape, [c, h, w]));
+    let parsed: Vec<Option<(Header, &[u8])>> =
+        members.iter().map(|(_, b)| parse(b, path).ok()).collect();
+    let headers: Vec<Option<&Header>> = parsed.iter().map(|p| p.as_ref().map(|(h, _)| h)).collect();
+    let fits = |i: usize| headers[i].and_then(|hd| layout(&hd.shape, [c, h, w]));
     let fitting: Vec<usize> = (0..members.len()).filter(|&i| fits(i).is_some()).collect();
     let named =
         |part: &str| fitting.iter().copied().find(|&i| members[i].0.to_lowercase().contains(part));
@@ -489,7 +490,7 @@ fn load_npz(model: &Model, bytes: &[u8], path: &Path) -> Result<FileInputs> {
     let count = inputs.len();
     let candidates: Vec<usize> = (0..members.len())
         .filter(|&i| {
-            headers[i].as_ref().is_some_and(|hd| {
+            headers[i].is_some_and(|hd| {
                 !matches!(hd.element, Element::Float { .. })
                     && (hd.shape == [count] || hd.shape == [count, 1])
             })
@@ -502,9 +503,9 @@ fn load_npz(model: &Model, bytes: &[u8], path: &Path) -> Result<FileInputs> {
         .find(|&i| paired.as_deref() == Some(members[i].0.as_str()))
         .or((candidates.len() == 1).then(|| candidates[0]));
     let mut labels = vec![None; count];
-    if let Some(i) = label_array {
-        let (label_name, bytes) = &members[i];
-        let (header, data) = parse(bytes, path)?;
+    if let Some((label_name, Some((header, data)))) =
+        label_array.map(|i| (&members[i].0, &parsed[i]))
+    {
         let classes = model.num_classes();
         let values = header.integers(data).unwrap_or_default();
         match values.iter().all(|&v| usize::try_from(v).is_ok_and(|v| v < classes)) {
@@ -540,8 +541,8 @@ fn prepared(
         Values::Float(_) => {
             let as_f32: Vec<f32> = chw.iter().map(|&v| v as f32).collect();
             // f64 values reach an f64 model whole.
-            let tensor = Tensor::from_vec(chw.clone(), (1, c, h, w), &Device::Cpu)?
-                .to_dtype(model.dtype())?;
+            let tensor =
+                Tensor::from_vec(chw, (1, c, h, w), &Device::Cpu)?.to_dtype(model.dtype())?;
             (tensor, drawable(model, &as_f32, h * w))
         }
     };
