@@ -908,6 +908,34 @@ class ChannelsLast(Segmenter):
         return F.softmax(Segmenter.forward(self, x), dim=1).permute(0, 2, 3, 1)
 
 
+class Signal(Classifier):
+    """A 1-D CNN over a signal of two channels (an ECG's leads): convs with stride,
+    dilation and padding, a batch norm after its ReLU, a residual block, max and average
+    pools, and global pools of both kinds over the time axis. convscope takes the `[C, L]`
+    input as a map one row high."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 7, stride=2, padding=3)
+        self.norm = nn.BatchNorm1d(8)
+        self.block = nn.Sequential(
+            nn.Conv1d(8, 8, 3, padding=2, dilation=2),
+            nn.BatchNorm1d(8),
+            nn.ReLU(),
+            nn.Conv1d(8, 8, 3, padding=1),
+        )
+        self.wide = nn.Conv1d(8, 12, 5, padding=2)
+        self.fc = nn.Linear(24, classes)
+
+    def logits(self, x):
+        x = self.norm(F.relu(self.stem(x)))
+        x = F.max_pool1d(x, 2)
+        x = F.relu(x + self.block(x))
+        x = F.avg_pool1d(F.relu(self.wide(x)), 3, stride=2, padding=1)
+        pooled = torch.cat([F.adaptive_avg_pool1d(x, 1), F.adaptive_max_pool1d(x, 1)], 1)
+        return self.fc(pooled.flatten(1))
+
+
 FIXTURES = {
     # name: (module, input size [C, H, W])
     "pools": (Pools, [3, 29, 29]),
@@ -941,6 +969,7 @@ FIXTURES = {
     "multihead": (MultiHead, [3, 8, 8]),
     "segmenter": (Segmenter, [3, 9, 10]),
     "channels_last": (ChannelsLast, [3, 8, 7]),
+    "signal": (Signal, [2, 40]),
 }
 
 

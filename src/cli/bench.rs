@@ -185,7 +185,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let [_, h, w] = model.input_chw()?;
     let config = OcclusionConfig::for_input(h, w);
-    let occlusion_name = format!("occlusion ({0}×{0}, stride {1})", config.size, config.stride);
+    let occlusion_name = format!("occlusion ({})", config.windows(h));
     rows.push(measure(&occlusion_name, runs, || {
         Ok(occlusion::occlusion(&model, &x, class, &config).map(drop)?)
     })?);

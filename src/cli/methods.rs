@@ -717,8 +717,8 @@ pub struct Window {
     pub size: Option<usize>,
     /// Step (default: the side).
     pub stride: Option<usize>,
-    /// Grey level.
-    pub fill: f32,
+    /// Grey level (default: [`OcclusionConfig::for_input`]'s).
+    pub fill: Option<f32>,
 }
 
 /// `convscope occlusion`.
@@ -734,7 +734,8 @@ pub fn occlusion_cmd(
     let default = OcclusionConfig::for_input(h, w);
     let size = window.size.unwrap_or(default.size);
     let stride = window.stride.unwrap_or(size);
-    let config = &OcclusionConfig { size, stride, fill: window.fill, ..default };
+    let fill = window.fill.unwrap_or(default.fill);
+    let config = &OcclusionConfig { size, stride, fill, ..default };
     let seen = Seen { model: &model, input: &input, probs: &probs };
     emit(figures::occlusion(&seen, class, config, shows, style(out, overlay))?, &input, out)
 }

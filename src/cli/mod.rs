@@ -162,16 +162,17 @@ enum Command {
         #[command(flatten)]
         subject: methods::SubjectArgs,
         /// Side of the square in pixels (default: 1/14 of the input's shorter side, at
-        /// least 4).
+        /// least 4; of a signal's length, its windows one sample high).
         #[arg(long)]
         size: Option<usize>,
         /// Step between squares (default: the size).
         #[arg(long)]
         stride: Option<usize>,
-        /// Grey level of the square, in [0, 1].
-        #[arg(long, default_value_t = 0.5, allow_hyphen_values = true,
+        /// Grey level of the square, in [0, 1] of the input's range (default: 0.5; for a
+        /// signal 0, its values zeroed).
+        #[arg(long, allow_hyphen_values = true,
               value_parser = |s: &str| methods::parse_between(s, 0.0, 1.0).map(|v| v as f32))]
-        fill: f32,
+        fill: Option<f32>,
         /// What the map shows: drop, p(intact) − p(occluded) on a scale centred at 0 (red:
         /// hiding the patch lowers p, so it mattered), or p, the probability itself on 0..1.
         #[arg(long, value_enum, default_value = "drop")]

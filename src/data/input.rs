@@ -265,6 +265,13 @@ fn polarity_note(model: &Model, pixels: &[f32], h: usize, w: usize) -> Option<St
 /// Prepares a decoded image for `model`, fitted to its aspect as `fit` says.
 pub fn prepare(model: &Model, image: &DynamicImage, source: &Path, fit: Fit) -> Result<Prepared> {
     let [c, h, w] = model.input_chw()?;
+    if model.takes_signals() {
+        let why = format!(
+            "an image, and this model reads signals of {c}×{w} values (a 1-D CNN): give them \
+             as numpy arrays (.npy or .npz: {c}×{w}, {w}×{c} or a batch of those)"
+        );
+        return Err(Error::bad_file(source, why));
+    }
     let mut changes = Vec::new();
     let source_color = image.color();
     let (fitted, aspect) = fit_aspect(image, w, h, fit);

@@ -312,11 +312,20 @@ struct Layout {
 }
 
 /// The layout in which `shape` holds inputs of `[c, h, w]`, if any: `C×H×W`, then `H×W×C`,
-/// each alone or as a batch; `H×W` and a batch of `H×W` where `c` is 1.
+/// each alone or as a batch; `H×W` and a batch of `H×W` where `c` is 1. A signal's (`h` 1,
+/// a 1-D CNN's input) also without its one row: `C×L`, then `L×C`, and `L` where `c` is 1,
+/// each alone or as a batch.
 fn layout(shape: &[usize], [c, h, w]: [usize; 3]) -> Option<Layout> {
     let first = |n| Layout { count: n, channels_last: false };
     let last = |n| Layout { count: n, channels_last: true };
+    let signal = h == 1;
     match *shape {
+        [l] if signal && c == 1 && l == w => Some(first(1)),
+        [a, b] if signal && [a, b] == [c, w] => Some(first(1)),
+        [a, b] if signal && [a, b] == [w, c] => Some(last(1)),
+        [n, l] if signal && c == 1 && l == w => Some(first(n)),
+        [n, a, b] if signal && [a, b] == [c, w] => Some(first(n)),
+        [n, a, b] if signal && [a, b] == [w, c] => Some(last(n)),
         [a, b] if c == 1 && [a, b] == [h, w] => Some(first(1)),
         [n, a, b] if c == 1 && [a, b] == [h, w] => Some(first(n)),
         [a, b, d] if [a, b, d] == [c, h, w] => Some(first(1)),
@@ -383,7 +392,10 @@ fn inputs_of(
     }
     let plane = h * w;
     let each = c * plane;
-    let note = (channels_last && c > 1).then(|| "read as height × width × channels".to_string());
+    let note = (channels_last && c > 1).then(|| match model.takes_signals() {
+        true => "read as length × channels".to_string(),
+        false => "read as height × width × channels".to_string(),
+    });
     let inputs = (0..count)
         .map(|n| {
             // Planar `[C, H, W]` values of input `n`.
@@ -407,6 +419,13 @@ fn inputs_of(
 /// What the model takes, for an array that does not fit: the shapes that would.
 fn no_input(model: &Model) -> Result<String> {
     let [c, h, w] = model.input_chw()?;
+    if model.takes_signals() {
+        let one = if c == 1 { format!(", {w}") } else { String::new() };
+        return Ok(format!(
+            "it takes signals of {c}×{w} (or {w}×{c}{one}, or a batch of those; numpy inputs \
+             are not resized)"
+        ));
+    }
     let one = if c == 1 { format!(", {h}×{w}") } else { String::new() };
     Ok(format!(
         "it takes {c}×{h}×{w} (or {h}×{w}×{c}{one}, or a batch of those; numpy inputs are not \
@@ -694,6 +713,17 @@ mod tests {
         // A square map of as many channels as pixels across reads channels first.
         assert_eq!(layout(&[4, 4, 4], [4, 4, 4]), first(1));
         assert_eq!(layout(&[8, 6], [3, 8, 6]), None);
+        // Signals (maps one row high), with or without the row.
+        assert_eq!(layout(&[40], [1, 1, 40]), first(1));
+        assert_eq!(layout(&[1, 40], [1, 1, 40]), first(1));
+        assert_eq!(layout(&[9, 40], [1, 1, 40]), first(9));
+        assert_eq!(layout(&[2, 40], [2, 1, 40]), first(1));
+        assert_eq!(layout(&[40, 2], [2, 1, 40]), last(1));
+        assert_eq!(layout(&[2, 1, 40], [2, 1, 40]), first(1));
+        assert_eq!(layout(&[9, 2, 40], [2, 1, 40]), first(9));
+        assert_eq!(layout(&[9, 40, 2], [2, 1, 40]), last(9));
+        assert_eq!(layout(&[40], [2, 1, 40]), None);
+        assert_eq!(layout(&[3, 40], [2, 1, 40]), None);
         assert_eq!(layout(&[3, 6, 8], [3, 8, 6]), None);
         assert_eq!(layout(&[1, 1, 3, 8, 6], [3, 8, 6]), None);
     }

@@ -52,10 +52,24 @@ impl Default for OcclusionConfig {
 impl OcclusionConfig {
     /// The default for an `h`×`w` input: squares of 1/14 of the shorter side (16 pixels at
     /// 224, 14 × 14 windows), at least the 4 pixels the article uses on 28×28 digits, not
-    /// overlapping.
+    /// overlapping. A signal's (`h` 1) are 1/14 of its length, and zero its values: its
+    /// baseline, where a grey would add a step.
     pub fn for_input(h: usize, w: usize) -> OcclusionConfig {
-        let size = (h.min(w) / 14).max(4).min(h.min(w));
-        OcclusionConfig { size, stride: size, ..OcclusionConfig::default() }
+        let (side, fill) = match h {
+            1 => (w, 0.0),
+            _ => (h.min(w), OcclusionConfig::default().fill),
+        };
+        let size = (side / 14).max(4).min(side);
+        OcclusionConfig { size, stride: size, fill, ..OcclusionConfig::default() }
+    }
+
+    /// The windows in words for an `h`×`w` input: "16×16, stride 16", or "13 samples,
+    /// stride 13" along a signal.
+    pub fn windows(&self, h: usize) -> String {
+        match h {
+            1 => format!("{} samples, stride {}", self.size, self.stride),
+            _ => format!("{0}×{0}, stride {1}", self.size, self.stride),
+        }
     }
 }
 
@@ -142,7 +156,8 @@ fn run(
     if config.size == 0 || config.stride == 0 || config.batch == 0 {
         return Err(Error::Invalid("occlusion size, stride and batch must be at least 1".into()));
     }
-    let size = config.size.min(h.min(w));
+    // Squares cut where the input ends (a signal's one row high).
+    let [size_h, size_w] = [config.size.min(h), config.size.min(w)];
     let fill: Vec<f32> = (0..c)
         .map(|ch| {
             let (mean, std) = model.input.normalisation(ch);
@@ -151,13 +166,13 @@ fn run(
         })
         .collect();
     let base = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let positions: Vec<(usize, usize)> = window_starts(h, size, config.stride)
+    let positions: Vec<(usize, usize)> = window_starts(h, size_h, config.stride)
         .into_iter()
-        .flat_map(|y| window_starts(w, size, config.stride).into_iter().map(move |x| (y, x)))
+        .flat_map(|y| window_starts(w, size_w, config.stride).into_iter().map(move |x| (y, x)))
         .collect();
     let rects: Vec<Rect> = positions
         .iter()
-        .map(|&(y, x)| Rect { y, x, h: size.min(h - y), w: size.min(w - x) })
+        .map(|&(y, x)| Rect { y, x, h: size_h.min(h - y), w: size_w.min(w - x) })
         .collect();
     let x = x.to_dtype(model.dtype())?;
     let plan = match passes {

@@ -746,6 +746,12 @@ impl Model {
         }
     }
 
+    /// Whether the model reads signals (a 1-D CNN's `[C, L]` input, taken in as a map one
+    /// row high): its inputs come as arrays, and are drawn as plots.
+    pub fn takes_signals(&self) -> bool {
+        matches!(self.input_chw(), Ok([_, 1, w]) if w > 1)
+    }
+
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         self.classes.len()

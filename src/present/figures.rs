@@ -295,10 +295,21 @@ pub struct Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// The input drawn as an image.
+    /// The input drawn as an image (a signal as its plot).
     pub fn input_image(&self) -> Result<RgbImage> {
-        let [c, h, w] = self.model.input_chw()?;
-        Ok(pixels::input_image(&self.input.pixels, c, h, w))
+        Ok(pixels::input_picture(&self.input.pixels, self.model.input_chw()?))
+    }
+
+    /// A map's colours `heat` as shown: laid over the input with `overlay`, else alone; a
+    /// signal's always under its plot (bands along the time axis: a strip one sample high
+    /// alone says little).
+    pub fn shown(&self, heat: RgbImage, overlay: bool) -> Result<RgbImage> {
+        let [c, _, w] = self.model.input_chw()?;
+        Ok(match (self.model.takes_signals(), overlay) {
+            (true, _) => pixels::signal_plot(&self.input.pixels, c, w, Some(&heat)),
+            (false, true) => pixels::overlay(&self.input_image()?, &heat, 0.5),
+            (false, false) => heat,
+        })
     }
 
     fn class_label(&self, class: usize) -> String {
@@ -314,8 +325,7 @@ impl Subject<'_> {
     /// A heatmap in [0, 1] of `class` as a picture, blended over the input when asked.
     fn heatmap(&self, map: &Map, class: usize, style: Style, caption: String) -> Result<Picture> {
         let heat = pixels::map_image(map, (0.0, 1.0), style.colormap);
-        let image =
-            if style.overlay { pixels::overlay(&self.input_image()?, &heat, 0.5) } else { heat };
+        let image = self.shown(heat, style.overlay)?;
         Ok(Picture {
             image,
             caption,
@@ -554,32 +564,35 @@ pub fn occlusion(
         OcclusionShows::Probability => (&occ.probability, "p", (0.0, 1.0), style.colormap),
     };
     let base = s.input_image()?;
-    let heat = pixels::map_image(map, range, cmap);
-    let heat = if style.overlay { pixels::overlay(&base, &heat, 0.5) } else { heat };
+    let heat = s.shown(pixels::map_image(map, range, cmap), style.overlay)?;
     let classes = Map::new(map.height, map.width, occ.argmax.iter().map(|&a| a as f32).collect())?;
-    let class_map = class_image(model, &classes);
+    let mut class_map = class_image(model, &classes);
+    if model.takes_signals() {
+        // A strip one sample high, as tall as the plots beside it.
+        class_map = pixels::scale_nearest(&class_map, base.width(), base.height());
+    }
     let mut counts: Vec<(usize, usize)> =
         occ.counts.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
     counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
     let counts: Vec<String> =
         counts.iter().map(|(c, n)| format!("{}×{n}", model.classes[*c])).collect();
     let caption = format!(
-        "occlusion · {what} of class {} (intact p={:.4}) · drop from {lo:.4} to {hi:.4} · {} windows {}×{} stride {} · argmax counts {}",
+        "occlusion · {what} of class {} (intact p={:.4}) · drop from {lo:.4} to {hi:.4} · {} windows of {} · argmax counts {}",
         model.classes[class],
         occ.original_probability,
         occ.positions.len(),
-        config.size,
-        config.size,
-        config.stride,
+        config.windows(map.height),
         counts.join(", ")
     );
+    // A signal's three plots are wide: one above the other.
+    let columns = if model.takes_signals() { 1 } else { 3 };
     Ok(Picture {
-        image: pixels::grid(&[base, heat, class_map], 3, 1, [0, 0, 0]),
+        image: pixels::grid(&[base, heat, class_map], columns, 1, [0, 0, 0]),
         caption,
         raw: (vec![map.height, map.width], map.data.clone()),
         scale: Some((cmap, range)),
         warnings,
-        panels: Panels::grid(3, 1, vec!["input".into(), what.into(), "argmax class".into()]),
+        panels: Panels::grid(columns, 1, vec!["input".into(), what.into(), "argmax class".into()]),
         tiles: Vec::new(),
     })
 }
@@ -826,7 +839,8 @@ pub fn maxact_picture(
     names: &[String],
     caption: String,
 ) -> Picture {
-    let tiles: Vec<RgbImage> = images.iter().map(|img| pixels::input_image(img, c, h, w)).collect();
+    let tiles: Vec<RgbImage> =
+        images.iter().map(|img| pixels::input_picture(img, [c, h, w])).collect();
     let columns = pixels::grid_columns(tiles.len());
     let grid_tiles = tiles
         .iter()

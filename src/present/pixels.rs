@@ -55,6 +55,87 @@ pub fn input_image(
     })
 }
 
+/// An input `[C, H, W]` of values in [0, 1] drawn: a map one row high (a signal, a 1-D
+/// CNN's input) as its plot ([`signal_plot`]), else as an image ([`input_image`]).
+pub fn input_picture(pixels: &[f32], [c, h, w]: [usize; 3]) -> image::RgbImage {
+    match h == 1 && w > 1 {
+        true => signal_plot(pixels, c, w, None),
+        false => input_image(pixels, c, h, w),
+    }
+}
+
+/// Narrowest a signal's plot is drawn: each sample gets as many columns as fit.
+const PLOT_MIN_WIDTH: usize = 240;
+/// Colours of a plot's traces, one per channel in turn.
+const TRACES: [[u8; 3]; 6] = [
+    [255, 255, 255],
+    [0, 220, 255],
+    [255, 150, 40],
+    [255, 80, 220],
+    [120, 255, 90],
+    [255, 240, 60],
+];
+/// A plot's ground where no map is under it.
+const PLOT_GROUND: [u8; 3] = [24, 24, 24];
+
+/// A signal's plot (`values` planar `[channels, len]`, a 1-D CNN's input): each channel a
+/// trace in its own colour (white, cyan, orange, magenta, green, yellow, in turn) on one
+/// vertical scale from the smallest value to the largest, over `ground` when given (a map
+/// of the signal's samples, scaled to the plot's size and dimmed: a saliency's bands along
+/// the time axis) or a dark ground. Traces have a dark edge, so they read on any map.
+pub fn signal_plot(
+    values: &[f32],
+    channels: usize,
+    len: usize,
+    ground: Option<&image::RgbImage>,
+) -> image::RgbImage {
+    let step = PLOT_MIN_WIDTH.div_ceil(len.max(1)).max(1);
+    let width = dim(len.max(1) * step);
+    let height = (width / 3).clamp(48, 160);
+    let mut out = match ground {
+        Some(map) => {
+            let scaled = scale_nearest(map, width, height);
+            let dim_by = |c: u8| (f32::from(c) * 0.7).round() as u8;
+            image::RgbImage::from_fn(width, height, |x, y| {
+                image::Rgb(scaled.get_pixel(x, y).0.map(dim_by))
+            })
+        }
+        None => image::RgbImage::from_pixel(width, height, image::Rgb(PLOT_GROUND)),
+    };
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) =
+        finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    // Rows 3..height-3 hold the traces, the largest value at the top; a flat signal runs
+    // along the middle.
+    let (top, bottom) = (3.0, (height - 4) as f32);
+    let row = |v: f32| -> u32 {
+        let t = if hi > lo && v.is_finite() { (v - lo) / (hi - lo) } else { 0.5 };
+        (bottom - t * (bottom - top)).round() as u32
+    };
+    for c in 0..channels {
+        let colour = image::Rgb(TRACES[c % TRACES.len()]);
+        let sample = |i: usize| values.get(c * len + i).copied().unwrap_or(f32::NAN);
+        // Each sample's columns, joined to the previous sample's row by a vertical run.
+        let mut previous = row(sample(0));
+        for i in 0..len {
+            let current = row(sample(i));
+            for x in (i * step) as u32..((i + 1) * step) as u32 {
+                let (from, to) = (previous.min(current), previous.max(current));
+                for y in from.saturating_sub(1)..=(to + 1).min(height - 1) {
+                    if y + 1 == from || y == to + 1 {
+                        out.put_pixel(x, y, image::Rgb([0, 0, 0]));
+                    }
+                }
+                for y in from..=to {
+                    out.put_pixel(x, y, colour);
+                }
+                previous = current;
+            }
+        }
+    }
+    out
+}
+
 /// Blends `heat` over `base`: `out = (1 − alpha)·base + alpha·heat`, `alpha` clamped to [0, 1].
 /// A `heat` of another size (a 7×7 grad-CAM over a 28×28 digit) is first scaled to `base`'s
 /// size, nearest-neighbour.
@@ -257,6 +338,37 @@ pub fn wrap(text: &str, chars: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signals_plot_draws_each_channel_on_one_scale_over_its_ground() {
+        // Channel 0 rises from the smallest value to the largest, channel 1 stays at the
+        // middle of that range; 10 samples of 24 columns each.
+        let rise: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let values: Vec<f32> = rise.iter().copied().chain([4.5; 10]).collect();
+        let plot = signal_plot(&values, 2, 10, None);
+        assert_eq!(plot.dimensions(), (240, 80));
+        let colour_at = |x: u32, y: u32| plot.get_pixel(x, y).0;
+        let column = |x: u32, colour: [u8; 3]| {
+            (0..80).filter(|&y| colour_at(x, y) == colour).collect::<Vec<_>>()
+        };
+        let [white, cyan] = [TRACES[0], TRACES[1]];
+        // The first sample on the bottom row of the traces, the last on the top one.
+        assert_eq!(column(5, white), [76]);
+        assert_eq!(column(230, white), [3]);
+        assert_eq!(column(100, cyan), [40]);
+        // A dark edge above and below a trace, the ground elsewhere.
+        assert_eq!(colour_at(5, 75), [0, 0, 0]);
+        assert_eq!(colour_at(5, 20), PLOT_GROUND);
+        // Over a map, its colours dimmed, stretched to the plot (two bands here).
+        let ground = image::RgbImage::from_fn(2, 1, |x, _| image::Rgb([200 * x as u8, 100, 0]));
+        let plot = signal_plot(&values, 2, 10, Some(&ground));
+        assert_eq!(plot.get_pixel(5, 20).0, [0, 70, 0]);
+        assert_eq!(plot.get_pixel(200, 20).0, [140, 70, 0]);
+        // A flat signal runs along the middle; NaN draws there too.
+        let flat = signal_plot(&[1.0, 1.0, f32::NAN], 1, 3, None);
+        assert_eq!(flat.get_pixel(0, 40).0, TRACES[0]);
+        assert_eq!(flat.get_pixel(239, 40).0, TRACES[0]);
+    }
 
     #[test]
     fn draw_text_sets_the_glyph_pixels_only() {

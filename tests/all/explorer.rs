@@ -170,10 +170,10 @@ fn keys_drive_tabs_classes_modifiers_and_jobs() {
 
     press(&mut app, KeyCode::F(5));
     app.wait_for_job();
-    assert!(screen(&app, 80, 24).contains("49 windows 4×4 stride 4"));
+    assert!(screen(&app, 80, 24).contains("49 windows of 4×4,"));
     press(&mut app, KeyCode::Char('+'));
     app.wait_for_job();
-    assert!(screen(&app, 80, 24).contains("Occlusion · class 7 · 5×5 stride 5"));
+    assert!(screen(&app, 80, 24).contains("Occlusion · class 7 · 5×5, stride 5"));
 
     // The help wraps and scrolls at 80×24: ↓ scrolls it, any other key closes it.
     press(&mut app, KeyCode::Char('?'));

@@ -40,6 +40,10 @@ fn matches_pytorch_by(name: &str, routes: &[&str]) {
     for route in routes {
         let file = format!("{name}.{route}.onnx");
         let model = formats::load(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The model's own input shape: a signal `[C, L]` is taken in one row high.
+        let mut dims = vec![input.dim(0).unwrap()];
+        dims.extend(model.graph().input_shape());
+        let input = input.reshape(dims).unwrap();
         let got = support::values(&model.predict(&input).unwrap());
         let worst = max_abs(got.iter().zip(&want_probs).map(|(g, w)| *g as f32 - w));
         assert!(worst <= 1e-5, "{file}: probabilities off by {worst}");
@@ -382,4 +386,99 @@ fn segmentation_maps_are_explained_by_each_class_mean_over_the_pixels_as_pytorch
         let layers = convscope::methods::features::INFO.layers;
         assert_eq!(layers.default_in(&model).unwrap(), map.node, "{file}");
     }
+}
+
+#[test]
+fn one_dimensional_cnns_read_signals_as_maps_one_row_high_and_match_pytorch() {
+    // Convs with stride, dilation and padding, a batch norm after a ReLU, a residual
+    // block, max and average pools, and global pools of both kinds, over `[2, 40]`.
+    matches_pytorch("signal");
+    for route in ROUTES {
+        let file = format!("signal.{route}.onnx");
+        let model = formats::load(&fixture(&file)).unwrap();
+        assert!(model.takes_signals(), "{file}");
+        assert_eq!(model.input_chw().unwrap(), [2, 1, 40], "{file}");
+        // Every layer up to the global pools is a map one row high: no reshapes between
+        // them, so each 1-D layer reads as a map in the feature-maps tab.
+        let nodes = model.graph().nodes();
+        let pooled = nodes
+            .iter()
+            .position(|n| matches!(n.op, Op::GlobalAvgPool { .. } | Op::GlobalMaxPool { .. }))
+            .unwrap_or_else(|| panic!("{file}: no global pool"));
+        for (i, node) in nodes[..pooled].iter().enumerate() {
+            let shape = model.graph().shape(ValueId::of_node(i));
+            assert!(
+                matches!(shape, [_, 1, _]) && !matches!(node.op, Op::Reshape { .. }),
+                "{file}: {} is {:?} of shape {shape:?}",
+                node.name,
+                node.op
+            );
+        }
+        let layer = convscope::methods::gradcam::default_cam_layer(&model).unwrap();
+        assert_eq!(model.graph().shape(ValueId::of_node(layer)), [12, 1, 10], "{file}");
+    }
+}
+
+#[test]
+fn a_signals_occlusion_zeroes_windows_along_its_length() {
+    // Each sample lies under one window of 4, so its drop is the intact probability less
+    // the probability with that window's samples of both channels zeroed.
+    let model = formats::load(&fixture("signal.legacy.onnx")).unwrap();
+    let (_, x) = support::read_npy(&fixture("signal.input.npy"));
+    let x = Tensor::from_vec(x[..80].to_vec(), (1, 2, 1, 40), &Device::Cpu).unwrap();
+    let config = convscope::methods::occlusion::OcclusionConfig::for_input(1, 40);
+    assert_eq!((config.size, config.stride, config.fill), (4, 4, 0.0));
+    let occ = convscope::methods::occlusion::occlusion(&model, &x, 2, &config).unwrap();
+    assert_eq!((occ.drop.height, occ.drop.width), (1, 40));
+    assert_eq!(occ.positions, (0..10).map(|i| (0, 4 * i)).collect::<Vec<_>>());
+    let p = |x: &Tensor| support::values(&model.predict(x).unwrap())[2] as f32;
+    let intact = p(&x);
+    let values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for window in 0..10 {
+        let mut hidden = values.clone();
+        for channel in 0..2 {
+            hidden[channel * 40 + 4 * window..channel * 40 + 4 * window + 4].fill(0.0);
+        }
+        let hidden = Tensor::from_vec(hidden, (1, 2, 1, 40), &Device::Cpu).unwrap();
+        let want = intact - p(&hidden);
+        for sample in 4 * window..4 * window + 4 {
+            let got = occ.drop.data[sample];
+            assert!((got - want).abs() < 1e-6, "sample {sample}: {got} against {want}");
+        }
+    }
+    assert!(occ.drop.data.iter().any(|&d| d.abs() > 1e-4), "nothing moved: {:?}", occ.drop);
+}
+
+#[test]
+fn a_signal_models_maps_are_drawn_under_its_plot_and_images_are_refused() {
+    use convscope::present::figures::{self, Style, Subject};
+    let model = formats::load(&fixture("signal.legacy.onnx")).unwrap();
+    let (_, x) = support::read_npy(&fixture("signal.input.npy"));
+    let pixels = x[..80].iter().map(|v| v.clamp(0.0, 1.0)).collect::<Vec<_>>();
+    let tensor = Tensor::from_vec(x[..80].to_vec(), (1, 2, 1, 40), &Device::Cpu).unwrap();
+    let probs: Vec<f32> =
+        support::values(&model.predict(&tensor).unwrap()).iter().map(|&p| p as f32).collect();
+    let input = convscope::data::input::Prepared {
+        source: "signal".into(),
+        tensor,
+        pixels,
+        adjusted: None,
+    };
+    let subject = Subject { model: &model, input: &input, probs: &probs };
+    let plot = subject.input_image().unwrap();
+    assert!(plot.width() >= 240 && plot.height() >= 48, "{:?}", plot.dimensions());
+    // Without an overlay the saliency is still the plot (over the map's bands), not a
+    // strip one pixel high.
+    let style = Style { overlay: false, colormap: convscope::present::colormap::Colormap::Jet };
+    let saliency = figures::saliency(&subject, &[1], convscope::engine::ReluRule::Vanilla, style);
+    let picture = saliency.unwrap().remove(0);
+    assert_eq!(picture.image.dimensions(), plot.dimensions());
+    assert_ne!(picture.image, plot, "the map's bands are under the traces");
+    assert_eq!(picture.raw.0, [1, 40]);
+    // An image for it is refused, saying what it takes.
+    let image = image::DynamicImage::new_rgb8(40, 40);
+    let fit = convscope::data::input::Fit::default();
+    let err = convscope::data::input::prepare(&model, &image, "photo.png".as_ref(), fit);
+    let message = err.map(drop).expect_err("an image refused").to_string();
+    assert!(message.contains("signals of 2×40"), "{message}");
 }

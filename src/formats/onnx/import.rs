@@ -125,6 +125,7 @@ pub(super) fn import(
     let nodes = unmove_slice_scatters(graph, fuse_layer_norms(graph, &source));
     let nodes = drop_nan_guards(graph, nodes);
     let mut importer = Importer::new(graph, &nodes, opset, source, input_size).map_err(bad)?;
+    importer.lay_out_signal().map_err(bad)?;
     for node in &nodes {
         importer.node(node).map_err(|e| match e {
             NodeError::Unsupported if node.op_type == "DynamicQuantizeLinear" => bad(format!(
@@ -259,6 +260,8 @@ pub(super) struct Importer {
     pub(super) other_precision: Option<String>,
     /// The input's name where it takes bytes (uint8), told the user.
     byte_input: Option<String>,
+    /// Whether the input is a signal `[C, L]`, taken in as `[C, 1, L]`.
+    signal: bool,
 }
 
 /// The name of an ONNX float type other than float32, None for float32 and the rest.
@@ -390,16 +393,20 @@ impl Importer {
         let channels_last = sizes.len() == 3 && is_channels_last(graph, name, &sizes);
         let (input_shape, perm) = match sizes.as_slice() {
             &[h, w, c] if channels_last => (vec![c, h, w], Some(vec![1, 2, 0])),
+            // A signal `[C, L]` (a 1-D CNN's input) is read as a map one row high, so every
+            // method runs on it as on an image; `lay_out_signal` reshapes it back for the
+            // model's own ops.
+            &[c, l] => (vec![c, 1, l], None),
             [_, _, _] | [_] => (sizes.clone(), None),
             _ => {
                 return Err(format!(
                     "input '{name}' has shape {sizes:?} after the batch axis; convscope reads \
-                     images [C, H, W] (or [H, W, C]) and vectors"
+                     images [C, H, W] (or [H, W, C]), signals [C, L] and vectors"
                 ));
             }
         };
         let input_spec = InputSpec {
-            channel_order: if input_shape.len() == 3 && input_shape[0] == 3 {
+            channel_order: if input_shape.len() == 3 && input_shape[0] == 3 && sizes.len() == 3 {
                 ChannelOrder::Rgb
             } else {
                 ChannelOrder::Gray
@@ -410,8 +417,8 @@ impl Importer {
                 DisplayLayout::ChannelsFirst
             },
             range: if bytes { [0.0, 255.0] } else { [0.0, 1.0] },
-            // ONNX has no place for it, but for bytes.
-            assumed: !bytes,
+            // ONNX has no place for it, but for bytes; a signal's values come as they are.
+            assumed: !bytes && sizes.len() != 2,
             ..InputSpec::default()
         };
         values.insert(
@@ -451,7 +458,21 @@ impl Importer {
             made: 0,
             other_precision,
             byte_input: bytes.then(|| name.clone()),
+            signal: sizes.len() == 2,
         })
+    }
+
+    /// For a signal input (`[C, L]`, taken in as `[C, 1, L]`): the model's ops read it
+    /// reshaped back to `[C, L]`.
+    fn lay_out_signal(&mut self) -> Fallible<()> {
+        let input = self.spec.input_name.clone();
+        if let &[c, 1, l] = self.spec.input_shape.as_slice()
+            && self.signal
+        {
+            let signal = self.reshape_node(&input, vec![c, l], &format!("{input}_signal"))?;
+            self.values.insert(input, Value::computed(signal));
+        }
+        Ok(())
     }
 
     /// Where the model's tensors come from.

@@ -55,6 +55,50 @@ impl Importer {
         }
     }
 
+    /// The map one row high, `[C, 1, L]`, that the signal value `x` (`[C, L]`) was reshaped
+    /// from (a 1-D conv's or pool's output, or a signal input), if it was: elementwise ops
+    /// then apply to the map and reshape after, so a 1-D network's layers stay maps (its
+    /// next 1-D op reshapes back to the same map, and the reshapes between drop out).
+    pub(super) fn one_row_map(&self, x: &str) -> Option<String> {
+        let node = self.spec.nodes.get(*self.position.get(x)?)?;
+        let root = node.inputs.first().filter(|_| matches!(node.op, Op::Reshape { .. }))?;
+        match (self.shapes.get(root)?.as_slice(), self.shapes.get(x)?.as_slice()) {
+            (&[c, 1, l], &[channels, len]) if [c, l] == [channels, len] => Some(root.clone()),
+            _ => None,
+        }
+    }
+
+    /// `op` of the maps behind `inputs` (each [`Importer::one_row_map`]'s), its map one row
+    /// high reshaped back to a signal; None unless every input is such a map of one shape.
+    pub(super) fn on_one_row_maps(
+        &mut self,
+        base: &str,
+        op: &Op,
+        inputs: &[&Computed],
+        weights: Vec<(&str, Weight)>,
+    ) -> Fallible<Option<Value>> {
+        let maps: Option<Vec<String>> = inputs
+            .iter()
+            .map(|c| c.perm.is_none().then(|| self.one_row_map(&c.source)).flatten())
+            .collect();
+        let Some(maps) = maps else {
+            return Ok(None);
+        };
+        let shapes: Vec<_> = maps.iter().map(|m| self.shapes.get(m)).collect();
+        let Some(signal) = shapes.first() else {
+            return Ok(None);
+        };
+        if shapes.iter().any(|s| s != signal) {
+            return Ok(None);
+        }
+        let map = self.emit_weights(base, op.clone(), maps, weights)?;
+        let Some(&[c, 1, l]) = self.shapes.get(&map).map(Vec::as_slice) else {
+            return Err(format!("internal: {op:?} of maps one row high made no such map"));
+        };
+        let signal = self.reshape_node(&map, vec![c, l], &format!("{base}_signal"))?;
+        Ok(Some(Value::computed(signal)))
+    }
+
     /// The name of a node holding the value in its own layout, emitting a Transpose if
     /// the permutation is still pending.
     pub(super) fn realise(&mut self, c: &Computed) -> Fallible<String> {

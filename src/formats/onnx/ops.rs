@@ -434,6 +434,11 @@ impl Importer {
 
     /// GlobalAveragePool and GlobalMaxPool: `op` on the input made real.
     fn global_pool(&mut self, n: &OpNode<'_>, op: Op) -> Fallible<Value> {
+        if let Value::Computed(c) = self.value(n.first)?.clone()
+            && let Some(value) = self.on_one_row_maps(n.base, &op, &[&c], Vec::new())?
+        {
+            return Ok(value);
+        }
         let (x, shape) = self.real_input(n.first)?;
         // Of `[C, L]` (a 1-D adaptive pool over tokens, as Swin's pooler) or `[C, D, H, W]`:
         // a reduction over every axis after the channels.
@@ -559,8 +564,15 @@ impl Importer {
         if self.folded_batch.contains(n.first) {
             return self.folded_batch_norm(n, &weights, epsilon);
         }
-        let (x, _) = self.real_input(n.first)?;
         let op = Op::BatchNorm { epsilon };
+        if let Value::Computed(c) = self.value(n.first)?.clone() {
+            let weights =
+                weights.iter().map(|(role, w)| (*role, Weight::from(w.clone()))).collect();
+            if let Some(value) = self.on_one_row_maps(n.base, &op, &[&c], weights)? {
+                return Ok(value);
+            }
+        }
+        let (x, _) = self.real_input(n.first)?;
         Ok(Value::computed(self.emit(n.base, op, vec![x], weights)?))
     }
 
@@ -1116,6 +1128,13 @@ impl Importer {
                 self.arith_const(kind, &x, right, k, true, base)
             }
             (Value::Computed(l), Value::Computed(r)) => {
+                let op = match kind {
+                    ArithKind::Add => Op::Add,
+                    kind => Op::Arith { kind, constant: None },
+                };
+                if let Some(value) = self.on_one_row_maps(base, &op, &[&l, &r], Vec::new())? {
+                    return Ok(value);
+                }
                 let (inputs, like) = if l.perm.is_some() && l.perm == r.perm {
                     (vec![l.source.clone(), r.source.clone()], l.clone())
                 } else {
@@ -1123,10 +1142,6 @@ impl Importer {
                         vec![self.realise(&l)?, self.realise(&r)?],
                         Computed { perm: None, ..l.clone() },
                     )
-                };
-                let op = match kind {
-                    ArithKind::Add => Op::Add,
-                    kind => Op::Arith { kind, constant: None },
                 };
                 let name = self.emit(base, op, inputs, Vec::new())?;
                 Ok(self.keep_layout(name, &like))
@@ -1200,8 +1215,11 @@ impl Importer {
             return Ok(Value::Const(Array { dims: k.dims.clone(), data, integer: false }));
         }
         let c = self.computed(n.first)?;
-        // Elementwise: applied to the source of a pending permutation, which stays pending.
         let op = Op::Activation { activation };
+        if let Some(value) = self.on_one_row_maps(n.base, &op, &[&c], Vec::new())? {
+            return Ok(value);
+        }
+        // Elementwise: applied to the source of a pending permutation, which stays pending.
         let name = self.emit(n.base, op, vec![c.source.clone()], Vec::new())?;
         Ok(self.keep_layout(name, &c))
     }

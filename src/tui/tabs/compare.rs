@@ -123,8 +123,7 @@ fn picture(scored: &Scored, sort: Sort, request: &Request) -> crate::Result<Pict
             let (image, label) = match &scored.rows[i] {
                 Ok((map, f)) => {
                     let heat = pixels::map_image(&map.normalised(), (0.0, 1.0), style.colormap);
-                    let image =
-                        if style.overlay { pixels::overlay(&input, &heat, 0.5) } else { heat };
+                    let image = request.subject().shown(heat, style.overlay)?;
                     (
                         image,
                         format!("{} {} {}", short, area(f.deletion.area), area(f.insertion.area)),
@@ -134,9 +133,9 @@ fn picture(scored: &Scored, sort: Sort, request: &Request) -> crate::Result<Pict
                     (image::RgbImage::new(input.width(), input.height()), format!("{short} –"))
                 }
             };
-            Tile { label, image, own: None, smallest: 12 }
+            Ok(Tile { label, image, own: None, smallest: 12 })
         })
-        .collect();
+        .collect::<crate::Result<_>>()?;
     let images: Vec<image::RgbImage> = tiles.iter().map(|t| t.image.clone()).collect();
     let columns = pixels::grid_columns(images.len());
     let failed: Vec<String> = scored

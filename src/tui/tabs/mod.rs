@@ -194,7 +194,8 @@ impl Request {
     /// Heatmaps with the input beside them (unless laid over it).
     fn beside_input(&self, pictures: crate::Result<Vec<Picture>>) -> crate::Result<Vec<Picture>> {
         let pictures = pictures?;
-        if self.style.overlay {
+        // A signal's maps are drawn under its plot already.
+        if self.style.overlay || self.model.takes_signals() {
             return Ok(pictures);
         }
         let input = self.subject().input_image()?;

@@ -75,11 +75,11 @@ impl Tab for Occlusion {
 
     fn heading(&self, ctx: &Ctx) -> String {
         let config = self.config(ctx.model);
+        let h = ctx.model.input_chw().map_or(0, |[_, h, _]| h);
         format!(
-            " Occlusion · class {} · {1}×{1} stride {2}{3} ",
+            " Occlusion · class {} · {}{} ",
             ctx.class_name(),
-            config.size,
-            config.stride,
+            config.windows(h),
             if self.shows == OcclusionShows::Probability { " · p" } else { " · drop in p" }
         )
     }
