@@ -44,10 +44,11 @@ pub enum Error {
         /// The layer names the model has, comma separated.
         available: String,
     },
-    /// The model leaves its input's height and width open and no size was given.
+    /// The model leaves its input's height and width (or a signal's length) open and no
+    /// size was given.
     #[error(
-        "{}: input '{input}' leaves its height and width open: give the size to use with \
-         --input-size HxW",
+        "{}: input '{input}' leaves its size open: give the size to use with --input-size HxW \
+         (1xL for a signal's length L)",
         path.display()
     )]
     OpenInputSize {

@@ -338,8 +338,9 @@ fn layout(shape: &[usize], [c, h, w]: [usize; 3]) -> Option<Layout> {
 
 /// The height and width a numpy file's inputs have, for a model that leaves its size
 /// open: the last two axes of `H×W` and of a channels-first array, the two before the last
-/// of a channels-last one (told apart by the channels being the shorter end); of a `.npz`,
-/// its first array of two axes or more.
+/// of a channels-last one (told apart by the channels being the shorter end), `1×L` of a
+/// one-channel signal `L` (a signal `C×L`'s width is its length); of a `.npz`, its first
+/// array of two axes or more.
 pub fn spatial_size(path: &Path) -> Result<[usize; 2]> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
     let shape = if has_extension(path, "npz") {
@@ -350,6 +351,8 @@ pub fn spatial_size(path: &Path) -> Result<[usize; 2]> {
         parse(&bytes, path)?.0.shape
     };
     match *shape.as_slice() {
+        // A signal of one channel: its length.
+        [l] => Ok([1, l]),
         [h, w] => Ok([h, w]),
         [.., a, h, w] if a <= w => Ok([h, w]),
         [.., h, w, _] => Ok([h, w]),

@@ -295,8 +295,10 @@ fn input_sizes(
         ([], None) => Ok(fixed.into_iter().flatten().collect()),
         ([], Some(size)) => {
             let sizes: Vec<usize> = fixed.into_iter().flatten().collect();
-            // [C, H, W] or [H, W, C]: the size must be the one the file fixes.
-            let fits = sizes.len() == 3 && (sizes[1..] == size || sizes[..2] == size);
+            // [C, H, W] or [H, W, C] (or a signal's [C, L] as 1×L): the size must be the one
+            // the file fixes.
+            let fits = (sizes.len() == 3 && (sizes[1..] == size || sizes[..2] == size))
+                || (sizes.len() == 2 && size == [1, sizes[1]]);
             if fits {
                 Ok(sizes)
             } else {
@@ -309,8 +311,11 @@ fn input_sizes(
             sizes[b] = w;
             Ok(sizes)
         }
+        // A signal `[C, L]` of open length: the size's width (`1xL`, or an array's `C×L`).
+        (&[1], Some([_, w])) if fixed.len() == 2 => Ok(vec![fixed[0].unwrap_or(0), w]),
         (_, Some(size)) => Err(format!(
-            "input '{name}' leaves axes {:?} open; {} sets an image's height and width only",
+            "input '{name}' leaves axes {:?} open; {} sets an image's height and width (or a \
+             signal's length) only",
             open.iter().map(|a| a + 1).collect::<Vec<_>>(),
             set(size)
         )),
@@ -925,5 +930,31 @@ impl Importer {
             .with_class_head()
             .and_then(|model| model.with_image_input(flat_order))
             .map_err(|e| crate::error::report(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_size_is_set_by_input_size_for_images_and_signals() {
+        let dims = |sizes: &[Option<i64>]| -> Vec<Dimension> {
+            sizes.iter().map(|&dim_value| Dimension { dim_value, dim_param: None }).collect()
+        };
+        let image = dims(&[None, Some(3), None, None]);
+        assert_eq!(input_sizes("x", &image, Some([5, 7])), Ok(vec![3, 5, 7]));
+        assert!(input_sizes("x", &image, None).is_err());
+        // A signal's length from `1xL`, or from an array's `C×L`.
+        let signal = dims(&[None, Some(2), None]);
+        assert_eq!(input_sizes("x", &signal, Some([1, 50])), Ok(vec![2, 50]));
+        assert_eq!(input_sizes("x", &signal, Some([2, 50])), Ok(vec![2, 50]));
+        assert!(input_sizes("x", &signal, None).is_err());
+        // A fixed signal takes only its own length.
+        let fixed = dims(&[None, Some(2), Some(40)]);
+        assert_eq!(input_sizes("x", &fixed, Some([1, 40])), Ok(vec![2, 40]));
+        assert!(input_sizes("x", &fixed, Some([1, 41])).is_err());
+        // Open channels are not a length.
+        assert!(input_sizes("x", &dims(&[None, None, Some(40)]), Some([1, 40])).is_err());
     }
 }
