@@ -414,6 +414,12 @@ fn one_dimensional_cnns_read_signals_as_maps_one_row_high_and_match_pytorch() {
                 node.op
             );
         }
+        // Named as the 1-D layers they are.
+        let kinds: Vec<&str> = (0..nodes.len()).map(|i| model.graph().type_name(i)).collect();
+        for kind in ["Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D"] {
+            assert!(kinds.contains(&kind), "{file}: no {kind} in {kinds:?}");
+        }
+        assert!(!kinds.iter().any(|k| k.ends_with("2D")), "{file}: {kinds:?}");
         let layer = convscope::methods::gradcam::default_cam_layer(&model).unwrap();
         assert_eq!(model.graph().shape(ValueId::of_node(layer)), [12, 1, 10], "{file}");
     }

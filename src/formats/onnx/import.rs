@@ -480,6 +480,28 @@ impl Importer {
         Ok(())
     }
 
+    /// A signal model's convs and pools over maps one row high named as the 1-D layers
+    /// they are (`Conv1D`, `MaxPooling1D`, …), in its table and everywhere layers are named.
+    fn name_1d_layers(&self, nodes: &mut [Node]) {
+        for node in nodes.iter_mut().filter(|n| n.class.is_none()) {
+            let Some(&[channels, 1, _]) =
+                node.inputs.first().and_then(|x| self.shapes.get(x)).map(Vec::as_slice)
+            else {
+                continue;
+            };
+            let class = match node.op {
+                Op::Conv2d { groups, .. } if groups > 1 && groups == channels => "DepthwiseConv1D",
+                Op::Conv2d { .. } => "Conv1D",
+                Op::MaxPool { .. } => "MaxPooling1D",
+                Op::AvgPool { .. } => "AveragePooling1D",
+                Op::GlobalAvgPool { .. } => "GlobalAveragePooling1D",
+                Op::GlobalMaxPool { .. } => "GlobalMaxPooling1D",
+                _ => continue,
+            };
+            node.class = Some(class.to_string());
+        }
+    }
+
     /// Where the model's tensors come from.
     pub(super) fn source(&self) -> &Source {
         &self.source
@@ -902,6 +924,9 @@ impl Importer {
         drop_unused(&mut nodes, &out);
         fuse_swish(&mut nodes);
         fuse_activations(&mut nodes);
+        if self.signal {
+            self.name_1d_layers(&mut nodes);
+        }
         let renamed = shorten_names(&mut nodes, &self.spec.input_name);
         // Each weight becomes its tensor: the one copy of a weight still in the file.
         let weights = std::mem::take(&mut self.weights)

@@ -60,13 +60,16 @@ fn lines(ctx: &Ctx) -> Vec<String> {
         count(table.non_trainable_params),
     ));
     lines.push(format!("Mult-adds per sample: {}", summary::thousands(table.total_mult_adds)));
-    lines.push(format!(
-        "Input {:?} in [{}, {}] · {} classes",
-        model.graph().shape(ValueId::INPUT),
-        model.input.range[0],
-        model.input.range[1],
-        model.num_classes()
-    ));
+    let input = match model.input_chw() {
+        Ok([c, 1, l]) if model.takes_signals() => format!("a signal [{c}, {l}] (channels, length)"),
+        _ => format!(
+            "{:?} in [{}, {}]",
+            model.graph().shape(ValueId::INPUT),
+            model.input.range[0],
+            model.input.range[1]
+        ),
+    };
+    lines.push(format!("Input {input} · {} classes", model.num_classes()));
     lines.push(String::new());
     lines.extend(diagram(model, usize::from(ctx.width)));
     lines
