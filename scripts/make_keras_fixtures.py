@@ -407,6 +407,24 @@ def segmenter(K):
     return K.Model(i, K.layers.Conv2D(4, 1, activation="softmax")(x))
 
 
+def signal(K):
+    """A 1-D CNN over a signal of 40 samples and 2 channels, `(L, C)`: Conv1D with same,
+    causal and valid padding, a stride and a dilation, a batch norm, a residual Add, max
+    and average pools, both global pools and a Flatten (whose order is Keras's, samples
+    then channels). convscope takes the signal as a map one row high."""
+    L = K.layers
+    i = K.Input((40, 2))
+    x = L.Conv1D(8, 5, strides=2, padding="same", activation="relu")(i)
+    x = L.BatchNormalization()(x)
+    x = L.MaxPooling1D(2)(x)
+    y = L.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu")(x)
+    x = L.SpatialDropout1D(0.1)(L.Add()([x, y]))
+    x = L.Conv1D(6, 3, padding="valid")(x)
+    x = L.AveragePooling1D(2, padding="same")(x)
+    pooled = [L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x), L.Flatten()(x)]
+    return K.Model(i, L.Dense(4, activation="softmax")(L.Concatenate()(pooled)))
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -434,6 +452,7 @@ MODELS = {
     "cropped": (cropped, True),
     "shuffled": (shuffled, False),
     "segmenter": (segmenter, False),
+    "signal": (signal, False),
 }
 
 

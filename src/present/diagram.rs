@@ -36,6 +36,7 @@ pub fn diagram(model: &Model, width: usize) -> Vec<String> {
     }
     let graph = model.graph();
     let layout = model.input.display_layout;
+    let signal = model.takes_signals();
     let nodes = graph.nodes();
     let input_name = graph.spec().input_name.as_str();
     let name_of =
@@ -88,7 +89,7 @@ pub fn diagram(model: &Model, width: usize) -> Vec<String> {
 
     let pad = " ".repeat(centre);
     let shape_line = |value: ValueId| {
-        let shape = displayed(graph.shape(value), layout);
+        let shape = displayed(graph.shape(value), layout, signal);
         let room = width.saturating_sub(centre + 2);
         let mut text = shape_text(&shape, ", ");
         if len(&text) > room {

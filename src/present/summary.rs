@@ -48,8 +48,13 @@ pub struct Summary {
     pub heads: Vec<Head>,
 }
 
-pub(crate) fn displayed(shape: &[usize], layout: DisplayLayout) -> Vec<usize> {
+/// A per-sample shape as the model's framework prints it: Keras's channels last, and a
+/// signal's maps one row high (`[C, 1, L]`, with `signal`) without their row, `(L, C)` in
+/// Keras and `(C, L)` in PyTorch.
+pub(crate) fn displayed(shape: &[usize], layout: DisplayLayout, signal: bool) -> Vec<usize> {
     match (layout, shape) {
+        (DisplayLayout::ChannelsLast, [c, 1, l]) if signal => vec![*l, *c],
+        (DisplayLayout::ChannelsFirst, [c, 1, l]) if signal => vec![*c, *l],
         (DisplayLayout::ChannelsLast, [c, h, w]) => vec![*h, *w, *c],
         _ => shape.to_vec(),
     }
@@ -60,13 +65,14 @@ impl Summary {
     pub fn of(model: &Model) -> Summary {
         let graph = model.graph();
         let layout = model.input.display_layout;
+        let signal = model.takes_signals();
         let sequential = (0..graph.nodes().len()).all(|i| graph.inputs_of(i) == [ValueId(i)]);
         let mut layers = Vec::new();
         if !sequential {
             layers.push(LayerRow {
                 name: graph.spec().input_name.clone(),
                 type_name: "InputLayer".into(),
-                output_shape: displayed(graph.input_shape(), layout),
+                output_shape: displayed(graph.input_shape(), layout, signal),
                 params: 0,
                 mult_adds: 0,
                 connected_to: Vec::new(),
@@ -80,7 +86,7 @@ impl Summary {
             layers.push(LayerRow {
                 name: node.name.clone(),
                 type_name: graph.type_name(i).into(),
-                output_shape: displayed(graph.shape(ValueId::of_node(i)), layout),
+                output_shape: displayed(graph.shape(ValueId::of_node(i)), layout, signal),
                 params: graph
                     .weight_specs(i)
                     .iter()

@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 18] = [
+const MODELS: [&str; 19] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -48,6 +48,7 @@ const MODELS: [&str; 18] = [
     "cropped",
     "shuffled",
     "segmenter",
+    "signal",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
@@ -86,7 +87,11 @@ fn max_abs(v: impl Iterator<Item = f32>) -> f32 {
 fn probabilities_and_gradients_match_keras() {
     let expected = expected();
     for name in MODELS {
-        let (shape, x) = npy(&format!("{name}.input.npy"));
+        let (mut shape, x) = npy(&format!("{name}.input.npy"));
+        // A signal `[N, L, C]` is an NHWC batch one row high.
+        if let &[n, l, c] = shape.as_slice() {
+            shape = vec![n, 1, l, c];
+        }
         let raw = expected["models"][name]["raw_pixels"].as_bool().unwrap();
         for (extension, family) in FILES {
             let file = format!("{name}.{extension}");

@@ -78,6 +78,7 @@ pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weight
         graph: GraphBuilder::new(&arch.input_name, input_shape.clone())?,
         weights: Weights::new(),
         values: HashMap::new(),
+        signal: arch.input_shape.len() == 3,
     };
     builder.values.insert(
         arch.input_name.clone(),
@@ -112,7 +113,8 @@ fn needed_layers(arch: &Architecture) -> HashSet<String> {
     needed
 }
 
-/// `[None, H, W, C]` → `[C, H, W]`; `[None, F]` → `[F]`.
+/// `[None, H, W, C]` → `[C, H, W]`; a signal `[None, L, C]` (a 1-D CNN's) → `[C, 1, L]`, a
+/// map one row high; `[None, F]` → `[F]`.
 fn input_shape(arch: &Architecture) -> Result<Vec<usize>> {
     let dims: Option<Vec<usize>> = arch.input_shape.iter().skip(1).copied().collect();
     let bad = |why: &str| {
@@ -120,8 +122,9 @@ fn input_shape(arch: &Architecture) -> Result<Vec<usize>> {
     };
     match dims.ok_or_else(|| bad("has a free size; convscope needs a fixed input size"))?[..] {
         [h, w, c] => Ok(vec![c, h, w]),
+        [l, c] => Ok(vec![c, 1, l]),
         [f] => Ok(vec![f]),
-        _ => Err(bad("is neither an image (H, W, C) nor a vector")),
+        _ => Err(bad("is neither an image (H, W, C), a signal (L, C) nor a vector")),
     }
 }
 
@@ -135,6 +138,8 @@ struct Builder<'a> {
     weights: Weights,
     /// Flattened Keras name → the value standing for its output.
     values: HashMap<String, Output>,
+    /// Whether the input is a signal `(L, C)`, taken in as a map one row high `[C, 1, L]`.
+    signal: bool,
 }
 
 /// Reading a layer's config.
@@ -216,6 +221,24 @@ impl Config<'_> {
                 },
                 _ => Err(bad(v)),
             },
+        }
+    }
+
+    /// A 1-D layer's size like `kernel_size` (`[k]` or `k`), as the `[1, k]` of its map
+    /// one row high.
+    fn along_length(&self, key: &str, default: Option<usize>) -> Result<[usize; 2]> {
+        let bad = |v: &Value| self.error(format!("'{key}' is {v}, expected one size"));
+        match self.get(key) {
+            None => {
+                default.map(|n| [1, n]).ok_or_else(|| self.error(format!("'{key}' is missing")))
+            }
+            Some(v) => {
+                let one = match v.as_array().map(Vec::as_slice) {
+                    Some([n]) => n.as_u64(),
+                    _ => v.as_u64(),
+                };
+                one.map(|n| [1, n as usize]).ok_or_else(|| bad(v))
+            }
         }
     }
 
@@ -590,9 +613,13 @@ impl<'a> Builder<'a> {
             None if normalization.is_some() => [0.0, 255.0],
             None => [0.0, 1.0],
         };
-        let assumed = rescaling.is_none() && normalization.is_none();
+        // A signal's values come as they are: nothing about pixels to assume.
+        let assumed = rescaling.is_none() && normalization.is_none() && !self.signal;
         let (mean, std) = normalization.unwrap_or_else(|| (vec![0.0], vec![1.0]));
-        let channel_order = if channels == 3 { ChannelOrder::Rgb } else { ChannelOrder::Gray };
+        let channel_order = match channels == 3 && !self.signal {
+            true => ChannelOrder::Rgb,
+            false => ChannelOrder::Gray,
+        };
         let input = InputSpec {
             range,
             mean,
@@ -666,7 +693,8 @@ impl<'a> Builder<'a> {
             return self.function(layer, kind, operands);
         }
         match layer.class.as_str() {
-            "Conv2D" => self.conv2d(layer),
+            "Conv2D" => self.conv2d(layer, false),
+            "Conv1D" => self.conv2d(layer, true),
             "Conv2DTranspose" => self.conv2d_transpose(layer),
             "GroupNormalization" => self.group_norm(layer),
             "DepthwiseConv2D" => self.depthwise(layer),
@@ -725,7 +753,7 @@ impl<'a> Builder<'a> {
                 }
                 self.simple(layer, Op::Activation { activation: Activation::Softmax })
             }
-            "Dropout" | "SpatialDropout2D" => {
+            "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" => {
                 self.simple(layer, Op::Dropout { rate: config.f32("rate", 0.0)? })
             }
             // A row of its own in the summary, as Keras shows it; nothing to compute.
@@ -733,21 +761,29 @@ impl<'a> Builder<'a> {
                 self.simple(layer, Op::Dropout { rate: 0.0 })
             }
             "PReLU" => self.prelu(layer),
-            "MaxPooling2D" | "AveragePooling2D" => {
-                let kernel = config.pair("pool_size", Some([2, 2]))?;
-                let stride = config.pair("strides", Some(kernel))?;
+            "MaxPooling2D" | "AveragePooling2D" | "MaxPooling1D" | "AveragePooling1D" => {
+                let (kernel, stride) = match layer.class.ends_with("1D") {
+                    true => {
+                        let kernel = config.along_length("pool_size", Some(2))?;
+                        (kernel, config.along_length("strides", Some(kernel[1]))?)
+                    }
+                    false => {
+                        let kernel = config.pair("pool_size", Some([2, 2]))?;
+                        (kernel, config.pair("strides", Some(kernel))?)
+                    }
+                };
                 let padding = config.padding()?;
-                let op = if layer.class == "MaxPooling2D" {
+                let op = if layer.class.starts_with("MaxPooling") {
                     Op::MaxPool { kernel, stride, padding }
                 } else {
                     Op::AvgPool { kernel, stride, padding, count_include_pad: false }
                 };
                 self.simple(layer, op)
             }
-            "GlobalAveragePooling2D" => {
+            "GlobalAveragePooling2D" | "GlobalAveragePooling1D" => {
                 self.simple(layer, Op::GlobalAvgPool { keep_dims: config.bool("keepdims", false)? })
             }
-            "GlobalMaxPooling2D" => {
+            "GlobalMaxPooling2D" | "GlobalMaxPooling1D" => {
                 self.simple(layer, Op::GlobalMaxPool { keep_dims: config.bool("keepdims", false)? })
             }
             "ZeroPadding2D" => {
@@ -1070,6 +1106,15 @@ impl<'a> Builder<'a> {
         self.finish(layer, op, &[&source], Order::Keras)
     }
 
+    /// The rank Keras gives a value of per-sample `shape`, its batch axis included: a
+    /// signal's maps one row high (`[C, 1, L]`) are `(N, L, C)` there.
+    fn keras_rank(&self, shape: &[usize]) -> usize {
+        match shape {
+            [_, 1, _] if self.signal => 3,
+            _ => shape.len() + 1,
+        }
+    }
+
     fn image_input(&self, layer: &Layer) -> Result<(Output, usize)> {
         let input = self.single_input(layer)?;
         match input.shape.as_slice() {
@@ -1084,11 +1129,31 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn conv2d(&mut self, layer: &Layer) -> Result<()> {
+    /// Conv2D, or Conv1D (`one_d`) as the same conv over a map one row high; its `causal`
+    /// padding is all before the first sample.
+    fn conv2d(&mut self, layer: &Layer, one_d: bool) -> Result<()> {
         let config = self.config(layer);
         let (input, c) = self.image_input(layer)?;
         let filters = config.usize("filters", None)?;
-        let kernel = config.pair("kernel_size", None)?;
+        let (kernel, stride, dilation) = match one_d {
+            true => (
+                config.along_length("kernel_size", None)?,
+                config.along_length("strides", Some(1))?,
+                config.along_length("dilation_rate", Some(1))?,
+            ),
+            false => (
+                config.pair("kernel_size", None)?,
+                config.pair("strides", Some([1, 1]))?,
+                config.pair("dilation_rate", Some([1, 1]))?,
+            ),
+        };
+        let padding = match config.get("padding").and_then(Value::as_str) {
+            Some("causal") if one_d => {
+                let left = kernel[1].saturating_sub(1) * dilation[1];
+                Padding::Explicit { top: 0, left, bottom: 0, right: 0 }
+            }
+            _ => config.padding()?,
+        };
         let groups = config.usize("groups", Some(1))?;
         let bias = config.bool("use_bias", true)?;
         if groups == 0 || c % groups != 0 {
@@ -1097,9 +1162,9 @@ impl<'a> Builder<'a> {
         let op = Op::Conv2d {
             filters,
             kernel,
-            stride: config.pair("strides", Some([1, 1]))?,
-            padding: config.padding()?,
-            dilation: config.pair("dilation_rate", Some([1, 1]))?,
+            stride,
+            padding,
+            dilation,
             groups,
             bias,
             activation: config.activation()?,
@@ -1107,9 +1172,19 @@ impl<'a> Builder<'a> {
         let vars: &[&str] = if bias { &["kernel", "bias"] } else { &["kernel"] };
         let mut arrays = self.fetch(layer, vars)?.into_iter();
         if let Some(k) = arrays.next() {
-            // HWIO → OIHW.
-            let shape = [kernel[0], kernel[1], c / groups, filters];
-            self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?;
+            // HWIO → OIHW; a 1-D kernel WIO → OIW, then its one row.
+            let per_group = c / groups;
+            match one_d {
+                true => {
+                    self.weight(&layer.name, "kernel", k, &[kernel[1], per_group, filters], |t| {
+                        t.permute((2, 1, 0))?.reshape((filters, per_group, 1, kernel[1]))
+                    })?
+                }
+                false => {
+                    let shape = [kernel[0], kernel[1], per_group, filters];
+                    self.weight(&layer.name, "kernel", k, &shape, |t| t.permute((3, 2, 0, 1)))?
+                }
+            }
         }
         if let Some(b) = arrays.next() {
             self.weight(&layer.name, "bias", b, &[filters], Ok)?;
@@ -1463,7 +1538,7 @@ impl<'a> Builder<'a> {
     fn batch_norm(&mut self, layer: &Layer) -> Result<()> {
         let config = self.config(layer);
         let input = self.single_input(layer)?;
-        let rank = input.shape.len() + 1;
+        let rank = self.keras_rank(&input.shape);
         if config.axis(rank, -1)? != rank - 1 {
             return Err(
                 config.error("only normalisation over the channel (last) axis is supported")
@@ -1592,8 +1667,12 @@ impl<'a> Builder<'a> {
         let config = self.config(layer);
         let inputs = self.all_inputs(layer)?;
         let rank = inputs.first().map_or(0, |v| v.shape.len());
-        // Keras axes of [N, H, W, C] → the engine's per-sample [C, H, W].
-        let axis = match (rank, config.axis(rank + 1, -1)?) {
+        let signal = inputs.first().is_some_and(|v| self.keras_rank(&v.shape) == 3) && rank == 3;
+        // Keras axes of [N, H, W, C] → the engine's per-sample [C, H, W]; of a signal's
+        // [N, L, C] → its [C, 1, L].
+        let axis = match (rank, config.axis(if signal { 3 } else { rank + 1 }, -1)?) {
+            (3, 1) if signal => 2,
+            (3, 2) if signal => 0,
             (3, 1) => 1,
             (3, 2) => 2,
             (3, 3) | (1, 1) => 0,
