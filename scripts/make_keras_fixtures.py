@@ -425,6 +425,17 @@ def signal(K):
     return K.Model(i, L.Dense(4, activation="softmax")(L.Concatenate()(pooled)))
 
 
+def signal_rows(K):
+    """A 1-D CNN fed rows of samples, `(L,)`, made a one-channel signal by its first layer
+    (`Reshape((L, 1))`), and a Dense's output reshaped to `(L, C)` for a second Conv1D."""
+    L = K.layers
+    i = K.Input((24,))
+    x = L.Conv1D(4, 3, padding="same", activation="relu")(L.Reshape((24, 1))(i))
+    x = L.Dense(16, activation="relu")(L.Flatten()(x))
+    x = L.Conv1D(3, 3)(L.Reshape((8, 2))(x))
+    return K.Model(i, L.Dense(3, activation="softmax")(L.GlobalMaxPooling1D()(x)))
+
+
 def unsupported(K):
     L = K.layers
     return K.Sequential(
@@ -453,6 +464,7 @@ MODELS = {
     "shuffled": (shuffled, False),
     "segmenter": (segmenter, False),
     "signal": (signal, False),
+    "signal_rows": (signal_rows, False),
 }
 
 

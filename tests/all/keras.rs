@@ -29,7 +29,7 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// The files of each model, with the Keras family whose numbers they must give.
 const FILES: [(&str, &str); 3] = [("keras", "k3"), ("h5", "k3"), ("k2.h5", "k2")];
-const MODELS: [&str; 19] = [
+const MODELS: [&str; 20] = [
     "mnist_cnn",
     "residual",
     "rgb",
@@ -49,6 +49,7 @@ const MODELS: [&str; 19] = [
     "shuffled",
     "segmenter",
     "signal",
+    "signal_rows",
 ];
 
 /// The NHWC batch fed to Keras, as the engine's NCHW input: raw pixels 0..255 go through
@@ -88,9 +89,11 @@ fn probabilities_and_gradients_match_keras() {
     let expected = expected();
     for name in MODELS {
         let (mut shape, x) = npy(&format!("{name}.input.npy"));
-        // A signal `[N, L, C]` is an NHWC batch one row high.
-        if let &[n, l, c] = shape.as_slice() {
-            shape = vec![n, 1, l, c];
+        // A signal `[N, L, C]` (or rows of samples `[N, L]`) is an NHWC batch one row high.
+        match *shape.as_slice() {
+            [n, l, c] => shape = vec![n, 1, l, c],
+            [n, l] => shape = vec![n, 1, l, 1],
+            _ => {}
         }
         let raw = expected["models"][name]["raw_pixels"].as_bool().unwrap();
         for (extension, family) in FILES {

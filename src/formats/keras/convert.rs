@@ -36,7 +36,9 @@ const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, D
     Concatenate, Rescaling and Normalization (at the input, or after its resize or crop), the layers active only in \
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
-    or minimum of two values or a value and a constant";
+    or minimum of two values or a value and a constant; over a signal (L, C), Conv1D, \
+    MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D and \
+    SpatialDropout1D";
 
 /// Keras's `backend.epsilon()`, the floor of a Normalization layer's standard deviation.
 const KERAS_EPSILON: f32 = 1e-7;
@@ -70,7 +72,20 @@ pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weight
             consumers.entry(input.as_str()).or_default().push(layer);
         }
     }
-    let input_shape = input_shape(arch)?;
+    let mut input_shape = input_shape(arch)?;
+    // A vector whose one reader makes it a one-channel signal (`Reshape((L, 1))`, as ECG
+    // models kept as rows of samples do) is that signal: the input is taken as one, and
+    // the reshape passes it through.
+    let readers = consumers.get(arch.input_name.as_str()).map_or(&[][..], Vec::as_slice);
+    if let (&[len], [reader]) = (input_shape.as_slice(), readers)
+        && reader.class == "Reshape"
+        && reader.config.get("target_shape").and_then(Value::as_array).is_some_and(|t| {
+            matches!(t.as_slice(), [l, c] if c.as_i64() == Some(1)
+                && (l.as_i64() == Some(-1) || l.as_i64() == Some(len as i64)))
+        })
+    {
+        input_shape = vec![1, 1, len];
+    }
     let mut builder = Builder {
         arch,
         store,
@@ -78,7 +93,7 @@ pub(super) fn build(arch: &Architecture, store: &Store) -> Result<(Graph, Weight
         graph: GraphBuilder::new(&arch.input_name, input_shape.clone())?,
         weights: Weights::new(),
         values: HashMap::new(),
-        signal: arch.input_shape.len() == 3,
+        signal: matches!(input_shape.as_slice(), [_, 1, _]) && arch.input_shape.len() <= 3,
     };
     builder.values.insert(
         arch.input_name.clone(),
@@ -1616,9 +1631,25 @@ impl<'a> Builder<'a> {
         if resolved.iter().product::<usize>() != total {
             return Err(config.error(format!("cannot reshape {total} values to {target:?}")));
         }
+        if let (&[c, 1, l], &[length, channels]) = (input.shape.as_slice(), resolved.as_slice())
+            && self.signal
+            && [c, l] == [channels, length]
+        {
+            // The signal as it is: nothing to move.
+            return self.simple(layer, Op::Dropout { rate: 0.0 });
+        }
         let source = self.emit_channels_last(layer, &input)?;
+        let to_1d = self.consumers.get(layer.name.as_str()).is_some_and(|readers| {
+            !readers.is_empty() && readers.iter().all(|r| r.class.ends_with("1D"))
+        });
         match resolved[..] {
             [_] => self.finish(layer, Op::Reshape { shape: vec![-1] }, &[&source], Order::Keras),
+            // `(L, C)` for 1-D layers: a signal's map one row high, `[C, 1, L]`.
+            [l, c] if to_1d => {
+                let keras = format!("{}/reshape", layer.name);
+                self.emit(&keras, Op::Reshape { shape: vec![1, l as i64, c as i64] }, &[&source])?;
+                self.finish(layer, Op::Transpose { perm: vec![2, 0, 1] }, &[&keras], Order::Keras)
+            }
             [h, w, c] if c > 1 && h * w > 1 => {
                 let keras = format!("{}/reshape", layer.name);
                 let shape = vec![h as i64, w as i64, c as i64];
