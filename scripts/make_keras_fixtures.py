@@ -427,12 +427,14 @@ def signal(K):
 
 def signal_rows(K):
     """A 1-D CNN fed rows of samples, `(L,)`, made a one-channel signal by its first layer
-    (`Reshape((L, 1))`), and a Dense's output reshaped to `(L, C)` for a second Conv1D."""
+    (`Reshape((L, 1))`), and a Dense's output reshaped to `(L, C)` for a second Conv1D
+    between zero padding, upsampling and cropping along the signal."""
     L = K.layers
     i = K.Input((24,))
     x = L.Conv1D(4, 3, padding="same", activation="relu")(L.Reshape((24, 1))(i))
     x = L.Dense(16, activation="relu")(L.Flatten()(x))
-    x = L.Conv1D(3, 3)(L.Reshape((8, 2))(x))
+    x = L.ZeroPadding1D((1, 2))(L.Reshape((8, 2))(x))
+    x = L.Cropping1D((1, 0))(L.UpSampling1D(2)(L.Conv1D(3, 3)(x)))
     return K.Model(i, L.Dense(3, activation="softmax")(L.GlobalMaxPooling1D()(x)))
 
 

@@ -37,8 +37,8 @@ const SUPPORTED: &str = "InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, D
     training (RandomFlip and the other augmentations, noise, Identity), and ops layers (Keras 3's, \
     tf-keras's TFOpLambda) adding, subtracting, multiplying, dividing, or taking the maximum \
     or minimum of two values or a value and a constant; over a signal (L, C), Conv1D, \
-    MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D and \
-    SpatialDropout1D";
+    MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, \
+    SpatialDropout1D, ZeroPadding1D, Cropping1D and UpSampling1D";
 
 /// Keras's `backend.epsilon()`, the floor of a Normalization layer's standard deviation.
 const KERAS_EPSILON: f32 = 1e-7;
@@ -805,9 +805,27 @@ impl<'a> Builder<'a> {
                 let pads = margins(&config, "padding", 1)?;
                 self.simple(layer, Op::Pad { pads, value: 0.0, mode: PadMode::Constant })
             }
-            "UpSampling2D" => {
+            "ZeroPadding1D" => {
+                let [before, after] = margins_1d(&config, "padding", 1)?;
+                let pads = [0, 0, before, after];
+                self.simple(layer, Op::Pad { pads, value: 0.0, mode: PadMode::Constant })
+            }
+            "Cropping1D" => {
                 let (input, _) = self.image_input(layer)?;
-                let factor = config.pair("size", Some([2, 2]))?;
+                let [start, end] = margins_1d(&config, "cropping", 1)?;
+                let len = input.shape[2];
+                if start.saturating_add(end) >= len {
+                    return Err(config.error(format!("cropping more than the {len} samples")));
+                }
+                let op = Op::Slice { axes: vec![2], starts: vec![start], ends: vec![len - end] };
+                self.simple(layer, op)
+            }
+            "UpSampling2D" | "UpSampling1D" => {
+                let (input, _) = self.image_input(layer)?;
+                let factor = match layer.class.as_str() {
+                    "UpSampling1D" => config.along_length("size", Some(2))?,
+                    _ => config.pair("size", Some([2, 2]))?,
+                };
                 // Keras repeats pixels for nearest, and resizes as TensorFlow does for
                 // bilinear.
                 let (interpolation, coordinates) = match config
@@ -1833,6 +1851,20 @@ fn margins(config: &Config, key: &str, default: usize) -> Result<[usize; 4]> {
                 _ => Err(bad()),
             }
         }
+    }
+}
+
+/// A 1-D layer's margins `key` (`n`, or `(before, after)`) along the signal.
+fn margins_1d(config: &Config, key: &str, default: usize) -> Result<[usize; 2]> {
+    let bad = || config.error(format!("'{key}' is not n or (before, after)"));
+    let n = |v: &Value| v.as_u64().map(|n| n as usize);
+    match config.get(key) {
+        None => Ok([default; 2]),
+        Some(v) => match (n(v), v.as_array().map(Vec::as_slice)) {
+            (Some(p), _) => Ok([p; 2]),
+            (_, Some([a, b])) => Ok([n(a).ok_or_else(bad)?, n(b).ok_or_else(bad)?]),
+            _ => Err(bad()),
+        },
     }
 }
 
