@@ -93,12 +93,55 @@ fn catch_stop_signals() {
     }
 }
 
+/// How long the UI thread has to end after a stop signal, or after the terminal hung up,
+/// before [`watch_for_a_stuck_stop`] ends the process.
+#[cfg(unix)]
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Ends the process when a stop signal came (or the terminal hung up, an SSH connection
+/// dropped) and the UI thread has not ended within [`STOP_GRACE`]: crossterm's event poll
+/// spins forever reading a terminal that is gone (crossterm issue #793), so the UI thread
+/// never returns to see the signal, and the explorer would stay behind at 100% CPU.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn watch_for_a_stuck_stop() {
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal_in = unsafe { libc::isatty(0) } == 1;
+    std::thread::spawn(move || {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut stdin = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one pollfd, valid for the call; a zero timeout only asks.
+            let polled = terminal_in && unsafe { libc::poll(&mut stdin, 1, 0) } > 0;
+            let hung_up = polled && stdin.revents & (libc::POLLHUP | libc::POLLNVAL) != 0;
+            if hung_up {
+                STOP_SIGNAL
+                    .compare_exchange(0, libc::SIGHUP, Ordering::SeqCst, Ordering::SeqCst)
+                    .ok();
+            }
+            let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+            if signal == 0 {
+                continue;
+            }
+            let at = *since.get_or_insert_with(std::time::Instant::now);
+            if at.elapsed() >= STOP_GRACE {
+                // Best effort: the terminal may be gone.
+                let _ = ratatui::try_restore();
+                std::process::exit(128 + signal);
+            }
+        }
+    });
+}
+
 /// Runs the explorer in the terminal until the user quits. The terminal is restored on
 /// every way out, a panic and SIGINT/SIGTERM/SIGHUP included; a panic in a worker thread is
 /// reported in the UI.
 pub fn run(mut app: App) -> std::io::Result<()> {
     #[cfg(unix)]
     catch_stop_signals();
+    #[cfg(unix)]
+    watch_for_a_stuck_stop();
     app.set_pixels(image::Pixels::detect(app.options.graphics));
     let mut terminal = ratatui::try_init()?;
     // ratatui's hook restores the terminal and reports the panic. Only the UI thread's own
